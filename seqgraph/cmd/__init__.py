@@ -1,0 +1,1 @@
+"""Subcommands of the `seqgraph` command line, one module each (see cli.py)."""

@@ -1,0 +1,84 @@
+"""One error type for everything a user can get wrong in a spec or in data.
+
+A `SpecError` knows where it happened (file, line, column) and prints itself the way
+compilers do: ``file:line:column: message``, the source line, a caret, and a hint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A position in a source text: 1-based line and column."""
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.column}"
+
+
+NOPOS = Pos(0, 0)
+
+
+class SeqgraphError(Exception):
+    """Base of every error meant for a user (exit code 2, no traceback)."""
+
+    def render(self) -> str:
+        return str(self)
+
+
+class SpecError(SeqgraphError):
+    """An error in a `.sg` source, with its position, the line, a caret and a hint."""
+
+    def __init__(self, message: str, pos: Pos | None = None, hint: str = "",
+                 file: str = "<spec>", source: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.pos = pos or NOPOS
+        self.hint = hint
+        self.file = file
+        self.source = source
+
+    def located(self, file: str, source: str) -> "SpecError":
+        """The same error, attached to a file and its text (keeps an existing location)."""
+        if self.source is not None:
+            return self
+        return SpecError(self.message, self.pos, self.hint, file, source)
+
+    @property
+    def line(self) -> int:
+        return self.pos.line
+
+    @property
+    def column(self) -> int:
+        return self.pos.column
+
+    def render(self) -> str:
+        head = f"{self.file}:{self.pos.line}:{self.pos.column}: error: {self.message}"
+        out = [head]
+        if self.source is not None and 0 < self.pos.line <= len(self.source.splitlines()):
+            text = self.source.splitlines()[self.pos.line - 1].expandtabs(1)
+            out.append(f"  {self.pos.line:4d} | {text}")
+            out.append("       | " + " " * max(self.pos.column - 1, 0) + "^")
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class DataError(SeqgraphError):
+    """Bad data: names the file, the line (when there is one) and what was expected."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        self.message, self.file, self.line = message, file, line
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        super().__init__(f"{where}{message}")
+
+
+class UsageError(SeqgraphError):
+    """A command-line or API misuse (a missing dim, an unknown option value)."""

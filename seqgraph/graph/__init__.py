@@ -1,0 +1,1 @@
+"""The folded graph (a model's equations), its checks, and its unfolding."""

@@ -1,0 +1,245 @@
+"""The folded graph: the intermediate representation every later stage reads.
+
+A model is a set of variables, each defined by an expression over references to other
+variables (with an index shift), parameters and numbers. Read as a graph, each variable
+is a node and each reference an edge; a reference with a shift is an edge through a
+*delay* (the black square of Deep Learning, Fig. 10.2). Everything here is frozen: passes
+build new structures instead of editing these.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import networkx as nx
+
+from ..errors import NOPOS, Pos
+from ..ops import Op
+
+
+# ----------------------------------------------------------------------------- shifts
+@dataclass(frozen=True)
+class Shift:
+    """How a reference moves along its index.
+
+    kind  'rel'   t+k (k = 0 same step, k < 0 a delay, k > 0 an advance)
+          'first' h[1];  'end' h[end]  (absolute positions of a sequence)
+          'left' / 'right'  n.left / n.right (children in a tree)
+          'root'  h[root]
+          'none'  a per-example value (no index)
+    """
+    kind: str = "rel"
+    k: int = 0
+
+    @property
+    def is_delay(self) -> bool:
+        """True when the edge goes through a delay square (a recurrence may cross it)."""
+        return (self.kind == "rel" and self.k != 0) or self.kind in ("left", "right")
+
+    @property
+    def direction(self) -> int:
+        """-1: reads what came before (a forward recurrence, or children before parents);
+        +1: reads what comes after (a backward recurrence); 0: not a delay."""
+        if self.kind in ("left", "right"):
+            return -1
+        if self.kind == "rel" and self.k:
+            return -1 if self.k < 0 else 1
+        return 0
+
+    def mirrored(self) -> "Shift":
+        """The shift of the same reference in a time-reversed instance (`reverse`)."""
+        if self.kind == "rel":
+            return Shift("rel", -self.k)
+        return {"first": Shift("end"), "end": Shift("first")}.get(self.kind, self)
+
+    def show(self, index: str | None) -> str:
+        """The textbook form: t, t-1, t+2, end, 1, n.left, root."""
+        if self.kind == "none" or index is None:
+            return ""
+        if self.kind == "rel":
+            return index if self.k == 0 else f"{index}{self.k:+d}"
+        if self.kind == "first":
+            return "1"
+        if self.kind in ("left", "right"):
+            return f"{index}.{self.kind}"
+        return self.kind
+
+    def label(self) -> str:
+        """A short label for a delay square: -1, +2, L, R, end."""
+        if self.kind == "rel":
+            return f"{self.k:+d}" if self.k else "0"
+        return {"left": "L", "right": "R", "first": "1"}.get(self.kind, self.kind)
+
+
+SAME = Shift("rel", 0)
+NONE = Shift("none", 0)
+
+
+# ----------------------------------------------------------------------- expressions
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a variable (input, target or defined) at a shifted index."""
+    var: str
+    shift: Shift = SAME
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    name: str
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Apply:
+    """An op of the table in ops.py applied to argument expressions."""
+    op: Op
+    args: tuple
+    attrs: tuple = ()          # (("p", 0.5),): hashable keyword arguments
+    pos: Pos = field(default=NOPOS, compare=False)
+
+    @property
+    def kw(self) -> dict:
+        return dict(self.attrs)
+
+
+Expr = Union[Ref, ParamRef, Num, Apply]
+
+
+def walk(expr: Expr):
+    """Every node of an expression, operands before the node that uses them."""
+    if isinstance(expr, Apply):
+        for a in expr.args:
+            yield from walk(a)
+    yield expr
+
+
+def refs(expr: Expr) -> list[Ref]:
+    return [e for e in walk(expr) if isinstance(e, Ref)]
+
+
+def params_of(expr: Expr) -> list[str]:
+    return [e.name for e in walk(expr) if isinstance(e, ParamRef)]
+
+
+# ------------------------------------------------------------------------- variables
+@dataclass(frozen=True)
+class Case:
+    """One defining equation of a variable; `cond` is None, 'leaf' or 'otherwise'."""
+    expr: Expr
+    cond: str | None = None
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Var:
+    """A variable of the model.
+
+    role   'input' | 'target' | 'hidden'
+    index  the index it ranges over ('t', 'u', 'n') or None for one value per example
+    kind   inputs and targets: 'onehot' | 'vec' | 'class' | 'binary'; hidden: None
+    size   the declared size: an int, a dim name, or None (inferred)
+    """
+    name: str
+    role: str
+    index: str | None
+    kind: str | None = None
+    size: int | str | None = None
+    cases: tuple = ()
+    init: Expr | None = None
+    pos: Pos = field(default=NOPOS, compare=False)
+
+    @property
+    def is_ids(self) -> bool:
+        """True when its values are integer ids (one-hot inputs, class targets)."""
+        return self.kind in ("onehot", "class")
+
+    @property
+    def defined(self) -> bool:
+        return self.role == "hidden"
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    """A trainable parameter; `shape` is declared (ints or dim names) or None."""
+    name: str
+    shape: tuple | None = None
+    init: tuple | None = None        # ('orthogonal',) or ('normal', 0.01)
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """`weight * fn(output, target)`, summed over the index, averaged over examples."""
+    fn: str                    # 'xent' | 'bce' | 'mse'
+    output: Ref
+    target: Ref
+    weight: float = 1.0
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class FoldedGraph:
+    """The whole model after elaboration: plain equations, no cells left."""
+    name: str
+    dims: tuple                 # declared dims: (("H", 128), ...)
+    indexes: tuple              # (("t", "seq"), ("n", "tree")), in order of first use
+    vars: tuple                 # Var, in source order
+    params: tuple               # ParamDef, in source order
+    losses: tuple               # Loss
+    train: tuple = ()           # (("batch", 32), ...) from the train block
+    expansions: tuple = ()      # (("e", "rnn", "forward"), ...) cell uses, for reports
+    warnings: tuple = ()        # (message, Pos)
+    path: str = "<spec>"
+    source: str = ""
+
+    # lookups ---------------------------------------------------------------------
+    def var(self, name: str) -> Var:
+        return self.var_map[name]
+
+    @property
+    def var_map(self) -> dict:
+        return {v.name: v for v in self.vars}
+
+    @property
+    def param_map(self) -> dict:
+        return {p.name: p for p in self.params}
+
+    @property
+    def index_kinds(self) -> dict:
+        return dict(self.indexes)
+
+    @property
+    def train_config(self) -> dict:
+        return dict(self.train)
+
+    def inputs(self) -> list[Var]:
+        return [v for v in self.vars if v.role == "input"]
+
+    def targets(self) -> list[Var]:
+        return [v for v in self.vars if v.role == "target"]
+
+    def hidden(self) -> list[Var]:
+        return [v for v in self.vars if v.role == "hidden"]
+
+    # the graph ---------------------------------------------------------------------
+    def nx(self) -> nx.MultiDiGraph:
+        """Variables as nodes; an edge u -> v for each reference to u in v's equations,
+        carrying its `shift` (and `init=True` for references made by an init expression)."""
+        g = nx.MultiDiGraph()
+        for v in self.vars:
+            g.add_node(v.name, role=v.role, index=v.index, kind=v.kind)
+        for v in self.vars:
+            for case in v.cases:
+                for r in refs(case.expr):
+                    g.add_edge(r.var, v.name, shift=r.shift, cond=case.cond, pos=r.pos)
+            if v.init is not None:
+                for r in refs(v.init):
+                    g.add_edge(r.var, v.name, shift=r.shift, init=True, pos=r.pos)
+        return g
