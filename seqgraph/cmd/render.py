@@ -1,0 +1,89 @@
+"""`seqgraph render SPEC -o FILE.{svg,png,dot}`: draw the folded graph, or the unfolded
+one over N steps (`--unfold N`)."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+HELP = "draw a model's folded graph (or its unfolding over N steps) as SVG, PNG or DOT"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="the .sg file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="FILE.svg, FILE.png (laid out by Graphviz) or FILE.dot")
+    p.add_argument("--unfold", metavar="N",
+                   help="draw the unfolded graph: N steps for every sequence index, "
+                        "or one length per index: t=3,u=4")
+    p.add_argument("--params", action="store_true",
+                   help="show the parameters (with their shapes when known)")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                   help="bind a size name used but not declared (repeatable): --dim V=65")
+
+
+def parse_dims(items: list[str]) -> dict:
+    dims = {}
+    for item in items:
+        for part in filter(None, item.split(",")):
+            name, eq, val = part.partition("=")
+            if not eq or not name.strip() or not val.strip().isdigit():
+                raise UsageError(f"--dim expects NAME=SIZE (like V=65), got '{part}'")
+            dims[name.strip()] = int(val)
+    return dims
+
+
+def parse_lengths(text: str, graph) -> dict:
+    """`4` gives every sequence index 4 steps; `t=3,u=4` one length per index."""
+    seqs = [name for name, kind in graph.indexes if kind != "tree"]
+    if any(kind == "tree" for _, kind in graph.indexes):
+        raise UsageError("--unfold draws sequences; this model ranges over trees, "
+                         "which cannot be unfolded by a length")
+    text = text.strip()
+    if text.isdigit():
+        lengths = {name: int(text) for name in seqs}
+    else:
+        lengths = {}
+        for part in filter(None, text.split(",")):
+            name, eq, val = part.partition("=")
+            name = name.strip()
+            if not eq or not val.strip().isdigit():
+                raise UsageError(f"--unfold expects N or INDEX=N,..., got '{text}'")
+            if name not in seqs:
+                raise UsageError(f"--unfold: '{name}' is not a sequence index of this "
+                                 f"model (its indexes: {', '.join(seqs) or 'none'})")
+            lengths[name] = int(val)
+        missing = [s for s in seqs if s not in lengths]
+        if missing:
+            raise UsageError(f"--unfold: no length for index {', '.join(missing)}")
+    if any(n < 1 for n in lengths.values()):
+        raise UsageError("--unfold: a length must be at least 1")
+    if not lengths:
+        raise UsageError("--unfold: this model has no sequence index to unfold")
+    return lengths
+
+
+def checked_sizes(graph, dims: dict) -> dict:
+    """Every variable's size and every parameter's shape, as the checker infers them
+    with the --dim bindings (linear forms such as H+V where a name stays unbound)."""
+    from ..graph.check import check
+    checked = check(graph, dims)
+    return {**checked.sizes, **checked.param_shapes}
+
+
+def run(args) -> int:
+    import seqgraph
+    from .. import render
+
+    dims = parse_dims(args.dim)
+    render.check_output(args.output)          # a bad extension fails before any work
+    spec = seqgraph.read_spec(args.spec)
+    sizes = checked_sizes(spec.graph, dims)
+    if args.unfold:
+        lengths = parse_lengths(args.unfold, spec.graph)
+        text = render.unfolded_dot(spec, lengths, sizes=sizes)
+    else:
+        text = render.folded_dot(spec, params=args.params, sizes=sizes, dims=dims)
+    render.write(text, args.output)
+    print(f"wrote {args.output}")
+    return 0

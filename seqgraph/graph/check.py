@@ -1,0 +1,286 @@
+"""The checks: sizes (inferred in both directions) and causality.
+
+Sizes. Every variable, every parameter dimension and every intermediate value gets a
+size variable; the op table's shape rules state equalities and sums between them
+(ops.py), declarations and dims give values, and a union-find with linear-form values
+solves them. A size nothing determines asks for an annotation at its line.
+
+Causality (Deep Learning, section 10.1). Every cycle of the folded graph must pass
+through a delay: with the delay edges removed the graph must be acyclic (else an
+algebraic loop), and the delays inside one strongly connected component must all point
+the same way (else the recurrence can run neither forward nor backward in time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ..errors import NOPOS, SpecError
+from ..ops import TABLE, Op
+from .folded import Apply, FoldedGraph, Num, ParamRef, Ref
+from .printer import show
+from .sizes import Lin
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """A strongly connected component with delays: the variables that run step by step."""
+    vars: tuple
+    index: str | None
+    direction: int          # -1 forward in time (reads the past), +1 backward
+    delays: tuple           # distinct shifts on its edges, e.g. ('-1',)
+    params: tuple           # parameters its equations use
+
+
+@dataclass(frozen=True)
+class Checked:
+    graph: FoldedGraph
+    sizes: dict             # var -> Lin
+    param_shapes: dict      # param -> tuple[Lin]
+    recurrences: tuple
+    order: tuple            # variables in an order where each comes after what it reads
+    dims: dict              # the dims that were bound (declared and given)
+
+    def unbound(self) -> set:
+        out = set()
+        for s in list(self.sizes.values()) + [d for sh in self.param_shapes.values()
+                                              for d in sh]:
+            out |= s.names
+        return out
+
+
+def check(graph: FoldedGraph, dims: dict | None = None) -> Checked:
+    """Sizes and causality of a folded graph; raises SpecError located in its file."""
+    try:
+        return _check(graph, dims or {})
+    except SpecError as e:
+        raise e.located(graph.path, graph.source) from None
+
+
+def _check(graph: FoldedGraph, given: dict) -> Checked:
+    dims = {**dict(graph.dims), **given}
+    recurrences, order = _causality(graph)
+    sizes, shapes = _Sizes(graph, dims).solve()
+    return Checked(graph, sizes, shapes, recurrences, order, dims)
+
+
+# -------------------------------------------------------------------------- sizes
+class _Sizes:
+    def __init__(self, graph: FoldedGraph, dims: dict):
+        self.g, self.dims = graph, dims
+        self.parent, self.val, self.label = [], [], []
+        self.sums = []          # (out, parts, pos)
+        self.where = NOPOS
+        self.var_size = {}
+        self.param_shape = {}
+        self.param_first_use = {}
+
+    # union-find with values -----------------------------------------------------
+    def new(self, label="", value=None) -> int:
+        self.parent.append(len(self.parent))
+        self.val.append(value)
+        self.label.append(label)
+        return len(self.parent) - 1
+
+    def find(self, a):
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def eq(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        va, vb = self.val[ra], self.val[rb]
+        if va is not None and vb is not None and va != vb:
+            raise SpecError(f"size mismatch: {self.label[a] or 'one side'} has size {va}, "
+                            f"{self.label[b] or 'the other'} has size {vb}", self.where,
+                            hint="check the sizes of the operands (`seqgraph check` "
+                                 "prints them)")
+        self.parent[rb] = ra
+        self.val[ra] = va if va is not None else vb
+        if not self.label[ra]:
+            self.label[ra] = self.label[rb]
+
+    def sum(self, out, parts):
+        self.sums.append((out, list(parts), self.where))
+
+    def error(self, msg):
+        raise SpecError(msg, self.where)
+
+    def value(self, x):
+        return self.val[self.find(x)]
+
+    def fixed(self, x, label="") -> int:
+        """A size variable for a declared size: an int or a dim name."""
+        if isinstance(x, str) and x in self.dims:
+            x = self.dims[x]
+        return self.new(label, Lin.of(x))
+
+    # walking the model ---------------------------------------------------------
+    def solve(self):
+        g = self.g
+        for v in g.vars:
+            self.var_size[v.name] = self.new(v.name) if v.size is None else \
+                self.fixed(v.size, v.name)
+        for p in g.params:
+            if p.shape is not None:
+                self.param_shape[p.name] = tuple(self.fixed(d, p.name) for d in p.shape)
+        for v in g.vars:
+            for case in v.cases:
+                self._define(v, case.expr, case.pos)
+            if v.init is not None:
+                self._define(v, v.init, v.pos)
+        for loss in g.losses:
+            self.where = loss.pos
+            self.eq(self.var_size[loss.output.var], self.var_size[loss.target.var])
+        self._solve_sums()
+        return self._results()
+
+    def _define(self, v, expr, pos):
+        shape = self.shape(expr)
+        self.where = pos
+        if len(shape) != 1:
+            raise SpecError(f"'{v.name}' is defined as a number, not a vector", pos,
+                            hint="a variable is a vector; use an expression with a vector")
+        self.eq(self.var_size[v.name], shape[0])
+
+    def shape(self, e, rank=None) -> tuple:
+        if isinstance(e, Num):
+            return ()
+        if isinstance(e, Ref):
+            return (self.var_size[e.var],)
+        if isinstance(e, ParamRef):
+            return self._param(e, 1 if rank is None else rank)
+        assert isinstance(e, Apply)
+        d = TABLE[e.op]
+        ranks = d.ranks if d.ranks else (1,) * len(e.args)
+        args = [self.shape(a, r) for a, r in zip(e.args, ranks)]
+        self.where = e.pos
+        for a, r, sh in zip(e.args, ranks, args):
+            if (r is None and len(sh) > 1) or (r is not None and len(sh) != r):
+                want = {0: "a number", 1: "a vector", 2: "a matrix", 3: "a tensor",
+                        None: "a vector or a number"}[r]
+                raise SpecError(f"'{show(a)}' must be {want} here", e.pos)
+        label = show(e)
+        for a, sh in zip(e.args, args):
+            if len(sh) == 1 and not self.label[sh[0]]:
+                self.label[sh[0]] = f"'{show(a)}'"
+        out = (self.new(f"'{label}'"),) if d.out == 1 else ()
+        d.shape(self, out, args)
+        return out
+
+    def _param(self, e: ParamRef, rank: int) -> tuple:
+        self.param_first_use.setdefault(e.name, e.pos)
+        shape = self.param_shape.get(e.name)
+        if shape is None:
+            shape = tuple(self.new(f"'{e.name}'") for _ in range(rank))
+            self.param_shape[e.name] = shape
+        if len(shape) != rank:
+            kinds = {1: "a vector", 2: "a matrix", 3: "a tensor"}
+            raise SpecError(f"parameter '{e.name}' is used as {kinds.get(rank)} here but "
+                            f"is {kinds.get(len(shape))} elsewhere", e.pos)
+        return shape
+
+    def _solve_sums(self):
+        changed = True
+        while changed:
+            changed = False
+            for out, parts, pos in self.sums:
+                self.where = pos
+                vals = [self.value(p) for p in parts]
+                known = [v for v in vals if v is not None]
+                total = self.value(out)
+                if len(known) == len(vals):
+                    s = sum(known, Lin())
+                    if total is None or total != s:
+                        self.eq(out, self.new("the concatenation", s))
+                        changed = changed or total is None
+                elif total is not None and len(known) == len(vals) - 1:
+                    missing = parts[vals.index(None)]
+                    self.eq(missing, self.new("", total - sum(known, Lin())))
+                    changed = True
+
+    def _results(self):
+        sizes = {}
+        for v in self.g.vars:
+            val = self.value(self.var_size[v.name])
+            if val is None:
+                ix = f"[{v.index}]" if v.index else ""
+                raise SpecError(f"the size of '{v.name}' is not determined by anything",
+                                v.pos, hint=f"state it: {v.name}{ix} : SIZE = ...")
+            sizes[v.name] = val
+        shapes = {}
+        for p in self.g.params:
+            if p.name not in self.param_shape:
+                shapes[p.name] = ()   # unused: reported as a warning by elaboration
+                continue
+            dims = [self.value(d) for d in self.param_shape[p.name]]
+            if any(d is None for d in dims):
+                raise SpecError(f"the shape of parameter '{p.name}' is not determined",
+                                self.param_first_use.get(p.name, p.pos),
+                                hint=f"declare it: param {p.name} : [..]")
+            shapes[p.name] = tuple(dims)
+        return sizes, shapes
+
+
+# ---------------------------------------------------------------------- causality
+def _causality(graph: FoldedGraph):
+    g = graph.nx()
+    lines = {v.name: v.pos.line for v in graph.vars}
+    instant = nx.DiGraph()
+    instant.add_nodes_from(g.nodes)
+    instant.add_edges_from((u, v) for u, v, s in g.edges(data="shift") if not s.is_delay)
+    try:
+        cycle = nx.find_cycle(instant)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [u for u, _ in cycle]
+        path = " -> ".join(f"{n} (line {lines[n]})" for n in names + names[:1])
+        first = graph.var(names[0])
+        raise SpecError(f"algebraic loop: {path}", _edge_pos(g, cycle[-1]) or first.pos,
+                        hint="every cycle must pass through a delay, such as h[t-1]")
+    recs = []
+    for comp in nx.strongly_connected_components(g):
+        sub = g.subgraph(comp)
+        delays = [(u, v, s) for u, v, s in sub.edges(data="shift") if s.is_delay]
+        if not delays:
+            continue
+        dirs = {s.direction for _, _, s in delays}
+        if len(dirs) > 1:
+            names = ", ".join(sorted(comp, key=lambda n: lines[n]))
+            where = [f"{v} reads {u}[{s.show(graph.var(u).index)}] (line {lines[v]})"
+                     for u, v, s in delays]
+            raise SpecError(f"mixed directions on one recurrence ({names}): "
+                            + "; ".join(sorted(set(where))),
+                            graph.var(sorted(comp, key=lambda n: lines[n])[0]).pos,
+                            hint="a cycle runs forward (t-1) or backward (t+1), not both")
+        ordered = tuple(v.name for v in graph.vars if v.name in comp)
+        params = sorted({p for n in ordered for c in graph.var(n).cases
+                         for p in _params(c.expr)})
+        recs.append(Recurrence(ordered, graph.var(ordered[0]).index, dirs.pop(),
+                               tuple(sorted({s.label() for _, _, s in delays})),
+                               tuple(params)))
+    order = tuple(nx.lexicographical_topological_sort(
+        instant, key=lambda n: (lines.get(n, 0), n)))
+    recs.sort(key=lambda r: order.index(r.vars[0]))
+    return tuple(recs), order
+
+
+def _params(expr):
+    from .folded import params_of
+    return params_of(expr)
+
+
+def _edge_pos(g, edge):
+    u, v = edge[0], edge[1]
+    for _, _, d in g.edges(u, data=True):
+        pass
+    data = g.get_edge_data(u, v)
+    for d in (data or {}).values():
+        if not d["shift"].is_delay:
+            return d.get("pos")
+    return None

@@ -1,0 +1,106 @@
+"""Unfolding: the folded graph over concrete lengths becomes a DAG of (variable, step).
+
+A reference `h[t-1]` at step s names the node (h, s-1); one that reaches before the
+first step (or past the last, for an advance) names what stands there instead: the
+carried state of the previous window, the `init` value (node (h, "init")), or zero.
+`Source` says which, so that both executors read the same thing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .folded import FoldedGraph, Ref, refs
+
+
+@dataclass(frozen=True)
+class Outside:
+    """A read that falls outside the sequence: `steps` before the start (or after the end)."""
+    var: str
+    steps: int
+    before: bool
+
+
+def resolve(ref: Ref, step, length: int | None):
+    """The node a reference reads at `step` of its equation's index: a (var, step) key,
+    (var, None) for a per-example value, or an Outside."""
+    s = ref.shift
+    if s.kind == "none":
+        return (ref.var, None)
+    if s.kind == "first":
+        return (ref.var, 0)
+    if s.kind == "end":
+        return (ref.var, length - 1)
+    j = step + s.k
+    if j < 0:
+        return Outside(ref.var, -j, True)
+    if j >= length:
+        return Outside(ref.var, j - length + 1, False)
+    return (ref.var, j)
+
+
+def lengths_ok(graph: FoldedGraph, lengths: dict):
+    for v in graph.vars:
+        if v.index is not None and graph.index_kinds.get(v.index) == "seq" \
+                and v.index not in lengths:
+            raise KeyError(f"no length for index '{v.index}' (variable '{v.name}')")
+
+
+def unfold(graph: FoldedGraph, lengths: dict) -> nx.DiGraph:
+    """The computation DAG over `lengths` ({index: T}). Nodes: (var, step) with step
+    0-based, (var, None) per example, (var, "init") for an init value; every edge
+    carries the `shift` of the reference it comes from. No shifted edge survives: an edge
+    always joins two concrete nodes."""
+    lengths_ok(graph, lengths)
+    g = nx.DiGraph()
+    for v in graph.vars:
+        for step in _steps(v, lengths):
+            g.add_node((v.name, step), var=v.name, step=step, role=v.role, index=v.index)
+    for v in graph.vars:
+        if v.init is not None:
+            g.add_node((v.name, "init"), var=v.name, step="init", role="init", index=None)
+            for r in refs(v.init):
+                g.add_edge((r.var, None), (v.name, "init"), shift=r.shift)
+        for step in _steps(v, lengths):
+            for case in v.cases:
+                for r in refs(case.expr):
+                    src = resolve(r, step, lengths.get(graph.var(r.var).index))
+                    if isinstance(src, Outside):
+                        if graph.var(src.var).init is not None:
+                            g.add_edge((src.var, "init"), (v.name, step), shift=r.shift)
+                        continue
+                    g.add_edge(src, (v.name, step), shift=r.shift)
+    return g
+
+
+def _steps(v, lengths):
+    return [None] if v.index is None else range(lengths[v.index])
+
+
+def text(graph: FoldedGraph, lengths: dict) -> str:
+    """The canonical text form of the unfolded DAG: one node a line, in a topological
+    order, with what it reads (steps shown 1-based, as the textbook counts)."""
+    g = unfold(graph, lengths)
+    order = {v.name: i for i, v in enumerate(graph.vars)}
+
+    def key(n):
+        step = n[1]
+        s = -1 if step is None or step == "init" else step
+        return (s, order[n[0]])
+    lines = []
+    for n in nx.lexicographical_topological_sort(g, key=key):
+        preds = sorted(g.predecessors(n), key=key)
+        if g.nodes[n]["role"] in ("input", "target") and not preds:
+            continue
+        lines.append(f"{_name(n)} <- " + (", ".join(_name(p) for p in preds) or "()"))
+    return "\n".join(lines) + "\n"
+
+
+def _name(n):
+    var, step = n
+    if step is None:
+        return var
+    if step == "init":
+        return f"init({var})"
+    return f"{var}[{step + 1}]"

@@ -1,0 +1,193 @@
+"""The reference interpreter: the definition of what a spec means.
+
+It walks the unfolded DAG in topological order, applies each op's forward from the
+table in ops.py and records it on a tape; reverse mode walks the tape backwards with each
+op's VJP (micrograd's scheme, over batch-major arrays). Small, obviously right, slow:
+every other executor is tested against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ops
+from .graph.folded import Apply, Num, ParamRef, Ref
+from .graph.unfold import Outside, resolve
+
+
+@dataclass
+class Result:
+    loss: float
+    grads: dict | None = None
+    values: dict = field(default_factory=dict)
+    carry: dict = field(default_factory=dict)
+    terms: dict = field(default_factory=dict)   # loss line -> (sum, count of tokens)
+
+
+class Tape:
+    """Values and the ops that made them; `backward` accumulates gradients."""
+
+    def __init__(self):
+        self.vals, self.entries = [], []
+
+    def leaf(self, value) -> int:
+        self.vals.append(value)
+        return len(self.vals) - 1
+
+    def apply(self, op, args, attrs, ctx) -> int:
+        out, saved = ops.forward(op, ctx, [self.vals[a] for a in args], attrs)
+        i = self.leaf(out)
+        self.entries.append((op, args, i, saved))
+        return i
+
+    def backward(self, seeds: dict) -> list:
+        grads = [None] * len(self.vals)
+        for i, g in seeds.items():
+            grads[i] = g if grads[i] is None else grads[i] + g
+        for op, args, out, saved in reversed(self.entries):
+            g = grads[out]
+            if g is None:
+                continue
+            ds = ops.vjp(op, g, self.vals[out], saved, [self.vals[a] for a in args])
+            for a, d in zip(args, ds):
+                if d is not None:
+                    grads[a] = d if grads[a] is None else grads[a] + d
+        return grads
+
+
+class Interpreter:
+    """Runs a Model (model.py) on one batch."""
+
+    def __init__(self, model):
+        self.m = model
+        self.g = model.graph
+
+    # ---------------------------------------------------------------- the batch
+    def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
+            lengths=None):
+        m, g = self.m, self.g
+        data = {**(inputs or {}), **(targets or {})}
+        B, lengths = m.batch_shape(data, lengths)
+        tape, ctx = Tape(), ops.Ctx(train=train, rng=rng or np.random.default_rng(0))
+        self.tape, self.ctx, self.B, self.lengths = tape, ctx, B, lengths
+        self.carry_in = carry or {}
+        self.pids = {p: tape.leaf(v) for p, v in m.params.items()}
+        self.nodes = {}
+        for v in g.vars:
+            if v.role != "hidden" and v.name in data:
+                self._leaf_data(v, data[v.name])
+        for name, step in m.schedule(lengths):
+            v = g.var(name)
+            expr = v.init if step == "init" else v.cases[0].expr
+            self.nodes[(name, step)] = self._eval(expr, name, step)
+        loss, seeds, terms = self._losses(targets or {})
+        res = Result(loss, None, self._values(), self._carry_out(), terms)
+        if grads:
+            gs = tape.backward(seeds)
+            res.grads = {p: (gs[i] if gs[i] is not None else np.zeros_like(m.params[p]))
+                         for p, i in self.pids.items()}
+        return res
+
+    def _leaf_data(self, v, arr):
+        arr = np.asarray(arr)
+        if v.is_ids:
+            arr = arr.astype(np.int64)
+        else:
+            arr = arr.astype(self.m.dtype)
+        if v.index is None:
+            self.nodes[(v.name, None)] = self.tape.leaf(arr)
+            return
+        for s in range(arr.shape[1]):
+            self.nodes[(v.name, s)] = self.tape.leaf(np.ascontiguousarray(arr[:, s]))
+
+    # ---------------------------------------------------------------- expressions
+    def _eval(self, e, var, step) -> int:
+        if isinstance(e, Num):
+            return self.tape.leaf(e.value)
+        if isinstance(e, ParamRef):
+            return self.pids[e.name]
+        if isinstance(e, Ref):
+            return self._read(e, step)
+        assert isinstance(e, Apply)
+        args = [self._eval(a, var, step) for a in e.args]
+        attrs = e.attrs
+        if e.op is ops.Op.ONEHOT:
+            attrs = (("size", self.m.sizes[e.args[0].var]), ("dtype", self.m.dtype))
+        return self.tape.apply(e.op, args, attrs, self.ctx)
+
+    def _read(self, r: Ref, step) -> int:
+        v = self.g.var(r.var)
+        src = resolve(r, step, self.lengths.get(v.index))
+        if not isinstance(src, Outside):
+            if src not in self.nodes:
+                raise KeyError(f"no value for {src} (is '{r.var}' given in the batch?)")
+            return self.nodes[src]
+        key = (src.var, -src.steps)
+        if src.before and src.var in self.carry_in and src.steps <= len(self.carry_in[src.var]):
+            return self.tape.leaf(self.carry_in[src.var][src.steps - 1])
+        if (src.var, "init") in self.nodes:
+            return self.nodes[(src.var, "init")]
+        if key not in self.nodes:
+            self.nodes[key] = self.tape.leaf(self.m.outside_value(v, self.B))
+        return self.nodes[key]
+
+    # ---------------------------------------------------------------- losses
+    def _losses(self, targets):
+        total, seeds, terms = 0.0, {}, {}
+        for li, loss in enumerate(self.g.losses):
+            if loss.target.var not in targets:
+                continue
+            s, n = 0.0, 0
+            op = ops.LOSS_NAMES[loss.fn]
+            for step in self._steps(loss.output.var):
+                o = self._read(loss.output, step)
+                y = self._read(loss.target, step)
+                i = self.tape.apply(op, [o, y], (), self.ctx)
+                per_ex = self.tape.vals[i]
+                s += float(per_ex.sum())
+                n += self._count(self.tape.vals[y])
+                seeds[i] = np.full(self.B, loss.weight / self.B, dtype=self.m.dtype)
+            terms[li] = (s, n)
+            total += loss.weight * s / self.B
+        return total, seeds, terms
+
+    def _count(self, y) -> int:
+        if y.dtype.kind == "i":
+            return int((y >= 0).sum())
+        return int(y.shape[0])
+
+    def _steps(self, name):
+        v = self.g.var(name)
+        return [None] if v.index is None else range(self.lengths[v.index])
+
+    # ---------------------------------------------------------------- outputs
+    def _values(self) -> dict:
+        out = {}
+        for v in self.g.vars:
+            if v.role != "hidden":
+                continue
+            if v.index is None:
+                out[v.name] = self.tape.vals[self.nodes[(v.name, None)]]
+            else:
+                out[v.name] = np.stack([self.tape.vals[self.nodes[(v.name, s)]]
+                                        for s in range(self.lengths[v.index])], axis=1)
+        return out
+
+    def _carry_out(self) -> dict:
+        """The last k values of every variable read with a delay of up to k steps."""
+        out = {}
+        for name, k in self.m.carried.items():
+            L = self.lengths.get(self.g.var(name).index)
+            if L is None:
+                continue
+            vals = []
+            for j in range(1, k + 1):
+                key = (name, L - j)
+                if key in self.nodes:
+                    vals.append(np.array(self.tape.vals[self.nodes[key]], copy=True))
+                elif name in self.carry_in and j - L - 1 < len(self.carry_in[name]):
+                    vals.append(self.carry_in[name][j - L - 1])
+            if len(vals) == k:
+                out[name] = vals
+        return out

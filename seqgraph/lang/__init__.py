@@ -1,0 +1,1 @@
+"""The language: grammar, AST, parser, and elaboration into a folded graph."""

@@ -1,0 +1,280 @@
+"""Cell expansion: `e = rnn(x, 64)`, `reverse`, `bi` and `stack(n)` become plain equations.
+
+A cell is a template (LANGUAGE.md section 5). Each use instantiates it: its locals and
+parameters are renamed after the variable the use defines (`e.W`, `e.c`; the returned
+variable becomes `e` itself), its size arguments are substituted, and its index (`t`
+inside the cell) binds to the index of its variable argument. `reverse` mirrors every
+shift of the instance (t-k <-> t+k, 1 <-> end); `bi` concatenates a forward and a
+reverse instance at every step (`e.fwd`, `e.bwd`); `stack(n)` chains n instances
+(`e.1` ... `e.n`), each reading the one below. This pass works on the AST and returns new
+AST statements with no cell use left.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+
+from ..errors import SpecError
+from . import ast as A
+
+
+def is_cell_use(eq: A.Equation, cells: dict) -> bool:
+    rhs = eq.rhs
+    return isinstance(rhs, A.CellUse) or (isinstance(rhs, A.FnCall) and rhs.name in cells)
+
+
+def _use_parts(rhs):
+    """(modifier, layers, cell name, args, pos) of a cell use."""
+    if isinstance(rhs, A.CellUse):
+        return rhs.modifier, rhs.layers, rhs.cell, rhs.args, rhs.pos
+    return None, 1, rhs.name, rhs.args, rhs.pos
+
+
+def _names_used(node, acc: set):
+    """Names read by an expression (not index names)."""
+    if isinstance(node, A.Name):
+        acc.add(node.name)
+    for child in _children(node):
+        _names_used(child, acc)
+    return acc
+
+
+def _children(node):
+    if isinstance(node, A.BinOp):
+        return (node.left, node.right)
+    if isinstance(node, A.Neg):
+        return (node.arg,)
+    if isinstance(node, (A.FnCall, A.CellUse)):
+        return node.args
+    if isinstance(node, A.Concat):
+        return node.parts
+    return ()
+
+
+def _index_names_of(node, var: str, acc: set):
+    """The index names `var` is read with inside an expression (`x[t]` gives t)."""
+    if isinstance(node, A.Name) and node.name == var and node.index:
+        acc.update(i.name for i in node.index if i.kind in ("rel", "child") and i.name)
+    for child in _children(node):
+        _index_names_of(child, var, acc)
+    return acc
+
+
+class Expander:
+    """Expands every cell use of a list of statements (recursively, nested cells too)."""
+
+    def __init__(self, cells: dict, index_of, variables: set):
+        self.cells = cells
+        self.index_of = index_of          # name -> index name or None (global scope)
+        self.variables = variables        # every variable name of the global scope
+
+    def is_var(self, name, index_of) -> bool:
+        return name in self.variables or getattr(index_of, "is_local", lambda n: False)(name)
+
+    # ------------------------------------------------------------------ entry point
+    def expand_use(self, eq: A.Equation, mirror=False, stack=(), local_index=None):
+        mod, layers, cell_name, args, pos = _use_parts(eq.rhs)
+        cell = self._cell(cell_name, pos)
+        if cell.name in stack:
+            raise SpecError(f"cell '{cell.name}' uses itself (through "
+                            f"{' -> '.join(stack + (cell.name,))})", pos,
+                            hint="cells are templates and cannot be recursive")
+        stack = stack + (cell.name,)
+        index_of = local_index or self.index_of
+        if mod == "bi":
+            idx = self._arg_index(cell, args, index_of, pos)
+            out = self.instantiate(cell, f"{eq.name}.fwd", args, mirror, stack, index_of)
+            out += self.instantiate(cell, f"{eq.name}.bwd", args, not mirror, stack, index_of)
+            both = A.Concat((A.Name(f"{eq.name}.fwd", (A.Index("rel", idx),), pos),
+                             A.Name(f"{eq.name}.bwd", (A.Index("rel", idx),), pos)), pos)
+            return out + [A.Equation(eq.name, (idx,), None, both, None, eq.pos)]
+        if mod == "stack":
+            return self._stack(eq, cell, args, layers, mirror, stack, index_of, pos)
+        return self.instantiate(cell, eq.name, args, mirror ^ (mod == "reverse"), stack,
+                                index_of)
+
+    def _stack(self, eq, cell, args, layers, mirror, stack, index_of, pos):
+        idx = self._arg_index(cell, args, index_of, pos)
+        var_pos = self._var_arg_positions(cell, args, index_of)
+        out, below = [], None
+        for k in range(1, layers + 1):
+            layer_args = list(args)
+            if below is not None:
+                layer_args[var_pos[0]] = A.Name(below, None, pos)
+            name = f"{eq.name}.{k}"
+            out += self.instantiate(cell, name, tuple(layer_args), mirror, stack, index_of)
+            below = name
+        top = A.Name(below, (A.Index("rel", idx),), pos)
+        return out + [A.Equation(eq.name, (idx,), None, top, None, eq.pos)]
+
+    def _cell(self, name, pos) -> A.CellDef:
+        if name not in self.cells:
+            near = difflib.get_close_matches(name, list(self.cells), 1)
+            raise SpecError(f"unknown cell '{name}'", pos,
+                            hint=f"did you mean '{near[0]}'?" if near else
+                            "cells: " + ", ".join(sorted(self.cells)))
+        return self.cells[name]
+
+    # --------------------------------------------------------------- argument roles
+    def _var_arg_positions(self, cell, args, index_of) -> list:
+        """The arguments that name a variable (the others are sizes or numbers)."""
+        return [i for i, a in enumerate(args) if isinstance(a, A.Name) and a.index is None
+                and self.is_var(a.name, index_of)]
+
+    def _arg_index(self, cell, args, index_of, pos):
+        for i in self._var_arg_positions(cell, args, index_of):
+            idx = index_of(args[i].name)
+            if idx is not None:
+                return idx
+        for a in args:
+            if isinstance(a, A.Name) and not self.is_var(a.name, index_of) and \
+                    a.name[:1].islower():
+                raise SpecError(f"undefined name '{a.name}'", a.pos,
+                                hint="declare it with input, or define it before use")
+        raise SpecError(f"cell '{cell.name}' needs a sequence argument to run over", pos)
+
+    # --------------------------------------------------------------- instantiation
+    def instantiate(self, cell: A.CellDef, inst: str, args, mirror, stack, index_of):
+        pos = args[0].pos if args else cell.pos
+        if len(args) != len(cell.params):
+            raise SpecError(f"cell '{cell.name}' takes {len(cell.params)} arguments "
+                            f"({', '.join(cell.params)}), given {len(args)}", pos)
+        ret = [s for s in cell.body if isinstance(s, A.Return)]
+        if not ret:
+            raise SpecError(f"cell '{cell.name}' has no return", cell.pos,
+                            hint="end the cell with `return NAME`")
+        bind = self._bind(cell, args)
+        local_vars = [s.name for s in cell.body if isinstance(s, A.Equation)]
+        if ret[-1].name not in local_vars:
+            raise SpecError(f"cell '{cell.name}' returns '{ret[-1].name}', which it does "
+                            "not define", ret[-1].pos)
+        local_params = [s.name for s in cell.body if isinstance(s, A.ParamDecl)]
+        rename = {n: f"{inst}.{n}" for n in local_vars + local_params}
+        rename[ret[-1].name] = inst
+        idx_map = self._index_map(cell, bind, index_of)
+        sub = _Subst(rename, bind, idx_map, mirror)
+        local_index = self._local_index_of(cell, sub, index_of)
+        out = []
+        for s in cell.body:
+            out += self._instantiate_stmt(s, cell, sub, mirror, stack, local_index)
+        return out
+
+    def _bind(self, cell, args) -> dict:
+        """Parameter -> variable or dim name (a str) or number (a size or a constant)."""
+        bind = {}
+        for p, a in zip(cell.params, args):
+            if isinstance(a, A.Number):
+                bind[p] = int(a.value) if a.value == int(a.value) else a.value
+            elif isinstance(a, A.Name) and a.index is None:
+                bind[p] = a.name
+            else:
+                raise SpecError(f"argument '{p}' of cell '{cell.name}' must be a name or "
+                                "a number", a.pos,
+                                hint="define the expression as a variable first")
+        return bind
+
+    def _index_map(self, cell, bind, index_of) -> dict:
+        idx_map = {}
+        for p, val in bind.items():
+            if not isinstance(val, str):
+                continue
+            names = set()
+            for s in cell.body:
+                for e in (getattr(s, "rhs", None), getattr(s, "expr", None)):
+                    if e is not None:
+                        _index_names_of(e, p, names)
+            outer = index_of(val)
+            for n in names:
+                if outer is not None:
+                    idx_map.setdefault(n, outer)
+        return idx_map
+
+    def _local_index_of(self, cell, sub, index_of):
+        """The index of each local of an instance (a nested use runs over its argument's)."""
+        local, uses = {}, {}
+        for s in cell.body:
+            if isinstance(s, A.Equation) and is_cell_use(s, self.cells):
+                uses[sub.name(s.name)] = s
+            elif isinstance(s, A.Equation):
+                local[sub.name(s.name)] = sub.index_name(s.index[0]) if s.index else None
+
+        def look(name, seen=()):
+            if name in local:
+                return local[name]
+            if name in uses and name not in seen:
+                for a in _use_parts(uses[name].rhs)[3]:
+                    if isinstance(a, A.Name) and a.index is None:
+                        idx = look(sub.name(a.name), seen + (name,))
+                        if idx is not None:
+                            return idx
+                return None
+            return index_of(name)
+        outer_local = getattr(index_of, "is_local", lambda n: False)
+        look.is_local = lambda n: n in local or n in uses or outer_local(n)
+        return look
+
+    def _instantiate_stmt(self, s, cell, sub, mirror, stack, local_index):
+        if isinstance(s, A.Return):
+            return []
+        if isinstance(s, A.ParamDecl):
+            shape = None if s.shape is None else tuple(sub.size(x) for x in s.shape)
+            return [replace(s, name=sub.name(s.name), shape=shape)]
+        if isinstance(s, A.InitDecl):
+            return [replace(s, name=sub.name(s.name), expr=sub.expr(s.expr))]
+        if isinstance(s, A.Equation) and is_cell_use(s, self.cells):
+            mod, layers, name, args, pos = _use_parts(s.rhs)
+            new_args = tuple(sub.expr(a) for a in args)
+            rhs = A.CellUse(mod or "", name, new_args, layers, pos) if mod else \
+                A.FnCall(name, new_args, pos)
+            eq = replace(s, name=sub.name(s.name), rhs=rhs)
+            return self.expand_use(eq, mirror, stack, local_index)
+        if isinstance(s, A.Equation):
+            return [replace(s, name=sub.name(s.name),
+                            index=tuple(sub.index_name(i) for i in s.index),
+                            size=sub.size(s.size), rhs=sub.expr(s.rhs))]
+        what = type(s).__name__.replace("Decl", "").lower()
+        raise SpecError(f"a cell cannot contain a '{what}' statement", s.pos,
+                        hint="cells hold param, equations, init and return")
+
+
+class _Subst:
+    """Renames, binds arguments, maps index names and mirrors shifts in expressions."""
+
+    def __init__(self, rename, bind, idx_map, mirror):
+        self.rename, self.bind, self.idx_map, self.mirror = rename, bind, idx_map, mirror
+
+    def name(self, n):
+        if n in self.rename:
+            return self.rename[n]
+        v = self.bind.get(n, n)
+        return v if isinstance(v, str) else n
+
+    def size(self, s):
+        return self.bind.get(s, s) if isinstance(s, str) else s
+
+    def index_name(self, i):
+        return self.idx_map.get(i, i)
+
+    def index(self, ix: A.Index) -> A.Index:
+        ix = replace(ix, name=self.index_name(ix.name) if ix.name else ix.name)
+        if not self.mirror:
+            return ix
+        if ix.kind == "rel":
+            return replace(ix, k=-ix.k)
+        return replace(ix, kind={"first": "end", "end": "first"}.get(ix.kind, ix.kind))
+
+    def expr(self, e):
+        if isinstance(e, A.Name):
+            if e.name in self.bind and not isinstance(self.bind[e.name], str):
+                return A.Number(float(self.bind[e.name]), e.pos)
+            index = None if e.index is None else tuple(self.index(i) for i in e.index)
+            return A.Name(self.name(e.name), index, e.pos)
+        if isinstance(e, A.BinOp):
+            return replace(e, left=self.expr(e.left), right=self.expr(e.right))
+        if isinstance(e, A.Neg):
+            return replace(e, arg=self.expr(e.arg))
+        if isinstance(e, A.FnCall):
+            return replace(e, args=tuple(self.expr(a) for a in e.args))
+        if isinstance(e, A.Concat):
+            return replace(e, parts=tuple(self.expr(a) for a in e.parts))
+        return e

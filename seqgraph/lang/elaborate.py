@@ -1,0 +1,405 @@
+"""Elaboration: AST -> FoldedGraph. Expands cells, resolves every name, turns indexes
+into shifts and expressions into ops of the table. Shapes and causality are checked by
+graph/check.py afterwards; this pass only makes sure every name means something.
+"""
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from importlib import resources
+
+from ..errors import SpecError
+from ..graph.folded import NONE, SAME, Apply, Case, FoldedGraph, Loss, Num, ParamDef, Ref, \
+    Shift, Var
+from ..ops import FUNCTIONS, LOSS_NAMES, Op
+from . import ast as A
+from .cells import Expander, _use_parts, is_cell_use
+from .parse import parse
+
+TRAIN_KEYS = ("data", "valid", "optimizer", "clip", "batch", "bptt", "epochs", "teacher",
+              "schedule", "param_init", "l2", "seed", "dtype", "test")
+INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1}
+UNARY = {"tanh", "sigmoid", "relu", "exp", "log", "softplus", "softmax"}
+
+
+@lru_cache(maxsize=None)
+def prelude_cells() -> dict:
+    text = resources.files("seqgraph.lang").joinpath("prelude.sg").read_text()
+    spec = parse(text, "<prelude>")
+    return {s.name: s for s in spec.stmts if isinstance(s, A.CellDef)}
+
+
+def _did_you_mean(name, known) -> str:
+    near = difflib.get_close_matches(name, sorted(known), 1, 0.6)
+    return f"did you mean '{near[0]}'?" if near else ""
+
+
+def elaborate(spec: A.Spec) -> FoldedGraph:
+    """The folded graph of a parsed spec; raises SpecError located in the spec's file."""
+    try:
+        return _Elaborator(spec).run()
+    except SpecError as e:
+        raise e.located(spec.path, spec.source) from None
+
+
+class _Elaborator:
+    def __init__(self, spec: A.Spec):
+        self.spec = spec
+        self.stmts = list(spec.stmts)
+        self.warnings = []
+
+    # ------------------------------------------------------------------ statements
+    def run(self) -> FoldedGraph:
+        cells = dict(prelude_cells())
+        for c in self._of(A.CellDef):
+            if c.name in cells and c.name not in prelude_cells():
+                raise SpecError(f"cell '{c.name}' is defined twice", c.pos)
+            cells[c.name] = c
+        self.cells = cells
+        self._collect_top()
+        eqs = self._expand()
+        return self._build(eqs)
+
+    def _of(self, kind):
+        return [s for s in self.stmts if isinstance(s, kind)]
+
+    def _collect_top(self):
+        for s in self.stmts:
+            if isinstance(s, A.Return):
+                raise SpecError("'return' belongs inside a cell", s.pos)
+        self.trees = {t.name: t for t in self._of(A.TreeDecl)}
+        self.dims = {}
+        for d in self._of(A.DimDecl):
+            if d.name in self.dims:
+                raise SpecError(f"dim '{d.name}' is declared twice", d.pos)
+            self.dims[d.name] = d.value
+        self.data = {}
+        for d in self._of(A.DataDecl):
+            if len(d.index) > 1:
+                raise SpecError("an input or target has at most one index", d.pos)
+            self._declare(d.name, d.pos, self.data)
+            self.data[d.name] = d
+        self.params = {}
+        for group in self._of(tuple):
+            for p in group:
+                self._declare(p.name, p.pos, self.params)
+                self.params[p.name] = p
+
+    def _declare(self, name, pos, table):
+        for other in (self.data, getattr(self, "params", {})):
+            if name in other:
+                raise SpecError(f"'{name}' is declared twice (first at line "
+                                f"{other[name].pos.line})", pos)
+
+    # ------------------------------------------------------------------ cells
+    def _expand(self) -> list:
+        eqs = [s for s in self.stmts if isinstance(s, A.Equation)]
+        inits = self._of(A.InitDecl)
+        uses = {e.name: e for e in eqs if is_cell_use(e, self.cells)}
+        plain = {e.name: e for e in eqs if not is_cell_use(e, self.cells)}
+        variables = set(self.data) | {e.name for e in eqs}
+
+        def index_of(name, seen=()):
+            if name in self.data:
+                return self.data[name].index[0] if self.data[name].index else None
+            if name in plain:
+                return plain[name].index[0] if plain[name].index else None
+            if name in uses and name not in seen:
+                for a in _use_parts(uses[name].rhs)[3]:
+                    if isinstance(a, A.Name) and a.index is None and a.name in variables:
+                        idx = index_of(a.name, seen + (name,))
+                        if idx is not None:
+                            return idx
+            return None
+
+        exp = Expander(self.cells, index_of, variables)
+        out = []
+        for e in eqs:
+            if e.name in uses:
+                if e.index or e.cond:
+                    raise SpecError("a cell use defines a whole variable: write "
+                                    f"'{e.name} = ...' without an index", e.pos)
+                out += exp.expand_use(e)
+            else:
+                out.append(e)
+        for s in out:
+            if isinstance(s, A.ParamDecl):
+                if s.name in self.params:
+                    raise SpecError(f"'{s.name}' is declared twice", s.pos)
+                self.params[s.name] = s
+        self.inits = inits + [s for s in out if isinstance(s, A.InitDecl)]
+        return [s for s in out if isinstance(s, A.Equation)]
+
+    # ------------------------------------------------------------------ the graph
+    def _build(self, eqs) -> FoldedGraph:
+        self.defs = {}
+        for e in eqs:
+            self._declare(e.name, e.pos, self.data)
+            if e.name in self.params:
+                raise SpecError(f"'{e.name}' is a parameter and cannot be defined by an "
+                                "equation", e.pos)
+            self.defs.setdefault(e.name, []).append(e)
+        self.indexes = {}
+        for d in self.data.values():
+            for i in d.index:
+                self._index(i, d.pos)
+        for name, group in self.defs.items():
+            self._check_cases(name, group)
+        self.used_params = set()
+        vars_ = [self._data_var(d) for d in self.data.values()]
+        vars_ += [self._hidden_var(name, group) for name, group in self.defs.items()]
+        losses = tuple(self._loss(l) for l in self._of(A.LossDecl))
+        if not losses:
+            self.warnings.append(("the model has no loss: it can run but not train",
+                                  self.spec.stmts[0].pos if self.spec.stmts else None))
+        params = tuple(self._param(p) for p in self.params.values())
+        for p in self.params.values():
+            if p.name not in self.used_params:
+                self.warnings.append((f"parameter '{p.name}' is declared but never used",
+                                      p.pos))
+        model = self._of(A.ModelDecl)
+        name = model[0].name if model else _stem(self.spec.path)
+        return FoldedGraph(
+            name=name, dims=tuple(self.dims.items()), indexes=tuple(self.indexes.items()),
+            vars=tuple(vars_), params=params, losses=losses, train=self._train(),
+            warnings=tuple(self.warnings), path=self.spec.path, source=self.spec.source)
+
+    def _index(self, name, pos):
+        kind = "tree" if name in self.trees else "seq"
+        if name in self.dims or name in self.params or name in self.data:
+            raise SpecError(f"'{name}' is used as an index but is declared as something "
+                            "else", pos)
+        self.indexes.setdefault(name, kind)
+        return kind
+
+    def _check_cases(self, name, group):
+        first = group[0]
+        if len(first.index) > 1:
+            raise SpecError("a variable has at most one index here", first.pos)
+        conds = [e.cond for e in group]
+        is_tree = bool(first.index) and first.index[0] in self.trees
+        if not is_tree or len(group) == 1 and conds == [None]:
+            if len(group) > 1:
+                raise SpecError(f"'{name}' is defined twice (first at line "
+                                f"{first.pos.line})", group[1].pos,
+                                hint="each variable is defined once")
+            if conds[0] is not None:
+                raise SpecError(f"'{conds[0]}' cases are for tree indexes", first.pos,
+                                hint="declare the index with `tree n`")
+            return
+        if sorted(c or "" for c in conds) != ["leaf", "otherwise"]:
+            raise SpecError(f"'{name}' over a tree needs one 'if leaf' equation and one "
+                            "'otherwise' equation", group[-1].pos)
+
+    def _data_var(self, d: A.DataDecl) -> Var:
+        return Var(d.name, d.role, d.index[0] if d.index else None, d.kind, d.size,
+                   pos=d.pos)
+
+    def _hidden_var(self, name, group) -> Var:
+        first = group[0]
+        index = first.index[0] if first.index else None
+        if index is not None:
+            self._index(index, first.pos)
+        size = next((e.size for e in group if e.size is not None), None)
+        cases = tuple(Case(self._expr(e.rhs, index, e.cond), e.cond, e.pos) for e in group)
+        inits = [i for i in self.inits if i.name == name]
+        if len(inits) > 1:
+            raise SpecError(f"'{name}' has two init values", inits[1].pos)
+        init = None
+        if inits:
+            if index is None:
+                raise SpecError(f"init gives the value before the first step; '{name}' "
+                                "has no index", inits[0].pos)
+            init = self._expr(inits[0].expr, None, None, in_init=True)
+        return Var(name, "hidden", index, None, size, cases, init, first.pos)
+
+    # ------------------------------------------------------------------ expressions
+    def _expr(self, e, index, cond, in_init=False):
+        """AST expression -> IR; `index` is the equation's own index (None: per example)."""
+        rec = lambda x: self._expr(x, index, cond, in_init)  # noqa: E731
+        if isinstance(e, A.Number):
+            return Num(e.value, e.pos)
+        if isinstance(e, A.Name):
+            return self._name(e, index, cond, in_init)
+        if isinstance(e, A.Neg):
+            return Apply(Op.NEG, (rec(e.arg),), (), e.pos)
+        if isinstance(e, A.Concat):
+            return Apply(Op.CONCAT, tuple(rec(p) for p in e.parts), (), e.pos)
+        if isinstance(e, A.BinOp) and e.op == "@":
+            return self._matmul(e, rec)
+        if isinstance(e, A.BinOp):
+            op = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}[e.op]
+            return Apply(op, (rec(e.left), rec(e.right)), (), e.pos)
+        if isinstance(e, A.FnCall):
+            return self._call(e, rec)
+        if isinstance(e, A.CellUse):
+            raise SpecError("a cell use stands on its own line: `e = "
+                            f"{e.modifier} {e.cell}(...)`", e.pos)
+        raise SpecError("this is not an expression", getattr(e, "pos", None))
+
+    def _matmul(self, e, rec):
+        left = rec(e.left)
+        if not isinstance(left, ParamRef):
+            raise SpecError("the left side of '@' must be a parameter matrix", e.pos,
+                            hint="write W @ v with W declared by `param`")
+        right = rec(e.right)
+        if isinstance(right, Apply) and right.op is Op.ONEHOT:
+            return Apply(Op.GATHER, (left, right.args[0]), (), e.pos)   # a lookup
+        return Apply(Op.MATMUL, (left, right), (), e.pos)
+
+    def _call(self, e: A.FnCall, rec):
+        if e.name in self.cells:
+            raise SpecError(f"cell '{e.name}' is used inside an expression", e.pos,
+                            hint=f"give it its own line: `v = {e.name}(...)`, then use v[t]")
+        if e.name not in FUNCTIONS:
+            hint = _did_you_mean(e.name, set(FUNCTIONS) | set(self.cells))
+            if e.name in LOSS_NAMES:
+                hint = f"a loss is its own statement: `loss {e.name}(o[t], y[t])`"
+            raise SpecError(f"unknown function '{e.name}'", e.pos, hint=hint)
+        arity = {"dropout": 2, "bilinear": 3}.get(e.name, 1)
+        if len(e.args) != arity:
+            raise SpecError(f"{e.name} takes {arity} argument{'s' * (arity > 1)}, "
+                            f"given {len(e.args)}", e.pos)
+        if e.name == "dropout":
+            p = e.args[1]
+            if not isinstance(p, A.Number) or not 0 <= p.value < 1:
+                raise SpecError("dropout's rate must be a number in [0, 1)", p.pos)
+            return Apply(Op.DROPOUT, (rec(e.args[0]),), (("p", p.value),), e.pos)
+        args = tuple(rec(a) for a in e.args)
+        if e.name == "bilinear" and not isinstance(args[0], ParamRef):
+            raise SpecError("bilinear's first argument must be a parameter tensor", e.pos)
+        return Apply(FUNCTIONS[e.name], args, (), e.pos)
+
+    def _name(self, e: A.Name, index, cond, in_init):
+        if e.name in self.params and e.index is None:
+            self.used_params.add(e.name)
+            return ParamRef(e.name, e.pos)
+        var = self._var_index(e.name, e.pos)
+        if var is _UNKNOWN:
+            known = set(self.params) | set(self.data) | set(self.defs)
+            raise SpecError(f"undefined name '{e.name}'", e.pos,
+                            hint=_did_you_mean(e.name, known) or
+                            "declare it with param, input, target, or define it")
+        shift = self._shift(e, var, index, cond, in_init)
+        ref = Ref(e.name, shift, e.pos)
+        if e.name in self.data and self.data[e.name].kind in ("onehot", "class"):
+            return Apply(Op.ONEHOT, (ref,), (), e.pos)    # ids used as one-hot vectors
+        return ref
+
+    def _var_index(self, name, pos):
+        if name in self.data:
+            return self.data[name].index[0] if self.data[name].index else None
+        if name in self.defs:
+            first = self.defs[name][0]
+            return first.index[0] if first.index else None
+        if name in self.params:
+            raise SpecError(f"parameter '{name}' has no index", pos)
+        if name in self.dims:
+            raise SpecError(f"'{name}' is a size, not a value", pos)
+        return _UNKNOWN
+
+    def _shift(self, e: A.Name, var_index, index, cond, in_init) -> Shift:
+        if var_index is None:
+            if e.index:
+                raise SpecError(f"'{e.name}' has one value per example and no index", e.pos)
+            return NONE
+        if not e.index:
+            raise SpecError(f"'{e.name}' runs over '{var_index}': write "
+                            f"{e.name}[{var_index}]", e.pos)
+        if len(e.index) > 1:
+            raise SpecError("a reference has one index here", e.pos)
+        ix = e.index[0]
+        is_tree = self.indexes.get(var_index) == "tree" or var_index in self.trees
+        if ix.kind in ("first", "end"):
+            if is_tree:
+                raise SpecError("a tree has no first or last step: use root", ix.pos)
+            return Shift(ix.kind)
+        if ix.kind == "rel" and ix.name == "root" and is_tree and ix.k == 0:
+            return Shift("root")
+        if in_init or index is None:
+            raise SpecError(f"'{e.name}[{ix.name}...]' needs an index here, but this value "
+                            "is one per example", ix.pos,
+                            hint=f"use {e.name}[end] or {e.name}[1]")
+        if ix.name != index:
+            raise SpecError(f"'{e.name}' is indexed by '{var_index}', and this equation "
+                            f"by '{index}'", ix.pos,
+                            hint=f"use {e.name}[end] to read the last step")
+        if var_index != index:
+            raise SpecError(f"'{e.name}' runs over '{var_index}', not '{index}'", ix.pos)
+        if ix.kind == "child":
+            if not is_tree:
+                raise SpecError(f"'{ix.name}' is a sequence index; children are for "
+                                "trees", ix.pos, hint=f"declare `tree {ix.name}`")
+            if ix.child not in ("left", "right"):
+                raise SpecError(f"a node has children 'left' and 'right', not "
+                                f"'{ix.child}'", ix.pos)
+            if cond == "leaf":
+                raise SpecError("a leaf has no children", ix.pos)
+            return Shift(ix.child)
+        if is_tree and ix.k:
+            raise SpecError("a tree index has no shifts: use n.left, n.right", ix.pos)
+        return Shift("rel", ix.k)
+
+    # ------------------------------------------------------------------ the rest
+    def _loss(self, l: A.LossDecl) -> Loss:
+        if l.fn not in LOSS_NAMES:
+            raise SpecError(f"unknown loss '{l.fn}'", l.pos,
+                            hint=_did_you_mean(l.fn, LOSS_NAMES) or "losses: xent, bce, mse")
+        refs = []
+        for a in l.args:
+            if not isinstance(a, A.Name):
+                raise SpecError("a loss compares two variables: define the expression "
+                                "as a variable first", a.pos)
+            r = self._name(a, a.index[0].name if a.index and a.index[0].name else None,
+                           None, False)
+            refs.append(r.args[0] if isinstance(r, Apply) else r)
+        out, tgt = refs
+        if out.var in self.data:
+            raise SpecError(f"the first argument of {l.fn} is the model's output; "
+                            f"'{out.var}' is an {self.data[out.var].role}", l.args[0].pos)
+        if tgt.var not in self.data or self.data[tgt.var].role != "target":
+            raise SpecError(f"the second argument of {l.fn} must be a target",
+                            l.args[1].pos)
+        kind = self.data[tgt.var].kind
+        want = {"xent": ("class",), "bce": ("binary", "vec"), "mse": ("vec", "binary")}
+        if kind not in want[l.fn]:
+            raise SpecError(f"{l.fn} needs a {' or '.join(want[l.fn])} target; "
+                            f"'{tgt.var}' is {kind}", l.args[1].pos)
+        return Loss(l.fn, out, tgt, l.weight, l.pos)
+
+    def _param(self, p: A.ParamDecl) -> ParamDef:
+        if p.init is not None:
+            name = p.init[0]
+            if name not in INITS:
+                raise SpecError(f"unknown initialiser '{name}'", p.pos,
+                                hint=_did_you_mean(name, INITS) or ", ".join(INITS))
+            if len(p.init) - 1 != INITS[name]:
+                raise SpecError(f"initialiser '{name}' takes {INITS[name]} argument(s)",
+                                p.pos)
+        return ParamDef(p.name, p.shape, p.init, p.pos)
+
+    def _train(self) -> tuple:
+        blocks = self._of(A.TrainBlock)
+        if len(blocks) > 1:
+            raise SpecError("there is more than one train block", blocks[1].pos)
+        out = {}
+        for e in (blocks[0].entries if blocks else ()):
+            if e.key not in TRAIN_KEYS:
+                raise SpecError(f"unknown train setting '{e.key}'", e.pos,
+                                hint=_did_you_mean(e.key, TRAIN_KEYS) or
+                                "settings: " + ", ".join(TRAIN_KEYS))
+            if e.key in out:
+                raise SpecError(f"train setting '{e.key}' is given twice", e.pos)
+            out[e.key] = e.value
+        return tuple(out.items())
+
+
+_UNKNOWN = object()
+
+
+def _stem(path: str) -> str:
+    import os
+    return os.path.splitext(os.path.basename(path))[0] if path else "model"
+
+
+from ..graph.folded import ParamRef  # noqa: E402  (kept apart: used in type tests above)

@@ -1,0 +1,227 @@
+"""The Python API: a spec, read and checked (`read_spec`), and a Model with bound sizes,
+parameters and an executor (`Model`, `load`). See docs/internals.md."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from .errors import SpecError, UsageError
+from .graph.check import Checked, check
+from .graph.folded import FoldedGraph
+from .graph.unfold import unfold
+from .lang.elaborate import elaborate
+from .lang.parse import parse
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed, elaborated and checked spec; sizes may still name unbound dims."""
+    path: str
+    source: str
+    graph: FoldedGraph
+    checked: Checked
+
+    @property
+    def train(self) -> dict:
+        return self.graph.train_config
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    def unbound_dims(self) -> set:
+        return self.checked.unbound()
+
+
+def read_spec(path: str, text: str | None = None) -> Spec:
+    """Parse, elaborate and check a .sg file (or `text`, reported as `path`)."""
+    if text is None:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise UsageError(f"{path}: cannot read the spec ({e.strerror})") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise SpecError("the spec is not UTF-8 text (a byte that is not UTF-8 at "
+                            f"offset {e.start})", _pos(line, 1), file=path, source="") \
+                from None
+    graph = elaborate(parse(text, path))
+    return Spec(path, text, graph, check(graph))
+
+
+def _pos(line, col):
+    from .errors import Pos
+    return Pos(line, col)
+
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class Model:
+    """A spec with every size bound, parameters initialised, and an executor."""
+
+    def __init__(self, spec: Spec, dims: dict | None = None, dtype="float32", seed=0,
+                 executor: str = "interp", param_init=None, start_ids=None):
+        self.spec = spec
+        self.graph = spec.graph
+        self.checked = check(spec.graph, dims or {})
+        missing = self.checked.unbound()
+        if missing:
+            names = ", ".join(sorted(missing))
+            raise UsageError(f"{spec.path}: the size{'s' * (len(missing) > 1)} {names} "
+                             f"{'are' if len(missing) > 1 else 'is'} not bound: give "
+                             f"--dim {sorted(missing)[0]}=N (or dims=...), or data that "
+                             "binds it")
+        if str(dtype) not in DTYPES:
+            raise UsageError(f"dtype must be float32 or float64, not {dtype}")
+        self.dtype = np.dtype(DTYPES[str(dtype)])
+        self.dims = dict(self.checked.dims)
+        self.sizes = {v: int(s.const) for v, s in self.checked.sizes.items()}
+        self.param_shapes = {p: tuple(int(d.const) for d in sh)
+                             for p, sh in self.checked.param_shapes.items()}
+        self.start_ids = dict(start_ids or {})
+        self.carried = _carried(self.graph)
+        self.params = init_params(self.graph, self.param_shapes, self.dtype, seed, param_init)
+        self._schedules = {}
+        self.executor_name = executor
+        self.executor = _make_executor(self, executor)
+
+    # ------------------------------------------------------------------ running
+    def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
+            lengths=None):
+        return self.executor.run(inputs, targets, carry=carry, train=train, grads=grads,
+                                 rng=rng, lengths=lengths)
+
+    def forward(self, inputs, lengths=None) -> dict:
+        return self.run(inputs, lengths=lengths).values
+
+    def loss_and_grads(self, inputs, targets, carry=None, train=False, rng=None):
+        res = self.run(inputs, targets, carry=carry, train=train, grads=True, rng=rng)
+        return res.loss, res.grads
+
+    # ------------------------------------------------------------------ helpers
+    def batch_shape(self, data: dict, lengths=None):
+        """The batch size and the length of every sequence index, from the arrays given."""
+        B, lens = None, dict(lengths or {})
+        for v in self.graph.vars:
+            if v.name not in data:
+                continue
+            arr = np.asarray(data[v.name])
+            want = (2 if v.is_ids else 3) if v.index is not None else (1 if v.is_ids else 2)
+            if arr.ndim != want:
+                raise UsageError(f"'{v.name}' must be an array of {want} dimensions "
+                                 f"([B{', T' if v.index else ''}"
+                                 f"{'' if v.is_ids else ', ' + str(self.sizes[v.name])}])"
+                                 f", not {arr.shape}")
+            if B is not None and arr.shape[0] != B:
+                raise UsageError(f"'{v.name}' has {arr.shape[0]} examples, others {B}")
+            B = arr.shape[0]
+            if v.index is not None:
+                if lens.get(v.index, arr.shape[1]) != arr.shape[1]:
+                    raise UsageError(f"'{v.name}' has {arr.shape[1]} steps on index "
+                                     f"'{v.index}', others {lens[v.index]}")
+                lens[v.index] = arr.shape[1]
+        if B is None:
+            raise UsageError("the batch has no inputs")
+        for v in self.graph.vars:
+            if v.index is not None and v.index not in lens:
+                raise UsageError(f"the length of index '{v.index}' is not known: give "
+                                 f"'{v.name}' or lengths={{'{v.index}': T}}")
+        return B, lens
+
+    def schedule(self, lengths: dict) -> list:
+        key = tuple(sorted(lengths.items()))
+        if key not in self._schedules:
+            self._schedules[key] = _schedule(self.graph, dict(key))
+        return self._schedules[key]
+
+    def outside_value(self, v, B):
+        """What a read before the first step gives without carry or init: zeros, or for a
+        class target fed back, its start token (<s>) when the data has one."""
+        if v.is_ids:
+            return np.full(B, self.start_ids.get(v.name, -1), dtype=np.int64)
+        return np.zeros((B, self.sizes[v.name]), dtype=self.dtype)
+
+
+def _schedule(graph: FoldedGraph, lengths: dict) -> list:
+    """The hidden nodes of the unfolded DAG in a topological order."""
+    g = unfold(graph, lengths)
+    roles = {v.name: v.role for v in graph.vars}
+    order = {v.name: i for i, v in enumerate(graph.vars)}
+
+    def key(n):
+        s = n[1]
+        return (-1 if s is None or s == "init" else s, order[n[0]])
+    return [n for n in nx.lexicographical_topological_sort(g, key=key)
+            if roles[n[0]] == "hidden"]
+
+
+def _carried(graph: FoldedGraph) -> dict:
+    """Variables read with a delay into the past, with the longest such delay."""
+    out = {}
+    for u, v, s in graph.nx().edges(data="shift"):
+        if s.kind == "rel" and s.k < 0:
+            out[u] = max(out.get(u, 0), -s.k)
+    return out
+
+
+def _make_executor(model, name):
+    if name == "interp":
+        from .interp import Interpreter
+        return Interpreter(model)
+    if name == "compiled":
+        try:
+            from .compile import CompiledExecutor
+        except ImportError:
+            raise UsageError("the compiled executor is not available in this build") \
+                from None
+        return CompiledExecutor(model)
+    raise UsageError(f"executor must be 'interp' or 'compiled', not '{name}'")
+
+
+# ---------------------------------------------------------------------- initialisers
+def init_params(graph, shapes, dtype, seed, default=None) -> dict:
+    """Initial values, in the spec's order, from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for p in graph.params:
+        shape = shapes.get(p.name, ())
+        if not shape:
+            continue
+        how = p.init or default or (("xavier",) if len(shape) >= 2 else ("zeros",))
+        out[p.name] = initialise(tuple(how), shape, rng).astype(dtype)
+    return out
+
+
+def initialise(how: tuple, shape: tuple, rng) -> np.ndarray:
+    name, *args = how
+    if name == "zeros":
+        return np.zeros(shape)
+    if name == "ones":
+        return np.ones(shape)
+    if name == "normal":
+        return rng.normal(0.0, args[0], shape)
+    if name == "uniform":
+        return rng.uniform(-args[0], args[0], shape)
+    if len(shape) == 1:
+        return np.zeros(shape)
+    fan_out, fan_in = shape[-2], shape[-1]
+    if name == "orthogonal":
+        flat = rng.normal(size=(int(np.prod(shape[:-1])), fan_in))
+        q, r = np.linalg.qr(flat if flat.shape[0] >= fan_in else flat.T)
+        q = q * np.sign(np.diag(r))
+        q = q if flat.shape[0] >= fan_in else q.T
+        return q.reshape(shape)
+    a = np.sqrt(6.0 / (fan_in + fan_out))        # xavier (Glorot) uniform
+    return rng.uniform(-a, a, shape)
+
+
+def load(path: str, dims=None, dtype="float32", seed=0, executor="interp", **kw) -> Model:
+    """read_spec + Model in one call."""
+    return Model(read_spec(path), dims=dims, dtype=dtype, seed=seed, executor=executor, **kw)

@@ -1,0 +1,522 @@
+"""Folded and unfolded graphs as pictures: DOT text, laid out by Graphviz into SVG or PNG.
+
+The folded graph is drawn the way Deep Learning draws it (Fig. 10.2 to 10.14): a node per
+variable, bottom to top from inputs to losses, and every reference with a shift routed
+through a small black square, the *delay*, labelled with its shift (`-1`, `+1`, `L`,
+`R`). A recurrence that runs backward in time (`g[t+1]`) is drawn in red.
+
+The unfolded graph is the computation DAG over concrete lengths (Fig. 10.3, right): one
+column per step, left to right; per-example values and init values get columns of their
+own, placed between the sequences they read from and the ones that read them.
+
+DOT is written here as text; `write` calls the system `dot`, or `graphviz-pure` (a port
+of `dot` with the same command line) when there is no system Graphviz.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .errors import SeqgraphError, UsageError
+from .graph.folded import FoldedGraph, Var, params_of, refs
+
+FONT = "Helvetica"
+BACKWARD = "#c62828"      # a recurrence reading the future: g[t+1]
+FORWARD = "#1f3f8f"       # a recurrence edge in the unfolded graph
+TREE = "#2e7d32"          # children of a tree node
+
+# role -> node attributes; a per-example variable adds a double border
+STYLE = {
+    "input": dict(shape="box", style="rounded,filled", fillcolor="#cfe3ff"),
+    "target": dict(shape="box", style="rounded,filled", fillcolor="#d4efd0"),
+    "hidden": dict(shape="ellipse", style="filled", fillcolor="#fff4cc"),
+    "loss": dict(shape="octagon", style="filled", fillcolor="#f9cfcf"),
+    "param": dict(shape="box", style="filled", fillcolor="#eeeeee", fontsize="10",
+                  color="#888888", fontcolor="#333333", height="0.3"),
+    "init": dict(shape="ellipse", style="dashed,filled", fillcolor="#fffbea"),
+    "delay": dict(shape="square", style="filled", fillcolor="black", fontcolor="white",
+                  fontsize="9", width="0.28", height="0.28", fixedsize="true",
+                  margin="0"),
+}
+
+
+# ------------------------------------------------------------------------ DOT writing
+def quote(s) -> str:
+    """A DOT string literal; real newlines become DOT's centred line breaks."""
+    s = str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{s}"'
+
+
+def _attrs(d: dict) -> str:
+    items = [f"{k}={quote(v)}" for k, v in d.items() if v is not None]
+    return f" [{', '.join(items)}]" if items else ""
+
+
+class Dot:
+    """A small DOT text builder: nodes, edges and `rank=same` groups, in insertion order."""
+
+    def __init__(self, name: str, **graph_attrs):
+        self.name = name
+        self.graph_attrs = graph_attrs
+        self.nodes: list[str] = []
+        self.edges: list[str] = []
+        self.groups: list[tuple[str, list[str], dict]] = []
+
+    def node(self, nid: str, **attrs) -> str:
+        self.nodes.append(f"  {quote(nid)}{_attrs(attrs)};")
+        return nid
+
+    def edge(self, a: str, b: str, **attrs) -> None:
+        self.edges.append(f"  {quote(a)} -> {quote(b)}{_attrs(attrs)};")
+
+    def same_rank(self, name: str, ids: list[str], **attrs) -> None:
+        self.groups.append((name, ids, attrs))
+
+    def text(self) -> str:
+        out = [f"digraph {quote(self.name)} {{"]
+        out += [f"  {k}={quote(v)};" for k, v in self.graph_attrs.items()]
+        out.append(f"  node [fontname={quote(FONT)}, fontsize=\"12\"];")
+        out.append(f"  edge [fontname={quote(FONT)}, fontsize=\"10\", arrowsize=\"0.7\"];")
+        out += self.nodes
+        for name, ids, attrs in self.groups:
+            extra = "".join(f" {k}={quote(v)};" for k, v in attrs.items())
+            members = " ".join(f"{quote(i)};" for i in ids)
+            out.append(f"  subgraph {quote(name)} {{ rank=same;{extra} {members} }}")
+        out += self.edges
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- sizes
+def _graph_and_sizes(spec_or_graph, sizes):
+    """Accept a FoldedGraph or anything with `.graph` (what `read_spec` returns); sizes
+    passed in win over the ones the object carries."""
+    if isinstance(spec_or_graph, FoldedGraph):
+        graph, known = spec_or_graph, {}
+    else:
+        graph = getattr(spec_or_graph, "graph", None)
+        if not isinstance(graph, FoldedGraph):
+            raise UsageError(f"cannot render {type(spec_or_graph).__name__}: "
+                             "expected a FoldedGraph or a spec read by seqgraph.read_spec")
+        known = _sizes_of_spec(spec_or_graph)
+    return graph, {**known, **(sizes or {})}
+
+
+def _sizes_of_spec(spec) -> dict:
+    """Whatever sizes the checker left on a spec: variable sizes and parameter shapes."""
+    out: dict = {}
+    for holder in (spec, getattr(spec, "checked", None)):
+        if holder is None:
+            continue
+        for attr in ("param_shapes", "shapes", "sizes"):
+            val = getattr(holder, attr, None)
+            if isinstance(val, dict):
+                out.update(val)
+    return out
+
+
+def _dims(graph: FoldedGraph, dims: dict | None) -> dict:
+    return {**dict(graph.dims), **(dims or {})}
+
+
+def _show_size(size, dims: dict) -> str:
+    """128, or a dim name resolved through dims, or the name itself when unbound."""
+    if size is None:
+        return ""
+    if hasattr(size, "bind"):                     # a linear form from the checker: H+V
+        size = size.bind({k: v for k, v in dims.items() if isinstance(v, int)}).value()
+    if isinstance(size, str):
+        return str(dims.get(size, size))
+    return str(size)
+
+
+def _var_size(v: Var, sizes: dict, dims: dict) -> str:
+    size = sizes.get(v.name, v.size)
+    if isinstance(size, (tuple, list)):          # a shape (n,) for a vector
+        size = size[0] if len(size) == 1 else "x".join(map(str, size))
+    return _show_size(size, dims)
+
+
+def _param_shape(p, sizes: dict, dims: dict) -> str:
+    shape = sizes.get(p.name, p.shape)
+    if not shape:                                 # unknown, or unused (no shape)
+        return ""
+    if not isinstance(shape, (tuple, list)):
+        shape = (shape,)
+    return "[" + ", ".join(_show_size(s, dims) for s in shape) + "]"
+
+
+def var_label(v: Var, sizes: dict, dims: dict) -> str:
+    """`h[t] : 128`, `x[t] : onehot(65)`, `c : 128` (per example)."""
+    head = f"{v.name}[{v.index}]" if v.index else v.name
+    size = _var_size(v, sizes, dims)
+    if v.kind and v.role in ("input", "target"):
+        return f"{head} : {v.kind}({size})" if size else f"{head} : {v.kind}"
+    return f"{head} : {size}" if size else head
+
+
+def _var_attrs(v: Var) -> dict:
+    attrs = dict(STYLE[v.role])
+    if v.index is None:
+        attrs["peripheries"] = "2"            # one value per example (a context c)
+    return attrs
+
+
+def _loss_label(i: int, loss, graph: FoldedGraph) -> str:
+    def show(r):
+        return f"{r.var}[{r.shift.show(graph.var(r.var).index)}]" \
+            if graph.var(r.var).index else r.var
+    w = "" if loss.weight == 1 else f"{loss.weight:g} * "
+    name = "L" if len(graph.losses) == 1 else f"L{i + 1}"
+    return f"{name} = {w}{loss.fn}({show(loss.output)}, {show(loss.target)})"
+
+
+# ---------------------------------------------------------------------- folded graph
+def _delay_attrs(shift) -> tuple[dict, dict]:
+    """(square attributes, edge attributes) for a delay: +k squares and edges are red."""
+    square = dict(STYLE["delay"], label=shift.label())
+    edge: dict = {}
+    if shift.kind in ("left", "right"):
+        edge = dict(color=TREE)
+    elif shift.direction > 0:
+        square.update(color=BACKWARD, penwidth="2.5")
+        edge = dict(color=BACKWARD, penwidth="1.4")
+    return square, edge
+
+
+def folded_dot(spec_or_graph, params: bool = False, sizes: dict | None = None,
+               dims: dict | None = None) -> str:
+    """The folded graph as DOT text (Fig. 10.2 style): variables, delays, losses and,
+    with `params`, the parameters feeding the variables that use them."""
+    graph, sizes = _graph_and_sizes(spec_or_graph, sizes)
+    dims = _dims(graph, dims)
+    dot = Dot(graph.name, rankdir="BT", nodesep="0.35", ranksep="0.45",
+              label=f"{graph.name} (folded)", labelloc="t", fontname=FONT)
+    vid = {v.name: f"var:{v.name}" for v in graph.vars}
+    for v in graph.vars:
+        dot.node(vid[v.name], label=var_label(v, sizes, dims), **_var_attrs(v))
+
+    beside: dict[str, list[str]] = {}   # variable -> delay squares drawn beside it
+    delays_from: dict[str, list[str]] = {}
+    seen = set()
+    for u, v, data in graph.nx().edges(data=True):
+        shift, is_init = data["shift"], bool(data.get("init"))
+        key = (u, v, shift, is_init)
+        if key in seen:
+            continue
+        seen.add(key)
+        if is_init:
+            continue                     # drawn below, into the `init` node
+        if shift.is_delay:
+            d = f"delay:{sum(map(len, beside.values()))}"
+            square, eattrs = _delay_attrs(shift)
+            dot.node(d, **square)
+            # the square sits beside the variable it feeds; same-step edges alone
+            # decide the layers (they form a DAG: every cycle crosses a delay)
+            dot.edge(vid[u], d, arrowhead="none", constraint="false", **eattrs)
+            dot.edge(d, vid[v], **eattrs)
+            beside.setdefault(v, []).append(d)
+            delays_from.setdefault(u, []).append(d)
+        else:
+            label = shift.show(graph.var(u).index) if shift.kind not in ("rel", "none") \
+                else None
+            dot.edge(vid[u], vid[v], label=label)
+    beside = {vid[v]: ds for v, ds in beside.items()}
+    _folded_inits(dot, graph, vid, delays_from)
+    for i, loss in enumerate(graph.losses):
+        lid = dot.node(f"loss:{i}", label=_loss_label(i, loss, graph), **STYLE["loss"])
+        dot.edge(vid[loss.output.var], lid)
+        dot.edge(vid[loss.target.var], lid, style="dashed")
+    if params:
+        for user, pids in _folded_params(dot, graph, vid, sizes, dims).items():
+            beside.setdefault(user, []).extend(pids)
+    for node, others in beside.items():
+        dot.same_rank(f"beside:{node}", [node, *others])
+    return dot.text()
+
+
+def _folded_inits(dot: Dot, graph: FoldedGraph, vid: dict, delays_from: dict) -> None:
+    """`init s = tanh(Vi @ c)`: a dashed node fed by what the init reads, feeding every
+    delay square on s (the value those delays give before the first step)."""
+    for v in graph.vars:
+        if v.init is None:
+            continue
+        nid = dot.node(f"init:{v.name}", label=f"init {v.name}", **STYLE["init"])
+        vid[f"init {v.name}"] = nid
+        for r in {r.var for r in refs(v.init)}:
+            dot.edge(vid[r], nid, style="dashed")
+        for d in delays_from.get(v.name, []) or [vid[v.name]]:
+            dot.edge(nid, d, style="dashed", constraint="false")
+
+
+def _folded_params(dot: Dot, graph: FoldedGraph, vid: dict, sizes: dict,
+                   dims: dict) -> dict:
+    """A node per parameter, beside the first variable that uses it (so parameters do
+    not add layers), with a dotted edge to every user. Returns {user: [param nodes]}."""
+    users: dict[str, list[str]] = {}
+    for v in graph.vars:
+        for e in [c.expr for c in v.cases]:
+            for p in params_of(e):
+                users.setdefault(p, []).append(vid[v.name])
+        if v.init is not None:
+            for p in params_of(v.init):
+                users.setdefault(p, []).append(f"init:{v.name}")
+    declared = {p.name: p for p in graph.params}
+    placed: dict[str, list[str]] = {}
+    for name in list(declared) + [p for p in users if p not in declared]:
+        shape = _param_shape(declared[name], sizes, dims) if name in declared else ""
+        pid = dot.node(f"param:{name}", label=f"{name} {shape}".strip(), **STYLE["param"])
+        mine = list(dict.fromkeys(users.get(name, [])))
+        for user in mine:
+            dot.edge(pid, user, color="#999999", arrowsize="0.5", style="dotted",
+                     constraint="false")
+        if mine:
+            placed.setdefault(mine[0], []).append(pid)
+    return placed
+
+
+# --------------------------------------------------------------------- unfolded graph
+@dataclass(frozen=True)
+class Column:
+    """One column of the unfolded picture: a step of an index, or a column of
+    per-example / init values (`index` None) at a position between the sequences."""
+    level: int
+    order: int
+    index: str | None
+    step: int | None
+
+
+def _node_var(node):
+    return node[0] if isinstance(node, tuple) else str(node)
+
+
+def _node_step(node):
+    return node[1] if isinstance(node, tuple) and len(node) > 1 else None
+
+
+def _block(graph: FoldedGraph, dag: nx.DiGraph, node):
+    """The index a node belongs to (its sequence), or the node itself when it is a free
+    value (per example, init) to be placed between sequences."""
+    attrs = dag.nodes[node]
+    if "index" in attrs and attrs.get("step", _node_step(node)) not in (None, "init"):
+        return ("index", attrs["index"])
+    step = _node_step(node)
+    var = graph.var_map.get(_node_var(node))
+    if isinstance(step, int) and var is not None and var.index is not None:
+        return ("index", var.index)
+    return ("free", node)
+
+
+def _backward(graph: FoldedGraph, var: str) -> bool:
+    """True when every delay on `var`'s own recurrence reads the future (g[t+1])."""
+    v = graph.var_map.get(var)
+    if v is None:
+        return False
+    dirs = {r.shift.direction for c in v.cases for r in refs(c.expr)
+            if r.var == var and r.shift.is_delay}
+    return dirs == {1}
+
+
+def layout_columns(graph: FoldedGraph, dag: nx.DiGraph) -> dict:
+    """node -> Column. Sequences are blocks of columns; a free value goes right after
+    the blocks it reads and, when it reads none, right before the first one it feeds.
+    The init of a backward recurrence goes after its sequence (it is read at the end)."""
+    blocks = nx.DiGraph()
+    block_of = {n: _block(graph, dag, n) for n in dag.nodes}
+    blocks.add_nodes_from(block_of.values())
+    late_init = {n for n in dag.nodes
+                 if _node_step(n) == "init" and _backward(graph, _node_var(n))}
+    for a, b in dag.edges:
+        ba, bb = block_of[a], block_of[b]
+        if ba != bb and a not in late_init:
+            blocks.add_edge(ba, bb)
+    cond = nx.condensation(blocks)
+    level = {}
+    for c in nx.topological_sort(cond):
+        preds = [level[p] for p in cond.predecessors(c)]
+        level[c] = max(preds) + 1 if preds else 0
+    blevel = {b: level[cond.graph["mapping"][b]] for b in blocks.nodes}
+    for b in blocks.nodes:                  # sources: as late as their first consumer
+        succ = [blevel[s] for s in blocks.successors(b)]
+        if b[0] == "free" and not list(blocks.predecessors(b)) and succ:
+            blevel[b] = min(succ) - 1
+    for n in late_init:
+        var = graph.var_map[_node_var(n)]
+        blevel[block_of[n]] = blevel.get(("index", var.index), 0) + 1
+    index_order = {name: i for i, (name, _) in enumerate(graph.indexes)}
+    cols = {}
+    for n, b in block_of.items():
+        if b[0] == "index":
+            cols[n] = Column(2 * blevel[b], index_order.get(b[1], 99), b[1],
+                             dag.nodes[n].get("step", _node_step(n)))
+        else:
+            # free values sit on odd levels, between the blocks at even levels
+            cols[n] = Column(2 * blevel[b] + 1 if blevel[b] >= 0 else -1, 0, None, None)
+    return cols
+
+
+def _unfold(graph: FoldedGraph, lengths: dict):
+    try:
+        from .graph.unfold import unfold
+    except ImportError as e:  # pragma: no cover - the unfolder ships with the package
+        raise UsageError("unfolding is not available in this build") from e
+    return unfold(graph, lengths)
+
+
+def _step_label(graph: FoldedGraph, node, attrs: dict) -> str:
+    if "label" in attrs:
+        return str(attrs["label"])
+    var, step = _node_var(node), _node_step(node)
+    if step == "init":
+        return f"init {var}"
+    if isinstance(step, int):
+        return f"{var}[{step + 1}]"           # the language counts steps from 1
+    return var
+
+
+def _node_style(graph: FoldedGraph, dag: nx.DiGraph, node) -> dict:
+    if dag.nodes[node].get("loss") is not None:
+        return dict(STYLE["loss"])
+    if _node_step(node) == "init":
+        return dict(STYLE["init"])
+    v = graph.var_map.get(_node_var(node))
+    return _var_attrs(v) if v is not None else {}
+
+
+def _add_losses(graph: FoldedGraph, dag: nx.DiGraph) -> nx.DiGraph:
+    """The loss terms as nodes fed by output and target (Fig. 10.3's L), one per step of
+    the output; the unfolder's DAG stops at the outputs."""
+    if any(d.get("loss") is not None for _, d in dag.nodes(data=True)):
+        return dag
+    g = dag.copy()
+    for i, loss in enumerate(graph.losses):
+        name = "L" if len(graph.losses) == 1 else f"L{i + 1}"
+        index = graph.var(loss.output.var).index
+        for n in list(dag.nodes):
+            if _node_var(n) != loss.output.var or _node_step(n) == "init":
+                continue
+            step = _node_step(n)
+            ln = (f"loss:{i}", step)
+            label = f"{name}[{step + 1}]" if isinstance(step, int) else name
+            g.add_node(ln, loss=i, index=index, step=step, label=label, role="loss")
+            g.add_edge(n, ln)
+            t = (loss.target.var, step if graph.var(loss.target.var).index else None)
+            if t in g:
+                g.add_edge(t, ln, target=True)
+    return g
+
+
+def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
+                 dag: nx.DiGraph | None = None) -> str:
+    """The unfolded DAG over `lengths` ({"t": 4}) as DOT text: one column per step.
+    `dag` (the unfolder's output) is computed when not given."""
+    graph, sizes = _graph_and_sizes(graph, sizes)
+    if dag is None:
+        dag = _unfold(graph, lengths)
+    dag = _add_losses(graph, dag)
+    cols = layout_columns(graph, dag)
+    ids = {n: f"n{i}" for i, n in enumerate(dag.nodes)}
+    title = ", ".join(f"{k} = {v}" for k, v in lengths.items())
+    dot = Dot(graph.name, rankdir="LR", nodesep="0.3", ranksep="0.55", newrank="true",
+              label=f"{graph.name} unfolded ({title})", labelloc="t", fontname=FONT)
+    for n in dag.nodes:
+        dot.node(ids[n], label=_step_label(graph, n, dag.nodes[n]),
+                 **_node_style(graph, dag, n))
+    ordered = sorted(set(cols.values()),
+                     key=lambda c: (c.level, c.order, c.step if c.step is not None else -1))
+    rank = {c: i for i, c in enumerate(ordered)}
+    for c in ordered:
+        members = [ids[n] for n in dag.nodes if cols[n] == c]
+        dot.same_rank(f"col{rank[c]}", members)
+    _order_columns(dot, graph, dag, cols, rank, ids)
+    for a, b, data in dag.edges(data=True):
+        tail, head, attrs = _unfolded_edge(graph, ids, cols, rank, a, b, data)
+        dot.edge(tail, head, **attrs)
+    return dot.text()
+
+
+def _order_columns(dot: Dot, graph, dag, cols, rank, ids) -> None:
+    """Invisible edges: step k of a variable to step k+1 (rows stay straight, columns in
+    order), and one chain through the first node of every column."""
+    rows: dict = {}
+    for n in dag.nodes:
+        c = cols[n]
+        if c.index is not None and isinstance(c.step, int):
+            rows.setdefault(_node_var(n), []).append((c.step, n))
+    for chain in rows.values():
+        chain.sort(key=lambda p: p[0])
+        for (_, a), (_, b) in zip(chain, chain[1:]):
+            dot.edge(ids[a], ids[b], style="invis", weight="10")
+    firsts = {}
+    for n in dag.nodes:
+        firsts.setdefault(rank[cols[n]], n)
+    order = [firsts[k] for k in sorted(firsts)]
+    for a, b in zip(order, order[1:]):
+        dot.edge(ids[a], ids[b], style="invis", weight="1")
+
+
+def _unfolded_edge(graph, ids, cols, rank, a, b, data):
+    """Same-column edges are drawn bottom-up (inputs low, losses high) by writing them
+    reversed with dir=back; edges into an earlier column do not constrain the ranks."""
+    ra, rb = rank[cols[a]], rank[cols[b]]
+    attrs: dict = {}
+    if data.get("target"):
+        attrs["style"] = "dashed"
+    shift = data.get("shift")
+    if ra != rb and cols[a].index is not None and cols[a].index == cols[b].index:
+        back = ra > rb or (shift is not None and shift.direction > 0)
+        attrs.update(color=BACKWARD if back else FORWARD, penwidth="1.4")
+    if data.get("init") or _node_step(a) == "init":
+        attrs["style"] = "dashed"
+    if ra == rb and not data.get("target"):
+        return ids[b], ids[a], dict(attrs, dir="back")
+    if ra > rb:
+        attrs["constraint"] = "false"
+    return ids[a], ids[b], attrs
+
+
+# ---------------------------------------------------------------------------- output
+FORMATS = ("dot", "svg", "png")
+
+
+def layout_engine() -> str | None:
+    """The Graphviz `dot` on PATH, else `graphviz-pure` (same command line), else None."""
+    return shutil.which("dot") or shutil.which("graphviz-pure")
+
+
+def check_output(path) -> str:
+    """The format of an output path ('dot', 'svg', 'png'); a UsageError for an unknown
+    extension, or for an image when no layout engine is installed."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in FORMATS:
+        raise UsageError(f"cannot render to '{path}': unknown extension "
+                         f"'{'.' + ext if ext else '(none)'}'; "
+                         f"use one of {', '.join('.' + f for f in FORMATS)}")
+    if ext != "dot" and layout_engine() is None:
+        raise UsageError(f"cannot write '{path}': no Graphviz layout engine found "
+                         "(install Graphviz for `dot`, or `pip install graphviz-pure`); "
+                         "a .dot file needs none")
+    return ext
+
+
+def write(dot_text: str, path) -> str:
+    """Write DOT text to `path`; `.svg` and `.png` are laid out by Graphviz."""
+    path = os.fspath(path)
+    ext = check_output(path)
+    if ext == "dot":
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(dot_text)
+        return path
+    engine = layout_engine()
+    proc = subprocess.run([engine, f"-T{ext}", "-o", path], input=dot_text.encode(),
+                          capture_output=True, timeout=120)
+    if proc.returncode != 0 or not os.path.exists(path) or os.path.getsize(path) == 0:
+        msg = proc.stderr.decode(errors="replace").strip()
+        raise SeqgraphError(f"{os.path.basename(engine)} failed to write '{path}'"
+                            + (f": {msg}" if msg else ""))
+    return path

@@ -1,0 +1,157 @@
+"""Checkpoints: one `.npz` a user can open with numpy alone.
+
+Each parameter is an array under its spec name (`W`, `enc.U`). Everything else sits under
+reserved keys that start with `__`: `__meta__` is a 0-d string array holding JSON (the
+spec's text, the bound dims, the vocabulary, the training position and configuration),
+`__optim__/m/W` the optimiser's state arrays and `__carry__/...` the recurrent state of a
+run stopped mid-epoch. Nothing needs pickle to load.
+
+Writing is atomic (a temporary file in the same directory, fsync, `os.replace`): a run
+killed while saving leaves the previous checkpoint whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+FORMAT, VERSION = "seqgraph-checkpoint", 1
+META, OPTIM, CARRY = "__meta__", "__optim__/", "__carry__/"
+
+
+@dataclass
+class Checkpoint:
+    params: dict                        # name -> array, the spec's names
+    meta: dict                          # the JSON entry
+    optim: dict = field(default_factory=dict)   # "slot/param" -> array
+    carry: object = None                # the state to continue from, or None
+    path: str = ""
+
+
+# ------------------------------------------------------------------ nested carry state
+def flatten(obj, prefix: str, out: dict):
+    """Arrays of a nested dict/list/tuple under `prefix...` keys of `out`, and a JSON
+    skeleton that `unflatten` fills back in (the carry's layout is the executor's)."""
+    if isinstance(obj, np.ndarray):
+        out[prefix] = obj
+        return {"array": prefix}
+    if isinstance(obj, dict):
+        return {"dict": {k: flatten(v, f"{prefix}/{k}", out) for k, v in obj.items()}}
+    if isinstance(obj, (list, tuple)):
+        return {"tuple" if isinstance(obj, tuple) else "list":
+                [flatten(v, f"{prefix}/{i}", out) for i, v in enumerate(obj)]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"value": obj}
+    if isinstance(obj, np.generic):
+        return {"value": obj.item()}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint")
+
+
+def unflatten(skeleton: dict, arrays):
+    (kind, body), = skeleton.items()
+    if kind == "array":
+        return np.array(arrays[body])
+    if kind == "dict":
+        return {k: unflatten(v, arrays) for k, v in body.items()}
+    if kind in ("list", "tuple"):
+        items = [unflatten(v, arrays) for v in body]
+        return tuple(items) if kind == "tuple" else items
+    return body
+
+
+# ------------------------------------------------------------------------------ write
+def save(path: str | Path, params: dict, meta: dict, optim: dict | None = None,
+         carry=None) -> Path:
+    """Write the checkpoint atomically; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clash = [n for n in params if n.startswith("__")]
+    if clash:
+        raise DataError(f"parameter name '{clash[0]}' starts with '__', which checkpoints "
+                        f"reserve", file=str(path))
+    arrays = dict(params)
+    for key, a in (optim or {}).items():
+        arrays[OPTIM + key] = a
+    meta = {**meta, "format": FORMAT, "version": VERSION,
+            "shapes": {n: list(np.shape(a)) for n, a in params.items()}}
+    meta["carry"] = None if carry is None else flatten(carry, CARRY.rstrip("/"), arrays)
+    arrays[META] = np.array(json.dumps(meta))
+    _write_atomic(path, arrays)
+    return path
+
+
+def _write_atomic(path: Path, arrays: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:                                     # make the rename itself durable
+        dirfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dirfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dirfd)
+
+
+# ------------------------------------------------------------------------------- read
+def load(path: str | Path) -> Checkpoint:
+    """Read a checkpoint; a missing, truncated or foreign file is a DataError."""
+    file = str(path)
+    if not Path(path).is_file():
+        raise DataError("no such checkpoint", file=file)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"not a readable checkpoint ({e})", file=file) from None
+    if META not in arrays:
+        raise DataError("not a seqgraph checkpoint (no __meta__ entry)", file=file)
+    meta = json.loads(str(arrays.pop(META)))
+    if meta.get("format") != FORMAT:
+        raise DataError("not a seqgraph checkpoint", file=file)
+    optim = {k[len(OPTIM):]: a for k, a in arrays.items() if k.startswith(OPTIM)}
+    params = {k: a for k, a in arrays.items() if not k.startswith("__")}
+    carry = None if meta.get("carry") is None else unflatten(meta["carry"], arrays)
+    return Checkpoint(params, meta, optim, carry, file)
+
+
+def check_params(ckpt: Checkpoint, params: dict) -> None:
+    """The checkpoint belongs to this spec: the same parameter names and shapes. The
+    first mismatch, in the spec's order, is the error."""
+    for name, p in params.items():
+        if name not in ckpt.params:
+            raise DataError(f"parameter '{name}' of the spec is not in this checkpoint "
+                            f"(saved from model '{ckpt.meta.get('model')}')", file=ckpt.path)
+        have = list(ckpt.params[name].shape)
+        if have != list(p.shape):
+            raise DataError(f"parameter '{name}' has shape {list(p.shape)} in the spec but "
+                            f"{have} in this checkpoint", file=ckpt.path)
+    extra = [n for n in ckpt.params if n not in params]
+    if extra:
+        raise DataError(f"this checkpoint has parameter '{extra[0]}', which the spec does "
+                        f"not declare", file=ckpt.path)
+
+
+def restore_params(ckpt: Checkpoint, params: dict) -> None:
+    """Copy the checkpoint's values into the model's arrays, in place, after checking."""
+    check_params(ckpt, params)
+    for name, p in params.items():
+        p[...] = ckpt.params[name]

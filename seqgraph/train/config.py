@@ -1,0 +1,133 @@
+"""The `train` block with its defaults (LANGUAGE.md section 7) and `--set` overrides.
+
+Every key has a default, so a spec with no train block trains once it is given data.
+Values keep the train block's own forms (numbers, strings, bare names such as `float32`,
+calls such as `adam(lr = 0.002)`); `--set key=value` is read with the spec language's own
+value syntax, so the command line and the file cannot disagree about what a value means.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ..errors import SpecError, UsageError
+
+DEFAULTS = {
+    "data": None,           # a loader call; required
+    "valid": 0.05,          # a held-out fraction of the tail, or a loader call
+    "optimizer": "adam",    # adam(lr = 0.001)
+    "clip": 5.0,            # global gradient norm; 0 turns clipping off
+    "batch": 32,
+    "bptt": 64,
+    "epochs": 1,
+    "teacher": 1.0,         # teacher-forcing probability
+    "schedule": "constant",
+    "param_init": None,     # None: each parameter's own default (xavier / zeros)
+    "l2": 0.0,
+    "seed": 0,
+    "dtype": "float32",
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The checked train configuration. `base` is the directory data paths are
+    relative to: the spec's directory, or the current one for a `--set data=...`."""
+    data: object
+    valid: object
+    optimizer: object
+    clip: float
+    batch: int
+    bptt: int
+    epochs: int
+    teacher: float
+    schedule: object
+    param_init: object
+    l2: float
+    seed: int
+    dtype: str
+    base: str = "."
+    valid_base: str = "."
+
+    def as_dict(self) -> dict:
+        """Plain JSON-able values, for the checkpoint and the run's report."""
+        return {f.name: _show(getattr(self, f.name)) for f in fields(self)}
+
+
+def _show(v):
+    if hasattr(v, "name") and hasattr(v, "args"):
+        return str(v)
+    return v
+
+
+def parse_sets(items: list[str]) -> dict:
+    """`["batch=8", "optimizer=sgd(lr=0.1)"]` -> {"batch": 8, "optimizer": Call(...)}."""
+    from ..lang.parse import parse_value
+    out = {}
+    for item in items or ():
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UsageError(f"--set {item!r}: expected key=value, e.g. --set batch=16")
+        _known(key, "--set")
+        try:
+            out[key] = parse_value(text.strip())
+        except SpecError as e:
+            raise UsageError(f"--set {item}: cannot read the value: {e.message}") from None
+    return out
+
+
+def _known(key: str, where: str) -> None:
+    if key not in DEFAULTS:
+        near = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f" (keys: {', '.join(DEFAULTS)})"
+        raise UsageError(f"{where}: unknown train key '{key}'{hint}")
+
+
+def _number(key, v, lo=None, hi=None, integer=False):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if ok and integer:
+        ok = float(v) == int(v)
+    if ok and lo is not None:
+        ok = v >= lo
+    if ok and hi is not None:
+        ok = v <= hi
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        rng = f" >= {lo}" if hi is None and lo is not None else (
+            f" in [{lo}, {hi}]" if hi is not None else "")
+        raise UsageError(f"train: {key} must be {kind}{rng}, not {v!r}")
+    return int(v) if integer else float(v)
+
+
+def _valid(v):
+    if hasattr(v, "name"):
+        return v
+    frac = _number("valid", v, 0, 1)
+    if frac >= 1:
+        raise UsageError("train: valid must be a fraction below 1 or a loader call")
+    return frac
+
+
+def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".") -> TrainConfig:
+    """Defaults, then the spec's train block, then `--set` overrides, checked."""
+    for key in block:
+        _known(key, "train block")
+    sets = sets or {}
+    v = {**DEFAULTS, **block, **sets}
+    here = os.getcwd()
+    dtype = str(v["dtype"])
+    if dtype not in ("float32", "float64"):
+        raise UsageError(f"train: dtype must be float32 or float64, not {v['dtype']!r}")
+    return TrainConfig(
+        data=v["data"], valid=_valid(v["valid"]), optimizer=v["optimizer"],
+        clip=_number("clip", v["clip"] or 0, 0), batch=_number("batch", v["batch"], 1, None, True),
+        bptt=_number("bptt", v["bptt"], 1, None, True),
+        epochs=_number("epochs", v["epochs"], 1, None, True),
+        teacher=_number("teacher", v["teacher"], 0, 1), schedule=v["schedule"],
+        param_init=v["param_init"], l2=_number("l2", v["l2"], 0),
+        seed=_number("seed", v["seed"], 0, None, True), dtype=dtype,
+        base=here if "data" in sets else str(spec_dir),
+        valid_base=here if "valid" in sets else str(spec_dir))

@@ -1,0 +1,170 @@
+"""Optimisers of the `train` block: sgd, adam, adagrad (Deep Learning, chapter 8), global
+gradient-norm clipping (section 10.11.1) and L2 weight decay (section 7.1).
+
+Parameters are a dict of numpy arrays updated in place, so the model sees new values
+without copying. Each optimiser keeps its per-parameter state in named slots
+(`m`, `v`, ...), arrays shaped like the parameter; `state_dict()` is those arrays plus the
+step count, which is all a checkpoint needs to continue bit for bit.
+
+The whole update of one parameter is one method, `update(name, p, g, lr)`: a later sparse
+update of embedding rows only has to call the same rule on `p[rows]`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import UsageError
+
+
+class Optimizer:
+    """The common part: the step counter, weight decay and the state slots."""
+    name = "?"
+    slots: tuple = ()
+
+    def __init__(self, lr: float, l2: float = 0.0):
+        if not lr > 0:
+            raise UsageError(f"{self.name}(): lr must be positive, not {lr!r}")
+        self.lr, self.l2, self.t = float(lr), float(l2), 0
+        self.state: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slots}
+
+    def slot(self, slot: str, name: str, p: np.ndarray) -> np.ndarray:
+        """The state array `slot` of parameter `name`, zeros on first use."""
+        table = self.state[slot]
+        if name not in table:
+            table[name] = np.zeros_like(p)
+        return table[name]
+
+    def decayed(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """The gradient of loss + l2/2 |W|^2. Only weights (ndim >= 2) decay: the book's
+        section 7.1 leaves biases unregularised, since they control one unit each."""
+        if self.l2 and p.ndim >= 2:
+            return g + self.l2 * p
+        return g
+
+    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
+        """One update of every parameter that has a gradient."""
+        self.t += 1
+        lr = self.lr if lr is None else lr
+        for name, p in params.items():
+            g = grads.get(name)
+            if g is not None:
+                self.update(name, p, self.decayed(p, g).astype(p.dtype, copy=False), lr)
+
+    def update(self, name: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        raise NotImplementedError
+
+    # --- checkpoints ---------------------------------------------------------------
+    def hyper(self) -> dict:
+        return {"lr": self.lr, "l2": self.l2}
+
+    def state_dict(self) -> dict:
+        """{"name", "step", "hyper", "arrays": {"slot/param": array}}."""
+        arrays = {f"{s}/{n}": a for s, table in self.state.items() for n, a in table.items()}
+        return {"name": self.name, "step": self.t, "hyper": self.hyper(), "arrays": arrays}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d["name"] != self.name:
+            raise UsageError(f"the checkpoint's optimiser is {d['name']}, this run's is "
+                             f"{self.name}; resume with the same optimizer")
+        self.t = int(d["step"])
+        self.state = {s: {} for s in self.slots}
+        for key, a in d["arrays"].items():
+            slot, _, name = key.partition("/")
+            self.state[slot][name] = np.array(a)
+
+
+class SGD(Optimizer):
+    """Algorithm 8.2: v <- momentum v - lr g; p <- p + v (plain SGD when momentum = 0)."""
+    name, slots = "sgd", ("v",)
+
+    def __init__(self, lr: float, momentum: float = 0.0, l2: float = 0.0):
+        super().__init__(lr, l2)
+        self.momentum = float(momentum)
+
+    def update(self, name, p, g, lr):
+        if not self.momentum:
+            p -= lr * g
+            return
+        v = self.slot("v", name, p)
+        v *= self.momentum
+        v -= lr * g
+        p += v
+
+    def hyper(self):
+        return {**super().hyper(), "momentum": self.momentum}
+
+
+class Adam(Optimizer):
+    """Algorithm 8.7 (Kingma and Ba): bias-corrected first and second moments."""
+    name, slots = "adam", ("m", "v")
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, l2: float = 0.0):
+        super().__init__(lr, l2)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def update(self, name, p, g, lr):
+        m, v = self.slot("m", name, p), self.slot("v", name, p)
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
+        m_hat = m / (1 - self.beta1 ** self.t)
+        v_hat = v / (1 - self.beta2 ** self.t)
+        p -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def hyper(self):
+        return {**super().hyper(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+class Adagrad(Optimizer):
+    """Algorithm 8.4 (Duchi et al.): each coordinate's rate shrinks with its history."""
+    name, slots = "adagrad", ("r",)
+
+    def __init__(self, lr: float = 0.01, eps: float = 1e-8, l2: float = 0.0):
+        super().__init__(lr, l2)
+        self.eps = float(eps)
+
+    def update(self, name, p, g, lr):
+        r = self.slot("r", name, p)
+        r += g * g
+        p -= lr * g / (np.sqrt(r) + self.eps)
+
+    def hyper(self):
+        return {**super().hyper(), "eps": self.eps}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad}
+
+
+def make_optimizer(call, l2: float = 0.0) -> Optimizer:
+    """An optimiser from a train-block value: `adam(lr = 0.002)` or a bare `sgd`."""
+    name = getattr(call, "name", call)
+    args, kwargs = tuple(getattr(call, "args", ())), dict(getattr(call, "kwargs", {}))
+    if name not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
+    try:
+        return OPTIMIZERS[name](*args, **kwargs, l2=l2)
+    except TypeError as e:
+        msg = str(e).split("__init__() ")[-1]
+        raise UsageError(f"bad optimizer call {name}(...): {msg}") from None
+
+
+def global_norm(grads: dict) -> float:
+    """sqrt of the sum of every gradient component squared (in float64)."""
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values() if g is not None))
+
+
+def clip_global_norm(grads: dict, max_norm: float | None) -> float:
+    """Scale all gradients together so their global norm is at most `max_norm` (the
+    direction is kept, only the step shrinks: Pascanu et al. 2013). Returns the norm
+    before clipping; a non-finite norm is left for the caller to report."""
+    norm = global_norm(grads)
+    if max_norm and math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / norm
+        for g in grads.values():
+            if g is not None:
+                g *= scale
+    return norm
