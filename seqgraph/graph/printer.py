@@ -36,3 +36,49 @@ def show(e, index_of=lambda v: None, prec: int = 0) -> str:
         return show(args[0], index_of, prec)
     inner = ", ".join([show(a, index_of) for a in args] + [f"{v:g}" for _, v in e.attrs])
     return f"{e.op.value}({inner})"
+
+
+def _size(s) -> str:
+    return str(s)
+
+
+def folded_text(checked) -> str:
+    """The canonical text form of a checked folded graph: declarations, one equation a
+    line with every size, the edges with their shifts, and the recurrences."""
+    g = checked.graph
+    idx = {v.name: v.index for v in g.vars}
+    index_of = idx.get
+    out = [f"model {g.name}"]
+    out += [f"dim {n} = {v}" for n, v in g.dims]
+    out += [f"index {n} : {k}" for n, k in g.indexes]
+    for v in g.vars:
+        ix = f"[{v.index}]" if v.index else ""
+        size = _size(checked.sizes[v.name])
+        if v.role != "hidden":
+            out.append(f"{v.role} {v.name}{ix} : {v.kind}({size})")
+    for p in g.params:
+        shape = ", ".join(_size(d) for d in checked.param_shapes.get(p.name, ()))
+        init = f" init {p.init[0]}" + (f"({p.init[1]:g})" if len(p.init) > 1 else "") \
+            if p.init else ""
+        out.append(f"param {p.name} : [{shape}]{init}")
+    for v in g.hidden():
+        ix = f"[{v.index}]" if v.index else ""
+        if v.init is not None:
+            out.append(f"init {v.name} = {show(v.init, index_of)}")
+        for c in v.cases:
+            cond = f" if {c.cond}" if c.cond == "leaf" else (" otherwise" if c.cond else "")
+            out.append(f"{v.name}{ix} : {_size(checked.sizes[v.name])} = "
+                       f"{show(c.expr, index_of)}{cond}")
+    for l in g.losses:
+        out.append(f"loss {l.weight:g} * {l.fn}({show(l.output, index_of)}, "
+                   f"{show(l.target, index_of)})")
+    out.append("edges:")
+    edges = sorted({(u, v, s.show(index_of(u)) or "-", s.is_delay)
+                    for u, v, s in g.nx().edges(data="shift")})
+    out += [f"  {u} -> {v} [{s}]{' delay' if d else ''}" for u, v, s, d in edges]
+    out.append("recurrences:")
+    for r in checked.recurrences:
+        way = "forward" if r.direction < 0 else "backward"
+        out.append(f"  {', '.join(r.vars)} over {r.index}, {way}, delays "
+                   f"{' '.join(r.delays)}")
+    return "\n".join(out) + "\n"

@@ -69,6 +69,8 @@ def unfold(graph: FoldedGraph, lengths: dict) -> nx.DiGraph:
                     if isinstance(src, Outside):
                         if graph.var(src.var).init is not None:
                             g.add_edge((src.var, "init"), (v.name, step), shift=r.shift)
+                        else:   # the initial state: zero, a start token, or the carry
+                            g.nodes[(v.name, step)].setdefault("outside", []).append(src)
                         continue
                     g.add_edge(src, (v.name, step), shift=r.shift)
     return g
@@ -90,11 +92,22 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
         return (s, order[n[0]])
     lines = []
     for n in nx.lexicographical_topological_sort(g, key=key):
-        preds = sorted(g.predecessors(n), key=key)
+        preds = [_name(p) for p in sorted(g.predecessors(n), key=key)]
+        preds += [_outside_name(o, lengths) for o in g.nodes[n].get("outside", [])]
         if g.nodes[n]["role"] in ("input", "target") and not preds:
             continue
-        lines.append(f"{_name(n)} <- " + (", ".join(_name(p) for p in preds) or "()"))
+        lines.append(f"{_name(n)} <- " + (", ".join(preds) or "()"))
+    for i, loss in enumerate(graph.losses):
+        v = graph.var(loss.output.var)
+        for step in _steps(v, lengths):
+            lines.append(f"loss{i + 1}{'' if step is None else f'[{step + 1}]'} <- "
+                         f"{_name((loss.output.var, step))}, {_name((loss.target.var, step))}")
     return "\n".join(lines) + "\n"
+
+
+def _outside_name(o: Outside, lengths) -> str:
+    """The initial state h[0] (h[-1] for a delay of 2), or h[T+1] past the end."""
+    return f"{o.var}[{1 - o.steps}]" if o.before else f"{o.var}[T+{o.steps}]"
 
 
 def _name(n):

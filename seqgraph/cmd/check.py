@@ -1,0 +1,98 @@
+"""`seqgraph check SPEC`: parse, elaborate and check a spec, and say what it is."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import UsageError
+from ..graph import unfold as U
+from ..graph.check import check
+from ..graph.printer import folded_text
+from ..model import read_spec
+
+HELP = "check a spec and print its variables, parameters and recurrences"
+
+
+def add_arguments(p):
+    p.add_argument("spec", help="the .sg file")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="bind a size name (repeatable)")
+    p.add_argument("--dump", choices=["folded", "unfolded"],
+                   help="print the canonical text form of the folded or unfolded graph")
+    p.add_argument("--steps", type=int, default=3,
+                   help="steps of every sequence index for --dump unfolded (default 3)")
+
+
+def parse_dims(items) -> dict:
+    dims = {}
+    for item in items:
+        name, sep, val = item.partition("=")
+        if not sep or not val.strip().isdigit() or not name.strip():
+            raise UsageError(f"--dim takes NAME=N with N a whole number, not '{item}'")
+        dims[name.strip()] = int(val)
+    return dims
+
+
+def run(args) -> int:
+    spec = read_spec(args.spec)
+    checked = check(spec.graph, parse_dims(args.dim))
+    for msg, pos in spec.graph.warnings:
+        where = f"{args.spec}:{pos.line}:{pos.column}: " if pos else f"{args.spec}: "
+        print(f"{where}warning: {msg}", file=sys.stderr)
+    if args.dump == "folded":
+        sys.stdout.write(folded_text(checked))
+    elif args.dump == "unfolded":
+        if args.steps < 1:
+            raise UsageError("--steps must be at least 1")
+        lengths = {i: args.steps for i, k in spec.graph.indexes if k == "seq"}
+        if any(k == "tree" for _, k in spec.graph.indexes):
+            raise UsageError("--dump unfolded is for sequence models; render a tree with "
+                             "`seqgraph render SPEC --tree ...`")
+        sys.stdout.write(U.text(spec.graph, lengths))
+    else:
+        sys.stdout.write(summary(checked))
+    return 0
+
+
+def _count(shape) -> str:
+    total, symbolic = 1, []
+    for d in shape:
+        if d.is_int:
+            total *= d.const
+        else:
+            symbolic.append(f"({d})" if "+" in str(d) or "-" in str(d) else str(d))
+    return "*".join(([str(total)] if total != 1 or not symbolic else []) + symbolic)
+
+
+def summary(checked) -> str:
+    g = checked.graph
+    lines = [f"model {g.name} ({g.path})", "", "variables:"]
+    for v in g.vars:
+        ix = f"[{v.index}]" if v.index else ""
+        kind = f"{v.role} {v.kind}" if v.kind else v.role
+        lines.append(f"  {v.name + ix:<16} {kind:<16} size {checked.sizes[v.name]}")
+    lines += ["", "parameters:"]
+    total, symbolic = 0, False
+    for p in g.params:
+        shape = checked.param_shapes.get(p.name, ())
+        n = _count(shape)
+        if n.isdigit():
+            total += int(n)
+        else:
+            symbolic = True
+        lines.append(f"  {p.name:<16} [{', '.join(map(str, shape))}]".ljust(40) + f" {n}")
+    tail = " + terms in unbound sizes" if symbolic else ""
+    lines.append(f"  total {total}{tail}")
+    lines += ["", "recurrences:"]
+    for r in checked.recurrences:
+        way = "forward in time" if r.direction < 0 else "backward in time"
+        if g.index_kinds.get(r.index) == "tree":
+            way = "up the tree (children first)"
+        lines.append(f"  {', '.join(r.vars)}: over {r.index}, {way}, delays "
+                     f"{' '.join(r.delays)}; parameters {', '.join(r.params)}")
+    if not checked.recurrences:
+        lines.append("  none (a feed-forward model)")
+    unbound = checked.unbound()
+    if unbound:
+        lines += ["", f"unbound sizes: {', '.join(sorted(unbound))} (the data or --dim "
+                  "binds them)"]
+    return "\n".join(lines) + "\n"
