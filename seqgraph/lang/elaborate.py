@@ -8,7 +8,7 @@ import difflib
 from functools import lru_cache
 from importlib import resources
 
-from ..errors import SpecError
+from ..errors import Pos, SpecError
 from ..graph.folded import NONE, SAME, Apply, Case, FoldedGraph, Loss, Num, ParamDef, Ref, \
     Shift, Var
 from ..ops import FUNCTIONS, LOSS_NAMES, Op
@@ -151,7 +151,7 @@ class _Elaborator:
         losses = tuple(self._loss(l) for l in self._of(A.LossDecl))
         if not losses:
             self.warnings.append(("the model has no loss: it can run but not train",
-                                  self.spec.stmts[0].pos if self.spec.stmts else None))
+                                  Pos(1, 1)))
         params = tuple(self._param(p) for p in self.params.values())
         for p in self.params.values():
             if p.name not in self.used_params:

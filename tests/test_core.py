@@ -1,0 +1,211 @@
+"""The language core end to end: LANGUAGE.md's examples, text forms, unfolding
+invariants, the API's conventions, truncated BPTT's carry."""
+import re
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import seqgraph
+from seqgraph.cli import main
+from seqgraph.graph.check import check
+from seqgraph.graph.printer import folded_text
+from seqgraph.graph.unfold import text as unfolded_text, unfold
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGE = ROOT.parent / "shared" / "LANGUAGE.md"
+GOLDEN = Path(__file__).parent / "golden"
+
+PREAMBLE = "input x[t] : onehot(V)\n"   # section 5's fragment uses x without declaring it
+
+
+def language_examples():
+    if not LANGUAGE.exists():
+        return []
+    return re.findall(r"```\n(.*?)```", LANGUAGE.read_text(), re.S)
+
+
+@pytest.mark.skipif(not LANGUAGE.exists(), reason="../shared/LANGUAGE.md not present")
+@pytest.mark.parametrize("i", range(len(language_examples()) or 1))
+def test_language_examples_check(i):
+    text = language_examples()[i]
+    if "model charlm" not in text and "cell rnn" in text and "input x" not in text:
+        text = PREAMBLE + text
+    spec = seqgraph.read_spec(f"example{i}.sg", text)
+    assert spec.graph.vars or "train" in text
+
+
+def test_golden_folded():
+    spec = seqgraph.read_spec(str(ROOT / "specs/elman.sg"))
+    assert folded_text(spec.checked) == (GOLDEN / "elman.folded.txt").read_text()
+
+
+def test_golden_unfolded():
+    spec = seqgraph.read_spec(str(ROOT / "specs/elman.sg"))
+    assert unfolded_text(spec.graph, {"t": 3}) == \
+        (GOLDEN / "elman.unfolded3.txt").read_text()
+
+
+def test_cli_check_dumps_match_golden(capsys):
+    assert main(["check", str(ROOT / "specs/elman.sg"), "--dump", "folded"]) == 0
+    assert capsys.readouterr().out == (GOLDEN / "elman.folded.txt").read_text()
+
+
+def test_cli_check_summary(capsys):
+    assert main(["check", str(ROOT / "specs/charlm.sg"), "--dim", "V=65"]) == 0
+    out = capsys.readouterr().out
+    assert "h: over t, forward in time, delays -1" in out
+    assert "[128, 65]" in out and "total 33217" in out   # 2*128*65 + 128*128 + 128 + 65
+
+
+def test_cli_check_bad_spec_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.sg"
+    bad.write_text("param W\nh[t] = tanh(W @ h[t])\n")
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.sg:2:" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ unfolding
+SPEC3 = """
+input x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, R, b, Wo, bo
+h[t] : 5 = tanh(W @ x[t] + U @ h[t-1] + R @ h[t-3] + b)
+g[t] : 5 = tanh(W @ x[t] + U @ g[t+1] + b)
+o[t] = Wo @ [h[t]; g[t]] + bo
+loss xent(o[t], y[t])
+"""
+
+
+@pytest.mark.parametrize("T", [1, 2, 5])
+def test_unfolding_gives_T_copies_and_a_dag(T):
+    spec = seqgraph.read_spec("s.sg", SPEC3)
+    g = unfold(spec.graph, {"t": T})
+    assert nx.is_directed_acyclic_graph(g)
+    for v in spec.graph.vars:
+        assert sum(1 for n in g if n[0] == v.name) == T
+    for (u, su), (v, sv), shift in g.edges(data="shift"):
+        # no shifted edge survives: each joins two concrete steps, su = sv + k
+        assert isinstance(su, int) and isinstance(sv, int)
+        assert su - sv == (shift.k if shift.kind == "rel" else su - sv)
+
+
+def test_unfolded_text_shows_initial_states():
+    spec = seqgraph.read_spec("s.sg", SPEC3)
+    text = unfolded_text(spec.graph, {"t": 2})
+    assert "h[1] <- x[1], h[0], h[-2]" in text
+    assert "g[2] <- x[2], g[T+1]" in text
+
+
+# ------------------------------------------------------------------ the API
+def _data(B=3, T=6, V=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+
+
+def test_loss_is_summed_over_steps_and_averaged_over_batch():
+    m = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 5}, dtype="float64")
+    X, Y = _data()
+    whole = m.run({"x": X}, {"y": Y}).loss
+    each = [m.run({"x": X[i:i + 1]}, {"y": Y[i:i + 1]}).loss for i in range(3)]
+    assert whole == pytest.approx(np.mean(each), rel=1e-12)
+
+
+def test_padding_ids_change_nothing():
+    m = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 5}, dtype="float64")
+    X, Y = _data(B=1)
+    Y2 = Y.copy()
+    Y2[0, -1] = -1
+    full, cut = m.run({"x": X}, {"y": Y2}), m.run({"x": X[:, :-1]}, {"y": Y[:, :-1]})
+    assert full.loss == pytest.approx(cut.loss, rel=1e-12)
+    assert full.terms[0][1] == cut.terms[0][1] == 5
+
+
+def test_carry_continues_a_sequence_exactly():
+    m = seqgraph.load("specs/x.sg" if False else str(ROOT / "specs/elman.sg"),
+                      dims={"V": 5}, dtype="float64")
+    X, Y = _data(T=6)
+    whole = m.run({"x": X}, {"y": Y})
+    a = m.run({"x": X[:, :3]}, {"y": Y[:, :3]})
+    b = m.run({"x": X[:, 3:]}, {"y": Y[:, 3:]}, carry=a.carry)
+    assert a.loss + b.loss == pytest.approx(whole.loss, rel=1e-12)
+    np.testing.assert_allclose(b.values["h"], whole.values["h"][:, 3:], rtol=1e-12)
+
+
+def test_carry_with_a_delay_of_three():
+    spec = seqgraph.read_spec("s.sg", SPEC3.replace("U @ g[t+1]", "U @ x[t]")
+                              .replace("g[t] : 5 = tanh(W @ x[t] + U @ x[t] + b)",
+                                       "g[t] : 5 = tanh(W @ x[t] + b)"))
+    m = seqgraph.Model(spec, dims={"V": 4}, dtype="float64")
+    X, Y = _data(T=7, V=4)
+    whole = m.run({"x": X}, {"y": Y})
+    a = m.run({"x": X[:, :4]}, {"y": Y[:, :4]})
+    b = m.run({"x": X[:, 4:]}, {"y": Y[:, 4:]}, carry=a.carry)
+    np.testing.assert_allclose(b.values["h"], whole.values["h"][:, 4:], rtol=1e-12)
+
+
+def test_params_named_as_in_the_spec_and_shaped_like_torch_linear():
+    m = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 7})
+    assert list(m.params) == ["W", "U", "b", "Wo", "bo"]
+    assert m.params["W"].shape == (16, 7) and m.params["Wo"].shape == (7, 16)
+    assert m.params["W"].dtype == np.float32
+
+
+def test_unbound_dim_is_a_clear_error():
+    with pytest.raises(seqgraph.UsageError, match="V is not bound"):
+        seqgraph.load(str(ROOT / "specs/elman.sg"))
+
+
+def test_same_seed_same_parameters():
+    a = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 7}, seed=3)
+    b = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 7}, seed=3)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_cells_name_parameters_after_the_variable():
+    spec = seqgraph.read_spec("s.sg", PREAMBLE + "e = rnn(x, 4)\nd = stack(2) gru(e, 3)\n"
+                              "h = bi lstm(d, 2)\n")
+    names = [p.name for p in spec.graph.params]
+    assert "e.W" in names and "d.1.Wr" in names and "d.2.Wr" in names
+    assert "h.fwd.Wi" in names and "h.bwd.b_f" in names
+    assert check(spec.graph, {"V": 3}).param_shapes["d.2.Wr"][1].const == 3
+    bwd = [r for r in spec.checked.recurrences if "h.bwd" in r.vars]
+    assert bwd and bwd[0].direction == 1
+
+
+def test_lstm_forget_bias_starts_at_one():
+    spec = seqgraph.read_spec("s.sg", PREAMBLE + "h = lstm(x, 4)\n")
+    m = seqgraph.Model(spec, dims={"V": 3})
+    np.testing.assert_array_equal(m.params["h.b_f"], np.ones(4))
+    np.testing.assert_array_equal(m.params["h.b_i"], np.zeros(4))
+
+
+# ------------------------------------------------------------------ properties
+@settings(max_examples=25, deadline=None)
+@given(T=st.integers(1, 4), H=st.integers(1, 4), k=st.integers(1, 3),
+       fn=st.sampled_from(["tanh", "sigmoid", "relu", "softplus"]),
+       direction=st.sampled_from(["-", "+"]))
+def test_random_recurrences_unfold_and_differentiate(T, H, k, fn, direction):
+    text = (f"input x[t] : onehot(V)\ntarget y[t] : class(V)\nparam W, U, b, Wo, bo\n"
+            f"h[t] : {H} = {fn}(W @ x[t] + U @ h[t{direction}{k}] + b)\n"
+            "o[t] = Wo @ h[t] + bo\nloss xent(o[t], y[t])\n")
+    m = seqgraph.Model(seqgraph.read_spec("p.sg", text), dims={"V": 3}, dtype="float64")
+    g = unfold(m.graph, {"t": T})
+    assert sum(1 for n in g if n[0] == "h") == T
+    X, Y = _data(B=2, T=T, V=3)
+    res = m.run({"x": X}, {"y": Y}, grads=True)
+    d = {p: np.random.default_rng(1).normal(size=v.shape) for p, v in m.params.items()}
+    eps = 1e-6
+    for p in m.params:
+        m.params[p] += eps * d[p]
+    up = m.run({"x": X}, {"y": Y}).loss
+    for p in m.params:
+        m.params[p] -= 2 * eps * d[p]
+    down = m.run({"x": X}, {"y": Y}).loss
+    fd = (up - down) / (2 * eps)
+    an = sum(float((res.grads[p] * d[p]).sum()) for p in m.params)
+    assert abs(fd - an) <= 1e-6 * max(1.0, abs(fd))
