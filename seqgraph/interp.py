@@ -13,7 +13,7 @@ import numpy as np
 
 from . import ops
 from .graph.folded import Apply, Num, ParamRef, Ref
-from .graph.unfold import Outside, resolve
+from .graph.unfold import Outside, case_at, resolve
 
 
 @dataclass
@@ -65,10 +65,12 @@ class Interpreter:
 
     # ---------------------------------------------------------------- the batch
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
-            lengths=None):
+            lengths=None, forest=None):
         m, g = self.m, self.g
         data = {**(inputs or {}), **(targets or {})}
-        B, lengths = m.batch_shape(data, lengths)
+        B, lengths = m.batch_shape(data, lengths, forest)
+        self.forest = forest
+        self.trees = {i for i, k in g.indexes if k == "tree"}
         tape, ctx = Tape(), ops.Ctx(train=train, rng=rng or np.random.default_rng(0))
         self.tape, self.ctx, self.B, self.lengths = tape, ctx, B, lengths
         self.carry_in = carry or {}
@@ -77,9 +79,9 @@ class Interpreter:
         for v in g.vars:
             if v.role != "hidden" and v.name in data:
                 self._leaf_data(v, data[v.name])
-        for name, step in m.schedule(lengths):
+        for name, step in m.schedule(lengths, forest):
             v = g.var(name)
-            expr = v.init if step == "init" else v.cases[0].expr
+            expr = v.init if step == "init" else case_at(v, step, forest).expr
             self.nodes[(name, step)] = self._eval(expr, name, step)
         loss, seeds, terms = self._losses(targets or {})
         res = Result(loss, None, self._values(), self._carry_out(), terms)
@@ -97,6 +99,10 @@ class Interpreter:
             arr = arr.astype(self.m.dtype)
         if v.index is None:
             self.nodes[(v.name, None)] = self.tape.leaf(arr)
+            return
+        if v.index in self.trees:       # one row per node, each a batch of one
+            for s in range(arr.shape[0]):
+                self.nodes[(v.name, s)] = self.tape.leaf(arr[s:s + 1])
             return
         for s in range(arr.shape[1]):
             self.nodes[(v.name, s)] = self.tape.leaf(np.ascontiguousarray(arr[:, s]))
@@ -118,7 +124,7 @@ class Interpreter:
 
     def _read(self, r: Ref, step) -> int:
         v = self.g.var(r.var)
-        src = resolve(r, step, self.lengths.get(v.index))
+        src = resolve(r, step, self.lengths.get(v.index), self.forest)
         if not isinstance(src, Outside):
             if src not in self.nodes:
                 raise KeyError(f"no value for {src} (is '{r.var}' given in the batch?)")
@@ -147,7 +153,7 @@ class Interpreter:
                 per_ex = self.tape.vals[i]
                 s += float(per_ex.sum())
                 n += self._count(self.tape.vals[y])
-                seeds[i] = np.full(self.B, loss.weight / self.B, dtype=self.m.dtype)
+                seeds[i] = np.full(per_ex.shape, loss.weight / self.B, dtype=self.m.dtype)
             terms[li] = (s, n)
             total += loss.weight * s / self.B
         return total, seeds, terms
@@ -170,8 +176,10 @@ class Interpreter:
             if v.index is None:
                 out[v.name] = self.tape.vals[self.nodes[(v.name, None)]]
             else:
-                out[v.name] = np.stack([self.tape.vals[self.nodes[(v.name, s)]]
-                                        for s in range(self.lengths[v.index])], axis=1)
+                rows = [self.tape.vals[self.nodes[(v.name, s)]]
+                        for s in range(self.lengths[v.index])]
+                out[v.name] = np.concatenate(rows) if v.index in self.trees else \
+                    np.stack(rows, axis=1)
         return out
 
     def _carry_out(self) -> dict:

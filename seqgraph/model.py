@@ -94,9 +94,12 @@ class Model:
 
     # ------------------------------------------------------------------ running
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
-            lengths=None):
+            lengths=None, forest=None):
+        """One batch forward (and backward with grads=True). Over a tree index, `forest`
+        (graph/trees.py) gives the batch's trees and node arrays are [N] / [N, D]."""
+        kw = {} if forest is None else {"forest": forest}
         return self.executor.run(inputs, targets, carry=carry, train=train, grads=grads,
-                                 rng=rng, lengths=lengths)
+                                 rng=rng, lengths=lengths, **kw)
 
     def forward(self, inputs, lengths=None) -> dict:
         return self.run(inputs, lengths=lengths).values
@@ -106,11 +109,21 @@ class Model:
         return res.loss, res.grads
 
     # ------------------------------------------------------------------ helpers
-    def batch_shape(self, data: dict, lengths=None):
-        """The batch size and the length of every sequence index, from the arrays given."""
+    def batch_shape(self, data: dict, lengths=None, forest=None):
+        """The batch size and the length of every sequence index, from the arrays given
+        (over a tree index: the number of trees, and of nodes in the forest)."""
         B, lens = None, dict(lengths or {})
+        trees = {i for i, k in self.graph.indexes if k == "tree"}
+        if trees and forest is None:
+            raise UsageError("a tree model runs on a forest: run(..., forest=...)")
+        if forest is not None:
+            B = forest.batch
+            lens.update({i: forest.size for i in trees})
         for v in self.graph.vars:
             if v.name not in data:
+                continue
+            if v.index in trees:
+                self._check_tree_array(v, np.asarray(data[v.name]), forest)
                 continue
             arr = np.asarray(data[v.name])
             want = (2 if v.is_ids else 3) if v.index is not None else (1 if v.is_ids else 2)
@@ -135,7 +148,16 @@ class Model:
                                  f"'{v.name}' or lengths={{'{v.index}': T}}")
         return B, lens
 
-    def schedule(self, lengths: dict) -> list:
+    def _check_tree_array(self, v, arr, forest):
+        want = 1 if v.is_ids else 2
+        if arr.ndim != want or arr.shape[0] != forest.size:
+            raise UsageError(f"'{v.name}' must be an array [{forest.size}"
+                             f"{'' if v.is_ids else ', D'}] (one row per node), "
+                             f"not {arr.shape}")
+
+    def schedule(self, lengths: dict, forest=None) -> list:
+        if forest is not None:       # a new forest each batch: no cache
+            return _schedule(self.graph, lengths, forest)
         key = tuple(sorted(lengths.items()))
         if key not in self._schedules:
             self._schedules[key] = _schedule(self.graph, dict(key))
@@ -149,9 +171,9 @@ class Model:
         return np.zeros((B, self.sizes[v.name]), dtype=self.dtype)
 
 
-def _schedule(graph: FoldedGraph, lengths: dict) -> list:
+def _schedule(graph: FoldedGraph, lengths: dict, forest=None) -> list:
     """The hidden nodes of the unfolded DAG in a topological order."""
-    g = unfold(graph, lengths)
+    g = unfold(graph, lengths, forest)
     roles = {v.name: v.role for v in graph.vars}
     order = {v.name: i for i, v in enumerate(graph.vars)}
 

@@ -328,8 +328,8 @@ def layout_columns(graph: FoldedGraph, dag: nx.DiGraph) -> dict:
     blocks = nx.DiGraph()
     block_of = {n: _block(graph, dag, n) for n in dag.nodes}
     blocks.add_nodes_from(block_of.values())
-    late_init = {n for n in dag.nodes
-                 if _node_step(n) == "init" and _backward(graph, _node_var(n))}
+    late_init = {n for n in dag.nodes if dag.nodes[n].get("late")
+                 or (_node_step(n) == "init" and _backward(graph, _node_var(n)))}
     for a, b in dag.edges:
         ba, bb = block_of[a], block_of[b]
         if ba != bb and a not in late_init:
@@ -383,6 +383,8 @@ def _node_style(graph: FoldedGraph, dag: nx.DiGraph, node) -> dict:
         return dict(STYLE["loss"])
     if _node_step(node) == "init":
         return dict(STYLE["init"])
+    if dag.nodes[node].get("initial_state"):
+        return dict(shape="plaintext", fontcolor="#666666")
     v = graph.var_map.get(_node_var(node))
     return _var_attrs(v) if v is not None else {}
 
@@ -410,6 +412,21 @@ def _add_losses(graph: FoldedGraph, dag: nx.DiGraph) -> nx.DiGraph:
     return g
 
 
+def _add_outside(dag: nx.DiGraph) -> nx.DiGraph:
+    """The initial state a recurrence reads before its first step (h[0], zero or the
+    carried state; h[T+1] past the end for a backward one), as a dotted node."""
+    g = dag
+    for n, d in dag.nodes(data=True):
+        for o in d.get("outside", ()):
+            if g is dag:
+                g = dag.copy()
+            name = f"{o.var}[{1 - o.steps}]" if o.before else f"{o.var}[T+{o.steps}]"
+            key = (o.var, f"outside:{name}")
+            g.add_node(key, label=name, initial_state=True, late=not o.before)
+            g.add_edge(key, n, init=True)
+    return g
+
+
 def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
                  dag: nx.DiGraph | None = None) -> str:
     """The unfolded DAG over `lengths` ({"t": 4}) as DOT text: one column per step.
@@ -417,7 +434,7 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
     graph, sizes = _graph_and_sizes(graph, sizes)
     if dag is None:
         dag = _unfold(graph, lengths)
-    dag = _add_losses(graph, dag)
+    dag = _add_outside(_add_losses(graph, dag))
     cols = layout_columns(graph, dag)
     ids = {n: f"n{i}" for i, n in enumerate(dag.nodes)}
     title = ", ".join(f"{k} = {v}" for k, v in lengths.items())

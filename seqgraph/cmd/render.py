@@ -63,14 +63,6 @@ def parse_lengths(text: str, graph) -> dict:
     return lengths
 
 
-def checked_sizes(graph, dims: dict) -> dict:
-    """Every variable's size and every parameter's shape, as the checker infers them
-    with the --dim bindings (linear forms such as H+V where a name stays unbound)."""
-    from ..graph.check import check
-    checked = check(graph, dims)
-    return {**checked.sizes, **checked.param_shapes}
-
-
 def run(args) -> int:
     import seqgraph
     from .. import render
@@ -78,12 +70,11 @@ def run(args) -> int:
     dims = parse_dims(args.dim)
     render.check_output(args.output)          # a bad extension fails before any work
     spec = seqgraph.read_spec(args.spec)
-    sizes = checked_sizes(spec.graph, dims)
     if args.unfold:
         lengths = parse_lengths(args.unfold, spec.graph)
-        text = render.unfolded_dot(spec, lengths, sizes=sizes)
+        text = render.unfolded_dot(spec, lengths)
     else:
-        text = render.folded_dot(spec, params=args.params, sizes=sizes, dims=dims)
+        text = render.folded_dot(spec, params=args.params, dims=dims)
     render.write(text, args.output)
     print(f"wrote {args.output}")
     return 0

@@ -22,12 +22,19 @@ class Outside:
     before: bool
 
 
-def resolve(ref: Ref, step, length: int | None):
+def resolve(ref: Ref, step, length: int | None, forest=None):
     """The node a reference reads at `step` of its equation's index: a (var, step) key,
-    (var, None) for a per-example value, or an Outside."""
+    (var, None) for a per-example value, or an Outside. Over a tree index, steps are the
+    forest's node numbers and `n.left`, `n.right`, `root` follow its arrays."""
     s = ref.shift
     if s.kind == "none":
         return (ref.var, None)
+    if s.kind in ("left", "right"):
+        return (ref.var, int((forest.left if s.kind == "left" else forest.right)[step]))
+    if s.kind == "root":
+        if step is None:
+            raise NotImplementedError("reading h[root] into a per-example variable")
+        return (ref.var, int(forest.roots[forest.tree[step]]))
     if s.kind == "first":
         return (ref.var, 0)
     if s.kind == "end":
@@ -47,7 +54,7 @@ def lengths_ok(graph: FoldedGraph, lengths: dict):
             raise KeyError(f"no length for index '{v.index}' (variable '{v.name}')")
 
 
-def unfold(graph: FoldedGraph, lengths: dict) -> nx.DiGraph:
+def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
     """The computation DAG over `lengths` ({index: T}). Nodes: (var, step) with step
     0-based, (var, None) per example, (var, "init") for an init value; every edge
     carries the `shift` of the reference it comes from. No shifted edge survives: an edge
@@ -62,18 +69,26 @@ def unfold(graph: FoldedGraph, lengths: dict) -> nx.DiGraph:
             g.add_node((v.name, "init"), var=v.name, step="init", role="init", index=None)
             for r in refs(v.init):
                 g.add_edge((r.var, None), (v.name, "init"), shift=r.shift)
-        for step in _steps(v, lengths):
-            for case in v.cases:
-                for r in refs(case.expr):
-                    src = resolve(r, step, lengths.get(graph.var(r.var).index))
-                    if isinstance(src, Outside):
-                        if graph.var(src.var).init is not None:
-                            g.add_edge((src.var, "init"), (v.name, step), shift=r.shift)
-                        else:   # the initial state: zero, a start token, or the carry
-                            g.nodes[(v.name, step)].setdefault("outside", []).append(src)
-                        continue
-                    g.add_edge(src, (v.name, step), shift=r.shift)
+        for step in _steps(v, lengths) if v.cases else ():
+            for r in refs(case_at(v, step, forest).expr):
+                src = resolve(r, step, lengths.get(graph.var(r.var).index), forest)
+                if isinstance(src, Outside):
+                    if graph.var(src.var).init is not None:
+                        g.add_edge((src.var, "init"), (v.name, step), shift=r.shift)
+                    else:   # the initial state: zero, a start token, or the carry
+                        g.nodes[(v.name, step)].setdefault("outside", []).append(src)
+                    continue
+                g.add_edge(src, (v.name, step), shift=r.shift)
     return g
+
+
+def case_at(v, step, forest=None):
+    """The equation that defines `v` at `step`: its only one, or over a tree the `if leaf`
+    case at leaves and the `otherwise` case at internal nodes."""
+    if len(v.cases) == 1:
+        return v.cases[0]
+    leaf = bool(forest.left[step] < 0)
+    return next(c for c in v.cases if (c.cond == "leaf") == leaf)
 
 
 def _steps(v, lengths):

@@ -1,0 +1,68 @@
+"""A batch of binary trees as flat index arrays (a forest), built in O(nodes).
+
+Nodes of all trees are numbered children first (post-order), so that a walk in number
+order meets every child before its parent; `left`/`right` are -1 at leaves, `tree` says
+which example a node belongs to, `roots` lists each tree's root, `height` is 0 at leaves.
+Executors read these arrays; nothing walks a networkx graph per batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Forest:
+    left: np.ndarray        # [N] child ids, -1 at leaves
+    right: np.ndarray
+    tree: np.ndarray        # [N] example index of each node
+    roots: np.ndarray       # [B] root node of each example
+
+    @property
+    def size(self) -> int:
+        return len(self.left)
+
+    @property
+    def batch(self) -> int:
+        return len(self.roots)
+
+    @property
+    def is_leaf(self) -> np.ndarray:
+        return self.left < 0
+
+    def height(self) -> np.ndarray:
+        h = np.zeros(self.size, dtype=np.int64)
+        for i in range(self.size):           # children have smaller numbers
+            if self.left[i] >= 0:
+                h[i] = 1 + max(h[self.left[i]], h[self.right[i]])
+        return h
+
+
+def forest(trees) -> tuple[Forest, list]:
+    """Nested tuples -> (Forest, node payloads in node order). A tree is a leaf payload or
+    a pair `(payload, (left, right))`; see `from_pairs`."""
+    left, right, owner, roots, payload = [], [], [], [], []
+
+    def add(t, b):
+        if isinstance(t, Node):
+            l, r = add(t.children[0], b), add(t.children[1], b)
+            left.append(l), right.append(r)
+            payload.append(t.label)
+        else:
+            left.append(-1), right.append(-1)
+            payload.append(t)
+        owner.append(b)
+        return len(left) - 1
+
+    for b, t in enumerate(trees):
+        roots.append(add(t, b))
+    arr = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    return Forest(arr(left), arr(right), arr(owner), arr(roots)), payload
+
+
+@dataclass(frozen=True)
+class Node:
+    """An internal node: a label (or any payload) and exactly two children."""
+    label: object
+    children: tuple

@@ -1,0 +1,508 @@
+"""Rendering: folded graphs with delay squares, unfolded graphs with a column per step,
+and the files written (DOT text, SVG, PNG)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from seqgraph import render
+from seqgraph.errors import UsageError
+from seqgraph.graph.unfold import unfold
+from seqgraph.graph.folded import (Apply, Case, FoldedGraph, Loss, NONE, ParamDef,
+                                   ParamRef, Ref, Shift, Var)
+from seqgraph.ops import Op
+
+
+# ------------------------------------------------------------ hand-built folded graphs
+def mm(p, x):
+    return Apply(Op.MATMUL, (ParamRef(p), x))
+
+
+def add(*xs):
+    e = xs[0]
+    for x in xs[1:]:
+        e = Apply(Op.ADD, (e, x))
+    return e
+
+
+def tanh(x):
+    return Apply(Op.TANH, (x,))
+
+
+def R(var, k=0, kind="rel"):
+    return Ref(var, Shift(kind, k))
+
+
+def graph(name, vars, params, losses, indexes=(("t", "seq"),), dims=(("H", 8),)):
+    return FoldedGraph(name=name, dims=dims, indexes=indexes, vars=tuple(vars),
+                       params=tuple(ParamDef(p) for p in params), losses=tuple(losses))
+
+
+def elman():
+    return graph("elman", [
+        Var("x", "input", "t", "onehot", "V"),
+        Var("y", "target", "t", "class", "V"),
+        Var("h", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm("W", R("x")), mm("U", R("h", -1)), ParamRef("b")))),)),
+        Var("o", "hidden", "t", cases=(Case(add(mm("Wo", R("h")), ParamRef("bo"))),)),
+    ], ["W", "U", "b", "Wo", "bo"], [Loss("xent", R("o"), R("y"))])
+
+
+def bidirectional():
+    return graph("bidirectional", [
+        Var("x", "input", "t", "vec", 3),
+        Var("y", "target", "t", "class", 4),
+        Var("h", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm("Wh", R("x")), mm("Uh", R("h", -1))))),)),
+        Var("g", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm("Wg", R("x")), mm("Ug", R("g", +1))))),)),
+        Var("o", "hidden", "t", cases=(Case(add(
+            mm("Vo", Apply(Op.CONCAT, (R("h"), R("g")))), ParamRef("bo"))),)),
+    ], ["Wh", "Uh", "Wg", "Ug", "Vo", "bo"], [Loss("xent", R("o"), R("y"))])
+
+
+def seq2seq():
+    return graph("seq2seq", [
+        Var("x", "input", "t", "onehot", "Vx"),
+        Var("y", "target", "u", "class", "Vy"),
+        Var("h", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm("We", R("x")), mm("Ue", R("h", -1))))),)),
+        Var("c", "hidden", None, size="H", cases=(Case(tanh(mm("Vc", R("h", 0, "end")))),)),
+        Var("s", "hidden", "u", size="H", init=tanh(mm("Vi", Ref("c", NONE))),
+            cases=(Case(tanh(add(mm("Wd", R("s", -1)), mm("Ud", R("y", -1)),
+                                 mm("Cd", Ref("c", NONE))))),)),
+        Var("o", "hidden", "u", cases=(Case(add(mm("Oh", R("s")), mm("Oc", Ref("c", NONE)))),)),
+    ], ["We", "Ue", "Vc", "Vi", "Wd", "Ud", "Cd", "Oh", "Oc"],
+        [Loss("xent", R("o"), R("y"))], indexes=(("t", "seq"), ("u", "seq")))
+
+
+def deep(layers=3):
+    vars = [Var("x", "input", "t", "vec", 5), Var("y", "target", "t", "vec", 5)]
+    below = "x"
+    for i in range(1, layers + 1):
+        vars.append(Var(f"h{i}", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm(f"W{i}", R(below)), mm(f"U{i}", R(f"h{i}", -1))))),)))
+        below = f"h{i}"
+    vars.append(Var("o", "hidden", "t", cases=(Case(mm("V", R(below))),)))
+    params = [p for i in range(1, layers + 1) for p in (f"W{i}", f"U{i}")] + ["V"]
+    return graph("deep", vars, params, [Loss("mse", R("o"), R("y"))])
+
+
+def recursive():
+    return graph("recursive", [
+        Var("w", "input", "n", "onehot", "V"),
+        Var("y", "target", "n", "class", 5),
+        Var("h", "hidden", "n", size="H", cases=(
+            Case(tanh(mm("E", R("w"))), "leaf"),
+            Case(tanh(mm("W", Apply(Op.CONCAT, (R("h", 0, "left"), R("h", 0, "right"))))),
+                 "otherwise"))),
+        Var("o", "hidden", "n", cases=(Case(mm("Ws", R("h"))),)),
+    ], ["E", "W", "Ws"], [Loss("xent", R("o"), R("y"))], indexes=(("n", "tree"),))
+
+
+def jordan():
+    """Output-to-hidden recurrence (Fig. 10.4): the target read with a delay."""
+    return graph("jordan", [
+        Var("x", "input", "t", "onehot", "V"),
+        Var("y", "target", "t", "class", "V"),
+        Var("h", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm("W", R("x")), mm("R", R("y", -1))))),)),
+        Var("o", "hidden", "t", cases=(Case(mm("V", R("h"))),)),
+    ], ["W", "R", "V"], [Loss("xent", R("o"), R("y"))])
+
+
+def many_to_one():
+    """One output after the whole sequence (Fig. 10.5), read from h[end]."""
+    return graph("many_to_one", [
+        Var("x", "input", "t", "vec", 3),
+        Var("y", "target", None, "class", 2),
+        Var("h", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm("W", R("x")), mm("U", R("h", -1))))),)),
+        Var("o", "hidden", None, cases=(Case(mm("V", R("h", 0, "end"))),)),
+    ], ["W", "U", "V"], [Loss("xent", Ref("o", NONE), Ref("y", NONE))])
+
+
+def one_to_many():
+    """A fixed vector mapped to a sequence (Fig. 10.9)."""
+    return graph("one_to_many", [
+        Var("x", "input", None, "vec", 3),
+        Var("y", "target", "t", "vec", 2),
+        Var("h", "hidden", "t", size="H", cases=(Case(tanh(add(
+            mm("R", Ref("x", NONE)), mm("W", R("h", -1))))),)),
+        Var("o", "hidden", "t", cases=(Case(mm("V", R("h"))),)),
+    ], ["R", "W", "V"], [Loss("mse", R("o"), R("y"))])
+
+
+GRAPHS = {"elman": elman, "jordan": jordan, "many_to_one": many_to_one,
+          "one_to_many": one_to_many, "bidirectional": bidirectional, "seq2seq": seq2seq,
+          "deep": deep, "recursive": recursive}
+
+
+# --------------------------------------------------------------------- DOT inspection
+NODE = re.compile(r'^\s+"([^"]+)" \[(.*)\];$', re.M)
+EDGE = re.compile(r'^\s+"([^"]+)" -> "([^"]+)"(?: \[(.*)\])?;$', re.M)
+RANK = re.compile(r'subgraph "([^"]+)" \{ rank=same;(.*)\}')
+
+
+def attrs(text):
+    return dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', text or ""))
+
+
+def nodes(dot):
+    return {n: attrs(a) for n, a in NODE.findall(dot)}
+
+
+def edges(dot):
+    return [(a, b, attrs(x)) for a, b, x in EDGE.findall(dot)]
+
+
+def delayed_refs(g):
+    """(u, v, label) for each distinct reference with a delay in g's equations."""
+    return {(u, v, d["shift"].label()) for u, v, d in g.nx().edges(data=True)
+            if d["shift"].is_delay and not d.get("init")}
+
+
+# ------------------------------------------------------------------------ folded graph
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_a_delay_square_for_each_shifted_edge(name):
+    g = GRAPHS[name]()
+    dot = render.folded_dot(g)
+    ns, es = nodes(dot), edges(dot)
+    delays = {n: a for n, a in ns.items() if n.startswith("delay:")}
+    found = set()
+    for d, a in delays.items():
+        assert a["shape"] == "square" and a["fillcolor"] == "black"
+        (u,) = [x for x, y, _ in es if y == d and x.startswith("var:")]
+        (v,) = [y for x, y, _ in es if x == d]
+        found.add((u[4:], v[4:], a["label"]))
+    assert len(delays) == len(delayed_refs(g))
+    assert found == delayed_refs(g)
+
+
+def test_delay_labels_and_directions():
+    dot = render.folded_dot(bidirectional())
+    ns, es = nodes(dot), edges(dot)
+    labels = {a["label"]: n for n, a in ns.items() if n.startswith("delay:")}
+    assert set(labels) == {"-1", "+1"}
+    into = {n: [a for x, y, a in es if x == n] for n in labels.values()}
+    assert into[labels["+1"]][0]["color"] == render.BACKWARD      # g[t+1] stands out
+    assert "color" not in into[labels["-1"]][0]
+    tree = nodes(render.folded_dot(recursive()))
+    assert sorted(a["label"] for n, a in tree.items() if n.startswith("delay:")) == ["L", "R"]
+
+
+def test_variables_roles_sizes_and_losses():
+    ns = nodes(render.folded_dot(seq2seq(), dims={"Vx": 30}))
+    assert ns["var:h"]["label"] == "h[t] : 8"
+    assert ns["var:x"]["label"] == "x[t] : onehot(30)"
+    assert ns["var:y"]["label"] == "y[u] : class(Vy)"          # unbound: the name
+    assert ns["var:c"]["peripheries"] == "2" and ns["var:c"]["label"] == "c : 8"
+    assert ns["init:s"]["label"] == "init s"
+    shapes = {ns[f"var:{v}"]["fillcolor"] for v in ("x", "y", "h")}
+    assert len(shapes) == 3                                      # roles are told apart
+    assert ns["loss:0"]["label"] == "L = xent(o[u], y[u])"
+    es = edges(render.folded_dot(seq2seq()))
+    assert ("var:o", "loss:0") in [(a, b) for a, b, _ in es]
+    assert ("var:y", "loss:0") in [(a, b) for a, b, _ in es]
+    assert [x.get("label") for a, b, x in es if (a, b) == ("var:h", "var:c")] == ["end"]
+
+
+def test_sizes_override_and_params():
+    g = elman()
+    dot = render.folded_dot(g, params=True, sizes={"o": 65, "W": (8, 65)})
+    ns, es = nodes(dot), edges(dot)
+    assert ns["var:o"]["label"] == "o[t] : 65"
+    assert ns["param:W"]["label"] == "W [8, 65]" and ns["param:U"]["label"] == "U"
+    assert {b for a, b, _ in es if a == "param:W"} == {"var:h"}
+    assert {b for a, b, _ in es if a == "param:bo"} == {"var:o"}
+    assert not any(n.startswith("param:") for n in nodes(render.folded_dot(g)))
+
+
+def test_params_of_an_init_feed_the_init_node():
+    es = edges(render.folded_dot(seq2seq(), params=True))
+    assert ("param:Vi", "init:s") in [(a, b) for a, b, _ in es]
+
+
+def test_rejects_what_is_not_a_graph():
+    with pytest.raises(UsageError):
+        render.folded_dot(42)
+
+
+# ---------------------------------------------------------------------- unfolded graph
+def columns(dot):
+    return [(name, re.findall(r'"([^"]+)"', members)) for name, members in RANK.findall(dot)]
+
+
+def step_columns(dot):
+    """The columns of steps 1..T (not those of initial states h[0], g[T+1], c, init s)."""
+    ns = nodes(dot)
+    return [(c, m) for c, m in columns(dot)
+            if any(re.search(r"\[[1-9]\d*\]$", ns[x]["label"]) for x in m)]
+
+
+def extra_nodes(dag):
+    """Nodes the picture adds to the unfolder's DAG: initial states read from outside."""
+    return len({(o.var, o.steps, o.before) for _, d in dag.nodes(data=True)
+                for o in d.get("outside", ())})
+
+
+@pytest.mark.parametrize("name,n", [("elman", 1), ("elman", 4), ("bidirectional", 5),
+                                    ("deep", 3)])
+def test_unfolded_has_a_column_per_step(name, n):
+    g = GRAPHS[name]()
+    dag = unfold(g, {"t": n})
+    dot = render.unfolded_dot(g, {"t": n})
+    cols = step_columns(dot)
+    assert len(cols) == n
+    per_step = len(g.vars) + len(g.losses)              # each variable, and the loss
+    assert [len(m) for _, m in cols] == [per_step] * n
+    assert len(nodes(dot)) == dag.number_of_nodes() + n * len(g.losses) + extra_nodes(dag)
+    labels = {a["label"] for a in nodes(dot).values()}
+    assert {"h[0]", "h1[0]"} & labels                   # the initial state, before step 1
+    labels = [nodes(dot)[m]["label"] for m in cols[-1][1]]
+    assert f"h[{n}]" in labels or f"h3[{n}]" in labels  # steps shown from 1
+
+
+def test_unfolded_edges_follow_the_dag():
+    g = bidirectional()
+    dag = unfold(g, {"t": 3})
+    dot = render.unfolded_dot(g, {"t": 3}, dag=dag)
+    ns, es = nodes(dot), edges(dot)
+    label = {n: a["label"] for n, a in ns.items()}
+    drawn = set()
+    for a, b, x in es:
+        if x.get("style") == "invis":
+            continue
+        if x.get("dir") == "back":
+            a, b = b, a
+        drawn.add((label[a], label[b]))
+    want = {(f"{u}[{s + 1}]", f"{v}[{t + 1}]") for (u, s), (v, t) in dag.edges}
+    assert want <= drawn
+    g_edges = [x for a, b, x in es if (label[a], label[b]) == ("g[3]", "g[2]")]
+    assert g_edges[0]["color"] == render.BACKWARD
+
+
+def test_unfolded_per_example_and_init_columns():
+    g = seq2seq()
+    lengths = {"t": 3, "u": 2}
+    dag = unfold(g, lengths)
+    dot = render.unfolded_dot(g, lengths, dag=dag)
+    ns = nodes(dot)
+    order = [[ns[m]["label"] for m in members] for _, members in columns(dot)]
+    assert len(step_columns(dot)) == 3 + 2
+    assert len(order) == 1 + 3 + 1 + 1 + 2      # h[0], t steps, c, (init s, y[0]), u steps
+    flat = [lab for col in order for lab in col]
+    assert flat.index("h[0]") < flat.index("h[1]")
+    assert flat.index("h[3]") < flat.index("c") < flat.index("init s") < flat.index("s[1]")
+    assert ["c"] in order and sorted(order[5]) == ["init s", "y[0]"]
+
+
+# ------------------------------------------------------------------------------ files
+@pytest.mark.parametrize("ext", ["dot", "svg", "png"])
+def test_write_formats(tmp_path, ext):
+    out = tmp_path / f"elman.{ext}"
+    render.write(render.folded_dot(elman()), out)
+    data = out.read_bytes()
+    assert data
+    if ext == "png":
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    elif ext == "svg":
+        assert b"<svg" in data
+    else:
+        assert data.startswith(b"digraph")
+
+
+def test_write_unfolded_png(tmp_path):
+    g = seq2seq()
+    out = tmp_path / "s2s.png"
+    render.write(render.unfolded_dot(g, {"t": 2, "u": 2}), out)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["model.jpg", "model", "model.pdf"])
+def test_bad_extension(tmp_path, name):
+    with pytest.raises(UsageError, match="extension"):
+        render.write("digraph x {}", tmp_path / name)
+
+
+def test_no_layout_engine(tmp_path, monkeypatch):
+    monkeypatch.setattr(render.shutil, "which", lambda name: None)
+    with pytest.raises(UsageError, match="layout engine"):
+        render.write("digraph x {}", tmp_path / "a.svg")
+    render.write("digraph x {}", tmp_path / "a.dot")      # DOT text needs none
+    assert (tmp_path / "a.dot").read_text().startswith("digraph")
+
+
+def test_dot_quotes_names():
+    assert render.quote('a "b"\nc') == '"a \\"b\\"\\nc"'
+
+
+# -------------------------------------------------------------------------- the command
+def _fake_read_spec(monkeypatch, g):
+    import types
+    import seqgraph
+    monkeypatch.setattr(seqgraph, "read_spec", lambda path: types.SimpleNamespace(graph=g),
+                        raising=False)
+
+
+def test_cli_folded(tmp_path, monkeypatch, capsys):
+    from seqgraph import cli
+    _fake_read_spec(monkeypatch, elman())
+    out = tmp_path / "elman.png"
+    assert cli.main(["render", "elman.sg", "-o", str(out), "--params", "--dim", "V=65"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    dot = tmp_path / "elman.dot"
+    assert cli.main(["render", "elman.sg", "-o", str(dot), "--dim", "V=65"]) == 0
+    assert "x[t] : onehot(65)" in dot.read_text()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-o", "m.jpg"], "unknown extension"),
+    (["-o", "m.dot", "--dim", "V"], "NAME=SIZE"),
+    (["-o", "m.dot", "--unfold", "q=3"], "not a sequence index"),
+    (["-o", "m.dot", "--unfold", "0"], "at least 1"),
+])
+def test_cli_errors(tmp_path, monkeypatch, capsys, argv, message):
+    from seqgraph import cli
+    _fake_read_spec(monkeypatch, elman())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["render", "elman.sg", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_lengths():
+    from seqgraph.cmd.render import parse_lengths
+    assert parse_lengths("4", seq2seq()) == {"t": 4, "u": 4}
+    assert parse_lengths("t=3,u=5", seq2seq()) == {"t": 3, "u": 5}
+    with pytest.raises(UsageError, match="no length for index u"):
+        parse_lengths("t=3", seq2seq())
+    with pytest.raises(UsageError, match="trees"):
+        parse_lengths("3", recursive())
+
+
+# ------------------------------------------------------------------ real specs, end to end
+SPECS = {
+    "elman": """
+dim H = 16
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+""",
+    "bidirectional": """
+input  x[t] : vec(3)
+target y[t] : class(4)
+param Wh, Uh, Wg, Ug, V, c
+h[t] : 8 = tanh(Wh @ x[t] + Uh @ h[t-1])
+g[t] : 8 = tanh(Wg @ x[t] + Ug @ g[t+1])
+o[t] = V @ [h[t]; g[t]] + c
+loss xent(o[t], y[t])
+""",
+    "seq2seq": """
+dim H = 8
+input  x[t] : onehot(Vx)
+target y[u] : class(Vy)
+param We, Ue, Vc, Vi, Wd, Ud, Cd, Oh, Oc
+h[t] : H = tanh(We @ x[t] + Ue @ h[t-1])
+c    : H = tanh(Vc @ h[end])
+init s = tanh(Vi @ c)
+s[u] : H = tanh(Wd @ s[u-1] + Ud @ y[u-1] + Cd @ c)
+o[u] = Oh @ s[u] + Oc @ c
+loss xent(o[u], y[u])
+""",
+    "stacked": """
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param Wo
+d = stack(3) rnn(x, 8)
+o[t] = Wo @ d[t]
+loss xent(o[t], y[t])
+""",
+    "recursive": """
+tree n
+input  w[n] : onehot(V)
+target y[n] : class(5)
+param E, W, Ws
+h[n] : 8 = tanh(E @ w[n])                   if leaf
+h[n] : 8 = tanh(W @ [h[n.left]; h[n.right]])   otherwise
+o[n] = Ws @ h[n]
+loss xent(o[n], y[n])
+""",
+}
+
+
+def read(name):
+    import seqgraph
+    return seqgraph.read_spec(f"{name}.sg", text=SPECS[name])
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_spec_folded(name, tmp_path):
+    spec = read(name)
+    dot = render.folded_dot(spec, params=True, dims={"V": 65, "Vx": 30, "Vy": 40})
+    ns = nodes(dot)
+    delays = [a["label"] for n, a in ns.items() if n.startswith("delay:")]
+    assert sorted(delays) == sorted(lab for _, _, lab in delayed_refs(spec.graph))
+    assert {f"param:{p.name}" for p in spec.graph.params} <= set(ns)
+    render.write(dot, tmp_path / f"{name}.svg")
+    assert b"<svg" in (tmp_path / f"{name}.svg").read_bytes()
+
+
+def test_spec_sizes_from_the_checker():
+    ns = nodes(render.folded_dot(read("elman"), params=True, dims={"V": 65}))
+    assert ns["var:h"]["label"] == "h[t] : 16"
+    assert ns["var:o"]["label"] == "o[t] : 65"                  # inferred from the loss
+    assert ns["param:W"]["label"] == "W [16, 65]"
+    assert nodes(render.folded_dot(read("elman")))["var:o"]["label"] == "o[t] : V"
+
+
+@pytest.mark.parametrize("name,lengths,columns_", [
+    ("elman", {"t": 4}, 4), ("bidirectional", {"t": 3}, 3),
+    ("seq2seq", {"t": 3, "u": 2}, 5), ("stacked", {"t": 2}, 2)])
+def test_spec_unfolded(name, lengths, columns_):
+    spec = read(name)
+    dot = render.unfolded_dot(spec, lengths)
+    assert len(step_columns(dot)) == columns_
+    dag = unfold(spec.graph, lengths)
+    n_loss = sum(1 for n in dag if n[0] == spec.graph.losses[0].output.var)
+    assert len(nodes(dot)) == dag.number_of_nodes() + n_loss + extra_nodes(dag)
+
+
+def test_cli_on_a_spec_file(tmp_path, capsys):
+    from seqgraph import cli
+    path = tmp_path / "seq2seq.sg"
+    path.write_text(SPECS["seq2seq"])
+    for out, extra in [("s.png", ["--params", "--dim", "Vx=30,Vy=40"]),
+                       ("u.svg", ["--unfold", "t=3,u=2"]), ("u.dot", ["--unfold", "2"])]:
+        assert cli.main(["render", str(path), "-o", str(tmp_path / out), *extra]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    dot = (tmp_path / "u.dot").read_text()
+    assert len(step_columns(dot)) == 2 + 2
+
+
+def test_cli_trees_have_no_length(tmp_path, capsys):
+    from seqgraph import cli
+    path = tmp_path / "rec.sg"
+    path.write_text(SPECS["recursive"])
+    assert cli.main(["render", str(path), "-o", str(tmp_path / "r.dot")]) == 0
+    assert cli.main(["render", str(path), "-o", str(tmp_path / "r.dot"), "--unfold", "3"]) == 2
+    assert "trees" in capsys.readouterr().err
+
+
+GALLERY = sorted((Path(__file__).parent.parent / "specs").glob("*.sg"))
+
+
+@pytest.mark.parametrize("path", GALLERY, ids=[p.stem for p in GALLERY])
+def test_gallery_renders(path, tmp_path):
+    import seqgraph
+    spec = seqgraph.read_spec(str(path))
+    dot = render.folded_dot(spec, params=True)
+    assert sum(1 for n in nodes(dot) if n.startswith("delay:")) == len(delayed_refs(spec.graph))
+    render.write(dot, tmp_path / "f.png")
+    if all(kind == "seq" for _, kind in spec.graph.indexes) and spec.graph.indexes:
+        lengths = {name: 3 for name, _ in spec.graph.indexes}
+        render.write(render.unfolded_dot(spec, lengths), tmp_path / "u.png")
