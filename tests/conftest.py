@@ -1,0 +1,114 @@
+"""Shared helpers for the gallery, ops and PyTorch-equivalence tests: random batches for a
+model's declared inputs and targets, and a float64 central-difference gradient check."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+B = 2                                  # examples per batch
+LENGTHS = {"t": 4, "u": 3}             # sequence lengths, distinct per index
+SMALL_DIM = 5                          # every size the data would bind (V, K, Vx, Vy)
+EPS = 1e-5
+RTOL = 1e-6
+
+
+def random_batch(model, rng, B=B, lengths=LENGTHS):
+    """(inputs, targets): ids [B, T] / [B], floats [B, T, D] / [B, D] per declared kind."""
+    ins, tgs = {}, {}
+    for v in model.graph.vars:
+        if v.role == "hidden":
+            continue
+        shape = (B,) if v.index is None else (B, lengths.get(v.index, 4))
+        n = model.sizes[v.name]
+        if v.is_ids:
+            a = rng.integers(0, n, size=shape)
+        elif v.kind == "binary":
+            a = (rng.random(shape + (n,)) < 0.5).astype(np.float64)
+        else:
+            a = rng.normal(size=shape + (n,))
+        (ins if v.role == "input" else tgs)[v.name] = a
+    return ins, tgs
+
+
+def random_tree_batch(model, rng):
+    """(inputs, targets, forest) over two small binary trees: ids [N] (inputs only at the
+    leaves, -1 elsewhere), floats [N, D]; per-example values as in random_batch."""
+    from seqgraph.graph.trees import Node, forest
+    trees = [Node(0, (Node(0, (1, 2)), 3)), Node(0, (4, Node(0, (Node(0, (0, 1)), 2))))]
+    f, _ = forest(trees)
+    tree_idx = {i for i, k in model.graph.indexes if k == "tree"}
+    ins, tgs = {}, {}
+    for v in model.graph.vars:
+        if v.role == "hidden":
+            continue
+        shape = (len(trees),) if v.index is None else \
+            (f.size,) if v.index in tree_idx else (len(trees), LENGTHS.get(v.index, 4))
+        n = model.sizes[v.name]
+        if v.is_ids:
+            a = rng.integers(0, n, size=shape)
+            if v.role == "input" and v.index in tree_idx:
+                a[~f.is_leaf] = -1
+        else:
+            a = rng.normal(size=shape + (n,))
+        (ins if v.role == "input" else tgs)[v.name] = a
+    return ins, tgs, f
+
+
+def randomise_params(model, rng, scale=0.5):
+    """Every parameter random (biases too), so that no gradient is trivially zero."""
+    for p, w in model.params.items():
+        model.params[p] = rng.normal(scale=scale / np.sqrt(max(w.shape[-1], 1)),
+                                     size=w.shape).astype(model.dtype)
+        if w.ndim == 1:
+            model.params[p] = rng.normal(scale=0.3, size=w.shape).astype(model.dtype)
+
+
+def rel_err(a, n, atol=1e-9):
+    """|a - n| relative to their size; 0 when both are below `atol` in absolute value."""
+    d = abs(a - n)
+    if d <= atol:
+        return 0.0
+    return d / max(abs(a), abs(n))
+
+
+def gradcheck(model, loss_fn, grads, rng, entries=3, eps=EPS, rtol=RTOL):
+    """Central differences of `loss_fn()` (reads model.params) against `grads`: a random
+    direction per parameter, then `entries` random single entries. Returns the failures."""
+    bad = []
+
+    def fd(p, d):
+        w = model.params[p]
+        model.params[p] = w + eps * d
+        lp = loss_fn()
+        model.params[p] = w - eps * d
+        lm = loss_fn()
+        model.params[p] = w
+        return (lp - lm) / (2 * eps)
+
+    for p in sorted(model.params):
+        w = model.params[p]
+        d = rng.normal(size=w.shape)
+        a, n = float((grads[p] * d).sum()), fd(p, d)
+        if rel_err(a, n) >= rtol:
+            bad.append((p, "direction", a, n, rel_err(a, n)))
+    names = sorted(model.params)
+    for _ in range(entries):
+        p = names[rng.integers(len(names))]
+        w = model.params[p]
+        idx = tuple(int(rng.integers(s)) for s in w.shape)
+        d = np.zeros_like(w)
+        d[idx] = 1.0
+        a, n = float(grads[p][idx]), fd(p, d)
+        if rel_err(a, n) >= rtol:
+            bad.append((p, idx, a, n, rel_err(a, n)))
+    return bad
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
