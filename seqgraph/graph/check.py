@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from ..errors import NOPOS, SpecError
+from ..errors import NOPOS, Pos, SpecError
 from ..ops import TABLE, Op
 from .folded import Apply, FoldedGraph, Num, ParamRef, Ref
 from .printer import show
@@ -56,6 +56,9 @@ def check(graph: FoldedGraph, dims: dict | None = None) -> Checked:
         return _check(graph, dims or {})
     except SpecError as e:
         raise e.located(graph.path, graph.source) from None
+    except RecursionError:
+        raise SpecError("the spec nests too deeply", Pos(1, 1), file=graph.path,
+                        source=graph.source) from None
 
 
 def _check(graph: FoldedGraph, given: dict) -> Checked:
@@ -70,6 +73,7 @@ class _Sizes:
     def __init__(self, graph: FoldedGraph, dims: dict):
         self.g, self.dims = graph, dims
         self.parent, self.val, self.label = [], [], []
+        self.origin = []        # root -> the label of what gave its class its value
         self.sums = []          # (out, parts, pos)
         self.where = NOPOS
         self.var_size = {}
@@ -81,6 +85,7 @@ class _Sizes:
         self.parent.append(len(self.parent))
         self.val.append(value)
         self.label.append(label)
+        self.origin.append(label if value is not None else "")
         return len(self.parent) - 1
 
     def find(self, a):
@@ -95,14 +100,21 @@ class _Sizes:
             return
         va, vb = self.val[ra], self.val[rb]
         if va is not None and vb is not None and va != vb:
-            raise SpecError(f"size mismatch: {self.label[a] or 'one side'} has size {va}, "
-                            f"{self.label[b] or 'the other'} has size {vb}", self.where,
+            raise SpecError(f"size mismatch: {self.label[a] or 'one side'} has size {va}"
+                            f"{self._from(a)}, {self.label[b] or 'the other'} has size "
+                            f"{vb}{self._from(b)}", self.where,
                             hint="check the sizes of the operands (`seqgraph check` "
                                  "prints them)")
         self.parent[rb] = ra
         self.val[ra] = va if va is not None else vb
+        self.origin[ra] = self.origin[ra] if va is not None else self.origin[rb]
         if not self.label[ra]:
             self.label[ra] = self.label[rb]
+
+    def _from(self, x) -> str:
+        """What gave x's class its size, when that is another value: ` (from 'x')`."""
+        origin = self.origin[self.find(x)]
+        return f" (from {origin})" if origin and origin != self.label[x] else ""
 
     def sum(self, out, parts):
         self.sums.append((out, list(parts), self.where))
@@ -117,17 +129,22 @@ class _Sizes:
         """A size variable for a declared size: an int or a dim name."""
         if isinstance(x, str) and x in self.dims:
             x = self.dims[x]
+        if not isinstance(x, str) and (x < 1 or x != int(x)):
+            self.error(f"the size of {label} must be a whole number of at least 1, not {x:g}")
         return self.new(label, Lin.of(x))
 
     # walking the model ---------------------------------------------------------
     def solve(self):
         g = self.g
         for v in g.vars:
-            self.var_size[v.name] = self.new(v.name) if v.size is None else \
-                self.fixed(v.size, v.name)
+            self.where = v.pos
+            self.var_size[v.name] = self.new(f"'{v.name}'") if v.size is None else \
+                self.fixed(v.size, f"'{v.name}'")
         for p in g.params:
+            self.where = p.pos
             if p.shape is not None:
-                self.param_shape[p.name] = tuple(self.fixed(d, p.name) for d in p.shape)
+                self.param_shape[p.name] = tuple(self.fixed(d, f"'{p.name}'")
+                                                 for d in p.shape)
         for v in g.vars:
             for case in v.cases:
                 self._define(v, case.expr, case.pos)
@@ -196,7 +213,7 @@ class _Sizes:
                 if len(known) == len(vals):
                     s = sum(known, Lin())
                     if total is None or total != s:
-                        self.eq(out, self.new("the concatenation", s))
+                        self.eq(out, self.new("the sum of its parts", s))
                         changed = changed or total is None
                 elif total is not None and len(known) == len(vals) - 1:
                     missing = parts[vals.index(None)]
@@ -239,7 +256,9 @@ def _causality(graph: FoldedGraph):
         cycle = None
     if cycle:
         names = [u for u, _ in cycle]
-        path = " -> ".join(f"{n} (line {lines[n]})" for n in names + names[:1])
+        steps = [f"{n} (line {lines[n]})" for n in names[:12]]
+        steps += [f"... ({len(names) - 12} more)"] if len(names) > 12 else []
+        path = " -> ".join(steps + steps[:1])
         first = graph.var(names[0])
         raise SpecError(f"algebraic loop: {path}", _edge_pos(g, cycle[-1]) or first.pos,
                         hint="every cycle must pass through a delay, such as h[t-1]")

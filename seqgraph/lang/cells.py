@@ -12,7 +12,7 @@ AST statements with no cell use left.
 from __future__ import annotations
 
 import difflib
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 
 from ..errors import SpecError
 from . import ast as A
@@ -63,8 +63,9 @@ def _index_names_of(node, var: str, acc: set):
 class Expander:
     """Expands every cell use of a list of statements (recursively, nested cells too)."""
 
-    def __init__(self, cells: dict, index_of, variables: set):
+    def __init__(self, cells: dict, index_of, variables: set, foreign=frozenset()):
         self.cells = cells
+        self.foreign = foreign            # cells written in another file (the prelude)
         self.index_of = index_of          # name -> index name or None (global scope)
         self.variables = variables        # every variable name of the global scope
 
@@ -80,6 +81,9 @@ class Expander:
                             f"{' -> '.join(stack + (cell.name,))})", pos,
                             hint="cells are templates and cannot be recursive")
         stack = stack + (cell.name,)
+        if len(args) != len(cell.params):
+            raise SpecError(f"cell '{cell.name}' takes {len(cell.params)} arguments "
+                            f"({', '.join(cell.params)}), given {len(args)}", pos)
         index_of = local_index or self.index_of
         if mod == "bi":
             idx = self._arg_index(cell, args, index_of, pos)
@@ -157,6 +161,8 @@ class Expander:
         out = []
         for s in cell.body:
             out += self._instantiate_stmt(s, cell, sub, mirror, stack, local_index)
+        if cell.name in self.foreign:     # its positions are in another file: use the use's
+            out = [relocate(s, pos) for s in out]
         return out
 
     def _bind(self, cell, args) -> dict:
@@ -235,6 +241,18 @@ class Expander:
         what = type(s).__name__.replace("Decl", "").lower()
         raise SpecError(f"a cell cannot contain a '{what}' statement", s.pos,
                         hint="cells hold param, equations, init and return")
+
+
+def relocate(node, pos):
+    """The same AST with every position replaced by `pos`."""
+    if isinstance(node, tuple):
+        return tuple(relocate(x, pos) for x in node)
+    if not is_dataclass(node) or isinstance(node, type):
+        return node
+    changes = {f.name: relocate(getattr(node, f.name), pos) for f in fields(node)}
+    if "pos" in changes:
+        changes["pos"] = pos
+    return replace(node, **changes)
 
 
 class _Subst:

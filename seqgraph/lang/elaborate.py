@@ -5,6 +5,7 @@ graph/check.py afterwards; this pass only makes sure every name means something.
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -40,6 +41,9 @@ def elaborate(spec: A.Spec) -> FoldedGraph:
         return _Elaborator(spec).run()
     except SpecError as e:
         raise e.located(spec.path, spec.source) from None
+    except RecursionError:
+        raise SpecError("the spec nests too deeply", Pos(1, 1), file=spec.path,
+                        source=spec.source) from None
 
 
 class _Elaborator:
@@ -112,7 +116,9 @@ class _Elaborator:
                             return idx
             return None
 
-        exp = Expander(self.cells, index_of, variables)
+        prelude = prelude_cells()
+        exp = Expander(self.cells, index_of, variables,
+                       {n for n, c in self.cells.items() if prelude.get(n) is c})
         out = []
         for e in eqs:
             if e.name in uses:
@@ -145,6 +151,7 @@ class _Elaborator:
                 self._index(i, d.pos)
         for name, group in self.defs.items():
             self._check_cases(name, group)
+        self._check_inits()
         self.used_params = set()
         vars_ = [self._data_var(d) for d in self.data.values()]
         vars_ += [self._hidden_var(name, group) for name, group in self.defs.items()]
@@ -188,8 +195,21 @@ class _Elaborator:
                                 hint="declare the index with `tree n`")
             return
         if sorted(c or "" for c in conds) != ["leaf", "otherwise"]:
-            raise SpecError(f"'{name}' over a tree needs one 'if leaf' equation and one "
-                            "'otherwise' equation", group[-1].pos)
+            missing = [c for c in ("leaf", "otherwise") if c not in conds]
+            what = f"has no '{'if leaf' if missing[0] == 'leaf' else 'otherwise'}' " \
+                "equation" if len(missing) == 1 else "has its cases wrong"
+            raise SpecError(f"'{name}' over the tree '{first.index[0]}' {what}",
+                            group[-1].pos, hint="a tree variable needs one 'if leaf' "
+                            "equation and one 'otherwise' equation")
+
+    def _check_inits(self):
+        for i in self.inits:
+            if i.name not in self.defs:
+                what = f"'{i.name}' is an {self.data[i.name].role}" if i.name in \
+                    self.data else f"no equation defines '{i.name}'"
+                raise SpecError(f"init for '{i.name}', but {what}", i.pos,
+                                hint="init gives the value a delayed reference reads "
+                                     "before the first step of a defined variable")
 
     def _data_var(self, d: A.DataDecl) -> Var:
         return Var(d.name, d.role, d.index[0] if d.index else None, d.kind, d.size,
@@ -301,7 +321,8 @@ class _Elaborator:
     def _shift(self, e: A.Name, var_index, index, cond, in_init) -> Shift:
         if var_index is None:
             if e.index:
-                raise SpecError(f"'{e.name}' has one value per example and no index", e.pos)
+                raise SpecError(f"'{e.name}' has one value per example and no index",
+                                e.pos, hint=f"write {e.name} without [...]")
             return NONE
         if not e.index:
             raise SpecError(f"'{e.name}' runs over '{var_index}': write "
@@ -317,15 +338,18 @@ class _Elaborator:
         if ix.kind == "rel" and ix.name == "root" and is_tree and ix.k == 0:
             return Shift("root")
         if in_init or index is None:
-            raise SpecError(f"'{e.name}[{ix.name}...]' needs an index here, but this value "
-                            "is one per example", ix.pos,
+            raise SpecError(f"this value is one per example, so it cannot read '{e.name}' "
+                            f"at step '{ix.name}'", ix.pos,
                             hint=f"use {e.name}[end] or {e.name}[1]")
-        if ix.name != index:
-            raise SpecError(f"'{e.name}' is indexed by '{var_index}', and this equation "
-                            f"by '{index}'", ix.pos,
-                            hint=f"use {e.name}[end] to read the last step")
         if var_index != index:
-            raise SpecError(f"'{e.name}' runs over '{var_index}', not '{index}'", ix.pos)
+            raise SpecError(f"'{e.name}' runs over '{var_index}' and this equation over "
+                            f"'{index}'", ix.pos,
+                            hint=f"use {e.name}[end] or {e.name}[1] to read one step")
+        if ix.name != index:
+            raise SpecError(f"wrong index '{ix.name}' on '{e.name}': this equation runs "
+                            f"over '{index}'", ix.pos,
+                            hint=f"write {e.name}[{index}], {e.name}[{index}-1], "
+                                 f"{e.name}[end] ...")
         if ix.kind == "child":
             if not is_tree:
                 raise SpecError(f"'{ix.name}' is a sequence index; children are for "
@@ -371,12 +395,23 @@ class _Elaborator:
         if p.init is not None:
             name = p.init[0]
             if name not in INITS:
-                raise SpecError(f"unknown initialiser '{name}'", p.pos,
+                raise SpecError(f"unknown initialiser '{name}'", self._word_pos(p.pos, name),
                                 hint=_did_you_mean(name, INITS) or ", ".join(INITS))
             if len(p.init) - 1 != INITS[name]:
-                raise SpecError(f"initialiser '{name}' takes {INITS[name]} argument(s)",
-                                p.pos)
+                raise SpecError(f"initialiser '{name}' takes " + (
+                    f"a scale, e.g. {name}(0.01)" if INITS[name] else "no argument"),
+                    self._word_pos(p.pos, name))
         return ParamDef(p.name, p.shape, p.init, p.pos)
+
+    def _word_pos(self, pos, word):
+        """Where `word` first stands after `pos` on its line (the AST keeps no position
+        for an initialiser's name); `pos` itself when it cannot be found."""
+        lines = (self.spec.source or "").split("\n")
+        if not 0 < pos.line <= len(lines):
+            return pos
+        m = re.compile(rf"\b{re.escape(word)}\b").search(lines[pos.line - 1],
+                                                          max(pos.column - 1, 0))
+        return Pos(pos.line, m.start() + 1) if m else pos
 
     def _train(self) -> tuple:
         blocks = self._of(A.TrainBlock)

@@ -16,6 +16,7 @@ from ..errors import Pos, SpecError
 from . import ast as A
 
 MAX_SOURCE = 5_000_000     # characters; a larger spec is refused, not parsed
+MAX_NESTING = 50           # brackets inside brackets; deeper would exhaust the recursion
 
 
 class _BracketNewlines(PostLex):
@@ -63,7 +64,11 @@ def _int(tok: Token, what: str) -> int:
 
 
 def _size(x):
-    return _int(x, "a size") if x.type == "NUMBER" else _name(x)
+    if x.type != "NUMBER":
+        return _name(x)
+    if _int(x, "a size") < 1:
+        raise SpecError(f"a size must be at least 1, not {x}", _pos(x))
+    return int(float(x))
 
 
 @v_args(meta=True)
@@ -77,7 +82,10 @@ class _Build(Transformer):
         return A.ModelDecl(_name(c[0]), _pos(meta))
 
     def dim_stmt(self, meta, c):
-        return A.DimDecl(_name(c[0]), _int(c[1], "a dim"), _pos(meta))
+        value = _int(c[1], "a dim")
+        if value < 1:
+            raise SpecError(f"a dim must be at least 1, not {c[1]}", _pos(c[1]))
+        return A.DimDecl(_name(c[0]), value, _pos(meta))
 
     def _data(self, role, meta, c):
         name, index, (kind, size) = c
@@ -217,8 +225,9 @@ class _Build(Transformer):
 
     def idx_first(self, meta, c):
         if float(c[0]) != 1:
-            raise SpecError(f"'{c[0]}' is not an index: use 1 (the first step), end, "
-                            "or a shift like t-1", _pos(c[0]))
+            raise SpecError(f"index {c[0]} is not allowed: the only absolute indexes "
+                            "are 1 (the first step) and end", _pos(c[0]),
+                            hint="use a shift such as t-1, or h[1], or h[end]")
         return A.Index("first", pos=_pos(meta))
 
     def idx_end(self, meta, c):
@@ -271,6 +280,58 @@ def _flatten(items):
     return tuple(out)
 
 
+# --------------------------------------------------------------------------- brackets
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = {v: k for k, v in _OPEN.items()}
+
+
+def _check_brackets(text: str):
+    """Unbalanced ( [ { outside comments and strings, found before Lark parses: a bracket
+    left open swallows the rest of the file, so report where it was opened. A stray or
+    mismatched closer and an unterminated string are reported where they are."""
+    stack = []                                  # (bracket, line, column)
+    for ch, line, col in _bracket_chars(text):
+        if ch in _OPEN:
+            stack.append((ch, line, col))
+            if len(stack) > MAX_NESTING:
+                raise SpecError(f"brackets nest more than {MAX_NESTING} deep", Pos(line, col),
+                                hint="define parts of the expression as variables")
+        elif stack and _OPEN[stack[-1][0]] == ch:
+            stack.pop()
+        else:
+            _bad_closer(ch, line, col, stack)
+    if stack:
+        o, ol, oc = stack[-1]
+        raise SpecError(f"'{o}' opened at line {ol}, column {oc} is never closed",
+                        Pos(ol, oc), hint=f"add the matching '{_OPEN[o]}'")
+
+
+def _bad_closer(ch, line, col, stack):
+    if not stack:
+        raise SpecError(f"'{ch}' has no matching '{_CLOSE[ch]}'", Pos(line, col),
+                        hint="remove it, or open it earlier")
+    o, ol, oc = stack[-1]
+    raise SpecError(f"'{ch}' does not match '{o}' opened at line {ol}, column {oc}",
+                    Pos(line, col), hint=f"close '{o}' with '{_OPEN[o]}' first")
+
+
+def _bracket_chars(text: str):
+    """(bracket, line, column) of every bracket outside comments and strings."""
+    for n, line in enumerate(text.split("\n"), 1):
+        quoted = 0
+        for c, ch in enumerate(line, 1):
+            if ch == '"':
+                quoted = 0 if quoted else c
+            elif ch == "#" and not quoted:
+                break
+            elif not quoted and (ch in _OPEN or ch in _CLOSE):
+                yield ch, n, c
+        if quoted:
+            raise SpecError(f"the string opened at line {n}, column {quoted} is never "
+                            "closed", Pos(n, quoted), hint='a string ends with " on the '
+                            "same line")
+
+
 # --------------------------------------------------------------------------- errors
 _WORDS = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "the end of the line",
@@ -280,21 +341,31 @@ _WORDS = {
     "SLASH": "'/'", "AT": "'@'", "DOT": "'.'",
 }
 _EXPR_START = {"NAME", "NUMBER", "LPAR", "LSQB", "MINUS"}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT"}
+_STATEMENTS = {"MODEL", "DIM", "INPUT", "TARGET", "PARAM", "TREE", "INIT", "LOSS", "TRAIN",
+               "CELL", "RETURN"}
+_MODIFIERS = {"BI", "REVERSE", "STACK"}
+# (terminals, their word, a terminal the group needs, terminals the word also covers)
+_GROUPS = ((_EXPR_START, "an expression", "NAME", _MODIFIERS),   # `bi rnn(x, H)` too
+           (_OPERATORS, "an operator", "PLUS", set()),
+           (_STATEMENTS, "a statement", "DIM", set()))
 
 
 def _expected_words(expected: set) -> str:
     exp = set(expected)
     words = []
-    if _EXPR_START <= exp or {"NAME", "NUMBER", "LPAR"} <= exp:
-        words.append("an expression")
-        exp -= _EXPR_START
-    for t in sorted(exp):
+    for group, word, must, covered in _GROUPS:
+        if must in exp and len(group & exp) >= 3:
+            words.append(word)
+            exp -= group | covered
+    for t in sorted(exp, key=lambda t: (t not in _WORDS, t)):
         w = _WORDS.get(t)
         if w is None:
-            w = f"'{t.lower()}'" if t.isalpha() else t
-        words.append(w)
-    if len(words) > 6:
-        words = words[:6] + ["..."]
+            w = f"'{t.lower()}'" if t.isalpha() else "another symbol"
+        if w not in words:
+            words.append(w)
+    if len(words) > 5:
+        words = words[:4] + ["something else"]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
@@ -310,29 +381,75 @@ def _syntax_error(e: UnexpectedInput, text: str) -> SpecError:
     if isinstance(e, UnexpectedCharacters):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
         return SpecError(f"unexpected character {ch!r}", Pos(e.line, e.column),
-                         hint="names are letters, digits and _; comments start with #")
+                         hint=_char_hint(ch))
     if isinstance(e, UnexpectedEOF):
-        lines = text.rstrip("\n").splitlines() or [""]
         return SpecError("unexpected end of the file; expected " +
-                         _expected_words(e.expected), Pos(len(lines), len(lines[-1]) + 1),
+                         _expected_words(e.expected), Pos(*_end_pos(text)),
                          hint="is a bracket or a block left open?")
     assert isinstance(e, UnexpectedToken)
-    tok, expected = e.token, set(e.expected)
+    tok = e.token
+    expected = _acceptable(e)
     prev = e.token_history[-1] if getattr(e, "token_history", None) else None
-    words = _expected_words(expected)
+    keyword = _keyword_as_name(tok, prev, expected) or _modifier_inside(prev)
+    if keyword is not None:
+        return keyword
     line, col = (tok.line, tok.column) if tok.line is not None else _end_pos(text)
-    if tok.type == "_NL" and prev is not None:
+    if tok.type in ("_NL", "$END") and prev is not None and prev.end_line is not None:
         line, col = prev.end_line, prev.end_column
     after = f" after '{prev}'" if prev is not None and prev.type != "_NL" else ""
-    msg = f"expected {words}{after}"
+    msg = f"expected {_expected_words(expected)}{after}"
     if tok.type not in ("_NL", "$END"):
         msg = f"unexpected {_describe(tok)}; " + msg
     hint = ""
     if str(tok) in A.KEYWORDS:
         hint = f"'{tok}' is a keyword and cannot be a name"
-    elif tok.type == "_NL" and "RPAR" in expected or "RSQB" in expected:
+    elif tok.type in ("_NL", "$END") and expected & {"RPAR", "RSQB", "RBRACE"}:
         hint = "a bracket is left open"
+    elif tok.type == "NAME" and expected & _OPERATORS:
+        hint = "is an operator missing, or a statement split across lines?"
+    elif tok.type in ("MINUS", "PLUS", "DOT") and expected <= {"COMMA", "RSQB"}:
+        hint = "an equation defines its variable at every step, h[t]; shifts such as " \
+               "t-1 belong on the right of '='"
     return SpecError(msg, Pos(line, col), hint=hint)
+
+
+def _acceptable(e: UnexpectedToken) -> set:
+    """What could come next, exactly: LALR states are shared between contexts, so Lark's
+    `expected` also names closers and separators of other contexts."""
+    try:
+        return set(e.interactive_parser.accepts()) or set(e.expected)
+    except Exception:   # noqa: BLE001  (an older Lark, or a parser state it cannot copy)
+        return set(e.expected)
+
+
+def _keyword_as_name(tok: Token, prev, expected: set):
+    """`tree = ...`, `end[t] = ...`: a keyword where a name is wanted."""
+    if prev is not None and str(prev) in A.KEYWORDS and prev.type != "NAME" and \
+            tok.type in ("EQUAL", "LSQB", "COLON") and "NAME" in expected:
+        return SpecError(f"'{prev}' is a keyword and cannot be a name",
+                         Pos(prev.line, prev.column),
+                         hint=f"choose another name (or is a name missing after '{prev}'?)")
+    if str(tok) in A.KEYWORDS and tok.type != "NAME" and "NAME" in expected and \
+            not (expected & {tok.type}):
+        return SpecError(f"'{tok}' is a keyword and cannot be a name",
+                         Pos(tok.line, tok.column), hint="choose another name")
+    return None
+
+
+def _modifier_inside(prev):
+    """`tanh(bi rnn(x, H))`: a cell use with a modifier inside an expression."""
+    if prev is not None and prev.type == "NAME" and str(prev) in ("bi", "reverse", "stack"):
+        return SpecError(f"a '{prev}' cell use stands on its own line: "
+                         f"`v = {prev} CELL(...)`, then use v[t]", Pos(prev.line, prev.column))
+    return None
+
+
+def _char_hint(ch: str) -> str:
+    if ch == '"':
+        return "a string ends with \" on the same line"
+    if ch in "\t\v\f\r " or not ch.isprintable():
+        return f"remove the invisible character {ch!r}"
+    return "names are letters, digits and _; comments start with #"
 
 
 def _end_pos(text: str):
@@ -352,6 +469,7 @@ def _parse_stmts(text: str) -> tuple:
     if len(text) > MAX_SOURCE:
         raise SpecError(f"the spec is {len(text)} characters long; the limit is "
                         f"{MAX_SOURCE}", Pos(1, 1))
+    _check_brackets(text)
     try:
         tree = _parser().parse(text + "\n")
         return _Build().transform(tree)

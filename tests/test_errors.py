@@ -1,0 +1,348 @@
+"""Every way a spec can be wrong, as a table of (message fragments, bad spec, caret).
+
+In the manner of Lark's own error table: each row is a bad input, the words its message
+must contain, and the exact line and column of the caret. Each goes through
+`seqgraph.read_spec("bad.sg", text)`, which must raise `SpecError` and nothing else, and
+whose rendering must carry `bad.sg:LINE:COL`, the source line and a caret under the column.
+A property test then mutates a gallery spec at random: it must either check or raise a
+located SpecError, never another exception.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import seqgraph
+from seqgraph import SpecError
+
+HEAD = """dim H = 16
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+"""                                           # 4 lines: a statement after it is line 5
+H = "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)\n"
+OUT = "o[t] = Wo @ h[t] + bo\nloss xent(o[t], y[t])\n"
+TREE = """tree n
+dim H = 8
+input  w[n] : onehot(V)
+target y[n] : class(5)
+param E, W, b, Ws, bs
+"""                                           # 5 lines
+TREE_OUT = "o[n] = Ws @ h[n] + bs\nloss xent(o[n], y[n])\n"
+CELL = "cell foo(x, H) {\n  param A\n"     # lines 5-6 after HEAD
+
+
+def bad(id, text, line, column, *fragments):
+    return pytest.param(text, line, column, fragments, id=id)
+
+
+TABLE = [
+    # ------------------------------------------------------------------- syntax
+    bad("nothing-after-equals", HEAD + "h[t] : H = \n" + OUT, 5, 11,
+        "expected an expression after '='"),
+    bad("unclosed-paren", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b\n" + OUT, 5, 16,
+        "'(' opened at line 5, column 16 is never closed"),
+    bad("unclosed-paren-in-loss", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xent(o[t], y[t]\n",
+        7, 10, "'(' opened at line 7, column 10 is never closed"),
+    bad("unclosed-square", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1 + b)\n" + OUT, 5, 41,
+        "')' does not match '[' opened at line 5, column 33"),
+    bad("stray-closer", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b))\n" + OUT, 5, 43,
+        "')' has no matching '('"),
+    bad("mismatched-closer", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b]\n" + OUT, 5, 42,
+        "']' does not match '(' opened at line 5, column 16"),
+    bad("train-block-unclosed", HEAD + H + OUT + "train {\n  batch = 3\n", 8, 7,
+        "'{' opened at line 8, column 7 is never closed"),
+    bad("cell-unclosed", CELL + "  h[t] : H = A @ x[t]\n  return h\n", 1, 16,
+        "'{' opened at line 1, column 16 is never closed"),
+    bad("unclosed-string", HEAD + H + OUT + 'train {\n  data = chars("a.txt)\n}\n', 9, 16,
+        "the string opened at line 9, column 16 is never closed"),
+    bad("unexpected-character", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] $ b)\n" + OUT,
+        5, 39, "unexpected character '$'"),
+    bad("nul-byte", HEAD + "\x00\n" + H + OUT, 5, 1, "unexpected character '\\x00'"),
+    bad("keyword-as-variable", HEAD + "end[t] : H = tanh(W @ x[t])\n" + OUT, 5, 1,
+        "'end' is a keyword and cannot be a name"),
+    bad("keyword-in-expression", HEAD + "h[t] : H = tanh(W @ end + b)\n" + OUT, 5, 21,
+        "'end' is a keyword and cannot be a name"),
+    bad("keyword-as-param", HEAD + "param Z, end\n" + H + OUT, 5, 10,
+        "'end' is a keyword and cannot be a name"),
+    bad("keyword-statement-as-name", HEAD + "tree = x[t]\n", 5, 1,
+        "'tree' is a keyword and cannot be a name"),
+    bad("missing-operator", HEAD + "h[t] : H = tanh(W x[t])\n" + OUT, 5, 19,
+        "unexpected 'x'; expected an operator", "after 'W'"),
+    bad("operator-without-operand", HEAD + "h[t] : H = tanh(W @ x[t] +)\n" + OUT, 5, 27,
+        "unexpected ')'; expected an expression after '+'"),
+    bad("missing-equals", HEAD + "h[t] : H tanh(W @ x[t])\n" + OUT, 5, 10,
+        "unexpected 'tanh'; expected '=' after 'H'"),
+    bad("loss-one-argument", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xent(o[t])\n", 7, 15,
+        "unexpected ')'; expected ','"),
+    bad("trailing-semicolon", HEAD + "h[t] : H = tanh(W @ x[t]);\n" + OUT, 5, 26,
+        "unexpected ';'; expected the end of the line"),
+    bad("shift-on-the-left", HEAD + "h[t-1] : H = tanh(W @ x[t])\n" + OUT, 5, 4,
+        "unexpected '-'"),
+    bad("dim-not-whole", "dim H = 1.5\n", 1, 9, "a dim must be a whole number, not 1.5"),
+    bad("dim-zero", "dim H = 0\n", 1, 9, "a dim must be at least 1"),
+    bad("dim-negative", "dim H = -3\n", 1, 9, "unexpected '-'; expected a number after '='"),
+    bad("size-zero", HEAD + "param Q : [H, 0]\n" + H + OUT, 5, 15, "a size must be at least 1"),
+    bad("unknown-type", "input x[t] : foo(V)\n", 1, 14, "unknown type 'foo'"),
+    bad("model-without-name", "model\n", 1, 6, "expected a name after 'model'"),
+    bad("absolute-index-3", HEAD + H + "o[t] = Wo @ h[3] + bo\nloss xent(o[t], y[t])\n",
+        6, 15, "index 3 is not allowed", "1 (the first step) and end"),
+    bad("shift-not-whole", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1.5] + b)\n" + OUT,
+        5, 36, "a shift must be a whole number, not 1.5"),
+    bad("too-deep", HEAD + "h[t] : H = " + "tanh(" * 60 + "x[t]" + ")" * 60 + "\n", 5, 266,
+        "brackets nest more than 50 deep"),
+    bad("bi-inside-expression", HEAD + "h[t] : H = tanh(bi rnn(x, H))\n" + OUT, 5, 17,
+        "a 'bi' cell use stands on its own line"),
+    # ------------------------------------------------------------------- names
+    bad("undefined-did-you-mean", HEAD + "param Wx\nh[t] : H = tanh(Wxx @ x[t] + U @ h[t-1] + b)\n"
+        + OUT, 6, 17, "undefined name 'Wxx'", "did you mean 'Wx'?"),
+    bad("undefined-no-suggestion", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + qqq)\n" + OUT,
+        5, 41, "undefined name 'qqq'", "declare it with param"),
+    bad("defined-twice", HEAD + H + "h[t] : H = tanh(W @ x[t])\n" + OUT, 6, 1,
+        "'h' is defined twice (first at line 5)"),
+    bad("declared-twice", HEAD + "param W\n" + H + OUT, 5, 7,
+        "'W' is declared twice (first at line 4)"),
+    bad("dim-twice", HEAD + "dim H = 3\n" + H + OUT, 5, 1, "dim 'H' is declared twice"),
+    bad("unknown-function", HEAD + "h[t] : H = tanhh(W @ x[t] + U @ h[t-1] + b)\n" + OUT, 5, 12,
+        "unknown function 'tanhh'", "did you mean 'tanh'?"),
+    bad("loss-as-function", HEAD + "h[t] : H = softmax(xent(x[t], y[t]))\n" + OUT, 5, 20,
+        "unknown function 'xent'", "a loss is its own statement"),
+    bad("function-arity", HEAD + "h[t] : H = tanh(U @ h[t-1], b)\n" + OUT, 5, 12,
+        "tanh takes 1 argument, given 2"),
+    bad("size-as-value", HEAD + "h[t] : H = tanh(H)\n" + OUT, 5, 17, "'H' is a size, not a value"),
+    bad("param-with-index", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b[t])\n" + OUT,
+        5, 41, "parameter 'b' has no index"),
+    bad("return-outside-cell", HEAD + "return h\n", 5, 8, "'return' belongs inside a cell"),
+    # ------------------------------------------------------------------- indexes
+    bad("wrong-index", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[u] + b)\n" + OUT, 5, 34,
+        "wrong index 'u' on 'h': this equation runs over 't'"),
+    bad("other-sequence-index", HEAD + H + "o[u] = Wo @ h[t] + bo\nloss xent(o[t], y[t])\n",
+        6, 15, "'h' runs over 't' and this equation over 'u'", "h[end]"),
+    bad("sequence-without-index", HEAD + "h[t] : H = tanh(W @ x + U @ h[t-1] + b)\n" + OUT,
+        5, 21, "'x' runs over 't': write x[t]"),
+    bad("per-example-with-index", HEAD + "param Vc\nc : H = tanh(Vc @ b)\n" + H
+        + "g[t] : H = tanh(c[t] + h[t])\n" + OUT, 8, 17,
+        "'c' has one value per example and no index"),
+    bad("per-example-reads-sequence", HEAD + "init h = tanh(h[t])\n" + H + OUT, 5, 17,
+        "this value is one per example, so it cannot read 'h' at step 't'", "h[end]"),
+    bad("two-indexes", HEAD + "h[t] : H = tanh(W @ x[t, u])\n" + OUT, 5, 21,
+        "a reference has one index here"),
+    # ------------------------------------------------------------------- init
+    bad("init-without-index", HEAD + H + "param Vc\ninit c = tanh(b)\nc : H = tanh(Vc @ b)\n"
+        + OUT, 7, 1, "init gives the value before the first step; 'c' has no index"),
+    bad("init-of-nothing", HEAD + "init q = b\n" + H + OUT, 5, 1,
+        "init for 'q', but no equation defines 'q'"),
+    bad("init-of-input", HEAD + "init x = b\n" + H + OUT, 5, 1,
+        "init for 'x', but 'x' is an input"),
+    bad("init-twice", HEAD + "init h = b\ninit h = b\n" + H + OUT, 6, 1,
+        "'h' has two init values"),
+    # ------------------------------------------------------------------- sizes
+    bad("size-undetermined", HEAD + "h[t] = tanh(W @ x[t] + U @ h[t-1] + b)\n"
+        "o[t] = Wo @ h[t] + bo\n", 5, 1,
+        "the size of 'h' is not determined by anything", "h[t] : SIZE"),
+    bad("size-mismatch-loss", HEAD + H + "o[t] : 7 = Wo @ h[t] + bo\nloss xent(o[t], y[t])\n",
+        7, 6, "size mismatch: 'o' has size 7, 'y' has size V"),
+    bad("size-mismatch-add", HEAD + H + "z[t] : 8 = h[t] + x[t]\n" + OUT, 6, 12,
+        "size mismatch: 'h + x' has size 16 (from 'h'), 'x' has size V"),
+    bad("size-mismatch-matmul", HEAD + "param Q : [H, 5]\n" + H + "g[t] = Q @ h[t]\n" + OUT,
+        7, 8, "size mismatch: 'Q' has size 5, 'h' has size 16"),
+    bad("size-mismatch-concat", HEAD + H + "g[t] : 20 = [h[t]; h[t]]\n" + OUT, 6, 13,
+        "size mismatch", "has size 20", "the sum of its parts has size 32"),
+    bad("param-matrix-and-vector", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + W)\n" + OUT,
+        5, 41, "parameter 'W' is used as a vector here but is a matrix elsewhere"),
+    bad("number-as-variable", HEAD + "h[t] : H = 3\n" + OUT, 5, 1,
+        "'h' is defined as a number, not a vector"),
+    bad("matmul-left-not-param", HEAD + H + "o[t] = h[t] @ Wo\nloss xent(o[t], y[t])\n", 6, 8,
+        "the left side of '@' must be a parameter matrix"),
+    # ------------------------------------------------------------------- causality
+    bad("algebraic-loop", HEAD + "h[t] : H = tanh(W @ h[t] + b)\n" + OUT, 5, 21,
+        "algebraic loop: h (line 5) -> h (line 5)", "pass through a delay"),
+    bad("algebraic-loop-two", HEAD + "h[t] : H = tanh(W @ g[t] + b)\n"
+        "g[t] : H = tanh(U @ h[t] + b)\n" + OUT, 5, 21,
+        "algebraic loop: h (line 5) -> g (line 6) -> h (line 5)"),
+    bad("mixed-directions", HEAD + "h[t] : H = tanh(W @ h[t-1] + U @ h[t+1] + b)\n" + OUT, 5, 1,
+        "mixed directions on one recurrence (h)", "h reads h[t+1] (line 5)",
+        "h reads h[t-1] (line 5)"),
+    # ------------------------------------------------------------------- cells
+    bad("unknown-cell", HEAD + "h = rnnn(x, H)\n" + OUT, 5, 5, "unknown function 'rnnn'",
+        "did you mean 'rnn'?"),
+    bad("unknown-cell-with-modifier", HEAD + "h = bi rnnn(x, H)\n" + OUT, 5, 5,
+        "unknown cell 'rnnn'", "did you mean 'rnn'?"),
+    bad("cell-argument-count", HEAD + "h = rnn(x, H, 3)\n" + OUT, 5, 5,
+        "cell 'rnn' takes 2 arguments (x, H), given 3"),
+    bad("cell-recursive", HEAD + CELL + "  h = foo(x, H)\n  return h\n}\nh = foo(x, H)\n" + OUT,
+        7, 7, "cell 'foo' uses itself (through foo -> foo)"),
+    bad("cell-returns-undefined", HEAD + CELL + "  g[t] : H = A @ x[t]\n  return h\n}\n"
+        "h = foo(x, H)\n" + OUT, 8, 10, "cell 'foo' returns 'h', which it does not define"),
+    bad("cell-no-return", HEAD + CELL + "  g[t] : H = A @ x[t]\n}\nh = foo(x, H)\n" + OUT, 5, 1,
+        "cell 'foo' has no return", "return NAME"),
+    bad("cell-defined-twice", HEAD + "cell foo(x, H) {\n  return x\n}\n"
+        "cell foo(x, H) {\n  return x\n}\n" + H + OUT, 8, 1, "cell 'foo' is defined twice"),
+    bad("cell-bad-statement", HEAD + CELL + "  dim Q = 3\n  g[t] : H = A @ x[t]\n  return g\n}\n"
+        "h = foo(x, H)\n" + OUT, 7, 3, "a cell cannot contain a 'dim' statement"),
+    bad("cell-use-with-index", HEAD + "h[t] = bi rnn(x, H)\n" + OUT, 5, 1,
+        "a cell use defines a whole variable"),
+    bad("cell-inside-expression", HEAD + "h[t] : H = tanh(rnn(x, H))\n" + OUT, 5, 17,
+        "cell 'rnn' is used inside an expression"),
+    bad("cell-expression-argument", HEAD + "h = rnn(x + x, H)\n" + OUT, 5, 9,
+        "argument 'x' of cell 'rnn' must be a name or a number"),
+    bad("stack-zero", HEAD + "h = stack(0) rnn(x, H)\n" + OUT, 5, 11,
+        "stack needs at least one layer"),
+    bad("prelude-error-at-use", HEAD + "param Vc\nc : H = tanh(Vc @ b)\nh = rnn(c, H)\n" + OUT,
+        7, 9, "'c' has one value per example"),
+    bad("cell-size-zero", HEAD + "h = rnn(x, 0)\n" + OUT, 5, 9,
+        "must be a whole number of at least 1, not 0"),
+    bad("error-inside-user-cell", HEAD + CELL + "  g[t] : H = A @ x[t] + q\n  return g\n}\n"
+        "h = foo(x, H)\n" + OUT, 7, 25, "undefined name 'q'"),
+    # ------------------------------------------------------------------- losses
+    bad("loss-on-input", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xent(x[t], y[t])\n", 7, 11,
+        "the first argument of xent is the model's output; 'x' is an input"),
+    bad("xent-vec-target", HEAD + "target z[t] : vec(V)\n" + H
+        + "o[t] = Wo @ h[t] + bo\nloss xent(o[t], z[t])\n", 8, 17,
+        "xent needs a class target; 'z' is vec"),
+    bad("loss-against-output", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xent(o[t], o[t])\n",
+        7, 17, "the second argument of xent must be a target"),
+    bad("loss-of-expression", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xent(o[t] + 1, y[t])\n",
+        7, 11, "a loss compares two variables"),
+    bad("unknown-loss", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xentt(o[t], y[t])\n", 7, 6,
+        "unknown loss 'xentt'", "did you mean 'xent'?"),
+    # ------------------------------------------------------------------- params, train
+    bad("unknown-initialiser", HEAD + "param Q : [H, H] init orthogonall\n" + H + OUT, 5, 23,
+        "unknown initialiser 'orthogonall'", "did you mean 'orthogonal'?"),
+    bad("initialiser-arity", HEAD + "param Q : [H, H] init normal\n" + H + OUT, 5, 23,
+        "initialiser 'normal' takes a scale"),
+    bad("unknown-train-key", HEAD + H + OUT + "train {\n  batchh = 3\n}\n", 9, 3,
+        "unknown train setting 'batchh'", "did you mean 'batch'?"),
+    bad("duplicate-train-key", HEAD + H + OUT + "train {\n  batch = 3\n  batch = 4\n}\n", 10, 3,
+        "train setting 'batch' is given twice"),
+    bad("two-train-blocks", HEAD + H + OUT + "train {\n  batch = 3\n}\ntrain {\n  seed = 1\n}\n",
+        11, 1, "there is more than one train block"),
+    bad("dropout-rate", HEAD + "h[t] : H = dropout(tanh(W @ x[t] + U @ h[t-1] + b), 1.5)\n"
+        + OUT, 5, 53, "dropout's rate must be a number in [0, 1)"),
+    # ------------------------------------------------------------------- trees
+    bad("leaf-reads-child", TREE + "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) if leaf\n"
+        "h[n] : H = tanh(E @ w[n]) otherwise\n" + TREE_OUT, 6, 24, "a leaf has no children"),
+    bad("tree-missing-otherwise", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n" + TREE_OUT, 6, 1,
+        "'h' over the tree 'n' has no 'otherwise' equation"),
+    bad("tree-missing-leaf", TREE + "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n"
+        + TREE_OUT, 6, 1, "'h' over the tree 'n' has no 'if leaf' equation"),
+    bad("tree-bad-child", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(W @ h[n.middle] + b) otherwise\n" + TREE_OUT, 7, 23,
+        "a node has children 'left' and 'right', not 'middle'"),
+    bad("tree-shift", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(W @ h[n-1] + b) otherwise\n" + TREE_OUT, 7, 23,
+        "a tree index has no shifts"),
+    bad("children-of-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t.left] + b)\n" + OUT,
+        5, 34, "'t' is a sequence index; children are for trees"),
+    bad("cases-without-tree", HEAD + "h[t] : H = W @ x[t] otherwise\n" + OUT, 5, 1,
+        "'otherwise' cases are for tree indexes"),
+]
+
+
+def _read_bad(text):
+    try:
+        seqgraph.read_spec("bad.sg", text)
+    except SpecError as e:
+        return e
+    # any other exception propagates and fails the test: only SpecError may escape
+    pytest.fail("the spec was accepted")
+
+
+@pytest.mark.parametrize("text,line,column,fragments", TABLE)
+def test_bad_spec(text, line, column, fragments):
+    e = _read_bad(text)
+    out = e.render()
+    for f in fragments:
+        assert f in out, out
+    assert (e.line, e.column) == (line, column), out
+    assert f"bad.sg:{line}:{column}: error: " in out
+    src = text.splitlines()[line - 1].expandtabs(1)
+    assert f"{line:4d} | {src}" in out
+    caret = out.splitlines()[2]
+    assert caret.endswith("^") and len(caret) - len("       | ") == column, out
+    assert len(e.message.splitlines()) == 1, "a message is one line"
+
+
+def test_table_is_large_and_distinct():
+    assert len(TABLE) >= 40
+    assert len({p.values[0] for p in TABLE}) == len(TABLE)
+
+
+_LARK_NAMES = re.compile(r"__ANON|\b(RPAR|LPAR|RSQB|LSQB|RBRACE|LBRACE|_NL|EQUAL|COMMA)\b|"
+                         r"\$END|Token\(|Tree\(")
+
+
+@pytest.mark.parametrize("text,line,column,fragments", TABLE)
+def test_no_lark_internals(text, line, column, fragments):
+    e = _read_bad(text)
+    assert not _LARK_NAMES.search(e.message + " " + e.hint), e.render()
+
+
+# --------------------------------------------------------------------------- files
+def test_non_utf8_file_is_a_spec_error(tmp_path):
+    p = tmp_path / "latin.sg"
+    p.write_bytes(b"dim H = 16\n# caf\xe9\n")
+    with pytest.raises(SpecError) as info:
+        seqgraph.read_spec(str(p))
+    assert info.value.line == 2
+    assert "not UTF-8" in info.value.render()
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n# and another\n", "\n\n  \n"])
+def test_empty_specs_check_with_a_warning(tmp_path, text):
+    """Decided: a file with no statements is a model with nothing in it; it checks, and
+    the missing loss is a warning (it cannot train), not an error."""
+    p = tmp_path / "empty.sg"
+    p.write_text(text)
+    spec = seqgraph.read_spec(str(p))
+    assert any("no loss" in w[0] for w in spec.graph.warnings)
+
+
+def test_model_without_loss_is_a_warning():
+    spec = seqgraph.read_spec("ok.sg", HEAD + H)
+    assert any("no loss" in w[0] for w in spec.graph.warnings)
+
+
+def test_long_algebraic_loop_is_shortened():
+    eqs = "".join(f"h{i}[t] : H = tanh(U @ h{(i + 1) % 40}[t])\n" for i in range(40))
+    e = _read_bad(HEAD + eqs)
+    assert "algebraic loop" in e.message and "(28 more)" in e.message
+
+
+# --------------------------------------------------------------------------- property
+ELMAN = (Path(__file__).parent.parent / "specs" / "elman.sg").read_text()
+_TOKENS = re.compile(r'"[^"\n]*"|[A-Za-z_]\w*|\d+(?:\.\d*)?|\n|[ \t]+|.')
+TOKENS = _TOKENS.findall(ELMAN)
+VOCAB = sorted(set(TOKENS)) + ["(", ")", "[", "]", "{", "}", "#", '"', "end", "leaf", "1",
+                               "t-1", "\x00", "é"]
+EDIT = st.one_of(
+    st.tuples(st.just("delete"), st.integers(0, len(TOKENS)), st.just("")),
+    st.tuples(st.just("insert"), st.integers(0, len(TOKENS)), st.sampled_from(VOCAB)),
+    st.tuples(st.just("insert"), st.integers(0, len(TOKENS)), st.characters()),
+)
+
+
+def _mutate(edits):
+    toks = list(TOKENS)
+    for kind, i, tok in edits:
+        i = min(i, len(toks))
+        if kind == "delete" and toks:
+            del toks[min(i, len(toks) - 1)]
+        else:
+            toks.insert(i, tok)
+    return "".join(toks)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(EDIT, min_size=1, max_size=4))
+def test_mutated_elman_checks_or_raises_a_located_spec_error(edits):
+    text = _mutate(edits)
+    try:
+        seqgraph.read_spec("elman.sg", text)
+    except SpecError as e:
+        assert e.line >= 1 and e.column >= 1, e.render()
+        assert e.render().startswith(f"elman.sg:{e.line}:{e.column}: error: ")
