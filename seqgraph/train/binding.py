@@ -49,12 +49,17 @@ def _size(graph: FoldedGraph, var, vocab: int, given: dict, data_file: str) -> d
     """Check the vocabulary fits the declared size of `var`; bind it if unbound."""
     size, declared = var.size, dict(graph.dims)
     value = size if isinstance(size, int) else declared.get(size, given.get(size))
-    label = f"{var.kind}({size})" if isinstance(size, int) else f"dim {size} = {value}"
     if value is None:
         return {size: vocab} if isinstance(size, str) else {}
     if vocab > value:
-        raise DataError(f"{vocab} distinct symbols do not fit {var.name} : {label} of "
-                        f"{graph.path}; remove that size to let the data bind it, or raise it",
+        if isinstance(size, int):
+            where = f"{var.name} : {var.kind}({size}) of {graph.path}"
+        elif size in declared:
+            where = f"dim {size} = {value} of {graph.path}"
+        else:
+            where = f"--dim {size}={value}"
+        raise DataError(f"{vocab} distinct symbols do not fit {where} (the size of "
+                        f"{var.name}); leave that size to the data, or raise it",
                         file=data_file)
     return {}
 

@@ -19,14 +19,17 @@ COLUMNS = ("step", "epoch", "train_loss", "valid_loss", "grad_norm", "tokens_per
 class MetricsLog:
     """Appends rows to DIR/metrics.csv; `plot()` draws DIR/loss.png."""
 
-    def __init__(self, out_dir: str | Path, resume_step: int | None = None):
+    def __init__(self, out_dir: str | Path, resume_step: int | None = None,
+                 resumed_from: str | Path | None = None):
         self.path = Path(out_dir) / "metrics.csv"
         self.png = self.path.with_name("loss.png")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        rows = self.read() if resume_step is not None and self.path.exists() else []
-        # A resumed run continues from its checkpoint: rows a killed run wrote after
-        # that checkpoint are replaced by the ones the resumed run writes.
-        rows = [r for r in rows if resume_step is not None and int(r["step"]) <= resume_step]
+        # A resumed run continues the curve of the run it resumes (its metrics.csv, in
+        # the checkpoint's directory): rows that run wrote after its checkpoint are
+        # replaced by the ones the resumed run writes.
+        old = Path(resumed_from or out_dir) / "metrics.csv"
+        rows = _read(old) if resume_step is not None and old.exists() else []
+        rows = [r for r in rows if int(r["step"]) <= resume_step]
         with open(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, COLUMNS)
             w.writeheader()
@@ -44,8 +47,7 @@ class MetricsLog:
         self._append(dict(step=step, epoch=epoch, valid_loss=valid_loss))
 
     def read(self) -> list[dict]:
-        with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
+        return _read(self.path)
 
     def plot(self) -> Path | None:
         """The loss curves (per token, natural log) against the step; None without rows."""
@@ -71,6 +73,11 @@ class MetricsLog:
         fig.savefig(self.png)
         plt.close(fig)
         return self.png
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _fmt(v):
@@ -111,7 +118,8 @@ class Progress:
         self.last = now
         done = min(step / max(self.total, 1), 1.0)
         bar = "#" * int(done * 20) + "." * (20 - int(done * 20))
-        rate = (step - self.start_step) / max(now - self.start, 1e-9)
+        elapsed = now - self.start
+        rate = (step - self.start_step) / elapsed if elapsed > 1e-3 else 0.0
         eta = (self.total - step) / rate if rate > 0 else math.inf
         line = (f"epoch {epoch + 1}/{self.epochs} [{bar}] {step}/{self.total} "
                 f"loss {loss:.4f} tok/s {_si(tokens_per_s)} ETA {_clock(eta)}")
@@ -136,4 +144,6 @@ def _clock(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"

@@ -1,0 +1,77 @@
+"""`seqgraph train SPEC`: train a model on the data its train block names."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+
+HELP = "train a model on the data of its train block"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("spec", help="the .sg file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a train-block key, e.g. --set batch=16 "
+                        "--set 'optimizer=sgd(lr=0.5)'")
+    p.add_argument("--epochs", type=int, help="the same as --set epochs=N")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="bind a size the spec leaves open, e.g. --dim V=65")
+    p.add_argument("--out", help="run directory (default: runs/<model name>)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue from DIR/checkpoint.npz (or a checkpoint file)")
+    p.add_argument("--executor", choices=["interp", "compiled"],
+                   help="default: compiled when available, else interp")
+    p.add_argument("--steps", type=int, help="stop after N updates in all (for tests)")
+    p.add_argument("--minutes", type=float, help="stop after this much wall-clock time")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summaries")
+
+
+def run(args) -> int:
+    from .. import Model, read_spec
+    from ..train import checkpoint as ck
+    from ..train.config import make_config, parse_sets
+    from ..train.data import load_dataset
+    from ..train.loaders import Vocab
+    from ..train.loop import Trainer
+    from ..train.session import choose_executor, init_rule, parse_dims
+
+    spec = read_spec(args.spec)
+    sets = parse_sets(args.set)
+    if args.epochs is not None:
+        sets["epochs"] = args.epochs
+    cfg = make_config(spec.train, sets, Path(args.spec).resolve().parent)
+    dims = parse_dims(args.dim)
+    resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
+    vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
+        else None
+    data = load_dataset(spec.graph, cfg, dims, vocab)
+    bound = {**dims, **data.binding.dims}
+    executor = choose_executor(args.executor, args.quiet)
+    model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
+                  param_init=init_rule(cfg.param_init))
+    out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
+    meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
+            "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
+            "vocab": data.vocab.to_json(), "binding": vars(data.binding),
+            "data": {"train": data.train_file, "valid": data.valid_file}}
+    trainer = Trainer(model, spec.graph, data, cfg, out, meta, quiet=args.quiet)
+    if resumed:
+        trainer.restore(resumed)
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
+    if args.steps is not None and args.steps < 0:
+        raise UsageError("--steps must be 0 or more")
+    pos = trainer.fit(args.steps, deadline)
+    trainer.progress.note(f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}"
+                          f"); checkpoint {trainer.saved}; metrics {out / 'metrics.csv'}")
+    return 0
+
+
+def _checkpoint_in(path: str) -> str:
+    p = Path(path)
+    return str(p / "checkpoint.npz") if p.is_dir() or not p.suffix else str(p)
+
+
+def _run_dir(path: str) -> Path:
+    p = Path(_checkpoint_in(path))
+    return p.parent

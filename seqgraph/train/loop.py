@@ -1,0 +1,189 @@
+"""The training loop: truncated BPTT over a token stream, with clipping, a schedule,
+validation each epoch, metrics and checkpoints.
+
+A run is a pure function of (spec, data, configuration, seed): the parameters, the
+optimiser and schedule state, the random generator, the position in the data and the
+carried recurrent state all go into the checkpoint, so a run stopped and resumed ends
+with exactly the parameters of a run that never stopped.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SeqgraphError, UsageError
+from . import checkpoint as ck
+from .batches import Streams, eval_streams
+from .data import Dataset, feeds
+from .evaluate import score, token_terms
+from .metrics import MetricsLog, Progress
+from .optim import clip_global_norm, make_optimizer
+from .schedules import make_schedule
+
+
+class TrainingDiverged(SeqgraphError):
+    """The loss or a gradient became NaN or infinite: training stops, naming where."""
+
+
+@dataclass
+class Position:
+    """Where the run is: updates done, the epoch, the next window of that epoch."""
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+
+
+class Trainer:
+    def __init__(self, model, graph, data: Dataset, cfg, out_dir: str | Path, meta: dict,
+                 quiet: bool = False):
+        self.model, self.graph, self.data, self.cfg = model, graph, data, cfg
+        self.out = Path(out_dir)
+        self.ckpt_path = self.out / "checkpoint.npz"
+        self.meta = meta
+        self.streams = Streams.of(data.train, cfg.batch, cfg.bptt, data.train_file)
+        self.valid = (eval_streams(data.valid, cfg.batch, cfg.bptt, data.valid_file)
+                      if len(data.valid) >= 2 else None)
+        self.opt = make_optimizer(cfg.optimizer, cfg.l2)
+        self.sched = make_schedule(cfg.schedule)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.pos, self.carry, self.saved = Position(), None, None
+        self.epoch_loss = [0.0, 0]      # loss summed over this epoch's tokens, tokens
+        self.total = cfg.epochs * len(self.streams)
+        self.extra = _run_options(model, graph, data.binding, cfg)
+        self.quiet = quiet
+        self.progress = Progress(self.total, cfg.epochs, quiet)
+        self.metrics: MetricsLog | None = None
+
+    # ------------------------------------------------------------------- resume
+    def restore(self, c: ck.Checkpoint) -> None:
+        """Continue from checkpoint `c`: parameters, optimiser, schedule, generator,
+        position and carried state."""
+        st = c.meta.get("state")
+        if st is None:
+            raise UsageError(f"{c.path}: holds no training state to resume from")
+        was = st["config"]
+        if (was["batch"], was["bptt"], st["train_tokens"]) != \
+                (self.cfg.batch, self.cfg.bptt, len(self.data.train)):
+            raise UsageError(f"{c.path}: resume with the same data, batch and bptt "
+                             f"(checkpoint: {st['train_tokens']} tokens, batch {was['batch']},"
+                             f" bptt {was['bptt']})")
+        ck.restore_params(c, self.model.params)
+        self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
+        self.sched.load_state_dict(st["schedule"])
+        self.rng.bit_generator.state = st["rng"]
+        self.pos = Position(**st["position"])
+        self.epoch_loss = list(st["epoch_loss"])
+        self.carry = c.carry
+        self.saved = c.path
+
+    # --------------------------------------------------------------------- save
+    def save(self) -> Path:
+        mid_epoch = self.pos.window > 0
+        state = {"position": asdict(self.pos), "config": self.cfg.as_dict(),
+                 "train_tokens": int(len(self.data.train)), "epoch_loss": self.epoch_loss,
+                 "optimizer": {k: v for k, v in self.opt.state_dict().items() if k != "arrays"},
+                 "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state}
+        path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": state},
+                       self.opt.state_dict()["arrays"], self.carry if mid_epoch else None)
+        self.saved = str(path)
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:
+        """Train until the last epoch ends, `max_steps` updates are done or the clock
+        passes `deadline` (time.monotonic()); always ends with a checkpoint."""
+        self.metrics = MetricsLog(self.out, self.pos.step if self.saved else None,
+                                  Path(self.saved).parent if self.saved else None)
+        while self.pos.epoch < self.cfg.epochs:
+            for i, x, y in self.streams.windows(self.pos.window):
+                if _stop(self.pos.step, max_steps, deadline):
+                    return self._finish(early=True)
+                self._update(x, y)
+                self.pos.window = i + 1
+            self._end_epoch()
+        return self._finish()
+
+    def _update(self, x, y) -> None:
+        t0 = time.perf_counter()
+        p, cfg = self.pos, self.cfg
+        lr = self.opt.lr * self.sched.scale(p.step, p.epoch, self.total)
+        inputs, targets = feeds(self.data.binding, x, y)
+        # overflow is reported once, by the guard below, rather than as numpy warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = self.model.run(inputs, targets, carry=self.carry, train=True, grads=True,
+                                 rng=self.rng, **self.extra)
+            norm = clip_global_norm(res.grads, cfg.clip)
+            if not (math.isfinite(res.loss) and math.isfinite(norm)):
+                raise self._diverged(res, norm)
+            self.opt.step(self.model.params, res.grads, lr)
+        self.carry = res.carry
+        p.step += 1
+        s, n = token_terms(self.graph, res, self.data.binding.target)
+        loss, tps = s / max(n, 1), x.size / max(time.perf_counter() - t0, 1e-9)
+        self.metrics.step(p.step, p.epoch + 1, loss, norm, tps)
+        self.progress.update(p.step, p.epoch, loss, tps)
+        self.epoch_loss = [self.epoch_loss[0] + s, self.epoch_loss[1] + n]
+
+    def _end_epoch(self) -> None:
+        p = self.pos
+        train, vloss = self._validate()
+        self.sched.end_epoch(train if vloss is None else vloss)
+        p.epoch, p.window, self.carry, self.epoch_loss = p.epoch + 1, 0, None, [0.0, 0]
+        self.save()
+        self.metrics.plot()
+
+    def _validate(self) -> tuple[float, float | None]:
+        """Score the validation text, log it, print the epoch's summary line; returns
+        (this epoch's training loss per token, validation loss or None)."""
+        p = self.pos
+        train = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
+        v = score(self.model, self.graph, self.data.binding, self.valid) if self.valid else None
+        if v is not None:
+            self.metrics.valid(p.step, p.epoch + 1, v.loss)
+        vtext = f", valid {v.loss:.4f} (ppl {v.perplexity:.2f})" if v else ""
+        self.progress.note(f"epoch {p.epoch + 1}/{self.cfg.epochs}: step {p.step}, train "
+                           f"{train:.4f}{vtext}")
+        return train, (v.loss if v else None)
+
+    def _finish(self, early: bool = False) -> Position:
+        """The last checkpoint; a run stopped mid-epoch is validated first, so even a
+        short run reports a held-out loss (the schedule does not see this pass)."""
+        if early and self.pos.window > 0:
+            self._validate()
+        self.save()
+        self.metrics.plot()
+        return self.pos
+
+    def _diverged(self, res, norm) -> TrainingDiverged:
+        bad_var = next((k for k, v in res.values.items()
+                        if not np.all(np.isfinite(v))), None)
+        bad_grad = next((k for k, g in res.grads.items() if not np.all(np.isfinite(g))), None)
+        where = [f"variable '{bad_var}'" if bad_var else "",
+                 f"gradient of '{bad_grad}'" if bad_grad else ""]
+        where = " and ".join(w for w in where if w) or "the loss"
+        last = self.saved or "none yet"
+        return TrainingDiverged(
+            f"training diverged at step {self.pos.step + 1} (epoch {self.pos.epoch + 1}): "
+            f"loss {res.loss}, gradient norm {norm}; first non-finite: {where}. "
+            f"Last good checkpoint: {last}. Try a smaller lr or clip.")
+
+
+def _stop(step, max_steps, deadline) -> bool:
+    return ((max_steps is not None and step >= max_steps)
+            or (deadline is not None and time.monotonic() >= deadline))
+
+
+def _run_options(model, graph, binding, cfg) -> dict:
+    """Keyword arguments for `model.run` beyond the batch: scheduled sampling when the
+    target is fed back and teacher < 1 (refused if the executor cannot do it)."""
+    if cfg.teacher >= 1 or not binding.feedback:
+        return {}
+    if "teacher" not in inspect.signature(model.run).parameters:
+        raise UsageError(f"teacher = {cfg.teacher}: scheduled sampling is not supported by "
+                         f"this executor yet; use teacher = 1")
+    return {"teacher": cfg.teacher}

@@ -1,0 +1,95 @@
+"""Checkpoints: readable with numpy alone, atomic, and refused by the wrong spec."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from seqgraph.errors import DataError
+from seqgraph.train import checkpoint as ck
+
+
+def params():
+    rng = np.random.default_rng(1)
+    return {"W": rng.normal(size=(4, 3)).astype(np.float32),
+            "enc.U": rng.normal(size=(4, 4)).astype(np.float32), "b": np.zeros(4, np.float32)}
+
+
+def test_round_trip_with_spec_names_meta_optimiser_state_and_carry(tmp_path):
+    p = params()
+    carry = {"h": np.ones((2, 4)), "c": (np.zeros((2, 4)), 3)}
+    optim = {"m/W": np.full((4, 3), 0.5), "v/enc.U": np.ones((4, 4))}
+    path = ck.save(tmp_path / "run" / "checkpoint.npz", p, {"model": "lm", "step": 7},
+                   optim, carry)
+    with np.load(path, allow_pickle=False) as z:          # plain numpy can read it
+        assert {"W", "enc.U", "b", "__meta__"} <= set(z.files)
+        assert json.loads(str(z["__meta__"]))["step"] == 7
+    c = ck.load(path)
+    assert set(c.params) == set(p)
+    for k in p:
+        np.testing.assert_array_equal(c.params[k], p[k])
+        assert c.params[k].dtype == np.float32
+    assert c.meta["model"] == "lm" and c.meta["shapes"]["enc.U"] == [4, 4]
+    np.testing.assert_array_equal(c.optim["m/W"], optim["m/W"])
+    np.testing.assert_array_equal(c.carry["h"], carry["h"])
+    assert isinstance(c.carry["c"], tuple) and c.carry["c"][1] == 3
+    assert c.path == str(path)
+
+
+def test_no_carry_is_none(tmp_path):
+    c = ck.load(ck.save(tmp_path / "c.npz", params(), {}))
+    assert c.carry is None and c.optim == {}
+
+
+def test_write_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = ck.save(tmp_path / "c.npz", params(), {"step": 1})
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError):
+        ck.save(path, params(), {"step": 2})
+    assert path.read_bytes() == before               # the old checkpoint is whole
+    assert os.listdir(tmp_path) == ["c.npz"]         # and no temporary is left over
+
+
+def test_reserved_names_are_refused(tmp_path):
+    with pytest.raises(DataError, match="'__meta__' starts with '__'"):
+        ck.save(tmp_path / "c.npz", {"__meta__": np.zeros(1)}, {})
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.npz: no such checkpoint"):
+        ck.load(tmp_path / "nope.npz")
+    (tmp_path / "junk.npz").write_text("not a zip")
+    with pytest.raises(DataError, match=r"junk\.npz: not a readable checkpoint"):
+        ck.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "plain.npz", W=np.zeros(2))
+    with pytest.raises(DataError, match=r"plain\.npz: not a seqgraph checkpoint"):
+        ck.load(tmp_path / "plain.npz")
+
+
+def test_check_params_names_the_file_and_first_mismatch(tmp_path):
+    c = ck.load(ck.save(tmp_path / "c.npz", params(), {"model": "lm"}))
+    ck.check_params(c, params())
+    other = params()
+    other["enc.U"] = np.zeros((5, 4))
+    with pytest.raises(DataError, match=r"c\.npz: parameter 'enc\.U' has shape \[5, 4\] in "
+                                        r"the spec but \[4, 4\] in this checkpoint"):
+        ck.check_params(c, other)
+    with pytest.raises(DataError, match=r"c\.npz: parameter 'V' of the spec is not in"):
+        ck.check_params(c, {**params(), "V": np.zeros(1)})
+    fewer = params()
+    del fewer["b"]
+    with pytest.raises(DataError, match="checkpoint has parameter 'b', which the spec"):
+        ck.check_params(c, fewer)
+
+
+def test_restore_params_copies_in_place(tmp_path):
+    c = ck.load(ck.save(tmp_path / "c.npz", params(), {}))
+    target = {k: np.zeros_like(v) for k, v in params().items()}
+    W = target["W"]
+    ck.restore_params(c, target)
+    assert target["W"] is W
+    np.testing.assert_array_equal(W, params()["W"])

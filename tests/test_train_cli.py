@@ -1,0 +1,299 @@
+"""`seqgraph train`, `eval` and `sample` end to end, on a small text with a tiny model
+and the interpreter (the whole file runs in seconds)."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqgraph.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "the cat sat on a mat and the dog ran to the hat".split()
+
+LM = """\
+model lm
+dim H = 12
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ dropout(h[t], 0.1) + bo
+loss xent(o[t], y[t])
+train {
+  data = chars("tiny.txt")
+  valid = 0.1
+  optimizer = adam(lr = 0.02)
+  batch = 4
+  bptt = 12
+  epochs = 2
+}
+"""
+
+# The model reads its own previous output instead of an input (Fig. 10.4 without x).
+FEEDBACK = """\
+dim H = 12
+target y[t] : class(V)
+param R, U, b, Wo, bo
+h[t] : H = tanh(R @ y[t-1] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+train {
+  data = chars("tiny.txt")
+  batch = 4
+  bptt = 12
+}
+"""
+
+
+def tiny_text(lines=50, seed=0) -> str:
+    rng = np.random.default_rng(seed)
+    return "".join(" ".join(rng.choice(WORDS, 6)) + "\n" for _ in range(lines))
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A directory with tiny.txt and lm.sg, made the current directory."""
+    (tmp_path / "tiny.txt").write_text(tiny_text())
+    (tmp_path / "lm.sg").write_text(LM)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def sg(*argv, capsys=None):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr() if capsys else None
+    return code, out
+
+
+def train(out, *extra):
+    return main(["train", "lm.sg", "--out", str(out), "--executor", "interp", "--quiet",
+                 *map(str, extra)])
+
+
+def unigram_entropy(text: str) -> float:
+    n = Counter(text)
+    total = sum(n.values())
+    return -sum(c / total * math.log(c / total) for c in n.values())
+
+
+# ------------------------------------------------------------------------ training
+def test_train_learns_below_the_unigram_entropy(work, capsys):
+    assert train("run", "--steps", 40) == 0
+    run = work / "run"
+    assert {"checkpoint.npz", "metrics.csv", "loss.png"} <= set(os.listdir(run))
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert list(rows[0]) == ["step", "epoch", "train_loss", "valid_loss", "grad_norm",
+                             "tokens_per_s"]
+    steps = [r for r in rows if r["train_loss"]]
+    assert [int(r["step"]) for r in steps] == list(range(1, 41))
+    assert any(r["valid_loss"] for r in rows)             # one validation pass per epoch
+    with np.load(run / "checkpoint.npz") as z:
+        assert {"W", "U", "b", "Wo", "bo", "__meta__"} <= set(z.files)
+        meta = json.loads(str(z["__meta__"]))
+    assert meta["dims"]["V"] == len(set(tiny_text())) and meta["vocab"]["kind"] == "chars"
+    code, out = sg("eval", "lm.sg", "--checkpoint", run, "--data", "tiny.txt", "--json",
+                   capsys=capsys)
+    assert code == 0
+    assert json.loads(out.out)["loss"] < unigram_entropy(tiny_text()) - 0.3
+
+
+def test_resume_gives_the_parameters_of_an_uninterrupted_run(work):
+    # 7 windows an epoch: the stop at step 5 is mid-epoch, so the carried state,
+    # the position, the optimiser moments and the dropout generator must all be restored
+    assert train("straight", "--steps", 12) == 0
+    assert train("split", "--steps", 5) == 0
+    assert main(["train", "lm.sg", "--resume", "split", "--steps", "12", "--quiet",
+                 "--executor", "interp"]) == 0
+    a, b = np.load(work / "straight/checkpoint.npz"), np.load(work / "split/checkpoint.npz")
+    params = [k for k in a.files if not k.startswith("__")]
+    assert params and all(np.array_equal(a[k], b[k]) for k in params)
+    # the same training curve (the split run also validated when it stopped at step 5)
+    rows = lambda d: [(r["step"], r["train_loss"], r["grad_norm"])
+                      for r in csv.DictReader(open(work / d / "metrics.csv")) if r["train_loss"]]
+    assert rows("straight") == rows("split")
+    # resuming into another directory carries the curve so far along
+    assert main(["train", "lm.sg", "--resume", "split", "--out", "more", "--steps", "13",
+                 "--quiet", "--executor", "interp"]) == 0
+    assert rows("more")[:12] == rows("split") and len(rows("more")) == 13
+    assert train("other_seed", "--steps", 12, "--set", "seed=1") == 0
+    c = np.load(work / "other_seed/checkpoint.npz")
+    assert not np.array_equal(a["W"], c["W"])
+
+
+def test_set_overrides_and_progress_bar(work, capsys):
+    code = main(["train", "lm.sg", "--out", "r", "--executor", "interp", "--steps", "3",
+                 "--set", "batch=2", "--set", "optimizer=sgd(lr=0.5, momentum=0.9)",
+                 "--set", "schedule=cosine", "--dim", "V=40"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "\r" in err and "tok/s" in err and "loss" in err
+    meta = json.loads(str(np.load(work / "r/checkpoint.npz")["__meta__"]))
+    cfg = meta["state"]["config"]
+    assert (cfg["batch"], cfg["optimizer"], cfg["schedule"]) == (2, "sgd(lr=0.5, momentum=0.9)",
+                                                                 "cosine")
+    assert meta["dims"]["V"] == 40 and meta["state"]["optimizer"]["name"] == "sgd"
+
+
+def test_default_run_directory_is_named_after_the_model(work):
+    assert main(["train", "lm.sg", "--executor", "interp", "--quiet", "--steps", "1"]) == 0
+    assert (work / "runs" / "lm" / "checkpoint.npz").is_file()
+
+
+def test_a_model_feeding_back_its_output_trains_and_samples(work, capsys):
+    (work / "fb.sg").write_text(FEEDBACK)
+    assert main(["train", "fb.sg", "--out", "fb", "--executor", "interp", "--quiet",
+                 "--steps", "8"]) == 0
+    code, out = sg("sample", "fb.sg", "--checkpoint", "fb", "--length", 30, "--seed", 2,
+                   "--prime", "the ", capsys=capsys)
+    assert code == 0 and out.out.startswith("the ") and len(out.out) == 4 + 30 + 1
+
+
+def test_words_with_a_validation_loader(work, capsys):
+    (work / "held.txt").write_text(tiny_text(10, seed=1) + "the zebra\n")
+    code = main(["train", "lm.sg", "--out", "w", "--executor", "interp", "--quiet",
+                 "--steps", "4", "--set", 'data=words("tiny.txt", vocab=8)',
+                 "--set", 'valid=words("held.txt")'])
+    assert code == 0
+    meta = json.loads(str(np.load(work / "w/checkpoint.npz")["__meta__"]))
+    assert meta["vocab"]["tokens"][:2] == ["<unk>", "</s>"] and meta["dims"]["V"] == 8
+    assert meta["data"]["valid"].endswith("held.txt")
+    code, out = sg("sample", "lm.sg", "--checkpoint", "w", "--length", 40, "--seed", 0,
+                   capsys=capsys)
+    tokens = out.out.split()
+    assert code == 0 and 0 < len(tokens) <= 40
+    assert set(tokens) <= set(WORDS) | {"<unk>"}
+
+
+def test_divergence_stops_with_the_step_and_names_what_broke(work, capsys):
+    err = run_error(capsys, "train", "lm.sg", "--out", "nan", "--executor", "interp",
+                    "--set", "optimizer=sgd(lr=1e38)", "--set", "clip=0", "--steps", "20")
+    assert "training diverged at step" in err and "Last good checkpoint" in err
+
+
+# ------------------------------------------------------------------------ eval, sample
+@pytest.fixture
+def trained(work):
+    assert train("run", "--steps", 14) == 0
+    return work / "run"
+
+
+def test_eval_json_fields(trained, capsys):
+    code, out = sg("eval", "lm.sg", "--checkpoint", trained / "checkpoint.npz", "--json",
+                   capsys=capsys)
+    assert code == 0
+    r = json.loads(out.out)
+    assert set(r) == {"loss", "perplexity", "accuracy", "tokens"}
+    assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
+    assert 0 <= r["accuracy"] <= 1
+    n_valid = round(len(tiny_text()) * 0.1)          # the held-out tail
+    assert r["tokens"] == ((n_valid - 1) // 4) * 4
+    code, out = sg("eval", "lm.sg", "--checkpoint", trained, capsys=capsys)
+    assert "perplexity" in out.out and "accuracy" in out.out
+
+
+def test_sample_length_and_determinism(trained, capsys):
+    def sample(*extra):
+        code, out = sg("sample", "lm.sg", "--checkpoint", trained, "--length", 60, *extra,
+                       capsys=capsys)
+        assert code == 0
+        assert out.out.endswith("\n")
+        return out.out[:-1]
+    a, b, c = sample("--seed", 3), sample("--seed", 3), sample("--seed", 4)
+    assert len(a) == 60 and a == b and a != c
+    assert set(a) <= set(tiny_text())
+    primed = sample("--prime", "the c", "--greedy")
+    assert primed.startswith("the c") and len(primed) == 65
+    assert primed == sample("--prime", "the c", "--greedy", "--seed", 9)
+
+
+# --------------------------------------------------------------------------- errors
+def run_error(capsys, *argv):
+    code, out = sg(*argv, capsys=capsys)
+    assert code == 2, out
+    assert "Traceback" not in out.err
+    return out.err.strip()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('data=chars("nothere.txt")', r"nothere\.txt: no such file"),
+    ('data=chars("empty.txt")', r"empty\.txt: is empty"),
+    ('data=chars("binary.txt")', r"binary\.txt:2: not UTF-8 text: byte 0xfe at offset \d+"),
+])
+def test_data_errors_name_the_file(work, capsys, setting, message):
+    (work / "empty.txt").write_text("")
+    (work / "binary.txt").write_bytes(b"ok\nbad\xfe\n")
+    err = run_error(capsys, "train", "lm.sg", "--set", setting, "--executor", "interp")
+    assert len(err.splitlines()) == 1
+    import re
+    assert re.search(message, err), err
+
+
+def test_vocabulary_too_big_for_a_declared_dim(work, capsys):
+    (work / "small.sg").write_text(LM.replace("dim H = 12", "dim H = 12\ndim V = 5"))
+    err = run_error(capsys, "train", "small.sg", "--executor", "interp")
+    assert "tiny.txt" in err and f"{len(set(tiny_text()))} distinct symbols do not fit " \
+        "dim V = 5 of small.sg" in err
+
+
+def test_model_without_onehot_input_or_class_target(work, capsys):
+    vec = LM.replace("input  x[t] : onehot(V)", "input  x[t] : vec(3)")
+    (work / "vec.sg").write_text(vec)
+    err = run_error(capsys, "train", "vec.sg", "--executor", "interp")
+    assert "vec.sg" in err and "a chars loader needs a one-hot input" in err
+    reg = LM.replace("target y[t] : class(V)", "target y[t] : vec(V)").replace(
+        "xent(o[t]", "mse(o[t]")
+    (work / "reg.sg").write_text(reg)
+    err = run_error(capsys, "train", "reg.sg", "--executor", "interp")
+    assert "reg.sg" in err and "needs a sequence target such as y[t] : class(V)" in err
+
+
+def test_checkpoint_of_another_spec_is_refused(trained, capsys):
+    (trained.parent / "wide.sg").write_text(LM.replace("dim H = 12", "dim H = 10"))
+    err = run_error(capsys, "eval", "wide.sg", "--checkpoint", trained)
+    assert "checkpoint.npz" in err and "parameter 'W' has shape [10," in err
+
+
+def test_usage_errors(work, capsys):
+    assert "did you mean 'batch'" in run_error(capsys, "train", "lm.sg", "--set", "bacth=3")
+    assert "no such checkpoint" in run_error(capsys, "eval", "lm.sg", "--checkpoint", "nope")
+    no_data = LM.replace('  data = chars("tiny.txt")\n', "")
+    (work / "nodata.sg").write_text(no_data)
+    assert "names no data" in run_error(capsys, "train", "nodata.sg")
+
+
+def test_config_defaults_overrides_and_checks(tmp_path):
+    from seqgraph.errors import UsageError
+    from seqgraph.train.config import DEFAULTS, make_config, parse_sets
+    sets = parse_sets(["batch=8", "optimizer=sgd(lr=0.5)", "dtype=float64", "valid=0"])
+    cfg = make_config({"batch": 4, "clip": 1}, sets, tmp_path)
+    assert (cfg.batch, cfg.clip, cfg.dtype, cfg.valid, cfg.epochs) == \
+        (8, 1.0, "float64", 0.0, DEFAULTS["epochs"])
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.kwargs == {"lr": 0.5}
+    assert cfg.base == str(tmp_path)                      # spec paths: the spec's directory
+    assert make_config({}, parse_sets(['data=chars("a.txt")'])).base == os.getcwd()
+    for bad, msg in [({"batch": 0}, "batch must be an integer >= 1"),
+                     ({"teacher": 2}, r"teacher must be a number in \[0, 1\]"),
+                     ({"valid": 1}, "valid must be a fraction below 1"),
+                     ({"dtype": "int8"}, "dtype must be float32 or float64")]:
+        with pytest.raises(UsageError, match=msg):
+            make_config(bad)
+    with pytest.raises(UsageError, match="expected key=value"):
+        parse_sets(["batch"])
+    with pytest.raises(UsageError, match="cannot read the value"):
+        parse_sets(["batch=(("])
+
+
+def test_the_command_exits_2_without_a_traceback(work):
+    """The real process, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "seqgraph.cli", "train", "lm.sg", "--set",
+                        'data=chars("missing.txt")'], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "missing.txt: no such file" in p.stderr
