@@ -1,0 +1,533 @@
+"""Numba source for one recurrence: a forward step loop and a BPTT loop.
+
+Generated from a `plan.Step`, never from names. Per step, the forward loop runs its
+stages in order: a *GEMM stage* multiplies one operand by the stacked weights of every
+parameter applied to it (`np.dot`, BLAS), an *elementwise stage* is one fused loop over
+[B, n] whose intermediate values are scalars, softmax and concatenation are row passes.
+The backward loop runs the stages in reverse and carries only state gradients (the grad
+tapes `dS`); gradients of GEMM outputs are saved per step (`dG`) so that the weight
+gradients are one GEMM over all steps after the loop, and gradients of hoisted inputs are
+saved (`dX`) for the static pass to finish.
+
+Memory: state tapes `S[i]` are [T+K, B, n] with K rows of initial values before step 0.
+Hoisted inputs `X[j]` are [T, B, n]. Values the backward pass needs and that live nowhere
+else are saved in tapes `N<id>` ([T, B, n]) or `G<g>` (a whole GEMM output).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ops import Op
+from .plan import Step
+
+# which values each op's VJP reads: 'out' its own value, 'args' its operands
+_NEEDS = {Op.TANH: "out", Op.SIGMOID: "out", Op.EXP: "out", Op.RELU: "args",
+          Op.LOG: "args", Op.SOFTPLUS: "args", Op.MUL: "args", Op.DIV: "args"}
+
+HELPERS = {
+    "float32": '''
+DT = np.float32
+ZERO = DT(0.0)
+ONE = DT(1.0)
+HALF = DT(0.5)
+_LIM = DT(7.90531110763549805)
+_A13 = DT(-2.76076847742355e-16)
+_A11 = DT(2.00018790482477e-13)
+_A9 = DT(-8.60467152213735e-11)
+_A7 = DT(5.12229709037114e-08)
+_A5 = DT(1.48572235717979e-05)
+_A3 = DT(6.37261928875436e-04)
+_A1 = DT(4.89352455891786e-03)
+_B6 = DT(1.19825839466702e-06)
+_B4 = DT(1.18534705686654e-04)
+_B2 = DT(2.26843463243900e-03)
+_B0 = DT(4.89352518554385e-03)
+
+
+@njit(error_model="numpy", fastmath=True, cache=True, inline="always")
+def _tanh(x):
+    # a rational approximation (13/6, as in Eigen) that vectorises; |error| < 4e-7
+    x = min(max(x, -_LIM), _LIM)
+    x2 = x * x
+    p = ((((((_A13 * x2 + _A11) * x2 + _A9) * x2 + _A7) * x2 + _A5) * x2 + _A3) * x2 + _A1) * x
+    q = ((_B6 * x2 + _B4) * x2 + _B2) * x2 + _B0
+    return p / q
+
+
+@njit(error_model="numpy", fastmath=True, cache=True, inline="always")
+def _sigmoid(x):
+    return HALF + HALF * _tanh(HALF * x)
+''',
+    "float64": '''
+DT = np.float64
+ZERO = DT(0.0)
+ONE = DT(1.0)
+HALF = DT(0.5)
+
+
+@njit(error_model="numpy", cache=True, inline="always")
+def _tanh(x):
+    # from expm1: exact to a few ulps everywhere, and no libm tanh call
+    e = math.expm1(-2.0 * abs(x))
+    r = -e / (2.0 + e)
+    return r if x >= 0 else -r
+
+
+@njit(error_model="numpy", cache=True, inline="always")
+def _sigmoid(x):
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+''',
+}
+
+COMMON = '''
+
+@njit(error_model="numpy", cache=True, inline="always")
+def _softplus(x):
+    return max(x, ZERO) + math.log1p(math.exp(-abs(x)))
+'''
+
+
+@dataclass
+class Kernel:
+    """What the executor needs to call a generated kernel."""
+    source: str
+    fwd_args: list            # names, in order
+    bwd_args: list
+    groups: list              # per GEMM group: (operand node id, [(param, offset, size)])
+    tapes: dict               # 'N<id>' -> size (forward-saved per-step values)
+    gtapes: set               # GEMM groups whose output is saved ('G<g>')
+    pvecs: list               # parameter vectors read inside the loop
+    info: dict = field(default_factory=dict)
+
+
+def generate(step: Step, dtype: str) -> Kernel:
+    return _Gen(step, dtype).run()
+
+
+class _Gen:
+    def __init__(self, step: Step, dtype: str):
+        self.s = step
+        self.dtype = dtype
+        self.nodes = step.nodes
+        self.state_ix = {v: i for i, v in enumerate(step.vars)}
+        self.root_of = {nid: self.state_ix[v] for v, nid in step.roots.items()}
+        self.consts = {}
+
+    # -------------------------------------------------------------- analysis
+    def analyse(self):
+        nodes = self.nodes
+        # stages: GEMMs stack by operand; elementwise nodes join the earliest fused pass
+        # that runs after all their operands
+        self.stages = []          # [kind, [node ids], size]
+        stage_of = {}
+        gemm_stage_by_operand = {}
+        for n in nodes:
+            if n.kind in ("state", "hoist", "pvec", "num"):
+                continue
+            deps = [stage_of[a] for a in n.args if a in stage_of]
+            dep = max(deps, default=-1)
+            if n.kind == "gemm":
+                st = gemm_stage_by_operand.get(n.args[0])
+                if st is None:
+                    st = len(self.stages)
+                    self.stages.append(["gemm", [], None])
+                    gemm_stage_by_operand[n.args[0]] = st
+                self.stages[st][1].append(n.id)
+                stage_of[n.id] = st
+            elif n.kind == "ew":
+                for st in range(max(dep, 0), len(self.stages)):
+                    kind, ids, size = self.stages[st]
+                    if kind == "ew" and size == n.size and st >= dep:
+                        break
+                else:
+                    st = len(self.stages)
+                    self.stages.append(["ew", [], n.size])
+                self.stages[st][1].append(n.id)
+                stage_of[n.id] = st
+            else:
+                st = len(self.stages)
+                self.stages.append([n.kind, [n.id], n.size])
+                stage_of[n.id] = st
+        self.stage_of = stage_of
+        # GEMM groups: operand, [(param, offset, size)], and each node's slice
+        self.groups = []
+        self.gemm_slot = {}
+        for st, (kind, ids, _) in enumerate(self.stages):
+            if kind != "gemm":
+                continue
+            g = len(self.groups)
+            off, parts = 0, []
+            for nid in ids:
+                n = nodes[nid]
+                parts.append((n.param, off, n.size))
+                self.gemm_slot[nid] = (g, off)
+                off += n.size
+            self.groups.append((nodes[ids[0]].args[0], parts, st))
+        # what the backward pass reads
+        needed = set()
+        for n in nodes:
+            if n.kind == "ew" and n.op in _NEEDS:
+                if _NEEDS[n.op] == "out":
+                    needed.add(n.id)
+                else:
+                    needed.update(a for a in n.args if nodes[a].kind != "num")
+            elif n.kind == "softmax":
+                needed.add(n.id)
+        for operand, _, _ in self.groups:
+            needed.add(operand)
+        consumers = {n.id: set() for n in nodes}
+        for n in nodes:
+            for a in n.args:
+                consumers[a].add(n.id)
+        self.consumers = consumers
+        # homes of values
+        self.home = {}
+        self.tapes = {}
+        self.gtapes = set()
+        for n in nodes:
+            if n.kind in ("state", "hoist", "pvec", "num"):
+                self.home[n.id] = n.kind
+            elif n.id in self.root_of:
+                self.home[n.id] = "root"
+            elif n.kind == "gemm":
+                g, _ = self.gemm_slot[n.id]
+                self.home[n.id] = "gemm"
+                if n.id in needed:
+                    self.gtapes.add(g)
+            elif n.id in needed:
+                self.home[n.id] = "tape"
+                self.tapes[f"N{n.id}"] = n.size
+            elif any(stage_of.get(c) != stage_of[n.id] for c in consumers[n.id]) or \
+                    n.kind != "ew":
+                self.home[n.id] = "scratch"
+            else:
+                self.home[n.id] = "scalar"
+        self.pvecs = sorted({n.param for n in nodes if n.kind == "pvec"})
+
+    # ------------------------------------------------------------- accessors
+    def const(self, v):
+        if v not in self.consts:
+            self.consts[v] = f"C{len(self.consts)}"
+        return self.consts[v]
+
+    def val(self, nid, b="b", c="c", group=None):
+        """The value of node nid at row b, column c during step t."""
+        n = self.nodes[nid]
+        h = self.home[nid]
+        if group is not None and nid in group and h != "scalar" or \
+                group is not None and nid in group:
+            return f"v{nid}"
+        if h == "state":
+            return f"s{self.state_ix[n.var]}_{n.k}[{b}, {c}]"
+        if h == "hoist":
+            return f"x{n.hoist}[{b}, {c}]"
+        if h == "pvec":
+            return f"P_{self.pvecs.index(n.param)}[{c}]"
+        if h == "num":
+            return self.const(n.value)
+        if h == "root":
+            return f"s{self.root_of[nid]}_0[{b}, {c}]"
+        if h == "gemm":
+            g, off = self.gemm_slot[nid]
+            return f"g{g}[{b}, {off} + {c}]" if off else f"g{g}[{b}, {c}]"
+        if h == "tape":
+            return f"n{nid}[{b}, {c}]"
+        if h == "scratch":
+            return f"n{nid}[{b}, {c}]"
+        raise AssertionError(h)
+
+    def dest(self, nid, b="b", c="c"):
+        """Where the gradient of node nid accumulates (None: no gradient)."""
+        n = self.nodes[nid]
+        h = self.home[nid]
+        if h == "num":
+            return None
+        if h == "state":
+            return f"ds{self.state_ix[n.var]}_{n.k}[{b}, {c}]"
+        if h == "hoist":
+            return f"dx{n.hoist}[{b}, {c}]"
+        if h == "pvec":
+            return f"dP_{self.pvecs.index(n.param)}[{c}]"
+        if h == "root":
+            return f"ds{self.root_of[nid]}_0[{b}, {c}]"
+        if h == "gemm":
+            g, off = self.gemm_slot[nid]
+            return f"dg{g}[{b}, {off} + {c}]" if off else f"dg{g}[{b}, {c}]"
+        return f"gn{nid}[{b}, {c}]"
+
+    # --------------------------------------------------------------- emitting
+    def run(self) -> Kernel:
+        self.analyse()
+        nS = len(self.s.vars)
+        nX = len(self.s.hoisted)
+        arrays = [f"S{i}" for i in range(nS)] + [f"X{j}" for j in range(nX)]
+        arrays += [f"W{g}" for g in range(len(self.groups))]
+        arrays += [f"P_{i}" for i in range(len(self.pvecs))]
+        arrays += sorted(self.tapes, key=lambda s: int(s[1:]))
+        arrays += [f"G{g}" for g in sorted(self.gtapes)]
+        fwd_args = ["T", "init_grad"] + arrays
+        bwd_args = fwd_args + [f"WS{g}" for g in range(len(self.groups))]
+        bwd_args += [f"dS{i}" for i in range(nS)] + [f"dX{j}" for j in range(nX)]
+        bwd_args += [f"dG{g}" for g in range(len(self.groups))]
+        bwd_args += [f"dP_{i}" for i in range(len(self.pvecs))]
+        fwd = self.emit_forward(fwd_args)
+        bwd = self.emit_backward(bwd_args)
+        head = ["import math", "import numpy as np", "from numba import njit",
+                HELPERS[self.dtype], COMMON]
+        consts = [f"{name} = DT({float(v)!r})" for v, name in self.consts.items()]
+        src = "\n".join(head + consts + ["", ""] + fwd + ["", ""] + bwd) + "\n"
+        return Kernel(src, fwd_args, bwd_args,
+                      [(op, parts) for op, parts, _ in self.groups],
+                      dict(self.tapes), set(self.gtapes), list(self.pvecs),
+                      {"stages": [(k, len(ids)) for k, ids, _ in self.stages]})
+
+    def step_views(self, backward):
+        """Per-step 2-D views of the arrays (helps LLVM vectorise the inner loops)."""
+        L = []
+        K = self.s.K
+        reads = sorted({(self.state_ix[n.var], n.k) for n in self.nodes if n.kind == "state"})
+        for i in range(len(self.s.vars)):
+            L.append(f"s{i}_0 = S{i}[{K} + t]")
+            if backward:
+                L.append(f"ds{i}_0 = dS{i}[{K} + t]")
+        for i, k in reads:
+            L.append(f"s{i}_{k} = S{i}[{K - k} + t]")
+            if backward:
+                L.append(f"ds{i}_{k} = dS{i}[{K - k} + t]")
+        for j in range(len(self.s.hoisted)):
+            L.append(f"x{j} = X{j}[t]")
+            if backward:
+                L.append(f"dx{j} = dX{j}[t]")
+        for g in range(len(self.groups)):
+            if g in self.gtapes:
+                L.append(f"g{g} = G{g}[t]")
+            if backward:
+                L.append(f"dg{g} = dG{g}[t]")
+        for name in self.tapes:
+            L.append(f"n{name[1:]} = {name}[t]")
+        return L
+
+    def scratch_alloc(self, backward):
+        L = []
+        for nid, h in self.home.items():
+            if h == "scratch":
+                L.append(f"n{nid} = np.empty((B, {self.nodes[nid].size}), DT)")
+        for g, (_, parts, _) in enumerate(self.groups):
+            if g not in self.gtapes:
+                L.append(f"g{g} = np.empty((B, {sum(p[2] for p in parts)}), DT)")
+        if backward:
+            for nid in self.grad_scratch():
+                L.append(f"gn{nid} = np.zeros((B, {self.nodes[nid].size}), DT)")
+            for g, (op, _, _) in enumerate(self.groups):
+                L.append(f"tmp{g} = np.empty((B, {self.nodes[op].size}), DT)")
+        return L
+
+    def grad_scratch(self):
+        return [nid for nid, h in self.home.items() if h in ("tape", "scratch")]
+
+    def emit_forward(self, args):
+        L = [f'@njit(error_model="numpy", fastmath={self.dtype == "float32"}, cache=True)',
+             f"def forward({', '.join(args)}):",
+             "    B = S0.shape[1]"]
+        L += ["    " + x for x in self.scratch_alloc(False)]
+        L.append("    for t in range(T):")
+        body = self.step_views(False)
+        for st, (kind, ids, size) in enumerate(self.stages):
+            body.append(f"# stage {st}: {kind}")
+            body += getattr(self, f"fwd_{kind}")(st, ids, size)
+        L += ["        " + x for x in body]
+        L.append("    return 0")
+        return L
+
+    def emit_backward(self, args):
+        K = self.s.K
+        L = [f'@njit(error_model="numpy", fastmath={self.dtype == "float32"}, cache=True)',
+             f"def backward({', '.join(args)}):",
+             "    B = S0.shape[1]"]
+        L += ["    " + x for x in self.scratch_alloc(True)]
+        L.append("    for t in range(T - 1, -1, -1):")
+        body = self.step_views(True)
+        for nid in self.grad_scratch():
+            body.append(f"gn{nid}[:] = ZERO")
+        for st in range(len(self.stages) - 1, -1, -1):
+            kind, ids, size = self.stages[st]
+            body.append(f"# stage {st}: {kind} (reverse)")
+            body += getattr(self, f"bwd_{kind}")(st, ids, size, K)
+        L += ["        " + x for x in body]
+        L.append("    return 0")
+        return L
+
+    # GEMM: one product of the operand by the stacked weights
+    def fwd_gemm(self, st, ids, size):
+        g = next(i for i, grp in enumerate(self.groups) if grp[2] == st)
+        op = self.groups[g][0]
+        return [f"np.dot({self.row_view(op)}, W{g}, g{g})"]
+
+    def row_view(self, nid, grad=False):
+        n = self.nodes[nid]
+        h = self.home[nid]
+        p = "d" if grad else ""
+        if h == "state":
+            return f"{p}s{self.state_ix[n.var]}_{n.k}"
+        if h == "root":
+            return f"{p}s{self.root_of[nid]}_0"
+        if h == "hoist":
+            return f"{p}x{n.hoist}"
+        if h in ("tape", "scratch"):
+            return f"gn{nid}" if grad else f"n{nid}"
+        raise AssertionError(h)
+
+    def bwd_gemm(self, st, ids, size, K):
+        g = next(i for i, grp in enumerate(self.groups) if grp[2] == st)
+        op = self.groups[g][0]
+        n = self.nodes[op]
+        h = self.home[op]
+        if h == "num" or h == "pvec":
+            return []
+        dst = self.row_view(op, grad=True)
+        L = []
+        ind = ""
+        if h == "state":
+            L.append(f"if init_grad or t >= {n.k}:")
+            ind = "    "
+        L.append(f"{ind}np.dot(dg{g}, WS{g}, tmp{g})")
+        L.append(f"{ind}{dst} += tmp{g}")
+        return L
+
+    # elementwise: one fused pass; intermediate values are scalars
+    def fwd_ew(self, st, ids, size):
+        group = set(ids)
+        L = ["for b in range(B):", f"    for c in range({size}):"]
+        for nid in ids:
+            n = self.nodes[nid]
+            a = [self.val(x, group=group) for x in n.args]
+            L.append(f"        v{nid} = {_expr(n.op, a)}")
+            h = self.home[nid]
+            if h != "scalar":
+                L.append(f"        {self.val(nid)} = v{nid}")
+        return L
+
+    def bwd_ew(self, st, ids, size, K):
+        group = set(ids)
+        L = ["for b in range(B):", f"    for c in range({size}):"]
+        I = "        "
+        # gradient of every node of the pass, from outside the pass
+        for nid in ids:
+            outside = self.home[nid] != "scalar"
+            L.append(f"{I}gv{nid} = {self.dest(nid) if outside else 'ZERO'}")
+        for nid in reversed(ids):
+            n = self.nodes[nid]
+            g = f"gv{nid}"
+            for ai, term in _vjp(n.op, g, [self.val(x) if x not in group or
+                                            self.home[x] != "scalar" else f"v{x}"
+                                            for x in n.args],
+                                 self.val(nid) if self.home[nid] != "scalar" else None):
+                a = n.args[ai]
+                if self.nodes[a].kind == "num":
+                    continue
+                if a in group:
+                    L.append(f"{I}gv{a} += {term}")
+                else:
+                    L.append(f"{I}{self.dest(a)} += {term}")
+            # values recomputed for scalars the VJP needs are loaded before this sweep
+        # scalars used by VJPs (all have homes by construction) - nothing to recompute
+        return L
+
+    def fwd_softmax(self, st, ids, size):
+        (nid,) = ids
+        a = self.nodes[nid].args[0]
+        out = self.val(nid, "b", "c")
+        return ["for b in range(B):",
+                f"    m = {self.val(a, 'b', '0')}",
+                f"    for c in range(1, {size}):",
+                f"        m = max(m, {self.val(a)})",
+                "    z = ZERO",
+                f"    for c in range({size}):",
+                f"        e = math.exp({self.val(a)} - m)",
+                f"        {out} = e",
+                "        z += e",
+                "    r = ONE / z",
+                f"    for c in range({size}):",
+                f"        {out} = {out} * r"]
+
+    def bwd_softmax(self, st, ids, size, K):
+        (nid,) = ids
+        a = self.nodes[nid].args[0]
+        y, g = self.val(nid), self.dest(nid)
+        da = self.dest(a)
+        L = ["for b in range(B):",
+             "    dot = ZERO",
+             f"    for c in range({size}):",
+             f"        dot += {g} * {y}"]
+        if da:
+            L += [f"    for c in range({size}):",
+                  f"        {da} += {y} * ({g} - dot)"]
+        return L
+
+    def fwd_concat(self, st, ids, size):
+        (nid,) = ids
+        L, off = [], 0
+        for a in self.nodes[nid].args:
+            m = self.nodes[a].size
+            L += ["for b in range(B):", f"    for c in range({m}):",
+                  f"        {self.val(nid, 'b', f'{off} + c')} = {self.val(a)}"]
+            off += m
+        return L
+
+    def bwd_concat(self, st, ids, size, K):
+        (nid,) = ids
+        L, off = [], 0
+        for a in self.nodes[nid].args:
+            m = self.nodes[a].size
+            da = self.dest(a)
+            if da:
+                L += ["for b in range(B):", f"    for c in range({m}):",
+                      f"        {da} += {self.dest(nid, 'b', f'{off} + c')}"]
+            off += m
+        return L
+
+
+def _expr(op, a):
+    if op is None:
+        return a[0]
+    return {
+        Op.ADD: lambda: f"{a[0]} + {a[1]}",
+        Op.SUB: lambda: f"{a[0]} - {a[1]}",
+        Op.MUL: lambda: f"{a[0]} * {a[1]}",
+        Op.DIV: lambda: f"{a[0]} / {a[1]}",
+        Op.NEG: lambda: f"-{a[0]}",
+        Op.TANH: lambda: f"_tanh({a[0]})",
+        Op.SIGMOID: lambda: f"_sigmoid({a[0]})",
+        Op.RELU: lambda: f"max({a[0]}, ZERO)",
+        Op.EXP: lambda: f"math.exp({a[0]})",
+        Op.LOG: lambda: f"math.log({a[0]})",
+        Op.SOFTPLUS: lambda: f"_softplus({a[0]})",
+    }[op]()
+
+
+def _vjp(op, g, a, y):
+    """[(argument index, gradient term)] of y = op(a...) for output gradient g."""
+    if op is None:
+        return [(0, g)]
+    return {
+        Op.ADD: lambda: [(0, g), (1, g)],
+        Op.SUB: lambda: [(0, g), (1, f"-{g}")],
+        Op.MUL: lambda: [(0, f"{g} * {a[1]}"), (1, f"{g} * {a[0]}")],
+        Op.DIV: lambda: [(0, f"{g} / {a[1]}"),
+                         (1, f"-{g} * {a[0]} / ({a[1]} * {a[1]})")],
+        Op.NEG: lambda: [(0, f"-{g}")],
+        Op.TANH: lambda: [(0, f"{g} * (ONE - {y} * {y})")],
+        Op.SIGMOID: lambda: [(0, f"{g} * {y} * (ONE - {y})")],
+        Op.RELU: lambda: [(0, f"{g} if {a[0]} > ZERO else ZERO")],
+        Op.EXP: lambda: [(0, f"{g} * {y}")],
+        Op.LOG: lambda: [(0, f"{g} / {a[0]}")],
+        Op.SOFTPLUS: lambda: [(0, f"{g} * _sigmoid({a[0]})")],
+    }[op]()
+
+
+__all__ = ["generate", "Kernel", "np"]

@@ -1,0 +1,288 @@
+"""The schedule: which variables run for all steps at once, which run step by step.
+
+The folded graph is condensed into strongly connected components (networkx). A component
+without a cycle is *static*: its expression is evaluated for every step at once (one GEMM
+over [T*B, n], one gather for a one-hot operand). A component with a cycle is a
+*recurrence*: its equations are lowered to a small step program (`Step`) that codegen.py
+turns into one Numba loop forward and one BPTT loop backward.
+
+Lowering splits each equation of a recurrence into the part that reads the cycle (the
+*dynamic* part, run per step) and the maximal parts that do not (*hoisted*: evaluated
+before the loop for all steps, their gradients after it). Sums are flattened so that every
+term that does not read the cycle joins one hoisted term: `W @ x[t] + U @ h[t-1] + b`
+runs `W @ x[t] + b` once for all steps and only `U @ h[t-1]` in the loop. Products of the
+same dynamic operand by several parameters (the gates of an LSTM or a GRU) become one GEMM
+of stacked weights, found from the equations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from ..graph.folded import Apply, FoldedGraph, Num, ParamRef, Ref, Shift
+from ..ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, Op
+
+EW_OPS = set(ELEMENTWISE_BINARY) | set(ELEMENTWISE_UNARY)
+
+
+class Unsupported(Exception):
+    """A construct the compiler does not run; the executor falls back to the interpreter."""
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class StaticStage:
+    var: str                   # one variable, evaluated for all its steps at once
+
+
+@dataclass(frozen=True)
+class RecStage:
+    vars: tuple                # the variables of the cycle, in step order
+    index: str
+    direction: int             # -1: reads the past (runs forward); +1: runs backward
+
+
+def schedule(graph: FoldedGraph) -> list:
+    """Stages in an order where every stage reads only what earlier stages computed."""
+    if any(kind == "tree" for _, kind in graph.indexes):
+        raise Unsupported("tree indexes (recursive nets) run in the interpreter")
+    g = graph.nx()
+    hidden = {v.name for v in graph.hidden()}
+    for v in graph.hidden():
+        if len(v.cases) != 1 or v.cases[0].cond is not None:
+            raise Unsupported(f"'{v.name}' has several cases")
+    cond = nx.condensation(g)
+    stages = []
+    for c in nx.topological_sort(cond):
+        members = [m for m in cond.nodes[c]["members"] if m in hidden]
+        if not members:
+            continue
+        cyclic = len(members) > 1 or g.has_edge(members[0], members[0])
+        if not cyclic:
+            stages.append(StaticStage(members[0]))
+            continue
+        sub = g.subgraph(members)
+        dirs = {d["shift"].direction for _, _, d in sub.edges(data=True)
+                if d["shift"].is_delay and not d.get("init")}
+        dirs.discard(0)
+        if len(dirs) != 1:
+            raise Unsupported(f"cycle {sorted(members)} mixes directions")
+        index = graph.var(members[0]).index
+        for _, _, d in sub.edges(data=True):
+            if d.get("init"):
+                raise Unsupported(f"an init of {sorted(members)} reads its own cycle")
+            if d["shift"].kind != "rel":
+                raise Unsupported(f"cycle {sorted(members)} reads '{d['shift'].kind}'")
+        # the order inside one step: same-step edges of the cycle are acyclic
+        same = nx.DiGraph()
+        same.add_nodes_from(members)
+        same.add_edges_from((u, v) for u, v, d in sub.edges(data=True)
+                            if d["shift"].kind == "rel" and d["shift"].k == 0)
+        order = tuple(nx.lexicographical_topological_sort(same))
+        stages.append(RecStage(order, index, dirs.pop()))
+    return stages
+
+
+# ---------------------------------------------------------------------- step programs
+@dataclass
+class Node:
+    """One value per step of a recurrence, shape [B, size].
+
+    kind  'state'  a cycle variable read through a delay (`var`, `k` steps back)
+          'hoist'  hoisted[i], precomputed for all steps
+          'pvec'   a parameter vector broadcast over the batch
+          'num'    a number
+          'gemm'   `param @ args[0]`, one slice of a stacked product
+          'ew'     an elementwise op
+          'softmax', 'concat'
+    """
+    id: int
+    kind: str
+    size: int
+    op: Op | None = None
+    args: tuple = ()
+    var: str | None = None
+    k: int = 0
+    param: str | None = None
+    value: float = 0.0
+    hoist: int = -1
+
+
+@dataclass
+class Step:
+    """The lowered equations of one recurrence (time always runs forward here: an
+    advance recurrence is lowered with mirrored shifts and run on time-reversed arrays)."""
+    vars: tuple                         # cycle variables
+    sizes: dict                         # var -> size
+    nodes: list = field(default_factory=list)
+    roots: dict = field(default_factory=dict)     # var -> node id of its value at step t
+    hoisted: list = field(default_factory=list)   # Exprs evaluated for all steps
+    K: int = 1                          # the longest delay: rows of init before step 0
+
+
+def _size_of(expr, sizes, pshapes):
+    """The vector size of an expression (None for a number)."""
+    if isinstance(expr, Num):
+        return None
+    if isinstance(expr, ParamRef):
+        return pshapes[expr.name][0]
+    if isinstance(expr, Ref):
+        return sizes[expr.var]
+    if expr.op in (Op.MATMUL, Op.GATHER):
+        return pshapes[expr.args[0].name][0]
+    if expr.op is Op.BILINEAR:
+        return pshapes[expr.args[0].name][0]
+    if expr.op is Op.CONCAT:
+        return sum(_size_of(a, sizes, pshapes) for a in expr.args)
+    if expr.op is Op.ONEHOT:
+        return sizes[expr.args[0].var]
+    for a in expr.args:
+        s = _size_of(a, sizes, pshapes)
+        if s is not None:
+            return s
+    return None
+
+
+def _terms(expr, sign=1):
+    """A sum flattened: [(sign, term)]."""
+    if isinstance(expr, Apply) and expr.op in (Op.ADD, Op.SUB):
+        a, b = expr.args
+        return _terms(a, sign) + _terms(b, sign if expr.op is Op.ADD else -sign)
+    return [(sign, expr)]
+
+
+def _mirror(expr):
+    """The same expression with every shift mirrored (runs a backward recurrence forward
+    on reversed time)."""
+    if isinstance(expr, Ref):
+        return Ref(expr.var, expr.shift.mirrored(), expr.pos)
+    if isinstance(expr, Apply):
+        return Apply(expr.op, tuple(_mirror(a) for a in expr.args), expr.attrs, expr.pos)
+    return expr
+
+
+def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> Step:
+    """The step program of one recurrence."""
+    cyc = set(stage.vars)
+    step = Step(stage.vars, {v: sizes[v] for v in stage.vars})
+    memo: dict = {}
+    hoist_ids: dict = {}
+    flip = stage.direction > 0
+
+    def add(key, **kw):
+        if key in memo:
+            return memo[key]
+        n = Node(len(step.nodes), **kw)
+        step.nodes.append(n)
+        memo[key] = n.id
+        return n.id
+
+    def dynamic(e):
+        return any(r.var in cyc for r in _refs(e))
+
+    def hoist(e):
+        i = hoist_ids.get(e)
+        if i is None:
+            i = hoist_ids[e] = len(step.hoisted)
+            step.hoisted.append(_mirror(e) if flip else e)   # evaluated in true time
+        return add(("hoist", i), kind="hoist", size=_size_of(e, sizes, pshapes), hoist=i)
+
+    def build(e):
+        if isinstance(e, Num):
+            return add(("num", e.value), kind="num", size=0, value=float(e.value))
+        if isinstance(e, ParamRef):
+            if len(pshapes[e.name]) != 1:
+                raise Unsupported(f"parameter '{e.name}' used as a vector")
+            return add(("pvec", e.name), kind="pvec", size=pshapes[e.name][0], param=e.name)
+        if not dynamic(e):
+            return hoist(e)
+        if isinstance(e, Ref):
+            sh = e.shift
+            if sh.kind != "rel":
+                raise Unsupported(f"'{e.var}[{sh.kind}]' inside its own cycle")
+            if sh.k == 0:
+                return step.roots[e.var]
+            if sh.k > 0:
+                raise Unsupported("a cycle that reads ahead after lowering")
+            step.K = max(step.K, -sh.k)
+            return add(("state", e.var, -sh.k), kind="state", size=sizes[e.var],
+                       var=e.var, k=-sh.k)
+        op = e.op
+        if op in (Op.ADD, Op.SUB):
+            return build_sum(e)
+        if op is Op.MATMUL:
+            p = e.args[0].name
+            a = build(e.args[1])
+            return add(("gemm", p, a), kind="gemm", size=pshapes[p][0], param=p, args=(a,))
+        if op in EW_OPS:
+            args = tuple(build(a) for a in e.args)
+            size = max(step.nodes[a].size for a in args)
+            return add(("ew", op, args), kind="ew", size=size, op=op, args=args)
+        if op is Op.SOFTMAX:
+            a = build(e.args[0])
+            return add(("softmax", a), kind="softmax", size=step.nodes[a].size, args=(a,))
+        if op is Op.CONCAT:
+            args = tuple(build(a) for a in e.args)
+            return add(("concat", args), kind="concat",
+                       size=sum(step.nodes[a].size for a in args), args=args)
+        if op is Op.DROPOUT:
+            raise Unsupported("dropout inside a cycle")
+        raise Unsupported(f"op '{op.value}' inside a cycle")
+
+    def build_sum(e):
+        terms = _terms(e)
+        stat = [(s, t) for s, t in terms if not dynamic(t)]
+        dyn = [(s, t) for s, t in terms if dynamic(t)]
+        parts = []              # (sign, node)
+        if any(not isinstance(t, Num) for _, t in stat):
+            # one hoisted term: the sum of every term that does not read the cycle
+            acc = None
+            for s, t in stat:
+                if acc is None:
+                    acc = t if s > 0 else Apply(Op.NEG, (t,))
+                else:
+                    acc = Apply(Op.ADD if s > 0 else Op.SUB, (acc, t))
+            parts.append((1, hoist(acc)))
+        else:
+            parts += [(s, build(t)) for s, t in stat]
+        parts = [(s, build(t)) for s, t in dyn] + parts
+        s0, node = parts[0]
+        if s0 < 0:
+            node = add(("ew", Op.NEG, (node,)), kind="ew", size=step.nodes[node].size,
+                       op=Op.NEG, args=(node,))
+        for s, n in parts[1:]:
+            op = Op.ADD if s > 0 else Op.SUB
+            size = max(step.nodes[node].size, step.nodes[n].size)
+            node = add(("ew", op, (node, n)), kind="ew", size=size, op=op, args=(node, n))
+        return node
+
+    for v in stage.vars:
+        expr = graph.var(v).cases[0].expr
+        if flip:
+            expr = _mirror(expr)
+        node = build(expr)
+        if step.nodes[node].kind not in ("ew", "softmax", "concat") or \
+                node in step.roots.values():
+            # a value that lives elsewhere (a delay, a GEMM slice, another variable):
+            # copy it so that every cycle variable has its own row in the state tape
+            node = add(("copy", v), kind="ew", size=step.nodes[node].size, op=None,
+                       args=(node,))
+        step.roots[v] = node
+    return step
+
+
+def _refs(e):
+    if isinstance(e, Ref):
+        return [e]
+    if isinstance(e, Apply):
+        return [r for a in e.args for r in _refs(a)]
+    return []
+
+
+def mirror_expr(expr):
+    return _mirror(expr)
+
+
+__all__ = ["schedule", "lower", "Step", "Node", "StaticStage", "RecStage", "Unsupported",
+           "mirror_expr", "Shift"]
