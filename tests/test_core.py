@@ -209,3 +209,11 @@ def test_random_recurrences_unfold_and_differentiate(T, H, k, fn, direction):
     fd = (up - down) / (2 * eps)
     an = sum(float((res.grads[p] * d[p]).sum()) for p in m.params)
     assert abs(fd - an) <= 1e-6 * max(1.0, abs(fd))
+
+
+def test_cli_check_explains_the_compiled_plan(capsys):
+    assert main(["check", str(ROOT / "specs/lstm.sg"), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "one compiled loop forward in time" in out and "1 GEMM ([Uf; Ug; Ui; Uo])" in out
+    assert main(["check", str(ROOT / "specs/recursive.sg"), "--explain"]) == 0
+    assert "interpreted: tree indexes" in capsys.readouterr().out

@@ -18,6 +18,9 @@ def add_arguments(p):
                    help="bind a size name (repeatable)")
     p.add_argument("--dump", choices=["folded", "unfolded"],
                    help="print the canonical text form of the folded or unfolded graph")
+    p.add_argument("--explain", action="store_true",
+                   help="say how the compiled executor runs each part, and what falls back "
+                        "to the interpreter (unbound sizes default to 5)")
     p.add_argument("--steps", type=int, default=3,
                    help="steps of every sequence index for --dump unfolded (default 3)")
 
@@ -50,7 +53,18 @@ def run(args) -> int:
         sys.stdout.write(U.text(spec.graph, lengths))
     else:
         sys.stdout.write(summary(checked))
+    if args.explain:
+        sys.stdout.write(explain_text(spec, parse_dims(args.dim)))
     return 0
+
+
+def explain_text(spec, dims) -> str:
+    from ..compile import explain
+    from ..model import Model
+    bound = {n: 5 for n in spec.unbound_dims()}
+    bound.update(dims)
+    model = Model(spec, dims=bound, dtype="float32", executor="compiled")
+    return "\ncompiled executor:\n" + "".join(f"  {line}\n" for line in explain(model))
 
 
 def _count(shape) -> str:
