@@ -2,13 +2,12 @@
 parameters and an executor (`Model`, `load`). See docs/internals.md."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
-from .errors import SpecError, UsageError
+from .errors import Pos, SpecError, UsageError
 from .graph.check import Checked, check
 from .graph.folded import FoldedGraph
 from .graph.unfold import unfold
@@ -44,20 +43,24 @@ def read_spec(path: str, text: str | None = None) -> Spec:
                 raw = f.read()
         except OSError as e:
             raise UsageError(f"{path}: cannot read the spec ({e.strerror})") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw[:e.start].count(b"\n") + 1
-            raise SpecError("the spec is not UTF-8 text (a byte that is not UTF-8 at "
-                            f"offset {e.start})", _pos(line, 1), file=path, source="") \
-                from None
+        text = _decode(raw, path)
     graph = elaborate(parse(text, path))
     return Spec(path, text, graph, check(graph))
 
 
-def _pos(line, col):
-    from .errors import Pos
-    return Pos(line, col)
+def _decode(raw: bytes, path: str) -> str:
+    """UTF-8 text, or a SpecError at the first byte that is not UTF-8 (shown with the
+    line it stands on, the byte replaced)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = raw.rfind(b"\n", 0, e.start) + 1
+        line = raw[:e.start].count(b"\n") + 1
+        column = len(raw[start:e.start].decode("utf-8", "replace")) + 1
+        shown = raw.decode("utf-8", "replace")
+        raise SpecError(f"the spec is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset "
+                        f"{e.start}", Pos(line, column), hint="save the file as UTF-8",
+                        file=path, source=shown) from None
 
 
 DTYPES = {"float32": np.float32, "float64": np.float64}

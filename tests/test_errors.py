@@ -288,8 +288,10 @@ def test_non_utf8_file_is_a_spec_error(tmp_path):
     p.write_bytes(b"dim H = 16\n# caf\xe9\n")
     with pytest.raises(SpecError) as info:
         seqgraph.read_spec(str(p))
-    assert info.value.line == 2
-    assert "not UTF-8" in info.value.render()
+    assert (info.value.line, info.value.column) == (2, 6)
+    shown = info.value.render()
+    assert "not UTF-8" in shown and "byte 0xe9" in shown
+    assert "# caf\ufffd" in shown and "\n       |      ^" in shown   # the line, a caret
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n# and another\n", "\n\n  \n"])

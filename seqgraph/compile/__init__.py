@@ -15,7 +15,7 @@ from ..graph.folded import walk
 from ..ops import Op
 from . import kernels
 from .codegen import generate
-from .plan import RecStage, StaticStage, Unsupported, lower, schedule
+from .plan import StaticStage, Unsupported, lower, schedule
 from .static import Env, Evaluation, V, read, read_back
 
 __all__ = ["CompiledExecutor", "explain"]

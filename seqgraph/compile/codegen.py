@@ -219,8 +219,7 @@ class _Gen:
         """The value of node nid at row b, column c during step t."""
         n = self.nodes[nid]
         h = self.home[nid]
-        if group is not None and nid in group and h != "scalar" or \
-                group is not None and nid in group:
+        if group is not None and nid in group:
             return f"v{nid}"
         if h == "state":
             return f"s{self.state_ix[n.var]}_{n.k}[{b}, {c}]"

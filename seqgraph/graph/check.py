@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ..errors import NOPOS, Pos, SpecError
-from ..ops import TABLE, Op
-from .folded import Apply, FoldedGraph, Num, ParamRef, Ref
+from ..ops import TABLE
+from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of
 from .printer import show
 from .sizes import Lin
 
@@ -279,7 +279,7 @@ def _causality(graph: FoldedGraph):
                             hint="a cycle runs forward (t-1) or backward (t+1), not both")
         ordered = tuple(v.name for v in graph.vars if v.name in comp)
         params = sorted({p for n in ordered for c in graph.var(n).cases
-                         for p in _params(c.expr)})
+                         for p in params_of(c.expr)})
         recs.append(Recurrence(ordered, graph.var(ordered[0]).index, dirs.pop(),
                                tuple(sorted({s.label() for _, _, s in delays})),
                                tuple(params)))
@@ -289,15 +289,9 @@ def _causality(graph: FoldedGraph):
     return tuple(recs), order
 
 
-def _params(expr):
-    from .folded import params_of
-    return params_of(expr)
-
-
 def _edge_pos(g, edge):
+    """The position of the undelayed reference behind a folded edge."""
     u, v = edge[0], edge[1]
-    for _, _, d in g.edges(u, data=True):
-        pass
     data = g.get_edge_data(u, v)
     for d in (data or {}).values():
         if not d["shift"].is_delay:

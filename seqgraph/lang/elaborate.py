@@ -5,13 +5,14 @@ graph/check.py afterwards; this pass only makes sure every name means something.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from functools import lru_cache
 from importlib import resources
 
 from ..errors import Pos, SpecError
-from ..graph.folded import NONE, SAME, Apply, Case, FoldedGraph, Loss, Num, ParamDef, Ref, \
-    Shift, Var
+from ..graph.folded import NONE, Apply, Case, FoldedGraph, Loss, Num, ParamDef, ParamRef, \
+    Ref, Shift, Var
 from ..ops import FUNCTIONS, LOSS_NAMES, Op
 from . import ast as A
 from .cells import Expander, _use_parts, is_cell_use
@@ -433,8 +434,5 @@ _UNKNOWN = object()
 
 
 def _stem(path: str) -> str:
-    import os
     return os.path.splitext(os.path.basename(path))[0] if path else "model"
 
-
-from ..graph.folded import ParamRef  # noqa: E402  (kept apart: used in type tests above)
