@@ -129,13 +129,19 @@ class Interpreter:
             if src not in self.nodes:
                 raise KeyError(f"no value for {src} (is '{r.var}' given in the batch?)")
             return self.nodes[src]
-        key = (src.var, -src.steps)
-        if src.before and src.var in self.carry_in and src.steps <= len(self.carry_in[src.var]):
-            return self.tape.leaf(self.carry_in[src.var][src.steps - 1])
+        return self._outside(src)
+
+    def _outside(self, src: Outside) -> int:
+        """A value outside the sequence: the carried state (before the start only), the
+        init value, or the zero state / start token."""
+        carried = self.carry_in.get(src.var, ()) if src.before else ()
+        if src.steps <= len(carried):
+            return self.tape.leaf(carried[src.steps - 1])
         if (src.var, "init") in self.nodes:
             return self.nodes[(src.var, "init")]
+        key = (src.var, "zero")
         if key not in self.nodes:
-            self.nodes[key] = self.tape.leaf(self.m.outside_value(v, self.B))
+            self.nodes[key] = self.tape.leaf(self.m.outside_value(self.g.var(src.var), self.B))
         return self.nodes[key]
 
     # ---------------------------------------------------------------- losses
@@ -183,19 +189,16 @@ class Interpreter:
         return out
 
     def _carry_out(self) -> dict:
-        """The last k values of every variable read with a delay of up to k steps."""
+        """For every variable read with a delay of up to k steps, its values at steps
+        L-1 ... L-k, newest first; a step before this window holds what a read there
+        gives (the carry in, the init value or the zero state), so a window shorter than
+        the delay carries the state on whole."""
         out = {}
         for name, k in self.m.carried.items():
             L = self.lengths.get(self.g.var(name).index)
-            if L is None:
+            if L is None or (name, 0) not in self.nodes:
                 continue
-            vals = []
-            for j in range(1, k + 1):
-                key = (name, L - j)
-                if key in self.nodes:
-                    vals.append(np.array(self.tape.vals[self.nodes[key]], copy=True))
-                elif name in self.carry_in and j - L - 1 < len(self.carry_in[name]):
-                    vals.append(self.carry_in[name][j - L - 1])
-            if len(vals) == k:
-                out[name] = vals
+            ids = [self.nodes[(name, L - j)] if L - j >= 0 else
+                   self._outside(Outside(name, j - L, True)) for j in range(1, k + 1)]
+            out[name] = [np.array(self.tape.vals[i], copy=True) for i in ids]
         return out

@@ -216,3 +216,21 @@ def test_cli_check_explains_the_compiled_plan(capsys):
     assert "one compiled loop forward in time" in out and "1 GEMM ([Uf; Ug; Ui; Uo])" in out
     assert main(["check", str(ROOT / "specs/recursive.sg"), "--explain"]) == 0
     assert "interpreted: tree indexes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_windows_shorter_than_the_delay_carry_the_state_whole(executor):
+    spec = seqgraph.read_spec("s.sg", SPEC3.replace("U @ g[t+1]", "U @ x[t]")
+                              .replace("g[t] : 5 = tanh(W @ x[t] + U @ x[t] + b)",
+                                       "g[t] : 5 = tanh(W @ x[t] + b)"))
+    m = seqgraph.Model(spec, dims={"V": 4}, dtype="float64", executor=executor)
+    X, Y = _data(T=7, V=4)
+    whole = m.run({"x": X}, {"y": Y})
+    carry, total = None, 0.0
+    for t in range(7):                       # seven windows of one step, delay 3
+        res = m.run({"x": X[:, t:t + 1]}, {"y": Y[:, t:t + 1]}, carry=carry)
+        assert len(res.carry["h"]) == 3
+        np.testing.assert_allclose(res.values["h"][:, 0], whole.values["h"][:, t],
+                                   rtol=1e-12)
+        carry, total = res.carry, total + res.loss
+    assert total == pytest.approx(whole.loss, rel=1e-12)

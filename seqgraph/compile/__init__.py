@@ -331,17 +331,6 @@ class _Run:
             out[v.name] = np.swapaxes(a, 0, 1) if v.index is not None else a
         return out
 
-    def outside_read(self, name, L):
-        """How many steps before the start some delayed read of `name` reaches (the
-        interpreter carries exactly the outside values it read)."""
-        if name in self.carry_in:
-            return set(range(1, len(self.carry_in[name]) + 1))
-        out = set()
-        for _, _, s in self.g.nx().out_edges(name, data="shift"):
-            if s.kind == "rel" and s.k < 0:
-                out |= {-s.k - t for t in range(min(-s.k, L))}
-        return out
-
     def carry_out(self):
         out = {}
         for name, k in self.m.carried.items():
@@ -352,15 +341,10 @@ class _Run:
             a = self.env.vals[name].a
             vals = []
             for j in range(1, k + 1):
-                if L - j >= 0:
-                    vals.append(np.array(a[L - j], copy=True))
-                elif j - L in self.outside_read(name, L):
-                    # before this window: the carry, or the zero state that was read
-                    val, is_init = self.env.outside(name, j - L, True)
-                    if not is_init:
-                        vals.append(np.array(val, copy=True))
-            if len(vals) == k:
-                out[name] = vals
+                # before this window: the carry in, the init value or the zero state
+                val = a[L - j] if L - j >= 0 else self.env.outside(name, j - L, True)[0]
+                vals.append(np.array(val, copy=True))
+            out[name] = vals
         return out
 
 
