@@ -234,3 +234,8 @@ def test_windows_shorter_than_the_delay_carry_the_state_whole(executor):
                                    rtol=1e-12)
         carry, total = res.carry, total + res.loss
     assert total == pytest.approx(whole.loss, rel=1e-12)
+
+
+def test_given_dims_override_declared_ones():
+    m = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 5, "H": 3})
+    assert m.sizes["h"] == 3 and m.params["U"].shape == (3, 3)
