@@ -65,10 +65,13 @@ class Interpreter:
 
     # ---------------------------------------------------------------- the batch
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
-            lengths=None, forest=None):
+            lengths=None, forest=None, teacher=1.0):
         m, g = self.m, self.g
         data = {**(inputs or {}), **(targets or {})}
+        given = lengths
         B, lengths = m.batch_shape(data, lengths, forest)
+        self.ex_len = m.example_lengths(given, B, lengths)
+        self.teacher, self.fed = teacher, m.feedback() if teacher < 1 else {}
         self.forest = forest
         self.trees = {i for i, k in g.indexes if k == "tree"}
         tape, ctx = Tape(), ops.Ctx(train=train, rng=rng or np.random.default_rng(0))
@@ -125,11 +128,64 @@ class Interpreter:
     def _read(self, r: Ref, step) -> int:
         v = self.g.var(r.var)
         src = resolve(r, step, self.lengths.get(v.index), self.forest)
-        if not isinstance(src, Outside):
-            if src not in self.nodes:
-                raise KeyError(f"no value for {src} (is '{r.var}' given in the batch?)")
-            return self.nodes[src]
-        return self._outside(src)
+        if isinstance(src, Outside):
+            return self._outside(src)
+        if src not in self.nodes:
+            raise KeyError(f"no value for {src} (is '{r.var}' given in the batch?)")
+        if v.index in self.ex_len:
+            padded = self._padded(r, src)
+            if padded is not None:
+                return padded
+        if r.var in self.fed and r.shift.kind == "rel" and r.shift.k < 0:
+            return self._fed(r.var, src[1])
+        return self.nodes[src]
+
+    # ---------------------------------------------------------------- padding
+    def _padded(self, r: Ref, src):
+        """A read on an index with per-example lengths: h[end] is each example's own last
+        step; an advance past an example's end reads what stands after the end (init or
+        zero). None when the read is the same as without padding."""
+        index = self.g.var(r.var).index
+        n = self.ex_len[index]
+        if r.shift.kind == "end":
+            steps = range(self.lengths[index])
+            return self._select([n - 1 == s for s in steps],
+                                [self.nodes[(r.var, s)] for s in steps])
+        if r.shift.kind == "rel" and r.shift.k > 0 and (src[1] >= n).any():
+            after = self._outside(Outside(r.var, r.shift.k, False))
+            return self._select([src[1] < n, src[1] >= n], [self.nodes[src], after])
+        return None
+
+    def _select(self, masks, ids) -> int:
+        """sum_i masks[i] * value[i], row by row, on the tape (so gradients follow)."""
+        total = None
+        for mask, i in zip(masks, ids):
+            if not mask.any():
+                continue
+            w = self.tape.leaf(mask.astype(self.m.dtype)[:, None])
+            term = self.tape.apply(ops.Op.MUL, [i, w], (), self.ctx)
+            total = term if total is None else self.tape.apply(ops.Op.ADD, [total, term],
+                                                               (), self.ctx)
+        return total
+
+    # ---------------------------------------------------------------- feedback
+    def _fed(self, y: str, j: int) -> int:
+        """Scheduled sampling: the true y[j] with probability `teacher`, else a sample
+        from softmax(o[j]) of the output o that y's loss pairs it with (a constant for
+        the gradient). Drawn once per (target, step) and example."""
+        key = (y, j, "fed")
+        if key not in self.nodes:
+            o = (self.fed[y], j)
+            if o not in self.nodes:
+                raise RuntimeError(f"scheduled sampling reads {o} before it is computed")
+            true = self.tape.vals[self.nodes[(y, j)]]
+            p = ops.softmax(np.asarray(self.tape.vals[self.nodes[o]], dtype=np.float64))
+            u = self.ctx.rng.random((len(true), 1))
+            sampled = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
+            keep = self.ctx.rng.random(len(true)) < self.teacher
+            ids = np.where(keep | (true < 0), true, sampled).astype(np.int64)
+            self.nodes[key] = self.tape.leaf(ids)
+        return self.nodes[key]
 
     def _outside(self, src: Outside) -> int:
         """A value outside the sequence: the carried state (before the start only), the
@@ -152,22 +208,26 @@ class Interpreter:
                 continue
             s, n = 0.0, 0
             op = ops.LOSS_NAMES[loss.fn]
+            index = self.g.var(loss.output.var).index
             for step in self._steps(loss.output.var):
                 o = self._read(loss.output, step)
                 y = self._read(loss.target, step)
                 i = self.tape.apply(op, [o, y], (), self.ctx)
-                per_ex = self.tape.vals[i]
+                live = self._live(self.tape.vals[y], index, step)
+                per_ex = self.tape.vals[i] * live
                 s += float(per_ex.sum())
-                n += self._count(self.tape.vals[y])
-                seeds[i] = np.full(per_ex.shape, loss.weight / self.B, dtype=self.m.dtype)
+                n += int(live.sum())
+                seeds[i] = (live * (loss.weight / self.B)).astype(self.m.dtype)
             terms[li] = (s, n)
             total += loss.weight * s / self.B
         return total, seeds, terms
 
-    def _count(self, y) -> int:
-        if y.dtype.kind == "i":
-            return int((y >= 0).sum())
-        return int(y.shape[0])
+    def _live(self, y, index, step):
+        """1 where a loss term counts: not a padding id, not past the example's end."""
+        live = (y >= 0) if y.dtype.kind == "i" else np.ones(y.shape[0], dtype=bool)
+        if index in self.ex_len and step is not None:
+            live = live & (step < self.ex_len[index])
+        return live.astype(np.float64)
 
     def _steps(self, name):
         v = self.g.var(name)

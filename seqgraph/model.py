@@ -97,10 +97,17 @@ class Model:
 
     # ------------------------------------------------------------------ running
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
-            lengths=None, forest=None):
-        """One batch forward (and backward with grads=True). Over a tree index, `forest`
+            lengths=None, forest=None, teacher=1.0):
+        """One batch forward (and backward with grads=True). `lengths` gives an index's
+        length, or each example's ([B] array: the arrays are padded); `teacher` is the
+        probability of feeding a delayed class target its true value rather than the
+        model's own sample (docs/internals.md). Over a tree index, `forest`
         (graph/trees.py) gives the batch's trees and node arrays are [N] / [N, D]."""
+        if not 0.0 <= teacher <= 1.0:
+            raise UsageError(f"teacher must be a probability in [0, 1], not {teacher}")
         kw = {} if forest is None else {"forest": forest}
+        if teacher < 1.0:
+            kw["teacher"] = teacher
         return self.executor.run(inputs, targets, carry=carry, train=train, grads=grads,
                                  rng=rng, lengths=lengths, **kw)
 
@@ -115,7 +122,8 @@ class Model:
     def batch_shape(self, data: dict, lengths=None, forest=None):
         """The batch size and the length of every sequence index, from the arrays given
         (over a tree index: the number of trees, and of nodes in the forest)."""
-        B, lens = None, dict(lengths or {})
+        B = None
+        lens = {i: int(n) for i, n in (lengths or {}).items() if np.ndim(n) == 0}
         trees = {i for i, k in self.graph.indexes if k == "tree"}
         if trees and forest is None:
             raise UsageError("a tree model runs on a forest: run(..., forest=...)")
@@ -145,11 +153,37 @@ class Model:
                 lens[v.index] = arr.shape[1]
         if B is None:
             raise UsageError("the batch has no inputs")
+        for i, n in (lengths or {}).items():
+            if np.ndim(n) and i not in lens:
+                lens[i] = int(np.max(n))
         for v in self.graph.vars:
             if v.index is not None and v.index not in lens:
                 raise UsageError(f"the length of index '{v.index}' is not known: give "
                                  f"'{v.name}' or lengths={{'{v.index}': T}}")
         return B, lens
+
+    def example_lengths(self, lengths, B: int, lens: dict) -> dict:
+        """Each example's length [B] on the indexes given as arrays, where some example
+        is shorter than the arrays (the rest is padding)."""
+        out = {}
+        for i, n in (lengths or {}).items():
+            if np.ndim(n) == 0:
+                continue
+            arr = np.asarray(n, dtype=np.int64)
+            if arr.shape != (B,) or arr.min() < 1 or arr.max() > lens[i]:
+                raise UsageError(f"lengths['{i}'] must hold {B} lengths in 1..{lens[i]}, "
+                                 f"not {arr.tolist()}")
+            if (arr < lens[i]).any():
+                out[i] = arr
+        return out
+
+    def feedback(self) -> dict:
+        """Class targets read with a delay inside an equation -> the output their loss
+        pairs them with (what generation and scheduled sampling feed back)."""
+        fed = {u for u, _, s in self.graph.nx().edges(data="shift")
+               if s.kind == "rel" and s.k < 0}
+        return {l.target.var: l.output.var for l in self.graph.losses
+                if l.fn == "xent" and l.target.var in fed}
 
     def _check_tree_array(self, v, arr, forest):
         want = 1 if v.is_ids else 2

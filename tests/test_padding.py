@@ -1,0 +1,113 @@
+"""Variable lengths and scheduled sampling in the interpreter (docs/internals.md)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph.gradcheck import random_batch
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+DIMS = {"V": 5, "K": 3, "Vx": 5, "Vy": 6}
+
+
+def _cut(m, arrays, ex, b):
+    out = {}
+    for k, a in arrays.items():
+        index = m.graph.var(k).index
+        out[k] = a[b:b + 1] if index is None else a[b:b + 1, :ex[index][b]]
+    return out
+
+
+@pytest.mark.parametrize("name", ["seq2seq.sg", "bidirectional.sg", "many_to_one.sg",
+                                  "conditional.sg", "deep_stacked_cell.sg", "dynamical.sg"])
+def test_a_padded_batch_equals_its_examples_one_at_a_time(name):
+    m = seqgraph.load(str(SPECS / name), dims=DIMS, dtype="float64")
+    rng = np.random.default_rng(0)
+    inputs, targets, lens, _ = random_batch(m, rng, B=3, T=5)
+    ex = {i: np.array([L, 1, max(L - 2, 1)]) for i, L in lens.items()}
+    full = m.run(inputs, targets, grads=True, lengths=ex)
+    loss, grads = 0.0, {p: 0.0 for p in m.params}
+    for b in range(3):
+        one = m.run(_cut(m, inputs, ex, b), _cut(m, targets, ex, b), grads=True,
+                    lengths={i: int(n[b]) for i, n in ex.items()})
+        loss += one.loss / 3
+        grads = {p: grads[p] + one.grads[p] / 3 for p in grads}
+    assert full.loss == pytest.approx(loss, rel=1e-12)
+    for p in grads:
+        np.testing.assert_allclose(full.grads[p], grads[p], rtol=1e-10, atol=1e-13)
+
+
+def test_padding_values_do_not_matter():
+    m = seqgraph.load(str(SPECS / "bidirectional.sg"), dims=DIMS, dtype="float64")
+    rng = np.random.default_rng(1)
+    inputs, targets, lens, _ = random_batch(m, rng, B=2, T=6)
+    ex = {"t": np.array([6, 3])}
+    a = m.run(inputs, targets, grads=True, lengths=ex)
+    inputs["x"][1, 3:] = (inputs["x"][1, 3:] + 1) % 5
+    targets["y"][1, 3:] = -1
+    b = m.run(inputs, targets, grads=True, lengths=ex)
+    assert a.loss == b.loss
+    for p in a.grads:
+        np.testing.assert_array_equal(a.grads[p], b.grads[p])
+
+
+def test_bad_lengths_are_refused():
+    m = seqgraph.load(str(SPECS / "elman.sg"), dims=DIMS)
+    x = np.zeros((2, 4), dtype=int)
+    with pytest.raises(seqgraph.UsageError, match="lengths"):
+        m.run({"x": x}, {"y": x}, lengths={"t": np.array([5, 1])})
+
+
+JORDAN_LIKE = """
+input x[t] : onehot(V)
+target y[t] : class(V)
+param W, R, b, Wo, bo
+h[t] : 6 = tanh(W @ x[t] + R @ y[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+"""
+
+
+def _feedback_model():
+    return seqgraph.Model(seqgraph.read_spec("j.sg", JORDAN_LIKE), dims={"V": 4},
+                          dtype="float64")
+
+
+def test_teacher_one_is_teacher_forcing_and_zero_feeds_samples():
+    m = _feedback_model()
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (8, 6)), rng.integers(0, 4, (8, 6))
+    forced = m.run({"x": x}, {"y": y}).loss
+    assert m.run({"x": x}, {"y": y}, teacher=1.0).loss == forced
+    own = [m.run({"x": x}, {"y": y}, teacher=0.0, rng=np.random.default_rng(s)).loss
+           for s in (0, 0, 1)]
+    assert own[0] == own[1] != forced and own[0] != own[2]
+
+
+def test_sampled_feedback_is_a_constant_for_the_gradient():
+    m = _feedback_model()
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 4, (3, 5)), rng.integers(0, 4, (3, 5))
+
+    def run(grads=False):
+        return m.run({"x": x}, {"y": y}, teacher=0.5, grads=grads,
+                     rng=np.random.default_rng(7))
+    res = run(True)
+    d = {p: rng.normal(size=v.shape) for p, v in m.params.items()}
+    eps = 1e-6
+    for p in m.params:
+        m.params[p] += eps * d[p]
+    up = run().loss
+    for p in m.params:
+        m.params[p] -= 2 * eps * d[p]
+    down = run().loss
+    analytic = sum(float((res.grads[p] * d[p]).sum()) for p in m.params)
+    assert (up - down) / (2 * eps) == pytest.approx(analytic, rel=1e-6)
+
+
+def test_teacher_outside_zero_one_is_refused():
+    m = _feedback_model()
+    x = np.zeros((1, 2), dtype=int)
+    with pytest.raises(seqgraph.UsageError, match="teacher"):
+        m.run({"x": x}, {"y": x}, teacher=1.5)
