@@ -13,7 +13,7 @@ import numpy as np
 
 from . import ops
 from .graph.folded import Apply, Num, ParamRef, Ref
-from .graph.unfold import Outside, case_at, resolve
+from .graph.unfold import Outside, case_at, env_of, position
 
 
 @dataclass
@@ -78,14 +78,14 @@ class Interpreter:
         self.tape, self.ctx, self.B, self.lengths = tape, ctx, B, lengths
         self.carry_in = carry or {}
         self.pids = {p: tape.leaf(v) for p, v in m.params.items()}
-        self.nodes = {}
+        self.nodes, self.reduced = {}, {}
         for v in g.vars:
             if v.role != "hidden" and v.name in data:
                 self._leaf_data(v, data[v.name])
         for name, step in m.schedule(lengths, forest):
             v = g.var(name)
             expr = v.init if step == "init" else case_at(v, step, forest).expr
-            self.nodes[(name, step)] = self._eval(expr, name, step)
+            self.nodes[(name, step)] = self._eval(expr, name, env_of(v, step))
         loss, seeds, terms = self._losses(targets or {})
         res = Result(loss, None, self._values(), self._carry_out(), terms)
         if grads:
@@ -111,28 +111,48 @@ class Interpreter:
             self.nodes[(v.name, s)] = self.tape.leaf(np.ascontiguousarray(arr[:, s]))
 
     # ---------------------------------------------------------------- expressions
-    def _eval(self, e, var, step) -> int:
+    def _eval(self, e, var, env: dict) -> int:
+        """An expression at the index values `env` ({t: 3}, {u: 1, t: 3}, {})."""
         if isinstance(e, Num):
             return self.tape.leaf(e.value)
         if isinstance(e, ParamRef):
             return self.pids[e.name]
         if isinstance(e, Ref):
-            return self._read(e, step)
+            return self._read(e, env)
         assert isinstance(e, Apply)
-        args = [self._eval(a, var, step) for a in e.args]
+        if "over" in e.kw:
+            return self._reduce(e, var, env)
+        args = [self._eval(a, var, env) for a in e.args]
         attrs = e.attrs
         if e.op is ops.Op.ONEHOT:
             attrs = (("size", self.m.sizes[e.args[0].var]), ("dtype", self.m.dtype))
         return self.tape.apply(e.op, args, attrs, self.ctx)
 
-    def _read(self, r: Ref, step) -> int:
+    def _reduce(self, e: Apply, var, env: dict) -> int:
+        """`sum over t (E)`: E at every step of t, reduced in one op (padded steps
+        masked); computed once for the other index values (softmax over t reads it at
+        every t)."""
+        over = e.kw["over"]
+        outer = tuple(sorted((k, v) for k, v in env.items() if k != over))
+        key = (id(e), outer)
+        if key not in self.reduced:
+            args = [self._eval(e.args[0], var, {**env, over: s})
+                    for s in range(self.lengths[over])]
+            attrs = ()
+            if over in self.ex_len:
+                steps = np.arange(self.lengths[over])[:, None]
+                attrs = (("mask", steps < self.ex_len[over][None, :]),)
+            self.reduced[key] = self.tape.apply(e.op, args, attrs, self.ctx)
+        return self.reduced[key]
+
+    def _read(self, r: Ref, env: dict) -> int:
         v = self.g.var(r.var)
-        src = resolve(r, step, self.lengths.get(v.index), self.forest)
+        src = position(self.g, r, env, self.lengths, self.forest)
         if isinstance(src, Outside):
             return self._outside(src)
         if src not in self.nodes:
             raise KeyError(f"no value for {src} (is '{r.var}' given in the batch?)")
-        if v.index in self.ex_len:
+        if v.index in self.ex_len and v.inner is None:
             padded = self._padded(r, src)
             if padded is not None:
                 return padded
@@ -210,8 +230,9 @@ class Interpreter:
             op = ops.LOSS_NAMES[loss.fn]
             index = self.g.var(loss.output.var).index
             for step in self._steps(loss.output.var):
-                o = self._read(loss.output, step)
-                y = self._read(loss.target, step)
+                env = {} if step is None else {index: step}
+                o = self._read(loss.output, env)
+                y = self._read(loss.target, env)
                 i = self.tape.apply(op, [o, y], (), self.ctx)
                 live = self._live(self.tape.vals[y], index, step)
                 per_ex = self.tape.vals[i] * live
@@ -241,6 +262,11 @@ class Interpreter:
                 continue
             if v.index is None:
                 out[v.name] = self.tape.vals[self.nodes[(v.name, None)]]
+            elif v.inner is not None:          # [B, U, T, n]
+                U, T = self.lengths[v.index], self.lengths[v.inner]
+                out[v.name] = np.stack([np.stack([self.tape.vals[self.nodes[
+                    (v.name, (a, b))]] for b in range(T)], axis=1) for a in range(U)],
+                    axis=1)
             else:
                 rows = [self.tape.vals[self.nodes[(v.name, s)]]
                         for s in range(self.lengths[v.index])]

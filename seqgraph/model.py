@@ -10,7 +10,7 @@ import numpy as np
 from .errors import Pos, SpecError, UsageError
 from .graph.check import Checked, check
 from .graph.folded import FoldedGraph
-from .graph.unfold import unfold
+from .graph.unfold import step_key, unfold
 from .lang.elaborate import elaborate
 from .lang.parse import parse
 
@@ -215,8 +215,7 @@ def _schedule(graph: FoldedGraph, lengths: dict, forest=None) -> list:
     order = {v.name: i for i, v in enumerate(graph.vars)}
 
     def key(n):
-        s = n[1]
-        return (-1 if s is None or s == "init" else s, order[n[0]])
+        return (step_key(n[1]), order[n[0]])
     return [n for n in nx.lexicographical_topological_sort(g, key=key)
             if roles[n[0]] == "hidden"]
 

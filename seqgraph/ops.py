@@ -23,6 +23,7 @@ import numpy as np
 class Op(Enum):
     # products
     MATMUL = "@"          # W @ v: a matrix times a vector
+    DOT = "@dot"          # v @ x with v a vector (parameter or value): v^T x, a number
     GATHER = "@gather"    # W @ onehot(ids): an embedding lookup, never a V-wide product
     BILINEAR = "bilinear"  # k_i = a^T T[i] b (Socher et al. 2013)
     # elementwise, binary (a number broadcasts)
@@ -43,6 +44,12 @@ class Op(Enum):
     DROPOUT = "dropout"
     CONCAT = "concat"
     ONEHOT = "onehot"
+    # reductions over an index (attention): the argument evaluated at every step of the
+    # index is stacked [T, B, n]; `mask` [T, B] marks the real (unpadded) steps
+    SUM_OVER = "sum over"
+    MAX_OVER = "max over"
+    MEAN_OVER = "mean over"
+    LSE_OVER = "logsumexp over"
     # losses: per-example values [B] for one step
     XENT = "xent"
     BCE = "bce"
@@ -52,6 +59,8 @@ class Op(Enum):
 ELEMENTWISE_BINARY = (Op.ADD, Op.SUB, Op.MUL, Op.DIV)
 ELEMENTWISE_UNARY = (Op.NEG, Op.TANH, Op.SIGMOID, Op.RELU, Op.EXP, Op.LOG, Op.SOFTPLUS)
 LOSSES = (Op.XENT, Op.BCE, Op.MSE)
+REDUCTIONS = {"sum": Op.SUM_OVER, "max": Op.MAX_OVER, "mean": Op.MEAN_OVER,
+              "logsumexp": Op.LSE_OVER}
 FUNCTIONS = {"tanh": Op.TANH, "sigmoid": Op.SIGMOID, "relu": Op.RELU, "exp": Op.EXP,
              "log": Op.LOG, "softplus": Op.SOFTPLUS, "softmax": Op.SOFTMAX,
              "dropout": Op.DROPOUT, "bilinear": Op.BILINEAR}
@@ -171,6 +180,48 @@ def _bilinear_vjp(g, out, saved, xs):
             np.einsum("bk,kij,bi->bj", g, T, a, optimize=True))
 
 
+def _stack(xs, mask):
+    x = np.stack([np.broadcast_to(a, np.shape(xs[0])) for a in xs])     # [T, B, n]
+    m = np.ones(x.shape[:2], dtype=bool) if mask is None else np.asarray(mask, bool)
+    return x, m[:, :, None]
+
+
+# Each reduction saves the weights w_t of its local linearisation, d out = sum_t w_t dx_t,
+# which are 0 at padded steps; its VJP is then g * w_t for every step.
+def _sum_over(ctx, *xs, mask=None):
+    x, m = _stack(xs, mask)
+    w = m.astype(x.dtype)
+    return (x * w).sum(axis=0), w
+
+
+def _mean_over(ctx, *xs, mask=None):
+    x, m = _stack(xs, mask)
+    w = m / m.sum(axis=0)
+    return (x * w).sum(axis=0), w
+
+
+def _max_over(ctx, *xs, mask=None):
+    x, m = _stack(xs, mask)
+    z = np.where(m, x, -np.inf)
+    first = z.argmax(axis=0)          # the gradient flows to the first maximum
+    w = (np.arange(len(xs))[:, None, None] == first).astype(x.dtype)
+    return z.max(axis=0), w
+
+
+def _lse_over(ctx, *xs, mask=None):
+    # log sum_t exp(x_t) over the real steps: the normaliser of softmax over t; its
+    # weights are that softmax
+    x, m = _stack(xs, mask)
+    z = np.where(m, x, -np.inf)
+    top = z.max(axis=0)
+    out = top + np.log(np.exp(z - top).sum(axis=0))
+    return out, np.exp(z - out)
+
+
+def _over_vjp(g, y, w, xs):
+    return tuple(g * w[t] for t in range(len(xs)))
+
+
 def _plain(f):
     """A forward that saves nothing."""
     return lambda ctx, *xs, **kw: (f(*xs, **kw), None)
@@ -180,8 +231,6 @@ def _plain(f):
 def _same(S, out, args):
     """Elementwise: every vector argument has the output's size; numbers broadcast."""
     vecs = [a for a in args if len(a) == 1]
-    if not vecs:
-        S.error("an elementwise op needs at least one vector operand")
     for a in vecs:
         S.eq(out[0], a[0])
 
@@ -190,6 +239,11 @@ def _matmul(S, out, args):
     (m, n), (v,) = args
     S.eq(n, v)
     S.eq(out[0], m)
+
+
+def _dot(S, out, args):
+    (v,), (x,) = args
+    S.eq(v, x)
 
 
 def _concat(S, out, args):
@@ -214,7 +268,9 @@ class OpDef:
 
     ranks  the rank each argument must have: 0 a number, 1 a vector, 2 a matrix,
            3 a tensor, None a number or a vector. A parameter takes the rank of its place.
-    out    the rank of the result (0 for losses: one number per example).
+    out    the rank of the result: 1 a vector, 0 one number per example (a dot product,
+           a loss), None the largest rank of its arguments (elementwise ops: a number
+           times a number is a number). Per-example numbers run as arrays [B, 1].
     """
     op: Op
     ranks: tuple
@@ -226,21 +282,24 @@ class OpDef:
 
 def _unary(op, f, df):
     """df(g, x, y) is the VJP of y = f(x)."""
-    return OpDef(op, (1,), 1, _same, _plain(f), lambda g, y, s, xs: (df(g, xs[0], y),))
+    return OpDef(op, (None,), None, _same, _plain(f),
+                 lambda g, y, s, xs: (df(g, xs[0], y),))
 
 
 TABLE: dict[Op, OpDef] = {d.op: d for d in [
     OpDef(Op.MATMUL, (2, 1), 1, _matmul, _plain(lambda W, v: v @ W.T),
           lambda g, y, s, xs: (g.T @ xs[1], g @ xs[0])),
     OpDef(Op.GATHER, (2, 1), 1, _matmul, _plain(gather_cols), _gather_vjp),
-    OpDef(Op.BILINEAR, (3, 1, 1), 1, _bilinear, _bilinear_fwd, _bilinear_vjp),
-    OpDef(Op.ADD, (None, None), 1, _same, _plain(lambda a, b: a + b),
-          lambda g, y, s, xs: (g, g)),
-    OpDef(Op.SUB, (None, None), 1, _same, _plain(lambda a, b: a - b),
-          lambda g, y, s, xs: (g, -g)),
-    OpDef(Op.MUL, (None, None), 1, _same, _plain(lambda a, b: a * b),
+    OpDef(Op.DOT, (1, 1), 0, _dot, _plain(lambda v, x: (x * v).sum(axis=-1, keepdims=True)),
           lambda g, y, s, xs: (g * xs[1], g * xs[0])),
-    OpDef(Op.DIV, (None, None), 1, _same, _plain(lambda a, b: a / b),
+    OpDef(Op.BILINEAR, (3, 1, 1), 1, _bilinear, _bilinear_fwd, _bilinear_vjp),
+    OpDef(Op.ADD, (None, None), None, _same, _plain(lambda a, b: a + b),
+          lambda g, y, s, xs: (g, g)),
+    OpDef(Op.SUB, (None, None), None, _same, _plain(lambda a, b: a - b),
+          lambda g, y, s, xs: (g, -g)),
+    OpDef(Op.MUL, (None, None), None, _same, _plain(lambda a, b: a * b),
+          lambda g, y, s, xs: (g * xs[1], g * xs[0])),
+    OpDef(Op.DIV, (None, None), None, _same, _plain(lambda a, b: a / b),
           lambda g, y, s, xs: (g / xs[1], -g * xs[0] / (np.asarray(xs[1]) ** 2))),
     _unary(Op.NEG, lambda x: -x, lambda g, x, y: -g),
     _unary(Op.TANH, np.tanh, lambda g, x, y: g * (1 - y * y)),
@@ -251,13 +310,17 @@ TABLE: dict[Op, OpDef] = {d.op: d for d in [
     _unary(Op.SOFTPLUS, lambda x: np.logaddexp(0, x), lambda g, x, y: g * sigmoid(x)),
     _unary(Op.SOFTMAX, softmax,
            lambda g, x, y: y * (g - (g * y).sum(axis=-1, keepdims=True))),
-    OpDef(Op.DROPOUT, (1,), 1, _same, _dropout_fwd,
+    OpDef(Op.DROPOUT, (None,), None, _same, _dropout_fwd,
           lambda g, y, s, xs: (g if s is None else g * s,)),
     OpDef(Op.CONCAT, (), 1, _concat, _plain(lambda *xs: np.concatenate(xs, axis=-1)),
           _concat_vjp),
     OpDef(Op.ONEHOT, (1,), 1, _same,
           _plain(lambda ids, size, dtype: onehot(ids, size, dtype)),
           lambda g, y, s, xs: (None,)),
+    OpDef(Op.SUM_OVER, (None,), None, _same, _sum_over, _over_vjp),
+    OpDef(Op.MEAN_OVER, (None,), None, _same, _mean_over, _over_vjp),
+    OpDef(Op.MAX_OVER, (None,), None, _same, _max_over, _over_vjp),
+    OpDef(Op.LSE_OVER, (None,), None, _same, _lse_over, _over_vjp),
     OpDef(Op.XENT, (1, 1), 0, _loss, _xent_fwd, _xent_vjp),
     OpDef(Op.BCE, (1, 1), 0, _loss, _bce_fwd,
           lambda g, y, s, xs: (g[:, None] * (sigmoid(xs[0]) - xs[1]), None)),

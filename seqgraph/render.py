@@ -45,8 +45,14 @@ STYLE = {
 
 
 # ------------------------------------------------------------------------ DOT writing
+class Html(str):
+    """An HTML-like label (a table, a colour bar): written between < > in DOT."""
+
+
 def quote(s) -> str:
     """A DOT string literal; real newlines become DOT's centred line breaks."""
+    if isinstance(s, Html):
+        return f"<{s}>"
     s = str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{s}"'
 
@@ -351,8 +357,10 @@ def layout_columns(graph: FoldedGraph, dag: nx.DiGraph) -> dict:
     cols = {}
     for n, b in block_of.items():
         if b[0] == "index":
-            cols[n] = Column(2 * blevel[b], index_order.get(b[1], 99), b[1],
-                             dag.nodes[n].get("step", _node_step(n)))
+            step = dag.nodes[n].get("step", _node_step(n))
+            if isinstance(step, tuple):     # e[u, t] stands in the column of its u
+                step = step[0]
+            cols[n] = Column(2 * blevel[b], index_order.get(b[1], 99), b[1], step)
         else:
             # free values sit on odd levels, between the blocks at even levels
             cols[n] = Column(2 * blevel[b] + 1 if blevel[b] >= 0 else -1, 0, None, None)
@@ -375,6 +383,8 @@ def _step_label(graph: FoldedGraph, node, attrs: dict) -> str:
         return f"init {var}"
     if isinstance(step, int):
         return f"{var}[{step + 1}]"           # the language counts steps from 1
+    if isinstance(step, tuple):
+        return f"{var}[{', '.join(str(s + 1) for s in step)}]"
     return var
 
 
@@ -428,9 +438,13 @@ def _add_outside(dag: nx.DiGraph) -> nx.DiGraph:
 
 
 def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
-                 dag: nx.DiGraph | None = None) -> str:
+                 dag: nx.DiGraph | None = None, edge_attrs: dict | None = None,
+                 node_attrs: dict | None = None, decorate=None) -> str:
     """The unfolded DAG over `lengths` ({"t": 4}) as DOT text: one column per step.
-    `dag` (the unfolder's output) is computed when not given."""
+    `dag` (the unfolder's output) is computed when not given. An overlay passes
+    `edge_attrs` ({(node, node): attributes} over the DAG's nodes, e.g. a colour and a
+    label per edge), `node_attrs` ({node: attributes}) and `decorate(dot)` to add nodes
+    such as a legend."""
     graph, sizes = _graph_and_sizes(graph, sizes)
     if dag is None:
         dag = _unfold(graph, lengths)
@@ -441,8 +455,8 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
     dot = Dot(graph.name, rankdir="LR", nodesep="0.3", ranksep="0.55", newrank="true",
               label=f"{graph.name} unfolded ({title})", labelloc="t", fontname=FONT)
     for n in dag.nodes:
-        dot.node(ids[n], label=_step_label(graph, n, dag.nodes[n]),
-                 **_node_style(graph, dag, n))
+        dot.node(ids[n], **{"label": _step_label(graph, n, dag.nodes[n]),
+                            **_node_style(graph, dag, n), **(node_attrs or {}).get(n, {})})
     ordered = sorted(set(cols.values()),
                      key=lambda c: (c.level, c.order, c.step if c.step is not None else -1))
     rank = {c: i for i, c in enumerate(ordered)}
@@ -452,7 +466,9 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
     _order_columns(dot, graph, dag, cols, rank, ids)
     for a, b, data in dag.edges(data=True):
         tail, head, attrs = _unfolded_edge(graph, ids, cols, rank, a, b, data)
-        dot.edge(tail, head, **attrs)
+        dot.edge(tail, head, **{**attrs, **(edge_attrs or {}).get((a, b), {})})
+    if decorate is not None:
+        decorate(dot)
     return dot.text()
 
 

@@ -130,7 +130,7 @@ TABLE = [
     bad("per-example-reads-sequence", HEAD + "init h = tanh(h[t])\n" + H + OUT, 5, 17,
         "this value is one per example, so it cannot read 'h' at step 't'", "h[end]"),
     bad("two-indexes", HEAD + "h[t] : H = tanh(W @ x[t, u])\n" + OUT, 5, 21,
-        "a reference has one index here"),
+        "'x' has 1 index: write x[t]"),
     # ------------------------------------------------------------------- init
     bad("init-without-index", HEAD + H + "param Vc\ninit c = tanh(b)\nc : H = tanh(Vc @ b)\n"
         + OUT, 7, 1, "init gives the value before the first step; 'c' has no index"),
@@ -157,7 +157,7 @@ TABLE = [
     bad("number-as-variable", HEAD + "h[t] : H = 3\n" + OUT, 5, 1,
         "'h' is defined as a number, not a vector"),
     bad("matmul-left-not-param", HEAD + H + "o[t] = h[t] @ Wo\nloss xent(o[t], y[t])\n", 6, 8,
-        "the left side of '@' must be a parameter matrix"),
+        "the right side of '@' is the parameter 'Wo'", "Wo @ v"),
     # ------------------------------------------------------------------- causality
     bad("algebraic-loop", HEAD + "h[t] : H = tanh(W @ h[t] + b)\n" + OUT, 5, 21,
         "algebraic loop: h (line 5) -> h (line 5)", "pass through a delay"),

@@ -81,7 +81,7 @@ def test_forward_and_gradcheck(path):
         elif v.index in trees:
             want = (N, m.sizes[v.name])
         else:
-            want = (B, LENGTHS[v.index], m.sizes[v.name])
+            want = (B,) + tuple(LENGTHS[i] for i in v.indexes) + (m.sizes[v.name],)
         if v.name in vals:
             assert vals[v.name].shape == want, (v.name, vals[v.name].shape, want)
             assert np.isfinite(vals[v.name]).all(), v.name

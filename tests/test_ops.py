@@ -67,6 +67,17 @@ ROWS = [
     ("bce", Op.BCE, lambda r: [_vec(r) * 2, (r.random((B, N)) < 0.5) * 1.0], (), {}, 1e-8),
     ("bce_soft", Op.BCE, lambda r: [_vec(r) * 2, r.random((B, N))], (), {}, 1e-8),
     ("mse", Op.MSE, lambda r: [_vec(r), _vec(r)], (), {}, 1e-8),
+    # a vector parameter on the left of @: one number per example, kept as [B, 1]
+    ("dot", Op.DOT, lambda r: [r.normal(size=N), _vec(r)], (), {}, 1e-8),
+    ("mul_by_scores", Op.MUL, lambda r: [_vec(r, 1), _vec(r)], (), {}, 1e-8),
+    # reductions over an index: one argument per step; the mask drops padded steps
+    ("sum_over", Op.SUM_OVER, lambda r: [_vec(r) for _ in range(4)], (), {}, 1e-8),
+    ("sum_over_masked", Op.SUM_OVER, lambda r: [_vec(r) for _ in range(4)],
+     (("mask", np.array([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 0, 0]], bool)),), {}, 1e-8),
+    ("mean_over", Op.MEAN_OVER, lambda r: [_vec(r) for _ in range(3)], (), {}, 1e-8),
+    ("max_over", Op.MAX_OVER, lambda r: [_vec(r) + 3 * t for t in range(3)], (), {}, 1e-8),
+    ("logsumexp_over", Op.LSE_OVER, lambda r: [_vec(r, 1) for _ in range(5)],
+     (("mask", np.array([[1, 1, 1]] * 3 + [[1, 0, 1]] * 2, bool)),), {}, 1e-8),
 ]
 
 # arguments that carry no gradient: ids, numbers, and the targets of a loss

@@ -6,6 +6,8 @@ import sys
 from ..errors import UsageError
 from ..graph import unfold as U
 from ..graph.check import check
+from ..graph.report import report
+from ..graph.report import text as report_text
 from ..graph.printer import folded_text
 from ..model import read_spec
 
@@ -21,8 +23,13 @@ def add_arguments(p):
     p.add_argument("--explain", action="store_true",
                    help="say how the compiled executor runs each part, and what falls back "
                         "to the interpreter (unbound sizes default to 5)")
-    p.add_argument("--steps", type=int, default=3,
-                   help="steps of every sequence index for --dump unfolded (default 3)")
+    p.add_argument("--steps", type=int, metavar="T",
+                   help="steps of every sequence index: for --dump unfolded (default 3), "
+                        "and the BPTT window of the report (default: the train block's "
+                        "bptt, else 64)")
+    p.add_argument("--batch", type=int, metavar="B",
+                   help="examples per batch for the report's memory estimate (default: "
+                        "the train block's batch, else 32)")
 
 
 def parse_dims(items) -> dict:
@@ -44,15 +51,20 @@ def run(args) -> int:
     if args.dump == "folded":
         sys.stdout.write(folded_text(checked))
     elif args.dump == "unfolded":
-        if args.steps < 1:
+        steps = 3 if args.steps is None else args.steps
+        if steps < 1:
             raise UsageError("--steps must be at least 1")
-        lengths = {i: args.steps for i, k in spec.graph.indexes if k == "seq"}
+        lengths = {i: steps for i, k in spec.graph.indexes if k == "seq"}
         if any(k == "tree" for _, k in spec.graph.indexes):
             raise UsageError("--dump unfolded is for sequence models; render a tree with "
                              "`seqgraph render SPEC --tree ...`")
         sys.stdout.write(U.text(spec.graph, lengths))
     else:
+        for name, value in (("--steps", args.steps), ("--batch", args.batch)):
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be at least 1")
         sys.stdout.write(summary(checked))
+        sys.stdout.write(report_text(report(checked, args.steps, args.batch)))
     if args.explain:
         sys.stdout.write(explain_text(spec, parse_dims(args.dim)))
     return 0
@@ -81,7 +93,7 @@ def summary(checked) -> str:
     g = checked.graph
     lines = [f"model {g.name} ({g.path})", "", "variables:"]
     for v in g.vars:
-        ix = f"[{v.index}]" if v.index else ""
+        ix = f"[{', '.join(v.indexes)}]" if v.index else ""
         kind = f"{v.role} {v.kind}" if v.kind else v.role
         lines.append(f"  {v.name + ix:<16} {kind:<16} size {checked.sizes[v.name]}")
     lines += ["", "parameters:"]

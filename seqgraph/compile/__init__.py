@@ -35,6 +35,7 @@ class CompiledExecutor:
         self.fallback = None          # why the whole model runs in the interpreter
         self.notes = []
         self._interp = None
+        self.pool = kernels.Pool()
         try:
             self.stages = self._build()
         except Unsupported as e:
@@ -48,6 +49,11 @@ class CompiledExecutor:
     def _build(self):
         out = []
         dtype = self.m.dtype.name
+        for v in self.g.vars:        # attention: two indexes, reductions over an index
+            if v.inner is not None or any("over" in getattr(e, "kw", {}) for c in v.cases
+                                          for e in walk(c.expr)):
+                raise Unsupported(f"attention ('{v.name}' over two indexes or a reduction "
+                                  "over an index)")
         for st in schedule(self.g):
             if isinstance(st, StaticStage):
                 out.append(st)
@@ -83,12 +89,27 @@ class CompiledExecutor:
         if self.has_dropout:
             lines.append("training with dropout: interpreted (the masks follow the "
                          "interpreter's random stream)")
+        lines.append("a batch with per-example lengths shorter than its arrays "
+                     "(padding): interpreted")
+        if self.m.feedback():
+            lines.append("scheduled sampling (teacher < 1): interpreted")
         return lines
 
     # ------------------------------------------------------------------ running
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
             lengths=None, **kw):
-        if self.fallback or kw or (train and self.has_dropout):
+        if kw.get("forest") is not None:       # recursive nets: level-batched (trees.py)
+            from .trees import tree_executor
+            return tree_executor(self).run(inputs, targets, carry=carry, train=train,
+                                           grads=grads, rng=rng, lengths=lengths, **kw)
+        kw = {k: v for k, v in kw.items()
+              if not (k == "forest" and v is None) and not (k == "teacher" and v >= 1.0)}
+        lengths = self._scalar_lengths(inputs, targets, lengths)
+        if self.fallback or kw or lengths is _PADDED or (train and self.has_dropout):
+            # scheduled sampling (teacher < 1) and per-example lengths shorter than the
+            # arrays run in the interpreter: never a different answer
+            if lengths is _PADDED:
+                lengths = self._given_lengths
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, **kw)
         try:
@@ -97,6 +118,21 @@ class CompiledExecutor:
             self.notes.append(str(e))
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths)
+
+    def _scalar_lengths(self, inputs, targets, lengths):
+        """`lengths` with every per-example array that pads nothing made an int; _PADDED
+        when some example is shorter than the arrays (that batch is interpreted)."""
+        if not lengths or all(np.ndim(n) == 0 for n in lengths.values()):
+            return lengths
+        self._given_lengths = lengths
+        data = {**(inputs or {}), **(targets or {})}
+        B, lens = self.m.batch_shape(data, lengths)
+        if self.m.example_lengths(lengths, B, lens):
+            return _PADDED
+        return {i: int(lens[i]) if np.ndim(n) else int(n) for i, n in lengths.items()}
+
+
+_PADDED = object()
 
 
 def explain(model) -> list:
@@ -118,7 +154,7 @@ class _Run:
         B, lens = self.m.batch_shape(data, lengths)
         self.B, self.lengths = B, lens
         self.carry_in = carry or {}
-        self.env = Env(self.m, self.m.params, B, lens, carry)
+        self.env = Env(self.m, self.m.params, B, lens, carry, ex.pool)
         dt = self.m.dtype
         for v in self.g.vars:
             if v.role == "hidden" or v.name not in data:
@@ -188,7 +224,7 @@ class _Run:
     # ---------------------------------------------------------------- recurrences
     def rec_forward(self, rec: _Rec):
         st, step, k = rec.stage, rec.step, rec.kernel
-        env, B, dt = self.env, self.B, self.m.dtype
+        env, B, dt, pool = self.env, self.B, self.m.dtype, self.ex.pool
         T = self.lengths[st.index]
         K = step.K
         flip = st.direction > 0
@@ -197,7 +233,7 @@ class _Run:
         init_rows = []
         for i, v in enumerate(step.vars):
             n = self.m.sizes[v]
-            S = np.empty((T + K, B, n), dt)
+            S = pool.empty((T + K, B, n), dt)
             rows = []
             for j in range(1, K + 1):
                 val, is_init = env.outside(v, j, not flip)
@@ -212,54 +248,83 @@ class _Run:
             ev = Evaluation(env, e, st.index, T=T)
             X = self.broadcast(ev.out, T, _size(ev.out, step, j, self.m))
             if flip:
-                X = X[::-1]
-            args[f"X{j}"] = np.ascontiguousarray(X, dtype=dt)
+                X = _copy(pool, X[::-1])
+            args[f"X{j}"] = X if X.dtype == dt and X.flags.c_contiguous else \
+                np.ascontiguousarray(X, dtype=dt)
             hoist_evs.append(ev)
-        for gi, (_, parts) in enumerate(k.groups):
-            stack = np.concatenate([self.m.params[p] for p, _, _ in parts], axis=0)
-            args[f"WS{gi}"] = np.ascontiguousarray(stack)
-            args[f"W{gi}"] = np.ascontiguousarray(stack.T)
+        params = self.m.params
+        for gi, (opnd, parts) in enumerate(k.groups):
+            M, kin = sum(s for _, _, s in parts), k.info["operand_sizes"][gi]
+            if len(parts) == 1:
+                WS = params[parts[0][0]]
+            else:
+                WS = pool.empty((M, kin), dt)
+                np.concatenate([params[p] for p, _, _ in parts], axis=0, out=WS)
+            args[f"WS{gi}"] = WS
+            args[f"W{gi}"] = _copy(pool, WS.T)
+            args[f"NB{gi}"], args[f"KB{gi}"] = kernels.blocks(B, M, kin)
+            args[f"NBb{gi}"], args[f"KBb{gi}"] = kernels.blocks(B, kin, M)
         for i, p in enumerate(k.pvecs):
-            args[f"P_{i}"] = np.ascontiguousarray(self.m.params[p])
+            args[f"P_{i}"] = params[p]
         for name, n in k.tapes.items():
-            args[name] = np.empty((T, B, n), dt)
+            args[name] = pool.empty((T, B, n), dt)
         for gi in k.gtapes:
             M = sum(s for _, _, s in k.groups[gi][1])
-            args[f"G{gi}"] = np.empty((T, B, M), dt)
+            args[f"G{gi}"] = pool.empty((T, B, M), dt)
         if T > 0:
             rec.mod.forward(*[args[a] for a in k.fwd_args])
         for i, v in enumerate(step.vars):
             a = args[f"S{i}"][K:]
-            env.vals[v] = V(np.ascontiguousarray(a[::-1] if flip else a), "seq")
+            env.vals[v] = V(_copy(pool, a[::-1]) if flip else a, "seq")
         self.program.append(("rec", (rec, args, init_evs, hoist_evs, init_rows, T)))
 
     def rec_backward(self, item):
         rec, args, init_evs, hoist_evs, init_rows, T = item
         st, step, k = rec.stage, rec.step, rec.kernel
-        env, B, dt = self.env, self.B, self.m.dtype
+        env, B, dt, pool = self.env, self.B, self.m.dtype, self.ex.pool
         K, flip = step.K, st.direction > 0
         for i, v in enumerate(step.vars):
-            dS = np.zeros_like(args[f"S{i}"])
+            S = args[f"S{i}"]
             g = env.gvals.get(v)
-            if g is not None:
-                dS[K:] = g[::-1] if flip else g
+            if g is None:
+                dS = pool.zeros(S.shape, dt)
+            else:
+                dS = pool.empty(S.shape, dt)
+                dS[:K] = 0
+                np.copyto(dS[K:], g[::-1] if flip else g)
             args[f"dS{i}"] = dS
-        for j in range(len(step.hoisted)):
-            args[f"dX{j}"] = np.zeros_like(args[f"X{j}"])
         for gi, (_, parts) in enumerate(k.groups):
             M = sum(s for _, _, s in parts)
-            args[f"dG{gi}"] = np.zeros((T, B, M), dt)
+            args[f"dG{gi}"] = (pool.empty if gi in k.info["dg_assigned"] else pool.zeros)(
+                (T, B, M), dt)
+        alias = k.info["alias"]
+        for j in range(len(step.hoisted)):
+            if j in alias:
+                gi, off = alias[j]
+                n = args[f"X{j}"].shape[-1]
+                dG = args[f"dG{gi}"]
+                args[f"dX{j}"] = dG if off == 0 and n == dG.shape[-1] else \
+                    dG[:, :, off:off + n]
+            else:
+                args[f"dX{j}"] = pool.zeros(args[f"X{j}"].shape, dt)
         for i, p in enumerate(k.pvecs):
             args[f"dP_{i}"] = np.zeros_like(self.m.params[p])
         if T > 0:
             rec.mod.backward(*[args[a] for a in k.bwd_args])
+        else:
+            for gi in range(len(k.groups)):
+                args[f"dG{gi}"].fill(0)
         # weight gradients: one GEMM over all steps per stacked product
         for gi, (opnd, parts) in enumerate(k.groups):
             X = self.operand_rows(rec, args, opnd, T)
             dG = args[f"dG{gi}"].reshape(T * B, -1)
-            dW = kernels.matmul(dG.T, X.reshape(T * B, -1))
-            for p, off, m in parts:
-                env.add_pgrad(p, dW[off:off + m])
+            dW = kernels.matmul(dG.T, X.reshape(T * B, -1),
+                                out=pool.empty((dG.shape[1], X.shape[-1]), dt))
+            if len(parts) == 1:
+                env.add_pgrad(parts[0][0], dW)
+            else:
+                for p, off, m in parts:
+                    env.add_pgrad(p, dW[off:off + m])
         for i, p in enumerate(k.pvecs):
             env.add_pgrad(p, args[f"dP_{i}"])
         for j, ev in enumerate(hoist_evs):
@@ -346,6 +411,13 @@ class _Run:
                 vals.append(np.array(val, copy=True))
             out[name] = vals
         return out
+
+
+def _copy(pool, a):
+    """A contiguous copy of a in a pooled buffer."""
+    out = pool.empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
 
 
 def _size(out: V, step, j, m):

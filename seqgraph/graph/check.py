@@ -145,6 +145,7 @@ class _Sizes:
             if p.shape is not None:
                 self.param_shape[p.name] = tuple(self.fixed(d, f"'{p.name}'")
                                                  for d in p.shape)
+        self.scalars = self._scalar_vars()
         for v in g.vars:
             for case in v.cases:
                 self._define(v, case.expr, case.pos)
@@ -156,19 +157,46 @@ class _Sizes:
         self._solve_sums()
         return self._results()
 
+    def _scalar_vars(self) -> set:
+        """Variables defined by one number per example (an attention score v @ x): they
+        broadcast like numbers, and have size 1. Found by a fixpoint, since a variable
+        defined from scalars is a scalar."""
+        scalars, changed = set(), True
+        while changed:
+            changed = False
+            for v in self.g.hidden():
+                if v.name not in scalars and all(self._rank(c.expr, scalars) == 0
+                                                 for c in v.cases):
+                    scalars.add(v.name)
+                    changed = True
+        return scalars
+
+    def _rank(self, e, scalars) -> int:
+        if isinstance(e, Num):
+            return 0
+        if isinstance(e, Ref):
+            return 0 if e.var in scalars else 1
+        if isinstance(e, ParamRef):
+            return 1
+        out = TABLE[e.op].out
+        return out if out is not None else max(self._rank(a, scalars) for a in e.args)
+
     def _define(self, v, expr, pos):
         shape = self.shape(expr)
         self.where = pos
-        if len(shape) != 1:
-            raise SpecError(f"'{v.name}' is defined as a number, not a vector", pos,
-                            hint="a variable is a vector; use an expression with a vector")
-        self.eq(self.var_size[v.name], shape[0])
+        if len(shape) > 1:
+            raise SpecError(f"'{v.name}' is defined as a matrix, not a vector", pos)
+        declared = self.value(self.var_size[v.name])
+        if not shape and declared is not None and declared != Lin(1):
+            raise SpecError(f"'{v.name}' is defined as a number, not a vector of size "
+                            f"{declared}", pos, hint="a number per example has size 1")
+        self.eq(self.var_size[v.name], shape[0] if shape else self.new("", Lin(1)))
 
     def shape(self, e, rank=None) -> tuple:
         if isinstance(e, Num):
             return ()
         if isinstance(e, Ref):
-            return (self.var_size[e.var],)
+            return () if e.var in self.scalars else (self.var_size[e.var],)
         if isinstance(e, ParamRef):
             return self._param(e, 1 if rank is None else rank)
         assert isinstance(e, Apply)
@@ -185,7 +213,8 @@ class _Sizes:
         for a, sh in zip(e.args, args):
             if len(sh) == 1 and not self.label[sh[0]]:
                 self.label[sh[0]] = f"'{show(a)}'"
-        out = (self.new(f"'{label}'"),) if d.out == 1 else ()
+        rank = d.out if d.out is not None else max((len(a) for a in args), default=0)
+        out = (self.new(f"'{label}'"),) if rank == 1 else ()
         d.shape(self, out, args)
         return out
 
@@ -225,7 +254,7 @@ class _Sizes:
         for v in self.g.vars:
             val = self.value(self.var_size[v.name])
             if val is None:
-                ix = f"[{v.index}]" if v.index else ""
+                ix = f"[{', '.join(v.indexes)}]" if v.index else ""
                 raise SpecError(f"the size of '{v.name}' is not determined by anything",
                                 v.pos, hint=f"state it: {v.name}{ix} : SIZE = ...")
             sizes[v.name] = val

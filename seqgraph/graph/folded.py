@@ -82,6 +82,7 @@ class Ref:
     var: str
     shift: Shift = SAME
     pos: Pos = field(default=NOPOS, compare=False)
+    shift2: Shift = NONE     # the shift on the variable's second index (attention)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,11 @@ class Var:
     cases: tuple = ()
     init: Expr | None = None
     pos: Pos = field(default=NOPOS, compare=False)
+    inner: str | None = None     # a second index: e[u, t] (attention scores)
+
+    @property
+    def indexes(self) -> tuple:
+        return tuple(i for i in (self.index, self.inner) if i is not None)
 
     @property
     def is_ids(self) -> bool:

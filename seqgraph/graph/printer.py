@@ -17,7 +17,10 @@ def show(e, index_of=lambda v: None, prec: int = 0) -> str:
     if isinstance(e, ParamRef):
         return e.name
     if isinstance(e, Ref):
-        ix = e.shift.show(index_of(e.var))
+        idx = index_of(e.var)
+        if isinstance(idx, tuple):          # a variable over two indexes: e[u, t]
+            return f"{e.var}[{e.shift.show(idx[0])}, {e.shift2.show(idx[1])}]"
+        ix = e.shift.show(idx)
         return f"{e.var}[{ix}]" if ix else e.var
     assert isinstance(e, Apply)
     args = e.args
@@ -34,7 +37,13 @@ def show(e, index_of=lambda v: None, prec: int = 0) -> str:
         return "[" + "; ".join(show(a, index_of) for a in args) + "]"
     if e.op is Op.ONEHOT:
         return show(args[0], index_of, prec)
-    inner = ", ".join([show(a, index_of) for a in args] + [f"{v:g}" for _, v in e.attrs])
+    if "over" in e.kw:
+        return f"{e.op.value} {e.kw['over']} ({show(args[0], index_of)})"
+    if e.op is Op.DOT:
+        text = f"{show(args[0], index_of, 4)} @ {show(args[1], index_of, 3)}"
+        return f"({text})" if 3 < prec else text
+    inner = ", ".join([show(a, index_of) for a in args] +
+                      [f"{v:g}" for _, v in e.attrs if isinstance(v, (int, float))])
     return f"{e.op.value}({inner})"
 
 
@@ -46,7 +55,7 @@ def folded_text(checked) -> str:
     """The canonical text form of a checked folded graph: declarations, one equation a
     line with every size, the edges with their shifts, and the recurrences."""
     g = checked.graph
-    idx = {v.name: v.index for v in g.vars}
+    idx = {v.name: (v.index, v.inner) if v.inner else v.index for v in g.vars}
     index_of = idx.get
     out = [f"model {g.name}"]
     out += [f"dim {n} = {v}" for n, v in g.dims]
@@ -62,7 +71,7 @@ def folded_text(checked) -> str:
             if p.init else ""
         out.append(f"param {p.name} : [{shape}]{init}")
     for v in g.hidden():
-        ix = f"[{v.index}]" if v.index else ""
+        ix = f"[{', '.join(v.indexes)}]" if v.index else ""
         if v.init is not None:
             out.append(f"init {v.name} = {show(v.init, index_of)}")
         for c in v.cases:
@@ -73,7 +82,7 @@ def folded_text(checked) -> str:
         out.append(f"loss {l.weight:g} * {l.fn}({show(l.output, index_of)}, "
                    f"{show(l.target, index_of)})")
     out.append("edges:")
-    edges = sorted({(u, v, s.show(index_of(u)) or "-", s.is_delay)
+    edges = sorted({(u, v, s.show(g.var(u).index) or "-", s.is_delay)
                     for u, v, s in g.nx().edges(data="shift")})
     out += [f"  {u} -> {v} [{s}]{' delay' if d else ''}" for u, v, s, d in edges]
     out.append("recurrences:")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .folded import FoldedGraph, Ref, refs
+from .folded import Apply, FoldedGraph, Ref, refs
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,12 @@ def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
     for v in graph.vars:
         if v.init is not None:
             g.add_node((v.name, "init"), var=v.name, step="init", role="init", index=None)
-            for r in refs(v.init):
-                g.add_edge((r.var, None), (v.name, "init"), shift=r.shift)
+            for r, env in reads(v.init, {}, lengths):
+                g.add_edge(position(graph, r, env, lengths, forest), (v.name, "init"),
+                           shift=r.shift)
         for step in _steps(v, lengths) if v.cases else ():
-            for r in refs(case_at(v, step, forest).expr):
-                src = resolve(r, step, lengths.get(graph.var(r.var).index), forest)
+            for r, env in reads(case_at(v, step, forest).expr, env_of(v, step), lengths):
+                src = position(graph, r, env, lengths, forest)
                 if isinstance(src, Outside):
                     if graph.var(src.var).init is not None:
                         g.add_edge((src.var, "init"), (v.name, step), shift=r.shift)
@@ -80,6 +81,38 @@ def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
                     continue
                 g.add_edge(src, (v.name, step), shift=r.shift)
     return g
+
+
+def env_of(v, step) -> dict:
+    """The index values at a node: {} per example, {t: 3}, or {u: 1, t: 3}."""
+    if v.index is None or step == "init":
+        return {}
+    if v.inner is not None:
+        return {v.index: step[0], v.inner: step[1]}
+    return {v.index: step}
+
+
+def reads(expr, env: dict, lengths: dict):
+    """Every (reference, index values) an expression reads at `env`; a reduction
+    `sum over t (E)` reads E at every step of t."""
+    if isinstance(expr, Ref):
+        yield expr, env
+    elif isinstance(expr, Apply):
+        over = expr.kw.get("over")
+        for a in expr.args:
+            if over is None:
+                yield from reads(a, env, lengths)
+            else:
+                for s in range(lengths[over]):
+                    yield from reads(a, {**env, over: s}, lengths)
+
+
+def position(graph, r: Ref, env: dict, lengths: dict, forest=None):
+    """The node a reference reads at the index values `env` (see `resolve`)."""
+    v = graph.var(r.var)
+    if v.inner is not None:        # read at the current steps only (checked)
+        return (r.var, (env[v.index], env[v.inner]))
+    return resolve(r, env.get(v.index), lengths.get(v.index), forest)
 
 
 def case_at(v, step, forest=None):
@@ -92,7 +125,18 @@ def case_at(v, step, forest=None):
 
 
 def _steps(v, lengths):
-    return [None] if v.index is None else range(lengths[v.index])
+    if v.index is None:
+        return [None]
+    if v.inner is not None:
+        return [(a, b) for a in range(lengths[v.index]) for b in range(lengths[v.inner])]
+    return range(lengths[v.index])
+
+
+def step_key(step) -> tuple:
+    """A sort key for steps of any kind: per example and init first, then by step."""
+    if step is None or step == "init":
+        return (-1, -1)
+    return tuple(step) if isinstance(step, tuple) else (step, -1)
 
 
 def text(graph: FoldedGraph, lengths: dict) -> str:
@@ -102,9 +146,7 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
     order = {v.name: i for i, v in enumerate(graph.vars)}
 
     def key(n):
-        step = n[1]
-        s = -1 if step is None or step == "init" else step
-        return (s, order[n[0]])
+        return (step_key(n[1]), order[n[0]])
     lines = []
     for n in nx.lexicographical_topological_sort(g, key=key):
         preds = [_name(p) for p in sorted(g.predecessors(n), key=key)]
@@ -131,4 +173,6 @@ def _name(n):
         return var
     if step == "init":
         return f"init({var})"
+    if isinstance(step, tuple):
+        return f"{var}[{', '.join(str(s + 1) for s in step)}]"
     return f"{var}[{step + 1}]"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..errors import NOPOS, Pos
 
 KEYWORDS = frozenset("model dim input target param init loss cell return train if otherwise "
-                     "leaf tree end reverse bi stack".split())
+                     "leaf tree end reverse bi stack over".split())
 
 
 def _pos():
@@ -63,6 +63,15 @@ class FnCall:
     """`tanh(v)`, `dropout(v, 0.5)`, or a cell use `rnn(x, 64)`."""
     name: str
     args: tuple
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """`sum over t (expr)`: a reduction of expr over every step of index t."""
+    fn: str                   # sum | max | mean | logsumexp | softmax
+    index: str
+    arg: object
     pos: Pos = _pos()
 
 

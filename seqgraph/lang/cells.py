@@ -48,6 +48,8 @@ def _children(node):
         return node.args
     if isinstance(node, A.Concat):
         return node.parts
+    if isinstance(node, A.Reduce):
+        return (node.arg,)
     return ()
 
 
@@ -295,4 +297,6 @@ class _Subst:
             return replace(e, args=tuple(self.expr(a) for a in e.args))
         if isinstance(e, A.Concat):
             return replace(e, parts=tuple(self.expr(a) for a in e.parts))
+        if isinstance(e, A.Reduce):
+            return replace(e, index=self.index_name(e.index), arg=self.expr(e.arg))
         return e

@@ -11,9 +11,9 @@ from functools import lru_cache
 from importlib import resources
 
 from ..errors import Pos, SpecError
-from ..graph.folded import NONE, Apply, Case, FoldedGraph, Loss, Num, ParamDef, ParamRef, \
+from ..graph.folded import NONE, SAME, Apply, Case, FoldedGraph, Loss, Num, ParamDef, ParamRef, \
     Ref, Shift, Var
-from ..ops import FUNCTIONS, LOSS_NAMES, Op
+from ..ops import FUNCTIONS, LOSS_NAMES, REDUCTIONS, Op
 from . import ast as A
 from .cells import Expander, _use_parts, is_cell_use
 from .parse import parse
@@ -182,8 +182,12 @@ class _Elaborator:
 
     def _check_cases(self, name, group):
         first = group[0]
-        if len(first.index) > 1:
-            raise SpecError("a variable has at most one index here", first.pos)
+        if len(first.index) > 2:
+            raise SpecError("a variable has at most two indexes", first.pos)
+        if len(first.index) == 2 and (first.index[0] == first.index[1] or
+                                      set(first.index) & set(self.trees)):
+            raise SpecError("a variable over two indexes needs two different sequence "
+                            "indexes, like e[u, t]", first.pos)
         conds = [e.cond for e in group]
         is_tree = bool(first.index) and first.index[0] in self.trees
         if not is_tree or len(group) == 1 and conds == [None]:
@@ -218,11 +222,12 @@ class _Elaborator:
 
     def _hidden_var(self, name, group) -> Var:
         first = group[0]
-        index = first.index[0] if first.index else None
-        if index is not None:
-            self._index(index, first.pos)
+        for i in first.index:
+            self._index(i, first.pos)
+        index, inner = (first.index + (None, None))[:2]
         size = next((e.size for e in group if e.size is not None), None)
-        cases = tuple(Case(self._expr(e.rhs, index, e.cond), e.cond, e.pos) for e in group)
+        cases = tuple(Case(self._expr(e.rhs, first.index, e.cond), e.cond, e.pos)
+                      for e in group)
         inits = [i for i in self.inits if i.name == name]
         if len(inits) > 1:
             raise SpecError(f"'{name}' has two init values", inits[1].pos)
@@ -231,17 +236,20 @@ class _Elaborator:
             if index is None:
                 raise SpecError(f"init gives the value before the first step; '{name}' "
                                 "has no index", inits[0].pos)
-            init = self._expr(inits[0].expr, None, None, in_init=True)
-        return Var(name, "hidden", index, None, size, cases, init, first.pos)
+            init = self._expr(inits[0].expr, (), None, in_init=True)
+        return Var(name, "hidden", index, None, size, cases, init, first.pos, inner)
 
     # ------------------------------------------------------------------ expressions
-    def _expr(self, e, index, cond, in_init=False):
-        """AST expression -> IR; `index` is the equation's own index (None: per example)."""
-        rec = lambda x: self._expr(x, index, cond, in_init)  # noqa: E731
+    def _expr(self, e, bound, cond, in_init=False):
+        """AST expression -> IR; `bound` are the indexes in scope: the equation's own
+        (() for a per-example value) and those of enclosing reductions."""
+        rec = lambda x: self._expr(x, bound, cond, in_init)  # noqa: E731
         if isinstance(e, A.Number):
             return Num(e.value, e.pos)
         if isinstance(e, A.Name):
-            return self._name(e, index, cond, in_init)
+            return self._name(e, bound, cond, in_init)
+        if isinstance(e, A.Reduce):
+            return self._reduce(e, bound, cond, in_init)
         if isinstance(e, A.Neg):
             return Apply(Op.NEG, (rec(e.arg),), (), e.pos)
         if isinstance(e, A.Concat):
@@ -258,12 +266,43 @@ class _Elaborator:
                             f"{e.modifier} {e.cell}(...)`", e.pos)
         raise SpecError("this is not an expression", getattr(e, "pos", None))
 
+    def _declared_rank(self, param: str):
+        shape = self.params[param].shape
+        return None if shape is None else len(shape)
+
+    def _reduce(self, e: A.Reduce, bound, cond, in_init):
+        """`sum over t (E)`: E with t bound, at every step of t. `softmax over t (E)` is
+        exp(E - logsumexp over t (E)), normalised over t."""
+        if self.indexes.get(e.index) != "seq" and e.index not in self.indexes:
+            raise SpecError(f"'{e.index}' is not a sequence index of this model", e.pos,
+                            hint="a reduction runs over an index that some variable uses")
+        if self.indexes.get(e.index) == "tree":
+            raise SpecError("reductions run over sequence indexes, not trees", e.pos)
+        fns = dict(REDUCTIONS, softmax=None)
+        if e.fn not in fns:
+            raise SpecError(f"unknown reduction '{e.fn}'", e.pos,
+                            hint=_did_you_mean(e.fn, fns) or "sum, max, mean, logsumexp, "
+                            "softmax over INDEX (...)")
+        inner = tuple(i for i in bound if i != e.index) + (e.index,)
+        arg = self._expr(e.arg, inner, cond, in_init)
+        over = (("over", e.index),)
+        if e.fn != "softmax":
+            return Apply(REDUCTIONS[e.fn], (arg,), over, e.pos)
+        if e.index not in bound:
+            raise SpecError(f"softmax over {e.index} gives one weight per step of "
+                            f"{e.index}: define it on a variable over {e.index}, like "
+                            f"a[u, {e.index}]", e.pos)
+        lse = Apply(Op.LSE_OVER, (arg,), over, e.pos)
+        return Apply(Op.EXP, (Apply(Op.SUB, (arg, lse), (), e.pos),), (), e.pos)
+
     def _matmul(self, e, rec):
-        left = rec(e.left)
-        if not isinstance(left, ParamRef):
-            raise SpecError("the left side of '@' must be a parameter matrix", e.pos,
-                            hint="write W @ v with W declared by `param`")
-        right = rec(e.right)
+        left, right = rec(e.left), rec(e.right)
+        if isinstance(right, ParamRef) and not isinstance(left, ParamRef):
+            raise SpecError(f"the right side of '@' is the parameter '{right.name}'", e.pos,
+                            hint=f"a matrix goes on the left: {right.name} @ v")
+        if not isinstance(left, ParamRef) or self._declared_rank(left.name) == 1:
+            # v @ x with v a vector (a value, or a parameter declared [n]): v^T x
+            return Apply(Op.DOT, (left, right), (), e.pos)
         if isinstance(right, Apply) and right.op is Op.ONEHOT:
             return Apply(Op.GATHER, (left, right.args[0]), (), e.pos)   # a lookup
         return Apply(Op.MATMUL, (left, right), (), e.pos)
@@ -291,46 +330,55 @@ class _Elaborator:
             raise SpecError("bilinear's first argument must be a parameter tensor", e.pos)
         return Apply(FUNCTIONS[e.name], args, (), e.pos)
 
-    def _name(self, e: A.Name, index, cond, in_init):
+    def _name(self, e: A.Name, bound, cond, in_init):
         if e.name in self.params and e.index is None:
             self.used_params.add(e.name)
             return ParamRef(e.name, e.pos)
-        var = self._var_index(e.name, e.pos)
+        var = self._var_indexes(e.name, e.pos)
         if var is _UNKNOWN:
             known = set(self.params) | set(self.data) | set(self.defs)
             raise SpecError(f"undefined name '{e.name}'", e.pos,
                             hint=_did_you_mean(e.name, known) or
                             "declare it with param, input, target, or define it")
-        shift = self._shift(e, var, index, cond, in_init)
-        ref = Ref(e.name, shift, e.pos)
+        shift, shift2 = self._shifts(e, var, bound, cond, in_init)
+        ref = Ref(e.name, shift, e.pos, shift2)
         if e.name in self.data and self.data[e.name].kind in ("onehot", "class"):
             return Apply(Op.ONEHOT, (ref,), (), e.pos)    # ids used as one-hot vectors
         return ref
 
-    def _var_index(self, name, pos):
+    def _var_indexes(self, name, pos):
         if name in self.data:
-            return self.data[name].index[0] if self.data[name].index else None
+            return self.data[name].index
         if name in self.defs:
-            first = self.defs[name][0]
-            return first.index[0] if first.index else None
+            return self.defs[name][0].index
         if name in self.params:
             raise SpecError(f"parameter '{name}' has no index", pos)
         if name in self.dims:
             raise SpecError(f"'{name}' is a size, not a value", pos)
         return _UNKNOWN
 
-    def _shift(self, e: A.Name, var_index, index, cond, in_init) -> Shift:
-        if var_index is None:
+    def _shifts(self, e: A.Name, var_indexes, bound, cond, in_init) -> tuple:
+        """The shifts of a reference on each of its variable's indexes."""
+        if not var_indexes:
             if e.index:
                 raise SpecError(f"'{e.name}' has one value per example and no index",
                                 e.pos, hint=f"write {e.name} without [...]")
-            return NONE
+            return NONE, NONE
         if not e.index:
-            raise SpecError(f"'{e.name}' runs over '{var_index}': write "
-                            f"{e.name}[{var_index}]", e.pos)
-        if len(e.index) > 1:
-            raise SpecError("a reference has one index here", e.pos)
-        ix = e.index[0]
+            raise SpecError(f"'{e.name}' runs over '{', '.join(var_indexes)}': write "
+                            f"{e.name}[{', '.join(var_indexes)}]", e.pos)
+        if len(e.index) != len(var_indexes):
+            raise SpecError(f"'{e.name}' has {len(var_indexes)} index"
+                            f"{'es' * (len(var_indexes) > 1)}: write "
+                            f"{e.name}[{', '.join(var_indexes)}]", e.pos)
+        shifts = tuple(self._shift(e, vi, ix, bound, cond, in_init)
+                       for vi, ix in zip(var_indexes, e.index))
+        if len(shifts) == 2 and shifts != (SAME, SAME):
+            raise SpecError(f"a variable over two indexes is read at the current steps "
+                            f"only: {e.name}[{', '.join(var_indexes)}]", e.pos)
+        return shifts[0], (shifts[1] if len(shifts) > 1 else NONE)
+
+    def _shift(self, e: A.Name, var_index, ix, bound, cond, in_init) -> Shift:
         is_tree = self.indexes.get(var_index) == "tree" or var_index in self.trees
         if ix.kind in ("first", "end"):
             if is_tree:
@@ -338,18 +386,20 @@ class _Elaborator:
             return Shift(ix.kind)
         if ix.kind == "rel" and ix.name == "root" and is_tree and ix.k == 0:
             return Shift("root")
-        if in_init or index is None:
+        if in_init or not bound:
             raise SpecError(f"this value is one per example, so it cannot read '{e.name}' "
                             f"at step '{ix.name}'", ix.pos,
                             hint=f"use {e.name}[end] or {e.name}[1]")
-        if var_index != index:
+        if var_index not in bound:
             raise SpecError(f"'{e.name}' runs over '{var_index}' and this equation over "
-                            f"'{index}'", ix.pos,
-                            hint=f"use {e.name}[end] or {e.name}[1] to read one step")
-        if ix.name != index:
-            raise SpecError(f"wrong index '{ix.name}' on '{e.name}': this equation runs "
-                            f"over '{index}'", ix.pos,
-                            hint=f"write {e.name}[{index}], {e.name}[{index}-1], "
+                            f"'{', '.join(bound)}'", ix.pos,
+                            hint=f"use {e.name}[end] or {e.name}[1] to read one step, or "
+                                 f"a reduction: sum over {var_index} (...)")
+        if ix.name != var_index:
+            where = "this equation runs" if len(bound) == 1 else "it runs"
+            raise SpecError(f"wrong index '{ix.name}' on '{e.name}': {where} over "
+                            f"'{var_index}'", ix.pos,
+                            hint=f"write {e.name}[{var_index}], {e.name}[{var_index}-1], "
                                  f"{e.name}[end] ...")
         if ix.kind == "child":
             if not is_tree:
@@ -375,8 +425,7 @@ class _Elaborator:
             if not isinstance(a, A.Name):
                 raise SpecError("a loss compares two variables: define the expression "
                                 "as a variable first", a.pos)
-            r = self._name(a, a.index[0].name if a.index and a.index[0].name else None,
-                           None, False)
+            r = self._name(a, tuple(i.name for i in a.index or () if i.name), None, False)
             refs.append(r.args[0] if isinstance(r, Apply) else r)
         out, tgt = refs
         if out.var in self.data:

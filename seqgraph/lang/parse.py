@@ -4,6 +4,7 @@ SpecError with the line, a caret and what was expected, in words.
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from importlib import resources
 
@@ -17,6 +18,7 @@ from . import ast as A
 
 MAX_SOURCE = 5_000_000     # characters; a larger spec is refused, not parsed
 MAX_NESTING = 50           # brackets inside brackets; deeper would exhaust the recursion
+MAX_LAYERS = 1000          # stack(N): each layer is expanded into equations
 
 
 class _BracketNewlines(PostLex):
@@ -56,8 +58,18 @@ def _name(tok: Token) -> str:
     return str(tok)
 
 
-def _int(tok: Token, what: str) -> int:
+def _float(tok: Token) -> float:
+    """A number token as a float; one beyond the float range (1e400) is an error."""
     v = float(tok)
+    if not math.isfinite(v):
+        shown = str(tok) if len(tok) <= 24 else f"{str(tok)[:20]}... ({len(tok)} digits)"
+        raise SpecError(f"the number {shown} is too large", _pos(tok),
+                        hint="numbers must fit a 64-bit float (at most about 1.8e308)")
+    return v
+
+
+def _int(tok: Token, what: str) -> int:
+    v = _float(tok)
     if v != int(v) or v < 0:
         raise SpecError(f"{what} must be a whole number, not {tok}", _pos(tok))
     return int(v)
@@ -122,10 +134,10 @@ class _Build(Transformer):
         return (str(name),) if arg is None else (str(name), arg)
 
     def signed(self, meta, c):
-        return float(c[0])
+        return _float(c[0])
 
     def negative(self, meta, c):
-        return -float(c[0])
+        return -_float(c[0])
 
     def tree_stmt(self, meta, c):
         return A.TreeDecl(_name(c[0]), _pos(meta))
@@ -135,7 +147,7 @@ class _Build(Transformer):
 
     def loss_stmt(self, meta, c):
         weight, fn, a, b = c
-        return A.LossDecl(str(fn), (a, b), 1.0 if weight is None else float(weight),
+        return A.LossDecl(str(fn), (a, b), 1.0 if weight is None else _float(weight),
                           _pos(fn) if weight is None else _pos(meta))
 
     def return_stmt(self, meta, c):
@@ -170,6 +182,8 @@ class _Build(Transformer):
         n = _int(c[0], "a number of layers")
         if n < 1:
             raise SpecError("stack needs at least one layer", _pos(c[0]))
+        if n > MAX_LAYERS:
+            raise SpecError(f"stack({c[0]}) has more than {MAX_LAYERS} layers", _pos(c[0]))
         return ("stack", n)
 
     def leaf(self, meta, c):
@@ -198,7 +212,11 @@ class _Build(Transformer):
         return A.Neg(c[0], _pos(meta))
 
     def number(self, meta, c):
-        return A.Number(float(c[0]), _pos(c[0]))
+        return A.Number(_float(c[0]), _pos(c[0]))
+
+    def reduce(self, meta, c):
+        fn, index, arg = c
+        return A.Reduce(str(fn), _name(index), arg, _pos(fn))
 
     def concat(self, meta, c):
         return A.Concat(tuple(c), _pos(meta))
@@ -241,7 +259,7 @@ class _Build(Transformer):
         return A.TrainEntry(str(c[0]), c[1], _pos(c[0]))
 
     def v_number(self, meta, c):
-        v = float(c[0])
+        v = _float(c[0])
         return int(v) if v == int(v) and "." not in c[0] and "e" not in c[0].lower() else v
 
     def v_negative(self, meta, c):
@@ -478,9 +496,21 @@ def _parse_stmts(text: str) -> tuple:
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise _too_deep(text) from None
         raise
     except RecursionError:
-        raise SpecError("the spec nests too deeply", Pos(1, 1)) from None
+        raise _too_deep(text) from None
+
+
+def _too_deep(text: str) -> SpecError:
+    """An expression too deep for the parser's recursion (a chain of hundreds of
+    operators; brackets are limited before): shown at the line with the most operators."""
+    lines = text.split("\n")
+    n = max(range(len(lines)), key=lambda i: sum(map(lines[i].count, "+-*/@")))
+    col = len(lines[n]) - len(lines[n].lstrip()) + 1
+    return SpecError("this expression nests too deeply (too many operators in a row)",
+                     Pos(n + 1, col), hint="define parts of the expression as variables")
 
 
 def parse_value(text: str):

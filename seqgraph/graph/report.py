@@ -1,0 +1,273 @@
+"""The static report of `seqgraph check`: what training and generation will meet, read
+off the equations alone (no data, no parameters).
+
+For each recurrence: its direction, delays and parameters, and an estimate of the memory
+back-propagation through time keeps: the backward pass needs the value of every variable
+at every step of the window, so each hidden variable costs T x B x size x dtype bytes
+(the intermediates inside an equation, the gradients and the optimiser come on top; the
+number is an estimate, not a measurement).
+
+Whether the model can generate: a sequence output is produced one step at a time, so
+nothing it depends on may read a later step of the generated index (the index of its
+target): not a backward recurrence over that index, not x[t+1], not h[end], and not the
+target itself at the same step.
+
+Whether truncated BPTT cuts a dependency the loss needs: training cuts the generated
+index (the target's, which a chars or words loader streams) into windows of `bptt`
+steps and carries the state of a forward recurrence from one window into the next. A
+delay longer than the window then always reads a carried value, which no gradient
+crosses; a backward recurrence cannot be carried in from the window that follows, so it
+restarts at the end of every window; `h[end]` and `h[1]` name the window's last and first
+step, not the sequence's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .folded import Shift
+from .sizes import Lin
+
+DTYPE_BYTES = {"float32": 4, "float64": 8}
+STREAMS = ("chars", "words")       # loaders whose token stream is cut into bptt windows
+
+
+@dataclass
+class Memory:
+    """Bytes as a linear form in unbound size names: const + sum(coeff * name)."""
+    const: int = 0
+    terms: dict = field(default_factory=dict)
+
+    def add(self, size: Lin, factor: int) -> None:
+        self.const += size.const * factor
+        for n, c in size.terms:
+            self.terms[n] = self.terms.get(n, 0) + c * factor
+
+    def __str__(self) -> str:
+        parts = [human(self.const)] if self.const or not self.terms else []
+        parts += [f"{human(c)} x {n}" for n, c in sorted(self.terms.items())]
+        return " + ".join(parts)
+
+
+def human(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+@dataclass
+class RecurrenceInfo:
+    vars: tuple
+    index: str | None
+    direction: str           # 'forward in time' | 'backward in time' | 'up the tree ...'
+    delays: tuple
+    params: tuple
+    memory: Memory           # its variables' values over T steps and B examples
+
+
+@dataclass
+class Report:
+    steps: int
+    batch: int
+    dtype: str
+    steps_from: str           # 'train block bptt' | '--steps' | 'default'
+    batch_from: str
+    recurrences: list
+    memory: Memory            # every hidden variable
+    generated: str | None     # the index a sequence output is generated over
+    can_generate: bool | None     # None: no sequence output
+    generate_reasons: list     # why not
+    window: str | None         # the index truncated BPTT cuts into windows
+    cuts: list                 # dependencies truncated BPTT cuts (sentences)
+    no_window: str = ""        # why nothing is cut into windows
+
+
+def _direction(graph, r) -> str:
+    if graph.index_kinds.get(r.index) == "tree":
+        return "up the tree (children first)"
+    return "forward in time" if r.direction < 0 else "backward in time"
+
+
+def _train_int(train: dict, key: str, default: int) -> tuple[int, str]:
+    v = train.get(key)
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return v, f"the train block's {key}"
+    return default, "default"
+
+
+def report(checked, steps: int | None = None, batch: int | None = None) -> Report:
+    g = checked.graph
+    train = g.train_config
+    if steps is None:
+        steps, steps_from = _train_int(train, "bptt", 64)
+    else:
+        steps_from = "--steps"
+    if batch is None:
+        batch, batch_from = _train_int(train, "batch", 32)
+    else:
+        batch_from = "--batch"
+    dtype = str(train.get("dtype", "float32"))
+    nbytes = DTYPE_BYTES.get(dtype, 4)
+
+    def var_memory(names) -> Memory:
+        m = Memory()
+        for n in names:
+            v = g.var(n)
+            if v.role != "hidden":
+                continue
+            per = batch * nbytes * (steps if v.index is not None else 1)
+            m.add(checked.sizes[n], per)
+        return m
+
+    recs = [RecurrenceInfo(r.vars, r.index, _direction(g, r), r.delays, r.params,
+                           var_memory(r.vars)) for r in checked.recurrences]
+    total = var_memory([v.name for v in g.hidden()])
+    generated, ok, reasons = _generation(checked)
+    window, cuts = _truncation(checked, steps)
+    no_window = "no sequence target: nothing is cut into windows"
+    data = train.get("data")
+    loader = getattr(data, "name", None)
+    if window is not None and loader is not None and loader not in STREAMS:
+        no_window = (f"data = {loader}(...) gives whole examples, not one stream cut "
+                     f"into windows (this check is for {' and '.join(STREAMS)} streams)")
+        window, cuts = None, []
+    return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
+                  reasons, window, cuts, no_window)
+
+
+# ------------------------------------------------------------------------ generation
+def _seq_targets(g) -> list:
+    """(output, target) of every loss whose target runs over a sequence index."""
+    out = []
+    for loss in g.losses:
+        y = g.var(loss.target.var)
+        if y.index is not None and g.index_kinds.get(y.index) == "seq":
+            out.append((loss.output.var, y))
+    return out
+
+
+def _reads_future(shift: Shift) -> bool:
+    return (shift.kind == "rel" and shift.k > 0) or shift.kind == "end"
+
+
+def _generation(checked):
+    """(generated index, can generate, reasons): an output over index I must not depend
+    on a later step of I, nor on its own target at the same step."""
+    g = checked.graph
+    pairs = _seq_targets(g)
+    if not pairs:
+        return None, None, []
+    G = g.nx()
+    reasons = []
+    index = pairs[0][1].index
+    for out, y in pairs:
+        I = y.index
+        up = nx.ancestors(G, out) | {out}
+        for r in checked.recurrences:
+            if r.index == I and r.direction > 0 and up & set(r.vars):
+                reasons.append(f"the backward recurrence {', '.join(r.vars)} over {I} "
+                               f"feeds the output {out}: {out}[{I}] would read steps not "
+                               "generated yet")
+        in_backward = {v for r in checked.recurrences if r.direction > 0 for v in r.vars}
+        for u, v, s in G.edges(data="shift"):
+            if v not in up or g.var(u).index != I:
+                continue
+            if _reads_future(s) and not (u in in_backward and v in in_backward):
+                reasons.append(f"{v} reads {u}[{s.show(I)}], a later step of {I}, and "
+                               f"feeds the output {out}")
+            elif u == y.name and not s.is_delay and s.kind == "rel":
+                reasons.append(f"{v} reads the target {u}[{I}] of its own step and feeds "
+                               f"the output {out}: it would read the answer it is asked for")
+    reasons += _sampler_check(g)
+    return index, not reasons, list(dict.fromkeys(reasons))
+
+
+def _sampler_check(g) -> list:
+    """The reason `seqgraph sample` would refuse the model (graph/generate_check.py, its
+    own check of the class targets it writes), so the report never says more than the
+    sampler allows."""
+    try:
+        from .generate_check import can_generate, generated_targets
+    except ImportError:          # pragma: no cover - a build without the sampler's check
+        return []
+    if not generated_targets(g):
+        return []
+    ok, why = can_generate(g)
+    return [] if ok else [f"seqgraph sample refuses it: {why}"]
+
+
+# ------------------------------------------------------------------------ truncation
+def _truncation(checked, bptt: int):
+    """(windowed index, sentences): what cutting the target's index into windows of
+    `bptt` steps does to the dependencies the loss needs."""
+    g = checked.graph
+    pairs = _seq_targets(g)
+    if not pairs:
+        return None, []
+    I = pairs[0][1].index
+    G = g.nx()
+    need = set()
+    for out, _ in pairs:
+        need |= nx.ancestors(G, out) | {out}
+    cuts = []
+    for u, v, s in G.edges(data="shift"):
+        if v not in need or g.var(u).index != I or g.var(v).index != I:
+            continue
+        if s.kind == "rel" and abs(s.k) > bptt and s.k < 0:
+            cuts.append(f"{v} reads {u}[{s.show(I)}]: a delay of {-s.k} steps is longer "
+                        f"than the bptt window of {bptt}, so it always reads the state "
+                        f"carried from an earlier window and no gradient flows along it")
+        elif s.kind in ("end", "first"):
+            which = "last" if s.kind == "end" else "first"
+            cuts.append(f"{v} reads {u}[{s.show(I)}]: in training that is the {which} "
+                        f"step of each window of {bptt}, not of the whole sequence")
+    for r in checked.recurrences:
+        if r.index == I and r.direction > 0 and need & set(r.vars):
+            cuts.append(f"the backward recurrence {', '.join(r.vars)} runs over {I}, "
+                        f"the windowed index: it cannot be carried in from the next window, "
+                        f"so it restarts at the end of every window of {bptt} steps and "
+                        f"sees only the rest of its window")
+    return I, list(dict.fromkeys(cuts))
+
+
+# ------------------------------------------------------------------------ text
+def text(rep: Report) -> str:
+    """The report as lines for `seqgraph check`."""
+    lines = ["", f"memory BPTT keeps (estimate) for T = {rep.steps} steps "
+                 f"({rep.steps_from}), B = {rep.batch} examples ({rep.batch_from}), "
+                 f"{rep.dtype}:"]
+    for r in rep.recurrences:
+        lines.append(f"  {', '.join(r.vars)} ({r.direction} over {r.index}, delays "
+                     f"{' '.join(r.delays)}): {r.memory}")
+    lines.append(f"  all variables: {rep.memory}")
+    if rep.memory.terms:
+        names = ", ".join(sorted(rep.memory.terms))
+        lines.append(f"  ({names} unbound: --dim binds {'them' if ',' in names else 'it'})")
+    lines += [f"  counted: every hidden variable's value at every step, T x B x size x "
+              f"{DTYPE_BYTES.get(rep.dtype, 4)} bytes;",
+              "  the intermediates inside each equation, the gradients and the optimiser "
+              "come on top"]
+    lines += ["", "generation:"]
+    if rep.can_generate is None:
+        lines.append("  no sequence output: the loss reads a per-example target")
+    elif rep.can_generate:
+        lines.append(f"  can generate over {rep.generated}: no output reads a later step "
+                     f"of {rep.generated} or its own target")
+    else:
+        lines.append(f"  cannot generate over {rep.generated}:")
+        lines += [f"    {r}" for r in rep.generate_reasons]
+    lines += ["", f"truncated BPTT (windows of {rep.steps} steps):"]
+    if rep.window is None:
+        lines.append(f"  {rep.no_window}")
+    elif not rep.cuts:
+        lines.append(f"  cuts no dependency the loss needs over {rep.window}: forward "
+                     f"recurrences are carried from window to window, and gradients reach "
+                     f"back at most {rep.steps} steps")
+    else:
+        lines.append(f"  cuts dependencies the loss needs over {rep.window}:")
+        lines += [f"    {c}" for c in rep.cuts]
+    return "\n".join(lines) + "\n"

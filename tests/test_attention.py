@@ -1,0 +1,139 @@
+"""Attention as equations over two indexes (issue 11): variables e[u, t], reductions
+`sum over t (...)`, `softmax over t (...)`, masking of padded steps, gradients, and the
+same equations written in PyTorch."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph.gradcheck import gradcheck, random_batch
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+DIMS = {"Vx": 5, "Vy": 6}
+
+# attention alone: the encoder states are given, the decoder is a plain recurrence
+ADDITIVE = """
+input  h[t] : vec(6)
+target y[u] : class(4)
+param va : [5]
+param Wa, Ua, Wd, Cd, F, bd, Wo, bo
+e[u, t] = va @ tanh(Wa @ s[u-1] + Ua @ h[t])
+a[u, t] = softmax over t (e[u, t])
+ctx[u]  = sum over t (a[u, t] * h[t])
+s[u] : 5 = tanh(Wd @ s[u-1] + Cd @ ctx[u] + F @ y[u-1] + bd)
+o[u] = Wo @ s[u] + bo
+loss xent(o[u], y[u])
+"""
+
+
+def _model(text=ADDITIVE, seed=0):
+    spec = seqgraph.read_spec("att.sg", text)
+    return seqgraph.Model(spec, dims=DIMS, dtype="float64", seed=seed,
+                          param_init=("normal", 0.5))
+
+
+def _batch(B=3, T=4, U=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"h": rng.normal(size=(B, T, 6))}, {"y": rng.integers(0, 4, (B, U))}
+
+
+def test_scores_are_numbers_and_weights_sum_to_one_over_t():
+    m = _model()
+    assert m.sizes["e"] == m.sizes["a"] == 1 and m.sizes["ctx"] == 6
+    ins, tgs = _batch()
+    a = m.run(ins, tgs).values["a"]
+    assert a.shape == (3, 3, 4, 1)
+    np.testing.assert_allclose(a.sum(axis=2), 1.0, rtol=1e-12)
+
+
+def test_gradients_match_central_differences():
+    assert all(c.ok for c in gradcheck(_model()))
+
+
+@pytest.mark.parametrize("name", ["attention.sg", "luong.sg"])
+def test_gallery_attention_gradients(name):
+    spec = seqgraph.read_spec(str(SPECS / name))
+    m = seqgraph.Model(spec, dims=DIMS, dtype="float64")
+    checks = gradcheck(m)
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+def test_padded_encoder_steps_change_nothing():
+    m = _model()
+    ins, tgs = _batch(B=2, T=5)
+    lengths = {"t": np.array([5, 2])}
+    res = m.run(ins, tgs, grads=True, lengths=lengths)
+    # the weights over an example's real steps sum to one (padded ones are unspecified)
+    np.testing.assert_allclose(res.values["a"][1, :, :2].sum(axis=1), 1.0, rtol=1e-12)
+    one = m.run({"h": ins["h"][1:, :2]}, {"y": tgs["y"][1:]}, grads=True)
+    np.testing.assert_allclose(res.values["ctx"][1], one.values["ctx"][0], rtol=1e-12)
+    ins["h"][1, 2:] = 100.0                          # padding values do not matter
+    again = m.run(ins, tgs, grads=True, lengths=lengths)
+    assert again.loss == res.loss
+    for p in res.grads:
+        np.testing.assert_array_equal(again.grads[p], res.grads[p])
+
+
+def test_reductions_sum_max_mean():
+    text = """
+input  h[t] : vec(3)
+target y : vec(3)
+s = sum over t (h[t])
+m = max over t (h[t])
+a = mean over t (h[t])
+param W
+o = W @ [s; m; a]
+loss mse(o, y)
+"""
+    m = seqgraph.Model(seqgraph.read_spec("r.sg", text), dtype="float64")
+    h = np.random.default_rng(0).normal(size=(2, 4, 3))
+    v = m.run({"h": h}, {"y": np.zeros((2, 3))}).values
+    np.testing.assert_allclose(v["s"], h.sum(axis=1))
+    np.testing.assert_allclose(v["m"], h.max(axis=1))
+    np.testing.assert_allclose(v["a"], h.mean(axis=1))
+    v = m.run({"h": h}, {"y": np.zeros((2, 3))}, lengths={"t": np.array([4, 2])}).values
+    np.testing.assert_allclose(v["a"][1], h[1, :2].mean(axis=0))
+    np.testing.assert_allclose(v["m"][1], h[1, :2].max(axis=0))
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("c[u] = sum over q (h[t])", "'q' is not a sequence index"),
+    ("c[u] = median over t (h[t])", "unknown reduction 'median'"),
+    ("c[u] = softmax over t (h[t])", "softmax over t gives one weight per step"),
+    ("c[u] = sum over t (e[u-1, t])", "read at the current steps only"),
+    ("c[u] = h[t]", "'h' runs over 't' and this equation over 'u'"),
+])
+def test_errors(bad, fragment):
+    text = ("input  h[t] : vec(3)\ntarget y[u] : vec(3)\nparam va : [3]\n"
+            "e[u, t] = va @ h[t]\n" + bad + "\n")
+    with pytest.raises(seqgraph.SpecError, match=fragment.replace("[", r"\[")
+                       .replace("(", r"\(")):
+        seqgraph.read_spec("bad.sg", text)
+
+
+def test_same_equations_in_pytorch():
+    torch = pytest.importorskip("torch")
+    m = _model(seed=3)
+    ins, tgs = _batch(B=2, T=4, U=3, seed=4)
+    res = m.run(ins, tgs, grads=True)
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in m.params.items()}
+    h = torch.tensor(ins["h"])
+    y = torch.tensor(tgs["y"])
+    B, U = y.shape
+    s = torch.zeros(B, 5, dtype=torch.float64)
+    prev = torch.zeros(B, 4, dtype=torch.float64)          # y[0]: no start token
+    loss = 0
+    for u in range(U):
+        e = torch.tanh((s @ P["Wa"].T)[:, None, :] + torch.einsum("btd,kd->btk", h, P["Ua"]))
+        score = e @ P["va"]                                  # [B, T]
+        a = torch.softmax(score, dim=1)
+        ctx = (a[:, :, None] * h).sum(dim=1)
+        s = torch.tanh(s @ P["Wd"].T + ctx @ P["Cd"].T + prev @ P["F"].T + P["bd"])
+        o = s @ P["Wo"].T + P["bo"]
+        loss = loss + torch.nn.functional.cross_entropy(o, y[:, u], reduction="sum") / B
+        prev = torch.nn.functional.one_hot(y[:, u], 4).double()
+    loss.backward()
+    assert res.loss == pytest.approx(loss.item(), rel=1e-12)
+    for k, v in P.items():
+        np.testing.assert_allclose(res.grads[k], v.grad.numpy(), rtol=1e-9, atol=1e-12)
