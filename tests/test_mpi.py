@@ -1,0 +1,257 @@
+"""`mpiexec -n 2 seqgraph train SPEC --distributed` on one machine (seqgraph/train/
+distributed.py, docs/scaling.md): two ranks with batch B end with the parameters of one
+process with batch 2B, every rank ends with the same parameters, a resumed distributed
+run ends where an uninterrupted one does, and a rank that dies or hangs ends the run with
+a message and a whole checkpoint.
+
+The module launches mpiexec itself (subprocess) and skips only when mpi4py or mpiexec is
+not installed (`pip install 'seqgraph[mpi]'` brings both). Tiny model, interpreter,
+float64: each launch takes a few seconds.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+ROOT = Path(__file__).resolve().parents[1]
+_here = Path(sys.executable).parent / "mpiexec"
+MPIEXEC = str(_here) if _here.exists() else shutil.which("mpiexec")
+if MPIEXEC is None:
+    pytest.skip("mpiexec is not installed (pip install 'seqgraph[mpi]')",
+                allow_module_level=True)
+
+from seqgraph.train import checkpoint as ck
+from seqgraph.train.distributed import params_digest
+
+WORDS = "the cat sat on a mat and the dog ran to the hat".split()
+
+# no dropout: a dropout mask of 2B rows is not two masks of B rows, so only a model
+# without it can match the single process bit for bit (docs/scaling.md)
+LM = """\
+model lm
+dim H = 8
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+train {
+  data = chars("tiny.txt")
+  valid = 0.1
+  optimizer = sgd(lr = 0.5, momentum = 0.9)
+  clip = 0.5
+  batch = 2
+  bptt = 10
+  epochs = 3
+  dtype = float64
+}
+"""
+TOL = 1e-10
+
+
+@pytest.fixture
+def work(tmp_path):
+    rng = np.random.default_rng(0)
+    # 20 lines, about 440 characters: with 4 streams of bptt 10, 10 windows an epoch
+    text = "".join(" ".join(rng.choice(WORDS, 6)) + "\n" for _ in range(20))
+    (tmp_path / "tiny.txt").write_text(text)
+    (tmp_path / "lm.sg").write_text(LM)
+    return tmp_path
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep)
+    env.update(extra)
+    return env
+
+
+def train_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "seqgraph.cli", "train", "lm.sg", "--executor", "interp",
+            "--quiet", *map(str, args)]
+
+
+def mpirun(work, n, *args, launcher=(), timeout=120) -> subprocess.CompletedProcess:
+    cmd = [MPIEXEC, *launcher, "-n", str(n), *train_cmd("--distributed", *args)]
+    return subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True,
+                          check=False, timeout=timeout)
+
+
+def single(work, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(train_cmd(*args), cwd=work, env=_env(), capture_output=True,
+                          text=True, check=False, timeout=120)
+
+
+def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def params(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if not k.startswith("__")}
+
+
+def meta(path: Path) -> dict:
+    with np.load(path) as z:
+        return json.loads(str(z["__meta__"]))
+
+
+def rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(open(path)))
+
+
+def assert_close(a: dict, b: dict, tol=TOL):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == np.float64
+        assert np.max(np.abs(a[k] - b[k])) <= tol, k
+
+
+# ------------------------------------------------------------------ equivalence
+@pytest.mark.parametrize("optimizer", ["sgd(lr = 0.5, momentum = 0.9)", "adam(lr = 0.02)"])
+def test_two_ranks_equal_one_process_with_the_doubled_batch(work, optimizer):
+    # 14 steps cross the end of epoch 1 (validation, fresh state) into epoch 2; clip =
+    # 0.5 is below every gradient norm here, so clipping acts at every step and must act
+    # on the averaged gradient to match
+    opt = f"optimizer={optimizer}"
+    ok(mpirun(work, 2, "--steps", 14, "--out", "two", "--set", opt))
+    ok(single(work, "--steps", 14, "--out", "one", "--set", "batch=4", "--set", opt))
+    assert_close(params(work / "two/checkpoint.npz"), params(work / "one/checkpoint.npz"))
+    # the same curve: the window's loss and the gradient norm (before clipping) of the
+    # global batch, and the validation loss over the 2B validation streams
+    one, two = rows(work / "one/metrics.csv"), rows(work / "two/metrics.csv")
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    for r1, r2 in zip(one, two):
+        for key in ("train_loss", "valid_loss", "grad_norm"):
+            assert (r1[key] == "") == (r2[key] == "")
+            if r1[key]:
+                assert float(r1[key]) == pytest.approx(float(r2[key]), rel=1e-5)
+    assert any(r["valid_loss"] for r in two)
+    assert all(float(r["grad_norm"]) > 0.5 for r in two if r["grad_norm"])
+
+
+def test_every_rank_ends_with_the_same_parameters(work):
+    ok(mpirun(work, 2, "--steps", 7, "--out", "two"))
+    path = work / "two/checkpoint.npz"
+    d = meta(path)["distributed"]
+    assert d["ranks"] == 2 and len(d["param_digests"]) == 2
+    # each rank hashed its own parameters; rank 0 wrote the checkpoint
+    assert d["param_digests"][0] == d["param_digests"][1] == params_digest(params(path))
+    assert len(d["rng"]) == 2 and d["rng"][0] != d["rng"][1]
+
+
+def test_a_distributed_run_resumes_where_it_stopped(work):
+    # stopped at step 4, mid-epoch: each rank's carried state and generator are restored
+    ok(mpirun(work, 2, "--steps", 13, "--out", "straight"))
+    ok(mpirun(work, 2, "--steps", 4, "--out", "split"))
+    c = ck.load(work / "split/checkpoint.npz")
+    assert isinstance(c.carry, list) and len(c.carry) == 2
+    ok(mpirun(work, 2, "--steps", 13, "--resume", "split"))
+    assert_close(params(work / "straight/checkpoint.npz"),
+                 params(work / "split/checkpoint.npz"), tol=0)
+    # one process, or another number of ranks, cannot continue it
+    p = single(work, "--steps", 14, "--resume", "split")
+    assert p.returncode == 2 and "mpiexec -n 2" in p.stderr and "Traceback" not in p.stderr
+    p = mpirun(work, 1, "--steps", 14, "--resume", "split")
+    assert p.returncode == 2 and "on 2 rank(s)" in p.stderr
+
+
+def test_one_rank_distributed_is_the_plain_run(work):
+    ok(mpirun(work, 1, "--steps", 6, "--out", "mpi1"))
+    ok(single(work, "--steps", 6, "--out", "plain"))
+    assert_close(params(work / "mpi1/checkpoint.npz"), params(work / "plain/checkpoint.npz"),
+                 tol=0)
+
+
+# ------------------------------------------------------------------------ failures
+def _rank_pid(token: str, rank: int, deadline: float) -> int:
+    """The pid of rank `rank` of the job whose environment carries `token`."""
+    want = {f"SEQGRAPH_MPI_TEST={token}".encode(), f"PMI_RANK={rank}".encode()}
+    while time.monotonic() < deadline:
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                env = set((d / "environ").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+            if want <= env:
+                return int(d.name)
+        time.sleep(0.1)
+    raise AssertionError(f"rank {rank} never started")
+
+
+def _run_and_hit_rank1(work, sig, launcher=()):
+    """A long run; once it has written a checkpoint and some steps, send `sig` to rank 1.
+    Returns (exit code, stdout and stderr, seconds from the signal to the end)."""
+    token = uuid.uuid4().hex
+    cmd = [MPIEXEC, *launcher, "-n", "2",
+           *train_cmd("--distributed", "--epochs", 100000, "--out", "run",
+                      "--mpi-timeout", 5)]
+    proc = subprocess.Popen(cmd, cwd=work, env=_env(SEQGRAPH_MPI_TEST=token),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        pid = _rank_pid(token, 1, deadline)
+        ckpt, metrics = work / "run/checkpoint.npz", work / "run/metrics.csv"
+        while not (ckpt.exists() and metrics.exists() and len(rows(metrics)) >= 25):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run wrote no checkpoint"
+            time.sleep(0.05)
+        os.kill(pid, sig)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)        # a hang fails here
+        return proc.returncode, out + err, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, UnboundLocalError):
+            pass
+
+
+def _checkpoint_whole(work):
+    c = ck.load(work / "run/checkpoint.npz")          # a torn file would raise here
+    d = c.meta["distributed"]
+    assert d["param_digests"][0] == d["param_digests"][1] == params_digest(c.params)
+    assert c.meta["state"]["position"]["step"] >= 1
+    # (rank 0 killed while writing leaves a .checkpoint.npz.*.tmp beside it, never a
+    # torn checkpoint.npz: the write is a rename)
+
+
+def test_a_killed_rank_ends_the_job_and_leaves_the_checkpoint_whole(work):
+    # MPICH's mpiexec kills the other ranks at once (SIGKILL, so they cannot add a word
+    # of their own) and says which rank died and how
+    code, err, took = _run_and_hit_rank1(work, signal.SIGKILL)
+    assert code != 0 and took < 30
+    assert "BAD TERMINATION" in err or "killed" in err.lower(), err
+    _checkpoint_whole(work)
+
+
+def test_the_other_ranks_say_that_a_rank_hangs(work):
+    # a rank that stops answering (SIGSTOP: a stuck file system, a swapped-out node) is
+    # not seen by the launcher: rank 0 waits --mpi-timeout (5 s) in the next collective,
+    # then names the problem and the last checkpoint and aborts the whole job
+    code, err, took = _run_and_hit_rank1(work, signal.SIGSTOP)
+    assert code != 0 and took < 45
+    assert "seqgraph: rank 0 of 2: no word from the other ranks for 5 s" in err, err
+    assert "a rank died or hangs" in err and "Last checkpoint: run/checkpoint.npz" in err
+    assert "Traceback" not in err
+    _checkpoint_whole(work)
