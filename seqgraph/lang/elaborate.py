@@ -273,7 +273,7 @@ class _Elaborator:
     def _reduce(self, e: A.Reduce, bound, cond, in_init):
         """`sum over t (E)`: E with t bound, at every step of t. `softmax over t (E)` is
         exp(E - logsumexp over t (E)), normalised over t."""
-        if self.indexes.get(e.index) != "seq" and e.index not in self.indexes:
+        if e.index not in self.indexes:
             raise SpecError(f"'{e.index}' is not a sequence index of this model", e.pos,
                             hint="a reduction runs over an index that some variable uses")
         if self.indexes.get(e.index) == "tree":
