@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .graph.folded import Apply, ParamRef, Ref, refs, walk
 from .ops import Op
 
@@ -286,6 +286,398 @@ def plot(reports: list[StateReport], path: str, title: str = "") -> None:
                           f"{rep.beta_w:.3g}, {rep.state.nonlinearity}' <= "
                           f"{rep.state.beta_h:g}")
     ax.set_yscale("log")
+    ax.set_xlabel("distance d = t - k (steps)")
+    ax.set_ylabel("spectral norm of the Jacobian")
+    ax.set_title(title or "Jacobian norms across time")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------ parameters
+@dataclass
+class Params:
+    """Where the measured parameters come from: a checkpoint written by `seqgraph
+    train` (checked against the spec, with its dims and vocabulary), a plain `.npz` of
+    parameter arrays (any subset, named as in the spec), or None: the spec's
+    initialisation with the given seed."""
+    path: str | None = None
+    ckpt: object = None         # train.checkpoint.Checkpoint, for seqgraph's own files
+    seed: int = 0
+
+    @property
+    def meta(self) -> dict:
+        return self.ckpt.meta if self.ckpt is not None else {}
+
+    @property
+    def step(self) -> int | None:
+        pos = (self.meta.get("state") or {}).get("position") or {}
+        return pos.get("step")
+
+    @property
+    def label(self) -> str:
+        if self.path is None:
+            return f"initialisation (seed {self.seed})"
+        from pathlib import Path
+        p = Path(self.path)
+        name = p.parent.name if p.name == "checkpoint.npz" and p.parent.name else p.name
+        return name if self.step is None else f"{name} (step {self.step})"
+
+    def dims(self) -> dict:
+        if self.ckpt is not None:
+            return {k: int(v) for k, v in (self.meta.get("dims") or {}).items()
+                    if isinstance(v, (int, np.integer))}
+        return checkpoint_dims(self.path) if self.path else {}
+
+    def vocab(self):
+        if self.ckpt is None or "vocab" not in self.meta:
+            return None
+        from .train.loaders import Vocab
+        return Vocab.from_json(self.meta["vocab"])
+
+    def apply(self, model) -> None:
+        """Copy the parameters into the model (a float64 copy of what was trained)."""
+        if self.ckpt is not None:
+            from .train import checkpoint as ck
+            ck.restore_params(self.ckpt, model.params)
+        elif self.path is not None:
+            load_checkpoint(model, self.path)
+
+
+def open_params(path: str | None, seed: int = 0) -> Params:
+    """A checkpoint file or run directory (its checkpoint.npz); None: initialisation."""
+    if path is None:
+        return Params(None, None, seed)
+    from pathlib import Path
+    from .train import checkpoint as ck
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoint.npz"
+    if not p.is_file():
+        raise UsageError(f"{p}: no such checkpoint")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            meta = json.loads(str(z[ck.META])) if ck.META in z.files else {}
+    except Exception:        # unreadable: the plain loader says why
+        meta = {}
+    if isinstance(meta, dict) and meta.get("format") == ck.FORMAT:
+        return Params(str(p), ck.load(p), seed)
+    return Params(str(p), None, seed)
+
+
+# ------------------------------------------------------------------------ real batches
+@dataclass
+class TextData:
+    """A token stream for measuring: ids in the vocabulary, and how they bind."""
+    ids: np.ndarray
+    vocab: object
+    binding: object
+    describe: str
+
+
+def text_data(spec, data: str | None, vocab=None, dims: dict | None = None):
+    """The token stream of `--data` (a loader call such as chars("f.txt"), or a path read
+    like the training data), else the spec's own train-block data, else None (no data:
+    random ids). `vocab` is a checkpoint's (the ids the model was trained with); without
+    one the vocabulary is built from the text, as `seqgraph train` does."""
+    from pathlib import Path
+    from .train.binding import bind
+    from .train.config import make_config
+    from .train.loaders import make_loader
+    cfg = make_config(spec.train, {}, Path(spec.path).resolve().parent)
+    if data is None:
+        if cfg.data is None:
+            return None
+        loader = make_loader(cfg.data, cfg.base)
+    else:
+        from .cmd.eval import _loader_value
+        loader = make_loader(_loader_value(data, cfg), Path.cwd())
+    if not hasattr(loader, "tokens"):
+        raise UsageError(f"{loader.describe()}: jacobian reads a token stream (chars or "
+                         "words loaders)")
+    tokens = loader.tokens()
+    if vocab is not None and vocab.kind != loader.kind:
+        raise UsageError(f"the data reads {loader.kind} but the checkpoint's model was "
+                         f"trained on {vocab.kind}")
+    vocab = vocab or loader.vocab(tokens)
+    ids = vocab.encode(tokens, str(loader.path))
+    binding = bind(spec.graph, len(vocab), loader.kind, str(loader.path), dims or {})
+    return TextData(ids, vocab, binding, f"{loader.kind}({Path(loader.path).name!r})")
+
+
+def text_batch(data: TextData, B: int, T: int, rng) -> tuple[dict, dict]:
+    """B windows of T tokens at random places in the stream: inputs x and next-token
+    targets y[t] = x[t+1], each window starting from the zero state."""
+    from .train.data import feeds
+    n = len(data.ids)
+    if n < T + 2:
+        raise DataError(f"{n} tokens are too few for windows of {T} steps",
+                        file=data.describe)
+    starts = rng.integers(0, n - T, B)
+    x = np.stack([data.ids[s:s + T] for s in starts])
+    y = np.stack([data.ids[s + 1:s + T + 1] for s in starts])
+    return feeds(data.binding, x, y)
+
+
+@dataclass
+class Setup:
+    """Models built for one measurement: one per parameter source, one shared batch."""
+    spec: object
+    sources: list            # Params
+    models: list             # Model, float64, interpreter
+    inputs: dict
+    targets: dict
+    lengths: dict | None
+    batch_from: str          # what the batch is: 'random ids' or the loader
+    dims: dict
+
+
+def prepare(spec, sources: list, data: str | None = None, given: dict | None = None,
+            steps: int = 20, batch: int = 4, seed: int = 0,
+            use_train_data: bool = True) -> Setup:
+    """Models for every parameter source (same dims and vocabulary) and one batch: real
+    text when `data` is given or the spec's train block names data, else random."""
+    from .gradcheck import random_batch
+    from .model import Model
+    given = dict(given or {})
+    open_dims = spec.unbound_dims()
+    vocabs = [v for v in (s.vocab() for s in sources) if v is not None]
+    if any(v != vocabs[0] for v in vocabs[1:]):
+        raise UsageError("the checkpoints were trained with different vocabularies; "
+                         "their Jacobians cannot be measured on the same batch")
+    vocab = vocabs[0] if vocabs else None
+    dims = {}
+    for s in reversed(sources):
+        dims.update({k: v for k, v in s.dims().items() if k in open_dims})
+    td = None
+    if data is not None or use_train_data:
+        td = text_data(spec, data, vocab, {**dims, **given})
+    if td is not None:
+        dims.update(td.binding.dims)
+    dims = {**{n: 5 for n in open_dims}, **dims, **given}
+    models = []
+    for s in sources:
+        m = Model(spec, dims=dims, dtype="float64", seed=s.seed, executor="interp")
+        s.apply(m)
+        models.append(m)
+    rng = np.random.default_rng(seed)
+    if td is not None:
+        inputs, targets = text_batch(td, batch, steps, rng)
+        lengths, what = None, f"{batch} windows of {steps} tokens of {td.describe}"
+    else:
+        inputs, targets, lengths, forest = random_batch(models[0], rng, B=batch, T=steps)
+        if forest is not None:
+            raise UsageError(f"{spec.path}: a tree model has no distance in time; "
+                             "jacobian measures sequence recurrences")
+        what = f"{batch} random sequences of {steps} steps"
+    return Setup(spec, list(sources), models, inputs, targets, lengths, what,
+                 {k: int(v) for k, v in models[0].dims.items()
+                  if isinstance(v, (int, np.integer))})
+
+
+# ------------------------------------------------------------------------ edge norms
+def _cross_edges(model, lengths) -> dict:
+    """{(v, t): [(u, k), ...]}: the edges of the unfolded graph from a hidden variable at
+    one step to a hidden variable at another step of the same index."""
+    from .graph.unfold import unfold
+    dag = unfold(model.graph, lengths)
+    hidden = {v.name: v.index for v in model.graph.hidden() if v.index is not None}
+    into: dict = {}
+    for a, b in dag.edges:
+        if a[0] in hidden and b[0] in hidden and hidden[a[0]] == hidden[b[0]] \
+                and isinstance(a[1], int) and isinstance(b[1], int) and a[1] != b[1]:
+            into.setdefault(b, []).append(a)
+    return into
+
+
+def _rows(model, out_node, sources) -> dict:
+    """{source: J [B, n_out, n_source]}: d out / d source for every example, by one
+    backward per component of `out_node` on the last run's tape."""
+    ex = model.executor
+    n = model.sizes[out_node[0]]
+    J = {a: np.zeros((ex.B, n, model.sizes[a[0]])) for a in sources}
+    for i in range(n):
+        seed = np.zeros((ex.B, n), dtype=model.dtype)
+        seed[:, i] = 1.0
+        grads = ex.tape.backward({ex.nodes[out_node]: seed})
+        for a in sources:
+            ga = grads[ex.nodes[a]]
+            if ga is not None:
+                J[a][:, i, :] = ga
+    return J
+
+
+def edge_norms(model, inputs, targets=None, lengths=None, first: int = 0):
+    """Norms for an overlay of the unfolded graph, from one run of the model.
+
+    edges: {((u, k), (v, t)): stats} for every edge of the unfolded graph from a hidden
+    variable at step k to one at another step t of the same index (h[t-1] -> h[t],
+    h[t-1] -> i[t], c[t-1] -> c[t], h[t-3] -> h[t]): the spectral norm of dv_t/du_k per
+    example (along every path from u_k to v_t, the other values of step k held fixed,
+    as for `jacobians`), summarised over the batch.
+    states: {(h, t): stats} for every recurrent state h: the norm of dh_t/dh_s, s the
+    first measured step of its recurrence (the last one for a backward recurrence), so
+    a row of the graph shows how far a gradient from step t reaches back.
+    Steps before `first` are run (a warm-up from the zero state) but not measured; the
+    keys count steps from `first`."""
+    model.run(inputs, targets, lengths=lengths)
+    ex = model.executor
+    if not hasattr(ex, "tape"):
+        raise UsageError("Jacobians need the interpreter (executor='interp')")
+
+    def shift(node):
+        return (node[0], node[1] - first)
+    edges = {}
+    for b, srcs in _cross_edges(model, ex.lengths).items():
+        srcs = [a for a in srcs if a[1] >= first]
+        if b[1] < first or not srcs:
+            continue
+        for a, J in _rows(model, b, srcs).items():
+            edges[(shift(a), shift(b))] = _stats(np.linalg.norm(J, 2, axis=(1, 2)))
+    states = {}
+    for st in recurrent_states(model):
+        T = ex.lengths[st.index]
+        s = first if st.direction < 0 else T - 1
+        for t in range(first, T):
+            if t == s:
+                continue
+            J = _rows(model, (st.name, t), [(st.name, s)])[(st.name, s)]
+            states[shift((st.name, t))] = _stats(np.linalg.norm(J, 2, axis=(1, 2)))
+            states[shift((st.name, t))]["from"] = s - first
+    return edges, states
+
+
+# ------------------------------------------------------------------------ overlay
+# a diverging scale on log10 of the norm: blue (vanishing) - grey (1) - red (exploding)
+SCALE = [(-1.0, (8, 48, 107)), (-0.5, (49, 130, 189)), (0.0, (110, 110, 110)),
+         (0.5, (230, 120, 30)), (1.0, (165, 15, 21))]
+
+
+def scale_range(values) -> float:
+    """R: the scale runs from 10^-R to 10^R, R a whole number of decades (1 to 8)."""
+    logs = [abs(np.log10(v)) for v in values if v > 0 and np.isfinite(v)]
+    return float(min(8, max(1, int(np.ceil(max(logs, default=1) - 1e-9)))))
+
+
+def color(value: float, R: float) -> str:
+    """The colour of a norm on the scale 10^-R .. 10^R (clipped at both ends)."""
+    x = -1.0 if value <= 0 else float(np.clip(np.log10(value) / R, -1, 1))
+    for (x0, c0), (x1, c1) in zip(SCALE, SCALE[1:]):
+        if x <= x1:
+            w = (x - x0) / (x1 - x0)
+            rgb = [round(a + w * (b - a)) for a, b in zip(c0, c1)]
+            return "#" + "".join(f"{c:02x}" for c in rgb)
+    return "#%02x%02x%02x" % SCALE[-1][1]
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    if 0.01 <= abs(v) < 1000:
+        return f"{v:.2g}" if abs(v) < 10 else f"{v:.0f}"
+    m, e = f"{v:.1e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+def legend_html(R: float, notes: list) -> str:
+    """A colour bar: one cell per half decade (per decade beyond 2), labelled."""
+    step = 0.5 if R <= 2 else 1.0
+    exps = np.arange(-R, R + step / 2, step)
+    cells = "".join(f'<TD BGCOLOR="{color(10.0 ** e, R)}" WIDTH="34" HEIGHT="14"></TD>'
+                    for e in exps)
+    labels = "".join(f'<TD><FONT POINT-SIZE="9">{_fmt(10.0 ** e)}</FONT></TD>'
+                     for e in exps)
+    n = len(exps)
+    head = "".join(f'<TR><TD COLSPAN="{n}" ALIGN="LEFT"><FONT POINT-SIZE="10">'
+                   f'{_escape(note)}</FONT></TD></TR>' for note in notes)
+    ends = (f'<TR><TD COLSPAN="{n // 2}" ALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="'
+            f'{color(10.0 ** -R, R)}">vanishing</FONT></TD><TD COLSPAN="{n - n // 2}" '
+            f'ALIGN="RIGHT"><FONT POINT-SIZE="9" COLOR="{color(10.0 ** R, R)}">'
+            f'exploding</FONT></TD></TR>')
+    return (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="1">{head}'
+            f'<TR>{cells}</TR><TR>{labels}</TR>{ends}</TABLE>')
+
+
+def _escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def overlay_dot(spec, lengths: dict, edges: dict, states: dict | None = None,
+                note: str = "") -> str:
+    """The unfolded graph (render.unfolded_dot) with every measured edge coloured and
+    labelled by its mean norm, every recurrent state's node outlined in the colour of
+    ||dh_t/dh_1|| (its value on a second line), and a colour bar."""
+    from . import render
+    states = states or {}
+    R = scale_range([s["mean"] for s in edges.values()]
+                    + [s["mean"] for s in states.values()])
+    attrs = {}
+    for edge, s in edges.items():
+        c = color(s["mean"], R)
+        attrs[edge] = dict(color=c, fontcolor=c, penwidth="2.4", label=_fmt(s["mean"]),
+                           fontsize="10")
+    nodes = {}
+    for (name, t), s in states.items():
+        c = color(s["mean"], R)
+        nodes[(name, t)] = dict(color=c, penwidth="3",
+                                label=f"{name}[{t + 1}]\n|d/d{name}[{s['from'] + 1}]| "
+                                      f"{_fmt(s['mean'])}")
+    lines = ["edge u[k] -> v[t]: ||dv[t]/du[k]||_2 (mean over the batch)"]
+    if states:
+        lines.append("state h[t], 2nd line and outline: ||dh[t]/dh[1]||_2")
+    lines += [ln for ln in note.split("\n") if ln]
+
+    def legend(dot):
+        dot.node("legend", shape="plaintext", label=render.Html(legend_html(R, lines)))
+        dot.same_rank("legend", ["legend"], rank="sink")
+    return render.unfolded_dot(spec, lengths, edge_attrs=attrs, node_attrs=nodes,
+                               decorate=legend)
+
+
+# ------------------------------------------------------------------------ comparison plot
+def plot_compare(runs: list, path: str, title: str = "") -> None:
+    """Like `plot`, for several parameter sets measured on the same batch: one colour
+    per parameter set, one line style per state, the bound dotted. The y range follows
+    the measured norms (a bound far above them runs off the top)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    styles = [dict(ls="-", marker="o"), dict(ls="--", marker="s"),
+              dict(ls="-.", marker="^"), dict(ls=":", marker="v")]
+
+    def pos(x):
+        return x if x > 0 else np.nan
+    names, seen = [], []
+    for _, reports in runs:
+        for rep in reports:
+            if rep.state.name not in names:
+                names.append(rep.state.name)
+    for r, (label, reports) in enumerate(runs):
+        c = colors[r % len(colors)]
+        for rep in reports:
+            st = styles[names.index(rep.state.name) % len(styles)]
+            ds = [d["distance"] for d in rep.distances]
+            if not ds:
+                continue
+            lo = [pos(d["spectral"]["min"]) for d in rep.distances]
+            hi = [pos(d["spectral"]["max"]) for d in rep.distances]
+            seen += [v for v in lo + hi if v == v]
+            ax.plot(ds, [pos(d["spectral"]["mean"]) for d in rep.distances], color=c,
+                    ms=3.5, lw=1.6, **st,
+                    label=f"||d{rep.state.name}_t/d{rep.state.name}_k||_2, {label}")
+            ax.fill_between(ds, lo, hi, color=c, alpha=0.12)
+            if rep.beta_w is not None:
+                b = rep.beta_w * rep.state.beta_h
+                ax.plot(ds, [pos(rep.bound(d)) for d in ds], ":", color=c, lw=1.2,
+                        label=f"bound ({b:.3g})^d, {label}")
+    ax.set_yscale("log")
+    if seen:
+        ax.set_ylim(max(min(seen) / 3, 1e-300), max(seen) * 3)
     ax.set_xlabel("distance d = t - k (steps)")
     ax.set_ylabel("spectral norm of the Jacobian")
     ax.set_title(title or "Jacobian norms across time")

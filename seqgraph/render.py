@@ -553,3 +553,58 @@ def write(dot_text: str, path) -> str:
         raise SeqgraphError(f"{os.path.basename(engine)} failed to write '{path}'"
                             + (f": {msg}" if msg else ""))
     return path
+
+
+# ------------------------------------------------------------------- one tree unfolded
+def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
+    """The unfolded graph of a tree model over one bracketed tree, `(3 (2 a) (3 film))`:
+    a box per tree node (its phrase and label) holding that node's variables, leaves at
+    the bottom, the root on top; child edges (`h[n.left]`, `h[n.right]`) in green."""
+    import numpy as np
+
+    from .graph.trees import Forest
+    from .graph.unfold import unfold
+    from .train.trees import parse_tree
+    graph, _ = _graph_and_sizes(spec_or_graph, sizes)
+    n = next((i for i, k in graph.indexes if k == "tree"), None)
+    if n is None:
+        raise UsageError("--tree draws tree models; this model has no 'tree n' index")
+    left, right, words, labels = parse_tree(tree, "--tree", 1)
+    N = len(left)
+    f = Forest(*(np.asarray(a, dtype=np.int64) for a in (left, right, [0] * N, [N - 1])))
+    dag = _add_losses(graph, unfold(graph, {n: N}, f))
+    dag.remove_nodes_from([v for v in list(dag.nodes) if dag.degree(v) == 0])
+    phrase = {}
+    for i in range(N):
+        phrase[i] = words[i] if left[i] < 0 else f"{phrase[left[i]]} {phrase[right[i]]}"
+    ids = {v: f"n{k}" for k, v in enumerate(dag.nodes)}
+    dot = Dot(graph.name, rankdir="BT", nodesep="0.25", ranksep="0.4", compound="true",
+              label=f"{graph.name} unfolded over {tree}", labelloc="t", fontname=FONT)
+    clusters: dict = {}
+    for v in dag.nodes:
+        var, step = _node_var(v), _node_step(v)
+        label = _step_label(graph, v, dag.nodes[v])
+        gv = graph.var_map.get(var)
+        if isinstance(step, int) and gv is not None and gv.role == "input":
+            label = f"{label} = {words[step]!r}"
+        elif isinstance(step, int) and gv is not None and gv.role == "target":
+            label = f"{label} = {labels[step]}"
+        dot.node(ids[v], label=label, **_node_style(graph, dag, v))
+        if isinstance(step, int):
+            clusters.setdefault(step, []).append(ids[v])
+    for step, members in sorted(clusters.items()):
+        kind = "leaf" if left[step] < 0 else "internal"
+        text = phrase[step] if len(phrase[step]) <= 28 else phrase[step][:25] + "..."
+        body = "".join(f" {quote(m)};" for m in members)
+        dot.nodes.append(f"  subgraph {quote(f'cluster_{step}')} {{ label="
+                         f"{quote(f'node {step + 1} ({kind}): {text!r}  label {labels[step]}')};"
+                         f" labelloc=\"b\"; style=\"rounded\"; color=\"#999999\"; fontsize=\"10\";{body} }}")
+    for a, b, data in dag.edges(data=True):
+        shift = data.get("shift")
+        attrs: dict = {}
+        if shift is not None and shift.kind in ("left", "right"):
+            attrs.update(color=TREE, penwidth="1.6", label=shift.label(), fontcolor=TREE)
+        if data.get("target"):
+            attrs["style"] = "dashed"
+        dot.edge(ids[a], ids[b], **attrs)
+    return dot.text()

@@ -158,3 +158,187 @@ def test_cli_bad_checkpoint_is_a_usage_error(tmp_path, capsys):
     np.savez(ckpt, U=np.zeros((3, 3)))
     assert main(["jacobian", str(spec), "--dim", "V=7", "--checkpoint", str(ckpt)]) == 2
     assert "shape" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ real data, checkpoints
+LM = """
+model lm
+dim H = 6
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+train {
+  data = chars("tiny.txt")
+  valid = 0.1
+  optimizer = adam(lr = 0.05)
+  batch = 4
+  bptt = 10
+}
+"""
+TEXT = "in the beginning god created the heaven and the earth.\n" * 20
+
+
+@pytest.fixture
+def lm(tmp_path, monkeypatch):
+    """A tiny character LM with a train block, and two checkpoints of `seqgraph train`:
+    the initialisation (0 steps) and after 20 updates."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.txt").write_text(TEXT)
+    spec = tmp_path / "lm.sg"
+    spec.write_text(LM)
+    for name, steps in (("init", "0"), ("trained", "20")):
+        assert main(["train", str(spec), "--steps", steps, "--quiet", "--executor",
+                     "interp", "--out", str(tmp_path / name)]) == 0
+    return spec
+
+
+def _json(capsys, argv):
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_train_block_data_is_the_default_batch(lm, capsys):
+    out = _json(capsys, ["jacobian", str(lm), "--steps", "5", "--batch", "3", "--json"])
+    assert "tiny.txt" in out["data"] and "3 windows of 5 tokens" in out["data"]
+    assert out["dims"]["V"] == len(set(TEXT))        # bound by the text's vocabulary
+    rand = _json(capsys, ["jacobian", str(lm), "--steps", "5", "--dim", "V=9",
+                          "--random", "--json"])
+    assert rand["data"].startswith("4 random sequences") and rand["dims"]["V"] == 9
+
+
+def test_data_loader_call_and_checkpoint_vocabulary(lm, tmp_path, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text("the earth and the heaven\n" * 5)
+    # without a checkpoint the vocabulary is the text's own
+    out = _json(capsys, ["jacobian", str(lm), "--data", f'chars("{other}")',
+                         "--steps", "4", "--json"])
+    assert "other.txt" in out["data"] and out["dims"]["V"] == len(set(other.read_text()))
+    # with one, the checkpoint's vocabulary and dims (the text is encoded with them)
+    out = _json(capsys, ["jacobian", str(lm), "--data", str(other), "--checkpoint",
+                         str(tmp_path / "trained"), "--steps", "4", "--json"])
+    assert out["dims"]["V"] == len(set(TEXT)) and out["label"] == "trained (step 20)"
+    # a character outside the checkpoint's vocabulary is a data error, not a traceback
+    bad = tmp_path / "bad.txt"
+    bad.write_text("xyz QQQ\n" * 5)
+    assert main(["jacobian", str(lm), "--data", str(bad), "--checkpoint",
+                 str(tmp_path / "trained")]) == 2
+    assert "vocabulary" in capsys.readouterr().err
+
+
+def test_checkpoint_parameters_are_measured(lm, tmp_path, capsys):
+    from seqgraph.train import checkpoint as ck
+    out = _json(capsys, ["jacobian", str(lm), "--checkpoint", str(tmp_path / "trained"),
+                         "--steps", "4", "--json"])
+    U = ck.load(tmp_path / "trained" / "checkpoint.npz").params["U"].astype(np.float64)
+    (h,) = out["states"]
+    assert h["recurrent_matrices"][0]["spectral_norm"] == pytest.approx(
+        np.linalg.norm(U, 2), rel=1e-6)
+
+
+def test_compare_measures_both_on_one_batch(lm, tmp_path, capsys):
+    png = tmp_path / "cmp.png"
+    out = _json(capsys, ["jacobian", str(lm), "--checkpoint", str(tmp_path / "init"),
+                         "--compare", str(tmp_path / "trained"), "--steps", "6",
+                         "-o", str(png), "--json"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["label"] == "init (step 0)"
+    assert out["compare"]["label"] == "trained (step 20)"
+    a, b = out["states"][0], out["compare"]["states"][0]
+    assert len(a["distances"]) == len(b["distances"]) == 5
+    assert a["distances"][0]["spectral"]["mean"] != b["distances"][0]["spectral"]["mean"]
+    # the initialisation checkpoint is the spec's initialisation with the train seed:
+    # comparing it with no checkpoint (seed 0) gives the same numbers, on the same batch
+    out2 = _json(capsys, ["jacobian", str(lm), "--compare", str(tmp_path / "init"),
+                          "--steps", "6", "--json"])
+    assert out2["label"] == "initialisation (seed 0)"
+    for x, y in zip(out2["states"][0]["distances"], out2["compare"]["states"][0]["distances"]):
+        assert x["spectral"]["mean"] == pytest.approx(y["spectral"]["mean"], rel=1e-5)
+    # the text report lists both
+    capsys.readouterr()
+    assert main(["jacobian", str(lm), "--compare", str(tmp_path / "trained"),
+                 "--steps", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "== initialisation (seed 0)" in text and "== trained (step 20)" in text
+
+
+def test_text_batch_windows_are_next_token_pairs():
+    from seqgraph.jacobian import TextData, text_batch
+    from seqgraph.train.binding import Binding
+    ids = np.arange(100)
+    td = TextData(ids, None, Binding("x", "y", False), "chars('t')")
+    inputs, targets = text_batch(td, 5, 7, np.random.default_rng(0))
+    x, y = inputs["x"], targets["y"]
+    assert x.shape == y.shape == (5, 7)
+    np.testing.assert_array_equal(y, x + 1)          # y[t] = x[t+1] in the stream
+    with pytest.raises(Exception, match="too few"):
+        text_batch(TextData(np.arange(5), None, Binding("x", "y", False), "t"), 2, 7,
+                   np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------ edge norms (overlay)
+def test_edge_norms_of_a_linear_recurrence(tmp_path):
+    from seqgraph.jacobian import edge_norms
+    _, m = _model(tmp_path, LINEAR)
+    rng = np.random.default_rng(2)
+    inputs, targets, lengths, _ = random_batch(m, rng, B=2, T=5)
+    edges, states = edge_norms(m, inputs, targets, lengths)
+    U = m.params["U"]
+    assert set(edges) == {(("h", k), ("h", k + 1)) for k in range(4)}
+    for s in edges.values():                         # dh_t/dh_{t-1} = U
+        assert s["mean"] == pytest.approx(np.linalg.norm(U, 2), rel=1e-12)
+    for t in range(1, 5):                            # dh_t/dh_1 = U^(t-1)
+        assert states[("h", t)]["from"] == 0
+        assert states[("h", t)]["mean"] == pytest.approx(
+            np.linalg.norm(np.linalg.matrix_power(U, t), 2), rel=1e-12)
+    # a warm-up: steps before `first` are run, not measured, and keys count from it
+    edges2, states2 = edge_norms(m, inputs, targets, lengths, first=2)
+    assert set(edges2) == {(("h", 0), ("h", 1)), (("h", 1), ("h", 2))}
+    assert states2[("h", 2)]["mean"] == pytest.approx(
+        np.linalg.norm(np.linalg.matrix_power(U, 2), 2), rel=1e-12)
+
+
+def test_edge_norms_match_the_jacobians_and_cover_every_cross_step_edge(tmp_path):
+    from seqgraph.jacobian import edge_norms
+    text = TANH.replace("h[t] : 5 = tanh(W @ x[t] + U @ h[t-1] + b)",
+                        "param R\nh[t] : 5 = tanh(W @ x[t] + U @ h[t-1] + R @ h[t-2] + b)")
+    _, m = _model(tmp_path, text, dims={"V": 7})
+    x = np.random.default_rng(4).integers(0, 7, (3, 5))
+    edges, _ = edge_norms(m, {"x": x})
+    (st,) = recurrent_states(m)
+    exact = dict(jacobians(m, st))
+    want = {(("h", k), ("h", t)) for t in range(5) for k in (t - 1, t - 2) if k >= 0}
+    assert set(edges) == want                        # the delay-2 edges too
+    for ((_, k), (_, t)), s in edges.items():
+        norms = np.linalg.norm(exact[(t, k)], 2, axis=(1, 2))
+        assert s["mean"] == pytest.approx(norms.mean(), rel=1e-10)
+        assert s["max"] == pytest.approx(norms.max(), rel=1e-10)
+
+
+def test_lstm_edges_include_gates_and_cell(tmp_path):
+    from seqgraph.jacobian import edge_norms
+    text = """
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param Wy, by
+h = lstm(x, 3)
+z[t] = Wy @ h[t] + by
+loss xent(z[t], y[t])
+"""
+    _, m = _model(tmp_path, text, dims={"V": 4})
+    x = np.random.default_rng(0).integers(0, 4, (2, 3))
+    edges, states = edge_norms(m, {"x": x})
+    pairs = {(a[0], b[0]) for a, b in edges}
+    assert pairs == {("h", "h.i"), ("h", "h.f"), ("h", "h.o"), ("h", "h.g"),
+                     ("h.c", "h.c")}
+    # c[t-1] -> c[t]: the derivative along every path (through h[t-1] and the gates
+    # too), the one `jacobians` measures for the state h.c at distance 1
+    st = next(s for s in recurrent_states(m) if s.name == "h.c")
+    for (t, k), J in jacobians(m, st):
+        if t - k == 1:
+            norms = np.linalg.norm(J, 2, axis=(1, 2))
+            assert edges[(("h.c", k), ("h.c", t))]["mean"] == pytest.approx(norms.mean())
+    assert {k[0] for k in states} == {"h", "h.c"}

@@ -1,15 +1,18 @@
 """`seqgraph jacobian SPEC`: norms of dh_t/dh_k against the distance t - k, for every
-recurrent state, beside the textbook bound (Deep Learning, section 10.7)."""
+recurrent state, beside the textbook bound (Deep Learning, section 10.7).
+
+The batch is real text when there is some: `--data LOADER`, else the data of the spec's
+train block; a spec with neither is measured on random ids. `--checkpoint C` measures a
+trained model (its dims and vocabulary come from the checkpoint), `--compare C2` measures
+a second parameter set on the same batch and draws both on one plot (without
+`--checkpoint`, the first is the spec's initialisation)."""
 from __future__ import annotations
 
 import json
 import sys
 
-import numpy as np
-
-from ..gradcheck import random_batch
-from ..jacobian import checkpoint_dims, load_checkpoint, measure, plot
-from ..model import Model, read_spec
+from ..jacobian import measure, open_params, plot, plot_compare, prepare
+from ..model import read_spec
 from .check import parse_dims
 
 HELP = "measure how gradients vanish or explode: norms of dh_t/dh_k by distance t-k"
@@ -18,16 +21,26 @@ HELP = "measure how gradients vanish or explode: norms of dh_t/dh_k by distance 
 def add_arguments(p):
     p.add_argument("spec")
     p.add_argument("--checkpoint", metavar="C",
-                   help="a .npz of parameters named as in the spec (default: the "
-                        "spec's initialisation)")
+                   help="a checkpoint of seqgraph train (or its run directory), or a "
+                        ".npz of parameters named as in the spec (default: the spec's "
+                        "initialisation)")
+    p.add_argument("--compare", metavar="C2",
+                   help="measure a second checkpoint on the same batch and plot both "
+                        "(e.g. initialisation against trained)")
+    p.add_argument("--data", metavar="LOADER",
+                   help="real text for the batch: a loader call such as "
+                        "'chars(\"file.txt\")', or a path read like the training data "
+                        "(default: the train block's data, else random ids)")
+    p.add_argument("--random", action="store_true",
+                   help="measure on random ids even when the spec names data")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="bind a size name (unbound names default to 5)")
     p.add_argument("--steps", type=int, default=20, metavar="T",
                    help="sequence length (default 20)")
     p.add_argument("--batch", type=int, default=4, metavar="B",
-                   help="examples in the random batch (default 4)")
+                   help="examples in the batch (default 4)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed of the initialisation and of the random batch")
+                   help="seed of the initialisation and of the batch")
     p.add_argument("-o", "--output", metavar="PLOT.png",
                    help="write a log-scale plot of norm against distance")
     p.add_argument("--json", action="store_true", help="print every number as JSON")
@@ -39,38 +52,48 @@ def run(args) -> int:
         raise UsageError("--steps must be at least 2 (a distance needs two steps)")
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
+    if args.random and args.data:
+        raise UsageError("--random and --data exclude each other")
     spec = read_spec(args.spec)
-    given = parse_dims(args.dim)
-    dims = {n: 5 for n in spec.unbound_dims()}
-    if args.checkpoint:
-        dims.update({k: v for k, v in checkpoint_dims(args.checkpoint).items()
-                     if k in dims})
-    dims.update(given)
-    model = Model(spec, dims=dims, dtype="float64", seed=args.seed, executor="interp")
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint)
-    rng = np.random.default_rng(args.seed)
-    inputs, targets, lengths, forest = random_batch(model, rng, B=args.batch,
-                                                    T=args.steps)
-    if forest is not None:
-        raise UsageError(f"{args.spec}: a tree model has no distance in time; "
-                         "jacobian measures sequence recurrences")
-    reports = measure(model, inputs, targets, lengths)
+    sources = [open_params(args.checkpoint, args.seed)]
+    if args.compare:
+        sources.append(open_params(args.compare, args.seed))
+    setup = prepare(spec, sources, data=args.data, given=parse_dims(args.dim),
+                    steps=args.steps, batch=args.batch, seed=args.seed,
+                    use_train_data=not args.random)
+    runs = [(s.label, measure(m, setup.inputs, setup.targets, setup.lengths))
+            for s, m in zip(setup.sources, setup.models)]
+    reports = runs[0][1]
     if not reports:
         print(f"{args.spec}: no recurrent state (no variable read with a delay)",
               file=sys.stderr)
     if args.output:
-        plot(reports, args.output, title=f"{spec.name}: Jacobian norms "
-                                         f"(B={args.batch}, T={args.steps})")
+        title = f"{spec.name}: Jacobian norms (B={args.batch}, T={args.steps})"
+        if args.compare:
+            plot_compare(runs, args.output, title=title)
+        else:
+            plot(reports, args.output, title=title)
     if args.json:
-        print(json.dumps({
-            "spec": args.spec, "model": spec.name, "steps": args.steps,
-            "batch": args.batch, "seed": args.seed, "checkpoint": args.checkpoint,
-            "dims": {k: int(v) for k, v in model.dims.items()
-                     if isinstance(v, (int, np.integer))},
-            "plot": args.output,
-            "states": [r.to_json() for r in reports]}, indent=2))
+        out = {"spec": args.spec, "model": spec.name, "steps": args.steps,
+               "batch": args.batch, "seed": args.seed, "checkpoint": args.checkpoint,
+               "label": runs[0][0], "data": setup.batch_from, "dims": setup.dims,
+               "plot": args.output, "states": [r.to_json() for r in reports]}
+        if args.compare:
+            out["compare"] = {"checkpoint": args.compare, "label": runs[1][0],
+                              "states": [r.to_json() for r in runs[1][1]]}
+        print(json.dumps(out, indent=2))
         return 0
+    print(f"batch: {setup.batch_from}")
+    for label, reps in runs:
+        if args.compare:
+            print(f"\n== {label}")
+        _print_reports(reps)
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _print_reports(reports) -> None:
     for r in reports:
         s = r.state
         print(f"state {s.name} (size {r.size}, recurrence {', '.join(s.recurrence)})")
@@ -91,6 +114,3 @@ def run(args) -> int:
                   f"{sp['min']:>10.3e} {sp['max']:>10.3e} "
                   f"{d['frobenius']['mean']:>10.3e} "
                   f"{'' if b is None else format(b, '.3e'):>10}")
-    if args.output:
-        print(f"wrote {args.output}")
-    return 0

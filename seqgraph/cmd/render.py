@@ -20,6 +20,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="show the parameters (with their shapes when known)")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                    help="bind a size name used but not declared (repeatable): --dim V=65")
+    p.add_argument("--tree", metavar="TREE",
+                   help='draw a tree model unfolded over one bracketed tree, e.g. '
+                        '--tree "(3 (2 a) (3 film))"')
+    p.add_argument("--overlay", choices=["jacobian"],
+                   help="with --unfold: colour and label every edge from a state to a "
+                        "later step with the measured Jacobian norm ||dv_t/du_k||")
+    p.add_argument("--checkpoint", metavar="C",
+                   help="for --overlay: the parameters to measure (default: the spec's "
+                        "initialisation)")
+    p.add_argument("--data", metavar="LOADER",
+                   help="for --overlay: the text to measure on (default: the train "
+                        "block's data, else random ids)")
+    p.add_argument("--batch", type=int, default=8, metavar="B",
+                   help="for --overlay: examples averaged over (default 8)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="for --overlay: seed of the initialisation and of the batch")
+    p.add_argument("--warmup", type=int, default=0, metavar="W",
+                   help="for --overlay: run W steps of the text before the N drawn ones, "
+                        "so the state is not the zero start (default 0)")
 
 
 def parse_dims(items: list[str]) -> dict:
@@ -70,7 +89,15 @@ def run(args) -> int:
     dims = parse_dims(args.dim)
     render.check_output(args.output)          # a bad extension fails before any work
     spec = seqgraph.read_spec(args.spec)
-    if args.unfold:
+    if args.tree is not None:                 # a tree model over one tree
+        render.write(render.tree_dot(spec, args.tree), args.output)
+        print(f"wrote {args.output}")
+        return 0
+    if args.overlay and not args.unfold:
+        raise UsageError("--overlay colours the unfolded graph: give --unfold N")
+    if args.unfold and args.overlay:
+        text = _overlay(args, spec, parse_lengths(args.unfold, spec.graph), dims)
+    elif args.unfold:
         lengths = parse_lengths(args.unfold, spec.graph)
         text = render.unfolded_dot(spec, lengths)
     else:
@@ -78,3 +105,26 @@ def run(args) -> int:
     render.write(text, args.output)
     print(f"wrote {args.output}")
     return 0
+
+
+def _overlay(args, spec, lengths: dict, dims: dict) -> str:
+    """The unfolded graph with every edge from a state to a later step coloured by
+    the Jacobian norm measured on a batch of `lengths` steps."""
+    from ..jacobian import edge_norms, open_params, overlay_dot, prepare
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    if len(set(lengths.values())) > 1:
+        raise UsageError("--overlay measures one length for every index: --unfold N")
+    if args.warmup < 0:
+        raise UsageError("--warmup must be 0 or more")
+    steps = next(iter(lengths.values()))
+    source = open_params(args.checkpoint, args.seed)
+    setup = prepare(spec, [source], data=args.data, given=dims, steps=steps + args.warmup,
+                    batch=args.batch, seed=args.seed)
+    edges, states = edge_norms(setup.models[0], setup.inputs, setup.targets,
+                               setup.lengths, first=args.warmup)
+    if not edges:
+        raise UsageError(f"{args.spec}: no edge from a state to another step to measure")
+    warm = f", drawn from step {args.warmup + 1}" if args.warmup else ""
+    note = f"batch: {setup.batch_from}{warm}\nparameters: {source.label}"
+    return overlay_dot(spec, lengths, edges, states, note)
