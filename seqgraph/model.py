@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from . import resources
 from .errors import Pos, SpecError, UsageError
 from .graph.check import Checked, check
 from .graph.folded import FoldedGraph
@@ -88,6 +89,7 @@ class Model:
         self.sizes = {v: int(s.const) for v, s in self.checked.sizes.items()}
         self.param_shapes = {p: tuple(int(d.const) for d in sh)
                              for p, sh in self.checked.param_shapes.items()}
+        resources.check_params(spec.path, self.param_shapes, self.dtype.itemsize)
         self.start_ids = dict(start_ids or {})
         self.carried = _carried(self.graph)
         self.params = init_params(self.graph, self.param_shapes, self.dtype, seed, param_init)

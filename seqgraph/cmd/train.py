@@ -25,6 +25,12 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, help="stop after N updates in all (for tests)")
     p.add_argument("--minutes", type=float, help="stop after this much wall-clock time")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summaries")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI ranks: mpiexec -n N seqgraph train SPEC "
+                        "--distributed (batch is per rank; docs/scaling.md)")
+    p.add_argument("--mpi-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --distributed: stop all ranks when another rank has sent "
+                        "nothing for this long (default 300)")
 
 
 def run(args) -> int:
@@ -36,6 +42,11 @@ def run(args) -> int:
     from ..train.loop import Trainer
     from ..train.session import choose_executor, init_rule, parse_dims
 
+    comm = None
+    if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet
+        from ..train.distributed import connect
+        comm = connect(args.mpi_timeout)
+        args.quiet = args.quiet or comm.rank > 0
     spec = read_spec(args.spec)
     sets = parse_sets(args.set)
     if args.epochs is not None:
@@ -50,18 +61,37 @@ def run(args) -> int:
     executor = choose_executor(args.executor, args.quiet)
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))
+    from ..resources import check_training      # refuse what memory cannot hold
+    check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
     meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
             "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
             "vocab": data.vocab.to_json(), "binding": vars(data.binding),
             "data": {"train": data.train_file, "valid": data.valid_file}}
-    trainer = Trainer(model, spec.graph, data, cfg, out, meta, quiet=args.quiet)
+    if comm is not None:
+        from ..train.distributed import DistributedTrainer
+        trainer = DistributedTrainer(model, spec.graph, data, cfg, out, meta,
+                                     quiet=args.quiet, comm=comm)
+    elif resumed and (resumed.meta.get("distributed") or {}).get("ranks", 1) > 1:
+        raise UsageError(f"{resumed.path}: was written by a run on "
+                         f"{resumed.meta['distributed']['ranks']} MPI ranks; resume it with "
+                         f"mpiexec -n {resumed.meta['distributed']['ranks']} ... --distributed")
+    else:
+        trainer = Trainer(model, spec.graph, data, cfg, out, meta, quiet=args.quiet)
     if resumed:
         trainer.restore(resumed)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     if args.steps is not None and args.steps < 0:
         raise UsageError("--steps must be 0 or more")
     pos = trainer.fit(args.steps, deadline)
+    signum = getattr(trainer, "interrupted", None)
+    if signum:                          # SIGINT/SIGTERM: saved; shown even with --quiet
+        import signal
+        import sys
+        print(f"\n{signal.Signals(signum).name}: stopped at step {pos.step}; checkpoint "
+              f"{trainer.saved}; continue with: seqgraph train {args.spec} --resume {out}",
+              file=sys.stderr)
+        return 128 + signum
     trainer.progress.note(f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}"
                           f"); checkpoint {trainer.saved}; metrics {out / 'metrics.csv'}")
     return 0

@@ -7,20 +7,28 @@ spec's text, the bound dims, the vocabulary, the training position and configura
 run stopped mid-epoch. Nothing needs pickle to load.
 
 Writing is atomic (a temporary file in the same directory, fsync, `os.replace`): a run
-killed while saving leaves the previous checkpoint whole.
+killed while saving leaves the previous checkpoint whole, and the temporary file it leaves
+behind is removed by the next save into that directory.
+
+`Interrupts` turns SIGINT (Ctrl-C) and SIGTERM during training into a request that the
+loop honours between two updates, so the checkpoint it then writes is consistent; the
+environment variable SEQGRAPH_CHECKPOINT_EVERY=N (hidden, for tests and for long epochs)
+adds a checkpoint every N updates. docs/reliability.md lists what is guaranteed.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 
 FORMAT, VERSION = "seqgraph-checkpoint", 1
 META, OPTIM, CARRY = "__meta__", "__optim__/", "__carry__/"
@@ -88,6 +96,7 @@ def save(path: str | Path, params: dict, meta: dict, optim: dict | None = None,
 
 
 def _write_atomic(path: Path, arrays: dict) -> None:
+    _remove_stale(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -109,6 +118,60 @@ def _write_atomic(path: Path, arrays: dict) -> None:
         pass
     finally:
         os.close(dirfd)
+
+
+def _remove_stale(path: Path) -> None:
+    """Temporary files of `path` left by a process killed while it saved."""
+    for old in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------ kills and signals
+EVERY_ENV = "SEQGRAPH_CHECKPOINT_EVERY"
+
+
+def every_from_env() -> int | None:
+    """N of SEQGRAPH_CHECKPOINT_EVERY=N: also save every N updates (None: only at the
+    end of each epoch and when the run stops)."""
+    raw = os.environ.get(EVERY_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{EVERY_ENV}={raw!r}: expected a whole number of updates >= 1")
+    return int(raw)
+
+
+class Interrupts:
+    """A context in which SIGINT and SIGTERM only set `signal` (their number): the
+    training loop sees it between two updates, saves and stops. A second signal raises
+    KeyboardInterrupt at once (the last checkpoint on disk stays whole). Outside the
+    main thread, where Python cannot handle signals, it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                if signal.getsignal(s) is not signal.SIG_IGN:    # ignored stays ignored
+                    self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
 
 
 # ------------------------------------------------------------------------------- read

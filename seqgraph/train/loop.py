@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import SeqgraphError, UsageError
 from . import checkpoint as ck
-from .batches import Streams, eval_streams
+from .batches import Streams, eval_streams, run_batch  # noqa: F401  (Streams: subclasses)
 from .data import Dataset, feeds
 from .evaluate import score, token_terms
 from .metrics import MetricsLog, Progress
@@ -39,15 +39,21 @@ class Position:
 
 
 class Trainer:
+    def __new__(cls, model, graph, data, *args, **kw):
+        if cls is Trainer and getattr(data, "kind", None) == "trees":   # train/trees.py
+            from .trees import TreeTrainer
+            return TreeTrainer(model, graph, data, *args, **kw)
+        return super().__new__(cls)
+
     def __init__(self, model, graph, data: Dataset, cfg, out_dir: str | Path, meta: dict,
                  quiet: bool = False):
         self.model, self.graph, self.data, self.cfg = model, graph, data, cfg
         self.out = Path(out_dir)
         self.ckpt_path = self.out / "checkpoint.npz"
         self.meta = meta
-        self.streams = Streams.of(data.train, cfg.batch, cfg.bptt, data.train_file)
-        self.valid = (eval_streams(data.valid, cfg.batch, cfg.bptt, data.valid_file)
-                      if len(data.valid) >= 2 else None)
+        # LM windows (state carried) or batches of examples (pairs, labeled, ...)
+        self.streams = data.batches(cfg)
+        self.valid = data.valid_batches(cfg)
         self.opt = make_optimizer(cfg.optimizer, cfg.l2)
         self.sched = make_schedule(cfg.schedule)
         self.rng = np.random.default_rng(cfg.seed)
@@ -55,6 +61,8 @@ class Trainer:
         self.epoch_loss = [0.0, 0]      # loss summed over this epoch's tokens, tokens
         self.total = cfg.epochs * len(self.streams)
         self.extra = _run_options(model, graph, data.binding, cfg)
+        model.start_ids.update(getattr(data.binding, "start_ids", {}) or {})
+        self.skipped = 0                # batches skipped by on_nan = skip
         self.quiet = quiet
         self.progress = Progress(self.total, cfg.epochs, quiet)
         self.metrics: MetricsLog | None = None
@@ -97,37 +105,89 @@ class Trainer:
     def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:
         """Train until the last epoch ends, `max_steps` updates are done or the clock
         passes `deadline` (time.monotonic()); always ends with a checkpoint."""
-        self.metrics = MetricsLog(self.out, self.pos.step if self.saved else None,
-                                  Path(self.saved).parent if self.saved else None)
-        while self.pos.epoch < self.cfg.epochs:
-            for i, x, y in self.streams.windows(self.pos.window):
-                if _stop(self.pos.step, max_steps, deadline):
-                    return self._finish(early=True)
-                self._update(x, y)
-                self.pos.window = i + 1
-            self._end_epoch()
-        return self._finish()
+        self.metrics = self._open_metrics()
+        every = ck.every_from_env()
+        # SIGINT/SIGTERM stop the run between two updates, with a checkpoint (not under
+        # MPI, where the ranks must stop at the same step: there they end the process)
+        with (ck.Interrupts() if getattr(self, "comm", None) is None else _NoInterrupts()) \
+                as signals:
+            while self.pos.epoch < self.cfg.epochs:
+                for i, batch in self._batches():
+                    if signals.signal is not None:
+                        return self._interrupted(signals.signal)
+                    if self._should_stop(max_steps, deadline):
+                        return self._finish(early=True)
+                    self._update(batch)
+                    self.pos.window = i + 1
+                    if every and self.pos.step % every == 0:
+                        self.save()
+                self._end_epoch()
+            return self._finish()
 
-    def _update(self, x, y) -> None:
+    def _interrupted(self, signum: int) -> Position:
+        """Stopped by a signal: save where the run is (no validation pass, to stop
+        quickly); `interrupted` tells the command to exit with 128 + the signal."""
+        self.interrupted = signum
+        self.save()
+        return self.pos
+
+    def _batches(self):
+        """(index, Batch) of this epoch from the current position."""
+        if hasattr(self.streams, "batches"):
+            return self.streams.batches(self.pos.window, self.pos.epoch)
+        return ((i, stream_batch(self.data.binding, x, y))
+                for i, x, y in self.streams.windows(self.pos.window))
+
+    def _update(self, batch) -> None:
         t0 = time.perf_counter()
         p, cfg = self.pos, self.cfg
         lr = self.opt.lr * self.sched.scale(p.step, p.epoch, self.total)
-        inputs, targets = feeds(self.data.binding, x, y)
+        extra = dict(self.extra)
+        if "teacher" in extra:         # a constant or linear(a, b) over the run
+            extra["teacher"] = cfg.teacher_at(p.step, self.total)
+        carry = self.carry if batch.carry else None
         # overflow is reported once, by the guard below, rather than as numpy warnings
         with np.errstate(over="ignore", invalid="ignore"):
-            res = self.model.run(inputs, targets, carry=self.carry, train=True, grads=True,
-                                 rng=self.rng, **self.extra)
+            res = run_batch(self.model, batch, carry=carry, train=True, grads=True,
+                            rng=self.rng, **extra)
+            s, n, tokens = self._reduce(res, batch)
+            norms = {k: float(np.linalg.norm(g)) for k, g in res.grads.items()}
             norm = clip_global_norm(res.grads, cfg.clip)
             if not (math.isfinite(res.loss) and math.isfinite(norm)):
-                raise self._diverged(res, norm)
+                if getattr(cfg, "on_nan", "stop") != "skip":
+                    raise self._diverged(res, norm)
+                self.skipped += 1      # on_nan = skip: no update, no state carried on
+                self.progress.note(f"warning: step {p.step + 1}: non-finite loss or "
+                                   f"gradient; batch skipped ({self.skipped} so far)")
+                self.carry = None
+                return
             self.opt.step(self.model.params, res.grads, lr)
-        self.carry = res.carry
+        self.carry = res.carry if batch.carry else None
         p.step += 1
-        s, n = token_terms(self.graph, res, self.data.binding.target)
-        loss, tps = s / max(n, 1), x.size / max(time.perf_counter() - t0, 1e-9)
-        self.metrics.step(p.step, p.epoch + 1, loss, norm, tps)
+        loss, tps = s / max(n, 1), tokens / max(time.perf_counter() - t0, 1e-9)
+        clipped = bool(cfg.clip) and norm > cfg.clip
+        self.metrics.step(p.step, p.epoch + 1, loss, norm, tps, norms, clipped)
         self.progress.update(p.step, p.epoch, loss, tps)
         self.epoch_loss = [self.epoch_loss[0] + s, self.epoch_loss[1] + n]
+
+    # hooks that the distributed trainer (distributed.py) overrides
+    def _open_metrics(self) -> MetricsLog:
+        return MetricsLog(self.out, self.pos.step if self.saved else None,
+                          Path(self.saved).parent if self.saved else None)
+
+    def _should_stop(self, max_steps, deadline) -> bool:
+        return _stop(self.pos.step, max_steps, deadline)
+
+    def _reduce(self, res, batch) -> tuple[float, int, int]:
+        """The batch's loss summed over its tokens, those tokens, and the tokens read;
+        called between the gradients and clipping (where ranks average gradients)."""
+        s, n = token_terms(self.graph, res, self.data.binding.target)
+        return s, n, batch.tokens
+
+    def _score(self):
+        """The validation pass (None without validation text)."""
+        return score(self.model, self.graph, self.data.binding, self.valid) if self.valid \
+            else None
 
     def _end_epoch(self) -> None:
         p = self.pos
@@ -142,7 +202,7 @@ class Trainer:
         (this epoch's training loss per token, validation loss or None)."""
         p = self.pos
         train = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
-        v = score(self.model, self.graph, self.data.binding, self.valid) if self.valid else None
+        v = self._score()
         if v is not None:
             self.metrics.valid(p.step, p.epoch + 1, v.loss)
         vtext = f", valid {v.loss:.4f} (ppl {v.perplexity:.2f})" if v else ""
@@ -173,6 +233,16 @@ class Trainer:
             f"Last good checkpoint: {last}. Try a smaller lr or clip.")
 
 
+class _NoInterrupts:
+    signal = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
 def _stop(step, max_steps, deadline) -> bool:
     return ((max_steps is not None and step >= max_steps)
             or (deadline is not None and time.monotonic() >= deadline))
@@ -180,10 +250,20 @@ def _stop(step, max_steps, deadline) -> bool:
 
 def _run_options(model, graph, binding, cfg) -> dict:
     """Keyword arguments for `model.run` beyond the batch: scheduled sampling when the
-    target is fed back and teacher < 1 (refused if the executor cannot do it)."""
-    if cfg.teacher >= 1 or not binding.feedback:
+    target is fed back and teacher < 1 (refused if the executor cannot do it); the
+    value of a schedule is set at each step."""
+    low = getattr(cfg, "teacher_min", cfg.teacher)
+    if low >= 1 or not binding.feedback:
         return {}
     if "teacher" not in inspect.signature(model.run).parameters:
-        raise UsageError(f"teacher = {cfg.teacher}: scheduled sampling is not supported by "
+        shown = cfg.as_dict()["teacher"] if hasattr(cfg, "as_dict") else cfg.teacher
+        raise UsageError(f"teacher = {shown}: scheduled sampling is not supported by "
                          f"this executor yet; use teacher = 1")
-    return {"teacher": cfg.teacher}
+    return {"teacher": low}
+
+
+def stream_batch(binding, x, y):
+    """A window of a token stream as a Batch (for a subclass that cuts its own windows)."""
+    from .batches import Batch
+    inputs, targets = feeds(binding, x, y)
+    return Batch(inputs, targets, None, x.size, True)

@@ -1,0 +1,119 @@
+"""Memory bounds: refuse up front what the machine cannot hold.
+
+A model whose sizes make its parameters, or whose unfolding over a training window makes
+its stored values, larger than the memory the machine has available would otherwise fail
+deep inside numpy (MemoryError, "array is too big") or drive the machine into swap. The
+estimate is made before anything large is allocated:
+
+- parameters: every parameter shape, at the dtype's width; training adds their
+  gradients and the optimiser's state slots (adam 2, sgd with momentum 1, adagrad 1);
+- the unfolding: every variable's size x batch x bptt (one value per example for a
+  variable without an index) x STORED copies: the value kept for back-propagation, its
+  gradient and the intermediates of the operations that compute it.
+
+It is an estimate, deliberately on the high side of what the executors hold at once; the
+check only refuses a run that needs more than the memory available (MemAvailable of
+/proc/meminfo). SEQGRAPH_MEMORY_AVAILABLE=BYTES replaces the machine's figure (for
+tests, or to leave room for other jobs). docs/reliability.md lists the guarantee.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+STORED = 4                      # copies kept per unfolded value (see above)
+SLOTS = {"adam": 2, "sgd": 1, "adagrad": 1}
+ENV = "SEQGRAPH_MEMORY_AVAILABLE"
+
+
+def available_memory() -> int | None:
+    """Bytes the machine can give without swapping (MemAvailable), or None where that
+    is unknown (not Linux)."""
+    raw = os.environ.get(ENV, "").strip()
+    if raw:
+        try:
+            return int(float(raw))
+        except ValueError:
+            raise UsageError(f"{ENV}={raw!r}: expected a number of bytes") from None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def human(n: float) -> str:
+    """1536 -> '1.5 KB'; powers of 1024."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1024 or unit == "PB":
+            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.1f} PB"            # pragma: no cover
+
+
+def param_bytes(shapes: dict, itemsize: int) -> int:
+    """Bytes of all parameters (Python ints: no overflow for absurd sizes)."""
+    return sum(math.prod(int(d) for d in shape) for shape in shapes.values()) * int(itemsize)
+
+
+@dataclass
+class Estimate:
+    params: int                 # the parameters themselves
+    training_state: int         # gradients and optimiser slots
+    unfolded: int               # values stored over one window
+    batch: int
+    bptt: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.training_state + self.unfolded
+
+    def describe(self) -> str:
+        return (f"about {human(self.total)} (parameters {human(self.params)}, their "
+                f"gradients and optimiser state {human(self.training_state)}, values "
+                f"unfolded over batch {self.batch} x bptt {self.bptt} "
+                f"{human(self.unfolded)})")
+
+
+def estimate(graph, sizes: dict, shapes: dict, itemsize: int, batch: int, bptt: int,
+             optimizer: str = "adam") -> Estimate:
+    """The memory of training `graph` with these bound sizes, one window at a time."""
+    p = param_bytes(shapes, itemsize)
+    slots = SLOTS.get(str(optimizer), 2)
+    unfolded = 0
+    for v in graph.vars:
+        steps = bptt ** len(v.indexes)
+        unfolded += int(sizes.get(v.name, 1)) * batch * steps * STORED
+    return Estimate(p, p * (1 + slots), unfolded * int(itemsize), batch, bptt)
+
+
+def check_params(spec_path: str, shapes: dict, itemsize: int) -> None:
+    """Refuse parameters larger than the memory available, before allocating them."""
+    need = param_bytes(shapes, itemsize)
+    have = available_memory()
+    if have is not None and need > have:
+        big = max(shapes, key=lambda k: math.prod(int(d) for d in shapes[k]))
+        raise UsageError(
+            f"{spec_path}: the parameters alone need {human(need)} of memory (the largest, "
+            f"'{big}', has shape {list(shapes[big])}), but this machine has "
+            f"{human(have)} available; use smaller sizes")
+
+
+def check_training(model, batch: int, bptt: int, optimizer: str = "adam") -> Estimate:
+    """Refuse a training run whose estimate exceeds the memory available; returns the
+    estimate. Called by the training session before the first step."""
+    est = estimate(model.graph, model.sizes, model.param_shapes, model.dtype.itemsize,
+                   batch, bptt, optimizer)
+    have = available_memory()
+    if have is not None and est.total > have:
+        raise UsageError(
+            f"{model.spec.path}: training needs {est.describe()} of memory, but this "
+            f"machine has {human(have)} available; lower batch or bptt (--set batch=N "
+            f"--set bptt=N) or the sizes of the model")
+    return est
