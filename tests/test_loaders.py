@@ -76,8 +76,8 @@ def test_make_loader_from_a_call(tmp_path):
     write(tmp_path, "w.txt", "a b\n")
     loader = make_loader(Call("words", ("w.txt",), {"vocab": 50}), tmp_path)
     assert (loader.kind, loader.vocab_size) == ("words", 50)
-    with pytest.raises(UsageError, match="loader 'tagged' is not supported"):
-        make_loader(Call("tagged", ("w.txt",), {}), tmp_path)
+    with pytest.raises(UsageError, match="loader 'nope' is not supported"):
+        make_loader(Call("nope", ("w.txt",), {}), tmp_path)
     with pytest.raises(UsageError, match="bad loader call"):
         make_loader(Call("chars", (), {"nope": 1}), tmp_path)
 

@@ -1,4 +1,6 @@
-"""`seqgraph eval SPEC --checkpoint C`: loss per token, perplexity and accuracy."""
+"""`seqgraph eval SPEC --checkpoint C`: loss per token, perplexity, accuracy, and what the
+data's kind is judged by (exact match and error rates for pairs, mse for series, the
+baselines)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +8,7 @@ from pathlib import Path
 
 from ..errors import SpecError, UsageError
 
-HELP = "score a trained model: loss per token, perplexity, accuracy"
+HELP = "score a trained model: loss per token, perplexity, accuracy, error rates, mse"
 
 
 def add_arguments(p) -> None:
@@ -14,33 +16,101 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint.npz (or its run directory)")
     p.add_argument("--data", metavar="LOADER",
                    help='a loader such as \'chars("test.txt")\' or a file read like the '
-                        "training data (default: the held-out validation text)")
+                        "training data (default: the held-out validation data)")
     p.add_argument("--executor", choices=["interp", "compiled"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args) -> int:
-    from ..train.batches import eval_streams
-    from ..train.evaluate import score
     from ..train.session import restore
     from .train import _checkpoint_in
 
     t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor)
-    ids, file = eval_ids(t, args.spec, args.data)
-    cfg = _config(t, args.spec)
-    s = score(t.model, t.spec.graph, t.binding, eval_streams(ids, cfg.batch, cfg.bptt, file))
+    if getattr(t.binding, "kind", None) == "trees":     # recursive nets: train/trees.py
+        from ..train.trees import eval_command
+        return eval_command(t, args.spec, args.data, args.json)
+    if getattr(t.binding, "examples", False):
+        result, file = eval_examples(t, args.spec, args.data)
+    else:
+        result, file = eval_stream(t, args.spec, args.data)
     if args.json:
-        print(json.dumps(s.as_dict()))
+        print(json.dumps(result))
         return 0
-    acc = "" if s.accuracy is None else f"  accuracy {s.accuracy:.4f}"
-    print(f"loss {s.loss:.4f} nats/token  perplexity {s.perplexity:.3f}{acc}  "
-          f"({s.tokens} tokens of {file})")
+    print(report(result, file))
     return 0
+
+
+def report(d: dict, file: str) -> str:
+    """The human-readable lines of an evaluation."""
+    acc = "" if d.get("accuracy") is None else f"  accuracy {d['accuracy']:.4f}"
+    unit = "example" if d.get("kind") == "labeled" else "token"
+    lines = [f"loss {d['loss']:.4f} nats/{unit}  perplexity {d['perplexity']:.3f}{acc}  "
+             f"({d['tokens']} {unit}s of {file})"]
+    if "exact_match" in d:
+        lines.append(f"greedy decoding of {d['decoded']} examples: exact match "
+                     f"{d['exact_match']:.4f}  error rate (edit distance / reference tokens) "
+                     f"{d['error_rate']:.4f}  sequence error rate "
+                     f"{d['sequence_error_rate']:.4f}")
+    if "mse" in d:
+        base = f"  persistence mse {d['persistence_mse']:.4f}" \
+            if "persistence_mse" in d else ""
+        lines.append(f"mse {d['mse']:.4f}{base}" + ("  (standardised units)"
+                                                     if d.get("scaled") else ""))
+    if "majority_accuracy" in d:
+        lines.append(f"majority-class baseline accuracy {d['majority_accuracy']:.4f}")
+    if "most_frequent_tag_accuracy" in d:
+        lines.append(f"most-frequent-tag baseline accuracy "
+                     f"{d['most_frequent_tag_accuracy']:.4f}")
+    return "\n".join(lines)
 
 
 def _config(t, spec_path):
     from ..train.config import make_config
     return make_config(t.spec.train, {}, Path(spec_path).resolve().parent)
+
+
+def eval_stream(t, spec_path: str, data: str | None) -> tuple[dict, str]:
+    from ..train.batches import StreamBatches, eval_streams
+    from ..train.evaluate import score
+    ids, file = eval_ids(t, spec_path, data)
+    cfg = _config(t, spec_path)
+    b = StreamBatches(eval_streams(ids, cfg.batch, cfg.bptt, file), t.binding.input,
+                      t.binding.target)
+    return score(t.model, t.spec.graph, t.binding, b).as_dict(), file
+
+
+def eval_examples(t, spec_path: str, data: str | None) -> tuple[dict, str]:
+    """Examples to score: `--data`, else the held-out validation examples; with the
+    baselines of the data's kind and, for pairs, greedy decoding."""
+    from ..train.batches import ExampleBatches
+    from ..train.data import encode_examples, load_dataset
+    from ..train.evaluate import baselines, decode_metrics, score
+    from ..train.loaders import make_loader
+    cfg = _config(t, spec_path)
+    graph, b = t.spec.graph, t.binding
+    ds = load_dataset(graph, cfg, t.meta.get("dims"), t.vocab)
+    if data is None:
+        if not len(ds.valid):
+            raise UsageError("the train block holds out no validation data (valid = 0): "
+                             "pass --data")
+        examples, file = ds.valid, ds.valid_file
+    else:
+        loader = make_loader(_loader_value(data, cfg), Path.cwd())
+        if loader.kind != b.kind:
+            raise UsageError(f"--data reads {loader.kind} but the model was trained on "
+                             f"{b.kind} data")
+        file = str(loader.path)
+        examples = encode_examples(graph, loader, loader.read(), t.vocab, b, file, cfg.bptt)
+    batches = ExampleBatches(examples, cfg.batch, 0, False, ((b.input,), (b.target,)))
+    result = {"kind": b.kind, **score(t.model, graph, b, batches).as_dict()}
+    result.update(baselines(b, ds.train, examples))
+    if b.kind == "pairs":
+        d = decode_metrics(t.model, graph, b, examples, t.vocab, cfg.batch)
+        d.pop("hypotheses")
+        result.update(d)
+    if b.kind == "series":
+        result["scaled"] = bool(t.vocab.stats)
+    return result, file
 
 
 def eval_ids(t, spec_path: str, data: str | None):

@@ -5,6 +5,12 @@ sequence input (`x[t]`, whatever its name) to the tokens and its class target on
 index (`y[t]`) to the next token, and binds the size name of both (`V`) to the vocabulary
 size. A model whose target is fed back (`R @ y[t-1]`, output-to-hidden recurrence) may
 have no input at all: it reads its own previous target.
+
+An example loader (`pairs`, `labeled`, `tagged`, `series`) binds one input and one target
+by their kinds too: a one-hot sequence input to the source tokens (a `vec` sequence input
+to a series' input columns), and the target that fits the loader: a class sequence on its
+own index for `pairs` (y[u]), a per-example class for `labeled` (y), a class sequence on
+the input's index for `tagged` (y[t]), a `vec` sequence for `series`.
 """
 from __future__ import annotations
 
@@ -21,6 +27,13 @@ class Binding:
     target: str                # the class target y, y[t] = x[t+1]
     feedback: bool             # the target is read with a delay (R @ y[t-1])
     dims: dict = field(default_factory=dict)   # size names bound by the vocabulary
+    kind: str = "stream"       # the loader: 'stream' (chars, words) or an example loader
+    start_ids: dict = field(default_factory=dict)   # fed-back target -> id of <s>
+
+    @property
+    def examples(self) -> bool:
+        """True for example-batched data (no state carried between batches)."""
+        return self.kind != "stream"
 
 
 def fed_back(graph: FoldedGraph, name: str) -> bool:
@@ -45,22 +58,38 @@ def _one(found: list, what: str, graph: FoldedGraph, loader: str):
                     file=graph.path)
 
 
-def _size(graph: FoldedGraph, var, vocab: int, given: dict, data_file: str) -> dict:
-    """Check the vocabulary fits the declared size of `var`; bind it if unbound."""
+def declared_size(graph: FoldedGraph, var, given: dict | None = None) -> int | None:
+    """The size of `var` when the spec (or `--dim`) fixes it, else None."""
+    size = var.size
+    if isinstance(size, int):
+        return size
+    return dict(graph.dims).get(size, (given or {}).get(size))
+
+
+def size_source(graph: FoldedGraph, var, given: dict | None = None) -> str:
+    """Where a fixed size comes from, for messages: `y : class(5) of m.sg`, ..."""
     size, declared = var.size, dict(graph.dims)
-    value = size if isinstance(size, int) else declared.get(size, given.get(size))
+    if isinstance(size, int):
+        return f"{var.name} : {var.kind}({size}) of {graph.path}"
+    if size in declared:
+        return f"dim {size} = {declared[size]} of {graph.path}"
+    return f"--dim {size}={(given or {}).get(size)}"
+
+
+def _size(graph: FoldedGraph, var, vocab: int, given: dict, data_file: str,
+          what: str = "distinct symbols", exact: bool = False) -> dict:
+    """Check the vocabulary fits the declared size of `var` (equals it, for a vector of
+    columns); bind it if unbound."""
+    size = var.size
+    value = declared_size(graph, var, given)
     if value is None:
         return {size: vocab} if isinstance(size, str) else {}
-    if vocab > value:
-        if isinstance(size, int):
-            where = f"{var.name} : {var.kind}({size}) of {graph.path}"
-        elif size in declared:
-            where = f"dim {size} = {value} of {graph.path}"
-        else:
-            where = f"--dim {size}={value}"
-        raise DataError(f"{vocab} distinct symbols do not fit {where} (the size of "
-                        f"{var.name}); leave that size to the data, or raise it",
-                        file=data_file)
+    if vocab > value or (exact and vocab != value):
+        where = size_source(graph, var, given)
+        verb = "do not match" if exact else "do not fit"
+        raise DataError(f"{vocab} {what} {verb} {where} (the size of "
+                        f"{var.name}); leave that size to the data, or "
+                        f"{'change' if exact else 'raise'} it", file=data_file)
     return {}
 
 
@@ -84,3 +113,53 @@ def bind(graph: FoldedGraph, vocab_size: int, loader: str, data_file: str,
     for v in ([x] if x else []) + [target]:
         dims.update(_size(graph, v, vocab_size, {**given, **dims}, data_file))
     return Binding(x.name if x else None, target.name, feedback, dims)
+
+
+# ---------------------------------------------------------------- example loaders
+TARGETS = {
+    "pairs": ("a sequence target on an index of its own such as y[u] : class(Vy)",
+              lambda v, x: v.kind == "class" and v.index is not None),
+    "labeled": ("a per-example class target such as y : class(K)",
+                lambda v, x: v.kind == "class" and v.index is None),
+    "tagged": ("a sequence target such as y[t] : class(K)",
+               lambda v, x: v.kind == "class" and v.index is not None),
+    "series": ("a sequence target such as y[t] : vec(D)",
+               lambda v, x: v.kind in ("vec", "binary") and v.index is not None),
+}
+
+
+def bind_examples(graph: FoldedGraph, vocab, loader: str, data_file: str,
+                  given: dict | None = None) -> Binding:
+    """The binding of an example loader's data (`vocab` holds the source vocabulary,
+    `vocab.target` the target's) to `graph`."""
+    given = given or {}
+    what, fits = TARGETS[loader]
+    want = "vec" if loader == "series" else "onehot"
+    xs = [v for v in graph.inputs() if v.kind == want and v.index is not None]
+    x = _one(xs, f"a {want} sequence input such as x[t] : "
+                 f"{'vec(D)' if want == 'vec' else 'onehot(V)'}", graph, loader)
+    target = _one([v for v in graph.targets() if fits(v, x)], what, graph, loader)
+    if loader in ("tagged", "series") and target.index != x.index:
+        raise DataError(f"a {loader} loader gives {x.name} and {target.name} one step each: "
+                        f"declare them on one index ({x.name}[{x.index}], "
+                        f"{target.name}[{x.index}])", file=graph.path)
+    for v in graph.inputs() + graph.targets():
+        if v is not x and v is not target:
+            raise DataError(f"a {loader} loader supplies only {x.name} and {target.name}; it "
+                            f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
+    dims = {}
+    if loader == "series":
+        dims.update(_size(graph, x, len(vocab), given, data_file, "input columns", True))
+        dims.update(_size(graph, target, len(vocab.target), {**given, **dims}, data_file,
+                          "target columns", True))
+    else:
+        dims.update(_size(graph, x, len(vocab), given, data_file))
+        what = {"labeled": "classes", "tagged": "distinct tags"}.get(loader,
+                                                                     "distinct symbols")
+        dims.update(_size(graph, target, len(vocab.target), {**given, **dims}, data_file,
+                          what))
+    feedback = fed_back(graph, target.name)
+    start = {}
+    if feedback and vocab.target is not None and "<s>" in vocab.target.index:
+        start = {target.name: vocab.target.index["<s>"]}
+    return Binding(x.name, target.name, feedback, dims, loader, start)

@@ -22,12 +22,13 @@ DEFAULTS = {
     "batch": 32,
     "bptt": 64,
     "epochs": 1,
-    "teacher": 1.0,         # teacher-forcing probability
+    "teacher": 1.0,         # teacher-forcing probability, or linear(start, end)
     "schedule": "constant",
     "param_init": None,     # None: each parameter's own default (xavier / zeros)
     "l2": 0.0,
     "seed": 0,
     "dtype": "float32",
+    "on_nan": "stop",       # stop | skip: a non-finite loss or gradient skips the batch
 }
 
 
@@ -48,8 +49,24 @@ class TrainConfig:
     l2: float
     seed: int
     dtype: str
+    on_nan: str = "stop"
     base: str = "."
     valid_base: str = "."
+
+    def teacher_at(self, step: int, total: int) -> float:
+        """The teacher-forcing probability of update `step` (0-based) of `total`:
+        constant, or `linear(a, b)`: from a at the first update to b at the last."""
+        t = self.teacher
+        if isinstance(t, tuple):
+            a, b = t[1], t[2]
+            frac = step / max(total - 1, 1)
+            return float(a + (b - a) * min(max(frac, 0.0), 1.0))
+        return float(t)
+
+    @property
+    def teacher_min(self) -> float:
+        t = self.teacher
+        return float(min(t[1], t[2])) if isinstance(t, tuple) else float(t)
 
     def as_dict(self) -> dict:
         """Plain JSON-able values, for the checkpoint and the run's report."""
@@ -59,7 +76,24 @@ class TrainConfig:
 def _show(v):
     if hasattr(v, "name") and hasattr(v, "args"):
         return str(v)
+    if isinstance(v, tuple) and v and v[0] == "linear":
+        return f"linear({v[1]}, {v[2]})"
     return v
+
+
+def _teacher(v):
+    """A probability, or `linear(start, end)` over the run (scheduled sampling)."""
+    if getattr(v, "name", None) == "linear":
+        args = list(v.args) + [v.kwargs[k] for k in ("start", "end") if k in v.kwargs]
+        if len(args) != 2 or set(v.kwargs) - {"start", "end"}:
+            raise UsageError(f"train: teacher = {v}: expected linear(start, end), e.g. "
+                             f"linear(1.0, 0.5)")
+        a, b = (_number("teacher", x, 0, 1) for x in args)
+        return ("linear", a, b)
+    if hasattr(v, "name"):
+        raise UsageError(f"train: teacher must be a probability or linear(start, end), "
+                         f"not {v}")
+    return _number("teacher", v, 0, 1)
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -111,6 +145,12 @@ def _valid(v):
     return frac
 
 
+def _on_nan(v):
+    if v not in ("stop", "skip"):
+        raise UsageError(f"train: on_nan must be stop or skip, not {v!r}")
+    return v
+
+
 def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".") -> TrainConfig:
     """Defaults, then the spec's train block, then `--set` overrides, checked."""
     for key in block:
@@ -126,8 +166,9 @@ def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".
         clip=_number("clip", v["clip"] or 0, 0), batch=_number("batch", v["batch"], 1, None, True),
         bptt=_number("bptt", v["bptt"], 1, None, True),
         epochs=_number("epochs", v["epochs"], 1, None, True),
-        teacher=_number("teacher", v["teacher"], 0, 1), schedule=v["schedule"],
+        teacher=_teacher(v["teacher"]), schedule=v["schedule"],
         param_init=v["param_init"], l2=_number("l2", v["l2"], 0),
         seed=_number("seed", v["seed"], 0, None, True), dtype=dtype,
+        on_nan=_on_nan(v["on_nan"]),
         base=here if "data" in sets else str(spec_dir),
         valid_base=here if "valid" in sets else str(spec_dir))

@@ -1,25 +1,59 @@
 """A model's dataset: the train block's loaders read, encoded with one vocabulary, split
-into training and validation text, and bound to the model's variables."""
+into training and validation data, and bound to the model's variables.
+
+A text loader (`chars`, `words`) gives one token stream, read in truncated-BPTT windows
+with the state carried. An example loader (`pairs`, `labeled`, `tagged`, `series`) gives
+whole examples, batched by length with padding and no state carried between batches.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
-from .batches import split_tail
-from .binding import Binding, bind
-from .loaders import TextLoader, Vocab, make_loader
+from ..errors import DataError, UsageError
+from .batches import (ExampleBatches, Examples, StreamBatches, Streams, eval_streams,
+                      split_tail)
+from .binding import Binding, bind, bind_examples, declared_size, size_source
+from .loaders import EOS, EXAMPLE_KINDS, ExampleLoader, Raw, TextLoader, Vocab, make_loader
+
+SPLIT_SEED = 0     # the held-out examples are the same whatever the training seed
 
 
 @dataclass(frozen=True)
 class Dataset:
     vocab: Vocab
     binding: Binding
-    train: np.ndarray          # token ids
-    valid: np.ndarray          # token ids (possibly empty)
+    train: object              # token ids (a stream), or Examples
+    valid: object              # token ids (possibly empty), or Examples (possibly empty)
     train_file: str
     valid_file: str
+
+    def batches(self, cfg):
+        """The training batches: BPTT windows of the stream, or batches of examples."""
+        if self.binding.examples:
+            return ExampleBatches(self.train, cfg.batch, cfg.seed, True, self._split())
+        s = Streams.of(self.train, cfg.batch, cfg.bptt, self.train_file)
+        return StreamBatches(s, self.binding.input, self.binding.target)
+
+    def valid_batches(self, cfg):
+        """The validation batches, or None when nothing is held out."""
+        return eval_batches(self, self.valid, self.valid_file, cfg)
+
+    def _split(self):
+        return ((self.binding.input,) if self.binding.input else (), (self.binding.target,))
+
+
+def eval_batches(ds: Dataset, data, file: str, cfg):
+    """Batches for scoring `data` (ids or Examples) in a fixed order; None if empty."""
+    if ds.binding.examples:
+        if not len(data):
+            return None
+        return ExampleBatches(data, cfg.batch, 0, False, ds._split())
+    if len(data) < 2:
+        return None
+    return StreamBatches(eval_streams(data, cfg.batch, cfg.bptt, file), ds.binding.input,
+                         ds.binding.target)
 
 
 def need_data(cfg) -> None:
@@ -34,9 +68,14 @@ def encode(loader: TextLoader, vocab: Vocab) -> np.ndarray:
 
 def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = None) -> Dataset:
     """Read `cfg.data` (and `cfg.valid`); `vocab` comes from a checkpoint when resuming,
-    otherwise it is built from the training text; `dims` are the `--dim` bindings."""
+    otherwise it is built from the training data; `dims` are the `--dim` bindings."""
     need_data(cfg)
+    if getattr(cfg.data, "name", None) == "trees":    # recursive nets: train/trees.py
+        from .trees import load_tree_dataset
+        return load_tree_dataset(graph, cfg, dims, vocab)
     loader = make_loader(cfg.data, cfg.base)
+    if loader.kind in EXAMPLE_KINDS:
+        return load_examples(graph, cfg, loader, dims, vocab)
     tokens = loader.tokens()
     vocab = vocab or loader.vocab(tokens)
     ids = vocab.encode(tokens, str(loader.path))
@@ -50,6 +89,145 @@ def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = Non
                        str(vloader.path))
     train, valid = split_tail(ids, cfg.valid)
     return Dataset(vocab, binding, train, valid, str(loader.path), str(loader.path))
+
+
+# ------------------------------------------------------------------ example loaders
+def _take(raw: Raw, rows) -> Raw:
+    if isinstance(raw.source, np.ndarray):
+        return Raw(raw.source[rows], raw.target[rows], [raw.lines[i] for i in rows])
+    return Raw([raw.source[i] for i in rows], [raw.target[i] for i in rows],
+               [raw.lines[i] for i in rows])
+
+
+def split_examples(raw: Raw, fraction: float, file: str, series: bool) -> tuple[Raw, Raw]:
+    """(train, valid): a series holds out its last `fraction` of rows (the future);
+    other examples a fixed random `fraction` (the same for every seed), at least one."""
+    n = len(raw.lines)
+    if fraction <= 0:
+        return raw, _take(raw, [])
+    if series:
+        n_valid = int(round(n * fraction))
+        if n_valid < 2 or n - n_valid < 2:
+            raise DataError(f"valid = {fraction} of a series of {n} rows leaves an empty "
+                            f"split (each part needs at least 2 rows)", file=file)
+        return _take(raw, list(range(n - n_valid))), _take(raw, list(range(n - n_valid, n)))
+    n_valid = max(1, int(round(n * fraction)))
+    if n - n_valid < 1:
+        raise DataError(f"valid = {fraction} of {n} example{'s' * (n != 1)} leaves no "
+                        f"training examples (an empty split)", file=file)
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    return _take(raw, sorted(perm[n_valid:])), _take(raw, sorted(perm[:n_valid]))
+
+
+def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
+    file = str(loader.path)
+    raw = loader.read()
+    if hasattr(cfg.valid, "name"):
+        vloader = make_loader(cfg.valid, cfg.valid_base)
+        if vloader.kind != loader.kind:
+            raise UsageError(f"valid is a {vloader.kind} loader but data is {loader.kind}; "
+                             f"both must be read by the same loader")
+        train_raw, valid_raw, vfile = raw, vloader.read(), str(vloader.path)
+    else:
+        train_raw, valid_raw = split_examples(raw, cfg.valid, file, loader.kind == "series")
+        vfile = file
+    vocab = vocab or loader.vocab(train_raw)
+    check_labels(graph, loader, train_raw, vocab, file, dims)
+    binding = bind_examples(graph, vocab, loader.kind, file, dims)
+    train = encode_examples(graph, loader, train_raw, vocab, binding, file, cfg.bptt)
+    valid = encode_examples(graph, loader, valid_raw, vocab, binding, vfile, cfg.bptt)
+    return Dataset(vocab, binding, train, valid, file, vfile)
+
+
+def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None:
+    """A label outside the classes the spec declares (`class(5)` but label 7) is an
+    error naming its line."""
+    if loader.kind != "labeled":
+        return
+    targets = [v for v in graph.targets() if v.kind == "class" and v.index is None]
+    if len(targets) != 1:
+        return                  # bind_examples says what is missing
+    K = declared_size(graph, targets[0], dims)
+    if K is None or len(vocab.target) <= K:
+        return
+    for label, line in zip(raw.target, raw.lines):
+        if vocab.target.index.get(label, K) >= K:
+            numeric = all(t.isdigit() for t in vocab.target.tokens)
+            what = f"class ids 0..{K - 1}" if numeric else f"at most {K} distinct labels"
+            raise DataError(f"label {label!r} is outside the {K} classes of "
+                            f"{size_source(graph, targets[0], dims)} ({what})",
+                            file=file, line=line)
+
+
+def _label_id(vocab: Vocab, label: str, file: str, line: int) -> int:
+    i = vocab.index.get(label)
+    if i is None:
+        shown = ", ".join(vocab.tokens[:10]) + (", ..." if len(vocab) > 10 else "")
+        raise DataError(f"{'tag' if vocab.kind == 'labels' else 'label'} {label!r} is not one "
+                        f"of the {len(vocab)} the model was trained with ({shown})",
+                        file=file, line=line)
+    return i
+
+
+def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, binding: Binding,
+                    file: str, bptt: int) -> Examples:
+    """Examples as id / vector arrays keyed by the variables they feed."""
+    x, y = binding.input, binding.target
+    index = {x: graph.var(x).index, y: graph.var(y).index}
+    kind = loader.kind
+    if kind == "series":
+        return series_windows(loader, raw, vocab, binding, index, file, bptt)
+    src = [vocab.encode(toks, file) for toks in raw.source]
+    if kind == "pairs":
+        tgt = [vocab.target.encode(list(toks) + [EOS], file) for toks in raw.target]
+        if index[x] == index[y]:
+            for s, t, line in zip(src, tgt, raw.lines):
+                if len(s) != len(t):
+                    raise DataError(f"the model reads {x} and {y} on one index "
+                                    f"'{index[x]}', but this pair has {len(s)} source and "
+                                    f"{len(t)} target tokens (with </s>)", file=file,
+                                    line=line)
+    elif kind == "labeled":
+        tgt = [_label_id(vocab.target, lab, file, line)
+               for lab, line in zip(raw.target, raw.lines)]
+    else:
+        tgt = [np.array([_label_id(vocab.target, t, file, line) for t in tags],
+                        dtype=np.int64) for tags, line in zip(raw.target, raw.lines)]
+    return Examples({x: src, y: tgt}, index, {x: True, y: True}, tuple(raw.lines), file, {})
+
+
+def series_windows(loader, raw: Raw, vocab: Vocab, binding: Binding, index: dict, file: str,
+                   bptt: int) -> Examples:
+    """Windows of `window` rows every `stride` rows: x the inputs at rows r..r+W-1, y the
+    targets at rows r+h..r+h+W-1; `persistence` the forecast that repeats the last known
+    target (row r+h-1), the baseline evaluation reports."""
+    x, y = binding.input, binding.target
+    X, Y = np.asarray(raw.source, dtype=np.float64), np.asarray(raw.target, dtype=np.float64)
+    st = vocab.stats
+    if st:
+        X = (X - np.array(st["mean"])) / np.array(st["std"])
+        Y = (Y - np.array(st["target_mean"])) / np.array(st["target_std"])
+    W = loader.window or bptt
+    S = loader.stride or W
+    h = loader.horizon
+    usable = len(X) - h
+    xs, ys, ps, lines = [], [], [], []
+    for r in range(0, max(usable, 0), S):
+        n = min(W, usable - r)
+        if n < 1:
+            break
+        xs.append(X[r:r + n])
+        ys.append(Y[r + h:r + h + n])
+        prev = np.arange(r + h - 1, r + h - 1 + n)
+        ps.append(Y[np.maximum(prev, 0)])
+        lines.append(raw.lines[r])
+        if r + n >= usable:
+            break
+    if len(raw.lines) and not xs:
+        raise DataError(f"{len(raw.lines)} rows are too few for horizon = {h}",
+                        file=file)
+    return Examples({x: xs, y: ys}, index, {x: False, y: False}, tuple(lines), file,
+                    {"persistence": ps})
 
 
 def feeds(binding: Binding, x: np.ndarray, y: np.ndarray) -> tuple[dict, dict]:

@@ -1,24 +1,39 @@
-"""Scoring a language model on a token stream: loss per token, perplexity, accuracy.
+"""Scoring a trained model: loss per token, perplexity, accuracy, and what each kind of
+data is judged by.
 
-The stream is read window by window with the state carried across windows, exactly as in
-training, but without gradients and with dropout off.
+A language model's stream is read window by window with the state carried across
+windows, exactly as in training, but without gradients and with dropout off. Examples
+(`pairs`, `labeled`, `tagged`, `series`) are scored batch by batch with padding masked:
+
+- a class target: accuracy of the argmax (for `pairs`, teacher-forced: the token accuracy);
+- `pairs`: greedy decoding (`greedy_decode`: one step at a time, the argmax fed back)
+  gives the exact-match rate, the edit-distance error rate over target tokens (phoneme
+  or word error rate, Levenshtein distance / reference length) and the sequence error
+  rate (the share of outputs with any error: the "word error rate" of grapheme-to-
+  phoneme papers);
+- `series`: the mean squared error of the output paired with the target by an `mse` loss,
+  beside the persistence forecast's (the last known value repeated);
+- baselines: the majority class (`labeled`), the most frequent tag of each word
+  (`tagged`), persistence (`series`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batches import Streams
+from .batches import Streams, run_batch
 from .data import feeds
 
 
-@dataclass(frozen=True)
+@dataclass
 class Score:
     loss_sum: float        # summed over every scored token (all loss lines)
     tokens: int            # tokens of the bound target that carry a loss
     correct: int | None    # argmax hits (None when no xent loss reads the target)
+    extra: dict = field(default_factory=dict)   # kind-specific metrics (mse, exact_match)
 
     @property
     def loss(self) -> float:
@@ -35,13 +50,21 @@ class Score:
 
     def as_dict(self) -> dict:
         return {"loss": self.loss, "perplexity": self.perplexity,
-                "accuracy": self.accuracy, "tokens": self.tokens}
+                "accuracy": self.accuracy, "tokens": self.tokens, **self.extra}
 
 
 def xent_output(graph, target: str) -> str | None:
     """The logits variable of the first `xent` loss on `target` (what accuracy reads)."""
     for loss in graph.losses:
         if loss.fn == "xent" and loss.target.var == target:
+            return loss.output.var
+    return None
+
+
+def mse_output(graph, target: str) -> str | None:
+    """The output variable of the first `mse` loss on `target`."""
+    for loss in graph.losses:
+        if loss.fn == "mse" and loss.target.var == target:
             return loss.output.var
     return None
 
@@ -58,17 +81,173 @@ def token_terms(graph, res, target: str) -> tuple[float, int]:
     return total, count
 
 
-def score(model, graph, binding, streams: Streams, rng=None) -> Score:
-    """One pass over `streams` in evaluation mode."""
+def iter_batches(batches, binding):
+    """(index, Batch) of any batch source: example or stream batches, or an object with
+    `windows()` (Streams and the like)."""
+    if hasattr(batches, "batches"):
+        return batches.batches()
+    from .loop import stream_batch
+    return ((i, stream_batch(binding, x, y)) for i, x, y in batches.windows())
+
+
+def _mask(lengths, index, shape) -> np.ndarray:
+    """[B, T] True at each example's real steps."""
+    if not lengths or index not in lengths:
+        return np.ones(shape[:2], dtype=bool)
+    return np.arange(shape[1])[None, :] < np.asarray(lengths[index])[:, None]
+
+
+def score(model, graph, binding, batches, rng=None) -> Score:
+    """One pass over `batches` in evaluation mode."""
     out = xent_output(graph, binding.target)
+    reg = mse_output(graph, binding.target)
+    series = getattr(binding, "kind", "stream") == "series" and hasattr(batches, "examples")
+    index = graph.var(binding.target).index
     carry, loss_sum, tokens, correct = None, 0.0, 0, 0
-    for _, x, y in streams.windows():
-        inputs, targets = feeds(binding, x, y)
-        res = model.run(inputs, targets, carry=carry, train=False, grads=False, rng=rng)
-        carry = res.carry
+    se, se_persist, n_values = 0.0, 0.0, 0
+    for _, b in iter_batches(batches, binding):
+        res = run_batch(model, b, carry=carry if b.carry else None, train=False,
+                        grads=False, rng=rng)
+        carry = res.carry if b.carry else None
         s, n = token_terms(graph, res, binding.target)
         loss_sum, tokens = loss_sum + s, tokens + n
+        y = np.asarray(b.targets[binding.target])
         if out is not None:
             pred = np.asarray(res.values[out]).argmax(axis=-1)
             correct += int(((pred == y) & (y >= 0)).sum())
-    return Score(loss_sum, tokens, correct if out is not None else None)
+        if reg is not None:
+            o = np.asarray(res.values[reg], dtype=np.float64)
+            m = _mask(b.lengths, index, y.shape)[..., None] if y.ndim == 3 else True
+            se += float((((o - y) ** 2) * m).sum())
+            n_values += int(np.broadcast_to(m, y.shape).sum())
+            if series:
+                p = batches.examples.extra_batch("persistence", b.rows)
+                se_persist += float((((p - y) ** 2) * m).sum())
+    extra = {}
+    if reg is not None and n_values:
+        extra["mse"] = se / n_values
+        if series:
+            extra["persistence_mse"] = se_persist / n_values
+    return Score(loss_sum, tokens, correct if out is not None else None, extra)
+
+
+# ------------------------------------------------------------------ greedy decoding
+def greedy_decode(model, graph, binding, inputs: dict, max_len: int, eos: int | None,
+                  lengths: dict | None = None) -> list[list[int]]:
+    """The argmax output sequence of each example, one step at a time: the state of the
+    target's index is carried from step to step and the chosen token is fed back as the
+    previous target (`F @ y[u-1]` reads it; `<s>` before the first step). Inputs on other
+    indexes (the encoder's source) are given whole, with their `lengths` when padded;
+    an input on the target's own index is given one step at a time. Stops at `eos`
+    (not included in the result) or after `max_len` steps."""
+    y = binding.target
+    u = graph.var(y).index
+    out_var = xent_output(graph, y)
+    on_u = {v.name for v in graph.vars if v.index == u}
+    B = len(next(iter(inputs.values()))) if inputs else 1
+    fixed = {k: v for k, v in inputs.items() if k not in on_u}
+    stepped = {k: np.asarray(v) for k, v in inputs.items() if k in on_u}
+    if stepped:
+        max_len = min(max_len, min(a.shape[1] for a in stepped.values()))
+    kw = {"lengths": {i: n for i, n in (lengths or {}).items() if i != u}} if lengths else {}
+    delay = getattr(model, "carried", {}).get(y, 1)
+    carry, result, done = None, [[] for _ in range(B)], np.zeros(B, dtype=bool)
+    for k in range(max_len):
+        ins = {**fixed, **{n: a[:, k:k + 1] for n, a in stepped.items()}}
+        res = model.run(ins, {y: np.full((B, 1), -1, dtype=np.int64)}, carry=carry,
+                        train=False, **kw)
+        tok = np.asarray(res.values[out_var])[:, -1].argmax(axis=-1)
+        carry = {n: c for n, c in res.carry.items() if n in on_u}
+        if y in model.carried:
+            old = list((carry or {}).get(y, []))
+            carry[y] = [tok.astype(np.int64)] + old[:delay - 1]
+        for i in np.flatnonzero(~done):
+            if eos is not None and tok[i] == eos:
+                done[i] = True
+            else:
+                result[i].append(int(tok[i]))
+        if done.all():
+            break
+    return result
+
+
+def edit_distance(a, b) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions, each costing 1."""
+    a, b = list(a), list(b)
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, z in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != z)))
+        prev = cur
+    return prev[-1]
+
+
+def decode_metrics(model, graph, binding, examples, vocab, batch: int = 64,
+                   max_len: int | None = None) -> dict:
+    """Greedy decoding of every example of `pairs` data against its reference:
+    exact_match, error_rate (edit distance / reference tokens, `</s>` not counted) and
+    sequence_error_rate (1 - exact_match). Examples are decoded in groups of equal source
+    length, so no source padding is needed."""
+    x, y = binding.input, binding.target
+    eos = vocab.target.index.get("</s>") if vocab.target is not None else None
+    src, ref = examples.fields[x], examples.fields[y]
+    refs = [[int(t) for t in r if t != eos] for r in ref]
+    longest = max((len(r) for r in ref), default=1)
+    max_len = max_len or 2 * longest + 5
+    groups = defaultdict(list)
+    for i, s in enumerate(src):
+        groups[len(s)].append(i)
+    hyps = [None] * len(src)
+    for L in sorted(groups):
+        rows = groups[L]
+        for j in range(0, len(rows), batch):
+            chunk = rows[j:j + batch]
+            xs = np.stack([np.asarray(src[i]) for i in chunk])
+            for i, h in zip(chunk, greedy_decode(model, graph, binding, {x: xs}, max_len,
+                                                 eos)):
+                hyps[i] = h
+    errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs))
+    n_ref = sum(len(r) for r in refs)
+    exact = sum(h == r for h, r in zip(hyps, refs))
+    n = max(len(refs), 1)
+    return {"exact_match": exact / n, "error_rate": errors / max(n_ref, 1),
+            "sequence_error_rate": 1 - exact / n, "decoded": len(refs),
+            "hypotheses": hyps}
+
+
+# --------------------------------------------------------------------------- baselines
+def baselines(binding, train, data) -> dict:
+    """What a model must beat, from the training examples `train`, on `data`:
+    majority_accuracy (labeled), most_frequent_tag_accuracy (tagged)."""
+    x, y = binding.input, binding.target
+    kind = getattr(binding, "kind", "stream")
+    if kind == "labeled":
+        top = Counter(int(l) for l in train.fields[y]).most_common(1)[0][0]
+        labels = [int(l) for l in data.fields[y]]
+        return {"majority_class": top,
+                "majority_accuracy": sum(l == top for l in labels) / max(len(labels), 1)}
+    if kind == "tagged":
+        per_word, overall = defaultdict(Counter), Counter()
+        for ws, ts in zip(train.fields[x], train.fields[y]):
+            for w, t in zip(ws, ts):
+                per_word[int(w)][int(t)] += 1
+                overall[int(t)] += 1
+        default = overall.most_common(1)[0][0]
+        best = {w: c.most_common(1)[0][0] for w, c in per_word.items()}
+        hit = total = 0
+        for ws, ts in zip(data.fields[x], data.fields[y]):
+            for w, t in zip(ws, ts):
+                hit += best.get(int(w), default) == int(t)
+                total += 1
+        return {"most_frequent_tag_accuracy": hit / max(total, 1)}
+    return {}
+
+
+def stream_score(model, graph, binding, streams: Streams, rng=None) -> Score:
+    """`score` over Streams (kept for callers that cut their own windows)."""
+    return score(model, graph, binding, streams, rng)
+
+
+__all__ = ["Score", "score", "xent_output", "token_terms", "greedy_decode",
+           "decode_metrics", "edit_distance", "baselines", "feeds"]

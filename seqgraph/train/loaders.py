@@ -1,7 +1,10 @@
-"""Text loaders of the `train` block (LANGUAGE.md section 7): `chars(path)` and
-`words(path, vocab=10000)`.
+"""Loaders of the `train` block (LANGUAGE.md section 7).
 
-A loader only reads a file into a list of tokens. The vocabulary is built once from the
+`chars(path)` and `words(path, vocab=10000)` read one token stream (language models).
+`pairs`, `labeled`, `tagged` and `series` read examples: one per line (a sentence pair,
+a labelled text, a tagged sentence) or windows of one long series.
+
+A text loader only reads a file into a list of tokens. The vocabulary is built once from the
 training tokens and then reused for the validation text, for evaluation and for sampling
 (it is saved in the checkpoint), so a loader never decides ids on its own.
 
@@ -10,10 +13,14 @@ traceback because a path is wrong or a byte is not UTF-8.
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import json
+import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,7 @@ from ..errors import DataError, UsageError
 
 EOS = "</s>"       # the line-end token of `words` (the Penn Treebank set-up)
 UNK = "<unk>"      # a word outside the vocabulary
+BOS = "<s>"        # what a fed-back target reads before its first step (pairs)
 
 
 # ------------------------------------------------------------------------------ paths
@@ -108,14 +116,20 @@ def word_tokens(text: str) -> list[str]:
 # ------------------------------------------------------------------------- vocabulary
 @dataclass(frozen=True)
 class Vocab:
-    """Ids for tokens. `kind` says how tokens join back into text ('chars' or 'words')."""
+    """Ids for tokens. `kind` says how tokens join back into text ('chars' or 'words';
+    'labels' for class names and tags, 'series' for column names). Example loaders keep
+    the target's own vocabulary in `target` (target tokens of `pairs`, the labels of
+    `labeled`, the tags of `tagged`, the target columns of `series`); `stats` holds a
+    series' column means and standard deviations (the scaling)."""
     kind: str
     tokens: tuple
+    target: "Vocab | None" = None
+    stats: dict | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
 
-    @property
+    @cached_property
     def index(self) -> dict:
         return {tok: i for i, tok in enumerate(self.tokens)}
 
@@ -143,6 +157,8 @@ class Vocab:
         toks = [self.tokens[int(i)] for i in ids]
         if self.kind == "chars":
             return "".join(toks)
+        if self.kind in ("labels", "series"):
+            return " ".join(toks)
         lines, line = [], []
         for t in toks:
             if t == EOS:
@@ -153,11 +169,17 @@ class Vocab:
         return "\n".join(lines + [" ".join(line)])
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "tokens": list(self.tokens)}
+        out = {"kind": self.kind, "tokens": list(self.tokens)}
+        if self.target is not None:
+            out["target"] = self.target.to_json()
+        if self.stats is not None:
+            out["stats"] = self.stats
+        return out
 
     @staticmethod
     def from_json(d: dict) -> "Vocab":
-        return Vocab(d["kind"], tuple(d["tokens"]))
+        target = Vocab.from_json(d["target"]) if d.get("target") else None
+        return Vocab(d["kind"], tuple(d["tokens"]), target, d.get("stats"))
 
 
 def build_vocab(kind: str, tokens: list[str], size: int | None = None) -> Vocab:
@@ -216,11 +238,271 @@ def _field(field):
     return field
 
 
-LOADERS = {"chars": chars, "words": words}
-PLANNED = ("tagged", "labeled", "pairs", "trees", "series")
+# -------------------------------------------------------------------- example loaders
+@dataclass(frozen=True)
+class Raw:
+    """Examples as read from a file, before any vocabulary: `source` token lists (or a
+    float matrix for a series), `target` token lists / labels, and the line of each."""
+    source: list
+    target: list
+    lines: list
 
 
-def make_loader(call, base: str | Path | None = None) -> TextLoader:
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every non-blank line of a UTF-8 file; an empty file is
+    an error."""
+    text = read_text(path)
+    return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)
+            if line.strip()]
+
+
+def _split_tokens(text: str, chars: bool) -> list[str]:
+    return list(text.strip()) if chars else text.split()
+
+
+def build_example_vocab(tokens_lists, chars: bool, size: int | None, specials=()) -> Vocab:
+    """`<unk>` and `specials` first, then the tokens by falling frequency (ties: first
+    seen), at most `size` entries in all; characters keep code-point order."""
+    counts, first = Counter(), {}
+    for toks in tokens_lists:
+        for t in toks:
+            counts[t] += 1
+            first.setdefault(t, len(first))
+    for sp in (UNK, *specials):
+        counts.pop(sp, None)
+    fixed = (UNK, *specials)
+    if chars:
+        ranked = sorted(counts, key=lambda t: (-counts[t], t))
+        keep = sorted(ranked if size is None else ranked[:max(size - len(fixed), 0)])
+    else:
+        ranked = sorted(counts, key=lambda t: (-counts[t], first[t]))
+        keep = ranked if size is None else ranked[:max(size - len(fixed), 0)]
+    return Vocab("chars" if chars else "words", (*fixed, *keep))
+
+
+def label_vocab(labels) -> Vocab:
+    """Class names: integers 0..K-1 when every label is a non-negative integer (so a
+    label means its own class id), else the distinct labels in sorted order."""
+    distinct = set(labels)
+    if distinct and all(l.isdigit() for l in distinct):
+        top = max(int(l) for l in distinct)
+        return Vocab("labels", tuple(str(i) for i in range(top + 1)))
+    return Vocab("labels", tuple(sorted(distinct)))
+
+
+@dataclass(frozen=True)
+class ExampleLoader:
+    """`pairs`, `labeled`, `tagged` or `series` with its path resolved and its options."""
+    kind: str
+    path: Path
+    chars: bool = False
+    vocab_size: int | None = None
+    inputs: tuple = ()
+    targets: tuple = ()
+    window: int | None = None
+    stride: int | None = None
+    horizon: int = 1
+    scale: bool = True
+
+    def describe(self) -> str:
+        return f"{self.kind}({str(self.path)!r})"
+
+    # ---------------------------------------------------------------- reading
+    def read(self) -> Raw:
+        return getattr(self, "_read_" + self.kind)()
+
+    def _fields(self, n: int, line: str, want: int, what: str) -> list[str]:
+        parts = line.split("\t")
+        if len(parts) != want:
+            found = "no tab" if len(parts) == 1 else f"{len(parts)} tab-separated fields"
+            raise DataError(f"expected {what}, found {found}", file=str(self.path), line=n)
+        return parts
+
+    def _read_pairs(self) -> Raw:
+        src, tgt, lines = [], [], []
+        for n, line in _lines(self.path):
+            a, b = self._fields(n, line, 2, "source<TAB>target")
+            s, t = _split_tokens(a, self.chars), _split_tokens(b, self.chars)
+            if not s or not t:
+                side = "source" if not s else "target"
+                raise DataError(f"expected source<TAB>target, the {side} is empty",
+                                file=str(self.path), line=n)
+            src.append(s), tgt.append(t), lines.append(n)
+        return Raw(src, tgt, lines)
+
+    def _read_labeled(self) -> Raw:
+        src, tgt, lines = [], [], []
+        for n, line in _lines(self.path):
+            if "\t" not in line:
+                raise DataError("expected label<TAB>text, found no tab",
+                                file=str(self.path), line=n)
+            label, text = line.split("\t", 1)
+            toks = _split_tokens(text, self.chars)
+            if not label.strip() or not toks:
+                what = "label" if not label.strip() else "text"
+                raise DataError(f"expected label<TAB>text, the {what} is empty",
+                                file=str(self.path), line=n)
+            src.append(toks), tgt.append(label.strip()), lines.append(n)
+        return Raw(src, tgt, lines)
+
+    def _read_tagged(self) -> Raw:
+        src, tgt, lines = [], [], []
+        for n, line in _lines(self.path):
+            words, tags = [], []
+            for i, tok in enumerate(line.split(), 1):
+                word, slash, tag = tok.rpartition("/")
+                if not slash or not word or not tag:
+                    raise DataError(f"expected word/TAG tokens, token {i} is {tok!r}",
+                                    file=str(self.path), line=n)
+                words.append(word), tags.append(tag)
+            src.append(words), tgt.append(tags), lines.append(n)
+        return Raw(src, tgt, lines)
+
+    def _read_series(self) -> Raw:
+        file = str(self.path)
+        text = read_text(self.path)
+        rows = list(csv.reader(io.StringIO(text)))
+        while rows and not any(c.strip() for c in rows[-1]):
+            rows.pop()
+        if not rows:
+            raise DataError("is empty: there is no series to train on", file=file)
+        header = [h.strip() for h in rows[0]]
+        cols = {}
+        for name in (*self.inputs, *self.targets):
+            if name not in header:
+                raise DataError(f"no column '{name}' in the header (columns: "
+                                f"{', '.join(header)})", file=file, line=1)
+            cols[name] = header.index(name)
+        values, lines = [], []
+        for n, row in enumerate(rows[1:], 2):
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"expected {len(header)} comma-separated values as in the "
+                                f"header, found {len(row)}", file=file, line=n)
+            out = []
+            for name in dict.fromkeys((*self.inputs, *self.targets)):
+                cell = row[cols[name]].strip()
+                try:
+                    v = float(cell)
+                except ValueError:
+                    v = math.nan
+                if not math.isfinite(v):
+                    what = "a missing value" if cell.lower() in ("", "na", "nan", "null",
+                                                                 "none") \
+                        else f"{cell!r}, not a number"
+                    raise DataError(f"column '{name}' has {what}; series need every "
+                                    f"value (fill or drop the row first)", file=file, line=n)
+                out.append(v)
+            values.append(out), lines.append(n)
+        if len(values) < 2:
+            raise DataError(f"{len(values)} rows: a series needs at least 2", file=file)
+        names = list(dict.fromkeys((*self.inputs, *self.targets)))
+        m = np.asarray(values, dtype=np.float64)
+        x = m[:, [names.index(c) for c in self.inputs]]
+        y = m[:, [names.index(c) for c in self.targets]]
+        return Raw(x, y, lines)
+
+    # ---------------------------------------------------------------- vocabulary
+    def vocab(self, raw: Raw) -> Vocab:
+        """Built from the training examples only."""
+        if self.kind == "pairs":
+            v = build_example_vocab(raw.source, self.chars, self.vocab_size)
+            t = build_example_vocab(raw.target, self.chars, self.vocab_size, (BOS, EOS))
+            return Vocab(v.kind, v.tokens, t)
+        if self.kind == "labeled":
+            v = build_example_vocab(raw.source, self.chars, self.vocab_size)
+            return Vocab(v.kind, v.tokens, label_vocab(raw.target))
+        if self.kind == "tagged":
+            v = build_example_vocab(raw.source, False, self.vocab_size)
+            tags = sorted({t for ts in raw.target for t in ts})
+            return Vocab(v.kind, v.tokens, Vocab("labels", tuple(tags)))
+        x, y = np.asarray(raw.source), np.asarray(raw.target)
+        stats = None
+        if self.scale:
+            stats = {"mean": x.mean(0).tolist(), "std": _std(x).tolist(),
+                     "target_mean": y.mean(0).tolist(), "target_std": _std(y).tolist()}
+        return Vocab("series", tuple(self.inputs), Vocab("series", tuple(self.targets)),
+                     stats)
+
+
+def _std(a: np.ndarray) -> np.ndarray:
+    s = a.std(0)
+    return np.where(s > 0, s, 1.0)
+
+
+def _vocab_opt(vocab, name):
+    if vocab is None:
+        return None
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
+        raise UsageError(f"{name}(): vocab must be an integer of at least 2, not {vocab!r}")
+    return vocab
+
+
+def _bool(v, what):
+    if not isinstance(v, bool):
+        raise UsageError(f"{what} must be true or false, not {v!r}")
+    return v
+
+
+def pairs(path: str, chars: bool = False, vocab: int | None = None, *,
+          base: str | Path | None = None) -> ExampleLoader:
+    """TSV `source<TAB>target`: x[t] the source tokens, y[u] the target tokens closed by
+    `</s>` (and `<s>` read before the first step when y is fed back)."""
+    return ExampleLoader("pairs", resolve_path(str(path), base), _bool(chars, "pairs(): chars"),
+                         _vocab_opt(vocab, "pairs"))
+
+
+def labeled(path: str, chars: bool = False, vocab: int | None = None, *,
+            base: str | Path | None = None) -> ExampleLoader:
+    """TSV `label<TAB>text`: x[t] the tokens of the text, y its class (many-to-one)."""
+    return ExampleLoader("labeled", resolve_path(str(path), base),
+                         _bool(chars, "labeled(): chars"), _vocab_opt(vocab, "labeled"))
+
+
+def tagged(path: str, vocab: int | None = None, *,
+           base: str | Path | None = None) -> ExampleLoader:
+    """One sentence a line of `word/TAG` tokens: x[t] the words, y[t] the tags."""
+    return ExampleLoader("tagged", resolve_path(str(path), base), False,
+                         _vocab_opt(vocab, "tagged"))
+
+
+def series(path: str, inputs=(), targets=(), window: int | None = None,
+           stride: int | None = None, horizon: int = 1, scale: bool = True, *,
+           base: str | Path | None = None) -> ExampleLoader:
+    """A CSV file with a header: x[t] the `inputs` columns at row t, y[t] the `targets`
+    columns at row t + horizon; one long series cut into windows of `window` rows
+    (default: the train block's bptt) every `stride` rows (default: window)."""
+    def names(v, what):
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)) or not v or \
+                not all(isinstance(c, str) for c in v):
+            raise UsageError(f"series(): {what} must be a list of column names such as "
+                             f"[\"a\", \"b\"], not {v!r}")
+        return tuple(v)
+
+    def count(v, what, lo):
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise UsageError(f"series(): {what} must be an integer of at least {lo}, "
+                             f"not {v!r}")
+        return v
+    return ExampleLoader("series", resolve_path(str(path), base), inputs=names(inputs, "inputs"),
+                         targets=names(targets, "targets"), window=count(window, "window", 1),
+                         stride=count(stride, "stride", 1),
+                         horizon=count(horizon, "horizon", 0),
+                         scale=_bool(scale, "series(): scale"))
+
+
+LOADERS = {"chars": chars, "words": words, "pairs": pairs, "labeled": labeled,
+           "tagged": tagged, "series": series}
+EXAMPLE_KINDS = ("pairs", "labeled", "tagged", "series")
+PLANNED = ("trees",)
+
+
+def make_loader(call, base: str | Path | None = None) -> "TextLoader | ExampleLoader":
     """A loader from a `Call` value of the train block (or of `--set data=...`)."""
     name = getattr(call, "name", None)
     if name is None:

@@ -1,19 +1,77 @@
-"""What a training run reports: `metrics.csv`, a loss-curve PNG beside it, and a one-line
+"""What a training run reports: `metrics.csv`, a loss curve (`loss.png`) and a gradient-
+norm plot (`grad_norm.png`) beside it, warnings about the gradients, and a one-line
 progress bar on stderr.
 
 The CSV has one row per update (step, epoch, train loss per token, gradient norm before
-clipping, tokens per second) and one row per validation pass (step, epoch, valid loss), so
-a spreadsheet or pandas reads the curves without any seqgraph code.
+clipping, tokens per second, and the norm of each parameter's gradient in a column
+`grad_norm.NAME`) and one row per validation pass (step, epoch, valid loss), so a
+spreadsheet or pandas reads the curves without any seqgraph code.
+
+Gradient monitoring (Deep Learning, section 10.7: gradients that explode through time):
+a warning on stderr when the global norm jumps to 100 times its running median or more,
+and at the end of an epoch in which clipping fired on most updates.
 """
 from __future__ import annotations
 
 import csv
 import math
+import statistics
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 COLUMNS = ("step", "epoch", "train_loss", "valid_loss", "grad_norm", "tokens_per_s")
+PARAM_PREFIX = "grad_norm."      # a column per parameter: grad_norm.W, grad_norm.enc.U
+JUMP = 100.0                     # a global norm >= JUMP x its running median is a warning
+MEDIAN_OF = 100                  # ... over the last MEDIAN_OF updates (at least 10 seen)
+MOST = 0.5                       # clipping on more than this fraction of an epoch's updates
+
+
+class GradMonitor:
+    """Watches the global gradient norm: jumps over the running median, and how often
+    clipping fires in each epoch. `warn` receives each warning's text."""
+
+    def __init__(self, warn=None):
+        self.warn = warn or (lambda text: sys.stderr.write("\r" + text + "\n"))
+        self.recent = deque(maxlen=MEDIAN_OF)
+        self.epoch, self.steps, self.clipped = None, 0, 0
+        self.last_jump = -10**9
+        self.warnings: list[str] = []
+
+    def _say(self, text: str) -> None:
+        self.warnings.append(text)
+        self.warn(text)
+
+    def step(self, step: int, epoch: int, norm: float, norms: dict | None = None,
+             clipped: bool | None = None) -> None:
+        if epoch != self.epoch:
+            self.end_epoch()
+            self.epoch, self.steps, self.clipped = epoch, 0, 0
+        self.steps += 1
+        self.clipped += bool(clipped)
+        if not math.isfinite(norm):
+            return
+        if len(self.recent) >= 10:
+            med = statistics.median(self.recent)
+            if med > 0 and norm >= JUMP * med and step - self.last_jump >= MEDIAN_OF:
+                self.last_jump = step
+                top = max(norms, key=norms.get) if norms else None
+                worst = f"; largest: {top} ({norms[top]:.3g})" if top else ""
+                self._say(f"warning: step {step}: the gradient norm {norm:.3g} is "
+                          f"{norm / med:.0f}x its running median {med:.3g}{worst}: "
+                          f"exploding gradients? (a smaller lr or clip helps)")
+        self.recent.append(norm)
+
+    def end_epoch(self) -> None:
+        """The clipping report of the epoch seen so far (once per epoch)."""
+        if self.epoch is None or self.steps < 10:
+            return
+        if self.clipped > MOST * self.steps:
+            self._say(f"warning: epoch {self.epoch}: clipping fired on {self.clipped} of "
+                      f"{self.steps} updates; the gradients are often larger than clip "
+                      f"(raise clip or lower lr if the loss does not fall)")
+        self.steps = 0          # reported: not again for this epoch
 
 
 class MetricsLog:
@@ -30,18 +88,36 @@ class MetricsLog:
         old = Path(resumed_from or out_dir) / "metrics.csv"
         rows = _read(old) if resume_step is not None and old.exists() else []
         rows = [r for r in rows if int(r["step"]) <= resume_step]
+        extra = [k for k in (rows[0] if rows else {}) if k.startswith(PARAM_PREFIX)]
+        self.columns = list(COLUMNS) + extra
+        self._rewrite(rows)
+        self.monitor = GradMonitor()
+
+    def _rewrite(self, rows) -> None:
         with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, COLUMNS)
+            w = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
 
     def _append(self, row: dict) -> None:
+        new = [k for k in row if k not in self.columns]
+        if new:            # the first per-parameter norms: widen the header
+            rows = self.read()
+            self.columns += new
+            self._rewrite(rows)
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, COLUMNS).writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+            csv.DictWriter(f, self.columns).writerow(
+                {k: _fmt(row.get(k)) for k in self.columns})
 
-    def step(self, step, epoch, train_loss, grad_norm, tokens_per_s) -> None:
-        self._append(dict(step=step, epoch=epoch, train_loss=train_loss,
-                          grad_norm=grad_norm, tokens_per_s=tokens_per_s))
+    def step(self, step, epoch, train_loss, grad_norm, tokens_per_s, norms=None,
+             clipped=None) -> None:
+        """One update: `norms` are the gradient norms of each parameter before clipping,
+        `clipped` whether clipping fired."""
+        row = dict(step=step, epoch=epoch, train_loss=train_loss, grad_norm=grad_norm,
+                   tokens_per_s=tokens_per_s)
+        row.update({PARAM_PREFIX + k: v for k, v in (norms or {}).items()})
+        self._append(row)
+        self.monitor.step(step, epoch, grad_norm, norms, clipped)
 
     def valid(self, step, epoch, valid_loss) -> None:
         self._append(dict(step=step, epoch=epoch, valid_loss=valid_loss))
@@ -72,7 +148,42 @@ class MetricsLog:
         fig.tight_layout()
         fig.savefig(self.png)
         plt.close(fig)
+        self.monitor.end_epoch()
+        self.plot_grads(rows)
         return self.png
+
+    def plot_grads(self, rows=None) -> Path | None:
+        """DIR/grad_norm.png: the global gradient norm and each parameter's, per step
+        (log scale), before clipping."""
+        rows = self.read() if rows is None else rows
+        cols = ["grad_norm"] + [c for c in self.columns if c.startswith(PARAM_PREFIX)]
+        series = {}
+        for c in cols:
+            pts = [(int(r["step"]), float(r[c])) for r in rows if r.get(c)]
+            pts = [(s, v) for s, v in pts if math.isfinite(v) and v > 0]
+            if pts:
+                series[c] = pts
+        if not series:
+            return None
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        for c, pts in series.items():
+            label = "global" if c == "grad_norm" else c[len(PARAM_PREFIX):]
+            ax.plot(*zip(*pts), lw=1.6 if c == "grad_norm" else 0.8,
+                    color="black" if c == "grad_norm" else None, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("gradient norm (before clipping)")
+        if len(series) <= 16:
+            ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        out = self.path.with_name("grad_norm.png")
+        fig.savefig(out)
+        plt.close(fig)
+        return out
 
 
 def _read(path: Path) -> list[dict]:

@@ -81,7 +81,8 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None) -> Trai
     open_dims = spec.unbound_dims()
     dims = {k: v for k, v in meta.get("dims", {}).items() if k in open_dims}
     model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
-                  executor=choose_executor(executor, quiet=True))
+                  executor=choose_executor(executor, quiet=True),
+                  start_ids=(meta.get("binding") or {}).get("start_ids"))
     ck.restore_params(c, model.params)
     return Trained(spec, model, Vocab.from_json(meta["vocab"]), Binding(**meta["binding"]),
                    meta, c)

@@ -1,0 +1,198 @@
+"""`seqgraph eval` on example data (accuracy, exact match, error rates, mse and the
+baselines), the greedy decoder, and gradient monitoring in training (metrics.csv,
+warnings, grad_norm.png)."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph.cli import main
+from seqgraph.train import evaluate
+from seqgraph.train.config import make_config
+from seqgraph.train.data import load_dataset
+from seqgraph.train.evaluate import decode_metrics, edit_distance, greedy_decode
+from seqgraph.train.metrics import GradMonitor, MetricsLog
+
+from test_seq_data import CLASSIFY, S2S, SERIES, TAGGER, make_data, spec_at, write
+
+
+@pytest.fixture
+def data(tmp_path):
+    make_data(tmp_path, n=60)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------- edit distance
+@pytest.mark.parametrize("a, b, d", [
+    ("", "", 0), ("abc", "abc", 0), ("abc", "", 3), ("", "ab", 2), ("kitten", "sitting", 3),
+    ("flaw", "lawn", 2), ([1, 2, 3], [1, 3], 1), ("ab", "ba", 2)])
+def test_edit_distance(a, b, d):
+    assert edit_distance(a, b) == d == edit_distance(b, a)
+
+
+# -------------------------------------------------------------------- greedy decoding
+def _s2s(d, seed=0):
+    spec = spec_at(d, "m.sg", S2S)
+    cfg = make_config(spec.train, {}, d)
+    ds = load_dataset(spec.graph, cfg)
+    m = seqgraph.Model(spec, dims=ds.binding.dims, dtype="float64", executor="interp",
+                       start_ids=ds.binding.start_ids)
+    rng = np.random.default_rng(seed)
+    for k, w in m.params.items():
+        m.params[k] = rng.normal(scale=0.8, size=w.shape)
+    return spec, m, ds
+
+
+def test_greedy_decoding_is_the_argmax_of_a_teacher_forced_run_on_its_own_output(data):
+    """Feeding the decoded tokens back as targets must reproduce them as the argmax at
+    every step: the one-step-at-a-time decoder and the whole-sequence run agree."""
+    spec, m, ds = _s2s(data)
+    x = np.stack([ds.train.fields["x"][i] for i in range(3)
+                  if len(ds.train.fields["x"][i]) == len(ds.train.fields["x"][0])])
+    hyps = greedy_decode(m, spec.graph, ds.binding, {"x": x}, max_len=6, eos=None)
+    assert all(len(h) == 6 for h in hyps)
+    res = m.run({"x": x}, {"y": np.array(hyps)})
+    np.testing.assert_array_equal(np.asarray(res.values["o"]).argmax(-1), np.array(hyps))
+
+
+def test_greedy_decoding_stops_at_eos(data):
+    spec, m, ds = _s2s(data)
+    eos = ds.vocab.target.index["</s>"]
+    m.params["bo"][:] = 0
+    m.params["bo"][eos] = 100.0                 # </s> always wins
+    x = ds.train.fields["x"][0][None]
+    assert greedy_decode(m, spec.graph, ds.binding, {"x": x}, 10, eos) == [[]]
+
+
+def test_decode_metrics_count_exact_matches_and_edit_distances(data, monkeypatch):
+    spec, m, ds = _s2s(data)
+    ex = ds.valid.subset(range(3))
+    eos = ds.vocab.target.index["</s>"]
+    refs = [[int(t) for t in r if t != eos] for r in ex.fields["y"]]
+    wrong = refs[1][:-1] + [refs[1][-1] + 1]                     # one substitution
+    hyps = {0: refs[0], 1: wrong, 2: refs[2] + [refs[2][0]]}     # one insertion
+
+    def fake(model, graph, binding, inputs, max_len, eos, lengths=None):
+        rows = [next(i for i in range(3) if np.array_equal(ex.fields["x"][i], r))
+                for r in inputs["x"]]
+        return [hyps[i] for i in rows]
+    monkeypatch.setattr(evaluate, "greedy_decode", fake)
+    d = decode_metrics(m, spec.graph, ds.binding, ex, ds.vocab)
+    assert d["exact_match"] == pytest.approx(1 / 3)
+    assert d["sequence_error_rate"] == pytest.approx(2 / 3)
+    assert d["error_rate"] == pytest.approx(2 / sum(map(len, refs)))
+
+
+# ------------------------------------------------------------------- seqgraph eval
+def _train_and_eval(d, text, capsys, *extra):
+    spec = write(d, "m.sg", text)
+    out = d / "run"
+    assert main(["train", str(spec), "--out", str(out), "--executor", "interp",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(out), "--executor", "interp",
+                 "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_pairs_reports_token_accuracy_exact_match_and_error_rates(data, capsys):
+    r = _train_and_eval(data, S2S.replace("epochs = 1", "epochs = 3"), capsys)
+    assert r["kind"] == "pairs" and r["decoded"] == 12
+    for k in ("loss", "perplexity", "accuracy", "exact_match", "error_rate",
+              "sequence_error_rate"):
+        assert isinstance(r[k], float), k
+    assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
+    assert r["sequence_error_rate"] == pytest.approx(1 - r["exact_match"])
+    assert 0 <= r["accuracy"] <= 1 and r["error_rate"] >= 0
+
+
+def test_eval_labeled_reports_accuracy_and_the_majority_baseline(data, capsys):
+    r = _train_and_eval(data, CLASSIFY, capsys)
+    assert r["kind"] == "labeled" and r["tokens"] == 12
+    assert 0 <= r["accuracy"] <= 1 and 0 <= r["majority_accuracy"] <= 1
+    assert r["majority_class"] in (0, 1)
+
+
+def test_eval_tagged_reports_the_most_frequent_tag_baseline(data, capsys):
+    write(data, "test.txt", "a/V b/C c/C\ne/V d/C\n")
+    r = _train_and_eval(data, TAGGER, capsys, "--data", str(data / "test.txt"))
+    assert r["tokens"] == 5
+    assert r["most_frequent_tag_accuracy"] == 1.0     # every letter has one tag
+
+
+def test_eval_series_reports_mse_and_persistence(data, capsys):
+    r = _train_and_eval(data, SERIES, capsys)
+    assert r["kind"] == "series" and r["scaled"] is True
+    assert r["mse"] > 0 and r["persistence_mse"] > 0
+    # the loss is half the squared error summed over the target's components (one here)
+    assert r["loss"] == pytest.approx(r["mse"] / 2, rel=1e-5)
+
+
+def test_eval_text_output(data, capsys):
+    spec = write(data, "m.sg", SERIES)
+    main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp", "--quiet"])
+    capsys.readouterr()
+    main(["eval", str(spec), "--checkpoint", str(data / "run"), "--executor", "interp"])
+    out = capsys.readouterr().out
+    assert "nats/token" in out and "persistence mse" in out
+
+
+# -------------------------------------------------------------- gradient monitoring
+def test_metrics_has_a_gradient_norm_column_per_parameter_and_a_plot(data):
+    spec = write(data, "m.sg", CLASSIFY)
+    out = data / "run"
+    main(["train", str(spec), "--out", str(out), "--executor", "interp", "--quiet"])
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    cols = list(rows[0])
+    assert [c for c in cols if c.startswith("grad_norm.")] == \
+        ["grad_norm.W", "grad_norm.U", "grad_norm.b", "grad_norm.Wo", "grad_norm.bo"]
+    for r in rows:
+        if r["train_loss"]:
+            per = [float(r[c]) for c in cols if c.startswith("grad_norm.")]
+            assert float(r["grad_norm"]) == pytest.approx(math.sqrt(sum(v * v for v in per)),
+                                                          rel=1e-4)
+    assert (out / "grad_norm.png").stat().st_size > 1000
+    assert (out / "loss.png").exists()
+
+
+def test_a_jump_of_the_gradient_norm_is_a_warning():
+    said = []
+    mon = GradMonitor(said.append)
+    for s in range(1, 30):
+        mon.step(s, 1, 1.0 + 0.01 * (s % 3), {"W": 1.0}, False)
+    assert not said
+    mon.step(30, 1, 50.0, {"W": 50.0, "U": 1.0}, False)           # 50x: not yet
+    assert not said
+    mon.step(31, 1, 150.0, {"W": 150.0, "U": 1.0}, False)
+    assert len(said) == 1 and "step 31" in said[0] and "largest: W" in said[0]
+
+
+def test_clipping_on_most_steps_of_an_epoch_is_a_warning():
+    said = []
+    mon = GradMonitor(said.append)
+    for s in range(1, 21):
+        mon.step(s, 1, 10.0, None, clipped=s % 4 != 0)             # 15 of 20
+    for s in range(21, 41):
+        mon.step(s, 2, 1.0, None, clipped=s % 4 == 0)              # 5 of 20
+    mon.end_epoch()
+    assert len(said) == 1 and "epoch 1: clipping fired on 15 of 20 updates" in said[0]
+
+
+def test_the_warning_reaches_stderr_in_training(data, capsys):
+    spec = write(data, "m.sg", CLASSIFY.replace("epochs = 2", "epochs = 2\n  clip = 0.001"))
+    main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
+          "--quiet"])
+    assert "clipping fired on" in capsys.readouterr().err
+
+
+def test_metrics_log_keeps_parameter_columns_on_resume(tmp_path):
+    log = MetricsLog(tmp_path)
+    log.step(1, 1, 2.0, 3.0, 100.0, {"W": 3.0}, False)
+    log.step(2, 1, 1.5, 2.0, 100.0, {"W": 2.0}, False)
+    log2 = MetricsLog(tmp_path, resume_step=1)
+    log2.step(2, 1, 1.4, 2.5, 100.0, {"W": 2.5}, False)
+    rows = log2.read()
+    assert [(r["step"], r["grad_norm.W"]) for r in rows] == [("1", "3"), ("2", "2.5")]

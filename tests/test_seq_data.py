@@ -1,0 +1,485 @@
+"""Example loaders (pairs, labeled, tagged, series), their errors, batching of variable-
+length examples, and training on them: LANGUAGE.md section 7, docs/training.md."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph.cli import main
+from seqgraph.errors import DataError, UsageError
+from seqgraph.lang.ast import Call
+from seqgraph.train.batches import ExampleBatches, Examples, pad
+from seqgraph.train.config import make_config
+from seqgraph.train.data import load_dataset
+from seqgraph.train.loaders import BOS, EOS, UNK, labeled, pairs, series, tagged
+
+# ------------------------------------------------------------------------ the specs
+S2S = """\
+model s2s
+dim D = 6
+dim H = 8
+input  x[t] : onehot(Vx)
+target y[u] : class(Vy)
+param E : [D, Vx]
+param F : [D, Vy]
+param We, Ue, be, Vc, Wd, Ud, Cd, bd, Vi, Oh, Oy, Oc, bo
+h[t] : H = tanh(We @ (E @ x[t]) + Ue @ h[t-1] + be)
+c    : H = tanh(Vc @ h[end])
+init s = tanh(Vi @ c)
+s[u] : H = tanh(Wd @ s[u-1] + Ud @ (F @ y[u-1]) + Cd @ c + bd)
+o[u] = Oh @ s[u] + Oy @ (F @ y[u-1]) + Oc @ c + bo
+loss xent(o[u], y[u])
+train {
+  data = pairs("pairs.tsv", chars = true)
+  valid = 0.2
+  optimizer = adam(lr = 0.02)
+  batch = 4
+  epochs = 1
+}
+"""
+
+CLASSIFY = """\
+model cls
+dim H = 8
+input  x[t] : onehot(V)
+target y    : class(K)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o = Wo @ h[end] + bo
+loss xent(o, y)
+train {
+  data = labeled("lab.tsv")
+  valid = 0.2
+  optimizer = adam(lr = 0.05)
+  batch = 4
+  epochs = 2
+}
+"""
+
+TAGGER = """\
+model tagger
+dim H = 6
+input  x[t] : onehot(V)
+target y[t] : class(K)
+param Wh, Uh, bh, Wg, Ug, bg, Wo, bo
+h[t] : H = tanh(Wh @ x[t] + Uh @ h[t-1] + bh)
+g[t] : H = tanh(Wg @ x[t] + Ug @ g[t+1] + bg)
+o[t] = Wo @ [h[t]; g[t]] + bo
+loss xent(o[t], y[t])
+train {
+  data = tagged("tag.txt")
+  valid = 0.2
+  optimizer = adam(lr = 0.05)
+  batch = 4
+  epochs = 2
+}
+"""
+
+SERIES = """\
+model ser
+dim H = 6
+input  x[t] : vec(D)
+target y[t] : vec(P)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss mse(o[t], y[t])
+train {
+  data = series("s.csv", inputs = ["a", "b"], targets = ["a"], window = 10, stride = 4)
+  valid = 0.2
+  optimizer = adam(lr = 0.02)
+  batch = 4
+  epochs = 2
+}
+"""
+
+WORDS = ["cat", "dog", "bird", "fish", "tree", "sun", "moon"]
+
+
+def write(d, name, text):
+    p = d / name
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return p
+
+
+def make_data(d, n=40, seed=0):
+    """A reversal task (pairs), a majority vote (labeled), letters tagged by kind (tagged)
+    and a two-column series, all small."""
+    rng = np.random.default_rng(seed)
+    write(d, "pairs.tsv", "".join(f"{w}\t{w[::-1]}\n" for w in rng.choice(WORDS, n)))
+    lab = []
+    for _ in range(n):
+        toks = list(rng.choice(["a", "b"], rng.integers(2, 7)))
+        lab.append(f"{int(toks.count('a') > toks.count('b'))}\t{' '.join(toks)}\n")
+    write(d, "lab.tsv", "".join(lab))
+    tag = []
+    for _ in range(n):
+        toks = rng.choice(list("abcde"), rng.integers(2, 8))
+        tag.append(" ".join(f"{w}/{'V' if w in 'ae' else 'C'}" for w in toks) + "\n")
+    write(d, "tag.txt", "".join(tag))
+    rows = ["a,b,t"] + [f"{math.sin(i / 4):.5f},{math.cos(i / 7):.5f},{i}" for i in range(80)]
+    write(d, "s.csv", "\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def data(tmp_path):
+    make_data(tmp_path)
+    return tmp_path
+
+
+def spec_at(d, name, text):
+    p = write(d, name, text)
+    return seqgraph.read_spec(str(p))
+
+
+def dataset(d, text, name="m.sg", sets=None, dims=None):
+    spec = spec_at(d, name, text)
+    cfg = make_config(spec.train, sets or {}, d)
+    return spec, cfg, load_dataset(spec.graph, cfg, dims)
+
+
+# --------------------------------------------------------------------------- loaders
+def test_pairs_targets_end_with_eos_and_start_with_bos(data):
+    spec, cfg, ds = dataset(data, S2S)
+    v = ds.vocab
+    assert v.tokens[0] == UNK and v.target.tokens[:3] == (UNK, BOS, EOS)
+    b = ds.binding
+    assert (b.input, b.target, b.kind, b.feedback) == ("x", "y", "pairs", True)
+    assert b.start_ids == {"y": v.target.index[BOS]}
+    assert b.dims == {"Vx": len(v), "Vy": len(v.target)}
+    ex = ds.train
+    x0, y0 = ex.fields["x"][0], ex.fields["y"][0]
+    assert v.decode(x0)[::-1] == v.target.decode(y0[:-1])
+    assert y0[-1] == v.target.index[EOS]
+    assert len(ds.train) + len(ds.valid) == 40 and len(ds.valid) == 8
+
+
+def test_pairs_words_and_vocab_limit(tmp_path):
+    write(tmp_path, "p.tsv", "a b c\tx y\na a d\tx x z\n")
+    loader = pairs("p.tsv", vocab=3, base=tmp_path)
+    raw = loader.read()
+    assert raw.source == [["a", "b", "c"], ["a", "a", "d"]] and raw.lines == [1, 2]
+    v = loader.vocab(raw)
+    assert v.tokens == (UNK, "a", "b")                 # at most 3, <unk> counted
+    assert list(v.encode(["a", "d"])) == [1, 0]        # d is <unk>
+    assert v.target.tokens == (UNK, BOS, EOS)          # vocab=3 leaves no target word
+
+
+def test_labeled_integer_labels_are_class_ids_and_names_are_sorted(tmp_path):
+    write(tmp_path, "a.tsv", "2\tgood film\n0\tbad\n")
+    raw = labeled("a.tsv", base=tmp_path).read()
+    v = labeled("a.tsv", base=tmp_path).vocab(raw)
+    assert v.target.tokens == ("0", "1", "2")
+    write(tmp_path, "b.tsv", "pos\tgood film\nneg\tbad\n\n")   # a blank line is skipped
+    loader = labeled("b.tsv", chars=True, base=tmp_path)
+    raw = loader.read()
+    assert raw.target == ["pos", "neg"] and raw.source[1] == ["b", "a", "d"]
+    assert loader.vocab(raw).target.tokens == ("neg", "pos")
+
+
+def test_tagged_splits_at_the_last_slash(tmp_path):
+    write(tmp_path, "t.txt", "1/2/NUM cups/NOUN\n")
+    raw = tagged("t.txt", base=tmp_path).read()
+    assert raw.source == [["1/2", "cups"]] and raw.target == [["NUM", "NOUN"]]
+
+
+def test_series_windows_horizon_and_persistence(tmp_path):
+    rows = "t,v\n" + "".join(f"{i},{i * 1.0}\n" for i in range(10))
+    write(tmp_path, "s.csv", rows)
+    spec = spec_at(tmp_path, "m.sg", SERIES.replace('inputs = ["a", "b"], targets = ["a"], '
+                                                    'window = 10, stride = 4',
+                                                    'inputs = ["v"], targets = ["v"], '
+                                                    'window = 4, scale = false')
+                   .replace('"s.csv"', '"s.csv"').replace("valid = 0.2", "valid = 0"))
+    cfg = make_config(spec.train, {}, tmp_path)
+    ds = load_dataset(spec.graph, cfg)
+    ex = ds.train
+    # 10 rows, horizon 1: inputs rows 0..8, targets rows 1..9, windows of 4 (4, 4, 1)
+    assert [len(a) for a in ex.fields["x"]] == [4, 4, 1]
+    np.testing.assert_array_equal(ex.fields["x"][0][:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(ex.fields["y"][0][:, 0], [1, 2, 3, 4])
+    np.testing.assert_array_equal(ex.extra["persistence"][1][:, 0], [4, 5, 6, 7])
+    assert ds.binding.dims == {"D": 1, "P": 1} and ds.vocab.stats is None
+
+
+def test_series_scaling_uses_training_statistics(data):
+    spec, cfg, ds = dataset(data, SERIES)
+    st = ds.vocab.stats
+    x = np.concatenate(ds.train.fields["x"])
+    assert np.allclose(x.mean(0), 0, atol=0.15) and len(st["mean"]) == 2
+    assert ds.binding.dims == {"D": 2, "P": 1}
+    # the validation part is the last 20% of the rows: the future
+    assert min(ds.valid.lines) > max(ds.train.lines)
+
+
+# ---------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("loader, text, msg", [
+    (pairs, "a b\tc\nno tab here\n", r"f:2: expected source<TAB>target, found no tab"),
+    (pairs, "a\tb\tc\n", r"f:1: expected source<TAB>target, found 3 tab-separated"),
+    (pairs, "a\t \n", r"f:1: expected source<TAB>target, the target is empty"),
+    (labeled, "pos\tok\nneg bad\n", r"f:2: expected label<TAB>text, found no tab"),
+    (labeled, "pos\t  \n", r"f:1: expected label<TAB>text, the text is empty"),
+    (tagged, "the/DT cat\n", r"f:1: expected word/TAG tokens, token 2 is 'cat'"),
+    (tagged, "the/DT /NN\n", r"f:1: expected word/TAG tokens, token 2 is '/NN'"),
+])
+def test_malformed_lines_name_file_line_and_what_was_expected(tmp_path, loader, text, msg):
+    write(tmp_path, "f", text)
+    with pytest.raises(DataError, match=msg):
+        loader("f", base=tmp_path).read()
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("a,b\n1,2\n3,\n", r"s\.csv:3: column 'b' has a missing value"),
+    ("a,b\n1,2\n3,NA\n", r"s\.csv:3: column 'b' has a missing value"),
+    ("a,b\n1,2\n3,x7\n", r"s\.csv:3: column 'b' has 'x7', not a number"),
+    ("a,b\n1,2\n3\n", r"s\.csv:3: expected 2 comma-separated values"),
+    ("a,c\n1,2\n3,4\n", r"s\.csv:1: no column 'b' in the header \(columns: a, c\)"),
+    ("a,b\n1,2\n", r"s\.csv: 1 rows: a series needs at least 2"),
+])
+def test_series_errors(tmp_path, text, msg):
+    write(tmp_path, "s.csv", text)
+    with pytest.raises(DataError, match=msg):
+        series("s.csv", inputs=["a"], targets=["b"], base=tmp_path).read()
+
+
+def test_empty_file_and_empty_split(tmp_path):
+    write(tmp_path, "e.tsv", "\n \n")
+    with pytest.raises(DataError, match=r"e\.tsv: is empty"):
+        labeled("e.tsv", base=tmp_path).read()
+    write(tmp_path, "lab.tsv", "1\ta b\n")
+    with pytest.raises(DataError, match=r"lab\.tsv: valid = 0.2 of 1 example leaves no "
+                                         r"training examples \(an empty split\)"):
+        dataset(tmp_path, CLASSIFY)
+    write(tmp_path, "s.csv", "a,b\n" + "1,2\n" * 5)
+    with pytest.raises(DataError, match=r"s\.csv: valid = 0.2 of a series of 5 rows leaves "
+                                         r"an empty split"):
+        dataset(tmp_path, SERIES)
+
+
+def test_label_outside_the_declared_classes_names_its_line(tmp_path):
+    write(tmp_path, "lab.tsv", "0\ta\n4\tb\n7\tc\n1\td\n2\te\n")
+    with pytest.raises(DataError, match=r"lab\.tsv:3: label '7' is outside the 5 classes "
+                                         r"of y : class\(5\) of .*m\.sg \(class ids 0\.\.4\)"):
+        dataset(tmp_path, CLASSIFY.replace("class(K)", "class(5)").replace("0.2", "0"))
+    # the same through a declared dim
+    with pytest.raises(DataError, match=r"lab\.tsv:3: label '7' is outside the 5 classes "
+                                         r"of dim K = 5"):
+        dataset(tmp_path, CLASSIFY.replace("dim H = 8", "dim H = 8\ndim K = 5")
+                .replace("0.2", "0"))
+
+
+def test_vocabulary_larger_than_a_declared_dim(data):
+    with pytest.raises(DataError, match=r"pairs\.tsv: \d+ distinct symbols do not fit "
+                                         r"dim Vx = 3 of .*m\.sg \(the size of x\)"):
+        dataset(data, S2S.replace("dim D = 6", "dim D = 6\ndim Vx = 3"))
+    with pytest.raises(DataError, match=r"tag\.txt: 2 distinct tags do not fit y : "
+                                         r"class\(1\)"):
+        dataset(data, TAGGER.replace("class(K)", "class(1)"))
+    with pytest.raises(DataError, match=r"s\.csv: 2 input columns do not match dim D = 3"):
+        dataset(data, SERIES.replace("dim H = 6", "dim H = 6\ndim D = 3"))
+
+
+def test_a_loader_that_cannot_feed_the_model(data):
+    with pytest.raises(DataError, match=r"a labeled loader needs a per-example class "
+                                         r"target such as y : class\(K\)"):
+        dataset(data, TAGGER.replace('tagged("tag.txt")', 'labeled("lab.tsv")'))
+    with pytest.raises(DataError, match="declare them on one index"):
+        dataset(data, S2S.replace('pairs("pairs.tsv", chars = true)', 'tagged("tag.txt")'))
+
+
+def test_bad_loader_options_are_usage_errors(tmp_path):
+    write(tmp_path, "s.csv", "a\n1\n2\n")
+    with pytest.raises(UsageError, match="inputs must be a list of column names"):
+        series("s.csv", inputs=3, targets=["a"], base=tmp_path)
+    with pytest.raises(UsageError, match="window must be an integer of at least 1"):
+        series("s.csv", inputs=["a"], targets=["a"], window=0, base=tmp_path)
+    with pytest.raises(UsageError, match="chars must be true or false"):
+        pairs("s.csv", chars="yes", base=tmp_path)
+
+
+# -------------------------------------------------------------------------- batching
+def toy_examples(lengths):
+    xs = [np.arange(n) % 5 for n in lengths]
+    ys = [np.arange(n) % 3 for n in lengths]
+    return Examples({"x": xs, "y": ys}, {"x": "t", "y": "t"}, {"x": True, "y": True},
+                    tuple(range(1, len(lengths) + 1)))
+
+
+def test_padding_with_minus_one_and_zero_and_lengths_only_when_needed():
+    ex = toy_examples([3, 5, 2])
+    b = ex.batch([0, 1, 2])
+    assert b.inputs["x"].shape == (3, 5)
+    assert list(b.inputs["x"][2]) == [0, 1, -1, -1, -1]
+    assert list(b.lengths["t"]) == [3, 5, 2]
+    assert ex.batch([1, 1]).lengths is None            # same lengths: nothing to mask
+    v = pad([np.ones((2, 3)), np.ones((1, 3))], ids=False)
+    assert v.shape == (2, 2, 3) and v[1, 1].tolist() == [0, 0, 0]
+
+
+def test_batches_cover_every_example_once_deterministically_and_bucketed():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(1, 60, 700))
+    ex = toy_examples(lengths)
+    bs = ExampleBatches(ex, 8, seed=3)
+    order = bs.order(0)
+    assert len(order) == len(bs) == 88
+    assert sorted(np.concatenate(order).tolist()) == list(range(700))
+    assert [o.tolist() for o in order] == [o.tolist() for o in ExampleBatches(ex, 8, 3).order(0)]
+    assert [o.tolist() for o in order] != [o.tolist() for o in bs.order(1)]   # new epoch
+    assert [o.tolist() for o in order] != [o.tolist() for o in
+                                           ExampleBatches(ex, 8, 4).order(0)]  # new seed
+    L = np.array(lengths)
+
+    def padding(batches):
+        return sum(int((L[o].max() - L[o]).sum()) for o in batches)
+    shuffled = np.random.default_rng(1).permutation(700)
+    unbucketed = [shuffled[i:i + 8] for i in range(0, 700, 8)]
+    assert padding(order) < padding(unbucketed) / 5
+    # resuming mid-epoch gives the same batches
+    rest = [i for i, _ in bs.batches(start=80, epoch=0)]
+    assert rest == list(range(80, 88))
+
+
+# ------------------------------------------- a padded batch = its examples one at a time
+def _random_model(text, d, seed=0):
+    spec = spec_at(d, "m.sg", text)
+    cfg = make_config(spec.train, {}, d)
+    ds = load_dataset(spec.graph, cfg)
+    m = seqgraph.Model(spec, dims=ds.binding.dims, dtype="float64", seed=seed,
+                       executor="interp", start_ids=ds.binding.start_ids)
+    rng = np.random.default_rng(seed)
+    for k, w in m.params.items():
+        m.params[k] = rng.normal(scale=0.4, size=w.shape)
+    return m, ds
+
+
+@pytest.mark.parametrize("text", [S2S, CLASSIFY, TAGGER, SERIES],
+                         ids=["pairs", "labeled", "tagged", "series"])
+def test_padded_batch_equals_its_examples_one_at_a_time(data, text):
+    m, ds = _random_model(text, data)
+    ex = ds.train
+    rows = sorted(range(len(ex)), key=lambda i: ex.size(i))
+    rows = [rows[0], rows[len(rows) // 2], rows[-1]]     # lengths as different as can be
+    b = ex.batch(rows)
+    assert b.lengths, "the batch must need padding"
+    split = {ds.binding.input}
+    ins = {k: v for k, v in b.inputs.items() if k in split}
+    tgs = {k: v for k, v in b.inputs.items() if k not in split}
+    res = m.run(ins, tgs, grads=True, lengths=b.lengths)
+    losses, grads = [], []
+    for r in rows:
+        one = ex.batch([r])
+        i1 = {k: v for k, v in one.inputs.items() if k in split}
+        t1 = {k: v for k, v in one.inputs.items() if k not in split}
+        r1 = m.run(i1, t1, grads=True)
+        losses.append(r1.loss)
+        grads.append(r1.grads)
+    assert res.loss == pytest.approx(np.mean(losses), rel=1e-10)
+    for k in m.params:
+        np.testing.assert_allclose(res.grads[k], np.mean([g[k] for g in grads], axis=0),
+                                   rtol=1e-8, atol=1e-12, err_msg=k)
+
+
+# ------------------------------------------------------------------ training end to end
+@pytest.mark.parametrize("text", [S2S, CLASSIFY, TAGGER, SERIES],
+                         ids=["pairs", "labeled", "tagged", "series"])
+def test_train_and_resume_on_examples(data, text, capsys):
+    spec = write(data, "m.sg", text)
+    out = data / "run"
+    assert main(["train", str(spec), "--out", str(out), "--executor", "interp", "--quiet",
+                 "--steps", "3"]) == 0
+    assert main(["train", str(spec), "--resume", str(out), "--executor", "interp",
+                 "--quiet"]) == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows if r["train_loss"]]
+    assert steps == list(range(1, len(steps) + 1))
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows if r["train_loss"])
+    meta = json.loads(str(np.load(out / "checkpoint.npz")["__meta__"]))
+    assert meta["binding"]["kind"] in ("pairs", "labeled", "tagged", "series")
+
+
+def test_resumed_run_equals_an_uninterrupted_one(data):
+    spec = write(data, "m.sg", CLASSIFY)
+    a, b = data / "a", data / "b"
+    main(["train", str(spec), "--out", str(a), "--executor", "interp", "--quiet"])
+    main(["train", str(spec), "--out", str(b), "--executor", "interp", "--quiet",
+          "--steps", "5"])
+    main(["train", str(spec), "--resume", str(b), "--executor", "interp", "--quiet"])
+    pa, pb = np.load(a / "checkpoint.npz"), np.load(b / "checkpoint.npz")
+    for k in ("W", "U", "Wo"):
+        np.testing.assert_array_equal(pa[k], pb[k])
+
+
+def test_learns_the_majority_vote(data):
+    make_data(data, n=200, seed=1)
+    spec = write(data, "m.sg", CLASSIFY.replace("epochs = 2", "epochs = 6"))
+    out = data / "run"
+    main(["train", str(spec), "--out", str(out), "--executor", "interp", "--quiet"])
+    rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["valid_loss"]]
+    assert float(rows[-1]["valid_loss"]) < 0.5 * math.log(2)
+
+
+# ------------------------------------------------------------- scheduled sampling
+def test_teacher_schedule_is_linear_over_the_run(tmp_path):
+    cfg = make_config({"teacher": Call("linear", (1.0, 0.5), {})}, {}, tmp_path)
+    assert cfg.teacher_at(0, 11) == 1.0 and cfg.teacher_at(10, 11) == 0.5
+    assert cfg.teacher_at(5, 11) == pytest.approx(0.75) and cfg.teacher_min == 0.5
+    assert make_config({"teacher": 0.8}, {}, tmp_path).teacher_at(3, 10) == 0.8
+    with pytest.raises(UsageError, match="expected linear\\(start, end\\)"):
+        make_config({"teacher": Call("linear", (1.0,), {})}, {}, tmp_path)
+    with pytest.raises(UsageError, match="teacher must be a number in \\[0, 1\\]"):
+        make_config({"teacher": Call("linear", (1.0, 2.0), {})}, {}, tmp_path)
+
+
+def test_the_loop_passes_the_scheduled_teacher_to_run(data, monkeypatch):
+    seen = []
+    real = seqgraph.Model.run
+
+    def spy(self, *a, teacher=1.0, **kw):
+        if kw.get("train"):
+            seen.append(teacher)
+        return real(self, *a, teacher=teacher, **kw)
+    monkeypatch.setattr(seqgraph.Model, "run", spy)
+    spec = write(data, "m.sg", S2S.replace("epochs = 1", "epochs = 2"))
+    main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp", "--quiet",
+          "--set", "teacher=linear(1.0, 0.5)"])
+    assert len(seen) == 16
+    assert seen[1] == pytest.approx(1 - 0.5 / 15) and seen[-1] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(seen[1:], seen[2:]))
+
+
+# ---------------------------------------------------------------------- --on-nan skip
+def _nan_on(monkeypatch, calls):
+    real = seqgraph.Model.run
+    count = [0]
+
+    def poisoned(self, *a, **kw):
+        res = real(self, *a, **kw)
+        if kw.get("train"):
+            count[0] += 1
+            if count[0] in calls:
+                res.loss = float("nan")
+        return res
+    monkeypatch.setattr(seqgraph.Model, "run", poisoned)
+
+
+def test_a_nan_stops_training_by_default(data, monkeypatch, capsys):
+    _nan_on(monkeypatch, {2})
+    spec = write(data, "m.sg", CLASSIFY)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
+                 "--quiet"]) == 2
+    assert "training diverged at step 2" in capsys.readouterr().err
+
+
+def test_on_nan_skip_skips_and_counts_the_batch(data, monkeypatch, capsys):
+    _nan_on(monkeypatch, {2, 5})
+    spec = write(data, "m.sg", CLASSIFY)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
+                 "--set", "on_nan=skip"]) == 0
+    err = capsys.readouterr().err
+    assert "batch skipped (1 so far)" in err and "batch skipped (2 so far)" in err
+    rows = [r for r in csv.DictReader(open(data / "run" / "metrics.csv")) if r["train_loss"]]
+    assert len(rows) == 16 - 2          # 8 batches an epoch, 2 epochs, 2 skipped
