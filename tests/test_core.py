@@ -239,3 +239,9 @@ def test_windows_shorter_than_the_delay_carry_the_state_whole(executor):
 def test_given_dims_override_declared_ones():
     m = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 5, "H": 3})
     assert m.sizes["h"] == 3 and m.params["U"].shape == (3, 3)
+
+
+def test_train_keys_of_the_language_and_of_the_training_config_agree():
+    from seqgraph.lang.elaborate import TRAIN_KEYS
+    from seqgraph.train.config import DEFAULTS
+    assert set(TRAIN_KEYS) == set(DEFAULTS)

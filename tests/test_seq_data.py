@@ -478,7 +478,7 @@ def test_on_nan_skip_skips_and_counts_the_batch(data, monkeypatch, capsys):
     _nan_on(monkeypatch, {2, 5})
     spec = write(data, "m.sg", CLASSIFY)
     assert main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
-                 "--set", "on_nan=skip"]) == 0
+                 "--on-nan", "skip"]) == 0
     err = capsys.readouterr().err
     assert "batch skipped (1 so far)" in err and "batch skipped (2 so far)" in err
     rows = [r for r in csv.DictReader(open(data / "run" / "metrics.csv")) if r["train_loss"]]

@@ -89,8 +89,10 @@ def test_train_learns_below_the_unigram_entropy(work, capsys):
     run = work / "run"
     assert {"checkpoint.npz", "metrics.csv", "loss.png"} <= set(os.listdir(run))
     rows = list(csv.DictReader(open(run / "metrics.csv")))
-    assert list(rows[0]) == ["step", "epoch", "train_loss", "valid_loss", "grad_norm",
-                             "tokens_per_s"]
+    assert list(rows[0])[:6] == ["step", "epoch", "train_loss", "valid_loss", "grad_norm",
+                                 "tokens_per_s"]
+    # then one gradient norm per parameter, named as in the spec
+    assert list(rows[0])[6:] == [f"grad_norm.{p}" for p in ("W", "U", "b", "Wo", "bo")]
     steps = [r for r in rows if r["train_loss"]]
     assert [int(r["step"]) for r in steps] == list(range(1, 41))
     assert any(r["valid_loss"] for r in rows)             # one validation pass per epoch

@@ -24,6 +24,9 @@ def add_arguments(p) -> None:
                    help="default: compiled when available, else interp")
     p.add_argument("--steps", type=int, help="stop after N updates in all (for tests)")
     p.add_argument("--minutes", type=float, help="stop after this much wall-clock time")
+    p.add_argument("--on-nan", choices=["stop", "skip"],
+                   help="a non-finite loss or gradient stops training (default) or skips "
+                        "the batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summaries")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks: mpiexec -n N seqgraph train SPEC "
@@ -51,6 +54,8 @@ def run(args) -> int:
     sets = parse_sets(args.set)
     if args.epochs is not None:
         sets["epochs"] = args.epochs
+    if args.on_nan:
+        sets["on_nan"] = args.on_nan
     cfg = make_config(spec.train, sets, Path(args.spec).resolve().parent)
     dims = parse_dims(args.dim)
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None

@@ -23,10 +23,11 @@ MAX_LAYERS = 1000          # stack(N): each layer is expanded into equations
 
 class _BracketNewlines(PostLex):
     """Drop newlines inside ( ) and [ ]: a statement continues on the next line there."""
-    always_accept = ()
+    always_accept = ("_NL",)   # so the contextual lexer always sees newlines
 
     def process(self, stream):
         depth = 0
+        self.prev = self.last = None      # for error messages: "... after '='"
         for tok in stream:
             if tok.type in ("LPAR", "LSQB"):
                 depth += 1
@@ -34,7 +35,12 @@ class _BracketNewlines(PostLex):
                 depth = max(depth - 1, 0)
             elif tok.type == "_NL" and depth:
                 continue
+            self.prev, self.last = self.last, tok
             yield tok
+
+    def before(self, tok):
+        """The token yielded before `tok` (None when unknown)."""
+        return self.prev if tok is self.last else None
 
 
 @lru_cache(maxsize=None)
@@ -407,7 +413,8 @@ def _syntax_error(e: UnexpectedInput, text: str) -> SpecError:
     assert isinstance(e, UnexpectedToken)
     tok = e.token
     expected = _acceptable(e)
-    prev = e.token_history[-1] if getattr(e, "token_history", None) else None
+    prev = e.token_history[-1] if getattr(e, "token_history", None) else \
+        _parser().options.postlex.before(tok)
     keyword = _keyword_as_name(tok, prev, expected) or _modifier_inside(prev)
     if keyword is not None:
         return keyword
