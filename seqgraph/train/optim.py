@@ -6,8 +6,10 @@ without copying. Each optimiser keeps its per-parameter state in named slots
 (`m`, `v`, ...), arrays shaped like the parameter; `state_dict()` is those arrays plus the
 step count, which is all a checkpoint needs to continue bit for bit.
 
-The whole update of one parameter is one method, `update(name, p, g, lr)`: a later sparse
-update of embedding rows only has to call the same rule on `p[rows]`.
+The whole update of one parameter is one rule, `rule(p, g, lr, **state)`, in place. A
+sparse update (embeddings: `step(..., rows={"E": (1, ids)})`) applies the same rule to
+the touched rows of the parameter, its gradient and its state, and to nothing else:
+AdaGrad (Socher et al.'s optimiser) gives exactly the dense result, Adam its lazy form.
 """
 from __future__ import annotations
 
@@ -43,16 +45,49 @@ class Optimizer:
             return g + self.l2 * p
         return g
 
-    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
-        """One update of every parameter that has a gradient."""
+    def step(self, params: dict, grads: dict, lr: float | None = None,
+             rows: dict | None = None) -> None:
+        """One update of every parameter that has a gradient. `rows` = {name: (axis,
+        ids)} marks sparse gradients (embeddings): only those rows along `axis` are
+        updated, with their state (lazy: an untouched row's moments stand still)."""
         self.t += 1
         lr = self.lr if lr is None else lr
+        rows = rows or {}
         for name, p in params.items():
             g = grads.get(name)
-            if g is not None:
+            if g is None:
+                continue
+            if name in rows:
+                axis, ids = rows[name]
+                self.update_rows(name, p, g, lr, ids, axis)
+            else:
                 self.update(name, p, self.decayed(p, g).astype(p.dtype, copy=False), lr)
 
     def update(self, name: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        self.rule(p, g, lr, **{s: self.slot(s, name, p) for s in self.used_slots()})
+
+    def update_rows(self, name: str, p: np.ndarray, g: np.ndarray, lr: float, ids,
+                    axis: int = 0) -> None:
+        """The same rule on the rows `ids` (along `axis`) of the parameter, its gradient
+        and its state; nothing else is read or written."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        pv = np.moveaxis(p, axis, 0)
+        sub = pv[ids]
+        gsub = self.decayed(sub, np.moveaxis(g, axis, 0)[ids]).astype(p.dtype, copy=False)
+        views = {s: np.moveaxis(self.slot(s, name, p), axis, 0) for s in self.used_slots()}
+        state = {s: v[ids] for s, v in views.items()}
+        self.rule(sub, gsub, lr, **state)
+        pv[ids] = sub
+        for s, v in views.items():
+            v[ids] = state[s]
+
+    def used_slots(self) -> tuple:
+        return self.slots
+
+    def rule(self, p: np.ndarray, g: np.ndarray, lr: float, **state) -> None:
+        """The update of `p` (and its state arrays) in place."""
         raise NotImplementedError
 
     # --- checkpoints ---------------------------------------------------------------
@@ -83,11 +118,13 @@ class SGD(Optimizer):
         super().__init__(lr, l2)
         self.momentum = float(momentum)
 
-    def update(self, name, p, g, lr):
-        if not self.momentum:
+    def used_slots(self):
+        return self.slots if self.momentum else ()
+
+    def rule(self, p, g, lr, v=None):
+        if v is None:
             p -= lr * g
             return
-        v = self.slot("v", name, p)
         v *= self.momentum
         v -= lr * g
         p += v
@@ -105,15 +142,22 @@ class Adam(Optimizer):
         super().__init__(lr, l2)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def update(self, name, p, g, lr):
-        m, v = self.slot("m", name, p), self.slot("v", name, p)
+    def rule(self, p, g, lr, m=None, v=None):
+        """Dense, or lazy on the rows a batch touched (the bias correction counts every
+        step, as TensorFlow's LazyAdam)."""
         m *= self.beta1
         m += (1 - self.beta1) * g
         v *= self.beta2
-        v += (1 - self.beta2) * g * g
-        m_hat = m / (1 - self.beta1 ** self.t)
-        v_hat = v / (1 - self.beta2 ** self.t)
-        p -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        t = g * g                       # two temporaries in all: a big T stays cheap
+        t *= 1 - self.beta2
+        v += t
+        # lr m_hat / (sqrt(v_hat) + eps), with v_hat = v / (1 - beta2^t)
+        np.sqrt(v, out=t)
+        t *= 1 / math.sqrt(1 - self.beta2 ** self.t)
+        t += self.eps
+        np.divide(m, t, out=t)
+        t *= lr / (1 - self.beta1 ** self.t)
+        p -= t
 
     def hyper(self):
         return {**super().hyper(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -127,8 +171,8 @@ class Adagrad(Optimizer):
         super().__init__(lr, l2)
         self.eps = float(eps)
 
-    def update(self, name, p, g, lr):
-        r = self.slot("r", name, p)
+    def rule(self, p, g, lr, r=None):
+        """Sparse and dense agree exactly: an untouched row has g = 0."""
         r += g * g
         p -= lr * g / (np.sqrt(r) + self.eps)
 
@@ -152,19 +196,40 @@ def make_optimizer(call, l2: float = 0.0) -> Optimizer:
         raise UsageError(f"bad optimizer call {name}(...): {msg}") from None
 
 
-def global_norm(grads: dict) -> float:
-    """sqrt of the sum of every gradient component squared (in float64)."""
-    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values() if g is not None))
+def _part(name, g, rows):
+    """The part of a gradient that can be nonzero: the touched rows of a sparse one."""
+    if name not in rows:
+        return g
+    axis, ids = rows[name]
+    return np.moveaxis(g, axis, 0)[np.asarray(ids, dtype=np.int64)]
 
 
-def clip_global_norm(grads: dict, max_norm: float | None) -> float:
+def global_norm(grads: dict, rows: dict | None = None) -> float:
+    """sqrt of the sum of every gradient component squared (in float64); a sparse
+    gradient (`rows`, as in `Optimizer.step`) counts only its touched rows."""
+    rows = rows or {}
+    total = 0.0
+    for name, g in grads.items():
+        if g is not None:
+            part = _part(name, g, rows)
+            total += float(np.vdot(part, part))
+    return math.sqrt(total)
+
+
+def clip_global_norm(grads: dict, max_norm: float | None, rows: dict | None = None) -> float:
     """Scale all gradients together so their global norm is at most `max_norm` (the
     direction is kept, only the step shrinks: Pascanu et al. 2013). Returns the norm
     before clipping; a non-finite norm is left for the caller to report."""
-    norm = global_norm(grads)
+    rows = rows or {}
+    norm = global_norm(grads, rows)
     if max_norm and math.isfinite(norm) and norm > max_norm:
         scale = max_norm / norm
-        for g in grads.values():
-            if g is not None:
+        for name, g in grads.items():
+            if g is None:
+                continue
+            if name in rows:
+                axis, ids = rows[name]
+                np.moveaxis(g, axis, 0)[np.asarray(ids, dtype=np.int64)] *= scale
+            else:
                 g *= scale
     return norm

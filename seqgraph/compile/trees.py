@@ -1,0 +1,496 @@
+"""Level-batched execution of recursive nets (DESIGN.md, "Trees batch by level").
+
+A node's height is 0 at a leaf and 1 + its taller child's otherwise; every node of a given
+height depends only on lower ones. So the nodes of a whole batch of trees, renumbered by
+height, fall into contiguous blocks of rows (levels), and each equation of the recursion
+runs once per level over all of that level's nodes: the children's rows gathered (one
+gather), the products of the level done at once (one GEMM per matrix), the result
+written as one block (one scatter). The backward pass walks the levels top down with
+each op's VJP from ops.py, scattering gradients into the children's rows; the weight
+gradients of a level are GEMMs too. Variables on no recursion (`o[n] = Ws @ h[n] + bs`)
+run over all nodes at once, the loss too.
+
+The plan (which variables recurse, in which order) is read once from the folded graph;
+the per-batch schedule is numpy index arrays built in O(nodes) (a counting sort of the
+heights). Anything this executor does not run (sequence indexes, per-example hidden
+variables, dropout while training) goes to the interpreter, which defines the results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from .. import ops
+from ..graph.folded import Num, ParamRef, Ref, walk
+from ..ops import Op
+
+__all__ = ["TreeExecutor", "levels", "tree_executor"]
+
+
+class Unsupported(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class Stage:
+    """Variables evaluated together: `recursive` ones level by level (in `vars` order at
+    each level), the others over all nodes at once."""
+    vars: tuple
+    recursive: bool
+
+
+def plan(graph) -> list[Stage]:
+    """The stages of a tree model in dependency order, or Unsupported."""
+    trees = [i for i, k in graph.indexes if k == "tree"]
+    if len(trees) != 1 or len(graph.indexes) != 1:
+        raise Unsupported("only models over one tree index (no sequence index) are "
+                          "level-batched")
+    n = trees[0]
+    hidden = [v for v in graph.vars if v.role == "hidden"]
+    for v in graph.vars:
+        if v.role == "hidden" and v.index != n:
+            raise Unsupported(f"'{v.name}' is a per-example variable")
+        if v.init is not None:
+            raise Unsupported(f"'{v.name}' has an init value")
+    g = nx.DiGraph()          # every dependency, children included
+    same = nx.DiGraph()       # dependencies within one node
+    names = {v.name for v in hidden}
+    g.add_nodes_from(names)
+    same.add_nodes_from(names)
+    child_edges = set()
+    for v in hidden:
+        for c in v.cases:
+            for r in (e for e in walk(c.expr) if isinstance(e, Ref)):
+                kind = r.shift.kind
+                if kind not in ("rel", "left", "right", "root", "none") or \
+                        (kind == "rel" and r.shift.k != 0):
+                    raise Unsupported(f"'{v.name}' reads {r.var} with a shift {kind}")
+                if r.var not in names:
+                    continue
+                g.add_edge(r.var, v.name)
+                if kind in ("left", "right"):
+                    child_edges.add((r.var, v.name))
+                elif kind == "rel":
+                    same.add_edge(r.var, v.name)
+                else:                       # root: the whole tree must be done first
+                    child_edges.add((r.var, v.name))
+    cond = nx.condensation(g)
+    order = {v.name: i for i, v in enumerate(hidden)}
+    stages = []
+    for c in nx.lexicographical_topological_sort(
+            cond, key=lambda c: min(order[m] for m in cond.nodes[c]["members"])):
+        members = cond.nodes[c]["members"]
+        rec = any(a in members and b in members for a, b in child_edges)
+        if rec:
+            for v in hidden:
+                if v.name in members:
+                    for case in v.cases:
+                        if any(isinstance(e, Ref) and e.shift.kind == "root"
+                               and e.var in members for e in walk(case.expr)):
+                            raise Unsupported(f"'{v.name}' reads the root of its own "
+                                              f"recursion")
+        sub = same.subgraph(members)
+        vs = tuple(nx.lexicographical_topological_sort(sub, key=lambda m: order[m]))
+        stages.append(Stage(vs, rec))
+    return stages
+
+
+# -------------------------------------------------------------------- the batch schedule
+try:
+    from numba import njit
+
+    @njit(cache=True)
+    def _heights(left, right):          # children are numbered before their parents
+        h = np.zeros(left.shape[0], dtype=np.int64)
+        for i in range(left.shape[0]):
+            if left[i] >= 0:
+                h[i] = 1 + max(h[left[i]], h[right[i]])
+        return h
+except ImportError:                      # pragma: no cover
+    def _heights(left, right):
+        h = np.zeros(left.shape[0], dtype=np.int64)
+        for i in range(left.shape[0]):
+            if left[i] >= 0:
+                h[i] = 1 + max(h[left[i]], h[right[i]])
+        return h
+
+
+@dataclass(frozen=True)
+class Levels:
+    """A forest renumbered by height: new row r is old node perm[r]; level k is rows
+    lo[k]:lo[k+1]; left/right/root/tree are in new rows."""
+    perm: np.ndarray
+    inv: np.ndarray
+    lo: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    root: np.ndarray       # the root row of each row's tree
+    tree: np.ndarray       # the example of each row
+    roots: np.ndarray      # [B] new rows of the roots
+
+    @property
+    def size(self) -> int:
+        return len(self.perm)
+
+    @property
+    def depth(self) -> int:
+        return len(self.lo) - 1
+
+
+def levels(forest) -> Levels:
+    """The level schedule of a forest in O(nodes): heights (given by the loader, or one
+    compiled pass over the post-order arrays), a counting sort by height."""
+    h = getattr(forest, "heights", None)
+    if h is None:
+        h = _heights(np.ascontiguousarray(forest.left, dtype=np.int64),
+                     np.ascontiguousarray(forest.right, dtype=np.int64))
+    h = np.asarray(h)
+    N = len(h)
+    counts = np.bincount(h) if N else np.zeros(0, np.int64)
+    lo = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    key = h.astype(np.int16) if N and h.max() < 32767 else h
+    perm = np.argsort(key, kind="stable")       # a radix sort for 16-bit keys: O(N)
+    inv = np.empty(N, dtype=np.int64)
+    inv[perm] = np.arange(N)
+    remap = lambda a: np.where(a >= 0, inv[np.maximum(a, 0)], -1)
+    left, right = remap(forest.left[perm]), remap(forest.right[perm])
+    tree = np.asarray(forest.tree)[perm]
+    roots = inv[np.asarray(forest.roots)]
+    return Levels(perm, inv, lo, left, right, roots[tree], tree, roots)
+
+
+# ------------------------------------------------------------------------ one equation
+class _Eval:
+    """One expression over a block of rows: a small tape forward (shared subexpressions
+    evaluated once), and a backward that routes gradients to the rows read and to the
+    parameters."""
+
+    def __init__(self, run, expr, rows: slice):
+        self.run, self.rows = run, rows
+        self.vals, self.entries, self.routes = [], [], []
+        self.param_at = {}                  # tape index -> parameter name
+        self.canon = run.ex.canonical(expr)
+        self.out = self._eval(expr, {})
+
+    def _leaf(self, value, route=None) -> int:
+        self.vals.append(value)
+        if route is not None:
+            self.routes.append((len(self.vals) - 1, route))
+        return len(self.vals) - 1
+
+    def _eval(self, e, memo) -> int:
+        key = self.canon[id(e)]
+        if key in memo:
+            return memo[key]
+        run = self.run
+        if isinstance(e, Num):
+            i = self._leaf(e.value)
+        elif isinstance(e, ParamRef):
+            i = self._leaf(run.m.params[e.name], ("param", e.name, None))
+            self.param_at[i] = e.name
+        elif isinstance(e, Ref):
+            value, route = run.read(e, self.rows)
+            i = self._leaf(value, route)
+        else:
+            args = [self._eval(a, memo) for a in e.args]
+            xs = [self.vals[a] for a in args]
+            attrs = e.attrs
+            if e.op is Op.ONEHOT:
+                attrs = (("size", run.m.sizes[e.args[0].var]), ("dtype", run.m.dtype))
+            if e.op is Op.BILINEAR:
+                out, saved = _bilinear_fwd(*xs)
+            else:
+                out, saved = ops.forward(e.op, run.ctx, xs, attrs)
+            i = self._leaf(out)
+            self.entries.append((e.op, args, i, saved))
+        memo[key] = i
+        return i
+
+    def backward(self, g) -> None:
+        grads = [None] * len(self.vals)
+        grads[self.out] = g
+        run = self.run
+        for op, args, out, saved in reversed(self.entries):
+            d = grads[out]
+            if d is None:
+                continue
+            xs = [self.vals[a] for a in args]
+            param = self.param_at.get(args[0])
+            if op is Op.GATHER and param:           # a scatter-add of rows
+                run.scatter_cols(param, xs[1], d)
+                continue
+            if op is Op.MATMUL and param:           # dW: one GEMM after all levels
+                run.defer(param, d, xs[1])
+                ds = (None, d @ xs[0])
+            elif op is Op.BILINEAR:
+                ds = _bilinear_vjp(d, saved, xs, run if param else None, param)
+            else:
+                ds = ops.vjp(op, d, self.vals[out], saved, xs)
+            for a, da in zip(args, ds):
+                if da is not None:
+                    grads[a] = da if grads[a] is None else grads[a] + da
+        for i, route in self.routes:
+            if grads[i] is not None:
+                run.route(route, grads[i])
+
+
+
+def _bilinear_fwd(T, a, b):
+    """k_i = a^T T[i] b for a block of rows, as one GEMM: (b T^T) then a row-wise dot."""
+    K, I, J = T.shape
+    U = (b @ T.reshape(K * I, J).T).reshape(-1, K, I)     # U[r, k, i] = sum_j T[k,i,j] b[r,j]
+    return np.einsum("rki,ri->rk", U, a), U
+
+
+def _bilinear_vjp(g, U, xs, run=None, param=None):
+    """(dT, da, db); with `run`, dT is deferred to one GEMM over all levels."""
+    T, a, b = xs
+    K, I, J = T.shape
+    ga = (g[:, :, None] * a[:, None, :]).reshape(-1, K * I)  # g_k a_i
+    if run is not None:
+        run.defer(param, ga, b)
+        dT = None
+    else:
+        dT = (ga.T @ b).reshape(K, I, J)
+    da = np.einsum("rk,rki->ri", g, U)
+    db = ga @ T.reshape(K * I, J)
+    return dT, da, db
+
+
+def scatter_add(target, idx, g) -> None:
+    """target[idx] += g with repeated indexes summed: the rows sorted by index, summed per
+    run (np.add.reduceat), then added once per distinct index (np.add.at is slower)."""
+    if len(idx) == 0:
+        return
+    order = np.argsort(idx, kind="stable")
+    s = idx[order]
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    target[s[starts]] += np.add.reduceat(g[order], starts, axis=0)
+
+
+# ------------------------------------------------------------------------------ a batch
+class _Run:
+    def __init__(self, ex, inputs, targets, train, rng, forest):
+        from ..interp import Result
+        self.Result = Result
+        self.ex, self.m, self.g = ex, ex.m, ex.g
+        data = {**(inputs or {}), **(targets or {})}
+        self.targets = targets or {}
+        self.B, _ = self.m.batch_shape(data, None, forest)
+        self.L = levels(forest)
+        self.ctx = ops.Ctx(train=train, rng=rng or np.random.default_rng(0))
+        self.vals, self.gvals, self.gparams, self.deferred = {}, {}, {}, {}
+        dt = self.m.dtype
+        for v in self.g.vars:
+            if v.role == "hidden" or v.name not in data:
+                continue
+            a = np.asarray(data[v.name])
+            a = a.astype(np.int64) if v.is_ids else a.astype(dt)
+            self.vals[v.name] = a if v.index is None else np.ascontiguousarray(a[self.L.perm])
+        self.program = []
+
+    # ---------------------------------------------------------------- reads
+    def read(self, r: Ref, rows: slice):
+        """The value a reference gives over `rows`, and where its gradient goes."""
+        v = self.ex.var_map[r.var]
+        buf = self.vals[r.var]
+        hidden = v.role == "hidden"
+        kind = r.shift.kind
+        if kind == "none":
+            idx = self.L.tree[rows]
+            return buf[idx], ("add_at", r.var, idx) if hidden else None
+        if kind == "rel":
+            return buf[rows], ("slice", r.var, rows) if hidden else None
+        if kind == "root":
+            idx = self.L.root[rows]
+            return buf[idx], ("add_at", r.var, idx) if hidden else None
+        idx = (self.L.left if kind == "left" else self.L.right)[rows]
+        # each node has one parent: a level's children are distinct rows
+        return buf[idx], ("rows", r.var, idx) if hidden else None
+
+    def route(self, route, g) -> None:
+        kind, name, where = route
+        if kind == "param":
+            p = self.m.params[name]
+            if name in self.gparams:
+                self.gparams[name] += ops.unbroadcast(g, p.shape)
+            else:
+                self.gparams[name] = np.array(ops.unbroadcast(g, p.shape), dtype=p.dtype)
+            return
+        gb = self.gbuf(name)
+        if kind == "add_at":
+            scatter_add(gb, where, g)
+        else:
+            gb[where] += g
+
+    def gbuf(self, name):
+        if name not in self.gvals:
+            self.gvals[name] = np.zeros((self.L.size, self.m.sizes[name]), self.m.dtype)
+        return self.gvals[name]
+
+    def defer(self, name, d, x) -> None:
+        """A weight gradient d^T x of one level, summed over all levels at the end as one
+        GEMM (DESIGN.md: weight gradients after the loop)."""
+        self.deferred.setdefault(name, []).append((d, x))
+
+    def flush_deferred(self) -> None:
+        for name, parts in self.deferred.items():
+            D = parts[0][0] if len(parts) == 1 else np.concatenate([d for d, _ in parts])
+            X = parts[0][1] if len(parts) == 1 else np.concatenate([x for _, x in parts])
+            dW = (D.T @ X).reshape(self.m.params[name].shape)
+            if name in self.gparams:
+                self.gparams[name] += dW
+            else:
+                self.gparams[name] = dW          # fresh: no copy
+        self.deferred = {}
+
+    def scatter_cols(self, name, ids, g) -> None:
+        """d(W @ onehot(ids)) into W's gradient: rows of W^T, kept as a transposed array
+        so that the scatter touches only the rows of the words read."""
+        p = self.m.params[name]
+        if name not in self.gparams:
+            self.gparams[name] = np.zeros((p.shape[1], p.shape[0]), p.dtype).T
+        ok = ids >= 0
+        scatter_add(self.gparams[name].T, ids[ok], g[ok])
+
+    # ---------------------------------------------------------------- forward
+    def go(self, want_grads):
+        L, N = self.L, self.L.size
+        for st in self.ex.stages:
+            for name in st.vars:
+                self.vals[name] = np.zeros((N, self.m.sizes[name]), self.m.dtype)
+            if st.recursive:
+                for k in range(L.depth):
+                    for name in st.vars:
+                        self.eval_block(name, slice(L.lo[k], L.lo[k + 1]), k == 0)
+            else:
+                nleaf = int(L.lo[1]) if L.depth else 0
+                for name in st.vars:
+                    v = self.ex.var_map[name]
+                    if len(v.cases) == 1:
+                        self.eval_block(name, slice(0, N), None)
+                    else:
+                        self.eval_block(name, slice(0, nleaf), True)
+                        self.eval_block(name, slice(nleaf, N), False)
+        loss, terms = self.losses(want_grads)
+        res = self.Result(loss, None, self.values(), {}, terms)
+        if want_grads:
+            for name, rows, ev in reversed(self.program):
+                g = self.gvals.get(name)
+                if g is not None:
+                    ev.backward(g[rows])
+            self.flush_deferred()
+            res.grads = {p: self._grad(p, w) for p, w in self.m.params.items()}
+        return res
+
+    def _grad(self, p, w):
+        g = self.gparams.get(p)
+        if g is None:
+            return np.zeros_like(w)
+        return g.reshape(w.shape) if g.dtype == w.dtype else g.astype(w.dtype)
+
+    def eval_block(self, name, rows: slice, leaf) -> None:
+        if rows.stop <= rows.start:
+            return
+        v = self.ex.var_map[name]
+        case = v.cases[0] if len(v.cases) == 1 else \
+            next(c for c in v.cases if (c.cond == "leaf") == leaf)
+        ev = _Eval(self, case.expr, rows)
+        out = ev.vals[ev.out]
+        self.vals[name][rows] = out
+        self.program.append((name, rows, ev))
+
+    # ---------------------------------------------------------------- losses
+    def losses(self, want_grads):
+        total, terms = 0.0, {}
+        allrows = slice(0, self.L.size)
+        for li, loss in enumerate(self.g.losses):
+            if loss.target.var not in self.targets:
+                continue
+            o, oroute = self.read(loss.output, allrows)
+            y, _ = self.read(loss.target, allrows)
+            op = ops.LOSS_NAMES[loss.fn]
+            per, saved = ops.forward(op, self.ctx, [o, y])
+            s = float(per.sum())
+            n = int((y >= 0).sum()) if y.dtype.kind == "i" else int(y.shape[0])
+            terms[li] = (s, n)
+            total += loss.weight * s / self.B
+            if want_grads and oroute is not None:
+                seed = np.full(per.shape, loss.weight / self.B, dtype=self.m.dtype)
+                d = ops.vjp(op, seed, per, saved, [o, y])[0]
+                self.route(oroute, d)
+        return total, terms
+
+    def values(self) -> dict:
+        return {v.name: self.vals[v.name][self.L.inv] for v in self.g.vars
+                if v.role == "hidden"}
+
+
+# ------------------------------------------------------------------------- the executor
+class TreeExecutor:
+    """Runs a tree model on a forest, level by level; the interpreter's signature and
+    results (to rounding)."""
+
+    def __init__(self, model):
+        self.m, self.g = model, model.graph
+        self.var_map = model.graph.var_map
+        self.fallback = None
+        try:
+            self.stages = plan(self.g)
+        except Unsupported as e:
+            self.fallback, self.stages = str(e), []
+        self.has_dropout = any(getattr(e, "op", None) is Op.DROPOUT
+                               and dict(e.attrs).get("p", 0) > 0
+                               for v in self.g.vars for c in v.cases for e in walk(c.expr))
+        self._interp = None
+        self._canon = {}
+
+    def canonical(self, expr) -> dict:
+        """id(subexpression) -> one key per distinct subexpression (structural equality),
+        so that `[h[n.left]; h[n.right]]` written three times is evaluated once."""
+        out = self._canon.get(id(expr))
+        if out is None:
+            seen = {}
+            out = {id(e): seen.setdefault(e, len(seen)) for e in walk(expr)}
+            self._canon[id(expr)] = out
+        return out
+
+    @property
+    def interp(self):
+        if self._interp is None:
+            from ..interp import Interpreter
+            self._interp = Interpreter(self.m)
+        return self._interp
+
+    def explain(self) -> list:
+        if self.fallback:
+            return [f"trees interpreted: {self.fallback}"]
+        out = []
+        for st in self.stages:
+            how = "level by level (one gather, GEMM and scatter per level)" \
+                if st.recursive else "all nodes at once"
+            out.append(f"{', '.join(st.vars)}: {how}")
+        if self.has_dropout:
+            out.append("training with dropout: interpreted")
+        return out
+
+    def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
+            lengths=None, forest=None, **kw):
+        kw = {k: v for k, v in kw.items() if not (k == "teacher" and v >= 1.0)}
+        if self.fallback or kw or carry or lengths or forest is None or \
+                (train and self.has_dropout):
+            return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
+                                   rng=rng, lengths=lengths, forest=forest, **kw)
+        return _Run(self, inputs, targets, train, rng, forest).go(grads)
+
+
+def tree_executor(owner) -> TreeExecutor:
+    """The TreeExecutor of a compiled executor (made on first use)."""
+    ex = getattr(owner, "_tree_executor", None)
+    if ex is None:
+        ex = TreeExecutor(owner.m)
+        owner._tree_executor = ex
+    return ex

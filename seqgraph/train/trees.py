@@ -1,0 +1,638 @@
+"""Trees in training (LANGUAGE.md sections 6-7): the `trees(path)` loader, batches of
+trees as forests, training and evaluation of a recursive net.
+
+A file holds one PTB-bracketed tree a line with a label at every node, words at the
+leaves: `(3 (2 It) (4 (2 's) (3 fine)))`. Each tree is read once into post-order arrays
+(children before parents, the root last); a batch of trees is the concatenation of
+their arrays with the child ids shifted, built with numpy in O(nodes), never a Python
+walk per batch. The model's tree-indexed one-hot input (`w[n]`) is bound to the words
+(-1 at internal nodes) and its tree-indexed class target (`y[n]`) to the labels, whatever
+their names, as the text loaders bind `x[t]` and `y[t]` by kind.
+
+Evaluation reports what Socher et al. (2013) report: fine-grained (5-class) accuracy
+at all nodes and at the root, and binary accuracy with the neutral label dropped.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, SpecError, UsageError
+from ..graph.trees import Forest
+from .binding import Binding, _size
+from .loaders import UNK, Vocab, read_text, resolve_path
+
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+# ------------------------------------------------------------------------------ parsing
+@dataclass(frozen=True)
+class LeveledForest(Forest):
+    """A forest that knows each node's height (0 at leaves), so that the level-batched
+    executor need not compute it."""
+    heights: np.ndarray | None = None
+
+    def height(self) -> np.ndarray:
+        return self.heights
+
+
+@dataclass(frozen=True)
+class TreeSet:
+    """Trees as flat post-order arrays: tree i owns rows off[i]:off[i+1]; `left`/`right`
+    are tree-local row numbers (-1 at leaves); `word` token ids (-1 inside); `label`."""
+    off: np.ndarray          # [T+1]
+    left: np.ndarray         # [N] local child rows
+    right: np.ndarray
+    word: np.ndarray         # [N] ids, -1 at internal nodes
+    label: np.ndarray        # [N]
+    height: np.ndarray       # [N] 0 at leaves
+    file: str = "<trees>"
+
+    def __len__(self) -> int:
+        return len(self.off) - 1
+
+    @property
+    def nodes(self) -> int:
+        return int(self.off[-1])
+
+    def batch(self, idx) -> tuple[Forest, np.ndarray, np.ndarray]:
+        """The trees `idx` as one forest with their words and labels, in O(nodes)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        starts, sizes = self.off[idx], self.off[idx + 1] - self.off[idx]
+        new = np.concatenate([[0], np.cumsum(sizes)])
+        base = np.repeat(new[:-1], sizes)
+        rows = np.repeat(starts, sizes) + (np.arange(new[-1]) - base)
+        left, right = self.left[rows], self.right[rows]
+        left = np.where(left >= 0, left + base, -1)
+        right = np.where(right >= 0, right + base, -1)
+        owner = np.repeat(np.arange(len(idx), dtype=np.int64), sizes)
+        f = LeveledForest(left, right, owner, new[1:] - 1, self.height[rows])
+        return f, self.word[rows], self.label[rows]
+
+
+def _error(msg, file, line, col, text):
+    start = 0 if len(text) <= 80 else max(0, col - 40)      # a window of a long line
+    shown, caret = text[start:start + 80], col - 1 - start
+    return DataError(f"character {col}: {msg}\n  {shown}\n  {' ' * caret}^", file=file,
+                     line=line)
+
+
+def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = False):
+    """One bracketed tree -> post-order (left, right, words, labels) lists; a DataError
+    with the file, line and character for unbalanced brackets, a missing label, an
+    empty tree, a non-binary node (unless `binarize`)."""
+    left, right, words, labels = [], [], [], []
+    stack = []          # open nodes: [label, column, children (node ids), words]
+    done = None
+    for m in _TOKEN.finditer(text):
+        tok, col = m.group(), m.start() + 1
+        if done is not None:
+            raise _error("unbalanced brackets: ')' with no open '('" if tok == ")" else
+                         "text after the end of the tree (one tree a line)", file, line,
+                         col, text)
+        if tok == "(":
+            nxt = _TOKEN.match(text, _skip(text, m.end()))
+            if nxt is None or nxt.group() == ")":
+                raise _error("empty tree '()'" if nxt else "unbalanced brackets: '(' "
+                             "never closed", file, line, col, text)
+            lab = nxt.group()
+            if lab == "(" or not lab.isdigit():
+                raise _error(f"missing label: a node must start with its label, as in "
+                             f"'(3 ...', not {lab!r}", file, line, col + 1, text)
+            stack.append([int(lab), col, [], [], True])
+            continue
+        if not stack:
+            raise _error("unbalanced brackets: ')' with no open '('" if tok == ")" else
+                         f"{tok!r} outside brackets: a tree starts with '('",
+                         file, line, col, text)
+        node = stack[-1]
+        if tok != ")":
+            if node[4]:                     # the label token itself
+                node[4] = False
+            else:
+                node[3].append((tok, col))
+            continue
+        stack.pop()
+        nid = _close(node, left, right, words, labels, file, line, col, text, binarize)
+        if stack:
+            stack[-1][2].append(nid)
+        else:
+            done = nid
+    if stack:
+        raise _error(f"unbalanced brackets: {len(stack)} '(' never closed (the node "
+                     f"opened here)", file, line, stack[-1][1], text)
+    if done is None:
+        raise _error("no tree on this line", file, line, 1, text)
+    return left, right, words, labels
+
+
+def _skip(text, i):
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _close(node, left, right, words, labels, file, line, col, text, binarize):
+    lab, start, kids, toks, _ = node
+    if toks and kids:
+        raise _error("a node holds both words and subtrees", file, line, toks[0][1], text)
+    if toks:       # SST has a few words with a space inside: (2 8 1\/2)
+        return _emit(left, right, words, labels, -1, -1, " ".join(t for t, _ in toks), lab)
+    if not kids:
+        raise _error("empty tree: a label with no word and no subtree", file, line, start,
+                     text)
+    if len(kids) != 2 and not binarize:
+        raise _error(f"a node with {len(kids)} child{'ren' * (len(kids) > 1)}: recursive "
+                     f"nets read binary trees (pass binarize=true to collapse unary "
+                     f"nodes and right-branch wider ones)", file, line, start, text)
+    if len(kids) == 1:              # collapse: the child's subtree under this label
+        labels[kids[0]] = lab
+        return kids[0]
+    right_id = kids[-1]
+    for k in reversed(kids[1:-1]):  # (L a b c) -> (L a (L b c))
+        right_id = _emit(left, right, words, labels, k, right_id, None, lab)
+    return _emit(left, right, words, labels, kids[0], right_id, None, lab)
+
+
+def _emit(left, right, words, labels, l, r, word, lab):
+    left.append(l), right.append(r), words.append(word), labels.append(lab)
+    return len(left) - 1
+
+
+def read_trees(path: Path, binarize: bool = False):
+    """Every tree of a file: (offsets, left, right, words, labels, heights), arrays but
+    the words (strings). Blank lines are skipped."""
+    file = str(path)
+    text = read_text(path)
+    off, L, R, W, Y, H = [0], [], [], [], [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        left, right, words, labels = parse_tree(line, file, n, binarize)
+        height = [0] * len(left)
+        for i, (a, b) in enumerate(zip(left, right)):   # children come first
+            if a >= 0:
+                height[i] = 1 + max(height[a], height[b])
+        L += left
+        R += right
+        W += words
+        Y += labels
+        H += height
+        off.append(len(L))
+    if len(off) == 1:
+        raise DataError("holds no tree", file=file)
+    i64 = lambda x: np.asarray(x, dtype=np.int64)
+    return i64(off), i64(L), i64(R), W, i64(Y), i64(H)
+
+
+# ------------------------------------------------------------------------------ loader
+@dataclass(frozen=True)
+class TreeLoader:
+    """`trees(path, vocab=N, binarize=false)` with its path resolved."""
+    path: Path
+    vocab_size: int | None = None
+    binarize: bool = False
+    kind = "trees"
+
+    def read(self):
+        return read_trees(self.path, self.binarize)
+
+    def vocab(self, raw) -> Vocab:
+        """Words by falling frequency (ties: first seen), `<unk>` first; at most
+        `vocab_size` entries in all (default: every word of the file)."""
+        words = [w for w in raw[3] if w is not None]
+        counts = Counter(words)
+        counts.pop(UNK, None)
+        first = {}
+        for i, w in enumerate(words):
+            first.setdefault(w, i)
+        ranked = sorted(counts, key=lambda w: (-counts[w], first[w]))
+        keep = ranked if self.vocab_size is None else ranked[:self.vocab_size - 1]
+        return Vocab("trees", (UNK, *keep))
+
+    def encode(self, raw, vocab: Vocab) -> TreeSet:
+        off, left, right, words, labels, heights = raw
+        index, unk = vocab.index, vocab.index[UNK]
+        ids = np.fromiter((-1 if w is None else index.get(w, unk) for w in words),
+                          dtype=np.int64, count=len(words))
+        return TreeSet(off, left, right, ids, labels, heights, str(self.path))
+
+    def load(self, vocab: Vocab) -> TreeSet:
+        return self.encode(self.read(), vocab)
+
+    def describe(self) -> str:
+        return f"trees({str(self.path)!r})"
+
+
+def trees(path: str, vocab: int | None = None, binarize: bool = False, *,
+          base: str | Path | None = None) -> TreeLoader:
+    """One bracketed tree a line, a label at every node, words at the leaves."""
+    if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, int)
+                              or vocab < 2):
+        raise UsageError(f"trees(): vocab must be an integer of at least 2, not {vocab!r}")
+    if not isinstance(binarize, bool):
+        raise UsageError(f"trees(): binarize must be true or false, not {binarize!r}")
+    return TreeLoader(resolve_path(str(path), base), vocab, binarize)
+
+
+def is_trees(call) -> bool:
+    return getattr(call, "name", None) == "trees"
+
+
+def make_tree_loader(call, base) -> TreeLoader:
+    if not is_trees(call):
+        raise UsageError(f"a tree model reads trees: data must be trees(\"file.txt\"), "
+                         f"not {call}")
+    try:
+        return trees(*call.args, **dict(call.kwargs), base=base)
+    except TypeError as e:
+        raise UsageError(f"bad loader call: {e}") from None
+
+
+# ----------------------------------------------------------------------------- binding
+def tree_index(graph) -> str | None:
+    return next((i for i, k in graph.indexes if k == "tree"), None)
+
+
+def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
+               given: dict | None = None) -> Binding:
+    """The tree-indexed one-hot input (words) and class target (labels), by kind."""
+    given = given or {}
+    n = tree_index(graph)
+    where = f"model '{graph.name}'"
+    if n is None:
+        raise DataError(f"a trees loader feeds a tree model; {where} declares no "
+                        f"'tree n' index", file=graph.path)
+    ins = [v for v in graph.inputs() if v.kind == "onehot" and v.index == n]
+    tgs = [v for v in graph.targets() if v.kind == "class" and v.index == n]
+    for found, what in ((ins, f"a one-hot input such as w[{n}] : onehot(V)"),
+                        (tgs, f"a class target such as y[{n}] : class(5)")):
+        if len(found) != 1:
+            raise DataError(f"a trees loader binds one {what}; {where} declares "
+                            f"{len(found) or 'none'}", file=graph.path)
+    x, y = ins[0], tgs[0]
+    for v in graph.inputs() + graph.targets():
+        if v is not x and v is not y:
+            raise DataError(f"a trees loader supplies only {x.name} and {y.name}; it "
+                            f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
+    dims = dict(_size(graph, x, vocab_size, given, data_file))
+    dims.update(_size(graph, y, n_labels, {**given, **dims}, data_file))
+    return Binding(x.name, y.name, False, dims, "trees")
+
+
+@dataclass(frozen=True)
+class TreeDataset:
+    vocab: Vocab
+    binding: Binding
+    train: TreeSet
+    valid: TreeSet | None
+    train_file: str
+    valid_file: str
+    kind = "trees"
+
+
+def split_trees(ts: TreeSet, fraction: float) -> tuple[TreeSet, TreeSet | None]:
+    """The last `fraction` of the trees held out (at least one, when asked for)."""
+    if fraction <= 0 or len(ts) < 2:
+        return ts, None
+    k = min(max(round(len(ts) * fraction), 1), len(ts) - 1)
+    return subset(ts, np.arange(len(ts) - k)), subset(ts, np.arange(len(ts) - k, len(ts)))
+
+
+def subset(ts: TreeSet, idx) -> TreeSet:
+    f, w, y = ts.batch(idx)
+    off = np.concatenate([[0], np.cumsum(ts.off[np.asarray(idx) + 1] - ts.off[idx])])
+    local = lambda a: np.where(a >= 0, a - np.repeat(off[:-1], np.diff(off)), -1)
+    return TreeSet(off, local(f.left), local(f.right), w, y, f.heights, ts.file)
+
+
+def load_tree_dataset(graph, cfg, dims: dict | None = None,
+                      vocab: Vocab | None = None) -> TreeDataset:
+    """`cfg.data` (and `cfg.valid`) read as trees; `vocab` from a checkpoint, else built
+    from the training trees."""
+    loader = make_tree_loader(cfg.data, cfg.base)
+    raw = loader.read()
+    vocab = vocab or loader.vocab(raw)
+    train = loader.encode(raw, vocab)
+    if hasattr(cfg.valid, "name"):
+        vl = make_tree_loader(cfg.valid, cfg.valid_base)
+        valid, vfile = vl.load(vocab), str(vl.path)
+    else:
+        train, valid = split_trees(train, cfg.valid)
+        vfile = str(loader.path)
+    labels = int(max(train.label.max(), -1 if valid is None else valid.label.max())) + 1
+    binding = bind_trees(graph, len(vocab), labels, str(loader.path), dims)
+    return TreeDataset(vocab, binding, train, valid, str(loader.path), vfile)
+
+
+def feeds(binding: Binding, w, y) -> tuple[dict, dict]:
+    return {binding.input: w}, {binding.target: y}
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class TreeScore:
+    """Counts over a set of trees; accuracies as Socher et al. (2013) report them."""
+    loss_sum: float = 0.0
+    nodes: int = 0
+    roots: int = 0
+    correct: int = 0             # fine-grained, all nodes
+    root_correct: int = 0        # fine-grained, roots
+    bin_nodes: int = 0           # nodes whose label is not neutral
+    bin_correct: int = 0
+    bin_roots: int = 0
+    bin_root_correct: int = 0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.nodes, 1)
+
+    def as_dict(self) -> dict:
+        r = lambda a, b: a / b if b else None
+        return {"loss": self.loss, "nodes": self.nodes, "trees": self.roots,
+                "fine_all": r(self.correct, self.nodes),
+                "fine_root": r(self.root_correct, self.roots),
+                "binary_all": r(self.bin_correct, self.bin_nodes),
+                "binary_root": r(self.bin_root_correct, self.bin_roots)}
+
+    def add(self, logits, labels, roots, loss_sum: float) -> None:
+        """One batch: logits [N, K], labels [N], the roots' rows."""
+        pred = logits.argmax(axis=-1)
+        hit = pred == labels
+        self.loss_sum += loss_sum
+        self.nodes += len(labels)
+        self.roots += len(roots)
+        self.correct += int(hit.sum())
+        self.root_correct += int(hit[roots].sum())
+        if logits.shape[-1] != 5:
+            return
+        # binary: labels 0-1 negative, 3-4 positive, 2 (neutral) dropped; the prediction
+        # is the argmax over {0, 1} against {3, 4}
+        keep = labels != 2
+        pos = logits[:, 3:5].max(axis=-1) > logits[:, 0:2].max(axis=-1)
+        bhit = (pos == (labels > 2)) & keep
+        self.bin_nodes += int(keep.sum())
+        self.bin_correct += int(bhit.sum())
+        self.bin_roots += int(keep[roots].sum())
+        self.bin_root_correct += int(bhit[roots].sum())
+
+
+def xent_output(graph, target: str) -> str:
+    for loss in graph.losses:
+        if loss.fn == "xent" and loss.target.var == target:
+            return loss.output.var
+    raise UsageError(f"accuracy needs a loss xent(o[n], {target}[n]); the model has none")
+
+
+def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64) -> TreeScore:
+    """One pass over `ts` in evaluation mode (no gradients, dropout off)."""
+    out = xent_output(graph, binding.target)
+    sc = TreeScore()
+    for i in range(0, len(ts), batch):
+        f, w, y = ts.batch(np.arange(i, min(i + batch, len(ts))))
+        ins, tgs = feeds(binding, w, y)
+        res = model.run(ins, tgs, train=False, grads=False, forest=f)
+        s = sum(graph.losses[li].weight * t for li, (t, _) in res.terms.items())
+        sc.add(np.asarray(res.values[out]), y, f.roots, s)
+    return sc
+
+
+def summary(s: TreeScore) -> str:
+    d = s.as_dict()
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    return (f"loss {d['loss']:.4f}/node  fine-grained all {pct(d['fine_all'])} root "
+            f"{pct(d['fine_root'])}  binary all {pct(d['binary_all'])} root "
+            f"{pct(d['binary_root'])}")
+
+
+# ---------------------------------------------------------------------- sparse updates
+def embedding_params(graph, input_name: str) -> list[str]:
+    """Parameters used only as `E @ w[n]` lookups of the input: a batch touches only the
+    columns of its words, so the optimiser updates only those (sparse updates)."""
+    from ..graph.folded import Apply, ParamRef, Ref, walk
+    from ..ops import Op
+    lookups, other = Counter(), Counter()
+    for v in graph.vars:
+        exprs = [c.expr for c in v.cases] + ([v.init] if v.init is not None else [])
+        for e in exprs:
+            for node in walk(e):
+                if isinstance(node, ParamRef):
+                    other[node.name] += 1
+                if isinstance(node, Apply) and node.op is Op.GATHER \
+                        and isinstance(node.args[0], ParamRef) \
+                        and isinstance(node.args[1], Ref) and node.args[1].var == input_name:
+                    lookups[node.args[0].name] += 1
+    return [p for p in lookups if lookups[p] == other[p]]
+
+
+def touched(names, w) -> dict:
+    """{param: (axis, columns)}: the words of this batch, once each."""
+    if not names:
+        return {}
+    cols = np.unique(w[w >= 0])
+    return {p: (1, cols) for p in names}
+
+
+# ------------------------------------------------------------------------------ training
+@dataclass
+class Position:
+    """Updates done, the epoch, the next batch of that epoch."""
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+
+
+class TreeTrainer:
+    """The training loop over batches of trees, shuffled each epoch by (seed, epoch):
+    clipping, a schedule, sparse updates of embeddings, validation each epoch, metrics
+    and atomic checkpoints (`seqgraph train` reaches it through `Trainer`). A run stopped
+    and resumed ends with the parameters of one that never stopped. The parameters with
+    the best validation root accuracy so far are also kept, in `best.npz`."""
+
+    def __init__(self, model, graph, data: TreeDataset, cfg, out_dir, meta: dict,
+                 quiet: bool = False):
+        from .metrics import Progress
+        from .optim import make_optimizer
+        from .schedules import make_schedule
+        self.model, self.graph, self.data, self.cfg = model, graph, data, cfg
+        self.out = Path(out_dir)
+        self.ckpt_path = self.out / "checkpoint.npz"
+        self.meta = meta
+        self.valid = data.valid
+        self.opt = make_optimizer(cfg.optimizer, cfg.l2)
+        self.sched = make_schedule(cfg.schedule)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.pos, self.saved = Position(), None
+        self.epoch_loss = [0.0, 0]
+        self.batches = math.ceil(len(data.train) / cfg.batch)
+        self.total = cfg.epochs * self.batches
+        self.sparse = embedding_params(graph, data.binding.input)
+        self.progress = Progress(self.total, cfg.epochs, quiet)
+        self.metrics = None
+        self.best, self.seconds = None, 0.0
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.data.train))
+
+    # ------------------------------------------------------------------- the loop
+    def fit(self, max_steps=None, deadline=None) -> Position:
+        from .metrics import MetricsLog
+        self.metrics = MetricsLog(self.out, self.pos.step if self.saved else None,
+                                  Path(self.saved).parent if self.saved else None)
+        B = self.cfg.batch
+        while self.pos.epoch < self.cfg.epochs:
+            order = self.order(self.pos.epoch)
+            for i in range(self.pos.window, self.batches):
+                if (max_steps is not None and self.pos.step >= max_steps) or \
+                        (deadline is not None and time.monotonic() >= deadline):
+                    return self._finish(early=True)
+                self._update(order[i * B:(i + 1) * B])
+                self.pos.window = i + 1
+            self._end_epoch()
+        return self._finish()
+
+    def _update(self, idx) -> None:
+        from .optim import clip_global_norm
+        t0 = time.perf_counter()
+        p, cfg = self.pos, self.cfg
+        lr = self.opt.lr * self.sched.scale(p.step, p.epoch, self.total)
+        f, w, y = self.data.train.batch(idx)
+        ins, tgs = feeds(self.data.binding, w, y)
+        rows = touched(self.sparse, w)
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = self.model.run(ins, tgs, train=True, grads=True, rng=self.rng, forest=f)
+            norm = clip_global_norm(res.grads, cfg.clip, rows)
+            if not (math.isfinite(res.loss) and math.isfinite(norm)):
+                raise self._diverged(res, norm)
+            self.opt.step(self.model.params, res.grads, lr, rows=rows)
+        p.step += 1
+        s = sum(self.graph.losses[li].weight * t for li, (t, _) in res.terms.items())
+        n = len(y)
+        dt = max(time.perf_counter() - t0, 1e-9)
+        self.seconds += dt
+        self.metrics.step(p.step, p.epoch + 1, s / n, norm, n / dt)
+        self.progress.update(p.step, p.epoch, s / n, n / dt)
+        self.epoch_loss = [self.epoch_loss[0] + s, self.epoch_loss[1] + n]
+
+    def _end_epoch(self) -> None:
+        train, vloss = self._validate()
+        self.sched.end_epoch(train if vloss is None else vloss)
+        self.pos.epoch, self.pos.window, self.epoch_loss = self.pos.epoch + 1, 0, [0.0, 0]
+        self.save()
+        self.metrics.plot()
+
+    def _finish(self, early: bool = False) -> Position:
+        if early and self.pos.window > 0:
+            self._validate()
+        self.save()
+        self.metrics.plot()
+        return self.pos
+
+    def _validate(self):
+        p = self.pos
+        train = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
+        v = None
+        if self.valid is not None:
+            v = score_trees(self.model, self.graph, self.data.binding, self.valid,
+                            max(self.cfg.batch, 64))
+            self.metrics.valid(p.step, p.epoch + 1, v.loss)
+            root = v.as_dict()["fine_root"]
+            if self.best is None or root > self.best:
+                self.best = root
+                self._save_best()
+        vtext = f"; valid {summary(v)}" if v else ""
+        self.progress.note(f"epoch {p.epoch + 1}/{self.cfg.epochs}: step {p.step}, "
+                           f"train {train:.4f}/node{vtext} ({self.seconds:.0f} s training)")
+        return train, (v.loss if v else None)
+
+    def _diverged(self, res, norm):
+        from .loop import TrainingDiverged
+        bad = next((k for k, g in res.grads.items() if not np.all(np.isfinite(g))), None)
+        where = f"gradient of '{bad}'" if bad else "the loss"
+        return TrainingDiverged(
+            f"training diverged at step {self.pos.step + 1} (epoch {self.pos.epoch + 1}): "
+            f"loss {res.loss}, gradient norm {norm}; first non-finite: {where}. Last good "
+            f"checkpoint: {self.saved or 'none yet'}. Try a smaller lr or clip.")
+
+    # ------------------------------------------------------------- checkpoints
+    def _state(self) -> dict:
+        return {"position": vars(self.pos).copy(), "config": self.cfg.as_dict(),
+                "train_tokens": len(self.data.train), "epoch_loss": self.epoch_loss,
+                "optimizer": {k: v for k, v in self.opt.state_dict().items()
+                              if k != "arrays"},
+                "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
+                "best": self.best, "seconds": self.seconds}
+
+    def save(self) -> Path:
+        from . import checkpoint as ck
+        path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": self._state()},
+                       self.opt.state_dict()["arrays"])
+        self.saved = str(path)
+        return path
+
+    def _save_best(self) -> None:
+        from . import checkpoint as ck
+        ck.save(self.out / "best.npz", self.model.params,
+                {**self.meta, "best": {"epoch": self.pos.epoch + 1, "step": self.pos.step,
+                                       "valid_fine_root": self.best}})
+
+    def restore(self, c) -> None:
+        from . import checkpoint as ck
+        st = c.meta.get("state")
+        if st is None:
+            raise UsageError(f"{c.path}: holds no training state to resume from")
+        if (st["config"]["batch"], st["train_tokens"]) != (self.cfg.batch, len(self.data.train)):
+            raise UsageError(f"{c.path}: resume with the same trees and batch (checkpoint: "
+                             f"{st['train_tokens']} trees, batch {st['config']['batch']})")
+        ck.restore_params(c, self.model.params)
+        self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
+        self.sched.load_state_dict(st["schedule"])
+        self.rng.bit_generator.state = st["rng"]
+        self.pos = Position(**st["position"])
+        self.epoch_loss = list(st["epoch_loss"])
+        self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
+        self.saved = c.path
+
+
+# ------------------------------------------------------------------------ seqgraph eval
+def eval_command(t, spec_path: str, data: str | None, as_json: bool) -> int:
+    """`seqgraph eval` of a tree model: `--data` (a trees(...) call, or a path read with
+    the training loader's options), else the train block's validation trees."""
+    import json
+
+    from ..lang.parse import parse_value
+    from .config import make_config
+    cfg = make_config(t.spec.train, {}, Path(spec_path).resolve().parent)
+    if data is None:
+        if hasattr(cfg.valid, "name"):
+            loader = make_tree_loader(cfg.valid, cfg.valid_base)
+            ts = loader.load(t.vocab)
+        else:
+            loader = make_tree_loader(cfg.data, cfg.base)
+            _, ts = split_trees(loader.load(t.vocab), cfg.valid)
+            if ts is None:
+                raise UsageError("the train block holds out no validation trees: pass --data")
+    else:
+        try:
+            call = parse_value(data)
+        except SpecError:
+            call = None
+        if not hasattr(call, "name"):
+            opts = dict(getattr(cfg.data, "kwargs", {}) or {})
+            loader = trees(data, binarize=opts.get("binarize", False), base=Path.cwd())
+        else:
+            loader = make_tree_loader(call, Path.cwd())
+        ts = loader.load(t.vocab)
+    s = score_trees(t.model, t.spec.graph, t.binding, ts)
+    d = {**s.as_dict(), "file": str(loader.path)}
+    if as_json:
+        print(json.dumps(d))
+    else:
+        print(f"{summary(s)}  ({d['trees']} trees, {d['nodes']} nodes of {loader.path})")
+    return 0

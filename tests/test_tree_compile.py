@@ -1,0 +1,140 @@
+"""The level-batched tree executor (compile/trees.py) against the interpreter: values,
+loss and every gradient in float64, on the gallery's tree specs and on recursions the
+gallery does not have (two variables, a root read); the O(nodes) level schedule."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_tree_batch, randomise_params
+
+import seqgraph
+from seqgraph.compile.trees import TreeExecutor, levels, tree_executor
+from seqgraph.graph.trees import Node, forest
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+TREE_LSTM = """
+tree n
+dim H = 4
+input  w[n] : onehot(V)
+target y[n] : class(3)
+param E, Wl, Wr, Wu, Wo, bo
+c[n] : H = E @ w[n]                                                       if leaf
+c[n] : H = (sigmoid(Wl @ [h[n.left]; h[n.right]]) * c[n.left]
+           + sigmoid(Wr @ [h[n.left]; h[n.right]]) * c[n.right]
+           + tanh(Wu @ [h[n.left]; h[n.right]]))                          otherwise
+h[n] : H = tanh(c[n])
+o[n] = Wo @ [h[n]; h[root]] + bo
+loss xent(o[n], y[n])
+"""
+
+TWO_LOSSES = """
+tree n
+dim H = 3
+input  w[n] : onehot(V)
+target y[n] : class(4)
+param E, W, b, Ws, bs, U
+h[n] : H = relu(E @ w[n])                                 if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) / 2      otherwise
+g[n] : H = h[n] * 0.5                                     if leaf
+g[n] : H = h[n.left] - h[n.right]                         otherwise
+o[n] = Ws @ (h[n] + g[n]) + bs
+p[n] = U @ g[n]
+loss xent(o[n], y[n])
+loss 0.5 * xent(p[n], y[n])
+"""
+
+
+def _random_forest(rng, B=6, max_leaves=9):
+    """B random binary trees with leaf payloads."""
+    def tree(k):
+        if k == 1:
+            return 0
+        cut = int(rng.integers(1, k))
+        return Node(0, (tree(cut), tree(k - cut)))
+    return forest([tree(int(rng.integers(1, max_leaves + 1))) for _ in range(B)])[0]
+
+
+def _pair(spec_text_or_path, V=7, **kw):
+    if str(spec_text_or_path).endswith(".sg"):
+        spec = seqgraph.read_spec(str(spec_text_or_path))
+    else:
+        spec = seqgraph.read_spec("t.sg", text=spec_text_or_path)
+    mi = seqgraph.Model(spec, dims={"V": V}, dtype="float64", **kw)
+    mc = seqgraph.Model(spec, dims={"V": V}, dtype="float64", executor="compiled", **kw)
+    return mi, mc
+
+
+def _data(m, f, rng):
+    ins, tgs = {}, {}
+    for v in m.graph.vars:
+        if v.role == "hidden":
+            continue
+        a = rng.integers(0, m.sizes[v.name], size=f.size)
+        if v.role == "input":
+            a[~f.is_leaf] = -1
+        (ins if v.role == "input" else tgs)[v.name] = a
+    return ins, tgs
+
+
+def _same(a, b, tol=1e-9):
+    assert abs(a.loss - b.loss) < tol * max(1, abs(a.loss))
+    assert a.terms.keys() == b.terms.keys()
+    for k in a.values:
+        assert np.abs(a.values[k] - b.values[k]).max() < tol, k
+    for k in a.grads:
+        assert np.abs(a.grads[k] - b.grads[k]).max() < tol, k
+
+
+@pytest.mark.parametrize("spec", [SPECS / "recursive.sg", SPECS / "rntn.sg", TREE_LSTM,
+                                  TWO_LOSSES], ids=["recursive", "rntn", "tree_lstm",
+                                                    "two_losses"])
+def test_compiled_equals_interpreted(spec):
+    rng = np.random.default_rng(0)
+    mi, mc = _pair(spec)
+    randomise_params(mi, rng)
+    mc.params.update({k: v.copy() for k, v in mi.params.items()})
+    assert tree_executor(mc.executor).fallback is None
+    for f in [_random_forest(rng), _random_forest(rng, B=1, max_leaves=1),
+              random_tree_batch(mi, rng)[2]]:
+        ins, tgs = _data(mi, f, rng)
+        a = mi.run(ins, tgs, grads=True, forest=f)
+        b = mc.run(ins, tgs, grads=True, forest=f)
+        _same(a, b)
+    assert mc.executor._tree_executor._interp is None      # never fell back
+
+
+def test_levels_are_a_schedule():
+    rng = np.random.default_rng(3)
+    f = _random_forest(rng, B=20, max_leaves=30)
+    L = levels(f)
+    h = f.height()
+    assert np.array_equal(h[L.perm], np.sort(h))           # rows by height
+    for k in range(L.depth):
+        rows = np.arange(L.lo[k], L.lo[k + 1])
+        assert (h[L.perm[rows]] == k).all()
+        if k:
+            kids = np.concatenate([L.left[rows], L.right[rows]])
+            assert (kids < L.lo[k]).all() and len(set(kids)) == len(kids)
+    assert np.array_equal(L.perm[L.roots], f.roots)
+    assert np.array_equal(L.perm[L.left[L.left >= 0]], f.left[L.perm[L.left >= 0]])
+
+
+def test_explain_and_fallback():
+    mi, mc = _pair(SPECS / "rntn.sg")
+    lines = tree_executor(mc.executor).explain()
+    assert lines[0].startswith("h: level by level") and "o: all nodes" in lines[1]
+    text = (SPECS / "recursive.sg").read_text().replace(
+        "o[n] = Ws @ h[n] + bs", "o[n] = Ws @ dropout(h[n], 0.5) + bs")
+    spec = seqgraph.read_spec("d.sg", text=text)
+    m = seqgraph.Model(spec, dims={"V": 5}, dtype="float64", executor="compiled")
+    te = TreeExecutor(m)
+    assert te.has_dropout and te.fallback is None
+    rng = np.random.default_rng(0)
+    f = _random_forest(rng)
+    ins, tgs = _data(m, f, rng)
+    # training with dropout follows the interpreter's random stream
+    a = m.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
+    mi = seqgraph.Model(spec, dims={"V": 5}, dtype="float64")
+    b = mi.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
+    _same(a, b)

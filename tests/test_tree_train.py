@@ -1,0 +1,301 @@
+"""Trees in training: the trees() loader and its errors, forests built from index arrays,
+binding by kind, sparse updates of embeddings, `seqgraph train` / `eval` on trees, and
+the Stanford Sentiment Treebank when ../shared/data/sst exists."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph.cli import main
+from seqgraph.errors import DataError, UsageError
+from seqgraph.graph.trees import Node, forest
+from seqgraph.train.optim import SGD, Adagrad, Adam, clip_global_norm
+from seqgraph.train.trees import TreeScore, bind_trees, embedding_params, parse_tree, trees
+
+ROOT = Path(__file__).resolve().parent.parent
+SST = ROOT.parent / "shared" / "data" / "sst"
+
+TREES = """(3 (2 It) (4 (2 's) (3 fine)))
+(1 (0 bad) (2 film))
+(4 (3 (3 a) (4 lovely)) (2 film))
+(2 ok)
+"""
+
+SPEC = """
+model treenet
+tree n
+dim H = 6
+input  words[n] : onehot(V)
+target sentiment[n] : class(K)
+param E, W, b, Ws, bs
+h[n] : H = tanh(E @ words[n])                      if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b)   otherwise
+o[n] = Ws @ h[n] + bs
+loss xent(o[n], sentiment[n])
+train {
+  data = trees("train.txt")
+  valid = trees("train.txt")
+  optimizer = adagrad(lr = 0.1)
+  batch = 2
+  epochs = 3
+}
+"""
+
+
+def _file(tmp_path, text, name="t.txt"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# ------------------------------------------------------------------------ the loader
+def test_loader_reads_post_order_arrays_and_a_vocabulary(tmp_path):
+    loader = trees(str(_file(tmp_path, TREES)))
+    raw = loader.read()
+    vocab = loader.vocab(raw)
+    ts = loader.encode(raw, vocab)
+    assert len(ts) == 4 and ts.nodes == 5 + 3 + 5 + 1
+    assert vocab.tokens[0] == "<unk>" and vocab.tokens[1] == "film"   # by frequency
+    # tree 0: It, 's, fine, (4 's fine), root
+    assert list(ts.label[:5]) == [2, 2, 3, 4, 3]
+    assert list(ts.left[:5]) == [-1, -1, -1, 1, 0] and list(ts.right[:5]) == [-1, -1, -1, 2, 3]
+    assert list(ts.height[:5]) == [0, 0, 0, 1, 2]
+    assert [vocab.tokens[i] for i in ts.word[:3]] == ["It", "'s", "fine"]
+    assert (ts.word[3:5] == -1).all()
+    small = trees(str(tmp_path / "t.txt"), vocab=3)
+    v3 = small.vocab(small.read())
+    assert len(v3) == 3
+    enc = small.encode(small.read(), v3)
+    assert (enc.word[enc.word >= 0] <= 2).all() and (enc.word == 0).sum() > 0   # <unk>
+
+
+def test_batch_is_the_forest_of_its_trees(tmp_path):
+    loader = trees(str(_file(tmp_path, TREES)))
+    ts = loader.load(loader.vocab(loader.read()))
+    f, w, y = ts.batch([2, 0, 3])
+    t2 = Node(4, (Node(3, (3, 4)), 2))
+    t0 = Node(3, (2, Node(4, (2, 3))))
+    ref, pay = forest([t2, t0, 2])
+    assert np.array_equal(f.left, ref.left) and np.array_equal(f.right, ref.right)
+    assert np.array_equal(f.tree, ref.tree) and np.array_equal(f.roots, ref.roots)
+    assert np.array_equal(f.height(), ref.height())
+    labels = [p.label if isinstance(p, Node) else p for p in pay]
+    assert list(y) == labels
+    assert ((w >= 0) == f.is_leaf).all()
+
+
+@pytest.mark.parametrize("text, message, column", [
+    ("(3 (2 a) (2 b)", "'(' never closed", 1),
+    ("(3 (2 a) (2 b)))", "')' with no open '('", 16),
+    ("(3 (2 a) ((2 b) (2 c)))", "missing label", 11),
+    ("(3 (2 a) (good b))", "missing label", 11),
+    ("(3 (2 a) ())", "empty tree '()'", 10),
+    ("(3 (2 a) (2))", "empty tree", 10),
+    ("(3 (2 a) (2 b) (2 c))", "3 children", 1),
+    ("(3 (2 a) (2 b)) (2 b)", "after the end of the tree", 17),
+    ("word (2 a)", "outside brackets", 1),
+])
+def test_loader_errors_name_file_line_and_character(tmp_path, text, message, column):
+    p = _file(tmp_path, "(2 fine)\n" + text + "\n")
+    with pytest.raises(DataError) as e:
+        trees(str(p)).read()
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:2: character {column}: ")
+    assert message in msg
+
+
+def test_binarize_collapses_unary_and_right_branches_wide_nodes():
+    left, right, words, labels = parse_tree("(3 (2 a) (1 b) (4 (4 c)))", binarize=True)
+    # a, b, c (collapsed under label 4), (3 b c), (3 a (3 b c))
+    assert words == ["a", "b", "c", None, None] and labels == [2, 1, 4, 3, 3]
+    assert left[3:] == [1, 0] and right[3:] == [2, 3]
+    with pytest.raises(DataError, match="1 child.*binarize=true"):
+        parse_tree("(3 (2 a))")
+
+
+def test_binding_by_kind_and_errors(tmp_path):
+    spec = seqgraph.read_spec("s.sg", text=SPEC.split("train {")[0])
+    b = bind_trees(spec.graph, 10, 5, "x.txt")
+    assert (b.input, b.target, b.dims) == ("words", "sentiment", {"V": 10, "K": 5})
+    seq = seqgraph.read_spec(str(ROOT / "specs" / "elman.sg"))
+    with pytest.raises(DataError, match="no 'tree n' index"):
+        bind_trees(seq.graph, 10, 5, "x.txt")
+    fixed = seqgraph.read_spec(str(ROOT / "specs" / "recursive.sg"))
+    with pytest.raises(DataError, match="7 distinct symbols do not fit"):
+        bind_trees(fixed.graph, 10, 7, "x.txt")
+    assert embedding_params(spec.graph, "words") == ["E"]
+
+
+def test_scores_fine_grained_and_binary():
+    logits = np.array([[0, 5, 0, 0, 0],     # label 1: fine hit, negative: binary hit
+                       [0, 0, 9, 1, 0],     # label 2: fine hit, neutral: dropped
+                       [3, 0, 0, 0, 2],     # label 4: fine miss, binary miss
+                       [0, 0, 9, 0, 1]],    # label 3: fine miss, binary hit (4 > 0)
+                      dtype=float)
+    s = TreeScore()
+    s.add(logits, np.array([1, 2, 4, 3]), np.array([1, 3]), 2.0)
+    d = s.as_dict()
+    assert d["fine_all"] == 0.5 and d["fine_root"] == 0.5
+    assert d["binary_all"] == pytest.approx(2 / 3) and d["binary_root"] == 1.0
+    assert d["loss"] == 0.5
+
+
+# -------------------------------------------------------------------- sparse updates
+@pytest.mark.parametrize("opt", [Adagrad(lr=0.1), Adagrad(lr=0.1, l2=0.01)])
+def test_sparse_adagrad_equals_dense(opt):
+    import copy
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(3, 8))
+    dense, sparse = {"E": E.copy()}, {"E": E.copy()}
+    o1, o2 = copy.deepcopy(opt), copy.deepcopy(opt)
+    for _ in range(4):
+        cols = rng.choice(8, size=3, replace=False)
+        g = np.zeros_like(E)
+        g[:, cols] = rng.normal(size=(3, 3))
+        if opt.l2:      # weight decay is lazy too: only the touched rows decay
+            o1.l2 = 0
+            o2.l2 = 0
+        o1.step(dense, {"E": g.copy()})
+        o2.step(sparse, {"E": g.copy()}, rows={"E": (1, np.sort(cols))})
+    assert np.allclose(dense["E"], sparse["E"], atol=1e-15, rtol=0)
+    assert np.allclose(o1.state["r"]["E"], o2.state["r"]["E"])
+
+
+def test_lazy_adam_touches_only_the_rows_of_the_batch():
+    rng = np.random.default_rng(1)
+    E = rng.normal(size=(4, 10))
+    W = rng.normal(size=(2, 2))
+    p = {"E": E.copy(), "W": W.copy()}
+    opt = Adam(lr=0.01)
+    g = {"E": np.zeros_like(E), "W": np.ones_like(W)}
+    g["E"][:, [2, 5]] = 1.0
+    opt.step(p, g, rows={"E": (1, np.array([2, 5]))})
+    untouched = [i for i in range(10) if i not in (2, 5)]
+    assert np.array_equal(p["E"][:, untouched], E[:, untouched])
+    assert not np.allclose(p["E"][:, [2, 5]], E[:, [2, 5]])
+    assert not np.allclose(p["W"], W)                       # dense params as before
+    assert (opt.state["m"]["E"][:, untouched] == 0).all()
+    # the touched rows get exactly the dense Adam step of their first update
+    ref = {"E": E.copy()}
+    Adam(lr=0.01).step(ref, {"E": g["E"]})
+    assert np.allclose(p["E"][:, [2, 5]], ref["E"][:, [2, 5]])
+    # momentum sgd, lazily
+    s = {"E": E.copy()}
+    SGD(lr=0.1, momentum=0.9).step(s, g, rows={"E": (1, np.array([2, 5]))})
+    assert np.array_equal(s["E"][:, untouched], E[:, untouched])
+
+
+def test_clip_counts_only_touched_rows():
+    g = {"E": np.zeros((2, 6)), "W": np.full((2, 2), 2.0)}
+    g["E"][:, 1] = 3.0
+    g2 = {k: v.copy() for k, v in g.items()}
+    n1 = clip_global_norm(g, 1.0)
+    n2 = clip_global_norm(g2, 1.0, rows={"E": (1, np.array([1]))})
+    assert n1 == pytest.approx(n2)
+    assert np.allclose(g["E"], g2["E"]) and np.allclose(g["W"], g2["W"])
+
+
+# -------------------------------------------------------------------- the commands
+def _setup(tmp_path):
+    (tmp_path / "train.txt").write_text(TREES * 3)
+    spec = tmp_path / "m.sg"
+    spec.write_text(SPEC)
+    return spec
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_train_and_eval_on_trees(tmp_path, capsys, executor):
+    spec = _setup(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--out", str(out), "--quiet", "--executor",
+                 executor]) == 0
+    assert (out / "checkpoint.npz").is_file() and (out / "best.npz").is_file()
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) > 12
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["trees"] == 12 and d["nodes"] == 42
+    assert set(d) >= {"fine_all", "fine_root", "binary_all", "binary_root", "loss"}
+    assert d["fine_all"] > 0.5          # it learnt something on its training trees
+    assert main(["eval", str(spec), "--checkpoint", str(out), "--data",
+                 str(tmp_path / "train.txt")]) == 0
+    assert "fine-grained all" in capsys.readouterr().out
+
+
+def test_set_data_overrides_and_resume_is_exact(tmp_path):
+    spec = _setup(tmp_path)
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "more.txt").write_text(TREES * 2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    data = f'data=trees("{other / "more.txt"}")'
+    assert main(["train", str(spec), "--set", data, "--out", str(a), "--quiet"]) == 0
+    assert main(["train", str(spec), "--set", data, "--out", str(b), "--quiet",
+                 "--steps", "5"]) == 0
+    assert main(["train", str(spec), "--set", data, "--resume", str(b), "--quiet"]) == 0
+    za, zb = np.load(a / "checkpoint.npz"), np.load(b / "checkpoint.npz")
+    for k in ("E", "W", "Ws"):
+        assert np.array_equal(za[k], zb[k])
+
+
+def test_a_sequence_model_refuses_trees(tmp_path, capsys):
+    spec = _setup(tmp_path)
+    code = main(["train", str(ROOT / "specs" / "elman.sg"), "--dim", "V=5", "--set",
+                 f'data=trees("{tmp_path / "train.txt"}")', "--quiet",
+                 "--out", str(tmp_path / "x")])
+    assert code == 2 and "no 'tree n' index" in capsys.readouterr().err
+    del spec
+
+
+def test_bad_loader_options(tmp_path):
+    p = _file(tmp_path, TREES)
+    with pytest.raises(UsageError, match="vocab"):
+        trees(str(p), vocab=1)
+    with pytest.raises(DataError, match="no such file"):
+        trees(str(tmp_path / "missing.txt"))
+
+
+# ------------------------------------------------------------- the sentiment treebank
+sst = pytest.mark.skipif(not SST.is_dir(), reason="../shared/data/sst is absent")
+
+
+@sst
+def test_sst_reads_with_the_readme_counts():
+    loader = trees(str(SST / "train.txt"))
+    raw = loader.read()
+    ts = loader.encode(raw, loader.vocab(raw))
+    roots = ts.off[1:] - 1
+    assert len(ts) == 8544
+    assert list(np.bincount(ts.label[roots])) == [1092, 2218, 1624, 2322, 1288]
+    dev = trees(str(SST / "dev.txt")).load(loader.vocab(raw))
+    assert len(dev) == 1101
+
+
+@sst
+def test_sst_example_trains_a_few_steps(tmp_path, capsys):
+    spec = ROOT / "examples" / "sst" / "rnn.sg"
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--steps", "3", "--out", str(out), "--quiet"]) == 0
+    assert main(["eval", str(spec), "--checkpoint", str(out), "--json", "--data",
+                 f'trees("{SST / "dev.txt"}")']) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["trees"] == 1101 and 0 <= d["fine_root"] <= 1
+
+
+# ------------------------------------------------------------------------- rendering
+def test_render_tree(tmp_path, capsys):
+    out = tmp_path / "t.dot"
+    assert main(["render", str(ROOT / "specs" / "rntn.sg"), "--tree", "(3 (2 a) (3 film))",
+                 "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.count("subgraph \"cluster_") == 3
+    assert "w[1] = 'a'" in text and "y[3] = 3" in text and 'label="L"' in text
+    assert main(["render", str(ROOT / "specs" / "elman.sg"), "--tree", "(3 (2 a) (3 b))",
+                 "-o", str(out)]) == 2
+    assert "no 'tree n' index" in capsys.readouterr().err
+    assert main(["render", str(ROOT / "specs" / "recursive.sg"), "--tree", "(3 (2 a)",
+                 "-o", str(out)]) == 2
+    assert "--tree:1: character 1: unbalanced" in capsys.readouterr().err
