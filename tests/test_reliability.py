@@ -130,6 +130,9 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(work):
     `--resume` continues; the final parameters and training curve are bit-identical to
     those of a run that was never killed."""
     rnd = random.Random(9)
+    # a run far longer than the kills last, so that no process ever finishes on its own
+    # (a fast machine would otherwise complete 3 epochs between kills)
+    (work / "lm.sg").write_text(LM.replace("EPOCHS", "500"))
     run = work / "killed"
     run.mkdir()
     modes = ["random"] * 8 + ["training"] * 6 + ["saving"] * 8
