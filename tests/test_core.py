@@ -215,7 +215,8 @@ def test_cli_check_explains_the_compiled_plan(capsys):
     out = capsys.readouterr().out
     assert "one compiled loop forward in time" in out and "1 GEMM ([Uf; Ug; Ui; Uo])" in out
     assert main(["check", str(ROOT / "specs/recursive.sg"), "--explain"]) == 0
-    assert "interpreted: tree indexes" in capsys.readouterr().out
+    assert "h: level by level (one gather, GEMM and scatter per level)" in \
+        capsys.readouterr().out
 
 
 @pytest.mark.parametrize("executor", ["interp", "compiled"])

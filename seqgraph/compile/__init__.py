@@ -5,8 +5,17 @@
 runs as one generated Numba loop forward and one backward (codegen.py). A construct the
 compiler does not run falls back to the interpreter for the whole model, and `explain`
 says which and why: never a different answer.
+
+Per run: buffers come from a pool kept across runs (kernels.Pool: no fresh pages each
+step, never a buffer a caller still holds); two independent recurrences (the directions
+of a bi layer) run their loops at once on two threads; per-example lengths (padding) are
+compiled (losses masked, h[end] per example, loops on reversed time started at each
+example's end); scheduled sampling (teacher < 1) and dropout while training are
+interpreted.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -36,11 +45,13 @@ class CompiledExecutor:
         self.notes = []
         self._interp = None
         self.pool = kernels.Pool()
+        self._worker = None
         try:
             self.stages = self._build()
         except Unsupported as e:
             self.fallback = str(e)
             self.stages = []
+        self.partner = self._partners()
         self.has_dropout = any(getattr(e, "op", None) is Op.DROPOUT
                                and dict(e.attrs).get("p", 0) > 0
                                for v in self.g.vars for c in v.cases for e in walk(c.expr))
@@ -64,6 +75,50 @@ class CompiledExecutor:
             out.append(_Rec(st, step, kern, mod))
         return out
 
+    def _partners(self) -> dict:
+        """{i: j}: recurrence j (later in the schedule) reads nothing computed from
+        recurrence i on, so both loops can run at once."""
+        if (os.cpu_count() or 1) < 2 or os.environ.get("SEQGRAPH_SERIAL"):
+            return {}
+        g = self.g.nx()
+        out, taken = {}, set()
+        for i, a in enumerate(self.stages):
+            if isinstance(a, StaticStage) or i in taken:
+                continue
+            later = set()
+            for j in range(i, len(self.stages)):
+                b = self.stages[j]
+                names = [b.var] if isinstance(b, StaticStage) else list(b.stage.vars)
+                if j > i and not isinstance(b, StaticStage) and j not in taken:
+                    reads = {u for v in names for u in g.predecessors(v)} - set(names)
+                    if not reads & later:
+                        out[i] = j
+                        taken.update((i, j))
+                        break
+                later.update(names)
+        return out
+
+    def drive(self, gens):
+        """Run recurrence generators: each yields its kernel call after its preparation
+        and finishes after it; two calls run at once (the kernels release the GIL)."""
+        calls = [next(gen) for gen in gens]
+        live = [c for c in calls if c is not None]
+        if len(live) == 2:
+            if self._worker is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="seqgraph")
+            other = self._worker.submit(live[1][0], *live[1][1])
+            try:
+                live[0][0](*live[0][1])
+            finally:
+                other.result()
+        else:
+            for f, args in live:
+                f(*args)
+        for gen in gens:
+            for _ in gen:
+                pass
+
     @property
     def interp(self):
         if self._interp is None:
@@ -86,11 +141,19 @@ class CompiledExecutor:
                 d = "backward in time" if st.stage.direction > 0 else "forward in time"
                 lines.append(f"{', '.join(st.stage.vars)}: one compiled loop {d}, per step "
                              f"{len(k.groups)} GEMM ({gemms}) and {passes} fused pass(es)")
+                for gi, js in k.info["prefill"].items():
+                    lines.append(f"  their inputs of GEMM {gi} ({len(js)} hoisted sum(s)) "
+                                 "computed for all steps before the loop, the products "
+                                 "accumulated onto them")
+        for i, j in self.partner.items():
+            a, b = self.stages[i].stage.vars, self.stages[j].stage.vars
+            lines.append(f"{', '.join(a)} and {', '.join(b)}: independent loops, run at once "
+                         "(one per core), forward and backward")
         if self.has_dropout:
             lines.append("training with dropout: interpreted (the masks follow the "
                          "interpreter's random stream)")
-        lines.append("a batch with per-example lengths shorter than its arrays "
-                     "(padding): interpreted")
+        lines.append("per-example lengths (padding): compiled; a loop on reversed time "
+                     "starts each example at its own end, losses and h[end] masked")
         if self.m.feedback():
             lines.append("scheduled sampling (teacher < 1): interpreted")
         return lines
@@ -104,48 +167,42 @@ class CompiledExecutor:
                                            grads=grads, rng=rng, lengths=lengths, **kw)
         kw = {k: v for k, v in kw.items()
               if not (k == "forest" and v is None) and not (k == "teacher" and v >= 1.0)}
-        lengths = self._scalar_lengths(inputs, targets, lengths)
-        if self.fallback or kw or lengths is _PADDED or (train and self.has_dropout):
-            # scheduled sampling (teacher < 1) and per-example lengths shorter than the
-            # arrays run in the interpreter: never a different answer
-            if lengths is _PADDED:
-                lengths = self._given_lengths
+        if self.fallback or kw or (train and self.has_dropout):
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, **kw)
         try:
-            return _Run(self, inputs, targets, carry, lengths).go(grads)
+            scalar, ex_len = self._lengths(inputs, targets, lengths)
+            return _Run(self, inputs, targets, carry, scalar, ex_len).go(grads)
         except Unsupported as e:
             self.notes.append(str(e))
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths)
 
-    def _scalar_lengths(self, inputs, targets, lengths):
-        """`lengths` with every per-example array that pads nothing made an int; _PADDED
-        when some example is shorter than the arrays (that batch is interpreted)."""
+    def _lengths(self, inputs, targets, lengths):
+        """(every index's length as an int, {index: each example's length [B]} where some
+        example is shorter than the arrays: a padded batch)."""
         if not lengths or all(np.ndim(n) == 0 for n in lengths.values()):
-            return lengths
-        self._given_lengths = lengths
+            return lengths, {}
         data = {**(inputs or {}), **(targets or {})}
         B, lens = self.m.batch_shape(data, lengths)
-        if self.m.example_lengths(lengths, B, lens):
-            return _PADDED
-        return {i: int(lens[i]) if np.ndim(n) else int(n) for i, n in lengths.items()}
-
-
-_PADDED = object()
+        ex_len = self.m.example_lengths(lengths, B, lens)
+        return {i: int(lens[i]) if np.ndim(n) else int(n) for i, n in lengths.items()}, ex_len
 
 
 def explain(model) -> list:
     """How the compiled executor runs each part of a model (for `seqgraph check`)."""
     ex = model.executor if isinstance(getattr(model, "executor", None), CompiledExecutor) \
         else CompiledExecutor(model)
+    if any(kind == "tree" for _, kind in model.graph.indexes):
+        from .trees import tree_executor     # recursive nets run level by level
+        return tree_executor(ex).explain()
     return ex.explain()
 
 
 class _Run:
     """One batch through the compiled schedule."""
 
-    def __init__(self, ex, inputs, targets, carry, lengths):
+    def __init__(self, ex, inputs, targets, carry, lengths, ex_len=None):
         from ..interp import Result
         self.Result = Result
         self.ex, self.m, self.g = ex, ex.m, ex.g
@@ -155,6 +212,7 @@ class _Run:
         self.B, self.lengths = B, lens
         self.carry_in = carry or {}
         self.env = Env(self.m, self.m.params, B, lens, carry, ex.pool)
+        self.env.ex_len = self.ex_len = dict(ex_len or {})
         dt = self.m.dtype
         for v in self.g.vars:
             if v.role == "hidden" or v.name not in data:
@@ -169,16 +227,31 @@ class _Run:
         self.program = []
 
     def go(self, want_grads):
-        for st in self.ex.stages:
+        stages, partner, done = self.ex.stages, self.ex.partner, set()
+        for i, st in enumerate(stages):
+            if i in done:
+                continue
             if isinstance(st, StaticStage):
                 self.static_forward(st.var)
+            elif i in partner:
+                # two independent recurrences (the directions of a bi layer): both loops
+                # at once, one per core
+                j = partner[i]
+                done.add(j)
+                self.ex.drive([self.rec_forward(st), self.rec_forward(stages[j])])
+                self.program[-2:] = [("pair", (self.program[-2][1], self.program[-1][1]))]
             else:
-                self.rec_forward(st)
+                self.ex.drive([self.rec_forward(st)])
         loss, terms = self.losses(want_grads)
         res = self.Result(loss, None, self.values(), self.carry_out(), terms)
         if want_grads:
             for kind, item in reversed(self.program):
-                (self.static_backward if kind == "static" else self.rec_backward)(item)
+                if kind == "static":
+                    self.static_backward(item)
+                elif kind == "pair":
+                    self.ex.drive([self.rec_backward(item[1]), self.rec_backward(item[0])])
+                else:
+                    self.ex.drive([self.rec_backward(item)])
             env = self.env
             res.grads = {p: np.asarray(env.gparams[p], dtype=w.dtype).reshape(w.shape)
                          if p in env.gparams else np.zeros_like(w)
@@ -229,7 +302,11 @@ class _Run:
         K = step.K
         flip = st.direction > 0
         init_evs = [self.init_forward(v) for v in step.vars]
-        args = {"T": T}
+        n = self.ex_len.get(st.index)
+        # padding: a loop on reversed time starts each example at its own end
+        args = {"T": T, "pad": bool(flip and n is not None),
+                "start": (T - n).astype(np.int64) if flip and n is not None
+                else np.zeros(B, np.int64)}
         init_rows = []
         for i, v in enumerate(step.vars):
             n = self.m.sizes[v]
@@ -243,8 +320,13 @@ class _Run:
             init_rows.append(rows)
             args[f"S{i}"] = S
         args["init_grad"] = any(init_rows)
+        prefill = k.info["prefill"]
+        prefilled = {j for js in prefill.values() for j in js}
         hoist_evs = []
         for j, e in enumerate(step.hoisted):
+            if j in prefilled:
+                hoist_evs.append(None)
+                continue
             ev = Evaluation(env, e, st.index, T=T)
             X = self.broadcast(ev.out, T, _size(ev.out, step, j, self.m))
             if flip:
@@ -271,15 +353,79 @@ class _Run:
         for gi in k.gtapes:
             M = sum(s for _, _, s in k.groups[gi][1])
             args[f"G{gi}"] = pool.empty((T, B, M), dt)
-        if T > 0:
-            rec.mod.forward(*[args[a] for a in k.fwd_args])
+        stacks = {gi: self.prefill(rec, args[f"G{gi}"], js, T)
+                  for gi, js in prefill.items()}
+        # the loop itself: run by _drive (with an independent recurrence beside it, on
+        # the other core)
+        yield (rec.mod.forward, [args[a] for a in k.fwd_args]) if T > 0 else None
         for i, v in enumerate(step.vars):
             a = args[f"S{i}"][K:]
             env.vals[v] = V(_copy(pool, a[::-1]) if flip else a, "seq")
-        self.program.append(("rec", (rec, args, init_evs, hoist_evs, init_rows, T)))
+        self.program.append(("rec", (rec, args, init_evs, hoist_evs, init_rows, T, stacks)))
+
+    def prefill(self, rec, G, js, T):
+        """The hoisted sums of a prefilled GEMM group written into G ([T, B, M], in the
+        loop's time order) before the loop: `P_j @ x[t] + b_j` for every gate at once (one
+        gather or GEMM of the stacked P_j, one bias pass) when they share their operand,
+        else each evaluated and copied into its columns. What the backward needs."""
+        env, pool, B = self.env, self.ex.pool, self.B
+        step, flip = rec.step, rec.stage.direction > 0
+        parts = [(step.hoisted[j], off) for j, off in sorted(js.items(), key=lambda x: x[1])]
+        M = G.shape[-1]
+        stacked = _stacked(parts, self.m.params, M)
+        if stacked is not None:
+            operand, layout = stacked
+            opv = Evaluation(env, operand, rec.stage.index, T=T)
+            x = opv.out
+            if x.lead == "seq" and x.a.shape[:2] == (T, B):
+                xk = np.ascontiguousarray(x.a[::-1] if flip else x.a)
+                dt = G.dtype
+                W = pool.empty((M, layout[0][4]), dt)
+                b = pool.empty((M,), dt)
+                for P, bias, off, n, _ in layout:
+                    W[off:off + n] = self.m.params[P]
+                    b[off:off + n] = self.m.params[bias]
+                G2 = G.reshape(T * B, M)
+                ids = xk.dtype.kind == "i"
+                if ids:
+                    kernels._gather(np.ascontiguousarray(W.T), xk.reshape(-1), G2)
+                else:
+                    kernels.matmul(xk.reshape(T * B, -1), W.T, out=G2)
+                kernels.add_bias(G2, b)
+                return ("stacked", opv, xk, W, layout, ids)
+        evs = []
+        for e, off in parts:
+            ev = Evaluation(env, e, rec.stage.index, T=T)
+            n = _size(ev.out, step, 0, self.m)
+            X = self.broadcast(ev.out, T, n)
+            G[:, :, off:off + n] = X[::-1] if flip else X
+            evs.append((ev, off, n))
+        return ("each", evs)
+
+    def prefill_backward(self, stack, dG, flip):
+        env = self.env
+        if stack[0] == "each":
+            for ev, off, n in stack[1]:
+                d = dG[:, :, off:off + n]
+                ev.backward(_unbroadcast_lead(d[::-1] if flip else d, True, ev.out.lead))
+            return
+        _, opv, xk, W, layout, ids = stack
+        T, B, M = dG.shape
+        dG2 = dG.reshape(T * B, M)
+        if ids:
+            dW = kernels.scatter(dG2, xk.reshape(-1), W.shape)
+        else:
+            x2 = xk.reshape(T * B, -1)
+            dW = kernels.matmul(dG2.T, x2)
+            dx = kernels.matmul(dG2, W).reshape(xk.shape)
+            opv.backward(dx[::-1] if flip else dx)
+        db = kernels.colsum(dG2)
+        for P, bias, off, n, _ in layout:
+            env.add_pgrad(P, dW[off:off + n])
+            env.add_pgrad(bias, db[off:off + n])
 
     def rec_backward(self, item):
-        rec, args, init_evs, hoist_evs, init_rows, T = item
+        rec, args, init_evs, hoist_evs, init_rows, T, stacks = item
         st, step, k = rec.stage, rec.step, rec.kernel
         env, B, dt, pool = self.env, self.B, self.m.dtype, self.ex.pool
         K, flip = step.K, st.direction > 0
@@ -299,6 +445,8 @@ class _Run:
                 (T, B, M), dt)
         alias = k.info["alias"]
         for j in range(len(step.hoisted)):
+            if hoist_evs[j] is None:
+                continue
             if j in alias:
                 gi, off = alias[j]
                 n = args[f"X{j}"].shape[-1]
@@ -309,9 +457,8 @@ class _Run:
                 args[f"dX{j}"] = pool.zeros(args[f"X{j}"].shape, dt)
         for i, p in enumerate(k.pvecs):
             args[f"dP_{i}"] = np.zeros_like(self.m.params[p])
-        if T > 0:
-            rec.mod.backward(*[args[a] for a in k.bwd_args])
-        else:
+        yield (rec.mod.backward, [args[a] for a in k.bwd_args]) if T > 0 else None
+        if T == 0:
             for gi in range(len(k.groups)):
                 args[f"dG{gi}"].fill(0)
         # weight gradients: one GEMM over all steps per stacked product
@@ -327,7 +474,11 @@ class _Run:
                     env.add_pgrad(p, dW[off:off + m])
         for i, p in enumerate(k.pvecs):
             env.add_pgrad(p, args[f"dP_{i}"])
+        for gi, stack in stacks.items():
+            self.prefill_backward(stack, args[f"dG{gi}"], flip)
         for j, ev in enumerate(hoist_evs):
+            if ev is None:
+                continue
             dX = args[f"dX{j}"]
             if flip:
                 dX = dX[::-1]
@@ -372,18 +523,28 @@ class _Run:
             yrows = y.a.reshape(-1) if y.a.ndim == o.a.ndim - 1 else \
                 y.a.reshape(-1, y.a.shape[-1])
             scale = loss.weight / B
+            n_ex = self.ex_len.get(ov.index)
+            live = None
+            if n_ex is not None and o.lead == "seq":     # padding: no loss past the end
+                live = (np.arange(o.a.shape[0])[:, None] < n_ex[None, :]).reshape(-1)
             if loss.fn == "xent":
-                s, n, d = kernels.xent(orows, yrows, scale, want_grads)
+                if live is not None:
+                    yrows = np.where(live, yrows, -1)
+                s, n, d = kernels.xent(orows, yrows, scale, want_grads,
+                                       out=self.ex.pool.empty(orows.shape, orows.dtype))
             else:
                 op = ops.LOSS_NAMES[loss.fn]
                 per, _ = ops.forward(op, ops.Ctx(), [orows, yrows])
-                s, n = float(per.sum()), int(yrows.shape[0])
-                d = ops.vjp(op, np.full(per.shape, scale, dtype=self.m.dtype), per, None,
-                            [orows, yrows])[0] if want_grads else None
+                lv = np.ones(per.shape[0]) if live is None else live.astype(np.float64)
+                lv = lv.reshape((-1,) + (1,) * (per.ndim - 1))
+                s, n = float((per * lv).sum()), int(lv.sum())
+                d = ops.vjp(op, (lv * scale).astype(self.m.dtype) * np.ones_like(per), per,
+                            None, [orows, yrows])[0] if want_grads else None
             terms[li] = (float(s), int(n))
             total += loss.weight * float(s) / B
             if want_grads:
-                read_back(env, loss.output, d.reshape(o.a.shape).astype(self.m.dtype))
+                read_back(env, loss.output,
+                          d.reshape(o.a.shape).astype(self.m.dtype, copy=False))
         return total, terms
 
     # ---------------------------------------------------------------- outputs
@@ -411,6 +572,36 @@ class _Run:
                 vals.append(np.array(val, copy=True))
             out[name] = vals
         return out
+
+
+def _stacked(parts, params, M):
+    """(operand, [(P, b, offset, size, operand size)]) when every hoisted sum of a
+    prefilled group is `P @ x + b` with the same operand x (a variable read) and shapes
+    that stack into [M, D]; else None."""
+    from ..graph.folded import Apply, ParamRef, Ref
+    operand, layout, key = None, [], None
+    for e, off in parts:
+        if not (isinstance(e, Apply) and e.op is Op.ADD and len(e.args) == 2):
+            return None
+        a, b = e.args
+        if isinstance(a, ParamRef):
+            a, b = b, a
+        if not (isinstance(b, ParamRef) and isinstance(a, Apply) and
+                a.op in (Op.MATMUL, Op.GATHER) and isinstance(a.args[1], Ref)):
+            return None
+        P, x = a.args[0].name, a.args[1]
+        k = (x.var, x.shift, a.op)
+        if key is None:
+            key, operand = k, x
+        elif k != key:
+            return None
+        W, bias = params[P], params[b.name]
+        if W.ndim != 2 or bias.shape != (W.shape[0],):
+            return None
+        layout.append((P, b.name, off, W.shape[0], W.shape[1]))
+    if sum(n for _, _, _, n, _ in layout) != M or len({d for *_, d in layout}) != 1:
+        return None
+    return operand, layout
 
 
 def _copy(pool, a):

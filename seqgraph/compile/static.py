@@ -29,8 +29,10 @@ class V:
 class Env:
     """What an evaluation reads: values of variables, parameters, lengths, carry, inits."""
 
-    def __init__(self, model, params, B, lengths, carry):
+    def __init__(self, model, params, B, lengths, carry, pool=None):
         self.m, self.g = model, model.graph
+        self.pool = pool or kernels.Pool()
+        self.ex_len = {}          # index -> each example's length [B] (padded batches)
         self.params, self.B, self.lengths = params, B, lengths
         self.carry = carry or {}
         self.vals = {}            # var -> V
@@ -79,6 +81,15 @@ def shifted(env: Env, var: str, k: int):
             val, is_init = env.outside(var, -j if j < 0 else j - T + 1, j < 0)
             out[t] = val
             init_rows[t] = is_init
+    n = env.ex_len.get(env.g.var(var).index) if k > 0 else None
+    if n is not None:
+        # padding: a read past an example's own end gives what stands after the end
+        after, _ = env.outside(var, 1, False)
+        after = np.broadcast_to(np.asarray(after), src.shape[1:])
+        for t in range(max(T - k, 0)):
+            dead = t + k >= n
+            if dead.any():
+                out[t][dead] = after[dead]
     return out, init_rows
 
 
@@ -91,6 +102,9 @@ def read(env: Env, r: Ref, ctx_index):
     if s.kind == "first":
         return V(val.a[0], "ex")
     if s.kind == "end":
+        n = env.ex_len.get(v.index)
+        if n is not None:       # each example's own last step
+            return V(val.a[n - 1, np.arange(len(n))], "ex")
         return V(val.a[-1], "ex")
     a, _ = shifted(env, r.var, s.k)
     return V(a, "seq")
@@ -108,16 +122,31 @@ def read_back(env: Env, r: Ref, g):
     T = env.T(r.var)
     if s.kind in ("first", "end"):
         full = np.zeros((T,) + g.shape, g.dtype)
-        full[0 if s.kind == "first" else -1] = g
+        n = env.ex_len.get(v.index)
+        if s.kind == "end" and n is not None:
+            full[n - 1, np.arange(len(n))] = g
+        else:
+            full[0 if s.kind == "first" else -1] = g
         env.add_grad(r.var, full)
         return
     if s.k == 0:
         env.add_grad(r.var, g)
         return
     full = np.zeros_like(g)
+    n = env.ex_len.get(v.index) if s.k > 0 else None
     for t in range(T):
         j = t + s.k
-        if 0 <= j < T:
+        if 0 <= j < T and n is not None and (j >= n).any():
+            # padding: past this example's end the read gave the value after the end
+            dead = j >= n
+            full[j][~dead] += g[t][~dead]
+            if r.var in env.inits:
+                _, is_init = env.outside(r.var, 1, False)
+                if is_init:
+                    gd = np.where(dead.reshape((-1,) + (1,) * (g.ndim - 2)), g[t], 0)
+                    gi = env.ginits.get(r.var)
+                    env.ginits[r.var] = gd if gi is None else gi + gd
+        elif 0 <= j < T:
             full[j] += g[t]
         elif r.var in env.inits:
             _, is_init = env.outside(r.var, -j if j < 0 else j - T + 1, j < 0)
@@ -156,6 +185,8 @@ class Evaluation:
             return V(env.params[e.name], None)
         if isinstance(e, Ref):
             return read(env, e, self.ctx)
+        if _affine(e, env):
+            return self.affine(e)
         args = [self.ev(a) for a in e.args]
         leads = [a.lead for a in args if a.lead is not None]
         lead = "seq" if "seq" in leads else ("ex" if leads else None)
@@ -163,10 +194,12 @@ class Evaluation:
             self.T = next(a.a.shape[0] for a in args if a.lead == "seq")
         xs = [self.rows(a, lead) for a in args]
         op = e.op
+        pool = env.pool
         if op is Op.MATMUL:
-            out = kernels.matmul(xs[1], xs[0].T)
+            out = kernels.matmul(xs[1], xs[0].T, out=pool.empty(
+                (xs[1].shape[0], xs[0].shape[0]), xs[1].dtype) if xs[1].ndim == 2 else None)
         elif op is Op.GATHER:
-            out = kernels.gather(xs[0], xs[1])
+            out = kernels.gather(xs[0], xs[1], pool=pool)
         elif op is Op.ONEHOT:
             out = ops.onehot(xs[0], env.m.sizes[e.args[0].var], env.m.dtype)
         elif op is Op.DROPOUT:
@@ -177,6 +210,17 @@ class Evaluation:
             out = out.reshape((self.T, -1) + out.shape[1:])
         res = V(out, lead)
         self.tape.append((e, args, res, xs))
+        return res
+
+    def affine(self, e) -> V:
+        """`W @ x + b` (or `b + W @ x`): the product (a GEMM or a gather), then the bias
+        added in place: no second array, no second numpy pass."""
+        prod, bias = (e.args[0], e.args[1]) if isinstance(e.args[1], ParamRef) else \
+            (e.args[1], e.args[0])
+        inner = self.ev(prod)
+        kernels.add_bias(inner.a.reshape(-1, inner.a.shape[-1]), self.env.params[bias.name])
+        res = V(inner.a, inner.lead)
+        self.tape.append((e, ("affine", inner, bias.name), res, None))
         return res
 
     def backward(self, g):
@@ -195,11 +239,20 @@ class Evaluation:
             if go is None:
                 continue
             lead = out.lead
+            if isinstance(args, tuple) and args and args[0] == "affine":
+                _, inner, bias = args
+                env.add_pgrad(bias, kernels.colsum(go))
+                grads[id(inner)] = go
+                continue
             gr = go.reshape((-1,) + go.shape[2:]) if lead == "seq" else go
             op = e.op
             if op is Op.MATMUL:
                 W, v = xs
-                ds = (kernels.matmul(_2d(gr).T, _2d(v)), kernels.matmul(gr, W))
+                g2, pool = _2d(gr), env.pool
+                ds = (kernels.matmul(g2.T, _2d(v), out=pool.empty(W.shape, W.dtype)),
+                      kernels.matmul(gr, W, out=pool.empty((gr.shape[0], W.shape[1]),
+                                                           W.dtype))
+                      if gr.ndim == 2 else kernels.matmul(gr, W))
             elif op is Op.GATHER:
                 ds = (kernels.scatter(gr, xs[1], xs[0].shape), None)
             elif op is Op.ONEHOT:
@@ -222,6 +275,18 @@ class Evaluation:
                 elif isinstance(sub, Apply):
                     key = id(a)
                     grads[key] = d if key not in grads else grads[key] + d
+
+
+def _affine(e, env) -> bool:
+    """Is e `P @ x + b` with a vector parameter b (either order)?"""
+    if not isinstance(e, Apply) or e.op is not Op.ADD:
+        return False
+    a, b = e.args
+    if isinstance(a, ParamRef):
+        a, b = b, a
+    return (isinstance(b, ParamRef) and env.params[b.name].ndim == 1 and
+            isinstance(a, Apply) and a.op in (Op.MATMUL, Op.GATHER) and
+            env.params[a.args[0].name].shape[0] == env.params[b.name].shape[0])
 
 
 def _2d(a):
