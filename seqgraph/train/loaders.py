@@ -141,7 +141,11 @@ class Vocab:
         """Token ids; an unknown word becomes `<unk>`, an unknown character is an error
         (a character model has no `<unk>` and must not silently drop text)."""
         index, unk = self.index, self.unk
-        ids = np.fromiter((index.get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
+        if self.kind == "chars":
+            ids = self._encode_chars(tokens)
+        else:
+            ids = np.fromiter((index.get(t, -1) for t in tokens), dtype=np.int64,
+                              count=len(tokens))
         bad = np.flatnonzero(ids < 0)
         if bad.size and unk is not None:
             ids[bad] = unk
@@ -151,6 +155,18 @@ class Vocab:
             raise DataError(f"symbol {tokens[first]!r} is not in the model's vocabulary of "
                             f"{len(self)} symbols", file=file, line=line)
         return ids
+
+    def _encode_chars(self, chars: list[str]) -> np.ndarray:
+        """Characters to ids through a table indexed by code point: one numpy gather
+        instead of a dictionary look-up per character (4M characters: 30 ms, not 1 s)."""
+        points = np.frombuffer("".join(chars).encode("utf-32-le"), dtype=np.uint32)
+        if len(points) != len(chars):        # a token of several characters: the slow way
+            return np.fromiter((self.index.get(t, -1) for t in chars), dtype=np.int64,
+                               count=len(chars))
+        known = {ord(t): i for t, i in self.index.items() if len(t) == 1}
+        table = np.full(max(known, default=0) + 2, -1, dtype=np.int64)
+        table[list(known)] = list(known.values())
+        return table[np.minimum(points, len(table) - 1)]
 
     def decode(self, ids) -> str:
         """Text again: characters joined; words joined by spaces, `</s>` a line end."""

@@ -132,10 +132,7 @@ class MetricsLog:
         valid = [(int(r["step"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
         if not train and not valid:
             return None
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        fig, ax = _figure()
         if train:
             ax.plot(*zip(*train), lw=0.8, alpha=0.5, label="train")
             ax.plot(*zip(*_smooth(train)), lw=1.5, label="train (moving average)")
@@ -147,7 +144,6 @@ class MetricsLog:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(self.png)
-        plt.close(fig)
         self.monitor.end_epoch()
         self.plot_grads(rows)
         return self.png
@@ -165,10 +161,7 @@ class MetricsLog:
                 series[c] = pts
         if not series:
             return None
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        fig, ax = _figure()
         for c, pts in series.items():
             label = "global" if c == "grad_norm" else c[len(PARAM_PREFIX):]
             ax.plot(*zip(*pts), lw=1.6 if c == "grad_norm" else 0.8,
@@ -182,8 +175,17 @@ class MetricsLog:
         fig.tight_layout()
         out = self.path.with_name("grad_norm.png")
         fig.savefig(out)
-        plt.close(fig)
         return out
+
+
+def _figure():
+    """A figure on the Agg canvas, without pyplot (whose import costs time and memory and
+    keeps every figure alive until closed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def _read(path: Path) -> list[dict]:
