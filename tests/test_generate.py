@@ -1,0 +1,338 @@
+"""Generation (seqgraph/train/generate.py, seqgraph/cmd/sample.py) and the static check
+that refuses to generate from a model reading the future (graph/generate_check.py).
+
+Tiny models and the interpreter: the whole file runs in seconds."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph.cli import main
+from seqgraph.graph.generate_check import can_generate
+from seqgraph.train import checkpoint as ck
+from seqgraph.train.binding import Binding
+from seqgraph.train.generate import Generator, log_softmax, make_plan
+from seqgraph.train.loaders import Vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+
+SEQ2SEQ = """\
+model s2s
+dim D = 6
+dim H = 8
+input  x[t] : onehot(Vx)
+target y[u] : class(Vy)
+param E : [D, Vx]
+param F : [D, Vy]
+param We, Ue, be, Vc, Wd, Ud, Cd, bd, Vi, Oh, Oy, Oc, bo
+h[t] : H = tanh(We @ (E @ x[t]) + Ue @ h[t-1] + be)
+c    : H = tanh(Vc @ h[end])
+init s = tanh(Vi @ c)
+s[u] : H = tanh(Wd @ s[u-1] + Ud @ (F @ y[u-1]) + Cd @ c + bd)
+o[u] = Oh @ s[u] + Oy @ (F @ y[u-1]) + Oc @ c + bo
+loss xent(o[u], y[u])
+train {
+  data = pairs("pairs.tsv")
+  valid = pairs("pairs.tsv")
+  optimizer = adam(lr = 0.05)
+  batch = 8
+}
+"""
+
+# the same with a bidirectional encoder: the source index is read ahead (g[t+1], g[1]),
+# so each step runs the whole encoder again
+BI_ENCODER = SEQ2SEQ.replace(
+    "c    : H = tanh(Vc @ h[end])",
+    "param Wg, Ug\ng[t] : H = tanh(Wg @ (E @ x[t]) + Ug @ g[t+1])\n"
+    "c    : H = tanh(Vc @ [h[end]; g[1]])")
+
+# the decoder reads a backward recurrence over the generated index
+FUTURE = SEQ2SEQ.replace(
+    "o[u] = Oh @ s[u]",
+    "param Wb, Ub\nb[u] : H = tanh(Wb @ s[u] + Ub @ b[u+1])\no[u] = Oh @ b[u]")
+
+LETTERS = "abcdef"
+
+
+def reverse_pairs(n=40, seed=0) -> str:
+    """A toy transduction: the source letters reversed and upper-cased."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(n):
+        w = rng.choice(list(LETTERS), rng.integers(1, 5))
+        lines.append(" ".join(w) + "\t" + " ".join(c.upper() for c in w[::-1]))
+    return "\n".join(lines) + "\n"
+
+
+def model(text: str, seed=1, scale=3.0, **dims):
+    spec = seqgraph.read_spec("m.sg", text)
+    m = seqgraph.Model(spec, dims=dims or {"Vx": 7, "Vy": 9}, dtype="float64", seed=seed,
+                       start_ids={"y": 0})
+    for p in m.params.values():
+        p *= scale           # sharper distributions than at initialisation
+    return m
+
+
+def generator(m, **kw):
+    return Generator(m, make_plan(m), start=0, eos=1, **kw)
+
+
+SRC = {"x": np.array([2, 3, 4, 5, 6])}
+
+
+# ---------------------------------------------------------------------- the check
+def test_the_static_check_refuses_a_backward_recurrence_over_the_generated_index():
+    ok, why = can_generate(seqgraph.read_spec("m.sg", FUTURE).graph)
+    assert not ok
+    assert "b[u] reads b[u+1] (line 14)" in why and "o[u] depends on it" in why
+
+
+@pytest.mark.parametrize("line, read", [
+    ("o[u] = Oh @ s[end] + Oy @ (F @ y[u-1]) + Oc @ c + bo", "s[end]"),
+    ("o[u] = Oh @ s[u] + Oy @ (F @ y[u]) + Oc @ c + bo", "y[u]"),
+])
+def test_the_static_check_refuses_the_end_of_the_output_and_the_target_itself(line, read):
+    text = SEQ2SEQ.replace("o[u] = Oh @ s[u] + Oy @ (F @ y[u-1]) + Oc @ c + bo", line)
+    ok, why = can_generate(seqgraph.read_spec("m.sg", text).graph)
+    assert not ok and f"reads {read} (line 13)" in why
+
+
+@pytest.mark.parametrize("name", ["seq2seq", "conditional", "one_to_many", "jordan",
+                                  "charlm", "elman"])
+def test_the_static_check_accepts_the_generative_gallery(name):
+    assert can_generate(seqgraph.read_spec(str(SPECS / f"{name}.sg")).graph) == (True, "")
+
+
+def test_the_static_check_accepts_a_bidirectional_encoder_and_refuses_a_tagger():
+    assert can_generate(seqgraph.read_spec("m.sg", BI_ENCODER).graph)[0]
+    ok, why = can_generate(seqgraph.read_spec(str(SPECS / "bidirectional.sg")).graph)
+    assert not ok and "g[t+1]" in why
+
+
+# ---------------------------------------------------------------------- decoding
+@pytest.mark.parametrize("text", [SEQ2SEQ, BI_ENCODER])
+def test_greedy_is_deterministic_and_is_the_argmax_of_a_teacher_forced_run(text):
+    m = model(text)
+    g = generator(m)
+    a = g.sample(g.context([SRC]), 12, greedy=True)[0]
+    assert a == g.sample(g.context([SRC]), 12, greedy=True)[0]
+    # fed its own output as the true target, the model's argmax at each step is that output
+    y = np.array([(a + [1])[:12]])
+    o = m.run({"x": SRC["x"][None]}, {"y": y}).values["o"][0]
+    assert o.argmax(-1).tolist() == y[0].tolist()
+
+
+def test_incremental_and_whole_encoder_runs_agree():
+    m = model(SEQ2SEQ)
+    inc, whole = generator(m), generator(m, incremental=False)
+    assert inc.incremental and not whole.incremental
+    for src in (SRC, {"x": np.array([3])}):
+        a, b = inc.context([src]), whole.context([src])
+        la, _ = inc.step(a, np.zeros(1, int), inc._first_carry(a, 1), None, 0)
+        lb, _ = whole.step(b, np.zeros(1, int), whole._first_carry(b, 1), None, 0)
+        np.testing.assert_allclose(la, lb, rtol=1e-12)
+        ha, hb = inc.beam(a, 3, 10), whole.beam(b, 3, 10)
+        assert [h.tokens for h in ha] == [h.tokens for h in hb]
+        assert [h.score for h in ha] == pytest.approx([h.score for h in hb], rel=1e-12)
+
+
+def test_a_padded_batch_decodes_as_its_examples_one_at_a_time():
+    m = model(BI_ENCODER)
+    g = generator(m)
+    srcs = [SRC, {"x": np.array([3, 2])}, {"x": np.array([6, 6, 1, 5])}]
+    one = [g.sample(g.context([s]), 10, greedy=True)[0] for s in srcs]
+    assert g.sample(g.context(srcs), 10, greedy=True) == one
+
+
+def test_beams_of_a_padded_batch_are_the_beams_of_its_examples():
+    m = model(BI_ENCODER, scale=1.5)
+    g = generator(m)
+    srcs = [SRC, {"x": np.array([3, 2])}, {"x": np.array([6, 6, 1, 5])}]
+    many = g.beam_many(g.context(srcs), 4, 10)
+    for src, hyps in zip(srcs, many):
+        one = g.beam(g.context([src]), 4, 10)
+        assert [h.tokens for h in hyps] == [h.tokens for h in one]
+        assert [h.score for h in hyps] == pytest.approx([h.score for h in one], rel=1e-9)
+
+
+@pytest.mark.parametrize("text", [SEQ2SEQ, BI_ENCODER])
+def test_beam_of_one_is_greedy(text):
+    m = model(text)
+    g = generator(m)
+    for seed in range(3):
+        src = {"x": np.random.default_rng(seed).integers(0, 7, 4)}
+        hyps = g.beam(g.context([src]), 1, 12)
+        assert len(hyps) == 1
+        assert hyps[0].tokens == g.sample(g.context([src]), 12, greedy=True)[0]
+
+
+def test_beam_hypotheses_are_sorted_and_scored_by_their_log_probability():
+    m = model(SEQ2SEQ, scale=1.5)
+    g = generator(m)
+    hyps = g.beam(g.context([SRC]), 5, 15, alpha=0.6)
+    assert len(hyps) == 5
+    norm = [h.normalised for h in hyps]
+    assert norm == sorted(norm, reverse=True)
+    assert len({tuple(h.tokens) for h in hyps}) == 5
+    for h in hyps:
+        assert h.normalised == pytest.approx(h.score / h.length ** 0.6)
+        y = np.array([h.tokens + [1] * h.finished])
+        res = m.run({"x": SRC["x"][None]}, {"y": y})
+        assert -res.loss == pytest.approx(h.score, rel=1e-9)
+    # the best of the beam is at least as likely (normalised) as the greedy output
+    greedy = g.sample(g.context([SRC]), 15, greedy=True)[0]
+    res = m.run({"x": SRC["x"][None]}, {"y": np.array([greedy + [1]])})
+    assert norm[0] >= -res.loss / (len(greedy) + 1) ** 0.6 - 1e-9
+
+
+def test_sampling_with_a_seed_is_reproducible():
+    m = model(SEQ2SEQ, scale=1.0)
+    g = generator(m)
+    draw = lambda seed, T=1.0: g.sample(g.context([SRC]), 20, T, False,
+                                        np.random.default_rng(seed))[0]
+    assert draw(3) == draw(3)
+    assert len({tuple(draw(s)) for s in range(6)}) > 1
+    # a temperature near zero is the argmax
+    assert draw(4, 1e-4) == g.sample(g.context([SRC]), 20, greedy=True)[0]
+
+
+def test_log_softmax_is_normalised():
+    z = log_softmax(np.array([[1.0, 2.0, 1000.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(np.exp(z).sum(-1), 1.0)
+
+
+# ---------------------------------------------------------------------- the command
+def sg(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr()
+
+
+def fails(capsys, *argv) -> str:
+    code, out = sg(capsys, *argv)
+    assert code == 2, out
+    assert "Traceback" not in out.err
+    return out.err.strip()
+
+
+@pytest.fixture(scope="module")
+def s2s(tmp_path_factory):
+    """A tiny seq2seq trained for a few steps by `seqgraph train` on pairs."""
+    d = tmp_path_factory.mktemp("s2s")
+    (d / "pairs.tsv").write_text(reverse_pairs())
+    (d / "s2s.sg").write_text(SEQ2SEQ)
+    assert main(["train", str(d / "s2s.sg"), "--out", str(d / "run"), "--executor", "interp",
+                 "--quiet", "--steps", "6"]) == 0
+    return d
+
+
+def test_sample_input_writes_tokens_of_the_target_vocabulary(s2s, capsys):
+    spec, run = s2s / "s2s.sg", s2s / "run"
+    targets = set(LETTERS.upper())
+    for extra in (["--greedy"], ["--seed", "1"], ["--beam", "3"]):
+        code, out = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c",
+                       "--length", 8, *extra)
+        assert code == 0, out.err
+        toks = out.out.split()
+        assert len(toks) <= 8 and set(toks) <= targets | {"<unk>"}
+    code, out = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c",
+                   "--beam", 3, "--nbest", "--length", 8)
+    rows = [line.split("\t") for line in out.out.splitlines()]
+    assert code == 0 and len(rows) == 3
+    scores = [float(r[0]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    greedy = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c", "--greedy",
+                "--length", 8)[1].out
+    beam1 = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c", "--beam", 1,
+               "--length", 8)[1].out
+    assert greedy == beam1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input", "a z q"], r"'z', 'q' are not in the source vocabulary"),
+    (["--input", "  "], r"--input is empty"),
+    ([], r"this model reads 'x': give its text with --input"),
+    (["--input", "a", "--prime", "a"], r"--prime is for language models"),
+    (["--input", "a", "--beam", "0"], r"--beam must be at least 1"),
+    (["--input", "a", "--temperature", "0"], r"--temperature must be positive"),
+])
+def test_bad_input_exits_2_without_a_traceback(s2s, capsys, argv, message):
+    import re
+    err = fails(capsys, "sample", s2s / "s2s.sg", "--checkpoint", s2s / "run", *argv)
+    assert re.search(message, err), err
+
+
+def test_unknown_input_tokens_read_as_unk_on_request(s2s, capsys):
+    code, out = sg(capsys, "sample", s2s / "s2s.sg", "--checkpoint", s2s / "run",
+                   "--input", "a z", "--unk", "--greedy", "--length", 5)
+    assert code == 0, out.err
+
+
+def checkpoint_for(tmp_path, text: str, name: str, vocab: Vocab, binding: Binding,
+                   dims: dict) -> tuple[Path, Path]:
+    """A spec and a checkpoint of its freshly initialised model, as training writes it."""
+    spec = tmp_path / f"{name}.sg"
+    spec.write_text(text)
+    m = seqgraph.Model(seqgraph.read_spec(str(spec)), dims=dims, seed=3)
+    meta = {"model": name, "dims": dims, "dtype": "float32", "vocab": vocab.to_json(),
+            "binding": asdict(binding)}
+    return spec, ck.save(tmp_path / f"{name}.npz", m.params, meta)
+
+
+def test_a_model_reading_the_future_is_refused_with_the_reason(tmp_path, capsys):
+    vocab = Vocab("words", ("<unk>", "a", "b"), Vocab("words", ("<unk>", "<s>", "</s>", "A")))
+    spec, c = checkpoint_for(tmp_path, FUTURE, "future", vocab,
+                             Binding("x", "y", True, {}, "pairs", {"y": 1}),
+                             {"Vx": 3, "Vy": 4})
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "a b")
+    assert "b[u] reads b[u+1] (line 14)" in err and len(err.splitlines()) == 1
+
+
+def test_one_to_many_reads_a_vector_or_draws_one(tmp_path, capsys):
+    text = (SPECS / "one_to_many.sg").read_text()
+    vocab = Vocab("words", ("<unk>", "<s>", "</s>", "p", "q", "r"))
+    spec, c = checkpoint_for(tmp_path, text, "otm", vocab,
+                             Binding(None, "y", True, {}, "vectors", {"y": 1}), {"V": 6})
+    args = ["sample", spec, "--checkpoint", c, "--length", 7]
+    code, out = sg(capsys, *args, "--input", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8", "--greedy")
+    assert code == 0, out.err
+    assert set(out.out.split()) <= set(vocab.tokens) and len(out.out.split()) <= 7
+    a = sg(capsys, *args, "--seed", 5)[1].out
+    assert a == sg(capsys, *args, "--seed", 5)[1].out
+    err = fails(capsys, *args, "--input", "0.1,0.2")
+    assert "--input must be 8 finite numbers for 'c' : vec(8); it has 2" in err
+    err = fails(capsys, *args, "--input", "one,two")
+    assert "--input must be 8 numbers" in err
+
+
+def test_a_conditional_model_writes_one_output_per_input_step(tmp_path, capsys):
+    text = (SPECS / "conditional.sg").read_text()
+    vocab = Vocab("words", ("<unk>", "the", "cat", "sat"), Vocab("labels", ("D", "N", "V")))
+    spec, c = checkpoint_for(tmp_path, text, "cond", vocab,
+                             Binding("x", "y", True, {}, "tagged", {}), {"V": 4, "K": 3})
+    for extra in (["--greedy"], ["--beam", "2"], ["--seed", "0"]):
+        code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "the cat sat",
+                       *extra)
+        assert code == 0, out.err
+        assert len(out.out.split()) == 3 and set(out.out.split()) <= {"D", "N", "V"}
+
+
+def test_a_language_model_beam_of_one_is_its_greedy_sample(tmp_path, capsys):
+    text = (SPECS / "charlm.sg").read_text()
+    chars = tuple("\n abc")
+    spec, c = checkpoint_for(tmp_path, text, "lm", Vocab("chars", chars),
+                             Binding("x", "y", False, {}), {"V": 5})
+    meta = json.loads(str(np.load(c)["__meta__"]))
+    assert meta["binding"]["kind"] == "stream"
+    greedy = sg(capsys, "sample", spec, "--checkpoint", c, "--prime", "ab", "--greedy",
+                "--length", 12)[1].out
+    beam = sg(capsys, "sample", spec, "--checkpoint", c, "--prime", "ab", "--beam", 1,
+              "--length", 12)[1].out
+    assert greedy == beam and greedy.startswith("ab") and len(greedy) == 2 + 12 + 1
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "ab")
+    assert "a language model continues --prime" in err
