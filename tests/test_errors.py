@@ -104,6 +104,9 @@ TABLE = [
         5, 41, "undefined name 'qqq'", "declare it with param"),
     bad("defined-twice", HEAD + H + "h[t] : H = tanh(W @ x[t])\n" + OUT, 6, 1,
         "'h' is defined twice (first at line 5)"),
+    # found by the fuzz test: a cell use and a plain equation for one name
+    bad("cell-use-defined-twice", HEAD + "h = rnn(x, 4)\nh = 0\n" + OUT, 6, 1,
+        "'h' is defined twice (first at line 5)"),
     bad("declared-twice", HEAD + "param W\n" + H + OUT, 5, 7,
         "'W' is declared twice (first at line 4)"),
     bad("dim-twice", HEAD + "dim H = 3\n" + H + OUT, 5, 1, "dim 'H' is declared twice"),

@@ -124,7 +124,7 @@ class _Elaborator:
                        {n for n, c in self.cells.items() if prelude.get(n) is c})
         out = []
         for e in eqs:
-            if e.name in uses:
+            if is_cell_use(e, self.cells):
                 if e.index or e.cond:
                     raise SpecError("a cell use defines a whole variable: write "
                                     f"'{e.name} = ...' without an index", e.pos)

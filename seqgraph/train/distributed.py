@@ -78,6 +78,7 @@ class Comm:
             f"Last checkpoint: {last} (written atomically, so it is whole; continue with "
             f"--resume).\n")
         sys.stderr.flush()
+        time.sleep(1.0)     # let the launcher forward the message before Abort tears down
         self.comm.Abort(3)
         raise SystemExit(3)                    # not reached: Abort ends this process
 
