@@ -1,7 +1,19 @@
-"""seqgraph: recurrent and recursive nets written as the textbook's equations."""
+"""seqgraph: recurrent and recursive nets written as the textbook's equations.
+
+The top-level names are imported on first use (PEP 562), so that `seqgraph.cli` can set
+the BLAS thread count before numpy loads its BLAS.
+"""
 from .errors import DataError, SeqgraphError, SpecError, UsageError
-from .model import Model, Spec, load, read_spec
 
 __all__ = ["load", "read_spec", "Model", "Spec", "SpecError", "DataError", "UsageError",
            "SeqgraphError"]
 __version__ = "0.1.0"
+
+_LAZY = {"load", "read_spec", "Model", "Spec"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import model
+        return getattr(model, name)
+    raise AttributeError(f"module 'seqgraph' has no attribute {name!r}")

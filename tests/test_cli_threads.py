@@ -1,0 +1,36 @@
+"""The CLI fixes the BLAS thread count before numpy loads its BLAS (seqgraph/cli.py)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, env_extra: dict) -> str:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_importing_the_cli_does_not_load_numpy():
+    assert _run("import sys, seqgraph.cli; print('numpy' in sys.modules)", {}) == "False"
+
+
+def test_default_is_one_thread_and_the_environment_or_flag_wins():
+    code = ("import os; from seqgraph.cli import set_threads; "
+            "rest = set_threads({argv}); "
+            "print(rest, os.environ['OPENBLAS_NUM_THREADS'], os.environ['OMP_NUM_THREADS'])")
+    assert _run(code.format(argv="['check', 'a.sg']"), {}) == "['check', 'a.sg'] 1 1"
+    assert _run(code.format(argv="['check', 'a.sg']"),
+                {"OPENBLAS_NUM_THREADS": "4"}) == "['check', 'a.sg'] 4 1"
+    assert _run(code.format(argv="['--threads', '2', 'check', 'a.sg']"),
+                {"OPENBLAS_NUM_THREADS": "4"}) == "['check', 'a.sg'] 2 2"
+
+
+def test_top_level_api_resolves_lazily():
+    code = "import seqgraph; print(seqgraph.Model.__name__, seqgraph.read_spec.__name__)"
+    assert _run(code, {}) == "Model read_spec"
