@@ -115,6 +115,45 @@ def test_the_static_check_accepts_a_bidirectional_encoder_and_refuses_a_tagger()
     assert not ok and "g[t+1]" in why
 
 
+ATTENTION = (SPECS / "attention.sg").read_text()
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("a[u, t] = softmax over t (e[u, t])", "a[u, t] = softmax over u (e[u, t])",
+     ("a[u, t] uses 'softmax over u' (line 22), a reduction over the generated index u: "
+      "it normalises over every step of u, the steps not generated yet included; o[u] "
+      "depends on it")),
+    ("o[u] = Oh @ s[u] + Oc @ ctx[u] + bo",
+     "param Om\no[u] = Oh @ s[u] + Oc @ ctx[u] + Om @ (mean over u (s[u])) + bo",
+     ("o[u] uses 'mean over u' (line 26), a reduction over the generated index u: it "
+      "averages every step of u")),
+    ("init s = tanh(Wi @ h[1])",
+     ("param Wm, Wn\nm : H = tanh(Wm @ (sum over u (F @ y[u-1])))\n"
+      "init s = tanh(Wi @ h[1] + Wn @ m)"),
+     "m uses 'sum over u' (line 21)"),                  # m feeds o through init s
+])
+def test_the_static_check_refuses_a_reduction_over_the_generated_index(old, new, message):
+    assert old in ATTENTION
+    ok, why = can_generate(seqgraph.read_spec("m.sg", ATTENTION.replace(old, new)).graph)
+    assert not ok and why.startswith("cannot generate y[u]: ") and message in why, why
+    assert "not sampled" in why
+
+
+def test_sample_refuses_a_reduction_over_the_generated_index(tmp_path, capsys):
+    text = ATTENTION.replace("softmax over t", "softmax over u")
+    vocab = Vocab("words", ("<unk>", "a", "b"), Vocab("words", ("<unk>", "<s>", "</s>", "A")))
+    spec, c = checkpoint_for(tmp_path, text, "att", vocab,
+                             Binding("x", "y", True, {}, "pairs", {"y": 1}),
+                             {"Vx": 3, "Vy": 4})
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "a b")
+    assert "a[u, t] uses 'softmax over u' (line 22)" in err and len(err.splitlines()) == 1
+
+
+def test_a_reduction_over_the_source_index_is_generated():
+    assert can_generate(seqgraph.read_spec(str(SPECS / "attention.sg")).graph) == (True, "")
+    assert can_generate(seqgraph.read_spec(str(SPECS / "luong.sg")).graph) == (True, "")
+
+
 # ---------------------------------------------------------------------- decoding
 @pytest.mark.parametrize("text", [SEQ2SEQ, BI_ENCODER])
 def test_greedy_is_deterministic_and_is_the_argmax_of_a_teacher_forced_run(text):

@@ -188,3 +188,64 @@ def test_bind_without_onehot_input_names_the_spec():
 def test_a_model_feeding_back_its_target_needs_no_input():
     b = bind(lm_graph(with_input=False, feedback=True), 10, "words", "d.txt")
     assert (b.input, b.target, b.feedback) == (None, "nxt", True)
+
+
+# ------------------------------------------- pairs: characters on the source side only
+G2P = """\
+model g2p
+dim D = 6
+dim H = 8
+input  x[t] : onehot(Vx)
+target y[u] : class(Vy)
+param E : [D, Vx]
+param F : [D, Vy]
+param We, Ue, be, Vc, Wd, Ud, Cd, bd, Vi, Oh, Oy, Oc, bo
+h[t] : H = tanh(We @ (E @ x[t]) + Ue @ h[t-1] + be)
+c    : H = tanh(Vc @ h[end])
+init s = tanh(Vi @ c)
+s[u] : H = tanh(Wd @ s[u-1] + Ud @ (F @ y[u-1]) + Cd @ c + bd)
+o[u] = Oh @ s[u] + Oy @ (F @ y[u-1]) + Oc @ c + bo
+loss xent(o[u], y[u])
+train {
+  data = pairs("g2p.tsv", source_chars = true)
+  valid = 0
+  optimizer = adam(lr = 0.05)
+  batch = 4
+}
+"""
+
+G2P_DATA = "phone\tF OW N\ncab\tK AE B\nbeam\tB IY M\nfee\tF IY\n"
+
+
+def test_pairs_source_chars_reads_characters_then_whitespace_tokens(tmp_path):
+    from seqgraph.train.loaders import BOS, pairs
+    write(tmp_path, "g2p.tsv", G2P_DATA)
+    raw = pairs("g2p.tsv", source_chars=True, base=tmp_path).read()
+    assert raw.source[0] == list("phone") and raw.target[0] == ["F", "OW", "N"]
+    v = pairs("g2p.tsv", source_chars=True, base=tmp_path).vocab(raw)
+    assert v.kind == "chars" and v.target.kind == "words"
+    assert set(v.tokens) == {UNK, *"phonecabmf"} and v.target.tokens[:3] == (UNK, BOS, EOS)
+    assert "OW" in v.target.tokens and "O" not in v.target.tokens
+    both = pairs("g2p.tsv", chars=True, base=tmp_path).read()      # chars: both sides
+    assert both.target[0] == list("F OW N")
+    with pytest.raises(UsageError, match="source_chars must be true or false"):
+        pairs("g2p.tsv", source_chars="yes", base=tmp_path)
+    loader = make_loader(Call("pairs", ("g2p.tsv",), (("source_chars", True),)), tmp_path)
+    assert loader.source_chars and not loader.chars
+
+
+def test_sample_splits_the_input_as_the_source_was_split(tmp_path, capsys):
+    from seqgraph.cli import main
+    write(tmp_path, "g2p.tsv", G2P_DATA)
+    write(tmp_path, "g2p.sg", G2P)
+    assert main(["train", str(tmp_path / "g2p.sg"), "--out", str(tmp_path / "run"),
+                 "--executor", "interp", "--quiet", "--steps", "2"]) == 0
+    capsys.readouterr()
+    args = ["sample", str(tmp_path / "g2p.sg"), "--checkpoint", str(tmp_path / "run"),
+            "--greedy", "--length", "6"]
+    assert main(args + ["--input", "bean"]) == 0          # b e a n: all known characters
+    out = capsys.readouterr().out.split()         # target words (2 steps of training)
+    assert 1 <= len(out) <= 6 and set(out) <= {"F", "OW", "N", "K", "AE", "B", "IY", "M",
+                                               "<unk>", "<s>"}
+    assert main(args + ["--input", "be an"]) == 2          # ' ' is a character, unknown
+    assert "' ' is not in the source vocabulary" in capsys.readouterr().err

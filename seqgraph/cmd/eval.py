@@ -95,7 +95,9 @@ def eval_examples(t, spec_path: str, data: str | None) -> tuple[dict, str]:
                              "pass --data")
         examples, file = ds.valid, ds.valid_file
     else:
-        loader = make_loader(_loader_value(data, cfg), Path.cwd())
+        from ..train.binding import fit_loader
+        loader = fit_loader(graph, make_loader(_loader_value(data, cfg), Path.cwd()),
+                            t.meta.get("dims"))
         if loader.kind != b.kind:
             raise UsageError(f"--data reads {loader.kind} but the model was trained on "
                              f"{b.kind} data")

@@ -4,12 +4,13 @@ Language models (chars/words data) continue `--prime`. Conditional and seq2seq m
 (tagged/pairs data) read `--input "..."`, tokenised as in training (characters, or
 whitespace tokens), and write the target one step at a time, feeding each output back.
 A model with a per-example vector input (one_to_many, `c : vec(D)`) reads `--input` as D
-numbers ("0.1,0.3,...") or draws them from N(0, 1) with `--seed`. `--greedy`,
-`--temperature T` and `--beam K` choose the decoding (seqgraph/train/generate.py).
+numbers ("0.1 0.3 ...", or with commas), as `pairs` reads its source column, or draws
+them from N(0, 1) with `--seed`. `--greedy`, `--temperature T` and `--beam K` choose the
+decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output's attention weights against the source
+(seqgraph/attention_plot.py).
 """
 from __future__ import annotations
 
-import re
 import sys
 
 import numpy as np
@@ -22,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint.npz (or its run directory)")
     p.add_argument("--prime", help="language models: text to start from (default: a line start)")
     p.add_argument("--input", help="conditional and seq2seq models: the source text; "
-                                   "a per-example vector input: its numbers, '0.1,0.3,...'")
+                                   "a per-example vector input: its numbers, '0.1 0.3 ...'")
     p.add_argument("--length", type=int, default=None,
                    help="most tokens to generate (500 for a language model, else 100); "
                         "an output also ends at </s>")
@@ -38,6 +39,12 @@ def add_arguments(p) -> None:
     p.add_argument("--unk", action="store_true",
                    help="map --input tokens outside the vocabulary to <unk> (default: error)")
     p.add_argument("--seed", type=int, help="seed of the sampling (default: fresh entropy)")
+    p.add_argument("--attention-plot", metavar="PNG",
+                   help="draw the attention weights of the output against the source "
+                        "(the alignment matrix of Bahdanau et al. 2015) into this PNG")
+    p.add_argument("--attention-var", metavar="NAME",
+                   help="the variable over two indexes to draw (default: the first "
+                        "defined by 'softmax over', e.g. a[u, t])")
     p.add_argument("--executor", choices=["interp", "compiled"],
                    help="interp by default: a window of one step gains nothing from "
                         "compiled loops")
@@ -57,6 +64,8 @@ def run(args) -> int:
         raise UsageError("--beam and --greedy exclude each other (--beam 1 is greedy)")
     if args.temperature <= 0:
         raise UsageError("--temperature must be positive (use --greedy for argmax)")
+    if args.attention_var is not None and args.attention_plot is None:
+        raise UsageError("--attention-var chooses what --attention-plot draws; give both")
     t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor or "interp")
     b = t.binding
     lm = getattr(b, "kind", "stream") == "stream"
@@ -65,6 +74,9 @@ def run(args) -> int:
         if args.input is not None:
             raise UsageError("--input is for conditional and seq2seq models; a language "
                              "model continues --prime")
+        if args.attention_plot is not None:
+            raise UsageError("--attention-plot draws an output against its source; a "
+                             "language model has no source (it continues --prime)")
         plan = make_plan(t.model, b.target, b.input)
         gen = Generator(t.model, plan)
         ctx = gen.primed(prime_ids(t.vocab, args.prime))
@@ -78,17 +90,20 @@ def run(args) -> int:
         start = getattr(b, "start_ids", {}).get(b.target, t.model.start_ids.get(b.target))
         eos = out_vocab.index.get("</s>")
         gen = Generator(t.model, plan, start=start, eos=eos)
-        ctx = gen.context([source(t, plan, args, rng)])
+        weights = None
+        if args.attention_plot is not None:       # refuse before generating, not after
+            from ..attention_plot import find_weights
+            weights = find_weights(t.model.graph, plan.index, args.attention_var)
+        src = source(t, plan, args, rng)
+        ctx = gen.context([src])
         length = 100 if args.length is None else args.length
-    if args.beam is not None:
-        hyps = gen.beam(ctx, args.beam, length, args.alpha)
-        if args.nbest:
-            for h in hyps:
-                sys.stdout.write(f"{h.normalised:.4f}\t{_text(out_vocab, h.tokens)}\n")
-            return 0
-        ids = hyps[0].tokens
-    else:
-        ids = gen.sample(ctx, length, args.temperature, args.greedy, rng)[0]
+    ids, ended = _decode(args, gen, ctx, length, out_vocab, rng)
+    if not lm and args.attention_plot is not None:
+        out = _plot(t, plan, weights, src, args, ids + ([eos] if ended else []), out_vocab,
+                    start)
+        sys.stderr.write(f"attention weights '{weights.name}' drawn in {out}\n")
+    if args.beam is not None and args.nbest:
+        return 0
     text = _text(out_vocab, ids)
     if lm and args.prime:
         text = args.prime + ("" if t.vocab.kind == "chars" else " ") + text
@@ -96,8 +111,38 @@ def run(args) -> int:
     return 0
 
 
+def _decode(args, gen, ctx, length: int, out_vocab, rng) -> tuple[list, bool]:
+    """The output (ids without `</s>`) and whether it ended with `</s>`; with --nbest
+    the K hypotheses of the beam are printed here."""
+    if args.beam is None:
+        ids = gen.sample(ctx, length, args.temperature, args.greedy, rng)[0]
+        limit = length if ctx.limit is None else min(length, ctx.limit)
+        return ids, len(ids) < limit              # a sample stops early only at </s>
+    hyps = gen.beam(ctx, args.beam, length, args.alpha)
+    if args.nbest:
+        for h in hyps:
+            sys.stdout.write(f"{h.normalised:.4f}\t{_text(out_vocab, h.tokens)}\n")
+    return hyps[0].tokens, hyps[0].finished
+
+
 def _text(vocab, ids) -> str:
     return vocab.decode(ids)
+
+
+def _plot(t, plan, weights, src: dict, args, output: list, out_vocab, start):
+    """The alignment matrix of `output` (ids, `</s>` included when it ended there)
+    against the source given by --input, drawn into --attention-plot."""
+    from ..attention_plot import alignment, plot_alignment
+    graph = t.model.graph
+    w = alignment(t.model, weights, plan, src, output, start)
+    on_cols = [n for n in plan.source_inputs if graph.var(n).index == weights.cols]
+    if on_cols and graph.var(on_cols[0]).is_ids and args.input is not None:
+        cols = input_tokens(t.vocab, args.input)
+    else:
+        cols = [str(i) for i in range(1, w.shape[1] + 1)]
+    rows = [out_vocab.tokens[int(i)] for i in output]
+    title = f"{weights.name}[{weights.rows}, {weights.cols}] of {graph.name}"
+    return plot_alignment(w, cols, rows, args.attention_plot, title)
 
 
 def source(t, plan, args, rng) -> dict:
@@ -105,6 +150,7 @@ def source(t, plan, args, rng) -> dict:
     a source index, or over the generated index: a conditional model), numbers for a
     per-example vector input (drawn from N(0, 1) when --input is absent)."""
     from ..errors import UsageError
+    from ..train.loaders import split_numbers
     graph, out = t.model.graph, {}
     tokens = [n for n in (*plan.source_inputs, *plan.step_inputs)]
     vectors = [n for n in plan.fixed_inputs if not graph.var(n).is_ids]
@@ -124,24 +170,28 @@ def source(t, plan, args, rng) -> dict:
         if args.input is None:
             out[name] = rng.standard_normal(D)
             continue
-        parts = [p for p in re.split(r"[,\s]+", args.input.strip()) if p]
-        try:
-            vals = np.array([float(p) for p in parts])
-        except ValueError:
-            raise UsageError(f"--input must be {D} numbers such as '0.1,0.3,...' for "
-                             f"'{name}' : vec({D}), not {args.input!r}") from None
-        if len(vals) != D or not np.isfinite(vals).all():
+        vals, n, bad = split_numbers(args.input)      # as a pairs source column reads
+        if vals is None:
+            raise UsageError(f"--input must be {D} numbers such as '0.1 0.3 ...' for "
+                             f"'{name}' : vec({D}); value {n} is {bad!r}")
+        if len(vals) != D:
             raise UsageError(f"--input must be {D} finite numbers for '{name}' : vec({D});"
                              f" it has {len(vals)}")
         out[name] = vals
     return out
 
 
+def input_tokens(vocab, text: str) -> list[str]:
+    """--input split as the source was in training: characters for a character
+    vocabulary (`pairs(chars=true)` or `source_chars=true`), else whitespace tokens."""
+    return list(text.strip()) if vocab.kind == "chars" else text.split()
+
+
 def encode_input(vocab, text: str, unk: bool = False) -> np.ndarray:
     """--input as ids of the source vocabulary: characters for a character vocabulary,
     else whitespace tokens. A token outside it is an error, or `<unk>` with --unk."""
     from ..errors import UsageError
-    tokens = list(text.strip()) if vocab.kind == "chars" else text.split()
+    tokens = input_tokens(vocab, text)
     if not tokens:
         raise UsageError("--input is empty: give at least one token")
     index = vocab.index

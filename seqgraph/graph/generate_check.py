@@ -10,7 +10,11 @@ depends on (its ancestors in the folded graph, init expressions included) and re
 - `s[end]` of the generated index (the last step is known only once generation ends);
 - `s[1]` of the generated index (the first step, which a window of one step cannot
   keep; rare, and refused rather than computed wrongly);
-- the target read without a delay (`y[u]`, or `y[u+1]`: the answer itself).
+- the target read without a delay (`y[u]`, or `y[u+1]`: the answer itself);
+- a reduction over the generated index (`sum over u (...)`, `softmax over u (...)`,
+  `max`, `mean`, `logsumexp`): it reads every step of u, the ones not generated yet
+  included. (Its references, `s[u]` inside the reduction, look like same-step reads, so
+  the reductions are found in the expressions, not on the graph's edges.)
 
 The references over other indexes are free: a bidirectional encoder over the source
 index t (`g[t+1]`, `h[1]`) reads a sequence given whole.
@@ -19,7 +23,8 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .folded import FoldedGraph, Shift
+from ..ops import Op
+from .folded import Apply, FoldedGraph, Shift
 
 
 def generated_targets(graph: FoldedGraph) -> list:
@@ -48,6 +53,65 @@ def _future(shift: Shift) -> str | None:
         return "the last step"
     if shift.kind == "first":
         return "the first step"
+    return None
+
+
+def softmax_index(expr) -> str | None:
+    """t when `expr` is `softmax over t (E)`, which lang/elaborate.py writes as
+    exp(E - logsumexp over t (E)); else None."""
+    if not (isinstance(expr, Apply) and expr.op is Op.EXP and expr.args):
+        return None
+    arg = expr.args[0]
+    if not (isinstance(arg, Apply) and arg.op is Op.SUB):
+        return None
+    e, lse = arg.args
+    if isinstance(lse, Apply) and lse.op is Op.LSE_OVER and lse.args[0] == e:
+        return lse.kw["over"]
+    return None
+
+
+def reductions(expr):
+    """(name, index, pos) of every reduction in an expression, outermost first, named as
+    written (a softmax over t is one softmax, not its exp and logsumexp)."""
+    if not isinstance(expr, Apply):
+        return
+    over = softmax_index(expr)
+    if over is not None:
+        yield "softmax", over, expr.pos
+        yield from reductions(expr.args[0].args[0])
+        return
+    if "over" in expr.kw:
+        yield expr.op.value.split()[0], expr.kw["over"], expr.pos
+    for a in expr.args:
+        yield from reductions(a)
+
+
+_VERBS = {"softmax": "normalises over", "sum": "adds up", "mean": "averages",
+          "max": "takes the largest of", "logsumexp": "adds up (in log space)"}
+
+
+def _reduction_over(graph: FoldedGraph, needed: set, target: str, output: str,
+                    u: str) -> str | None:
+    """Why one of the `needed` variables cannot be generated because it reduces over the
+    generated index u, or None."""
+    for v in graph.vars:
+        if v.name not in needed:
+            continue
+        exprs = [(c.expr, v.name) for c in v.cases] + \
+            ([(v.init, f"init {v.name}")] if v.init is not None else [])
+        for expr, lhs in exprs:
+            for fn, index, pos in reductions(expr):
+                if index != u:
+                    continue
+                if lhs == v.name and v.indexes:
+                    lhs = f"{v.name}[{', '.join(v.indexes)}]"
+                at = _where(graph, v.name, pos)
+                return (f"cannot generate {target}[{u}]: {lhs} uses '{fn} over {u}' "
+                        f"({at}), a reduction over the generated index {u}: it "
+                        f"{_VERBS[fn]} every step of {u}, the steps not generated yet "
+                        f"included; {output}[{u}] depends on it. Such a model can be "
+                        f"trained and scored (seqgraph eval), not sampled; attention "
+                        f"reduces over the source's index")
     return None
 
 
@@ -87,7 +151,8 @@ def check_target(graph: FoldedGraph, target: str, output: str) -> tuple[bool, st
         return False, (f"cannot generate {target}[{u}]: {lhs} reads {ref} ({at}), "
                        f"{detail}; {output}[{u}] depends on it. Such a model can be "
                        f"trained and scored (seqgraph eval), not sampled")
-    return True, ""
+    why = _reduction_over(graph, needed, target, output, u)
+    return (False, why) if why else (True, "")
 
 
 def can_generate(graph: FoldedGraph, target: str | None = None) -> tuple[bool, str]:

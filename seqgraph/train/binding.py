@@ -11,12 +11,17 @@ by their kinds too: a one-hot sequence input to the source tokens (a `vec` seque
 to a series' input columns), and the target that fits the loader: a class sequence on its
 own index for `pairs` (y[u]), a per-example class for `labeled` (y), a class sequence on
 the input's index for `tagged` (y[t]), a `vec` sequence for `series`.
+
+The kind of the model's input also decides how `pairs` reads its source column: tokens
+for a one-hot sequence input (seq2seq, x[t]), numbers for a per-example vector input
+(one-to-many, `c : vec(D)`, Fig. 10.9: one vector, then a sequence). `fit_loader` tells
+the loader which before it reads a line.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from ..graph.folded import FoldedGraph, refs
 
 
@@ -116,6 +121,30 @@ def bind(graph: FoldedGraph, vocab_size: int, loader: str, data_file: str,
 
 
 # ---------------------------------------------------------------- example loaders
+def vector_source(graph: FoldedGraph, loader: str):
+    """The per-example `vec` input a `pairs` source feeds (one_to_many's `c : vec(D)`),
+    or None when the model reads a token sequence (or the loader is another kind)."""
+    if loader != "pairs" or any(v.kind == "onehot" and v.index is not None
+                                for v in graph.inputs()):
+        return None
+    vecs = [v for v in graph.inputs() if v.kind == "vec" and v.index is None]
+    return vecs[0] if len(vecs) == 1 else None
+
+
+def fit_loader(graph: FoldedGraph, loader, given: dict | None = None):
+    """`loader` told what the model's source is before it reads: a `pairs` loader whose
+    model reads one vector per example reads its source column as that vector's numbers
+    (checked against its size when the spec or `--dim` fixes it)."""
+    x = vector_source(graph, getattr(loader, "kind", None))
+    if x is None:
+        return loader
+    if loader.source_chars:
+        raise UsageError(f"pairs(): source_chars reads the source as characters, but "
+                         f"model '{graph.name}' reads it as numbers ({x.name} : "
+                         f"vec({x.size}), one vector per example)")
+    return replace(loader, vector=x.name, width=declared_size(graph, x, given))
+
+
 TARGETS = {
     "pairs": ("a sequence target on an index of its own such as y[u] : class(Vy)",
               lambda v, x: v.kind == "class" and v.index is not None),
@@ -135,9 +164,18 @@ def bind_examples(graph: FoldedGraph, vocab, loader: str, data_file: str,
     given = given or {}
     what, fits = TARGETS[loader]
     want = "vec" if loader == "series" else "onehot"
-    xs = [v for v in graph.inputs() if v.kind == want and v.index is not None]
-    x = _one(xs, f"a {want} sequence input such as x[t] : "
-                 f"{'vec(D)' if want == 'vec' else 'onehot(V)'}", graph, loader)
+    if getattr(vocab, "kind", None) == "vectors":      # pairs read as vector -> sequence
+        x = vector_source(graph, loader)
+        if x is None:
+            raise DataError(f"the data's sources are vectors; model '{graph.name}' has no "
+                            f"per-example input such as c : vec(D) to read them",
+                            file=graph.path)
+    else:
+        xs = [v for v in graph.inputs() if v.kind == want and v.index is not None]
+        x = _one(xs, f"a {want} sequence input such as x[t] : "
+                     f"{'vec(D)' if want == 'vec' else 'onehot(V)'}"
+                     + (" (or a per-example c : vec(D))" if loader == "pairs" else ""),
+                 graph, loader)
     target = _one([v for v in graph.targets() if fits(v, x)], what, graph, loader)
     if loader in ("tagged", "series") and target.index != x.index:
         raise DataError(f"a {loader} loader gives {x.name} and {target.name} one step each: "
@@ -148,7 +186,11 @@ def bind_examples(graph: FoldedGraph, vocab, loader: str, data_file: str,
             raise DataError(f"a {loader} loader supplies only {x.name} and {target.name}; it "
                             f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
     dims = {}
-    if loader == "series":
+    if getattr(vocab, "kind", None) == "vectors":
+        dims.update(_size(graph, x, len(vocab), given, data_file, "numbers per source",
+                          True))
+        dims.update(_size(graph, target, len(vocab.target), {**given, **dims}, data_file))
+    elif loader == "series":
         dims.update(_size(graph, x, len(vocab), given, data_file, "input columns", True))
         dims.update(_size(graph, target, len(vocab.target), {**given, **dims}, data_file,
                           "target columns", True))

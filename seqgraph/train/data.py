@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import DataError, UsageError
 from .batches import (ExampleBatches, Examples, StreamBatches, Streams, eval_streams,
                       split_tail)
-from .binding import Binding, bind, bind_examples, declared_size, size_source
+from .binding import Binding, bind, bind_examples, declared_size, fit_loader, size_source
 from .loaders import EOS, EXAMPLE_KINDS, ExampleLoader, Raw, TextLoader, Vocab, make_loader
 
 SPLIT_SEED = 0     # the held-out examples are the same whatever the training seed
@@ -121,9 +121,10 @@ def split_examples(raw: Raw, fraction: float, file: str, series: bool) -> tuple[
 
 def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
     file = str(loader.path)
+    loader = fit_loader(graph, loader, dims)        # pairs: a vector source reads numbers
     raw = loader.read()
     if hasattr(cfg.valid, "name"):
-        vloader = make_loader(cfg.valid, cfg.valid_base)
+        vloader = fit_loader(graph, make_loader(cfg.valid, cfg.valid_base), dims)
         if vloader.kind != loader.kind:
             raise UsageError(f"valid is a {vloader.kind} loader but data is {loader.kind}; "
                              f"both must be read by the same loader")

@@ -2,12 +2,14 @@
 
 **What is generated.** The class target y over its index u that an xent loss pairs with
 logits o (`generated_targets` in graph/generate_check.py, which also refuses a model whose
-o[u] reads the future over u). Every model kind runs the same loop: the generated index
-is run as a window of one step (y given as [rows, 1] of -1, so no loss), and the model's
-`carry` holds its state from one step to the next (the last k values of every variable
-read with a delay of up to k). A fed-back target (`R @ y[u-1]`) reads its carry, so the
-chosen token is written there: y's carry is the model's own previous output, and before
-the first step the start token `<s>` (the binding's `start_ids`).
+o[u] reads the future over u: an advance, `s[end]`, or a reduction such as `sum over u`,
+which a window of one step would compute over that one step, silently wrong). Every model
+kind runs the same loop: the generated index is run as a window of one step (y given as
+[rows, 1] of -1, so no loss), and the model's `carry` holds its state from one step to
+the next (the last k values of every variable read with a delay of up to k). A fed-back
+target (`R @ y[u-1]`) reads its carry, so the chosen token is written there: y's carry
+is the model's own previous output, and before the first step the start token `<s>`
+(the binding's `start_ids`).
 
 **What is given** (the `source`: everything the model reads that is not generated):
 - a language model (`chars`/`words` data, `lm_input`): the input on u is the previous

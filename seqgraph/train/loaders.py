@@ -117,7 +117,9 @@ def word_tokens(text: str) -> list[str]:
 @dataclass(frozen=True)
 class Vocab:
     """Ids for tokens. `kind` says how tokens join back into text ('chars' or 'words';
-    'labels' for class names and tags, 'series' for column names). Example loaders keep
+    'labels' for class names and tags, 'series' for column names, 'vectors' for the
+    positions of a source read as numbers, whose `encode` gives the numbers themselves:
+    `pairs` feeding a per-example `c : vec(D)`). Example loaders keep
     the target's own vocabulary in `target` (target tokens of `pairs`, the labels of
     `labeled`, the tags of `tagged`, the target columns of `series`); `stats` holds a
     series' column means and standard deviations (the scaling)."""
@@ -140,6 +142,8 @@ class Vocab:
     def encode(self, tokens: list[str], file: str = "<text>") -> np.ndarray:
         """Token ids; an unknown word becomes `<unk>`, an unknown character is an error
         (a character model has no `<unk>` and must not silently drop text)."""
+        if self.kind == "vectors":
+            return _vector(tokens, len(self), file)
         index, unk = self.index, self.unk
         if self.kind == "chars":
             ids = self._encode_chars(tokens)
@@ -276,6 +280,39 @@ def _split_tokens(text: str, chars: bool) -> list[str]:
     return list(text.strip()) if chars else text.split()
 
 
+def split_numbers(text: str) -> tuple[np.ndarray | None, int, str | None]:
+    """The numbers of `text`, separated by whitespace or commas: (values, count, None),
+    or (None, position from 1, the part) for the first part that is not a finite
+    number. One rule for a `pairs` source column and for `seqgraph sample --input`."""
+    parts = text.replace(",", " ").split()
+    out = []
+    for i, part in enumerate(parts, 1):
+        try:
+            v = float(part)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v):
+            return None, i, part
+        out.append(v)
+    return np.array(out, dtype=np.float64), len(out), None
+
+
+def _vector(tokens, width: int, file: str) -> np.ndarray:
+    """A source vector again: the numbers a vector loader read (or, from a loader that
+    did not know the model, their text), checked against the width it was trained on."""
+    if isinstance(tokens, np.ndarray) and tokens.dtype.kind == "f":
+        values = tokens
+    else:
+        values, n, bad = split_numbers(" ".join(map(str, tokens)))
+        if values is None:
+            raise DataError(f"value {n} of a source vector is {bad!r}, not a number",
+                            file=file)
+    if len(values) != width:
+        raise DataError(f"a source vector has {len(values)} numbers; the model reads "
+                        f"{width}", file=file)
+    return np.asarray(values, dtype=np.float64)
+
+
 def build_example_vocab(tokens_lists, chars: bool, size: int | None, specials=()) -> Vocab:
     """`<unk>` and `specials` first, then the tokens by falling frequency (ties: first
     seen), at most `size` entries in all; characters keep code-point order."""
@@ -319,6 +356,9 @@ class ExampleLoader:
     stride: int | None = None
     horizon: int = 1
     scale: bool = True
+    source_chars: bool = False     # pairs: the source as characters, the target as words
+    vector: str | None = None      # pairs: the per-example `vec` input the source feeds
+    width: int | None = None       # ... and its declared size (None: the data binds it)
 
     def describe(self) -> str:
         return f"{self.kind}({str(self.path)!r})"
@@ -338,13 +378,33 @@ class ExampleLoader:
         src, tgt, lines = [], [], []
         for n, line in _lines(self.path):
             a, b = self._fields(n, line, 2, "source<TAB>target")
-            s, t = _split_tokens(a, self.chars), _split_tokens(b, self.chars)
-            if not s or not t:
-                side = "source" if not s else "target"
+            t = _split_tokens(b, self.chars)
+            s = self._source_vector(n, a, src) if self.vector else \
+                _split_tokens(a, self.chars or self.source_chars)
+            if not len(s) or not t:
+                side = "source" if not len(s) else "target"
                 raise DataError(f"expected source<TAB>target, the {side} is empty",
                                 file=str(self.path), line=n)
             src.append(s), tgt.append(t), lines.append(n)
         return Raw(src, tgt, lines)
+
+    def _source_vector(self, n: int, text: str, before: list) -> np.ndarray:
+        """Line n's source as the numbers of one vector (the model's `c : vec(D)`): D of
+        them when the spec fixes D, else as many as on the first line."""
+        width = self.width if self.width is not None else (len(before[0]) if before
+                                                           else None)
+        size = self.width if self.width is not None else "D"
+        want = (f"the source as {width if width is not None else 'D'} numbers for "
+                f"{self.vector} : vec({size})")
+        values, count, bad = split_numbers(text)
+        if values is None:
+            raise DataError(f"expected {want}; value {count} is {bad!r}, not a number",
+                            file=str(self.path), line=n)
+        if count and width is not None and count != width:
+            first = "" if self.width is not None else " (as on the first line)"
+            raise DataError(f"expected {want}{first}, found {count}",
+                            file=str(self.path), line=n)
+        return values
 
     def _read_labeled(self) -> Raw:
         src, tgt, lines = [], [], []
@@ -423,8 +483,12 @@ class ExampleLoader:
     def vocab(self, raw: Raw) -> Vocab:
         """Built from the training examples only."""
         if self.kind == "pairs":
-            v = build_example_vocab(raw.source, self.chars, self.vocab_size)
             t = build_example_vocab(raw.target, self.chars, self.vocab_size, (BOS, EOS))
+            if self.vector:             # a vector's positions: len() is its width
+                width = len(raw.source[0]) if raw.source else (self.width or 0)
+                return Vocab("vectors", tuple(str(i) for i in range(width)), t)
+            v = build_example_vocab(raw.source, self.chars or self.source_chars,
+                                    self.vocab_size)
             return Vocab(v.kind, v.tokens, t)
         if self.kind == "labeled":
             v = build_example_vocab(raw.source, self.chars, self.vocab_size)
@@ -461,12 +525,17 @@ def _bool(v, what):
     return v
 
 
-def pairs(path: str, chars: bool = False, vocab: int | None = None, *,
-          base: str | Path | None = None) -> ExampleLoader:
+def pairs(path: str, chars: bool = False, vocab: int | None = None,
+          source_chars: bool = False, *, base: str | Path | None = None) -> ExampleLoader:
     """TSV `source<TAB>target`: x[t] the source tokens, y[u] the target tokens closed by
-    `</s>` (and `<s>` read before the first step when y is fed back)."""
+    `</s>` (and `<s>` read before the first step when y is fed back). `chars` reads both
+    sides as characters, `source_chars` the source only (grapheme-to-phoneme: a word,
+    then its phonemes). For a model whose source is one vector per example (`c : vec(D)`,
+    Fig. 10.9) the binding sets `vector` (binding.fit_loader): the source column is then
+    D numbers."""
     return ExampleLoader("pairs", resolve_path(str(path), base), _bool(chars, "pairs(): chars"),
-                         _vocab_opt(vocab, "pairs"))
+                         _vocab_opt(vocab, "pairs"),
+                         source_chars=_bool(source_chars, "pairs(): source_chars"))
 
 
 def labeled(path: str, chars: bool = False, vocab: int | None = None, *,
