@@ -23,7 +23,7 @@ def write(tmp_path, name, data):
 def test_chars_path_is_relative_to_the_spec_directory(tmp_path):
     write(tmp_path, "t.txt", "hello\n")
     loader = chars("t.txt", base=tmp_path)
-    assert loader.tokens() == list("hello\n")
+    assert list(loader.tokens()) == list("hello\n")
 
 
 def test_words_close_each_line_with_eos(tmp_path):

@@ -12,10 +12,38 @@ import os
 import sys
 
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded once, here)
-from numba import config, njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+
+
+def _load_blas():
+    """Numba reaches BLAS through `scipy.linalg.cython_blas` (it imports that module by
+    name and reads its C function pointers). Importing it the usual way runs all of
+    `scipy.linalg`'s package init: 28 MB of a training process's peak memory, against 3
+    for the extension module alone, loaded here under its own name (a later
+    `import scipy.linalg` finds it and uses the same module). Any surprise: the usual
+    import."""
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules:
+        return
+    try:
+        import importlib.machinery
+        import scipy
+        folder = os.path.join(os.path.dirname(scipy.__file__), "linalg")
+        found = importlib.machinery.PathFinder.find_spec("cython_blas", [folder])
+        module = importlib.util.module_from_spec(found)
+        sys.modules[name] = module
+        found.loader.exec_module(module)
+        if not getattr(module, "__pyx_capi__", None):
+            raise ImportError(name)
+    except Exception:          # noqa: BLE001  (whatever went wrong: the plain import)
+        sys.modules.pop(name, None)
+        import scipy.linalg.cython_blas  # noqa: F401
+
+
+_load_blas()
+
+from numba import config, njit, types  # noqa: E402  (after the BLAS Numba will use)
+from numba.core import cgutils  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 
 # ------------------------------------------------------------------- buffer pool

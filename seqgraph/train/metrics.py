@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections import deque
@@ -126,56 +128,91 @@ class MetricsLog:
         return _read(self.path)
 
     def plot(self) -> Path | None:
-        """The loss curves (per token, natural log) against the step; None without rows."""
-        rows = self.read()
-        train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"]]
-        valid = [(int(r["step"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
-        if not train and not valid:
-            return None
-        fig, ax = _figure()
-        if train:
-            ax.plot(*zip(*train), lw=0.8, alpha=0.5, label="train")
-            ax.plot(*zip(*_smooth(train)), lw=1.5, label="train (moving average)")
-        if valid:
-            ax.plot(*zip(*valid), "o-", label="valid")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss per token (nats)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(self.png)
+        """Draws DIR/loss.png and DIR/grad_norm.png (None without rows), in a child
+        process: matplotlib costs a process ~30 MB of peak memory, which the training
+        process does not need to carry (the run's peak RSS is a target of its own). A
+        failure to draw is a warning, never the end of a run."""
         self.monitor.end_epoch()
-        self.plot_grads(rows)
+        if not self.read():
+            return None
+        cmd = [sys.executable, "-m", "seqgraph.train.metrics", str(self.path.parent)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                  env=_child_env())
+            failed = done.returncode != 0 and (done.stderr.strip().splitlines() or ["?"])[-1]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            failed = str(e)
+        if failed:
+            self.monitor.warn(f"warning: the plots of {self.path.parent} were not drawn: "
+                              f"{failed}")
+            return None
         return self.png
 
-    def plot_grads(self, rows=None) -> Path | None:
-        """DIR/grad_norm.png: the global gradient norm and each parameter's, per step
-        (log scale), before clipping."""
-        rows = self.read() if rows is None else rows
-        cols = ["grad_norm"] + [c for c in self.columns if c.startswith(PARAM_PREFIX)]
-        series = {}
-        for c in cols:
-            pts = [(int(r["step"]), float(r[c])) for r in rows if r.get(c)]
-            pts = [(s, v) for s, v in pts if math.isfinite(v) and v > 0]
-            if pts:
-                series[c] = pts
-        if not series:
-            return None
-        fig, ax = _figure()
-        for c, pts in series.items():
-            label = "global" if c == "grad_norm" else c[len(PARAM_PREFIX):]
-            ax.plot(*zip(*pts), lw=1.6 if c == "grad_norm" else 0.8,
-                    color="black" if c == "grad_norm" else None, label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("gradient norm (before clipping)")
-        if len(series) <= 16:
-            ax.legend(fontsize=7, ncol=2)
-        ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
-        out = self.path.with_name("grad_norm.png")
-        fig.savefig(out)
-        return out
+
+def draw(out_dir: str | Path) -> None:
+    """DIR/loss.png and DIR/grad_norm.png from DIR/metrics.csv."""
+    path = Path(out_dir) / "metrics.csv"
+    rows = _read(path)
+    draw_loss(rows, path.with_name("loss.png"))
+    draw_grads(rows, path.with_name("grad_norm.png"))
+
+
+def draw_loss(rows: list[dict], png: Path) -> Path | None:
+    """The loss curves (per token, natural log) against the step; None without rows."""
+    train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"]]
+    valid = [(int(r["step"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
+    if not train and not valid:
+        return None
+    fig, ax = _figure()
+    if train:
+        ax.plot(*zip(*train), lw=0.8, alpha=0.5, label="train")
+        ax.plot(*zip(*_smooth(train)), lw=1.5, label="train (moving average)")
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="valid")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per token (nats)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png)
+    return png
+
+
+def draw_grads(rows: list[dict], out: Path) -> Path | None:
+    """The global gradient norm and each parameter's, per step (log scale), before
+    clipping."""
+    cols = ["grad_norm"] + [c for c in (rows[0] if rows else {}) if c.startswith(PARAM_PREFIX)]
+    series = {}
+    for c in cols:
+        pts = [(int(r["step"]), float(r[c])) for r in rows if r.get(c)]
+        pts = [(s, v) for s, v in pts if math.isfinite(v) and v > 0]
+        if pts:
+            series[c] = pts
+    if not series:
+        return None
+    fig, ax = _figure()
+    for c, pts in series.items():
+        label = "global" if c == "grad_norm" else c[len(PARAM_PREFIX):]
+        ax.plot(*zip(*pts), lw=1.6 if c == "grad_norm" else 0.8,
+                color="black" if c == "grad_norm" else None, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("gradient norm (before clipping)")
+    if len(series) <= 16:
+        ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(out)
+    return out
+
+
+def _child_env() -> dict:
+    """The environment of the plotting child: this one, with this process's import path
+    (so a source checkout draws with its own seqgraph)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
 
 
 def _figure():
@@ -260,3 +297,7 @@ def _clock(seconds: float) -> str:
     if s >= 3600:
         return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
     return f"{s // 60}:{s % 60:02d}"
+
+
+if __name__ == "__main__":          # the plotting child of MetricsLog.plot
+    draw(sys.argv[1])
