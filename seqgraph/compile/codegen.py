@@ -401,8 +401,11 @@ class _Gen:
         # before step 0
         K = self.s.K
         body += ["if pad:", "    for b in range(B):", "        if t < start[b]:"]
+        # (element loops, not `a[b, :] = c[b, :]`: an array assignment compiles
+        # Numba's shape-mismatch error path, seconds of a cold start)
         for i, v in enumerate(self.s.vars):
-            body.append(f"            s{i}_0[b, :] = S{i}[{K - 1}, b, :]")
+            body += [f"            for c in range({self.s.sizes[v]}):",
+                     f"                s{i}_0[b, c] = S{i}[{K - 1}, b, c]"]
         L += ["        " + x for x in body]
         L.append("    return 0")
         return L
@@ -420,8 +423,9 @@ class _Gen:
         # goes to that row, and the step itself passes nothing back
         body += ["if pad:", "    for b in range(B):", "        if t < start[b]:"]
         for i, v in enumerate(self.s.vars):
-            body += [f"            dS{i}[{K - 1}, b, :] += ds{i}_0[b, :]",
-                     f"            ds{i}_0[b, :] = ZERO"]
+            body += [f"            for c in range({self.s.sizes[v]}):",
+                     f"                dS{i}[{K - 1}, b, c] += ds{i}_0[b, c]",
+                     f"                ds{i}_0[b, c] = ZERO"]
         for nid in self.grad_scratch():
             body.append(f"gn{nid}[:] = ZERO")
         for st in range(len(self.stages) - 1, -1, -1):

@@ -182,18 +182,17 @@ def _dot(a, b, out):
 
 
 if config.DISABLE_JIT:
-    def _tiled(a, ta, b, tb, out, mb, nb, kb):
-        np.dot(a, b, out)
+    def _tiled(fa, ta, fb, tb, out, K, mb, nb, kb):
+        np.dot(fa.T if ta else fa, fb.T if tb else fb, out)
         return 0
 else:
     @njit(cache=True, nogil=True)
-    def _tiled(a, ta, b, tb, out, mb, nb, kb):
+    def _tiled(fa, ta, fb, tb, out, K, mb, nb, kb):
         """out[M, N] = a[M, K] @ b[K, N] in tiles of mb x nb x kb, each one product on
-        OpenBLAS's small-matrix path (K tiles accumulated with beta = 1). ta / tb: the
-        operand is F-ordered (a transposed view of a C array), given to BLAS as 't'."""
-        M, K = a.shape
-        N = b.shape[1]
-        fa, fb = a.T if ta else a, b.T if tb else b   # the C-ordered storage
+        OpenBLAS's small-matrix path (K tiles accumulated with beta = 1). fa, fb: the
+        C-ordered storage of a and b, which is a itself, or (ta) a^T (a transposed view,
+        given to BLAS as 't'). C arrays only: one compiled version per dtype."""
+        M, N = out.shape
         lda, ldb = (M if ta else K), (K if tb else N)
         fla, flb = (116 if ta else 110), (116 if tb else 110)
         for i0 in range(0, M, mb):
@@ -245,7 +244,8 @@ def matmul(a, b, out=None):
     t = tiles(a.shape[0], b.shape[1], a.shape[1])
     if t is not None and out.flags.c_contiguous and a.dtype == b.dtype == out.dtype \
             and out.dtype.kind == "f":
-        _tiled(a, not a.flags.c_contiguous, b, not b.flags.c_contiguous, out, *t)
+        ta, tb = not a.flags.c_contiguous, not b.flags.c_contiguous
+        _tiled(a.T if ta else a, ta, b.T if tb else b, tb, out, a.shape[1], *t)
     else:
         _dot(a, b, out)
     return out
