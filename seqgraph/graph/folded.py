@@ -211,7 +211,13 @@ class FoldedGraph:
 
     @property
     def var_map(self) -> dict:
-        return {v.name: v for v in self.vars}
+        """{name: Var}, built once (the graph is immutable; executors look variables up
+        by name many times a step)."""
+        m = self.__dict__.get("_var_map")
+        if m is None:
+            m = {v.name: v for v in self.vars}
+            object.__setattr__(self, "_var_map", m)
+        return m
 
     @property
     def param_map(self) -> dict:
