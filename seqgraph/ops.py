@@ -196,7 +196,7 @@ def _sum_over(ctx, *xs, mask=None):
 
 def _mean_over(ctx, *xs, mask=None):
     x, m = _stack(xs, mask)
-    w = m / m.sum(axis=0)
+    w = (m / m.sum(axis=0)).astype(x.dtype)      # (a bool mask divides in float64)
     return (x * w).sum(axis=0), w
 
 

@@ -23,8 +23,10 @@ from .. import ops
 from ..graph.folded import walk
 from ..ops import Op
 from . import kernels
+from .attention import AttnBuilt
+from .attention import build as build_attention
 from .codegen import generate
-from .plan import StaticStage, Unsupported, lower, schedule
+from .plan import AttnStage, StaticStage, Unsupported, lower, schedule
 from .static import Env, Evaluation, V, read, read_back
 
 __all__ = ["CompiledExecutor", "explain"]
@@ -38,6 +40,8 @@ class _Rec:
 
 
 class CompiledExecutor:
+    masks_padding = True       # padded batches are compiled (train/batches.run_batch)
+
     def __init__(self, model):
         self.m = model
         self.g = model.graph
@@ -60,14 +64,16 @@ class CompiledExecutor:
     def _build(self):
         out = []
         dtype = self.m.dtype.name
-        for v in self.g.vars:        # attention: two indexes, reductions over an index
-            if v.inner is not None or any("over" in getattr(e, "kw", {}) for c in v.cases
-                                          for e in walk(c.expr)):
-                raise Unsupported(f"attention ('{v.name}' over two indexes or a reduction "
-                                  "over an index)")
+        for loss in self.g.losses:
+            if self.g.var(loss.output.var).inner is not None:
+                raise Unsupported(f"a loss on '{loss.output.var}', a variable over two "
+                                  "indexes")
         for st in schedule(self.g):
             if isinstance(st, StaticStage):
                 out.append(st)
+                continue
+            if isinstance(st, AttnStage):    # attention (attention.py)
+                out.append(build_attention(self.g, self.m, st))
                 continue
             step = lower(self.g, st, self.m.sizes, self.m.param_shapes)
             kern = generate(step, dtype)
@@ -83,13 +89,13 @@ class CompiledExecutor:
         g = self.g.nx()
         out, taken = {}, set()
         for i, a in enumerate(self.stages):
-            if isinstance(a, StaticStage) or i in taken:
+            if not isinstance(a, _Rec) or i in taken:
                 continue
             later = set()
             for j in range(i, len(self.stages)):
                 b = self.stages[j]
                 names = [b.var] if isinstance(b, StaticStage) else list(b.stage.vars)
-                if j > i and not isinstance(b, StaticStage) and j not in taken:
+                if j > i and isinstance(b, _Rec) and j not in taken:
                     reads = {u for v in names for u in g.predecessors(v)} - set(names)
                     if not reads & later:
                         out[i] = j
@@ -133,6 +139,8 @@ class CompiledExecutor:
         for st in self.stages:
             if isinstance(st, StaticStage):
                 lines.append(f"{st.var}: every step at once")
+            elif isinstance(st, AttnBuilt):
+                lines += st.explain()
             else:
                 k = st.kernel
                 gemms = ", ".join(f"[{'; '.join(p for p, _, _ in parts)}]"
@@ -233,6 +241,8 @@ class _Run:
                 continue
             if isinstance(st, StaticStage):
                 self.static_forward(st.var)
+            elif isinstance(st, AttnBuilt):     # attention (attention.py)
+                self.program.append(("attn", st.forward(self)))
             elif i in partner:
                 # two independent recurrences (the directions of a bi layer): both loops
                 # at once, one per core
@@ -248,6 +258,8 @@ class _Run:
             for kind, item in reversed(self.program):
                 if kind == "static":
                     self.static_backward(item)
+                elif kind == "attn":
+                    item.backward()
                 elif kind == "pair":
                     self.ex.drive([self.rec_backward(item[1]), self.rec_backward(item[0])])
                 else:
@@ -554,6 +566,9 @@ class _Run:
             if v.role != "hidden":
                 continue
             a = self.env.vals[v.name].a
+            if v.inner is not None:              # [U, T, B, n] -> [B, U, T, n]
+                out[v.name] = np.moveaxis(a, 2, 0)
+                continue
             out[v.name] = np.swapaxes(a, 0, 1) if v.index is not None else a
         return out
 

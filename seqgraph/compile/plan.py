@@ -13,6 +13,11 @@ term that does not read the cycle joins one hoisted term: `W @ x[t] + U @ h[t-1]
 runs `W @ x[t] + b` once for all steps and only `U @ h[t-1]` in the loop. Products of the
 same dynamic operand by several parameters (the gates of an LSTM or a GRU) become one GEMM
 of stacked weights, found from the equations.
+
+Attention (variables over two indexes, reductions over an index) makes an *attention
+stage* (`AttnStage`, run by attention.py): a variable on no cycle evaluated for all steps
+of all its indexes at once, or a cycle that contains them (a decoder reading every encoder
+state), run step by step over its own index with every step of the other indexes at once.
 """
 from __future__ import annotations
 
@@ -43,6 +48,30 @@ class RecStage:
     direction: int             # -1: reads the past (runs forward); +1: runs backward
 
 
+@dataclass(frozen=True)
+class AttnStage:
+    """Variables over two indexes or with a reduction over an index (attention).
+    cyclic: a cycle run step by step over `index` (every step of the other indexes at
+    once); else one variable on no cycle (`index` its own index, or None), all at once."""
+    vars: tuple
+    index: str | None
+    direction: int
+    cyclic: bool
+
+
+def _attention(v) -> bool:
+    """A variable over two indexes, or one whose equation reduces over an index."""
+    return v.inner is not None or any(isinstance(e, Apply) and "over" in e.kw
+                                      for c in v.cases for e in _walk(c.expr))
+
+
+def _walk(e):
+    if isinstance(e, Apply):
+        for a in e.args:
+            yield from _walk(a)
+    yield e
+
+
 def schedule(graph: FoldedGraph) -> list:
     """Stages in an order where every stage reads only what earlier stages computed."""
     if any(kind == "tree" for _, kind in graph.indexes):
@@ -60,7 +89,9 @@ def schedule(graph: FoldedGraph) -> list:
             continue
         cyclic = len(members) > 1 or g.has_edge(members[0], members[0])
         if not cyclic:
-            stages.append(StaticStage(members[0]))
+            v = graph.var(members[0])
+            stages.append(AttnStage((v.name,), v.index, 0, False) if _attention(v)
+                          else StaticStage(v.name))
             continue
         sub = g.subgraph(members)
         dirs = {d["shift"].direction for _, _, d in sub.edges(data=True)
@@ -80,7 +111,18 @@ def schedule(graph: FoldedGraph) -> list:
         same.add_edges_from((u, v) for u, v, d in sub.edges(data=True)
                             if d["shift"].kind == "rel" and d["shift"].k == 0)
         order = tuple(nx.lexicographical_topological_sort(same))
-        stages.append(RecStage(order, index, dirs.pop()))
+        direction = dirs.pop()
+        if any(_attention(graph.var(m)) for m in members):
+            common = set.intersection(*(set(graph.var(m).indexes) for m in members))
+            if len(common) != 1:
+                raise Unsupported(f"attention cycle {sorted(members)} has no one index "
+                                  "that all its variables run over")
+            if direction > 0:
+                raise Unsupported(f"attention cycle {sorted(members)} runs backward in "
+                                  "time (an advance): only delays are compiled")
+            stages.append(AttnStage(order, common.pop(), direction, True))
+            continue
+        stages.append(RecStage(order, index, direction))
     return stages
 
 
@@ -284,5 +326,5 @@ def mirror_expr(expr):
     return _mirror(expr)
 
 
-__all__ = ["schedule", "lower", "Step", "Node", "StaticStage", "RecStage", "Unsupported",
-           "mirror_expr", "Shift"]
+__all__ = ["schedule", "lower", "Step", "Node", "StaticStage", "RecStage", "AttnStage",
+           "Unsupported", "mirror_expr", "Shift"]
