@@ -441,9 +441,14 @@ class _Run:
         st, step, k = rec.stage, rec.step, rec.kernel
         env, B, dt, pool = self.env, self.B, self.m.dtype, self.ex.pool
         K, flip = step.K, st.direction > 0
+        internal = k.info["internal"]
         for i, v in enumerate(step.vars):
             S = args[f"S{i}"]
             g = env.gvals.get(v)
+            if i in internal:      # its gradient lives in a per-step row of the kernel
+                assert g is None, v
+                args[f"dS{i}"] = _NO_TAPE[np.dtype(dt).str]
+                continue
             if g is None:
                 dS = pool.zeros(S.shape, dt)
             else:
@@ -497,7 +502,7 @@ class _Run:
             ev.backward(_unbroadcast_lead(dX, True, ev.out.lead))
         for i, v in enumerate(step.vars):
             ev = init_evs[i]
-            if ev is None:
+            if ev is None or i in internal:
                 continue
             gi = None
             for r in init_rows[i]:
@@ -617,6 +622,10 @@ def _stacked(parts, params, M):
     if sum(n for _, _, _, n, _ in layout) != M or len({d for *_, d in layout}) != 1:
         return None
     return operand, layout
+
+
+# the gradient-tape argument of a variable the kernel keeps in a per-step row
+_NO_TAPE = {np.dtype(t).str: np.zeros((1, 1, 1), t) for t in (np.float32, np.float64)}
 
 
 def _copy(pool, a):

@@ -252,6 +252,12 @@ class _Gen:
         self.prefilled = {j for js in self.prefill.values() for j in js}
         self.prefill_add = {alias_add[j][0]: alias_add[j][1] for j in self.prefilled}
         self.gtapes |= set(self.prefill)
+        # cycle variables whose gradient comes from inside the step alone (read by no
+        # later step, no other stage, no loss: an LSTM's gates): a per-step scratch
+        # row instead of a zero-filled gradient tape over all steps
+        delayed = {n.var for n in nodes if n.kind == "state"}
+        self.internal = {i for i, v in enumerate(self.s.vars)
+                         if v not in delayed and v not in self.s.read_outside}
 
     # ------------------------------------------------------------- accessors
     def const(self, v):
@@ -336,6 +342,7 @@ class _Gen:
                       {"stages": [(k, len(ids)) for k, ids, _ in self.stages],
                        "alias": dict(self.alias), "dg_assigned": set(self.dg_assigned),
                        "prefill": {g: dict(js) for g, js in self.prefill.items()},
+                       "internal": set(self.internal),
                        "operand_sizes": [self.nodes[op].size for op, _, _ in self.groups]})
 
     def step_views(self, backward):
@@ -345,7 +352,7 @@ class _Gen:
         reads = sorted({(self.state_ix[n.var], n.k) for n in self.nodes if n.kind == "state"})
         for i in range(len(self.s.vars)):
             L.append(f"s{i}_0 = S{i}[{K} + t]")
-            if backward:
+            if backward and i not in self.internal:
                 L.append(f"ds{i}_0 = dS{i}[{K} + t]")
         for i, k in reads:
             L.append(f"s{i}_{k} = S{i}[{K - k} + t]")
@@ -377,6 +384,8 @@ class _Gen:
         if backward:
             for nid in self.grad_scratch():
                 L.append(f"gn{nid} = np.zeros((B, {self.nodes[nid].size}), DT)")
+            for i in sorted(self.internal):
+                L.append(f"ds{i}_0 = np.zeros((B, {self.s.sizes[self.s.vars[i]]}), DT)")
             for nid in sorted({a for n in self.nodes if n.kind == "ew" for a in n.args
                                if self.home[a] == "state"}):
                 L.append(f"acc{nid} = np.empty((B, {self.nodes[nid].size}), DT)")
@@ -423,11 +432,15 @@ class _Gen:
         # goes to that row, and the step itself passes nothing back
         body += ["if pad:", "    for b in range(B):", "        if t < start[b]:"]
         for i, v in enumerate(self.s.vars):
+            if i in self.internal:     # nothing after the step reads it: no gradient
+                continue
             body += [f"            for c in range({self.s.sizes[v]}):",
                      f"                dS{i}[{K - 1}, b, c] += ds{i}_0[b, c]",
                      f"                ds{i}_0[b, c] = ZERO"]
         for nid in self.grad_scratch():
             body.append(f"gn{nid}[:] = ZERO")
+        for i in sorted(self.internal):
+            body.append(f"ds{i}_0[:] = ZERO")
         for st in range(len(self.stages) - 1, -1, -1):
             kind, ids, size = self.stages[st]
             body.append(f"# stage {st}: {kind} (reverse)")

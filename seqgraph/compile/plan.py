@@ -161,6 +161,8 @@ class Step:
     roots: dict = field(default_factory=dict)     # var -> node id of its value at step t
     hoisted: list = field(default_factory=list)   # Exprs evaluated for all steps
     K: int = 1                          # the longest delay: rows of init before step 0
+    read_outside: frozenset = frozenset()  # vars read after the loop (other stages,
+                                           # losses, inits): those get outside gradients
 
 
 def _size_of(expr, sizes, pshapes):
@@ -207,7 +209,11 @@ def _mirror(expr):
 def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> Step:
     """The step program of one recurrence."""
     cyc = set(stage.vars)
-    step = Step(stage.vars, {v: sizes[v] for v in stage.vars})
+    g = graph.nx()
+    lossed = {r.var for loss in graph.losses for r in (loss.output, loss.target)}
+    outside = frozenset(v for v in stage.vars
+                        if v in lossed or any(w not in cyc for w in g.successors(v)))
+    step = Step(stage.vars, {v: sizes[v] for v in stage.vars}, read_outside=outside)
     memo: dict = {}
     hoist_ids: dict = {}
     flip = stage.direction > 0
