@@ -399,11 +399,11 @@ class _Run:
                     b[off:off + n] = self.m.params[bias]
                 G2 = G.reshape(T * B, M)
                 ids = xk.dtype.kind == "i"
-                if ids:
-                    kernels._gather(np.ascontiguousarray(W.T), xk.reshape(-1), G2)
+                if ids:          # the lookup and the biases in one pass
+                    kernels.gather_bias(np.ascontiguousarray(W.T), xk.reshape(-1), b, G2)
                 else:
                     kernels.matmul(xk.reshape(T * B, -1), W.T, out=G2)
-                kernels.add_bias(G2, b)
+                    kernels.add_bias(G2, b)
                 return ("stacked", opv, xk, W, layout, ids)
         evs = []
         for e, off in parts:
@@ -424,14 +424,17 @@ class _Run:
         _, opv, xk, W, layout, ids = stack
         T, B, M = dG.shape
         dG2 = dG.reshape(T * B, M)
-        if ids:
-            dW = kernels.scatter(dG2, xk.reshape(-1), W.shape)
+        if ids:              # the scatter and the bias sums in one pass
+            dWT = np.zeros((W.shape[1], W.shape[0]), dG.dtype)
+            db = np.empty(M, dG.dtype)
+            kernels.scatter_colsum(dG2, np.ascontiguousarray(xk).reshape(-1), dWT, db)
+            dW = dWT.T
         else:
             x2 = xk.reshape(T * B, -1)
             dW = kernels.matmul(dG2.T, x2)
             dx = kernels.matmul(dG2, W).reshape(xk.shape)
             opv.backward(dx[::-1] if flip else dx)
-        db = kernels.colsum(dG2)
+            db = kernels.colsum(dG2)
         for P, bias, off, n, _ in layout:
             env.add_pgrad(P, dW[off:off + n])
             env.add_pgrad(bias, db[off:off + n])

@@ -328,6 +328,41 @@ def scatter(g, ids, shape):
     return dWT.T
 
 
+@njit(cache=True, fastmath=True)
+def gather_bias(WT, ids, b, out):
+    """out[r] = W[:, ids[r]] + b (b alone for id -1): the stacked gate inputs of a
+    one-hot operand in one pass (not a gather, then a bias pass over the same rows)."""
+    n = out.shape[1]
+    for r in range(ids.shape[0]):
+        i = ids[r]
+        row = out[r]
+        if i >= 0:
+            w = WT[i]
+            for k in range(n):
+                row[k] = w[k] + b[k]
+        else:
+            for k in range(n):
+                row[k] = b[k]
+
+
+@njit(cache=True, fastmath=True)
+def scatter_colsum(g, ids, dWT, db):
+    """The VJP of gather_bias in one pass over g [R, n]: rows added into the columns of
+    W they were read from (dWT, zeroed by the caller) and summed into db."""
+    n = g.shape[1]
+    for k in range(n):
+        db[k] = 0
+    for r in range(ids.shape[0]):
+        row = g[r]
+        for k in range(n):
+            db[k] += row[k]
+        i = ids[r]
+        if i >= 0:
+            out = dWT[i]
+            for k in range(n):
+                out[k] += row[k]
+
+
 def column_block(g):
     """g ([..., n]) as (rows [R, M] of a C-contiguous array, first column): a gradient
     that is a column block of a wider one (a gate's slice of dG) is read in place, by
