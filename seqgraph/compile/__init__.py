@@ -235,6 +235,7 @@ class _Run:
         self.program = []
 
     def go(self, want_grads):
+        self.want_grads = want_grads
         stages, partner, done = self.ex.stages, self.ex.partner, set()
         for i, st in enumerate(stages):
             if i in done:
@@ -373,6 +374,15 @@ class _Run:
         for i, v in enumerate(step.vars):
             a = args[f"S{i}"][K:]
             env.vals[v] = V(_copy(pool, a[::-1]) if flip else a, "seq")
+            if getattr(self, "want_grads", False) and not flip and \
+                    i not in k.info["internal"]:
+                # the gradient tape, its step rows offered to the static pass that
+                # reads v (static.Env.dest): the output layer's product writes dh
+                # there, not into an array the loop then copies
+                dS = pool.empty(args[f"S{i}"].shape, dt)
+                dS[:K] = 0
+                args[f"dS{i}"] = dS
+                env.gdest[v] = dS[K:]
         self.program.append(("rec", (rec, args, init_evs, hoist_evs, init_rows, T, stacks)))
 
     def prefill(self, rec, G, js, T):
@@ -452,11 +462,15 @@ class _Run:
                 assert g is None, v
                 args[f"dS{i}"] = _NO_TAPE[np.dtype(dt).str]
                 continue
+            dS = args.get(f"dS{i}")
+            if dS is not None and _same(g, env.gdest.get(v)):
+                continue                 # written in place by the static pass
             if g is None:
                 dS = pool.zeros(S.shape, dt)
             else:
-                dS = pool.empty(S.shape, dt)
-                dS[:K] = 0
+                if dS is None:
+                    dS = pool.empty(S.shape, dt)
+                    dS[:K] = 0
                 np.copyto(dS[K:], g[::-1] if flip else g)
             args[f"dS{i}"] = dS
         for gi, (_, parts) in enumerate(k.groups):
@@ -625,6 +639,12 @@ def _stacked(parts, params, M):
     if sum(n for _, _, _, n, _ in layout) != M or len({d for *_, d in layout}) != 1:
         return None
     return operand, layout
+
+
+def _same(a, b) -> bool:
+    """a and b are views of the same memory with the same layout."""
+    return a is not None and b is not None and a.shape == b.shape and \
+        a.strides == b.strides and a.ctypes.data == b.ctypes.data
 
 
 # the gradient-tape argument of a variable the kernel keeps in a per-step row

@@ -38,11 +38,24 @@ class Env:
         self.vals = {}            # var -> V
         self.inits = {}           # var -> [B, n] init value (vars with `init`)
         self.gvals = {}           # var -> gradient array, like vals
+        self.gdest = {}           # var -> where its gradient may be written (a loop's
+                                  # gradient tape), while it has none yet
         self.ginits = {}          # var -> gradient of its init value
         self.gparams = {}
 
     def T(self, var):
         return self.lengths[self.g.var(var).index]
+
+    def dest(self, sub, shape, dtype):
+        """An output array for the whole gradient of the read `sub` ([T*B, n] rows), in
+        the variable's gradient tape when the loop that made it offered one (`gdest`)
+        and nothing has added to it yet; else a pooled array."""
+        if isinstance(sub, Ref) and sub.shift.kind == "rel" and sub.shift.k == 0 and \
+                sub.var not in self.gvals:
+            d = self.gdest.get(sub.var)
+            if d is not None and d.dtype == dtype and d.size == shape[0] * shape[1]:
+                return d.reshape(shape)
+        return self.pool.empty(shape, dtype)
 
     def add_grad(self, var, g):
         cur = self.gvals.get(var)
@@ -250,8 +263,8 @@ class Evaluation:
                 W, v = xs
                 g2, pool = _2d(gr), env.pool
                 ds = (kernels.matmul(g2.T, _2d(v), out=pool.empty(W.shape, W.dtype)),
-                      kernels.matmul(gr, W, out=pool.empty((gr.shape[0], W.shape[1]),
-                                                           W.dtype))
+                      kernels.matmul(gr, W, out=env.dest(e.args[1], (gr.shape[0],
+                                                                      W.shape[1]), W.dtype))
                       if gr.ndim == 2 else kernels.matmul(gr, W))
             elif op is Op.GATHER:
                 ds = (kernels.scatter(gr, xs[1], xs[0].shape), None)
