@@ -5,12 +5,16 @@ schedule: one gather, one GEMM and one scatter per level), in the same process, 
 Run by hand, not by the tests:
 
     OPENBLAS_NUM_THREADS=1 python bench/trees.py                   # JSON on stdout
-    OPENBLAS_NUM_THREADS=1 python bench/trees.py --append bench/RESULTS.md
+    OPENBLAS_NUM_THREADS=1 python bench/trees.py --append bench/RESULTS.md   # its Trees section
 
 H = 64, the SST training vocabulary, 25 trees a step (the same batches for all three).
 seqgraph updates the embedding sparsely (lazy Adam on the words of the batch); both
 PyTorch versions use torch.optim.Adam, dense, as usually written. The step time of each
 includes building its batch (the forest and the level schedule from index arrays).
+
+Each step is timed twice: by the wall clock and by the CPU time of the process (which a
+machine shared with other jobs disturbs much less: a descheduled process uses none). The
+ratios are given for both; `--repeat N` runs everything N times and reports the medians.
 """
 from __future__ import annotations
 
@@ -179,12 +183,14 @@ class TorchLevels:
 
 # --------------------------------------------------------------------------- timing
 def timed(fn, batches, warm=2):
+    """(wall ms, CPU ms) per step, after `warm` steps."""
     for b in batches[:warm]:
         fn(b)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for b in batches[warm:]:
         fn(b)
-    return 1000 * (time.perf_counter() - t) / (len(batches) - warm)
+    n = len(batches) - warm
+    return 1000 * (time.perf_counter() - t) / n, 1000 * (time.process_time() - c) / n
 
 
 def bench(name, spec, ts, V, steps, node_steps):
@@ -197,24 +203,39 @@ def bench(name, spec, ts, V, steps, node_steps):
     # the three compute the same first loss
     l0 = [sg.step(batches[0]), per_node.step(batches[0]), by_level.step(batches[0])]
     nodes = np.mean([ts.off[b + 1].sum() - ts.off[b].sum() for b in batches])
-    ms_sg = timed(sg.step, batches)
-    ms_lv = timed(by_level.step, batches)
-    ms_pn = timed(per_node.step, batches[:node_steps + 2])
-    ms_sg2 = timed(sg.step, batches)          # again, after the PyTorch runs
-    ms_sg = min(ms_sg, ms_sg2)
-    return {"model": name, "H": H, "batch_trees": BATCH, "nodes_per_step": round(float(nodes)),
-            "vocab": V, "first_loss": [round(x, 6) for x in l0],
-            "seqgraph_ms_per_step": round(ms_sg, 2),
-            "torch_levels_ms_per_step": round(ms_lv, 2),
-            "torch_per_node_ms_per_step": round(ms_pn, 2),
-            "ratio_vs_torch_levels": round(ms_lv / ms_sg, 2),
-            "ratio_vs_torch_per_node": round(ms_pn / ms_sg, 1)}
+    sg_a = timed(sg.step, batches)
+    lv = timed(by_level.step, batches)
+    pn = timed(per_node.step, batches[:node_steps + 2])
+    sg_b = timed(sg.step, batches)            # again, after the PyTorch runs
+    sg_t = [min(x, y) for x, y in zip(sg_a, sg_b)]
+    out = {"model": name, "H": H, "batch_trees": BATCH, "nodes_per_step": round(float(nodes)),
+           "vocab": V, "first_loss": [round(x, 6) for x in l0]}
+    for i, clock in enumerate(("wall", "cpu")):
+        out.update({f"seqgraph_ms_per_step_{clock}": round(sg_t[i], 2),
+                    f"torch_levels_ms_per_step_{clock}": round(lv[i], 2),
+                    f"torch_per_node_ms_per_step_{clock}": round(pn[i], 2),
+                    f"ratio_vs_torch_levels_{clock}": round(lv[i] / sg_t[i], 2),
+                    f"ratio_vs_torch_per_node_{clock}": round(pn[i] / sg_t[i], 1)})
+    return out
+
+
+def medians(runs: list[dict]) -> dict:
+    """The median of every timing over repeated runs (the other fields of the first)."""
+    out = dict(runs[0])
+    for k, v in out.items():
+        if isinstance(v, float) and ("_ms_" in k or k.startswith("ratio")):
+            out[k] = round(float(np.median([r[k] for r in runs])), 2)
+    out["repeats"] = len(runs)
+    return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--node-steps", type=int, default=6)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run everything N times, report the medians")
+    ap.add_argument("--only", choices=["recursive", "rntn"])
     ap.add_argument("--append", metavar="RESULTS.md")
     args = ap.parse_args(argv)
     if not os.path.isdir(SST):
@@ -223,10 +244,13 @@ def main(argv=None):
     _limit()
     import torch
     ts, V = load_sst()
-    rows = [bench("recursive", RNN, ts, V, args.steps, args.node_steps),
-            bench("rntn", RNTN, ts, V, args.steps, args.node_steps)]
+    models = [(n, s) for n, s in (("recursive", RNN), ("rntn", RNTN))
+              if args.only in (None, n)]
+    rows = [medians([bench(n, s, ts, V, args.steps, args.node_steps)
+                     for _ in range(args.repeat)]) for n, s in models]
     out = {"threads": 1, "python": platform.python_version(), "numpy": np.__version__,
            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+           "date": time.strftime("%Y-%m-%d %H:%M"), "load_average": os.getloadavg(),
            "results": rows}
     print(json.dumps(out, indent=1))
     if args.append:
@@ -238,16 +262,32 @@ def append(path, out):
     lines = ["", "## Trees", "",
              ("`python bench/trees.py` (one training step: forward, backward, clipping and "
               "Adam; H = 64, the SST vocabulary, 25 trees a step, 1 thread; seqgraph's "
-              "embedding update is sparse, PyTorch's Adam dense as usually written):"), "",
+              "embedding update is sparse, PyTorch's Adam dense as usually written; "
+              f"{out['date']}, load average {out['load_average'][0]:.2f}; ms per step in "
+              "CPU time, ratios in CPU time and wall time):"), "",
              ("| model | nodes/step | seqgraph ms | PyTorch by level ms | PyTorch per node ms "
-              "| vs by level | vs per node |"), "|---|---|---|---|---|---|---|"]
+              "| vs by level | vs per node | vs by level (wall) | vs per node (wall) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in out["results"]:
-        lines.append(f"| {r['model']} | {r['nodes_per_step']} | {r['seqgraph_ms_per_step']} "
-                     f"| {r['torch_levels_ms_per_step']} | {r['torch_per_node_ms_per_step']} "
-                     f"| {r['ratio_vs_torch_levels']}x | {r['ratio_vs_torch_per_node']}x |")
+        cpu = [r[f"{k}_cpu"] for k in ("seqgraph_ms_per_step", "torch_levels_ms_per_step",
+                                        "torch_per_node_ms_per_step", "ratio_vs_torch_levels",
+                                        "ratio_vs_torch_per_node")]
+        lines.append(f"| {r['model']} | {r['nodes_per_step']} | {cpu[0]} | {cpu[1]} | {cpu[2]} "
+                     f"| {cpu[3]}x | {cpu[4]}x | {r['ratio_vs_torch_levels_wall']}x "
+                     f"| {r['ratio_vs_torch_per_node_wall']}x |")
     lines += ["", "```json", json.dumps(out, indent=1), "```", ""]
-    with open(path, "a") as f:
-        f.write("\n".join(lines))
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    start = text.find("\n## Trees\n")               # replace the section, else append
+    if start < 0:
+        text += "\n".join(lines)
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + "\n".join(lines) + (text[end:] if end >= 0 else "")
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,25 @@ loss xent(o[n], y[n])
 loss 0.5 * xent(p[n], y[n])
 """
 
+# bilinear(T, a, b) with a and b different, and a parameter read both ways (the RNTN's
+# bilinear(T, a, a) has its own path in the executor)
+BILINEAR_FORMS = """
+tree n
+dim H = 3
+input  w[n] : onehot(V)
+target y[n] : class(4)
+param E, W, b, Ws, bs
+param T init normal(0.3)
+param U init normal(0.3)
+h[n] : H = tanh(E @ w[n])                                        if leaf
+h[n] : H = tanh(bilinear(T, h[n.left], h[n.right])
+                + bilinear(U, [h[n.left]; h[n.right]], [h[n.left]; h[n.right]])
+                + W @ [h[n.left]; h[n.right]] + b)               otherwise
+g[n] : H = bilinear(T, h[n], h[n]) + bilinear(T, h[n], h[n] * 2)
+o[n] = Ws @ (h[n] + g[n]) + bs
+loss xent(o[n], y[n])
+"""
+
 
 def _random_forest(rng, B=6, max_leaves=9):
     """B random binary trees with leaf payloads."""
@@ -86,9 +105,15 @@ def _same(a, b, tol=1e-9):
         assert np.abs(a.grads[k] - b.grads[k]).max() < tol, k
 
 
-@pytest.mark.parametrize("spec", [SPECS / "recursive.sg", SPECS / "rntn.sg", TREE_LSTM,
-                                  TWO_LOSSES], ids=["recursive", "rntn", "tree_lstm",
-                                                    "two_losses"])
+# H = 20: 2H = 40 is wide enough for the symmetric blocks of the RNTN's weight gradient
+RNTN_WIDE = (SPECS / "rntn.sg").read_text().replace("dim H = 8", "dim H = 20")
+assert "dim H = 20" in RNTN_WIDE
+
+
+@pytest.mark.parametrize("spec", [SPECS / "recursive.sg", SPECS / "rntn.sg", RNTN_WIDE,
+                                  TREE_LSTM, TWO_LOSSES, BILINEAR_FORMS],
+                         ids=["recursive", "rntn", "rntn_wide", "tree_lstm", "two_losses",
+                              "bilinear"])
 def test_compiled_equals_interpreted(spec):
     rng = np.random.default_rng(0)
     mi, mc = _pair(spec)
@@ -138,3 +163,14 @@ def test_explain_and_fallback():
     mi = seqgraph.Model(spec, dims={"V": 5}, dtype="float64")
     b = mi.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
     _same(a, b)
+
+
+@pytest.mark.parametrize("I", [5, 37, 128])
+def test_outer_sum_equals_the_einsum(I):
+    """dT = sum_r g_k a_i b_j, and with b = a by symmetric blocks (a few sizes, so that
+    the blocks are uneven or absent)."""
+    from seqgraph.compile.trees import outer_sum
+    rng = np.random.default_rng(I)
+    g, a, b = rng.normal(size=(23, 4)), rng.normal(size=(23, I)), rng.normal(size=(23, 3))
+    assert np.allclose(outer_sum(g, a), np.einsum("rk,ri,rj->kij", g, a, a), atol=1e-12)
+    assert np.allclose(outer_sum(g, a, b), np.einsum("rk,ri,rj->kij", g, a, b), atol=1e-12)

@@ -241,6 +241,138 @@ def test_set_data_overrides_and_resume_is_exact(tmp_path):
         assert np.array_equal(za[k], zb[k])
 
 
+# An RNTN with dropout and lazy Adam: a resumed run must restore the parameters, the
+# Adam moments of the touched embedding columns, the dropout generator and the position.
+RNTN_SPEC = SPEC.replace("param E, W, b, Ws, bs", "param E, W, b, Ws, bs, T").replace(
+    "tanh(W @ [h[n.left]; h[n.right]] + b)",
+    "tanh(bilinear(T, [h[n.left]; h[n.right]], [h[n.left]; h[n.right]])\n"
+    "                + W @ [h[n.left]; h[n.right]] + b)").replace(
+    "o[n] = Ws @ h[n] + bs", "o[n] = Ws @ dropout(h[n], 0.2) + bs").replace(
+    "adagrad(lr = 0.1)", "adam(lr = 0.01)")
+
+
+def _arrays(path) -> dict:
+    """Every array of a checkpoint: parameters, optimiser state, metadata but the
+    parts that name the run (its directory, the time spent)."""
+    with np.load(path) as z:
+        out = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(str(z["__meta__"]))
+    state = meta.get("state", {})
+    state.pop("seconds", None)
+    return {**out, "state": json.dumps(state, sort_keys=True),
+            "best": json.dumps(meta.get("best"), sort_keys=True)}
+
+
+def _rows(run):
+    import csv
+    with open(run / "metrics.csv", newline="") as f:
+        return [(r["step"], r["train_loss"], r["grad_norm"], r.get("grad_norm.E"))
+                for r in csv.DictReader(f) if r["train_loss"]]
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+@pytest.mark.parametrize("dropout", [True, False], ids=["dropout", "no-dropout"])
+def test_tree_resume_is_bit_identical(tmp_path, executor, dropout):
+    """Stopped mid-epoch (step 4 of 6 an epoch) and resumed, a run of trees ends with the
+    arrays of one that never stopped: parameters, lazy Adam moments, position, generator,
+    schedule; best.npz and the training curve (with each parameter's norm) agree too."""
+    text = RNTN_SPEC if dropout else RNTN_SPEC.replace("dropout(h[n], 0.2)", "h[n]")
+    spec = _setup(tmp_path)
+    spec.write_text(text)
+    a, b = tmp_path / "a", tmp_path / "b"
+    run = lambda out, *more: main(["train", str(spec), "--out", str(out), "--quiet",
+                                   "--executor", executor, *more])
+    assert run(a) == 0
+    assert run(b, "--steps", "4") == 0
+    assert main(["train", str(spec), "--resume", str(b), "--quiet", "--executor",
+                 executor]) == 0
+    za, zb = _arrays(a / "checkpoint.npz"), _arrays(b / "checkpoint.npz")
+    assert za.keys() == zb.keys() and any(k.startswith("__optim__/") for k in za)
+    for k in za:
+        assert np.array_equal(za[k], zb[k]), k
+    ba, bb = _arrays(a / "best.npz"), _arrays(b / "best.npz")
+    assert all(np.array_equal(ba[k], bb[k]) for k in ba)
+    assert _rows(a) == _rows(b) and len(_rows(a)) == 18
+
+
+def _default_sigint():
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_trees_with_a_checkpoint_and_resume_is_exact(tmp_path, signame):
+    """Ctrl-C or SIGTERM during `seqgraph train` of trees: the update in progress ends, a
+    checkpoint is written, exit 128 + the signal; resuming ends where a run that was
+    never stopped ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    spec = _setup(tmp_path)
+    spec.write_text(RNTN_SPEC.replace("epochs = 3", "epochs = 1000"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "seqgraph.cli", "train", str(spec), "--quiet",
+           "--executor", "compiled"]
+    run = tmp_path / "int"
+    proc = subprocess.Popen(cmd + ["--out", str(run)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and \
+            len(_rows(run) if (run / "metrics.csv").exists() else []) < 5:
+        time.sleep(0.02)
+    sig = getattr(signal, signame)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert f"{signame}: stopped at step" in err and "Traceback" not in err
+    from seqgraph.train import checkpoint as ck
+    step = ck.load(run / "checkpoint.npz").meta["state"]["position"]["step"]
+    assert step >= 5 and [int(r[0]) for r in _rows(run)] == list(range(1, step + 1))
+    more = ["--steps", str(step + 7)]
+    for args in (["--resume", str(run)], ["--out", str(tmp_path / "straight")]):
+        p = subprocess.run(cmd + args + more, cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120, check=False)
+        assert p.returncode == 0, p.stderr
+    za = _arrays(run / "checkpoint.npz")
+    zb = _arrays(tmp_path / "straight" / "checkpoint.npz")
+    assert all(np.array_equal(za[k], zb[k]) for k in za)
+    assert _rows(run) == _rows(tmp_path / "straight")
+
+
+def test_trees_on_nan_minutes_and_divergence(tmp_path, monkeypatch, capsys):
+    """--on-nan skip, the divergence message and --minutes behave for trees as for
+    sequences (one loop)."""
+    spec = _setup(tmp_path)
+    real = seqgraph.Model.run
+    count = [0]
+
+    def poisoned(self, *a, **kw):
+        res = real(self, *a, **kw)
+        if kw.get("train"):
+            count[0] += 1
+            if count[0] in (2, 5):
+                res.loss = float("nan")
+        return res
+    monkeypatch.setattr(seqgraph.Model, "run", poisoned)
+    assert main(["train", str(spec), "--out", str(tmp_path / "skip"), "--on-nan", "skip",
+                 "--executor", "compiled"]) == 0
+    err = capsys.readouterr().err
+    assert "batch skipped (1 so far)" in err and "batch skipped (2 so far)" in err
+    assert len(_rows(tmp_path / "skip")) == 18 - 2      # 6 batches an epoch, 3 epochs
+    count[0] = 0
+    assert main(["train", str(spec), "--out", str(tmp_path / "stop"), "--quiet"]) == 2
+    assert "training diverged at step 2 (epoch 1)" in capsys.readouterr().err
+    monkeypatch.setattr(seqgraph.Model, "run", real)
+    assert main(["train", str(spec), "--out", str(tmp_path / "min"), "--quiet",
+                 "--minutes", "1e-9"]) == 0
+    from seqgraph.train import checkpoint as ck
+    assert ck.load(tmp_path / "min" / "checkpoint.npz").meta["state"]["position"]["step"] == 0
+
+
 def test_a_sequence_model_refuses_trees(tmp_path, capsys):
     spec = _setup(tmp_path)
     code = main(["train", str(ROOT / "specs" / "elman.sg"), "--dim", "V=5", "--set",

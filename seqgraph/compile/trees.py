@@ -10,6 +10,12 @@ each op's VJP from ops.py, scattering gradients into the children's rows; the we
 gradients of a level are GEMMs too. Variables on no recursion (`o[n] = Ws @ h[n] + bs`)
 run over all nodes at once, the loss too.
 
+The RNTN's term bilinear(T, a, a) (Socher et al. 2013) is most of an RNTN's work: per
+level it is one GEMM of the rows a with S = T + T^T laid out [2H, H*2H] (a^T T[k] a =
+a^T S[k] a / 2, and with U = S a the gradient of a is sum_k g_k U[k], so the backward pass
+needs no GEMM for it); its weight gradient sum_r g_k a a^T is one GEMM over all levels, computed by
+symmetric blocks (dT[k] is symmetric).
+
 The plan (which variables recurse, in which order) is read once from the folded graph;
 the per-batch schedule is numpy index arrays built in O(nodes) (a counting sort of the
 heights). Anything this executor does not run (sequence indexes, per-example hidden
@@ -17,6 +23,7 @@ variables, dropout while training) goes to the interpreter, which defines the re
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import networkx as nx
@@ -201,7 +208,9 @@ class _Eval:
             if e.op is Op.ONEHOT:
                 attrs = (("size", run.m.sizes[e.args[0].var]), ("dtype", run.m.dtype))
             if e.op is Op.BILINEAR:
-                out, saved = _bilinear_fwd(*xs)
+                same = args[1] == args[2]       # bilinear(T, a, a): the RNTN's term
+                M = run.bilinear_operand(e.args[0], xs[0], same)
+                out, saved = _bilinear_fwd(xs[0], xs[1], xs[2], M, same)
             else:
                 out, saved = ops.forward(e.op, run.ctx, xs, attrs)
             i = self._leaf(out)
@@ -226,7 +235,8 @@ class _Eval:
                 run.defer(param, d, xs[1])
                 ds = (None, d @ xs[0])
             elif op is Op.BILINEAR:
-                ds = _bilinear_vjp(d, saved, xs, run if param else None, param)
+                ds = _bilinear_vjp(d, saved, xs, args[1] == args[2],
+                                   run if param else None, param)
             else:
                 ds = ops.vjp(op, d, self.vals[out], saved, xs)
             for a, da in zip(args, ds):
@@ -238,26 +248,65 @@ class _Eval:
 
 
 
-def _bilinear_fwd(T, a, b):
-    """k_i = a^T T[i] b for a block of rows, as one GEMM: (b T^T) then a row-wise dot."""
-    K, I, J = T.shape
-    U = (b @ T.reshape(K * I, J).T).reshape(-1, K, I)     # U[r, k, i] = sum_j T[k,i,j] b[r,j]
-    return np.einsum("rki,ri->rk", U, a), U
+def _bilinear_fwd(T, a, b, M, same):
+    """k_i = a^T T[i] b for a block of rows: U = b M (one GEMM, M = T laid out [J, K*I],
+    see `_Run.bilinear_operand`), U[r,k,i] = sum_j T[k,i,j] b[r,j], then a row-wise dot
+    with a. For bilinear(T, a, a), M is S = T + T^T instead: a^T T[k] a = a^T S[k] a / 2,
+    and U = S a is all that the backward pass needs for da (no GEMM there)."""
+    K, I, _ = T.shape
+    U = (b @ M).reshape(-1, K, I)
+    out = np.matmul(U, a[:, :, None])[:, :, 0]
+    return (0.5 * out if same else out), U
 
 
-def _bilinear_vjp(g, U, xs, run=None, param=None):
-    """(dT, da, db); with `run`, dT is deferred to one GEMM over all levels."""
+def _bilinear_vjp(g, U, xs, same, run=None, param=None):
+    """(dT, da, db); with `run`, dT is deferred to one GEMM over all levels. With `same`
+    (bilinear(T, a, a)) da is the whole gradient of a and db is None."""
     T, a, b = xs
     K, I, J = T.shape
-    ga = (g[:, :, None] * a[:, None, :]).reshape(-1, K * I)  # g_k a_i
+    da = np.matmul(g[:, None, :], U)[:, 0, :]          # sum_k g_k U[k]
+    dT = None
     if run is not None:
-        run.defer(param, ga, b)
-        dT = None
+        run.defer_outer(param, g, a, None if same else b)
     else:
-        dT = (ga.T @ b).reshape(K, I, J)
-    da = np.einsum("rk,rki->ri", g, U)
-    db = ga @ T.reshape(K * I, J)
+        dT = outer_sum(g, a, b)
+    if same:
+        return dT, da, None
+    db = (g[:, :, None] * a[:, None, :]).reshape(-1, K * I) @ T.reshape(K * I, J)
     return dT, da, db
+
+
+def outer_sum(g, a, b=None):
+    """dT[k,i,j] = sum_r g[r,k] a[r,i] b[r,j] as GEMMs of the [rows, K*I] products
+    g_k a_i with b. With b = a (None) each dT[k] is symmetric: it is computed by blocks of
+    i for j >= the block's first i only (about 5/8 of the products for 4 blocks), and
+    mirrored."""
+    K, I = g.shape[1], a.shape[1]
+    if b is not None:
+        ga = (g[:, :, None] * a[:, None, :]).reshape(-1, K * I)
+        return (ga.T @ b).reshape(K, I, b.shape[1])
+    out = np.empty((K, I, I), dtype=np.result_type(g, a))
+    edges = [I * p // SYM_BLOCKS for p in range(SYM_BLOCKS + 1)] if I >= 8 * SYM_BLOCKS \
+        else [0, I]
+    for lo, hi in itertools.pairwise(edges):
+        ga = (g[:, :, None] * a[:, None, lo:hi]).reshape(-1, K * (hi - lo))
+        blk = (ga.T @ a[:, lo:]).reshape(K, hi - lo, I - lo)   # rows lo:hi, columns lo:
+        out[:, lo:hi, lo:] = blk
+        out[:, hi:, lo:hi] = blk[:, :, hi - lo:].transpose(0, 2, 1)
+    return out
+
+
+SYM_BLOCKS = 4
+
+
+def zeros(shape, dtype) -> np.ndarray:
+    """np.zeros by writing the zeros: a large np.zeros is fresh pages from the kernel
+    (calloc), each faulted in when first written, which costs more than the writing
+    (several ms a step for a 20k-word embedding's gradient); these come from the
+    allocator's free memory."""
+    out = np.empty(shape, dtype)
+    out.fill(0)
+    return out
 
 
 def scatter_add(target, idx, g) -> None:
@@ -283,6 +332,7 @@ class _Run:
         self.L = levels(forest)
         self.ctx = ops.Ctx(train=train, rng=rng or np.random.default_rng(0))
         self.vals, self.gvals, self.gparams, self.deferred = {}, {}, {}, {}
+        self.operands, self.outer = {}, {}
         dt = self.m.dtype
         for v in self.g.vars:
             if v.role == "hidden" or v.name not in data:
@@ -331,28 +381,53 @@ class _Run:
             self.gvals[name] = np.zeros((self.L.size, self.m.sizes[name]), self.m.dtype)
         return self.gvals[name]
 
+    def bilinear_operand(self, expr, T, same) -> np.ndarray:
+        """T [K, I, J] as the right operand of `b @ M` for every level: M [J, K*I] with
+        M[j, k*I + i] = T[k,i,j], or (`same`) that of S = T + T^T, which is symmetric in
+        (i, j) so M[j, k*I + i] = T[k,j,i] + T[k,i,j]. Made once a batch for a parameter."""
+        key = (expr.name, same) if isinstance(expr, ParamRef) else None
+        M = self.operands.get(key)
+        if M is None:
+            K, I, J = T.shape
+            M = (T.transpose(1, 0, 2) + T.transpose(2, 0, 1)) if same else \
+                np.ascontiguousarray(T.transpose(2, 0, 1))
+            M = M.reshape(J, K * I)
+            if key is not None:
+                self.operands[key] = M
+        return M
+
     def defer(self, name, d, x) -> None:
         """A weight gradient d^T x of one level, summed over all levels at the end as one
         GEMM (DESIGN.md: weight gradients after the loop)."""
         self.deferred.setdefault(name, []).append((d, x))
 
+    def defer_outer(self, name, g, a, b) -> None:
+        """A bilinear weight's gradient sum_r g_k a_i b_j over one level's rows (b None:
+        b = a), summed over all levels at the end: one GEMM for the levels of each form."""
+        self.outer.setdefault((name, b is None), []).append((g, a, b))
+
     def flush_deferred(self) -> None:
+        cat = lambda xs: xs[0] if len(xs) == 1 else np.concatenate(xs)
         for name, parts in self.deferred.items():
-            D = parts[0][0] if len(parts) == 1 else np.concatenate([d for d, _ in parts])
-            X = parts[0][1] if len(parts) == 1 else np.concatenate([x for _, x in parts])
-            dW = (D.T @ X).reshape(self.m.params[name].shape)
-            if name in self.gparams:
-                self.gparams[name] += dW
-            else:
-                self.gparams[name] = dW          # fresh: no copy
-        self.deferred = {}
+            D, X = cat([d for d, _ in parts]), cat([x for _, x in parts])
+            self._add_grad(name, (D.T @ X).reshape(self.m.params[name].shape))
+        for (name, same), parts in self.outer.items():
+            g, a = cat([p[0] for p in parts]), cat([p[1] for p in parts])
+            self._add_grad(name, outer_sum(g, a, None if same else cat([p[2] for p in parts])))
+        self.deferred, self.outer = {}, {}
+
+    def _add_grad(self, name, dW) -> None:
+        if name in self.gparams:
+            self.gparams[name] += dW
+        else:
+            self.gparams[name] = dW              # fresh: no copy
 
     def scatter_cols(self, name, ids, g) -> None:
         """d(W @ onehot(ids)) into W's gradient: rows of W^T, kept as a transposed array
         so that the scatter touches only the rows of the words read."""
         p = self.m.params[name]
         if name not in self.gparams:
-            self.gparams[name] = np.zeros((p.shape[1], p.shape[0]), p.dtype).T
+            self.gparams[name] = zeros((p.shape[1], p.shape[0]), p.dtype).T
         ok = ids >= 0
         scatter_add(self.gparams[name].T, ids[ok], g[ok])
 

@@ -1,10 +1,17 @@
-"""The training loop: truncated BPTT over a token stream, with clipping, a schedule,
-validation each epoch, metrics and checkpoints.
+"""The training loop: batches of data (truncated-BPTT windows of a token stream, batches
+of examples, batches of trees), with clipping, a schedule, validation each epoch, metrics
+and checkpoints.
 
 A run is a pure function of (spec, data, configuration, seed): the parameters, the
 optimiser and schedule state, the random generator, the position in the data and the
 carried recurrent state all go into the checkpoint, so a run stopped and resumed ends
 with exactly the parameters of a run that never stopped.
+
+What depends on the kind of data is a small object beside the loop (`SequenceKind` here,
+`TreeKind` in trees.py): how the batches are cut and run, which rows of a sparse gradient
+a batch touches, how the validation data is scored, and which validation score (if any)
+picks the parameters kept in `best.npz`. Resume, signals, `--minutes`, `--on-nan`,
+metrics.csv and the plots are the loop's own, the same for every kind.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from .batches import Streams, eval_streams, run_batch  # noqa: F401  (Streams: s
 from .data import Dataset, feeds
 from .evaluate import score, token_terms
 from .metrics import MetricsLog, Progress
-from .optim import clip_global_norm, make_optimizer
+from .optim import clip_global_norm, global_norm, make_optimizer
 from .schedules import make_schedule
 
 
@@ -38,12 +45,53 @@ class Position:
     window: int = 0
 
 
+class SequenceKind:
+    """The loop's pieces for sequences (data.py): truncated-BPTT windows of a token
+    stream (state carried) or batches of examples (pairs, labeled, ...)."""
+    unit = ""                           # of the training loss in the epoch's line
+    resume_keys = ("batch", "bptt")     # settings a resumed run must keep
+    counts = "tokens"                   # what the checkpoint's train_tokens counts
+    best_metric = None                  # the validation score best.npz keeps, if any
+
+    def __init__(self, graph, data, cfg):
+        self.graph, self.data, self.cfg = graph, data, cfg
+
+    def batches(self):
+        return self.data.batches(self.cfg)
+
+    def valid_batches(self):
+        return self.data.valid_batches(self.cfg)
+
+    def run(self, model, batch, **kw):
+        return run_batch(model, batch, **kw)
+
+    def rows(self, batch) -> dict | None:
+        """Sparse gradients: {param: (axis, ids)} the batch touched (None: all dense)."""
+        return None
+
+    def score(self, model, valid):
+        return score(model, self.graph, self.data.binding, valid)
+
+    def describe(self, v) -> str:
+        return f", valid {v.loss:.4f} (ppl {v.perplexity:.2f})"
+
+    def best(self, v) -> float | None:
+        """The score (higher is better) that picks the parameters kept in best.npz."""
+        return None
+
+
+def data_kind(graph, data, cfg):
+    """The loop's pieces for `data`: trees (trees.py) or sequences."""
+    if getattr(data, "kind", None) == "trees":
+        from .trees import TreeKind
+        return TreeKind(graph, data, cfg)
+    return SequenceKind(graph, data, cfg)
+
+
 class Trainer:
-    def __new__(cls, model, graph, data, *args, **kw):
-        if cls is Trainer and getattr(data, "kind", None) == "trees":   # train/trees.py
-            from .trees import TreeTrainer
-            return TreeTrainer(model, graph, data, *args, **kw)
-        return super().__new__(cls)
+    """The one training loop, over the batches `kind` cuts (sequences or trees). A run
+    stopped (`--steps`, `--minutes`, SIGINT/SIGTERM) and resumed ends with the parameters
+    of one that never stopped."""
 
     def __init__(self, model, graph, data: Dataset, cfg, out_dir: str | Path, meta: dict,
                  quiet: bool = False):
@@ -51,9 +99,9 @@ class Trainer:
         self.out = Path(out_dir)
         self.ckpt_path = self.out / "checkpoint.npz"
         self.meta = meta
-        # LM windows (state carried) or batches of examples (pairs, labeled, ...)
-        self.streams = data.batches(cfg)
-        self.valid = data.valid_batches(cfg)
+        self.kind = data_kind(graph, data, cfg)
+        self.streams = self.kind.batches()
+        self.valid = self.kind.valid_batches()
         self.opt = make_optimizer(cfg.optimizer, cfg.l2)
         self.sched = make_schedule(cfg.schedule)
         self.rng = np.random.default_rng(cfg.seed)
@@ -66,6 +114,8 @@ class Trainer:
         self.quiet = quiet
         self.progress = Progress(self.total, cfg.epochs, quiet)
         self.metrics: MetricsLog | None = None
+        self.best = None                # the best validation score (kind.best) so far
+        self.seconds = 0.0              # spent in updates, over the whole run
 
     # ------------------------------------------------------------------- resume
     def restore(self, c: ck.Checkpoint) -> None:
@@ -74,18 +124,20 @@ class Trainer:
         st = c.meta.get("state")
         if st is None:
             raise UsageError(f"{c.path}: holds no training state to resume from")
-        was = st["config"]
-        if (was["batch"], was["bptt"], st["train_tokens"]) != \
-                (self.cfg.batch, self.cfg.bptt, len(self.data.train)):
-            raise UsageError(f"{c.path}: resume with the same data, batch and bptt "
-                             f"(checkpoint: {st['train_tokens']} tokens, batch {was['batch']},"
-                             f" bptt {was['bptt']})")
+        was, keys = st["config"], self.kind.resume_keys
+        if [was[k] for k in keys] + [st["train_tokens"]] != \
+                [getattr(self.cfg, k) for k in keys] + [len(self.data.train)]:
+            same = ", ".join(("data",) + keys[:-1]) + f" and {keys[-1]}"
+            shown = ", ".join(f"{k} {was[k]}" for k in keys)
+            raise UsageError(f"{c.path}: resume with the same {same} (checkpoint: "
+                             f"{st['train_tokens']} {self.kind.counts}, {shown})")
         ck.restore_params(c, self.model.params)
         self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
         self.sched.load_state_dict(st["schedule"])
         self.rng.bit_generator.state = st["rng"]
         self.pos = Position(**st["position"])
         self.epoch_loss = list(st["epoch_loss"])
+        self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
         self.carry = c.carry
         self.saved = c.path
 
@@ -93,13 +145,26 @@ class Trainer:
     def save(self) -> Path:
         mid_epoch = self.pos.window > 0
         state = {"position": asdict(self.pos), "config": self.cfg.as_dict(),
-                 "train_tokens": int(len(self.data.train)), "epoch_loss": self.epoch_loss,
+                 "train_tokens": len(self.data.train), "epoch_loss": self.epoch_loss,
                  "optimizer": {k: v for k, v in self.opt.state_dict().items() if k != "arrays"},
-                 "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state}
+                 "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
+                 "best": self.best, "seconds": self.seconds}
         path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": state},
                        self.opt.state_dict()["arrays"], self.carry if mid_epoch else None)
         self.saved = str(path)
         return path
+
+    def _keep_best(self, v) -> None:
+        """best.npz: the parameters of the best validation score so far (kinds that
+        have one: the root accuracy of trees)."""
+        value = self.kind.best(v)
+        if value is None or (self.best is not None and value <= self.best):
+            return
+        self.best = value
+        p = self.pos
+        ck.save(self.out / "best.npz", self.model.params,
+                {**self.meta, "best": {"epoch": p.epoch + 1, "step": p.step,
+                                       self.kind.best_metric: value}})
 
     # ------------------------------------------------------------------ the loop
     def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:
@@ -146,13 +211,14 @@ class Trainer:
         if "teacher" in extra:         # a constant or linear(a, b) over the run
             extra["teacher"] = cfg.teacher_at(p.step, self.total)
         carry = self.carry if batch.carry else None
+        rows = self.kind.rows(batch)   # a sparse gradient counts and moves only these
         # overflow is reported once, by the guard below, rather than as numpy warnings
         with np.errstate(over="ignore", invalid="ignore"):
-            res = run_batch(self.model, batch, carry=carry, train=True, grads=True,
-                            rng=self.rng, **extra)
+            res = self.kind.run(self.model, batch, carry=carry, train=True, grads=True,
+                                rng=self.rng, **extra)
             s, n, tokens = self._reduce(res, batch)
-            norms = {k: float(np.linalg.norm(g)) for k, g in res.grads.items()}
-            norm = clip_global_norm(res.grads, cfg.clip)
+            norms = param_norms(res.grads, rows)
+            norm = clip_global_norm(res.grads, cfg.clip, rows)
             if not (math.isfinite(res.loss) and math.isfinite(norm)):
                 if getattr(cfg, "on_nan", "stop") != "skip":
                     raise self._diverged(res, norm)
@@ -161,10 +227,12 @@ class Trainer:
                                    f"gradient; batch skipped ({self.skipped} so far)")
                 self.carry = None
                 return
-            self.opt.step(self.model.params, res.grads, lr)
+            self.opt.step(self.model.params, res.grads, lr, rows=rows)
         self.carry = res.carry if batch.carry else None
         p.step += 1
-        loss, tps = s / max(n, 1), tokens / max(time.perf_counter() - t0, 1e-9)
+        dt = max(time.perf_counter() - t0, 1e-9)
+        self.seconds += dt
+        loss, tps = s / max(n, 1), tokens / dt
         clipped = bool(cfg.clip) and norm > cfg.clip
         self.metrics.step(p.step, p.epoch + 1, loss, norm, tps, norms, clipped)
         self.progress.update(p.step, p.epoch, loss, tps)
@@ -185,9 +253,8 @@ class Trainer:
         return s, n, batch.tokens
 
     def _score(self):
-        """The validation pass (None without validation text)."""
-        return score(self.model, self.graph, self.data.binding, self.valid) if self.valid \
-            else None
+        """The validation pass (None without validation data)."""
+        return self.kind.score(self.model, self.valid) if self.valid else None
 
     def _end_epoch(self) -> None:
         p = self.pos
@@ -205,10 +272,12 @@ class Trainer:
         v = self._score()
         if v is not None:
             self.metrics.valid(p.step, p.epoch + 1, v.loss)
-        vtext = f", valid {v.loss:.4f} (ppl {v.perplexity:.2f})" if v else ""
+            self._keep_best(v)
+        vtext = self.kind.describe(v) if v is not None else ""
         self.progress.note(f"epoch {p.epoch + 1}/{self.cfg.epochs}: step {p.step}, train "
-                           f"{train:.4f}{vtext}")
-        return train, (v.loss if v else None)
+                           f"{train:.4f}{self.kind.unit}{vtext} ({self.seconds:.0f} s "
+                           f"training)")
+        return train, (v.loss if v is not None else None)
 
     def _finish(self, early: bool = False) -> Position:
         """The last checkpoint; a run stopped mid-epoch is validated first, so even a
@@ -241,6 +310,14 @@ class _NoInterrupts:
 
     def __exit__(self, *exc):
         return None
+
+
+def param_norms(grads: dict, rows: dict | None) -> dict:
+    """Each parameter's gradient norm; a sparse one's over the rows the batch touched
+    (the others are zero), so that an embedding's norm costs what its update costs."""
+    rows = rows or {}
+    return {k: global_norm({k: g}, rows) if k in rows else float(np.linalg.norm(g))
+            for k, g in grads.items()}
 
 
 def _stop(step, max_steps, deadline) -> bool:

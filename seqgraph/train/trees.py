@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ import numpy as np
 from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from .binding import Binding, _size
+from .data import feeds
+from .evaluate import xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
@@ -331,10 +332,6 @@ def load_tree_dataset(graph, cfg, dims: dict | None = None,
     return TreeDataset(vocab, binding, train, valid, str(loader.path), vfile)
 
 
-def feeds(binding: Binding, w, y) -> tuple[dict, dict]:
-    return {binding.input: w}, {binding.target: y}
-
-
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class TreeScore:
@@ -383,16 +380,12 @@ class TreeScore:
         self.bin_root_correct += int(bhit[roots].sum())
 
 
-def xent_output(graph, target: str) -> str:
-    for loss in graph.losses:
-        if loss.fn == "xent" and loss.target.var == target:
-            return loss.output.var
-    raise UsageError(f"accuracy needs a loss xent(o[n], {target}[n]); the model has none")
-
-
 def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64) -> TreeScore:
     """One pass over `ts` in evaluation mode (no gradients, dropout off)."""
     out = xent_output(graph, binding.target)
+    if out is None:
+        raise UsageError(f"accuracy needs a loss xent(o[n], {binding.target}[n]); the "
+                         f"model has none")
     sc = TreeScore()
     for i in range(0, len(ts), batch):
         f, w, y = ts.batch(np.arange(i, min(i + batch, len(ts))))
@@ -441,163 +434,85 @@ def touched(names, w) -> dict:
 
 # ------------------------------------------------------------------------------ training
 @dataclass
-class Position:
-    """Updates done, the epoch, the next batch of that epoch."""
-    step: int = 0
-    epoch: int = 0
-    window: int = 0
+class TreeBatch:
+    """One update's worth of trees, ready for `model.run`: the forest, its feeds, and the
+    embedding columns its words touch (sparse updates)."""
+    inputs: dict
+    targets: dict
+    forest: Forest
+    tokens: int                # nodes (for nodes per second)
+    rows: dict                 # {param: (axis, columns)}
+    carry = False              # no state carries between batches of trees
+    lengths = None
 
 
-class TreeTrainer:
-    """The training loop over batches of trees, shuffled each epoch by (seed, epoch):
-    clipping, a schedule, sparse updates of embeddings, validation each epoch, metrics
-    and atomic checkpoints (`seqgraph train` reaches it through `Trainer`). A run stopped
-    and resumed ends with the parameters of one that never stopped. The parameters with
-    the best validation root accuracy so far are also kept, in `best.npz`."""
+@dataclass(frozen=True)
+class TreeBatches:
+    """Batches of whole trees, shuffled each epoch by (seed, epoch): a pure function of
+    (seed, epoch), so a resumed run sees the same batches."""
+    trees: TreeSet
+    batch_size: int
+    seed: int
+    binding: Binding
+    sparse: tuple = ()         # parameters updated sparsely (embedding_params)
 
-    def __init__(self, model, graph, data: TreeDataset, cfg, out_dir, meta: dict,
-                 quiet: bool = False):
-        from .metrics import Progress
-        from .optim import make_optimizer
-        from .schedules import make_schedule
-        self.model, self.graph, self.data, self.cfg = model, graph, data, cfg
-        self.out = Path(out_dir)
-        self.ckpt_path = self.out / "checkpoint.npz"
-        self.meta = meta
-        self.valid = data.valid
-        self.opt = make_optimizer(cfg.optimizer, cfg.l2)
-        self.sched = make_schedule(cfg.schedule)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.pos, self.saved = Position(), None
-        self.epoch_loss = [0.0, 0]
-        self.batches = math.ceil(len(data.train) / cfg.batch)
-        self.total = cfg.epochs * self.batches
-        self.sparse = embedding_params(graph, data.binding.input)
-        self.progress = Progress(self.total, cfg.epochs, quiet)
-        self.metrics = None
-        self.best, self.seconds = None, 0.0
+    def __len__(self) -> int:
+        return math.ceil(len(self.trees) / self.batch_size)
+
+    @property
+    def tokens(self) -> int:
+        return self.trees.nodes
 
     def order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.data.train))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.trees))
 
-    # ------------------------------------------------------------------- the loop
-    def fit(self, max_steps=None, deadline=None) -> Position:
-        from .metrics import MetricsLog
-        self.metrics = MetricsLog(self.out, self.pos.step if self.saved else None,
-                                  Path(self.saved).parent if self.saved else None)
-        B = self.cfg.batch
-        while self.pos.epoch < self.cfg.epochs:
-            order = self.order(self.pos.epoch)
-            for i in range(self.pos.window, self.batches):
-                if (max_steps is not None and self.pos.step >= max_steps) or \
-                        (deadline is not None and time.monotonic() >= deadline):
-                    return self._finish(early=True)
-                self._update(order[i * B:(i + 1) * B])
-                self.pos.window = i + 1
-            self._end_epoch()
-        return self._finish()
+    def batches(self, start: int = 0, epoch: int = 0):
+        """(index, TreeBatch) from batch `start` of `epoch` on."""
+        order, B = self.order(epoch), self.batch_size
+        for i in range(start, len(self)):
+            yield i, self.batch(order[i * B:(i + 1) * B])
 
-    def _update(self, idx) -> None:
-        from .optim import clip_global_norm
-        t0 = time.perf_counter()
-        p, cfg = self.pos, self.cfg
-        lr = self.opt.lr * self.sched.scale(p.step, p.epoch, self.total)
-        f, w, y = self.data.train.batch(idx)
-        ins, tgs = feeds(self.data.binding, w, y)
-        rows = touched(self.sparse, w)
-        with np.errstate(over="ignore", invalid="ignore"):
-            res = self.model.run(ins, tgs, train=True, grads=True, rng=self.rng, forest=f)
-            norm = clip_global_norm(res.grads, cfg.clip, rows)
-            if not (math.isfinite(res.loss) and math.isfinite(norm)):
-                raise self._diverged(res, norm)
-            self.opt.step(self.model.params, res.grads, lr, rows=rows)
-        p.step += 1
-        s = sum(self.graph.losses[li].weight * t for li, (t, _) in res.terms.items())
-        n = len(y)
-        dt = max(time.perf_counter() - t0, 1e-9)
-        self.seconds += dt
-        self.metrics.step(p.step, p.epoch + 1, s / n, norm, n / dt)
-        self.progress.update(p.step, p.epoch, s / n, n / dt)
-        self.epoch_loss = [self.epoch_loss[0] + s, self.epoch_loss[1] + n]
+    def batch(self, idx) -> TreeBatch:
+        f, w, y = self.trees.batch(idx)
+        ins, tgs = feeds(self.binding, w, y)
+        return TreeBatch(ins, tgs, f, len(y), touched(self.sparse, w))
 
-    def _end_epoch(self) -> None:
-        train, vloss = self._validate()
-        self.sched.end_epoch(train if vloss is None else vloss)
-        self.pos.epoch, self.pos.window, self.epoch_loss = self.pos.epoch + 1, 0, [0.0, 0]
-        self.save()
-        self.metrics.plot()
 
-    def _finish(self, early: bool = False) -> Position:
-        if early and self.pos.window > 0:
-            self._validate()
-        self.save()
-        self.metrics.plot()
-        return self.pos
+class TreeKind:
+    """The training loop's pieces for trees (loop.py, `SequenceKind` for the others):
+    batches of trees with sparse updates of embeddings, validation reported as Socher et
+    al. (2013) report it, and best.npz kept by the validation root accuracy."""
+    unit = "/node"
+    resume_keys = ("batch",)
+    counts = "trees"
+    best_metric = "valid_fine_root"
 
-    def _validate(self):
-        p = self.pos
-        train = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
-        v = None
-        if self.valid is not None:
-            v = score_trees(self.model, self.graph, self.data.binding, self.valid,
-                            max(self.cfg.batch, 64))
-            self.metrics.valid(p.step, p.epoch + 1, v.loss)
-            root = v.as_dict()["fine_root"]
-            if self.best is None or root > self.best:
-                self.best = root
-                self._save_best()
-        vtext = f"; valid {summary(v)}" if v else ""
-        self.progress.note(f"epoch {p.epoch + 1}/{self.cfg.epochs}: step {p.step}, "
-                           f"train {train:.4f}/node{vtext} ({self.seconds:.0f} s training)")
-        return train, (v.loss if v else None)
+    def __init__(self, graph, data: TreeDataset, cfg):
+        self.graph, self.data, self.cfg = graph, data, cfg
+        self.sparse = tuple(embedding_params(graph, data.binding.input))
 
-    def _diverged(self, res, norm):
-        from .loop import TrainingDiverged
-        bad = next((k for k, g in res.grads.items() if not np.all(np.isfinite(g))), None)
-        where = f"gradient of '{bad}'" if bad else "the loss"
-        return TrainingDiverged(
-            f"training diverged at step {self.pos.step + 1} (epoch {self.pos.epoch + 1}): "
-            f"loss {res.loss}, gradient norm {norm}; first non-finite: {where}. Last good "
-            f"checkpoint: {self.saved or 'none yet'}. Try a smaller lr or clip.")
+    def batches(self) -> TreeBatches:
+        return TreeBatches(self.data.train, self.cfg.batch, self.cfg.seed,
+                           self.data.binding, self.sparse)
 
-    # ------------------------------------------------------------- checkpoints
-    def _state(self) -> dict:
-        return {"position": vars(self.pos).copy(), "config": self.cfg.as_dict(),
-                "train_tokens": len(self.data.train), "epoch_loss": self.epoch_loss,
-                "optimizer": {k: v for k, v in self.opt.state_dict().items()
-                              if k != "arrays"},
-                "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
-                "best": self.best, "seconds": self.seconds}
+    def valid_batches(self) -> TreeSet | None:
+        return self.data.valid
 
-    def save(self) -> Path:
-        from . import checkpoint as ck
-        path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": self._state()},
-                       self.opt.state_dict()["arrays"])
-        self.saved = str(path)
-        return path
+    def run(self, model, batch: TreeBatch, **kw):
+        return model.run(batch.inputs, batch.targets, forest=batch.forest, **kw)
 
-    def _save_best(self) -> None:
-        from . import checkpoint as ck
-        ck.save(self.out / "best.npz", self.model.params,
-                {**self.meta, "best": {"epoch": self.pos.epoch + 1, "step": self.pos.step,
-                                       "valid_fine_root": self.best}})
+    def rows(self, batch: TreeBatch) -> dict:
+        return batch.rows
 
-    def restore(self, c) -> None:
-        from . import checkpoint as ck
-        st = c.meta.get("state")
-        if st is None:
-            raise UsageError(f"{c.path}: holds no training state to resume from")
-        if (st["config"]["batch"], st["train_tokens"]) != (self.cfg.batch, len(self.data.train)):
-            raise UsageError(f"{c.path}: resume with the same trees and batch (checkpoint: "
-                             f"{st['train_tokens']} trees, batch {st['config']['batch']})")
-        ck.restore_params(c, self.model.params)
-        self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
-        self.sched.load_state_dict(st["schedule"])
-        self.rng.bit_generator.state = st["rng"]
-        self.pos = Position(**st["position"])
-        self.epoch_loss = list(st["epoch_loss"])
-        self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
-        self.saved = c.path
+    def score(self, model, valid: TreeSet) -> TreeScore:
+        return score_trees(model, self.graph, self.data.binding, valid,
+                           max(self.cfg.batch, 64))
+
+    def describe(self, v: TreeScore) -> str:
+        return f"; valid {summary(v)}"
+
+    def best(self, v: TreeScore) -> float | None:
+        return v.as_dict()["fine_root"]
 
 
 # ------------------------------------------------------------------------ seqgraph eval
