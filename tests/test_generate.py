@@ -22,28 +22,14 @@ from seqgraph.train.loaders import Vocab
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 
-SEQ2SEQ = """\
-model s2s
-dim D = 6
-dim H = 8
-input  x[t] : onehot(Vx)
-target y[u] : class(Vy)
-param E : [D, Vx]
-param F : [D, Vy]
-param We, Ue, be, Vc, Wd, Ud, Cd, bd, Vi, Oh, Oy, Oc, bo
-h[t] : H = tanh(We @ (E @ x[t]) + Ue @ h[t-1] + be)
-c    : H = tanh(Vc @ h[end])
-init s = tanh(Vi @ c)
-s[u] : H = tanh(Wd @ s[u-1] + Ud @ (F @ y[u-1]) + Cd @ c + bd)
-o[u] = Oh @ s[u] + Oy @ (F @ y[u-1]) + Oc @ c + bo
-loss xent(o[u], y[u])
+SEQ2SEQ = ("model s2s\n" + (Path(__file__).parent / "data" / "tiny_s2s_body.sg").read_text() + """\
 train {
   data = pairs("pairs.tsv")
   valid = pairs("pairs.tsv")
   optimizer = adam(lr = 0.05)
   batch = 8
 }
-"""
+""")
 
 # the same with a bidirectional encoder: the source index is read ahead (g[t+1], g[1]),
 # so each step runs the whole encoder again

@@ -1,16 +1,17 @@
 """Loaders, vocabularies, batching for truncated BPTT, and binding data to a model."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from seqgraph.errors import DataError, UsageError
 from seqgraph.graph.folded import Apply, Case, FoldedGraph, Loss, ParamRef, Ref, Shift, Var
+from seqgraph.lang.ast import Call
 from seqgraph.ops import Op
 from seqgraph.train.batches import Streams, eval_streams, split_tail
 from seqgraph.train.binding import bind
 from seqgraph.train.loaders import EOS, UNK, build_vocab, chars, make_loader, words
-from seqgraph.lang.ast import Call
 
 
 def write(tmp_path, name, data):
@@ -191,28 +192,14 @@ def test_a_model_feeding_back_its_target_needs_no_input():
 
 
 # ------------------------------------------- pairs: characters on the source side only
-G2P = """\
-model g2p
-dim D = 6
-dim H = 8
-input  x[t] : onehot(Vx)
-target y[u] : class(Vy)
-param E : [D, Vx]
-param F : [D, Vy]
-param We, Ue, be, Vc, Wd, Ud, Cd, bd, Vi, Oh, Oy, Oc, bo
-h[t] : H = tanh(We @ (E @ x[t]) + Ue @ h[t-1] + be)
-c    : H = tanh(Vc @ h[end])
-init s = tanh(Vi @ c)
-s[u] : H = tanh(Wd @ s[u-1] + Ud @ (F @ y[u-1]) + Cd @ c + bd)
-o[u] = Oh @ s[u] + Oy @ (F @ y[u-1]) + Oc @ c + bo
-loss xent(o[u], y[u])
+G2P = ("model g2p\n" + (Path(__file__).parent / "data" / "tiny_s2s_body.sg").read_text() + """\
 train {
   data = pairs("g2p.tsv", source_chars = true)
   valid = 0
   optimizer = adam(lr = 0.05)
   batch = 4
 }
-"""
+""")
 
 G2P_DATA = "phone\tF OW N\ncab\tK AE B\nbeam\tB IY M\nfee\tF IY\n"
 

@@ -3,6 +3,7 @@ length examples, and training on them: LANGUAGE.md section 7, docs/training.md."
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,21 +18,7 @@ from seqgraph.train.data import load_dataset
 from seqgraph.train.loaders import BOS, EOS, UNK, labeled, pairs, series, tagged
 
 # ------------------------------------------------------------------------ the specs
-S2S = """\
-model s2s
-dim D = 6
-dim H = 8
-input  x[t] : onehot(Vx)
-target y[u] : class(Vy)
-param E : [D, Vx]
-param F : [D, Vy]
-param We, Ue, be, Vc, Wd, Ud, Cd, bd, Vi, Oh, Oy, Oc, bo
-h[t] : H = tanh(We @ (E @ x[t]) + Ue @ h[t-1] + be)
-c    : H = tanh(Vc @ h[end])
-init s = tanh(Vi @ c)
-s[u] : H = tanh(Wd @ s[u-1] + Ud @ (F @ y[u-1]) + Cd @ c + bd)
-o[u] = Oh @ s[u] + Oy @ (F @ y[u-1]) + Oc @ c + bo
-loss xent(o[u], y[u])
+S2S = ("model s2s\n" + (Path(__file__).parent / "data" / "tiny_s2s_body.sg").read_text() + """\
 train {
   data = pairs("pairs.tsv", chars = true)
   valid = 0.2
@@ -39,7 +26,7 @@ train {
   batch = 4
   epochs = 1
 }
-"""
+""")
 
 CLASSIFY = """\
 model cls

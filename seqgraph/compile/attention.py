@@ -38,9 +38,8 @@ interpreter: never a different answer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,7 +48,7 @@ from ..graph.folded import Apply, Num, ParamRef, Ref
 from ..graph.printer import show
 from ..ops import Op
 from . import kernels
-from .plan import AttnStage, Unsupported, _terms, _walk
+from .plan import AttnStage, Unsupported, _terms, _walk, signed_sum
 from .static import V, read, read_back
 
 REDUCE = (Op.SUM_OVER, Op.MEAN_OVER, Op.MAX_OVER, Op.LSE_OVER)
@@ -264,13 +263,7 @@ class _Builder:
         dyn = [(s, t) for s, t in terms if self.dynamic(t)]
         parts = [(s, self.build(t)) for s, t in dyn]
         if any(not isinstance(t, Num) for _, t in stat):
-            acc = None
-            for s, t in stat:
-                if acc is None:
-                    acc = t if s > 0 else Apply(Op.NEG, (t,))
-                else:
-                    acc = Apply(Op.ADD if s > 0 else Op.SUB, (acc, t))
-            parts.append((1, self.hoist(acc)))
+            parts.append((1, self.hoist(signed_sum(stat))))
         else:
             parts += [(s, self.build(t)) for s, t in stat]
         s0, node = parts[0]

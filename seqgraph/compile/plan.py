@@ -196,6 +196,17 @@ def _terms(expr, sign=1):
     return [(sign, expr)]
 
 
+def signed_sum(terms):
+    """[(sign, expr)] as one expression: t1 + t2 - t3 ..."""
+    acc = None
+    for s, t in terms:
+        if acc is None:
+            acc = t if s > 0 else Apply(Op.NEG, (t,))
+        else:
+            acc = Apply(Op.ADD if s > 0 else Op.SUB, (acc, t))
+    return acc
+
+
 def _mirror(expr):
     """The same expression with every shift mirrored (runs a backward recurrence forward
     on reversed time)."""
@@ -285,13 +296,7 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
         parts = []              # (sign, node)
         if any(not isinstance(t, Num) for _, t in stat):
             # one hoisted term: the sum of every term that does not read the cycle
-            acc = None
-            for s, t in stat:
-                if acc is None:
-                    acc = t if s > 0 else Apply(Op.NEG, (t,))
-                else:
-                    acc = Apply(Op.ADD if s > 0 else Op.SUB, (acc, t))
-            parts.append((1, hoist(acc)))
+            parts.append((1, hoist(signed_sum(stat))))
         else:
             parts += [(s, build(t)) for s, t in stat]
         parts = [(s, build(t)) for s, t in dyn] + parts
@@ -332,5 +337,15 @@ def mirror_expr(expr):
     return _mirror(expr)
 
 
-__all__ = ["schedule", "lower", "Step", "Node", "StaticStage", "RecStage", "AttnStage",
-           "Unsupported", "mirror_expr", "Shift"]
+__all__ = [
+    "AttnStage",
+    "Node",
+    "RecStage",
+    "Shift",
+    "StaticStage",
+    "Step",
+    "Unsupported",
+    "lower",
+    "mirror_expr",
+    "schedule",
+]
