@@ -144,7 +144,16 @@ class Adam(Optimizer):
 
     def rule(self, p, g, lr, m=None, v=None):
         """Dense, or lazy on the rows a batch touched (the bias correction counts every
-        step, as TensorFlow's LazyAdam)."""
+        step, as TensorFlow's LazyAdam). Contiguous arrays of one float dtype take one
+        fused pass (compile/kernels.adam_update: 0.3 ns an element against ten numpy
+        passes); the numpy form below is the same arithmetic."""
+        if _fusable(p, g, m, v):
+            from ..compile import kernels
+            f = p.dtype.type
+            kernels.adam_update(p, g, m, v, f(lr), f(self.beta1), f(self.beta2),
+                                f(self.eps), f(1 - self.beta1 ** self.t),
+                                f(1 - self.beta2 ** self.t))
+            return
         m *= self.beta1
         m += (1 - self.beta1) * g
         v *= self.beta2
@@ -161,6 +170,12 @@ class Adam(Optimizer):
 
     def hyper(self):
         return {**super().hyper(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+def _fusable(*arrays) -> bool:
+    dt = arrays[0].dtype
+    return dt.kind == "f" and dt.itemsize in (4, 8) and \
+        all(a.dtype == dt and a.flags.c_contiguous for a in arrays)
 
 
 class Adagrad(Optimizer):
