@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .folded import Apply, FoldedGraph, Ref, refs
+from .folded import Apply, FoldedGraph, Ref
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import io
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
