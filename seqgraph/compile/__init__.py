@@ -363,11 +363,19 @@ class _Run:
             args[f"P_{i}"] = params[p]
         for name, n in k.tapes.items():
             args[name] = pool.empty((T, B, n), dt)
+        stacks = {}
+        for gi, js in prefill.items():      # one-hot gate inputs: gathered per step
+            if gi in k.info["gatherable"]:
+                got = self.per_step_gather(rec, gi, js, T, args)
+                if got is not None:
+                    stacks[gi] = got
         for gi in k.gtapes:
             M = sum(s for _, _, s in k.groups[gi][1])
-            args[f"G{gi}"] = pool.empty((T, B, M), dt)
-        stacks = {gi: self.prefill(rec, args[f"G{gi}"], js, T)
-                  for gi, js in prefill.items()}
+            if gi not in stacks:
+                args[f"G{gi}"] = pool.empty((T, B, M), dt)
+        for gi, js in prefill.items():
+            if gi not in stacks:
+                stacks[gi] = self.prefill(rec, args[f"G{gi}"], js, T)
         # the loop itself: run by _drive (with an independent recurrence beside it, on
         # the other core)
         yield (rec.mod.forward, [args[a] for a in k.fwd_args]) if T > 0 else None
@@ -384,6 +392,36 @@ class _Run:
                 args[f"dS{i}"] = dS
                 env.gdest[v] = dS[K:]
         self.program.append(("rec", (rec, args, init_evs, hoist_evs, init_rows, T, stacks)))
+
+    def per_step_gather(self, rec, gi, js, T, args):
+        """The kernel's arguments for a prefilled group whose hoisted sums are all
+        `P_j @ x[t] + b_j` of one one-hot operand x: the ids in the loop's time order,
+        the stacked weights (transposed) and biases; the loop gathers each step's rows
+        itself (PG = 1) and no tape of all steps is written. Else PG = 0 and the
+        group is prefilled (None)."""
+        env, pool, B, dt = self.env, self.ex.pool, self.B, self.m.dtype
+        step, flip = rec.step, rec.stage.direction > 0
+        M = sum(s for _, _, s in rec.kernel.groups[gi][1])
+        parts = [(step.hoisted[j], off) for j, off in sorted(js.items(), key=lambda x: x[1])]
+        stacked = _stacked(parts, self.m.params, M)
+        opv = None
+        if stacked is not None:
+            opv = Evaluation(env, stacked[0], rec.stage.index, T=T)
+        if opv is None or opv.out.lead != "seq" or opv.out.a.dtype.kind != "i" or \
+                opv.out.a.shape[:2] != (T, B):
+            args.update({f"PG{gi}": 0, f"XI{gi}": _NO_IDS, f"WT{gi}": np.zeros((1, M), dt),
+                         f"BI{gi}": np.zeros(M, dt)})
+            return None
+        _, layout = stacked
+        xk = np.ascontiguousarray(opv.out.a[::-1] if flip else opv.out.a)
+        WT = pool.empty((layout[0][4], M), dt)
+        b = pool.empty((M,), dt)
+        for P, bias, off, n, _ in layout:
+            WT[:, off:off + n] = self.m.params[P].T
+            b[off:off + n] = self.m.params[bias]
+        args.update({f"PG{gi}": 1, f"XI{gi}": xk, f"WT{gi}": WT, f"BI{gi}": b,
+                     f"G{gi}": _NO_TAPE[np.dtype(dt).str]})
+        return ("stacked", opv, xk, np.ascontiguousarray(WT.T), layout, True)
 
     def prefill(self, rec, G, js, T):
         """The hoisted sums of a prefilled GEMM group written into G ([T, B, M], in the
@@ -647,8 +685,10 @@ def _same(a, b) -> bool:
         a.strides == b.strides and a.ctypes.data == b.ctypes.data
 
 
-# the gradient-tape argument of a variable the kernel keeps in a per-step row
+# the gradient-tape argument of a variable the kernel keeps in a per-step row, and the
+# tape argument of a group whose inputs the loop gathers per step
 _NO_TAPE = {np.dtype(t).str: np.zeros((1, 1, 1), t) for t in (np.float32, np.float64)}
+_NO_IDS = np.zeros((1, 1), np.int64)
 
 
 def _copy(pool, a):

@@ -251,6 +251,12 @@ class _Gen:
                 self.prefill[g] = {j: off for off, j in by_group[g].items()}
         self.prefilled = {j for js in self.prefill.values() for j in js}
         self.prefill_add = {alias_add[j][0]: alias_add[j][1] for j in self.prefilled}
+        # a prefilled group the backward pass does not read can take its inputs per
+        # step (`gather`: a one-hot operand's rows of the stacked weights plus the
+        # biases, written into a scratch row block that stays in cache) instead of from
+        # a tape prefilled for all steps (8 MB written, then read back, for an LSTM-128
+        # step of 64 x 32)
+        self.gatherable = {g for g in self.prefill if g not in self.gtapes}
         self.gtapes |= set(self.prefill)
         # cycle variables whose gradient comes from inside the step alone (read by no
         # later step, no other stage, no loss: an LSTM's gates): a per-step scratch
@@ -320,6 +326,8 @@ class _Gen:
         arrays += [f"P_{i}" for i in range(len(self.pvecs))]
         arrays += sorted(self.tapes, key=lambda s: int(s[1:]))
         arrays += [f"G{g}" for g in sorted(self.gtapes)]
+        for g in sorted(self.gatherable):
+            arrays += [f"PG{g}", f"XI{g}", f"WT{g}", f"BI{g}"]
         ng = len(self.groups)
         fwd_args = ["T", "init_grad", "pad", "start"] + arrays
         fwd_args += [f"{b}{g}" for g in range(ng) for b in ("NB", "KB")]
@@ -343,6 +351,7 @@ class _Gen:
                        "alias": dict(self.alias), "dg_assigned": set(self.dg_assigned),
                        "prefill": {g: dict(js) for g, js in self.prefill.items()},
                        "internal": set(self.internal),
+                       "gatherable": set(self.gatherable),
                        "operand_sizes": [self.nodes[op].size for op, _, _ in self.groups]})
 
     def step_views(self, backward):
@@ -365,7 +374,10 @@ class _Gen:
             if backward and j not in self.alias:
                 L.append(f"dx{j} = dX{j}[t]")
         for g in range(len(self.groups)):
-            if g in self.gtapes:
+            if g in self.gatherable:       # the backward pass does not read it
+                if not backward:
+                    L += [f"if PG{g}:", f"    g{g} = gs{g}", "else:", f"    g{g} = G{g}[t]"]
+            elif g in self.gtapes:
                 L.append(f"g{g} = G{g}[t]")
             if backward:
                 L.append(f"dg{g} = dG{g}[t]")
@@ -381,6 +393,8 @@ class _Gen:
         for g, (_, parts, _) in enumerate(self.groups):
             if g not in self.gtapes:
                 L.append(f"g{g} = np.empty((B, {sum(p[2] for p in parts)}), DT)")
+            if g in self.gatherable and not backward:
+                L.append(f"gs{g} = np.empty((B, {sum(p[2] for p in parts)}), DT)")
         if backward:
             for nid in self.grad_scratch():
                 L.append(f"gn{nid} = np.zeros((B, {self.nodes[nid].size}), DT)")
@@ -455,7 +469,23 @@ class _Gen:
         op, parts, _ = self.groups[g]
         M, k = sum(p[2] for p in parts), self.nodes[op].size
         beta = "1.0" if g in self.prefill else "0.0"
-        return [(f"mm_blocks(B, {M}, {k}, {self.row_view(op)}, 0, {k}, W{g}, 0, {M}, g{g}, "
+        pre = []
+        if g in self.gatherable:
+            # this step's inputs of every slot: rows of the stacked one-hot weights plus
+            # the biases (id -1, padding: the biases alone)
+            pre = [f"if PG{g}:",
+                   "    for b in range(B):",
+                   f"        i = XI{g}[t, b]",
+                   f"        r = g{g}[b]",
+                   f"        bi = BI{g}",
+                   "        if i >= 0:",
+                   f"            w = WT{g}[i]",
+                   f"            for c in range({M}):",
+                   "                r[c] = w[c] + bi[c]",
+                   "        else:",
+                   f"            for c in range({M}):",
+                   "                r[c] = bi[c]"]
+        return pre + [(f"mm_blocks(B, {M}, {k}, {self.row_view(op)}, 0, {k}, W{g}, 0, {M}, g{g}, "
                  f"0, {M}, {beta}, NB{g}, KB{g})")]
 
     def row_view(self, nid, grad=False):
