@@ -56,6 +56,7 @@ class CompiledExecutor:
             self.fallback = str(e)
             self.stages = []
         self.partner = self._partners()
+        self.fused_out = {} if self.fallback else _fusable_outputs(self.g, self.m)
         self.has_dropout = any(getattr(e, "op", None) is Op.DROPOUT
                                and dict(e.attrs).get("p", 0) > 0
                                for v in self.g.vars for c in v.cases for e in walk(c.expr))
@@ -241,6 +242,8 @@ class _Run:
             if i in done:
                 continue
             if isinstance(st, StaticStage):
+                if self.fuses(st.var):
+                    continue             # run with its loss (losses: _output_xent)
                 self.static_forward(st.var)
             elif isinstance(st, AttnBuilt):     # attention (attention.py)
                 self.program.append(("attn", st.forward(self)))
@@ -588,6 +591,11 @@ class _Run:
         for li, loss in enumerate(self.g.losses):
             if loss.target.var not in self.targets:
                 continue
+            if self.fuses(loss.output.var):
+                s, n = self.output_xent(loss)
+                terms[li] = (s, n)
+                total += loss.weight * s / B
+                continue
             ov = self.g.var(loss.output.var)
             o = read(env, loss.output, ov.index)
             y = read(env, loss.target, ov.index)
@@ -618,6 +626,44 @@ class _Run:
                 read_back(env, loss.output,
                           d.reshape(o.a.shape).astype(self.m.dtype, copy=False))
         return total, terms
+
+    def fuses(self, var) -> bool:
+        """Is var an output layer run fused with its loss in this run (training, its
+        target given, a tile that pays)?"""
+        f = self.ex.fused_out.get(var)
+        if f is None or not getattr(self, "want_grads", False) or \
+                f["target"] not in self.targets:
+            return False
+        P = self.m.params[f["W"]]
+        return kernels.output_tile(*P.shape) is not None
+
+    def output_xent(self, loss):
+        """`o = W @ h[t] + b` and `xent(o[t], y[t])` forward and backward in one tiled
+        kernel (kernels._output_xent): the logits, dlogits, dW, db and dh of a tile are
+        made while it is in cache; dh goes straight into the recurrence's gradient tape
+        when it offered one (Env.dest)."""
+        f, env, pool = self.ex.fused_out[loss.output.var], self.env, self.ex.pool
+        W, b = self.m.params[f["W"]], self.m.params[f["b"]]
+        x = read(env, f["x"], None).a                      # [T, B, K]
+        y = read(env, loss.target, None).a.reshape(-1)     # [T * B]
+        T, B, K = x.shape
+        n_ex = self.ex_len.get(self.g.var(loss.output.var).index)
+        if n_ex is not None:                               # padding: no loss past the end
+            live = (np.arange(T)[:, None] < n_ex[None, :]).reshape(-1)
+            y = np.where(live, y, -1)
+        nv, dt = W.shape[0], W.dtype
+        logits, dlog = pool.empty((T * B, nv), dt), pool.empty((T * B, nv), dt)
+        dW, db = np.empty_like(W), np.empty_like(b)
+        dX = env.dest(f["x"], (T * B, K), dt)
+        s, n = kernels.output_xent(np.ascontiguousarray(x).reshape(T * B, K), W, b,
+                                   np.ascontiguousarray(y, dtype=np.int64),
+                                   loss.weight / self.B, logits, dlog, dW, db, dX,
+                                   kernels.output_tile(nv, K))
+        env.vals[loss.output.var] = V(logits.reshape(T, B, nv), "seq")
+        env.add_pgrad(f["W"], dW)
+        env.add_pgrad(f["b"], db)
+        read_back(env, f["x"], dX.reshape(T, B, K))
+        return float(s), int(n)
 
     # ---------------------------------------------------------------- outputs
     def values(self):
@@ -677,6 +723,42 @@ def _stacked(parts, params, M):
     if sum(n for _, _, _, n, _ in layout) != M or len({d for *_, d in layout}) != 1:
         return None
     return operand, layout
+
+
+def _fusable_outputs(graph, model) -> dict:
+    """{o: {W, b, x, target}} for each output layer `o[t] = W @ x[t] + b` (either order)
+    whose only reader is one xent loss `xent(o[t], y[t])`, with x a real sequence
+    variable read at the same step: run fused with its loss when training
+    (_Run.output_xent)."""
+    from ..graph.folded import Apply, ParamRef, Ref
+    g = graph.nx()
+    out = {}
+    for loss in graph.losses:
+        o = graph.var(loss.output.var)
+        if loss.fn != "xent" or o.role != "hidden" or o.index is None or \
+                len(o.cases) != 1 or o.cases[0].cond is not None or o.init is not None or \
+                list(g.successors(o.name)) or \
+                sum(other.output.var == o.name for other in graph.losses) != 1 or \
+                loss.output.shift.kind != "rel" or loss.output.shift.k != 0 or \
+                loss.target.shift.kind != "rel" or loss.target.shift.k != 0:
+            continue
+        e = o.cases[0].expr
+        if not (isinstance(e, Apply) and e.op is Op.ADD and len(e.args) == 2):
+            continue
+        a, b = e.args
+        if isinstance(a, ParamRef):
+            a, b = b, a
+        if not (isinstance(b, ParamRef) and isinstance(a, Apply) and a.op is Op.MATMUL
+                and isinstance(a.args[0], ParamRef) and isinstance(a.args[1], Ref)):
+            continue
+        x, W = a.args[1], model.params[a.args[0].name]
+        xv = graph.var(x.var)
+        if x.shift.kind != "rel" or x.shift.k != 0 or xv.index != o.index or \
+                xv.is_ids or xv.inner is not None or W.ndim != 2 or \
+                model.params[b.name].shape != (W.shape[0],):
+            continue
+        out[o.name] = {"W": a.args[0].name, "b": b.name, "x": x, "target": loss.target.var}
+    return out
 
 
 def _same(a, b) -> bool:

@@ -43,7 +43,7 @@ _load_blas()
 
 from numba import config, njit, types  # noqa: E402  (after the BLAS Numba will use)
 from numba.core import cgutils  # noqa: E402
-from numba.extending import intrinsic  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
 
 
 # ------------------------------------------------------------------- buffer pool
@@ -494,6 +494,104 @@ def _xent32(o, y, scale, grad, want_grad):
                 grad[r, v] *= f
             grad[r, t] -= sc
     return total, count
+
+
+# -------------------------------------------------- the output layer, fused with its loss
+def _exp_neg(x):
+    """exp(x) for x <= 0: expf_neg for float32 (vectorises), np.exp for float64."""
+    return np.exp(x)
+
+
+@overload(_exp_neg)
+def _ol_exp_neg(x):
+    if x == types.float32:
+        return lambda x: expf_neg(x)
+    return lambda x: np.exp(x)
+
+
+@njit(fastmath=True, error_model="numpy", inline="always")
+def _xent_rows(o, y, r0, r1, scale, grad):
+    """Softmax cross-entropy of the rows r0..r1 of o [N, V] (as _xent, gradient always)."""
+    V = o.shape[1]
+    total = 0.0
+    count = 0
+    sc = grad.dtype.type(scale)
+    for r in range(r0, r1):
+        t = y[r]
+        if t < 0:
+            for v in range(V):
+                grad[r, v] = 0
+            continue
+        m = o[r, 0]
+        for v in range(1, V):
+            m = max(m, o[r, v])
+        s = o[r, 0] * 0
+        for v in range(V):
+            e = _exp_neg(o[r, v] - m)
+            grad[r, v] = e
+            s += e
+        total += np.log(np.float64(s)) + m - o[r, t]
+        count += 1
+        f = sc / s
+        for v in range(V):
+            grad[r, v] *= f
+        grad[r, t] -= sc
+    return total, count
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _output_xent(X, W, b, y, scale, logits, dlog, dW, db, dX, MB):
+    """`o = W @ x + b` for every row of X [R, K] and `xent(o, y)`, forward and backward,
+    tile by tile: per tile of MB rows the logits (one product), the loss and dlog, the
+    bias sums, dW += dlog^T x (accumulated) and dX = dlog W, all while the tile is in
+    cache; each product on OpenBLAS's small-matrix path (MB * V * K <= 1e6)."""
+    R, K = X.shape
+    V = W.shape[0]
+    total = 0.0
+    count = 0
+    for k in range(V):
+        db[k] = 0
+    for r0 in range(0, R, MB):
+        m = min(MB, R - r0)
+        # logits[r0:r0+m] = X[r0:r0+m] @ W^T  (W stored [V, K]: BLAS 't')
+        _xgemm(116, 110, V, m, K, 1.0, W, 0, K, X, r0 * K, K, 0.0, logits, r0 * V, V)
+        for r in range(r0, r0 + m):
+            row = logits[r]
+            for k in range(V):
+                row[k] += b[k]
+        s, n = _xent_rows(logits, y, r0, r0 + m, scale, dlog)
+        total += s
+        count += n
+        for r in range(r0, r0 + m):
+            row = dlog[r]
+            for k in range(V):
+                db[k] += row[k]
+        # dW [V, K] += dlog[r0:r0+m]^T @ X[r0:r0+m]
+        _xgemm(110, 116, K, V, m, 1.0, X, r0 * K, K, dlog, r0 * V, V,
+               0.0 if r0 == 0 else 1.0, dW, 0, K)
+        # dX[r0:r0+m] = dlog[r0:r0+m] @ W
+        _xgemm(110, 110, K, m, V, 1.0, W, 0, K, dlog, r0 * V, V, 0.0, dX, r0 * K, K)
+    return total, count
+
+
+def output_tile(V, K):
+    """Rows per tile of the fused output layer, or None where it does not pay (a tile
+    under 64 rows: wide vocabularies or states keep the separate products)."""
+    mb = SMALL_GEMM // max(V * K, 1) // 16 * 16
+    return mb if mb >= 64 else None
+
+
+def output_xent(X, W, b, y, scale, logits, dlog, dW, db, dX, MB):
+    """_output_xent; under NUMBA_DISABLE_JIT (no BLAS intrinsic) the same with numpy."""
+    if config.DISABLE_JIT:
+        np.matmul(X, W.T, out=logits)
+        logits += b
+        s, n, _ = xent(logits, y, scale, True, out=dlog)
+        db[:] = dlog.sum(axis=0)
+        dW[:] = dlog.T @ X
+        dX[:] = dlog @ W
+        return s, n
+    return _output_xent(X, W, b, y, scale, logits, dlog, dW, db, dX, MB)
 
 
 def xent(o, y, scale, want_grad=True, out=None):
