@@ -147,10 +147,22 @@ def test_greedy_is_deterministic_and_is_the_argmax_of_a_teacher_forced_run(text)
     g = generator(m)
     a = g.sample(g.context([SRC]), 12, greedy=True)[0]
     assert a == g.sample(g.context([SRC]), 12, greedy=True)[0]
-    # fed its own output as the true target, the model's argmax at each step is that output
+    # fed its own output as the true target, the model's argmax at each step (<s>, never
+    # an output, left out) is that output
     y = np.array([(a + [1])[:12]])
-    o = m.run({"x": SRC["x"][None]}, {"y": y}).values["o"][0]
+    o = np.array(m.run({"x": SRC["x"][None]}, {"y": y}).values["o"][0])
+    if g.start is not None:
+        o[:, g.start] = -np.inf
     assert o.argmax(-1).tolist() == y[0].tolist()
+
+
+def test_generation_never_emits_the_start_token():
+    m = model(SEQ2SEQ)
+    g = generator(m)
+    assert g.start is not None
+    out = g.sample(g.context([SRC]), 30, temperature=5.0, rng=np.random.default_rng(0))[0]
+    beams = g.beam(g.context([SRC]), 4, 12)
+    assert g.start not in out and all(g.start not in h.tokens for h in beams)
 
 
 def test_incremental_and_whole_encoder_runs_agree():

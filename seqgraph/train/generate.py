@@ -111,9 +111,13 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def choose(logits: np.ndarray, temperature: float, greedy: bool, rng) -> np.ndarray:
-    """One token per row: the argmax, or a draw from softmax(logits / temperature)."""
+def choose(logits: np.ndarray, temperature: float, greedy: bool, rng,
+           banned: int | None = None) -> np.ndarray:
+    """One token per row: the argmax, or a draw from softmax(logits / temperature);
+    never `banned`."""
     logp = log_softmax(logits)
+    if banned is not None:
+        logp[:, banned] = -np.inf
     if greedy:
         return logp.argmax(axis=-1)
     p = np.exp(log_softmax(logp / temperature))
@@ -251,6 +255,12 @@ class Generator:
         logits = np.asarray(res.values[self.p.out])[:, -1]
         return logits, {k: v for k, v in res.carry.items() if k in self.p.gen_vars}
 
+    @property
+    def banned(self):
+        """`<s>`: a class of the target vocabulary (fed back before the first step) but
+        never an output. It is not chosen; scores stay the model's log-probabilities."""
+        return self.start if self.start is not None and self.start != self.eos else None
+
     def advance(self, carry: dict, tokens, parents) -> dict:
         """The carry of the chosen hypotheses: rows gathered from their parents, and the
         fed-back target's newest value replaced by the chosen token."""
@@ -278,7 +288,7 @@ class Generator:
         out, done = [[] for _ in range(B)], np.zeros(B, dtype=bool)
         for i in range(self._limit(ctx, length)):
             logits, c = self.step(ctx, rows, carry, prev, i)
-            tok = choose(logits, temperature, greedy, rng)
+            tok = choose(logits, temperature, greedy, rng, self.banned)
             for b in np.flatnonzero(~done):
                 if self.eos is not None and tok[b] == self.eos:
                     done[b] = True
@@ -311,6 +321,8 @@ class Generator:
                 break
             logits, c = self.step(ctx, rows, carry, prev, i)
             logp = log_softmax(logits)
+            if self.banned is not None:
+                logp[:, self.banned] = -np.inf
             parents, toks, new_rows, first = [], [], [], 0
             for b in dict.fromkeys(rows.tolist()):
                 n = len(live[b])
