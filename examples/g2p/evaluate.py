@@ -23,18 +23,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from seqgraph.cmd.train import _checkpoint_in
+from seqgraph.train.evaluate import edit_distance
 from seqgraph.train.generate import Generator, make_plan
 from seqgraph.train.session import restore
-
-
-def edit_distance(a: list, b: list) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
 
 
 def read_words(path: Path) -> OrderedDict[tuple, list[list[str]]]:
