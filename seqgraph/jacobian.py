@@ -260,11 +260,8 @@ def checkpoint_dims(path: str) -> dict:
 def plot(reports: list[StateReport], path: str, title: str = "") -> None:
     """Spectral norm against distance (log scale), one line per state with its
     min-max band, the textbook bound dashed in the same colour."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    from .train.metrics import figure
+    fig, ax = figure((7, 4.5))
 
     def pos(x):             # zeros cannot sit on a log scale: leave a gap
         return x if x > 0 else np.nan
@@ -286,14 +283,7 @@ def plot(reports: list[StateReport], path: str, title: str = "") -> None:
                           f"{rep.beta_w:.3g}, {rep.state.nonlinearity}' <= "
                           f"{rep.state.beta_h:g}")
     ax.set_yscale("log")
-    ax.set_xlabel("distance d = t - k (steps)")
-    ax.set_ylabel("spectral norm of the Jacobian")
-    ax.set_title(title or "Jacobian norms across time")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 # ------------------------------------------------------------------------ parameters
@@ -636,16 +626,24 @@ def overlay_dot(spec, lengths: dict, edges: dict, states: dict | None = None,
                                decorate=legend)
 
 
+def _finish(fig, ax, path, title):
+    """The axes, title, grid and legend both Jacobian plots share; the PNG written."""
+    ax.set_xlabel("distance d = t - k (steps)")
+    ax.set_ylabel("spectral norm of the Jacobian")
+    ax.set_title(title or "Jacobian norms across time")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 # ------------------------------------------------------------------------ comparison plot
 def plot_compare(runs: list, path: str, title: str = "") -> None:
     """Like `plot`, for several parameter sets measured on the same batch: one colour
     per parameter set, one line style per state, the bound dotted. The y range follows
     the measured norms (a bound far above them runs off the top)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    from .train.metrics import figure
+    fig, ax = figure((8, 5))
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     styles = [dict(ls="-", marker="o"), dict(ls="--", marker="s"),
               dict(ls="-.", marker="^"), dict(ls=":", marker="v")]
@@ -678,11 +676,4 @@ def plot_compare(runs: list, path: str, title: str = "") -> None:
     ax.set_yscale("log")
     if seen:
         ax.set_ylim(max(min(seen) / 3, 1e-300), max(seen) * 3)
-    ax.set_xlabel("distance d = t - k (steps)")
-    ax.set_ylabel("spectral norm of the Jacobian")
-    ax.set_title(title or "Jacobian norms across time")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, title)

@@ -163,7 +163,7 @@ def draw_loss(rows: list[dict], png: Path) -> Path | None:
     valid = [(int(r["step"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
     if not train and not valid:
         return None
-    fig, ax = _figure()
+    fig, ax = figure()
     if train:
         ax.plot(*zip(*train), lw=0.8, alpha=0.5, label="train")
         ax.plot(*zip(*_smooth(train)), lw=1.5, label="train (moving average)")
@@ -190,7 +190,7 @@ def draw_grads(rows: list[dict], out: Path) -> Path | None:
             series[c] = pts
     if not series:
         return None
-    fig, ax = _figure()
+    fig, ax = figure()
     for c, pts in series.items():
         label = "global" if c == "grad_norm" else c[len(PARAM_PREFIX):]
         ax.plot(*zip(*pts), lw=1.6 if c == "grad_norm" else 0.8,
@@ -215,12 +215,12 @@ def _child_env() -> dict:
     return env
 
 
-def _figure():
-    """A figure on the Agg canvas, without pyplot (whose import costs time and memory and
-    keeps every figure alive until closed)."""
+def figure(figsize=(7, 4)):
+    """A figure on the Agg canvas, without pyplot (whose import costs time and memory,
+    switches the process's backend and keeps every figure alive until closed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
 
