@@ -26,7 +26,7 @@ from . import kernels
 from .attention import AttnBuilt
 from .attention import build as build_attention
 from .codegen import generate
-from .plan import AttnStage, StaticStage, Unsupported, lower, schedule
+from .plan import AttnStage, StaticStage, Unsupported, affine, fused_outputs, lower, schedule
 from .static import Env, Evaluation, V, read, read_back
 
 __all__ = ["CompiledExecutor", "explain"]
@@ -56,7 +56,8 @@ class CompiledExecutor:
             self.fallback = str(e)
             self.stages = []
         self.partner = self._partners()
-        self.fused_out = {} if self.fallback else _fusable_outputs(self.g, self.m)
+        self.fused_out = {} if self.fallback else \
+            fused_outputs(self.g, self.m.param_shapes)
         self.has_dropout = any(getattr(e, "op", None) is Op.DROPOUT
                                and dict(e.attrs).get("p", 0) > 0
                                for v in self.g.vars for c in v.cases for e in walk(c.expr))
@@ -203,7 +204,7 @@ def explain(model) -> list:
     ex = model.executor if isinstance(getattr(model, "executor", None), CompiledExecutor) \
         else CompiledExecutor(model)
     if any(kind == "tree" for _, kind in model.graph.indexes):
-        from .trees import tree_executor     # recursive nets run level by level
+        from .trees import tree_executor  # recursive nets run level by level
         return tree_executor(ex).explain()
     return ex.explain()
 
@@ -699,17 +700,12 @@ def _stacked(parts, params, M):
     """(operand, [(P, b, offset, size, operand size)]) when every hoisted sum of a
     prefilled group is `P @ x + b` with the same operand x (a variable read) and shapes
     that stack into [M, D]; else None."""
-    from ..graph.folded import Apply, ParamRef, Ref
     operand, layout, key = None, [], None
     for e, off in parts:
-        if not (isinstance(e, Apply) and e.op is Op.ADD and len(e.args) == 2):
+        found = affine(e)
+        if found is None:
             return None
-        a, b = e.args
-        if isinstance(a, ParamRef):
-            a, b = b, a
-        if not (isinstance(b, ParamRef) and isinstance(a, Apply) and
-                a.op in (Op.MATMUL, Op.GATHER) and isinstance(a.args[1], Ref)):
-            return None
+        a, b = found
         P, x = a.args[0].name, a.args[1]
         k = (x.var, x.shift, a.op)
         if key is None:
@@ -723,42 +719,6 @@ def _stacked(parts, params, M):
     if sum(n for _, _, _, n, _ in layout) != M or len({d for *_, d in layout}) != 1:
         return None
     return operand, layout
-
-
-def _fusable_outputs(graph, model) -> dict:
-    """{o: {W, b, x, target}} for each output layer `o[t] = W @ x[t] + b` (either order)
-    whose only reader is one xent loss `xent(o[t], y[t])`, with x a real sequence
-    variable read at the same step: run fused with its loss when training
-    (_Run.output_xent)."""
-    from ..graph.folded import Apply, ParamRef, Ref
-    g = graph.nx()
-    out = {}
-    for loss in graph.losses:
-        o = graph.var(loss.output.var)
-        if loss.fn != "xent" or o.role != "hidden" or o.index is None or \
-                len(o.cases) != 1 or o.cases[0].cond is not None or o.init is not None or \
-                list(g.successors(o.name)) or \
-                sum(other.output.var == o.name for other in graph.losses) != 1 or \
-                loss.output.shift.kind != "rel" or loss.output.shift.k != 0 or \
-                loss.target.shift.kind != "rel" or loss.target.shift.k != 0:
-            continue
-        e = o.cases[0].expr
-        if not (isinstance(e, Apply) and e.op is Op.ADD and len(e.args) == 2):
-            continue
-        a, b = e.args
-        if isinstance(a, ParamRef):
-            a, b = b, a
-        if not (isinstance(b, ParamRef) and isinstance(a, Apply) and a.op is Op.MATMUL
-                and isinstance(a.args[0], ParamRef) and isinstance(a.args[1], Ref)):
-            continue
-        x, W = a.args[1], model.params[a.args[0].name]
-        xv = graph.var(x.var)
-        if x.shift.kind != "rel" or x.shift.k != 0 or xv.index != o.index or \
-                xv.is_ids or xv.inner is not None or W.ndim != 2 or \
-                model.params[b.name].shape != (W.shape[0],):
-            continue
-        out[o.name] = {"W": a.args[0].name, "b": b.name, "x": x, "target": loss.target.var}
-    return out
 
 
 def _same(a, b) -> bool:

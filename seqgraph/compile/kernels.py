@@ -26,6 +26,7 @@ def _load_blas():
         return
     try:
         import importlib.machinery
+
         import scipy
         folder = os.path.join(os.path.dirname(scipy.__file__), "linalg")
         found = importlib.machinery.PathFinder.find_spec("cython_blas", [folder])

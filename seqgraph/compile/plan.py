@@ -207,6 +207,51 @@ def signed_sum(terms):
     return acc
 
 
+def affine(e):
+    """(`P @ x` or the lookup `P[x]`, `b`) when e is `P @ x + b` (either order) with
+    P and b parameters and x a variable read; else None."""
+    if not (isinstance(e, Apply) and e.op is Op.ADD and len(e.args) == 2):
+        return None
+    a, b = e.args
+    if isinstance(a, ParamRef):
+        a, b = b, a
+    if isinstance(b, ParamRef) and isinstance(a, Apply) and \
+            a.op in (Op.MATMUL, Op.GATHER) and isinstance(a.args[0], ParamRef) and \
+            isinstance(a.args[1], Ref):
+        return a, b
+    return None
+
+
+def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
+    """{o: {W, b, x, target}} for each output layer `o[t] = W @ x[t] + b` (either order)
+    whose only reader is one xent loss `xent(o[t], y[t])`, with x a real sequence
+    variable read at the same step: run fused with its loss when training
+    (compile/__init__.py, _Run.output_xent)."""
+    g = graph.nx()
+    out = {}
+    for loss in graph.losses:
+        o = graph.var(loss.output.var)
+        if loss.fn != "xent" or o.role != "hidden" or o.index is None or \
+                len(o.cases) != 1 or o.cases[0].cond is not None or o.init is not None or \
+                list(g.successors(o.name)) or \
+                sum(other.output.var == o.name for other in graph.losses) != 1 or \
+                loss.output.shift.kind != "rel" or loss.output.shift.k != 0 or \
+                loss.target.shift.kind != "rel" or loss.target.shift.k != 0:
+            continue
+        found = affine(o.cases[0].expr)
+        if found is None or found[0].op is not Op.MATMUL:
+            continue
+        a, b = found
+        x, W = a.args[1], pshapes[a.args[0].name]
+        xv = graph.var(x.var)
+        if x.shift.kind != "rel" or x.shift.k != 0 or xv.index != o.index or \
+                xv.is_ids or xv.inner is not None or len(W) != 2 or \
+                tuple(pshapes[b.name]) != (W[0],):
+            continue
+        out[o.name] = {"W": a.args[0].name, "b": b.name, "x": x, "target": loss.target.var}
+    return out
+
+
 def _mirror(expr):
     """The same expression with every shift mirrored (runs a backward recurrence forward
     on reversed time)."""
