@@ -196,3 +196,17 @@ def test_metrics_log_keeps_parameter_columns_on_resume(tmp_path):
     log2.step(2, 1, 1.4, 2.5, 100.0, {"W": 2.5}, False)
     rows = log2.read()
     assert [(r["step"], r["grad_norm.W"]) for r in rows] == [("1", "3"), ("2", "2.5")]
+
+
+def test_a_plot_that_cannot_be_drawn_is_a_warning_not_the_end_of_a_run(tmp_path, monkeypatch):
+    from seqgraph.train import metrics
+    log = MetricsLog(tmp_path)
+    log.step(1, 0, 2.0, 1.0, 100.0)
+
+    def broken(*a, **k):
+        raise OSError("no python here")
+    monkeypatch.setattr(metrics.subprocess, "run", broken)
+    said = []
+    log.monitor.warn = said.append
+    assert log.plot() is None
+    assert said and "were not drawn" in said[0] and "no python here" in said[0]

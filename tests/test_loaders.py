@@ -27,6 +27,16 @@ def test_chars_path_is_relative_to_the_spec_directory(tmp_path):
     assert list(loader.tokens()) == list("hello\n")
 
 
+def test_a_character_corpus_is_encoded_compactly_and_exactly(tmp_path):
+    text = "héllo, wörld\n" * 3                 # not ASCII: the four-byte path
+    write(tmp_path, "t.txt", text)
+    loader = chars("t.txt", base=tmp_path)
+    tokens = loader.tokens()
+    vocab = loader.vocab(tokens)
+    ids = vocab.encode(tokens)
+    assert ids.dtype == np.uint8 and vocab.decode(ids) == text
+
+
 def test_words_close_each_line_with_eos(tmp_path):
     write(tmp_path, "w.txt", "the cat\nsat  on the mat\n")
     assert words("w.txt", base=tmp_path).tokens() == \
