@@ -120,10 +120,10 @@ def make_torch(H, cell="rnn"):
     return step
 
 
-def worker(n, Hs, reps, cell="rnn"):
+def worker(n, Hs, reps, cell="rnn", block=10):
     import numpy as np
     pools = _limit(n)
-    out = {"threads": n, "cell": cell, "blas": pools, "results": []}
+    out = {"threads": n, "cell": cell, "blas": pools, "block": block, "results": []}
     if n == 1:
         wall, cpu = gemm_peak()
         out["gemm_peak_gflops_1thread"] = round(wall, 1)
@@ -137,13 +137,16 @@ def worker(n, Hs, reps, cell="rnn"):
             sg(X, Y)
             th(X, Y)
         ts, tt, cs, ct = [], [], [], []
-        for _ in range(reps):          # interleaved: both see the same machine noise
-            w, c = _timed2(lambda: sg(X, Y))
-            ts.append(w)
-            cs.append(c)
-            w, c = _timed2(lambda: th(X, Y))
-            tt.append(w)
-            ct.append(c)
+        # interleaved, so that both see the same machine noise, in blocks of `block`
+        # steps: within a block a library runs back to back, as in training, with its
+        # own data in cache (block = 1 times every step just after the other library's,
+        # with caches it has filled)
+        for _ in range(reps):
+            for f, wall, cpu in ((sg, ts, cs), (th, tt, ct)):
+                for _ in range(block):
+                    w, c = _timed2(lambda: f(X, Y))
+                    wall.append(w)
+                    cpu.append(c)
         ms, mt = float(np.median(ts)) * 1e3, float(np.median(tt)) * 1e3
         cms, cmt = float(np.median(cs)) * 1e3, float(np.median(ct)) * 1e3
         fl = flops_per_step(H, cell)
@@ -306,7 +309,10 @@ def main():
                          "nn.GRU, nn.LSTM (+ Linear, Adam)")
     ap.add_argument("--threads", default=None, help="default 1,2 for rnn, 1 for cells")
     ap.add_argument("--H", default="128,512")
-    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=30, help="rounds (of --block steps each)")
+    ap.add_argument("--block", type=int, default=10,
+                    help="steps a library runs back to back before the other's turn "
+                         "(medians over reps * block steps each; 1: strictly alternating)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-process", action="store_true", help="skip the process timings")
     ap.add_argument("--one-step", action="store_true")
@@ -316,7 +322,7 @@ def main():
         return one_step()
     cells = a.cell.split(",")
     if a.worker:
-        return worker(a.worker, Hs, a.reps, cells[0])
+        return worker(a.worker, Hs, a.reps, cells[0], a.block)
     reps = 10 if a.quick else a.reps
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -327,7 +333,8 @@ def main():
         threads = a.threads or ("1,2" if cell == "rnn" else "1")
         for n in (int(t) for t in threads.split(",")):
             r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(n),
-                                "--cell", cell, "--H", a.H, "--reps", str(reps)],
+                                "--cell", cell, "--H", a.H, "--reps", str(reps),
+                                "--block", str(a.block)],
                                env=_env(n), capture_output=True, text=True)
             if r.returncode:
                 sys.exit(r.stderr)

@@ -653,12 +653,12 @@ class _Run:
             live = (np.arange(T)[:, None] < n_ex[None, :]).reshape(-1)
             y = np.where(live, y, -1)
         nv, dt = W.shape[0], W.dtype
-        logits, dlog = pool.empty((T * B, nv), dt), pool.empty((T * B, nv), dt)
+        logits = pool.empty((T * B, nv), dt)
         dW, db = np.empty_like(W), np.empty_like(b)
         dX = env.dest(f["x"], (T * B, K), dt)
         s, n = kernels.output_xent(np.ascontiguousarray(x).reshape(T * B, K), W, b,
                                    np.ascontiguousarray(y, dtype=np.int64),
-                                   loss.weight / self.B, logits, dlog, dW, db, dX,
+                                   loss.weight / self.B, logits, dW, db, dX,
                                    kernels.output_tile(nv, K))
         env.vals[loss.output.var] = V(logits.reshape(T, B, nv), "seq")
         env.add_pgrad(f["W"], dW)

@@ -466,38 +466,93 @@ def _xent_rows(o, y, r0, r1, scale, grad):
     return total, count
 
 
+@njit(fastmath=True, error_model="numpy", inline="always")
+def _xent_cols(oT, y, r0, m, scale, gT, mx, sm):
+    """Softmax cross-entropy of a tile held transposed: column r of oT [V, MB] is the
+    logits of row r0 + r. Every loop runs along the tile's rows (contiguous, a multiple
+    of the vector width), none along the V classes (65 for the char LM: a remainder at
+    every row). gT = scale * (softmax - onehot) in the same layout (0 for id -1)."""
+    V = oT.shape[0]
+    sc = gT.dtype.type(scale)
+    for r in range(m):
+        mx[r] = oT[0, r]
+    for v in range(1, V):
+        row = oT[v]
+        for r in range(m):
+            mx[r] = max(mx[r], row[r])
+    for r in range(m):
+        sm[r] = 0
+    for v in range(V):
+        row, g = oT[v], gT[v]
+        for r in range(m):
+            e = _exp_neg(row[r] - mx[r])
+            g[r] = e
+            sm[r] += e
+    total = 0.0
+    count = 0
+    for r in range(m):                 # log-sum-exp - the target's logit; 1/sum -> sm
+        t = y[r0 + r]
+        if t < 0:
+            sm[r] = 0
+            continue
+        total += np.log(np.float64(sm[r])) + mx[r] - oT[t, r]
+        count += 1
+        sm[r] = sc / sm[r]
+    for v in range(V):
+        g = gT[v]
+        for r in range(m):
+            g[r] *= sm[r]
+    for r in range(m):
+        t = y[r0 + r]
+        if t >= 0:
+            gT[t, r] -= sc
+    return total, count
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _output_xent(X, W, b, y, scale, logits, dlog, dW, db, dX, MB):
+def _output_xent(X, W, b, y, scale, logits, dW, db, dX, MB):
     """`o = W @ x + b` for every row of X [R, K] and `xent(o, y)`, forward and backward,
     tile by tile: per tile of MB rows the logits (one product), the loss and dlog, the
     bias sums, dW += dlog^T x (accumulated) and dX = dlog W, all while the tile is in
-    cache; each product on OpenBLAS's small-matrix path (MB * V * K <= 1e6)."""
+    cache; each product on OpenBLAS's small-matrix path (MB * V * K <= 1e6). The tile
+    is held transposed ([V, MB]: the softmax vectorises along rows, and every product's
+    vectorised dimension is MB or K, not V); its logits are copied out to `logits`."""
     R, K = X.shape
     V = W.shape[0]
+    oT = np.empty((V, MB), X.dtype)
+    gT = np.empty((V, MB), X.dtype)
+    mx = np.empty(MB, X.dtype)
+    sm = np.empty(MB, X.dtype)
     total = 0.0
     count = 0
     for k in range(V):
         db[k] = 0
     for r0 in range(0, R, MB):
         m = min(MB, R - r0)
-        # logits[r0:r0+m] = X[r0:r0+m] @ W^T  (W stored [V, K]: BLAS 't')
-        _xgemm(116, 110, V, m, K, 1.0, W, 0, K, X, r0 * K, K, 0.0, logits, r0 * V, V)
-        for r in range(r0, r0 + m):
-            row = logits[r]
-            for k in range(V):
-                row[k] += b[k]
-        s, n = _xent_rows(logits, y, r0, r0 + m, scale, dlog)
+        # oT[:, :m] = W @ X[r0:r0+m]^T   (column-major [m, V] = X_tile [m, K] W^T)
+        _xgemm(116, 110, m, V, K, 1.0, X, r0 * K, K, W, 0, K, 0.0, oT, 0, MB)
+        for v in range(V):
+            bv, row = b[v], oT[v]
+            for r in range(m):
+                row[r] += bv
+        for r in range(m):            # the logits out, row by row (contiguous writes)
+            out = logits[r0 + r]
+            for v in range(V):
+                out[v] = oT[v, r]
+        s, n = _xent_cols(oT, y, r0, m, scale, gT, mx, sm)
         total += s
         count += n
-        for r in range(r0, r0 + m):
-            row = dlog[r]
-            for k in range(V):
-                db[k] += row[k]
-        # dW [V, K] += dlog[r0:r0+m]^T @ X[r0:r0+m]
-        _xgemm(110, 116, K, V, m, 1.0, X, r0 * K, K, dlog, r0 * V, V,
+        for v in range(V):
+            g = gT[v]
+            acc = g[0] * 0
+            for r in range(m):
+                acc += g[r]
+            db[v] += acc
+        # dW [V, K] += gT[:, :m] @ X[r0:r0+m]   (column-major [K, V] += X_tile^T gT^T)
+        _xgemm(110, 110, K, V, m, 1.0, X, r0 * K, K, gT, 0, MB,
                0.0 if r0 == 0 else 1.0, dW, 0, K)
-        # dX[r0:r0+m] = dlog[r0:r0+m] @ W
-        _xgemm(110, 110, K, m, V, 1.0, W, 0, K, dlog, r0 * V, V, 0.0, dX, r0 * K, K)
+        # dX[r0:r0+m] = gT[:, :m]^T @ W   (column-major [K, m] = W^T gT)
+        _xgemm(110, 116, K, m, V, 1.0, W, 0, K, gT, 0, MB, 0.0, dX, r0 * K, K)
     return total, count
 
 
@@ -508,17 +563,17 @@ def output_tile(V, K):
     return mb if mb >= 64 else None
 
 
-def output_xent(X, W, b, y, scale, logits, dlog, dW, db, dX, MB):
+def output_xent(X, W, b, y, scale, logits, dW, db, dX, MB):
     """_output_xent; under NUMBA_DISABLE_JIT (no BLAS intrinsic) the same with numpy."""
     if config.DISABLE_JIT:
         np.matmul(X, W.T, out=logits)
         logits += b
-        s, n, _ = xent(logits, y, scale, True, out=dlog)
+        s, n, dlog = xent(logits, y, scale, True)
         db[:] = dlog.sum(axis=0)
         dW[:] = dlog.T @ X
         dX[:] = dlog @ W
         return s, n
-    return _output_xent(X, W, b, y, scale, logits, dlog, dW, db, dX, MB)
+    return _output_xent(X, W, b, y, scale, logits, dW, db, dX, MB)
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
