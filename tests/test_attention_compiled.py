@@ -1,4 +1,4 @@
-"""Attention compiled (seqgraph/compile/attention.py) against the interpreter (the
+"""Attention compiled (seqgraph/compile/attention/) against the interpreter (the
 definition): the gallery's attention.sg and luong.sg and variants written here (dot and
 additive scores inside and outside a cycle, max / mean / logsumexp / sum over, a
 reduction over the outer index, concatenation, bilinear, softmax, a delay of 2, a GRU

@@ -74,7 +74,7 @@ class CompiledExecutor:
             if isinstance(st, StaticStage):
                 out.append(st)
                 continue
-            if isinstance(st, AttnStage):    # attention (attention.py)
+            if isinstance(st, AttnStage):    # attention (compile/attention/)
                 out.append(build_attention(self.g, self.m, st))
                 continue
             step = lower(self.g, st, self.m.sizes, self.m.param_shapes)
@@ -246,7 +246,7 @@ class _Run:
                 if self.fuses(st.var):
                     continue             # run with its loss (losses: _output_xent)
                 self.static_forward(st.var)
-            elif isinstance(st, AttnBuilt):     # attention (attention.py)
+            elif isinstance(st, AttnBuilt):     # attention (compile/attention/)
                 self.program.append(("attn", st.forward(self)))
             elif i in partner:
                 # two independent recurrences (the directions of a bi layer): both loops

@@ -15,7 +15,7 @@ same dynamic operand by several parameters (the gates of an LSTM or a GRU) becom
 of stacked weights, found from the equations.
 
 Attention (variables over two indexes, reductions over an index) makes an *attention
-stage* (`AttnStage`, run by attention.py): a variable on no cycle evaluated for all steps
+stage* (`AttnStage`, run by attention/): a variable on no cycle evaluated for all steps
 of all its indexes at once, or a cycle that contains them (a decoder reading every encoder
 state), run step by step over its own index with every step of the other indexes at once.
 """
