@@ -18,6 +18,17 @@ EPS = 1e-5
 RTOL = 1e-6
 
 
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                               "NUMBA_NUM_THREADS")}
+
+
+def cli_env(**extra) -> dict:
+    """The environment of a `python -m seqgraph.cli ...` subprocess: this checkout first on
+    the path, one thread for every pool (a 2-core machine runs other work), and `extra`."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **ONE_THREAD, **extra}
+
+
 def random_batch(model, rng, B=B, lengths=LENGTHS):
     """(inputs, targets): ids [B, T] / [B], floats [B, T, D] / [B, D] per declared kind."""
     ins, tgs = {}, {}

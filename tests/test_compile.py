@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import seqgraph
 from seqgraph.compile import CompiledExecutor, explain
 
-from conftest import ROOT, SPECS, random_batch, randomise_params
+from conftest import ROOT, SPECS, cli_env, random_batch, randomise_params
 
 TOL = {"float64": 1e-9, "float32": 1e-4}
 
@@ -247,10 +247,9 @@ for name in ("elman.sg", "lstm.sg", "bidirectional.sg"):
     assert_same(mi.run(ins, tgs, grads=True), mc.run(ins, tgs, grads=True), "float64")
 print("ok")
 """
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "SEQGRAPH_CACHE": str(tmp_path),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       cwd=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=str(ROOT), env=cli_env(NUMBA_DISABLE_JIT="1",
+                                                  SEQGRAPH_CACHE=str(tmp_path)))
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().endswith("ok")
 

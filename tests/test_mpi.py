@@ -32,6 +32,7 @@ if MPIEXEC is None:
     pytest.skip("mpiexec is not installed (pip install 'seqgraph[mpi]')",
                 allow_module_level=True)
 
+from conftest import cli_env
 from seqgraph.train import checkpoint as ck
 from seqgraph.train.distributed import params_digest
 
@@ -72,12 +73,7 @@ def work(tmp_path):
     return tmp_path
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep)
-    env.update(extra)
-    return env
+_env = cli_env
 
 
 def train_cmd(*args) -> list[str]:

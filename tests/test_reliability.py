@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import cli_env
 from seqgraph.train import checkpoint as ck
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the cat sat on a mat and the dog ran to the hat".split()
-ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                               "NUMBA_NUM_THREADS")}
 
 LM = """\
 model lm
@@ -64,8 +63,7 @@ def command(*args) -> list[str]:
     return [sys.executable, "-m", "seqgraph.cli", "train", "lm.sg", "--quiet", *map(str, args)]
 
 
-def env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **ONE_THREAD, **extra}
+env = cli_env
 
 
 def train(cwd, *args, timeout=300, **extra) -> subprocess.CompletedProcess:

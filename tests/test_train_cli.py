@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import cli_env
 from seqgraph.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,8 +295,8 @@ def test_config_defaults_overrides_and_checks(tmp_path):
 
 def test_the_command_exits_2_without_a_traceback(work):
     """The real process, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "seqgraph.cli", "train", "lm.sg", "--set",
-                        'data=chars("missing.txt")'], capture_output=True, text=True, env=env)
+                        'data=chars("missing.txt")'], capture_output=True, text=True,
+                       env=cli_env())
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "missing.txt: no such file" in p.stderr
