@@ -5,8 +5,8 @@ the BLAS thread count before numpy loads its BLAS.
 """
 from .errors import DataError, SeqgraphError, SpecError, UsageError
 
-__all__ = ["load", "read_spec", "Model", "Spec", "SpecError", "DataError", "UsageError",
-           "SeqgraphError"]
+__all__ = ["DataError", "Model", "SeqgraphError", "Spec", "SpecError", "UsageError", "load",
+           "read_spec"]
 __version__ = "0.1.0"
 
 _LAZY = {"load", "read_spec", "Model", "Spec"}

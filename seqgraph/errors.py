@@ -40,7 +40,7 @@ class SpecError(SeqgraphError):
         self.file = file
         self.source = source
 
-    def located(self, file: str, source: str) -> "SpecError":
+    def located(self, file: str, source: str) -> SpecError:
         """The same error, attached to a file and its text (keeps an existing location)."""
         if self.source is not None:
             return self

@@ -102,7 +102,7 @@ def layer_prefixes(module, prefix) -> list:
 def mapping(module, prefix="", rename=None) -> list:
     """Every Entry between `module`'s tensors and seqgraph parameter names."""
     kind, rename = _kind(module), dict(rename or {})
-    ren = lambda n: rename.get(n, n)                      # noqa: E731
+    ren = lambda n: rename.get(n, n)
     if kind == "Linear":
         w, b = (prefix, None) if isinstance(prefix, str) else tuple(prefix)
         out = [Entry("weight", 0, 1, ren(w))]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -250,7 +251,7 @@ def checkpoint_dims(path: str) -> dict:
             if "__meta__" not in z.files:
                 return {}
             meta = json.loads(str(z["__meta__"]))
-    except Exception:        # unreadable: load_checkpoint reports it
+    except Exception:  # noqa: BLE001  (unreadable: load_checkpoint reports it)
         return {}
     dims = meta.get("dims") if isinstance(meta, dict) else None
     return {k: int(v) for k, v in dims.items()} if isinstance(dims, dict) else {}
@@ -341,6 +342,7 @@ def open_params(path: str | None, seed: int = 0) -> Params:
     if path is None:
         return Params(None, None, seed)
     from pathlib import Path
+
     from .train import checkpoint as ck
     p = Path(path)
     if p.is_dir():
@@ -350,7 +352,7 @@ def open_params(path: str | None, seed: int = 0) -> Params:
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z[ck.META])) if ck.META in z.files else {}
-    except Exception:        # unreadable: the plain loader says why
+    except Exception:  # noqa: BLE001  (unreadable: the plain loader says why)
         meta = {}
     if isinstance(meta, dict) and meta.get("format") == ck.FORMAT:
         return Params(str(p), ck.load(p), seed)
@@ -373,6 +375,7 @@ def text_data(spec, data: str | None, vocab=None, dims: dict | None = None):
     random ids). `vocab` is a checkpoint's (the ids the model was trained with); without
     one the vocabulary is built from the text, as `seqgraph train` does."""
     from pathlib import Path
+
     from .train.binding import bind
     from .train.config import make_config
     from .train.loaders import make_loader
@@ -554,12 +557,12 @@ def scale_range(values) -> float:
 def color(value: float, R: float) -> str:
     """The colour of a norm on the scale 10^-R .. 10^R (clipped at both ends)."""
     x = -1.0 if value <= 0 else float(np.clip(np.log10(value) / R, -1, 1))
-    for (x0, c0), (x1, c1) in zip(SCALE, SCALE[1:]):
+    for (x0, c0), (x1, c1) in pairwise(SCALE):
         if x <= x1:
             w = (x - x0) / (x1 - x0)
             rgb = [round(a + w * (b - a)) for a, b in zip(c0, c1)]
             return "#" + "".join(f"{c:02x}" for c in rgb)
-    return "#%02x%02x%02x" % SCALE[-1][1]
+    return "#" + "".join(f"{c:02x}" for c in SCALE[-1][1])
 
 
 def _fmt(v: float) -> str:
@@ -664,7 +667,7 @@ def plot_compare(runs: list, path: str, title: str = "") -> None:
                 continue
             lo = [pos(d["spectral"]["min"]) for d in rep.distances]
             hi = [pos(d["spectral"]["max"]) for d in rep.distances]
-            seen += [v for v in lo + hi if v == v]
+            seen += [v for v in lo + hi if not np.isnan(v)]
             ax.plot(ds, [pos(d["spectral"]["mean"]) for d in rep.distances], color=c,
                     ms=3.5, lw=1.6, **st,
                     label=f"||d{rep.state.name}_t/d{rep.state.name}_k||_2, {label}")

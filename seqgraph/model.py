@@ -80,7 +80,7 @@ class Model:
             names = ", ".join(sorted(missing))
             raise UsageError(f"{spec.path}: the size{'s' * (len(missing) > 1)} {names} "
                              f"{'are' if len(missing) > 1 else 'is'} not bound: give "
-                             f"--dim {sorted(missing)[0]}=N (or dims=...), or data that "
+                             f"--dim {min(missing)}=N (or dims=...), or data that "
                              "binds it")
         if str(dtype) not in DTYPES:
             raise UsageError(f"dtype must be float32 or float64, not {dtype}")

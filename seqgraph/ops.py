@@ -13,9 +13,9 @@ equalities (`S.eq`) and sums (`S.sum`) between them for the checker to solve.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 import numpy as np
 

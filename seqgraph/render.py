@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from itertools import pairwise
 
 import networkx as nx
 
@@ -482,13 +483,13 @@ def _order_columns(dot: Dot, graph, dag, cols, rank, ids) -> None:
             rows.setdefault(_node_var(n), []).append((c.step, n))
     for chain in rows.values():
         chain.sort(key=lambda p: p[0])
-        for (_, a), (_, b) in zip(chain, chain[1:]):
+        for (_, a), (_, b) in pairwise(chain):
             dot.edge(ids[a], ids[b], style="invis", weight="10")
     firsts = {}
     for n in dag.nodes:
         firsts.setdefault(rank[cols[n]], n)
     order = [firsts[k] for k in sorted(firsts)]
-    for a, b in zip(order, order[1:]):
+    for a, b in pairwise(order):
         dot.edge(ids[a], ids[b], style="invis", weight="1")
 
 
@@ -547,7 +548,7 @@ def write(dot_text: str, path) -> str:
         return path
     engine = layout_engine()
     proc = subprocess.run([engine, f"-T{ext}", "-o", path], input=dot_text.encode(),
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120, check=False)
     if proc.returncode != 0 or not os.path.exists(path) or os.path.getsize(path) == 0:
         msg = proc.stderr.decode(errors="replace").strip()
         raise SeqgraphError(f"{os.path.basename(engine)} failed to write '{path}'"

@@ -2,6 +2,7 @@
 model's declared inputs and targets, and a float64 central-difference gradient check."""
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def cli_env(**extra) -> dict:
     the path, one thread for every pool (a 2-core machine runs other work), and `extra`."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, **ONE_THREAD, **extra}
+
+
+def csv_rows(path) -> list[dict]:
+    """The rows of a CSV file (a run's metrics.csv), one dict of strings each."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def random_batch(model, rng, B=B, lengths=LENGTHS):
@@ -128,7 +135,7 @@ def rng():
 
 # CI runs the property tests on a fixed set of examples (the same on every run, so a red
 # CI always reproduces); elsewhere they explore afresh each run and may find new inputs.
-from hypothesis import settings as _settings  # noqa: E402
+from hypothesis import settings as _settings
 
 _settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):

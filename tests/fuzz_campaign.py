@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_fuzz as F  # noqa: E402
+import test_fuzz as F
 
 
 def signature(e: BaseException) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import seqgraph
-from seqgraph.gradcheck import gradcheck, random_batch
+from seqgraph.gradcheck import gradcheck
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 DIMS = {"Vx": 5, "Vy": 6}

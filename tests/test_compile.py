@@ -207,7 +207,7 @@ def specs(draw):
     core = f"W @ x[t] + U @ h[t{sign}{k}] + b"
     if two:
         lines.append(f"m[t] : {H} = sigmoid(A @ h[t{sign}1] - Q @ x[t])")
-        core += " + m[t]" + (" * h[t{s}1]".format(s=sign) if gate else "")
+        core += " + m[t]" + (f" * h[t{sign}1]" if gate else "")
     elif gate:
         core = f"{core} - 0.5 * h[t{sign}1] / 2"
     expr = f"{fn}({core})" if fn != "exp" else f"tanh({core}) * exp(0.1 * b)"
@@ -249,7 +249,7 @@ print("ok")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=str(ROOT), env=cli_env(NUMBA_DISABLE_JIT="1",
-                                                  SEQGRAPH_CACHE=str(tmp_path)))
+                                                  SEQGRAPH_CACHE=str(tmp_path)), check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().endswith("ok")
 

@@ -6,13 +6,15 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import seqgraph
 from seqgraph.cli import main
 from seqgraph.graph.check import check
 from seqgraph.graph.printer import folded_text
-from seqgraph.graph.unfold import text as unfolded_text, unfold
+from seqgraph.graph.unfold import text as unfolded_text
+from seqgraph.graph.unfold import unfold
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGE = ROOT.parent / "shared" / "LANGUAGE.md"
@@ -24,7 +26,7 @@ PREAMBLE = "input x[t] : onehot(V)\n"   # section 5's fragment uses x without de
 def language_examples():
     if not LANGUAGE.exists():
         return []
-    return re.findall(r"```\n(.*?)```", LANGUAGE.read_text(), re.S)
+    return re.findall(r"```\n(.*?)```", LANGUAGE.read_text(), re.DOTALL)
 
 
 @pytest.mark.skipif(not LANGUAGE.exists(), reason="../shared/LANGUAGE.md not present")

@@ -1,7 +1,6 @@
 """`seqgraph eval` on example data (accuracy, exact match, error rates, mse and the
 baselines), the greedy decoder, and gradient monitoring in training (metrics.csv,
 warnings, grad_norm.png)."""
-import csv
 import json
 import math
 
@@ -16,6 +15,7 @@ from seqgraph.train.data import load_dataset
 from seqgraph.train.evaluate import decode_metrics, edit_distance, greedy_decode
 from seqgraph.train.metrics import GradMonitor, MetricsLog
 
+from conftest import csv_rows
 from test_seq_data import CLASSIFY, S2S, SERIES, TAGGER, make_data, spec_at, write
 
 
@@ -145,7 +145,7 @@ def test_metrics_has_a_gradient_norm_column_per_parameter_and_a_plot(data):
     spec = write(data, "m.sg", CLASSIFY)
     out = data / "run"
     main(["train", str(spec), "--out", str(out), "--executor", "interp", "--quiet"])
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    rows = csv_rows(out / "metrics.csv")
     cols = list(rows[0])
     assert [c for c in cols if c.startswith("grad_norm.")] == \
         ["grad_norm.W", "grad_norm.U", "grad_norm.b", "grad_norm.Wo", "grad_norm.bo"]

@@ -97,6 +97,7 @@ class Grammar:
 
     def __init__(self):
         from lark.lexer import PatternStr
+
         from seqgraph.lang.parse import _parser
         p = _parser()
         self.rules: dict[str, list[list]] = {}
@@ -411,9 +412,8 @@ def test_deep_nesting(kind, n):
 def test_ten_megabyte_file_is_refused_quickly(tmp_path):
     p = tmp_path / "big.sg"
     p.write_bytes(ELMAN.encode() * (10_000_000 // len(ELMAN) + 1))
-    with pytest.raises(SpecError, match="limit") as e:
-        with time_limit(5):
-            seqgraph.read_spec(str(p))
+    with pytest.raises(SpecError, match="limit") as e, time_limit(5):
+        seqgraph.read_spec(str(p))
     assert (e.value.line, e.value.column) == (1, 1)
 
 
@@ -459,7 +459,6 @@ def test_campaign_finding_stack_of_huge_depth(layers, fragment):
     """Found by the campaign: `stack(1e308)` expanded layer after layer (a hang), and
     1e400 anywhere raised OverflowError from inside the parser."""
     text = GALLERY["deep_stacked_cell.sg"].replace("stack(2)", f"stack({layers})")
-    with pytest.raises(SpecError, match=fragment) as e:
-        with time_limit(TIME_LIMIT):
-            seqgraph.read_spec("s.sg", text)
+    with pytest.raises(SpecError, match=fragment) as e, time_limit(TIME_LIMIT):
+        seqgraph.read_spec("s.sg", text)
     assert e.value.line >= 1 and e.value.column >= 1

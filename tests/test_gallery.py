@@ -9,11 +9,19 @@ import numpy as np
 import pytest
 
 import seqgraph
-from seqgraph.ops import Op
 from seqgraph.graph.folded import Apply, walk
+from seqgraph.ops import Op
 
-from conftest import (B, LENGTHS, SMALL_DIM, SPECS, gradcheck, random_batch,
-                      random_tree_batch, randomise_params)
+from conftest import (
+    LENGTHS,
+    SMALL_DIM,
+    SPECS,
+    B,
+    gradcheck,
+    random_batch,
+    random_tree_batch,
+    randomise_params,
+)
 
 SPEC_FILES = sorted(SPECS.glob("*.sg"))
 GALLERY = ["dynamical", "elman", "jordan", "many_to_one", "one_to_many", "conditional",

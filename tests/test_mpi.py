@@ -32,9 +32,10 @@ if MPIEXEC is None:
     pytest.skip("mpiexec is not installed (pip install 'seqgraph[mpi]')",
                 allow_module_level=True)
 
-from conftest import cli_env
 from seqgraph.train import checkpoint as ck
 from seqgraph.train.distributed import params_digest
+
+from conftest import cli_env
 
 WORDS = "the cat sat on a mat and the dog ran to the hat".split()
 
@@ -108,14 +109,15 @@ def meta(path: Path) -> dict:
 
 
 def rows(path: Path) -> list[dict]:
-    return list(csv.DictReader(open(path)))
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def assert_close(a: dict, b: dict, tol=TOL):
     assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].dtype == np.float64
-        assert np.max(np.abs(a[k] - b[k])) <= tol, k
+    for k, v in a.items():
+        assert v.dtype == np.float64
+        assert np.max(np.abs(v - b[k])) <= tol, k
 
 
 # ------------------------------------------------------------------ equivalence

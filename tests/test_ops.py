@@ -150,7 +150,7 @@ def test_forward_values():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(B, N))
     c = ops.Ctx()
-    f = lambda op, *a, at=(): ops.forward(op, c, list(a), at)[0]   # noqa: E731
+    f = lambda op, *a, at=(): ops.forward(op, c, list(a), at)[0]
     np.testing.assert_allclose(f(Op.SIGMOID, x), 1 / (1 + np.exp(-x)), rtol=1e-15)
     np.testing.assert_allclose(f(Op.SOFTPLUS, x), np.log1p(np.exp(x)), rtol=1e-14)
     np.testing.assert_allclose(f(Op.SOFTMAX, x).sum(-1), 1, rtol=1e-15)
@@ -178,9 +178,9 @@ def test_forward_values():
 def test_dropout_eval_is_identity_and_train_is_inverted():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 50))
-    y, saved = ops.forward(Op.DROPOUT, ops.Ctx(train=False), [x], (("p", 0.5),))
+    y, _ = ops.forward(Op.DROPOUT, ops.Ctx(train=False), [x], (("p", 0.5),))
     assert y is x or np.array_equal(y, x)
-    y, mask = ops.forward(Op.DROPOUT, ops.Ctx(train=True, rng=rng), [x], (("p", 0.25),))
+    y, _ = ops.forward(Op.DROPOUT, ops.Ctx(train=True, rng=rng), [x], (("p", 0.25),))
     kept = y != 0
     np.testing.assert_allclose(y[kept], x[kept] / 0.75)
     assert abs(kept.mean() - 0.75) < 0.02

@@ -41,7 +41,7 @@ def test_a_padded_batch_equals_its_examples_one_at_a_time(name):
 def test_padding_values_do_not_matter():
     m = seqgraph.load(str(SPECS / "bidirectional.sg"), dims=DIMS, dtype="float64")
     rng = np.random.default_rng(1)
-    inputs, targets, lens, _ = random_batch(m, rng, B=2, T=6)
+    inputs, targets, _, _ = random_batch(m, rng, B=2, T=6)
     ex = {"t": np.array([6, 3])}
     a = m.run(inputs, targets, grads=True, lengths=ex)
     inputs["x"][1, 3:] = (inputs["x"][1, 3:] + 1) % 5

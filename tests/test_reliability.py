@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli_env
 from seqgraph.train import checkpoint as ck
+
+from conftest import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the cat sat on a mat and the dog ran to the hat".split()
@@ -68,7 +69,7 @@ env = cli_env
 
 def train(cwd, *args, timeout=300, **extra) -> subprocess.CompletedProcess:
     p = subprocess.run(command(*args), cwd=cwd, env=env(**extra), capture_output=True,
-                       text=True, timeout=timeout)
+                       text=True, timeout=timeout, check=False)
     assert p.returncode == 0, p.stderr
     return p
 
@@ -173,13 +174,13 @@ def test_sigint_saves_a_checkpoint_and_exits_130(work):
     run = work / "int"
     proc = subprocess.Popen(command("--executor", "interp", "--out", run), cwd=work, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=_default_sigint)  # noqa: PLW1509  (only resets SIGINT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and \
             len(train_rows(run) if (run / "metrics.csv").exists() else []) < 5:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "SIGINT: stopped at step" in err and "--resume" in err and "Traceback" not in err
     step = step_of(run / "checkpoint.npz")
@@ -200,7 +201,7 @@ def test_sigterm_is_handled_like_sigint(work):
         time.sleep(0.02)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM: stopped at step" in err
     assert ck.load(run / "checkpoint.npz").meta["state"]["position"]["step"] >= 0
@@ -295,7 +296,7 @@ def test_memory_stays_flat_across_epochs(work, leak):
     (work / "rss.py").write_text(RSS_DRIVER)
     p = subprocess.run([sys.executable, "rss.py", "train", "lm.sg", "--quiet", "--executor",
                         "interp", "--out", "mem"] + ["--leak"] * leak, cwd=work, env=env(),
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, check=False)
     assert p.returncode == 0, p.stderr
     rss = json.loads(p.stdout.strip().splitlines()[-1])
     assert len(rss) == 8
@@ -309,13 +310,13 @@ def test_a_spec_too_big_for_memory_is_refused_up_front(work):
     (work / "huge.sg").write_text(LM.replace("EPOCHS", "1").replace("dim H = 8",
                                                                     "dim H = 99999999999"))
     p = subprocess.run(command("--executor", "interp")[:4] + ["huge.sg"], cwd=work, env=env(),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "huge.sg: the parameters alone need" in p.stderr and "available" in p.stderr
     # the unfolding: batch x bptt x sizes, against a machine with 64 KB to give
     p = subprocess.run(command("--executor", "interp", "--set", "bptt=1000", "--steps", 1),
                        cwd=work, env=env(SEQGRAPH_MEMORY_AVAILABLE="65536"),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "lm.sg: training needs about" in p.stderr
     assert "unfolded over batch 2 x bptt 1000" in p.stderr

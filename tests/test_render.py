@@ -9,9 +9,19 @@ import pytest
 
 from seqgraph import render
 from seqgraph.errors import UsageError
+from seqgraph.graph.folded import (
+    NONE,
+    Apply,
+    Case,
+    FoldedGraph,
+    Loss,
+    ParamDef,
+    ParamRef,
+    Ref,
+    Shift,
+    Var,
+)
 from seqgraph.graph.unfold import unfold
-from seqgraph.graph.folded import (Apply, Case, FoldedGraph, Loss, NONE, ParamDef,
-                                   ParamRef, Ref, Shift, Var)
 from seqgraph.ops import Op
 
 
@@ -141,8 +151,8 @@ GRAPHS = {"elman": elman, "jordan": jordan, "many_to_one": many_to_one,
 
 
 # --------------------------------------------------------------------- DOT inspection
-NODE = re.compile(r'^\s+"([^"]+)" \[(.*)\];$', re.M)
-EDGE = re.compile(r'^\s+"([^"]+)" -> "([^"]+)"(?: \[(.*)\])?;$', re.M)
+NODE = re.compile(r'^\s+"([^"]+)" \[(.*)\];$', re.MULTILINE)
+EDGE = re.compile(r'^\s+"([^"]+)" -> "([^"]+)"(?: \[(.*)\])?;$', re.MULTILINE)
 RANK = re.compile(r'subgraph "([^"]+)" \{ rank=same;(.*)\}')
 
 
@@ -342,6 +352,7 @@ def test_dot_quotes_names():
 # -------------------------------------------------------------------------- the command
 def _fake_read_spec(monkeypatch, g):
     import types
+
     import seqgraph
     monkeypatch.setattr(seqgraph, "read_spec", lambda path: types.SimpleNamespace(graph=g),
                         raising=False)

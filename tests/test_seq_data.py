@@ -1,8 +1,8 @@
 """Example loaders (pairs, labeled, tagged, series), their errors, batching of variable-
 length examples, and training on them: LANGUAGE.md section 7, docs/training.md."""
-import csv
 import json
 import math
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,8 @@ from seqgraph.train.batches import ExampleBatches, Examples, pad
 from seqgraph.train.config import make_config
 from seqgraph.train.data import load_dataset
 from seqgraph.train.loaders import BOS, EOS, UNK, labeled, pairs, series, tagged
+
+from conftest import csv_rows
 
 # ------------------------------------------------------------------------ the specs
 S2S = ("model s2s\n" + (Path(__file__).parent / "data" / "tiny_s2s_body.sg").read_text() + """\
@@ -130,7 +132,7 @@ def dataset(d, text, name="m.sg", sets=None, dims=None):
 
 # --------------------------------------------------------------------------- loaders
 def test_pairs_targets_end_with_eos_and_start_with_bos(data):
-    spec, cfg, ds = dataset(data, S2S)
+    _, _, ds = dataset(data, S2S)
     v = ds.vocab
     assert v.tokens[0] == UNK and v.target.tokens[:3] == (UNK, BOS, EOS)
     b = ds.binding
@@ -193,7 +195,7 @@ def test_series_windows_horizon_and_persistence(tmp_path):
 
 
 def test_series_scaling_uses_training_statistics(data):
-    spec, cfg, ds = dataset(data, SERIES)
+    _, _, ds = dataset(data, SERIES)
     st = ds.vocab.stats
     x = np.concatenate(ds.train.fields["x"])
     assert np.allclose(x.mean(0), 0, atol=0.15) and len(st["mean"]) == 2
@@ -380,7 +382,7 @@ def test_train_and_resume_on_examples(data, text, capsys):
                  "--steps", "3"]) == 0
     assert main(["train", str(spec), "--resume", str(out), "--executor", "interp",
                  "--quiet"]) == 0
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    rows = csv_rows(out / "metrics.csv")
     steps = [int(r["step"]) for r in rows if r["train_loss"]]
     assert steps == list(range(1, len(steps) + 1))
     assert all(math.isfinite(float(r["train_loss"])) for r in rows if r["train_loss"])
@@ -405,7 +407,7 @@ def test_learns_the_majority_vote(data):
     spec = write(data, "m.sg", CLASSIFY.replace("epochs = 2", "epochs = 6"))
     out = data / "run"
     main(["train", str(spec), "--out", str(out), "--executor", "interp", "--quiet"])
-    rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["valid_loss"]]
+    rows = [r for r in csv_rows(out / "metrics.csv") if r["valid_loss"]]
     assert float(rows[-1]["valid_loss"]) < 0.5 * math.log(2)
 
 
@@ -435,7 +437,7 @@ def test_the_loop_passes_the_scheduled_teacher_to_run(data, monkeypatch):
           "--set", "teacher=linear(1.0, 0.5)"])
     assert len(seen) == 16
     assert seen[1] == pytest.approx(1 - 0.5 / 15) and seen[-1] == pytest.approx(0.5)
-    assert all(a > b for a, b in zip(seen[1:], seen[2:]))
+    assert all(a > b for a, b in pairwise(seen[1:]))
 
 
 # ---------------------------------------------------------------------- --on-nan skip
@@ -468,5 +470,5 @@ def test_on_nan_skip_skips_and_counts_the_batch(data, monkeypatch, capsys):
                  "--on-nan", "skip"]) == 0
     err = capsys.readouterr().err
     assert "batch skipped (1 so far)" in err and "batch skipped (2 so far)" in err
-    rows = [r for r in csv.DictReader(open(data / "run" / "metrics.csv")) if r["train_loss"]]
+    rows = [r for r in csv_rows(data / "run" / "metrics.csv") if r["train_loss"]]
     assert len(rows) == 16 - 2          # 8 batches an epoch, 2 epochs, 2 skipped

@@ -11,10 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import seqgraph                                               # noqa: E402
-from seqgraph import interop                                  # noqa: E402
+import seqgraph
+from seqgraph import interop
 
-from conftest import SPECS                                    # noqa: E402
+from conftest import SPECS
 
 B, T = 2, 4
 TOL = dict(rtol=1e-10, atol=1e-12)

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_tree_batch, randomise_params
 
 import seqgraph
 from seqgraph.compile.trees import TreeExecutor, levels, tree_executor
 from seqgraph.graph.trees import Node, forest
+
+from conftest import random_tree_batch, randomise_params
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

@@ -6,9 +6,9 @@ import pytest
 
 import seqgraph
 from seqgraph.cli import main
+from seqgraph.gradcheck import gradcheck
 from seqgraph.graph.trees import Node, forest
 from seqgraph.graph.unfold import unfold
-from seqgraph.gradcheck import gradcheck
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -23,7 +23,7 @@ def _batch():
 
 
 def test_forest_numbers_children_before_parents():
-    f, w, y = _batch()
+    f, _, _ = _batch()
     assert list(f.roots) == [4, 7] and list(f.tree) == [0] * 5 + [1] * 3
     for i in range(f.size):
         if f.left[i] >= 0:

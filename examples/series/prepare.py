@@ -12,6 +12,5 @@ df = sunspots.load_pandas().data
 (here / "data").mkdir(exist_ok=True)
 with open(here / "data" / "sunspots.csv", "w") as f:
     f.write("year,sunactivity\n")
-    for year, v in zip(df["YEAR"], df["SUNACTIVITY"]):
-        f.write(f"{int(year)},{v}\n")
+    f.writelines(f"{int(year)},{v}\n" for year, v in zip(df["YEAR"], df["SUNACTIVITY"]))
 print(f"data/sunspots.csv: {len(df)} years")

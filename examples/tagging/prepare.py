@@ -16,17 +16,18 @@ conllu = {f.name: Path(f.locate()) for f in files if str(f).endswith(".conllu")}
 
 def sentences(path):
     sent = []
-    for line in open(path, encoding="utf-8"):
-        line = line.rstrip("\n")
-        if not line:
-            if sent:
-                yield sent
-            sent = []
-        elif not line.startswith("#"):
-            cols = line.split("\t")
-            if cols[0].isdigit():              # skip multi-word ranges (1-2) and empties
-                word = cols[1].lower().replace("/", "\u2215").replace(" ", "_")
-                sent.append(f"{word}/{cols[3]}")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                if sent:
+                    yield sent
+                sent = []
+            elif not line.startswith("#"):
+                cols = line.split("\t")
+                if cols[0].isdigit():              # skip multi-word ranges (1-2) and empties
+                    word = cols[1].lower().replace("/", "\u2215").replace(" ", "_")
+                    sent.append(f"{word}/{cols[3]}")
     if sent:
         yield sent
 
@@ -37,6 +38,5 @@ cut = int(len(wiki) * 0.9)
 (here / "data").mkdir(exist_ok=True)
 for name, sents in (("train.txt", web + wiki[:cut]), ("test.txt", wiki[cut:])):
     with open(here / "data" / name, "w", encoding="utf-8") as f:
-        for s in sents:
-            f.write(" ".join(s) + "\n")
+        f.writelines(" ".join(s) + "\n" for s in sents)
     print(f"data/{name}: {len(sents)} sentences, {sum(map(len, sents))} tokens")

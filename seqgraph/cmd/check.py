@@ -6,9 +6,9 @@ import sys
 from ..errors import UsageError
 from ..graph import unfold as U
 from ..graph.check import check
+from ..graph.printer import folded_text
 from ..graph.report import report
 from ..graph.report import text as report_text
-from ..graph.printer import folded_text
 from ..model import read_spec
 
 HELP = "check a spec and print its variables, parameters and recurrences"

@@ -84,6 +84,7 @@ def parse_lengths(text: str, graph) -> dict:
 
 def run(args) -> int:
     import seqgraph
+
     from .. import render
 
     dims = parse_dims(args.dim)

@@ -66,7 +66,7 @@ def run(args) -> int:
     executor = choose_executor(args.executor, args.quiet)
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))
-    from ..resources import check_training      # refuse what memory cannot hold
+    from ..resources import check_training  # refuse what memory cannot hold
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
     meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,

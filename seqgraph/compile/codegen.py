@@ -671,4 +671,4 @@ def _vjp(op, g, a, y):
     }[op]()
 
 
-__all__ = ["generate", "Kernel", "np"]
+__all__ = ["Kernel", "generate", "np"]

@@ -304,7 +304,7 @@ def _causality(graph: FoldedGraph):
                      for u, v, s in delays]
             raise SpecError(f"mixed directions on one recurrence ({names}): "
                             + "; ".join(sorted(set(where))),
-                            graph.var(sorted(comp, key=lambda n: lines[n])[0]).pos,
+                            graph.var(min(comp, key=lambda n: lines[n])).pos,
                             hint="a cycle runs forward (t-1) or backward (t+1), not both")
         ordered = tuple(v.name for v in graph.vars if v.name in comp)
         params = sorted({p for n in ordered for c in graph.var(n).cases

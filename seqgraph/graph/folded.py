@@ -9,7 +9,6 @@ build new structures instead of editing these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import networkx as nx
 
@@ -46,7 +45,7 @@ class Shift:
             return -1 if self.k < 0 else 1
         return 0
 
-    def mirrored(self) -> "Shift":
+    def mirrored(self) -> Shift:
         """The shift of the same reference in a time-reversed instance (`reverse`)."""
         if self.kind == "rel":
             return Shift("rel", -self.k)
@@ -110,7 +109,7 @@ class Apply:
         return dict(self.attrs)
 
 
-Expr = Union[Ref, ParamRef, Num, Apply]
+Expr = Ref | ParamRef | Num | Apply
 
 
 def walk(expr: Expr):

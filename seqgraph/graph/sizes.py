@@ -14,10 +14,10 @@ class Lin:
     terms: tuple = ()          # ((name, coeff), ...) sorted, no zero coefficients
 
     @staticmethod
-    def of(x) -> "Lin":
+    def of(x) -> Lin:
         return Lin(int(x)) if isinstance(x, int) else Lin(0, ((x, 1),))
 
-    def _combine(self, other: "Lin", sign: int) -> "Lin":
+    def _combine(self, other: Lin, sign: int) -> Lin:
         d = dict(self.terms)
         for n, c in other.terms:
             d[n] = d.get(n, 0) + sign * c
@@ -38,7 +38,7 @@ class Lin:
     def names(self) -> set:
         return {n for n, _ in self.terms}
 
-    def bind(self, dims: dict) -> "Lin":
+    def bind(self, dims: dict) -> Lin:
         out = Lin(self.const)
         for n, c in self.terms:
             out = out + (Lin(c * dims[n]) if n in dims else Lin(0, ((n, c),)))

@@ -57,7 +57,7 @@ def forest(trees) -> tuple[Forest, list]:
 
     for b, t in enumerate(trees):
         roots.append(add(t, b))
-    arr = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    arr = lambda x: np.asarray(x, dtype=np.int64)
     return Forest(arr(left), arr(right), arr(owner), arr(roots)), payload
 
 

@@ -7,12 +7,24 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from ..errors import Pos, SpecError
-from ..graph.folded import NONE, SAME, Apply, Case, FoldedGraph, Loss, Num, ParamDef, ParamRef, \
-    Ref, Shift, Var
+from ..graph.folded import (
+    NONE,
+    SAME,
+    Apply,
+    Case,
+    FoldedGraph,
+    Loss,
+    Num,
+    ParamDef,
+    ParamRef,
+    Ref,
+    Shift,
+    Var,
+)
 from ..ops import FUNCTIONS, LOSS_NAMES, REDUCTIONS, Op
 from . import ast as A
 from .cells import Expander, _use_parts, is_cell_use
@@ -26,7 +38,7 @@ INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "unif
 UNARY = {"tanh", "sigmoid", "relu", "exp", "log", "softplus", "softmax"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def prelude_cells() -> dict:
     text = resources.files("seqgraph.lang").joinpath("prelude.sg").read_text()
     spec = parse(text, "<prelude>")
@@ -245,7 +257,7 @@ class _Elaborator:
     def _expr(self, e, bound, cond, in_init=False):
         """AST expression -> IR; `bound` are the indexes in scope: the equation's own
         (() for a per-example value) and those of enclosing reductions."""
-        rec = lambda x: self._expr(x, bound, cond, in_init)  # noqa: E731
+        rec = lambda x: self._expr(x, bound, cond, in_init)
         if isinstance(e, A.Number):
             return Num(e.value, e.pos)
         if isinstance(e, A.Name):

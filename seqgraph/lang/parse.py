@@ -5,12 +5,17 @@ SpecError with the line, a caret and what was expected, in words.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, \
-    UnexpectedToken, VisitError
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from lark.lark import PostLex
 
 from ..errors import Pos, SpecError
@@ -43,7 +48,7 @@ class _BracketNewlines(PostLex):
         return self.prev if tok is self.last else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parser(start: str = "start") -> Lark:
     text = resources.files("seqgraph.lang").joinpath("grammar.lark").read_text()
     return Lark(text, parser="lalr", start=start, propagate_positions=True,

@@ -20,7 +20,7 @@ def split_tail(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray
     is text the model never trained on, not a random sample of its neighbours."""
     if fraction <= 0:
         return ids, ids[:0]
-    n_valid = int(round(len(ids) * fraction))
+    n_valid = round(len(ids) * fraction)
     n_valid = min(max(n_valid, 2), len(ids) - 2)
     return ids[:len(ids) - n_valid], ids[len(ids) - n_valid:]
 
@@ -34,7 +34,7 @@ class Streams:
 
     @staticmethod
     def of(ids: np.ndarray, batch: int, bptt: int, file: str = "<data>",
-           what: str = "training") -> "Streams":
+           what: str = "training") -> Streams:
         """The streams; too little text for `batch` streams is an error naming the file."""
         length = (len(ids) - 1) // batch
         if length < 1:
@@ -53,7 +53,7 @@ class Streams:
 
     def __len__(self) -> int:
         """Windows per epoch (the last one may be shorter than `bptt`)."""
-        return -(-self.x.shape[1] // self.bptt)
+        return (self.x.shape[1] + self.bptt - 1) // self.bptt        # rounded up
 
     def window(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The i-th window: inputs and targets, both int [B, <= bptt]."""
@@ -106,9 +106,9 @@ class Examples:
     def __len__(self) -> int:
         return len(self.lines)
 
-    def subset(self, rows) -> "Examples":
+    def subset(self, rows) -> Examples:
         rows = list(rows)
-        pick = lambda seq: [seq[i] for i in rows]          # noqa: E731
+        pick = lambda seq: [seq[i] for i in rows]
         return Examples({k: pick(v) for k, v in self.fields.items()}, self.index, self.ids,
                         tuple(self.lines[i] for i in rows), self.file,
                         {k: pick(v) for k, v in (self.extra or {}).items()})
@@ -182,7 +182,7 @@ class ExampleBatches:
         return sum(self.examples.size(i) for i in range(len(self.examples)))
 
     def __len__(self) -> int:
-        return -(-len(self.examples) // self.batch_size)
+        return (len(self.examples) + self.batch_size - 1) // self.batch_size   # rounded up
 
     def order(self, epoch: int = 0) -> list:
         """The rows of every batch of `epoch`, in the order they are read."""

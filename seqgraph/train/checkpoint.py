@@ -25,6 +25,7 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class Interrupts:
             raise KeyboardInterrupt
         self.signal = signum
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 if signal.getsignal(s) is not signal.SIG_IGN:    # ignored stays ignored

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .batches import (ExampleBatches, Examples, StreamBatches, Streams, eval_streams,
-                      split_tail)
+from .batches import ExampleBatches, Examples, StreamBatches, Streams, eval_streams, split_tail
 from .binding import Binding, bind, bind_examples, declared_size, fit_loader, size_source
 from .loaders import EOS, EXAMPLE_KINDS, ExampleLoader, Raw, TextLoader, Vocab, make_loader
 
@@ -106,12 +105,12 @@ def split_examples(raw: Raw, fraction: float, file: str, series: bool) -> tuple[
     if fraction <= 0:
         return raw, _take(raw, [])
     if series:
-        n_valid = int(round(n * fraction))
+        n_valid = round(n * fraction)
         if n_valid < 2 or n - n_valid < 2:
             raise DataError(f"valid = {fraction} of a series of {n} rows leaves an empty "
                             f"split (each part needs at least 2 rows)", file=file)
         return _take(raw, list(range(n - n_valid))), _take(raw, list(range(n - n_valid, n)))
-    n_valid = max(1, int(round(n * fraction)))
+    n_valid = max(1, round(n * fraction))
     if n - n_valid < 1:
         raise DataError(f"valid = {fraction} of {n} example{'s' * (n != 1)} leaves no "
                         f"training examples (an empty split)", file=file)

@@ -249,5 +249,5 @@ def stream_score(model, graph, binding, streams: Streams, rng=None) -> Score:
     return score(model, graph, binding, streams, rng)
 
 
-__all__ = ["Score", "score", "xent_output", "token_terms", "greedy_decode",
-           "decode_metrics", "edit_distance", "baselines", "feeds"]
+__all__ = ["Score", "baselines", "decode_metrics", "edit_distance", "feeds", "greedy_decode",
+           "score", "token_terms", "xent_output"]

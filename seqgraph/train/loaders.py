@@ -45,7 +45,7 @@ def resolve_path(path: str, base: str | Path | None = None) -> Path:
             found = None
         if found is None or not (found.submodule_search_locations or found.origin):
             raise DataError(f"package '{package}' is not installed (pip install it)", file=path)
-        root = (Path(list(found.submodule_search_locations)[0])
+        root = (Path(next(iter(found.submodule_search_locations)))
                 if found.submodule_search_locations else Path(found.origin).parent)
         full = root / rel
     else:
@@ -121,7 +121,7 @@ class Vocab:
     series' column means and standard deviations (the scaling)."""
     kind: str
     tokens: tuple
-    target: "Vocab | None" = None
+    target: Vocab | None = None
     stats: dict | None = None
 
     def __len__(self) -> int:
@@ -201,7 +201,7 @@ class Vocab:
         return out
 
     @staticmethod
-    def from_json(d: dict) -> "Vocab":
+    def from_json(d: dict) -> Vocab:
         target = Vocab.from_json(d["target"]) if d.get("target") else None
         return Vocab(d["kind"], tuple(d["tokens"]), target, d.get("stats"))
 
@@ -594,7 +594,7 @@ EXAMPLE_KINDS = ("pairs", "labeled", "tagged", "series")
 PLANNED = ("trees",)
 
 
-def make_loader(call, base: str | Path | None = None) -> "TextLoader | ExampleLoader":
+def make_loader(call, base: str | Path | None = None) -> TextLoader | ExampleLoader:
     """A loader from a `Call` value of the train block (or of `--set data=...`)."""
     name = getattr(call, "name", None)
     if name is None:

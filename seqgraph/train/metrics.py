@@ -138,7 +138,7 @@ class MetricsLog:
         cmd = [sys.executable, "-m", "seqgraph.train.metrics", str(self.path.parent)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                                  env=_child_env())
+                                  env=_child_env(), check=False)
             failed = done.returncode != 0 and (done.stderr.strip().splitlines() or ["?"])[-1]
         except (OSError, subprocess.TimeoutExpired) as e:
             failed = str(e)
