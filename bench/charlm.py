@@ -48,10 +48,10 @@ loss xent(o[t], y[t])
 
 # --------------------------------------------------------------------------- worker
 def _limit(n):
-    import scipy.linalg.cython_blas  # noqa: F401  (Numba's BLAS: load it before limiting)
-    from threadpoolctl import threadpool_info, threadpool_limits
     import numba
+    import scipy.linalg.cython_blas  # noqa: F401  (Numba's BLAS: load it before limiting)
     import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
     threadpool_limits(n)
     torch.set_num_threads(n)
     numba.set_num_threads(n)
@@ -63,6 +63,7 @@ def gemm_peak(reps=15):
     """Best single-call sgemm rate (GFLOP/s) at 1024^3 through Numba's BLAS: by wall
     time and by CPU time."""
     import numpy as np
+
     from seqgraph.compile import kernels
     a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
     out = np.empty_like(a)
@@ -74,10 +75,12 @@ def gemm_peak(reps=15):
 
 def make_seqgraph(H, cell="rnn"):
     import numpy as np
+
     import seqgraph
     from seqgraph.compile import kernels
     if cell == "rnn":          # the spec of LANGUAGE.md section 1, as written out
-        text = open(os.path.join(ROOT, "specs/charlm.sg")).read()
+        with open(os.path.join(ROOT, "specs/charlm.sg")) as f:
+            text = f.read()
         text = text.replace("dim H = 128", f"dim H = {H}")
     else:                      # the prelude's cell
         text = CELL_SPEC.format(cell=cell, H=H)
@@ -144,7 +147,7 @@ def worker(n, Hs, reps, cell="rnn", block=10):
         for _ in range(reps):
             for f, wall, cpu in ((sg, ts, cs), (th, tt, ct)):
                 for _ in range(block):
-                    w, c = _timed2(lambda: f(X, Y))
+                    w, c = _timed2(lambda f=f: f(X, Y))
                     wall.append(w)
                     cpu.append(c)
         ms, mt = float(np.median(ts)) * 1e3, float(np.median(tt)) * 1e3
@@ -335,7 +338,7 @@ def main():
             r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(n),
                                 "--cell", cell, "--H", a.H, "--reps", str(reps),
                                 "--block", str(a.block)],
-                               env=_env(n), capture_output=True, text=True)
+                               env=_env(n), capture_output=True, text=True, check=False)
             if r.returncode:
                 sys.exit(r.stderr)
             run = json.loads(r.stdout.strip().splitlines()[-1])

@@ -37,14 +37,15 @@ def _load_blas():
             raise ImportError(name)
     except Exception:          # noqa: BLE001  (whatever went wrong: the plain import)
         sys.modules.pop(name, None)
-        import scipy.linalg.cython_blas  # noqa: F401
+        import scipy.linalg.cython_blas
 
 
 _load_blas()
 
-from numba import config, njit, types  # noqa: E402  (after the BLAS Numba will use)
-from numba.core import cgutils  # noqa: E402
-from numba.extending import intrinsic, overload  # noqa: E402
+# numba after the BLAS it will use (above)
+from numba import config, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 
 # ------------------------------------------------------------------- buffer pool
@@ -226,7 +227,7 @@ def tiles(M, N, K):
         kb = K
         mb = min(M, max(16, SMALL_GEMM // (nb * kb) // 16 * 16))
     else:
-        mb = M if M <= 128 else 128
+        mb = min(M, 128)
         kb = min(K, max(16, SMALL_GEMM // (mb * nb) // 4 * 4))
     return mb, nb, kb
 
