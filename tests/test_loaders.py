@@ -128,8 +128,9 @@ def test_streams_are_contiguous_and_targets_are_next_tokens():
     assert list(s.x[1, :3]) == [11, 12, 13]
     np.testing.assert_array_equal(s.y, s.x + 1)
     x0, _ = s.window(0)
-    x2, _ = s.window(2)
+    x2, y2 = s.window(2)
     assert x0.shape == (2, 4) and x2.shape == (2, 3)   # the last window is shorter
+    np.testing.assert_array_equal(y2, x2 + 1)          # its targets: the next tokens
     # the windows of one stream, read in order, are the stream itself: state can carry
     joined = np.concatenate([s.window(i)[0][0] for i in range(len(s))])
     np.testing.assert_array_equal(joined, np.arange(11))

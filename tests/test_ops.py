@@ -180,9 +180,10 @@ def test_dropout_eval_is_identity_and_train_is_inverted():
     x = rng.normal(size=(200, 50))
     y, _ = ops.forward(Op.DROPOUT, ops.Ctx(train=False), [x], (("p", 0.5),))
     assert y is x or np.array_equal(y, x)
-    y, _ = ops.forward(Op.DROPOUT, ops.Ctx(train=True, rng=rng), [x], (("p", 0.25),))
+    y, mask = ops.forward(Op.DROPOUT, ops.Ctx(train=True, rng=rng), [x], (("p", 0.25),))
     kept = y != 0
     np.testing.assert_allclose(y[kept], x[kept] / 0.75)
+    np.testing.assert_allclose(y, x * mask)            # the saved mask is the one applied
     assert abs(kept.mean() - 0.75) < 0.02
 
 
