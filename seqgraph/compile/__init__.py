@@ -20,12 +20,11 @@ import os
 import numpy as np
 
 from .. import ops
-from ..graph.folded import walk
-from ..ops import Op
 from . import kernels
 from .attention import AttnBuilt
 from .attention import build as build_attention
 from .codegen import generate
+from .fallback import FallsBack, has_dropout
 from .plan import AttnStage, StaticStage, Unsupported, affine, fused_outputs, lower, schedule
 from .static import Env, Evaluation, V, read, read_back
 
@@ -39,7 +38,7 @@ class _Rec:
         self.stage, self.step, self.kernel, self.mod = stage, step, kernel, module
 
 
-class CompiledExecutor:
+class CompiledExecutor(FallsBack):
     masks_padding = True       # padded batches are compiled (train/batches.run_batch)
 
     def __init__(self, model):
@@ -47,7 +46,6 @@ class CompiledExecutor:
         self.g = model.graph
         self.fallback = None          # why the whole model runs in the interpreter
         self.notes = []
-        self._interp = None
         self.pool = kernels.Pool()
         self._worker = None
         try:
@@ -58,9 +56,7 @@ class CompiledExecutor:
         self.partner = self._partners()
         self.fused_out = {} if self.fallback else \
             fused_outputs(self.g, self.m.param_shapes)
-        self.has_dropout = any(getattr(e, "op", None) is Op.DROPOUT
-                               and dict(e.attrs).get("p", 0) > 0
-                               for v in self.g.vars for c in v.cases for e in walk(c.expr))
+        self.has_dropout = has_dropout(self.g)
 
     # ------------------------------------------------------------------ building
     def _build(self):
@@ -126,13 +122,6 @@ class CompiledExecutor:
         for gen in gens:
             for _ in gen:
                 pass
-
-    @property
-    def interp(self):
-        if self._interp is None:
-            from ..interp import Interpreter
-            self._interp = Interpreter(self.m)
-        return self._interp
 
     def explain(self) -> list:
         if self.fallback:

@@ -32,6 +32,7 @@ import numpy as np
 from .. import ops
 from ..graph.folded import Num, ParamRef, Ref, walk
 from ..ops import Op
+from .fallback import FallsBack, has_dropout
 
 __all__ = ["TreeExecutor", "levels", "tree_executor"]
 
@@ -505,7 +506,7 @@ class _Run:
 
 
 # ------------------------------------------------------------------------- the executor
-class TreeExecutor:
+class TreeExecutor(FallsBack):
     """Runs a tree model on a forest, level by level; the interpreter's signature and
     results (to rounding)."""
 
@@ -517,10 +518,7 @@ class TreeExecutor:
             self.stages = plan(self.g)
         except Unsupported as e:
             self.fallback, self.stages = str(e), []
-        self.has_dropout = any(getattr(e, "op", None) is Op.DROPOUT
-                               and dict(e.attrs).get("p", 0) > 0
-                               for v in self.g.vars for c in v.cases for e in walk(c.expr))
-        self._interp = None
+        self.has_dropout = has_dropout(self.g)
         self._canon = {}
 
     def canonical(self, expr) -> dict:
@@ -532,13 +530,6 @@ class TreeExecutor:
             out = {id(e): seen.setdefault(e, len(seen)) for e in walk(expr)}
             self._canon[id(expr)] = out
         return out
-
-    @property
-    def interp(self):
-        if self._interp is None:
-            from ..interp import Interpreter
-            self._interp = Interpreter(self.m)
-        return self._interp
 
     def explain(self) -> list:
         if self.fallback:

@@ -1,0 +1,26 @@
+"""What the sequence and the tree executors share: the interpreter they hand a run to
+when they cannot compile it (made on first use), and whether a model draws dropout masks
+while training (runs that do are interpreted, so that the masks follow the interpreter's
+random stream and the results stay the interpreter's)."""
+from __future__ import annotations
+
+from ..graph.folded import walk
+from ..ops import Op
+
+
+class FallsBack:
+    """A mixin: `self.m` is the model; `interp` its interpreter, made when first needed."""
+    _interp = None
+
+    @property
+    def interp(self):
+        if self._interp is None:
+            from ..interp import Interpreter
+            self._interp = Interpreter(self.m)
+        return self._interp
+
+
+def has_dropout(graph) -> bool:
+    """Does some equation apply dropout with p > 0?"""
+    return any(getattr(e, "op", None) is Op.DROPOUT and dict(e.attrs).get("p", 0) > 0
+               for v in graph.vars for c in v.cases for e in walk(c.expr))
