@@ -36,6 +36,56 @@ def csv_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+# ------------------------------------------------------------ tiny specs shared by tests
+# four labelled trees, and a recursive net that trains on them (train.txt)
+TREES = """(3 (2 It) (4 (2 's) (3 fine)))
+(1 (0 bad) (2 film))
+(4 (3 (3 a) (4 lovely)) (2 film))
+(2 ok)
+"""
+
+TREE_SPEC = """
+model treenet
+tree n
+dim H = 6
+input  words[n] : onehot(V)
+target sentiment[n] : class(K)
+param E, W, b, Ws, bs
+h[n] : H = tanh(E @ words[n])                      if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b)   otherwise
+o[n] = Ws @ h[n] + bs
+loss xent(o[n], sentiment[n])
+train {
+  data = trees("train.txt")
+  valid = trees("train.txt")
+  optimizer = adagrad(lr = 0.1)
+  batch = 2
+  epochs = 3
+}
+"""
+
+# the Elman net of specs/elman.sg without its dims (a spec adds `dim H = ...`)
+ELMAN = """\
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+"""
+
+# a character LM with a train block (tiny.txt)
+TINY_LM = "\nmodel lm\ndim H = 6\n" + ELMAN + """\
+train {
+  data = chars("tiny.txt")
+  valid = 0.1
+  optimizer = adam(lr = 0.05)
+  batch = 4
+  bptt = 10
+}
+"""
+
+
 def random_batch(model, rng, B=B, lengths=LENGTHS):
     """(inputs, targets): ids [B, T] / [B], floats [B, T, D] / [B, D] per declared kind."""
     ins, tgs = {}, {}

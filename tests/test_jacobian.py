@@ -9,6 +9,8 @@ from seqgraph.gradcheck import random_batch
 from seqgraph.jacobian import jacobians, measure, recurrent_states
 from seqgraph.model import Model, read_spec
 
+from conftest import TINY_LM
+
 LINEAR = """
 input  x[t] : vec(3)
 target y[t] : vec(4)
@@ -161,23 +163,7 @@ def test_cli_bad_checkpoint_is_a_usage_error(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ real data, checkpoints
-LM = """
-model lm
-dim H = 6
-input  x[t] : onehot(V)
-target y[t] : class(V)
-param W, U, b, Wo, bo
-h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
-o[t] = Wo @ h[t] + bo
-loss xent(o[t], y[t])
-train {
-  data = chars("tiny.txt")
-  valid = 0.1
-  optimizer = adam(lr = 0.05)
-  batch = 4
-  bptt = 10
-}
-"""
+LM = TINY_LM
 TEXT = "in the beginning god created the heaven and the earth.\n" * 20
 
 

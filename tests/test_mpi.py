@@ -35,21 +35,13 @@ if MPIEXEC is None:
 from seqgraph.train import checkpoint as ck
 from seqgraph.train.distributed import params_digest
 
-from conftest import cli_env
+from conftest import ELMAN, cli_env
 
 WORDS = "the cat sat on a mat and the dog ran to the hat".split()
 
 # no dropout: a dropout mask of 2B rows is not two masks of B rows, so only a model
 # without it can match the single process bit for bit (docs/scaling.md)
-LM = """\
-model lm
-dim H = 8
-input  x[t] : onehot(V)
-target y[t] : class(V)
-param W, U, b, Wo, bo
-h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
-o[t] = Wo @ h[t] + bo
-loss xent(o[t], y[t])
+LM = "model lm\ndim H = 8\n" + ELMAN + """\
 train {
   data = chars("tiny.txt")
   valid = 0.1

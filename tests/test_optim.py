@@ -6,7 +6,7 @@ import pytest
 
 from seqgraph.errors import UsageError
 from seqgraph.lang.ast import Call
-from seqgraph.train.optim import Adagrad, Adam, SGD, clip_global_norm, make_optimizer
+from seqgraph.train.optim import SGD, Adagrad, Adam, clip_global_norm, make_optimizer
 from seqgraph.train.schedules import make_schedule
 
 torch = pytest.importorskip("torch")

@@ -24,6 +24,8 @@ from seqgraph.graph.folded import (
 from seqgraph.graph.unfold import unfold
 from seqgraph.ops import Op
 
+from conftest import ELMAN
+
 
 # ------------------------------------------------------------ hand-built folded graphs
 def mm(p, x):
@@ -395,15 +397,7 @@ def test_cli_lengths():
 
 # ------------------------------------------------------------------ real specs, end to end
 SPECS = {
-    "elman": """
-dim H = 16
-input  x[t] : onehot(V)
-target y[t] : class(V)
-param W, U, b, Wo, bo
-h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
-o[t] = Wo @ h[t] + bo
-loss xent(o[t], y[t])
-""",
+    "elman": "\ndim H = 16\n" + ELMAN,
     "bidirectional": """
 input  x[t] : vec(3)
 target y[t] : class(4)

@@ -14,34 +14,12 @@ from seqgraph.graph.trees import Node, forest
 from seqgraph.train.optim import SGD, Adagrad, Adam, clip_global_norm
 from seqgraph.train.trees import TreeScore, bind_trees, embedding_params, parse_tree, trees
 
+from conftest import TREE_SPEC, TREES, cli_env
+
 ROOT = Path(__file__).resolve().parent.parent
 SST = ROOT.parent / "shared" / "data" / "sst"
 
-TREES = """(3 (2 It) (4 (2 's) (3 fine)))
-(1 (0 bad) (2 film))
-(4 (3 (3 a) (4 lovely)) (2 film))
-(2 ok)
-"""
-
-SPEC = """
-model treenet
-tree n
-dim H = 6
-input  words[n] : onehot(V)
-target sentiment[n] : class(K)
-param E, W, b, Ws, bs
-h[n] : H = tanh(E @ words[n])                      if leaf
-h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b)   otherwise
-o[n] = Ws @ h[n] + bs
-loss xent(o[n], sentiment[n])
-train {
-  data = trees("train.txt")
-  valid = trees("train.txt")
-  optimizer = adagrad(lr = 0.1)
-  batch = 2
-  epochs = 3
-}
-"""
+SPEC = TREE_SPEC
 
 
 def _file(tmp_path, text, name="t.txt"):
@@ -305,21 +283,19 @@ def test_a_signal_stops_trees_with_a_checkpoint_and_resume_is_exact(tmp_path, si
     """Ctrl-C or SIGTERM during `seqgraph train` of trees: the update in progress ends, a
     checkpoint is written, exit 128 + the signal; resuming ends where a run that was
     never stopped ends."""
-    import os
     import signal
     import subprocess
     import sys
     import time
     spec = _setup(tmp_path)
     spec.write_text(RNTN_SPEC.replace("epochs = 3", "epochs = 1000"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1",
-           "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    env = cli_env()
     cmd = [sys.executable, "-m", "seqgraph.cli", "train", str(spec), "--quiet",
            "--executor", "compiled"]
     run = tmp_path / "int"
     proc = subprocess.Popen(cmd + ["--out", str(run)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=_default_sigint)  # noqa: PLW1509  (only resets SIGINT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and \
             len(_rows(run) if (run / "metrics.csv").exists() else []) < 5:

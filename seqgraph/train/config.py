@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import SpecError, UsageError
+from .optim import Decay
 
 DEFAULTS = {
     "data": None,           # a loader call; required
@@ -25,7 +26,8 @@ DEFAULTS = {
     "teacher": 1.0,         # teacher-forcing probability, or linear(start, end)
     "schedule": "constant",
     "param_init": None,     # None: each parameter's own default (xavier / zeros)
-    "l2": 0.0,
+    "l2": 0.0,              # a number (every matrix), or decay(0.02, E = 1e-4, ...)
+    "select": None,         # what best.npz keeps: root | all | loss (None: the kind's)
     "seed": 0,
     "dtype": "float32",
     "on_nan": "stop",       # stop | skip: a non-finite loss or gradient skips the batch
@@ -46,10 +48,11 @@ class TrainConfig:
     teacher: float
     schedule: object
     param_init: object
-    l2: float
+    l2: float | Decay
     seed: int
     dtype: str
     on_nan: str = "stop"
+    select: str | None = None
     base: str = "."
     valid_base: str = "."
 
@@ -74,7 +77,7 @@ class TrainConfig:
 
 
 def _show(v):
-    if hasattr(v, "name") and hasattr(v, "args"):
+    if isinstance(v, Decay) or hasattr(v, "name") and hasattr(v, "args"):
         return str(v)
     if isinstance(v, tuple) and v and v[0] == "linear":
         return f"linear({v[1]}, {v[2]})"
@@ -145,6 +148,40 @@ def _valid(v):
     return frac
 
 
+def _l2(v):
+    """`l2 = 0.02` (every matrix) or `l2 = decay(0.02, E = 1e-4, T = 1e-3)`: the
+    positional value for every matrix, each keyword for the parameter it names (a vector
+    too). The names are checked against the model's parameters when training starts."""
+    if getattr(v, "name", None) == "decay":
+        if len(v.args) > 1:
+            raise UsageError(f"train: l2 = {v}: decay() takes one positional value (the "
+                             f"decay of every matrix), then NAME = value per parameter, "
+                             f"e.g. decay(0.02, E = 1e-4)")
+        default = _number("l2", v.args[0], 0) if v.args else 0.0
+        per = {k: _number(f"l2 of {k}", x, 0) for k, x in v.kwargs.items()}
+        return Decay(default, per)
+    if hasattr(v, "name"):
+        near = difflib.get_close_matches(str(v.name), ["decay"], n=1)
+        hint = "; did you mean 'decay'?" if near else ""
+        raise UsageError(f"train: l2 must be a number >= 0 or decay(0.02, NAME = value, "
+                         f"...), not {v}{hint}")
+    return _number("l2", v, 0)
+
+
+SELECT = ("root", "all", "loss")     # every kind's choices; loop.py checks the kind's
+
+
+def _select(v):
+    """What best.npz keeps: a bare name; whether it fits the kind of data is checked by
+    the training loop (loop.py, `Selects`)."""
+    if v is None or v in SELECT:
+        return v
+    near = difflib.get_close_matches(str(v), SELECT, n=1)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    raise UsageError(f"train: select must be one of {', '.join(SELECT)} (trees: root, "
+                     f"all, loss; sequences: loss), not {v!r}{hint}")
+
+
 def _on_nan(v):
     if v not in ("stop", "skip"):
         raise UsageError(f"train: on_nan must be stop or skip, not {v!r}")
@@ -167,7 +204,7 @@ def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".
         bptt=_number("bptt", v["bptt"], 1, None, True),
         epochs=_number("epochs", v["epochs"], 1, None, True),
         teacher=_teacher(v["teacher"]), schedule=v["schedule"],
-        param_init=v["param_init"], l2=_number("l2", v["l2"], 0),
+        param_init=v["param_init"], l2=_l2(v["l2"]), select=_select(v["select"]),
         seed=_number("seed", v["seed"], 0, None, True), dtype=dtype,
         on_nan=_on_nan(v["on_nan"]),
         base=here if "data" in sets else str(spec_dir),

@@ -238,6 +238,12 @@ class DistributedTrainer(Trainer):
             self._broadcast_state()
         return path
 
+    def _save_best(self, meta: dict) -> None:
+        """best.npz (`select = loss`): every rank holds the same parameters and score;
+        rank 0 writes the file."""
+        if self.rank == 0:
+            super()._save_best(meta)
+
     def restore(self, c) -> None:
         d = c.meta.get("distributed") or {"ranks": 1}
         if d["ranks"] != self.ranks:

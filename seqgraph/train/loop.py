@@ -9,8 +9,8 @@ with exactly the parameters of a run that never stopped.
 
 What depends on the kind of data is a small object beside the loop (`SequenceKind` here,
 `TreeKind` in trees.py): how the batches are cut and run, which rows of a sparse gradient
-a batch touches, how the validation data is scored, and which validation score (if any)
-picks the parameters kept in `best.npz`. Resume, signals, `--minutes`, `--on-nan`,
+a batch touches, how the validation data is scored, and which validation scores may
+pick the parameters kept in `best.npz` (the train block's `select`: `Selects`). Resume, signals, `--minutes`, `--on-nan`,
 metrics.csv and the plots are the loop's own, the same for every kind.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,16 +46,50 @@ class Position:
     window: int = 0
 
 
-class SequenceKind:
+class Selects:
+    """The train block's `select`: which validation score picks the parameters kept in
+    best.npz. A kind lists the choices it has (`selects`: name -> (the metric's name in
+    best.npz, whether higher is better)) and the one it takes when `select` is not
+    given (`default_select`; None: no best.npz)."""
+    selects: ClassVar[dict] = {}
+    default_select: str | None = None
+    what = "this data"
+    select: str | None = None
+    best_metric: str | None = None      # the validation score best.npz keeps, if any
+
+    def choose(self, cfg) -> None:
+        s = getattr(cfg, "select", None)
+        if s is not None and s not in self.selects:
+            raise UsageError(f"train: select = {s} does not apply to {self.what}; its "
+                             f"best.npz is chosen by {' or '.join(self.selects)}")
+        self.select = self.default_select if s is None else s
+        self.best_metric = self.selects[self.select][0] if self.select else None
+
+    def best(self, v) -> float | None:
+        """The validation score that picks best.npz (None: this kind keeps none)."""
+        return None if self.select is None else float(self.read(v, self.select))
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.selects[self.select][1] else value < than
+
+    def read(self, v, select: str) -> float:
+        raise NotImplementedError
+
+
+class SequenceKind(Selects):
     """The loop's pieces for sequences (data.py): truncated-BPTT windows of a token
-    stream (state carried) or batches of examples (pairs, labeled, ...)."""
+    stream (state carried) or batches of examples (pairs, labeled, ...). best.npz only
+    with `select = loss` (the lowest validation loss)."""
     unit = ""                           # of the training loss in the epoch's line
     resume_keys = ("batch", "bptt")     # settings a resumed run must keep
     counts = "tokens"                   # what the checkpoint's train_tokens counts
-    best_metric = None                  # the validation score best.npz keeps, if any
+    selects: ClassVar[dict] = {"loss": ("valid_loss", False)}
+    default_select = None
+    what = "a sequence model"
 
     def __init__(self, graph, data, cfg):
         self.graph, self.data, self.cfg = graph, data, cfg
+        self.choose(cfg)
 
     def batches(self):
         return self.data.batches(self.cfg)
@@ -75,9 +110,8 @@ class SequenceKind:
     def describe(self, v) -> str:
         return f", valid {v.loss:.4f} (ppl {v.perplexity:.2f})"
 
-    def best(self, v) -> float | None:
-        """The score (higher is better) that picks the parameters kept in best.npz."""
-        return None
+    def read(self, v, select: str) -> float:
+        return v.loss
 
 
 def data_kind(graph, data, cfg):
@@ -102,7 +136,7 @@ class Trainer:
         self.kind = data_kind(graph, data, cfg)
         self.streams = self.kind.batches()
         self.valid = self.kind.valid_batches()
-        self.opt = make_optimizer(cfg.optimizer, cfg.l2)
+        self.opt = make_optimizer(cfg.optimizer, cfg.l2, model.params)
         self.sched = make_schedule(cfg.schedule)
         self.rng = np.random.default_rng(cfg.seed)
         self.pos, self.carry, self.saved = Position(), None, None
@@ -131,6 +165,11 @@ class Trainer:
             shown = ", ".join(f"{k} {was[k]}" for k in keys)
             raise UsageError(f"{c.path}: resume with the same {same} (checkpoint: "
                              f"{st['train_tokens']} {self.kind.counts}, {shown})")
+        was_select = st.get("select", self.kind.default_select)
+        if st.get("best") is not None and was_select != self.kind.select:
+            raise UsageError(f"{c.path}: best.npz was chosen by select = {was_select}; "
+                             f"resume with the same select (this run: "
+                             f"{self.kind.select or 'none'})")
         ck.restore_params(c, self.model.params)
         self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
         self.sched.load_state_dict(st["schedule"])
@@ -148,23 +187,29 @@ class Trainer:
                  "train_tokens": len(self.data.train), "epoch_loss": self.epoch_loss,
                  "optimizer": {k: v for k, v in self.opt.state_dict().items() if k != "arrays"},
                  "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
-                 "best": self.best, "seconds": self.seconds}
+                 "best": self.best, "select": self.kind.select, "seconds": self.seconds}
         path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": state},
                        self.opt.state_dict()["arrays"], self.carry if mid_epoch else None)
         self.saved = str(path)
         return path
 
     def _keep_best(self, v) -> None:
-        """best.npz: the parameters of the best validation score so far (kinds that
-        have one: the root accuracy of trees)."""
+        """best.npz: the parameters of the best validation score so far, the score
+        chosen by `select` (trees: the root accuracy unless told; sequences: none unless
+        `select = loss`). Its meta names the metric, its value and the epoch's scores."""
         value = self.kind.best(v)
-        if value is None or (self.best is not None and value <= self.best):
+        if value is None or (self.best is not None and not self.kind.better(value, self.best)):
             return
         self.best = value
         p = self.pos
-        ck.save(self.out / "best.npz", self.model.params,
-                {**self.meta, "best": {"epoch": p.epoch + 1, "step": p.step,
-                                       self.kind.best_metric: value}})
+        scores = {k: x for k, x in v.as_dict().items()
+                  if x is None or isinstance(x, (int, float))}
+        self._save_best({**self.meta, "best": {
+            "epoch": p.epoch + 1, "step": p.step, "select": self.kind.select,
+            "metric": self.kind.best_metric, "value": value, "valid": scores}})
+
+    def _save_best(self, meta: dict) -> None:
+        ck.save(self.out / "best.npz", self.model.params, meta)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:
@@ -261,6 +306,7 @@ class Trainer:
         train, vloss = self._validate()
         self.sched.end_epoch(train if vloss is None else vloss)
         p.epoch, p.window, self.carry, self.epoch_loss = p.epoch + 1, 0, None, [0.0, 0]
+        self.opt.end_epoch(p.epoch)     # adagrad(reset = k): before the checkpoint
         self.save()
         self.metrics.plot()
 

@@ -10,14 +10,31 @@ The whole update of one parameter is one rule, `rule(p, g, lr, **state)`, in pla
 sparse update (embeddings: `step(..., rows={"E": (1, ids)})`) applies the same rule to
 the touched rows of the parameter, its gradient and its state, and to nothing else:
 AdaGrad (Socher et al.'s optimiser) gives exactly the dense result, Adam its lazy form.
+
+Weight decay is one `l2` for every matrix (`l2 = 0.02`), or per parameter:
+`l2 = decay(0.02, E = 1e-4, T = 1e-3)` (`Decay`) decays every matrix by 0.02 but `E` by
+1e-4 and `T` by 1e-3; a parameter named there decays even if it is a vector.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class Decay:
+    """`decay(0.02, E = 1e-4)`: L2 weight decay `default` for every matrix, and `per`
+    {parameter: value} for the parameters named (vectors included)."""
+    default: float = 0.0
+    per: dict = field(default_factory=dict, hash=False)
+
+    def __str__(self) -> str:
+        return "decay(" + ", ".join([f"{self.default:g}"] +
+                                    [f"{k}={v:g}" for k, v in self.per.items()]) + ")"
 
 
 class Optimizer:
@@ -25,10 +42,15 @@ class Optimizer:
     name = "?"
     slots: tuple = ()
 
-    def __init__(self, lr: float, l2: float = 0.0):
+    def __init__(self, lr: float, l2: float | Decay = 0.0):
         if not lr > 0:
             raise UsageError(f"{self.name}(): lr must be positive, not {lr!r}")
-        self.lr, self.l2, self.t = float(lr), float(l2), 0
+        self.lr, self.t = float(lr), 0
+        # l2: the decay of every matrix; l2_per: {parameter: decay} of those named
+        if isinstance(l2, Decay):
+            self.l2, self.l2_per = float(l2.default), {k: float(v) for k, v in l2.per.items()}
+        else:
+            self.l2, self.l2_per = float(l2), {}
         self.state: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slots}
 
     def slot(self, slot: str, name: str, p: np.ndarray) -> np.ndarray:
@@ -38,12 +60,26 @@ class Optimizer:
             table[name] = np.zeros_like(p)
         return table[name]
 
-    def decayed(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """The gradient of loss + l2/2 |W|^2. Only weights (ndim >= 2) decay: the book's
-        section 7.1 leaves biases unregularised, since they control one unit each."""
-        if self.l2 and p.ndim >= 2:
-            return g + self.l2 * p
+    def l2_of(self, name: str, ndim: int) -> float:
+        """The decay of parameter `name`: its own (`decay(..., name = v)`), else `l2` for
+        a weight matrix (ndim >= 2) and 0 for a vector: the book's section 7.1 leaves
+        biases unregularised, since they control one unit each."""
+        own = self.l2_per.get(name)
+        if own is not None:
+            return own
+        return self.l2 if ndim >= 2 else 0.0
+
+    def decayed(self, name: str, p: np.ndarray, g: np.ndarray, ndim: int | None = None) \
+            -> np.ndarray:
+        """The gradient of loss + l2/2 |p|^2, with parameter `name`'s l2 (`ndim`: of the
+        whole parameter, when `p` is some of its rows)."""
+        l2 = self.l2_of(name, p.ndim if ndim is None else ndim)
+        if l2:
+            return g + l2 * p
         return g
+
+    def end_epoch(self, epochs_done: int) -> None:
+        """Called by the training loop when an epoch ends (before the checkpoint)."""
 
     def step(self, params: dict, grads: dict, lr: float | None = None,
              rows: dict | None = None) -> None:
@@ -61,7 +97,7 @@ class Optimizer:
                 axis, ids = rows[name]
                 self.update_rows(name, p, g, lr, ids, axis)
             else:
-                self.update(name, p, self.decayed(p, g).astype(p.dtype, copy=False), lr)
+                self.update(name, p, self.decayed(name, p, g).astype(p.dtype, copy=False), lr)
 
     def update(self, name: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
         self.rule(p, g, lr, **{s: self.slot(s, name, p) for s in self.used_slots()})
@@ -75,7 +111,8 @@ class Optimizer:
             return
         pv = np.moveaxis(p, axis, 0)
         sub = pv[ids]
-        gsub = self.decayed(sub, np.moveaxis(g, axis, 0)[ids]).astype(p.dtype, copy=False)
+        gsub = self.decayed(name, sub, np.moveaxis(g, axis, 0)[ids],
+                             p.ndim).astype(p.dtype, copy=False)
         views = {s: np.moveaxis(self.slot(s, name, p), axis, 0) for s in self.used_slots()}
         state = {s: v[ids] for s, v in views.items()}
         self.rule(sub, gsub, lr, **state)
@@ -92,7 +129,10 @@ class Optimizer:
 
     # --- checkpoints ---------------------------------------------------------------
     def hyper(self) -> dict:
-        return {"lr": self.lr, "l2": self.l2}
+        h = {"lr": self.lr, "l2": self.l2}
+        if self.l2_per:
+            h["l2_per"] = dict(self.l2_per)
+        return h
 
     def state_dict(self) -> dict:
         """{"name", "step", "hyper", "arrays": {"slot/param": array}}."""
@@ -179,12 +219,26 @@ def _fusable(*arrays) -> bool:
 
 
 class Adagrad(Optimizer):
-    """Algorithm 8.4 (Duchi et al.): each coordinate's rate shrinks with its history."""
+    """Algorithm 8.4 (Duchi et al.): each coordinate's rate shrinks with its history.
+    `reset = k` zeroes the accumulated squared gradients every k epochs (the Stanford
+    CoreNLP sentiment trainer's `adagradResetFrequency`; 0: never)."""
     name, slots = "adagrad", ("r",)
 
-    def __init__(self, lr: float = 0.01, eps: float = 1e-8, l2: float = 0.0):
+    def __init__(self, lr: float = 0.01, eps: float = 1e-8, reset: int = 0,
+                 l2: float | Decay = 0.0):
         super().__init__(lr, l2)
         self.eps = float(eps)
+        if isinstance(reset, bool) or not isinstance(reset, (int, float)) or reset < 0 \
+                or float(reset) != int(reset):
+            raise UsageError(f"adagrad(): reset must be a whole number of epochs >= 0 "
+                             f"(0: never), not {reset!r}")
+        self.reset = int(reset)
+
+    def end_epoch(self, epochs_done: int) -> None:
+        """Every `reset` epochs the accumulators start again from zero (in place)."""
+        if self.reset and epochs_done % self.reset == 0:
+            for a in self.state["r"].values():
+                a.fill(0)
 
     def rule(self, p, g, lr, r=None):
         """Sparse and dense agree exactly: an untouched row has g = 0."""
@@ -192,14 +246,17 @@ class Adagrad(Optimizer):
         p -= lr * g / (np.sqrt(r) + self.eps)
 
     def hyper(self):
-        return {**super().hyper(), "eps": self.eps}
+        return {**super().hyper(), "eps": self.eps, "reset": self.reset}
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad}
 
 
-def make_optimizer(call, l2: float = 0.0) -> Optimizer:
-    """An optimiser from a train-block value: `adam(lr = 0.002)` or a bare `sgd`."""
+def make_optimizer(call, l2: float | Decay = 0.0, params=None) -> Optimizer:
+    """An optimiser from a train-block value: `adam(lr = 0.002)` or a bare `sgd`. With
+    `params` (the model's names), a `decay(...)` naming another parameter is refused."""
+    if isinstance(l2, Decay) and params is not None:
+        check_decay(l2, params)
     name = getattr(call, "name", call)
     args, kwargs = tuple(getattr(call, "args", ())), dict(getattr(call, "kwargs", {}))
     if name not in OPTIMIZERS:
@@ -209,6 +266,18 @@ def make_optimizer(call, l2: float = 0.0) -> Optimizer:
     except TypeError as e:
         msg = str(e).split("__init__() ")[-1]
         raise UsageError(f"bad optimizer call {name}(...): {msg}") from None
+
+
+def check_decay(l2: Decay, params) -> None:
+    """Every parameter `decay(...)` names must be one of the model's."""
+    import difflib
+    names = list(params)
+    for key in l2.per:
+        if key not in params:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else \
+                f" (parameters: {', '.join(names)})"
+            raise UsageError(f"train: l2 = {l2}: the model has no parameter '{key}'{hint}")
 
 
 def _part(name, g, rows):

@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from .binding import Binding, _size
 from .data import feeds
 from .evaluate import xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path
+from .loop import Selects
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 
@@ -478,17 +480,23 @@ class TreeBatches:
         return TreeBatch(ins, tgs, f, len(y), touched(self.sparse, w))
 
 
-class TreeKind:
+class TreeKind(Selects):
     """The training loop's pieces for trees (loop.py, `SequenceKind` for the others):
     batches of trees with sparse updates of embeddings, validation reported as Socher et
-    al. (2013) report it, and best.npz kept by the validation root accuracy."""
+    al. (2013) report it, and best.npz kept by the validation root accuracy, or by
+    `select = all` (accuracy at all nodes) or `select = loss` (the lowest loss)."""
     unit = "/node"
     resume_keys = ("batch",)
     counts = "trees"
-    best_metric = "valid_fine_root"
+    selects: ClassVar[dict] = {"root": ("valid_fine_root", True),
+                               "all": ("valid_fine_all", True),
+                               "loss": ("valid_loss", False)}
+    default_select = "root"
+    what = "a tree model"
 
     def __init__(self, graph, data: TreeDataset, cfg):
         self.graph, self.data, self.cfg = graph, data, cfg
+        self.choose(cfg)
         self.sparse = tuple(embedding_params(graph, data.binding.input))
 
     def batches(self) -> TreeBatches:
@@ -511,8 +519,8 @@ class TreeKind:
     def describe(self, v: TreeScore) -> str:
         return f"; valid {summary(v)}"
 
-    def best(self, v: TreeScore) -> float | None:
-        return v.as_dict()["fine_root"]
+    def read(self, v: TreeScore, select: str) -> float:
+        return v.loss if select == "loss" else v.as_dict()[f"fine_{select}"]
 
 
 # ------------------------------------------------------------------------ seqgraph eval
