@@ -74,6 +74,46 @@ o[t] = Wo @ h[t] + bo
 loss xent(o[t], y[t])
 """
 
+# TREES and three others: validation trees whose scores peak at different epochs of a
+# run of TREE_SPEC (seed 1: root accuracy at epoch 2, all nodes at 3, loss at 4 of 6)
+VALID_TREES = TREES + """(1 (2 It) (1 (2 's) (0 bad)))
+(3 (3 lovely) (2 film))
+(0 (0 bad) (1 (2 's) (1 fine)))
+"""
+
+
+def tree_run_spec(tmp_path, text: str):
+    """`text` (a TREE_SPEC variant) written as m.sg beside train.txt (TREES three times)
+    and valid.txt (VALID_TREES); its path."""
+    (tmp_path / "train.txt").write_text(TREES * 3)
+    (tmp_path / "valid.txt").write_text(VALID_TREES)
+    p = tmp_path / "m.sg"
+    p.write_text(text)
+    return p
+
+
+def train_quiet(spec, out, *more) -> int:
+    """`seqgraph train SPEC --out OUT --quiet --executor interp MORE...` in this process:
+    its exit code."""
+    from seqgraph.cli import main
+    return main(["train", str(spec), "--out", str(out), "--quiet", "--executor", "interp",
+                 *more])
+
+
+def npz_meta(path) -> dict:
+    """The __meta__ of a checkpoint or best.npz."""
+    import json
+    with np.load(path) as z:
+        return json.loads(str(z["__meta__"]))
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """Runs that skip their plots (matplotlib costs a second an epoch)."""
+    from seqgraph.train import metrics
+    monkeypatch.setattr(metrics.MetricsLog, "plot", lambda self: None)
+
+
 # a character LM with a train block (tiny.txt)
 TINY_LM = "\nmodel lm\ndim H = 6\n" + ELMAN + """\
 train {

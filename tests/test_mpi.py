@@ -161,6 +161,29 @@ def test_a_distributed_run_resumes_where_it_stopped(work):
     assert p.returncode == 2 and "on 2 rank(s)" in p.stderr
 
 
+def averages(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k[len("__average__/"):]: z[k] for k in z.files if k.startswith("__average__/")}
+
+
+def test_two_ranks_average_as_one_process_and_resume_exactly(work):
+    """`average = d`: every rank averages the same parameters, so the averages of two
+    ranks are those of one process with the doubled batch; a resumed distributed run
+    (stopped mid-epoch) ends with the averages of one that never stopped."""
+    avg = ("--set", "average=0.9")
+    ok(mpirun(work, 2, "--steps", 14, "--out", "two", *avg))
+    ok(single(work, "--steps", 14, "--out", "one", "--set", "batch=4", *avg))
+    a2, a1 = averages(work / "two/checkpoint.npz"), averages(work / "one/checkpoint.npz")
+    assert a2 and a2.keys() == params(work / "two/checkpoint.npz").keys()
+    assert_close(a2, a1)
+    ok(mpirun(work, 2, "--steps", 4, "--out", "split", *avg))
+    ok(mpirun(work, 2, "--steps", 14, "--resume", "split", *avg))
+    assert_close(averages(work / "two/checkpoint.npz"),
+                 averages(work / "split/checkpoint.npz"), tol=0)
+    assert_close(params(work / "two/checkpoint.npz"),
+                 params(work / "split/checkpoint.npz"), tol=0)
+
+
 def test_one_rank_distributed_is_the_plain_run(work):
     ok(mpirun(work, 1, "--steps", 6, "--out", "mpi1"))
     ok(single(work, "--steps", 6, "--out", "plain"))

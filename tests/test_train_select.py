@@ -2,7 +2,6 @@
 (weight decay per parameter) and `adagrad(reset = k)` (accumulators zeroed every k
 epochs): each checked against a hand computation or an independent record of a tiny run,
 with resume still bit-identical. The runs skip the plots, so the file takes seconds."""
-import json
 
 import numpy as np
 import pytest
@@ -11,47 +10,21 @@ import seqgraph.train.trees as trees_mod
 from seqgraph.cli import main
 from seqgraph.errors import UsageError
 from seqgraph.lang.ast import Call
-from seqgraph.train import metrics
 from seqgraph.train.config import make_config, parse_sets
 from seqgraph.train.optim import SGD, Adagrad, Adam, Decay, make_optimizer
 
-from conftest import TINY_LM, TREE_SPEC, TREES
+from conftest import TINY_LM, TREE_SPEC, npz_meta, train_quiet, tree_run_spec
 
-# the training trees and three others: the scores of this validation set peak at
-# different epochs (seed 1: root at epoch 2, all nodes at 3, loss at 4 of 6)
-VALID = TREES + """(1 (2 It) (1 (2 's) (0 bad)))
-(3 (3 lovely) (2 film))
-(0 (0 bad) (1 (2 's) (1 fine)))
-"""
-
-# the shared recursive net, validated on VALID, 6 epochs, seed 1
+# the shared recursive net, validated on VALID_TREES, 6 epochs, seed 1
 SPEC = TREE_SPEC.replace('valid = trees("train.txt")', 'valid = trees("valid.txt")').replace(
     "epochs = 3", "epochs = 6\n  seed = 1")
-
-
-@pytest.fixture(autouse=True)
-def no_plots(monkeypatch):
-    """The plots (matplotlib) cost a second an epoch; nothing here looks at them."""
-    monkeypatch.setattr(metrics.MetricsLog, "plot", lambda self: None)
+pytestmark = pytest.mark.usefixtures("no_plots")
+train, meta = train_quiet, npz_meta
 
 
 @pytest.fixture
 def spec(tmp_path):
-    (tmp_path / "train.txt").write_text(TREES * 3)
-    (tmp_path / "valid.txt").write_text(VALID)
-    p = tmp_path / "m.sg"
-    p.write_text(SPEC)
-    return p
-
-
-def train(spec, out, *more) -> int:
-    return main(["train", str(spec), "--out", str(out), "--quiet", "--executor", "interp",
-                 *more])
-
-
-def meta(path) -> dict:
-    with np.load(path) as z:
-        return json.loads(str(z["__meta__"]))
+    return tree_run_spec(tmp_path, SPEC)
 
 
 def params(path) -> dict:

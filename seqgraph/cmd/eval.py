@@ -19,13 +19,16 @@ def add_arguments(p) -> None:
                         "training data (default: the held-out validation data)")
     p.add_argument("--executor", choices=["interp", "compiled"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--average", action="store_true",
+                   help="a checkpoint.npz of a run with the train key average: its averaged "
+                        "parameters instead of the raw ones (best.npz holds the averaged ones)")
 
 
 def run(args) -> int:
     from ..train.session import restore
     from .train import _checkpoint_in
 
-    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor)
+    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor, args.average)
     if getattr(t.binding, "kind", None) == "trees":     # recursive nets: train/trees.py
         from ..train.trees import eval_command
         return eval_command(t, args.spec, args.data, args.json)

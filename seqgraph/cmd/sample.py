@@ -45,6 +45,9 @@ def add_arguments(p) -> None:
     p.add_argument("--attention-var", metavar="NAME",
                    help="the variable over two indexes to draw (default: the first "
                         "defined by 'softmax over', e.g. a[u, t])")
+    p.add_argument("--average", action="store_true",
+                   help="a checkpoint.npz of a run with the train key average: its averaged "
+                        "parameters instead of the raw ones (best.npz holds the averaged ones)")
     p.add_argument("--executor", choices=["interp", "compiled"],
                    help="interp by default: a window of one step gains nothing from "
                         "compiled loops")
@@ -66,7 +69,8 @@ def run(args) -> int:
         raise UsageError("--temperature must be positive (use --greedy for argmax)")
     if args.attention_var is not None and args.attention_plot is None:
         raise UsageError("--attention-var chooses what --attention-plot draws; give both")
-    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor or "interp")
+    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor or "interp",
+                args.average)
     b = t.binding
     lm = getattr(b, "kind", "stream") == "stream"
     rng = np.random.default_rng(args.seed)

@@ -33,7 +33,8 @@ from .parse import parse
 # the train block's keys (seqgraph/train/config.py gives each its default and meaning;
 # tests/test_core.py keeps the two lists equal)
 TRAIN_KEYS = ("data", "valid", "optimizer", "clip", "batch", "bptt", "epochs", "teacher",
-              "schedule", "param_init", "l2", "select", "seed", "dtype", "on_nan")
+              "schedule", "param_init", "l2", "select", "seed", "dtype", "on_nan",
+              "average")
 INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1}
 UNARY = {"tanh", "sigmoid", "relu", "exp", "log", "softplus", "softmax"}
 

@@ -3,8 +3,10 @@
 Each parameter is an array under its spec name (`W`, `enc.U`). Everything else sits under
 reserved keys that start with `__`: `__meta__` is a 0-d string array holding JSON (the
 spec's text, the bound dims, the vocabulary, the training position and configuration),
-`__optim__/m/W` the optimiser's state arrays and `__carry__/...` the recurrent state of a
-run stopped mid-epoch. Nothing needs pickle to load.
+`__optim__/m/W` the optimiser's state arrays, `__average__/W` the moving averages of the
+parameters (train key `average`; the top-level arrays stay the raw parameters, which a
+resumed run continues from) and `__carry__/...` the recurrent state of a run stopped
+mid-epoch. Nothing needs pickle to load.
 
 Writing is atomic (a temporary file in the same directory, fsync, `os.replace`): a run
 killed while saving leaves the previous checkpoint whole, and the temporary file it leaves
@@ -32,7 +34,7 @@ import numpy as np
 from ..errors import DataError, UsageError
 
 FORMAT, VERSION = "seqgraph-checkpoint", 1
-META, OPTIM, CARRY = "__meta__", "__optim__/", "__carry__/"
+META, OPTIM, CARRY, AVERAGE = "__meta__", "__optim__/", "__carry__/", "__average__/"
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Checkpoint:
     optim: dict = field(default_factory=dict)   # "slot/param" -> array
     carry: object = None                # the state to continue from, or None
     path: str = ""
+    average: dict = field(default_factory=dict)  # name -> moving average (train: average)
 
 
 # ------------------------------------------------------------------ nested carry state
@@ -77,8 +80,9 @@ def unflatten(skeleton: dict, arrays):
 
 # ------------------------------------------------------------------------------ write
 def save(path: str | Path, params: dict, meta: dict, optim: dict | None = None,
-         carry=None) -> Path:
-    """Write the checkpoint atomically; returns its path."""
+         carry=None, average: dict | None = None) -> Path:
+    """Write the checkpoint atomically; returns its path. `average`: the parameters'
+    moving averages, kept beside the raw parameters under `__average__/NAME`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clash = [n for n in params if n.startswith("__")]
@@ -88,6 +92,8 @@ def save(path: str | Path, params: dict, meta: dict, optim: dict | None = None,
     arrays = dict(params)
     for key, a in (optim or {}).items():
         arrays[OPTIM + key] = a
+    for key, a in (average or {}).items():
+        arrays[AVERAGE + key] = a
     meta = {**meta, "format": FORMAT, "version": VERSION,
             "shapes": {n: list(np.shape(a)) for n, a in params.items()}}
     meta["carry"] = None if carry is None else flatten(carry, CARRY.rstrip("/"), arrays)
@@ -192,9 +198,10 @@ def load(path: str | Path) -> Checkpoint:
     if meta.get("format") != FORMAT:
         raise DataError("not a seqgraph checkpoint", file=file)
     optim = {k[len(OPTIM):]: a for k, a in arrays.items() if k.startswith(OPTIM)}
+    average = {k[len(AVERAGE):]: a for k, a in arrays.items() if k.startswith(AVERAGE)}
     params = {k: a for k, a in arrays.items() if not k.startswith("__")}
     carry = None if meta.get("carry") is None else unflatten(meta["carry"], arrays)
-    return Checkpoint(params, meta, optim, carry, file)
+    return Checkpoint(params, meta, optim, carry, file, average)
 
 
 def check_params(ckpt: Checkpoint, params: dict) -> None:
@@ -214,8 +221,15 @@ def check_params(ckpt: Checkpoint, params: dict) -> None:
                         f"not declare", file=ckpt.path)
 
 
-def restore_params(ckpt: Checkpoint, params: dict) -> None:
-    """Copy the checkpoint's values into the model's arrays, in place, after checking."""
+def restore_params(ckpt: Checkpoint, params: dict, average: bool = False) -> None:
+    """Copy the checkpoint's values into the model's arrays, in place, after checking;
+    `average`: its moving averages of the parameters instead (`__average__/`), an error
+    when it holds none."""
     check_params(ckpt, params)
+    if average and set(ckpt.average) != set(params):
+        raise DataError("holds no averaged parameters (trained without the train key "
+                        "`average`; a best.npz already holds the averaged ones)",
+                        file=ckpt.path)
+    src = ckpt.average if average else ckpt.params
     for name, p in params.items():
-        p[...] = ckpt.params[name]
+        p[...] = src[name]

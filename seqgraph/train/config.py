@@ -31,6 +31,7 @@ DEFAULTS = {
     "seed": 0,
     "dtype": "float32",
     "on_nan": "stop",       # stop | skip: a non-finite loss or gradient skips the batch
+    "average": 0.0,         # decay d of a moving average of the parameters; 0: none
 }
 
 
@@ -53,6 +54,7 @@ class TrainConfig:
     dtype: str
     on_nan: str = "stop"
     select: str | None = None
+    average: float = 0.0
     base: str = "."
     valid_base: str = "."
 
@@ -188,6 +190,15 @@ def _on_nan(v):
     return v
 
 
+def _average(v):
+    """`average = d`, 0 <= d < 1: the decay of the parameters' exponential moving average
+    (loop.py, `Averages`); 0 keeps none. At d = 1 the average would never move."""
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
+        raise UsageError(f"train: average must be a decay in [0, 1), e.g. 0.999 (0: no "
+                         f"averaging), not {v!r}")
+    return float(v)
+
+
 def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".") -> TrainConfig:
     """Defaults, then the spec's train block, then `--set` overrides, checked."""
     for key in block:
@@ -206,6 +217,6 @@ def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".
         teacher=_teacher(v["teacher"]), schedule=v["schedule"],
         param_init=v["param_init"], l2=_l2(v["l2"]), select=_select(v["select"]),
         seed=_number("seed", v["seed"], 0, None, True), dtype=dtype,
-        on_nan=_on_nan(v["on_nan"]),
+        on_nan=_on_nan(v["on_nan"]), average=_average(v["average"]),
         base=here if "data" in sets else str(spec_dir),
         valid_base=here if "valid" in sets else str(spec_dir))

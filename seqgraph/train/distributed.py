@@ -314,11 +314,15 @@ class DistributedTrainer(Trainer):
     def _broadcast_state(self) -> None:
         """Rank 0's parameters and optimiser state on every rank, in one Bcast of one
         buffer. Every rank holds the same optimiser slots: none before the first step,
-        the checkpoint's after a resume, and then those of the same updates."""
+        the checkpoint's after a resume, and then those of the same updates; likewise
+        the parameters' moving averages (train key `average`), which every rank updates
+        from the same parameters."""
         if self.ranks == 1:
             return
         opt = self.opt.state_dict()["arrays"]
         arrays = list(self.model.params.values()) + [opt[k] for k in sorted(opt)]
+        if self.averages is not None:                       # train key `average`
+            arrays += list(self.averages.avg.values())
         dtype = arrays[0].dtype
         buf = np.concatenate([np.ravel(a).astype(dtype, copy=False) for a in arrays])
         self.comm.bcast(buf, "receiving rank 0's parameters")

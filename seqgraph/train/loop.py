@@ -9,15 +9,18 @@ with exactly the parameters of a run that never stopped.
 
 What depends on the kind of data is a small object beside the loop (`SequenceKind` here,
 `TreeKind` in trees.py): how the batches are cut and run, which rows of a sparse gradient
-a batch touches, how the validation data is scored, and which validation scores may
-pick the parameters kept in `best.npz` (the train block's `select`: `Selects`). Resume, signals, `--minutes`, `--on-nan`,
-metrics.csv and the plots are the loop's own, the same for every kind.
+a batch touches, how the validation data is scored, and which validation scores may pick
+the parameters kept in `best.npz` (the train block's `select`: `Selects`). Resume,
+signals, `--minutes`, `--on-nan`, metrics.csv and the plots are the loop's own, the same
+for every kind. `Averages` is the train key `average`: a moving average of the
+parameters, which the validation pass and best.npz see in place of the raw ones.
 """
 from __future__ import annotations
 
 import inspect
 import math
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -114,6 +117,45 @@ class SequenceKind(Selects):
         return v.loss
 
 
+class Averages:
+    """An exponential moving average of every parameter (train key `average = d`), as
+    TensorFlow's ExponentialMovingAverage with `num_updates`. Started from the initial
+    parameters (avg_0 = p_0); after each optimiser step, t the updates before it:
+
+        d_t   = min(d, (1 + t) / (10 + t))       warm-up: 0.1, 0.18, 0.25, ... -> d
+        avg  <- d_t * avg + (1 - d_t) * p          (computed as avg += (1 - d_t)(p - avg))
+
+    so early averages forget the random initialisation fast, and later ones average over
+    about 1 / (1 - d) updates. Validation, best.npz (and so `eval` of it) see the
+    averages; training continues from the raw parameters."""
+
+    def __init__(self, decay: float, params: dict):
+        self.decay = decay
+        self.avg = {k: np.array(p, copy=True) for k, p in params.items()}
+        self._tmp = {k: np.empty_like(p) for k, p in params.items()}   # scratch/backup
+
+    def update(self, params: dict, t: int) -> None:
+        """Fold in the parameters after update t + 1 (t: the updates before it)."""
+        d = min(self.decay, (1 + t) / (10 + t))
+        for k, a in self.avg.items():
+            tmp = np.subtract(params[k], a, out=self._tmp[k])    # p - avg
+            tmp *= 1 - d
+            a += tmp
+
+    @contextmanager
+    def swapped_in(self, params: dict):
+        """The averages in the model's own arrays (in place: executors hold them) for
+        the block; the raw parameters back after it, bit for bit."""
+        for k, p in params.items():
+            np.copyto(self._tmp[k], p)
+            np.copyto(p, self.avg[k])
+        try:
+            yield
+        finally:
+            for k, p in params.items():
+                np.copyto(p, self._tmp[k])
+
+
 def data_kind(graph, data, cfg):
     """The loop's pieces for `data`: trees (trees.py) or sequences."""
     if getattr(data, "kind", None) == "trees":
@@ -150,6 +192,7 @@ class Trainer:
         self.metrics: MetricsLog | None = None
         self.best = None                # the best validation score (kind.best) so far
         self.seconds = 0.0              # spent in updates, over the whole run
+        self.averages: Averages | None = None   # train key `average`; made in fit()
 
     # ------------------------------------------------------------------- resume
     def restore(self, c: ck.Checkpoint) -> None:
@@ -171,6 +214,7 @@ class Trainer:
                              f"resume with the same select (this run: "
                              f"{self.kind.select or 'none'})")
         ck.restore_params(c, self.model.params)
+        self._restore_averages(c)
         self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
         self.sched.load_state_dict(st["schedule"])
         self.rng.bit_generator.state = st["rng"]
@@ -179,6 +223,23 @@ class Trainer:
         self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
         self.carry = c.carry
         self.saved = c.path
+
+    def _restore_averages(self, c: ck.Checkpoint) -> None:
+        """The checkpoint's moving averages; a run must keep averaging (or not)."""
+        decay = getattr(self.cfg, "average", 0.0)
+        if bool(c.average) != bool(decay):
+            was = "averaged" if c.average else "did not average"
+            raise UsageError(f"{c.path}: its run {was} the parameters; resume with the "
+                             f"same average (this run: average = {decay:g})")
+        if decay:
+            ck.check_params(ck.Checkpoint(c.average, c.meta, path=c.path), self.model.params)
+            self.averages = Averages(decay, c.average)
+
+    def _averaged(self):
+        """A context in which the model holds the averaged parameters (if any)."""
+        if self.averages is None:
+            return nullcontext()
+        return self.averages.swapped_in(self.model.params)
 
     # --------------------------------------------------------------------- save
     def save(self) -> Path:
@@ -189,7 +250,8 @@ class Trainer:
                  "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
                  "best": self.best, "select": self.kind.select, "seconds": self.seconds}
         path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": state},
-                       self.opt.state_dict()["arrays"], self.carry if mid_epoch else None)
+                       self.opt.state_dict()["arrays"], self.carry if mid_epoch else None,
+                       self.averages.avg if self.averages is not None else None)
         self.saved = str(path)
         return path
 
@@ -206,9 +268,11 @@ class Trainer:
                   if x is None or isinstance(x, (int, float))}
         self._save_best({**self.meta, "best": {
             "epoch": p.epoch + 1, "step": p.step, "select": self.kind.select,
-            "metric": self.kind.best_metric, "value": value, "valid": scores}})
+            "metric": self.kind.best_metric, "value": value, "valid": scores,
+            "average": getattr(self.cfg, "average", 0.0)}})
 
     def _save_best(self, meta: dict) -> None:
+        """Called while the model holds what was validated (the averages, if any)."""
         ck.save(self.out / "best.npz", self.model.params, meta)
 
     # ------------------------------------------------------------------ the loop
@@ -216,6 +280,8 @@ class Trainer:
         """Train until the last epoch ends, `max_steps` updates are done or the clock
         passes `deadline` (time.monotonic()); always ends with a checkpoint."""
         self.metrics = self._open_metrics()
+        if getattr(self.cfg, "average", 0.0) and self.averages is None:
+            self.averages = Averages(self.cfg.average, self.model.params)   # avg_0 = p_0
         every = ck.every_from_env()
         # SIGINT/SIGTERM stop the run between two updates, with a checkpoint (not under
         # MPI, where the ranks must stop at the same step: there they end the process)
@@ -273,6 +339,8 @@ class Trainer:
                 self.carry = None
                 return
             self.opt.step(self.model.params, res.grads, lr, rows=rows)
+        if self.averages is not None:
+            self.averages.update(self.model.params, p.step)
         self.carry = res.carry if batch.carry else None
         p.step += 1
         dt = max(time.perf_counter() - t0, 1e-9)
@@ -315,10 +383,11 @@ class Trainer:
         (this epoch's training loss per token, validation loss or None)."""
         p = self.pos
         train = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
-        v = self._score()
-        if v is not None:
-            self.metrics.valid(p.step, p.epoch + 1, v.loss)
-            self._keep_best(v)
+        with self._averaged():          # validated and kept: the averages, if any
+            v = self._score()
+            if v is not None:
+                self.metrics.valid(p.step, p.epoch + 1, v.loss)
+                self._keep_best(v)
         vtext = self.kind.describe(v) if v is not None else ""
         self.progress.note(f"epoch {p.epoch + 1}/{self.cfg.epochs}: step {p.step}, train "
                            f"{train:.4f}{self.kind.unit}{vtext} ({self.seconds:.0f} s "

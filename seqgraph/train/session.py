@@ -66,9 +66,11 @@ class Trained:
     checkpoint: ck.Checkpoint
 
 
-def restore(spec_path: str, ckpt_path: str, executor: str | None = None) -> Trained:
+def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
+            average: bool = False) -> Trained:
     """The model of `spec_path` with the parameters of `ckpt_path` (checked to belong
-    to it), its bound dims, dtype and vocabulary."""
+    to it), its bound dims, dtype and vocabulary; `average`: the moving averages a
+    checkpoint.npz keeps (train key `average`) instead of its raw parameters."""
     from .. import Model, read_spec
     spec = read_spec(spec_path)
     c = ck.load(ckpt_path)
@@ -83,6 +85,6 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None) -> Trai
     model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
                   executor=choose_executor(executor, quiet=True),
                   start_ids=(meta.get("binding") or {}).get("start_ids"))
-    ck.restore_params(c, model.params)
+    ck.restore_params(c, model.params, average)
     return Trained(spec, model, Vocab.from_json(meta["vocab"]), Binding(**meta["binding"]),
                    meta, c)
