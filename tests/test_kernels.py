@@ -84,3 +84,20 @@ def test_an_lstm_takes_the_fast_paths_and_equals_the_interpreter():
     assert a.loss == pytest.approx(b.loss, rel=1e-10)
     for k in b.grads:
         np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-9, atol=1e-12)
+
+
+def test_check_explain_names_the_fast_paths_it_takes():
+    """`seqgraph check --explain` says the char LM's one-hot input is gathered in the loop
+    and its output layer fused with the loss; a model whose input is a real vector says
+    neither, and gets the prefilled inputs instead."""
+    from seqgraph.compile import explain
+    spec = seqgraph.read_spec(str(SPECS / "charlm.sg"))
+    lines = explain(seqgraph.Model(spec, dims={"V": 65}, executor="compiled"))
+    assert any("gathered in the loop" in s for s in lines), lines
+    assert any(s.startswith("o: ") and "fused with its xent loss" in s for s in lines)
+    text = (SPECS / "charlm.sg").read_text().replace("onehot(V)", "vec(5)")
+    m = seqgraph.Model(seqgraph.read_spec("vec.sg", text), dims={"V": 65},
+                       executor="compiled")
+    lines = explain(m)
+    assert not any("gathered in the loop" in s for s in lines), lines
+    assert any("computed for all steps before the loop" in s for s in lines)

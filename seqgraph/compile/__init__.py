@@ -129,7 +129,7 @@ class CompiledExecutor(FallsBack):
         lines = []
         for st in self.stages:
             if isinstance(st, StaticStage):
-                lines.append(f"{st.var}: every step at once")
+                lines.append(f"{st.var}: every step at once" + self._fused_note(st.var))
             elif isinstance(st, AttnBuilt):
                 lines += st.explain()
             else:
@@ -141,9 +141,14 @@ class CompiledExecutor(FallsBack):
                 lines.append(f"{', '.join(st.stage.vars)}: one compiled loop {d}, per step "
                              f"{len(k.groups)} GEMM ({gemms}) and {passes} fused pass(es)")
                 for gi, js in k.info["prefill"].items():
-                    lines.append(f"  their inputs of GEMM {gi} ({len(js)} hoisted sum(s)) "
-                                 "computed for all steps before the loop, the products "
-                                 "accumulated onto them")
+                    if gi in k.info["gatherable"] and self._one_hot_inputs(st, gi, js):
+                        lines.append(f"  their inputs of GEMM {gi} ({len(js)} hoisted "
+                                     "sum(s) P @ x[t] + b of a one-hot x): the rows of P "
+                                     "and b gathered in the loop, step by step")
+                    else:
+                        lines.append(f"  their inputs of GEMM {gi} ({len(js)} hoisted "
+                                     "sum(s)) computed for all steps before the loop, the "
+                                     "products accumulated onto them")
         for i, j in self.partner.items():
             a, b = self.stages[i].stage.vars, self.stages[j].stage.vars
             lines.append(f"{', '.join(a)} and {', '.join(b)}: independent loops, run at once "
@@ -156,6 +161,22 @@ class CompiledExecutor(FallsBack):
         if self.m.feedback():
             lines.append("scheduled sampling (teacher < 1): interpreted")
         return lines
+
+    def _fused_note(self, var) -> str:
+        """How an output layer runs in training when it is fused with its loss."""
+        f = self.fused_out.get(var)
+        if f is None or kernels.output_tile(*self.m.params[f["W"]].shape) is None:
+            return ""
+        return ("; in training, fused with its xent loss tile by tile (logits, loss, "
+                "their gradient, dW and dh made while the tile is in cache)")
+
+    def _one_hot_inputs(self, rec, gi, js) -> bool:
+        """Are group gi's hoisted sums `P_j @ x[t] + b_j` of one one-hot x, stacked (what
+        _Run.per_step_gather gathers in the loop)?"""
+        parts = [(rec.step.hoisted[j], off) for j, off in js.items()]
+        M = sum(n for _, _, n in rec.kernel.groups[gi][1])
+        stacked = _stacked(parts, self.m.params, M)
+        return stacked is not None and self.g.var(stacked[0].var).is_ids
 
     # ------------------------------------------------------------------ running
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
