@@ -107,6 +107,24 @@ def npz_meta(path) -> dict:
         return json.loads(str(z["__meta__"]))
 
 
+def nan_on(monkeypatch, calls):
+    """Model.run patched so that the training runs numbered in `calls` (1-based) report a
+    NaN loss. Returns (the counter of training runs, a list of one int; the real run)."""
+    import seqgraph
+    real = seqgraph.Model.run
+    count = [0]
+
+    def poisoned(self, *a, **kw):
+        res = real(self, *a, **kw)
+        if kw.get("train"):
+            count[0] += 1
+            if count[0] in calls:
+                res.loss = float("nan")
+        return res
+    monkeypatch.setattr(seqgraph.Model, "run", poisoned)
+    return count, real
+
+
 @pytest.fixture
 def no_plots(monkeypatch):
     """Runs that skip their plots (matplotlib costs a second an epoch)."""

@@ -17,7 +17,7 @@ from seqgraph.train.config import make_config
 from seqgraph.train.data import load_dataset
 from seqgraph.train.loaders import BOS, EOS, UNK, labeled, pairs, series, tagged
 
-from conftest import csv_rows
+from conftest import csv_rows, nan_on
 
 # ------------------------------------------------------------------------ the specs
 S2S = ("model s2s\n" + (Path(__file__).parent / "data" / "tiny_s2s_body.sg").read_text() + """\
@@ -441,22 +441,8 @@ def test_the_loop_passes_the_scheduled_teacher_to_run(data, monkeypatch):
 
 
 # ---------------------------------------------------------------------- --on-nan skip
-def _nan_on(monkeypatch, calls):
-    real = seqgraph.Model.run
-    count = [0]
-
-    def poisoned(self, *a, **kw):
-        res = real(self, *a, **kw)
-        if kw.get("train"):
-            count[0] += 1
-            if count[0] in calls:
-                res.loss = float("nan")
-        return res
-    monkeypatch.setattr(seqgraph.Model, "run", poisoned)
-
-
 def test_a_nan_stops_training_by_default(data, monkeypatch, capsys):
-    _nan_on(monkeypatch, {2})
+    nan_on(monkeypatch, {2})
     spec = write(data, "m.sg", CLASSIFY)
     assert main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
                  "--quiet"]) == 2
@@ -464,7 +450,7 @@ def test_a_nan_stops_training_by_default(data, monkeypatch, capsys):
 
 
 def test_on_nan_skip_skips_and_counts_the_batch(data, monkeypatch, capsys):
-    _nan_on(monkeypatch, {2, 5})
+    nan_on(monkeypatch, {2, 5})
     spec = write(data, "m.sg", CLASSIFY)
     assert main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
                  "--on-nan", "skip"]) == 0

@@ -14,7 +14,7 @@ from seqgraph.graph.trees import Node, forest
 from seqgraph.train.optim import SGD, Adagrad, Adam, clip_global_norm
 from seqgraph.train.trees import TreeScore, bind_trees, embedding_params, parse_tree, trees
 
-from conftest import TREE_SPEC, TREES, cli_env
+from conftest import TREE_SPEC, TREES, cli_env, nan_on
 
 ROOT = Path(__file__).resolve().parent.parent
 SST = ROOT.parent / "shared" / "data" / "sst"
@@ -323,17 +323,7 @@ def test_trees_on_nan_minutes_and_divergence(tmp_path, monkeypatch, capsys):
     """--on-nan skip, the divergence message and --minutes behave for trees as for
     sequences (one loop)."""
     spec = _setup(tmp_path)
-    real = seqgraph.Model.run
-    count = [0]
-
-    def poisoned(self, *a, **kw):
-        res = real(self, *a, **kw)
-        if kw.get("train"):
-            count[0] += 1
-            if count[0] in (2, 5):
-                res.loss = float("nan")
-        return res
-    monkeypatch.setattr(seqgraph.Model, "run", poisoned)
+    count, real = nan_on(monkeypatch, {2, 5})
     assert main(["train", str(spec), "--out", str(tmp_path / "skip"), "--on-nan", "skip",
                  "--executor", "compiled"]) == 0
     err = capsys.readouterr().err
