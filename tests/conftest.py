@@ -36,6 +36,36 @@ def csv_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def update_rows(run) -> list[dict]:
+    """The rows of RUN/metrics.csv that record an update (not a validation), if any."""
+    path = Path(run) / "metrics.csv"
+    return [r for r in csv_rows(path) if r["train_loss"]] if path.exists() else []
+
+
+def _default_sigint():
+    """In the child: SIGINT handled by default even if the tests run as a background job
+    (which inherits SIGINT ignored, and seqgraph leaves an ignored signal ignored)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def signal_after(cmd, cwd, env, run, sig, updates=5, timeout=120) -> tuple[int, str]:
+    """Start `cmd` (a `seqgraph train ... --out RUN`), send it `sig` once RUN/metrics.csv
+    records `updates` updates (or it ended, or `timeout` s passed); (exit code, stderr)."""
+    import subprocess
+    import time
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)  # noqa: PLW1509  (only resets SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and \
+            len(update_rows(run)) < updates:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
 # ------------------------------------------------------------ tiny specs shared by tests
 # four labelled trees, and a recursive net that trains on them (train.txt)
 TREES = """(3 (2 It) (4 (2 's) (3 fine)))

@@ -22,7 +22,7 @@ import pytest
 
 from seqgraph.train import checkpoint as ck
 
-from conftest import cli_env
+from conftest import cli_env, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the cat sat on a mat and the dog ran to the hat".split()
@@ -162,26 +162,13 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(work):
     assert not [p for p in os.listdir(run) if p.endswith(".tmp")]   # leftovers removed
 
 
-def _default_sigint():
-    """In the child: SIGINT handled by default even if this test runs as a background
-    job (which inherits SIGINT ignored, and seqgraph leaves an ignored signal ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_sigint_saves_a_checkpoint_and_exits_130(work):
     """Ctrl-C: the update in progress finishes, a checkpoint is written, a message names
     it and how to resume, exit code 130; resuming ends where an uninterrupted run ends."""
     run = work / "int"
-    proc = subprocess.Popen(command("--executor", "interp", "--out", run), cwd=work, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)  # noqa: PLW1509  (only resets SIGINT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and \
-            len(train_rows(run) if (run / "metrics.csv").exists() else []) < 5:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = signal_after(command("--executor", "interp", "--out", run), work, env(), run,
+                             signal.SIGINT)
+    assert code == 130, err
     assert "SIGINT: stopped at step" in err and "--resume" in err and "Traceback" not in err
     step = step_of(run / "checkpoint.npz")
     assert f"stopped at step {step};" in err and step >= 5

@@ -14,7 +14,7 @@ from seqgraph.graph.trees import Node, forest
 from seqgraph.train.optim import SGD, Adagrad, Adam, clip_global_norm
 from seqgraph.train.trees import TreeScore, bind_trees, embedding_params, parse_tree, trees
 
-from conftest import TREE_SPEC, TREES, cli_env, nan_on
+from conftest import TREE_SPEC, TREES, cli_env, nan_on, signal_after
 
 ROOT = Path(__file__).resolve().parent.parent
 SST = ROOT.parent / "shared" / "data" / "sst"
@@ -273,11 +273,6 @@ def test_tree_resume_is_bit_identical(tmp_path, executor, dropout):
     assert _rows(a) == _rows(b) and len(_rows(a)) == 18
 
 
-def _default_sigint():
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_a_signal_stops_trees_with_a_checkpoint_and_resume_is_exact(tmp_path, signame):
     """Ctrl-C or SIGTERM during `seqgraph train` of trees: the update in progress ends, a
@@ -286,24 +281,15 @@ def test_a_signal_stops_trees_with_a_checkpoint_and_resume_is_exact(tmp_path, si
     import signal
     import subprocess
     import sys
-    import time
     spec = _setup(tmp_path)
     spec.write_text(RNTN_SPEC.replace("epochs = 3", "epochs = 1000"))
     env = cli_env()
     cmd = [sys.executable, "-m", "seqgraph.cli", "train", str(spec), "--quiet",
            "--executor", "compiled"]
     run = tmp_path / "int"
-    proc = subprocess.Popen(cmd + ["--out", str(run)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)  # noqa: PLW1509  (only resets SIGINT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and \
-            len(_rows(run) if (run / "metrics.csv").exists() else []) < 5:
-        time.sleep(0.02)
     sig = getattr(signal, signame)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, err
+    code, err = signal_after(cmd + ["--out", str(run)], tmp_path, env, run, sig)
+    assert code == 128 + sig, err
     assert f"{signame}: stopped at step" in err and "Traceback" not in err
     from seqgraph.train import checkpoint as ck
     step = ck.load(run / "checkpoint.npz").meta["state"]["position"]["step"]
