@@ -5,7 +5,14 @@ compilers do: ``file:line:column: message``, the source line, a caret, and a hin
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+
+
+def did_you_mean(name, known) -> str:
+    """"did you mean 'x'?" for the known name nearest to a misspelt `name`, or ""."""
+    near = difflib.get_close_matches(str(name), sorted(known), 1)
+    return f"did you mean '{near[0]}'?" if near else ""
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ AST statements with no cell use left.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import fields, is_dataclass, replace
 
-from ..errors import SpecError
+from ..errors import SpecError, did_you_mean
 from . import ast as A
 
 
@@ -115,9 +114,8 @@ class Expander:
 
     def _cell(self, name, pos) -> A.CellDef:
         if name not in self.cells:
-            near = difflib.get_close_matches(name, list(self.cells), 1)
             raise SpecError(f"unknown cell '{name}'", pos,
-                            hint=f"did you mean '{near[0]}'?" if near else
+                            hint=did_you_mean(name, self.cells) or
                             "cells: " + ", ".join(sorted(self.cells)))
         return self.cells[name]
 

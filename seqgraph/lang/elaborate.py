@@ -4,13 +4,12 @@ graph/check.py afterwards; this pass only makes sure every name means something.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from functools import cache
 from importlib import resources
 
-from ..errors import Pos, SpecError
+from ..errors import Pos, SpecError, did_you_mean
 from ..graph.folded import (
     NONE,
     SAME,
@@ -44,11 +43,6 @@ def prelude_cells() -> dict:
     text = resources.files("seqgraph.lang").joinpath("prelude.sg").read_text()
     spec = parse(text, "<prelude>")
     return {s.name: s for s in spec.stmts if isinstance(s, A.CellDef)}
-
-
-def _did_you_mean(name, known) -> str:
-    near = difflib.get_close_matches(name, sorted(known), 1, 0.6)
-    return f"did you mean '{near[0]}'?" if near else ""
 
 
 def elaborate(spec: A.Spec) -> FoldedGraph:
@@ -296,7 +290,7 @@ class _Elaborator:
         fns = dict(REDUCTIONS, softmax=None)
         if e.fn not in fns:
             raise SpecError(f"unknown reduction '{e.fn}'", e.pos,
-                            hint=_did_you_mean(e.fn, fns) or "sum, max, mean, logsumexp, "
+                            hint=did_you_mean(e.fn, fns) or "sum, max, mean, logsumexp, "
                             "softmax over INDEX (...)")
         inner = tuple(i for i in bound if i != e.index) + (e.index,)
         arg = self._expr(e.arg, inner, cond, in_init)
@@ -327,7 +321,7 @@ class _Elaborator:
             raise SpecError(f"cell '{e.name}' is used inside an expression", e.pos,
                             hint=f"give it its own line: `v = {e.name}(...)`, then use v[t]")
         if e.name not in FUNCTIONS:
-            hint = _did_you_mean(e.name, set(FUNCTIONS) | set(self.cells))
+            hint = did_you_mean(e.name, set(FUNCTIONS) | set(self.cells))
             if e.name in LOSS_NAMES:
                 hint = f"a loss is its own statement: `loss {e.name}(o[t], y[t])`"
             raise SpecError(f"unknown function '{e.name}'", e.pos, hint=hint)
@@ -353,7 +347,7 @@ class _Elaborator:
         if var is _UNKNOWN:
             known = set(self.params) | set(self.data) | set(self.defs)
             raise SpecError(f"undefined name '{e.name}'", e.pos,
-                            hint=_did_you_mean(e.name, known) or
+                            hint=did_you_mean(e.name, known) or
                             "declare it with param, input, target, or define it")
         shift, shift2 = self._shifts(e, var, bound, cond, in_init)
         ref = Ref(e.name, shift, e.pos, shift2)
@@ -434,7 +428,7 @@ class _Elaborator:
     def _loss(self, l: A.LossDecl) -> Loss:
         if l.fn not in LOSS_NAMES:
             raise SpecError(f"unknown loss '{l.fn}'", l.pos,
-                            hint=_did_you_mean(l.fn, LOSS_NAMES) or "losses: xent, bce, mse")
+                            hint=did_you_mean(l.fn, LOSS_NAMES) or "losses: xent, bce, mse")
         refs = []
         for a in l.args:
             if not isinstance(a, A.Name):
@@ -461,7 +455,7 @@ class _Elaborator:
             name = p.init[0]
             if name not in INITS:
                 raise SpecError(f"unknown initialiser '{name}'", self._word_pos(p.pos, name),
-                                hint=_did_you_mean(name, INITS) or ", ".join(INITS))
+                                hint=did_you_mean(name, INITS) or ", ".join(INITS))
             if len(p.init) - 1 != INITS[name]:
                 raise SpecError(f"initialiser '{name}' takes " + (
                     f"a scale, e.g. {name}(0.01)" if INITS[name] else "no argument"),
@@ -486,7 +480,7 @@ class _Elaborator:
         for e in (blocks[0].entries if blocks else ()):
             if e.key not in TRAIN_KEYS:
                 raise SpecError(f"unknown train setting '{e.key}'", e.pos,
-                                hint=_did_you_mean(e.key, TRAIN_KEYS) or
+                                hint=did_you_mean(e.key, TRAIN_KEYS) or
                                 "settings: " + ", ".join(TRAIN_KEYS))
             if e.key in out:
                 raise SpecError(f"train setting '{e.key}' is given twice", e.pos)

@@ -7,12 +7,11 @@ value syntax, so the command line and the file cannot disagree about what a valu
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..errors import SpecError, UsageError
+from ..errors import SpecError, UsageError, did_you_mean
 from .optim import Decay
 
 DEFAULTS = {
@@ -120,8 +119,8 @@ def parse_sets(items: list[str]) -> dict:
 
 def _known(key: str, where: str) -> None:
     if key not in DEFAULTS:
-        near = difflib.get_close_matches(key, list(DEFAULTS), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else f" (keys: {', '.join(DEFAULTS)})"
+        near = did_you_mean(key, DEFAULTS)
+        hint = f"; {near}" if near else f" (keys: {', '.join(DEFAULTS)})"
         raise UsageError(f"{where}: unknown train key '{key}'{hint}")
 
 
@@ -163,8 +162,8 @@ def _l2(v):
         per = {k: _number(f"l2 of {k}", x, 0) for k, x in v.kwargs.items()}
         return Decay(default, per)
     if hasattr(v, "name"):
-        near = difflib.get_close_matches(str(v.name), ["decay"], n=1)
-        hint = "; did you mean 'decay'?" if near else ""
+        near = did_you_mean(v.name, ["decay"])
+        hint = f"; {near}" if near else ""
         raise UsageError(f"train: l2 must be a number >= 0 or decay(0.02, NAME = value, "
                          f"...), not {v}{hint}")
     return _number("l2", v, 0)
@@ -178,8 +177,8 @@ def _select(v):
     the training loop (loop.py, `Selects`)."""
     if v is None or v in SELECT:
         return v
-    near = difflib.get_close_matches(str(v), SELECT, n=1)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
+    near = did_you_mean(v, SELECT)
+    hint = f"; {near}" if near else ""
     raise UsageError(f"train: select must be one of {', '.join(SELECT)} (trees: root, "
                      f"all, loss; sequences: loss), not {v!r}{hint}")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -270,13 +270,11 @@ def make_optimizer(call, l2: float | Decay = 0.0, params=None) -> Optimizer:
 
 def check_decay(l2: Decay, params) -> None:
     """Every parameter `decay(...)` names must be one of the model's."""
-    import difflib
     names = list(params)
     for key in l2.per:
         if key not in params:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else \
-                f" (parameters: {', '.join(names)})"
+            near = did_you_mean(key, names)
+            hint = f"; {near}" if near else f" (parameters: {', '.join(names)})"
             raise UsageError(f"train: l2 = {l2}: the model has no parameter '{key}'{hint}")
 
 
