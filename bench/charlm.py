@@ -1,9 +1,12 @@
 """The char LM of LANGUAGE.md section 1, one training step (forward, BPTT, Adam) of the
 compiled executor against torch.nn.RNN + nn.Linear doing the same in the same process,
-interleaved. Run by hand, not by the tests:
+interleaved in turns of --block steps (10: each library steps as it does in training,
+with its own arrays in cache; 1: strictly alternating single steps). Run by hand, not by
+the tests:
 
     python bench/charlm.py                 # everything, JSON on stdout
     python bench/charlm.py --quick         # fewer repetitions, no process timings
+    python bench/charlm.py --cell rnn --H 128 --threads 1 --no-process --block 1
 
 Each thread count runs in its own process with OPENBLAS/OMP/NUMBA thread counts set
 before any library loads (numpy and Numba link two OpenBLAS copies: both are limited with
