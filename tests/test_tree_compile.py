@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import seqgraph
-from seqgraph.compile.trees import TreeExecutor, levels, tree_executor
+from seqgraph.compile.trees import levels, tree_executor
 from seqgraph.graph.trees import Node, forest
 
 from conftest import random_tree_batch, randomise_params
@@ -146,24 +146,81 @@ def test_levels_are_a_schedule():
     assert np.array_equal(L.perm[L.left[L.left >= 0]], f.left[L.perm[L.left >= 0]])
 
 
+# dropout everywhere the interpreter draws: at a leaf, inside the recursion, twice the
+# same expression (two masks), after the recursion over all nodes, with p = 0 (no draw);
+# g comes first in the spec but reads h at its node (the order at a node is the reads')
+DROPOUTS = """
+tree n
+dim H = 4
+input  w[n] : onehot(V)
+target y[n] : class(3)
+param E, W, b, Ws, bs, U
+g[n] : H = dropout(h[n], 0.3) * 2
+h[n] : H = dropout(tanh(E @ w[n]), 0.25)                                    if leaf
+h[n] : H = (tanh(W @ dropout([h[n.left]; h[n.right]], 0.5) + b)
+            + dropout(h[n.left], 0.5) - dropout(h[n.left], 0.5))           otherwise
+o[n] = Ws @ dropout(g[n] + h[n], 0.2) + U @ dropout(h[n], 0.0) + bs
+loss xent(o[n], y[n])
+"""
+
+TREE_LSTM_DROPOUT = TREE_LSTM.replace("c[n] : H = E @ w[n]", "c[n] : H = dropout(E @ w[n], 0.4)") \
+    .replace("+ tanh(Wu @", "+ dropout(tanh(Wu @", 1).replace(
+        "h[n.right]]))                          otherwise",
+        "h[n.right]]), 0.3))                          otherwise") \
+    .replace("o[n] = Wo @ [h[n]; h[root]] + bo", "o[n] = Wo @ dropout([h[n]; h[n]], 0.5) + bo")
+RNTN_DROPOUT = (SPECS / "rntn.sg").read_text().replace(
+    "o[n] = Ws @ h[n] + bs", "o[n] = Ws @ dropout(h[n], 0.5) + bs")
+
+
+@pytest.mark.parametrize("spec", [DROPOUTS, TREE_LSTM_DROPOUT, RNTN_DROPOUT],
+                         ids=["dropouts", "tree_lstm", "rntn"])
+def test_training_with_dropout_draws_the_interpreters_masks(spec):
+    """Compiled equals interpreted while training with dropout: the same masks (values,
+    loss and gradients to 1e-9), and the random generator left in the same state."""
+    assert TREE_LSTM_DROPOUT.count("dropout") == 3 and "dropout(h[n], 0.5)" in RNTN_DROPOUT
+    rng = np.random.default_rng(5)
+    mi, mc = _pair(spec)
+    randomise_params(mi, rng)
+    mc.params.update({k: v.copy() for k, v in mi.params.items()})
+    assert tree_executor(mc.executor).mask_plan is not None
+    for f in [_random_forest(rng), _random_forest(rng, B=1, max_leaves=1),
+              random_tree_batch(mi, rng)[2]]:
+        ins, tgs = _data(mi, f, rng)
+        ri, rc = np.random.default_rng(1), np.random.default_rng(1)
+        a = mi.run(ins, tgs, train=True, grads=True, forest=f, rng=ri)
+        b = mc.run(ins, tgs, train=True, grads=True, forest=f, rng=rc)
+        _same(a, b)
+        assert ri.bit_generator.state == rc.bit_generator.state
+        plain = mc.run(ins, tgs, grads=True, forest=f)      # the masks did something
+        assert abs(plain.loss - b.loss) > 1e-6
+    assert mc.executor._tree_executor._interp is None      # never fell back
+
+
 def test_explain_and_fallback():
     mi, mc = _pair(SPECS / "rntn.sg")
     lines = tree_executor(mc.executor).explain()
     assert lines[0].startswith("h: level by level") and "o: all nodes" in lines[1]
-    text = (SPECS / "recursive.sg").read_text().replace(
-        "o[n] = Ws @ h[n] + bs", "o[n] = Ws @ dropout(h[n], 0.5) + bs")
-    spec = seqgraph.read_spec("d.sg", text=text)
-    m = seqgraph.Model(spec, dims={"V": 5}, dtype="float64", executor="compiled")
-    te = TreeExecutor(m)
-    assert te.has_dropout and te.fallback is None
+    assert not any("dropout" in line for line in lines)
+    _, mc = _pair(RNTN_DROPOUT)
+    assert "masks drawn as the interpreter" in tree_executor(mc.executor).explain()[-1]
+    # a node reading its tree's root waits for the whole tree: the interpreter's draws
+    # interleave the trees' nodes, and training with dropout is interpreted
+    text = TREE_LSTM.replace("o[n] = Wo @", "o[n] = Wo @ dropout(") \
+        .replace("h[root]] + bo", "h[root]], 0.5) + bo")
+    _, mc = _pair(text)
+    te = tree_executor(mc.executor)
+    assert te.has_dropout and te.fallback is None and te.mask_plan is None
+    assert "interpreted ('o' reads the root" in te.explain()[-1]
+    mi, _ = _pair(text)
     rng = np.random.default_rng(0)
+    randomise_params(mi, rng)
+    mc.params.update({k: v.copy() for k, v in mi.params.items()})
     f = _random_forest(rng)
-    ins, tgs = _data(m, f, rng)
-    # training with dropout follows the interpreter's random stream
-    a = m.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
-    mi = seqgraph.Model(spec, dims={"V": 5}, dtype="float64")
+    ins, tgs = _data(mc, f, rng)
+    a = mc.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
     b = mi.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
     _same(a, b)
+    assert te._interp is not None
 
 
 @pytest.mark.parametrize("I", [5, 37, 128])

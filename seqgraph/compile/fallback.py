@@ -1,7 +1,8 @@
 """What the sequence and the tree executors share: the interpreter they hand a run to
 when they cannot compile it (made on first use), and whether a model draws dropout masks
-while training (runs that do are interpreted, so that the masks follow the interpreter's
-random stream and the results stay the interpreter's)."""
+while training (sequence runs that do are interpreted, so that the masks follow the
+interpreter's random stream and the results stay the interpreter's; the tree executor
+draws the same masks itself, compile/masks.py)."""
 from __future__ import annotations
 
 from ..graph.folded import walk

@@ -19,7 +19,8 @@ symmetric blocks (dT[k] is symmetric).
 The plan (which variables recurse, in which order) is read once from the folded graph;
 the per-batch schedule is numpy index arrays built in O(nodes) (a counting sort of the
 heights). Anything this executor does not run (sequence indexes, per-example hidden
-variables, dropout while training) goes to the interpreter, which defines the results.
+variables) goes to the interpreter, which defines the results. Dropout while training
+runs here with the interpreter's masks (compile/masks.py).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .. import ops
 from ..graph.folded import Num, ParamRef, Ref, walk
 from ..ops import Op
 from .fallback import FallsBack, has_dropout
+from .masks import MaskPlan, NoMasks, sites
 
 __all__ = ["TreeExecutor", "levels", "tree_executor"]
 
@@ -177,10 +179,14 @@ class _Eval:
     parameters."""
 
     def __init__(self, run, expr, rows: slice):
-        self.run, self.rows = run, rows
+        self.run, self.rows, self.expr = run, rows, expr
         self.vals, self.entries, self.routes = [], [], []
         self.param_at = {}                  # tape index -> parameter name
         self.canon = run.ex.canonical(expr)
+        # while masks are drawn, a subexpression holding a dropout is evaluated each
+        # time it is written (each draws its own mask, as in the interpreter)
+        self.drawing = run.ex.drawing(expr) if run.masks is not None else frozenset()
+        self.ndrawn = 0
         self.out = self._eval(expr, {})
 
     def _leaf(self, value, route=None) -> int:
@@ -191,7 +197,7 @@ class _Eval:
 
     def _eval(self, e, memo) -> int:
         key = self.canon[id(e)]
-        if key in memo:
+        if key in memo and id(e) not in self.drawing:
             return memo[key]
         run = self.run
         if isinstance(e, Num):
@@ -212,6 +218,10 @@ class _Eval:
                 same = args[1] == args[2]       # bilinear(T, a, a): the RNTN's term
                 M = run.bilinear_operand(e.args[0], xs[0], same)
                 out, saved = _bilinear_fwd(xs[0], xs[1], xs[2], M, same)
+            elif id(e) in self.drawing and e.op is Op.DROPOUT:
+                saved = run.masks.mask(self.expr, self.ndrawn, run.L.perm[self.rows],
+                                       e.kw["p"], xs[0].dtype)
+                out, self.ndrawn = xs[0] * saved, self.ndrawn + 1
             else:
                 out, saved = ops.forward(e.op, run.ctx, xs, attrs)
             i = self._leaf(out)
@@ -332,6 +342,8 @@ class _Run:
         self.B, _ = self.m.batch_shape(data, None, forest)
         self.L = levels(forest)
         self.ctx = ops.Ctx(train=train, rng=rng or np.random.default_rng(0))
+        self.masks = ex.mask_plan.draw(self.ctx.rng, np.asarray(forest.left) < 0) \
+            if train and ex.mask_plan is not None else None
         self.vals, self.gvals, self.gparams, self.deferred = {}, {}, {}, {}
         self.operands, self.outer = {}, {}
         dt = self.m.dtype
@@ -519,7 +531,13 @@ class TreeExecutor(FallsBack):
         except Unsupported as e:
             self.fallback, self.stages = str(e), []
         self.has_dropout = has_dropout(self.g)
-        self._canon = {}
+        self.mask_plan, self.no_masks = None, None
+        if self.has_dropout and not self.fallback:
+            try:
+                self.mask_plan = MaskPlan(self.g, model.checked.dropouts)
+            except NoMasks as e:
+                self.no_masks = str(e)
+        self._canon, self._drawing = {}, {}
 
     def canonical(self, expr) -> dict:
         """id(subexpression) -> one key per distinct subexpression (structural equality),
@@ -531,6 +549,17 @@ class TreeExecutor(FallsBack):
             self._canon[id(expr)] = out
         return out
 
+    def drawing(self, expr) -> frozenset:
+        """The ids of the subexpressions of `expr` that hold a dropout drawing a mask."""
+        out = self._drawing.get(id(expr))
+        if out is None:
+            out = set()
+            for e in walk(expr):
+                if sites(e):
+                    out.add(id(e))
+            out = self._drawing[id(expr)] = frozenset(out)
+        return out
+
     def explain(self) -> list:
         if self.fallback:
             return [f"trees interpreted: {self.fallback}"]
@@ -539,15 +568,18 @@ class TreeExecutor(FallsBack):
             how = "level by level (one gather, GEMM and scatter per level)" \
                 if st.recursive else "all nodes at once"
             out.append(f"{', '.join(st.vars)}: {how}")
-        if self.has_dropout:
-            out.append("training with dropout: interpreted")
+        if self.no_masks:
+            out.append(f"training with dropout: interpreted ({self.no_masks})")
+        elif self.has_dropout:
+            out.append("training with dropout: level by level, the masks drawn as the "
+                       "interpreter draws them")
         return out
 
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
             lengths=None, forest=None, **kw):
         kw = {k: v for k, v in kw.items() if not (k == "teacher" and v >= 1.0)}
         if self.fallback or kw or carry or lengths or forest is None or \
-                (train and self.has_dropout):
+                (train and self.has_dropout and self.mask_plan is None):
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, forest=forest, **kw)
         return _Run(self, inputs, targets, train, rng, forest).go(grads)

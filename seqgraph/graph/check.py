@@ -12,12 +12,12 @@ the same way (else the recurrence can run neither forward nor backward in time).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
 from ..errors import NOPOS, Pos, SpecError
-from ..ops import TABLE
+from ..ops import TABLE, Op
 from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of
 from .printer import show
 from .sizes import Lin
@@ -41,6 +41,7 @@ class Checked:
     recurrences: tuple
     order: tuple            # variables in an order where each comes after what it reads
     dims: dict              # the dims that were bound (declared and given)
+    dropouts: dict = field(default_factory=dict)  # dropout Apply -> its size (None: not a vector)
 
     def unbound(self) -> set:
         out = set()
@@ -64,8 +65,8 @@ def check(graph: FoldedGraph, dims: dict | None = None) -> Checked:
 def _check(graph: FoldedGraph, given: dict) -> Checked:
     dims = {**dict(graph.dims), **given}
     recurrences, order = _causality(graph)
-    sizes, shapes = _Sizes(graph, dims).solve()
-    return Checked(graph, sizes, shapes, recurrences, order, dims)
+    sizes, shapes, dropouts = _Sizes(graph, dims).solve()
+    return Checked(graph, sizes, shapes, recurrences, order, dims, dropouts)
 
 
 # -------------------------------------------------------------------------- sizes
@@ -79,6 +80,7 @@ class _Sizes:
         self.var_size = {}
         self.param_shape = {}
         self.param_first_use = {}
+        self.dropouts = {}      # dropout Apply -> its size variable (None: not a vector)
 
     # union-find with values -----------------------------------------------------
     def new(self, label="", value=None) -> int:
@@ -216,6 +218,8 @@ class _Sizes:
         rank = d.out if d.out is not None else max((len(a) for a in args), default=0)
         out = (self.new(f"'{label}'"),) if rank == 1 else ()
         d.shape(self, out, args)
+        if e.op is Op.DROPOUT:
+            self.dropouts[e] = out[0] if out else None
         return out
 
     def _param(self, e: ParamRef, rank: int) -> tuple:
@@ -269,7 +273,8 @@ class _Sizes:
                                 self.param_first_use.get(p.name, p.pos),
                                 hint=f"declare it: param {p.name} : [..]")
             shapes[p.name] = tuple(dims)
-        return sizes, shapes
+        dropouts = {e: None if x is None else self.value(x) for e, x in self.dropouts.items()}
+        return sizes, shapes, dropouts
 
 
 # ---------------------------------------------------------------------- causality
