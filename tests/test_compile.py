@@ -170,24 +170,56 @@ def test_padding_and_single_step():
                 "float64")
 
 
-def test_dropout_while_training_is_interpreted_with_the_same_masks():
-    text = """
+# dropouts on no cycle: twice the same expression (two masks), on a value per example
+# (c: one draw), on that value read at every step (a draw per step), after the loop
+DROPOUTS = """
 input x[t] : onehot(V)
 target y[t] : class(V)
-param W, U, b, Wo, bo
+param W, U, b, Wo, bo, Wc
 h[t] : 6 = tanh(W @ x[t] + U @ h[t-1] + b)
-d[t] = dropout(h[t], 0.5)
-o[t] = Wo @ d[t] + bo
+d[t] = dropout(h[t], 0.5) + dropout(h[t], 0.5)
+c = dropout(h[end], 0.3)
+o[t] = Wo @ d[t] + Wc @ dropout(c, 0.2) + bo
 loss xent(o[t], y[t])
 """
+
+
+def test_dropout_while_training_is_compiled_with_the_interpreters_masks():
+    """Compiled equals interpreted while training with dropout (the same masks: values,
+    loss, gradients), full and padded batches, the generator left in the same state."""
+    mi, mc = pair(seqgraph.read_spec("drop.sg", DROPOUTS), "float64", dims={"V": 4})
+    X, Y = _ids(3, 5, 4, 3)
+    Xp, Yp = X.copy(), Y.copy()
+    Xp[0, 2:], Yp[0, 2:] = -1, -1
+    for x, y in [(X, Y), (Xp, Yp), (X[:, :1], Y[:, :1])]:
+        gi, gc = np.random.default_rng(7), np.random.default_rng(7)
+        ri = mi.run({"x": x}, {"y": y}, train=True, grads=True, rng=gi)
+        rc = mc.run({"x": x}, {"y": y}, train=True, grads=True, rng=gc)
+        assert_same(ri, rc, "float64")
+        assert gi.bit_generator.state == gc.bit_generator.state
+        plain = mc.run({"x": x}, {"y": y}, grads=True)       # the masks did something
+        assert abs(plain.loss - rc.loss) > 1e-6
+    assert mc.executor._interp is None                      # never fell back
+    assert "masks drawn as the interpreter" in explain(mc)[-2]
+
+
+@pytest.mark.parametrize("change, why", [
+    (("U @ h[t-1]", "U @ dropout(h[t-1], 0.5)"), "interpreted: dropout inside a cycle"),
+    (("+ bo", "+ dropout(bo, 0.5)"),
+     "dropout: interpreted ('o' has a dropout of a parameter or a number)")],
+    ids=["in-a-cycle", "of-a-parameter"])
+def test_dropout_the_compiler_does_not_draw_is_interpreted(change, why):
+    text = DROPOUTS.replace(*change)
+    assert text != DROPOUTS
     mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims={"V": 4})
+    assert why in " ".join(explain(mc))
     X, Y = _ids(2, 5, 4, 3)
     ri = mi.run({"x": X}, {"y": Y}, train=True, grads=True, rng=np.random.default_rng(7))
     rc = mc.run({"x": X}, {"y": Y}, train=True, grads=True, rng=np.random.default_rng(7))
     assert_same(ri, rc, "float64")
+    assert mc.executor._interp is not None
     assert_same(mi.run({"x": X}, {"y": Y}, grads=True), mc.run({"x": X}, {"y": Y}, grads=True),
                 "float64")
-    assert any("dropout" in line for line in explain(mc))
 
 
 # ------------------------------------------------------------------- random specs

@@ -10,12 +10,14 @@ Per run: buffers come from a pool kept across runs (kernels.Pool: no fresh pages
 step, never a buffer a caller still holds); two independent recurrences (the directions
 of a bi layer) run their loops at once on two threads; per-example lengths (padding) are
 compiled (losses masked, h[end] per example, loops on reversed time started at each
-example's end); scheduled sampling (teacher < 1) and dropout while training are
-interpreted.
+example's end); dropout while training draws the interpreter's masks (masks.py) when
+every dropout is in a variable on no cycle, else the run is interpreted; scheduled
+sampling (teacher < 1) is interpreted.
 """
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from .attention import AttnBuilt
 from .attention import build as build_attention
 from .codegen import generate
 from .fallback import FallsBack, has_dropout
+from .masks import NoMasks, SequenceLayout, check_sequence_sites, sites
 from .plan import AttnStage, StaticStage, Unsupported, affine, fused_outputs, lower, schedule
 from .static import Env, Evaluation, V, read, read_back
 
@@ -57,6 +60,23 @@ class CompiledExecutor(FallsBack):
         self.fused_out = {} if self.fallback else \
             fused_outputs(self.g, self.m.param_shapes)
         self.has_dropout = has_dropout(self.g)
+        self.no_masks, self._layouts = None, {}
+        if self.has_dropout and not self.fallback:
+            static = {st.var for st in self.stages if isinstance(st, StaticStage)}
+            try:
+                check_sequence_sites(self.g, static, model.checked.dropouts)
+            except NoMasks as e:
+                self.no_masks = str(e)
+
+    def masks(self, train, rng, lengths: dict, B: int):
+        """This batch's dropout masks (None when not training or no dropout draws)."""
+        if not (train and self.has_dropout):
+            return None
+        key = tuple(sorted(lengths.items()))
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = SequenceLayout(self.m, dict(key))
+        return layout.draw(rng, B, self.m.dtype)
 
     # ------------------------------------------------------------------ building
     def _build(self):
@@ -153,9 +173,11 @@ class CompiledExecutor(FallsBack):
             a, b = self.stages[i].stage.vars, self.stages[j].stage.vars
             lines.append(f"{', '.join(a)} and {', '.join(b)}: independent loops, run at once "
                          "(one per core), forward and backward")
-        if self.has_dropout:
-            lines.append("training with dropout: interpreted (the masks follow the "
-                         "interpreter's random stream)")
+        if self.no_masks:
+            lines.append(f"training with dropout: interpreted ({self.no_masks})")
+        elif self.has_dropout:
+            lines.append("training with dropout: compiled, the masks drawn as the "
+                         "interpreter draws them")
         lines.append("per-example lengths (padding): compiled; a loop on reversed time "
                      "starts each example at its own end, losses and h[end] masked")
         if self.m.feedback():
@@ -187,14 +209,19 @@ class CompiledExecutor(FallsBack):
                                            grads=grads, rng=rng, lengths=lengths, **kw)
         kw = {k: v for k, v in kw.items()
               if not (k == "forest" and v is None) and not (k == "teacher" and v >= 1.0)}
-        if self.fallback or kw or (train and self.has_dropout):
+        if self.fallback or kw or (train and self.has_dropout and self.no_masks):
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, **kw)
+        rng = rng or np.random.default_rng(0)
+        before = rng.bit_generator.state
         try:
             scalar, ex_len = self._lengths(inputs, targets, lengths)
-            return _Run(self, inputs, targets, carry, scalar, ex_len).go(grads)
+            run = _Run(self, inputs, targets, carry, scalar, ex_len)
+            run.masks = self.masks(train, rng, run.lengths, run.B)
+            return run.go(grads)
         except Unsupported as e:
             self.notes.append(str(e))
+            rng.bit_generator.state = before     # the interpreter draws the same masks
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths)
 
@@ -245,6 +272,7 @@ class _Run:
             else:
                 self.env.vals[v.name] = V(a, "ex")
         self.program = []
+        self.masks = None          # this batch's dropout masks (set by the executor)
 
     def go(self, want_grads):
         self.want_grads = want_grads
@@ -306,7 +334,9 @@ class _Run:
         v = self.g.var(var)
         init_ev = self.init_forward(var)
         T = self.lengths[v.index] if v.index is not None else None
-        ev = Evaluation(self.env, v.cases[0].expr, v.index, T=T)
+        draw = partial(self.masks.mask, var) \
+            if self.masks is not None and sites(v.cases[0].expr) else None
+        ev = Evaluation(self.env, v.cases[0].expr, v.index, T=T, draw=draw)
         a = self.broadcast(ev.out, T, self.m.sizes[var])
         self.env.vals[var] = V(a, "seq" if T is not None else "ex")
         self.program.append(("static", (var, ev, init_ev, ev.out.lead)))

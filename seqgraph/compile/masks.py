@@ -1,4 +1,4 @@
-"""Dropout masks for the level-batched tree executor, drawn as the interpreter draws them.
+"""Dropout masks for the compiled executors, drawn as the interpreter draws them.
 
 The interpreter defines what a run with dropout computes, including which random numbers
 make each mask. It visits the nodes of a forest in their order (children before parents,
@@ -7,12 +7,20 @@ the spec), and in each equation the dropouts as it evaluates them: operands firs
 to right, a dropout written twice drawn twice. Each draw is one row of `rng.random`, as
 wide as the value dropped, and a mask is (u >= p) / (1 - p).
 
-So at one node the draws form a segment whose layout depends only on the node's case
+Trees. At one node the draws form a segment whose layout depends only on the node's case
 (leaf or not): the same sites, the same widths. The stream of a batch is the nodes'
-segments one after another. This module lays out the two segments once per model
-(`MaskPlan`), and per batch draws the whole stream in one call (the same numbers, and the
-generator left in the same state, as the interpreter's many small draws) and hands each
-block of rows its masks by index arithmetic (`Masks`): O(nodes), no per-node Python.
+segments one after another. `MaskPlan` lays out the two segments once per model, and per
+batch draws the whole stream in one call (the same numbers, and the generator left in
+the same state, as the interpreter's many small draws) and hands each block of rows its
+masks by index arithmetic (`Masks`): O(nodes), no per-node Python.
+
+Sequences. The interpreter visits (variable, step) in the order of the unfolded DAG's
+schedule (model.schedule), each draw [B, width]. `SequenceLayout` reads that schedule
+once per set of lengths and keeps each dropout's offset at each step; a batch draws the
+stream in one call and a variable evaluated for all steps at once takes its [T, B, width]
+masks by index arithmetic. Only dropouts in variables the sequence executor evaluates for
+all steps at once (on no cycle) are drawn this way; one inside a recurrence keeps the
+run interpreted.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import networkx as nx
 import numpy as np
 
 from ..graph.folded import Ref, walk
+from ..graph.unfold import case_at
 from ..ops import Op
 
 
@@ -98,3 +107,59 @@ class Masks:
         first = self.start[nodes] + np.where(self.is_leaf[nodes], offs[1], offs[0])
         u = self.u[first[:, None] + np.arange(w)]
         return (u >= p).astype(dtype) / (1.0 - p)    # as ops._dropout_fwd
+
+
+# ---------------------------------------------------------------------------- sequences
+def check_sequence_sites(graph, static: set, sizes: dict) -> None:
+    """NoMasks unless every drawing dropout is in a variable of `static` (evaluated for
+    all its steps at once), is of a vector, and drops a value that depends on the example
+    (the interpreter draws [B, width] for it)."""
+    for v in graph.vars:
+        if v.init is not None and sites(v.init):
+            raise NoMasks(f"'{v.name}' has a dropout in its init value")
+        for case in v.cases:
+            for e in sites(case.expr):
+                if v.name not in static:
+                    raise NoMasks(f"'{v.name}' has a dropout inside a recurrence")
+                width = sizes.get(e)
+                if width is None or not width.is_int:
+                    raise NoMasks(f"'{v.name}' has a dropout of something not a vector")
+                if not any(isinstance(r, Ref) for r in walk(e.args[0])):
+                    raise NoMasks(f"'{v.name}' has a dropout of a parameter or a number")
+
+
+class SequenceLayout:
+    """Where the interpreter's draws for one set of lengths fall in the stream, per
+    example: `at[(var, k)]` = (width, offsets [steps]) of the k-th drawing dropout of
+    `var`; `width` the stream's length per example."""
+
+    def __init__(self, model, lengths: dict):
+        at, off = {}, 0
+        for name, step in model.schedule(lengths):
+            v = model.graph.var(name)
+            if step == "init":
+                continue                  # no dropout in init values (checked)
+            for k, e in enumerate(sites(case_at(v, step).expr)):
+                w = int(model.checked.dropouts[e].const)
+                at.setdefault((name, k), (w, []))[1].append(off)
+                off += w
+        self.at = {key: (w, np.asarray(offs, np.int64)) for key, (w, offs) in at.items()}
+        self.width = off
+
+    def draw(self, rng, B: int, dtype) -> SequenceMasks:
+        return SequenceMasks(self, rng.random(self.width * B), B, dtype)
+
+
+class SequenceMasks:
+    """One batch's masks: `mask(var, k, p)` is [T*B, width] for a variable over an index
+    (time-major, as the executor's rows), [B, width] for one per example."""
+
+    def __init__(self, layout: SequenceLayout, u, B: int, dtype):
+        self.layout, self.u, self.B, self.dtype = layout, u, B, dtype
+
+    def mask(self, var: str, k: int, p: float) -> np.ndarray:
+        w, offs = self.layout.at[(var, k)]
+        # a draw at stream offset o (per example) is u[o*B : (o+w)*B] as [B, w]
+        first = offs[:, None] * self.B + np.arange(self.B)[None, :] * w
+        u = self.u[first[:, :, None] + np.arange(w)].reshape(-1, w)
+        return (u >= p).astype(self.dtype) / (1.0 - p)    # as ops._dropout_fwd

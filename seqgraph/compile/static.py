@@ -174,10 +174,11 @@ class Evaluation:
     """One expression evaluated in the context of an index (None: per example); keeps
     what its reverse pass needs."""
 
-    def __init__(self, env: Env, expr, ctx_index, T=None):
+    def __init__(self, env: Env, expr, ctx_index, T=None, draw=None):
         self.env, self.expr, self.ctx = env, expr, ctx_index
         self.T = T
         self.tape = []           # (expr, args [V], out V)
+        self.draw, self.ndrawn = draw, 0     # draw(k, p): the k-th dropout's masks
         self.out = self.ev(expr)
 
     def rows(self, x: V, lead):
@@ -203,6 +204,8 @@ class Evaluation:
         args = [self.ev(a) for a in e.args]
         leads = [a.lead for a in args if a.lead is not None]
         lead = "seq" if "seq" in leads else ("ex" if leads else None)
+        if e.op is Op.DROPOUT and self.draw is not None and self.T is not None:
+            lead = "seq"         # a mask per step, even for a value per example
         if lead == "seq" and self.T is None:
             self.T = next(a.a.shape[0] for a in args if a.lead == "seq")
         xs = [self.rows(a, lead) for a in args]
@@ -215,8 +218,12 @@ class Evaluation:
             out = kernels.gather(xs[0], xs[1], pool=pool)
         elif op is Op.ONEHOT:
             out = ops.onehot(xs[0], env.m.sizes[e.args[0].var], env.m.dtype)
+        elif op is Op.DROPOUT and self.draw is not None:       # training
+            mask = self.draw(self.ndrawn, e.kw["p"])
+            self.ndrawn += 1
+            out, xs = xs[0] * mask, [xs[0], mask]
         elif op is Op.DROPOUT:
-            out = xs[0]          # evaluation mode (training with dropout is interpreted)
+            out = xs[0]          # evaluation mode
         else:
             out, _ = ops.forward(op, ops.Ctx(), xs, e.attrs)
         if lead == "seq":
@@ -271,7 +278,7 @@ class Evaluation:
             elif op is Op.ONEHOT:
                 ds = (None,)
             elif op is Op.DROPOUT:
-                ds = (gr,)
+                ds = (gr if len(xs) == 1 else gr * xs[1],)        # xs[1]: the mask
             else:
                 ds = ops.vjp(op, gr, self.rows(out, lead), None, xs)
             for sub, a, d in zip(e.args, args, ds):
