@@ -159,7 +159,7 @@ def nan_on(monkeypatch, calls):
 def no_plots(monkeypatch):
     """Runs that skip their plots (matplotlib costs a second an epoch)."""
     from seqgraph.train import metrics
-    monkeypatch.setattr(metrics.MetricsLog, "plot", lambda self: None)
+    monkeypatch.setattr(metrics.MetricsLog, "plot", lambda self, wait=True: None)
 
 
 # a character LM with a train block (tiny.txt)

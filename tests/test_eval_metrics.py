@@ -3,6 +3,7 @@ baselines), the greedy decoder, and gradient monitoring in training (metrics.csv
 warnings, grad_norm.png)."""
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from seqgraph.train.config import make_config
 from seqgraph.train.data import load_dataset
 from seqgraph.train.evaluate import decode_metrics, edit_distance, greedy_decode
 from seqgraph.train.metrics import GradMonitor, MetricsLog
+from seqgraph.train.metrics import draw as metrics_draw
 
 from conftest import csv_rows
 from test_seq_data import CLASSIFY, S2S, SERIES, TAGGER, make_data, spec_at, write
@@ -129,6 +131,7 @@ def test_eval_series_reports_mse_and_persistence(data, capsys):
     assert r["mse"] > 0 and r["persistence_mse"] > 0
     # the loss is half the squared error summed over the target's components (one here)
     assert r["loss"] == pytest.approx(r["mse"] / 2, rel=1e-5)
+    assert r["perplexity"] is None
 
 
 def test_eval_text_output(data, capsys):
@@ -137,7 +140,9 @@ def test_eval_text_output(data, capsys):
     capsys.readouterr()
     main(["eval", str(spec), "--checkpoint", str(data / "run"), "--executor", "interp"])
     out = capsys.readouterr().out
-    assert "nats/token" in out and "persistence mse" in out
+    # an mse loss is half a squared error, not a log-likelihood: no nats, no perplexity
+    assert "per token" in out and "persistence mse" in out
+    assert "nats" not in out and "perplexity" not in out
 
 
 # -------------------------------------------------------------- gradient monitoring
@@ -210,3 +215,38 @@ def test_a_plot_that_cannot_be_drawn_is_a_warning_not_the_end_of_a_run(tmp_path,
     log.monitor.warn = said.append
     assert log.plot() is None
     assert said and "were not drawn" in said[0] and "no python here" in said[0]
+
+
+def test_epoch_plots_are_drawn_beside_training_and_the_last_one_waits(tmp_path):
+    log = MetricsLog(tmp_path)
+    log.step(1, 0, 2.0, 1.0, 100.0, {"W": 1.0}, False)
+    assert log.plot(wait=False) is None and log._child is not None     # drawing
+    assert log.plot(wait=False) is None                                # not twice
+    log.step(2, 0, 1.0, 1.0, 100.0, {"W": 1.0}, False)
+    assert log.plot() == tmp_path / "loss.png" and log._child is None  # waited
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_a_plotting_child_that_fails_is_a_warning_at_the_next_plot(tmp_path, monkeypatch):
+    log = MetricsLog(tmp_path)
+    log.step(1, 0, 2.0, 1.0, 100.0)
+    said = []
+    log.monitor.warn = said.append
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    log.plot(wait=False)
+    log._child.wait()
+    assert not said
+    log.plot(wait=False)                 # reaps the failed child, starts another
+    assert said and "were not drawn" in said[0]
+    log._reap()
+
+
+def test_the_plots_read_only_complete_rows(tmp_path):
+    """A child drawing while training appends a row sees the rows written in full."""
+    log = MetricsLog(tmp_path)
+    log.step(1, 0, 2.0, 1.0, 100.0)
+    log.step(2, 0, 1.5, 1.0, 100.0)
+    with open(log.path, "a") as f:
+        f.write("3,0,1.5e")              # a row being written (1.5e-05)
+    metrics_draw(tmp_path)
+    assert (tmp_path / "loss.png").stat().st_size > 1000

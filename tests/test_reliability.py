@@ -246,7 +246,7 @@ RSS_DRIVER = textwrap.dedent("""
     # the loss and gradient plots are redrawn from metrics.csv each epoch: matplotlib's
     # caches and the whole curve make RSS grow with the run (docs/reliability.md);
     # what is measured here is the training itself
-    MetricsLog.plot = lambda self: None
+    MetricsLog.plot = lambda self, wait=True: None
     if "--leak" in sys.argv:         # the test's own check that it would see a leak
         import numpy as np
         sys.argv.remove("--leak")

@@ -47,8 +47,9 @@ def report(d: dict, file: str) -> str:
     """The human-readable lines of an evaluation."""
     acc = "" if d.get("accuracy") is None else f"  accuracy {d['accuracy']:.4f}"
     unit = "example" if d.get("kind") == "labeled" else "token"
-    lines = [f"loss {d['loss']:.4f} nats/{unit}  perplexity {d['perplexity']:.3f}{acc}  "
-             f"({d['tokens']} {unit}s of {file})"]
+    nats = f"nats/{unit}  perplexity {d['perplexity']:.3f}" \
+        if d.get("perplexity") is not None else f"per {unit}"
+    lines = [f"loss {d['loss']:.4f} {nats}{acc}  ({d['tokens']} {unit}s of {file})"]
     if "exact_match" in d:
         lines.append(f"greedy decoding of {d['decoded']} examples: exact match "
                      f"{d['exact_match']:.4f}  error rate (edit distance / reference tokens) "

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .batches import Streams, eval_streams
-from .evaluate import Score, xent_output
+from .evaluate import Score, likelihood, xent_output
 from .loop import Trainer, _stop
 
 DEFAULT_TIMEOUT = 300.0
@@ -308,7 +308,8 @@ class DistributedTrainer(Trainer):
         local = super()._score() if self.valid is not None else Score(0.0, 0, 0)
         buf = np.array([local.loss_sum, local.tokens, local.correct or 0], dtype=np.float64)
         self.comm.allreduce(buf, "validating")
-        return Score(float(buf[0]), int(buf[1]), int(buf[2]) if has_acc else None)
+        return Score(float(buf[0]), int(buf[1]), int(buf[2]) if has_acc else None,
+                     nll=likelihood(self.graph))
 
     # ---------------------------------------------------------------- helpers
     def _broadcast_state(self) -> None:

@@ -34,15 +34,17 @@ class Score:
     tokens: int            # tokens of the bound target that carry a loss
     correct: int | None    # argmax hits (None when no xent loss reads the target)
     extra: dict = field(default_factory=dict)   # kind-specific metrics (mse, exact_match)
+    nll: bool = True       # every loss a negative log-likelihood (xent, bce): nats
 
     @property
     def loss(self) -> float:
-        """Loss per token, in nats."""
+        """Loss per token (in nats when `nll`)."""
         return self.loss_sum / max(self.tokens, 1)
 
     @property
-    def perplexity(self) -> float:
-        return math.exp(min(self.loss, 700.0))
+    def perplexity(self) -> float | None:
+        """exp(loss) of a likelihood loss; None for another (mse: no perplexity)."""
+        return math.exp(min(self.loss, 700.0)) if self.nll else None
 
     @property
     def accuracy(self) -> float | None:
@@ -51,6 +53,12 @@ class Score:
     def as_dict(self) -> dict:
         return {"loss": self.loss, "perplexity": self.perplexity,
                 "accuracy": self.accuracy, "tokens": self.tokens, **self.extra}
+
+
+def likelihood(graph) -> bool:
+    """Is every loss a negative log-likelihood (xent, bce), so that the loss is in nats
+    and exp(loss) a perplexity? (Not with an mse loss: half a squared error.)"""
+    return all(loss.fn in ("xent", "bce") for loss in graph.losses)
 
 
 def xent_output(graph, target: str) -> str | None:
@@ -128,7 +136,8 @@ def score(model, graph, binding, batches, rng=None) -> Score:
         extra["mse"] = se / n_values
         if series:
             extra["persistence_mse"] = se_persist / n_values
-    return Score(loss_sum, tokens, correct if out is not None else None, extra)
+    return Score(loss_sum, tokens, correct if out is not None else None, extra,
+                 likelihood(graph))
 
 
 # ------------------------------------------------------------------ greedy decoding

@@ -111,7 +111,8 @@ class SequenceKind(Selects):
         return score(model, self.graph, self.data.binding, valid)
 
     def describe(self, v) -> str:
-        return f", valid {v.loss:.4f} (ppl {v.perplexity:.2f})"
+        ppl = "" if v.perplexity is None else f" (ppl {v.perplexity:.2f})"
+        return f", valid {v.loss:.4f}{ppl}"
 
     def read(self, v, select: str) -> float:
         return v.loss
@@ -376,7 +377,7 @@ class Trainer:
         p.epoch, p.window, self.carry, self.epoch_loss = p.epoch + 1, 0, None, [0.0, 0]
         self.opt.end_epoch(p.epoch)     # adagrad(reset = k): before the checkpoint
         self.save()
-        self.metrics.plot()
+        self.metrics.plot(wait=False)       # drawn beside training; _finish waits
 
     def _validate(self) -> tuple[float, float | None]:
         """Score the validation text, log it, print the epoch's summary line; returns

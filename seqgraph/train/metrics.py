@@ -14,6 +14,7 @@ and at the end of an epoch in which clipping fired on most updates.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import statistics
@@ -94,6 +95,7 @@ class MetricsLog:
         self.columns = list(COLUMNS) + extra
         self._rewrite(rows)
         self.monitor = GradMonitor()
+        self._child = None        # a plotting child still drawing (plot(wait=False))
 
     def _rewrite(self, rows) -> None:
         with open(self.path, "w", newline="") as f:
@@ -127,32 +129,64 @@ class MetricsLog:
     def read(self) -> list[dict]:
         return _read(self.path)
 
-    def plot(self) -> Path | None:
+    def plot(self, wait: bool = True) -> Path | None:
         """Draws DIR/loss.png and DIR/grad_norm.png (None without rows), in a child
         process: matplotlib costs a process ~30 MB of peak memory, which the training
-        process does not need to carry (the run's peak RSS is a target of its own). A
-        failure to draw is a warning, never the end of a run."""
+        process does not need to carry (the run's peak RSS is a target of its own), and
+        about a second. With wait=False (the end of an epoch) the child draws while
+        training goes on, and none is started while one still draws; the end of a run
+        draws once more and waits, so the plots show every row. A failure to draw is a
+        warning, never the end of a run."""
         self.monitor.end_epoch()
         if not self.read():
             return None
+        if self._child is not None:
+            if not wait and self._child.poll() is None:
+                return None
+            self._reap()
         cmd = [sys.executable, "-m", "seqgraph.train.metrics", str(self.path.parent)]
         try:
+            if not wait:
+                self._child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.PIPE, text=True,
+                                               env=_child_env())
+                return None
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                                   env=_child_env(), check=False)
-            failed = done.returncode != 0 and (done.stderr.strip().splitlines() or ["?"])[-1]
+            failed = done.returncode != 0 and _last_line(done.stderr)
         except (OSError, subprocess.TimeoutExpired) as e:
             failed = str(e)
+        return None if self._failed(failed) else self.png
+
+    def _reap(self) -> None:
+        """Wait for the plotting child, and warn if it failed."""
+        child, self._child = self._child, None
+        try:
+            _, err = child.communicate(timeout=600)
+            failed = child.returncode != 0 and _last_line(err)
+        except subprocess.TimeoutExpired as e:
+            child.kill()
+            child.communicate()
+            failed = str(e)
+        self._failed(failed)
+
+    def _failed(self, failed) -> bool:
         if failed:
             self.monitor.warn(f"warning: the plots of {self.path.parent} were not drawn: "
                               f"{failed}")
-            return None
-        return self.png
+        return bool(failed)
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["?"])[-1]
 
 
 def draw(out_dir: str | Path) -> None:
-    """DIR/loss.png and DIR/grad_norm.png from DIR/metrics.csv."""
+    """DIR/loss.png and DIR/grad_norm.png from DIR/metrics.csv (its complete lines: the
+    training process may be appending a row)."""
     path = Path(out_dir) / "metrics.csv"
-    rows = _read(path)
+    text = path.read_text()
+    rows = list(csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1])))
     draw_loss(rows, path.with_name("loss.png"))
     draw_grads(rows, path.with_name("grad_norm.png"))
 
