@@ -184,10 +184,25 @@ loss xent(o[t], y[t])
 """
 
 
-def test_dropout_while_training_is_compiled_with_the_interpreters_masks():
+# dropout between the layers of an LSTM (Zaremba et al. 2014): the masks of d[t], made
+# for all steps at once, are drawn between the cell's variables in the interpreter
+ZAREMBA = """
+input x[t] : onehot(V)
+target y[t] : class(V)
+param Wo, bo
+e = embed(x, 5)
+d[t] = dropout(e[t], 0.3)
+h = lstm(d, 4)
+o[t] = Wo @ dropout(h[t], 0.5) + bo
+loss xent(o[t], y[t])
+"""
+
+
+@pytest.mark.parametrize("text", [DROPOUTS, ZAREMBA], ids=["dropouts", "lstm"])
+def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
     """Compiled equals interpreted while training with dropout (the same masks: values,
     loss, gradients), full and padded batches, the generator left in the same state."""
-    mi, mc = pair(seqgraph.read_spec("drop.sg", DROPOUTS), "float64", dims={"V": 4})
+    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims={"V": 4})
     X, Y = _ids(3, 5, 4, 3)
     Xp, Yp = X.copy(), Y.copy()
     Xp[0, 2:], Yp[0, 2:] = -1, -1
