@@ -154,7 +154,7 @@ class _NoMetrics:
     def valid(self, *a, **k):
         pass
 
-    def plot(self):
+    def plot(self, wait=True):
         return None
 
     def read(self):
