@@ -227,6 +227,20 @@ def test_epoch_plots_are_drawn_beside_training_and_the_last_one_waits(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
+def test_the_last_plot_is_not_drawn_twice(tmp_path, monkeypatch):
+    """A run's end waits for the epoch's plot, and draws again only if rows came since."""
+    from seqgraph.train import metrics
+    log = MetricsLog(tmp_path)
+    log.step(1, 0, 2.0, 1.0, 100.0)
+    log.plot(wait=False)
+
+    def drawn_again(*a, **k):
+        raise AssertionError("drawn twice")
+    monkeypatch.setattr(metrics.subprocess, "run", drawn_again)
+    assert log.plot() == tmp_path / "loss.png" and log._child is None
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
 def test_a_plotting_child_that_fails_is_a_warning_at_the_next_plot(tmp_path, monkeypatch):
     log = MetricsLog(tmp_path)
     log.step(1, 0, 2.0, 1.0, 100.0)

@@ -1,8 +1,8 @@
 """What the sequence and the tree executors share: the interpreter they hand a run to
 when they cannot compile it (made on first use), and whether a model draws dropout masks
-while training (sequence runs that do are interpreted, so that the masks follow the
-interpreter's random stream and the results stay the interpreter's; the tree executor
-draws the same masks itself, compile/masks.py)."""
+while training (the executors then draw the interpreter's masks themselves,
+compile/masks.py, or hand the run to the interpreter, so that the results stay the
+interpreter's)."""
 from __future__ import annotations
 
 from ..graph.folded import walk

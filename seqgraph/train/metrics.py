@@ -96,6 +96,7 @@ class MetricsLog:
         self._rewrite(rows)
         self.monitor = GradMonitor()
         self._child = None        # a plotting child still drawing (plot(wait=False))
+        self._child_rows = 0      # the rows metrics.csv had when it started
 
     def _rewrite(self, rows) -> None:
         with open(self.path, "w", newline="") as f:
@@ -135,21 +136,24 @@ class MetricsLog:
         process does not need to carry (the run's peak RSS is a target of its own), and
         about a second. With wait=False (the end of an epoch) the child draws while
         training goes on, and none is started while one still draws; the end of a run
-        draws once more and waits, so the plots show every row. A failure to draw is a
-        warning, never the end of a run."""
+        waits, drawing once more unless the last child saw every row. A failure to draw
+        is a warning, never the end of a run."""
         self.monitor.end_epoch()
-        if not self.read():
+        rows = len(self.read())
+        if not rows:
             return None
         if self._child is not None:
             if not wait and self._child.poll() is None:
                 return None
-            self._reap()
+            if self._reap() and self._child_rows == rows:
+                return self.png
         cmd = [sys.executable, "-m", "seqgraph.train.metrics", str(self.path.parent)]
         try:
             if not wait:
                 self._child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                                stderr=subprocess.PIPE, text=True,
                                                env=_child_env())
+                self._child_rows = rows
                 return None
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                                   env=_child_env(), check=False)
@@ -158,8 +162,8 @@ class MetricsLog:
             failed = str(e)
         return None if self._failed(failed) else self.png
 
-    def _reap(self) -> None:
-        """Wait for the plotting child, and warn if it failed."""
+    def _reap(self) -> bool:
+        """Wait for the plotting child; warn if it failed, else True."""
         child, self._child = self._child, None
         try:
             _, err = child.communicate(timeout=600)
@@ -168,7 +172,7 @@ class MetricsLog:
             child.kill()
             child.communicate()
             failed = str(e)
-        self._failed(failed)
+        return not self._failed(failed)
 
     def _failed(self, failed) -> bool:
         if failed:
