@@ -262,3 +262,55 @@ def test_resume_with_reset_and_decay_is_bit_identical(spec, tmp_path):
         pa, pb = params(a / "best.npz"), params(b / "best.npz")
         assert all(np.array_equal(pa[k], pb[k]) for k in pa)
         assert meta(a / "best.npz")["best"] == meta(b / "best.npz")["best"]
+
+
+# ------------------------------------------------------------- keep = all, per tree
+def test_keep_all_keeps_every_epochs_parameters(spec, tmp_path, recorded):
+    out = tmp_path / "run"
+    assert train(spec, out, "--set", "keep=all") == 0
+    files = sorted((out / "epochs").iterdir())
+    assert [f.name for f in files] == [f"epoch_{e:03d}.npz" for e in range(1, 7)]
+    for f, (scores, scored) in zip(files, recorded):
+        m = meta(f)["epoch"]
+        assert m["epoch"] == int(f.stem[-3:]) and m["valid"]["fine_all"] == scores["fine_all"]
+        kept = params(f)
+        assert all(np.array_equal(kept[k], scored[k]) for k in scored)
+    last, final = params(files[-1]), params(out / "checkpoint.npz")
+    assert all(np.array_equal(last[k], final[k]) for k in last)
+    assert not (tmp_path / "plain" / "epochs").exists() and \
+        train(spec, tmp_path / "plain") == 0 and not (tmp_path / "plain" / "epochs").exists()
+
+
+def test_keep_must_be_best_or_all():
+    with pytest.raises(UsageError, match="keep must be best or all, not 'every'"):
+        make_config({"keep": "every"})
+
+
+def test_eval_per_example_writes_each_trees_counts(spec, tmp_path, capsys):
+    """A row per tree, in the file's order; its sums are the totals eval prints."""
+    import json
+    out = tmp_path / "run"
+    assert train(spec, out) == 0
+    capsys.readouterr()
+    csv = tmp_path / "trees.csv"
+    assert main(["eval", str(spec), "--checkpoint", str(out / "best.npz"), "--json",
+                 "--per-example", str(csv)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "tree,nodes,correct,root_label,root_pred,root_correct,nll"
+    rows = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
+    assert rows.shape == (7, 7) and list(rows[:, 0]) == list(range(1, 8))
+    assert list(rows[:, 3]) == [3, 1, 4, 2, 1, 3, 0]           # VALID_TREES' root labels
+    assert rows[:, 1].sum() == d["nodes"] and rows[:, 2].sum() == round(d["fine_all"] * d["nodes"])
+    assert rows[:, 5].sum() == round(d["fine_root"] * 7)
+    assert (rows[:, 5] == (rows[:, 3] == rows[:, 4])).all()
+    assert rows[:, 6].sum() / d["nodes"] == pytest.approx(d["loss"], rel=1e-5)
+
+
+def test_eval_per_example_is_for_trees(tmp_path, capsys):
+    (tmp_path / "tiny.txt").write_text("abcabcabd " * 40)
+    (tmp_path / "m.sg").write_text(TINY_LM)
+    assert train(tmp_path / "m.sg", tmp_path / "run") == 0
+    code = main(["eval", str(tmp_path / "m.sg"), "--checkpoint", str(tmp_path / "run"),
+                 "--per-example", str(tmp_path / "x.csv")])
+    assert code == 2 and "tree data" in capsys.readouterr().err

@@ -5,9 +5,12 @@ counts per tree, then score a run's epoch rule on development trees it was not c
     python examples/sst/cv_select.py train examples/sst/rnn.sg --out /tmp/sst/run [--set ...]
     python examples/sst/cv_select.py score /tmp/sst/run [/tmp/sst/run2 ...] [--select all]
 
-`train` is `seqgraph train` with the same arguments (the same updates, the same
-checkpoints and best.npz); the trainer's own validation pass also writes RUN/epochs.npz:
-per epoch and development tree, the nodes right, the nodes, the root right and the loss.
+`train` is `seqgraph train` with the same arguments and `--set keep=all` (the same
+updates, the same checkpoints and best.npz, and every epoch's parameters in
+RUN/epochs/); then `seqgraph eval --per-example` of each epoch on the development trees
+gives RUN/epochs.npz: per epoch and development tree, the nodes right, the nodes, the root
+right and the loss (the same counts as the trainer's validation pass: the same trees in
+the same batches of 64).
 `score` prints S: for 200 fixed random splits of the development trees into halves A and
 B, the epoch chosen on A by the rule (`root`, `all` or `loss`; first epoch on ties, as
 the trainer) scored on B as 100 x (all-node + root accuracy), and A and B swapped; S is
@@ -15,54 +18,46 @@ the mean of the 400.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 KEYS = ("node_correct", "nodes", "root_correct", "loss")
+COLUMNS = ("correct", "nodes", "root_correct", "nll")      # of eval --per-example
 
 
 def train(argv: list[str]) -> int:
     from seqgraph.cli import main
-    from seqgraph.train import loop, trees
-    from seqgraph.train.data import feeds
-    from seqgraph.train.evaluate import xent_output
+    code = main(["train", *argv, "--set", "keep=all"])
+    if code != 0:
+        return code
+    out = Path(argv[argv.index("--out") + 1])
+    valid = [a[len("valid="):] for a in argv if a.startswith("valid=")]
+    epochs = [per_tree(argv[0], f, valid[-1] if valid else None)
+              for f in sorted((out / "epochs").glob("epoch_*.npz"))]
+    np.savez(out / "epochs.npz", **{k: np.stack([e[c] for e in epochs])
+                                    for k, c in zip(KEYS, COLUMNS)})
+    return 0
 
-    def score(self, model, valid):
-        """trees.score_trees, keeping the counts of each tree."""
-        graph, binding = self.graph, self.data.binding
-        out = xent_output(graph, binding.target)
-        sc, parts, batch = trees.TreeScore(), [], max(self.cfg.batch, 64)
-        for i in range(0, len(valid), batch):
-            f, w, y = valid.batch(np.arange(i, min(i + batch, len(valid))))
-            ins, tgs = feeds(binding, w, y)
-            res = model.run(ins, tgs, train=False, grads=False, forest=f)
-            s = sum(graph.losses[li].weight * t for li, (t, _) in res.terms.items())
-            logits = np.asarray(res.values[out], dtype=np.float64)
-            sc.add(logits, y, f.roots, s)
-            roots = np.asarray(f.roots)          # each tree's last row (post-order)
-            starts = np.concatenate([[0], roots[:-1] + 1])
-            hit = (logits.argmax(-1) == y).astype(np.int64)
-            m = logits.max(-1)
-            nll = np.log(np.exp(logits - m[:, None]).sum(-1)) + m \
-                - logits[np.arange(len(y)), y]
-            parts.append((np.add.reduceat(hit, starts), np.diff(np.append(starts, len(y))),
-                          hit[roots], np.add.reduceat(nll, starts)))
-        self.per_tree = [np.concatenate([p[k] for p in parts]) for k in range(4)]
-        assert self.per_tree[0].sum() == sc.correct
-        return sc
 
-    keep_best = loop.Trainer._keep_best
-
-    def keep(self, v):
-        keep_best(self, v)
-        self.epochs = getattr(self, "epochs", []) + [self.kind.per_tree]
-        np.savez(self.out / "epochs.npz", **{k: np.stack([e[i] for e in self.epochs])
-                                              for i, k in enumerate(KEYS)})
-
-    trees.TreeKind.score = score
-    loop.Trainer._keep_best = keep
-    return main(["train", *argv])
+def per_tree(spec: str, checkpoint: Path, valid: str | None = None) -> dict:
+    """`seqgraph eval SPEC --checkpoint C --per-example` on the development trees (the
+    spec's, or `--set valid=...`'s): {column: [trees]}."""
+    from seqgraph.cli import main
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "trees.csv"
+        data = ["--data", valid] if valid else []
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["eval", spec, "--checkpoint", str(checkpoint), "--json",
+                         "--per-example", str(csv), *data]) == 0
+        lines = csv.read_text().splitlines()
+    head = lines[0].split(",")
+    rows = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
+    return {c: rows[:, head.index(c)] for c in COLUMNS}
 
 
 def pick(rec: dict, mask, rule: str) -> int:

@@ -19,6 +19,9 @@ def add_arguments(p) -> None:
                         "training data (default: the held-out validation data)")
     p.add_argument("--executor", choices=["interp", "compiled"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--per-example", metavar="FILE.csv",
+                   help="also write each example's scores (tree data: a row per tree, its "
+                        "nodes, nodes right, root label and prediction, nll)")
     p.add_argument("--average", action="store_true",
                    help="a checkpoint.npz of a run with the train key average: its averaged "
                         "parameters instead of the raw ones (best.npz holds the averaged ones)")
@@ -31,7 +34,10 @@ def run(args) -> int:
     t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor, args.average)
     if getattr(t.binding, "kind", None) == "trees":     # recursive nets: train/trees.py
         from ..train.trees import eval_command
-        return eval_command(t, args.spec, args.data, args.json)
+        return eval_command(t, args.spec, args.data, args.json, args.per_example)
+    if args.per_example:
+        raise UsageError("--per-example: per-example scores are written for tree data "
+                         "(a trees(...) loader) only, so far")
     if getattr(t.binding, "examples", False):
         result, file = eval_examples(t, args.spec, args.data)
     else:

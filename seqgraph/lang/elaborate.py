@@ -33,7 +33,7 @@ from .parse import parse
 # tests/test_core.py keeps the two lists equal)
 TRAIN_KEYS = ("data", "valid", "optimizer", "clip", "batch", "bptt", "epochs", "teacher",
               "schedule", "param_init", "l2", "select", "seed", "dtype", "on_nan",
-              "average")
+              "average", "keep")
 INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1}
 UNARY = {"tanh", "sigmoid", "relu", "exp", "log", "softplus", "softmax"}
 

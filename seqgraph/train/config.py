@@ -31,6 +31,7 @@ DEFAULTS = {
     "dtype": "float32",
     "on_nan": "stop",       # stop | skip: a non-finite loss or gradient skips the batch
     "average": 0.0,         # decay d of a moving average of the parameters; 0: none
+    "keep": "best",         # best: best.npz and checkpoint.npz; all: also every epoch's
 }
 
 
@@ -54,6 +55,7 @@ class TrainConfig:
     on_nan: str = "stop"
     select: str | None = None
     average: float = 0.0
+    keep: str = "best"
     base: str = "."
     valid_base: str = "."
 
@@ -189,6 +191,13 @@ def _on_nan(v):
     return v
 
 
+def _keep(v):
+    """`keep = all` also keeps every epoch's parameters (DIR/epochs/epoch_N.npz)."""
+    if v not in ("best", "all"):
+        raise UsageError(f"train: keep must be best or all, not {v!r}")
+    return v
+
+
 def _average(v):
     """`average = d`, 0 <= d < 1: the decay of the parameters' exponential moving average
     (loop.py, `Averages`); 0 keeps none. At d = 1 the average would never move."""
@@ -216,6 +225,6 @@ def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".
         teacher=_teacher(v["teacher"]), schedule=v["schedule"],
         param_init=v["param_init"], l2=_l2(v["l2"]), select=_select(v["select"]),
         seed=_number("seed", v["seed"], 0, None, True), dtype=dtype,
-        on_nan=_on_nan(v["on_nan"]), average=_average(v["average"]),
+        on_nan=_on_nan(v["on_nan"]), average=_average(v["average"]), keep=_keep(v["keep"]),
         base=here if "data" in sets else str(spec_dir),
         valid_base=here if "valid" in sets else str(spec_dir))

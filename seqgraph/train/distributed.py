@@ -238,11 +238,11 @@ class DistributedTrainer(Trainer):
             self._broadcast_state()
         return path
 
-    def _save_best(self, meta: dict) -> None:
-        """best.npz (`select = loss`): every rank holds the same parameters and score;
+    def _save_params(self, name: str, meta: dict) -> None:
+        """best.npz, epochs/epoch_N.npz: every rank holds the same parameters and score;
         rank 0 writes the file."""
         if self.rank == 0:
-            super()._save_best(meta)
+            super()._save_params(name, meta)
 
     def restore(self, c) -> None:
         d = c.meta.get("distributed") or {"ranks": 1}

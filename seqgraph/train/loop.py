@@ -267,14 +267,25 @@ class Trainer:
         p = self.pos
         scores = {k: x for k, x in v.as_dict().items()
                   if x is None or isinstance(x, (int, float))}
-        self._save_best({**self.meta, "best": {
+        self._save_params("best.npz", {**self.meta, "best": {
             "epoch": p.epoch + 1, "step": p.step, "select": self.kind.select,
             "metric": self.kind.best_metric, "value": value, "valid": scores,
             "average": getattr(self.cfg, "average", 0.0)}})
 
-    def _save_best(self, meta: dict) -> None:
+    def _keep_epoch(self, v) -> None:
+        """`keep = all`: DIR/epochs/epoch_N.npz, the parameters this epoch validated
+        (the averages, if any), with its scores, readable by eval and sample."""
+        p = self.pos
+        scores = {} if v is None else {k: x for k, x in v.as_dict().items()
+                                       if x is None or isinstance(x, (int, float))}
+        self._save_params(f"epochs/epoch_{p.epoch + 1:03d}.npz", {**self.meta, "epoch": {
+            "epoch": p.epoch + 1, "step": p.step, "valid": scores,
+            "average": getattr(self.cfg, "average", 0.0)}})
+
+    def _save_params(self, name: str, meta: dict) -> None:
         """Called while the model holds what was validated (the averages, if any)."""
-        ck.save(self.out / "best.npz", self.model.params, meta)
+        (self.out / name).parent.mkdir(parents=True, exist_ok=True)
+        ck.save(self.out / name, self.model.params, meta)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:
@@ -379,9 +390,10 @@ class Trainer:
         self.save()
         self.metrics.plot(wait=False)       # drawn beside training; _finish waits
 
-    def _validate(self) -> tuple[float, float | None]:
-        """Score the validation text, log it, print the epoch's summary line; returns
-        (this epoch's training loss per token, validation loss or None)."""
+    def _validate(self, partial: bool = False) -> tuple[float, float | None]:
+        """Score the validation text, log it, print the epoch's summary line (and with
+        `keep = all`, keep a whole epoch's parameters); returns (this epoch's training
+        loss per token, validation loss or None)."""
         p = self.pos
         train = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
         with self._averaged():          # validated and kept: the averages, if any
@@ -389,6 +401,8 @@ class Trainer:
             if v is not None:
                 self.metrics.valid(p.step, p.epoch + 1, v.loss)
                 self._keep_best(v)
+            if self.cfg.keep == "all" and not partial:
+                self._keep_epoch(v)
         vtext = self.kind.describe(v) if v is not None else ""
         self.progress.note(f"epoch {p.epoch + 1}/{self.cfg.epochs}: step {p.step}, train "
                            f"{train:.4f}{self.kind.unit}{vtext} ({self.seconds:.0f} s "
@@ -399,7 +413,7 @@ class Trainer:
         """The last checkpoint; a run stopped mid-epoch is validated first, so even a
         short run reports a held-out loss (the schedule does not see this pass)."""
         if early and self.pos.window > 0:
-            self._validate()
+            self._validate(partial=True)
         self.save()
         self.metrics.plot()
         return self.pos

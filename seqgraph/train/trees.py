@@ -347,6 +347,7 @@ class TreeScore:
     bin_correct: int = 0
     bin_roots: int = 0
     bin_root_correct: int = 0
+    per_tree: list | None = None  # with a list: each batch's per-tree counts (PER_TREE)
 
     @property
     def loss(self) -> float:
@@ -361,9 +362,12 @@ class TreeScore:
                 "binary_root": r(self.bin_root_correct, self.bin_roots)}
 
     def add(self, logits, labels, roots, loss_sum: float) -> None:
-        """One batch: logits [N, K], labels [N], the roots' rows."""
+        """One batch: logits [N, K], labels [N], the roots' rows (each tree's last row:
+        a forest is its trees' nodes one tree after another, post-order)."""
         pred = logits.argmax(axis=-1)
         hit = pred == labels
+        if self.per_tree is not None:
+            self.per_tree.append(_per_tree(logits, labels, pred, hit, np.asarray(roots)))
         self.loss_sum += loss_sum
         self.nodes += len(labels)
         self.roots += len(roots)
@@ -382,13 +386,31 @@ class TreeScore:
         self.bin_root_correct += int(bhit[roots].sum())
 
 
-def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64) -> TreeScore:
-    """One pass over `ts` in evaluation mode (no gradients, dropout off)."""
+PER_TREE = ("nodes", "correct", "root_label", "root_pred", "root_correct", "nll")
+
+
+def _per_tree(logits, labels, pred, hit, roots) -> np.ndarray:
+    """[trees, len(PER_TREE)] of one batch: its nodes, the nodes right, the root's label,
+    prediction and hit, and the tree's negative log-likelihood of its labels (nats)."""
+    starts = np.concatenate([[0], roots[:-1] + 1])
+    x = logits.astype(np.float64)
+    m = x.max(axis=-1)
+    nll = np.log(np.exp(x - m[:, None]).sum(axis=-1)) + m - x[np.arange(len(labels)), labels]
+    return np.stack([np.diff(np.append(starts, len(labels))),
+                     np.add.reduceat(hit.astype(np.int64), starts),
+                     labels[roots], pred[roots], hit[roots], np.add.reduceat(nll, starts)],
+                    axis=1)
+
+
+def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64,
+                per_tree: bool = False) -> TreeScore:
+    """One pass over `ts` in evaluation mode (no gradients, dropout off); with
+    `per_tree`, `.per_tree` keeps each tree's counts (PER_TREE)."""
     out = xent_output(graph, binding.target)
     if out is None:
         raise UsageError(f"accuracy needs a loss xent(o[n], {binding.target}[n]); the "
                          f"model has none")
-    sc = TreeScore()
+    sc = TreeScore(per_tree=[] if per_tree else None)
     for i in range(0, len(ts), batch):
         f, w, y = ts.batch(np.arange(i, min(i + batch, len(ts))))
         ins, tgs = feeds(binding, w, y)
@@ -404,6 +426,15 @@ def summary(s: TreeScore) -> str:
     return (f"loss {d['loss']:.4f}/node  fine-grained all {pct(d['fine_all'])} root "
             f"{pct(d['fine_root'])}  binary all {pct(d['binary_all'])} root "
             f"{pct(d['binary_root'])}")
+
+
+def write_per_tree(path: str, parts: list) -> None:
+    """A CSV, a row per tree in the data's order: `tree` (1-based) and PER_TREE."""
+    rows = np.concatenate(parts) if parts else np.zeros((0, len(PER_TREE)))
+    with open(path, "w", newline="") as f:
+        f.write(",".join(("tree",) + PER_TREE) + "\n")
+        for i, r in enumerate(rows, 1):
+            f.write(f"{i}," + ",".join(str(int(v)) for v in r[:-1]) + f",{r[-1]:.17g}\n")
 
 
 # ---------------------------------------------------------------------- sparse updates
@@ -524,9 +555,11 @@ class TreeKind(Selects):
 
 
 # ------------------------------------------------------------------------ seqgraph eval
-def eval_command(t, spec_path: str, data: str | None, as_json: bool) -> int:
+def eval_command(t, spec_path: str, data: str | None, as_json: bool,
+                 per_example: str | None = None) -> int:
     """`seqgraph eval` of a tree model: `--data` (a trees(...) call, or a path read with
-    the training loader's options), else the train block's validation trees."""
+    the training loader's options), else the train block's validation trees; with
+    `per_example`, a CSV of each tree's counts too."""
     import json
 
     from ..lang.parse import parse_value
@@ -552,7 +585,9 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool) -> int:
         else:
             loader = make_tree_loader(call, Path.cwd())
         ts = loader.load(t.vocab)
-    s = score_trees(t.model, t.spec.graph, t.binding, ts)
+    s = score_trees(t.model, t.spec.graph, t.binding, ts, per_tree=per_example is not None)
+    if per_example is not None:
+        write_per_tree(per_example, s.per_tree)
     d = {**s.as_dict(), "file": str(loader.path)}
     if as_json:
         print(json.dumps(d))
