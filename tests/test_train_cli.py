@@ -130,6 +130,20 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(work):
     assert not np.array_equal(a["W"], c["W"])
 
 
+def test_resume_with_other_settings_is_a_warning_naming_them(work, capsys):
+    assert train("run", "--steps", 3, "--set", "optimizer=adam(lr = 0.01)") == 0
+    capsys.readouterr()
+    assert main(["train", "lm.sg", "--resume", "run", "--steps", "4", "--quiet",
+                 "--executor", "interp", "--set", "clip=2"]) == 0
+    err = capsys.readouterr().err
+    assert "was trained with other settings" in err
+    assert "optimizer = adam(lr=0.01) -> adam(lr=0.02); clip = 5.0 -> 2.0" in err
+    # the checkpoint now records the settings of the run that wrote it
+    assert main(["train", "lm.sg", "--resume", "run", "--steps", "5", "--quiet",
+                 "--executor", "interp", "--set", "clip=2"]) == 0
+    assert "other settings" not in capsys.readouterr().err     # the same: no warning
+
+
 def test_set_overrides_and_progress_bar(work, capsys):
     code = main(["train", "lm.sg", "--out", "r", "--executor", "interp", "--steps", "3",
                  "--set", "batch=2", "--set", "optimizer=sgd(lr=0.5, momentum=0.9)",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -214,6 +215,7 @@ class Trainer:
             raise UsageError(f"{c.path}: best.npz was chosen by select = {was_select}; "
                              f"resume with the same select (this run: "
                              f"{self.kind.select or 'none'})")
+        self._note_changes(c.path, was)
         ck.restore_params(c, self.model.params)
         self._restore_averages(c)
         self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
@@ -224,6 +226,21 @@ class Trainer:
         self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
         self.carry = c.carry
         self.saved = c.path
+
+    # settings read from the spec and --set again on resume (docs/training.md)
+    CHANGEABLE = ("optimizer", "l2", "clip", "schedule", "teacher", "average", "on_nan",
+                  "seed", "keep")
+
+    def _note_changes(self, path, was: dict) -> None:
+        """A warning naming each setting that differs from the checkpoint's run: the
+        resumed run uses the new value (a resume without the first run's --set options
+        would otherwise change them unnoticed)."""
+        now = self.cfg.as_dict()
+        changed = [f"{k} = {was[k]} -> {now[k]}" for k in self.CHANGEABLE
+                   if k in was and was[k] != now[k]]
+        if changed and getattr(self, "rank", 0) == 0:     # --quiet or not, once
+            sys.stderr.write(f"warning: {path} was trained with other settings; this run "
+                             f"uses the new ones: {'; '.join(changed)}\n")
 
     def _restore_averages(self, c: ck.Checkpoint) -> None:
         """The checkpoint's moving averages; a run must keep averaging (or not)."""
