@@ -14,11 +14,15 @@ from conftest import random_tree_batch, randomise_params
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
-TREE_LSTM = """
+# a tree of words, 3 classes at every node
+HEAD = """
 tree n
 dim H = 4
 input  w[n] : onehot(V)
 target y[n] : class(3)
+"""
+
+TREE_LSTM = HEAD + """\
 param E, Wl, Wr, Wu, Wo, bo
 c[n] : H = E @ w[n]                                                       if leaf
 c[n] : H = (sigmoid(Wl @ [h[n.left]; h[n.right]]) * c[n.left]
@@ -149,11 +153,7 @@ def test_levels_are_a_schedule():
 # dropout everywhere the interpreter draws: at a leaf, inside the recursion, twice the
 # same expression (two masks), after the recursion over all nodes, with p = 0 (no draw);
 # g comes first in the spec but reads h at its node (the order at a node is the reads')
-DROPOUTS = """
-tree n
-dim H = 4
-input  w[n] : onehot(V)
-target y[n] : class(3)
+DROPOUTS = HEAD + """\
 param E, W, b, Ws, bs, U
 g[n] : H = dropout(h[n], 0.3) * 2
 h[n] : H = dropout(tanh(E @ w[n]), 0.25)                                    if leaf
@@ -163,7 +163,8 @@ o[n] = Ws @ dropout(g[n] + h[n], 0.2) + U @ dropout(h[n], 0.0) + bs
 loss xent(o[n], y[n])
 """
 
-TREE_LSTM_DROPOUT = TREE_LSTM.replace("c[n] : H = E @ w[n]", "c[n] : H = dropout(E @ w[n], 0.4)") \
+TREE_LSTM_DROPOUT = TREE_LSTM.replace("c[n] : H = E @ w[n]",
+                                      "c[n] : H = dropout(E @ w[n], 0.4)") \
     .replace("+ tanh(Wu @", "+ dropout(tanh(Wu @", 1).replace(
         "h[n.right]]))                          otherwise",
         "h[n.right]]), 0.3))                          otherwise") \
