@@ -17,7 +17,7 @@ from seqgraph.train.evaluate import decode_metrics, edit_distance, greedy_decode
 from seqgraph.train.metrics import GradMonitor, MetricsLog
 from seqgraph.train.metrics import draw as metrics_draw
 
-from conftest import csv_rows
+from conftest import TINY_LM, csv_rows
 from test_seq_data import CLASSIFY, S2S, SERIES, TAGGER, make_data, spec_at, write
 
 
@@ -264,3 +264,34 @@ def test_the_plots_read_only_complete_rows(tmp_path):
         f.write("3,0,1.5e")              # a row being written (1.5e-05)
     metrics_draw(tmp_path)
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("text", [CLASSIFY, TAGGER, SERIES], ids=["labeled", "tagged",
+                                                                  "series"])
+def test_eval_per_example_rows_add_up_to_the_totals(data, capsys, text):
+    csv = data / "each.csv"
+    r = _train_and_eval(data, text, capsys, "--per-example", str(csv))
+    rows = csv_rows(csv)
+    assert [int(x["example"]) for x in rows] == list(range(1, len(rows) + 1))
+    assert all(int(x["line"]) >= 1 for x in rows) and len({x["line"] for x in rows}) == len(rows)
+    if text is SERIES:
+        se = sum(float(x["se"]) for x in rows)
+        assert se / sum(int(x["values"]) for x in rows) == pytest.approx(r["mse"], rel=1e-9)
+        return
+    tokens = sum(int(x["tokens"]) for x in rows)
+    assert tokens == r["tokens"]
+    assert sum(int(x["correct"]) for x in rows) == round(r["accuracy"] * tokens)
+    assert sum(float(x["nll"]) for x in rows) / tokens == pytest.approx(r["loss"], rel=1e-4)
+    if text is CLASSIFY:                       # one class per example: its prediction
+        assert all(int(x["correct"]) == (x["label"] == x["pred"]) for x in rows)
+
+
+def test_eval_per_example_of_a_text_stream_is_refused(data, capsys):
+    (data / "tiny.txt").write_text("abcabcabd " * 40)
+    (data / "lm.sg").write_text(TINY_LM)
+    assert main(["train", str(data / "lm.sg"), "--out", str(data / "lm"), "--quiet",
+                 "--executor", "interp"]) == 0
+    code = main(["eval", str(data / "lm.sg"), "--checkpoint", str(data / "lm"),
+                 "--per-example", str(data / "x.csv")])
+    assert code == 2 and "a text stream (chars, words) has no examples" in \
+        capsys.readouterr().err

@@ -305,12 +305,3 @@ def test_eval_per_example_writes_each_trees_counts(spec, tmp_path, capsys):
     assert rows[:, 5].sum() == round(d["fine_root"] * 7)
     assert (rows[:, 5] == (rows[:, 3] == rows[:, 4])).all()
     assert rows[:, 6].sum() / d["nodes"] == pytest.approx(d["loss"], rel=1e-5)
-
-
-def test_eval_per_example_is_for_trees(tmp_path, capsys):
-    (tmp_path / "tiny.txt").write_text("abcabcabd " * 40)
-    (tmp_path / "m.sg").write_text(TINY_LM)
-    assert train(tmp_path / "m.sg", tmp_path / "run") == 0
-    code = main(["eval", str(tmp_path / "m.sg"), "--checkpoint", str(tmp_path / "run"),
-                 "--per-example", str(tmp_path / "x.csv")])
-    assert code == 2 and "tree data" in capsys.readouterr().err

@@ -20,8 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--executor", choices=["interp", "compiled"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-example", metavar="FILE.csv",
-                   help="also write each example's scores (tree data: a row per tree, its "
-                        "nodes, nodes right, root label and prediction, nll)")
+                   help="also write each example's scores, a CSV row each (examples: "
+                        "its line, tokens, tokens right, nll, label and prediction; "
+                        "trees: nodes, nodes right, root label and prediction, nll)")
     p.add_argument("--average", action="store_true",
                    help="a checkpoint.npz of a run with the train key average: its averaged "
                         "parameters instead of the raw ones (best.npz holds the averaged ones)")
@@ -35,11 +36,12 @@ def run(args) -> int:
     if getattr(t.binding, "kind", None) == "trees":     # recursive nets: train/trees.py
         from ..train.trees import eval_command
         return eval_command(t, args.spec, args.data, args.json, args.per_example)
-    if args.per_example:
-        raise UsageError("--per-example: per-example scores are written for tree data "
-                         "(a trees(...) loader) only, so far")
     if getattr(t.binding, "examples", False):
-        result, file = eval_examples(t, args.spec, args.data)
+        result, file = eval_examples(t, args.spec, args.data, args.per_example)
+    elif args.per_example:
+        raise UsageError("--per-example: a text stream (chars, words) has no examples; "
+                         "per-example scores are for example data (pairs, labeled, "
+                         "tagged, series) and trees")
     else:
         result, file = eval_stream(t, args.spec, args.data)
     if args.json:
@@ -89,12 +91,14 @@ def eval_stream(t, spec_path: str, data: str | None) -> tuple[dict, str]:
     return score(t.model, t.spec.graph, t.binding, b).as_dict(), file
 
 
-def eval_examples(t, spec_path: str, data: str | None) -> tuple[dict, str]:
+def eval_examples(t, spec_path: str, data: str | None,
+                  per_example: str | None = None) -> tuple[dict, str]:
     """Examples to score: `--data`, else the held-out validation examples; with the
-    baselines of the data's kind and, for pairs, greedy decoding."""
+    baselines of the data's kind and, for pairs, greedy decoding; each example's scores
+    into the CSV `per_example` when given."""
     from ..train.batches import ExampleBatches
     from ..train.data import encode_examples, load_dataset
-    from ..train.evaluate import baselines, decode_metrics, score
+    from ..train.evaluate import PerExample, baselines, decode_metrics, score
     from ..train.loaders import make_loader
     cfg = _config(t, spec_path)
     graph, b = t.spec.graph, t.binding
@@ -114,7 +118,10 @@ def eval_examples(t, spec_path: str, data: str | None) -> tuple[dict, str]:
         file = str(loader.path)
         examples = encode_examples(graph, loader, loader.read(), t.vocab, b, file, cfg.bptt)
     batches = ExampleBatches(examples, cfg.batch, 0, False, ((b.input,), (b.target,)))
-    result = {"kind": b.kind, **score(t.model, graph, b, batches).as_dict()}
+    each = PerExample(examples.lines) if per_example else None
+    result = {"kind": b.kind, **score(t.model, graph, b, batches, per_example=each).as_dict()}
+    if each is not None:
+        each.write(per_example)
     result.update(baselines(b, ds.train, examples))
     if b.kind == "pairs":
         d = decode_metrics(t.model, graph, b, examples, t.vocab, cfg.batch)

@@ -105,8 +105,49 @@ def _mask(lengths, index, shape) -> np.ndarray:
     return np.arange(shape[1])[None, :] < np.asarray(lengths[index])[:, None]
 
 
-def score(model, graph, binding, batches, rng=None) -> Score:
-    """One pass over `batches` in evaluation mode."""
+class PerExample:
+    """Each example's scores (`eval --per-example`), a CSV row each in the data's order:
+    `example` (1-based), `line` (in the data file), and for a class target the `tokens`
+    scored, the tokens right (`correct`) and their negative log-likelihood (`nll`, nats),
+    with one class per example its `label` and `pred` too; for a real-valued target the
+    `values` scored and their summed squared error (`se`)."""
+
+    def __init__(self, lines):
+        self.lines, self.rows = lines, {}
+
+    def add_classes(self, rows, y, logits) -> None:
+        x = np.asarray(logits, dtype=np.float64)
+        ok = y >= 0
+        m = x.max(axis=-1)
+        lse = np.log(np.exp(x - m[..., None]).sum(axis=-1)) + m
+        nll = np.where(ok, lse - np.take_along_axis(x, np.maximum(y, 0)[..., None],
+                                                    -1)[..., 0], 0.0)
+        pred = x.argmax(axis=-1)
+        for i, r in enumerate(rows):
+            row = {"tokens": int(ok[i].sum()), "correct": int(((pred == y) & ok)[i].sum()),
+                   "nll": float(nll[i].sum())}
+            if y.ndim == 1:
+                row.update(label=int(y[i]), pred=int(pred[i]))
+            self.rows[int(r)] = row
+
+    def add_values(self, rows, y, o, mask) -> None:
+        sq = ((o - y) ** 2) * mask
+        n = np.broadcast_to(mask, y.shape)
+        for i, r in enumerate(rows):
+            self.rows[int(r)] = {"values": int(n[i].sum()), "se": float(sq[i].sum())}
+
+    def write(self, path) -> None:
+        keys = list(next(iter(self.rows.values()), {}))
+        with open(path, "w", newline="") as f:
+            f.write(",".join(["example", "line", *keys]) + "\n")
+            f.writelines(f"{i + 1},{self.lines[i]}," + ",".join(
+                f"{v:.17g}" if isinstance(v, float) else str(v) for v in self.rows[i].values())
+                + "\n" for i in sorted(self.rows))
+
+
+def score(model, graph, binding, batches, rng=None, per_example=None) -> Score:
+    """One pass over `batches` in evaluation mode (each example's scores into
+    `per_example`, a PerExample, when given)."""
     out = xent_output(graph, binding.target)
     reg = mse_output(graph, binding.target)
     series = getattr(binding, "kind", "stream") == "series" and hasattr(batches, "examples")
@@ -123,11 +164,15 @@ def score(model, graph, binding, batches, rng=None) -> Score:
         if out is not None:
             pred = np.asarray(res.values[out]).argmax(axis=-1)
             correct += int(((pred == y) & (y >= 0)).sum())
+            if per_example is not None:
+                per_example.add_classes(b.rows, y, res.values[out])
         if reg is not None:
             o = np.asarray(res.values[reg], dtype=np.float64)
             m = _mask(b.lengths, index, y.shape)[..., None] if y.ndim == 3 else True
             se += float((((o - y) ** 2) * m).sum())
             n_values += int(np.broadcast_to(m, y.shape).sum())
+            if per_example is not None and out is None:
+                per_example.add_values(b.rows, y, o, m)
             if series:
                 p = batches.examples.extra_batch("persistence", b.rows)
                 se_persist += float((((p - y) ** 2) * m).sum())
