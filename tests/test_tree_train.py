@@ -359,8 +359,9 @@ def test_sst_reads_with_the_readme_counts():
 
 
 @sst
-def test_sst_example_trains_a_few_steps(tmp_path, capsys):
-    spec = ROOT / "examples" / "sst" / "rnn.sg"
+@pytest.mark.parametrize("name", ["rnn.sg", "rntn.sg"])
+def test_sst_example_trains_a_few_steps(tmp_path, capsys, name):
+    spec = ROOT / "examples" / "sst" / name
     out = tmp_path / "run"
     assert main(["train", str(spec), "--steps", "3", "--out", str(out), "--quiet"]) == 0
     assert main(["eval", str(spec), "--checkpoint", str(out), "--json", "--data",
