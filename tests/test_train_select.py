@@ -181,6 +181,10 @@ def test_decay_values_and_names_are_checked(spec, tmp_path, capsys):
     assert cfg.as_dict()["l2"] == "decay(0.02, E=0.0001, T=0.001)"
     assert make_config({"l2": Call("decay", (), {"E": 0.5})}).l2 == Decay(0.0, {"E": 0.5})
     assert make_config({"l2": 0.02}).l2 == 0.02
+    # a cell's parameter is named with its dot, as the model names it
+    assert make_config({}, parse_sets(["l2=decay(0.02, enc.U = 1e-4)"])).l2 == \
+        Decay(0.02, {"enc.U": 1e-4})
+    make_optimizer(Call("sgd", (1.0,), {}), Decay(0.1, {"enc.U": 1}), {"enc.U": 0})
     for bad, msg in [("decya(0.1)", "did you mean 'decay'"),
                      ("decay(0.1, 0.2)", "one positional value"),
                      ("decay(-1)", "l2 must be a number >= 0"),

@@ -289,7 +289,8 @@ class _Build(Transformer):
         return A.Call(str(name), tuple(pos), kw)
 
     def kwarg(self, meta, c):
-        return _Kw(str(c[0]), c[1])
+        *name, value = c
+        return _Kw(".".join(map(str, name)), value)
 
     def v_list(self, meta, c):
         return [x for x in c if x is not None]
