@@ -221,8 +221,12 @@ def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
 @pytest.mark.parametrize("change, why", [
     (("U @ h[t-1]", "U @ dropout(h[t-1], 0.5)"), "interpreted: dropout inside a cycle"),
     (("+ bo", "+ dropout(bo, 0.5)"),
-     "dropout: interpreted ('o' has a dropout of a parameter or a number)")],
-    ids=["in-a-cycle", "of-a-parameter"])
+     "dropout: interpreted ('o' has a dropout of a parameter or a number)"),
+    # a term of the cycle that does not read it is hoisted, but its masks are the
+    # cycle variable's draws, step by step: interpreted
+    (("W @ x[t]", "W @ dropout(x[t], 0.5)"),
+     "dropout: interpreted ('h' has a dropout inside a recurrence)")],
+    ids=["in-a-cycle", "of-a-parameter", "hoisted"])
 def test_dropout_the_compiler_does_not_draw_is_interpreted(change, why):
     text = DROPOUTS.replace(*change)
     assert text != DROPOUTS
