@@ -295,3 +295,31 @@ def test_eval_per_example_of_a_text_stream_is_refused(data, capsys):
                  "--per-example", str(data / "x.csv")])
     assert code == 2 and "a text stream (chars, words) has no examples" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, label", [(SERIES, "loss per token"),
+                                         (CLASSIFY, "loss per token (nats)")],
+                         ids=["mse", "xent"])
+def test_the_loss_plot_says_nats_only_for_a_likelihood(data, monkeypatch, text, label):
+    from seqgraph.train import metrics
+    seen = []
+    monkeypatch.setattr(metrics.MetricsLog, "plot",
+                        lambda self, wait=True: seen.append(self.ylabel))
+    spec = write(data, "m.sg", text)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
+                 "--quiet"]) == 0
+    assert seen and set(seen) == {label}
+
+
+def test_the_plotting_child_is_given_the_label(tmp_path, monkeypatch):
+    import subprocess
+    from seqgraph.train import metrics
+    log = MetricsLog(tmp_path, ylabel="loss per node (nats)")
+    log.step(1, 0, 2.0, 1.0, 100.0)
+    cmds = []
+    monkeypatch.setattr(metrics.subprocess, "run", lambda cmd, **k: cmds.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0, "", ""))
+    log.plot()
+    assert cmds[0][-2:] == [str(tmp_path), "loss per node (nats)"]
+    metrics_draw(tmp_path, "loss per node (nats)")
+    assert (tmp_path / "loss.png").stat().st_size > 1000

@@ -309,3 +309,12 @@ def test_eval_per_example_writes_each_trees_counts(spec, tmp_path, capsys):
     assert rows[:, 5].sum() == round(d["fine_root"] * 7)
     assert (rows[:, 5] == (rows[:, 3] == rows[:, 4])).all()
     assert rows[:, 6].sum() / d["nodes"] == pytest.approx(d["loss"], rel=1e-5)
+
+
+def test_a_tree_runs_loss_plot_is_per_node(spec, tmp_path, monkeypatch):
+    from seqgraph.train import metrics
+    seen = []
+    monkeypatch.setattr(metrics.MetricsLog, "plot",
+                        lambda self, wait=True: seen.append(self.ylabel))
+    assert train(spec, tmp_path / "run", "--epochs", "1") == 0
+    assert seen and set(seen) == {"loss per node (nats)"}

@@ -32,7 +32,7 @@ from ..errors import SeqgraphError, UsageError
 from . import checkpoint as ck
 from .batches import Streams, eval_streams, run_batch  # noqa: F401  (Streams: subclasses)
 from .data import Dataset, feeds
-from .evaluate import score, token_terms
+from .evaluate import likelihood, score, token_terms
 from .metrics import MetricsLog, Progress
 from .optim import clip_global_norm, global_norm, make_optimizer
 from .schedules import make_schedule
@@ -382,8 +382,11 @@ class Trainer:
 
     # hooks that the distributed trainer (distributed.py) overrides
     def _open_metrics(self) -> MetricsLog:
+        per = "node" if self.kind.unit == "/node" else "token"
+        nats = " (nats)" if likelihood(self.graph) else ""
         return MetricsLog(self.out, self.pos.step if self.saved else None,
-                          Path(self.saved).parent if self.saved else None)
+                          Path(self.saved).parent if self.saved else None,
+                          ylabel=f"loss per {per}{nats}")
 
     def _should_stop(self, max_steps, deadline) -> bool:
         return _stop(self.pos.step, max_steps, deadline)

@@ -81,7 +81,8 @@ class MetricsLog:
     """Appends rows to DIR/metrics.csv; `plot()` draws DIR/loss.png."""
 
     def __init__(self, out_dir: str | Path, resume_step: int | None = None,
-                 resumed_from: str | Path | None = None):
+                 resumed_from: str | Path | None = None,
+                 ylabel: str = "loss per token (nats)"):
         self.path = Path(out_dir) / "metrics.csv"
         self.png = self.path.with_name("loss.png")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,7 @@ class MetricsLog:
         self.columns = list(COLUMNS) + extra
         self._rewrite(rows)
         self.monitor = GradMonitor()
+        self.ylabel = ylabel      # of the loss plot: per token or node, nats or not
         self._child = None        # a plotting child still drawing (plot(wait=False))
         self._child_rows = 0      # the rows metrics.csv had when it started
 
@@ -147,7 +149,8 @@ class MetricsLog:
                 return None
             if self._reap() and self._child_rows == rows:
                 return self.png
-        cmd = [sys.executable, "-m", "seqgraph.train.metrics", str(self.path.parent)]
+        cmd = [sys.executable, "-m", "seqgraph.train.metrics", str(self.path.parent),
+               self.ylabel]
         try:
             if not wait:
                 self._child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -185,17 +188,17 @@ def _last_line(text: str) -> str:
     return (text.strip().splitlines() or ["?"])[-1]
 
 
-def draw(out_dir: str | Path) -> None:
+def draw(out_dir: str | Path, ylabel: str = "loss per token (nats)") -> None:
     """DIR/loss.png and DIR/grad_norm.png from DIR/metrics.csv (its complete lines: the
     training process may be appending a row)."""
     path = Path(out_dir) / "metrics.csv"
     text = path.read_text()
     rows = list(csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1])))
-    draw_loss(rows, path.with_name("loss.png"))
+    draw_loss(rows, path.with_name("loss.png"), ylabel)
     draw_grads(rows, path.with_name("grad_norm.png"))
 
 
-def draw_loss(rows: list[dict], png: Path) -> Path | None:
+def draw_loss(rows: list[dict], png: Path, ylabel: str = "loss per token (nats)") -> Path | None:
     """The loss curves (per token, natural log) against the step; None without rows."""
     train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"]]
     valid = [(int(r["step"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
@@ -208,7 +211,7 @@ def draw_loss(rows: list[dict], png: Path) -> Path | None:
     if valid:
         ax.plot(*zip(*valid), "o-", label="valid")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss per token (nats)")
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -338,4 +341,4 @@ def _clock(seconds: float) -> str:
 
 
 if __name__ == "__main__":          # the plotting child of MetricsLog.plot
-    draw(sys.argv[1])
+    draw(*sys.argv[1:3])
