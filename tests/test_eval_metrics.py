@@ -313,6 +313,7 @@ def test_the_loss_plot_says_nats_only_for_a_likelihood(data, monkeypatch, text, 
 
 def test_the_plotting_child_is_given_the_label(tmp_path, monkeypatch):
     import subprocess
+
     from seqgraph.train import metrics
     log = MetricsLog(tmp_path, ylabel="loss per node (nats)")
     log.step(1, 0, 2.0, 1.0, 100.0)
