@@ -243,9 +243,8 @@ RSS_DRIVER = textwrap.dedent("""
     from seqgraph.train.loop import Trainer
     from seqgraph.train.metrics import MetricsLog
 
-    # the loss and gradient plots are redrawn from metrics.csv each epoch: matplotlib's
-    # caches and the whole curve make RSS grow with the run (docs/reliability.md);
-    # what is measured here is the training itself
+    # the loss and gradient plots are drawn by a child process each epoch
+    # (docs/reliability.md); what is measured here is the training process alone
     MetricsLog.plot = lambda self, wait=True: None
     if "--leak" in sys.argv:         # the test's own check that it would see a leak
         import numpy as np
