@@ -198,11 +198,18 @@ loss xent(o[t], y[t])
 """
 
 
-@pytest.mark.parametrize("text", [DROPOUTS, ZAREMBA], ids=["dropouts", "lstm"])
+# a bidirectional tagger: the dropout reads a recurrence that runs backward in time
+BIDROP = (SPECS / "bidirectional.sg").read_text().replace(
+    "o[t] = Wo @ [h[t]; g[t]] + bo", "o[t] = Wo @ dropout([h[t]; g[t]], 0.5) + bo")
+
+
+@pytest.mark.parametrize("text", [DROPOUTS, ZAREMBA, BIDROP], ids=["dropouts", "lstm",
+                                                                   "bidirectional"])
 def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
     """Compiled equals interpreted while training with dropout (the same masks: values,
     loss, gradients), full and padded batches, the generator left in the same state."""
-    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims={"V": 4})
+    dims = {"V": 4, **({"K": 4} if "class(K)" in text else {})}
+    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims=dims)
     X, Y = _ids(3, 5, 4, 3)
     Xp, Yp = X.copy(), Y.copy()
     Xp[0, 2:], Yp[0, 2:] = -1, -1
@@ -225,7 +232,8 @@ def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
     # a term of the cycle that does not read it is hoisted, but its masks are the
     # cycle variable's draws, step by step: interpreted
     (("W @ x[t]", "W @ dropout(x[t], 0.5)"),
-     "dropout: interpreted ('h' has a dropout inside a recurrence)")],
+     "dropout: interpreted ('h' has a dropout inside a recurrence; define the dropped "
+     "value as a variable of its own, d[t] = dropout(...), to train compiled)")],
     ids=["in-a-cycle", "of-a-parameter", "hoisted"])
 def test_dropout_the_compiler_does_not_draw_is_interpreted(change, why):
     text = DROPOUTS.replace(*change)

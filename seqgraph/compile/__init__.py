@@ -63,8 +63,10 @@ class CompiledExecutor(FallsBack):
         self.no_masks, self._layouts = None, {}
         if self.has_dropout and not self.fallback:
             static = {st.var for st in self.stages if isinstance(st, StaticStage)}
+            recurrent = {v for st in self.stages if isinstance(st, _Rec)
+                         for v in st.stage.vars}
             try:
-                check_sequence_sites(self.g, static, model.checked.dropouts)
+                check_sequence_sites(self.g, static, model.checked.dropouts, recurrent)
             except NoMasks as e:
                 self.no_masks = str(e)
 

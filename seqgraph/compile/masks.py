@@ -110,17 +110,23 @@ class Masks:
 
 
 # ---------------------------------------------------------------------------- sequences
-def check_sequence_sites(graph, static: set, sizes: dict) -> None:
+def check_sequence_sites(graph, static: set, sizes: dict, recurrent: set) -> None:
     """NoMasks unless every drawing dropout is in a variable of `static` (evaluated for
     all its steps at once), is of a vector, and drops a value that depends on the example
-    (the interpreter draws [B, width] for it)."""
+    (the interpreter draws [B, width] for it). A dropout in a `recurrent` variable is of a
+    term that does not read the cycle (one that does keeps the whole model interpreted):
+    the message says how to compile it."""
     for v in graph.vars:
         if v.init is not None and sites(v.init):
             raise NoMasks(f"'{v.name}' has a dropout in its init value")
         for case in v.cases:
             for e in sites(case.expr):
+                if v.name in recurrent:
+                    raise NoMasks(f"'{v.name}' has a dropout inside a recurrence; define "
+                                  "the dropped value as a variable of its own, "
+                                  "d[t] = dropout(...), to train compiled")
                 if v.name not in static:
-                    raise NoMasks(f"'{v.name}' has a dropout inside a recurrence")
+                    raise NoMasks(f"'{v.name}' has a dropout in an attention stage")
                 width = sizes.get(e)
                 if width is None or not width.is_int:
                     raise NoMasks(f"'{v.name}' has a dropout of something not a vector")
@@ -141,13 +147,20 @@ class SequenceLayout:
                 continue                  # no dropout in init values (checked)
             for k, e in enumerate(sites(case_at(v, step).expr)):
                 w = int(model.checked.dropouts[e].const)
-                at.setdefault((name, k), (w, []))[1].append(off)
+                at.setdefault((name, k), (w, {}))[1][step] = off
                 off += w
-        self.at = {key: (w, np.asarray(offs, np.int64)) for key, (w, offs) in at.items()}
+        # offsets in step order (the schedule may visit a variable's steps in another:
+        # after a recurrence that runs backward in time, say)
+        self.at = {key: (w, np.asarray([offs[s] for s in sorted(offs, key=_step)], np.int64))
+                   for key, (w, offs) in at.items()}
         self.width = off
 
     def draw(self, rng, B: int, dtype) -> SequenceMasks:
         return SequenceMasks(self, rng.random(self.width * B), B, dtype)
+
+
+def _step(s):
+    return -1 if s is None else s
 
 
 class SequenceMasks:
