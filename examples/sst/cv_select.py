@@ -1,6 +1,6 @@
-"""The cross-validated development score S of examples/sst/README.md ("How the shipped
-models were chosen"): train with `seqgraph train` while keeping every epoch's development
-counts per tree, then score a run's epoch rule on development trees it was not chosen on.
+"""The cross-validated development score S of examples/sst/SEARCHES.md (the second
+search): train with `seqgraph train` while keeping every epoch's development counts per
+tree, then score a run's epoch rule on development trees it was not chosen on.
 
     python examples/sst/cv_select.py train examples/sst/rnn.sg --out /tmp/sst/run [--set ...]
     python examples/sst/cv_select.py score /tmp/sst/run [/tmp/sst/run2 ...] [--select all]
