@@ -202,9 +202,22 @@ loss xent(o[t], y[t])
 BIDROP = (SPECS / "bidirectional.sg").read_text().replace(
     "o[t] = Wo @ [h[t]; g[t]] + bo", "o[t] = Wo @ dropout([h[t]; g[t]], 0.5) + bo")
 
+# dropouts in terms of a recurrence that do not read it (hoisted out of the loop): of a
+# one-hot input; of an embedding, two in one hoisted sum, and the same sum written again
+# in a second gate (equal terms, but each draws its own masks: not merged)
+HOISTED = DROPOUTS.replace("W @ x[t]", "W @ dropout(x[t], 0.5)")
+HOISTED_TWICE = ZAREMBA.replace("h = lstm(d, 4)", """\
+param Wh, Vh, Uh, Gh, bh
+h[t] : 4 = (tanh(Wh @ dropout(e[t], 0.3) + Vh @ dropout(e[t], 0.3) + Uh @ h[t-1] + bh)
+            * sigmoid(Wh @ dropout(e[t], 0.3) + Vh @ dropout(e[t], 0.3) + Gh @ h[t-1] + bh))""")
+BACKWARD_HOISTED = DROPOUTS.replace("U @ h[t-1]", "U @ h[t+1]").replace(
+    "W @ x[t]", "W @ dropout(x[t], 0.5)").replace("h[t] :", "g[t] :").replace(
+    "h[t+1]", "g[t+1]").replace("h[t]", "g[t]").replace("h[end]", "g[end]")
 
-@pytest.mark.parametrize("text", [DROPOUTS, ZAREMBA, BIDROP], ids=["dropouts", "lstm",
-                                                                   "bidirectional"])
+
+@pytest.mark.parametrize("text", [DROPOUTS, ZAREMBA, BIDROP, HOISTED, HOISTED_TWICE],
+                         ids=["dropouts", "lstm", "bidirectional", "hoisted",
+                              "hoisted-twice"])
 def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
     """Compiled equals interpreted while training with dropout (the same masks: values,
     loss, gradients), full and padded batches, the generator left in the same state."""
@@ -229,14 +242,15 @@ def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
     (("U @ h[t-1]", "U @ dropout(h[t-1], 0.5)"), "interpreted: dropout inside a cycle"),
     (("+ bo", "+ dropout(bo, 0.5)"),
      "dropout: interpreted ('o' has a dropout of a parameter or a number)"),
-    # a term of the cycle that does not read it is hoisted, but its masks are the
-    # cycle variable's draws, step by step: interpreted
-    (("W @ x[t]", "W @ dropout(x[t], 0.5)"),
-     "dropout: interpreted ('h' has a dropout inside a recurrence; define the dropped "
-     "value as a variable of its own, d[t] = dropout(...), to train compiled)")],
-    ids=["in-a-cycle", "of-a-parameter", "hoisted"])
+    # hoisted out of a recurrence that runs backward in time (its equations are
+    # rewritten on reversed time): interpreted, with what to do
+    (("g[t+1]", "g[t+1]"),
+     "dropout: interpreted ('g' has a dropout inside a recurrence that runs backward in "
+     "time; define the dropped value as a variable of its own, d[t] = dropout(...), to "
+     "train compiled)")],
+    ids=["in-a-cycle", "of-a-parameter", "hoisted-backward"])
 def test_dropout_the_compiler_does_not_draw_is_interpreted(change, why):
-    text = DROPOUTS.replace(*change)
+    text = DROPOUTS.replace(*change) if change[0] != "g[t+1]" else BACKWARD_HOISTED
     assert text != DROPOUTS
     mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims={"V": 4})
     assert why in " ".join(explain(mc))

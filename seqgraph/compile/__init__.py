@@ -11,13 +11,12 @@ step, never a buffer a caller still holds); two independent recurrences (the dir
 of a bi layer) run their loops at once on two threads; per-example lengths (padding) are
 compiled (losses masked, h[end] per example, loops on reversed time started at each
 example's end); dropout while training draws the interpreter's masks (masks.py) when
-every dropout is in a variable on no cycle, else the run is interpreted; scheduled
-sampling (teacher < 1) is interpreted.
+every dropout is on no cycle or in a hoisted term of a forward recurrence, else the run
+is interpreted; scheduled sampling (teacher < 1) is interpreted.
 """
 from __future__ import annotations
 
 import os
-from functools import partial
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from .attention import AttnBuilt
 from .attention import build as build_attention
 from .codegen import generate
 from .fallback import FallsBack, has_dropout
-from .masks import NoMasks, SequenceLayout, check_sequence_sites, sites
+from .masks import NoMasks, SequenceLayout, sequence_sites
 from .plan import AttnStage, StaticStage, Unsupported, affine, fused_outputs, lower, schedule
 from .static import Env, Evaluation, V, read, read_back
 
@@ -60,13 +59,15 @@ class CompiledExecutor(FallsBack):
         self.fused_out = {} if self.fallback else \
             fused_outputs(self.g, self.m.param_shapes)
         self.has_dropout = has_dropout(self.g)
-        self.no_masks, self._layouts = None, {}
+        self.no_masks, self._layouts, self.site_of = None, {}, {}
         if self.has_dropout and not self.fallback:
             static = {st.var for st in self.stages if isinstance(st, StaticStage)}
-            recurrent = {v for st in self.stages if isinstance(st, _Rec)
-                         for v in st.stage.vars}
+            recs = [st.stage for st in self.stages if isinstance(st, _Rec)]
+            forward = {v for r in recs if r.direction < 0 for v in r.vars}
+            backward = {v for r in recs if r.direction > 0 for v in r.vars}
             try:
-                check_sequence_sites(self.g, static, model.checked.dropouts, recurrent)
+                self.site_of = sequence_sites(self.g, static, model.checked.dropouts,
+                                              forward, backward)
             except NoMasks as e:
                 self.no_masks = str(e)
 
@@ -78,7 +79,7 @@ class CompiledExecutor(FallsBack):
         layout = self._layouts.get(key)
         if layout is None:
             layout = self._layouts[key] = SequenceLayout(self.m, dict(key))
-        return layout.draw(rng, B, self.m.dtype)
+        return layout.draw(rng, B, self.m.dtype, self.site_of)
 
     # ------------------------------------------------------------------ building
     def _build(self):
@@ -276,6 +277,11 @@ class _Run:
         self.program = []
         self.masks = None          # this batch's dropout masks (set by the executor)
 
+    @property
+    def draw(self):
+        """What evaluations call for a dropout's masks (None: no masks, evaluation)."""
+        return self.masks.of if self.masks is not None else None
+
     def go(self, want_grads):
         self.want_grads = want_grads
         stages, partner, done = self.ex.stages, self.ex.partner, set()
@@ -336,9 +342,7 @@ class _Run:
         v = self.g.var(var)
         init_ev = self.init_forward(var)
         T = self.lengths[v.index] if v.index is not None else None
-        draw = partial(self.masks.mask, var) \
-            if self.masks is not None and sites(v.cases[0].expr) else None
-        ev = Evaluation(self.env, v.cases[0].expr, v.index, T=T, draw=draw)
+        ev = Evaluation(self.env, v.cases[0].expr, v.index, T=T, draw=self.draw)
         a = self.broadcast(ev.out, T, self.m.sizes[var])
         self.env.vals[var] = V(a, "seq" if T is not None else "ex")
         self.program.append(("static", (var, ev, init_ev, ev.out.lead)))
@@ -386,7 +390,7 @@ class _Run:
             if j in prefilled:
                 hoist_evs.append(None)
                 continue
-            ev = Evaluation(env, e, st.index, T=T)
+            ev = Evaluation(env, e, st.index, T=T, draw=self.draw)
             X = self.broadcast(ev.out, T, _size(ev.out, step, j, self.m))
             if flip:
                 X = _copy(pool, X[::-1])
@@ -501,7 +505,7 @@ class _Run:
                 return ("stacked", opv, xk, W, layout, ids)
         evs = []
         for e, off in parts:
-            ev = Evaluation(env, e, rec.stage.index, T=T)
+            ev = Evaluation(env, e, rec.stage.index, T=T, draw=self.draw)
             n = _size(ev.out, step, 0, self.m)
             X = self.broadcast(ev.out, T, n)
             G[:, :, off:off + n] = X[::-1] if flip else X

@@ -18,9 +18,10 @@ Sequences. The interpreter visits (variable, step) in the order of the unfolded 
 schedule (model.schedule), each draw [B, width]. `SequenceLayout` reads that schedule
 once per set of lengths and keeps each dropout's offset at each step; a batch draws the
 stream in one call and a variable evaluated for all steps at once takes its [T, B, width]
-masks by index arithmetic. Only dropouts in variables the sequence executor evaluates for
-all steps at once (on no cycle) are drawn this way; one inside a recurrence keeps the
-run interpreted.
+masks by index arithmetic, as do the terms of a recurrence hoisted out of its loop
+(`W @ dropout(x[t], p)`); each dropout object knows which of the interpreter's draws it
+is (`sequence_sites`). A dropout on a cycle value (inside the loop) keeps the run
+interpreted.
 """
 from __future__ import annotations
 
@@ -110,28 +111,36 @@ class Masks:
 
 
 # ---------------------------------------------------------------------------- sequences
-def check_sequence_sites(graph, static: set, sizes: dict, recurrent: set) -> None:
-    """NoMasks unless every drawing dropout is in a variable of `static` (evaluated for
-    all its steps at once), is of a vector, and drops a value that depends on the example
-    (the interpreter draws [B, width] for it). A dropout in a `recurrent` variable is of a
-    term that does not read the cycle (one that does keeps the whole model interpreted):
-    the message says how to compile it."""
+def sequence_sites(graph, static: set, sizes: dict, forward: set, backward: set) -> dict:
+    """{id(dropout): (variable, k)}: which draw of the interpreter's each dropout object
+    is, the k-th drawing dropout of that variable's equation. The executor evaluates
+    these very objects: a variable of `static` for all its steps at once, and in a
+    recurrence running `forward` in time, the terms that do not read the cycle, hoisted
+    out of the loop (a dropout on a cycle value keeps the whole model interpreted).
+    NoMasks, with what to do where there is something, for a dropout in an init value,
+    in a recurrence running `backward` (its equations are rewritten on reversed time,
+    new objects), in an attention stage, of a parameter or a number, or written once and
+    reached twice."""
+    out = {}
     for v in graph.vars:
         if v.init is not None and sites(v.init):
             raise NoMasks(f"'{v.name}' has a dropout in its init value")
-        for case in v.cases:
-            for e in sites(case.expr):
-                if v.name in recurrent:
-                    raise NoMasks(f"'{v.name}' has a dropout inside a recurrence; define "
-                                  "the dropped value as a variable of its own, "
-                                  "d[t] = dropout(...), to train compiled")
-                if v.name not in static:
-                    raise NoMasks(f"'{v.name}' has a dropout in an attention stage")
-                width = sizes.get(e)
-                if width is None or not width.is_int:
-                    raise NoMasks(f"'{v.name}' has a dropout of something not a vector")
-                if not any(isinstance(r, Ref) for r in walk(e.args[0])):
-                    raise NoMasks(f"'{v.name}' has a dropout of a parameter or a number")
+        for k, e in enumerate(s for case in v.cases for s in sites(case.expr)):
+            if v.name in backward:
+                raise NoMasks(f"'{v.name}' has a dropout inside a recurrence that runs "
+                              "backward in time; define the dropped value as a variable "
+                              "of its own, d[t] = dropout(...), to train compiled")
+            if v.name not in static and v.name not in forward:
+                raise NoMasks(f"'{v.name}' has a dropout in an attention stage")
+            width = sizes.get(e)
+            if width is None or not width.is_int:
+                raise NoMasks(f"'{v.name}' has a dropout of something not a vector")
+            if not any(isinstance(r, Ref) for r in walk(e.args[0])):
+                raise NoMasks(f"'{v.name}' has a dropout of a parameter or a number")
+            if id(e) in out:
+                raise NoMasks(f"'{v.name}' reaches one dropout twice")
+            out[id(e)] = (v.name, k)
+    return out
 
 
 class SequenceLayout:
@@ -155,8 +164,8 @@ class SequenceLayout:
                    for key, (w, offs) in at.items()}
         self.width = off
 
-    def draw(self, rng, B: int, dtype) -> SequenceMasks:
-        return SequenceMasks(self, rng.random(self.width * B), B, dtype)
+    def draw(self, rng, B: int, dtype, site_of: dict) -> SequenceMasks:
+        return SequenceMasks(self, rng.random(self.width * B), B, dtype, site_of)
 
 
 def _step(s):
@@ -165,10 +174,15 @@ def _step(s):
 
 class SequenceMasks:
     """One batch's masks: `mask(var, k, p)` is [T*B, width] for a variable over an index
-    (time-major, as the executor's rows), [B, width] for one per example."""
+    (time-major, as the executor's rows), [B, width] for one per example; `of(e)` those
+    of the dropout object e (`sequence_sites`)."""
 
-    def __init__(self, layout: SequenceLayout, u, B: int, dtype):
+    def __init__(self, layout: SequenceLayout, u, B: int, dtype, site_of: dict):
         self.layout, self.u, self.B, self.dtype = layout, u, B, dtype
+        self.site_of = site_of
+
+    def of(self, e) -> np.ndarray:
+        return self.mask(*self.site_of[id(e)], e.kw["p"])
 
     def mask(self, var: str, k: int, p: float) -> np.ndarray:
         w, offs = self.layout.at[(var, k)]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..graph.folded import Apply, FoldedGraph, Num, ParamRef, Ref, Shift
+from ..graph.folded import Apply, FoldedGraph, Num, ParamRef, Ref, Shift, walk
 from ..ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, Op
 
 EW_OPS = set(ELEMENTWISE_BINARY) | set(ELEMENTWISE_UNARY)
@@ -62,14 +62,7 @@ class AttnStage:
 def _attention(v) -> bool:
     """A variable over two indexes, or one whose equation reduces over an index."""
     return v.inner is not None or any(isinstance(e, Apply) and "over" in e.kw
-                                      for c in v.cases for e in _walk(c.expr))
-
-
-def _walk(e):
-    if isinstance(e, Apply):
-        for a in e.args:
-            yield from _walk(a)
-    yield e
+                                      for c in v.cases for e in walk(c.expr))
 
 
 def schedule(graph: FoldedGraph) -> list:
@@ -252,6 +245,12 @@ def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
     return out
 
 
+def _draws(e) -> bool:
+    """Does e hold a dropout that draws masks while training?"""
+    return any(getattr(x, "op", None) is Op.DROPOUT and x.kw.get("p", 0) > 0
+               for x in walk(e))
+
+
 def _mirror(expr):
     """The same expression with every shift mirrored (runs a backward recurrence forward
     on reversed time)."""
@@ -272,6 +271,7 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
     step = Step(stage.vars, {v: sizes[v] for v in stage.vars}, read_outside=outside)
     memo: dict = {}
     hoist_ids: dict = {}
+    alive: list = []
     flip = stage.direction > 0
 
     def add(key, **kw):
@@ -286,9 +286,15 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
         return any(r.var in cyc for r in _refs(e))
 
     def hoist(e):
-        i = hoist_ids.get(e)
+        # a term holding a dropout is hoisted once per time it is written: each draws its
+        # own masks (compile/masks.py), so equal ones are not merged
+        key = e
+        if _draws(e):
+            key = (id(e),)
+            alive.append(e)      # its id stays its own while hoist_ids is used
+        i = hoist_ids.get(key)
         if i is None:
-            i = hoist_ids[e] = len(step.hoisted)
+            i = hoist_ids[key] = len(step.hoisted)
             step.hoisted.append(_mirror(e) if flip else e)   # evaluated in true time
         return add(("hoist", i), kind="hoist", size=_size_of(e, sizes, pshapes), hoist=i)
 

@@ -178,7 +178,7 @@ class Evaluation:
         self.env, self.expr, self.ctx = env, expr, ctx_index
         self.T = T
         self.tape = []           # (expr, args [V], out V)
-        self.draw, self.ndrawn = draw, 0     # draw(k, p): the k-th dropout's masks
+        self.draw = draw         # draw(e): the masks of dropout e (training)
         self.out = self.ev(expr)
 
     def rows(self, x: V, lead):
@@ -219,8 +219,7 @@ class Evaluation:
         elif op is Op.ONEHOT:
             out = ops.onehot(xs[0], env.m.sizes[e.args[0].var], env.m.dtype)
         elif op is Op.DROPOUT and self.draw is not None:       # training
-            mask = self.draw(self.ndrawn, e.kw["p"])
-            self.ndrawn += 1
+            mask = self.draw(e)
             out, xs = xs[0] * mask, [xs[0], mask]
         elif op is Op.DROPOUT:
             out = xs[0]          # evaluation mode

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ... import ops
-from ...graph.folded import Apply, Num, ParamRef, Ref
+from ...graph.folded import Apply, Num, ParamRef, Ref, walk
 from ...graph.printer import show
 from ...ops import Op
-from ..plan import Unsupported, _terms, _walk, signed_sum
+from ..plan import Unsupported, _terms, signed_sum
 
 REDUCE = (Op.SUM_OVER, Op.MEAN_OVER, Op.MAX_OVER, Op.LSE_OVER)
 GENERIC = set(ops.ELEMENTWISE_BINARY) | set(ops.ELEMENTWISE_UNARY) | {
@@ -91,7 +91,7 @@ class _Builder:
         return self.axes({x for a in got for x in a})
 
     def dynamic(self, e) -> bool:
-        return any(isinstance(r, Ref) and r.var in self.cyc for r in _walk(e))
+        return any(isinstance(r, Ref) and r.var in self.cyc for r in walk(e))
 
     def build(self, e) -> int:
         if isinstance(e, Ref) and e.var in self.cyc and e.shift.kind == "rel" and \
