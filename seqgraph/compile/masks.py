@@ -187,6 +187,9 @@ class SequenceMasks:
     def mask(self, var: str, k: int, p: float) -> np.ndarray:
         w, offs = self.layout.at[(var, k)]
         # a draw at stream offset o (per example) is u[o*B : (o+w)*B] as [B, w]
-        first = offs[:, None] * self.B + np.arange(self.B)[None, :] * w
-        u = self.u[first[:, :, None] + np.arange(w)].reshape(-1, w)
+        if len(offs) == 1 or (np.diff(offs) == w).all():     # one block: a view
+            u = self.u[offs[0] * self.B:(offs[0] + len(offs) * w) * self.B].reshape(-1, w)
+        else:
+            first = offs[:, None] * self.B + np.arange(self.B)[None, :] * w
+            u = self.u[first[:, :, None] + np.arange(w)].reshape(-1, w)
         return (u >= p).astype(self.dtype) / (1.0 - p)    # as ops._dropout_fwd
