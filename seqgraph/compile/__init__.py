@@ -11,8 +11,8 @@ step, never a buffer a caller still holds); two independent recurrences (the dir
 of a bi layer) run their loops at once on two threads; per-example lengths (padding) are
 compiled (losses masked, h[end] per example, loops on reversed time started at each
 example's end); dropout while training draws the interpreter's masks (masks.py) when
-every dropout is on no cycle or in a hoisted term of a forward recurrence, else the run
-is interpreted; scheduled sampling (teacher < 1) is interpreted.
+every dropout is on no cycle or in a hoisted term of a recurrence, else the run is
+interpreted; scheduled sampling (teacher < 1) is interpreted.
 """
 from __future__ import annotations
 
@@ -62,12 +62,11 @@ class CompiledExecutor(FallsBack):
         self.no_masks, self._layouts, self.site_of = None, {}, {}
         if self.has_dropout and not self.fallback:
             static = {st.var for st in self.stages if isinstance(st, StaticStage)}
-            recs = [st.stage for st in self.stages if isinstance(st, _Rec)]
-            forward = {v for r in recs if r.direction < 0 for v in r.vars}
-            backward = {v for r in recs if r.direction > 0 for v in r.vars}
+            recurrent = {v for st in self.stages if isinstance(st, _Rec)
+                         for v in st.stage.vars}
             try:
                 self.site_of = sequence_sites(self.g, static, model.checked.dropouts,
-                                              forward, backward)
+                                              recurrent)
             except NoMasks as e:
                 self.no_masks = str(e)
 
@@ -282,6 +281,12 @@ class _Run:
         """What evaluations call for a dropout's masks (None: no masks, evaluation)."""
         return self.masks.of if self.masks is not None else None
 
+    def hoisted_draw(self, step):
+        """The same for a recurrence's hoisted terms (mirrored copies on reversed time)."""
+        if self.masks is None:
+            return None
+        return lambda e: self.masks.of(step.original(e))
+
     def go(self, want_grads):
         self.want_grads = want_grads
         stages, partner, done = self.ex.stages, self.ex.partner, set()
@@ -390,7 +395,7 @@ class _Run:
             if j in prefilled:
                 hoist_evs.append(None)
                 continue
-            ev = Evaluation(env, e, st.index, T=T, draw=self.draw)
+            ev = Evaluation(env, e, st.index, T=T, draw=self.hoisted_draw(step))
             X = self.broadcast(ev.out, T, _size(ev.out, step, j, self.m))
             if flip:
                 X = _copy(pool, X[::-1])
@@ -505,7 +510,7 @@ class _Run:
                 return ("stacked", opv, xk, W, layout, ids)
         evs = []
         for e, off in parts:
-            ev = Evaluation(env, e, rec.stage.index, T=T, draw=self.draw)
+            ev = Evaluation(env, e, rec.stage.index, T=T, draw=self.hoisted_draw(step))
             n = _size(ev.out, step, 0, self.m)
             X = self.broadcast(ev.out, T, n)
             G[:, :, off:off + n] = X[::-1] if flip else X

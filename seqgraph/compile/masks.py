@@ -19,8 +19,8 @@ schedule (model.schedule), each draw [B, width]. `SequenceLayout` reads that sch
 once per set of lengths and keeps each dropout's offset at each step; a batch draws the
 stream in one call and a variable evaluated for all steps at once takes its [T, B, width]
 masks by index arithmetic, as do the terms of a recurrence hoisted out of its loop
-(`W @ dropout(x[t], p)`); each dropout object knows which of the interpreter's draws it
-is (`sequence_sites`). A dropout on a cycle value (inside the loop) keeps the run
+(`W @ dropout(x[t], p)`, in either direction of time); each dropout object knows which
+of the interpreter's draws it is (`sequence_sites`). A dropout on a cycle value (inside the loop) keeps the run
 interpreted.
 """
 from __future__ import annotations
@@ -111,26 +111,20 @@ class Masks:
 
 
 # ---------------------------------------------------------------------------- sequences
-def sequence_sites(graph, static: set, sizes: dict, forward: set, backward: set) -> dict:
+def sequence_sites(graph, static: set, sizes: dict, recurrent: set) -> dict:
     """{id(dropout): (variable, k)}: which draw of the interpreter's each dropout object
     is, the k-th drawing dropout of that variable's equation. The executor evaluates
-    these very objects: a variable of `static` for all its steps at once, and in a
-    recurrence running `forward` in time, the terms that do not read the cycle, hoisted
-    out of the loop (a dropout on a cycle value keeps the whole model interpreted).
-    NoMasks, with what to do where there is something, for a dropout in an init value,
-    in a recurrence running `backward` (its equations are rewritten on reversed time,
-    new objects), in an attention stage, of a parameter or a number, or written once and
-    reached twice."""
+    these very objects (or copies that know them, Step.original): a variable of `static`
+    for all its steps at once, and in a `recurrent` one the terms that do not read the
+    cycle, hoisted out of the loop (a dropout on a cycle value keeps the whole model
+    interpreted). NoMasks for a dropout in an init value, in an attention stage, of a
+    parameter or a number, or written once and reached twice."""
     out = {}
     for v in graph.vars:
         if v.init is not None and sites(v.init):
             raise NoMasks(f"'{v.name}' has a dropout in its init value")
         for k, e in enumerate(s for case in v.cases for s in sites(case.expr)):
-            if v.name in backward:
-                raise NoMasks(f"'{v.name}' has a dropout inside a recurrence that runs "
-                              "backward in time; define the dropped value as a variable "
-                              "of its own, d[t] = dropout(...), to train compiled")
-            if v.name not in static and v.name not in forward:
+            if v.name not in static and v.name not in recurrent:
                 raise NoMasks(f"'{v.name}' has a dropout in an attention stage")
             width = sizes.get(e)
             if width is None or not width.is_int:

@@ -156,6 +156,13 @@ class Step:
     K: int = 1                          # the longest delay: rows of init before step 0
     read_outside: frozenset = frozenset()  # vars read after the loop (other stages,
                                            # losses, inits): those get outside gradients
+    mirrored: dict = field(default_factory=dict)  # id(mirrored dropout) -> (it, the spec's)
+
+    def original(self, e):
+        """The spec's own dropout object behind e (a copy made by mirroring) or e: which
+        of the interpreter's draws it is (compile/masks.py)."""
+        m = self.mirrored.get(id(e))
+        return m[1] if m is not None and m[0] is e else e
 
 
 def _size_of(expr, sizes, pshapes):
@@ -251,13 +258,19 @@ def _draws(e) -> bool:
                for x in walk(e))
 
 
-def _mirror(expr):
+def _mirror(expr, mirrored: dict | None = None):
     """The same expression with every shift mirrored (runs a backward recurrence forward
-    on reversed time)."""
+    on reversed time); each dropout copied is entered in `mirrored` with the spec's
+    object it copies (Step.original)."""
     if isinstance(expr, Ref):
         return Ref(expr.var, expr.shift.mirrored(), expr.pos)
     if isinstance(expr, Apply):
-        return Apply(expr.op, tuple(_mirror(a) for a in expr.args), expr.attrs, expr.pos)
+        new = Apply(expr.op, tuple(_mirror(a, mirrored) for a in expr.args), expr.attrs,
+                    expr.pos)
+        if mirrored is not None and expr.op is Op.DROPOUT:
+            seen = mirrored.get(id(expr))
+            mirrored[id(new)] = (new, seen[1] if seen and seen[0] is expr else expr)
+        return new
     return expr
 
 
@@ -295,7 +308,7 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
         i = hoist_ids.get(key)
         if i is None:
             i = hoist_ids[key] = len(step.hoisted)
-            step.hoisted.append(_mirror(e) if flip else e)   # evaluated in true time
+            step.hoisted.append(_mirror(e, step.mirrored) if flip else e)  # in true time
         return add(("hoist", i), kind="hoist", size=_size_of(e, sizes, pshapes), hoist=i)
 
     def build(e):
@@ -364,7 +377,7 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
     for v in stage.vars:
         expr = graph.var(v).cases[0].expr
         if flip:
-            expr = _mirror(expr)
+            expr = _mirror(expr, step.mirrored)
         node = build(expr)
         if step.nodes[node].kind not in ("ew", "softmax", "concat") or \
                 node in step.roots.values():
