@@ -10,9 +10,9 @@ Per run: buffers come from a pool kept across runs (kernels.Pool: no fresh pages
 step, never a buffer a caller still holds); two independent recurrences (the directions
 of a bi layer) run their loops at once on two threads; per-example lengths (padding) are
 compiled (losses masked, h[end] per example, loops on reversed time started at each
-example's end); dropout while training draws the interpreter's masks (masks.py) when
-every dropout is on no cycle or in a hoisted term of a recurrence, else the run is
-interpreted; scheduled sampling (teacher < 1) is interpreted.
+example's end); dropout while training draws the interpreter's masks (masks.py),
+in the loops too (a hoisted input of masks), except in attention stages, init values
+and of parameters, where the run is interpreted; scheduled sampling (teacher < 1) is interpreted.
 """
 from __future__ import annotations
 
@@ -792,7 +792,11 @@ def _copy(pool, a):
 
 
 def _size(out: V, step, j, m):
+    """The width of hoisted value j: its array's, or its node's for a number (the
+    masks of a dropout in the loop, ones when not training)."""
     a = np.asarray(out.a)
+    if a.ndim == 0:
+        return next(n.size for n in step.nodes if n.kind == "hoist" and n.hoist == j)
     return a.shape[-1]
 
 

@@ -19,9 +19,9 @@ schedule (model.schedule), each draw [B, width]. `SequenceLayout` reads that sch
 once per set of lengths and keeps each dropout's offset at each step; a batch draws the
 stream in one call and a variable evaluated for all steps at once takes its [T, B, width]
 masks by index arithmetic, as do the terms of a recurrence hoisted out of its loop
-(`W @ dropout(x[t], p)`, in either direction of time); each dropout object knows which
-of the interpreter's draws it is (`sequence_sites`). A dropout on a cycle value (inside the loop) keeps the run
-interpreted.
+(`W @ dropout(x[t], p)`, in either direction of time) and the masks of a dropout inside
+the loop, which plan.lower makes a hoisted input; each dropout object knows which of the
+interpreter's draws it is (`sequence_sites`).
 """
 from __future__ import annotations
 
@@ -116,8 +116,8 @@ def sequence_sites(graph, static: set, sizes: dict, recurrent: set) -> dict:
     is, the k-th drawing dropout of that variable's equation. The executor evaluates
     these very objects (or copies that know them, Step.original): a variable of `static`
     for all its steps at once, and in a `recurrent` one the terms that do not read the
-    cycle, hoisted out of the loop (a dropout on a cycle value keeps the whole model
-    interpreted). NoMasks for a dropout in an init value, in an attention stage, of a
+    cycle, hoisted out of the loop, and the masks of a dropout inside it (a hoisted
+    input). NoMasks for a dropout in an init value, in an attention stage, of a
     parameter or a number, or written once and reached twice."""
     out = {}
     for v in graph.vars:

@@ -311,6 +311,16 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
             step.hoisted.append(_mirror(e, step.mirrored) if flip else e)  # in true time
         return add(("hoist", i), kind="hoist", size=_size_of(e, sizes, pshapes), hoist=i)
 
+    def masks(e, size):
+        """dropout(a, p) of a cycle value is a * m in the loop, m the masks of the spec's
+        dropout for every step: a hoisted value, `dropout(1, p)` naming that dropout
+        (Step.original); ones when not training."""
+        m = Apply(Op.DROPOUT, (Num(1.0),), e.attrs, e.pos)
+        step.mirrored[id(m)] = (m, step.original(e))
+        step.hoisted.append(m)                   # no shift to mirror: already true time
+        i = len(step.hoisted) - 1
+        return add(("hoist", i), kind="hoist", size=size, hoist=i)
+
     def build(e):
         if isinstance(e, Num):
             return add(("num", e.value), kind="num", size=0, value=float(e.value))
@@ -350,7 +360,12 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
             return add(("concat", args), kind="concat",
                        size=sum(step.nodes[a].size for a in args), args=args)
         if op is Op.DROPOUT:
-            raise Unsupported("dropout inside a cycle")
+            a = build(e.args[0])
+            if e.kw.get("p", 0) <= 0:
+                return a
+            m = masks(e, step.nodes[a].size)
+            return add(("ew", Op.MUL, (a, m)), kind="ew", size=step.nodes[a].size,
+                       op=Op.MUL, args=(a, m))
         raise Unsupported(f"op '{op.value}' inside a cycle")
 
     def build_sum(e):
