@@ -76,7 +76,7 @@ def gemm_peak(reps=15):
     return fl / min(w for w, _ in runs), fl / min(c for _, c in runs)
 
 
-def make_seqgraph(H, cell="rnn"):
+def make_seqgraph(H, cell="rnn", dropout=0.0):
     import numpy as np
 
     import seqgraph
@@ -87,15 +87,19 @@ def make_seqgraph(H, cell="rnn"):
         text = text.replace("dim H = 128", f"dim H = {H}")
     else:                      # the prelude's cell
         text = CELL_SPEC.format(cell=cell, H=H)
+    if dropout:                # on the outputs of the recurrence, as torch below
+        text = text.replace("o[t] = Wo @ h[t] + bo", f"o[t] = Wo @ dropout(h[t], {dropout}) + bo")
+        assert "dropout(h[t]" in text
     spec = seqgraph.read_spec(f"charlm_{cell}.sg", text)
     m = seqgraph.Model(spec, dims={"V": V}, dtype="float32", seed=0, executor="compiled")
+    rng = np.random.default_rng(0)
     mom = {k: np.zeros_like(v) for k, v in m.params.items()}
     vel = {k: np.zeros_like(v) for k, v in m.params.items()}
     f = np.float32
     it = [0]
 
     def step(X, Y):
-        res = m.run({"x": X}, {"y": Y}, train=True, grads=True)
+        res = m.run({"x": X}, {"y": Y}, train=True, grads=True, rng=rng)
         it[0] += 1
         c1, c2 = 1 - 0.9 ** it[0], 1 - 0.999 ** it[0]
         for k, p in m.params.items():
@@ -105,7 +109,7 @@ def make_seqgraph(H, cell="rnn"):
     return step
 
 
-def make_torch(H, cell="rnn"):
+def make_torch(H, cell="rnn", dropout=0.0):
     import torch
     torch.manual_seed(0)
     rnn = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](
@@ -117,6 +121,8 @@ def make_torch(H, cell="rnn"):
         xt, yt = torch.from_numpy(X), torch.from_numpy(Y)
         opt.zero_grad()
         hs, _ = rnn(torch.nn.functional.one_hot(xt, V).float())
+        if dropout:
+            hs = torch.nn.functional.dropout(hs, dropout, training=True)
         o = lin(hs)
         loss = torch.nn.functional.cross_entropy(o.reshape(-1, V), yt.reshape(-1),
                                                  reduction="sum") / B
@@ -126,10 +132,11 @@ def make_torch(H, cell="rnn"):
     return step
 
 
-def worker(n, Hs, reps, cell="rnn", block=10):
+def worker(n, Hs, reps, cell="rnn", block=10, dropout=0.0):
     import numpy as np
     pools = _limit(n)
-    out = {"threads": n, "cell": cell, "blas": pools, "block": block, "results": []}
+    out = {"threads": n, "cell": cell, "blas": pools, "block": block, "dropout": dropout,
+           "results": []}
     if n == 1:
         wall, cpu = gemm_peak()
         out["gemm_peak_gflops_1thread"] = round(wall, 1)
@@ -138,7 +145,7 @@ def worker(n, Hs, reps, cell="rnn", block=10):
     X = rng.integers(0, V, (B, T))
     Y = rng.integers(0, V, (B, T))
     for H in Hs:
-        sg, th = make_seqgraph(H, cell), make_torch(H, cell)
+        sg, th = make_seqgraph(H, cell, dropout), make_torch(H, cell, dropout)
         for _ in range(3):
             sg(X, Y)
             th(X, Y)
@@ -319,6 +326,8 @@ def main():
     ap.add_argument("--block", type=int, default=10,
                     help="steps a library runs back to back before the other's turn "
                          "(medians over reps * block steps each; 1: strictly alternating)")
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="dropout(h[t], P) before the output layer, in both libraries")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-process", action="store_true", help="skip the process timings")
     ap.add_argument("--one-step", action="store_true")
@@ -328,7 +337,7 @@ def main():
         return one_step()
     cells = a.cell.split(",")
     if a.worker:
-        return worker(a.worker, Hs, a.reps, cells[0], a.block)
+        return worker(a.worker, Hs, a.reps, cells[0], a.block, a.dropout)
     reps = 10 if a.quick else a.reps
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -340,7 +349,7 @@ def main():
         for n in (int(t) for t in threads.split(",")):
             r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(n),
                                 "--cell", cell, "--H", a.H, "--reps", str(reps),
-                                "--block", str(a.block)],
+                                "--block", str(a.block), "--dropout", str(a.dropout)],
                                env=_env(n), capture_output=True, text=True, check=False)
             if r.returncode:
                 sys.exit(r.stderr)
