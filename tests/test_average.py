@@ -125,6 +125,17 @@ def test_validation_and_best_npz_see_the_averages(spec, tmp_path, record):
     assert close(arrays(out / "best.npz"), hand[b["epoch"] * STEPS_PER_EPOCH])
 
 
+def test_keep_all_keeps_each_epochs_averages(spec, tmp_path, record):
+    """keep = all with average: each epoch's file holds what that epoch validated."""
+    out = tmp_path / "a"
+    assert train(spec, out, *AVG, "--set", "keep=all") == 0
+    hand = hand_average(record["params"], 0.6)
+    for e in range(1, 4):
+        f = out / "epochs" / f"epoch_{e:03d}.npz"
+        assert close(arrays(f), hand[e * STEPS_PER_EPOCH])
+        assert meta(f)["epoch"]["average"] == 0.6
+
+
 def test_eval_reports_the_validated_scores(spec, tmp_path, record, capsys):
     out = tmp_path / "a"
     assert train(spec, out, *AVG) == 0
