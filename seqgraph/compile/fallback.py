@@ -5,8 +5,7 @@ compile/masks.py, or hand the run to the interpreter, so that the results stay t
 interpreter's)."""
 from __future__ import annotations
 
-from ..graph.folded import walk
-from ..ops import Op
+from .masks import sites
 
 
 class FallsBack:
@@ -23,5 +22,4 @@ class FallsBack:
 
 def has_dropout(graph) -> bool:
     """Does some equation apply dropout with p > 0?"""
-    return any(getattr(e, "op", None) is Op.DROPOUT and dict(e.attrs).get("p", 0) > 0
-               for v in graph.vars for c in v.cases for e in walk(c.expr))
+    return any(sites(c.expr) for v in graph.vars for c in v.cases)

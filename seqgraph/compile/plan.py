@@ -27,6 +27,7 @@ import networkx as nx
 
 from ..graph.folded import Apply, FoldedGraph, Num, ParamRef, Ref, Shift, walk
 from ..ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, Op
+from .masks import sites
 
 EW_OPS = set(ELEMENTWISE_BINARY) | set(ELEMENTWISE_UNARY)
 
@@ -252,12 +253,6 @@ def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
     return out
 
 
-def _draws(e) -> bool:
-    """Does e hold a dropout that draws masks while training?"""
-    return any(getattr(x, "op", None) is Op.DROPOUT and x.kw.get("p", 0) > 0
-               for x in walk(e))
-
-
 def _mirror(expr, mirrored: dict | None = None):
     """The same expression with every shift mirrored (runs a backward recurrence forward
     on reversed time); each dropout copied is entered in `mirrored` with the spec's
@@ -302,7 +297,7 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
         # a term holding a dropout is hoisted once per time it is written: each draws its
         # own masks (compile/masks.py), so equal ones are not merged
         key = e
-        if _draws(e):
+        if sites(e):             # it holds a dropout that draws masks
             key = (id(e),)
             alive.append(e)      # its id stays its own while hoist_ids is used
         i = hoist_ids.get(key)
