@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ops import log_softmax
 from .batches import Streams, run_batch
 from .data import feeds
 
@@ -118,10 +119,8 @@ class PerExample:
     def add_classes(self, rows, y, logits) -> None:
         x = np.asarray(logits, dtype=np.float64)
         ok = y >= 0
-        m = x.max(axis=-1)
-        lse = np.log(np.exp(x - m[..., None]).sum(axis=-1)) + m
-        nll = np.where(ok, lse - np.take_along_axis(x, np.maximum(y, 0)[..., None],
-                                                    -1)[..., 0], 0.0)
+        lp = np.take_along_axis(log_softmax(x), np.maximum(y, 0)[..., None], -1)[..., 0]
+        nll = np.where(ok, -lp, 0.0)
         pred = x.argmax(axis=-1)
         for i, r in enumerate(rows):
             row = {"tokens": int(ok[i].sum()), "correct": int(((pred == y) & ok)[i].sum()),

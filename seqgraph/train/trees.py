@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
+from ..ops import log_softmax
 from .binding import Binding, _size
 from .data import feeds
 from .evaluate import xent_output
@@ -393,9 +394,7 @@ def _per_tree(logits, labels, pred, hit, roots) -> np.ndarray:
     """[trees, len(PER_TREE)] of one batch: its nodes, the nodes right, the root's label,
     prediction and hit, and the tree's negative log-likelihood of its labels (nats)."""
     starts = np.concatenate([[0], roots[:-1] + 1])
-    x = logits.astype(np.float64)
-    m = x.max(axis=-1)
-    nll = np.log(np.exp(x - m[:, None]).sum(axis=-1)) + m - x[np.arange(len(labels)), labels]
+    nll = -log_softmax(logits.astype(np.float64))[np.arange(len(labels)), labels]
     return np.stack([np.diff(np.append(starts, len(labels))),
                      np.add.reduceat(hit.astype(np.int64), starts),
                      labels[roots], pred[roots], hit[roots], np.add.reduceat(nll, starts)],
