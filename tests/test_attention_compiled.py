@@ -322,3 +322,33 @@ def test_training_step_runs_compiled(monkeypatch):
         for p, g in res.grads.items():
             m.params[p] -= 0.5 * g
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_dropout_on_the_output_layer_is_compiled_with_the_interpreters_masks(monkeypatch):
+    """An attention model training with dropout on its output layer (on no cycle): the
+    interpreter's masks, drawn around the decoder's steps, padded batches too."""
+    text = (SPECS / "attention.sg").read_text().replace(
+        "o[u] = Oh @ s[u] + Oc @ ctx[u] + bo",
+        "o[u] = Oh @ dropout(s[u], 0.3) + Oc @ dropout(ctx[u], 0.4) + bo")
+    assert "dropout(ctx[u]" in text
+    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims=DIMS)
+    _compiled_only(mc, monkeypatch)
+    ins, tgs = random_batch(mi, np.random.default_rng(2), B=3, lengths=LENGTHS)
+    for ex in (None, {i: n[:3] for i, n in EX_LEN.items()}):
+        gi, gc = np.random.default_rng(5), np.random.default_rng(5)
+        ri = mi.run(ins, tgs, grads=True, train=True, rng=gi, lengths=ex)
+        rc = mc.run(ins, tgs, grads=True, train=True, rng=gc, lengths=ex)
+        _same(ri, rc, "float64", mi, ex)
+        assert gi.bit_generator.state == gc.bit_generator.state
+
+
+def test_dropout_inside_an_attention_stage_is_interpreted():
+    text = (SPECS / "attention.sg").read_text().replace(
+        "sum over t (a[u, t] * h[t])", "sum over t (a[u, t] * dropout(h[t], 0.2))")
+    assert "dropout(h[t], 0.2)" in text
+    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims=DIMS)
+    assert "has a dropout in an attention stage" in " ".join(explain(mc))
+    ins, tgs = random_batch(mi, np.random.default_rng(2), B=3, lengths=LENGTHS)
+    ri = mi.run(ins, tgs, grads=True, train=True, rng=np.random.default_rng(5))
+    rc = mc.run(ins, tgs, grads=True, train=True, rng=np.random.default_rng(5))
+    _same(ri, rc, "float64", mi)
