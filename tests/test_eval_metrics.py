@@ -266,12 +266,17 @@ def test_the_plots_read_only_complete_rows(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("text", [CLASSIFY, TAGGER, SERIES], ids=["labeled", "tagged",
-                                                                  "series"])
+@pytest.mark.parametrize("text", [CLASSIFY, TAGGER, SERIES, S2S], ids=["labeled", "tagged",
+                                                                       "series", "pairs"])
 def test_eval_per_example_rows_add_up_to_the_totals(data, capsys, text):
     csv = data / "each.csv"
     r = _train_and_eval(data, text, capsys, "--per-example", str(csv))
     rows = csv_rows(csv)
+    if text is S2S:                            # greedy decoding, example by example
+        assert len(rows) == r["decoded"]
+        assert sum(int(x["exact"]) for x in rows) == round(r["exact_match"] * len(rows))
+        assert all((x["exact"] == "1") == (x["edits"] == "0") for x in rows)
+        assert all(isinstance(x["hypothesis"], str) for x in rows)
     assert [int(x["example"]) for x in rows] == list(range(1, len(rows) + 1))
     assert all(int(x["line"]) >= 1 for x in rows) and len({x["line"] for x in rows}) == len(rows)
     if text is SERIES:

@@ -21,8 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-example", metavar="FILE.csv",
                    help="also write each example's scores, a CSV row each (examples: "
-                        "its line, tokens, tokens right, nll, label and prediction; "
-                        "trees: nodes, nodes right, root label and prediction, nll)")
+                        "its line, tokens, tokens right, nll, label and prediction, for "
+                        "pairs the greedy decoding; trees: nodes, nodes right, root label "
+                        "and prediction, nll)")
     p.add_argument("--average", action="store_true",
                    help="a checkpoint.npz of a run with the train key average: its averaged "
                         "parameters instead of the raw ones (best.npz holds the averaged ones)")
@@ -120,15 +121,17 @@ def eval_examples(t, spec_path: str, data: str | None,
     batches = ExampleBatches(examples, cfg.batch, 0, False, ((b.input,), (b.target,)))
     each = PerExample(examples.lines) if per_example else None
     result = {"kind": b.kind, **score(t.model, graph, b, batches, per_example=each).as_dict()}
-    if each is not None:
-        each.write(per_example)
     result.update(baselines(b, ds.train, examples))
     if b.kind == "pairs":
         d = decode_metrics(t.model, graph, b, examples, t.vocab, cfg.batch)
-        d.pop("hypotheses")
+        hyps, refs = d.pop("hypotheses"), d.pop("references")
+        if each is not None:
+            each.add_decoded(hyps, refs, t.vocab.target.decode)
         result.update(d)
     if b.kind == "series":
         result["scaled"] = bool(t.vocab.stats)
+    if each is not None:
+        each.write(per_example)
     return result, file
 
 

@@ -18,6 +18,7 @@ windows, exactly as in training, but without gradients and with dropout off. Exa
 """
 from __future__ import annotations
 
+import csv
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -111,7 +112,9 @@ class PerExample:
     `example` (1-based), `line` (in the data file), and for a class target the `tokens`
     scored, the tokens right (`correct`) and their negative log-likelihood (`nll`, nats),
     with one class per example its `label` and `pred` too; for a real-valued target the
-    `values` scored and their summed squared error (`se`)."""
+    `values` scored and their summed squared error (`se`). For pairs, greedy decoding
+    adds `exact` (1 when the decoded sequence is the reference), `edits` (their edit
+    distance) and the decoded text (`hypothesis`)."""
 
     def __init__(self, lines):
         self.lines, self.rows = lines, {}
@@ -135,13 +138,21 @@ class PerExample:
         for i, r in enumerate(rows):
             self.rows[int(r)] = {"values": int(n[i].sum()), "se": float(sq[i].sum())}
 
+    def add_decoded(self, hyps, refs, decode) -> None:
+        """Greedy decoding: each example's hypothesis against its reference (`</s>` not
+        counted), `decode` turning ids into text."""
+        for i, (h, r) in enumerate(zip(hyps, refs)):
+            self.rows.setdefault(i, {}).update(
+                exact=int(h == r), edits=edit_distance(h, r), hypothesis=decode(h))
+
     def write(self, path) -> None:
         keys = list(next(iter(self.rows.values()), {}))
+        show = lambda v: f"{v:.17g}" if isinstance(v, float) else v
         with open(path, "w", newline="") as f:
-            f.write(",".join(["example", "line", *keys]) + "\n")
-            f.writelines(f"{i + 1},{self.lines[i]}," + ",".join(
-                f"{v:.17g}" if isinstance(v, float) else str(v) for v in self.rows[i].values())
-                + "\n" for i in sorted(self.rows))
+            w = csv.writer(f)                 # a hypothesis may hold commas or quotes
+            w.writerow(["example", "line", *keys])
+            w.writerows([i + 1, self.lines[i], *map(show, self.rows[i].values())]
+                        for i in sorted(self.rows))
 
 
 def score(model, graph, binding, batches, rng=None, per_example=None) -> Score:
@@ -266,7 +277,7 @@ def decode_metrics(model, graph, binding, examples, vocab, batch: int = 64,
     n = max(len(refs), 1)
     return {"exact_match": exact / n, "error_rate": errors / max(n_ref, 1),
             "sequence_error_rate": 1 - exact / n, "decoded": len(refs),
-            "hypotheses": hyps}
+            "hypotheses": hyps, "references": refs}
 
 
 # --------------------------------------------------------------------------- baselines
