@@ -114,7 +114,7 @@ class PerExample:
     with one class per example its `label` and `pred` too; for a real-valued target the
     `values` scored and their summed squared error (`se`). For pairs, greedy decoding
     adds `exact` (1 when the decoded sequence is the reference), `edits` (their edit
-    distance) and the decoded text (`hypothesis`)."""
+    distance), the decoded text (`hypothesis`) and the reference's (`reference`)."""
 
     def __init__(self, lines):
         self.lines, self.rows = lines, {}
@@ -143,7 +143,8 @@ class PerExample:
         counted), `decode` turning ids into text."""
         for i, (h, r) in enumerate(zip(hyps, refs)):
             self.rows.setdefault(i, {}).update(
-                exact=int(h == r), edits=edit_distance(h, r), hypothesis=decode(h))
+                exact=int(h == r), edits=edit_distance(h, r), hypothesis=decode(h),
+                reference=decode(r))
 
     def write(self, path) -> None:
         keys = list(next(iter(self.rows.values()), {}))
