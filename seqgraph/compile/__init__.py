@@ -282,7 +282,7 @@ class _Run:
         return self.masks.of if self.masks is not None else None
 
     def hoisted_draw(self, step):
-        """The same for a recurrence's hoisted terms (mirrored copies on reversed time)."""
+        """The same for a recurrence's hoisted terms (copies lowering made)."""
         if self.masks is None:
             return None
         return lambda e: self.masks.of(step.original(e))

@@ -157,12 +157,13 @@ class Step:
     K: int = 1                          # the longest delay: rows of init before step 0
     read_outside: frozenset = frozenset()  # vars read after the loop (other stages,
                                            # losses, inits): those get outside gradients
-    mirrored: dict = field(default_factory=dict)  # id(mirrored dropout) -> (it, the spec's)
+    copies: dict = field(default_factory=dict)  # id(dropout made here) -> (it, the spec's)
 
     def original(self, e):
-        """The spec's own dropout object behind e (a copy made by mirroring) or e: which
-        of the interpreter's draws it is (compile/masks.py)."""
-        m = self.mirrored.get(id(e))
+        """The spec's own dropout object behind e (one lowering made: a mirrored copy, or
+        the masks of a dropout in the loop) or e: which of the interpreter's draws it is
+        (compile/masks.py)."""
+        m = self.copies.get(id(e))
         return m[1] if m is not None and m[0] is e else e
 
 
@@ -253,18 +254,18 @@ def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
     return out
 
 
-def _mirror(expr, mirrored: dict | None = None):
+def _mirror(expr, copies: dict | None = None):
     """The same expression with every shift mirrored (runs a backward recurrence forward
-    on reversed time); each dropout copied is entered in `mirrored` with the spec's
-    object it copies (Step.original)."""
+    on reversed time); each dropout copied is entered in `copies` with the spec's object
+    it copies (Step.original)."""
     if isinstance(expr, Ref):
         return Ref(expr.var, expr.shift.mirrored(), expr.pos)
     if isinstance(expr, Apply):
-        new = Apply(expr.op, tuple(_mirror(a, mirrored) for a in expr.args), expr.attrs,
+        new = Apply(expr.op, tuple(_mirror(a, copies) for a in expr.args), expr.attrs,
                     expr.pos)
-        if mirrored is not None and expr.op is Op.DROPOUT:
-            seen = mirrored.get(id(expr))
-            mirrored[id(new)] = (new, seen[1] if seen and seen[0] is expr else expr)
+        if copies is not None and expr.op is Op.DROPOUT:
+            seen = copies.get(id(expr))
+            copies[id(new)] = (new, seen[1] if seen and seen[0] is expr else expr)
         return new
     return expr
 
@@ -279,7 +280,6 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
     step = Step(stage.vars, {v: sizes[v] for v in stage.vars}, read_outside=outside)
     memo: dict = {}
     hoist_ids: dict = {}
-    alive: list = []
     flip = stage.direction > 0
 
     def add(key, **kw):
@@ -294,16 +294,14 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
         return any(r.var in cyc for r in _refs(e))
 
     def hoist(e):
-        # a term holding a dropout is hoisted once per time it is written: each draws its
-        # own masks (compile/masks.py), so equal ones are not merged
-        key = e
-        if sites(e):             # it holds a dropout that draws masks
-            key = (id(e),)
-            alive.append(e)      # its id stays its own while hoist_ids is used
-        i = hoist_ids.get(key)
+        # equal terms are evaluated once, except one holding a dropout: each time it is
+        # written it draws its own masks (compile/masks.py)
+        i = None if sites(e) else hoist_ids.get(e)
         if i is None:
-            i = hoist_ids[key] = len(step.hoisted)
-            step.hoisted.append(_mirror(e, step.mirrored) if flip else e)  # in true time
+            i = len(step.hoisted)
+            step.hoisted.append(_mirror(e, step.copies) if flip else e)   # in true time
+            if not sites(e):
+                hoist_ids[e] = i
         return add(("hoist", i), kind="hoist", size=_size_of(e, sizes, pshapes), hoist=i)
 
     def masks(e, size):
@@ -311,7 +309,7 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
         dropout for every step: a hoisted value, `dropout(1, p)` naming that dropout
         (Step.original); ones when not training."""
         m = Apply(Op.DROPOUT, (Num(1.0),), e.attrs, e.pos)
-        step.mirrored[id(m)] = (m, step.original(e))
+        step.copies[id(m)] = (m, step.original(e))
         step.hoisted.append(m)                   # no shift to mirror: already true time
         i = len(step.hoisted) - 1
         return add(("hoist", i), kind="hoist", size=size, hoist=i)
@@ -387,7 +385,7 @@ def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> St
     for v in stage.vars:
         expr = graph.var(v).cases[0].expr
         if flip:
-            expr = _mirror(expr, step.mirrored)
+            expr = _mirror(expr, step.copies)
         node = build(expr)
         if step.nodes[node].kind not in ("ew", "softmax", "concat") or \
                 node in step.roots.values():
