@@ -70,24 +70,25 @@ def node_order(hidden, leaf: bool) -> list:
 
 class MaskPlan:
     """Where each dropout's draws sit in a node's segment, for leaves and inner nodes.
-    `at[(id(case.expr), k)]` is the k-th drawing dropout of that equation:
-    (its width, its offset in a leaf's segment, its offset in an inner node's)."""
+    `at[id(e)]` for the dropout object e: (its width, [its offset in an inner node's
+    segment, in a leaf's]); the executor evaluates these very objects."""
 
     def __init__(self, graph, sizes: dict):
         hidden = [v for v in graph.vars if v.role == "hidden"]
         self.at, self.seg = {}, [0, 0]              # seg[1]: a leaf's length
         for leaf in (False, True):
-            off = 0
+            off, seen = 0, set()
             for name in node_order(hidden, leaf):
-                case = case_for(graph.var(name), leaf)
-                for k, e in enumerate(sites(case.expr)):
+                for e in sites(case_for(graph.var(name), leaf).expr):
                     width = sizes.get(e)
                     if width is None or not width.is_int:
                         raise NoMasks(f"dropout of '{name}' is not of a vector")
-                    w, offs = self.at.get((id(case.expr), k), (int(width.const), [0, 0]))
+                    if id(e) in seen:
+                        raise NoMasks(f"'{name}' reaches one dropout twice")
+                    seen.add(id(e))
+                    w, offs = self.at.setdefault(id(e), (int(width.const), [0, 0]))
                     offs[leaf] = off
-                    self.at[(id(case.expr), k)] = (w, offs)
-                    off += int(width.const)
+                    off += w
             self.seg[leaf] = off
 
     def draw(self, rng, is_leaf: np.ndarray) -> Masks:
@@ -98,13 +99,15 @@ class MaskPlan:
 
 
 class Masks:
-    """One batch's masks: `mask(expr, k, nodes, p, dtype)` for the rows of `nodes`."""
+    """One batch's masks: `mask(e, nodes, dtype)`, those of dropout e for the rows of
+    `nodes` (in the forest's numbering)."""
 
     def __init__(self, plan: MaskPlan, u, start, is_leaf):
         self.plan, self.u, self.start, self.is_leaf = plan, u, start, is_leaf
 
-    def mask(self, expr, k: int, nodes: np.ndarray, p: float, dtype) -> np.ndarray:
-        w, offs = self.plan.at[(id(expr), k)]
+    def mask(self, e, nodes: np.ndarray, dtype) -> np.ndarray:
+        p = e.kw["p"]
+        w, offs = self.plan.at[id(e)]
         first = self.start[nodes] + np.where(self.is_leaf[nodes], offs[1], offs[0])
         u = self.u[first[:, None] + np.arange(w)]
         return (u >= p).astype(dtype) / (1.0 - p)    # as ops._dropout_fwd

@@ -179,14 +179,13 @@ class _Eval:
     parameters."""
 
     def __init__(self, run, expr, rows: slice):
-        self.run, self.rows, self.expr = run, rows, expr
+        self.run, self.rows = run, rows
         self.vals, self.entries, self.routes = [], [], []
         self.param_at = {}                  # tape index -> parameter name
         self.canon = run.ex.canonical(expr)
         # while masks are drawn, a subexpression holding a dropout is evaluated each
         # time it is written (each draws its own mask, as in the interpreter)
         self.drawing = run.ex.drawing(expr) if run.masks is not None else frozenset()
-        self.ndrawn = 0
         self.out = self._eval(expr, {})
 
     def _leaf(self, value, route=None) -> int:
@@ -219,9 +218,8 @@ class _Eval:
                 M = run.bilinear_operand(e.args[0], xs[0], same)
                 out, saved = _bilinear_fwd(xs[0], xs[1], xs[2], M, same)
             elif id(e) in self.drawing and e.op is Op.DROPOUT:
-                saved = run.masks.mask(self.expr, self.ndrawn, run.L.perm[self.rows],
-                                       e.kw["p"], xs[0].dtype)
-                out, self.ndrawn = xs[0] * saved, self.ndrawn + 1
+                saved = run.masks.mask(e, run.L.perm[self.rows], xs[0].dtype)
+                out = xs[0] * saved
             else:
                 out, saved = ops.forward(e.op, run.ctx, xs, attrs)
             i = self._leaf(out)
