@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqgraph
-from seqgraph.compile import CompiledExecutor, explain
+from seqgraph.compile import CompiledExecutor, explain, kernels
 
-from conftest import ROOT, SPECS, cli_env, random_batch, randomise_params
+from conftest import ELMAN, ROOT, SPECS, cli_env, random_batch, randomise_params
 
 TOL = {"float64": 1e-9, "float32": 1e-4}
 
@@ -249,6 +249,28 @@ def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
         assert abs(plain.loss - rc.loss) > 1e-6
     assert mc.executor._interp is None                      # never fell back
     assert "masks drawn as the interpreter" in explain(mc)[-2]
+
+
+def test_an_output_layer_reading_a_dropout_is_fused_with_its_loss_and_the_same_masks(
+        monkeypatch):
+    """`o[t] = Wo @ dropout(h[t], p) + bo` runs in the fused output kernel while training:
+    it reads m * h and gives m * dh, equal to the interpreter (full and padded batches)."""
+    text = "dim H = 5\n" + ELMAN.replace("Wo @ h[t]", "Wo @ dropout(h[t], 0.4)")
+    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims={"V": 4})
+    assert "its input's dropout masks applied before" in " ".join(explain(mc))
+    calls = []
+    fused = kernels.output_xent
+    monkeypatch.setattr(kernels, "output_xent", lambda *a: calls.append(1) or fused(*a))
+    X, Y = _ids(3, 6, 4, 5)
+    Xp, Yp = X.copy(), Y.copy()
+    Xp[1, 3:], Yp[1, 3:] = -1, -1
+    for x, y in [(X, Y), (Xp, Yp)]:
+        gi, gc = np.random.default_rng(3), np.random.default_rng(3)
+        ri = mi.run({"x": x}, {"y": y}, train=True, grads=True, rng=gi)
+        rc = mc.run({"x": x}, {"y": y}, train=True, grads=True, rng=gc)
+        assert_same(ri, rc, "float64")
+        assert gi.bit_generator.state == gc.bit_generator.state
+    assert len(calls) == 2 and mc.executor._interp is None
 
 
 @pytest.mark.parametrize("change, why", [

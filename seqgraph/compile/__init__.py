@@ -191,8 +191,9 @@ class CompiledExecutor(FallsBack):
         f = self.fused_out.get(var)
         if f is None or kernels.output_tile(*self.m.params[f["W"]].shape) is None:
             return ""
+        drop = ", its input's dropout masks applied before" if f["drop"] is not None else ""
         return ("; in training, fused with its xent loss tile by tile (logits, loss, "
-                "their gradient, dW and dh made while the tile is in cache)")
+                f"their gradient, dW and dh made while the tile is in cache{drop})")
 
     def _one_hot_inputs(self, rec, gi, js) -> bool:
         """Are group gi's hoisted sums `P_j @ x[t] + b_j` of one one-hot x, stacked (what
@@ -364,46 +365,69 @@ class _Run:
 
     # ---------------------------------------------------------------- recurrences
     def rec_forward(self, rec: _Rec):
+        """One recurrence forward: its arguments, then (yielded to `drive`) the loop."""
         st, step, k = rec.stage, rec.step, rec.kernel
-        env, B, dt, pool = self.env, self.B, self.m.dtype, self.ex.pool
         T = self.lengths[st.index]
-        K = step.K
         flip = st.direction > 0
         init_evs = [self.init_forward(v) for v in step.vars]
         n = self.ex_len.get(st.index)
         # padding: a loop on reversed time starts each example at its own end
         args = {"T": T, "pad": bool(flip and n is not None),
                 "start": (T - n).astype(np.int64) if flip and n is not None
-                else np.zeros(B, np.int64)}
+                else np.zeros(self.B, np.int64)}
+        init_rows = self.state_tapes(rec, T, args)
+        hoist_evs = self.hoisted_inputs(rec, T, args)
+        self.loop_weights(rec, args)
+        stacks = self.gemm_tapes(rec, T, args)
+        # the loop itself: run by _drive (with an independent recurrence beside it, on
+        # the other core)
+        yield (rec.mod.forward, [args[a] for a in k.fwd_args]) if T > 0 else None
+        self.publish_states(rec, args)
+        self.program.append(("rec", (rec, args, init_evs, hoist_evs, init_rows, T, stacks)))
+
+    def state_tapes(self, rec, T, args) -> list:
+        """S_i [T + K, B, n]: each cycle variable's values, its first K rows the values
+        before the first step. Returns, per variable, the rows that came from its init
+        (their gradient goes to the init's expression)."""
+        step, flip, K = rec.step, rec.stage.direction > 0, rec.step.K
         init_rows = []
         for i, v in enumerate(step.vars):
-            n = self.m.sizes[v]
-            S = pool.empty((T + K, B, n), dt)
+            S = self.ex.pool.empty((T + K, self.B, self.m.sizes[v]), self.m.dtype)
             rows = []
             for j in range(1, K + 1):
-                val, is_init = env.outside(v, j, not flip)
+                val, is_init = self.env.outside(v, j, not flip)
                 S[K - j] = val
                 if is_init:
                     rows.append(K - j)
             init_rows.append(rows)
             args[f"S{i}"] = S
         args["init_grad"] = any(init_rows)
-        prefill = k.info["prefill"]
-        prefilled = {j for js in prefill.values() for j in js}
+        return init_rows
+
+    def hoisted_inputs(self, rec, T, args) -> list:
+        """X_j [T, B, n]: every hoisted term evaluated for all steps before the loop, in
+        the loop's time order (not the prefilled ones: they are written into G)."""
+        step, dt, pool = rec.step, self.m.dtype, self.ex.pool
+        prefilled = {j for js in rec.kernel.info["prefill"].values() for j in js}
         hoist_evs = []
         for j, e in enumerate(step.hoisted):
             if j in prefilled:
                 hoist_evs.append(None)
                 continue
-            ev = Evaluation(env, e, st.index, T=T, draw=self.hoisted_draw(step))
+            ev = Evaluation(self.env, e, rec.stage.index, T=T, draw=self.hoisted_draw(step))
             X = self.broadcast(ev.out, T, _size(ev.out, step, j, self.m))
-            if flip:
+            if rec.stage.direction > 0:
                 X = _copy(pool, X[::-1])
             args[f"X{j}"] = X if X.dtype == dt and X.flags.c_contiguous else \
                 np.ascontiguousarray(X, dtype=dt)
             hoist_evs.append(ev)
-        params = self.m.params
-        for gi, (opnd, parts) in enumerate(k.groups):
+        return hoist_evs
+
+    def loop_weights(self, rec, args):
+        """The stacked weights of each GEMM group (and their transpose, and the blocking
+        of both products), and the parameter vectors the loop reads."""
+        k, params, pool, dt = rec.kernel, self.m.params, self.ex.pool, self.m.dtype
+        for gi, (_, parts) in enumerate(k.groups):
             M, kin = sum(s for _, _, s in parts), k.info["operand_sizes"][gi]
             if len(parts) == 1:
                 WS = params[parts[0][0]]
@@ -412,12 +436,19 @@ class _Run:
                 np.concatenate([params[p] for p, _, _ in parts], axis=0, out=WS)
             args[f"WS{gi}"] = WS
             args[f"W{gi}"] = _copy(pool, WS.T)
-            args[f"NB{gi}"], args[f"KB{gi}"] = kernels.blocks(B, M, kin)
-            args[f"NBb{gi}"], args[f"KBb{gi}"] = kernels.blocks(B, kin, M)
+            args[f"NB{gi}"], args[f"KB{gi}"] = kernels.blocks(self.B, M, kin)
+            args[f"NBb{gi}"], args[f"KBb{gi}"] = kernels.blocks(self.B, kin, M)
         for i, p in enumerate(k.pvecs):
             args[f"P_{i}"] = params[p]
+
+    def gemm_tapes(self, rec, T, args) -> dict:
+        """The tapes the backward pass reads (N_i, G_g) and the prefilled groups: a
+        one-hot gate input gathered per step when it can be, else written into G.
+        Returns {group: how it was filled}, for the backward pass."""
+        k, pool, dt = rec.kernel, self.ex.pool, self.m.dtype
+        prefill = k.info["prefill"]
         for name, n in k.tapes.items():
-            args[name] = pool.empty((T, B, n), dt)
+            args[name] = pool.empty((T, self.B, n), dt)
         stacks = {}
         for gi, js in prefill.items():      # one-hot gate inputs: gathered per step
             if gi in k.info["gatherable"]:
@@ -427,26 +458,29 @@ class _Run:
         for gi in k.gtapes:
             M = sum(s for _, _, s in k.groups[gi][1])
             if gi not in stacks:
-                args[f"G{gi}"] = pool.empty((T, B, M), dt)
+                args[f"G{gi}"] = pool.empty((T, self.B, M), dt)
         for gi, js in prefill.items():
             if gi not in stacks:
                 stacks[gi] = self.prefill(rec, args[f"G{gi}"], js, T)
-        # the loop itself: run by _drive (with an independent recurrence beside it, on
-        # the other core)
-        yield (rec.mod.forward, [args[a] for a in k.fwd_args]) if T > 0 else None
+        return stacks
+
+    def publish_states(self, rec, args):
+        """After the loop: each cycle variable's values into the environment (in true
+        time), and, when training, its gradient tape offered to the static pass."""
+        step, k, pool, K = rec.step, rec.kernel, self.ex.pool, rec.step.K
+        flip = rec.stage.direction > 0
         for i, v in enumerate(step.vars):
             a = args[f"S{i}"][K:]
-            env.vals[v] = V(_copy(pool, a[::-1]) if flip else a, "seq")
+            self.env.vals[v] = V(_copy(pool, a[::-1]) if flip else a, "seq")
             if getattr(self, "want_grads", False) and not flip and \
                     i not in k.info["internal"]:
                 # the gradient tape, its step rows offered to the static pass that
                 # reads v (static.Env.dest): the output layer's product writes dh
                 # there, not into an array the loop then copies
-                dS = pool.empty(args[f"S{i}"].shape, dt)
+                dS = pool.empty(args[f"S{i}"].shape, self.m.dtype)
                 dS[:K] = 0
                 args[f"dS{i}"] = dS
-                env.gdest[v] = dS[K:]
-        self.program.append(("rec", (rec, args, init_evs, hoist_evs, init_rows, T, stacks)))
+                self.env.gdest[v] = dS[K:]
 
     def per_step_gather(self, rec, gi, js, T, args):
         """The kernel's arguments for a prefilled group whose hoisted sums are all
@@ -543,15 +577,43 @@ class _Run:
             env.add_pgrad(bias, db[off:off + n])
 
     def rec_backward(self, item):
+        """One recurrence backward: the gradient arguments, then (yielded to `drive`)
+        the BPTT loop, then the gradients of the weights, hoisted terms and inits."""
         rec, args, init_evs, hoist_evs, init_rows, T, stacks = item
-        st, step, k = rec.stage, rec.step, rec.kernel
-        env, B, dt, pool = self.env, self.B, self.m.dtype, self.ex.pool
-        K, flip = step.K, st.direction > 0
-        internal = k.info["internal"]
+        k, B, pool, dt = rec.kernel, self.B, self.ex.pool, self.m.dtype
+        self.state_grads(rec, args)
+        for gi, (_, parts) in enumerate(k.groups):
+            M = sum(s for _, _, s in parts)
+            args[f"dG{gi}"] = (pool.empty if gi in k.info["dg_assigned"] else pool.zeros)(
+                (T, B, M), dt)
+        self.hoisted_grads(rec, args, hoist_evs)
+        for i, p in enumerate(k.pvecs):
+            args[f"dP_{i}"] = np.zeros_like(self.m.params[p])
+        yield (rec.mod.backward, [args[a] for a in k.bwd_args]) if T > 0 else None
+        if T == 0:
+            for gi in range(len(k.groups)):
+                args[f"dG{gi}"].fill(0)
+        self.weight_grads(rec, args, T)
+        for gi, stack in stacks.items():
+            self.prefill_backward(stack, args[f"dG{gi}"], rec.stage.direction > 0)
+        for j, ev in enumerate(hoist_evs):
+            if ev is not None:
+                dX = args[f"dX{j}"]
+                if rec.stage.direction > 0:
+                    dX = dX[::-1]
+                ev.backward(_unbroadcast_lead(dX, True, ev.out.lead))
+        self.init_grads(rec, args, init_evs, init_rows)
+
+    def state_grads(self, rec, args):
+        """dS_i: the gradient reaching each cycle variable from outside the loop, in
+        the loop's time order (zeros when none; left alone when the static pass wrote
+        it in place; none at all for a variable whose gradient lives in the step)."""
+        step, K, pool, dt = rec.step, rec.step.K, self.ex.pool, self.m.dtype
+        flip, env = rec.stage.direction > 0, self.env
         for i, v in enumerate(step.vars):
             S = args[f"S{i}"]
             g = env.gvals.get(v)
-            if i in internal:      # its gradient lives in a per-step row of the kernel
+            if i in rec.kernel.info["internal"]:
                 assert g is None, v
                 args[f"dS{i}"] = _NO_TAPE[np.dtype(dt).str]
                 continue
@@ -566,13 +628,12 @@ class _Run:
                     dS[:K] = 0
                 np.copyto(dS[K:], g[::-1] if flip else g)
             args[f"dS{i}"] = dS
-        for gi, (_, parts) in enumerate(k.groups):
-            M = sum(s for _, _, s in parts)
-            args[f"dG{gi}"] = (pool.empty if gi in k.info["dg_assigned"] else pool.zeros)(
-                (T, B, M), dt)
-        alias = k.info["alias"]
-        for j in range(len(step.hoisted)):
-            if hoist_evs[j] is None:
+
+    def hoisted_grads(self, rec, args, hoist_evs):
+        """dX_j: a view of its GEMM slot's gradient when aliased, else zeros."""
+        alias = rec.kernel.info["alias"]
+        for j, ev in enumerate(hoist_evs):
+            if ev is None:
                 continue
             if j in alias:
                 gi, off = alias[j]
@@ -581,19 +642,17 @@ class _Run:
                 args[f"dX{j}"] = dG if off == 0 and n == dG.shape[-1] else \
                     dG[:, :, off:off + n]
             else:
-                args[f"dX{j}"] = pool.zeros(args[f"X{j}"].shape, dt)
-        for i, p in enumerate(k.pvecs):
-            args[f"dP_{i}"] = np.zeros_like(self.m.params[p])
-        yield (rec.mod.backward, [args[a] for a in k.bwd_args]) if T > 0 else None
-        if T == 0:
-            for gi in range(len(k.groups)):
-                args[f"dG{gi}"].fill(0)
-        # weight gradients: one GEMM over all steps per stacked product
+                args[f"dX{j}"] = self.ex.pool.zeros(args[f"X{j}"].shape, self.m.dtype)
+
+    def weight_grads(self, rec, args, T):
+        """dW = dG^T X: one GEMM over all steps per stacked product, split by part."""
+        k, B, env = rec.kernel, self.B, self.env
         for gi, (opnd, parts) in enumerate(k.groups):
             X = self.operand_rows(rec, args, opnd, T)
             dG = args[f"dG{gi}"].reshape(T * B, -1)
             dW = kernels.matmul(dG.T, X.reshape(T * B, -1),
-                                out=pool.empty((dG.shape[1], X.shape[-1]), dt))
+                                out=self.ex.pool.empty((dG.shape[1], X.shape[-1]),
+                                                       self.m.dtype))
             if len(parts) == 1:
                 env.add_pgrad(parts[0][0], dW)
             else:
@@ -601,23 +660,18 @@ class _Run:
                     env.add_pgrad(p, dW[off:off + m])
         for i, p in enumerate(k.pvecs):
             env.add_pgrad(p, args[f"dP_{i}"])
-        for gi, stack in stacks.items():
-            self.prefill_backward(stack, args[f"dG{gi}"], flip)
-        for j, ev in enumerate(hoist_evs):
-            if ev is None:
-                continue
-            dX = args[f"dX{j}"]
-            if flip:
-                dX = dX[::-1]
-            ev.backward(_unbroadcast_lead(dX, True, ev.out.lead))
-        for i, v in enumerate(step.vars):
+
+    def init_grads(self, rec, args, init_evs, init_rows):
+        """The gradient of each init expression: the sum of its rows of dS (one per
+        delay that read it) plus what reached it from elsewhere."""
+        for i, v in enumerate(rec.step.vars):
             ev = init_evs[i]
-            if ev is None or i in internal:
+            if ev is None or i in rec.kernel.info["internal"]:
                 continue
             gi = None
             for r in init_rows[i]:
                 gi = args[f"dS{i}"][r] if gi is None else gi + args[f"dS{i}"][r]
-            extra = env.ginits.get(v)
+            extra = self.env.ginits.get(v)
             if extra is not None:
                 gi = extra if gi is None else gi + extra
             if gi is not None:
@@ -693,10 +747,15 @@ class _Run:
         """`o = W @ h[t] + b` and `xent(o[t], y[t])` forward and backward in one tiled
         kernel (kernels._output_xent): the logits, dlogits, dW, db and dh of a tile are
         made while it is in cache; dh goes straight into the recurrence's gradient tape
-        when it offered one (Env.dest)."""
+        when it offered one (Env.dest). With `W @ dropout(h[t], p) + b` the kernel reads
+        m * h and dh is m times what it gives (m: the masks, scaled by 1 / (1 - p))."""
         f, env, pool = self.ex.fused_out[loss.output.var], self.env, self.ex.pool
         W, b = self.m.params[f["W"]], self.m.params[f["b"]]
         x = read(env, f["x"], None).a                      # [T, B, K]
+        mask = self.masks.of(f["drop"]) if f["drop"] is not None and \
+            self.masks is not None else None               # [T * B, K]
+        if mask is not None:
+            x = np.multiply(x, mask.reshape(x.shape), out=pool.empty(x.shape, x.dtype))
         y = read(env, loss.target, None).a.reshape(-1)     # [T * B]
         T, B, K = x.shape
         n_ex = self.ex_len.get(self.g.var(loss.output.var).index)
@@ -714,6 +773,8 @@ class _Run:
         env.vals[loss.output.var] = V(logits.reshape(T, B, nv), "seq")
         env.add_pgrad(f["W"], dW)
         env.add_pgrad(f["b"], db)
+        if mask is not None:
+            dX *= mask
         read_back(env, f["x"], dX.reshape(T, B, K))
         return float(s), int(n)
 

@@ -125,41 +125,59 @@ class _Gen:
 
     # -------------------------------------------------------------- analysis
     def analyse(self):
+        """Where each node runs (stages) and where its value lives (homes), and which
+        gradients can be assigned, aliased or prefilled instead of accumulated."""
         nodes = self.nodes
-        # stages: GEMMs stack by operand; elementwise nodes join the earliest fused pass
-        # that runs after all their operands
-        self.stages = []          # [kind, [node ids], size]
-        stage_of = {}
-        gemm_stage_by_operand = {}
+        self.consumers = {n.id: set() for n in nodes}
+        self.uses = {n.id: 0 for n in nodes}
         for n in nodes:
+            for a in n.args:
+                self.consumers[a].add(n.id)
+                self.uses[a] += 1
+        self._stages()
+        self._groups()
+        self._homes(self._needed())
+        self.pvecs = sorted({n.param for n in nodes if n.kind == "pvec"})
+        self._assigned()
+        self._prefill(self._aliases())
+        # cycle variables whose gradient comes from inside the step alone (read by no
+        # later step, no other stage, no loss: an LSTM's gates): a per-step scratch
+        # row instead of a zero-filled gradient tape over all steps
+        delayed = {n.var for n in nodes if n.kind == "state"}
+        self.internal = {i for i, v in enumerate(self.s.vars)
+                         if v not in delayed and v not in self.s.read_outside}
+
+    def _stages(self):
+        """GEMMs stack by operand; elementwise nodes join the earliest fused pass that
+        runs after all their operands."""
+        self.stages = []          # [kind, [node ids], size]
+        stage_of = self.stage_of = {}
+        gemm_stage_by_operand = {}
+        for n in self.nodes:
             if n.kind in ("state", "hoist", "pvec", "num"):
                 continue
-            deps = [stage_of[a] for a in n.args if a in stage_of]
-            dep = max(deps, default=-1)
+            dep = max((stage_of[a] for a in n.args if a in stage_of), default=-1)
             if n.kind == "gemm":
                 st = gemm_stage_by_operand.get(n.args[0])
                 if st is None:
-                    st = len(self.stages)
+                    st = gemm_stage_by_operand[n.args[0]] = len(self.stages)
                     self.stages.append(["gemm", [], None])
-                    gemm_stage_by_operand[n.args[0]] = st
-                self.stages[st][1].append(n.id)
-                stage_of[n.id] = st
             elif n.kind == "ew":
                 for st in range(max(dep, 0), len(self.stages)):
-                    kind, ids, size = self.stages[st]
-                    if kind == "ew" and size == n.size and st >= dep:
+                    kind, _, size = self.stages[st]
+                    if kind == "ew" and size == n.size:
                         break
                 else:
                     st = len(self.stages)
                     self.stages.append(["ew", [], n.size])
-                self.stages[st][1].append(n.id)
-                stage_of[n.id] = st
             else:
                 st = len(self.stages)
-                self.stages.append([n.kind, [n.id], n.size])
-                stage_of[n.id] = st
-        self.stage_of = stage_of
-        # GEMM groups: operand, [(param, offset, size)], and each node's slice
+                self.stages.append([n.kind, [], n.size])
+            self.stages[st][1].append(n.id)
+            stage_of[n.id] = st
+
+    def _groups(self):
+        """GEMM groups: operand, [(param, offset, size)], and each node's slice."""
         self.groups = []
         self.gemm_slot = {}
         for st, (kind, ids, _) in enumerate(self.stages):
@@ -168,33 +186,33 @@ class _Gen:
             g = len(self.groups)
             off, parts = 0, []
             for nid in ids:
-                n = nodes[nid]
+                n = self.nodes[nid]
                 parts.append((n.param, off, n.size))
                 self.gemm_slot[nid] = (g, off)
                 off += n.size
-            self.groups.append((nodes[ids[0]].args[0], parts, st))
-        # what the backward pass reads
+            self.groups.append((self.nodes[ids[0]].args[0], parts, st))
+
+    def _needed(self) -> set:
+        """The nodes whose values the backward pass reads."""
         needed = set()
-        for n in nodes:
+        for n in self.nodes:
             if n.kind == "ew" and n.op in _NEEDS:
                 if _NEEDS[n.op] == "out":
                     needed.add(n.id)
                 else:
-                    needed.update(a for a in n.args if nodes[a].kind != "num")
+                    needed.update(a for a in n.args if self.nodes[a].kind != "num")
             elif n.kind == "softmax":
                 needed.add(n.id)
-        for operand, _, _ in self.groups:
-            needed.add(operand)
-        consumers = {n.id: set() for n in nodes}
-        for n in nodes:
-            for a in n.args:
-                consumers[a].add(n.id)
-        self.consumers = consumers
-        # homes of values
+        needed.update(operand for operand, _, _ in self.groups)
+        return needed
+
+    def _homes(self, needed: set):
+        """Where each value lives: a tape over all steps when the backward pass reads
+        it, a scratch row when another pass does, else a scalar of its fused pass."""
         self.home = {}
         self.tapes = {}
         self.gtapes = set()
-        for n in nodes:
+        for n in self.nodes:
             if n.kind in ("state", "hoist", "pvec", "num"):
                 self.home[n.id] = n.kind
             elif n.id in self.root_of:
@@ -207,25 +225,26 @@ class _Gen:
             elif n.id in needed:
                 self.home[n.id] = "tape"
                 self.tapes[f"N{n.id}"] = n.size
-            elif any(stage_of.get(c) != stage_of[n.id] for c in consumers[n.id]) or \
-                    n.kind != "ew":
+            elif n.kind != "ew" or any(self.stage_of.get(c) != self.stage_of[n.id]
+                                       for c in self.consumers[n.id]):
                 self.home[n.id] = "scratch"
             else:
                 self.home[n.id] = "scalar"
-        self.pvecs = sorted({n.param for n in nodes if n.kind == "pvec"})
-        # gradients written once per step: a GEMM slot whose only consumer is one use in
-        # an elementwise pass is assigned (`=`), so its dG needs no zeroing
-        uses = {n.id: 0 for n in nodes}
-        for n in nodes:
-            for a in n.args:
-                uses[a] += 1
+
+    def _assigned(self):
+        """Gradients written once per step: a GEMM slot whose only consumer is one use
+        in an elementwise pass is assigned (`=`), so its dG needs no zeroing."""
         self.assign = {m for m in self.gemm_slot
-                       if uses[m] == 1 and all(nodes[c].kind == "ew"
-                                               for c in consumers[m])}
+                       if self.uses[m] == 1 and all(self.nodes[c].kind == "ew"
+                                                    for c in self.consumers[m])}
         self.dg_assigned = {g for g, (_, parts, st) in enumerate(self.groups)
                             if all(nid in self.assign for nid in self.stages[st][1])}
-        # a hoisted input added to a GEMM slot (`W @ x[t] + U @ h[t-1]`) has exactly the
-        # slot's gradient: its dX is a view of dG, never written by the loop
+
+    def _aliases(self) -> dict:
+        """A hoisted input added to a GEMM slot (`W @ x[t] + U @ h[t-1]`) has exactly the
+        slot's gradient: its dX is a view of dG, never written by the loop. Returns
+        {hoisted input: (the add node, the slot node)}."""
+        nodes = self.nodes
         self.alias = {}
         alias_add = {}
         for n in nodes:
@@ -233,15 +252,18 @@ class _Gen:
                 continue
             a, b = n.args
             for j, m in ((a, b), (b, a)):
-                if nodes[j].kind == "hoist" and m in self.assign and uses[j] == 1 and \
+                if nodes[j].kind == "hoist" and m in self.assign and self.uses[j] == 1 and \
                         nodes[j].size == nodes[m].size and nodes[j].hoist not in self.alias \
                         and self.gemm_slot[m][0] in self.dg_assigned:
                     self.alias[nodes[j].hoist] = self.gemm_slot[m]
                     alias_add[nodes[j].hoist] = (n.id, m)
-        # a GEMM group whose every slot has its hoisted input aliased (the gates of an
-        # LSTM: `Wi @ x[t] + Ui @ h[t-1] + b_i`, ...) is *prefilled*: the executor writes
-        # the hoisted sums into G (one stacked gather or GEMM for all gates) and the
-        # step's product accumulates onto them (beta = 1); the pass reads G alone
+        return alias_add
+
+    def _prefill(self, alias_add: dict):
+        """A GEMM group whose every slot has its hoisted input aliased (the gates of an
+        LSTM: `Wi @ x[t] + Ui @ h[t-1] + b_i`, ...) is *prefilled*: the executor writes
+        the hoisted sums into G (one stacked gather or GEMM for all gates) and the
+        step's product accumulates onto them (beta = 1); the pass reads G alone."""
         by_group = {}
         for j, (g, off) in self.alias.items():
             by_group.setdefault(g, {})[off] = j
@@ -258,12 +280,6 @@ class _Gen:
         # step of 64 x 32)
         self.gatherable = {g for g in self.prefill if g not in self.gtapes}
         self.gtapes |= set(self.prefill)
-        # cycle variables whose gradient comes from inside the step alone (read by no
-        # later step, no other stage, no loss: an LSTM's gates): a per-step scratch
-        # row instead of a zero-filled gradient tape over all steps
-        delayed = {n.var for n in nodes if n.kind == "state"}
-        self.internal = {i for i, v in enumerate(self.s.vars)
-                         if v not in delayed and v not in self.s.read_outside}
 
     # ------------------------------------------------------------- accessors
     def const(self, v):

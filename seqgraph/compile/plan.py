@@ -225,10 +225,11 @@ def affine(e):
 
 
 def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
-    """{o: {W, b, x, target}} for each output layer `o[t] = W @ x[t] + b` (either order)
-    whose only reader is one xent loss `xent(o[t], y[t])`, with x a real sequence
-    variable read at the same step: run fused with its loss when training
-    (compile/__init__.py, _Run.output_xent)."""
+    """{o: {W, b, x, drop, target}} for each output layer `o[t] = W @ x[t] + b` or
+    `o[t] = W @ dropout(x[t], p) + b` (either order) whose only reader is one xent loss
+    `xent(o[t], y[t])`, with x a real sequence variable read at the same step: run fused
+    with its loss when training (compile/__init__.py, _Run.output_xent). `drop` is the
+    dropout (its masks multiply x before the tiles, and dh after), or None."""
     g = graph.nx()
     out = {}
     for loss in graph.losses:
@@ -240,18 +241,35 @@ def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
                 loss.output.shift.kind != "rel" or loss.output.shift.k != 0 or \
                 loss.target.shift.kind != "rel" or loss.target.shift.k != 0:
             continue
-        found = affine(o.cases[0].expr)
-        if found is None or found[0].op is not Op.MATMUL:
+        found = _output_layer(o.cases[0].expr)
+        if found is None:
             continue
-        a, b = found
-        x, W = a.args[1], pshapes[a.args[0].name]
+        W, x, b, drop = found
         xv = graph.var(x.var)
         if x.shift.kind != "rel" or x.shift.k != 0 or xv.index != o.index or \
-                xv.is_ids or xv.inner is not None or len(W) != 2 or \
-                tuple(pshapes[b.name]) != (W[0],):
+                xv.is_ids or xv.inner is not None or len(pshapes[W.name]) != 2 or \
+                tuple(pshapes[b.name]) != (pshapes[W.name][0],):
             continue
-        out[o.name] = {"W": a.args[0].name, "b": b.name, "x": x, "target": loss.target.var}
+        out[o.name] = {"W": W.name, "b": b.name, "x": x, "drop": drop,
+                       "target": loss.target.var}
     return out
+
+
+def _output_layer(e):
+    """(W, x, b, dropout or None) when e is `W @ x + b` or `W @ dropout(x, p) + b`
+    (either order), W and b parameters and x a variable read; else None."""
+    if not (isinstance(e, Apply) and e.op is Op.ADD and len(e.args) == 2):
+        return None
+    a, b = e.args
+    if isinstance(a, ParamRef):
+        a, b = b, a
+    if not (isinstance(b, ParamRef) and isinstance(a, Apply) and a.op is Op.MATMUL and
+            isinstance(a.args[0], ParamRef)):
+        return None
+    x, drop = a.args[1], None
+    if isinstance(x, Apply) and x.op is Op.DROPOUT and x.kw.get("p", 0) > 0:
+        x, drop = x.args[0], x
+    return (a.args[0], x, b, drop) if isinstance(x, Ref) else None
 
 
 def _mirror(expr, copies: dict | None = None):
@@ -272,129 +290,155 @@ def _mirror(expr, copies: dict | None = None):
 
 def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> Step:
     """The step program of one recurrence."""
-    cyc = set(stage.vars)
-    g = graph.nx()
-    lossed = {r.var for loss in graph.losses for r in (loss.output, loss.target)}
-    outside = frozenset(v for v in stage.vars
-                        if v in lossed or any(w not in cyc for w in g.successors(v)))
-    step = Step(stage.vars, {v: sizes[v] for v in stage.vars}, read_outside=outside)
-    memo: dict = {}
-    hoist_ids: dict = {}
-    flip = stage.direction > 0
+    return _Lowering(graph, stage, sizes, pshapes).run()
 
-    def add(key, **kw):
-        if key in memo:
-            return memo[key]
-        n = Node(len(step.nodes), **kw)
-        step.nodes.append(n)
-        memo[key] = n.id
+
+class _Lowering:
+    """Builds a Step from the equations of one recurrence: each expression becomes a node
+    (memoised, so equal subexpressions are one node), and every maximal subexpression
+    that does not read the cycle becomes one hoisted input."""
+
+    def __init__(self, graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict):
+        self.graph, self.stage, self.sizes, self.pshapes = graph, stage, sizes, pshapes
+        self.cyc = set(stage.vars)
+        g = graph.nx()
+        lossed = {r.var for loss in graph.losses for r in (loss.output, loss.target)}
+        outside = frozenset(v for v in stage.vars
+                            if v in lossed or any(w not in self.cyc for w in g.successors(v)))
+        self.step = Step(stage.vars, {v: sizes[v] for v in stage.vars},
+                         read_outside=outside)
+        self.memo: dict = {}
+        self.hoist_ids: dict = {}
+        self.flip = stage.direction > 0       # a backward recurrence is lowered mirrored
+
+    def run(self) -> Step:
+        step = self.step
+        for v in self.stage.vars:
+            expr = self.graph.var(v).cases[0].expr
+            if self.flip:
+                expr = _mirror(expr, step.copies)
+            node = self.build(expr)
+            if step.nodes[node].kind not in ("ew", "softmax", "concat") or \
+                    node in step.roots.values():
+                # a value that lives elsewhere (a delay, a GEMM slice, another variable):
+                # copy it so that every cycle variable has its own row in the state tape
+                node = self.add(("copy", v), kind="ew", size=step.nodes[node].size,
+                                op=None, args=(node,))
+            step.roots[v] = node
+        return step
+
+    def add(self, key, **kw) -> int:
+        if key in self.memo:
+            return self.memo[key]
+        n = Node(len(self.step.nodes), **kw)
+        self.step.nodes.append(n)
+        self.memo[key] = n.id
         return n.id
 
-    def dynamic(e):
-        return any(r.var in cyc for r in _refs(e))
+    def size(self, node: int) -> int:
+        return self.step.nodes[node].size
 
-    def hoist(e):
+    def dynamic(self, e) -> bool:
+        return any(r.var in self.cyc for r in _refs(e))
+
+    def hoist(self, e) -> int:
         # equal terms are evaluated once, except one holding a dropout: each time it is
         # written it draws its own masks (compile/masks.py)
-        i = None if sites(e) else hoist_ids.get(e)
+        step = self.step
+        i = None if sites(e) else self.hoist_ids.get(e)
         if i is None:
             i = len(step.hoisted)
-            step.hoisted.append(_mirror(e, step.copies) if flip else e)   # in true time
+            step.hoisted.append(_mirror(e, step.copies) if self.flip else e)  # true time
             if not sites(e):
-                hoist_ids[e] = i
-        return add(("hoist", i), kind="hoist", size=_size_of(e, sizes, pshapes), hoist=i)
+                self.hoist_ids[e] = i
+        return self.add(("hoist", i), kind="hoist",
+                        size=_size_of(e, self.sizes, self.pshapes), hoist=i)
 
-    def masks(e, size):
+    def masks(self, e, size) -> int:
         """dropout(a, p) of a cycle value is a * m in the loop, m the masks of the spec's
         dropout for every step: a hoisted value, `dropout(1, p)` naming that dropout
         (Step.original); ones when not training."""
+        step = self.step
         m = Apply(Op.DROPOUT, (Num(1.0),), e.attrs, e.pos)
         step.copies[id(m)] = (m, step.original(e))
         step.hoisted.append(m)                   # no shift to mirror: already true time
         i = len(step.hoisted) - 1
-        return add(("hoist", i), kind="hoist", size=size, hoist=i)
+        return self.add(("hoist", i), kind="hoist", size=size, hoist=i)
 
-    def build(e):
+    def build(self, e) -> int:
         if isinstance(e, Num):
-            return add(("num", e.value), kind="num", size=0, value=float(e.value))
+            return self.add(("num", e.value), kind="num", size=0, value=float(e.value))
         if isinstance(e, ParamRef):
-            if len(pshapes[e.name]) != 1:
+            if len(self.pshapes[e.name]) != 1:
                 raise Unsupported(f"parameter '{e.name}' used as a vector")
-            return add(("pvec", e.name), kind="pvec", size=pshapes[e.name][0], param=e.name)
-        if not dynamic(e):
-            return hoist(e)
+            return self.add(("pvec", e.name), kind="pvec", size=self.pshapes[e.name][0],
+                            param=e.name)
+        if not self.dynamic(e):
+            return self.hoist(e)
         if isinstance(e, Ref):
-            sh = e.shift
-            if sh.kind != "rel":
-                raise Unsupported(f"'{e.var}[{sh.kind}]' inside its own cycle")
-            if sh.k == 0:
-                return step.roots[e.var]
-            if sh.k > 0:
-                raise Unsupported("a cycle that reads ahead after lowering")
-            step.K = max(step.K, -sh.k)
-            return add(("state", e.var, -sh.k), kind="state", size=sizes[e.var],
-                       var=e.var, k=-sh.k)
+            return self.ref(e)
+        return self.apply(e)
+
+    def ref(self, e: Ref) -> int:
+        """A cycle variable read in the loop: this step's value, or a delayed state."""
+        sh = e.shift
+        if sh.kind != "rel":
+            raise Unsupported(f"'{e.var}[{sh.kind}]' inside its own cycle")
+        if sh.k == 0:
+            return self.step.roots[e.var]
+        if sh.k > 0:
+            raise Unsupported("a cycle that reads ahead after lowering")
+        self.step.K = max(self.step.K, -sh.k)
+        return self.add(("state", e.var, -sh.k), kind="state", size=self.sizes[e.var],
+                        var=e.var, k=-sh.k)
+
+    def apply(self, e: Apply) -> int:
         op = e.op
         if op in (Op.ADD, Op.SUB):
-            return build_sum(e)
+            return self.build_sum(e)
         if op is Op.MATMUL:
             p = e.args[0].name
-            a = build(e.args[1])
-            return add(("gemm", p, a), kind="gemm", size=pshapes[p][0], param=p, args=(a,))
+            a = self.build(e.args[1])
+            return self.add(("gemm", p, a), kind="gemm", size=self.pshapes[p][0], param=p,
+                            args=(a,))
         if op in EW_OPS:
-            args = tuple(build(a) for a in e.args)
-            size = max(step.nodes[a].size for a in args)
-            return add(("ew", op, args), kind="ew", size=size, op=op, args=args)
+            args = tuple(self.build(a) for a in e.args)
+            return self.ew(op, args)
         if op is Op.SOFTMAX:
-            a = build(e.args[0])
-            return add(("softmax", a), kind="softmax", size=step.nodes[a].size, args=(a,))
+            a = self.build(e.args[0])
+            return self.add(("softmax", a), kind="softmax", size=self.size(a), args=(a,))
         if op is Op.CONCAT:
-            args = tuple(build(a) for a in e.args)
-            return add(("concat", args), kind="concat",
-                       size=sum(step.nodes[a].size for a in args), args=args)
+            args = tuple(self.build(a) for a in e.args)
+            return self.add(("concat", args), kind="concat",
+                            size=sum(self.size(a) for a in args), args=args)
         if op is Op.DROPOUT:
-            a = build(e.args[0])
+            a = self.build(e.args[0])
             if e.kw.get("p", 0) <= 0:
                 return a
-            m = masks(e, step.nodes[a].size)
-            return add(("ew", Op.MUL, (a, m)), kind="ew", size=step.nodes[a].size,
-                       op=Op.MUL, args=(a, m))
+            return self.ew(Op.MUL, (a, self.masks(e, self.size(a))))
         raise Unsupported(f"op '{op.value}' inside a cycle")
 
-    def build_sum(e):
+    def ew(self, op, args) -> int:
+        size = max(self.size(a) for a in args)
+        return self.add(("ew", op, args), kind="ew", size=size, op=op, args=args)
+
+    def build_sum(self, e) -> int:
         terms = _terms(e)
-        stat = [(s, t) for s, t in terms if not dynamic(t)]
-        dyn = [(s, t) for s, t in terms if dynamic(t)]
+        stat = [(s, t) for s, t in terms if not self.dynamic(t)]
+        dyn = [(s, t) for s, t in terms if self.dynamic(t)]
         parts = []              # (sign, node)
         if any(not isinstance(t, Num) for _, t in stat):
             # one hoisted term: the sum of every term that does not read the cycle
-            parts.append((1, hoist(signed_sum(stat))))
+            parts.append((1, self.hoist(signed_sum(stat))))
         else:
-            parts += [(s, build(t)) for s, t in stat]
-        parts = [(s, build(t)) for s, t in dyn] + parts
+            parts += [(s, self.build(t)) for s, t in stat]
+        parts = [(s, self.build(t)) for s, t in dyn] + parts
         s0, node = parts[0]
         if s0 < 0:
-            node = add(("ew", Op.NEG, (node,)), kind="ew", size=step.nodes[node].size,
-                       op=Op.NEG, args=(node,))
+            node = self.ew(Op.NEG, (node,))
         for s, n in parts[1:]:
-            op = Op.ADD if s > 0 else Op.SUB
-            size = max(step.nodes[node].size, step.nodes[n].size)
-            node = add(("ew", op, (node, n)), kind="ew", size=size, op=op, args=(node, n))
+            node = self.ew(Op.ADD if s > 0 else Op.SUB, (node, n))
         return node
-
-    for v in stage.vars:
-        expr = graph.var(v).cases[0].expr
-        if flip:
-            expr = _mirror(expr, step.copies)
-        node = build(expr)
-        if step.nodes[node].kind not in ("ew", "softmax", "concat") or \
-                node in step.roots.values():
-            # a value that lives elsewhere (a delay, a GEMM slice, another variable):
-            # copy it so that every cycle variable has its own row in the state tape
-            node = add(("copy", v), kind="ew", size=step.nodes[node].size, op=None,
-                       args=(node,))
-        step.roots[v] = node
-    return step
 
 
 def _refs(e):
