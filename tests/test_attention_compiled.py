@@ -342,13 +342,67 @@ def test_dropout_on_the_output_layer_is_compiled_with_the_interpreters_masks(mon
         assert gi.bit_generator.state == gc.bit_generator.state
 
 
-def test_dropout_inside_an_attention_stage_is_interpreted():
-    text = (SPECS / "attention.sg").read_text().replace(
-        "sum over t (a[u, t] * h[t])", "sum over t (a[u, t] * dropout(h[t], 0.2))")
-    assert "dropout(h[t], 0.2)" in text
-    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims=DIMS)
-    assert "has a dropout in an attention stage" in " ".join(explain(mc))
+ATTN = (SPECS / "attention.sg").read_text()
+GRU_DECODER = VARIANTS["gru_decoder"]
+STATIC_OVER_U = VARIANTS["static_over_u"]
+
+
+@pytest.mark.parametrize("text, old, new", [
+    # the decoder's input, hoisted out of the loop; the context and the state in it
+    (ATTN, "Ud @ (F @ y[u-1])", "Ud @ dropout(F @ y[u-1], 0.3)"),
+    (ATTN, "sum over t (a[u, t] * h[t])", "dropout(sum over t (a[u, t] * h[t]), 0.25)"),
+    (ATTN, "Wd @ s[u-1])", "Wd @ dropout(s[u-1], 0.2))"),
+    # a GRU decoder: the same input dropped three times (three draws), a gate dropped
+    (GRU_DECODER, "(F @ y[u-1])", "dropout(F @ y[u-1], 0.2)"),
+    (GRU_DECODER, "r[u] * (Un", "dropout(r[u], 0.3) * (Un"),
+    # on no cycle: a variable over t (a reduction over u inside), one per example
+    (STATIC_OVER_U, "sum over u (b[u, t] * (Q @ g[u]))",
+     "dropout(sum over u (b[u, t] * (Q @ g[u])), 0.3)"),
+    (STATIC_OVER_U, "max over t (r[t])", "dropout(max over t (r[t]), 0.4)"),
+], ids=["decoder-input", "context", "state", "gru-input-thrice", "gru-gate",
+        "over-t", "per-example"])
+def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
+        text, old, new, monkeypatch):
+    """Dropout in an attention stage, once per step of its variable: in the decoder's
+    loop (this step's masks), hoisted out of it, or on no cycle, compiled with the
+    interpreter's masks: values, loss and gradients equal, padded batches too, and the
+    generator left in the same state."""
+    assert old in text
+    mi, mc = pair(seqgraph.read_spec("drop.sg", text.replace(old, new)), "float64",
+                  dims=DIMS)
+    _compiled_only(mc, monkeypatch)
+    assert "masks drawn as the interpreter draws them" in " ".join(explain(mc))
+    ins, tgs = random_batch(mi, np.random.default_rng(2), B=3, lengths=LENGTHS)
+    for ex in (None, {i: n[:3] for i, n in EX_LEN.items()}):
+        gi, gc = np.random.default_rng(5), np.random.default_rng(5)
+        ri = mi.run(ins, tgs, grads=True, train=True, rng=gi, lengths=ex)
+        rc = mc.run(ins, tgs, grads=True, train=True, rng=gc, lengths=ex)
+        _same(ri, rc, "float64", mi, ex)
+        assert gi.bit_generator.state == gc.bit_generator.state
+        plain = mc.run(ins, tgs, grads=True, lengths=ex)      # the masks did something
+        assert abs(plain.loss - rc.loss) > 1e-6
+
+
+@pytest.mark.parametrize("old, new, why", [
+    ("sum over t (a[u, t] * h[t])", "sum over t (a[u, t] * dropout(h[t], 0.2))",
+     "'ctx' has a dropout inside a reduction over 't' (drawn at each of its steps)"),
+    ("e[u, t] = va @ tanh(Wa @ s[u-1]", "e[u, t] = va @ tanh(Wa @ dropout(s[u-1], 0.2)",
+     "'e' has a dropout and is over two indexes"),
+    ("tanh(Ud @ (F @ y[u-1])", "tanh(Ud @ (F @ y[u-1]) + Wi @ dropout(h[1], 0.5)",
+     "'s' has a dropout over other axes than its variable's (dropout(h[1], 0.5))"),
+], ids=["inside-a-reduction", "two-indexes", "per-example-value-in-the-loop"])
+def test_dropout_an_attention_stage_does_not_draw_once_per_step_is_interpreted(old, new,
+                                                                                why):
+    """Where the interpreter draws more than once per step of the variable (inside a
+    reduction, over two indexes, a value without the step's index dropped at each
+    step), training is interpreted and `check --explain` says why."""
+    assert old in ATTN
+    mi, mc = pair(seqgraph.read_spec("drop.sg", ATTN.replace(old, new)), "float64",
+                  dims=DIMS)
+    assert f"training with dropout: interpreted ({why})" in explain(mc)
     ins, tgs = random_batch(mi, np.random.default_rng(2), B=3, lengths=LENGTHS)
     ri = mi.run(ins, tgs, grads=True, train=True, rng=np.random.default_rng(5))
     rc = mc.run(ins, tgs, grads=True, train=True, rng=np.random.default_rng(5))
     _same(ri, rc, "float64", mi)
+    assert mc.executor._interp is not None
+    _same(mi.run(ins, tgs, grads=True), mc.run(ins, tgs, grads=True), "float64", mi)

@@ -248,3 +248,15 @@ def test_train_keys_of_the_language_and_of_the_training_config_agree():
     from seqgraph.lang.elaborate import TRAIN_KEYS
     from seqgraph.train.config import DEFAULTS
     assert set(TRAIN_KEYS) == set(DEFAULTS)
+
+
+def test_the_docs_list_every_train_key():
+    """docs/language.md's list of keys and docs/training.md's table name each key."""
+    import re
+
+    from seqgraph.lang.elaborate import TRAIN_KEYS
+    text = (ROOT / "docs/language.md").read_text()
+    listed = re.search(r"Keys: `([^`]*)`", text).group(1).split()
+    assert listed == list(TRAIN_KEYS)
+    table = (ROOT / "docs/training.md").read_text()
+    assert [k for k in TRAIN_KEYS if f"| `{k}` |" not in table] == []

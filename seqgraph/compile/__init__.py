@@ -64,9 +64,13 @@ class CompiledExecutor(FallsBack):
             static = {st.var for st in self.stages if isinstance(st, StaticStage)}
             recurrent = {v for st in self.stages if isinstance(st, _Rec)
                          for v in st.stage.vars}
+            attention = {v for st in self.stages if isinstance(st, AttnBuilt)
+                         for v in st.stage.vars}
             try:
                 self.site_of = sequence_sites(self.g, static, model.checked.dropouts,
-                                              recurrent)
+                                              recurrent, attention)
+                self.no_masks = next((st.undrawn for st in self.stages
+                                      if isinstance(st, AttnBuilt) and st.undrawn), None)
             except NoMasks as e:
                 self.no_masks = str(e)
 

@@ -21,7 +21,8 @@ stream in one call and a variable evaluated for all steps at once takes its [T, 
 masks by index arithmetic, as do the terms of a recurrence hoisted out of its loop
 (`W @ dropout(x[t], p)`, in either direction of time) and the masks of a dropout inside
 the loop, which plan.lower makes a hoisted input; each dropout object knows which of the
-interpreter's draws it is (`sequence_sites`).
+interpreter's draws it is (`sequence_sites`). Attention stages take them the same way,
+for a variable over one index: all its steps at once, or in its loop this step's rows.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..graph.folded import Ref, walk
 from ..graph.unfold import case_at
-from ..ops import Op
+from ..ops import REDUCTIONS, Op
 
 
 class NoMasks(Exception):
@@ -114,20 +115,26 @@ class Masks:
 
 
 # ---------------------------------------------------------------------------- sequences
-def sequence_sites(graph, static: set, sizes: dict, recurrent: set) -> dict:
+def sequence_sites(graph, static: set, sizes: dict, recurrent: set,
+                   attention: set = frozenset()) -> dict:
     """{id(dropout): (variable, k)}: which draw of the interpreter's each dropout object
     is, the k-th drawing dropout of that variable's equation. The executor evaluates
     these very objects (or copies that know them, Step.original): a variable of `static`
     for all its steps at once, and in a `recurrent` one the terms that do not read the
     cycle, hoisted out of the loop, and the masks of a dropout inside it (a hoisted
-    input). NoMasks for a dropout in an init value, in an attention stage, of a
-    parameter or a number, or written once and reached twice."""
+    input); in an `attention` stage, a variable over one index, each step's masks once
+    (attention/program.py). NoMasks for a dropout in an init value, over two indexes or
+    inside a reduction (the interpreter draws it once per step of the index reduced), of
+    a parameter or a number, or written once and reached twice."""
     out = {}
     for v in graph.vars:
         if v.init is not None and sites(v.init):
             raise NoMasks(f"'{v.name}' has a dropout in its init value")
+        for case in v.cases:
+            _attention_sites(v, case.expr, attention)
         for k, e in enumerate(s for case in v.cases for s in sites(case.expr)):
-            if v.name not in static and v.name not in recurrent:
+            if v.name not in static and v.name not in recurrent and \
+                    v.name not in attention:
                 raise NoMasks(f"'{v.name}' has a dropout in an attention stage")
             width = sizes.get(e)
             if width is None or not width.is_int:
@@ -138,6 +145,19 @@ def sequence_sites(graph, static: set, sizes: dict, recurrent: set) -> dict:
                 raise NoMasks(f"'{v.name}' reaches one dropout twice")
             out[id(e)] = (v.name, k)
     return out
+
+
+def _attention_sites(v, expr, attention: set):
+    """Refuse the dropouts of an attention stage whose draws are not one per step of
+    their variable: over two indexes, or inside a reduction over an index."""
+    if v.name not in attention or not sites(expr):
+        return
+    if v.inner is not None:
+        raise NoMasks(f"'{v.name}' has a dropout and is over two indexes")
+    for e in walk(expr):
+        if getattr(e, "op", None) in REDUCTIONS.values() and sites(e):
+            raise NoMasks(f"'{v.name}' has a dropout inside a reduction over "
+                          f"'{e.kw['over']}' (drawn at each of its steps)")
 
 
 class SequenceLayout:

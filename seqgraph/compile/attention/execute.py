@@ -26,6 +26,8 @@ class _Exec:
         self.params = run.m.params
         self.letter = {ix: LETTERS[i] for i, ix in enumerate(stage_built.order)}
         self.masks = {}
+        self.drops = run.masks       # this batch's dropout masks (None: evaluation)
+        self.u = 0                   # the loop's step (a sliced dropout's masks)
         self.stacked = {}            # (program, gemm node) -> stacked weights
         self.pgrads = {}
         self.defer = {}              # (program, node) -> [node, param node, [(dG, x)]]
@@ -151,8 +153,8 @@ class _Exec:
         f = _EW.get(op)
         if f is not None:
             return f(xs, out, self.f32), xs
-        if op is Op.DROPOUT:             # evaluation (training with dropout: interpreted)
-            return args[0], None
+        if op is Op.DROPOUT:
+            return self.fwd_dropout(n, args[0], out)
         if op in (Op.CONCAT, Op.BILINEAR):
             lead = self.lead(n.axes)
             xs = [x if ax is None else np.broadcast_to(x, lead + x.shape[-1:])
@@ -164,6 +166,18 @@ class _Exec:
                 return out.reshape(lead + out.shape[-1:]), (xs, rows, s)
         out, s = ops.forward(op, ops.Ctx(), xs, n.attrs)
         return out, (xs, s)
+
+    def fwd_dropout(self, n, x, out):
+        """x times its masks while training (the node's axes are its variable's, or in
+        the loop its step's: program._Builder.dropout); x itself in evaluation."""
+        if self.drops is None:
+            return x, None
+        m = self.drops.of(n.expr)                      # [steps * B, width], step order
+        m = m.reshape(-1, self.B, m.shape[-1])[self.u] if n.sliced else \
+            m.reshape(self.lead(n.axes) + m.shape[-1:])
+        if out is None or out.shape != m.shape:
+            out = None
+        return np.multiply(x, m, out=out), m
 
     def lead(self, axes):
         return tuple(self.lengths[a] for a in (axes or ())) + (self.B,)
@@ -369,7 +383,7 @@ class _Exec:
             return tuple(None if d is None else _back(d, a, ax, n.axes)
                          for d, a, ax in zip(ds, args, axes))
         if n.op is Op.DROPOUT:
-            return (g,)
+            return (g,) if s is None else (g * s,)      # s: the masks (training)
         if n.op is Op.BILINEAR:
             xs, rows, sv = s
             ds = ops.vjp(n.op, g.reshape(-1, g.shape[-1]), out.reshape(-1, out.shape[-1]),

@@ -7,6 +7,7 @@ from ... import ops
 from ...graph.folded import Apply, Num, ParamRef, Ref, walk
 from ...graph.printer import show
 from ...ops import Op
+from ..masks import sites
 from ..plan import Unsupported, _terms, signed_sum
 
 REDUCE = (Op.SUM_OVER, Op.MEAN_OVER, Op.MAX_OVER, Op.LSE_OVER)
@@ -73,12 +74,19 @@ class _Builder:
         self.roots = {}
         self.K = 0
         self.groups = {}             # operand node id -> gemm node id
+        self.owner = None            # the variable whose equation is being built
+        self.undrawn = []            # why a dropout here cannot take its masks
 
     # ---------------------------------------------------------------- helpers
     def add(self, kind, axes, **kw) -> int:
         n = Node(len(self.prog.nodes), kind, axes, **kw)
         self.prog.nodes.append(n)
         return n.id
+
+    def show(self, e) -> str:
+        """An expression as written (each variable read with its own index)."""
+        return show(e, lambda v: (self.g.var(v).index, self.g.var(v).inner)
+                    if self.g.var(v).inner else self.g.var(v).index)
 
     def axes(self, names) -> tuple:
         return tuple(i for i in self.order if i in names and i != self.fixed)
@@ -99,9 +107,12 @@ class _Builder:
             if e.var not in self.roots:
                 raise Unsupported(f"'{e.var}' read at the same step before it is computed")
             return self.roots[e.var]
-        nid = self.prog.memo.get(e)
+        # equal expressions are one node, except one holding a dropout: each draws its
+        # own masks (the same object is never reached twice: compile/masks.py)
+        key = ("draws", id(e)) if sites(e) else e
+        nid = self.prog.memo.get(key)
         if nid is None:
-            nid = self.prog.memo[e] = self._build(e)
+            nid = self.prog.memo[key] = self._build(e)
         return nid
 
     # ---------------------------------------------------------------- building
@@ -121,7 +132,7 @@ class _Builder:
             return self.reduce(e)
         if op is Op.MATMUL:
             if not isinstance(e.args[0], ParamRef):
-                raise Unsupported(f"a product by a non-parameter ({show(e)})")
+                raise Unsupported(f"a product by a non-parameter ({self.show(e)})")
             x = self.build(e.args[1])
             return self.matmul(e.args[0].name, x, e)
         if op is Op.GATHER:
@@ -132,10 +143,12 @@ class _Builder:
             x = self.build(e.args[0])
             return self.add("onehot", self.prog.nodes[x].axes, args=(x,), expr=e,
                             size=self.m.sizes[e.args[0].var])
+        if op is Op.DROPOUT and e.kw.get("p", 0) > 0:
+            return self.dropout(e, self.build(e.args[0]))
         if op is Op.DOT:
             a, b = (self.build(x) for x in e.args)
             if self.prog.nodes[a].axes is None and self.prog.nodes[b].axes is None:
-                raise Unsupported(f"a dot product of two parameters ({show(e)})")
+                raise Unsupported(f"a dot product of two parameters ({self.show(e)})")
             return self.add("dot", self.union((a, b)), args=(a, b), expr=e)
         if op in GENERIC:
             args = tuple(self.build(a) for a in e.args)
@@ -164,10 +177,25 @@ class _Builder:
             axes = self.axes({v.index})
         return self.add("read", axes, expr=e, name=e.var, ids=v.is_ids)
 
+    def dropout(self, e, x) -> int:
+        """dropout(a, p): a times the masks the interpreter draws for this equation at
+        each step of its variable (compile/masks.py), for all steps at once, or in the
+        loop over that index (`sliced`) this step's. A dropout over other axes than its
+        variable's takes no masks: training with it is interpreted (`undrawn`)."""
+        v = self.g.var(self.owner)
+        want = () if self.fixed is not None else self.axes({v.index} - {None})
+        if self.prog.nodes[x].axes != want:
+            self.undrawn.append(f"'{self.owner}' has a dropout over other axes than its "
+                                f"variable's ({self.show(e)})")
+        return self.add("op", self.prog.nodes[x].axes, args=(x,), op=Op.DROPOUT,
+                        attrs=e.attrs, expr=e, sliced=self.fixed is not None)
+
     def hoist(self, e) -> int:
-        j = self.hoist_ids.get(e)
+        key = ("draws", id(e)) if sites(e) else e
+        j = self.hoist_ids.get(key)
         if j is None:
-            j = self.hoist_ids[e] = len(self.hoisted)
+            j = self.hoist_ids[key] = len(self.hoisted)
+            self.hb.owner = self.owner
             self.hoisted.append((e, self.hb.build(e)))
         hax = self.hb.prog.nodes[self.hoisted[j][1]].axes
         axes = None if hax is None else tuple(a for a in hax if a != self.fixed)

@@ -32,14 +32,19 @@ class AttnBuilt:
                 var = graph.var(v)
                 if var.index != stage.index and var.inner != stage.index:
                     raise Unsupported(f"'{v}' does not run over the cycle's index")
+                self.sb.owner = v
                 self.sb.roots[v] = self.sb.build(var.cases[0].expr)
             self.K = max(self.sb.K, 1)
             _finish(self.sb.prog)
         else:
             (v,) = stage.vars
             self.hb = _Builder(graph, model, self.order)
+            self.hb.owner = v
             self.root = self.hb.build(graph.var(v).cases[0].expr)
         _finish(self.hb.prog)
+        # why a dropout of this stage cannot take the interpreter's masks (else None)
+        undrawn = self.hb.undrawn + (self.sb.undrawn if stage.cyclic else [])
+        self.undrawn = undrawn[0] if undrawn else None
 
     # ------------------------------------------------------------ shapes
     def natural(self, v, fixed=None):
@@ -176,7 +181,7 @@ class _Loop:
         self.tapes = []
         outs = None
         for u in range(L):
-            self.u = u
+            self.u = ex.u = u
             step_outs = None if outs is None else \
                 [None if o is None else o[u] for o in outs]
             vals, saved = ex.forward(b.sb.prog, self.hook, step_outs)
