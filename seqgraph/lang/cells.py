@@ -61,6 +61,28 @@ def _index_names_of(node, var: str, acc: set):
     return acc
 
 
+def _arity_error(cell, args, pos, var, mod=None, layers=1) -> SpecError:
+    """`h = gru(x, 16, 3)`: the message, and a hint with the use written correctly (the
+    arguments given where they are simple, the cell's parameter names elsewhere)."""
+    shown = [_arg_text(a) for a in args[:len(cell.params)]]
+    shown += [None] * (len(cell.params) - len(shown))
+    form = ", ".join(s or p for s, p in zip(shown, cell.params))
+    prefix = {"bi": "bi ", "reverse": "reverse ", "stack": f"stack({layers}) "}.get(mod, "")
+    n = len(cell.params)
+    return SpecError(f"cell '{cell.name}' takes {n} argument{'s' if n != 1 else ''} "
+                     f"({', '.join(cell.params)}), given {len(args)}", pos,
+                     hint=f"write {var} = {prefix}{cell.name}({form})")
+
+
+def _arg_text(a) -> str | None:
+    """A cell argument as written, when it is a plain name or number."""
+    if isinstance(a, A.Name) and a.index is None:
+        return a.name
+    if isinstance(a, A.Number):
+        return f"{a.value:g}"
+    return None
+
+
 class Expander:
     """Expands every cell use of a list of statements (recursively, nested cells too)."""
 
@@ -83,8 +105,7 @@ class Expander:
                             hint="cells are templates and cannot be recursive")
         stack = stack + (cell.name,)
         if len(args) != len(cell.params):
-            raise SpecError(f"cell '{cell.name}' takes {len(cell.params)} arguments "
-                            f"({', '.join(cell.params)}), given {len(args)}", pos)
+            raise _arity_error(cell, args, pos, eq.name, mod, layers)
         index_of = local_index or self.index_of
         if mod == "bi":
             idx = self._arg_index(cell, args, index_of, pos)
@@ -141,8 +162,7 @@ class Expander:
     def instantiate(self, cell: A.CellDef, inst: str, args, mirror, stack, index_of):
         pos = args[0].pos if args else cell.pos
         if len(args) != len(cell.params):
-            raise SpecError(f"cell '{cell.name}' takes {len(cell.params)} arguments "
-                            f"({', '.join(cell.params)}), given {len(args)}", pos)
+            raise _arity_error(cell, args, pos, inst)
         ret = [s for s in cell.body if isinstance(s, A.Return)]
         if not ret:
             raise SpecError(f"cell '{cell.name}' has no return", cell.pos,

@@ -1,6 +1,6 @@
 """Text to AST. The Lark grammar ships as package data (grammar.lark); the Transformer
 below only builds the dataclasses of ast.py with positions. Syntax errors become a
-SpecError with the line, a caret and what was expected, in words.
+SpecError with the line, a caret, what was expected and a hint (syntax_errors.py).
 """
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ from functools import cache
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import (
-    UnexpectedCharacters,
-    UnexpectedEOF,
-    UnexpectedInput,
-    UnexpectedToken,
-    VisitError,
-)
+from lark.exceptions import UnexpectedInput, VisitError
 from lark.lark import PostLex
 
 from ..errors import Pos, SpecError
 from . import ast as A
+from .syntax_errors import syntax_error
 
 MAX_SOURCE = 5_000_000     # characters; a larger spec is refused, not parsed
 MAX_NESTING = 50           # brackets inside brackets; deeper would exhaust the recursion
@@ -82,7 +77,8 @@ def _float(tok: Token) -> float:
 def _int(tok: Token, what: str) -> int:
     v = _float(tok)
     if v != int(v) or v < 0:
-        raise SpecError(f"{what} must be a whole number, not {tok}", _pos(tok))
+        raise SpecError(f"{what} must be a whole number, not {tok}", _pos(tok),
+                        hint=f"write a whole number such as {max(round(abs(v)), 1)}")
     return int(v)
 
 
@@ -90,7 +86,8 @@ def _size(x):
     if x.type != "NUMBER":
         return _name(x)
     if _int(x, "a size") < 1:
-        raise SpecError(f"a size must be at least 1, not {x}", _pos(x))
+        raise SpecError(f"a size must be at least 1, not {x}", _pos(x),
+                        hint="a size counts units: give a positive whole number, e.g. 16")
     return int(float(x))
 
 
@@ -107,7 +104,8 @@ class _Build(Transformer):
     def dim_stmt(self, meta, c):
         value = _int(c[1], "a dim")
         if value < 1:
-            raise SpecError(f"a dim must be at least 1, not {c[1]}", _pos(c[1]))
+            raise SpecError(f"a dim must be at least 1, not {c[1]}", _pos(c[1]),
+                            hint=f"give a positive whole number, e.g. dim {c[0]} = 16")
         return A.DimDecl(_name(c[0]), value, _pos(meta))
 
     def _data(self, role, meta, c):
@@ -192,9 +190,11 @@ class _Build(Transformer):
     def stack(self, meta, c):
         n = _int(c[0], "a number of layers")
         if n < 1:
-            raise SpecError("stack needs at least one layer", _pos(c[0]))
+            raise SpecError("stack needs at least one layer", _pos(c[0]),
+                            hint="write stack(2) or more; one layer is the cell alone")
         if n > MAX_LAYERS:
-            raise SpecError(f"stack({c[0]}) has more than {MAX_LAYERS} layers", _pos(c[0]))
+            raise SpecError(f"stack({c[0]}) has more than {MAX_LAYERS} layers", _pos(c[0]),
+                            hint=f"use at most stack({MAX_LAYERS})")
         return ("stack", n)
 
     def leaf(self, meta, c):
@@ -362,132 +362,6 @@ def _bracket_chars(text: str):
                             "same line")
 
 
-# --------------------------------------------------------------------------- errors
-_WORDS = {
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "the end of the line",
-    "$END": "the end of the file", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['",
-    "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'", "EQUAL": "'='", "COLON": "':'",
-    "COMMA": "','", "SEMICOLON": "';'", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
-    "SLASH": "'/'", "AT": "'@'", "DOT": "'.'",
-}
-_EXPR_START = {"NAME", "NUMBER", "LPAR", "LSQB", "MINUS"}
-_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT"}
-_STATEMENTS = {"MODEL", "DIM", "INPUT", "TARGET", "PARAM", "TREE", "INIT", "LOSS", "TRAIN",
-               "CELL", "RETURN"}
-_MODIFIERS = {"BI", "REVERSE", "STACK"}
-# (terminals, their word, a terminal the group needs, terminals the word also covers)
-_GROUPS = ((_EXPR_START, "an expression", "NAME", _MODIFIERS),   # `bi rnn(x, H)` too
-           (_OPERATORS, "an operator", "PLUS", set()),
-           (_STATEMENTS, "a statement", "DIM", set()))
-
-
-def _expected_words(expected: set) -> str:
-    exp = set(expected)
-    words = []
-    for group, word, must, covered in _GROUPS:
-        if must in exp and len(group & exp) >= 3:
-            words.append(word)
-            exp -= group | covered
-    for t in sorted(exp, key=lambda t: (t not in _WORDS, t)):
-        w = _WORDS.get(t)
-        if w is None:
-            w = f"'{t.lower()}'" if t.isalpha() else "another symbol"
-        if w not in words:
-            words.append(w)
-    if len(words) > 5:
-        words = words[:4] + ["something else"]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _describe(tok: Token) -> str:
-    if tok.type == "_NL":
-        return "the end of the line"
-    if tok.type == "$END":
-        return "the end of the file"
-    return f"'{tok}'"
-
-
-def _syntax_error(e: UnexpectedInput, text: str) -> SpecError:
-    if isinstance(e, UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
-        return SpecError(f"unexpected character {ch!r}", Pos(e.line, e.column),
-                         hint=_char_hint(ch))
-    if isinstance(e, UnexpectedEOF):
-        return SpecError("unexpected end of the file; expected " +
-                         _expected_words(e.expected), Pos(*_end_pos(text)),
-                         hint="is a bracket or a block left open?")
-    assert isinstance(e, UnexpectedToken)
-    tok = e.token
-    expected = _acceptable(e)
-    prev = e.token_history[-1] if getattr(e, "token_history", None) else \
-        _parser().options.postlex.before(tok)
-    keyword = _keyword_as_name(tok, prev, expected) or _modifier_inside(prev)
-    if keyword is not None:
-        return keyword
-    line, col = (tok.line, tok.column) if tok.line is not None else _end_pos(text)
-    if tok.type in ("_NL", "$END") and prev is not None and prev.end_line is not None:
-        line, col = prev.end_line, prev.end_column
-    after = f" after '{prev}'" if prev is not None and prev.type != "_NL" else ""
-    msg = f"expected {_expected_words(expected)}{after}"
-    if tok.type not in ("_NL", "$END"):
-        msg = f"unexpected {_describe(tok)}; " + msg
-    hint = ""
-    if str(tok) in A.KEYWORDS:
-        hint = f"'{tok}' is a keyword and cannot be a name"
-    elif tok.type in ("_NL", "$END") and expected & {"RPAR", "RSQB", "RBRACE"}:
-        hint = "a bracket is left open"
-    elif tok.type == "NAME" and expected & _OPERATORS:
-        hint = "is an operator missing, or a statement split across lines?"
-    elif tok.type in ("MINUS", "PLUS", "DOT") and expected <= {"COMMA", "RSQB"}:
-        hint = "an equation defines its variable at every step, h[t]; shifts such as " \
-               "t-1 belong on the right of '='"
-    return SpecError(msg, Pos(line, col), hint=hint)
-
-
-def _acceptable(e: UnexpectedToken) -> set:
-    """What could come next, exactly: LALR states are shared between contexts, so Lark's
-    `expected` also names closers and separators of other contexts."""
-    try:
-        return set(e.interactive_parser.accepts()) or set(e.expected)
-    except Exception:   # noqa: BLE001  (an older Lark, or a parser state it cannot copy)
-        return set(e.expected)
-
-
-def _keyword_as_name(tok: Token, prev, expected: set):
-    """`tree = ...`, `end[t] = ...`: a keyword where a name is wanted."""
-    if prev is not None and str(prev) in A.KEYWORDS and prev.type != "NAME" and \
-            tok.type in ("EQUAL", "LSQB", "COLON") and "NAME" in expected:
-        return SpecError(f"'{prev}' is a keyword and cannot be a name",
-                         Pos(prev.line, prev.column),
-                         hint=f"choose another name (or is a name missing after '{prev}'?)")
-    if str(tok) in A.KEYWORDS and tok.type != "NAME" and "NAME" in expected and \
-            not (expected & {tok.type}):
-        return SpecError(f"'{tok}' is a keyword and cannot be a name",
-                         Pos(tok.line, tok.column), hint="choose another name")
-    return None
-
-
-def _modifier_inside(prev):
-    """`tanh(bi rnn(x, H))`: a cell use with a modifier inside an expression."""
-    if prev is not None and prev.type == "NAME" and str(prev) in ("bi", "reverse", "stack"):
-        return SpecError(f"a '{prev}' cell use stands on its own line: "
-                         f"`v = {prev} CELL(...)`, then use v[t]", Pos(prev.line, prev.column))
-    return None
-
-
-def _char_hint(ch: str) -> str:
-    if ch == '"':
-        return "a string ends with \" on the same line"
-    if ch in "\t\v\f\r " or not ch.isprintable():
-        return f"remove the invisible character {ch!r}"
-    return "names are letters, digits and _; comments start with #"
-
-
-def _end_pos(text: str):
-    lines = text.rstrip("\n").splitlines() or [""]
-    return len(lines), len(lines[-1]) + 1
-
-
 def parse(text: str, path: str = "<spec>") -> A.Spec:
     """Parse a whole .sg text. Raises SpecError (located in `path`) on any bad input."""
     try:
@@ -505,7 +379,7 @@ def _parse_stmts(text: str) -> tuple:
         tree = _parser().parse(text + "\n")
         return _Build().transform(tree)
     except UnexpectedInput as e:
-        raise _syntax_error(e, text) from None
+        raise syntax_error(e, text, _parser().options.postlex.before) from None
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None

@@ -1,0 +1,325 @@
+"""Syntax errors in words: what Lark reports (an unexpected token, character or end of
+file) becomes a SpecError that says where, what was expected (`an expression`, `')'`),
+and a hint: what to do about it, from the first of a list of small rules that applies
+(a misspelt keyword, an operator without an operand, a loss with one argument, the
+shape of the statement the error is in, ...)."""
+from __future__ import annotations
+
+import re
+
+from lark import Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ..errors import Pos, SpecError, did_you_mean
+from ..ops import LOSS_NAMES
+from . import ast as A
+
+_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "the end of the line",
+    "$END": "the end of the file", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['",
+    "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'", "EQUAL": "'='", "COLON": "':'",
+    "COMMA": "','", "SEMICOLON": "';'", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
+    "SLASH": "'/'", "AT": "'@'", "DOT": "'.'",
+}
+_EXPR_START = {"NAME", "NUMBER", "LPAR", "LSQB", "MINUS"}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT"}
+_STATEMENTS = {"MODEL", "DIM", "INPUT", "TARGET", "PARAM", "TREE", "INIT", "LOSS", "TRAIN",
+               "CELL", "RETURN"}
+_MODIFIERS = {"BI", "REVERSE", "STACK"}
+# (terminals, their word, a terminal the group needs, terminals the word also covers)
+_GROUPS = ((_EXPR_START, "an expression", "NAME", _MODIFIERS),   # `bi rnn(x, H)` too
+           (_OPERATORS, "an operator", "PLUS", set()),
+           (_STATEMENTS, "a statement", "DIM", set()))
+
+
+def _expected_words(expected: set) -> str:
+    exp = set(expected)
+    words = []
+    for group, word, must, covered in _GROUPS:
+        if must in exp and len(group & exp) >= 3:
+            words.append(word)
+            exp -= group | covered
+    for t in sorted(exp, key=lambda t: (t not in _WORDS, t)):
+        w = _WORDS.get(t)
+        if w is None:
+            w = f"'{t.lower()}'" if t.isalpha() else "another symbol"
+        if w not in words:
+            words.append(w)
+    if len(words) > 5:
+        words = words[:4] + ["something else"]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _describe(tok: Token) -> str:
+    if tok.type == "_NL":
+        return "the end of the line"
+    if tok.type == "$END":
+        return "the end of the file"
+    return f"'{tok}'"
+
+
+def syntax_error(e: UnexpectedInput, text: str, before) -> SpecError:
+    """Lark's error as a SpecError: where, what was expected in words, and a hint.
+    `before(tok)` is the token before `tok` when Lark's history lacks it."""
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        return SpecError(f"unexpected character {ch!r}", Pos(e.line, e.column),
+                         hint=_char_hint(ch))
+    if isinstance(e, UnexpectedEOF):
+        return SpecError("unexpected end of the file; expected " +
+                         _expected_words(e.expected), Pos(*_end_pos(text)),
+                         hint="is a bracket or a block left open?")
+    assert isinstance(e, UnexpectedToken)
+    tok = e.token
+    expected = _acceptable(e)
+    prev = e.token_history[-1] if getattr(e, "token_history", None) else \
+        before(tok)
+    keyword = _keyword_as_name(tok, prev, expected) or _modifier_inside(prev)
+    if keyword is not None:
+        return keyword
+    line, col = (tok.line, tok.column) if tok.line is not None else _end_pos(text)
+    if tok.type in ("_NL", "$END") and prev is not None and prev.end_line is not None:
+        line, col = prev.end_line, prev.end_column
+    after = f" after '{prev}'" if prev is not None and prev.type != "_NL" else ""
+    msg = f"expected {_expected_words(expected)}{after}"
+    if tok.type not in ("_NL", "$END"):
+        msg = f"unexpected {_describe(tok)}; " + msg
+    return SpecError(msg, Pos(line, col),
+                     hint=_hint(tok, prev, expected, _statement(e), text))
+
+
+# ---------------------------------------------------------------------------- hints
+# What a statement looks like, by its first token: the hint when nothing more precise
+# applies. The keywords are the grammar's statement keywords (_stmt in grammar.lark).
+_FORMS = {
+    "MODEL": "a model statement is `model NAME`",
+    "DIM": "a dim statement is `dim NAME = N`, e.g. dim H = 16",
+    "INPUT": "an input is `input NAME[t] : TYPE(SIZE)`, e.g. input x[t] : onehot(V); "
+             "types are onehot, vec, class, binary",
+    "TARGET": "a target is `target NAME[t] : TYPE(SIZE)`, e.g. target y[t] : class(V); "
+              "types are onehot, vec, class, binary",
+    "PARAM": "a param statement lists names: `param W, U, b`, each optionally with a shape "
+             "and an initialiser, `W : [H, H] init normal(0.1)`",
+    "TREE": "a tree statement is `tree NAME`",
+    "INIT": "an init statement is `init NAME = EXPRESSION`",
+    "LOSS": "a loss is `loss FN(OUTPUT, TARGET)` with FN one of {losses}, "
+            "e.g. loss xent({example})",
+    "CELL": "a cell is `cell NAME(ARG, ...) {{` with its statements on the lines below, "
+            "ending with `return NAME` and `}}`",
+    "RETURN": "a return statement is `return NAME`",
+    "TRAIN": "a train block holds one `NAME = VALUE` a line, e.g. epochs = 10, between "
+             "`train {{` and `}}`",
+    "NAME": "an equation is `NAME[t] = EXPRESSION`, optionally with a size, "
+            "`h[t] : H = ...`",
+}
+_STATEMENT_WORDS = {t.lower() for t in _FORMS if t != "NAME"}
+_BOUNDARY = re.compile(r"__(start|cell_def|train_block)_star")
+
+
+class _Stmt(list):
+    """The tokens and subtrees of the statement an error is in, from its first token;
+    `block` is the block around it: 'TRAIN', 'CELL' or None (the top level)."""
+    block = None
+
+
+def _statement(e: UnexpectedToken) -> _Stmt:
+    try:
+        stack = list(e.interactive_parser.parser_state.value_stack)
+    except Exception:   # noqa: BLE001  (an older Lark)
+        return _Stmt()
+    start = 0
+    for i in range(len(stack) - 1, -1, -1):
+        v = stack[i]
+        if isinstance(v, Token) and v.type in ("_NL", "LBRACE") or \
+                not isinstance(v, Token) and _BOUNDARY.match(str(getattr(v, "data", ""))):
+            start = i + 1
+            break
+    stmt = _Stmt(stack[start:])
+    opened = [v.type for v in stack[:start] if isinstance(v, Token)]
+    stmt.block = next((t for t in ("TRAIN", "CELL") if t in opened), None)
+    return stmt
+
+
+def _hint(tok: Token, prev, expected: set, stmt: list, text: str) -> str:
+    """What to do about a syntax error: the first rule that has something to say."""
+    for rule in (_hint_keyword, _hint_open_bracket, _hint_operand, _hint_keyword_typo,
+                 _hint_loss_arguments, _hint_one_statement_a_line, _hint_missing_operator,
+                 _hint_shift_on_left, _hint_index, _hint_missing_value, _hint_form):
+        hint = rule(tok, prev, expected, stmt, text)
+        if hint:
+            return hint
+    return ""
+
+
+def _hint_keyword(tok, prev, expected, stmt, text):
+    if str(tok) in A.KEYWORDS and "NAME" in expected:
+        return f"'{tok}' is a keyword and cannot be a name"
+    return ""
+
+
+def _hint_open_bracket(tok, prev, expected, stmt, text):
+    if tok.type in ("_NL", "$END") and expected & {"RPAR", "RSQB", "RBRACE"}:
+        return "a bracket is left open"
+    return ""
+
+
+def _hint_operand(tok, prev, expected, stmt, text):
+    """`o[t] = W @ x[t] + b +`: an operator with nothing on its right."""
+    if prev is None or prev.type not in _OPERATORS or not expected & _EXPR_START:
+        return ""
+    if tok.type in ("_NL", "$END", "RPAR", "RSQB", "COMMA", "SEMICOLON"):
+        return f"an operator needs an operand on its right; remove the trailing " \
+               f"'{prev}' or complete the expression"
+    return f"an operator needs an operand on its right: a name, a number or a " \
+           f"bracketed expression after '{prev}'"
+
+
+def _hint_keyword_typo(tok, prev, expected, stmt, text):
+    """`parm W, b`: a statement keyword misspelt, so the word reads as a variable whose
+    equation is missing its '='. Not for a word the spec defines as a variable."""
+    if len(stmt) != 1 or stmt[0] is not prev or prev.type != "NAME" or \
+            expected != {"EQUAL", "COLON", "LSQB"} or str(prev) in A.KEYWORDS:
+        return ""
+    if tok.type in ("_NL", "$END"):      # a word alone on its line: `tanh`
+        return f"a statement starts with a keyword or defines a variable: " \
+               f"{prev}[t] = EXPRESSION"
+    if re.search(rf"^[ \t]*{re.escape(str(prev))}[ \t]*[\[:=]", text, re.MULTILINE):
+        return ""                        # `parm[t] = ...` elsewhere: a variable, not a typo
+    return did_you_mean(prev, _STATEMENT_WORDS) or \
+        f"a statement starts with a keyword ({', '.join(sorted(_STATEMENT_WORDS))}) or " \
+        f"defines a variable: {prev}[t] = EXPRESSION"
+
+
+def _hint_loss_arguments(tok, prev, expected, stmt, text):
+    """`loss xent(o[t])`: a loss with one argument, or three."""
+    if not stmt or not isinstance(stmt[0], Token) or stmt[0].type != "LOSS":
+        return ""
+    names = [v for v in stmt if isinstance(v, Token) and v.type == "NAME"]
+    lpar = next((v for v in stmt if isinstance(v, Token) and v.type == "LPAR"), None)
+    if not names or lpar is None:
+        return ""
+    fn = str(names[0])
+    if tok.type == "RPAR" and expected == {"COMMA"}:
+        first = " ".join(text[lpar.end_pos:tok.start_pos].split()) or "o[t]"
+        return f"{fn} takes two arguments: the output and the target, e.g. " \
+               f"loss {fn}({first}, {_a_target(text)})"
+    if tok.type == "COMMA" and expected == {"RPAR"}:
+        return f"{fn} takes two arguments: the output and the target, e.g. " \
+               f"loss {fn}(o[t], {_a_target(text)})"
+    return ""
+
+
+_TARGET = re.compile(r"^[ \t]*target[ \t]+([A-Za-z_]\w*)[ \t]*(\[[^\]\n]*\])?",
+                     re.MULTILINE)
+
+
+def _a_target(text: str) -> str:
+    """The first target the spec declares, as a loss would read it (`y[t]`)."""
+    m = _TARGET.search(text)
+    if m is None:
+        return "y[t]"
+    return m.group(1) + "".join((m.group(2) or "").split())
+
+
+def _hint_one_statement_a_line(tok, prev, expected, stmt, text):
+    if "_NL" in expected and (not expected & _OPERATORS or tok.type.lower() in
+                              _STATEMENT_WORDS) and tok.type not in expected:
+        return "one statement a line: start a new line before " + _describe(tok)
+    return ""
+
+
+def _hint_missing_operator(tok, prev, expected, stmt, text):
+    if tok.type == "NAME" and expected & _OPERATORS:
+        return "is an operator missing, or a statement split across lines?"
+    return ""
+
+
+def _hint_shift_on_left(tok, prev, expected, stmt, text):
+    if tok.type in ("MINUS", "PLUS", "DOT") and expected <= {"COMMA", "RSQB"}:
+        return "an equation defines its variable at every step, h[t]; shifts such as " \
+               "t-1 belong on the right of '='"
+    return ""
+
+
+def _hint_index(tok, prev, expected, stmt, text):
+    """`h[t-1t]`, `z[t/]`: something else inside an index."""
+    if "RSQB" in expected and expected <= {"COMMA", "RSQB", "DOT", "MINUS", "PLUS"}:
+        return "an index is a name with an optional shift (t, t-1, t+2), 1, end, or a " \
+               "child of a tree node (n.left); several are separated by ','"
+    return ""
+
+
+def _hint_missing_value(tok, prev, expected, stmt, text):
+    """Nothing (or a stray symbol) where an expression or a value must come."""
+    if prev is None or not expected & _EXPR_START:
+        return ""
+    if prev.type == "EQUAL":
+        return "write the value after '='"
+    if prev.type == "COMMA":
+        return "something is missing after ','; remove the ',' or add the next item"
+    if prev.type in ("LPAR", "LSQB") and "LPAR" in expected:
+        return f"write an expression inside '{prev}', or remove the brackets"
+    return ""
+
+
+def _hint_form(tok, prev, expected, stmt, text):
+    """The shape of the statement the error is in."""
+    head = stmt[0] if stmt and isinstance(stmt[0], Token) else None
+    if getattr(stmt, "block", None) == "TRAIN" and (head is None or head.type == "NAME"):
+        return _FORMS["TRAIN"].format()
+    if head is None:
+        return "a statement starts with a keyword (model, dim, input, target, param, " \
+               "loss, train, ...) or defines a variable: NAME[t] = EXPRESSION"
+    if head.type == "NAME" and any(isinstance(v, Token) and v.type == "EQUAL"
+                                   for v in stmt[1:]) and expected & _EXPR_START:
+        return "an expression combines names, numbers and calls with + - * / @"
+    form = _FORMS.get(head.type)
+    if form is None:
+        return ""
+    return form.format(losses=", ".join(LOSS_NAMES), example=f"o[t], {_a_target(text)}")
+
+
+def _acceptable(e: UnexpectedToken) -> set:
+    """What could come next, exactly: LALR states are shared between contexts, so Lark's
+    `expected` also names closers and separators of other contexts."""
+    try:
+        return set(e.interactive_parser.accepts()) or set(e.expected)
+    except Exception:   # noqa: BLE001  (an older Lark, or a parser state it cannot copy)
+        return set(e.expected)
+
+
+def _keyword_as_name(tok: Token, prev, expected: set):
+    """`tree = ...`, `end[t] = ...`: a keyword where a name is wanted."""
+    if prev is not None and str(prev) in A.KEYWORDS and prev.type != "NAME" and \
+            tok.type in ("EQUAL", "LSQB", "COLON") and "NAME" in expected:
+        return SpecError(f"'{prev}' is a keyword and cannot be a name",
+                         Pos(prev.line, prev.column),
+                         hint=f"choose another name (or is a name missing after '{prev}'?)")
+    if str(tok) in A.KEYWORDS and tok.type != "NAME" and "NAME" in expected and \
+            not (expected & {tok.type}):
+        return SpecError(f"'{tok}' is a keyword and cannot be a name",
+                         Pos(tok.line, tok.column), hint="choose another name")
+    return None
+
+
+def _modifier_inside(prev):
+    """`tanh(bi rnn(x, H))`: a cell use with a modifier inside an expression."""
+    if prev is not None and prev.type == "NAME" and str(prev) in ("bi", "reverse", "stack"):
+        return SpecError(f"a '{prev}' cell use stands on its own line: "
+                         f"`v = {prev} CELL(...)`, then use v[t]", Pos(prev.line, prev.column),
+                         hint=f"define the cell's output on a line of its own, "
+                              f"e.g. e = {prev} rnn(x, H), then read e[t]")
+    return None
+
+
+def _char_hint(ch: str) -> str:
+    if ch == '"':
+        return "a string ends with \" on the same line"
+    if ch in "\t\v\f\r " or not ch.isprintable():
+        return f"remove the invisible character {ch!r}"
+    return "names are letters, digits and _; comments start with #"
+
+
+def _end_pos(text: str):
+    lines = text.rstrip("\n").splitlines() or [""]
+    return len(lines), len(lines[-1]) + 1

@@ -1,0 +1,141 @@
+"""Every syntax error a new user meets gets a hint line, not only a caret.
+
+Each row is a bad spec (the Elman gallery spec with one line changed), the position of
+the caret and the words its hint must contain. The rendering must carry
+`bad.sg:LINE:COL: error:`, the source line, a caret under the column and `  hint: ...`.
+"""
+from __future__ import annotations
+
+import pytest
+
+import seqgraph
+from seqgraph import SpecError
+from seqgraph.cli import main
+
+ELMAN = """model elman
+dim H = 16
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+"""
+LINES = ELMAN.splitlines(keepends=True)
+
+
+def change(line: int, new: str) -> str:
+    """ELMAN with its line `line` (1-based) replaced by `new`."""
+    return "".join(LINES[:line - 1] + [new + "\n"] + LINES[line:])
+
+
+def case(id, text, line, column, hint):
+    return pytest.param(text, line, column, hint, id=id)
+
+
+CASES = [
+    # a misspelt statement keyword: the word is compared with the statement keywords
+    case("parm", change(5, "parm W, U, b, Wo, bo"), 5, 6, "did you mean 'param'?"),
+    case("inptu", change(3, "inptu x[t] : onehot(V)"), 3, 7, "did you mean 'input'?"),
+    case("trian", ELMAN + "trian {\n  epochs = 3\n}\n", 9, 7, "did you mean 'train'?"),
+    case("modle", change(1, "modle elman"), 1, 7, "did you mean 'model'?"),
+    case("dimm", change(2, "dimm H = 16"), 2, 6, "did you mean 'dim'?"),
+    case("targte", change(4, "targte y[t] : class(V)"), 4, 8, "did you mean 'target'?"),
+    case("los", change(8, "los xent(o[t], y[t])"), 8, 5, "did you mean 'loss'?"),
+    case("parm-in-cell",
+         ELMAN + "cell foo(x, H) {\n  parm A\n  g[t] : H = A @ x[t]\n  return g\n}\n",
+         10, 8, "did you mean 'param'?"),
+    # a word that is no keyword's misspelling: what a statement looks like
+    case("no-keyword-near", change(5, "zzz W, U"), 5, 5,
+         "a statement starts with a keyword"),
+    # an operator without its right operand
+    case("trailing-plus", change(7, "o[t] = Wo @ h[t] + bo +"), 7, 24,
+         "an operator needs an operand on its right; remove the trailing '+' or complete "
+         "the expression"),
+    case("trailing-matmul-in-call", change(6, "h[t] : H = tanh(W @)"), 6, 20,
+         "remove the trailing '@'"),
+    case("operator-then-operator", change(7, "o[t] = Wo @ * h[t]"), 7, 13,
+         "an operator needs an operand on its right"),
+    # a loss with one argument, or three
+    case("loss-one-argument", change(8, "loss xent(o[t])"), 8, 15,
+         "xent takes two arguments: the output and the target, e.g. loss xent(o[t], y[t])"),
+    case("loss-one-argument-mse", change(8, "loss mse(o[t])"), 8, 14,
+         "mse takes two arguments: the output and the target, e.g. loss mse(o[t], y[t])"),
+    case("loss-three-arguments", change(8, "loss xent(o[t], y[t], h[t])"), 8, 21,
+         "xent takes two arguments"),
+    case("loss-other-mistake", change(8, "loss xent o[t], y[t]"), 8, 11,
+         "a loss is `loss FN(OUTPUT, TARGET)`"),
+    # other syntax errors get a hint too
+    case("two-statements-a-line", change(3, "input  x[t] : onehot(V) param A"), 3, 25,
+         "one statement a line"),
+    case("bad-index", change(6, "h[t] : H = tanh(W @ x[t] + U @ h[t-1t] + b)"), 6, 37,
+         "an index is a name with an optional shift"),
+    case("comma-then-nothing", change(5, "param W, U, b, Wo, bo,"), 5, 23,
+         "something is missing after ','"),
+    case("dim-form", change(2, "dim H 16"), 2, 7, "dim NAME = N"),
+    case("train-entry", ELMAN + "train {\n  epochs 3\n}\n", 10, 10, "NAME = VALUE"),
+    case("fractional-dim", change(2, "dim H = 1.5"), 2, 9, "write a whole number such as 2"),
+    case("zero-size", change(6, "h[t] : 0 = tanh(W @ x[t] + U @ h[t-1] + b)"), 6, 8,
+         "give a positive whole number"),
+    # a cell use with the wrong number of arguments: the use written correctly
+    case("gru-three-arguments", change(6, "h = gru(x, 16, 3)"), 6, 5,
+         "write h = gru(x, 16)"),
+    case("lstm-one-argument", change(6, "h = bi lstm(x)"), 6, 5, "write h = bi lstm(x, H)"),
+]
+
+
+def _error(text: str) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        seqgraph.read_spec("bad.sg", text)
+    return info.value
+
+
+@pytest.mark.parametrize("text,line,column,hint", CASES)
+def test_hint(text, line, column, hint):
+    e = _error(text)
+    out = str(e)
+    assert (e.line, e.column) == (line, column), out
+    assert f"bad.sg:{line}:{column}: error: " in out
+    lines = out.splitlines()
+    assert lines[1] == f"  {line:4d} | {text.splitlines()[line - 1]}", out
+    assert lines[2] == "       | " + " " * (column - 1) + "^", out
+    assert lines[3].startswith("  hint: ") and hint in lines[3], out
+    assert len(lines) == 4, out
+
+
+def test_the_cli_shows_the_hint(tmp_path, capsys):
+    spec = tmp_path / "typo_kw.sg"
+    spec.write_text(change(5, "parm W, U, b, Wo, bo"))
+    assert main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}:5:6: error: unexpected 'W'" in err
+    assert "     5 | parm W, U, b, Wo, bo\n       |      ^\n" in err
+    assert "  hint: did you mean 'param'?" in err
+
+
+# ------------------------------------------------------------------ no false hints
+def test_a_variable_named_like_a_keyword_is_legal():
+    """`parm[t] = ...` is an equation defining a variable named parm."""
+    text = change(7, "parm[t] = Wo @ h[t] + bo").replace("xent(o[t]", "xent(parm[t]")
+    spec = seqgraph.read_spec("ok.sg", text)
+    assert spec is not None
+
+
+def test_no_keyword_hint_for_a_word_the_spec_defines():
+    """`parm` is a variable here, so `parm W` is not taken for a misspelt `param`."""
+    text = change(7, "parm[t] = Wo @ h[t] + bo").replace("xent(o[t]", "xent(parm[t]")
+    text += "parm W\n"
+    e = _error(text)
+    assert (e.line, e.column) == (9, 6), str(e)
+    assert "did you mean" not in e.hint and "param" not in e.hint.split(":")[0], str(e)
+
+
+def test_no_keyword_hint_for_a_word_alone_on_its_line():
+    """`tanh` alone is not a misspelt `train`."""
+    e = _error(ELMAN + "tanh\n")
+    assert "did you mean" not in e.hint and e.hint, str(e)
+
+
+def test_an_exact_keyword_in_a_train_block_is_not_a_typo():
+    e = _error(ELMAN + "train {\n  init c\n}\n")
+    assert "did you mean" not in e.hint and "NAME = VALUE" in e.hint, str(e)
