@@ -158,8 +158,9 @@ def _param_shape(p, sizes: dict, dims: dict) -> str:
 
 
 def var_label(v: Var, sizes: dict, dims: dict) -> str:
-    """`h[t] : 128`, `x[t] : onehot(65)`, `c : 128` (per example)."""
-    head = f"{v.name}[{v.index}]" if v.index else v.name
+    """`h[t] : 128`, `x[t] : onehot(65)`, `c : 128` (per example), `e[u, t] : 1`."""
+    ix = [i for i in (v.index, v.inner) if i]
+    head = f"{v.name}[{', '.join(ix)}]" if ix else v.name
     size = _var_size(v, sizes, dims)
     if v.kind and v.role in ("input", "target"):
         return f"{head} : {v.kind}({size})" if size else f"{head} : {v.kind}"

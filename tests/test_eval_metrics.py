@@ -184,6 +184,10 @@ def test_clipping_on_most_steps_of_an_epoch_is_a_warning():
         mon.step(s, 2, 1.0, None, clipped=s % 4 == 0)              # 5 of 20
     mon.end_epoch()
     assert len(said) == 1 and "epoch 1: clipping fired on 15 of 20 updates" in said[0]
+    for s in range(41, 61):                                        # 20 of 20: said once
+        mon.step(s, 3, 10.0, None, clipped=True)
+    mon.end_epoch()
+    assert len(said) == 1
 
 
 def test_the_warning_reaches_stderr_in_training(data, capsys):

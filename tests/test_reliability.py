@@ -7,6 +7,7 @@ lists each guarantee with the test that checks it.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import random
@@ -173,6 +174,8 @@ def test_sigint_saves_a_checkpoint_and_exits_130(work):
     step = step_of(run / "checkpoint.npz")
     assert f"stopped at step {step};" in err and step >= 5
     assert [int(r[0]) for r in train_rows(run)] == list(range(1, step + 1))
+    if importlib.util.find_spec("matplotlib"):
+        assert (run / "loss.png").exists()            # the curves so far are drawn
     train(work, "--executor", "interp", "--resume", run, "--steps", step + 5)
     train(work, "--executor", "interp", "--out", "straight", "--steps", step + 5)
     assert same(params(run / "checkpoint.npz"), params(work / "straight/checkpoint.npz"))
@@ -194,7 +197,16 @@ def test_sigterm_is_handled_like_sigint(work):
     assert ck.load(run / "checkpoint.npz").meta["state"]["position"]["step"] >= 0
 
 
-def test_interrupts_context_defers_the_first_signal_only():
+@pytest.fixture
+def sigint():
+    """SIGINT with Python's own handler for the test (a shell's background job, nohup or
+    a CI runner may start the tests with it ignored), restored afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_interrupts_context_defers_the_first_signal_only(sigint):
     with ck.Interrupts() as s:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)
@@ -203,6 +215,16 @@ def test_interrupts_context_defers_the_first_signal_only():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupts_context_keeps_an_ignored_signal_ignored(sigint):
+    """Under nohup (SIGINT ignored) a run stays uninterruptible by SIGINT, as it was."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with ck.Interrupts() as s:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert s.signal is None
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_checkpoint_every_env_is_checked(monkeypatch):

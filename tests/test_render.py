@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import seqgraph
 from seqgraph import render
 from seqgraph.errors import UsageError
 from seqgraph.graph.folded import (
@@ -24,7 +25,7 @@ from seqgraph.graph.folded import (
 from seqgraph.graph.unfold import unfold
 from seqgraph.ops import Op
 
-from conftest import ELMAN
+from conftest import ELMAN, ROOT
 
 
 # ------------------------------------------------------------ hand-built folded graphs
@@ -221,6 +222,13 @@ def test_variables_roles_sizes_and_losses():
     assert [x.get("label") for a, b, x in es if (a, b) == ("var:h", "var:c")] == ["end"]
 
 
+def test_a_variable_over_two_indexes_is_labelled_with_both():
+    ns = nodes(render.folded_dot(seqgraph.read_spec(str(ROOT / "specs/attention.sg")),
+                                 dims={"Vx": 5, "Vy": 6}))
+    assert ns["var:e"]["label"] == "e[u, t] : 1" and ns["var:a"]["label"] == "a[u, t] : 1"
+    assert ns["var:ctx"]["label"] == "ctx[u] : 16"
+
+
 def test_sizes_override_and_params():
     g = elman()
     dot = render.folded_dot(g, params=True, sizes={"o": 65, "W": (8, 65)})
@@ -376,6 +384,9 @@ def test_cli_folded(tmp_path, monkeypatch, capsys):
     (["-o", "m.dot", "--dim", "V"], "NAME=SIZE"),
     (["-o", "m.dot", "--unfold", "q=3"], "not a sequence index"),
     (["-o", "m.dot", "--unfold", "0"], "at least 1"),
+    (["-o", "m.dot", "--unfold", "3", "--params"],
+     "--params draws the parameters on the folded graph; leave out --unfold"),
+    (["-o", "m.dot", "--tree", "(1 a)", "--params"], "leave out --tree"),
 ])
 def test_cli_errors(tmp_path, monkeypatch, capsys, argv, message):
     from seqgraph import cli

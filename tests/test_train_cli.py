@@ -314,3 +314,16 @@ def test_the_command_exits_2_without_a_traceback(work):
                        env=cli_env(), check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "missing.txt: no such file" in p.stderr
+
+
+def test_a_reader_that_goes_away_stops_the_cli_quietly():
+    """`seqgraph check spec | head -1`: the pipe closes before the output is written;
+    the CLI stops with 141 (128 + SIGPIPE), as Unix tools do, and no traceback."""
+    r, w = os.pipe()
+    os.close(r)                                  # the reader is gone before any write
+    p = subprocess.run([sys.executable, "-m", "seqgraph.cli", "check",
+                        str(ROOT / "specs/charlm.sg")], stdout=w, stderr=subprocess.PIPE,
+                       text=True, env=cli_env(), check=False)
+    os.close(w)
+    assert p.returncode == 141 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr == ""

@@ -384,3 +384,15 @@ def test_render_tree(tmp_path, capsys):
     assert main(["render", str(ROOT / "specs" / "recursive.sg"), "--tree", "(3 (2 a)",
                  "-o", str(out)]) == 2
     assert "--tree:1: character 1: unbalanced" in capsys.readouterr().err
+
+
+def test_a_label_the_class_target_cannot_hold_names_its_line(tmp_path, capsys):
+    """A node label 7 under `class(5)`: the file, the line of its tree (blank lines
+    counted), the label and the range; exit code 2 and no traceback."""
+    from conftest import TREE_SPEC, TREES, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, TREE_SPEC.replace("class(K)", "class(5)"))
+    (tmp_path / "train.txt").write_text(TREES + "\n(1 (7 bad) (2 film))\n")
+    assert train_quiet(spec, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'train.txt'}:6: label 7 does not fit sentiment : class(5)" in err
+    assert "the labels of sentiment are 0 to 4" in err and "Traceback" not in err

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="draw the unfolded graph: N steps for every sequence index, "
                         "or one length per index: t=3,u=4")
     p.add_argument("--params", action="store_true",
-                   help="show the parameters (with their shapes when known)")
+                   help="show the parameters (with their shapes when known); the "
+                        "folded graph only")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                    help="bind a size name used but not declared (repeatable): --dim V=65")
     p.add_argument("--tree", metavar="TREE",
@@ -90,6 +91,9 @@ def run(args) -> int:
     dims = parse_dims(args.dim)
     render.check_output(args.output)          # a bad extension fails before any work
     spec = seqgraph.read_spec(args.spec)
+    if args.params and (args.tree is not None or args.unfold):
+        raise UsageError("--params draws the parameters on the folded graph; leave out "
+                         f"{'--tree' if args.tree is not None else '--unfold'}")
     if args.tree is not None:                 # a tree model over one tree
         render.write(render.tree_dot(spec, args.tree), args.output)
         print(f"wrote {args.output}")

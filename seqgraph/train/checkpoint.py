@@ -187,6 +187,10 @@ def load(path: str | Path) -> Checkpoint:
     file = str(path)
     if not Path(path).is_file():
         raise DataError("no such checkpoint", file=file)
+    if not zipfile.is_zipfile(path):
+        raise DataError("not a readable checkpoint: not an .npz archive (another kind of "
+                        "file, or one cut short); `seqgraph train` writes RUN/checkpoint.npz "
+                        "and RUN/best.npz", file=file)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -331,9 +331,11 @@ class Trainer:
 
     def _interrupted(self, signum: int) -> Position:
         """Stopped by a signal: save where the run is (no validation pass, to stop
-        quickly); `interrupted` tells the command to exit with 128 + the signal."""
+        quickly), then draw the curves so far; `interrupted` tells the command to exit
+        with 128 + the signal."""
         self.interrupted = signum
         self.save()
+        self.metrics.plot()
         return self.pos
 
     def _batches(self):

@@ -9,7 +9,7 @@ spreadsheet or pandas reads the curves without any seqgraph code.
 
 Gradient monitoring (Deep Learning, section 10.7: gradients that explode through time):
 a warning on stderr when the global norm jumps to 100 times its running median or more,
-and at the end of an epoch in which clipping fired on most updates.
+and at the end of the first epoch in which clipping fired on most updates.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class GradMonitor:
         self.warn = warn or (lambda text: sys.stderr.write("\r" + text + "\n"))
         self.recent = deque(maxlen=MEDIAN_OF)
         self.epoch, self.steps, self.clipped = None, 0, 0
+        self.clip_said = False       # the clipping warning: once a run
         self.last_jump = -10**9
         self.warnings: list[str] = []
 
@@ -67,13 +68,16 @@ class GradMonitor:
         self.recent.append(norm)
 
     def end_epoch(self) -> None:
-        """The clipping report of the epoch seen so far (once per epoch)."""
-        if self.epoch is None or self.steps < 10:
+        """The clipping report of the epoch seen so far: once a run, for the first epoch
+        in which clipping fired on most updates (a clip chosen to fire on every update,
+        normalised steps, would otherwise repeat it every epoch)."""
+        if self.epoch is None or self.steps < 10 or self.clip_said:
             return
         if self.clipped > MOST * self.steps:
+            self.clip_said = True
             self._say(f"warning: epoch {self.epoch}: clipping fired on {self.clipped} of "
                       f"{self.steps} updates; the gradients are often larger than clip "
-                      f"(raise clip or lower lr if the loss does not fall)")
+                      f"(raise clip or lower lr if the loss does not fall; said once)")
         self.steps = 0          # reported: not again for this epoch
 
 

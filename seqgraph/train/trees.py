@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
-from .binding import Binding, _size
+from .binding import Binding, _size, declared_size, size_source
 from .data import feeds
 from .evaluate import xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path
@@ -265,8 +265,9 @@ def tree_index(graph) -> str | None:
 
 
 def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
-               given: dict | None = None) -> Binding:
-    """The tree-indexed one-hot input (words) and class target (labels), by kind."""
+               given: dict | None = None, sets=()) -> Binding:
+    """The tree-indexed one-hot input (words) and class target (labels), by kind; a
+    label of `sets` the declared class target cannot hold names its line."""
     given = given or {}
     n = tree_index(graph)
     where = f"model '{graph.name}'"
@@ -286,8 +287,25 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
             raise DataError(f"a trees loader supplies only {x.name} and {y.name}; it "
                             f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
     dims = dict(_size(graph, x, vocab_size, given, data_file))
+    _check_labels(graph, y, sets, {**given, **dims})
     dims.update(_size(graph, y, n_labels, {**given, **dims}, data_file))
     return Binding(x.name, y.name, False, dims, "trees")
+
+
+def _check_labels(graph, y, sets, given: dict):
+    """A node label the class target y cannot hold (0 to size - 1): a DataError with the
+    file, the line of the first tree holding one, and the label."""
+    size = declared_size(graph, y, given)
+    for ts in sets:
+        if size is None or ts is None or len(ts.label) == 0 or ts.label.max() < size:
+            continue
+        for n, line in enumerate(read_text(Path(ts.file)).splitlines(), 1):
+            bad = [lab for lab in (parse_tree(line, ts.file, n, True)[3]
+                                   if line.strip() else []) if lab >= size]
+            if bad:
+                raise DataError(f"label {bad[0]} does not fit {size_source(graph, y, given)}"
+                                f": the labels of {y.name} are 0 to {size - 1}",
+                                file=ts.file, line=n)
 
 
 @dataclass(frozen=True)
@@ -331,7 +349,8 @@ def load_tree_dataset(graph, cfg, dims: dict | None = None,
         train, valid = split_trees(train, cfg.valid)
         vfile = str(loader.path)
     labels = int(max(train.label.max(), -1 if valid is None else valid.label.max())) + 1
-    binding = bind_trees(graph, len(vocab), labels, str(loader.path), dims)
+    binding = bind_trees(graph, len(vocab), labels, str(loader.path), dims,
+                         (train, valid))
     return TreeDataset(vocab, binding, train, valid, str(loader.path), vfile)
 
 
