@@ -373,3 +373,57 @@ def test_a_language_model_beam_of_one_is_its_greedy_sample(tmp_path, capsys):
     assert greedy == beam and greedy.startswith("ab") and len(greedy) == 2 + 12 + 1
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "ab")
     assert "a language model continues --prime" in err
+
+
+CLASSIFIER = """\
+model cls
+input  x[t] : onehot(V)
+target y    : class(K)
+param W, U, b, Wo, bo
+h[t] : 6 = tanh(W @ x[t] + U @ h[t-1] + b)
+o = Wo @ h[end] + bo
+loss xent(o, y)
+"""
+
+TAGGER = """\
+model tagger
+input  x[t] : onehot(V)
+target y[t] : class(K)
+param Wh, Uh, Wg, Ug, Wo, bo
+h[t] : 5 = tanh(Wh @ x[t] + Uh @ h[t-1])
+g[t] : 5 = tanh(Wg @ x[t] + Ug @ g[t+1])
+o[t] = Wo @ [h[t]; g[t]] + bo
+loss xent(o[t], y[t])
+"""
+
+
+@pytest.mark.parametrize("text, kind, labels", [
+    (CLASSIFIER, "labeled", ("neg", "neu", "pos")),
+    (TAGGER, "tagged", ("C", "V"))], ids=["classifier", "tagger"])
+def test_sample_labels_the_input_of_a_classifier_or_a_tagger(tmp_path, capsys, text, kind,
+                                                             labels):
+    """A target not read back is labelled in one forward pass: the most likely label (a
+    tagger: `word/TAG` per token), --nbest every label with its probability, best first;
+    the options of step-by-step generation are refused with the reason."""
+    vocab = Vocab("words", ("<unk>", "a", "b", "c"), Vocab("words", labels))
+    spec, c = checkpoint_for(tmp_path, text, kind, vocab, Binding("x", "y", False, {}, kind),
+                             {"V": 4, "K": len(labels)})
+    m = seqgraph.Model(seqgraph.read_spec(str(spec)), dims={"V": 4, "K": len(labels)})
+    ck.restore_params(ck.load(c), m.params)
+    o = m.forward({"x": np.array([[1, 3, 2]])})["o"][0].astype(np.float64)
+    p = np.exp(log_softmax(o))
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "a c b")
+    assert code == 0, out.err
+    if kind == "labeled":
+        assert out.out == f"{labels[p.argmax()]}\t{p.max():.4f}\n"
+    else:
+        assert out.out.split() == [f"{w}/{labels[k]}" for w, k in zip("acb", p.argmax(-1))]
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "a c b", "--nbest")
+    rows = out.out.splitlines()
+    if kind == "labeled":
+        assert [r.split("\t")[0] for r in rows] == [labels[k] for k in np.argsort(-p)]
+    else:
+        assert [r.split("\t")[0] for r in rows] == ["a", "c", "b"]
+        assert rows[1].split("\t")[1].split()[0] == f"{labels[p[1].argmax()]}:{p[1].max():.3f}"
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "a", "--beam", 2)
+    assert "--beam is for models that write their output one step at a time" in err

@@ -6,8 +6,10 @@ whitespace tokens), and write the target one step at a time, feeding each output
 A model with a per-example vector input (one_to_many, `c : vec(D)`) reads `--input` as D
 numbers ("0.1 0.3 ...", or with commas), as `pairs` reads its source column, or draws
 them from N(0, 1) with `--seed`. `--greedy`, `--temperature T` and `--beam K` choose the
-decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output's attention weights against the source
-(seqgraph/attention_plot.py).
+decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output's attention
+weights against the source (seqgraph/attention_plot.py). A classifier or a tagger (its
+target not read back) labels `--input` in one forward pass: the most likely label, or each
+token's tag (`label`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import sys
 
 import numpy as np
 
-HELP = "generate from a trained model (language, conditional, seq2seq, one-to-many)"
+HELP = ("generate from a trained model (language, conditional, seq2seq, one-to-many); "
+        "label --input with a classifier or a tagger")
 
 
 def add_arguments(p) -> None:
@@ -88,6 +91,8 @@ def run(args) -> int:
     else:
         if args.prime is not None:
             raise UsageError("--prime is for language models; this model reads --input")
+        if not b.feedback and b.input is not None:
+            return label(t, args)
         plan = make_plan(t.model, b.target)
         out_vocab = t.vocab.target if getattr(t.vocab, "target", None) is not None \
             else t.vocab
@@ -112,6 +117,49 @@ def run(args) -> int:
     if lm and args.prime:
         text = args.prime + ("" if t.vocab.kind == "chars" else " ") + text
     sys.stdout.write(text + "\n")
+    return 0
+
+
+def label(t, args) -> int:
+    """A model that does not read its output back (a classifier `y : class(K)`, a
+    tagger `y[t]`) is not written one step at a time: one forward pass over --input
+    gives its most likely label, or each token's tag (`word/TAG`, as `tagged` reads);
+    --nbest: every label with its probability (a tagger: a line per token)."""
+    from ..errors import UsageError
+    from ..ops import softmax
+    b, graph = t.binding, t.model.graph
+    for flag, given in (("--beam", args.beam is not None), ("--temperature",
+                        args.temperature != 1.0), ("--attention-plot",
+                        args.attention_plot is not None), ("--length", args.length
+                        is not None)):
+        if given:
+            raise UsageError(f"{flag} is for models that write their output one step at "
+                             f"a time; '{b.target}' is not read back: sample prints its "
+                             "most likely label (--nbest: every label)")
+    if args.input is None:
+        raise UsageError(f"this model reads '{b.input}': give its text with --input")
+    loss = next((loss for loss in graph.losses if loss.target.var == b.target), None)
+    if loss is None or loss.fn != "xent":
+        raise UsageError(f"'{b.target}' is not a class target read by an xent loss: "
+                         "nothing to label (seqgraph eval scores such a model)")
+    ids = encode_input(t.vocab, args.input, args.unk)
+    o = t.model.forward({b.input: ids[None, :]})[loss.output.var][0]
+    probs = softmax(np.asarray(o, dtype=np.float64))       # [K], or [T, K] per token
+    names = t.vocab.target.tokens
+    if probs.ndim == 1:
+        order = np.argsort(-probs, kind="stable")[:len(names) if args.nbest else 1]
+        for k in order:
+            sys.stdout.write(f"{names[k]}\t{probs[k]:.4f}\n")
+        return 0
+    tokens = input_tokens(t.vocab, args.input)
+    if not args.nbest:
+        sys.stdout.write(" ".join(f"{w}/{names[int(k)]}" for w, k in
+                                  zip(tokens, probs.argmax(axis=-1))) + "\n")
+        return 0
+    for w, p in zip(tokens, probs):
+        order = np.argsort(-p, kind="stable")
+        sys.stdout.write(w + "\t" + " ".join(f"{names[k]}:{p[k]:.3f}" for k in order)
+                         + "\n")
     return 0
 
 
