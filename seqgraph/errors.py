@@ -64,8 +64,13 @@ class SpecError(SeqgraphError):
     def render(self) -> str:
         head = f"{self.file}:{self.pos.line}:{self.pos.column}: error: {self.message}"
         out = [head]
-        if self.source is not None and 0 < self.pos.line <= len(self.source.splitlines()):
-            text = self.source.splitlines()[self.pos.line - 1].expandtabs(1)
+        # lines as the parser counts them: at '\n' only (str.splitlines would also break
+        # at a form feed or U+2028, and show the wrong line); other control characters
+        # are shown as one space each, so the caret stays under its column
+        lines = self.source.split("\n") if self.source is not None else []
+        if 0 < self.pos.line <= len(lines):
+            text = "".join(c if c.isprintable() else " "
+                           for c in lines[self.pos.line - 1].rstrip("\r"))
             out.append(f"  {self.pos.line:4d} | {text}")
             out.append("       | " + " " * max(self.pos.column - 1, 0) + "^")
         if self.hint:

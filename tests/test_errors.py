@@ -263,7 +263,7 @@ def test_bad_spec(text, line, column, fragments):
         assert f in out, out
     assert (e.line, e.column) == (line, column), out
     assert f"bad.sg:{line}:{column}: error: " in out
-    src = text.splitlines()[line - 1].expandtabs(1)
+    src = "".join(c if c.isprintable() else " " for c in text.split("\n")[line - 1])
     assert f"{line:4d} | {src}" in out
     caret = out.splitlines()[2]
     assert caret.endswith("^") and len(caret) - len("       | ") == column, out
@@ -351,3 +351,17 @@ def test_mutated_elman_checks_or_raises_a_located_spec_error(edits):
     except SpecError as e:
         assert e.line >= 1 and e.column >= 1, e.render()
         assert e.render().startswith(f"elman.sg:{e.line}:{e.column}: error: ")
+
+
+def test_the_line_shown_is_the_parsers_line_after_a_form_feed():
+    """Lines are counted at '\\n' only, as the parser counts them: a form feed (which
+    str.splitlines would break at) does not shift the line shown; control characters
+    and tabs show as one space each, so the caret stays under its column."""
+    text = "model m\n# a comment \x0c with a form feed\ninput x[t] : onehot(V)\n" \
+           "h[t] : 4 =\ttanh(W @ x[t] +)\n"
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("ff.sg", text)
+    shown = str(e.value).splitlines()
+    assert shown[0].startswith("ff.sg:4:27: error:")
+    assert shown[1] == "     4 | h[t] : 4 = tanh(W @ x[t] +)"
+    assert shown[2].index("^") == shown[1].index("+)") + 1
