@@ -139,3 +139,13 @@ def test_no_keyword_hint_for_a_word_alone_on_its_line():
 def test_an_exact_keyword_in_a_train_block_is_not_a_typo():
     e = _error(ELMAN + "train {\n  init c\n}\n")
     assert "did you mean" not in e.hint and "NAME = VALUE" in e.hint, str(e)
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("xx", "hint: did you mean 'x'?"),
+    ("qqq", "hint: declare it with input, or define it by an equation (anywhere in the "
+            "spec)")])
+def test_an_undefined_cell_argument_suggests_a_name_or_says_how_to_define_it(name, hint):
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("u.sg", f"model m\ninput x[t] : onehot(V)\nh = bi gru({name}, 4)\n")
+    assert str(e.value).splitlines()[-1] == f"  {hint}"

@@ -155,7 +155,9 @@ class Expander:
             if isinstance(a, A.Name) and not self.is_var(a.name, index_of) and \
                     a.name[:1].islower():
                 raise SpecError(f"undefined name '{a.name}'", a.pos,
-                                hint="declare it with input, or define it before use")
+                                hint=did_you_mean(a.name, self.variables) or
+                                "declare it with input, or define it by an equation "
+                                "(anywhere in the spec)")
         raise SpecError(f"cell '{cell.name}' needs a sequence argument to run over", pos)
 
     # --------------------------------------------------------------- instantiation
