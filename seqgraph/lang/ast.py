@@ -172,10 +172,15 @@ class CellDef:
 
 @dataclass(frozen=True)
 class Call:
-    """A call in the train block: `adam(lr = 0.002)`, `chars("data/tiny.txt")`."""
+    """A call in the train block: `adam(lr = 0.002)`, `chars("data/tiny.txt")`. Where
+    its name, each positional value and each keyword stand (for errors) do not take
+    part in comparisons."""
     name: str
     args: tuple = ()
     kwargs: dict = field(default_factory=dict, hash=False)
+    pos: Pos = field(default_factory=_pos, compare=False, repr=False)
+    arg_pos: tuple = field(default=(), compare=False, repr=False)
+    kw_pos: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __str__(self) -> str:
         parts = [repr(a) if isinstance(a, str) else str(a) for a in self.args]
@@ -188,7 +193,8 @@ class Call:
 class TrainEntry:
     key: str
     value: object
-    pos: Pos = _pos()
+    pos: Pos = _pos()                  # the key's
+    value_pos: Pos = _pos()
 
 
 @dataclass(frozen=True)

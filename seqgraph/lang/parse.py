@@ -267,7 +267,11 @@ class _Build(Transformer):
         return A.TrainBlock(tuple(e for e in c if e is not None), _pos(meta))
 
     def train_entry(self, meta, c):
-        return A.TrainEntry(str(c[0]), c[1], _pos(c[0]))
+        value, at = c[1]
+        return A.TrainEntry(str(c[0]), value, _pos(c[0]), at)
+
+    def placed(self, meta, c):
+        return c[0], _pos(meta)
 
     def v_number(self, meta, c):
         v = _float(c[0])
@@ -284,21 +288,22 @@ class _Build(Transformer):
 
     def v_call(self, meta, c):
         name, *args = c
-        pos = [a for a in args if a is not None and not isinstance(a, _Kw)]
-        kw = {a.key: a.value for a in args if isinstance(a, _Kw)}
-        return A.Call(str(name), tuple(pos), kw)
+        placed = [a for a in args if a is not None and not isinstance(a, _Kw)]
+        kw = [a for a in args if isinstance(a, _Kw)]
+        return A.Call(str(name), tuple(v for v, _ in placed), {a.key: a.value for a in kw},
+                      _pos(name), tuple(at for _, at in placed), {a.key: a.pos for a in kw})
 
     def kwarg(self, meta, c):
         *name, value = c
-        return _Kw(".".join(map(str, name)), value)
+        return _Kw(".".join(map(str, name)), value, _pos(meta))
 
     def v_list(self, meta, c):
         return [x for x in c if x is not None]
 
 
 class _Kw:
-    def __init__(self, key, value):
-        self.key, self.value = key, value
+    def __init__(self, key, value, pos):
+        self.key, self.value, self.pos = key, value, pos
 
 
 def _flatten(items):
@@ -401,6 +406,19 @@ def _too_deep(text: str) -> SpecError:
 
 
 def parse_value(text: str):
-    """A train-block value from the command line (`--set optimizer=adam(lr=0.01)`)."""
-    spec = parse(f"train {{\n  v = {text}\n}}\n", "<--set>")
-    return spec.stmts[0].entries[0].value
+    """A train-block value from the command line (`--set optimizer=adam(lr=0.01)`),
+    parsed alone: a SpecError's position is a column of `text` (line 1)."""
+    if len(text) > MAX_SOURCE:
+        raise SpecError(f"the value is {len(text)} characters long; the limit is "
+                        f"{MAX_SOURCE}", Pos(1, 1))
+    _check_brackets(text)
+    parser = _parser("placed")
+    try:
+        value, _ = _Build().transform(parser.parse(text))
+        return value
+    except UnexpectedInput as e:
+        raise syntax_error(e, text, parser.options.postlex.before) from None
+    except VisitError as e:
+        if isinstance(e.orig_exc, SpecError):
+            raise e.orig_exc from None
+        raise

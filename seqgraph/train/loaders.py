@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import inspect
 import io
 import json
 import math
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, did_you_mean
 
 EOS = "</s>"       # the line-end token of `words` (the Penn Treebank set-up)
 UNK = "<unk>"      # a word outside the vocabulary
@@ -591,21 +592,60 @@ def series(path: str, inputs=(), targets=(), window: int | None = None,
 LOADERS = {"chars": chars, "words": words, "pairs": pairs, "labeled": labeled,
            "tagged": tagged, "series": series}
 EXAMPLE_KINDS = ("pairs", "labeled", "tagged", "series")
-PLANNED = ("trees",)
+TREE_LOADERS = ("trees",)          # train/trees.py: the data of a tree model
+
+
+def _loader_function(call, key: str = "data"):
+    """The function of a loader call (`trees` too), or a BadValue with a did-you-mean."""
+    from .config import BadValue
+    name = getattr(call, "name", None)
+    known = (*LOADERS, *TREE_LOADERS)
+    if name is None:
+        import difflib
+        near = difflib.get_close_matches(call, known, 1) if isinstance(call, str) else []
+        hint = f"did you mean {near[0]}(\"file.txt\")? (a loader call names its file)" \
+            if near else f"loaders: {', '.join(known)}"
+        raise BadValue(f"{key} must be a loader call such as chars(\"file.txt\"), "
+                       f"not {call!r}", hint)
+    if name not in known:
+        near = did_you_mean(name, known)
+        supported = f"supported: {', '.join(known)}"
+        raise BadValue(f"loader '{name}' is not supported by training",
+                       f"{near} ({supported})" if near else supported, ("name",))
+    if name in TREE_LOADERS:
+        from .trees import trees
+        return trees
+    return LOADERS[name]
+
+
+def check_loader_call(call, key: str = "data") -> None:
+    """A loader call checked without touching its file: the loader's name, its arguments
+    (an unknown keyword gets a did-you-mean and the accepted ones) and their values (the
+    loader is built with a stand-in file that exists, this module's own)."""
+    from .config import BadValue, call_checked
+    fn = _loader_function(call, key)
+    name = call.name
+    bound = inspect.signature(fn).parameters
+    given = dict(zip(bound, call.args))
+    given.update(call.kwargs)
+    path = given.get("path")
+    if "path" in given and not isinstance(path, str):
+        where = ("kw", "path") if "path" in call.kwargs else ("arg", 0)
+        raise BadValue(f"{name}(): the file must be a string such as \"data.txt\", not "
+                       f"{path!r}", f"write {name}(\"file.txt\", ...)", where)
+    call_checked(call, fn, skip=("base",), name=name, replace={"path": __file__}
+                 if "path" in given else None)
 
 
 def make_loader(call, base: str | Path | None = None) -> TextLoader | ExampleLoader:
     """A loader from a `Call` value of the train block (or of `--set data=...`)."""
-    name = getattr(call, "name", None)
-    if name is None:
-        raise UsageError(f"data must be a loader call such as chars(\"file.txt\"), not {call!r}")
-    if name not in LOADERS:
-        known = ", ".join(LOADERS)
-        extra = " yet" if name in PLANNED else ""
-        raise UsageError(f"loader '{name}' is not supported by training{extra} "
-                         f"(supported: {known})")
+    from .config import BadValue, call_checked
+    fn = _loader_function(call)
+    if call.name in TREE_LOADERS:
+        raise BadValue(f"{call.name}(...) reads trees: it is the data (and valid) of a "
+                       f"model with a tree index", "a sequence model reads chars, words, "
+                       "pairs, labeled, tagged or series", ("name",))
     try:
-        return LOADERS[name](*call.args, **dict(call.kwargs), base=base)
-    except TypeError as e:
-        msg = str(e).replace(f"{LOADERS[name].__name__}()", f"{name}()")
-        raise UsageError(f"bad loader call: {msg}") from None
+        return call_checked(call, fn, skip=("base",), name=call.name, base=base)
+    except BadValue as e:
+        raise BadValue(f"bad loader call: {e.message}", e.hint, e.at) from None

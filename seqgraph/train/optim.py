@@ -41,17 +41,38 @@ class Optimizer:
     """The common part: the step counter, weight decay and the state slots."""
     name = "?"
     slots: tuple = ()
+    ranges = "lr > 0"          # the valid hyper-parameters, for error hints
 
     def __init__(self, lr: float, l2: float | Decay = 0.0):
-        if not lr > 0:
-            raise UsageError(f"{self.name}(): lr must be positive, not {lr!r}")
-        self.lr, self.t = float(lr), 0
+        self.lr, self.t = self.hyperparameter("lr", lr, 0, None, low_open=True), 0
         # l2: the decay of every matrix; l2_per: {parameter: decay} of those named
         if isinstance(l2, Decay):
             self.l2, self.l2_per = float(l2.default), {k: float(v) for k, v in l2.per.items()}
         else:
             self.l2, self.l2_per = float(l2), {}
         self.state: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slots}
+
+    def hyperparameter(self, key: str, v, lo=None, hi=None, low_open=False,
+                       high_open=True) -> float:
+        """`v` as a float, or a UsageError naming the range, e.g. "adam(): beta1 must be
+        a number in [0, 1), not 1.5" (a decay of 1 would never forget: training
+        diverges)."""
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if ok and lo is not None:
+            ok = v > lo if low_open else v >= lo
+        if ok and hi is not None:
+            ok = v < hi if high_open else v <= hi
+        if not ok:
+            if key == "lr":
+                rule = "positive (a number > 0)"
+            elif hi is None:
+                rule = f"a number {'>' if low_open else '>='} {lo:g}"
+            else:
+                rule = f"a number in {'(' if low_open else '['}{lo:g}, {hi:g}" \
+                       f"{')' if high_open else ']'}"
+            shown = str(v).lower() if isinstance(v, bool) else repr(v)
+            raise UsageError(f"{self.name}(): {key} must be {rule}, not {shown}")
+        return float(v)
 
     def slot(self, slot: str, name: str, p: np.ndarray) -> np.ndarray:
         """The state array `slot` of parameter `name`, zeros on first use."""
@@ -153,10 +174,11 @@ class Optimizer:
 class SGD(Optimizer):
     """Algorithm 8.2: v <- momentum v - lr g; p <- p + v (plain SGD when momentum = 0)."""
     name, slots = "sgd", ("v",)
+    ranges = "lr > 0, momentum in [0, 1)"
 
     def __init__(self, lr: float, momentum: float = 0.0, l2: float = 0.0):
         super().__init__(lr, l2)
-        self.momentum = float(momentum)
+        self.momentum = self.hyperparameter("momentum", momentum, 0, 1)
 
     def used_slots(self):
         return self.slots if self.momentum else ()
@@ -176,11 +198,14 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Algorithm 8.7 (Kingma and Ba): bias-corrected first and second moments."""
     name, slots = "adam", ("m", "v")
+    ranges = "lr > 0, beta1 and beta2 in [0, 1), eps > 0"
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, l2: float = 0.0):
         super().__init__(lr, l2)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1 = self.hyperparameter("beta1", beta1, 0, 1)
+        self.beta2 = self.hyperparameter("beta2", beta2, 0, 1)
+        self.eps = self.hyperparameter("eps", eps, 0, None, low_open=True)
 
     def rule(self, p, g, lr, m=None, v=None):
         """Dense, or lazy on the rows a batch touched (the bias correction counts every
@@ -223,11 +248,12 @@ class Adagrad(Optimizer):
     `reset = k` zeroes the accumulated squared gradients every k epochs (the Stanford
     CoreNLP sentiment trainer's `adagradResetFrequency`; 0: never)."""
     name, slots = "adagrad", ("r",)
+    ranges = "lr > 0, eps > 0, reset a whole number of epochs >= 0 (0: never)"
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-8, reset: int = 0,
                  l2: float | Decay = 0.0):
         super().__init__(lr, l2)
-        self.eps = float(eps)
+        self.eps = self.hyperparameter("eps", eps, 0, None, low_open=True)
         if isinstance(reset, bool) or not isinstance(reset, (int, float)) or reset < 0 \
                 or float(reset) != int(reset):
             raise UsageError(f"adagrad(): reset must be a whole number of epochs >= 0 "
@@ -254,18 +280,26 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad}
 
 def make_optimizer(call, l2: float | Decay = 0.0, params=None) -> Optimizer:
     """An optimiser from a train-block value: `adam(lr = 0.002)` or a bare `sgd`. With
-    `params` (the model's names), a `decay(...)` naming another parameter is refused."""
+    `params` (the model's names), a `decay(...)` naming another parameter is refused.
+    A bad name or argument is a `config.BadValue` (a UsageError) with a did-you-mean,
+    the accepted arguments and their ranges, never Python's TypeError text."""
+    from .config import BadValue, call_checked
     if isinstance(l2, Decay) and params is not None:
         check_decay(l2, params)
     name = getattr(call, "name", call)
-    args, kwargs = tuple(getattr(call, "args", ())), dict(getattr(call, "kwargs", {}))
-    if name not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
-    try:
-        return OPTIMIZERS[name](*args, **kwargs, l2=l2)
-    except TypeError as e:
-        msg = str(e).split("__init__() ")[-1]
-        raise UsageError(f"bad optimizer call {name}(...): {msg}") from None
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        near = did_you_mean(name, OPTIMIZERS) if isinstance(name, str) else ""
+        known = f"known: {', '.join(OPTIMIZERS)}"
+        raise BadValue(f"unknown optimizer {name!r}", f"{near} ({known})" if near else known,
+                       ("name",) if hasattr(call, "name") else None)
+    if "l2" in getattr(call, "kwargs", {}):
+        raise BadValue(f"{name}() has no argument 'l2'", "weight decay is a train setting "
+                       "of its own: l2 = 0.0001", ("kw", "l2"))
+    cls = OPTIMIZERS[name]
+    from .config import signature_text
+    return call_checked(call, cls, skip=("l2",), name=name, l2=l2,
+                        ranges=f"{name}() takes {cls.ranges}; the defaults: "
+                               f"{name}({signature_text(cls, ('l2',))})")
 
 
 def check_decay(l2: Decay, params) -> None:

@@ -1,0 +1,229 @@
+"""Bad values in the `train { ... }` block are located errors: `file:line:column`, the
+source line, a caret under the value (or the part of it that is wrong) and a hint, from
+both `seqgraph check` and `seqgraph train` (exit code 2, no traceback); the same values
+given by `--set key=value` are one-line errors naming `--set key=...`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqgraph.cli import main
+from seqgraph.errors import UsageError
+from seqgraph.train.config import make_config, parse_sets
+from seqgraph.train.optim import SGD, Adagrad, Adam, make_optimizer
+
+from conftest import cli_env
+
+MODEL = """model elman
+dim H = 4
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+train {
+  data = chars("tiny.txt")
+"""                                   # the bad entry is line 11, indented by two
+LINE = 11
+
+
+@pytest.fixture
+def spec(tmp_path, monkeypatch):
+    """A writer of `spec.sg` (the model above, with one more train entry) next to a
+    tiny text; the working directory is tmp_path."""
+    (tmp_path / "tiny.txt").write_text("hello world\nhello there\n" * 4)
+    (tmp_path / "j.jsonl").write_text('{"text": "hello"}\n')
+    monkeypatch.chdir(tmp_path)
+
+    def write(entry: str) -> str:
+        (tmp_path / "spec.sg").write_text(MODEL + f"  {entry}\n}}\n")
+        return "spec.sg"
+    return write
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+# (entry, where the caret goes: the text it points at, words of the message, of the hint)
+CASES = [
+    ("batch = 3.5", "3.5", "batch must be an integer >= 1, not 3.5", "batch = 32"),
+    ('epochs = "two"', '"two"', "epochs must be an integer >= 1", "epochs = 1"),
+    ("bptt = 0", "0", "bptt must be an integer >= 1, not 0", "bptt = 64"),
+    ("clip = -1", "-1", "clip must be a number >= 0", "0: no clipping"),
+    ("select = rot", "rot", "select must be one of root, all, loss", "did you mean 'root'?"),
+    ("dtype = float16", "float16", "dtype must be float32 or float64",
+     "did you mean 'float64'?"),
+    ("average = 2", "2", "average must be a decay in [0, 1)", "0 <= d < 1"),
+    ("keep = some", "some", "keep must be best or all", "choices: best, all"),
+    ("teacher = 2", "2", "teacher must be a number in [0, 1]", "linear(start, end)"),
+    ("teacher = linear(1.0, 2)", "2)", "teacher must be a number in [0, 1]", "[0, 1]"),
+    ("l2 = -1", "-1", "l2 must be a number >= 0", "weight decay >= 0"),
+    ("l2 = decay(0.1, E = -1)", "E = -1", "l2 of E must be a number >= 0", "decay("),
+    ("on_nan = skp", "skp", "on_nan must be stop or skip", "did you mean 'skip'?"),
+    ("seed = -1", "-1", "seed must be an integer >= 0", "seed = 0"),
+    ("valid = 1", "1", "valid must be a fraction below 1", "valid = 0.05"),
+    # optimisers: names, keywords, ranges
+    ("optimizer = adamw(lr = 0.01)", "adamw", "unknown optimizer 'adamw'",
+     "did you mean 'adam'?"),
+    ("optimizer = adam(lr = 0.01, betta1 = 0.8)", "betta1", "adam() has no argument 'betta1'",
+     "did you mean 'beta1'? (adam() takes lr, beta1, beta2, eps)"),
+    ("optimizer = adam(beta1 = 1.5)", "beta1", "beta1 must be a number in [0, 1), not 1.5",
+     "beta1 and beta2 in [0, 1)"),
+    ("optimizer = adam(beta2 = 1)", "beta2", "beta2 must be a number in [0, 1)", "[0, 1)"),
+    ("optimizer = adam(eps = 0)", "eps", "eps must be a number > 0", "eps > 0"),
+    ("optimizer = adam(lr = -0.1)", "lr", "lr must be positive", "lr > 0"),
+    ("optimizer = sgd(0.1, momentum = 1)", "momentum", "momentum must be a number in [0, 1)",
+     "momentum in [0, 1)"),
+    ("optimizer = sgd(-1)", "-1", "lr must be positive", "lr > 0"),
+    ("optimizer = sgd", "sgd", "missing 1 required positional argument: 'lr'", "sgd(lr"),
+    ("optimizer = adagrad(lr = 0.1, eps = -1)", "eps", "eps must be a number > 0", "eps > 0"),
+    ("optimizer = adagrad(reset = 1.5)", "reset", "reset must be a whole number",
+     "reset a whole number"),
+    ("optimizer = adam(l2 = 0.1)", "l2", "adam() has no argument 'l2'", "l2 = 0.0001"),
+    # loaders
+    ('valid = chars("j.jsonl", feild = "text")', "feild", "chars() has no argument 'feild'",
+     "did you mean 'field'?"),
+    ('valid = pairz("x.tsv")', "pairz", "loader 'pairz' is not supported by training",
+     "did you mean 'pairs'? (supported: chars, words, pairs, labeled, tagged, series, trees)"),
+    ('valid = words("tiny.txt", vocab = 2)', "vocab", "vocab must be an integer of at least 3",
+     "words() takes"),
+    ("valid = chars(3)", "3", "the file must be a string", 'chars("file.txt"'),
+    # schedules and initialisers
+    ("schedule = stp(after = 2)", "stp", "unknown schedule 'stp'", "did you mean 'step'?"),
+    ("schedule = step(aftr = 2)", "aftr", "step() has no argument 'aftr'",
+     "did you mean 'after'?"),
+    ("param_init = unifrm(0.1)", "unifrm", "unknown initialiser 'unifrm'",
+     "did you mean 'uniform'?"),
+]
+
+
+@pytest.mark.parametrize("entry, at, message, hint", CASES, ids=[c[0] for c in CASES])
+def test_check_and_train_locate_a_bad_value(spec, capsys, tmp_path, entry, at, message,
+                                            hint):
+    path = spec(entry)
+    column = 3 + entry.index(at) if at in entry else 0
+    for argv in (["check", path],
+                 ["train", path, "--quiet", "--steps", "1", "--out", str(tmp_path / "r")]):
+        code, err = run(capsys, *argv)
+        assert code == 2, (argv, err)
+        lines = err.splitlines()
+        assert lines[0] == f"spec.sg:{LINE}:{column}: error: {lines[0].split('error: ')[1]}"
+        assert message in lines[0]
+        assert lines[1] == f"  {LINE:4d} |   {entry}"
+        assert lines[2] == "       | " + " " * (column - 1) + "^"
+        assert lines[3].startswith("  hint: ") and hint in lines[3], lines[3]
+        assert "Traceback" not in err and "TypeError" not in err
+        assert "unexpected keyword" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_call_over_several_lines_is_located_where_its_keyword_stands(spec, capsys):
+    text = MODEL + '  optimizer = adam(lr = 0.01,   # a comment, ignored\n' \
+        '                   betta1 = 0.8, beta2 = 0.99)\n}\n'
+    Path("spec.sg").write_text(text)
+    code, err = run(capsys, "check", "spec.sg")
+    assert code == 2 and err.startswith(f"spec.sg:{LINE + 1}:20: error: adam() has no "
+                                        "argument 'betta1'")
+    assert "did you mean 'beta1'?" in err
+
+
+def test_good_values_still_check(spec, capsys):
+    for entry in ("optimizer = adam(lr = 0.01, beta1 = 0.8, beta2 = 0.99, eps = 1e-6)",
+                  "optimizer = sgd(0.5, momentum = 0.9)",
+                  "optimizer = adagrad(lr = 0.1, reset = 2)",
+                  'valid = chars("j.jsonl", field = "text")',
+                  "schedule = step(after = 2, factor = 0.5)", "param_init = uniform(0.1)",
+                  "teacher = linear(1.0, 0.5)", "l2 = decay(0.01, E = 0)", "clip = 0",
+                  "select = loss", "average = 0.999", "keep = all", "dtype = float64",
+                  'valid = chars("not-there-yet.txt")'):    # no data is read by check
+        code, err = run(capsys, "check", spec(entry))
+        assert code == 0, (entry, err)
+
+
+def test_the_real_process_prints_no_traceback(spec, tmp_path):
+    path = spec("optimizer = adam(lr = 0.01, betta1 = 0.8)")
+    for cmd in ("check", "train"):
+        p = subprocess.run([sys.executable, "-m", "seqgraph.cli", cmd, path], cwd=tmp_path,
+                           capture_output=True, text=True, env=cli_env(), check=False)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert f"spec.sg:{LINE}:31: error: adam() has no argument 'betta1'" in p.stderr
+        assert "did you mean 'beta1'?" in p.stderr
+
+
+# ------------------------------------------------------------------------- --set
+SETS = [
+    ("batch=3.5", "--set batch=3.5: batch must be an integer >= 1, not 3.5"),
+    ("epochs=two", "--set epochs=two: epochs must be an integer >= 1"),
+    ("clip=-1", "--set clip=-1: clip must be a number >= 0"),
+    ("dtype=float16", "--set dtype=float16: dtype must be float32 or float64"),
+    ("optimizer=adamw(lr=0.01)", "--set optimizer=adamw(lr=0.01): unknown optimizer "
+     "'adamw'; did you mean 'adam'?"),
+    ("optimizer=adam(lr=0.01, betta1=0.8)", "--set optimizer=adam(lr=0.01, betta1=0.8): "
+     "adam() has no argument 'betta1'; did you mean 'beta1'?"),
+    ("optimizer=adam(beta1=1.5)", "beta1 must be a number in [0, 1), not 1.5"),
+    ('data=chars("j.jsonl", feild="text")', "--set data=chars(\"j.jsonl\", feild=\"text\"): "
+     "chars() has no argument 'feild'; did you mean 'field'?"),
+    ('data=pairz("x.tsv")', "loader 'pairz' is not supported by training; did you mean "
+     "'pairs'?"),
+    ('data=pairs("pairs.tsv"', "--set data=pairs(\"pairs.tsv\": cannot read the value: "
+     "'(' at column 6 of the value is not closed; add ')'"),
+    ('data=chars("x)', "the string opened at column 7 of the value is never closed"),
+    ("batch=3 4", "unexpected '4'; expected the end of the value after '3' (at column 3 "
+     "of the value)"),
+]
+
+
+@pytest.mark.parametrize("item, words", SETS, ids=[s[0] for s in SETS])
+def test_a_bad_set_value_names_the_flag(spec, capsys, tmp_path, item, words):
+    code, err = run(capsys, "train", spec("epochs = 1"), "--quiet", "--steps", "1",
+                    "--out", str(tmp_path / "r"), "--set", item)
+    assert code == 2 and words in err, err
+    assert len(err.strip().splitlines()) == 1            # one line, no spec location
+    assert "spec.sg:" not in err and "line 2" not in err and "'}'" not in err
+    assert "Traceback" not in err and "unexpected keyword" not in err
+
+
+def test_flags_that_set_a_key_are_named_as_such(spec, capsys, tmp_path):
+    code, err = run(capsys, "train", spec("epochs = 1"), "--quiet", "--epochs", "0",
+                    "--out", str(tmp_path / "r"))
+    assert code == 2 and err.startswith("--epochs 0: epochs must be an integer >= 1")
+
+
+# ---------------------------------------------------------------------- the API
+def test_optimizers_refuse_out_of_range_hyperparameters():
+    for make, words in [(lambda: Adam(beta1=1.5), "beta1 must be a number in [0, 1)"),
+                        (lambda: Adam(beta1=-0.1), "beta1"),
+                        (lambda: Adam(beta2=1.0), "beta2 must be a number in [0, 1)"),
+                        (lambda: Adam(eps=0), "eps must be a number > 0"),
+                        (lambda: Adam(lr=float("nan")), "lr must be positive"),
+                        (lambda: Adam(lr="x"), "lr must be positive"),
+                        (lambda: SGD(0.1, momentum=1), "momentum must be a number in [0, 1)"),
+                        (lambda: SGD(0.1, momentum=-0.5), "momentum"),
+                        (lambda: Adagrad(eps=-1), "eps must be a number > 0"),
+                        (lambda: Adagrad(lr=0), "lr must be positive")]:
+        with pytest.raises(UsageError, match=words.replace("[", r"\[").replace(")", r"\)")):
+            make()
+    assert Adam(beta1=0, beta2=0.5).beta1 == 0 and SGD(0.1, momentum=0.99).momentum == 0.99
+
+
+def test_make_optimizer_says_did_you_mean_and_never_typeerror():
+    from seqgraph.lang.ast import Call
+    with pytest.raises(UsageError) as e:
+        make_optimizer(Call("adam", (), {"betta1": 0.8}))
+    assert "did you mean 'beta1'?" in str(e.value) and "unexpected keyword" not in str(e.value)
+    with pytest.raises(UsageError, match="did you mean 'adagrad'"):
+        make_optimizer(Call("adagrd", (), {}))
+
+
+def test_set_values_are_checked_by_make_config_too():
+    with pytest.raises(UsageError, match=r"^--set batch=0: batch must be an integer >= 1"):
+        make_config({}, parse_sets(["batch=0"]))
+    with pytest.raises(UsageError, match="did you mean 'field'"):
+        make_config({}, parse_sets(['data=chars("a.txt", feild="text")']))
