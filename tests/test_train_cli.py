@@ -327,3 +327,15 @@ def test_a_reader_that_goes_away_stops_the_cli_quietly():
     os.close(w)
     assert p.returncode == 141 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["check", "train", "render", "gradcheck", "jacobian"])
+def test_every_command_reads_dim_alike(command, capsys):
+    """One `--dim` reader for every command: a size below 1 or not a number is refused
+    with the form expected and an example."""
+    argv = [command, str(ROOT / "specs/elman.sg"), "--dim", "V=0"]
+    if command == "render":
+        argv += ["-o", "x.dot"]
+    assert main(argv) == 2
+    assert "--dim 'V=0': expected NAME=SIZE with SIZE a whole number of at least 1, e.g. " \
+           "--dim V=65" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from ..graph.printer import folded_text
 from ..graph.report import report
 from ..graph.report import text as report_text
 from ..model import read_spec
+from . import parse_dims
 
 HELP = "check a spec and print its variables, parameters and recurrences"
 
@@ -30,16 +31,6 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, metavar="B",
                    help="examples per batch for the report's memory estimate (default: "
                         "the train block's batch, else 32)")
-
-
-def parse_dims(items) -> dict:
-    dims = {}
-    for item in items:
-        name, sep, val = item.partition("=")
-        if not sep or not val.strip().isdigit() or not name.strip():
-            raise UsageError(f"--dim takes NAME=N with N a whole number, not '{item}'")
-        dims[name.strip()] = int(val)
-    return dims
 
 
 def run(args) -> int:

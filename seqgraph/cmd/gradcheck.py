@@ -5,7 +5,7 @@ import json
 
 from ..gradcheck import gradcheck
 from ..model import Model, read_spec
-from .check import parse_dims
+from . import parse_dims
 
 HELP = "check every parameter's gradient against float64 central differences"
 

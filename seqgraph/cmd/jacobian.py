@@ -13,7 +13,7 @@ import sys
 
 from ..jacobian import measure, open_params, plot, plot_compare, prepare
 from ..model import read_spec
-from .check import parse_dims
+from . import parse_dims
 
 HELP = "measure how gradients vanish or explode: norms of dh_t/dh_k by distance t-k"
 

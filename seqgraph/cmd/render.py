@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from . import parse_dims
 
 HELP = "draw a model's folded graph (or its unfolding over N steps) as SVG, PNG or DOT"
 
@@ -40,17 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=0, metavar="W",
                    help="for --overlay: run W steps of the text before the N drawn ones, "
                         "so the state is not the zero start (default 0)")
-
-
-def parse_dims(items: list[str]) -> dict:
-    dims = {}
-    for item in items:
-        for part in filter(None, item.split(",")):
-            name, eq, val = part.partition("=")
-            if not eq or not name.strip() or not val.strip().isdigit():
-                raise UsageError(f"--dim expects NAME=SIZE (like V=65), got '{part}'")
-            dims[name.strip()] = int(val)
-    return dims
 
 
 def parse_lengths(text: str, graph) -> dict:

@@ -43,7 +43,8 @@ def run(args) -> int:
     from ..train.data import load_dataset
     from ..train.loaders import Vocab
     from ..train.loop import Trainer
-    from ..train.session import choose_executor, init_rule, parse_dims
+    from ..train.session import choose_executor, init_rule
+    from . import parse_dims
 
     comm = None
     if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet

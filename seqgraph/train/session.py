@@ -1,4 +1,4 @@
-"""What `train`, `eval` and `sample` share: reading `--dim`, choosing an executor, and
+"""What `train`, `eval` and `sample` share: choosing an executor, and
 rebuilding a trained model (spec + checkpoint) with the dims and vocabulary it was
 trained with."""
 from __future__ import annotations
@@ -11,19 +11,6 @@ from ..errors import UsageError
 from . import checkpoint as ck
 from .binding import Binding
 from .loaders import Vocab
-
-
-def parse_dims(items: list[str] | None) -> dict:
-    """`["V=65", "H=32"]` -> {"V": 65, "H": 32}."""
-    out = {}
-    for item in items or ():
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip().isidentifier() or not value.strip().isdigit() \
-                or int(value) < 1:
-            raise UsageError(f"--dim {item!r}: expected NAME=N with N a positive integer, "
-                             f"e.g. --dim V=65")
-        out[name.strip()] = int(value)
-    return out
 
 
 def choose_executor(requested: str | None, quiet: bool = False) -> str:
