@@ -12,15 +12,9 @@ import seqgraph
 from seqgraph import SpecError
 from seqgraph.cli import main
 
-ELMAN = """model elman
-dim H = 16
-input  x[t] : onehot(V)
-target y[t] : class(V)
-param W, U, b, Wo, bo
-h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
-o[t] = Wo @ h[t] + bo
-loss xent(o[t], y[t])
-"""
+import conftest
+
+ELMAN = "model elman\ndim H = 16\n" + conftest.ELMAN
 LINES = ELMAN.splitlines(keepends=True)
 
 

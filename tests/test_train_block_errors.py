@@ -15,17 +15,9 @@ from seqgraph.errors import UsageError
 from seqgraph.train.config import make_config, parse_sets
 from seqgraph.train.optim import SGD, Adagrad, Adam, make_optimizer
 
-from conftest import cli_env
+from conftest import ELMAN, cli_env
 
-MODEL = """model elman
-dim H = 4
-input  x[t] : onehot(V)
-target y[t] : class(V)
-param W, U, b, Wo, bo
-h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
-o[t] = Wo @ h[t] + bo
-loss xent(o[t], y[t])
-train {
+MODEL = "model elman\ndim H = 4\n" + ELMAN + """train {
   data = chars("tiny.txt")
 """                                   # the bad entry is line 11, indented by two
 LINE = 11
