@@ -343,14 +343,21 @@ def _optimizer(v):
     return v
 
 
+def known_name(v, table, what: str, plural: str) -> str:
+    """The name of a bare name or a call `v`, one of `table`'s, or a BadValue at it with
+    a did-you-mean and the known ones."""
+    name = getattr(v, "name", v)
+    if not isinstance(name, str) or name not in table:
+        near = did_you_mean(name, table) if isinstance(name, str) else ""
+        known = f"{plural}: {', '.join(table)}"
+        raise BadValue(f"unknown {what} {_repr(name)}", f"{near} ({known})" if near
+                       else known, ("name",) if hasattr(v, "name") else None)
+    return name
+
+
 def _schedule(v):
     from .schedules import SCHEDULES
-    name = getattr(v, "name", v)
-    if not isinstance(name, str) or name not in SCHEDULES:
-        near = did_you_mean(name, SCHEDULES) if isinstance(name, str) else ""
-        known = f"schedules: {', '.join(SCHEDULES)}"
-        raise BadValue(f"unknown schedule {_repr(name)}", f"{near} ({known})" if near
-                       else known, ("name",) if hasattr(v, "name") else None)
+    name = known_name(v, SCHEDULES, "schedule", "schedules")
     call_checked(v, SCHEDULES[name], name=name)
     return v
 
@@ -361,12 +368,7 @@ def _param_init(v):
     if v is None:
         return v
     from ..lang.elaborate import INITS
-    name = getattr(v, "name", v)
-    if not isinstance(name, str) or name not in INITS:
-        near = did_you_mean(name, INITS) if isinstance(name, str) else ""
-        known = f"initialisers: {', '.join(INITS)}"
-        raise BadValue(f"unknown initialiser {_repr(name)}", f"{near} ({known})" if near
-                       else known, ("name",) if hasattr(v, "name") else None)
+    name = known_name(v, INITS, "initialiser", "initialisers")
     args, kwargs = tuple(getattr(v, "args", ())), dict(getattr(v, "kwargs", {}))
     if kwargs or len(args) != INITS[name]:
         raise BadValue(f"initialiser '{name}' takes " + (

@@ -283,15 +283,10 @@ def make_optimizer(call, l2: float | Decay = 0.0, params=None) -> Optimizer:
     `params` (the model's names), a `decay(...)` naming another parameter is refused.
     A bad name or argument is a `config.BadValue` (a UsageError) with a did-you-mean,
     the accepted arguments and their ranges, never Python's TypeError text."""
-    from .config import BadValue, call_checked
+    from .config import BadValue, known_name, call_checked
     if isinstance(l2, Decay) and params is not None:
         check_decay(l2, params)
-    name = getattr(call, "name", call)
-    if not isinstance(name, str) or name not in OPTIMIZERS:
-        near = did_you_mean(name, OPTIMIZERS) if isinstance(name, str) else ""
-        known = f"known: {', '.join(OPTIMIZERS)}"
-        raise BadValue(f"unknown optimizer {name!r}", f"{near} ({known})" if near else known,
-                       ("name",) if hasattr(call, "name") else None)
+    name = known_name(call, OPTIMIZERS, "optimizer", "optimizers")
     if "l2" in getattr(call, "kwargs", {}):
         raise BadValue(f"{name}() has no argument 'l2'", "weight decay is a train setting "
                        "of its own: l2 = 0.0001", ("kw", "l2"))
