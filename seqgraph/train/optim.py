@@ -283,7 +283,7 @@ def make_optimizer(call, l2: float | Decay = 0.0, params=None) -> Optimizer:
     `params` (the model's names), a `decay(...)` naming another parameter is refused.
     A bad name or argument is a `config.BadValue` (a UsageError) with a did-you-mean,
     the accepted arguments and their ranges, never Python's TypeError text."""
-    from .config import BadValue, known_name, call_checked
+    from .config import BadValue, call_checked, known_name
     if isinstance(l2, Decay) and params is not None:
         check_decay(l2, params)
     name = known_name(call, OPTIMIZERS, "optimizer", "optimizers")
