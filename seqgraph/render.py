@@ -580,8 +580,12 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     for i in range(N):
         phrase[i] = words[i] if left[i] < 0 else f"{phrase[left[i]]} {phrase[right[i]]}"
     ids = {v: f"n{k}" for k, v in enumerate(dag.nodes)}
+    # newrank: the rank groups below hold across the node boxes (clusters); mclimit: few
+    # crossing-minimisation passes, which would reorder the leaves (the rows keep them)
     dot = Dot(graph.name, rankdir="BT", nodesep="0.25", ranksep="0.4", compound="true",
-              label=f"{graph.name} unfolded over {tree}", labelloc="t", fontname=FONT)
+              newrank="true", mclimit="0.01", label=f"{graph.name} unfolded over {tree}",
+              labelloc="t",
+              fontname=FONT)
     clusters: dict = {}
     for v in dag.nodes:
         var, step = _node_var(v), _node_step(v)
@@ -594,6 +598,22 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
         dot.node(ids[v], label=label, **_node_style(graph, dag, v))
         if isinstance(step, int):
             clusters.setdefault(step, []).append(ids[v])
+    # a variable's nodes at the same height of the tree on one row: the leaves at the
+    # bottom in the sentence's order, each parent above its children
+    height = [0] * N
+    for i in range(N):                       # children come before their parent
+        if left[i] >= 0:
+            height[i] = 1 + max(height[left[i]], height[right[i]])
+    # (nodes of one height never nest, so their post-order is their left-to-right order;
+    # invisible edges inside a row keep it)
+    rows: dict = {}
+    for v in sorted((v for v in dag.nodes if isinstance(_node_step(v), int)), key=_node_step):
+        rows.setdefault((_node_var(v), height[_node_step(v)]), []).append(ids[v])
+    for k, (_, members) in enumerate(sorted(rows.items(), key=lambda kv: str(kv[0]))):
+        if len(members) > 1:
+            dot.same_rank(f"row{k}", members)
+            for a, b in pairwise(members):
+                dot.edge(a, b, style="invis")
     for step, members in sorted(clusters.items()):
         kind = "leaf" if left[step] < 0 else "internal"
         text = phrase[step] if len(phrase[step]) <= 28 else phrase[step][:25] + "..."

@@ -1,6 +1,7 @@
 """Trees in training: the trees() loader and its errors, forests built from index arrays,
 binding by kind, sparse updates of embeddings, `seqgraph train` / `eval` on trees, and
 the Stanford Sentiment Treebank when ../shared/data/sst exists."""
+import itertools
 import json
 from pathlib import Path
 
@@ -384,6 +385,25 @@ def test_render_tree(tmp_path, capsys):
     assert main(["render", str(ROOT / "specs" / "recursive.sg"), "--tree", "(3 (2 a)",
                  "-o", str(out)]) == 2
     assert "--tree:1: character 1: unbalanced" in capsys.readouterr().err
+
+
+def test_a_rendered_tree_has_its_leaves_on_one_row_in_the_sentences_order(tmp_path):
+    """The nodes of a variable at one height of the tree share a row (rank=same across
+    the node boxes), kept in the sentence's order by invisible edges: `a very good` with
+    `very good` a subtree draws w[1] 'a', w[2] 'very', w[3] 'good' left to right."""
+    import re
+    out = tmp_path / "t.dot"
+    assert main(["render", str(ROOT / "specs" / "rntn.sg"), "--tree",
+                 "(3 (2 a) (3 (2 very) (3 good)))", "-o", str(out)]) == 0
+    text = out.read_text()
+    ids = {label: n for n, label in re.findall(r'"(n\d+)" \[label="([^"]*)"', text)}
+    w = [ids[f"w[{k}] = '{word}'"] for k, word in ((1, "a"), (2, "very"), (3, "good"))]
+    h = [ids[f"h[{k}]"] for k in (1, 2, 3)]
+    rows = [r.strip() for r in re.findall(r"rank=same; ([^}]*)\}", text)]
+    assert " ".join(f'"{n}";' for n in w) in rows and " ".join(f'"{n}";' for n in h) in rows
+    for a, b in itertools.pairwise(w):
+        assert f'"{a}" -> "{b}" [style="invis"]' in text
+    assert f'"{ids["h[4]"]}" -> "{ids["h[5]"]}"' in text        # a parent above its child
 
 
 def test_a_label_the_class_target_cannot_hold_names_its_line(tmp_path, capsys):
