@@ -416,3 +416,34 @@ def test_a_label_the_class_target_cannot_hold_names_its_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'train.txt'}:6: label 7 does not fit sentiment : class(5)" in err
     assert "the labels of sentiment are 0 to 4" in err and "Traceback" not in err
+
+
+def test_sample_labels_every_node_of_a_given_tree(tmp_path, capsys):
+    """`sample --input "(3 (2 a) (3 film))"` with a tree model: the tree with the
+    predicted labels (its own labels are not read); --nbest a line per node, root first,
+    each label with its probability; an unknown word is refused, or <unk> with --unk."""
+    from seqgraph.graph.trees import Forest
+    from seqgraph.train.session import restore
+
+    from conftest import TREE_SPEC, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, TREE_SPEC)
+    assert train_quiet(spec, tmp_path / "run") == 0
+    capsys.readouterr()
+    argv = ["sample", str(spec), "--checkpoint", str(tmp_path / "run")]
+    assert main([*argv, "--input", "(0 (0 a) (0 (0 lovely) (0 film)))"]) == 0
+    shown = capsys.readouterr().out.strip()
+    t = restore(str(spec), str(tmp_path / "run" / "checkpoint.npz"), "interp")
+    ids = [t.vocab.index[w] for w in ("a", "lovely", "film")]
+    w = np.array([ids[0], ids[1], ids[2], -1, -1])               # post-order
+    f = Forest(np.array([-1, -1, -1, 1, 0]), np.array([-1, -1, -1, 2, 3]), np.zeros(5, int),
+               np.array([4]))
+    k = t.model.run({"words": w}, forest=f).values["o"].argmax(axis=-1)
+    assert shown == f"({k[4]} ({k[0]} a) ({k[3]} ({k[1]} lovely) ({k[2]} film)))"
+    assert main([*argv, "--input", "(0 (0 a) (0 (0 lovely) (0 film)))", "--nbest"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split("\t")[0] for r in rows] == ["a lovely film", "a", "lovely film",
+                                                "lovely", "film"]
+    assert rows[0].split("\t")[1].split()[0].startswith(f"{k[4]}:")
+    assert main([*argv, "--input", "(1 (1 a) (1 zzz))"]) == 2
+    assert "'zzz' is not in the source vocabulary" in capsys.readouterr().err
+    assert main([*argv, "--input", "(1 (1 a) (1 zzz))", "--unk"]) == 0

@@ -9,7 +9,8 @@ them from N(0, 1) with `--seed`. `--greedy`, `--temperature T` and `--beam K` ch
 decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output's attention
 weights against the source (seqgraph/attention_plot.py). A classifier or a tagger (its
 target not read back) labels `--input` in one forward pass: the most likely label, or each
-token's tag (`label`).
+token's tag (`label`); a tree model every node of the bracketed tree `--input`
+(`label_tree`).
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ import sys
 import numpy as np
 
 HELP = ("generate from a trained model (language, conditional, seq2seq, one-to-many); "
-        "label --input with a classifier or a tagger")
+        "label --input with a classifier, a tagger or a tree model")
 
 
 def add_arguments(p) -> None:
     p.add_argument("spec", help="the .sg file")
     p.add_argument("--checkpoint", required=True, help="a checkpoint.npz (or its run directory)")
     p.add_argument("--prime", help="language models: text to start from (default: a line start)")
-    p.add_argument("--input", help="conditional and seq2seq models: the source text; "
-                                   "a per-example vector input: its numbers, '0.1 0.3 ...'")
+    p.add_argument("--input", help="conditional and seq2seq models, classifiers and "
+                                   "taggers: the source text; a per-example vector input: "
+                                   "its numbers, '0.1 0.3 ...'; a tree model: a bracketed "
+                                   "tree, '(3 (2 a) (3 film))' (its labels are not read)")
     p.add_argument("--length", type=int, default=None,
                    help="most tokens to generate (500 for a language model, else 100); "
                         "an output also ends at </s>")
@@ -142,6 +145,8 @@ def label(t, args) -> int:
     if loss is None or loss.fn != "xent":
         raise UsageError(f"'{b.target}' is not a class target read by an xent loss: "
                          "nothing to label (seqgraph eval scores such a model)")
+    if any(kind == "tree" for _, kind in graph.indexes):
+        return label_tree(t, args, loss.output.var)
     ids = encode_input(t.vocab, args.input, args.unk)
     o = t.model.forward({b.input: ids[None, :]})[loss.output.var][0]
     probs = softmax(np.asarray(o, dtype=np.float64))       # [K], or [T, K] per token
@@ -160,6 +165,44 @@ def label(t, args) -> int:
         order = np.argsort(-p, kind="stable")
         sys.stdout.write(w + "\t" + " ".join(f"{names[k]}:{p[k]:.3f}" for k in order)
                          + "\n")
+    return 0
+
+
+def label_tree(t, args, output: str) -> int:
+    """A tree model labels every node of the bracketed tree --input (as the data writes
+    trees, `(3 (2 a) (3 film))`; its labels are not read): the tree with the predicted
+    labels, or with --nbest a line per node, root first: its phrase and every label with
+    its probability."""
+    from ..graph.trees import Forest
+    from ..ops import softmax
+    from ..train.trees import parse_tree
+    left, right, words, _ = parse_tree(args.input, "--input", 1, binarize=True)
+    N, leaves = len(left), [i for i, w in enumerate(words) if w is not None]
+    ids = np.full(N, -1, dtype=np.int64)
+    ids[leaves] = encode_tokens(t.vocab, [words[i] for i in leaves], args.unk)
+    forest = Forest(*(np.asarray(a, dtype=np.int64) for a in (left, right, [0] * N,
+                                                               [N - 1])))
+    o = t.model.run({t.binding.input: ids}, forest=forest).values[output]
+    probs = softmax(np.asarray(o, dtype=np.float64))           # [N, K], post-order
+
+    def show(i) -> str:
+        k = int(probs[i].argmax())
+        return f"({k} {words[i]})" if left[i] < 0 else f"({k} {show(left[i])} {show(right[i])})"
+
+    def phrase(i) -> str:
+        return words[i] if left[i] < 0 else f"{phrase(left[i])} {phrase(right[i])}"
+
+    if not args.nbest:
+        sys.stdout.write(show(N - 1) + "\n")
+        return 0
+    stack = [N - 1]
+    while stack:                                               # pre-order: root first
+        i = stack.pop()
+        order = np.argsort(-probs[i], kind="stable")
+        sys.stdout.write(phrase(i) + "\t" + " ".join(f"{k}:{probs[i][k]:.3f}" for k in order)
+                         + "\n")
+        if left[i] >= 0:
+            stack += [right[i], left[i]]
     return 0
 
 
@@ -242,8 +285,13 @@ def input_tokens(vocab, text: str) -> list[str]:
 def encode_input(vocab, text: str, unk: bool = False) -> np.ndarray:
     """--input as ids of the source vocabulary: characters for a character vocabulary,
     else whitespace tokens. A token outside it is an error, or `<unk>` with --unk."""
+    return encode_tokens(vocab, input_tokens(vocab, text), unk)
+
+
+def encode_tokens(vocab, tokens: list, unk: bool = False) -> np.ndarray:
+    """Tokens of --input as ids; one outside the vocabulary is an error naming it, or
+    `<unk>` with --unk."""
     from ..errors import UsageError
-    tokens = input_tokens(vocab, text)
     if not tokens:
         raise UsageError("--input is empty: give at least one token")
     index = vocab.index
