@@ -584,8 +584,7 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     # crossing-minimisation passes, which would reorder the leaves (the rows keep them)
     dot = Dot(graph.name, rankdir="BT", nodesep="0.25", ranksep="0.4", compound="true",
               newrank="true", mclimit="0.01", label=f"{graph.name} unfolded over {tree}",
-              labelloc="t",
-              fontname=FONT)
+              labelloc="t", fontname=FONT)
     clusters: dict = {}
     for v in dag.nodes:
         var, step = _node_var(v), _node_step(v)
@@ -598,22 +597,7 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
         dot.node(ids[v], label=label, **_node_style(graph, dag, v))
         if isinstance(step, int):
             clusters.setdefault(step, []).append(ids[v])
-    # a variable's nodes at the same height of the tree on one row: the leaves at the
-    # bottom in the sentence's order, each parent above its children
-    height = [0] * N
-    for i in range(N):                       # children come before their parent
-        if left[i] >= 0:
-            height[i] = 1 + max(height[left[i]], height[right[i]])
-    # (nodes of one height never nest, so their post-order is their left-to-right order;
-    # invisible edges inside a row keep it)
-    rows: dict = {}
-    for v in sorted((v for v in dag.nodes if isinstance(_node_step(v), int)), key=_node_step):
-        rows.setdefault((_node_var(v), height[_node_step(v)]), []).append(ids[v])
-    for k, (_, members) in enumerate(sorted(rows.items(), key=lambda kv: str(kv[0]))):
-        if len(members) > 1:
-            dot.same_rank(f"row{k}", members)
-            for a, b in pairwise(members):
-                dot.edge(a, b, style="invis")
+    _tree_rows(dot, dag, ids, left, right)
     for step, members in sorted(clusters.items()):
         kind = "leaf" if left[step] < 0 else "internal"
         text = phrase[step] if len(phrase[step]) <= 28 else phrase[step][:25] + "..."
@@ -630,3 +614,22 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
             attrs["style"] = "dashed"
         dot.edge(ids[a], ids[b], **attrs)
     return dot.text()
+
+
+def _tree_rows(dot: Dot, dag, ids: dict, left: list, right: list) -> None:
+    """A variable's nodes at the same height of the tree on one row: the leaves at the
+    bottom in the sentence's order, each parent above its children. Nodes of one height
+    never nest, so their post-order is their left-to-right order; invisible edges inside
+    a row keep it."""
+    height = [0] * len(left)
+    for i in range(len(left)):               # children come before their parent
+        if left[i] >= 0:
+            height[i] = 1 + max(height[left[i]], height[right[i]])
+    rows: dict = {}
+    for v in sorted((v for v in dag.nodes if isinstance(_node_step(v), int)), key=_node_step):
+        rows.setdefault((_node_var(v), height[_node_step(v)]), []).append(ids[v])
+    for k, (_, members) in enumerate(sorted(rows.items(), key=lambda kv: str(kv[0]))):
+        if len(members) > 1:
+            dot.same_rank(f"row{k}", members)
+            for a, b in pairwise(members):
+                dot.edge(a, b, style="invis")
