@@ -61,10 +61,23 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..errors import UsageError
-    from ..train.generate import Generator, make_plan, prime_ids
     from ..train.session import restore
     from .train import _checkpoint_in
+    _check_options(args)
+    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor or "interp",
+                args.average)
+    rng = np.random.default_rng(args.seed)
+    if getattr(t.binding, "kind", "stream") == "stream":
+        return _continue(t, args, rng)
+    if args.prime is not None:
+        raise UsageError("--prime is for language models; this model reads --input")
+    if not t.binding.feedback and t.binding.input is not None:
+        return label(t, args)
+    return _transduce(t, args, rng)
 
+
+def _check_options(args) -> None:
+    from ..errors import UsageError
     if args.length is not None and args.length < 0:
         raise UsageError("--length must be 0 or more")
     if args.beam is not None and args.beam < 1:
@@ -75,51 +88,53 @@ def run(args) -> int:
         raise UsageError("--temperature must be positive (use --greedy for argmax)")
     if args.attention_var is not None and args.attention_plot is None:
         raise UsageError("--attention-var chooses what --attention-plot draws; give both")
-    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor or "interp",
-                args.average)
+
+
+def _continue(t, args, rng) -> int:
+    """A language model continues --prime (500 tokens by default)."""
+    from ..errors import UsageError
+    from ..train.generate import Generator, make_plan, prime_ids
+    if args.input is not None:
+        raise UsageError("--input is for conditional and seq2seq models; a language "
+                         "model continues --prime")
+    if args.attention_plot is not None:
+        raise UsageError("--attention-plot draws an output against its source; a "
+                         "language model has no source (it continues --prime)")
+    gen = Generator(t.model, make_plan(t.model, t.binding.target, t.binding.input))
+    ctx = gen.primed(prime_ids(t.vocab, args.prime))
+    ids, _ = _decode(args, gen, ctx, 500 if args.length is None else args.length, t.vocab,
+                     rng)
+    if args.beam is None or not args.nbest:
+        text = _text(t.vocab, ids)
+        if args.prime:
+            text = args.prime + ("" if t.vocab.kind == "chars" else " ") + text
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+def _transduce(t, args, rng) -> int:
+    """A conditional, seq2seq or one-to-many model writes its target for --input, one
+    step at a time, each output fed back (100 tokens at most by default, or </s>)."""
+    from ..train.generate import Generator, make_plan
     b = t.binding
-    lm = getattr(b, "kind", "stream") == "stream"
-    rng = np.random.default_rng(args.seed)
-    if lm:
-        if args.input is not None:
-            raise UsageError("--input is for conditional and seq2seq models; a language "
-                             "model continues --prime")
-        if args.attention_plot is not None:
-            raise UsageError("--attention-plot draws an output against its source; a "
-                             "language model has no source (it continues --prime)")
-        plan = make_plan(t.model, b.target, b.input)
-        gen = Generator(t.model, plan)
-        ctx = gen.primed(prime_ids(t.vocab, args.prime))
-        out_vocab, length = t.vocab, 500 if args.length is None else args.length
-    else:
-        if args.prime is not None:
-            raise UsageError("--prime is for language models; this model reads --input")
-        if not b.feedback and b.input is not None:
-            return label(t, args)
-        plan = make_plan(t.model, b.target)
-        out_vocab = t.vocab.target if getattr(t.vocab, "target", None) is not None \
-            else t.vocab
-        start = getattr(b, "start_ids", {}).get(b.target, t.model.start_ids.get(b.target))
-        eos = out_vocab.index.get("</s>")
-        gen = Generator(t.model, plan, start=start, eos=eos)
-        weights = None
-        if args.attention_plot is not None:       # refuse before generating, not after
-            from ..attention_plot import find_weights
-            weights = find_weights(t.model.graph, plan.index, args.attention_var)
-        src = source(t, plan, args, rng)
-        ctx = gen.context([src])
-        length = 100 if args.length is None else args.length
-    ids, ended = _decode(args, gen, ctx, length, out_vocab, rng)
-    if not lm and args.attention_plot is not None:
+    plan = make_plan(t.model, b.target)
+    out_vocab = t.vocab.target if getattr(t.vocab, "target", None) is not None else t.vocab
+    start = getattr(b, "start_ids", {}).get(b.target, t.model.start_ids.get(b.target))
+    eos = out_vocab.index.get("</s>")
+    gen = Generator(t.model, plan, start=start, eos=eos)
+    weights = None
+    if args.attention_plot is not None:           # refuse before generating, not after
+        from ..attention_plot import find_weights
+        weights = find_weights(t.model.graph, plan.index, args.attention_var)
+    src = source(t, plan, args, rng)
+    ids, ended = _decode(args, gen, gen.context([src]),
+                         100 if args.length is None else args.length, out_vocab, rng)
+    if weights is not None:
         out = _plot(t, plan, weights, src, args, ids + ([eos] if ended else []), out_vocab,
                     start)
         sys.stderr.write(f"attention weights '{weights.name}' drawn in {out}\n")
-    if args.beam is not None and args.nbest:
-        return 0
-    text = _text(out_vocab, ids)
-    if lm and args.prime:
-        text = args.prime + ("" if t.vocab.kind == "chars" else " ") + text
-    sys.stdout.write(text + "\n")
+    if args.beam is None or not args.nbest:
+        sys.stdout.write(_text(out_vocab, ids) + "\n")
     return 0
 
 
