@@ -38,26 +38,22 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .. import Model, read_spec
+    from ..resources import check_training
     from ..train import checkpoint as ck
-    from ..train.config import make_config, parse_sets
     from ..train.data import load_dataset
     from ..train.loaders import Vocab
-    from ..train.loop import Trainer
     from ..train.session import choose_executor, init_rule
     from . import parse_dims
 
+    if args.steps is not None and args.steps < 0:
+        raise UsageError("--steps must be 0 or more")
     comm = None
     if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet
         from ..train.distributed import connect
         comm = connect(args.mpi_timeout)
         args.quiet = args.quiet or comm.rank > 0
     spec = read_spec(args.spec)
-    sets = parse_sets(args.set)
-    if args.epochs is not None:
-        sets["epochs"] = args.epochs
-    if args.on_nan:
-        sets["on_nan"] = args.on_nan
-    cfg = make_config(spec.train, sets, Path(args.spec).resolve().parent)
+    cfg = _config(args, spec)
     dims = parse_dims(args.dim)
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
@@ -67,31 +63,52 @@ def run(args) -> int:
     executor = choose_executor(args.executor, args.quiet)
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))
-    from ..resources import check_training  # refuse what memory cannot hold
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
     meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
             "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
             "vocab": data.vocab.to_json(), "binding": vars(data.binding),
             "data": {"train": data.train_file, "valid": data.valid_file}}
+    trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
+    pos = trainer.fit(args.steps, deadline)
+    return _stopped(args, trainer, pos, out)
+
+
+def _config(args, spec):
+    """The train block, then `--set`, `--epochs` and `--on-nan`, checked."""
+    from ..train.config import make_config, parse_sets
+    sets = parse_sets(args.set)
+    if args.epochs is not None:
+        sets["epochs"] = args.epochs
+    if args.on_nan:
+        sets["on_nan"] = args.on_nan
+    return make_config(spec.train, sets, Path(args.spec).resolve().parent)
+
+
+def _trainer(args, model, spec, data, cfg, out, meta, comm, resumed):
+    """The trainer (one per MPI rank under --distributed), restored from `resumed`."""
+    from ..train.loop import Trainer
     if comm is not None:
         from ..train.distributed import DistributedTrainer
         trainer = DistributedTrainer(model, spec.graph, data, cfg, out, meta,
                                      quiet=args.quiet, comm=comm)
     elif resumed and (resumed.meta.get("distributed") or {}).get("ranks", 1) > 1:
-        raise UsageError(f"{resumed.path}: was written by a run on "
-                         f"{resumed.meta['distributed']['ranks']} MPI ranks; resume it with "
-                         f"mpiexec -n {resumed.meta['distributed']['ranks']} ... --distributed")
+        ranks = resumed.meta["distributed"]["ranks"]
+        raise UsageError(f"{resumed.path}: was written by a run on {ranks} MPI ranks; "
+                         f"resume it with mpiexec -n {ranks} ... --distributed")
     else:
         trainer = Trainer(model, spec.graph, data, cfg, out, meta, quiet=args.quiet)
     if resumed:
         trainer.restore(resumed)
-    deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
-    if args.steps is not None and args.steps < 0:
-        raise UsageError("--steps must be 0 or more")
-    pos = trainer.fit(args.steps, deadline)
+    return trainer
+
+
+def _stopped(args, trainer, pos, out) -> int:
+    """Where the run stopped, and the exit code: 0, or 128 + the signal that stopped it
+    (said even with --quiet, with the command that continues it)."""
     signum = getattr(trainer, "interrupted", None)
-    if signum:                          # SIGINT/SIGTERM: saved; shown even with --quiet
+    if signum:
         import signal
         import sys
         print(f"\n{signal.Signals(signum).name}: stopped at step {pos.step}; checkpoint "
