@@ -324,30 +324,15 @@ def test_training_step_runs_compiled(monkeypatch):
     assert losses[-1] < 0.8 * losses[0]
 
 
-def test_dropout_on_the_output_layer_is_compiled_with_the_interpreters_masks(monkeypatch):
-    """An attention model training with dropout on its output layer (on no cycle): the
-    interpreter's masks, drawn around the decoder's steps, padded batches too."""
-    text = (SPECS / "attention.sg").read_text().replace(
-        "o[u] = Oh @ s[u] + Oc @ ctx[u] + bo",
-        "o[u] = Oh @ dropout(s[u], 0.3) + Oc @ dropout(ctx[u], 0.4) + bo")
-    assert "dropout(ctx[u]" in text
-    mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims=DIMS)
-    _compiled_only(mc, monkeypatch)
-    ins, tgs = random_batch(mi, np.random.default_rng(2), B=3, lengths=LENGTHS)
-    for ex in (None, {i: n[:3] for i, n in EX_LEN.items()}):
-        gi, gc = np.random.default_rng(5), np.random.default_rng(5)
-        ri = mi.run(ins, tgs, grads=True, train=True, rng=gi, lengths=ex)
-        rc = mc.run(ins, tgs, grads=True, train=True, rng=gc, lengths=ex)
-        _same(ri, rc, "float64", mi, ex)
-        assert gi.bit_generator.state == gc.bit_generator.state
-
-
 ATTN = (SPECS / "attention.sg").read_text()
 GRU_DECODER = VARIANTS["gru_decoder"]
 STATIC_OVER_U = VARIANTS["static_over_u"]
 
 
 @pytest.mark.parametrize("text, old, new", [
+    # the output layer (on no cycle: its masks drawn around the decoder's steps)
+    (ATTN, "o[u] = Oh @ s[u] + Oc @ ctx[u] + bo",
+     "o[u] = Oh @ dropout(s[u], 0.3) + Oc @ dropout(ctx[u], 0.4) + bo"),
     # the decoder's input, hoisted out of the loop; the context and the state in it
     (ATTN, "Ud @ (F @ y[u-1])", "Ud @ dropout(F @ y[u-1], 0.3)"),
     (ATTN, "sum over t (a[u, t] * h[t])", "dropout(sum over t (a[u, t] * h[t]), 0.25)"),
@@ -359,12 +344,13 @@ STATIC_OVER_U = VARIANTS["static_over_u"]
     (STATIC_OVER_U, "sum over u (b[u, t] * (Q @ g[u]))",
      "dropout(sum over u (b[u, t] * (Q @ g[u])), 0.3)"),
     (STATIC_OVER_U, "max over t (r[t])", "dropout(max over t (r[t]), 0.4)"),
-], ids=["decoder-input", "context", "state", "gru-input-thrice", "gru-gate",
-        "over-t", "per-example"])
+], ids=["output-layer", "decoder-input", "context", "state", "gru-input-thrice",
+        "gru-gate", "over-t", "per-example"])
 def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
         text, old, new, monkeypatch):
-    """Dropout in an attention stage, once per step of its variable: in the decoder's
-    loop (this step's masks), hoisted out of it, or on no cycle, compiled with the
+    """Dropout once per step of its variable, on the output layer or in an attention
+    stage: in the decoder's loop (this step's masks), hoisted out of it, or on no cycle
+    (the output layer's masks drawn around the decoder's steps), compiled with the
     interpreter's masks: values, loss and gradients equal, padded batches too, and the
     generator left in the same state."""
     assert old in text
