@@ -427,3 +427,36 @@ def test_sample_labels_the_input_of_a_classifier_or_a_tagger(tmp_path, capsys, t
         assert rows[1].split("\t")[1].split()[0] == f"{labels[p[1].argmax()]}:{p[1].max():.3f}"
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "a", "--beam", 2)
     assert "--beam is for models that write their output one step at a time" in err
+
+
+SERIES = """\
+model ser
+input  x[t] : vec(D)
+target y[t] : vec(P)
+param W, U, b, Wo, bo
+h[t] : 5 = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss mse(o[t], y[t])
+"""
+
+
+def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsys):
+    """A series model runs over --input (a number a step for one column, steps split by
+    ';' for two): each step's prediction, the training data's scaling applied to the
+    input and undone on the output, one line a step."""
+    stats = {"mean": [10.0, -1.0], "std": [2.0, 0.5], "target_mean": [100.0],
+             "target_std": [4.0]}
+    vocab = Vocab("series", ("a", "b"), Vocab("series", ("y",)), stats)
+    spec, c = checkpoint_for(tmp_path, SERIES, "ser", vocab,
+                             Binding("x", "y", False, {}, "series"), {"D": 2, "P": 1})
+    m = seqgraph.Model(seqgraph.read_spec(str(spec)), dims={"D": 2, "P": 1})
+    ck.restore_params(ck.load(c), m.params)
+    raw = np.array([[12.0, -1.5], [8.0, 0.0], [10.0, -1.0]])
+    x = ((raw - [10.0, -1.0]) / [2.0, 0.5])[None].astype(np.float32)
+    want = m.forward({"x": x})["o"][0, :, 0] * 4.0 + 100.0
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input",
+                   "12 -1.5; 8, 0; 10 -1")
+    assert code == 0, out.err
+    assert np.allclose([float(r) for r in out.out.split()], want, rtol=1e-5)
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "12 -1.5; 8")
+    assert "--input step 2 must be 2 finite numbers for 'x' : vec(2); it has 1" in err

@@ -10,7 +10,7 @@ decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output
 weights against the source (seqgraph/attention_plot.py). A classifier or a tagger (its
 target not read back) labels `--input` in one forward pass: the most likely label, or each
 token's tag (`label`); a tree model every node of the bracketed tree `--input`
-(`label_tree`).
+(`label_tree`); a series model predicts at every step of the series `--input` (`forecast`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 HELP = ("generate from a trained model (language, conditional, seq2seq, one-to-many); "
-        "label --input with a classifier, a tagger or a tree model")
+        "label --input with a classifier, a tagger or a tree model; forecast a series")
 
 
 def add_arguments(p) -> None:
@@ -29,7 +29,9 @@ def add_arguments(p) -> None:
     p.add_argument("--input", help="conditional and seq2seq models, classifiers and "
                                    "taggers: the source text; a per-example vector input: "
                                    "its numbers, '0.1 0.3 ...'; a tree model: a bracketed "
-                                   "tree, '(3 (2 a) (3 film))' (its labels are not read)")
+                                   "tree, '(3 (2 a) (3 film))' (its labels are not read); "
+                                   "a series model: the series, '12 30.5 41' (steps split "
+                                   "by ';' for several columns)")
     p.add_argument("--length", type=int, default=None,
                    help="most tokens to generate (500 for a language model, else 100); "
                         "an output also ends at </s>")
@@ -157,6 +159,8 @@ def label(t, args) -> int:
     if args.input is None:
         raise UsageError(f"this model reads '{b.input}': give its text with --input")
     loss = next((loss for loss in graph.losses if loss.target.var == b.target), None)
+    if loss is not None and loss.fn == "mse" and getattr(t.vocab, "kind", "") == "series":
+        return forecast(t, args, loss.output.var)
     if loss is None or loss.fn != "xent":
         raise UsageError(f"'{b.target}' is not a class target read by an xent loss: "
                          "nothing to label (seqgraph eval scores such a model)")
@@ -180,6 +184,41 @@ def label(t, args) -> int:
         order = np.argsort(-p, kind="stable")
         sys.stdout.write(w + "\t" + " ".join(f"{names[k]}:{p[k]:.3f}" for k in order)
                          + "\n")
+    return 0
+
+
+def forecast(t, args, output: str) -> int:
+    """A series model (`series` data, an mse loss) run over the series --input: a number
+    a step for one input column (`"12 30.5 41"`), else the steps' values separated by
+    ';' (`"1 2; 3 4"`). Each step's prediction of the target (`horizon` steps ahead: the
+    last line forecasts past the end), one line a step, in the data's own units (the
+    training data's scaling applied to the input and undone on the output)."""
+    from ..errors import UsageError
+    from ..train.loaders import split_numbers
+    name = t.binding.input
+    D = t.model.sizes[name]
+    steps = args.input.split(";") if ";" in args.input or D > 1 else \
+        args.input.replace(",", " ").split()
+    rows = []
+    for k, text in enumerate(steps, 1):
+        vals, n, bad = split_numbers(text)
+        if vals is None or n != D:
+            what = f"value {n} is {bad!r}" if vals is None else f"it has {n}"
+            raise UsageError(f"--input step {k} must be {D} finite number"
+                             f"{'s' * (D != 1)} for '{name}' : vec({D}); {what}")
+        rows.append(vals)
+    if not rows:
+        raise UsageError("--input is empty: give the series, a number a step")
+    x = np.asarray(rows)
+    stats = t.vocab.stats
+    if stats:
+        x = (x - np.asarray(stats["mean"])) / np.asarray(stats["std"])
+    o = np.asarray(t.model.forward({name: x[None].astype(t.model.dtype)})[output][0],
+                   dtype=np.float64)                              # [T, P]
+    if stats:
+        o = o * np.asarray(stats["target_std"]) + np.asarray(stats["target_mean"])
+    for row in o:
+        sys.stdout.write("\t".join(f"{v:.6g}" for v in row) + "\n")
     return 0
 
 
