@@ -78,7 +78,7 @@ class Interpreter:
         self.tape, self.ctx, self.B, self.lengths = tape, ctx, B, lengths
         self.carry_in = carry or {}
         self.pids = {p: tape.leaf(v) for p, v in m.params.items()}
-        self.nodes, self.reduced = {}, {}
+        self.nodes, self.reduced, self.dropped = {}, {}, {}
         for v in g.vars:
             if v.role != "hidden" and v.name in data:
                 self._leaf_data(v, data[v.name])
@@ -122,6 +122,14 @@ class Interpreter:
         assert isinstance(e, Apply)
         if "over" in e.kw:
             return self._reduce(e, var, env)
+        if e.op is ops.Op.DROPOUT:
+            # one dropout drawn once at the same index values, wherever the expression
+            # holds it (`softmax over t (dropout(x))` reads x twice: one mask)
+            key = (id(e), tuple(sorted(env.items())))
+            if key not in self.dropped:
+                self.dropped[key] = self.tape.apply(
+                    e.op, [self._eval(e.args[0], var, env)], e.attrs, self.ctx)
+            return self.dropped[key]
         args = [self._eval(a, var, env) for a in e.args]
         attrs = e.attrs
         if e.op is ops.Op.ONEHOT:

@@ -9,6 +9,8 @@ import pytest
 import seqgraph
 from seqgraph.gradcheck import gradcheck
 
+from conftest import random_batch
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 DIMS = {"Vx": 5, "Vy": 6}
 
@@ -137,3 +139,19 @@ def test_same_equations_in_pytorch():
     assert res.loss == pytest.approx(loss.item(), rel=1e-12)
     for k, v in P.items():
         np.testing.assert_allclose(res.grads[k], v.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_dropout_read_twice_at_one_step_is_one_mask():
+    """`softmax over t (dropout(e[u, t], p))` reads the dropped value twice (in exp and in
+    the logsumexp it is written as): one mask per (u, t), so the weights still sum to 1
+    over t while training."""
+    text = (SPECS / "attention.sg").read_text().replace(
+        "a[u, t] = softmax over t (e[u, t])", "a[u, t] = softmax over t (dropout(e[u, t], 0.5))")
+    m = seqgraph.Model(seqgraph.read_spec("d.sg", text), dims={"Vx": 5, "Vy": 6},
+                       executor="interp", seed=1)
+    ins, tgs = random_batch(m, np.random.default_rng(0), B=3, lengths={"t": 4, "u": 3})
+    res = m.run(ins, tgs, train=True, grads=True, rng=np.random.default_rng(2))
+    a = np.asarray(res.values["a"])
+    assert np.allclose(a.sum(axis=2), 1.0)
+    plain = m.run(ins, tgs).values["a"]
+    assert not np.allclose(a, plain)                       # the masks did something

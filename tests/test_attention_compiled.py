@@ -344,8 +344,24 @@ STATIC_OVER_U = VARIANTS["static_over_u"]
     (STATIC_OVER_U, "sum over u (b[u, t] * (Q @ g[u]))",
      "dropout(sum over u (b[u, t] * (Q @ g[u])), 0.3)"),
     (STATIC_OVER_U, "max over t (r[t])", "dropout(max over t (r[t]), 0.4)"),
+    # inside reductions: a draw at every step reduced, for every step of the variable
+    # (in the decoder's loop, hoisted out of it, on no cycle); two interleaved
+    (ATTN, "sum over t (a[u, t] * h[t])", "sum over t (a[u, t] * dropout(h[t], 0.2))"),
+    (ATTN, "sum over t (a[u, t] * h[t])",
+     "sum over t (a[u, t] * (dropout(h[t], 0.2) + dropout(h[t], 0.3)))"),
+    (STATIC_OVER_U, "sum over u (b[u, t] * (Q @ g[u]))",
+     "sum over u (b[u, t] * dropout(Q @ g[u], 0.3))"),
+    (STATIC_OVER_U, "max over t (r[t])", "max over t (dropout(r[t], 0.25))"),
+    # nested reductions into a value per example, the inner over t, the outer over u
+    # (the masks' axes come as (u, t), the program's as (t, u))
+    (STATIC_OVER_U, "q = R @ c", "param P2 : [4, 3]\nparam R2 : [2, 4]\n"
+     "d = sum over u (sum over t (dropout((P2 @ g[u]) * h[t], 0.3)))\nq = R @ c + R2 @ d"),
+    # a value without the step's index, dropped at every step of the decoder
+    (ATTN, "tanh(Ud @ (F @ y[u-1])", "tanh(Ud @ (F @ y[u-1]) + Wi @ dropout(h[1], 0.5)"),
 ], ids=["output-layer", "decoder-input", "context", "state", "gru-input-thrice",
-        "gru-gate", "over-t", "per-example"])
+        "gru-gate", "over-t", "per-example", "inside-a-sum", "two-inside-a-sum",
+        "inside-a-sum-on-no-cycle", "inside-a-max-per-example", "nested-sums",
+        "per-example-in-the-loop"])
 def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
         text, old, new, monkeypatch):
     """Dropout once per step of its variable, on the output layer or in an attention
@@ -370,18 +386,16 @@ def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
 
 
 @pytest.mark.parametrize("old, new, why", [
-    ("sum over t (a[u, t] * h[t])", "sum over t (a[u, t] * dropout(h[t], 0.2))",
-     "'ctx' has a dropout inside a reduction over 't' (drawn at each of its steps)"),
     ("e[u, t] = va @ tanh(Wa @ s[u-1]", "e[u, t] = va @ tanh(Wa @ dropout(s[u-1], 0.2)",
      "'e' has a dropout and is over two indexes"),
-    ("tanh(Ud @ (F @ y[u-1])", "tanh(Ud @ (F @ y[u-1]) + Wi @ dropout(h[1], 0.5)",
-     "'s' has a dropout over other axes than its variable's (dropout(h[1], 0.5))"),
-], ids=["inside-a-reduction", "two-indexes", "per-example-value-in-the-loop"])
-def test_dropout_an_attention_stage_does_not_draw_once_per_step_is_interpreted(old, new,
-                                                                                why):
-    """Where the interpreter draws more than once per step of the variable (inside a
-    reduction, over two indexes, a value without the step's index dropped at each
-    step), training is interpreted and `check --explain` says why."""
+    # softmax over t is written exp(x - logsumexp over t (x)): one dropout read twice
+    ("sum over t (a[u, t] * h[t])", "sum over t (a[u, t] * softmax over t "
+     "(dropout(h[t], 0.2)))", "'ctx' reaches one dropout twice"),
+], ids=["two-indexes", "inside-softmax-over"])
+def test_dropout_the_layout_does_not_describe_is_interpreted(old, new, why):
+    """Where the compiled executor does not lay out the interpreter's draws (a variable
+    over two indexes, one dropout read twice), training is interpreted and `check
+    --explain` says why."""
     assert old in ATTN
     mi, mc = pair(seqgraph.read_spec("drop.sg", ATTN.replace(old, new)), "float64",
                   dims=DIMS)

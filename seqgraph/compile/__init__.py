@@ -69,8 +69,6 @@ class CompiledExecutor(FallsBack):
             try:
                 self.site_of = sequence_sites(self.g, static, model.checked.dropouts,
                                               recurrent, attention)
-                self.no_masks = next((st.undrawn for st in self.stages
-                                      if isinstance(st, AttnBuilt) and st.undrawn), None)
             except NoMasks as e:
                 self.no_masks = str(e)
 

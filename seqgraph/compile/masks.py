@@ -22,16 +22,17 @@ masks by index arithmetic, as do the terms of a recurrence hoisted out of its lo
 (`W @ dropout(x[t], p)`, in either direction of time) and the masks of a dropout inside
 the loop, which plan.lower makes a hoisted input; each dropout object knows which of the
 interpreter's draws it is (`sequence_sites`). Attention stages take them the same way,
-for a variable over one index: all its steps at once, or in its loop this step's rows.
+for a variable over one index: all its steps at once, or in its loop this step's rows;
+inside a reduction a dropout draws at every step reduced (`draw_order`).
 """
 from __future__ import annotations
 
 import networkx as nx
 import numpy as np
 
-from ..graph.folded import Ref, walk
+from ..graph.folded import Apply, Ref, walk
 from ..graph.unfold import case_at
-from ..ops import REDUCTIONS, Op
+from ..ops import Op
 
 
 class NoMasks(Exception):
@@ -122,10 +123,10 @@ def sequence_sites(graph, static: set, sizes: dict, recurrent: set,
     these very objects (or copies that know them, Step.original): a variable of `static`
     for all its steps at once, and in a `recurrent` one the terms that do not read the
     cycle, hoisted out of the loop, and the masks of a dropout inside it (a hoisted
-    input); in an `attention` stage, a variable over one index, each step's masks once
-    (attention/program.py). NoMasks for a dropout in an init value, over two indexes or
-    inside a reduction (the interpreter draws it once per step of the index reduced), of
-    a parameter or a number, or written once and reached twice."""
+    input); in an `attention` stage, a variable over one index (or none): each step's
+    masks, and inside a reduction each step's of the reduced index too
+    (attention/program.py). NoMasks for a dropout in an init value, in a variable over two
+    indexes, of a parameter or a number, or written once and reached twice."""
     out = {}
     for v in graph.vars:
         if v.init is not None and sites(v.init):
@@ -148,22 +149,47 @@ def sequence_sites(graph, static: set, sizes: dict, recurrent: set,
 
 
 def _attention_sites(v, expr, attention: set):
-    """Refuse the dropouts of an attention stage whose draws are not one per step of
-    their variable: over two indexes, or inside a reduction over an index."""
-    if v.name not in attention or not sites(expr):
-        return
-    if v.inner is not None:
+    """Refuse the dropouts of an attention variable over two indexes (its draws are not
+    laid out by step)."""
+    if v.name in attention and v.inner is not None and sites(expr):
         raise NoMasks(f"'{v.name}' has a dropout and is over two indexes")
-    for e in walk(expr):
-        if getattr(e, "op", None) in REDUCTIONS.values() and sites(e):
-            raise NoMasks(f"'{v.name}' has a dropout inside a reduction over "
-                          f"'{e.kw['over']}' (drawn at each of its steps)")
+
+
+def draw_order(expr, lengths: dict) -> list:
+    """The interpreter's draws in one evaluation of `expr`, in its order: (k, iteration)
+    for the k-th drawing dropout (`sites` order) and the steps of the reductions around
+    it, outermost first (`sum over t (... dropout(h[t]) ...)` draws at every t). As the
+    interpreter, an op over an index is evaluated once per value of the other indexes
+    (interp.Interpreter._reduce)."""
+    ks = {id(e): k for k, e in enumerate(sites(expr))}
+    out, done = [], set()
+
+    def visit(e, env: tuple):
+        if not isinstance(e, Apply):
+            return
+        over = e.kw.get("over")
+        if over is not None:
+            key = (id(e), tuple(kv for kv in env if kv[0] != over))
+            if key not in done:
+                done.add(key)
+                for s in range(lengths[over]):
+                    visit(e.args[0], env + ((over, s),))
+            return
+        for a in e.args:
+            visit(a, env)
+        if id(e) in ks:
+            out.append((ks[id(e)], env))
+
+    visit(expr, ())
+    return out
 
 
 class SequenceLayout:
     """Where the interpreter's draws for one set of lengths fall in the stream, per
-    example: `at[(var, k)]` = (width, offsets [steps]) of the k-th drawing dropout of
-    `var`; `width` the stream's length per example."""
+    example: `at[(var, k)]` = (width, offsets [steps, *reduced steps], the indexes of
+    those axes) of the k-th drawing dropout of `var` (the variable's own index first,
+    None for a value per example, then the reductions around the dropout, outermost
+    first); `width` the stream's length per example."""
 
     def __init__(self, model, lengths: dict):
         at, off = {}, 0
@@ -171,14 +197,22 @@ class SequenceLayout:
             v = model.graph.var(name)
             if step == "init":
                 continue                  # no dropout in init values (checked)
-            for k, e in enumerate(sites(case_at(v, step).expr)):
-                w = int(model.checked.dropouts[e].const)
-                at.setdefault((name, k), (w, {}))[1][step] = off
+            expr = case_at(v, step).expr
+            ks = sites(expr)
+            for k, env in draw_order(expr, lengths):
+                w = int(model.checked.dropouts[ks[k]].const)
+                entry = at.setdefault((name, k), (w, {}, tuple(i for i, _ in env)))
+                entry[1][(_step(step), tuple(s for _, s in env))] = off
                 off += w
-        # offsets in step order (the schedule may visit a variable's steps in another:
-        # after a recurrence that runs backward in time, say)
-        self.at = {key: (w, np.asarray([offs[s] for s in sorted(offs, key=_step)], np.int64))
-                   for key, (w, offs) in at.items()}
+        self.at = {}
+        for (name, k), (w, offs, overs) in at.items():
+            # offsets in step order (the schedule may visit a variable's steps in
+            # another: after a recurrence that runs backward in time, say)
+            keys = sorted(offs)
+            shape = (len({s for s, _ in keys}),) + tuple(
+                1 + max(it[j] for _, it in keys) for j in range(len(overs)))
+            flat = np.asarray([offs[key] for key in keys], np.int64).reshape(shape)
+            self.at[(name, k)] = (w, flat, (model.graph.var(name).index, *overs))
         self.width = off
 
     def draw(self, rng, B: int, dtype, site_of: dict) -> SequenceMasks:
@@ -201,8 +235,17 @@ class SequenceMasks:
     def of(self, e) -> np.ndarray:
         return self.mask(*self.site_of[id(e)], e.kw["p"])
 
+    def shaped(self, e) -> tuple:
+        """The masks of dropout e as [steps, *reduced steps, B, width], and the indexes of
+        the leading axes (layout.at)."""
+        var, k = self.site_of[id(e)]
+        w, offs, names = self.layout.at[(var, k)]
+        return self.mask(var, k, e.kw["p"]).reshape(offs.shape + (self.B, w)), names
+
     def mask(self, var: str, k: int, p: float) -> np.ndarray:
-        w, offs = self.layout.at[(var, k)]
+        """[steps * (reduced steps) * B, width], rows in that order."""
+        w, offs, _ = self.layout.at[(var, k)]
+        offs = offs.reshape(-1)
         # a draw at stream offset o (per example) is u[o*B : (o+w)*B] as [B, w]
         if len(offs) == 1 or (np.diff(offs) == w).all():     # one block: a view
             u = self.u[offs[0] * self.B:(offs[0] + len(offs) * w) * self.B].reshape(-1, w)

@@ -168,13 +168,19 @@ class _Exec:
         return out, (xs, s)
 
     def fwd_dropout(self, n, x, out):
-        """x times its masks while training (the node's axes are its variable's, or in
-        the loop its step's: program._Builder.dropout); x itself in evaluation."""
+        """x times its masks while training, x itself in evaluation. The masks come as
+        [steps, *reduced steps, B, width] over the indexes `names` (masks.SequenceLayout);
+        the node is over the same indexes (program._Builder.dropout), in the loop over
+        the variable's index this step's: x is broadcast to them."""
+        if not n.aligned:
+            x = _align(x, n.aaxes[0], n.axes)
         if self.drops is None:
-            return x, None
-        m = self.drops.of(n.expr)                      # [steps * B, width], step order
-        m = m.reshape(-1, self.B, m.shape[-1])[self.u] if n.sliced else \
-            m.reshape(self.lead(n.axes) + m.shape[-1:])
+            return (x if n.aligned else
+                    np.broadcast_to(x, self.lead(n.axes) + x.shape[-1:])), None
+        m, names = self.drops.shaped(n.expr)
+        if names[0] is None or n.sliced:          # one value per example, or this step's
+            m, names = m[0 if names[0] is None else self.u], names[1:]
+        m = np.moveaxis(m, [names.index(a) for a in n.axes], range(len(n.axes)))
         if out is None or out.shape != m.shape:
             out = None
         return np.multiply(x, m, out=out), m
@@ -382,8 +388,9 @@ class _Exec:
                              for d, a in zip(ds, args))
             return tuple(None if d is None else _back(d, a, ax, n.axes)
                          for d, a, ax in zip(ds, args, axes))
-        if n.op is Op.DROPOUT:
-            return (g,) if s is None else (g * s,)      # s: the masks (training)
+        if n.op is Op.DROPOUT:                   # s: the masks (None: evaluation)
+            d = g if s is None else g * s
+            return (d if n.aligned else _back(d, args[0], axes[0], n.axes),)
         if n.op is Op.BILINEAR:
             xs, rows, sv = s
             ds = ops.vjp(n.op, g.reshape(-1, g.shape[-1]), out.reshape(-1, out.shape[-1]),

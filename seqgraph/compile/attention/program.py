@@ -75,7 +75,7 @@ class _Builder:
         self.K = 0
         self.groups = {}             # operand node id -> gemm node id
         self.owner = None            # the variable whose equation is being built
-        self.undrawn = []            # why a dropout here cannot take its masks
+        self.overs = ()              # the indexes of the reductions around this point
 
     # ---------------------------------------------------------------- helpers
     def add(self, kind, axes, **kw) -> int:
@@ -179,23 +179,22 @@ class _Builder:
 
     def dropout(self, e, x) -> int:
         """dropout(a, p): a times the masks the interpreter draws for this equation at
-        each step of its variable (compile/masks.py), for all steps at once, or in the
-        loop over that index (`sliced`) this step's. A dropout over other axes than its
-        variable's takes no masks: training with it is interpreted (`undrawn`)."""
+        each step of its variable and, inside reductions, at each step of the indexes
+        reduced (compile/masks.py): a node over those indexes (a broadcast to them: a
+        value per example dropped at every step), in the loop over the variable's index
+        (`sliced`) this step's. The value's own indexes are among them (the checker binds
+        every index a read uses)."""
         v = self.g.var(self.owner)
-        want = () if self.fixed is not None else self.axes({v.index} - {None})
-        if self.prog.nodes[x].axes != want:
-            self.undrawn.append(f"'{self.owner}' has a dropout over other axes than its "
-                                f"variable's ({self.show(e)})")
-        return self.add("op", self.prog.nodes[x].axes, args=(x,), op=Op.DROPOUT,
-                        attrs=e.attrs, expr=e, sliced=self.fixed is not None)
+        axes = self.axes({v.index, *self.overs} - {None})
+        return self.add("op", axes, args=(x,), op=Op.DROPOUT, attrs=e.attrs, expr=e,
+                        sliced=self.fixed is not None and v.index == self.fixed)
 
     def hoist(self, e) -> int:
         key = ("draws", id(e)) if sites(e) else e
         j = self.hoist_ids.get(key)
         if j is None:
             j = self.hoist_ids[key] = len(self.hoisted)
-            self.hb.owner = self.owner
+            self.hb.owner, self.hb.overs = self.owner, self.overs
             self.hoisted.append((e, self.hb.build(e)))
         hax = self.hb.prog.nodes[self.hoisted[j][1]].axes
         axes = None if hax is None else tuple(a for a in hax if a != self.fixed)
@@ -245,6 +244,13 @@ class _Builder:
         if self.g.index_kinds.get(over) != "seq":
             raise Unsupported(f"a reduction over the tree index '{over}'")
         arg = e.args[0]
+        outer, self.overs = self.overs, self.overs + (over,)
+        try:
+            return self._reduce(e, over, arg)
+        finally:
+            self.overs = outer
+
+    def _reduce(self, e, over, arg) -> int:
         if e.op in (Op.SUM_OVER, Op.MEAN_OVER) and isinstance(arg, Apply) and \
                 arg.op is Op.MUL:
             p, q = (self.build(a) for a in arg.args)

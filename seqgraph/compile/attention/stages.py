@@ -42,9 +42,6 @@ class AttnBuilt:
             self.hb.owner = v
             self.root = self.hb.build(graph.var(v).cases[0].expr)
         _finish(self.hb.prog)
-        # why a dropout of this stage cannot take the interpreter's masks (else None)
-        undrawn = self.hb.undrawn + (self.sb.undrawn if stage.cyclic else [])
-        self.undrawn = undrawn[0] if undrawn else None
 
     # ------------------------------------------------------------ shapes
     def natural(self, v, fixed=None):
