@@ -566,12 +566,12 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
 
     from .graph.trees import Forest
     from .graph.unfold import unfold
-    from .train.trees import parse_tree
+    from .train.trees import binarizes, parse_tree
     graph, _ = _graph_and_sizes(spec_or_graph, sizes)
     n = next((i for i, k in graph.indexes if k == "tree"), None)
     if n is None:
         raise UsageError("--tree draws tree models; this model has no 'tree n' index")
-    left, right, words, labels = parse_tree(tree, "--tree", 1)
+    left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph))
     N = len(left)
     f = Forest(*(np.asarray(a, dtype=np.int64) for a in (left, right, [0] * N, [N - 1])))
     dag = _add_losses(graph, unfold(graph, {n: N}, f))

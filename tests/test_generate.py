@@ -426,7 +426,8 @@ def test_sample_labels_the_input_of_a_classifier_or_a_tagger(tmp_path, capsys, t
         assert [r.split("\t")[0] for r in rows] == ["a", "c", "b"]
         assert rows[1].split("\t")[1].split()[0] == f"{labels[p[1].argmax()]}:{p[1].max():.3f}"
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "a", "--beam", 2)
-    assert "--beam is for models that write their output one step at a time" in err
+    assert "--beam is not for this model: 'y' is not read back, so it is not written one " \
+           "step at a time; sample prints its most likely label" in err
 
 
 SERIES = """\
@@ -460,3 +461,6 @@ def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsy
     assert np.allclose([float(r) for r in out.out.split()], want, rtol=1e-5)
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "12 -1.5; 8")
     assert "--input step 2 must be 2 finite numbers for 'x' : vec(2); it has 1" in err
+    for flag in ("--nbest", "--greedy", "--unk"):                # not ignored: refused
+        err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "1 2", flag)
+        assert f"{flag} is not for this model" in err and "sample forecasts each step" in err

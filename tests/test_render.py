@@ -361,11 +361,12 @@ def test_dot_quotes_names():
 
 # -------------------------------------------------------------------------- the command
 def _fake_read_spec(monkeypatch, g):
+    """read_spec giving the hand-built graph g, as a spec: its sizes all left open."""
     import types
 
-    import seqgraph
-    monkeypatch.setattr(seqgraph, "read_spec", lambda path: types.SimpleNamespace(graph=g),
-                        raising=False)
+    from seqgraph.graph.check import check
+    monkeypatch.setattr(seqgraph, "read_spec", lambda path: types.SimpleNamespace(
+        graph=g, path=path, unbound_dims=lambda: check(g).unbound()), raising=False)
 
 
 def test_cli_folded(tmp_path, monkeypatch, capsys):

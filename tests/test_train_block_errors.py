@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import seqgraph
+from seqgraph import SpecError
 from seqgraph.cli import main
 from seqgraph.errors import UsageError
 from seqgraph.train.config import make_config, parse_sets
@@ -49,7 +51,9 @@ CASES = [
     ('epochs = "two"', '"two"', "epochs must be an integer >= 1", "epochs = 1"),
     ("bptt = 0", "0", "bptt must be an integer >= 1, not 0", "bptt = 64"),
     ("clip = -1", "-1", "clip must be a number >= 0", "0: no clipping"),
-    ("select = rot", "rot", "select must be one of root, all, loss", "did you mean 'root'?"),
+    ("select = rot", "rot", "select = rot: the best.npz of a sequence model is chosen by "
+     "its validation loss", "write select = loss"),
+    ("select = root", "root", "select = root: the best.npz of a sequence model", "loss"),
     ("dtype = float16", "float16", "dtype must be float32 or float64",
      "did you mean 'float64'?"),
     ("average = 2", "2", "average must be a decay in [0, 1)", "0 <= d < 1"),
@@ -60,7 +64,7 @@ CASES = [
     ("l2 = decay(0.1, E = -1)", "E = -1", "l2 of E must be a number >= 0", "decay("),
     ("on_nan = skp", "skp", "on_nan must be stop or skip", "did you mean 'skip'?"),
     ("seed = -1", "-1", "seed must be an integer >= 0", "seed = 0"),
-    ("valid = 1", "1", "valid must be a fraction below 1", "valid = 0.05"),
+    ("valid = 1", "1", "valid must be a fraction in [0, 1) or a loader call", "valid = 0.05"),
     # optimisers: names, keywords, ranges
     ("optimizer = adamw(lr = 0.01)", "adamw", "unknown optimizer 'adamw'",
      "did you mean 'adam'?"),
@@ -79,6 +83,10 @@ CASES = [
     ("optimizer = adagrad(reset = 1.5)", "reset", "reset must be a whole number",
      "reset a whole number"),
     ("optimizer = adam(l2 = 0.1)", "l2", "adam() has no argument 'l2'", "l2 = 0.0001"),
+    ("optimizer = adam(lr = 0.01, lr = 0.1)", "lr = 0.1", "'lr' is given twice in adam(...)",
+     "keep one of them"),
+    ("data = chars(t.txt)", ")", "unexpected ')'", 'a file name is a string: write it in '
+     'quotes'),
     # loaders
     ('valid = chars("j.jsonl", feild = "text")', "feild", "chars() has no argument 'feild'",
      "did you mean 'field'?"),
@@ -219,3 +227,14 @@ def test_set_values_are_checked_by_make_config_too():
         make_config({}, parse_sets(["batch=0"]))
     with pytest.raises(UsageError, match="did you mean 'field'"):
         make_config({}, parse_sets(['data=chars("a.txt", feild="text")']))
+
+
+def test_select_is_checked_against_the_kind_of_model(tmp_path):
+    """A tree model chooses best.npz by root, all or loss (a misspelling gets a
+    did-you-mean); a sequence model by loss alone (above)."""
+    from conftest import TREE_SPEC
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("t.sg", TREE_SPEC.replace("batch = 2", "batch = 2\n  select = rot"))
+    assert "select must be one of root, all, loss" in str(e.value)
+    assert "did you mean 'root'?" in str(e.value)
+    seqgraph.read_spec("t.sg", TREE_SPEC.replace("batch = 2", "batch = 2\n  select = all"))

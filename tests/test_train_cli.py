@@ -297,7 +297,7 @@ def test_config_defaults_overrides_and_checks(tmp_path):
     assert make_config({}, parse_sets(['data=chars("a.txt")'])).base == os.getcwd()
     for bad, msg in [({"batch": 0}, "batch must be an integer >= 1"),
                      ({"teacher": 2}, r"teacher must be a number in \[0, 1\]"),
-                     ({"valid": 1}, "valid must be a fraction below 1"),
+                     ({"valid": 1}, r"valid must be a fraction in \[0, 1\)"),
                      ({"dtype": "int8"}, "dtype must be float32 or float64")]:
         with pytest.raises(UsageError, match=msg):
             make_config(bad)
@@ -339,3 +339,15 @@ def test_every_command_reads_dim_alike(command, capsys):
     assert main(argv) == 2
     assert "--dim 'V=0': expected NAME=SIZE with SIZE a whole number of at least 1, e.g. " \
            "--dim V=65" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given, words", [
+    ("v=16", "--dim v=16: "), ("Q=5", "has no size 'Q' (its sizes: H, V)")])
+@pytest.mark.parametrize("command", ["check", "train", "render"])
+def test_a_dim_the_spec_has_no_size_for_is_refused(command, given, words, capsys):
+    argv = [command, str(ROOT / "specs/elman.sg"), "--dim", given]
+    if command == "render":
+        argv += ["-o", "x.dot"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and ("did you mean 'V'?" in err or given == "Q=5"), err

@@ -90,7 +90,7 @@ def test_binarize_collapses_unary_and_right_branches_wide_nodes():
     # a, b, c (collapsed under label 4), (3 b c), (3 a (3 b c))
     assert words == ["a", "b", "c", None, None] and labels == [2, 1, 4, 3, 3]
     assert left[3:] == [1, 0] and right[3:] == [2, 3]
-    with pytest.raises(DataError, match="1 child.*binarize=true"):
+    with pytest.raises(DataError, match="1 child.*binarize = true"):
         parse_tree("(3 (2 a))")
 
 
@@ -447,3 +447,24 @@ def test_sample_labels_every_node_of_a_given_tree(tmp_path, capsys):
     assert main([*argv, "--input", "(1 (1 a) (1 zzz))"]) == 2
     assert "'zzz' is not in the source vocabulary" in capsys.readouterr().err
     assert main([*argv, "--input", "(1 (1 a) (1 zzz))", "--unk"]) == 0
+
+
+def test_a_tree_on_the_command_line_is_read_as_the_specs_data(tmp_path, capsys):
+    """`sample --input` and `render --tree` read a tree as the spec's `trees(...)` reads
+    its data: a node of three children is refused, unless the data is binarised."""
+    from conftest import TREE_SPEC, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, TREE_SPEC)
+    assert train_quiet(spec, tmp_path / "run") == 0
+    wide = "(3 (2 a) (3 lovely) (2 film))"
+    sample = ["sample", str(spec), "--checkpoint", str(tmp_path / "run"), "--input", wide]
+    render = ["render", str(spec), "--tree", wide, "-o", str(tmp_path / "t.dot")]
+    capsys.readouterr()
+    for argv in (sample, render):
+        assert main(argv) == 2
+        assert "a node with 3 children: recursive nets read binary trees" in \
+            capsys.readouterr().err
+    spec.write_text(TREE_SPEC.replace('trees("train.txt")', 'trees("train.txt", binarize = '
+                                      'true)', 1))
+    assert main(sample) == 0
+    assert capsys.readouterr().out.count("(") == 5          # a (lovely film): 5 nodes
+    assert main(render) == 0

@@ -1,12 +1,13 @@
 """Subcommands of the `seqgraph` command line, one module each (see cli.py)."""
 from __future__ import annotations
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 
 
-def parse_dims(items: list[str] | None) -> dict:
+def parse_dims(items: list[str] | None, spec=None) -> dict:
     """`--dim V=65 --dim H=32` (or `--dim V=65,H=32`) -> {"V": 65, "H": 32}: every
-    command's way of binding a size the spec leaves open."""
+    command's way of binding a size the spec leaves open (or overriding a declared one).
+    With `spec`, a name it has no size for is refused (a did-you-mean: `v` for `V`)."""
     dims = {}
     for item in items or ():
         for part in filter(None, item.split(",")):
@@ -16,5 +17,14 @@ def parse_dims(items: list[str] | None) -> dict:
                 raise UsageError(f"--dim {part!r}: expected NAME=SIZE with SIZE a whole "
                                  f"number of at least 1, e.g. --dim V=65")
             dims[name.strip()] = int(val)
+    if spec is not None:
+        sizes = set(spec.unbound_dims()) | {n for n, _ in spec.graph.dims}
+        for name, size in dims.items():
+            if name not in sizes:
+                same = [n for n in sizes if n.lower() == name.lower()]   # `v` for `V`
+                near = f"did you mean '{same[0]}'?" if same else did_you_mean(name, sizes)
+                known = f"its sizes: {', '.join(sorted(sizes))}" if sizes else \
+                    "it has no size names"
+                raise UsageError(f"--dim {name}={size}: {spec.path} has no size "
+                                 f"'{name}' ({near or known})")
     return dims
-

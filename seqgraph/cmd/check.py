@@ -35,7 +35,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     spec = read_spec(args.spec)
-    checked = check(spec.graph, parse_dims(args.dim))
+    checked = check(spec.graph, parse_dims(args.dim, spec))
     for msg, pos in spec.graph.warnings:
         where = f"{args.spec}:{pos.line}:{pos.column}: " if pos else f"{args.spec}: "
         print(f"{where}warning: {msg}", file=sys.stderr)
@@ -57,7 +57,7 @@ def run(args) -> int:
         sys.stdout.write(summary(checked))
         sys.stdout.write(report_text(report(checked, args.steps, args.batch)))
     if args.explain:
-        sys.stdout.write(explain_text(spec, parse_dims(args.dim)))
+        sys.stdout.write(explain_text(spec, parse_dims(args.dim, spec)))
     return 0
 
 

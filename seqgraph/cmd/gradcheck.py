@@ -23,7 +23,7 @@ def add_arguments(p):
 def run(args) -> int:
     spec = read_spec(args.spec)
     dims = {n: 5 for n in spec.unbound_dims()}
-    dims.update(parse_dims(args.dim))
+    dims.update(parse_dims(args.dim, spec))
     model = Model(spec, dims=dims, dtype="float64", seed=args.seed, executor=args.executor)
     checks = gradcheck(model, seed=args.seed, tol=args.tol)
     ok = all(c.ok for c in checks)

@@ -58,7 +58,7 @@ def run(args) -> int:
     sources = [open_params(args.checkpoint, args.seed)]
     if args.compare:
         sources.append(open_params(args.compare, args.seed))
-    setup = prepare(spec, sources, data=args.data, given=parse_dims(args.dim),
+    setup = prepare(spec, sources, data=args.data, given=parse_dims(args.dim, spec),
                     steps=args.steps, batch=args.batch, seed=args.seed,
                     use_train_data=not args.random)
     runs = [(s.label, measure(m, setup.inputs, setup.targets, setup.lengths))

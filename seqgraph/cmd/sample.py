@@ -43,7 +43,9 @@ def add_arguments(p) -> None:
     p.add_argument("--alpha", type=float, default=0.6,
                    help="beam: rank finished outputs by score / length**alpha (0.6)")
     p.add_argument("--nbest", action="store_true",
-                   help="beam: print all K outputs, best first, each after its score")
+                   help="beam: print all K outputs, best first, each after its score; a "
+                        "classifier, tagger or tree model: every label with its "
+                        "probability")
     p.add_argument("--unk", action="store_true",
                    help="map --input tokens outside the vocabulary to <unk> (default: error)")
     p.add_argument("--seed", type=int, help="seed of the sampling (default: fresh entropy)")
@@ -148,18 +150,15 @@ def label(t, args) -> int:
     from ..errors import UsageError
     from ..ops import softmax
     b, graph = t.binding, t.model.graph
-    for flag, given in (("--beam", args.beam is not None), ("--temperature",
-                        args.temperature != 1.0), ("--attention-plot",
-                        args.attention_plot is not None), ("--length", args.length
-                        is not None)):
-        if given:
-            raise UsageError(f"{flag} is for models that write their output one step at "
-                             f"a time; '{b.target}' is not read back: sample prints its "
-                             "most likely label (--nbest: every label)")
-    if args.input is None:
-        raise UsageError(f"this model reads '{b.input}': give its text with --input")
     loss = next((loss for loss in graph.losses if loss.target.var == b.target), None)
-    if loss is not None and loss.fn == "mse" and getattr(t.vocab, "kind", "") == "series":
+    series = loss is not None and loss.fn == "mse" and getattr(t.vocab, "kind", "") == "series"
+    _refuse_generation_options(args, b.target, "forecasts each step" if series else
+                               "prints its most likely label (--nbest: every label)",
+                               series)
+    if args.input is None:
+        raise UsageError(f"this model reads '{b.input}': give its "
+                         f"{'series' if series else 'text'} with --input")
+    if series:
         return forecast(t, args, loss.output.var)
     if loss is None or loss.fn != "xent":
         raise UsageError(f"'{b.target}' is not a class target read by an xent loss: "
@@ -187,23 +186,38 @@ def label(t, args) -> int:
     return 0
 
 
+def _refuse_generation_options(args, target: str, does: str, series: bool) -> None:
+    """The options of step-by-step generation (and, for a forecast, of labels) refused
+    with the reason, not ignored."""
+    from ..errors import UsageError
+    given = [("--beam", args.beam is not None), ("--temperature", args.temperature != 1.0),
+             ("--attention-plot", args.attention_plot is not None),
+             ("--length", args.length is not None), ("--greedy", args.greedy and series),
+             ("--nbest", args.nbest and series), ("--unk", args.unk and series)]
+    for flag, on in given:
+        if on:
+            raise UsageError(f"{flag} is not for this model: '{target}' is not read back, "
+                             f"so it is not written one step at a time; sample {does}")
+
+
 def forecast(t, args, output: str) -> int:
     """A series model (`series` data, an mse loss) run over the series --input: a number
-    a step for one input column (`"12 30.5 41"`), else the steps' values separated by
-    ';' (`"1 2; 3 4"`). Each step's prediction of the target (`horizon` steps ahead: the
+    a step for one input column (`"12 30.5 41"`, separated by spaces, commas or ';'),
+    else the steps' values separated by ';' (`"1 2; 3 4"`). Each step's prediction of the target (`horizon` steps ahead: the
     last line forecasts past the end), one line a step, in the data's own units (the
     training data's scaling applied to the input and undone on the output)."""
     from ..errors import UsageError
     from ..train.loaders import split_numbers
     name = t.binding.input
     D = t.model.sizes[name]
-    steps = args.input.split(";") if ";" in args.input or D > 1 else \
-        args.input.replace(",", " ").split()
+    steps = [p for p in args.input.split(";") if p.strip()] if D > 1 else \
+        args.input.replace(";", " ").replace(",", " ").split()
     rows = []
     for k, text in enumerate(steps, 1):
         vals, n, bad = split_numbers(text)
         if vals is None or n != D:
-            what = f"value {n} is {bad!r}" if vals is None else f"it has {n}"
+            what = f"it has {n}" if vals is not None else f"{bad!r} is not a number" \
+                if D == 1 else f"value {n} is {bad!r}"
             raise UsageError(f"--input step {k} must be {D} finite number"
                              f"{'s' * (D != 1)} for '{name}' : vec({D}); {what}")
         rows.append(vals)
@@ -229,8 +243,8 @@ def label_tree(t, args, output: str) -> int:
     its probability."""
     from ..graph.trees import Forest
     from ..ops import softmax
-    from ..train.trees import parse_tree
-    left, right, words, _ = parse_tree(args.input, "--input", 1, binarize=True)
+    from ..train.trees import binarizes, parse_tree
+    left, right, words, _ = parse_tree(args.input, "--input", 1, binarizes(t.spec))
     N, leaves = len(left), [i for i, w in enumerate(words) if w is not None]
     ids = np.full(N, -1, dtype=np.int64)
     ids[leaves] = encode_tokens(t.vocab, [words[i] for i in leaves], args.unk)

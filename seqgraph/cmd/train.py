@@ -54,7 +54,7 @@ def run(args) -> int:
         args.quiet = args.quiet or comm.rank > 0
     spec = read_spec(args.spec)
     cfg = _config(args, spec)
-    dims = parse_dims(args.dim)
+    dims = parse_dims(args.dim, spec)
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None

@@ -483,7 +483,8 @@ class _Elaborator:
                                 hint=did_you_mean(e.key, TRAIN_KEYS) or
                                 "settings: " + ", ".join(TRAIN_KEYS))
             if e.key in out:
-                raise SpecError(f"train setting '{e.key}' is given twice", e.pos)
+                raise SpecError(f"train setting '{e.key}' is given twice", e.pos,
+                                hint="keep one of them")
             self._check_train_value(e)
             out[e.key] = e.value
         return tuple(out.items())
@@ -493,6 +494,11 @@ class _Elaborator:
         or argument: train/config.py, `check_value`) is an error at its place in the
         file; what needs the data or the model is checked when training starts."""
         from ..train.config import BadValue, check_value
+        if e.key == "select" and not self.trees and e.value != "loss":
+            raise SpecError(f"select = {e.value}: the best.npz of a sequence model is "
+                            "chosen by its validation loss", e.value_pos,
+                            hint="write select = loss, or leave select out (root and all "
+                                 "are the accuracies of a tree model)")
         try:
             check_value(e.key, e.value)
         except BadValue as b:

@@ -290,6 +290,12 @@ class _Build(Transformer):
         name, *args = c
         placed = [a for a in args if a is not None and not isinstance(a, _Kw)]
         kw = [a for a in args if isinstance(a, _Kw)]
+        seen = set()
+        for a in kw:
+            if a.key in seen:
+                raise SpecError(f"'{a.key}' is given twice in {name}(...)", a.pos,
+                                hint="keep one of them")
+            seen.add(a.key)
         return A.Call(str(name), tuple(v for v, _ in placed), {a.key: a.value for a in kw},
                       _pos(name), tuple(at for _, at in placed), {a.key: a.pos for a in kw})
 

@@ -142,7 +142,8 @@ def _statement(e: UnexpectedToken) -> _Stmt:
 
 def _hint(tok: Token, prev, expected: set, stmt: list, text: str) -> str:
     """What to do about a syntax error: the first rule that has something to say."""
-    for rule in (_hint_keyword, _hint_open_bracket, _hint_operand, _hint_keyword_typo,
+    for rule in (_hint_keyword, _hint_open_bracket, _hint_unquoted_path, _hint_operand,
+                 _hint_keyword_typo,
                  _hint_loss_arguments, _hint_one_statement_a_line, _hint_missing_operator,
                  _hint_shift_on_left, _hint_index, _hint_missing_value, _hint_form):
         hint = rule(tok, prev, expected, stmt, text)
@@ -160,6 +161,14 @@ def _hint_keyword(tok, prev, expected, stmt, text):
 def _hint_open_bracket(tok, prev, expected, stmt, text):
     if tok.type in ("_NL", "$END") and expected & {"RPAR", "RSQB", "RBRACE"}:
         return "a bracket is left open"
+    return ""
+
+
+def _hint_unquoted_path(tok, prev, expected, stmt, text):
+    """`data = chars(t.txt)`: a file name without quotes reads as a dotted keyword."""
+    if getattr(stmt, "block", None) == "TRAIN" and expected <= {"DOT", "EQUAL"} and \
+            any(isinstance(v, Token) and v.type == "DOT" for v in stmt):
+        return 'a file name is a string: write it in quotes, e.g. chars("data.txt")'
     return ""
 
 

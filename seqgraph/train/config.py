@@ -260,11 +260,12 @@ def _teacher(v):
 def _valid(v):
     if hasattr(v, "name"):
         return _loader(v, "valid")
-    frac = _number("valid", v, 0, 1, hint="a fraction in [0, 1) of the data, e.g. "
-                   "valid = 0.05, or a loader call such as chars(\"valid.txt\")")
+    hint = 'a fraction in [0, 1) of the data, e.g. valid = 0.05, or a loader call such as ' \
+        'chars("valid.txt")'
+    frac = _number("valid", v, 0, hint=hint)
     if frac >= 1:
-        raise BadValue("valid must be a fraction below 1 or a loader call",
-                       "e.g. valid = 0.05, or valid = chars(\"valid.txt\")")
+        raise BadValue(f"valid must be a fraction in [0, 1) or a loader call, not {_repr(v)}",
+                       hint)
     return frac
 
 

@@ -153,8 +153,9 @@ def _close(node, left, right, words, labels, file, line, col, text, binarize):
                      text)
     if len(kids) != 2 and not binarize:
         raise _error(f"a node with {len(kids)} child{'ren' * (len(kids) > 1)}: recursive "
-                     f"nets read binary trees (pass binarize=true to collapse unary "
-                     f"nodes and right-branch wider ones)", file, line, start, text)
+                     f"nets read binary trees (write it as nested pairs, or read it with "
+                     f"trees(..., binarize = true), which collapses unary nodes and "
+                     f"right-branches wider ones)", file, line, start, text)
     if len(kids) == 1:              # collapse: the child's subtree under this label
         labels[kids[0]] = lab
         return kids[0]
@@ -232,6 +233,16 @@ class TreeLoader:
 
     def describe(self) -> str:
         return f"trees({str(self.path)!r})"
+
+
+def binarizes(spec) -> bool:
+    """Whether the spec's tree data is binarised (`trees(..., binarize = true)`): a tree
+    given on the command line (`sample --input`, `render --tree`) is read the same way."""
+    data = dict(getattr(spec, "train", None) or {}).get("data")
+    if getattr(data, "name", None) != "trees":
+        return False
+    args = tuple(data.args)
+    return bool(data.kwargs.get("binarize", args[2] if len(args) > 2 else False))
 
 
 def trees(path: str, vocab: int | None = None, binarize: bool = False, *,
