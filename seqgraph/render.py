@@ -562,7 +562,6 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     """The unfolded graph of a tree model over one bracketed tree, `(3 (2 a) (3 film))`:
     a box per tree node (its phrase and label) holding that node's variables, leaves at
     the bottom, the root on top; child edges (`h[n.left]`, `h[n.right]`) in green."""
-    import numpy as np
 
     from .graph.trees import Forest
     from .graph.unfold import unfold
@@ -573,7 +572,7 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
         raise UsageError("--tree draws tree models; this model has no 'tree n' index")
     left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph))
     N = len(left)
-    f = Forest(*(np.asarray(a, dtype=np.int64) for a in (left, right, [0] * N, [N - 1])))
+    f = Forest.one(left, right)
     dag = _add_losses(graph, unfold(graph, {n: N}, f))
     dag.remove_nodes_from([v for v in list(dag.nodes) if dag.degree(v) == 0])
     phrase = {}
@@ -597,7 +596,7 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
         dot.node(ids[v], label=label, **_node_style(graph, dag, v))
         if isinstance(step, int):
             clusters.setdefault(step, []).append(ids[v])
-    _tree_rows(dot, dag, ids, left, right)
+    _tree_rows(dot, dag, ids, f.height())
     for step, members in sorted(clusters.items()):
         kind = "leaf" if left[step] < 0 else "internal"
         text = phrase[step] if len(phrase[step]) <= 28 else phrase[step][:25] + "..."
@@ -616,15 +615,11 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     return dot.text()
 
 
-def _tree_rows(dot: Dot, dag, ids: dict, left: list, right: list) -> None:
+def _tree_rows(dot: Dot, dag, ids: dict, height) -> None:
     """A variable's nodes at the same height of the tree on one row: the leaves at the
     bottom in the sentence's order, each parent above its children. Nodes of one height
     never nest, so their post-order is their left-to-right order; invisible edges inside
     a row keep it."""
-    height = [0] * len(left)
-    for i in range(len(left)):               # children come before their parent
-        if left[i] >= 0:
-            height[i] = 1 + max(height[left[i]], height[right[i]])
     rows: dict = {}
     for v in sorted((v for v in dag.nodes if isinstance(_node_step(v), int)), key=_node_step):
         rows.setdefault((_node_var(v), height[_node_step(v)]), []).append(ids[v])

@@ -435,8 +435,7 @@ def test_sample_labels_every_node_of_a_given_tree(tmp_path, capsys):
     t = restore(str(spec), str(tmp_path / "run" / "checkpoint.npz"), "interp")
     ids = [t.vocab.index[w] for w in ("a", "lovely", "film")]
     w = np.array([ids[0], ids[1], ids[2], -1, -1])               # post-order
-    f = Forest(np.array([-1, -1, -1, 1, 0]), np.array([-1, -1, -1, 2, 3]), np.zeros(5, int),
-               np.array([4]))
+    f = Forest.one([-1, -1, -1, 1, 0], [-1, -1, -1, 2, 3])
     k = t.model.run({"words": w}, forest=f).values["o"].argmax(axis=-1)
     assert shown == f"({k[4]} ({k[0]} a) ({k[3]} ({k[1]} lovely) ({k[2]} film)))"
     assert main([*argv, "--input", "(0 (0 a) (0 (0 lovely) (0 film)))", "--nbest"]) == 0

@@ -7,7 +7,7 @@ import pytest
 import seqgraph
 from seqgraph.cli import main
 from seqgraph.gradcheck import gradcheck
-from seqgraph.graph.trees import Node, forest
+from seqgraph.graph.trees import Forest, Node, forest
 from seqgraph.graph.unfold import unfold
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -70,3 +70,10 @@ def test_gradcheck_cli(capsys):
     assert "all passed" in capsys.readouterr().out
     assert main(["gradcheck", str(SPECS / "elman.sg"), "--json"]) == 0
     assert '"ok": true' in capsys.readouterr().out
+
+
+def test_the_forest_of_one_tree_in_post_order():
+    """(a (b c)) in post-order: a, b, c, (b c), root; one example, its root the last."""
+    f = Forest.one([-1, -1, -1, 1, 0], [-1, -1, -1, 2, 3])
+    assert f.batch == 1 and list(f.roots) == [4] and list(f.tree) == [0] * 5
+    assert list(f.height()) == [0, 0, 0, 1, 2]

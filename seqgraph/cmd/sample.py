@@ -10,7 +10,8 @@ decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output
 weights against the source (seqgraph/attention_plot.py). A classifier or a tagger (its
 target not read back) labels `--input` in one forward pass: the most likely label, or each
 token's tag (`label`); a tree model every node of the bracketed tree `--input`
-(`label_tree`); a series model predicts at every step of the series `--input` (`forecast`).
+(`label_tree`); a series model predicts at every step of the series `--input`
+(`forecast`). `one_pass` chooses.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def run(args) -> int:
     if args.prime is not None:
         raise UsageError("--prime is for language models; this model reads --input")
     if not t.binding.feedback and t.binding.input is not None:
-        return label(t, args)
+        return one_pass(t, args)
     return _transduce(t, args, rng)
 
 
@@ -142,13 +143,11 @@ def _transduce(t, args, rng) -> int:
     return 0
 
 
-def label(t, args) -> int:
-    """A model that does not read its output back (a classifier `y : class(K)`, a
-    tagger `y[t]`) is not written one step at a time: one forward pass over --input
-    gives its most likely label, or each token's tag (`word/TAG`, as `tagged` reads);
-    --nbest: every label with its probability (a tagger: a line per token)."""
+def one_pass(t, args) -> int:
+    """A model that does not read its output back is not written one step at a time:
+    one forward pass over --input labels it (a classifier, a tagger: `label`; a tree
+    model: `label_tree`) or forecasts (a series model: `forecast`)."""
     from ..errors import UsageError
-    from ..ops import softmax
     b, graph = t.binding, t.model.graph
     loss = next((loss for loss in graph.losses if loss.target.var == b.target), None)
     series = loss is not None and loss.fn == "mse" and getattr(t.vocab, "kind", "") == "series"
@@ -165,8 +164,16 @@ def label(t, args) -> int:
                          "nothing to label (seqgraph eval scores such a model)")
     if any(kind == "tree" for _, kind in graph.indexes):
         return label_tree(t, args, loss.output.var)
+    return label(t, args, loss.output.var)
+
+
+def label(t, args, output: str) -> int:
+    """A classifier's most likely label for --input, or a tagger's tag of each token
+    (`word/TAG`, as `tagged` reads); --nbest: every label with its probability (a
+    tagger: a line per token)."""
+    from ..ops import softmax
     ids = encode_input(t.vocab, args.input, args.unk)
-    o = t.model.forward({b.input: ids[None, :]})[loss.output.var][0]
+    o = t.model.forward({t.binding.input: ids[None, :]})[output][0]
     probs = softmax(np.asarray(o, dtype=np.float64))       # [K], or [T, K] per token
     names = t.vocab.target.tokens
     if probs.ndim == 1:
@@ -203,9 +210,10 @@ def _refuse_generation_options(args, target: str, does: str, series: bool) -> No
 def forecast(t, args, output: str) -> int:
     """A series model (`series` data, an mse loss) run over the series --input: a number
     a step for one input column (`"12 30.5 41"`, separated by spaces, commas or ';'),
-    else the steps' values separated by ';' (`"1 2; 3 4"`). Each step's prediction of the target (`horizon` steps ahead: the
-    last line forecasts past the end), one line a step, in the data's own units (the
-    training data's scaling applied to the input and undone on the output)."""
+    else the steps' values separated by ';' (`"1 2; 3 4"`). Each step's prediction of
+    the target (`horizon` steps ahead: the last line forecasts past the end), one line a
+    step, in the data's own units (the training data's scaling applied to the input and
+    undone on the output)."""
     from ..errors import UsageError
     from ..train.loaders import split_numbers
     name = t.binding.input
@@ -248,9 +256,7 @@ def label_tree(t, args, output: str) -> int:
     N, leaves = len(left), [i for i, w in enumerate(words) if w is not None]
     ids = np.full(N, -1, dtype=np.int64)
     ids[leaves] = encode_tokens(t.vocab, [words[i] for i in leaves], args.unk)
-    forest = Forest(*(np.asarray(a, dtype=np.int64) for a in (left, right, [0] * N,
-                                                               [N - 1])))
-    o = t.model.run({t.binding.input: ids}, forest=forest).values[output]
+    o = t.model.run({t.binding.input: ids}, forest=Forest.one(left, right)).values[output]
     probs = softmax(np.asarray(o, dtype=np.float64))           # [N, K], post-order
 
     def show(i) -> str:

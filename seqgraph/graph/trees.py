@@ -31,6 +31,14 @@ class Forest:
     def is_leaf(self) -> np.ndarray:
         return self.left < 0
 
+    @classmethod
+    def one(cls, left, right) -> Forest:
+        """The forest of one tree, its nodes in post-order (as train.trees.parse_tree
+        gives them: the root last)."""
+        n = len(left)
+        arr = lambda x: np.asarray(x, dtype=np.int64)
+        return cls(arr(left), arr(right), np.zeros(n, dtype=np.int64), arr([n - 1]))
+
     def height(self) -> np.ndarray:
         h = np.zeros(self.size, dtype=np.int64)
         for i in range(self.size):           # children have smaller numbers
