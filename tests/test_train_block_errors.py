@@ -173,10 +173,13 @@ SETS = [
     ('data=pairz("x.tsv")', "loader 'pairz' is not supported by training; did you mean "
      "'pairs'?"),
     ('data=pairs("pairs.tsv"', "--set data=pairs(\"pairs.tsv\": cannot read the value: "
-     "'(' at column 6 of the value is not closed; add ')'"),
+     "'(' opened at column 6 of the value is never closed; add the matching ')'"),
     ('data=chars("x)', "the string opened at column 7 of the value is never closed"),
     ("batch=3 4", "unexpected '4'; expected the end of the value after '3' (at column 3 "
      "of the value)"),
+    ('data=chars(t.txt)', "(at column 12 of the value); a file name is a string: write it "
+     "in quotes"),
+    ("batch=)", "')' has no matching '(' (at column 1 of the value)"),
 ]
 
 
@@ -186,7 +189,8 @@ def test_a_bad_set_value_names_the_flag(spec, capsys, tmp_path, item, words):
                     "--out", str(tmp_path / "r"), "--set", item)
     assert code == 2 and words in err, err
     assert len(err.strip().splitlines()) == 1            # one line, no spec location
-    assert "spec.sg:" not in err and "line 2" not in err and "'}'" not in err
+    assert "spec.sg:" not in err and "line " not in err and "'}'" not in err
+    assert "statement" not in err                       # no hint meant for a spec
     assert "Traceback" not in err and "unexpected keyword" not in err
 
 

@@ -326,12 +326,17 @@ _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 
 
-def _check_brackets(text: str):
+def _at_line(line: int, col: int) -> str:
+    return f"line {line}, column {col}"
+
+
+def _check_brackets(text: str, at=_at_line):
     """Unbalanced ( [ { outside comments and strings, found before Lark parses: a bracket
     left open swallows the rest of the file, so report where it was opened. A stray or
-    mismatched closer and an unterminated string are reported where they are."""
+    mismatched closer and an unterminated string are reported where they are. `at`
+    words a position (a spec's line and column; a --set value's column)."""
     stack = []                                  # (bracket, line, column)
-    for ch, line, col in _bracket_chars(text):
+    for ch, line, col in _bracket_chars(text, at):
         if ch in _OPEN:
             stack.append((ch, line, col))
             if len(stack) > MAX_NESTING:
@@ -340,23 +345,23 @@ def _check_brackets(text: str):
         elif stack and _OPEN[stack[-1][0]] == ch:
             stack.pop()
         else:
-            _bad_closer(ch, line, col, stack)
+            _bad_closer(ch, line, col, stack, at)
     if stack:
         o, ol, oc = stack[-1]
-        raise SpecError(f"'{o}' opened at line {ol}, column {oc} is never closed",
+        raise SpecError(f"'{o}' opened at {at(ol, oc)} is never closed",
                         Pos(ol, oc), hint=f"add the matching '{_OPEN[o]}'")
 
 
-def _bad_closer(ch, line, col, stack):
+def _bad_closer(ch, line, col, stack, at):
     if not stack:
         raise SpecError(f"'{ch}' has no matching '{_CLOSE[ch]}'", Pos(line, col),
                         hint="remove it, or open it earlier")
     o, ol, oc = stack[-1]
-    raise SpecError(f"'{ch}' does not match '{o}' opened at line {ol}, column {oc}",
+    raise SpecError(f"'{ch}' does not match '{o}' opened at {at(ol, oc)}",
                     Pos(line, col), hint=f"close '{o}' with '{_OPEN[o]}' first")
 
 
-def _bracket_chars(text: str):
+def _bracket_chars(text: str, at=_at_line):
     """(bracket, line, column) of every bracket outside comments and strings."""
     for n, line in enumerate(text.split("\n"), 1):
         quoted = 0
@@ -368,9 +373,8 @@ def _bracket_chars(text: str):
             elif not quoted and (ch in _OPEN or ch in _CLOSE):
                 yield ch, n, c
         if quoted:
-            raise SpecError(f"the string opened at line {n}, column {quoted} is never "
-                            "closed", Pos(n, quoted), hint='a string ends with " on the '
-                            "same line")
+            raise SpecError(f"the string opened at {at(n, quoted)} is never closed",
+                            Pos(n, quoted), hint='a string ends with " on the same line')
 
 
 def parse(text: str, path: str = "<spec>") -> A.Spec:
@@ -417,13 +421,13 @@ def parse_value(text: str):
     if len(text) > MAX_SOURCE:
         raise SpecError(f"the value is {len(text)} characters long; the limit is "
                         f"{MAX_SOURCE}", Pos(1, 1))
-    _check_brackets(text)
+    _check_brackets(text, lambda line, col: f"column {col} of the value")
     parser = _parser("placed")
     try:
         value, _ = _Build().transform(parser.parse(text))
         return value
     except UnexpectedInput as e:
-        raise syntax_error(e, text, parser.options.postlex.before) from None
+        raise syntax_error(e, text, parser.options.postlex.before, value=True) from None
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None

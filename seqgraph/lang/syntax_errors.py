@@ -58,9 +58,10 @@ def _describe(tok: Token) -> str:
     return f"'{tok}'"
 
 
-def syntax_error(e: UnexpectedInput, text: str, before) -> SpecError:
+def syntax_error(e: UnexpectedInput, text: str, before, value: bool = False) -> SpecError:
     """Lark's error as a SpecError: where, what was expected in words, and a hint.
-    `before(tok)` is the token before `tok` when Lark's history lacks it."""
+    `before(tok)` is the token before `tok` when Lark's history lacks it; `value`: the
+    text is one train value (`--set`), not a spec: no hint about statements or lines."""
     if isinstance(e, UnexpectedCharacters):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
         return SpecError(f"unexpected character {ch!r}", Pos(e.line, e.column),
@@ -85,7 +86,7 @@ def syntax_error(e: UnexpectedInput, text: str, before) -> SpecError:
     if tok.type not in ("_NL", "$END"):
         msg = f"unexpected {_describe(tok)}; " + msg
     return SpecError(msg, Pos(line, col),
-                     hint=_hint(tok, prev, expected, _statement(e), text))
+                     hint=_hint(tok, prev, expected, _statement(e, value), text, value))
 
 
 # ---------------------------------------------------------------------------- hints
@@ -122,11 +123,13 @@ class _Stmt(list):
     block = None
 
 
-def _statement(e: UnexpectedToken) -> _Stmt:
+def _statement(e: UnexpectedToken, value: bool = False) -> _Stmt:
+    """The statement the error is in (a lone train value, with `value`)."""
+    stmt = _Stmt()
     try:
         stack = list(e.interactive_parser.parser_state.value_stack)
     except Exception:   # noqa: BLE001  (an older Lark)
-        return _Stmt()
+        stack = []
     start = 0
     for i in range(len(stack) - 1, -1, -1):
         v = stack[i]
@@ -134,18 +137,19 @@ def _statement(e: UnexpectedToken) -> _Stmt:
                 not isinstance(v, Token) and _BOUNDARY.match(str(getattr(v, "data", ""))):
             start = i + 1
             break
-    stmt = _Stmt(stack[start:])
+    stmt.extend(stack[start:])
     opened = [v.type for v in stack[:start] if isinstance(v, Token)]
-    stmt.block = next((t for t in ("TRAIN", "CELL") if t in opened), None)
+    stmt.block = "TRAIN" if value else next((t for t in ("TRAIN", "CELL") if t in opened),
+                                            None)
     return stmt
 
 
-def _hint(tok: Token, prev, expected: set, stmt: list, text: str) -> str:
-    """What to do about a syntax error: the first rule that has something to say."""
-    for rule in (_hint_keyword, _hint_open_bracket, _hint_unquoted_path, _hint_operand,
-                 _hint_keyword_typo,
-                 _hint_loss_arguments, _hint_one_statement_a_line, _hint_missing_operator,
-                 _hint_shift_on_left, _hint_index, _hint_missing_value, _hint_form):
+def _hint(tok: Token, prev, expected: set, stmt: list, text: str, value=False) -> str:
+    """What to do about a syntax error: the first rule that has something to say (for a
+    lone value, only the rules about values and expressions)."""
+    for rule, for_values in _RULES:
+        if value and not for_values:
+            continue
         hint = rule(tok, prev, expected, stmt, text)
         if hint:
             return hint
@@ -332,3 +336,11 @@ def _char_hint(ch: str) -> str:
 def _end_pos(text: str):
     lines = text.rstrip("\n").splitlines() or [""]
     return len(lines), len(lines[-1]) + 1
+
+
+# the rules in the order they are tried, and whether each applies to a lone train value
+_RULES = ((_hint_keyword, True), (_hint_open_bracket, False), (_hint_unquoted_path, True),
+          (_hint_operand, True), (_hint_keyword_typo, False), (_hint_loss_arguments, False),
+          (_hint_one_statement_a_line, False), (_hint_missing_operator, True),
+          (_hint_shift_on_left, False), (_hint_index, True), (_hint_missing_value, True),
+          (_hint_form, False))

@@ -436,49 +436,18 @@ class SetValues(dict):
 
 def _read_set(key: str, text: str):
     """A --set value read with the spec language's value syntax; a UsageError naming the
-    flag and the column of the value where it cannot be read."""
+    flag and where in the value it cannot be read."""
     from ..lang.parse import parse_value
     where = f"--set {key}={text}: cannot read the value"
-    problem = _bracket_problem(text) if text else "the value is empty"
-    if problem:
-        raise UsageError(f"{where}: {problem}")
+    if not text:
+        raise UsageError(f"{where}: the value is empty")
     try:
         return parse_value(text)
     except SpecError as e:
         msg = e.message.replace("the end of the file", "the end of the value")
-        col = min(max(e.pos.column, 1), len(text) + 1) if e.pos.line == 1 else len(text) + 1
-        hint = f"; {e.hint}" if e.hint and not any(
-            w in e.hint for w in ("bracket", "train", "line", "statement", "equation")) \
-            else ""
-        raise UsageError(f"{where}: {msg} (at column {col} of the value){hint}") from None
-
-
-_PAIRS = {"(": ")", "[": "]", "{": "}"}
-
-
-def _bracket_problem(text: str) -> str:
-    """What is wrong with the brackets or strings of a --set value, in the value's own
-    columns, or ""."""
-    stack, quoted = [], 0
-    for c, ch in enumerate(text, 1):
-        if ch == '"':
-            quoted = 0 if quoted else c
-        elif quoted:
-            continue
-        elif ch in _PAIRS:
-            stack.append((ch, c))
-        elif ch in _PAIRS.values():
-            if not stack:
-                return f"'{ch}' at column {c} of the value has no matching opening bracket"
-            o, oc = stack.pop()
-            if _PAIRS[o] != ch:
-                return f"'{ch}' at column {c} of the value does not match '{o}' at column {oc}"
-    if quoted:
-        return f"the string opened at column {quoted} of the value is never closed; add '\"'"
-    if stack:
-        o, oc = stack[-1]
-        return f"'{o}' at column {oc} of the value is not closed; add '{_PAIRS[o]}'"
-    return ""
+        if "column" not in msg:                 # (a bracket's message says where already)
+            msg += f" (at column {min(max(e.pos.column, 1), len(text) + 1)} of the value)"
+        raise UsageError(f"{where}: {msg}" + (f"; {e.hint}" if e.hint else "")) from None
 
 
 def _known(key: str, where: str) -> None:
