@@ -364,11 +364,11 @@ STATIC_OVER_U = VARIANTS["static_over_u"]
         "per-example-in-the-loop"])
 def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
         text, old, new, monkeypatch):
-    """Dropout once per step of its variable, on the output layer or in an attention
-    stage: in the decoder's loop (this step's masks), hoisted out of it, or on no cycle
-    (the output layer's masks drawn around the decoder's steps), compiled with the
-    interpreter's masks: values, loss and gradients equal, padded batches too, and the
-    generator left in the same state."""
+    """Dropout on the output layer or in an attention stage (in the decoder's loop with
+    this step's masks, hoisted out of it, on no cycle, inside reductions with a mask per
+    step reduced) compiled with the interpreter's masks: values, loss and gradients
+    equal, padded batches too, the generator left in the same state; and equal in
+    evaluation, where a dropout broadcast to more indexes is the value broadcast."""
     assert old in text
     mi, mc = pair(seqgraph.read_spec("drop.sg", text.replace(old, new)), "float64",
                   dims=DIMS)
@@ -383,6 +383,7 @@ def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
         assert gi.bit_generator.state == gc.bit_generator.state
         plain = mc.run(ins, tgs, grads=True, lengths=ex)      # the masks did something
         assert abs(plain.loss - rc.loss) > 1e-6
+        _same(mi.run(ins, tgs, grads=True, lengths=ex), plain, "float64", mi, ex)  # eval
 
 
 @pytest.mark.parametrize("old, new, why", [
