@@ -242,3 +242,13 @@ def test_select_is_checked_against_the_kind_of_model(tmp_path):
     assert "select must be one of root, all, loss" in str(e.value)
     assert "did you mean 'root'?" in str(e.value)
     seqgraph.read_spec("t.sg", TREE_SPEC.replace("batch = 2", "batch = 2\n  select = all"))
+
+
+@pytest.mark.parametrize("value, hint", [
+    ("chars", 'a loader call names its file: chars("file.txt")'),
+    ("charz", "did you mean 'chars'? (loaders: chars, words")])
+def test_a_loader_named_without_its_file(value, hint):
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("m.sg", MODEL.replace('data = chars("tiny.txt")', f"data = {value}")
+                           + "}\n")
+    assert "data must be a loader call such as" in str(e.value) and hint in str(e.value)

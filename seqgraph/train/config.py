@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -185,7 +186,6 @@ def call_checked(call, fn, skip=(), name: str | None = None, replace: dict | Non
 def _named_in(message: str, call, names) -> tuple | None:
     """Where the argument a message is about stands in `call`: the first name of `names`
     the message holds as a word (after the `name():` it may start with)."""
-    import re
     text = message.split("(): ", 1)[-1]
     args = tuple(getattr(call, "args", ()))
     kwargs = dict(getattr(call, "kwargs", {}))

@@ -601,10 +601,12 @@ def _loader_function(call, key: str = "data"):
     name = getattr(call, "name", None)
     known = (*LOADERS, *TREE_LOADERS)
     if name is None:
-        import difflib
-        near = difflib.get_close_matches(call, known, 1) if isinstance(call, str) else []
-        hint = f"did you mean {near[0]}(\"file.txt\")? (a loader call names its file)" \
-            if near else f"loaders: {', '.join(known)}"
+        if isinstance(call, str) and call in known:      # `data = chars`: no file
+            hint = f"a loader call names its file: {call}(\"file.txt\")"
+        else:
+            near = did_you_mean(call, known) if isinstance(call, str) else ""
+            hint = f"{near} (loaders: {', '.join(known)})" if near else \
+                f"loaders: {', '.join(known)}"
         raise BadValue(f"{key} must be a loader call such as chars(\"file.txt\"), "
                        f"not {call!r}", hint)
     if name not in known:
