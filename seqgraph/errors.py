@@ -61,8 +61,8 @@ class SpecError(SeqgraphError):
     def column(self) -> int:
         return self.pos.column
 
-    def render(self) -> str:
-        head = f"{self.file}:{self.pos.line}:{self.pos.column}: error: {self.message}"
+    def render(self, kind: str = "error") -> str:
+        head = f"{self.file}:{self.pos.line}:{self.pos.column}: {kind}: {self.message}"
         out = [head]
         # lines as the parser counts them: at '\n' only (str.splitlines would also break
         # at a form feed or U+2028, and show the wrong line); other control characters

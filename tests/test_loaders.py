@@ -71,6 +71,13 @@ def test_missing_file_names_the_file(tmp_path):
         chars("nothere.txt", base=tmp_path)
 
 
+def test_a_path_the_system_refuses_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match=r"cannot use this path \(File name too long\)"):
+        chars("a" * 5000 + ".txt", base=tmp_path)
+    with pytest.raises(DataError, match="not a file"):
+        chars(".", base=tmp_path)
+
+
 def test_empty_file_is_an_error(tmp_path):
     write(tmp_path, "e.txt", " \n\n")
     with pytest.raises(DataError, match=r"e\.txt: is empty"):

@@ -145,6 +145,7 @@ def test_good_values_still_check(spec, capsys):
                   'valid = chars("not-there-yet.txt")'):    # no data is read by check
         code, err = run(capsys, "check", spec(entry))
         assert code == 0, (entry, err)
+        assert ("warning: valid file" in err) == ("not-there-yet" in entry), err
 
 
 def test_the_real_process_prints_no_traceback(spec, tmp_path):
@@ -185,13 +186,57 @@ SETS = [
 
 @pytest.mark.parametrize("item, words", SETS, ids=[s[0] for s in SETS])
 def test_a_bad_set_value_names_the_flag(spec, capsys, tmp_path, item, words):
-    code, err = run(capsys, "train", spec("epochs = 1"), "--quiet", "--steps", "1",
-                    "--out", str(tmp_path / "r"), "--set", item)
-    assert code == 2 and words in err, err
-    assert len(err.strip().splitlines()) == 1            # one line, no spec location
-    assert "spec.sg:" not in err and "line " not in err and "'}'" not in err
-    assert "statement" not in err                       # no hint meant for a spec
-    assert "Traceback" not in err and "unexpected keyword" not in err
+    path = spec("epochs = 1")
+    for argv in (["check", path], ["train", path, "--quiet", "--steps", "1", "--out",
+                                   str(tmp_path / "r")]):
+        code, err = run(capsys, *argv, "--set", item)
+        assert code == 2 and words in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1            # one line, no spec location
+        assert "spec.sg:" not in err and "line " not in err and "'}'" not in err
+        assert "statement" not in err                       # no hint meant for a spec
+        assert "Traceback" not in err and "unexpected keyword" not in err
+
+
+def test_check_takes_set_values_into_its_report(spec, capsys):
+    capsys.readouterr()
+    assert main(["check", spec("bptt = 32"), "--set", "bptt=9", "--set", "batch=7"]) == 0
+    out = capsys.readouterr().out
+    assert "for T = 9 steps (--set bptt), B = 7 examples (--set batch)" in out
+    assert "windows of 9 steps" in out
+
+
+# ----------------------------------------------------------- files that are not there
+def test_a_missing_data_file_is_located_in_the_spec(spec, capsys, tmp_path):
+    """`train` stops at the path, in the spec, with the folder it was looked for in;
+    `check` (which reads no data) says the same as a warning and passes."""
+    path = spec('valid = chars("gone.txt")')
+    (tmp_path / "tiny.txt").unlink()
+    code, err = run(capsys, "train", path, "--quiet", "--out", str(tmp_path / "r"))
+    lines = err.splitlines()
+    assert code == 2 and lines[0] == \
+        f"spec.sg:10:16: error: data file {tmp_path / 'tiny.txt'}: no such file", err
+    assert lines[1:3] == ['    10 |   data = chars("tiny.txt")', "       |" + " " * 16 + "^"]
+    assert lines[3] == f"  hint: a path in the spec is relative to the spec's folder " \
+        f"({tmp_path}); another file can be given with --set 'data=chars(\"...\")'"
+
+    code, err = run(capsys, "check", path)
+    assert code == 0
+    heads = [line for line in err.splitlines() if "warning" in line]
+    assert heads == [f"spec.sg:10:16: warning: data file {tmp_path / 'tiny.txt'}: no such file",
+                     f"spec.sg:{LINE}:17: warning: valid file {tmp_path / 'gone.txt'}: no "
+                     "such file"], err
+
+
+def test_a_file_set_on_the_command_line_is_the_users_own(spec, capsys, tmp_path):
+    """A `--set` file is not looked for in the spec's folder, nor shown in the spec."""
+    path = spec('valid = chars("gone.txt")')
+    code, err = run(capsys, "check", path, "--set", 'data=chars("nope.txt")',
+                    "--set", 'valid=chars("tiny.txt")')
+    assert code == 0 and err.strip() == \
+        f"--set data: warning: {tmp_path / 'nope.txt'}: no such file", err
+    code, err = run(capsys, "train", path, "--quiet", "--out", str(tmp_path / "r"),
+                    "--set", 'data=chars("nope.txt")', "--set", 'valid=chars("tiny.txt")')
+    assert code == 2 and err.strip() == f"{tmp_path / 'nope.txt'}: no such file", err
 
 
 def test_flags_that_set_a_key_are_named_as_such(spec, capsys, tmp_path):

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..graph import unfold as U
 from ..graph.check import check
 from ..graph.printer import folded_text
 from ..graph.report import report
 from ..graph.report import text as report_text
 from ..model import read_spec
+from ..train.config import make_config, parse_sets
+from ..train.loaders import resolve_path, spec_file_errors
 from . import parse_dims
 
 HELP = "check a spec and print its variables, parameters and recurrences"
@@ -19,6 +22,9 @@ def add_arguments(p):
     p.add_argument("spec", help="the .sg file")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="bind a size name (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="check a train-block override as `seqgraph train` would take it, "
+                        "e.g. --set batch=16 (repeatable)")
     p.add_argument("--dump", choices=["folded", "unfolded"],
                    help="print the canonical text form of the folded or unfolded graph")
     p.add_argument("--explain", action="store_true",
@@ -36,9 +42,13 @@ def add_arguments(p):
 def run(args) -> int:
     spec = read_spec(args.spec)
     checked = check(spec.graph, parse_dims(args.dim, spec))
+    sets = parse_sets(args.set)
+    cfg = make_config(spec.train, sets, Path(args.spec).resolve().parent)
     for msg, pos in spec.graph.warnings:
         where = f"{args.spec}:{pos.line}:{pos.column}: " if pos else f"{args.spec}: "
         print(f"{where}warning: {msg}", file=sys.stderr)
+    for line in data_warnings(spec, cfg):
+        print(line, file=sys.stderr)
     if args.dump == "folded":
         sys.stdout.write(folded_text(checked))
     elif args.dump == "unfolded":
@@ -55,10 +65,26 @@ def run(args) -> int:
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1")
         sys.stdout.write(summary(checked))
-        sys.stdout.write(report_text(report(checked, args.steps, args.batch)))
+        sys.stdout.write(report_text(report(checked, args.steps, args.batch, sets)))
     if args.explain:
         sys.stdout.write(explain_text(spec, parse_dims(args.dim, spec)))
     return 0
+
+
+def data_warnings(spec, cfg) -> list[str]:
+    """The data files `train` would not find. `check` reads no data, so these are
+    warnings: a spec may be checked on a machine without its data. A file the spec names
+    is shown at its place in the spec; one `--set` names, with the flag."""
+    out = [e.render("warning") for e in spec_file_errors(spec.graph, cfg)]
+    for key, base in (("data", cfg.base), ("valid", cfg.valid_base)):
+        call = getattr(cfg, key)
+        if key in cfg.from_set and hasattr(call, "name"):
+            path = call.kwargs.get("path", call.args[0] if call.args else None)
+            try:
+                resolve_path(str(path), base)
+            except DataError as e:
+                out.append(f"--set {key}: warning: {e}")
+    return out
 
 
 def explain_text(spec, dims) -> str:

@@ -92,25 +92,28 @@ def _direction(graph, r) -> str:
     return "forward in time" if r.direction < 0 else "backward in time"
 
 
-def _train_int(train: dict, key: str, default: int) -> tuple[int, str]:
-    v = train.get(key)
+def _train_int(train: dict, sets: dict, key: str, default: int) -> tuple[int, str]:
+    v = sets.get(key, train.get(key))
     if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-        return v, f"the train block's {key}"
+        return v, f"--set {key}" if key in sets else f"the train block's {key}"
     return default, "default"
 
 
-def report(checked, steps: int | None = None, batch: int | None = None) -> Report:
+def report(checked, steps: int | None = None, batch: int | None = None,
+           sets: dict | None = None) -> Report:
+    """`steps` and `batch` from the command line, else `sets` (`--set` values over the
+    train block), else the train block, else the defaults."""
     g = checked.graph
-    train = g.train_config
+    train, sets = g.train_config, sets or {}
     if steps is None:
-        steps, steps_from = _train_int(train, "bptt", 64)
+        steps, steps_from = _train_int(train, sets, "bptt", 64)
     else:
         steps_from = "--steps"
     if batch is None:
-        batch, batch_from = _train_int(train, "batch", 32)
+        batch, batch_from = _train_int(train, sets, "batch", 32)
     else:
         batch_from = "--batch"
-    dtype = str(train.get("dtype", "float32"))
+    dtype = str(sets.get("dtype", train.get("dtype", "float32")))
     nbytes = DTYPE_BYTES.get(dtype, 4)
 
     def var_memory(names) -> Memory:

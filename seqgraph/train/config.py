@@ -18,7 +18,7 @@ import inspect
 import math
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import SpecError, UsageError, did_you_mean
@@ -79,6 +79,8 @@ class TrainConfig:
     keep: str = "best"
     base: str = "."
     valid_base: str = "."
+    # the keys `--set` gave (their values are the user's, not the spec's); not saved
+    from_set: frozenset = field(default=frozenset(), metadata={"saved": False})
 
     def teacher_at(self, step: int, total: int) -> float:
         """The teacher-forcing probability of update `step` (0-based) of `total`:
@@ -97,7 +99,8 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         """Plain JSON-able values, for the checkpoint and the run's report."""
-        return {f.name: _show(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: _show(getattr(self, f.name)) for f in fields(self)
+                if f.metadata.get("saved", True)}
 
 
 def _show(v):
@@ -490,4 +493,4 @@ def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".
         select=v["select"], seed=v["seed"], dtype=v["dtype"], on_nan=v["on_nan"],
         average=v["average"], keep=v["keep"],
         base=here if "data" in sets else str(spec_dir),
-        valid_base=here if "valid" in sets else str(spec_dir))
+        valid_base=here if "valid" in sets else str(spec_dir), from_set=frozenset(sets))

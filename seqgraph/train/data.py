@@ -14,7 +14,16 @@ import numpy as np
 from ..errors import DataError, UsageError
 from .batches import ExampleBatches, Examples, StreamBatches, Streams, eval_streams, split_tail
 from .binding import Binding, bind, bind_examples, declared_size, fit_loader, size_source
-from .loaders import EOS, EXAMPLE_KINDS, ExampleLoader, Raw, TextLoader, Vocab, make_loader
+from .loaders import (
+    EOS,
+    EXAMPLE_KINDS,
+    ExampleLoader,
+    Raw,
+    TextLoader,
+    Vocab,
+    make_loader,
+    spec_file_errors,
+)
 
 SPLIT_SEED = 0     # the held-out examples are the same whatever the training seed
 
@@ -69,6 +78,8 @@ def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = Non
     """Read `cfg.data` (and `cfg.valid`); `vocab` comes from a checkpoint when resuming,
     otherwise it is built from the training data; `dims` are the `--dim` bindings."""
     need_data(cfg)
+    for error in spec_file_errors(graph, cfg):
+        raise error
     if getattr(cfg.data, "name", None) == "trees":    # recursive nets: train/trees.py
         from .trees import load_tree_dataset
         return load_tree_dataset(graph, cfg, dims, vocab)

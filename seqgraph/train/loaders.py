@@ -53,9 +53,38 @@ def resolve_path(path: str, base: str | Path | None = None) -> Path:
         full = Path(path)
         if not full.is_absolute() and base is not None:
             full = Path(base) / full
-    if not full.is_file():
-        raise DataError("no such file" if not full.exists() else "not a file", file=str(full))
+    try:
+        if not full.is_file():
+            raise DataError("no such file" if not full.exists() else "not a file",
+                            file=str(full))
+    except OSError as e:                  # a name too long, a path the system refuses
+        raise DataError(f"cannot use this path ({e.strerror})", file=str(full)) from None
     return full
+
+
+def spec_file_errors(graph, cfg) -> list:
+    """The data and valid files the spec's train block names that cannot be found, each
+    a SpecError at its path in the spec (nothing is read). A file given by `--set` is
+    the user's own, not the spec's: it is left to the loader's DataError."""
+    from ..errors import SpecError
+    out = []
+    for key, base in (("data", cfg.base), ("valid", cfg.valid_base)):
+        call = getattr(cfg, key)
+        if key in cfg.from_set or not hasattr(call, "name"):
+            continue
+        path = call.kwargs.get("path", call.args[0] if call.args else None)
+        if not isinstance(path, str):
+            continue
+        try:
+            resolve_path(path, base)
+        except DataError as e:
+            where = call.kw_pos.get("path") if "path" in call.kwargs else \
+                (call.arg_pos[0] if call.arg_pos else call.pos)
+            hint = (f"a path in the spec is relative to the spec's folder ({base}); "
+                    f"another file can be given with --set '{key}={call.name}(\"...\")'")
+            out.append(SpecError(f"{key} file {e.file}: {e.message}", where, hint,
+                                 graph.path, graph.source))
+    return out
 
 
 # ------------------------------------------------------------------------------- text
