@@ -202,6 +202,20 @@ def test_train_and_eval_on_trees(tmp_path, capsys, executor):
     assert main(["eval", str(spec), "--checkpoint", str(out), "--data",
                  str(tmp_path / "train.txt")]) == 0
     assert "fine-grained all" in capsys.readouterr().out
+    if executor == "interp":
+        return
+    # a loader call given to --data is checked as the spec's are
+    assert main(["eval", str(spec), "--checkpoint", str(out), "--data",
+                 f'trees("{tmp_path / "train.txt"}", binarise = true)']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bad loader call: trees() has no argument 'binarise'") and \
+        "did you mean 'binarize'?" in err, err
+    # the spec's validation trees missing: located in the spec
+    (tmp_path / "train.txt").rename(tmp_path / "moved.txt")
+    assert main(["eval", str(spec), "--checkpoint", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{spec}:") and f"data file {tmp_path / 'train.txt'}: no such " \
+        "file" in err and "relative to the spec's folder" in err, err
 
 
 def test_set_data_overrides_and_resume_is_exact(tmp_path):

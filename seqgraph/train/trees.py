@@ -29,7 +29,7 @@ from ..ops import log_softmax
 from .binding import Binding, _size, declared_size, size_source
 from .data import feeds
 from .evaluate import xent_output
-from .loaders import UNK, Vocab, read_text, resolve_path
+from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
 from .loop import Selects
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
@@ -264,9 +264,10 @@ def make_tree_loader(call, base) -> TreeLoader:
     if not is_trees(call):
         raise UsageError(f"a tree model reads trees: data must be trees(\"file.txt\"), "
                          f"not {call}")
+    from .config import BadValue, call_checked
     try:
-        return trees(*call.args, **dict(call.kwargs), base=base)
-    except TypeError as e:
+        return call_checked(call, trees, skip=("base",), name="trees", base=base)
+    except BadValue as e:                  # from `eval --data`; a spec's is checked
         raise UsageError(f"bad loader call: {e}") from None
 
 
@@ -595,6 +596,8 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
     from .config import make_config
     cfg = make_config(t.spec.train, {}, Path(spec_path).resolve().parent)
     if data is None:
+        for error in spec_file_errors(t.spec.graph, cfg):
+            raise error
         if hasattr(cfg.valid, "name"):
             loader = make_tree_loader(cfg.valid, cfg.valid_base)
             ts = loader.load(t.vocab)
