@@ -444,7 +444,7 @@ loss mse(o[t], y[t])
 def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsys):
     """A series model runs over --input (a number a step for one column, steps split by
     ';' for two): each step's prediction, the training data's scaling applied to the
-    input and undone on the output, one line a step."""
+    input and undone on the output, one line a step after a header."""
     stats = {"mean": [10.0, -1.0], "std": [2.0, 0.5], "target_mean": [100.0],
              "target_std": [4.0]}
     vocab = Vocab("series", ("a", "b"), Vocab("series", ("y",)), stats)
@@ -458,7 +458,11 @@ def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsy
     code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input",
                    "12 -1.5; 8, 0; 10 -1")
     assert code == 0, out.err
-    assert np.allclose([float(r) for r in out.out.split()], want, rtol=1e-5)
+    rows = [r.split("\t") for r in out.out.splitlines()]
+    assert rows[0] == ["step", "a", "b", "y at t+1"]
+    assert [r[:3] for r in rows[1:]] == [["1", "12", "-1.5"], ["2", "8", "0"],
+                                         ["3", "10", "-1"]]
+    assert np.allclose([float(r[3]) for r in rows[1:]], want, rtol=1e-5)
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "12 -1.5; 8")
     assert "--input step 2 must be 2 finite numbers for 'x' : vec(2); it has 1" in err
     for flag in ("--nbest", "--greedy", "--unk"):                # not ignored: refused

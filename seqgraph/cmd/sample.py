@@ -213,7 +213,8 @@ def forecast(t, args, output: str) -> int:
     else the steps' values separated by ';' (`"1 2; 3 4"`). Each step's prediction of
     the target (`horizon` steps ahead: the last line forecasts past the end), one line a
     step, in the data's own units (the training data's scaling applied to the input and
-    undone on the output)."""
+    undone on the output): a table with a header, the step, its input and the
+    prediction."""
     from ..errors import UsageError
     from ..train.loaders import split_numbers
     name = t.binding.input
@@ -239,9 +240,25 @@ def forecast(t, args, output: str) -> int:
                    dtype=np.float64)                              # [T, P]
     if stats:
         o = o * np.asarray(stats["target_std"]) + np.asarray(stats["target_mean"])
-    for row in o:
-        sys.stdout.write("\t".join(f"{v:.6g}" for v in row) + "\n")
+    ahead = _horizon(t.spec.train.get("data"))
+    names = t.vocab.target.tokens if t.vocab.target else [output] * o.shape[1]
+    sys.stdout.write("\t".join(["step", *t.vocab.tokens,
+                                *(f"{n} at t+{ahead}" for n in names)]) + "\n")
+    for k, (given, row) in enumerate(zip(rows, o), 1):
+        sys.stdout.write("\t".join([str(k), *(f"{v:.6g}" for v in given),
+                                    *(f"{v:.6g}" for v in row)]) + "\n")
     return 0
+
+
+def _horizon(call) -> int:
+    """How many rows ahead the training data's targets are (`series(..., horizon=h)`)."""
+    import inspect
+
+    from ..train.loaders import series
+    if not hasattr(call, "name"):
+        return 1
+    given = dict(zip(inspect.signature(series).parameters, call.args), **call.kwargs)
+    return int(given.get("horizon", 1))
 
 
 def label_tree(t, args, output: str) -> int:
