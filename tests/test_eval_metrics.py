@@ -207,6 +207,35 @@ def test_metrics_log_keeps_parameter_columns_on_resume(tmp_path):
     assert [(r["step"], r["grad_norm.W"]) for r in rows] == [("1", "3"), ("2", "2.5")]
 
 
+def test_the_log_counts_its_rows_and_never_rereads_them(tmp_path, monkeypatch):
+    """A 400-epoch run has ~100k rows: the end of each epoch must not parse them all."""
+    from seqgraph.train import metrics
+    log = MetricsLog(tmp_path)
+    log.step(1, 1, 2.0, 3.0, 100.0)
+    log.step(2, 1, 1.5, 2.0, 100.0, {"W": 2.0}, False)     # widens the header
+    log.valid(2, 1, 1.7)
+    assert log.rows == 3 == len(log.read())
+    assert MetricsLog(tmp_path, resume_step=1).rows == 1
+    monkeypatch.setattr(metrics, "_read", lambda path: pytest.fail("re-read"))
+    log.step(3, 2, 1.4, 2.5, 100.0, {"W": 2.5}, False)
+    log.plot(wait=False)
+    assert log._child_rows == 4
+    log._reap()
+
+
+def test_long_curves_are_thinned_keeping_their_spikes():
+    from seqgraph.train.metrics import _thin
+    few = [(s, 1.0) for s in range(100)]
+    assert _thin(few) is few
+    pts = [(s, 1.0 + (s % 7) * 0.01) for s in range(1, 100_001)]
+    pts[51_234] = (51_235, 500.0)                          # one exploding step
+    thin = _thin(pts)
+    assert len(thin) <= 4002 and thin[0] == pts[0] and thin[-1] == pts[-1]
+    assert (51_235, 500.0) in thin
+    assert [s for s, _ in thin] == sorted(s for s, _ in thin)
+    assert min(v for _, v in thin) == 1.0 and max(v for _, v in pts) == 500.0
+
+
 def test_a_plot_that_cannot_be_drawn_is_a_warning_not_the_end_of_a_run(tmp_path, monkeypatch):
     from seqgraph.train import metrics
     log = MetricsLog(tmp_path)
