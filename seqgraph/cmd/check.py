@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import DataError, UsageError
+from ..errors import UsageError
 from ..graph import unfold as U
 from ..graph.check import check
 from ..graph.printer import folded_text
@@ -12,7 +12,7 @@ from ..graph.report import report
 from ..graph.report import text as report_text
 from ..model import read_spec
 from ..train.config import make_config, parse_sets
-from ..train.loaders import resolve_path, spec_file_errors
+from ..train.loaders import set_file_errors, spec_file_errors
 from . import parse_dims
 
 HELP = "check a spec and print its variables, parameters and recurrences"
@@ -75,16 +75,8 @@ def data_warnings(spec, cfg) -> list[str]:
     """The data files `train` would not find. `check` reads no data, so these are
     warnings: a spec may be checked on a machine without its data. A file the spec names
     is shown at its place in the spec; one `--set` names, with the flag."""
-    out = [e.render("warning") for e in spec_file_errors(spec.graph, cfg)]
-    for key, base in (("data", cfg.base), ("valid", cfg.valid_base)):
-        call = getattr(cfg, key)
-        if key in cfg.from_set and hasattr(call, "name"):
-            path = call.kwargs.get("path", call.args[0] if call.args else None)
-            try:
-                resolve_path(str(path), base)
-            except DataError as e:
-                out.append(f"--set {key}: warning: {e}")
-    return out
+    return [e.render("warning") for e in spec_file_errors(spec.graph, cfg)] + \
+        [f"--set {key}: warning: {e}" for key, e in set_file_errors(cfg)]
 
 
 def explain_text(spec, dims) -> str:

@@ -62,19 +62,23 @@ def resolve_path(path: str, base: str | Path | None = None) -> Path:
     return full
 
 
-def spec_file_errors(graph, cfg) -> list:
-    """The data and valid files the spec's train block names that cannot be found, each
-    a SpecError at its path in the spec (nothing is read). A file given by `--set` is
-    the user's own, not the spec's: it is left to the loader's DataError."""
-    from ..errors import SpecError
-    out = []
+def _loader_files(cfg, from_set: bool):
+    """(key, call, path, base) of the data and valid loader calls that name a file, those
+    `--set` gave (`from_set`) or those of the spec."""
     for key, base in (("data", cfg.base), ("valid", cfg.valid_base)):
         call = getattr(cfg, key)
-        if key in cfg.from_set or not hasattr(call, "name"):
-            continue
-        path = call.kwargs.get("path", call.args[0] if call.args else None)
-        if not isinstance(path, str):
-            continue
+        path = call.kwargs.get("path", call.args[0] if call.args else None) \
+            if hasattr(call, "name") else None
+        if isinstance(path, str) and (key in cfg.from_set) == from_set:
+            yield key, call, path, base
+
+
+def spec_file_errors(graph, cfg) -> list:
+    """The data and valid files the spec's train block names that cannot be found, each
+    a SpecError at its path in the spec (nothing is read)."""
+    from ..errors import SpecError
+    out = []
+    for key, call, path, base in _loader_files(cfg, from_set=False):
         try:
             resolve_path(path, base)
         except DataError as e:
@@ -84,6 +88,18 @@ def spec_file_errors(graph, cfg) -> list:
                     f"another file can be given with --set '{key}={call.name}(\"...\")'")
             out.append(SpecError(f"{key} file {e.file}: {e.message}", where, hint,
                                  graph.path, graph.source))
+    return out
+
+
+def set_file_errors(cfg) -> list:
+    """(key, DataError) of the files `--set` names that cannot be found: the user's own,
+    relative to the current directory, not located in the spec."""
+    out = []
+    for key, _, path, base in _loader_files(cfg, from_set=True):
+        try:
+            resolve_path(path, base)
+        except DataError as e:
+            out.append((key, e))
     return out
 
 
