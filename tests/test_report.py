@@ -143,6 +143,16 @@ def test_per_example_output_is_not_a_generator(tmp_path):
     assert "no sequence output" in text(r)
 
 
+def test_a_tree_model_is_reported_in_nodes_and_trees():
+    r = report(read_spec(str(ROOT / "specs/recursive.sg")).checked, 40, 25)
+    assert r.tree and r.can_generate is None and r.window is None
+    t = text(r)
+    assert "for N = 40 nodes a tree (--steps), B = 25 trees (--batch)" in t
+    assert "every hidden variable's value at every node, N x B x size" in t
+    assert "the loss reads a target at every node of a tree" in t
+    assert "truncated BPTT:\n  a tree is processed whole" in t and "windows of" not in t
+
+
 # ------------------------------------------------------------------ truncated BPTT
 def test_plain_forward_recurrence_cuts_nothing(tmp_path):
     r = _rep(tmp_path, ELMAN + TRAIN)

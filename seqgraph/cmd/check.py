@@ -33,7 +33,7 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, metavar="T",
                    help="steps of every sequence index: for --dump unfolded (default 3), "
                         "and the BPTT window of the report (default: the train block's "
-                        "bptt, else 64)")
+                        "bptt, else 64); for a tree model, the nodes of a tree")
     p.add_argument("--batch", type=int, metavar="B",
                    help="examples per batch for the report's memory estimate (default: "
                         "the train block's batch, else 32)")

@@ -84,6 +84,7 @@ class Report:
     window: str | None         # the index truncated BPTT cuts into windows
     cuts: list                 # dependencies truncated BPTT cuts (sentences)
     no_window: str = ""        # why nothing is cut into windows
+    tree: bool = False         # a recursive net: steps are the nodes of a tree
 
 
 def _direction(graph, r) -> str:
@@ -138,8 +139,11 @@ def report(checked, steps: int | None = None, batch: int | None = None,
         no_window = (f"data = {loader}(...) gives whole examples, not one stream cut "
                      f"into windows (this check is for {' and '.join(STREAMS)} streams)")
         window, cuts = None, []
+    tree = "tree" in g.index_kinds.values()
+    if tree:
+        no_window = "a tree is processed whole (back-propagation through structure)"
     return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
-                  reasons, window, cuts, no_window)
+                  reasons, window, cuts, no_window, tree)
 
 
 # ------------------------------------------------------------------------ generation
@@ -240,8 +244,10 @@ def _truncation(checked, bptt: int):
 # ------------------------------------------------------------------------ text
 def text(rep: Report) -> str:
     """The report as lines for `seqgraph check`."""
-    lines = ["", f"memory BPTT keeps (estimate) for T = {rep.steps} steps "
-                 f"({rep.steps_from}), B = {rep.batch} examples ({rep.batch_from}), "
+    steps, examples, T, step = ("nodes a tree", "trees", "N", "node") if rep.tree else \
+        ("steps", "examples", "T", "step")
+    lines = ["", f"memory BPTT keeps (estimate) for {T} = {rep.steps} {steps} "
+                 f"({rep.steps_from}), B = {rep.batch} {examples} ({rep.batch_from}), "
                  f"{rep.dtype}:"]
     for r in rep.recurrences:
         lines.append(f"  {', '.join(r.vars)} ({r.direction} over {r.index}, delays "
@@ -250,20 +256,23 @@ def text(rep: Report) -> str:
     if rep.memory.terms:
         names = ", ".join(sorted(rep.memory.terms))
         lines.append(f"  ({names} unbound: --dim binds {'them' if ',' in names else 'it'})")
-    lines += [f"  counted: every hidden variable's value at every step, T x B x size x "
+    lines += [f"  counted: every hidden variable's value at every {step}, {T} x B x size x "
               f"{DTYPE_BYTES.get(rep.dtype, 4)} bytes;",
               "  the intermediates inside each equation, the gradients and the optimiser "
               "come on top"]
     lines += ["", "generation:"]
     if rep.can_generate is None:
-        lines.append("  no sequence output: the loss reads a per-example target")
+        lines.append("  no sequence output: the loss reads a target at every node of a "
+                     "tree" if rep.tree else
+                     "  no sequence output: the loss reads a per-example target")
     elif rep.can_generate:
         lines.append(f"  can generate over {rep.generated}: no output reads a later step "
                      f"of {rep.generated} or its own target")
     else:
         lines.append(f"  cannot generate over {rep.generated}:")
         lines += [f"    {r}" for r in rep.generate_reasons]
-    lines += ["", f"truncated BPTT (windows of {rep.steps} steps):"]
+    lines += ["", "truncated BPTT:" if rep.tree else
+              f"truncated BPTT (windows of {rep.steps} steps):"]
     if rep.window is None:
         lines.append(f"  {rep.no_window}")
     elif not rep.cuts:
