@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from seqgraph.cli import main
+from seqgraph.graph.generate_check import can_generate
+from seqgraph.graph.leaks import target_leaks
 from seqgraph.graph.report import human, report, text
 from seqgraph.model import read_spec
 
@@ -85,7 +87,7 @@ def test_human():
 def test_elman_can_generate(tmp_path):
     r = _rep(tmp_path, ELMAN)
     assert r.generated == "t" and r.can_generate is True and not r.generate_reasons
-    assert "can generate over t" in text(r)
+    assert "can generate step by step over t" in text(r)
 
 
 def test_backward_recurrence_feeding_the_output_cannot_generate(tmp_path):
@@ -98,14 +100,22 @@ g[t] : 8 = tanh(Wg @ x[t] + Ug @ g[t+1])
 o[t] = Wo @ [h[t]; g[t]] + bo
 loss xent(o[t], y[t])
 """
-    r = _rep(tmp_path, body)
-    assert r.can_generate is False
+    r = _rep(tmp_path, body + TRAIN)                 # chars data: sample generates
+    assert r.can_generate is False and r.sample == "generate"
     reason = r.generate_reasons[0]
     assert "backward recurrence g over t feeds the output o" in reason
     # and the sampler's own check (graph/generate_check.py) agrees, in its words
-    assert any(s.startswith("seqgraph sample refuses it") for s in r.generate_reasons)
+    assert any(s.startswith("seqgraph sample refuses it") and s.endswith("not sampled")
+               for s in r.generate_reasons)
     assert [x.direction for x in r.recurrences] == ["forward in time", "backward in time"]
-    assert "cannot generate over t" in text(r)
+    assert "cannot generate step by step over t:" in text(r)
+    # no data named: with tagged data sample would label it, so it does not say "refuses"
+    r = _rep(tmp_path, body)
+    assert r.sample is None and r.can_generate is False
+    t = text(r)
+    assert "seqgraph sample's own check, for chars or words data: cannot generate y[t]" in t
+    assert "refuses" not in t and "not sampled" not in t
+    assert "what seqgraph sample does depends on the data" in t
 
 
 def test_reading_a_later_input_or_the_own_target_cannot_generate(tmp_path):
@@ -123,6 +133,110 @@ def test_reading_a_later_input_or_the_own_target_cannot_generate(tmp_path):
     fed = ELMAN.replace("h[t] : 16 = tanh(W @ x[t] + U @ h[t-1] + b)",
                         "param R\nh[t] : 16 = tanh(W @ x[t] + R @ y[t-1] + U @ h[t-1] + b)")
     assert _rep(tmp_path, fed).can_generate is True
+
+
+TAGGER = """
+input  x[t] : onehot(V)
+target y[t] : class(K)
+param Wh, Uh, Wg, Ug, Wo, bo
+h[t] : 5 = tanh(Wh @ x[t] + Uh @ h[t-1])
+g[t] : 5 = tanh(Wg @ x[t] + Ug @ g[t+1])
+o[t] = Wo @ [h[t]; g[t]] + bo
+loss xent(o[t], y[t])
+"""
+
+
+def _data(loader: str) -> str:
+    return f'\ntrain {{\n  data = {loader}("d.txt")\n}}\n'
+
+
+def test_a_tagger_is_labelled_in_one_pass_not_refused(tmp_path):
+    """seqgraph sample labels a model whose target is not read back, trained on example
+    data, in one forward pass (cmd/sample.py `one_pass`): check says so, and keeps the
+    reasons it cannot be generated step by step without saying sample refuses it."""
+    for r in (_rep(tmp_path, TAGGER + _data("tagged")),
+              report(read_spec(str(ROOT / "examples/tagging/tagger.sg")).checked)):
+        assert r.sample == "one pass" and r.can_generate is False
+        t = text(r)
+        assert ("seqgraph sample labels --input in one pass (data = tagged(...)): its "
+                "target y[t] is not read back (no y[t-1]), so it is not generated step by "
+                "step") in t
+        assert "cannot generate step by step over t, which labelling in one pass " in t
+        assert "backward recurrence" in t                 # the reason stays
+        assert "refuses" not in t and "not sampled" not in t
+
+
+@pytest.mark.parametrize("path, says", [
+    ("examples/series/sunspots.sg", "seqgraph sample forecasts each step of --input in "
+                                    "one pass (data = series(...))"),
+    ("examples/classify/sentiment.sg", "seqgraph sample labels --input in one pass (data "
+                                       "= labeled(...)): y is one label for the whole"),
+    ("examples/sst/rnn.sg", "seqgraph sample labels every node of the tree --input in one "
+                            "pass (data = trees(...))"),
+    ("specs/charlm.sg", "seqgraph sample continues --prime, generating y[t] step by step"),
+    ("examples/g2p/attention.sg", "seqgraph sample writes y[u] for --input step by step "
+                                  "(data = pairs(...)), each output read back as y[u-1]"),
+    ("specs/bidirectional.sg", "what seqgraph sample does depends on the data"),
+])
+def test_check_says_what_sample_does(path, says):
+    assert says in text(report(read_spec(str(ROOT / path)).checked))
+
+
+def test_a_conditional_tagger_reading_its_tags_back_is_generated(tmp_path):
+    """The rule of sample's `run`: example data whose target is read back (R @ y[t-1],
+    the binding's feedback) is generated step by step, so the sampler's check holds."""
+    body = (ROOT / "specs/conditional.sg").read_text() + _data("tagged")
+    r = _rep(tmp_path, body)
+    assert r.sample == "generate" and r.can_generate is True
+    assert "seqgraph sample writes y[t] for --input step by step" in text(r)
+    ahead = body.replace("U @ x[t]", "U @ x[t+1]")
+    r = _rep(tmp_path, ahead)
+    assert any(s.startswith("seqgraph sample refuses it") for s in r.generate_reasons)
+
+
+def test_check_and_sample_agree_on_a_tagger(tmp_path, capsys):
+    """What check says of a tagger is what sample does with its checkpoint."""
+    from dataclasses import asdict
+
+    import seqgraph
+    from seqgraph.train import checkpoint as ck
+    from seqgraph.train.binding import Binding
+    from seqgraph.train.loaders import Vocab
+    spec = tmp_path / "tagger.sg"
+    spec.write_text(TAGGER + _data("tagged"))
+    assert main(["check", str(spec)]) == 0
+    assert "seqgraph sample labels --input in one pass" in capsys.readouterr().out
+    dims = {"V": 4, "K": 2}
+    m = seqgraph.Model(seqgraph.read_spec(str(spec)), dims=dims, seed=3)
+    vocab = Vocab("words", ("<unk>", "a", "b", "c"), Vocab("words", ("C", "V")))
+    meta = {"model": "tagger", "dims": dims, "dtype": "float32", "vocab": vocab.to_json(),
+            "binding": asdict(Binding("x", "y", False, {}, "tagged"))}
+    c = ck.save(tmp_path / "c.npz", m.params, meta)
+    assert main(["sample", str(spec), "--checkpoint", str(c), "--input", "a c b"]) == 0
+    tags = [w.split("/") for w in capsys.readouterr().out.split()]
+    assert [w for w, _ in tags] == ["a", "c", "b"] and {t for _, t in tags} <= {"C", "V"}
+
+
+@pytest.mark.parametrize("old, new, says, kind", [
+    ("W @ x[t]", "W @ x[t+1]", "h[t] reads x[t+1] (line 5), the input of a later step of "
+                               "t, which generation, one step at a time, has not reached "
+                               "yet", "input"),
+    ("Wo @ h[t]", "Wo @ h[t+1]", "o[t] reads h[t+1] (line 6), a later step of h, which "
+                                 "generation, one step at a time, has not computed yet",
+     "later"),
+    ("U @ h[t-1]", "U @ h[t+1]", "h[t] reads h[t+1] (line 5), an advance over the "
+                                 "generated index t: a backward recurrence reads steps", "bw"),
+])
+def test_reading_ahead_is_named_for_what_it_is(tmp_path, old, new, says, kind):
+    """A forward recurrence reading x[t+1] is not a backward recurrence."""
+    body = ELMAN.replace(old, new)
+    ok, why = can_generate(read_spec("m.sg", body).graph)
+    assert not ok and says in why, why
+    assert ("backward" in why) == (kind == "bw")
+    r = _rep(tmp_path, body + TRAIN)
+    assert any(says in s for s in r.generate_reasons)
+    if kind != "bw":
+        assert not any("backward" in s for s in r.generate_reasons)
 
 
 def test_backward_encoder_over_another_index_still_generates(tmp_path):
@@ -199,6 +313,35 @@ def test_example_loaders_are_not_windowed(tmp_path):
     assert "pairs(...) gives whole examples" in text(r)
 
 
+@pytest.mark.parametrize("loader", ["tagged", "pairs", "labeled"])
+def test_example_data_is_reported_in_steps_an_example(tmp_path, loader):
+    """Whole examples: T is an example's length, not a bptt window (bptt does not apply,
+    even when the train block sets it)."""
+    body = TAGGER + f'\ntrain {{\n  data = {loader}("d.txt")\n  bptt = 20\n}}\n'
+    t = text(_rep(tmp_path, body))
+    assert "for T = 64 steps an example (default; --steps), B = 32 examples" in t
+    assert "truncated BPTT:\n  data = " in t and "windows of 64" not in t
+    assert "bptt" not in t.split("generation:")[0]
+    t = text(_rep(tmp_path, body, steps=12))
+    assert "for T = 12 steps an example (--steps)" in t
+    # a stream keeps its window
+    assert "for T = 20 steps (the train block's bptt)" in text(_rep(tmp_path, ELMAN + TRAIN))
+
+
+def test_a_series_is_reported_in_windows_of_rows():
+    t = text(report(read_spec(str(ROOT / "examples/series/sunspots.sg")).checked))
+    assert "for T = 40 steps an example (the series' window; --steps)" in t
+    assert "truncated BPTT:\n  data = series(...) gives whole examples" in t
+
+
+def test_check_set_data_changes_the_report(capsys):
+    spec = str(ROOT / "specs/bidirectional.sg")
+    assert main(["check", spec, "--set", 'data=tagged("d.txt")']) == 0
+    out = capsys.readouterr().out
+    assert "T = 64 steps an example (default; --steps)" in out
+    assert "seqgraph sample labels --input in one pass (data = tagged(...))" in out
+
+
 # ------------------------------------------------------------------ the command
 def test_check_prints_the_report(capsys):
     assert main(["check", str(ROOT / "specs/charlm.sg"), "--dim", "V=65"]) == 0
@@ -207,14 +350,14 @@ def test_check_prints_the_report(capsys):
     assert ("memory BPTT keeps (estimate) for T = 64 steps (the train block's bptt), "
             "B = 32 examples (the train block's batch), float32:") in out
     assert "h (forward in time over t, delays -1): 1.0 MiB" in out   # 64*32*128*4
-    assert "can generate over t" in out
+    assert "can generate step by step over t" in out
     assert main(["check", str(ROOT / "specs/charlm.sg"), "--dim", "V=65", "--steps",
                  "100", "--batch", "8"]) == 0
     out = capsys.readouterr().out
     assert "h (forward in time over t, delays -1): 400.0 KiB" in out  # 100*8*128*4
     assert main(["check", str(ROOT / "specs/bidirectional.sg")]) == 0
     out = capsys.readouterr().out
-    assert "cannot generate over t" in out and "the windowed index" in out
+    assert "cannot generate step by step over t" in out and "the windowed index" in out
 
 
 @pytest.mark.parametrize("flag", ["--steps", "--batch"])
@@ -226,3 +369,104 @@ def test_check_rejects_a_bad_size(flag, capsys):
 def test_dump_unfolded_keeps_its_default_of_three_steps(capsys):
     assert main(["check", str(ROOT / "specs/elman.sg"), "--dump", "unfolded"]) == 0
     assert capsys.readouterr().out == (ROOT / "tests/golden/elman.unfolded3.txt").read_text()
+
+
+# ------------------------------------------------------------------ target leaks
+CHARLM = (ROOT / "specs/charlm.sg").read_text()
+ANSWER = "x[t+1] is the target y[t] of a language model (chars data: y[t] = x[t+1])"
+
+
+@pytest.mark.parametrize("old, new, says", [
+    ("U @ h[t-1]", "U @ h[t+1]",
+     "o[t] reads x at every later step (h[t] reads h[t+1], line 12): " + ANSWER +
+     ", so the model sees the answer; did you mean h[t-1]?"),
+    ("W @ x[t]", "W @ x[t+1]",
+     "o[t] reads x[t+1] (h[t] reads x[t+1], line 12): " + ANSWER +
+     ", so the model sees the answer; did you mean x[t]?"),
+    ("W @ x[t]", "W @ x[t] + R @ y[t]",
+     "o[t] reads y[t] (h[t] reads y[t], line 12): y is the target its loss compares o[t] "
+     "with, so the model sees the answer; did you mean y[t-1]?"),
+    ("Wo @ h[t]", "Wo @ h[end]",
+     "o[t] reads x at every later step (o[t] reads h[end], line 13): " + ANSWER),
+    ("Wo @ h[t]", "Wo @ (mean over t (h[t]))",
+     "(o[t] reads h[t] inside a reduction over t, line 13): " + ANSWER),
+    ("Wo @ h[t] + bo", "Wo @ h[t] + Wx @ x[t+1] + bo", "o[t] reads x[t+1] (line 13): "),
+])
+def test_a_language_model_reading_its_answer_is_warned_of(tmp_path, capsys, old, new, says):
+    """The classic mistake (h[t+1] for h[t-1], x[t+1], y[t] read back at its own step):
+    check passes, with a warning on stderr that names the read and the fix."""
+    body = CHARLM.replace(old, new).replace("param W, U", "param R, Wx, W, U")
+    assert body != CHARLM
+    (leak,) = target_leaks(read_spec("m.sg", body).checked)
+    assert says in leak, leak
+    spec = tmp_path / "lm.sg"
+    spec.write_text(body)
+    assert main(["check", str(spec)]) == 0
+    err = capsys.readouterr().err
+    assert f"{spec}: warning: {leak}" in err.splitlines()
+
+
+def test_a_leak_is_found_through_any_path_and_for_any_data(tmp_path):
+    # a backward recurrence, one equation away from the output
+    body = TAGGER + _data("words")
+    (leak,) = target_leaks(read_spec("m.sg", body).checked)
+    assert "(g[t] reads g[t+1], line 6)" in leak and "words data: y[t] = x[t+1]" in leak
+    # the data `seqgraph train --set data=...` would use
+    assert target_leaks(read_spec("m.sg", TAGGER).checked) == []        # K, V: a tagger
+    from seqgraph.lang.parse import parse_value
+    assert target_leaks(read_spec("m.sg", TAGGER).checked, parse_value('chars("a.txt")'))
+    # no data named: x and y of one size make a language model
+    (leak,) = target_leaks(read_spec("m.sg", ELMAN.replace("h[t-1]", "h[t+1]")).checked)
+    assert "the train block names no data, and x and y share the size V" in leak
+    # a cell read backward: the hint names the cell, not its inner variables
+    cell = (ROOT / "examples/tagging/tagger.sg").read_text().replace(
+        'tagged("data/train.txt", vocab = 12000)', 'chars("a.txt")')
+    (leak,) = target_leaks(read_spec("m.sg", cell).checked)
+    assert "a `bi` or `reverse` cell reads later steps" in leak
+    # a classifier reading its own label; a series whose target column is an input
+    cls = """
+input  x[t] : onehot(V)
+target y    : class(K)
+param W, U, b, Wo, R, bo
+h[t] : 6 = tanh(W @ x[t] + U @ h[t-1] + b)
+o = Wo @ h[end] + R @ y + bo
+loss xent(o, y)
+"""
+    assert target_leaks(read_spec("m.sg", cls).checked) == [
+        "o reads its own target y (line 6), which its loss compares it with: the model "
+        "sees the answer"]
+    ser = """
+input  x[t] : vec(D)
+target y[t] : vec(P)
+param W, U, b, Wo, bo
+h[t] : 5 = tanh(W @ x[t] + U @ h[t+1] + b)
+o[t] = Wo @ h[t] + bo
+loss mse(o[t], y[t])
+train {
+  data = series("s.csv", inputs = ["a", "b"], targets = ["b"])
+}
+"""
+    (leak,) = target_leaks(read_spec("m.sg", ser).checked)
+    assert "x[t+1] holds the target y[t] (series data: b is an input, and a target" in leak
+    assert target_leaks(read_spec("m.sg", ser.replace('["b"]', '["c"]')).checked) == []
+
+
+@pytest.mark.parametrize("body", [
+    TAGGER + _data("tagged"),                                   # a bidirectional tagger
+    TAGGER.replace("Wh @ x[t]", "Wh @ x[t+1]") + _data("tagged"),   # reads the next word
+    (ROOT / "specs/seq2seq.sg").read_text(),                    # teacher forcing y[u-1]
+    (ROOT / "specs/many_to_one.sg").read_text(),                # a classifier on h[end]
+    (ROOT / "specs/jordan.sg").read_text(),                     # output feedback y[t-1]
+], ids=["tagger", "tagger-next-word", "seq2seq", "classifier", "jordan"])
+def test_legitimate_models_are_not_warned_of(body):
+    assert target_leaks(read_spec("m.sg", body).checked) == []
+
+
+GALLERY = sorted([*ROOT.glob("specs/*.sg"), *ROOT.glob("examples/*/*.sg")])
+
+
+@pytest.mark.parametrize("path", GALLERY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_gallery_and_examples_check_without_a_leak_warning(path, capsys):
+    assert target_leaks(read_spec(str(path)).checked) == []
+    assert main(["check", str(path)]) == 0
+    assert "sees the answer" not in capsys.readouterr().err

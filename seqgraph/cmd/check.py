@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..graph import unfold as U
 from ..graph.check import check
+from ..graph.leaks import target_leaks
 from ..graph.printer import folded_text
 from ..graph.report import report
 from ..graph.report import text as report_text
@@ -33,7 +34,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, metavar="T",
                    help="steps of every sequence index: for --dump unfolded (default 3), "
                         "and the BPTT window of the report (default: the train block's "
-                        "bptt, else 64); for a tree model, the nodes of a tree")
+                        "bptt, else 64); for example data (tagged, pairs, ...), an "
+                        "example's length (default 64; a series' window); for a tree "
+                        "model, the nodes of a tree")
     p.add_argument("--batch", type=int, metavar="B",
                    help="examples per batch for the report's memory estimate (default: "
                         "the train block's batch, else 32)")
@@ -49,6 +52,8 @@ def run(args) -> int:
         print(f"{where}warning: {msg}", file=sys.stderr)
     for line in data_warnings(spec, cfg):
         print(line, file=sys.stderr)
+    for msg in target_leaks(checked, cfg.data):   # the data `--set` names, if it does
+        print(f"{args.spec}: warning: {msg}", file=sys.stderr)
     if args.dump == "folded":
         sys.stdout.write(folded_text(checked))
     elif args.dump == "unfolded":

@@ -18,6 +18,10 @@ depends on (its ancestors in the folded graph, init expressions included) and re
 
 The references over other indexes are free: a bidirectional encoder over the source
 index t (`g[t+1]`, `h[1]`) reads a sequence given whole.
+
+Whether `seqgraph sample` generates at all is another question (`sample_mode`): a model
+whose target is not read back (a classifier, a tagger, a tree or series model trained on
+example data) is labelled in one forward pass over `--input`, and never meets this check.
 """
 from __future__ import annotations
 
@@ -43,6 +47,19 @@ def generated_targets(graph: FoldedGraph) -> list:
 def _where(graph: FoldedGraph, var: str, pos) -> str:
     line = pos.line if pos and pos.line else graph.var(var).pos.line
     return f"line {line}" if line else "its equation"
+
+
+def _advance(graph: FoldedGraph, g, src: str, dst: str, u: str) -> str:
+    """Why `dst` reading `src` at a later step of u is in the way, in the model's terms:
+    only a reference on a cycle (dst feeds src back) is a backward recurrence."""
+    if src == dst or nx.has_path(g, dst, src):
+        return (f"an advance over the generated index {u}: a backward recurrence "
+                f"reads steps that are not generated yet")
+    if graph.var(src).role == "input":
+        return (f"the input of a later step of {u}, which generation, one step at a "
+                f"time, has not reached yet")
+    return (f"a later step of {src}, which generation, one step at a time, has not "
+            f"computed yet")
 
 
 def _future(shift: Shift) -> str | None:
@@ -109,9 +126,8 @@ def _reduction_over(graph: FoldedGraph, needed: set, target: str, output: str,
                 return (f"cannot generate {target}[{u}]: {lhs} uses '{fn} over {u}' "
                         f"({at}), a reduction over the generated index {u}: it "
                         f"{_VERBS[fn]} every step of {u}, the steps not generated yet "
-                        f"included; {output}[{u}] depends on it. Such a model can be "
-                        f"trained and scored (seqgraph eval), not sampled; attention "
-                        f"reduces over the source's index")
+                        f"included; {output}[{u}] depends on it (attention reduces "
+                        f"over the source's index instead)")
     return None
 
 
@@ -140,8 +156,7 @@ def check_target(graph: FoldedGraph, target: str, output: str) -> tuple[bool, st
         if why is None:
             continue
         if why == "an advance":
-            detail = (f"an advance over the generated index {u}: a backward recurrence "
-                      f"reads steps that are not generated yet")
+            detail = _advance(graph, g, src, dst, u)
         elif why == "the last step":
             detail = (f"the last step of the generated index {u}, which is known only "
                       f"once generation has ended")
@@ -149,15 +164,21 @@ def check_target(graph: FoldedGraph, target: str, output: str) -> tuple[bool, st
             detail = (f"the first step of the generated index {u}; step-by-step "
                       f"generation keeps only the last steps (delays)")
         return False, (f"cannot generate {target}[{u}]: {lhs} reads {ref} ({at}), "
-                       f"{detail}; {output}[{u}] depends on it. Such a model can be "
-                       f"trained and scored (seqgraph eval), not sampled")
+                       f"{detail}; {output}[{u}] depends on it")
     why = _reduction_over(graph, needed, target, output, u)
     return (False, why) if why else (True, "")
 
 
-def can_generate(graph: FoldedGraph, target: str | None = None) -> tuple[bool, str]:
+NOT_SAMPLED = "Such a model can be trained and scored (seqgraph eval), not sampled"
+
+
+def can_generate(graph: FoldedGraph, target: str | None = None,
+                 not_sampled: bool = True) -> tuple[bool, str]:
     """(True, "") when the model's generated targets (or `target` alone) can be written
-    one step at a time; else (False, the reason, naming the variable and its line)."""
+    one step at a time; else (False, the reason, naming the variable and its line).
+    `not_sampled` ends a refusal with its consequence for `seqgraph sample`, which
+    refuses the model; the report of `seqgraph check` leaves it off where the sampler
+    would label the model in one pass instead (`sample_mode`)."""
     found = generated_targets(graph)
     if target is not None:
         found = [(y, o) for y, o in found if y == target]
@@ -169,5 +190,34 @@ def can_generate(graph: FoldedGraph, target: str | None = None) -> tuple[bool, s
     for y, o in found:
         ok, why = check_target(graph, y, o)
         if not ok:
-            return ok, why
+            return ok, f"{why}. {NOT_SAMPLED}" if not_sampled else why
     return True, ""
+
+
+# -------------------------------------------------------------- what sample does
+STREAM_LOADERS = ("chars", "words")     # one token stream: a language model
+
+
+def sample_mode(graph: FoldedGraph, loader: str | None) -> str | None:
+    """How `seqgraph sample` runs the model once trained on `loader` data (the name of
+    the train block's loader call; None: not named), by the rule of its `run`
+    (cmd/sample.py):
+    - 'generate': step by step, each output fed to the next (this module's check then
+      applies): chars or words data (a language model continues --prime), or example
+      data whose target is read back with a delay (`R @ y[u-1]`: the binding's
+      `feedback`, from the same `fed_back`);
+    - 'one pass': example data (pairs, labeled, tagged, series, trees; they always bind
+      an input) whose target is not read back: one forward pass labels or forecasts
+      --input;
+    - None: it depends on data `loader` does not name.
+    Every loader binds one target and refuses a model with more (train/binding.py), so
+    the model's targets are the one the binding would take."""
+    from ..train.binding import fed_back  # here: graph/ does not load train/ itself
+    if loader in STREAM_LOADERS:
+        return "generate"
+    if any(fed_back(graph, v.name) for v in graph.targets()):
+        return "generate"
+    # unnamed data: a stream would bind a class target over a sequence index
+    if loader is None and generated_targets(graph):
+        return None
+    return "one pass"

@@ -10,7 +10,10 @@ number is an estimate, not a measurement).
 Whether the model can generate: a sequence output is produced one step at a time, so
 nothing it depends on may read a later step of the generated index (the index of its
 target): not a backward recurrence over that index, not x[t+1], not h[end], and not the
-target itself at the same step.
+target itself at the same step. Whether `seqgraph sample` generates at all follows its
+own rule (`sample_mode` in graph/generate_check.py): a model whose target is not read
+back, trained on example data (a tagger, a classifier, a series model), is labelled in
+one forward pass instead, for which none of this matters.
 
 Whether truncated BPTT cuts a dependency the loss needs: training cuts the generated
 index (the target's, which a chars or words loader streams) into windows of `bptt`
@@ -18,7 +21,8 @@ steps and carries the state of a forward recurrence from one window into the nex
 delay longer than the window then always reads a carried value, which no gradient
 crosses; a backward recurrence cannot be carried in from the window that follows, so it
 restarts at the end of every window; `h[end]` and `h[1]` name the window's last and first
-step, not the sequence's.
+step, not the sequence's. Example data (`pairs`, `labeled`, `tagged`, `series`) is
+not cut: each example is a whole sequence, T its length.
 """
 from __future__ import annotations
 
@@ -85,6 +89,14 @@ class Report:
     cuts: list                 # dependencies truncated BPTT cuts (sentences)
     no_window: str = ""        # why nothing is cut into windows
     tree: bool = False         # a recursive net: steps are the nodes of a tree
+    loader: str | None = None  # the data's loader (chars, tagged, ...), None: not named
+    sample: str | None = None  # what `seqgraph sample` does: 'generate' | 'one pass' | None
+    sample_says: str = ""      # the same, in a sentence
+
+    @property
+    def examples(self) -> bool:
+        """Example data: whole sequences, not one stream cut into bptt windows."""
+        return self.loader is not None and self.loader not in STREAMS
 
 
 def _direction(graph, r) -> str:
@@ -100,14 +112,31 @@ def _train_int(train: dict, sets: dict, key: str, default: int) -> tuple[int, st
     return default, "default"
 
 
+def _steps(train: dict, sets: dict, loader) -> tuple[int, str]:
+    """T and where it comes from: a stream's bptt window; a series' window of rows (its
+    `window`, else bptt, as the loader reads it); other example data is whole sequences
+    of the data's lengths, which the report cannot know: 64."""
+    name = getattr(loader, "name", None)
+    if name in (None, *STREAMS, "trees"):         # a tree's nodes: as before, bptt or 64
+        return _train_int(train, sets, "bptt", 64)
+    window = loader_args(loader).get("window") if name == "series" else None
+    if isinstance(window, int) and window >= 1:
+        return window, "the series' window"
+    if name == "series":
+        return _train_int(train, sets, "bptt", 64)
+    return 64, "default"
+
+
 def report(checked, steps: int | None = None, batch: int | None = None,
            sets: dict | None = None) -> Report:
     """`steps` and `batch` from the command line, else `sets` (`--set` values over the
     train block), else the train block, else the defaults."""
     g = checked.graph
     train, sets = g.train_config, sets or {}
+    data = sets.get("data", train.get("data"))
+    loader = getattr(data, "name", None)
     if steps is None:
-        steps, steps_from = _train_int(train, sets, "bptt", 64)
+        steps, steps_from = _steps(train, sets, data)
     else:
         steps_from = "--steps"
     if batch is None:
@@ -130,11 +159,10 @@ def report(checked, steps: int | None = None, batch: int | None = None,
     recs = [RecurrenceInfo(r.vars, r.index, _direction(g, r), r.delays, r.params,
                            var_memory(r.vars)) for r in checked.recurrences]
     total = var_memory([v.name for v in g.hidden()])
-    generated, ok, reasons = _generation(checked)
+    mode = _sample_mode(g, loader)
+    generated, ok, reasons = _generation(checked, mode)
     window, cuts = _truncation(checked, steps)
     no_window = "no sequence target: nothing is cut into windows"
-    data = train.get("data")
-    loader = getattr(data, "name", None)
     if window is not None and loader is not None and loader not in STREAMS:
         no_window = (f"data = {loader}(...) gives whole examples, not one stream cut "
                      f"into windows (this check is for {' and '.join(STREAMS)} streams)")
@@ -143,7 +171,20 @@ def report(checked, steps: int | None = None, batch: int | None = None,
     if tree:
         no_window = "a tree is processed whole (back-propagation through structure)"
     return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
-                  reasons, window, cuts, no_window, tree)
+                  reasons, window, cuts, no_window, tree, loader, mode,
+                  _sample_says(g, loader, mode))
+
+
+def loader_args(call) -> dict:
+    """The arguments of a loader call by name (`series("s.csv", ["a"])` ->
+    {"path": "s.csv", "inputs": ["a"]}), as the loader function would take them."""
+    import inspect
+
+    from ..train.loaders import LOADERS
+    fn = LOADERS.get(getattr(call, "name", None))
+    if fn is None:
+        return {}
+    return {**dict(zip(inspect.signature(fn).parameters, call.args)), **call.kwargs}
 
 
 # ------------------------------------------------------------------------ generation
@@ -161,9 +202,10 @@ def _reads_future(shift: Shift) -> bool:
     return (shift.kind == "rel" and shift.k > 0) or shift.kind == "end"
 
 
-def _generation(checked):
+def _generation(checked, mode: str | None):
     """(generated index, can generate, reasons): an output over index I must not depend
-    on a later step of I, nor on its own target at the same step."""
+    on a later step of I, nor on its own target at the same step. `mode`: what sample
+    does (`_sample_mode`), which decides what the sampler's own check says."""
     g = checked.graph
     pairs = _seq_targets(g)
     if not pairs:
@@ -189,22 +231,65 @@ def _generation(checked):
             elif u == y.name and not s.is_delay and s.kind == "rel":
                 reasons.append(f"{v} reads the target {u}[{I}] of its own step and feeds "
                                f"the output {out}: it would read the answer it is asked for")
-    reasons += _sampler_check(g)
+    reasons += _sampler_check(g, mode)
     return index, not reasons, list(dict.fromkeys(reasons))
 
 
-def _sampler_check(g) -> list:
-    """The reason `seqgraph sample` would refuse the model (graph/generate_check.py, its
-    own check of the class targets it writes), so the report never says more than the
-    sampler allows."""
+def _sample_mode(g, loader: str | None) -> str | None:
+    """What `seqgraph sample` does with the model (generate_check.sample_mode)."""
+    try:
+        from .generate_check import sample_mode
+    except ImportError:          # pragma: no cover - a build without the sampler's check
+        return None
+    return sample_mode(g, loader)
+
+
+def _sample_says(g, loader: str | None, mode: str | None) -> str:
+    """What `seqgraph sample` does with the model, in a sentence (cmd/sample.py)."""
+    y = next((v for v in g.targets() if v.index is not None), None) or \
+        next(iter(g.targets()), None)
+    if y is None or (mode != "one pass" and y.index is None):    # nothing to generate
+        return ""
+    at = f"{y.name}[{y.index}]" if y.index else y.name
+    data = f"data = {loader}(...)" if loader else "the train block names no data"
+    if mode == "one pass":
+        tree = g.index_kinds.get(y.index) == "tree"
+        verb = "labels every node of the tree" if tree else \
+            "labels" if y.kind == "class" else "forecasts each step of"
+        why = f"{at} is one label for the whole example" if y.index is None else \
+            f"its target {at} is not read back" + ("" if tree else
+                                                  f" (no {y.name}[{y.index}-1])")
+        return (f"seqgraph sample {verb} --input in one pass ({data}): {why}, so it is not "
+                f"generated step by step")
+    if mode == "generate" and loader in STREAMS:
+        return (f"seqgraph sample continues --prime, generating {at} step by step "
+                f"({data}: a language model)")
+    if mode == "generate":
+        return (f"seqgraph sample writes {at} for --input step by step ({data}), each "
+                f"output read back as {y.name}[{y.index}-1] by the next step")
+    return (f"what seqgraph sample does depends on the data, and the train block names "
+            f"none: with chars or words data (a language model) it generates {at} step "
+            f"by step; with example data (tagged, pairs, ...) it labels --input in one "
+            f"pass, as {at} is not read back")
+
+
+def _sampler_check(g, mode: str | None) -> list:
+    """The reason `seqgraph sample` would refuse to generate the model
+    (graph/generate_check.py, its own check of the class targets it writes), so the
+    report never says more than the sampler allows. A model it labels in one pass never
+    meets that check; one whose data is not named may or may not (a stream generates,
+    example data labels), so neither says the sampler refuses it."""
     try:
         from .generate_check import can_generate, generated_targets
     except ImportError:          # pragma: no cover - a build without the sampler's check
         return []
-    if not generated_targets(g):
+    if mode == "one pass" or not generated_targets(g):
         return []
-    ok, why = can_generate(g)
-    return [] if ok else [f"seqgraph sample refuses it: {why}"]
+    ok, why = can_generate(g, not_sampled=mode == "generate")
+    if ok:
+        return []
+    return [f"seqgraph sample refuses it: {why}" if mode == "generate" else
+            f"seqgraph sample's own check, for chars or words data: {why}"]
 
 
 # ------------------------------------------------------------------------ truncation
@@ -245,9 +330,12 @@ def _truncation(checked, bptt: int):
 def text(rep: Report) -> str:
     """The report as lines for `seqgraph check`."""
     steps, examples, T, step = ("nodes a tree", "trees", "N", "node") if rep.tree else \
+        ("steps an example", "examples", "T", "step") if rep.examples else \
         ("steps", "examples", "T", "step")
+    steps_from = f"{rep.steps_from}; --steps" if rep.examples and not rep.tree and \
+        rep.steps_from != "--steps" else rep.steps_from
     lines = ["", f"memory BPTT keeps (estimate) for {T} = {rep.steps} {steps} "
-                 f"({rep.steps_from}), B = {rep.batch} {examples} ({rep.batch_from}), "
+                 f"({steps_from}), B = {rep.batch} {examples} ({rep.batch_from}), "
                  f"{rep.dtype}:"]
     for r in rep.recurrences:
         lines.append(f"  {', '.join(r.vars)} ({r.direction} over {r.index}, delays "
@@ -260,18 +348,20 @@ def text(rep: Report) -> str:
               f"{DTYPE_BYTES.get(rep.dtype, 4)} bytes;",
               "  the intermediates inside each equation, the gradients and the optimiser "
               "come on top"]
-    lines += ["", "generation:"]
+    lines += ["", "generation:"] + ([f"  {rep.sample_says}"] if rep.sample_says else [])
     if rep.can_generate is None:
         lines.append("  no sequence output: the loss reads a target at every node of a "
                      "tree" if rep.tree else
                      "  no sequence output: the loss reads a per-example target")
     elif rep.can_generate:
-        lines.append(f"  can generate over {rep.generated}: no output reads a later step "
-                     f"of {rep.generated} or its own target")
+        lines.append(f"  can generate step by step over {rep.generated}: no output reads "
+                     f"a later step of {rep.generated} or its own target")
     else:
-        lines.append(f"  cannot generate over {rep.generated}:")
+        unneeded = ", which labelling in one pass does not need" \
+            if rep.sample == "one pass" else ""
+        lines.append(f"  cannot generate step by step over {rep.generated}{unneeded}:")
         lines += [f"    {r}" for r in rep.generate_reasons]
-    lines += ["", "truncated BPTT:" if rep.tree else
+    lines += ["", "truncated BPTT:" if rep.tree or rep.examples else
               f"truncated BPTT (windows of {rep.steps} steps):"]
     if rep.window is None:
         lines.append(f"  {rep.no_window}")
