@@ -254,3 +254,15 @@ def test_sample_splits_the_input_as_the_source_was_split(tmp_path, capsys):
                                                "<unk>", "<s>"}
     assert main(args + ["--input", "be an"]) == 2          # ' ' is a character, unknown
     assert "' ' is not in the source vocabulary" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["plain latin-1 text, caf\u00e9\n", "a \u2019quote\u2019\n",
+                                  "\u20ac5\n"])
+def test_characters_encode_whatever_the_vocabulary_holds(text):
+    """A vocabulary with characters past U+00FF (curly quotes, the euro sign) encodes
+    text of any range: Latin-1 text goes through bytes, and the code-point table is
+    longer than 256 (a numpy 2 overflow used to end eval and sample with a traceback)."""
+    from seqgraph.train.loaders import build_vocab
+    vocab = build_vocab("chars", list("plain latin-1 text, caf\u00e9\u2019\u20ac5aquoe\n"))
+    ids = vocab.encode(list(text))
+    assert vocab.decode(ids) == text

@@ -206,7 +206,7 @@ def test_eval_json_fields(trained, capsys):
                    capsys=capsys)
     assert code == 0
     r = json.loads(out.out)
-    assert set(r) == {"loss", "perplexity", "accuracy", "tokens"}
+    assert set(r) == {"loss", "perplexity", "accuracy", "tokens", "file"}
     assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
     assert 0 <= r["accuracy"] <= 1
     n_valid = round(len(tiny_text()) * 0.1)          # the held-out tail

@@ -46,7 +46,7 @@ def run(args) -> int:
     else:
         result, file = eval_stream(t, args.spec, args.data)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "file": file}))       # the file, as trees' eval says
         return 0
     print(report(result, file))
     return 0
@@ -78,8 +78,8 @@ def report(d: dict, file: str) -> str:
 
 
 def _config(t, spec_path):
-    from ..train.config import make_config
-    return make_config(t.spec.train, {}, Path(spec_path).resolve().parent)
+    from ..train.session import trained_config
+    return trained_config(t, spec_path)
 
 
 def eval_stream(t, spec_path: str, data: str | None) -> tuple[dict, str]:

@@ -105,7 +105,8 @@ def _continue(t, args, rng) -> int:
     if args.attention_plot is not None:
         raise UsageError("--attention-plot draws an output against its source; a "
                          "language model has no source (it continues --prime)")
-    gen = Generator(t.model, make_plan(t.model, t.binding.target, t.binding.input))
+    gen = Generator(t.model, make_plan(t.model, t.binding.target, t.binding.input),
+                    classes=len(t.vocab))
     ctx = gen.primed(prime_ids(t.vocab, args.prime))
     ids, _ = _decode(args, gen, ctx, 500 if args.length is None else args.length, t.vocab,
                      rng)
@@ -126,7 +127,7 @@ def _transduce(t, args, rng) -> int:
     out_vocab = t.vocab.target if getattr(t.vocab, "target", None) is not None else t.vocab
     start = getattr(b, "start_ids", {}).get(b.target, t.model.start_ids.get(b.target))
     eos = out_vocab.index.get("</s>")
-    gen = Generator(t.model, plan, start=start, eos=eos)
+    gen = Generator(t.model, plan, start=start, eos=eos, classes=len(out_vocab))
     weights = None
     if args.attention_plot is not None:           # refuse before generating, not after
         from ..attention_plot import find_weights

@@ -1,6 +1,7 @@
 """`seqgraph train SPEC`: train a model on the data its train block names."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -38,11 +39,12 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .. import Model, read_spec
+    from ..graph.leaks import target_leaks
     from ..resources import check_training
     from ..train import checkpoint as ck
     from ..train.data import load_dataset
     from ..train.loaders import Vocab
-    from ..train.session import choose_executor, init_rule
+    from ..train.session import choose_executor, init_rule, loader_record
     from . import parse_dims
 
     if args.steps is not None and args.steps < 0:
@@ -54,8 +56,15 @@ def run(args) -> int:
         args.quiet = args.quiet or comm.rank > 0
     spec = read_spec(args.spec)
     cfg = _config(args, spec)
+    if comm is None or comm.rank == 0:          # a warning, even with --quiet; said once
+        for msg in target_leaks(spec.checked, cfg.data):
+            print(f"{args.spec}: warning: {msg}", file=sys.stderr)
     dims = parse_dims(args.dim, spec)
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
+    if resumed is not None and not args.dim:      # the sizes the run was trained with
+        dims = dict(resumed.meta.get("dim_overrides") or {})
+    if resumed is not None:       # another model's checkpoint: said before its data is read
+        ck.check_resume(resumed, spec, dims)
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
@@ -68,7 +77,10 @@ def run(args) -> int:
     meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
             "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
             "vocab": data.vocab.to_json(), "binding": vars(data.binding),
-            "data": {"train": data.train_file, "valid": data.valid_file}}
+            "data": {"train": data.train_file, "valid": data.valid_file},
+            "dim_overrides": dims,
+            "loaders": {"data": loader_record(cfg.data, cfg.base),
+                        "valid": loader_record(cfg.valid, cfg.valid_base)}}
     trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     pos = trainer.fit(args.steps, deadline)

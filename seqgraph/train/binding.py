@@ -71,37 +71,77 @@ def declared_size(graph: FoldedGraph, var, given: dict | None = None) -> int | N
     return dict(graph.dims).get(size, (given or {}).get(size))
 
 
-def size_source(graph: FoldedGraph, var, given: dict | None = None) -> str:
-    """Where a fixed size comes from, for messages: `y : class(5) of m.sg`, ..."""
+def size_source(graph: FoldedGraph, var, given: dict | None = None,
+                bound: dict | None = None) -> str:
+    """Where a fixed size comes from, for messages: `y : class(5) of m.sg`, `dim V = 65
+    of m.sg`, `--dim V=65` (only a size the user gave), or the variable whose data bound
+    it (`bound`: size -> (value, what the data gave))."""
     size, declared = var.size, dict(graph.dims)
     if isinstance(size, int):
         return f"{var.name} : {var.kind}({size}) of {graph.path}"
     if size in declared:
         return f"dim {size} = {declared[size]} of {graph.path}"
-    return f"--dim {size}={(given or {}).get(size)}"
+    if size in (given or {}):
+        return f"--dim {size}={given[size]}"
+    value, source = (bound or {}).get(size, ("?", "its value"))
+    return f"{size} = {value}, {source}"
 
 
 def _size(graph: FoldedGraph, var, vocab: int, given: dict, data_file: str,
-          what: str = "distinct symbols", exact: bool = False) -> dict:
+          what: str = "distinct symbols", exact: bool = False,
+          bound: dict | None = None) -> dict:
     """Check the vocabulary fits the declared size of `var` (equals it, for a vector of
-    columns); bind it if unbound."""
+    columns); bind it if unbound. `given`: --dim; `bound`: size -> (value, what the data
+    gave), sizes this data bound through another variable."""
     size = var.size
-    value = declared_size(graph, var, given)
+    value = declared_size(graph, var, {**given, **{k: v for k, (v, _) in (bound or {}).items()}})
     if value is None:
         return {size: vocab} if isinstance(size, str) else {}
     if vocab > value or (exact and vocab != value):
-        where = size_source(graph, var, given)
+        where = size_source(graph, var, given, bound)
         verb = "do not match" if exact else "do not fit"
-        raise DataError(f"{vocab} {what} {verb} {where} (the size of "
-                        f"{var.name}); leave that size to the data, or "
-                        f"{'change' if exact else 'raise'} it", file=data_file)
+        # a size the data bound through another variable is no setting to raise
+        fix = f"give {var.name} a size name of its own" \
+            if size in (bound or {}) and size not in given else \
+            f"leave that size to the data, or {'change' if exact else 'raise'} it"
+        raise DataError(f"{vocab} {what} {verb} {where} (the size of {var.name}); {fix}",
+                        file=data_file)
     return {}
 
 
-def bind(graph: FoldedGraph, vocab_size: int, loader: str, data_file: str,
-         given: dict | None = None) -> Binding:
-    """The binding of a token stream to `graph`; `given` are dims from `--dim`."""
-    given = given or {}
+def _sizes(graph: FoldedGraph, given: dict, data_file: str, counts) -> dict:
+    """The dims the data binds: `counts` are (var, count, what, exact), each checked
+    against the spec, --dim, or the size the data gave an earlier variable."""
+    dims, bound = {}, {}
+    for var, n, what, exact in counts:
+        new = _size(graph, var, n, given, data_file, what, exact, bound)
+        bound.update({k: (v, f"bound by the {what} of {var.name}'s data")
+                      for k, v in new.items()})
+        dims.update(new)
+    return dims
+
+
+# ------------------------------------------------- which data fits which model, by kind
+STREAMS = ("chars", "words")
+EXAMPLES = ("pairs", "labeled", "tagged", "series")
+
+
+def _not_a_tree(graph: FoldedGraph, loader: str) -> None:
+    """A tree model reads only `trees` data; said first, since its variables also have
+    the kinds of a sequence model's (w[n] : onehot(V), y[n] : class(K))."""
+    n = next((i for i, k in graph.indexes if k == "tree"), None)
+    if n is not None:
+        what = "a token stream" if loader in STREAMS else "examples that are sequences"
+        raise DataError(f"a {loader} loader reads {what}, but model '{graph.name}' runs "
+                        f"over trees (its 'tree {n}' index): train it on trees(\"FILE\"), "
+                        f"one bracketed tree a line such as (3 (2 It) (4 fine))",
+                        file=graph.path)
+
+
+def stream_vars(graph: FoldedGraph, loader: str):
+    """(x or None, target, fed back): what a token stream feeds, by kind; else the
+    DataError naming what the model lacks or has too much of."""
+    _not_a_tree(graph, loader)
     target = _one([v for v in graph.targets() if v.kind == "class" and v.index is not None],
                   "a sequence target such as y[t] : class(V)", graph, loader)
     feedback = fed_back(graph, target.name)
@@ -114,9 +154,54 @@ def bind(graph: FoldedGraph, vocab_size: int, loader: str, data_file: str,
             fed = " and ".join(u.name for u in (x, target) if u is not None)
             raise DataError(f"a {loader} loader supplies only {fed}; it cannot supply "
                             f"{v.role} '{v.name}' ({v.kind})", file=graph.path)
-    dims = {}
-    for v in ([x] if x else []) + [target]:
-        dims.update(_size(graph, v, vocab_size, {**given, **dims}, data_file))
+    return x, target, feedback
+
+
+def loaders_for(graph: FoldedGraph) -> list[str]:
+    """The loaders whose data fits `graph` by the kinds of its variables."""
+    if any(k == "tree" for _, k in graph.indexes):
+        return ["trees"]
+    out = []
+    for name in STREAMS + EXAMPLES:
+        try:
+            _vars(graph, name)
+        except DataError:
+            continue
+        out.append(name)
+    return out
+
+
+def _vars(graph: FoldedGraph, loader: str, vectors: bool | None = None):
+    """stream_vars or example_vars, as `loader` reads (a token stream unless examples)."""
+    if loader not in EXAMPLES:
+        return stream_vars(graph, loader)
+    if vectors is None:
+        vectors = vector_source(graph, loader) is not None
+    return example_vars(graph, loader, vectors)
+
+
+def check_kind(graph: FoldedGraph, loader: str, vectors: bool | None = None):
+    """The variables `loader`'s data feeds in `graph`, by kind (checked before any file
+    is read or size compared: the wrong loader is the cause, not the data); else the
+    error, with the loaders that fit the model. `vectors`: pairs whose sources are
+    vectors (None: as the model reads them)."""
+    try:
+        return _vars(graph, loader, vectors)
+    except DataError as e:
+        fit = [f"{n}(...)" for n in loaders_for(graph)]
+        if fit in ([], [f"{loader}(...)"], ["trees(...)"]):    # trees: said already
+            raise
+        shown = fit[0] if len(fit) == 1 else ", ".join(fit[:-1]) + f" or {fit[-1]}"
+        raise DataError(f"{e.message}; the loaders that fit model '{graph.name}': {shown}",
+                        file=e.file, line=e.line) from None
+
+
+def bind(graph: FoldedGraph, vocab_size: int, loader: str, data_file: str,
+         given: dict | None = None) -> Binding:
+    """The binding of a token stream to `graph`; `given` are dims from `--dim`."""
+    x, target, feedback = check_kind(graph, loader)
+    dims = _sizes(graph, given or {}, data_file,
+                  [(v, vocab_size, "distinct symbols", False) for v in (x, target) if v])
     return Binding(x.name if x else None, target.name, feedback, dims)
 
 
@@ -147,7 +232,7 @@ def fit_loader(graph: FoldedGraph, loader, given: dict | None = None):
 
 TARGETS = {
     "pairs": ("a sequence target on an index of its own such as y[u] : class(Vy)",
-              lambda v, x: v.kind == "class" and v.index is not None),
+              lambda v, x: v.kind == "class" and v.index is not None and v.index != x.index),
     "labeled": ("a per-example class target such as y : class(K)",
                 lambda v, x: v.kind == "class" and v.index is None),
     "tagged": ("a sequence target such as y[t] : class(K)",
@@ -157,14 +242,13 @@ TARGETS = {
 }
 
 
-def bind_examples(graph: FoldedGraph, vocab, loader: str, data_file: str,
-                  given: dict | None = None) -> Binding:
-    """The binding of an example loader's data (`vocab` holds the source vocabulary,
-    `vocab.target` the target's) to `graph`."""
-    given = given or {}
+def example_vars(graph: FoldedGraph, loader: str, vectors: bool = False):
+    """(x, target): what an example loader feeds, by kind; `vectors`: pairs whose
+    sources are vectors (one_to_many's c : vec(D))."""
+    _not_a_tree(graph, loader)
     what, fits = TARGETS[loader]
     want = "vec" if loader == "series" else "onehot"
-    if getattr(vocab, "kind", None) == "vectors":      # pairs read as vector -> sequence
+    if vectors:                                    # pairs read as vector -> sequence
         x = vector_source(graph, loader)
         if x is None:
             raise DataError(f"the data's sources are vectors; model '{graph.name}' has no "
@@ -176,7 +260,15 @@ def bind_examples(graph: FoldedGraph, vocab, loader: str, data_file: str,
                      f"{'vec(D)' if want == 'vec' else 'onehot(V)'}"
                      + (" (or a per-example c : vec(D))" if loader == "pairs" else ""),
                  graph, loader)
-    target = _one([v for v in graph.targets() if fits(v, x)], what, graph, loader)
+    found = [v for v in graph.targets() if fits(v, x)]
+    same = [v for v in graph.targets()
+            if v.kind == "class" and x.index is not None and v.index == x.index]
+    if loader == "pairs" and not found and same:   # a language model, a tagger
+        y = same[0]
+        raise DataError(f"a pairs loader needs {what}; model '{graph.name}' reads its "
+                        f"target {y.name}[{y.index}] on the index of its input "
+                        f"{x.name}[{x.index}]", file=graph.path)
+    target = _one(found, what, graph, loader)
     if loader in ("tagged", "series") and target.index != x.index:
         raise DataError(f"a {loader} loader gives {x.name} and {target.name} one step each: "
                         f"declare them on one index ({x.name}[{x.index}], "
@@ -185,21 +277,25 @@ def bind_examples(graph: FoldedGraph, vocab, loader: str, data_file: str,
         if v is not x and v is not target:
             raise DataError(f"a {loader} loader supplies only {x.name} and {target.name}; it "
                             f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
-    dims = {}
-    if getattr(vocab, "kind", None) == "vectors":
-        dims.update(_size(graph, x, len(vocab), given, data_file, "numbers per source",
-                          True))
-        dims.update(_size(graph, target, len(vocab.target), {**given, **dims}, data_file))
+    return x, target
+
+
+def bind_examples(graph: FoldedGraph, vocab, loader: str, data_file: str,
+                  given: dict | None = None) -> Binding:
+    """The binding of an example loader's data (`vocab` holds the source vocabulary,
+    `vocab.target` the target's) to `graph`."""
+    vectors = getattr(vocab, "kind", None) == "vectors"
+    x, target = check_kind(graph, loader, vectors)
+    n, m = len(vocab), len(vocab.target)
+    if vectors:
+        counts = [(x, n, "numbers per source", True), (target, m, "distinct symbols", False)]
     elif loader == "series":
-        dims.update(_size(graph, x, len(vocab), given, data_file, "input columns", True))
-        dims.update(_size(graph, target, len(vocab.target), {**given, **dims}, data_file,
-                          "target columns", True))
+        counts = [(x, n, "input columns", True), (target, m, "target columns", True)]
     else:
-        dims.update(_size(graph, x, len(vocab), given, data_file))
         what = {"labeled": "classes", "tagged": "distinct tags"}.get(loader,
                                                                      "distinct symbols")
-        dims.update(_size(graph, target, len(vocab.target), {**given, **dims}, data_file,
-                          what))
+        counts = [(x, n, "distinct symbols", False), (target, m, what, False)]
+    dims = _sizes(graph, given or {}, data_file, counts)
     feedback = fed_back(graph, target.name)
     start = {}
     if feedback and vocab.target is not None and "<s>" in vocab.target.index:

@@ -225,6 +225,62 @@ def check_params(ckpt: Checkpoint, params: dict) -> None:
                         f"not declare", file=ckpt.path)
 
 
+def check_model(ckpt: Checkpoint, model: str, shapes: dict, spec_path: str = "") -> None:
+    """Resume's first check, before its data, batch, bptt or settings: the checkpoint was
+    saved from this model (the same parameter names, and the same shapes where `shapes`,
+    name -> tuple with None for a size not known yet, gives them). Otherwise one error
+    naming both models: another model's checkpoint is the cause, whatever else differs."""
+    names = list(ckpt.params)
+    why = _mismatch(ckpt, shapes)
+    if why is None:
+        return
+    was = ckpt.meta.get("model", "?")
+    held = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    spec = spec_path or "the spec"
+    # the same name is an edited spec (a size, a parameter); another is another model
+    which = f"with parameters other than {spec} declares now" if was == model else \
+        f"(parameters {held}), not from model '{model}' of {spec}"
+    raise DataError(f"was saved from model '{was}' {which}: {why}; "
+                    f"resume from a checkpoint of this model, or start a new run (no "
+                    f"--resume)", file=ckpt.path)
+
+
+def _mismatch(ckpt: Checkpoint, shapes: dict) -> str | None:
+    """The first difference between the spec's parameters and the checkpoint's: a
+    missing one, an extra one, then a shape (None in `shapes`: any size)."""
+    for n in shapes:
+        if n not in ckpt.params:
+            return f"the spec's parameter '{n}' is not in this checkpoint"
+    for n in ckpt.params:
+        if n not in shapes:
+            return f"this checkpoint has parameter '{n}', which the spec does not declare"
+    for n, want in shapes.items():
+        have = ckpt.params[n].shape
+        if len(want) != len(have) or any(w not in (None, h) for w, h in zip(want, have)):
+            return (f"parameter '{n}' has shape {list(want)} in the spec but {list(have)} "
+                    f"in this checkpoint")
+    return None
+
+
+def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None) -> None:
+    """`check_model` for `seqgraph train --resume` before the data is read: the spec's
+    parameter shapes, with its sizes bound by `dims` (--dim) or, where the spec leaves
+    them to the data, by the checkpoint's run."""
+    from ..graph.check import check
+    known = {**ckpt.meta.get("dims", {}), **(dims or {})}
+    checked = check(spec.graph, dims) if dims else spec.checked   # --dim over `dim H = 16`
+    shapes = {p: tuple(_evaluate(d, known) for d in shape)
+              for p, shape in checked.param_shapes.items()}
+    check_model(ckpt, spec.name, shapes, spec.path)
+
+
+def _evaluate(lin, dims: dict) -> int | None:
+    """A size expression (const + sum of coef x name) under `dims`; None if open."""
+    if any(name not in dims for name, _ in lin.terms):
+        return None
+    return int(lin.const + sum(c * int(dims[name]) for name, c in lin.terms))
+
+
 def restore_params(ckpt: Checkpoint, params: dict, average: bool = False) -> None:
     """Copy the checkpoint's values into the model's arrays, in place, after checking;
     `average`: its moving averages of the parameters instead (`__average__/`), an error

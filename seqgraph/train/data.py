@@ -13,7 +13,15 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from .batches import ExampleBatches, Examples, StreamBatches, Streams, eval_streams, split_tail
-from .binding import Binding, bind, bind_examples, declared_size, fit_loader, size_source
+from .binding import (
+    Binding,
+    bind,
+    bind_examples,
+    check_kind,
+    declared_size,
+    fit_loader,
+    size_source,
+)
 from .loaders import (
     EOS,
     EXAMPLE_KINDS,
@@ -84,6 +92,7 @@ def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = Non
         from .trees import load_tree_dataset
         return load_tree_dataset(graph, cfg, dims, vocab)
     loader = make_loader(cfg.data, cfg.base)
+    check_kind(graph, loader.kind)      # a loader that cannot feed the model, before its data
     if loader.kind in EXAMPLE_KINDS:
         return load_examples(graph, cfg, loader, dims, vocab)
     tokens = loader.tokens()

@@ -245,6 +245,7 @@ class DistributedTrainer(Trainer):
             super()._save_params(name, meta)
 
     def restore(self, c) -> None:
+        self.check_model(c)             # another model's checkpoint: said before ranks
         d = c.meta.get("distributed") or {"ranks": 1}
         if d["ranks"] != self.ranks:
             raise UsageError(f"{c.path}: was written by a run on {d['ranks']} rank(s); "

@@ -165,12 +165,15 @@ class Generator:
     """Sampling, greedy decoding and beam search from a Model (see the module docstring).
 
     `start`: the id the fed-back target reads before the first step (`<s>`), or None for
-    the model's own rule; `eos`: the id that ends an output (`</s>`), or None."""
+    the model's own rule; `eos`: the id that ends an output (`</s>`), or None; `classes`:
+    how many ids name a token (a size declared or given by --dim above the vocabulary
+    leaves ids that name none: they are never chosen, and the distribution is the
+    vocabulary's), or None for all of the output."""
 
     def __init__(self, model, plan: Plan, start: int | None = None, eos: int | None = None,
-                 incremental: bool | None = None):
+                 incremental: bool | None = None, classes: int | None = None):
         self.m, self.p = model, plan
-        self.start, self.eos = start, eos
+        self.start, self.eos, self.classes = start, eos, classes
         self.incremental = plan.incremental if incremental is None else \
             (incremental and plan.incremental)
         self.delay = model.carried.get(plan.target, 1)
@@ -252,7 +255,7 @@ class Generator:
         full.update(carry)
         lengths = _rows(ctx.lengths, rows)
         res = self._run(inputs, len(rows), full, lengths)
-        logits = np.asarray(res.values[self.p.out])[:, -1]
+        logits = np.asarray(res.values[self.p.out])[:, -1, :self.classes]
         return logits, {k: v for k, v in res.carry.items() if k in self.p.gen_vars}
 
     @property

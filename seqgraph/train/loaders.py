@@ -220,7 +220,10 @@ class Vocab:
         known = {ord(t): i for t, i in self.index.items() if len(t) == 1}
         table = np.full(max(known, default=0) + 2, -1, dtype=np.int32)
         table[list(known)] = list(known.values())
-        return table[np.minimum(points, len(table) - 1)]
+        top = len(table) - 1                 # the last entry: -1, any unknown character
+        if points.dtype == np.uint8 and top >= 255:
+            return table[points]             # every byte is inside the table
+        return table[np.minimum(points, top)]
 
     def decode(self, ids) -> str:
         """Text again: characters joined; words joined by spaces, `</s>` a line end."""
@@ -462,10 +465,7 @@ class ExampleLoader:
     def _read_labeled(self) -> Raw:
         src, tgt, lines = [], [], []
         for n, line in _lines(self.path):
-            if "\t" not in line:
-                raise DataError("expected label<TAB>text, found no tab",
-                                file=str(self.path), line=n)
-            label, text = line.split("\t", 1)
+            label, text = self._fields(n, line, 2, "label<TAB>text")
             toks = _split_tokens(text, self.chars)
             if not label.strip() or not toks:
                 what = "label" if not label.strip() else "text"

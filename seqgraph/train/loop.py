@@ -188,7 +188,10 @@ class Trainer:
         self.total = cfg.epochs * len(self.streams)
         self.extra = _run_options(model, graph, data.binding, cfg)
         model.start_ids.update(getattr(data.binding, "start_ids", {}) or {})
-        self.skipped = 0                # batches skipped by on_nan = skip
+        self.skipped = 0                # batches skipped by on_nan = skip, this run
+        self.streak = 0                 # ... in a row, since the last update
+        self.epoch_skips = [0, 0, 0]    # this epoch's: count, first batch, updates before
+        self.first_step = 0             # the step this run (fit) started from
         self.quiet = quiet
         self.progress = Progress(self.total, cfg.epochs, quiet)
         self.metrics: MetricsLog | None = None
@@ -199,7 +202,9 @@ class Trainer:
     # ------------------------------------------------------------------- resume
     def restore(self, c: ck.Checkpoint) -> None:
         """Continue from checkpoint `c`: parameters, optimiser, schedule, generator,
-        position and carried state."""
+        position and carried state. The model is checked first: another model's
+        checkpoint would otherwise be blamed on its data or settings."""
+        self.check_model(c)
         st = c.meta.get("state")
         if st is None:
             raise UsageError(f"{c.path}: holds no training state to resume from")
@@ -226,6 +231,11 @@ class Trainer:
         self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
         self.carry = c.carry
         self.saved = c.path
+
+    def check_model(self, c: ck.Checkpoint) -> None:
+        """`c` was saved from this model: its parameters' names and shapes."""
+        shapes = {k: p.shape for k, p in self.model.params.items()}
+        ck.check_model(c, self.graph.name, shapes, self.graph.path)
 
     # settings read from the spec and --set again on resume (docs/training.md)
     CHANGEABLE = ("optimizer", "l2", "clip", "schedule", "teacher", "average", "on_nan",
@@ -309,6 +319,7 @@ class Trainer:
         """Train until the last epoch ends, `max_steps` updates are done or the clock
         passes `deadline` (time.monotonic()); always ends with a checkpoint."""
         self.metrics = self._open_metrics()
+        self.first_step = self.pos.step
         if getattr(self.cfg, "average", 0.0) and self.averages is None:
             self.averages = Averages(self.cfg.average, self.model.params)   # avg_0 = p_0
         every = ck.every_from_env()
@@ -334,6 +345,7 @@ class Trainer:
         quickly), then draw the curves so far; `interrupted` tells the command to exit
         with 128 + the signal."""
         self.interrupted = signum
+        self._say_skips()
         self.save()
         self.metrics.plot()
         return self.pos
@@ -364,14 +376,12 @@ class Trainer:
             if not (math.isfinite(res.loss) and math.isfinite(norm)):
                 if getattr(cfg, "on_nan", "stop") != "skip":
                     raise self._diverged(res, norm)
-                self.skipped += 1      # on_nan = skip: no update, no state carried on
-                self.progress.note(f"warning: step {p.step + 1}: non-finite loss or "
-                                   f"gradient; batch skipped ({self.skipped} so far)")
-                self.carry = None
+                self._skip()
                 return
             self.opt.step(self.model.params, res.grads, lr, rows=rows)
         if self.averages is not None:
             self.averages.update(self.model.params, p.step)
+        self.streak = 0
         self.carry = res.carry if batch.carry else None
         p.step += 1
         dt = max(time.perf_counter() - t0, 1e-9)
@@ -381,6 +391,51 @@ class Trainer:
         self.metrics.step(p.step, p.epoch + 1, loss, norm, tps, norms, clipped)
         self.progress.update(p.step, p.epoch, loss, tps)
         self.epoch_loss = [self.epoch_loss[0] + s, self.epoch_loss[1] + n]
+
+    def _skip(self) -> None:
+        """on_nan = skip: no update and no state carried on; counted, and said once an
+        epoch (_say_skips: a line per batch would flood the output, all naming the same
+        update, since a skipped batch is no update). An epoch's worth of batches skipped
+        in a row is an error: the parameters have not changed, so the next epoch would
+        skip them all again."""
+        p, e = self.pos, self.epoch_skips
+        self.skipped, self.streak, self.carry = self.skipped + 1, self.streak + 1, None
+        if not e[0]:
+            e[1:] = [p.window + 1, p.step]
+        e[0] += 1
+        if self.streak >= len(self.streams):
+            raise self._stuck()
+
+    def _say_skips(self) -> None:
+        """The epoch's skipped batches, in one warning (kept by --quiet, as the gradient
+        warnings are)."""
+        n, first, before = self.epoch_skips
+        if n:
+            self._warn(f"warning: epoch {self.pos.epoch + 1}: {n} of {len(self.streams)} "
+                       f"batches skipped for a non-finite loss or gradient (on_nan = skip; "
+                       f"the first: batch {first}, after update {before})")
+        self.epoch_skips = [0, 0, 0]
+
+    def _warn(self, text: str) -> None:
+        """A warning on stderr, --quiet or not; once under MPI (rank 0)."""
+        if getattr(self, "rank", 0) != 0:
+            return
+        if self.quiet:
+            sys.stderr.write(text + "\n")
+        else:
+            self.progress.note(text)       # on a line of its own, not over the bar
+
+    def _stuck(self) -> TrainingDiverged:
+        """Every batch since the last update (or of the whole run) was skipped."""
+        p, n = self.pos, self.streak
+        what = f"every batch since update {p.step} ({n} in a row) had" \
+            if p.step > self.first_step else f"every batch of this run ({n}) had"
+        cannot = "the parameters no longer change, so training cannot recover" \
+            if p.step > self.first_step else "no update was made"
+        return TrainingDiverged(
+            f"{what} a non-finite loss or gradient and was skipped (on_nan = skip): "
+            f"{cannot}. Last checkpoint: {self.saved or 'none yet'}. Try a smaller lr, or "
+            f"clip (e.g. clip = 1.0)")
 
     # hooks that the distributed trainer (distributed.py) overrides
     def _open_metrics(self) -> MetricsLog:
@@ -417,8 +472,10 @@ class Trainer:
         `keep = all`, keep a whole epoch's parameters); returns (this epoch's training
         loss per token, validation loss or None)."""
         p = self.pos
+        self._say_skips()
         train = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
-        with self._averaged():          # validated and kept: the averages, if any
+        # validated and kept: the averages, if any; a non-finite loss shows in the line
+        with self._averaged(), np.errstate(over="ignore", invalid="ignore"):
             v = self._score()
             if v is not None:
                 self.metrics.valid(p.step, p.epoch + 1, v.loss)
@@ -433,7 +490,11 @@ class Trainer:
 
     def _finish(self, early: bool = False) -> Position:
         """The last checkpoint; a run stopped mid-epoch is validated first, so even a
-        short run reports a held-out loss (the schedule does not see this pass)."""
+        short run reports a held-out loss (the schedule does not see this pass). A run
+        that ends skipping every batch since its last update, more of them than it made
+        updates, is an error (on_nan = skip): it ended stuck."""
+        if self.streak and self.streak >= self.pos.step - self.first_step:
+            raise self._stuck()
         if early and self.pos.window > 0:
             self._validate(partial=True)
         self.save()

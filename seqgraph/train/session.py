@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import UsageError
 from . import checkpoint as ck
@@ -67,11 +68,52 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
                          f"written by seqgraph train")
     # only the sizes the spec leaves open come from the checkpoint: a size the spec now
     # declares differently must show up as a shape mismatch, not be overridden
+    # (and those --dim gave when it was trained: `train --dim H=8` on a spec that says
+    # `dim H = 16` trained an H = 8 model)
     open_dims = spec.unbound_dims()
     dims = {k: v for k, v in meta.get("dims", {}).items() if k in open_dims}
+    dims.update(meta.get("dim_overrides") or {})
     model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
                   executor=choose_executor(executor, quiet=True),
                   start_ids=(meta.get("binding") or {}).get("start_ids"))
     ck.restore_params(c, model.params, average)
     return Trained(spec, model, Vocab.from_json(meta["vocab"]), Binding(**meta["binding"]),
                    meta, c)
+
+
+# ------------------------------------------------------------ the data a run read
+def loader_record(value, base) -> object:
+    """A train-block `data` or `valid` value as the checkpoint keeps it: a loader call as
+    JSON with its file made absolute (the run's own file, wherever it is scored from),
+    a held-out fraction as itself."""
+    if not hasattr(value, "name"):
+        return value
+    args, kwargs = list(value.args), dict(value.kwargs)
+
+    def absolute(p):
+        if not isinstance(p, str) or p.startswith("pkg:") or Path(p).is_absolute():
+            return p
+        return str((Path(base) / p).resolve())
+    if "path" in kwargs:
+        kwargs["path"] = absolute(kwargs["path"])
+    elif args:
+        args[0] = absolute(args[0])
+    return {"loader": value.name, "args": args, "kwargs": kwargs}
+
+
+def trained_config(t: Trained, spec_path: str):
+    """The train configuration of the spec, with the data and valid loaders the run was
+    trained on when they were not the spec's (`train --set data=...`): `eval` scores
+    what that run held out, not another file read with another vocabulary."""
+    from ..lang.ast import Call
+    from .config import make_config
+    spec_dir = Path(spec_path).resolve().parent
+    cfg = make_config(t.spec.train, {}, spec_dir)
+    recorded = t.meta.get("loaders") or {}
+    sets = {}
+    for key, base in (("data", cfg.base), ("valid", cfg.valid_base)):
+        r = recorded.get(key)
+        if key in recorded and r != loader_record(getattr(cfg, key), base):
+            sets[key] = Call(r["loader"], tuple(r["args"]), r["kwargs"]) \
+                if isinstance(r, dict) else r
+    return make_config(t.spec.train, sets, spec_dir) if sets else cfg

@@ -300,7 +300,9 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
                             f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
     dims = dict(_size(graph, x, vocab_size, given, data_file))
     _check_labels(graph, y, sets, {**given, **dims})
-    dims.update(_size(graph, y, n_labels, {**given, **dims}, data_file))
+    dims.update(_size(graph, y, n_labels, given, data_file,
+                      bound={k: (v, f"bound by the distinct symbols of {x.name}'s data")
+                             for k, v in dims.items()}))
     return Binding(x.name, y.name, False, dims, "trees")
 
 
@@ -593,8 +595,8 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
     import json
 
     from ..lang.parse import parse_value
-    from .config import make_config
-    cfg = make_config(t.spec.train, {}, Path(spec_path).resolve().parent)
+    from .session import trained_config
+    cfg = trained_config(t, spec_path)
     if data is None:
         for error in spec_file_errors(t.spec.graph, cfg):
             raise error
