@@ -101,7 +101,11 @@ TABLE = [
     bad("undefined-did-you-mean", HEAD + "param Wx\nh[t] : H = tanh(Wxx @ x[t] + U @ h[t-1] + b)\n"
         + OUT, 6, 17, "undefined name 'Wxx'", "did you mean 'Wx'?"),
     bad("undefined-no-suggestion", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + qqq)\n" + OUT,
-        5, 41, "undefined name 'qqq'", "declare it with param"),
+        5, 41, "undefined name 'qqq'", "a parameter is declared on a param line: param ..., qqq"),
+    bad("undefined-indexed", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + qqq[t])\n" + OUT,
+        5, 41, "undefined name 'qqq'", "declare it with param, input, target, or define it"),
+    bad("undefined-parameter-near-one", HEAD + "h[t] : H = tanh(W @ x[t] + Uh @ h[t-1])\n"
+        + OUT, 5, 28, "undefined name 'Uh'", "did you mean 'U'?"),
     bad("defined-twice", HEAD + H + "h[t] : H = tanh(W @ x[t])\n" + OUT, 6, 1,
         "'h' is defined twice (first at line 5)"),
     # found by the fuzz test: a cell use and a plain equation for one name

@@ -86,3 +86,24 @@ def test_train_warns_of_a_model_that_reads_its_answer_even_when_quiet(work, caps
         "so the model sees the answer; did you mean h[t-1]?" in err.splitlines(), err
     code, _, err = run(capsys, "train", "lm.sg", "--out", "r2", "--quiet", "--steps", 2)
     assert code == 0 and "warning: o[t]" not in err, err
+
+
+def test_small_things_a_new_user_met(work, capsys):
+    """A run folder replaced is said; --dim twice is refused; a bare path in --set gets
+    the loader call to write; a checkpoint is as readable as the other files of a run."""
+    import os
+    import stat
+    train(capsys, "r")
+    code, _, err = run(capsys, "train", "lm.sg", "--out", "r", "--quiet", "--steps", 2)
+    assert code == 0 and "warning: r holds a run already" in err, err
+    mode = stat.S_IMODE(os.stat("r/checkpoint.npz").st_mode)
+    assert mode == stat.S_IMODE(os.stat("r/metrics.csv").st_mode), oct(mode)
+    code, _, err = run(capsys, "check", "lm.sg", "--dim", "H=3", "--dim", "H=4")
+    assert code == 2 and "--dim H is given twice (H=3 and H=4)" in err
+    code, _, err = run(capsys, "train", "lm.sg", "--set", "data=tiny.txt")
+    assert code == 2 and "--set 'data=chars(\"tiny.txt\")'" in err, err
+    (work / "ds.sg").write_text(LM.replace("o[t] = Wo @ dropout(h[t], 0.1) + bo",
+                                           "o[t] = softmax(Wo @ h[t] + bo)"))
+    code, _, err = run(capsys, "check", "ds.sg")
+    assert code == 0 and "ds.sg:7:1: warning: o is a softmax and xent applies a softmax " \
+        "to it again: xent takes logits" in err, err

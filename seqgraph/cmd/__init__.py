@@ -16,7 +16,11 @@ def parse_dims(items: list[str] | None, spec=None) -> dict:
                     or int(val) < 1:
                 raise UsageError(f"--dim {part!r}: expected NAME=SIZE with SIZE a whole "
                                  f"number of at least 1, e.g. --dim V=65")
-            dims[name.strip()] = int(val)
+            name = name.strip()
+            if name in dims and dims[name] != int(val):
+                raise UsageError(f"--dim {name} is given twice ({name}={dims[name]} and "
+                                 f"{part.strip()}); keep one of them")
+            dims[name] = int(val)
     if spec is not None:
         sizes = set(spec.unbound_dims()) | {n for n, _ in spec.graph.dims}
         for name, size in dims.items():

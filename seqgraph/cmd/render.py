@@ -48,7 +48,8 @@ def parse_lengths(text: str, graph) -> dict:
     seqs = [name for name, kind in graph.indexes if kind != "tree"]
     if any(kind == "tree" for _, kind in graph.indexes):
         raise UsageError("--unfold draws sequences; this model ranges over trees, "
-                         "which cannot be unfolded by a length")
+                         "which cannot be unfolded by a length: draw one tree with "
+                         "--tree \"(3 (2 a) (3 film))\"")
     text = text.strip()
     if text.isdigit():
         lengths = {name: int(text) for name in seqs}

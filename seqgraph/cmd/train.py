@@ -74,6 +74,11 @@ def run(args) -> int:
                   param_init=init_rule(cfg.param_init))
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
+    if not args.resume and (out / "checkpoint.npz").exists() and \
+            (comm is None or comm.rank == 0):
+        print(f"warning: {out} holds a run already; this one replaces its checkpoints and "
+              f"metrics (--resume {out} would continue it, --out another folder keeps "
+              f"both)", file=sys.stderr)
     meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
             "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
             "vocab": data.vocab.to_json(), "binding": vars(data.binding),

@@ -219,7 +219,7 @@ class _Elaborator:
     def _check_inits(self):
         for i in self.inits:
             if i.name not in self.defs:
-                what = f"'{i.name}' is an {self.data[i.name].role}" if i.name in \
+                what = f"'{i.name}' is {_a(self.data[i.name].role)}" if i.name in \
                     self.data else f"no equation defines '{i.name}'"
                 raise SpecError(f"init for '{i.name}', but {what}", i.pos,
                                 hint="init gives the value a delayed reference reads "
@@ -339,16 +339,25 @@ class _Elaborator:
             raise SpecError("bilinear's first argument must be a parameter tensor", e.pos)
         return Apply(FUNCTIONS[e.name], args, (), e.pos)
 
+    def _unknown_hint(self, e: A.Name) -> str:
+        """A name without an index (`Uh @ h`, `+ bo`) is most likely a parameter: the
+        nearest parameter, else how to declare one; an indexed name, the nearest
+        variable."""
+        variables = set(self.data) | set(self.defs)
+        if e.index is None:
+            declare = f"a parameter is declared on a param line: param ..., {e.name}"
+            near = did_you_mean(e.name, self.params)
+            return f"{near} (or, if it is a new one: {declare})" if near else declare
+        return did_you_mean(e.name, variables | set(self.params)) or \
+            "declare it with param, input, target, or define it"
+
     def _name(self, e: A.Name, bound, cond, in_init):
         if e.name in self.params and e.index is None:
             self.used_params.add(e.name)
             return ParamRef(e.name, e.pos)
         var = self._var_indexes(e.name, e.pos)
         if var is _UNKNOWN:
-            known = set(self.params) | set(self.data) | set(self.defs)
-            raise SpecError(f"undefined name '{e.name}'", e.pos,
-                            hint=did_you_mean(e.name, known) or
-                            "declare it with param, input, target, or define it")
+            raise SpecError(f"undefined name '{e.name}'", e.pos, hint=self._unknown_hint(e))
         shift, shift2 = self._shifts(e, var, bound, cond, in_init)
         ref = Ref(e.name, shift, e.pos, shift2)
         if e.name in self.data and self.data[e.name].kind in ("onehot", "class"):
@@ -439,7 +448,7 @@ class _Elaborator:
         out, tgt = refs
         if out.var in self.data:
             raise SpecError(f"the first argument of {l.fn} is the model's output; "
-                            f"'{out.var}' is an {self.data[out.var].role}", l.args[0].pos)
+                            f"'{out.var}' is {_a(self.data[out.var].role)}", l.args[0].pos)
         if tgt.var not in self.data or self.data[tgt.var].role != "target":
             raise SpecError(f"the second argument of {l.fn} must be a target",
                             l.args[1].pos)
@@ -448,7 +457,20 @@ class _Elaborator:
         if kind not in want[l.fn]:
             raise SpecError(f"{l.fn} needs a {' or '.join(want[l.fn])} target; "
                             f"'{tgt.var}' is {kind}", l.args[1].pos)
+        self._squashed_twice(l, out.var)
         return Loss(l.fn, out, tgt, l.weight, l.pos)
+
+    def _squashed_twice(self, l: A.LossDecl, out: str) -> None:
+        """xent applies a softmax to its logits and bce a sigmoid: an output that is
+        already one is squashed twice (Keras' `from_logits` mistake). It trains, badly:
+        a warning, at the output's equation."""
+        squash = {"xent": "softmax", "bce": "sigmoid"}.get(l.fn)
+        for eq in self.defs.get(out, ()):
+            rhs = eq.rhs
+            if isinstance(rhs, A.FnCall) and rhs.name == squash:
+                self.warnings.append((
+                    f"{out} is a {squash} and {l.fn} applies a {squash} to it again: "
+                    f"{l.fn} takes logits; define {out} without the {squash}", eq.pos))
 
     def _param(self, p: A.ParamDecl) -> ParamDef:
         if p.init is not None:
@@ -522,6 +544,11 @@ def _value_pos(e: A.TrainEntry, at) -> Pos:
         return v.arg_pos[at[1]]
     every = [*v.arg_pos, *v.kw_pos.values()]
     return max(every, key=lambda p: (p.line, p.column)) if every else e.value_pos
+
+
+def _a(word: str) -> str:
+    """'an input', 'a target'."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _stem(path: str) -> str:

@@ -102,10 +102,17 @@ def save(path: str | Path, params: dict, meta: dict, optim: dict | None = None,
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: Path, arrays: dict) -> None:
     _remove_stale(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())     # mkstemp's 0600: as open() would make it
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -287,8 +294,10 @@ def restore_params(ckpt: Checkpoint, params: dict, average: bool = False) -> Non
     when it holds none."""
     check_params(ckpt, params)
     if average and set(ckpt.average) != set(params):
-        raise DataError("holds no averaged parameters (trained without the train key "
-                        "`average`; a best.npz already holds the averaged ones)",
+        raise DataError("holds no averaged parameters: --average reads the moving "
+                        "averages a checkpoint.npz keeps when the run was trained with "
+                        "the train key `average` (its best.npz holds them as its "
+                        "parameters); this one was not, so leave --average out",
                         file=ckpt.path)
     src = ckpt.average if average else ckpt.params
     for name, p in params.items():

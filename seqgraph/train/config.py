@@ -450,7 +450,11 @@ def _read_set(key: str, text: str):
         msg = e.message.replace("the end of the file", "the end of the value")
         if "column" not in msg:                 # (a bracket's message says where already)
             msg += f" (at column {min(max(e.pos.column, 1), len(text) + 1)} of the value)"
-        raise UsageError(f"{where}: {msg}" + (f"; {e.hint}" if e.hint else "")) from None
+        hint = e.hint
+        if key in ("data", "valid") and "(" not in text and "\"" not in text:
+            hint = (f"a file is read by a loader call: --set '{key}=chars(\"{text}\")' "
+                    f"(or words, pairs, labeled, tagged, series, trees)")
+        raise UsageError(f"{where}: {msg}" + (f"; {hint}" if hint else "")) from None
 
 
 def _known(key: str, where: str) -> None:
