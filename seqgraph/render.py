@@ -532,6 +532,10 @@ def check_output(path) -> str:
         raise UsageError(f"cannot render to '{path}': unknown extension "
                          f"'{'.' + ext if ext else '(none)'}'; "
                          f"use one of {', '.join('.' + f for f in FORMATS)}")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"cannot write '{path}': the folder '{folder}' does not exist "
+                         f"(make it first, e.g. mkdir -p {folder})")
     if ext != "dot" and layout_engine() is None:
         raise UsageError(f"cannot write '{path}': no Graphviz layout engine found "
                          "(install Graphviz for `dot`, or `pip install graphviz-pure`); "
@@ -544,8 +548,11 @@ def write(dot_text: str, path) -> str:
     path = os.fspath(path)
     ext = check_output(path)
     if ext == "dot":
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(dot_text)
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(dot_text)
+        except OSError as e:
+            raise UsageError(f"cannot write '{path}': {e.strerror}") from None
         return path
     engine = layout_engine()
     proc = subprocess.run([engine, f"-T{ext}", "-o", path], input=dot_text.encode(),

@@ -107,3 +107,13 @@ def test_small_things_a_new_user_met(work, capsys):
     code, _, err = run(capsys, "check", "ds.sg")
     assert code == 0 and "ds.sg:7:1: warning: o is a softmax and xent applies a softmax " \
         "to it again: xent takes logits" in err, err
+
+
+def test_an_output_in_a_folder_that_is_not_there_is_refused_first(work, capsys):
+    train(capsys, "r")
+    for argv in (["render", "lm.sg", "-o", "no/g.dot"], ["render", "lm.sg", "-o", "no/g.png"],
+                 ["jacobian", "lm.sg", "-o", "no/j.png"],
+                 ["eval", "lm.sg", "--checkpoint", "r", "--per-example", "no/p.csv"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "the folder 'no' does not exist" in err, (argv, err)
+        assert "Traceback" not in err

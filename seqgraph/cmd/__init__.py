@@ -4,6 +4,17 @@ from __future__ import annotations
 from ..errors import UsageError, did_you_mean
 
 
+def output_file(path: str | None, flag: str) -> str | None:
+    """`path` for an output option (`-o plot.png`, `--per-example f.csv`), or a
+    UsageError before any work when its folder does not exist."""
+    import os
+    folder = os.path.dirname(path) if path else "."
+    if path and folder and not os.path.isdir(folder):
+        raise UsageError(f"{flag} {path}: the folder '{folder}' does not exist (make it "
+                         f"first, e.g. mkdir -p {folder})")
+    return path
+
+
 def parse_dims(items: list[str] | None, spec=None) -> dict:
     """`--dim V=65 --dim H=32` (or `--dim V=65,H=32`) -> {"V": 65, "H": 32}: every
     command's way of binding a size the spec leaves open (or overriding a declared one).

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import SpecError, UsageError
+from . import output_file
 
 HELP = "score a trained model: loss per token, perplexity, accuracy, error rates, mse"
 
@@ -33,6 +34,7 @@ def run(args) -> int:
     from ..train.session import restore
     from .train import _checkpoint_in
 
+    output_file(args.per_example, "--per-example")
     t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor, args.average)
     if getattr(t.binding, "kind", None) == "trees":     # recursive nets: train/trees.py
         from ..train.trees import eval_command

@@ -13,7 +13,7 @@ import sys
 
 from ..jacobian import measure, open_params, plot, plot_compare, prepare
 from ..model import read_spec
-from . import parse_dims
+from . import output_file, parse_dims
 
 HELP = "measure how gradients vanish or explode: norms of dh_t/dh_k by distance t-k"
 
@@ -54,6 +54,7 @@ def run(args) -> int:
         raise UsageError("--batch must be at least 1")
     if args.random and args.data:
         raise UsageError("--random and --data exclude each other")
+    output_file(args.output, "-o")
     spec = read_spec(args.spec)
     sources = [open_params(args.checkpoint, args.seed)]
     if args.compare:
