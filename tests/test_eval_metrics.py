@@ -362,3 +362,17 @@ def test_the_plotting_child_is_given_the_label(tmp_path, monkeypatch):
     assert cmds[0][-2:] == [str(tmp_path), "loss per node (nats)"]
     metrics_draw(tmp_path, "loss per node (nats)")
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_per_example_labels_and_the_majority_are_named_as_sample_names_them(data, capsys):
+    """`label,pred` as `pos,neg` (the names sample prints), not ids; the baseline too."""
+    lab = (data / "lab.tsv").read_text().splitlines()
+    (data / "lab.tsv").write_text("".join(("pos" if l[0] == "1" else "neg") + l[1:] + "\n"
+                                          for l in lab))
+    r = _train_and_eval(data, CLASSIFY, capsys)
+    assert r["majority_label"] in ("pos", "neg") and r["majority_class"] in (0, 1)
+    assert main(["eval", str(data / "m.sg"), "--checkpoint", str(data / "run"),
+                 "--per-example", str(data / "each.csv")]) == 0
+    rows = csv_rows(data / "each.csv")
+    assert {x["label"] for x in rows} <= {"pos", "neg"} and \
+        {x["pred"] for x in rows} <= {"pos", "neg"}

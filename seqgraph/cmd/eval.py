@@ -121,9 +121,12 @@ def eval_examples(t, spec_path: str, data: str | None,
         file = str(loader.path)
         examples = encode_examples(graph, loader, loader.read(), t.vocab, b, file, cfg.bptt)
     batches = ExampleBatches(examples, cfg.batch, 0, False, ((b.input,), (b.target,)))
-    each = PerExample(examples.lines) if per_example else None
+    names = t.vocab.target.tokens if b.kind == "labeled" and t.vocab.target else None
+    each = PerExample(examples.lines, names) if per_example else None
     result = {"kind": b.kind, **score(t.model, graph, b, batches, per_example=each).as_dict()}
     result.update(baselines(b, ds.train, examples))
+    if names is not None and "majority_class" in result:      # its name, as sample says
+        result["majority_label"] = names[result["majority_class"]]
     if b.kind == "pairs":
         d = decode_metrics(t.model, graph, b, examples, t.vocab, cfg.batch)
         hyps, refs = d.pop("hypotheses"), d.pop("references")

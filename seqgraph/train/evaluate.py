@@ -111,13 +111,14 @@ class PerExample:
     """Each example's scores (`eval --per-example`), a CSV row each in the data's order:
     `example` (1-based), `line` (in the data file), and for a class target the `tokens`
     scored, the tokens right (`correct`) and their negative log-likelihood (`nll`, nats),
-    with one class per example its `label` and `pred` too; for a real-valued target the
+    with one class per example its `label` and `pred` too (by name, `names`, as sample
+    prints them: `pos`, not 1); for a real-valued target the
     `values` scored and their summed squared error (`se`). For pairs, greedy decoding
     adds `exact` (1 when the decoded sequence is the reference), `edits` (their edit
     distance), the decoded text (`hypothesis`) and the reference's (`reference`)."""
 
-    def __init__(self, lines):
-        self.lines, self.rows = lines, {}
+    def __init__(self, lines, names=None):
+        self.lines, self.rows, self.names = lines, {}, names
 
     def add_classes(self, rows, y, logits) -> None:
         x = np.asarray(logits, dtype=np.float64)
@@ -129,8 +130,12 @@ class PerExample:
             row = {"tokens": int(ok[i].sum()), "correct": int(((pred == y) & ok)[i].sum()),
                    "nll": float(nll[i].sum())}
             if y.ndim == 1:
-                row.update(label=int(y[i]), pred=int(pred[i]))
+                label, guess = int(y[i]), int(pred[i])
+                row.update(label=self._name(label), pred=self._name(guess))
             self.rows[int(r)] = row
+
+    def _name(self, k: int):
+        return self.names[k] if self.names is not None and k < len(self.names) else k
 
     def add_values(self, rows, y, o, mask) -> None:
         sq = ((o - y) ** 2) * mask
