@@ -30,6 +30,14 @@ def case(id, text, line, column, hint):
 CASES = [
     # a misspelt statement keyword: the word is compared with the statement keywords
     case("parm", change(5, "parm W, U, b, Wo, bo"), 5, 6, "did you mean 'param'?"),
+    # characters of typeset text (the book's PDF): the plain character they stand for
+    case("minus-sign", change(6, "h[t] : H = tanh(W @ x[t] + U @ h[t\u22121] + b)"), 6, 35,
+         "did you mean '-'? ('\u2212' is U+2212, as typeset text writes it"),
+    case("times-sign", change(7, "o[t] = Wo \u00d7 h[t] + bo"), 7, 11, "did you mean '*'?"),
+    # a name in other case, a longer name of a known one (Keras' xavier_uniform)
+    case("LSTM", change(6, "h = LSTM(x, H)"), 6, 5, "did you mean 'lstm'?"),
+    case("xavier_uniform", change(5, "param W, U, b, Wo, bo init xavier_uniform"), 5, 28,
+         "did you mean 'xavier'?"),
     case("inptu", change(3, "inptu x[t] : onehot(V)"), 3, 7, "did you mean 'input'?"),
     case("trian", ELMAN + "trian {\n  epochs = 3\n}\n", 9, 7, "did you mean 'train'?"),
     case("modle", change(1, "modle elman"), 1, 7, "did you mean 'model'?"),

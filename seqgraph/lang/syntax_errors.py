@@ -325,7 +325,16 @@ def _modifier_inside(prev):
     return None
 
 
+# characters of typeset text (the book's PDF, a word processor) and what they stand for
+LOOKALIKES = {"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "*", "\u22c5": "*",
+              "\u00b7": "*", "\u201c": '"', "\u201d": '"', "\u2018": '"', "\u2019": '"',
+              "\uff08": "(", "\uff09": ")", "\uff3b": "[", "\uff3d": "]"}
+
+
 def _char_hint(ch: str) -> str:
+    if ch in LOOKALIKES:
+        return (f"did you mean '{LOOKALIKES[ch]}'? ('{ch}' is U+{ord(ch):04X}, as typeset "
+                f"text writes it; type the plain character)")
     if ch == '"':
         return "a string ends with \" on the same line"
     if ch in "\t\v\f\r " or not ch.isprintable():
