@@ -36,6 +36,8 @@ CASES = [
     case("times-sign", change(7, "o[t] = Wo \u00d7 h[t] + bo"), 7, 11, "did you mean '*'?"),
     # a name in other case, a longer name of a known one (Keras' xavier_uniform)
     case("LSTM", change(6, "h = LSTM(x, H)"), 6, 5, "did you mean 'lstm'?"),
+    case("cell-of-a-step", change(6, "h = gru(x[t], H)"), 6, 9,
+         "write x, not x[...]: the cell reads every step of it"),
     case("xavier_uniform", change(5, "param W, U, b, Wo, bo init xavier_uniform"), 5, 28,
          "did you mean 'xavier'?"),
     case("inptu", change(3, "inptu x[t] : onehot(V)"), 3, 7, "did you mean 'input'?"),

@@ -12,6 +12,7 @@ the same way (else the recurrence can run neither forward nor backward in time).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -105,8 +106,9 @@ class _Sizes:
             raise SpecError(f"size mismatch: {self.label[a] or 'one side'} has size {va}"
                             f"{self._from(a)}, {self.label[b] or 'the other'} has size "
                             f"{vb}{self._from(b)}", self.where,
-                            hint="check the sizes of the operands (`seqgraph check` "
-                                 "prints them)")
+                            hint="the terms of a sum, the operands of * and the two "
+                                 "sides of an equation have one size; a matrix @ v "
+                                 "changes it")
         self.parent[rb] = ra
         self.val[ra] = va if va is not None else vb
         self.origin[ra] = self.origin[ra] if va is not None else self.origin[rb]
@@ -115,8 +117,10 @@ class _Sizes:
 
     def _from(self, x) -> str:
         """What gave x's class its size, when that is another value: ` (from 'x')`."""
-        origin = self.origin[self.find(x)]
-        return f" (from {origin})" if origin and origin != self.label[x] else ""
+        origin, label = self.origin[self.find(x)], self.label[x]
+        one = re.fullmatch(r"'([\w.]+)\[[^\]]*\]'", label)      # 'x[t]' comes from 'x'
+        same = f"'{one.group(1)}'" if one else label
+        return f" (from {origin})" if origin and origin not in (label, same) else ""
 
     def sum(self, out, parts):
         self.sums.append((out, list(parts), self.where))
@@ -210,17 +214,27 @@ class _Sizes:
             if (r is None and len(sh) > 1) or (r is not None and len(sh) != r):
                 want = {0: "a number", 1: "a vector", 2: "a matrix", 3: "a tensor",
                         None: "a vector or a number"}[r]
-                raise SpecError(f"'{show(a)}' must be {want} here", e.pos)
-        label = show(e)
+                raise SpecError(f"'{self.show(a)}' must be {want} here", e.pos)
+        label = self.show(e)
         for a, sh in zip(e.args, args):
             if len(sh) == 1 and not self.label[sh[0]]:
-                self.label[sh[0]] = f"'{show(a)}'"
+                self.label[sh[0]] = f"'{self.show(a)}'"
         rank = d.out if d.out is not None else max((len(a) for a in args), default=0)
         out = (self.new(f"'{label}'"),) if rank == 1 else ()
         d.shape(self, out, args)
         if e.op is Op.DROPOUT:
             self.dropouts[e] = out[0] if out else None
         return out
+
+    def show(self, e) -> str:
+        """An expression as the spec writes it, its references with their steps:
+        `x[t]`, `h[t-1]`, not `x`, `h` (an error names what the user wrote)."""
+        def index_of(name):
+            v = self.g.var_map.get(name)
+            if v is None:
+                return None
+            return (v.index, v.inner) if getattr(v, "inner", None) else v.index
+        return show(e, index_of)
 
     def _param(self, e: ParamRef, rank: int) -> tuple:
         self.param_first_use.setdefault(e.name, e.pos)

@@ -195,6 +195,11 @@ class Expander:
                 bind[p] = int(a.value) if a.value == int(a.value) else a.value
             elif isinstance(a, A.Name) and a.index is None:
                 bind[p] = a.name
+            elif isinstance(a, A.Name):          # gru(x[t], 16): the sequence is x
+                raise SpecError(f"argument '{p}' of cell '{cell.name}' is a whole "
+                                f"sequence, named without a step", a.pos,
+                                hint=f"write {a.name}, not {a.name}[...]: the cell reads "
+                                     f"every step of it")
             else:
                 raise SpecError(f"argument '{p}' of cell '{cell.name}' must be a name or "
                                 "a number", a.pos,
