@@ -104,6 +104,17 @@ o[t] = Wo @ h[t] + bo
 loss xent(o[t], y[t])
 """
 
+# a bidirectional tagger without a model line or data: its own tags K, words V
+TAGGER = """\
+input  x[t] : onehot(V)
+target y[t] : class(K)
+param Wh, Uh, Wg, Ug, Wo, bo
+h[t] : 5 = tanh(Wh @ x[t] + Uh @ h[t-1])
+g[t] : 5 = tanh(Wg @ x[t] + Ug @ g[t+1])
+o[t] = Wo @ [h[t]; g[t]] + bo
+loss xent(o[t], y[t])
+"""
+
 # TREES and three others: validation trees whose scores peak at different epochs of a
 # run of TREE_SPEC (seed 1: root accuracy at epoch 2, all nodes at 3, loss at 4 of 6)
 VALID_TREES = TREES + """(1 (2 It) (1 (2 's) (0 bad)))

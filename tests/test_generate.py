@@ -19,6 +19,8 @@ from seqgraph.train.binding import Binding
 from seqgraph.train.generate import Generator, log_softmax, make_plan
 from seqgraph.train.loaders import Vocab
 
+import conftest
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 
@@ -385,16 +387,7 @@ o = Wo @ h[end] + bo
 loss xent(o, y)
 """
 
-TAGGER = """\
-model tagger
-input  x[t] : onehot(V)
-target y[t] : class(K)
-param Wh, Uh, Wg, Ug, Wo, bo
-h[t] : 5 = tanh(Wh @ x[t] + Uh @ h[t-1])
-g[t] : 5 = tanh(Wg @ x[t] + Ug @ g[t+1])
-o[t] = Wo @ [h[t]; g[t]] + bo
-loss xent(o[t], y[t])
-"""
+TAGGER = "model tagger\n" + conftest.TAGGER
 
 
 @pytest.mark.parametrize("text, kind, labels", [

@@ -10,6 +10,8 @@ from seqgraph.graph.leaks import target_leaks
 from seqgraph.graph.report import human, report, text
 from seqgraph.model import read_spec
 
+import conftest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ELMAN = """
@@ -135,15 +137,7 @@ def test_reading_a_later_input_or_the_own_target_cannot_generate(tmp_path):
     assert _rep(tmp_path, fed).can_generate is True
 
 
-TAGGER = """
-input  x[t] : onehot(V)
-target y[t] : class(K)
-param Wh, Uh, Wg, Ug, Wo, bo
-h[t] : 5 = tanh(Wh @ x[t] + Uh @ h[t-1])
-g[t] : 5 = tanh(Wg @ x[t] + Ug @ g[t+1])
-o[t] = Wo @ [h[t]; g[t]] + bo
-loss xent(o[t], y[t])
-"""
+TAGGER = "\n" + conftest.TAGGER       # a bidirectional tagger, from line 2
 
 
 def _data(loader: str) -> str:
