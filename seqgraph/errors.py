@@ -11,13 +11,10 @@ from dataclasses import dataclass
 
 def did_you_mean(name, known) -> str:
     """"did you mean 'x'?" for the known name nearest to a misspelt `name`, or "": the
-    same name in other case first (`LSTM`: 'lstm'), then a known name it extends
-    (`xavier_uniform`: 'xavier', Keras' name for it), then the nearest by spelling."""
+    same name in other case first (`LSTM`: 'lstm'), then the nearest by spelling."""
     name, known = str(name), sorted(known)
     same = [k for k in known if k.lower() == name.lower()]
-    longer = sorted((k for k in known if name.lower().startswith(k.lower() + "_")),
-                    key=len, reverse=True)
-    near = same or longer or difflib.get_close_matches(name, known, 1)
+    near = same or difflib.get_close_matches(name, known, 1)
     return f"did you mean '{near[0]}'?" if near else ""
 
 

@@ -532,10 +532,8 @@ def check_output(path) -> str:
         raise UsageError(f"cannot render to '{path}': unknown extension "
                          f"'{'.' + ext if ext else '(none)'}'; "
                          f"use one of {', '.join('.' + f for f in FORMATS)}")
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        raise UsageError(f"cannot write '{path}': the folder '{folder}' does not exist "
-                         f"(make it first, e.g. mkdir -p {folder})")
+    from .cmd import output_file
+    output_file(path, "-o")
     if ext != "dot" and layout_engine() is None:
         raise UsageError(f"cannot write '{path}': no Graphviz layout engine found "
                          "(install Graphviz for `dot`, or `pip install graphviz-pure`); "

@@ -77,7 +77,7 @@ def test_decode_metrics_count_exact_matches_and_edit_distances(data, monkeypatch
     wrong = refs[1][:-1] + [refs[1][-1] + 1]                     # one substitution
     hyps = {0: refs[0], 1: wrong, 2: refs[2] + [refs[2][0]]}     # one insertion
 
-    def fake(model, graph, binding, inputs, max_len, eos, lengths=None):
+    def fake(model, graph, binding, inputs, max_len, eos, lengths=None, classes=None):
         rows = [next(i for i in range(3) if np.array_equal(ex.fields["x"][i], r))
                 for r in inputs["x"]]
         return [hyps[i] for i in rows]

@@ -313,13 +313,14 @@ def test_unknown_input_tokens_read_as_unk_on_request(s2s, capsys):
 
 
 def checkpoint_for(tmp_path, text: str, name: str, vocab: Vocab, binding: Binding,
-                   dims: dict) -> tuple[Path, Path]:
-    """A spec and a checkpoint of its freshly initialised model, as training writes it."""
+                   dims: dict, **meta_extra) -> tuple[Path, Path]:
+    """A spec and a checkpoint of its freshly initialised model, as training writes it
+    (`meta_extra`: more of its meta, e.g. the loaders `--set` gave)."""
     spec = tmp_path / f"{name}.sg"
     spec.write_text(text)
     m = seqgraph.Model(seqgraph.read_spec(str(spec)), dims=dims, seed=3)
     meta = {"model": name, "dims": dims, "dtype": "float32", "vocab": vocab.to_json(),
-            "binding": asdict(binding)}
+            "binding": asdict(binding), **meta_extra}
     return spec, ck.save(tmp_path / f"{name}.npz", m.params, meta)
 
 
@@ -390,6 +391,30 @@ loss xent(o, y)
 TAGGER = "model tagger\n" + conftest.TAGGER
 
 
+@pytest.mark.parametrize("text, kind", [(CLASSIFIER, "labeled"), (TAGGER, "tagged")],
+                         ids=["classifier", "tagger"])
+def test_labels_are_chosen_among_the_labels_when_k_is_larger(tmp_path, capsys, text, kind):
+    """Trained with --dim K=5 on 2 labels: ids 2-4 name no label; sample never prints
+    them, and its probabilities are the labels' (they sum to 1)."""
+    labels = ("neg", "pos")
+    vocab = Vocab("words", ("<unk>", "a", "b", "c"), Vocab("words", labels))
+    spec, c = checkpoint_for(tmp_path, text, kind, vocab, Binding("x", "y", False, {}, kind),
+                             {"V": 4, "K": 5})
+    m = seqgraph.Model(seqgraph.read_spec(str(spec)), dims={"V": 4, "K": 5})
+    ck.restore_params(ck.load(c), m.params)
+    o = m.forward({"x": np.array([[1, 3, 2]])})["o"][0].astype(np.float64)[..., :2]
+    p = np.exp(log_softmax(o))
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "a c b", "--nbest")
+    assert code == 0, out.err
+    if kind == "labeled":
+        assert out.out == "".join(f"{labels[k]}\t{p[k]:.4f}\n" for k in np.argsort(-p))
+    else:
+        for row, pk in zip(out.out.splitlines(), p):
+            shown = dict(x.split(":") for x in row.split("\t")[1].split())
+            assert set(shown) == set(labels) and float(shown[labels[pk.argmax()]]) == \
+                pytest.approx(pk.max(), abs=1e-3)
+
+
 @pytest.mark.parametrize("text, kind, labels", [
     (CLASSIFIER, "labeled", ("neg", "neu", "pos")),
     (TAGGER, "tagged", ("C", "V"))], ids=["classifier", "tagger"])
@@ -458,6 +483,15 @@ def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsy
     assert np.allclose([float(r[3]) for r in rows[1:]], want, rtol=1e-5)
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "12 -1.5; 8")
     assert "--input step 2 must be 2 finite numbers for 'x' : vec(2); it has 1" in err
+    # trained with --set data=series(..., horizon=3): the header says what it forecasts
+    (tmp_path / "s.csv").write_text("a,b,y\n")
+    loaders = {"data": {"loader": "series", "args": [str(tmp_path / "s.csv")],
+                        "kwargs": {"inputs": ["a", "b"], "targets": ["y"], "horizon": 3}}}
+    spec, c = checkpoint_for(tmp_path, SERIES, "ser", vocab,
+                             Binding("x", "y", False, {}, "series"), {"D": 2, "P": 1},
+                             loaders=loaders)
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "12 -1.5; 8, 0")
+    assert code == 0 and out.out.splitlines()[0].endswith("y at t+3"), out
     for flag in ("--nbest", "--greedy", "--unk"):                # not ignored: refused
         err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "1 2", flag)
         assert f"{flag} is not for this model" in err and "sample forecasts each step" in err

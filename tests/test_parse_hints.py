@@ -36,6 +36,9 @@ CASES = [
     case("times-sign", change(7, "o[t] = Wo \u00d7 h[t] + bo"), 7, 11, "did you mean '*'?"),
     # a name in other case, a longer name of a known one (Keras' xavier_uniform)
     case("LSTM", change(6, "h = LSTM(x, H)"), 6, 5, "did you mean 'lstm'?"),
+    case("b_o", change(7, "o[t] = Wo @ h[t] + b_o"), 7, 20, "did you mean 'bo'?"),
+    case("per-example-variable", ELMAN + "z = mean over t (h[t])\nparam Q\nq[t] = Q @ zz\n",
+         11, 12, "did you mean 'z'?"),
     case("cell-of-a-step", change(6, "h = gru(x[t], H)"), 6, 9,
          "write x, not x[...]: the cell reads every step of it"),
     case("xavier_uniform", change(5, "param W, U, b, Wo, bo init xavier_uniform"), 5, 28,

@@ -430,9 +430,16 @@ def test_small_things_a_new_user_met(work, capsys):
     the loader call to write; a checkpoint is as readable as the other files of a run."""
     import os
     import stat
-    _train(capsys, "r")
+    _train(capsys, "r", "--set", "select=loss")          # best.npz: the lowest valid loss
     code, _, err = _run(capsys, "train", "lm.sg", "--out", "r", "--quiet", "--steps", 2)
-    assert code == 0 and "warning: r holds a run already" in err, err
+    assert code == 0 and "warning: r holds another run; this one writes over its " \
+        "checkpoint.npz and metrics; its best.npz stays until this run writes its own" in err
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r", "--quiet", "--steps", 3)
+    assert code == 0 and "holds another run" not in err, err         # resumed in place
+    _train(capsys, "r2")
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r", "--out", "r2", "--quiet",
+                        "--steps", 4)
+    assert code == 0 and "warning: r2 holds another run" in err, err
     mode = stat.S_IMODE(os.stat("r/checkpoint.npz").st_mode)
     assert mode == stat.S_IMODE(os.stat("r/metrics.csv").st_mode), oct(mode)
     code, _, err = _run(capsys, "check", "lm.sg", "--dim", "H=3", "--dim", "H=4")
@@ -454,3 +461,36 @@ def test_an_output_in_a_folder_that_is_not_there_is_refused_first(work, capsys):
         code, _, err = _run(capsys, *argv)
         assert code == 2 and "the folder 'no' does not exist" in err, (argv, err)
         assert "Traceback" not in err
+
+
+def test_a_run_of_the_specs_data_is_scored_after_its_folder_moves(work, capsys):
+    """The spec's own data is not recorded as an absolute path (the folder may move);
+    a --set file is, and a resume reads it again without being told."""
+    import shutil
+    _train(capsys, "r")
+    moved = work.parent / (work.name + "_moved")
+    shutil.copytree(work, moved)
+    shutil.move(work / "tiny.txt", work / "gone.txt")
+    os.chdir(moved)
+    code, out, err = _run(capsys, "eval", "lm.sg", "--checkpoint", "r", "--json")
+    assert code == 0 and json.loads(out)["file"] == str(moved / "tiny.txt"), err
+    (moved / "other.txt").write_text(tiny_text(seed=4))
+    _train(capsys, "w", "--set", 'data=chars("other.txt")')
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "w", "--quiet", "--steps", 9)
+    assert code == 0, err                       # the data of the run, not tiny.txt's
+    (moved / "other.txt").unlink()
+    code, _, err = _run(capsys, "eval", "lm.sg", "--checkpoint", "w")
+    assert code == 2 and "this run was trained with --set data=chars(" in err and \
+        "other.txt" in err, err
+
+
+def test_resume_with_another_dim_keeps_the_ones_the_run_was_trained_with(work, capsys):
+    _train(capsys, "h8", "--dim", "H=8")
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "h8", "--dim", "V=14",
+                        "--quiet", "--steps", 8)
+    assert code == 0, err
+    assert restore("lm.sg", "h8/checkpoint.npz").model.params["U"].shape == (8, 8)
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "h8", "--dim", "H=6",
+                        "--quiet", "--steps", 9)
+    assert code == 2 and "was saved from model 'lm' with other sizes (H=6 here)" in err \
+        and "its sizes: --dim H=8" in err, err

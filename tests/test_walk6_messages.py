@@ -253,3 +253,18 @@ def test_labeled_refuses_three_tab_fields_as_pairs_does(tmp_path):
     with pytest.raises(DataError, match="lab.tsv:2: expected label<TAB>text, found 3 "
                                         "tab-separated fields"):
         labeled("lab.tsv", base=tmp_path).read()
+
+
+def test_a_run_that_ends_skipping_as_many_batches_as_it_updated_is_not_stuck(
+        tmp_path, monkeypatch, capsys, no_plots):
+    """The rule's boundary (docs/training.md): an error only when the skipped batches
+    since the last update are more than the updates."""
+    d = _files(tmp_path)
+    count, _ = nan_on(monkeypatch, set())
+    assert _skip_run(d, capsys, "--quiet")[0] == 0
+    n = count[0]                                   # batches of the one epoch
+    for updates in (n // 2, n // 2 - 1):           # then n - updates batches skipped
+        count[0] = 0
+        nan_on(monkeypatch, set(range(updates + 1, n + 1)))
+        code, err = _skip_run(d, capsys, "--quiet")
+        assert (code == 2) == (n - updates > updates), (n, updates, err)

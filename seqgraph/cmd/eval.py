@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import SpecError, UsageError
-from . import output_file
+from . import output_file, writing
 
 HELP = "score a trained model: loss per token, perplexity, accuracy, error rates, mse"
 
@@ -136,7 +136,8 @@ def eval_examples(t, spec_path: str, data: str | None,
     if b.kind == "series":
         result["scaled"] = bool(t.vocab.stats)
     if each is not None:
-        each.write(per_example)
+        with writing(per_example, "--per-example"):
+            each.write(per_example)
     return result, file
 
 

@@ -13,7 +13,7 @@ import sys
 
 from ..jacobian import measure, open_params, plot, plot_compare, prepare
 from ..model import read_spec
-from . import output_file, parse_dims
+from . import output_file, parse_dims, writing
 
 HELP = "measure how gradients vanish or explode: norms of dh_t/dh_k by distance t-k"
 
@@ -70,10 +70,11 @@ def run(args) -> int:
               file=sys.stderr)
     if args.output:
         title = f"{spec.name}: Jacobian norms (B={args.batch}, T={args.steps})"
-        if args.compare:
-            plot_compare(runs, args.output, title=title)
-        else:
-            plot(reports, args.output, title=title)
+        with writing(args.output, "-o"):
+            if args.compare:
+                plot_compare(runs, args.output, title=title)
+            else:
+                plot(reports, args.output, title=title)
     if args.json:
         out = {"spec": args.spec, "model": spec.name, "steps": args.steps,
                "batch": args.batch, "seed": args.seed, "checkpoint": args.checkpoint,

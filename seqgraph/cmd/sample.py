@@ -174,9 +174,11 @@ def label(t, args, output: str) -> int:
     tagger: a line per token)."""
     from ..ops import softmax
     ids = encode_input(t.vocab, args.input, args.unk)
-    o = t.model.forward({t.binding.input: ids[None, :]})[output][0]
-    probs = softmax(np.asarray(o, dtype=np.float64))       # [K], or [T, K] per token
     names = t.vocab.target.tokens
+    o = t.model.forward({t.binding.input: ids[None, :]})[output][0]
+    # the labels' distribution: a size above them (--dim K=6 for 2 labels) leaves ids
+    # that name none, never chosen
+    probs = softmax(np.asarray(o, dtype=np.float64)[..., :len(names)])   # [K], [T, K]
     if probs.ndim == 1:
         order = np.argsort(-probs, kind="stable")[:len(names) if args.nbest else 1]
         for k in order:
@@ -217,7 +219,9 @@ def forecast(t, args, output: str) -> int:
     undone on the output): a table with a header, the step, its input and the
     prediction."""
     from ..errors import UsageError
+    from ..graph.report import loader_args
     from ..train.loaders import split_numbers
+    from ..train.session import trained_config
     name = t.binding.input
     D = t.model.sizes[name]
     steps = [p for p in args.input.split(";") if p.strip()] if D > 1 else \
@@ -241,7 +245,7 @@ def forecast(t, args, output: str) -> int:
                    dtype=np.float64)                              # [T, P]
     if stats:
         o = o * np.asarray(stats["target_std"]) + np.asarray(stats["target_mean"])
-    ahead = _horizon(t.spec.train.get("data"))
+    ahead = loader_args(trained_config(t, args.spec).data).get("horizon", 1)
     names = t.vocab.target.tokens if t.vocab.target else [output] * o.shape[1]
     sys.stdout.write("\t".join(["step", *t.vocab.tokens,
                                 *(f"{n} at t+{ahead}" for n in names)]) + "\n")
@@ -249,17 +253,6 @@ def forecast(t, args, output: str) -> int:
         sys.stdout.write("\t".join([str(k), *(f"{v:.6g}" for v in given),
                                     *(f"{v:.6g}" for v in row)]) + "\n")
     return 0
-
-
-def _horizon(call) -> int:
-    """How many rows ahead the training data's targets are (`series(..., horizon=h)`)."""
-    import inspect
-
-    from ..train.loaders import series
-    if not hasattr(call, "name"):
-        return 1
-    given = dict(zip(inspect.signature(series).parameters, call.args), **call.kwargs)
-    return int(given.get("horizon", 1))
 
 
 def label_tree(t, args, output: str) -> int:

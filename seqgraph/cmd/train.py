@@ -44,8 +44,7 @@ def run(args) -> int:
     from ..train import checkpoint as ck
     from ..train.data import load_dataset
     from ..train.loaders import Vocab
-    from ..train.session import choose_executor, init_rule, loader_record
-    from . import parse_dims
+    from ..train.session import choose_executor, init_rule, set_loaders
 
     if args.steps is not None and args.steps < 0:
         raise UsageError("--steps must be 0 or more")
@@ -55,16 +54,12 @@ def run(args) -> int:
         comm = connect(args.mpi_timeout)
         args.quiet = args.quiet or comm.rank > 0
     spec = read_spec(args.spec)
-    cfg = _config(args, spec)
+    resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
+    cfg = _config(args, spec, resumed)
     if comm is None or comm.rank == 0:          # a warning, even with --quiet; said once
         for msg in target_leaks(spec.checked, cfg.data):
             print(f"{args.spec}: warning: {msg}", file=sys.stderr)
-    dims = parse_dims(args.dim, spec)
-    resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
-    if resumed is not None and not args.dim:      # the sizes the run was trained with
-        dims = dict(resumed.meta.get("dim_overrides") or {})
-    if resumed is not None:       # another model's checkpoint: said before its data is read
-        ck.check_resume(resumed, spec, dims)
+    dims = _dims(args, spec, resumed)
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
@@ -74,28 +69,56 @@ def run(args) -> int:
                   param_init=init_rule(cfg.param_init))
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
-    if not args.resume and (out / "checkpoint.npz").exists() and \
-            (comm is None or comm.rank == 0):
-        print(f"warning: {out} holds a run already; this one replaces its checkpoints and "
-              f"metrics (--resume {out} would continue it, --out another folder keeps "
-              f"both)", file=sys.stderr)
+    if comm is None or comm.rank == 0:
+        _warn_if_replaced(args, out)
     meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
             "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
             "vocab": data.vocab.to_json(), "binding": vars(data.binding),
             "data": {"train": data.train_file, "valid": data.valid_file},
-            "dim_overrides": dims,
-            "loaders": {"data": loader_record(cfg.data, cfg.base),
-                        "valid": loader_record(cfg.valid, cfg.valid_base)}}
+            "dim_overrides": dims, "loaders": set_loaders(cfg)}
     trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     pos = trainer.fit(args.steps, deadline)
     return _stopped(args, trainer, pos, out)
 
 
-def _config(args, spec):
-    """The train block, then `--set`, `--epochs` and `--on-nan`, checked."""
+def _dims(args, spec, resumed) -> dict:
+    """`--dim`, over the sizes `--dim` gave the run that is resumed; the model is checked
+    against the checkpoint before any data is read (another model's is said as such)."""
+    from ..train import checkpoint as ck
+    from . import parse_dims
+    dims = parse_dims(args.dim, spec)
+    if resumed is None:
+        return dims
+    dims = {**(resumed.meta.get("dim_overrides") or {}), **dims}
+    ck.check_resume(resumed, spec, dims)
+    return dims
+
+
+def _warn_if_replaced(args, out: Path) -> None:
+    """A new run into a folder that holds another run's checkpoint says so: its
+    checkpoint.npz and metrics are written over, and its best.npz and epochs/ stay
+    until this run writes its own."""
+    resumed_here = args.resume and _run_dir(args.resume).resolve() == out.resolve()
+    if resumed_here or not (out / "checkpoint.npz").exists():
+        return
+    stale = [n for n in ("best.npz", "epochs") if (out / n).exists()]
+    stay = f"; its {' and '.join(stale)} stay{'s' * (len(stale) == 1)} until this run " \
+        f"writes its own" if stale else ""
+    print(f"warning: {out} holds another run; this one writes over its checkpoint.npz "
+          f"and metrics{stay} (--resume {out} would continue it, --out another folder "
+          f"keeps both)", file=sys.stderr)
+
+
+def _config(args, spec, resumed=None):
+    """The train block, then `--set`, `--epochs` and `--on-nan`, checked; a resumed run
+    reads the data and valid `--set` gave it, unless `--set` gives them again."""
     from ..train.config import make_config, parse_sets
+    from ..train.session import recorded_sets
     sets = parse_sets(args.set)
+    if resumed is not None:
+        for key, value in recorded_sets(resumed.meta, resumed.path).items():
+            sets.setdefault(key, value)
     if args.epochs is not None:
         sets["epochs"] = args.epochs
     if args.on_nan:

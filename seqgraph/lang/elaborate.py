@@ -34,6 +34,11 @@ from .parse import parse
 TRAIN_KEYS = ("data", "valid", "optimizer", "clip", "batch", "bptt", "epochs", "teacher",
               "schedule", "param_init", "l2", "select", "seed", "dtype", "on_nan",
               "average", "keep")
+# Keras' and PyTorch's names of the initialisers (a hint, not a second spelling)
+INIT_ALIASES = {"glorot_uniform": "xavier", "xavier_uniform": "xavier",
+                "glorot_normal": "xavier", "xavier_normal": "xavier",
+                "random_normal": "normal", "random_uniform": "uniform", "zero": "zeros",
+                "orthogonal_": "orthogonal", "identity": "orthogonal"}
 INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1}
 UNARY = {"tanh", "sigmoid", "relu", "exp", "log", "softplus", "softmax"}
 
@@ -344,9 +349,10 @@ class _Elaborator:
         nearest parameter, else how to declare one; an indexed name, the nearest
         variable."""
         variables = set(self.data) | set(self.defs)
-        if e.index is None:
+        if e.index is None:              # a parameter, or a variable of one per example
+            unindexed = {v for v in variables if not self._var_indexes(v, e.pos)}
             declare = f"a parameter is declared on a param line: param ..., {e.name}"
-            near = did_you_mean(e.name, self.params)
+            near = did_you_mean(e.name, set(self.params) | unindexed)
             return f"{near} (or, if it is a new one: {declare})" if near else declare
         return did_you_mean(e.name, variables | set(self.params)) or \
             "declare it with param, input, target, or define it"
@@ -476,8 +482,10 @@ class _Elaborator:
         if p.init is not None:
             name = p.init[0]
             if name not in INITS:
+                known = INIT_ALIASES.get(name.lower())
                 raise SpecError(f"unknown initialiser '{name}'", self._word_pos(p.pos, name),
-                                hint=did_you_mean(name, INITS) or ", ".join(INITS))
+                                hint=f"did you mean '{known}'? (Keras' {name})" if known
+                                else did_you_mean(name, INITS) or ", ".join(INITS))
             if len(p.init) - 1 != INITS[name]:
                 raise SpecError(f"initialiser '{name}' takes " + (
                     f"a scale, e.g. {name}(0.01)" if INITS[name] else "no argument"),

@@ -232,7 +232,8 @@ def check_params(ckpt: Checkpoint, params: dict) -> None:
                         f"not declare", file=ckpt.path)
 
 
-def check_model(ckpt: Checkpoint, model: str, shapes: dict, spec_path: str = "") -> None:
+def check_model(ckpt: Checkpoint, model: str, shapes: dict, spec_path: str = "",
+                dims: dict | None = None) -> None:
     """Resume's first check, before its data, batch, bptt or settings: the checkpoint was
     saved from this model (the same parameter names, and the same shapes where `shapes`,
     name -> tuple with None for a size not known yet, gives them). Otherwise one error
@@ -247,9 +248,15 @@ def check_model(ckpt: Checkpoint, model: str, shapes: dict, spec_path: str = "")
     # the same name is an edited spec (a size, a parameter); another is another model
     which = f"with parameters other than {spec} declares now" if was == model else \
         f"(parameters {held}), not from model '{model}' of {spec}"
-    raise DataError(f"was saved from model '{was}' {which}: {why}; "
-                    f"resume from a checkpoint of this model, or start a new run (no "
-                    f"--resume)", file=ckpt.path)
+    # a size --dim gives, or gave the run, that is not the checkpoint's: say the sizes
+    trained = {k: v for k, v in (ckpt.meta.get("dims") or {}).items()
+               if k in (dims or {}) and dims[k] != v}
+    if was == model and trained:
+        fix = "its sizes: " + ", ".join(f"--dim {k}={v}" for k, v in trained.items())
+        which = f"with other sizes ({', '.join(f'{k}={dims[k]}' for k in trained)} here)"
+    else:
+        fix = "resume from a checkpoint of this model, or start a new run (no --resume)"
+    raise DataError(f"was saved from model '{was}' {which}: {why}; {fix}", file=ckpt.path)
 
 
 def _mismatch(ckpt: Checkpoint, shapes: dict) -> str | None:
@@ -278,7 +285,7 @@ def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None) -> None:
     checked = check(spec.graph, dims) if dims else spec.checked   # --dim over `dim H = 16`
     shapes = {p: tuple(_evaluate(d, known) for d in shape)
               for p, shape in checked.param_shapes.items()}
-    check_model(ckpt, spec.name, shapes, spec.path)
+    check_model(ckpt, spec.name, shapes, spec.path, dims)
 
 
 def _evaluate(lin, dims: dict) -> int | None:

@@ -452,8 +452,10 @@ def _read_set(key: str, text: str):
             msg += f" (at column {min(max(e.pos.column, 1), len(text) + 1)} of the value)"
         hint = e.hint
         if key in ("data", "valid") and "(" not in text and "\"" not in text:
-            hint = (f"a file is read by a loader call: --set '{key}=chars(\"{text}\")' "
-                    f"(or words, pairs, labeled, tagged, series, trees)")
+            fraction = "a fraction held out such as 0.1, or " if key == "valid" else ""
+            hint = (f"{key} is {fraction}a loader call naming its file: --set "
+                    f"'{key}=chars(\"{text}\")' (or words, pairs, labeled, tagged, series, "
+                    f"trees, as the spec reads its data)")
         raise UsageError(f"{where}: {msg}" + (f"; {hint}" if hint else "")) from None
 
 

@@ -203,13 +203,14 @@ def score(model, graph, binding, batches, rng=None, per_example=None) -> Score:
 
 # ------------------------------------------------------------------ greedy decoding
 def greedy_decode(model, graph, binding, inputs: dict, max_len: int, eos: int | None,
-                  lengths: dict | None = None) -> list[list[int]]:
+                  lengths: dict | None = None, classes: int | None = None) -> list[list[int]]:
     """The argmax output sequence of each example, one step at a time: the state of the
     target's index is carried from step to step and the chosen token is fed back as the
     previous target (`F @ y[u-1]` reads it; `<s>` before the first step). Inputs on other
     indexes (the encoder's source) are given whole, with their `lengths` when padded;
     an input on the target's own index is given one step at a time. Stops at `eos`
-    (not included in the result) or after `max_len` steps."""
+    (not included in the result) or after `max_len` steps. Only the first `classes` ids
+    name a token (a size above the vocabulary: the others are never chosen)."""
     y = binding.target
     u = graph.var(y).index
     out_var = xent_output(graph, y)
@@ -226,7 +227,7 @@ def greedy_decode(model, graph, binding, inputs: dict, max_len: int, eos: int | 
         ins = {**fixed, **{n: a[:, k:k + 1] for n, a in stepped.items()}}
         res = model.run(ins, {y: np.full((B, 1), -1, dtype=np.int64)}, carry=carry,
                         train=False, **kw)
-        tok = np.asarray(res.values[out_var])[:, -1].argmax(axis=-1)
+        tok = np.asarray(res.values[out_var])[:, -1, :classes].argmax(axis=-1)
         carry = {n: c for n, c in res.carry.items() if n in on_u}
         if y in model.carried:
             old = list((carry or {}).get(y, []))
@@ -275,7 +276,7 @@ def decode_metrics(model, graph, binding, examples, vocab, batch: int = 64,
             chunk = rows[j:j + batch]
             xs = np.stack([np.asarray(src[i]) for i in chunk])
             for i, h in zip(chunk, greedy_decode(model, graph, binding, {x: xs}, max_len,
-                                                 eos)):
+                                                 eos, classes=len(vocab.target or vocab))):
                 hyps[i] = h
     errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs))
     n_ref = sum(len(r) for r in refs)

@@ -85,7 +85,8 @@ def spec_file_errors(graph, cfg) -> list:
             where = call.kw_pos.get("path") if "path" in call.kwargs else \
                 (call.arg_pos[0] if call.arg_pos else call.pos)
             hint = (f"a path in the spec is relative to the spec's folder ({base}); "
-                    f"another file can be given with --set '{key}={call.name}(\"...\")'")
+                    if not path.startswith("pkg:") else "") + \
+                f"another file can be given with --set '{key}={call.name}(\"...\")'"
             out.append(SpecError(f"{key} file {e.file}: {e.message}", where, hint,
                                  graph.path, graph.source))
     return out

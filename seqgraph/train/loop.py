@@ -493,7 +493,7 @@ class Trainer:
         short run reports a held-out loss (the schedule does not see this pass). A run
         that ends skipping every batch since its last update, more of them than it made
         updates, is an error (on_nan = skip): it ended stuck."""
-        if self.streak and self.streak >= self.pos.step - self.first_step:
+        if self.streak and self.streak > self.pos.step - self.first_step:
             raise self._stuck()
         if early and self.pos.window > 0:
             self._validate(partial=True)

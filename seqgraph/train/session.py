@@ -101,19 +101,41 @@ def loader_record(value, base) -> object:
     return {"loader": value.name, "args": args, "kwargs": kwargs}
 
 
+def set_loaders(cfg) -> dict:
+    """What the checkpoint keeps of the data and valid values `--set` gave (those the
+    spec names stay the spec's, relative to it, so a project folder can move)."""
+    return {key: loader_record(getattr(cfg, key), base)
+            for key, base in (("data", cfg.base), ("valid", cfg.valid_base))
+            if key in cfg.from_set}
+
+
+def recorded_sets(meta: dict, checkpoint: str) -> dict:
+    """The `--set` data and valid a run was trained with (`set_loaders`), as values for
+    `make_config`; a recorded file that is not there is said as the checkpoint's."""
+    from ..lang.ast import Call
+    from .loaders import DataError, resolve_path
+    out = {}
+    for key, r in (meta.get("loaders") or {}).items():
+        if not isinstance(r, dict):
+            out[key] = r                       # a held-out fraction
+            continue
+        call = Call(r["loader"], tuple(r["args"]), r["kwargs"])
+        path = call.kwargs.get("path", call.args[0] if call.args else None)
+        try:
+            resolve_path(str(path))
+        except DataError as e:
+            raise UsageError(f"{checkpoint}: this run was trained with --set {key}="
+                             f"{call.name}(\"{path}\", ...), and that file cannot be read "
+                             f"({e.message}); give --set {key}=... again (train --resume) "
+                             f"or --data (eval)") from None
+        out[key] = call
+    return out
+
+
 def trained_config(t: Trained, spec_path: str):
     """The train configuration of the spec, with the data and valid loaders the run was
-    trained on when they were not the spec's (`train --set data=...`): `eval` scores
-    what that run held out, not another file read with another vocabulary."""
-    from ..lang.ast import Call
+    trained on when `--set` gave them: `eval` scores what that run held out, not another
+    file read with another vocabulary."""
     from .config import make_config
-    spec_dir = Path(spec_path).resolve().parent
-    cfg = make_config(t.spec.train, {}, spec_dir)
-    recorded = t.meta.get("loaders") or {}
-    sets = {}
-    for key, base in (("data", cfg.base), ("valid", cfg.valid_base)):
-        r = recorded.get(key)
-        if key in recorded and r != loader_record(getattr(cfg, key), base):
-            sets[key] = Call(r["loader"], tuple(r["args"]), r["kwargs"]) \
-                if isinstance(r, dict) else r
-    return make_config(t.spec.train, sets, spec_dir) if sets else cfg
+    return make_config(t.spec.train, recorded_sets(t.meta, t.checkpoint.path),
+                       Path(spec_path).resolve().parent)

@@ -299,17 +299,18 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
             raise DataError(f"a trees loader supplies only {x.name} and {y.name}; it "
                             f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
     dims = dict(_size(graph, x, vocab_size, given, data_file))
-    _check_labels(graph, y, sets, {**given, **dims})
-    dims.update(_size(graph, y, n_labels, given, data_file,
-                      bound={k: (v, f"bound by the distinct symbols of {x.name}'s data")
-                             for k, v in dims.items()}))
+    bound = {k: (v, f"bound by the distinct symbols of {x.name}'s data")
+             for k, v in dims.items()}       # a size the labels share with the words
+    _check_labels(graph, y, sets, given, bound)
+    dims.update(_size(graph, y, n_labels, given, data_file, bound=bound))
     return Binding(x.name, y.name, False, dims, "trees")
 
 
-def _check_labels(graph, y, sets, given: dict):
+def _check_labels(graph, y, sets, given: dict, bound: dict):
     """A node label the class target y cannot hold (0 to size - 1): a DataError with the
-    file, the line of the first tree holding one, and the label."""
-    size = declared_size(graph, y, given)
+    file, the line of the first tree holding one, and the label. `given`: --dim;
+    `bound`: the sizes the words bound (size_source)."""
+    size = declared_size(graph, y, {**given, **{k: v for k, (v, _) in bound.items()}})
     for ts in sets:
         if size is None or ts is None or len(ts.label) == 0 or ts.label.max() < size:
             continue
@@ -317,7 +318,8 @@ def _check_labels(graph, y, sets, given: dict):
             bad = [lab for lab in (parse_tree(line, ts.file, n, True)[3]
                                    if line.strip() else []) if lab >= size]
             if bad:
-                raise DataError(f"label {bad[0]} does not fit {size_source(graph, y, given)}"
+                raise DataError(f"label {bad[0]} does not fit "
+                                f"{size_source(graph, y, given, bound)}"
                                 f": the labels of {y.name} are 0 to {size - 1}",
                                 file=ts.file, line=n)
 
@@ -621,7 +623,9 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
         ts = loader.load(t.vocab)
     s = score_trees(t.model, t.spec.graph, t.binding, ts, per_tree=per_example is not None)
     if per_example is not None:
-        write_per_tree(per_example, s.per_tree)
+        from ..cmd import writing
+        with writing(per_example, "--per-example"):
+            write_per_tree(per_example, s.per_tree)
     d = {**s.as_dict(), "file": str(loader.path)}
     if as_json:
         print(json.dumps(d))
