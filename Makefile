@@ -30,7 +30,7 @@ install: $(VENV)/.installed
 # One epoch of the Bible is about 4 million characters; --minutes bounds the run on a
 # slow machine (the run then validates and checkpoints where it stopped).
 demo: install
-	$(BIN)/seqgraph train specs/charlm.sg --out $(RUN) --minutes $(MINUTES)
+	$(BIN)/seqgraph train specs/charlm.sg --out $(RUN) --minutes $(MINUTES) --overwrite
 	$(BIN)/seqgraph eval specs/charlm.sg --checkpoint $(RUN)
 	$(BIN)/seqgraph sample specs/charlm.sg --checkpoint $(RUN) --prime "$(PRIME)" \
 		--length 400 --temperature 0.7 --seed 0

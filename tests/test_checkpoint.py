@@ -72,6 +72,26 @@ def test_missing_and_foreign_files(tmp_path):
         ck.load(tmp_path / "plain.npz")
 
 
+def test_a_damaged_checkpoint_is_a_data_error_wherever_the_damage_is(tmp_path):
+    """Bytes flipped anywhere in the archive (the arrays, the meta, the zip directory):
+    the checkpoint loads, or it is a DataError; never another exception."""
+    path = ck.save(tmp_path / "c.npz", {"W": np.arange(6.0).reshape(2, 3)}, {"model": "m"})
+    whole = path.read_bytes()
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for at in sorted(set(rng.integers(0, len(whole) - 16, 120).tolist()) |
+                     set(range(len(whole) - 400, len(whole) - 16, 8))):
+        bad = bytearray(whole)
+        bad[at:at + 16] = bytes(255 - b for b in bad[at:at + 16])
+        path.write_bytes(bytes(bad))
+        try:
+            ck.load(path)
+            kinds.add("loaded")
+        except DataError:
+            kinds.add("refused")
+    assert "refused" in kinds
+
+
 def test_check_params_names_the_file_and_first_mismatch(tmp_path):
     c = ck.load(ck.save(tmp_path / "c.npz", params(), {"model": "lm"}))
     ck.check_params(c, params())

@@ -266,3 +266,17 @@ def test_characters_encode_whatever_the_vocabulary_holds(text):
     vocab = build_vocab("chars", list("plain latin-1 text, caf\u00e9\u2019\u20ac5aquoe\n"))
     ids = vocab.encode(list(text))
     assert vocab.decode(ids) == text
+
+
+def test_a_byte_order_mark_is_not_part_of_the_data(tmp_path):
+    """Excel and Notepad write UTF-8 with a BOM: it must not start a label, a word or a
+    column name."""
+    from seqgraph.train.loaders import labeled, series, words
+    (tmp_path / "l.tsv").write_bytes("\ufeffneg\tbad\r\npos\tgood\r\n".encode())
+    raw = labeled("l.tsv", base=tmp_path).read()
+    assert raw.target == ["neg", "pos"]
+    (tmp_path / "w.txt").write_bytes("\ufeffIn the beginning\n".encode())
+    assert words("w.txt", base=tmp_path).tokens()[0] == "In"
+    (tmp_path / "s.csv").write_bytes("\ufeffa,b\n1,2\n3,4\n5,6\n".encode())
+    assert series("s.csv", inputs=["a"], targets=["b"], window=2,
+                  base=tmp_path).read().lines

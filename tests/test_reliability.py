@@ -171,6 +171,9 @@ def test_sigint_saves_a_checkpoint_and_exits_130(work):
                              signal.SIGINT)
     assert code == 130, err
     assert "SIGINT: stopped at step" in err and "--resume" in err and "Traceback" not in err
+    # the command it prints repeats the run's own flags
+    assert err.split("continue with: ")[1].split("\n")[0].endswith(
+        f"--executor interp --resume {run}"), err
     step = step_of(run / "checkpoint.npz")
     assert f"stopped at step {step};" in err and step >= 5
     assert [int(r[0]) for r in train_rows(run)] == list(range(1, step + 1))

@@ -426,20 +426,27 @@ def test_train_warns_of_a_model_that_reads_its_answer_even_when_quiet(work, caps
 
 
 def test_small_things_a_new_user_met(work, capsys):
-    """A run folder replaced is said; --dim twice is refused; a bare path in --set gets
-    the loader call to write; a checkpoint is as readable as the other files of a run."""
+    """Another run in the folder is refused (it would be lost) unless --overwrite, which
+    says what stays; --dim twice is refused; a bare path in --set gets the loader call to
+    write; a checkpoint is as readable as the other files of a run."""
     import os
     import stat
     _train(capsys, "r", "--set", "select=loss")          # best.npz: the lowest valid loss
+    before = (work / "r/checkpoint.npz").read_bytes()
     code, _, err = _run(capsys, "train", "lm.sg", "--out", "r", "--quiet", "--steps", 2)
-    assert code == 0 and "warning: r holds another run; this one writes over its " \
-        "checkpoint.npz and metrics; its best.npz stays until this run writes its own" in err
+    assert code == 2 and err.strip() == "r holds another run (its checkpoint.npz); --resume " \
+        "r continues it, --out DIR starts this one beside it, --overwrite replaces it", err
+    assert (work / "r/checkpoint.npz").read_bytes() == before          # nothing lost
+    code, _, err = _run(capsys, "train", "lm.sg", "--out", "r", "--quiet", "--steps", 2,
+                        "--overwrite")
+    assert code == 0 and "warning: --overwrite: this run writes over r/checkpoint.npz and " \
+        "metrics; its best.npz stays until this run writes its own" in err, err
     code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r", "--quiet", "--steps", 3)
-    assert code == 0 and "holds another run" not in err, err         # resumed in place
+    assert code == 0 and "another run" not in err, err               # resumed in place
     _train(capsys, "r2")
     code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r", "--out", "r2", "--quiet",
                         "--steps", 4)
-    assert code == 0 and "warning: r2 holds another run" in err, err
+    assert code == 2 and "r2 holds another run" in err, err
     mode = stat.S_IMODE(os.stat("r/checkpoint.npz").st_mode)
     assert mode == stat.S_IMODE(os.stat("r/metrics.csv").st_mode), oct(mode)
     code, _, err = _run(capsys, "check", "lm.sg", "--dim", "H=3", "--dim", "H=4")
@@ -494,3 +501,34 @@ def test_resume_with_another_dim_keeps_the_ones_the_run_was_trained_with(work, c
                         "--quiet", "--steps", 9)
     assert code == 2 and "was saved from model 'lm' with other sizes (H=6 here)" in err \
         and "its sizes: --dim H=8" in err, err
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left(work, capsys):
+    _train(capsys, "done", "--set", "epochs=1", "--steps", 10_000)
+    before = (work / "done/checkpoint.npz").read_bytes()
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "done", "--set", "epochs=1",
+                        "--quiet")
+    assert code == 2 and "the run is at epoch 1 of epochs = 1: nothing is left to train; " \
+        "raise --epochs" in err, err
+    assert (work / "done/checkpoint.npz").read_bytes() == before        # not rewritten
+
+
+def test_a_run_folder_that_cannot_be_made_or_written_is_said_first(work, capsys,
+                                                                   monkeypatch):
+    (work / "afile").write_text("x")
+    code, _, err = _run(capsys, "train", "lm.sg", "--out", "afile/run", "--quiet")
+    assert code == 2 and err.strip() == "--out afile/run: cannot make it (afile is a file)"
+    # a disk that fills up during the run: said, with the last good checkpoint
+    from seqgraph.train import checkpoint as ck
+    real, calls = ck.save, [0]
+
+    def full(*a, **k):
+        calls[0] += 1
+        if calls[0] > 1:
+            raise OSError(28, "No space left on device", str(a[0]))
+        return real(*a, **k)
+    monkeypatch.setattr(ck, "save", full)
+    monkeypatch.setenv("SEQGRAPH_CHECKPOINT_EVERY", "2")
+    code, _, err = _run(capsys, "train", "lm.sg", "--out", "full", "--quiet", "--steps", 6)
+    assert code == 2 and "cannot write full/checkpoint.npz (No space left on device); the " \
+        "last good checkpoint is full/checkpoint.npz" in err and "Traceback" not in err, err

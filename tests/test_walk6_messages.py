@@ -181,7 +181,7 @@ def test_a_size_names_where_it_came_from(tmp_path, capsys):
 # ----------------------------------------------------------------- 3. --on-nan skip
 def _skip_run(d, capsys, *more) -> tuple[int, str]:
     code = main(["train", str(d / "lm.sg"), "--out", str(d / "run"), "--executor",
-                 "interp", "--on-nan", "skip", *more])
+                 "interp", "--on-nan", "skip", "--overwrite", *more])
     return code, capsys.readouterr().err
 
 

@@ -21,6 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="run directory (default: runs/<model name>)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue from DIR/checkpoint.npz (or a checkpoint file)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a folder that holds another run's checkpoint "
+                        "(refused without it: that run would be lost)")
     p.add_argument("--executor", choices=["interp", "compiled"],
                    help="default: compiled when available, else interp")
     p.add_argument("--steps", type=int, help="stop after N updates in all (for tests)")
@@ -54,6 +57,8 @@ def run(args) -> int:
         comm = connect(args.mpi_timeout)
         args.quiet = args.quiet or comm.rank > 0
     spec = read_spec(args.spec)
+    out = _run_folder(args, spec)
+    _another_run(args, out, comm is None or comm.rank == 0)
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
     cfg = _config(args, spec, resumed)
     if comm is None or comm.rank == 0:          # a warning, even with --quiet; said once
@@ -68,9 +73,6 @@ def run(args) -> int:
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
-    out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
-    if comm is None or comm.rank == 0:
-        _warn_if_replaced(args, out)
     meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
             "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
             "vocab": data.vocab.to_json(), "binding": vars(data.binding),
@@ -78,8 +80,30 @@ def run(args) -> int:
             "dim_overrides": dims, "loaders": set_loaders(cfg)}
     trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
-    pos = trainer.fit(args.steps, deadline)
+    try:
+        pos = trainer.fit(args.steps, deadline)
+    except OSError as e:         # a full disk, a folder made read-only during the run
+        raise UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); the last "
+                         f"good checkpoint is {trainer.saved or 'none yet'} (checkpoints "
+                         f"are written whole or not at all)") from None
     return _stopped(args, trainer, pos, out)
+
+
+def _run_folder(args, spec) -> Path:
+    """The run's folder (--out, the resumed run's, or runs/MODEL): one that could not be
+    made or written is said before any data is read (it is made when training starts,
+    so a run refused before that leaves nothing behind)."""
+    import os
+    out = Path(args.out or args.resume and _run_dir(args.resume) or Path("runs") / spec.name)
+    flag = "--out" if args.out else "the run folder"
+    there = out
+    while not there.exists() and there != there.parent:   # the part that exists
+        there = there.parent
+    if there.exists() and not there.is_dir():
+        raise UsageError(f"{flag} {out}: cannot make it ({there} is a file)")
+    if there.exists() and not os.access(there, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: cannot write into {there} (permission denied)")
+    return out
 
 
 def _dims(args, spec, resumed) -> dict:
@@ -95,19 +119,24 @@ def _dims(args, spec, resumed) -> dict:
     return dims
 
 
-def _warn_if_replaced(args, out: Path) -> None:
-    """A new run into a folder that holds another run's checkpoint says so: its
-    checkpoint.npz and metrics are written over, and its best.npz and epochs/ stay
-    until this run writes its own."""
+def _another_run(args, out: Path, speak: bool) -> None:
+    """A new run into a folder that holds another run's checkpoint is refused: that run
+    would be lost (re-running a command writes runs/MODEL again). With --overwrite it is
+    replaced, and said: its checkpoint.npz and metrics are written over, its best.npz and
+    epochs/ stay until this run writes its own."""
     resumed_here = args.resume and _run_dir(args.resume).resolve() == out.resolve()
     if resumed_here or not (out / "checkpoint.npz").exists():
         return
+    if not args.overwrite:
+        raise UsageError(f"{out} holds another run (its checkpoint.npz); --resume {out} "
+                         f"continues it, --out DIR starts this one beside it, --overwrite "
+                         f"replaces it")
     stale = [n for n in ("best.npz", "epochs") if (out / n).exists()]
     stay = f"; its {' and '.join(stale)} stay{'s' * (len(stale) == 1)} until this run " \
         f"writes its own" if stale else ""
-    print(f"warning: {out} holds another run; this one writes over its checkpoint.npz "
-          f"and metrics{stay} (--resume {out} would continue it, --out another folder "
-          f"keeps both)", file=sys.stderr)
+    if speak:
+        print(f"warning: --overwrite: this run writes over {out}/checkpoint.npz and "
+              f"metrics{stay}", file=sys.stderr)
 
 
 def _config(args, spec, resumed=None):
@@ -152,12 +181,28 @@ def _stopped(args, trainer, pos, out) -> int:
         import signal
         import sys
         print(f"\n{signal.Signals(signum).name}: stopped at step {pos.step}; checkpoint "
-              f"{trainer.saved}; continue with: seqgraph train {args.spec} --resume {out}",
+              f"{trainer.saved}; continue with: {_continue_command(args, out)}",
               file=sys.stderr)
         return 128 + signum
     trainer.progress.note(f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}"
                           f"); checkpoint {trainer.saved}; metrics {out / 'metrics.csv'}")
     return 0
+
+
+def _continue_command(args, out) -> str:
+    """The command that continues this run: its own flags (what --set, --epochs, --dim
+    ... gave it), with --resume instead of --out, --steps and --minutes."""
+    import shlex
+    parts = ["seqgraph", "train", args.spec]
+    for item in args.set:
+        parts += ["--set", item]
+    for flag, value in (("--epochs", args.epochs), ("--on-nan", args.on_nan),
+                        ("--executor", args.executor)):
+        if value is not None:
+            parts += [flag, str(value)]
+    for item in args.dim:
+        parts += ["--dim", item]
+    return shlex.join(parts + ["--resume", str(out)])
 
 
 def _checkpoint_in(path: str) -> str:

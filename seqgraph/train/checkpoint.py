@@ -198,14 +198,18 @@ def load(path: str | Path) -> Checkpoint:
         raise DataError("not a readable checkpoint: not an .npz archive (another kind of "
                         "file, or one cut short); `seqgraph train` writes RUN/checkpoint.npz "
                         "and RUN/best.npz", file=file)
+    # a damaged archive fails in many ways inside zipfile and numpy (a bad CRC, a flag
+    # it does not implement, a name it cannot find, bad JSON): each is the same answer
+    damaged = (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError,
+               KeyError, RuntimeError, UnicodeDecodeError)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        if META not in arrays:
+            raise DataError("not a seqgraph checkpoint (no __meta__ entry)", file=file)
+        meta = json.loads(str(arrays.pop(META)))
+    except damaged as e:
         raise DataError(f"not a readable checkpoint ({e})", file=file) from None
-    if META not in arrays:
-        raise DataError("not a seqgraph checkpoint (no __meta__ entry)", file=file)
-    meta = json.loads(str(arrays.pop(META)))
     if meta.get("format") != FORMAT:
         raise DataError("not a seqgraph checkpoint", file=file)
     optim = {k[len(OPTIM):]: a for k, a in arrays.items() if k.startswith(OPTIM)}

@@ -139,7 +139,9 @@ def read_text(path: Path, field: str | None = None) -> str:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read ({e.strerror})", file=file) from None
-    text = _decode(raw, file)
+    # a byte-order mark (Excel's and Notepad's UTF-8) is not text: kept, it would be the
+    # first word's, label's or column name's first character
+    text = _decode(raw, file).removeprefix("\ufeff")
     if field is not None:
         text = _jsonl_field(text, field, file)
     if not text.strip():

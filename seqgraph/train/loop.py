@@ -318,6 +318,10 @@ class Trainer:
     def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:
         """Train until the last epoch ends, `max_steps` updates are done or the clock
         passes `deadline` (time.monotonic()); always ends with a checkpoint."""
+        if self.saved and self.pos.epoch >= self.cfg.epochs:   # a resumed run, done
+            raise UsageError(f"{self.saved}: the run is at epoch {self.pos.epoch} of "
+                             f"epochs = {self.cfg.epochs}: nothing is left to train; raise "
+                             f"--epochs (or --set epochs=N) to train on")
         self.metrics = self._open_metrics()
         self.first_step = self.pos.step
         if getattr(self.cfg, "average", 0.0) and self.averages is None:
