@@ -372,4 +372,8 @@ def main():
 
 
 if __name__ == "__main__":
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        sys.exit("this benchmark measures against PyTorch, which is not installed: "
+                 "pip install '.[torch]' (the pinned CPU build, torch==2.13.0)")
     main()

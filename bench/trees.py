@@ -239,7 +239,9 @@ def main(argv=None):
     ap.add_argument("--append", metavar="RESULTS.md")
     args = ap.parse_args(argv)
     if not os.path.isdir(SST):
-        print(f"no SST data at {SST}", file=sys.stderr)
+        print(f"no SST data at {SST}: the benchmark reads the Stanford Sentiment "
+              f"Treebank's train.txt there (PTB-bracketed trees, one a line; the official "
+              f"splits, as examples/sst/README.md uses)", file=sys.stderr)
         return 1
     _limit()
     import torch
@@ -291,4 +293,8 @@ def append(path, out):
 
 
 if __name__ == "__main__":
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        sys.exit("this benchmark measures against PyTorch, which is not installed: "
+                 "pip install '.[torch]' (the pinned CPU build, torch==2.13.0)")
     sys.exit(main())

@@ -100,7 +100,7 @@ def test_check_params_names_the_file_and_first_mismatch(tmp_path):
     with pytest.raises(DataError, match=r"c\.npz: parameter 'enc\.U' has shape \[5, 4\] in "
                                         r"the spec but \[4, 4\] in this checkpoint"):
         ck.check_params(c, other)
-    with pytest.raises(DataError, match=r"c\.npz: parameter 'V' of the spec is not in"):
+    with pytest.raises(DataError, match=r"c\.npz: the spec's parameter 'V' is not in"):
         ck.check_params(c, {**params(), "V": np.zeros(1)})
     fewer = params()
     del fewer["b"]

@@ -532,3 +532,27 @@ def test_a_run_folder_that_cannot_be_made_or_written_is_said_first(work, capsys,
     code, _, err = _run(capsys, "train", "lm.sg", "--out", "full", "--quiet", "--steps", 6)
     assert code == 2 and "cannot write full/checkpoint.npz (No space left on device); the " \
         "last good checkpoint is full/checkpoint.npz" in err and "Traceback" not in err, err
+
+
+def test_operating_a_run(work, capsys, monkeypatch):
+    """--minutes must be positive; mpiexec without --distributed is warned of; resuming
+    with another executor is warned of; eval with another model's checkpoint names both."""
+    code, _, err = _run(capsys, "train", "lm.sg", "--minutes", "0")
+    assert code == 2 and "--minutes must be a positive number of minutes" in err
+    monkeypatch.setenv("PMI_SIZE", "3")
+    code, _, err = _run(capsys, "train", "lm.sg", "--out", "m", "--quiet", "--steps", 2,
+                        "--executor", "interp")
+    assert code == 0 and "started by mpiexec with 3 processes but without --distributed" \
+        in err, err
+    monkeypatch.delenv("PMI_SIZE")
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "m", "--quiet", "--steps", 3,
+                        "--executor", "compiled")
+    assert code == 0 and "trained with the interp executor and continues with the " \
+        "compiled one" in err, err
+    (work / "other.sg").write_text(LM.replace("model lm", "model other").replace(
+        "param W, U, b, Wo, bo", "param W, U, b, Wo, bo, Q").replace(
+        "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)",
+        "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + Q @ h[t-1] + b)"))
+    code, _, err = _run(capsys, "eval", "other.sg", "--checkpoint", "m")
+    assert code == 2 and "was saved from model 'lm' (parameters" in err and \
+        "not from model 'other' of other.sg" in err and "a run of this spec" in err, err

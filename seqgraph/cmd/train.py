@@ -51,6 +51,10 @@ def run(args) -> int:
 
     if args.steps is not None and args.steps < 0:
         raise UsageError("--steps must be 0 or more")
+    if args.minutes is not None and not args.minutes > 0:
+        raise UsageError(f"--minutes must be a positive number of minutes (e.g. 0.5), not "
+                         f"{args.minutes:g}; leave it out for no time limit")
+    _one_process_under_mpi(args)
     comm = None
     if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet
         from ..train.distributed import connect
@@ -70,6 +74,12 @@ def run(args) -> int:
     data = load_dataset(spec.graph, cfg, dims, vocab)
     bound = {**dims, **data.binding.dims}
     executor = choose_executor(args.executor, args.quiet)
+    was = resumed.meta.get("executor") if resumed is not None else None
+    if was not in (None, executor) and (comm is None or comm.rank == 0):
+        print(f"warning: the run was trained with the {was} executor and continues with "
+              f"the {executor} one: the two round float32 differently, so the run will "
+              f"not be the one an unstopped run would have been (--executor {was} keeps "
+              f"it)", file=sys.stderr)
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
@@ -87,6 +97,18 @@ def run(args) -> int:
                          f"good checkpoint is {trainer.saved or 'none yet'} (checkpoints "
                          f"are written whole or not at all)") from None
     return _stopped(args, trainer, pos, out)
+
+
+def _one_process_under_mpi(args) -> None:
+    """`mpiexec -n 4 seqgraph train SPEC` without --distributed starts 4 runs that know
+    nothing of each other and write one folder: warned (each MPI names its world size)."""
+    import os
+    size = next((os.environ[k] for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
+                                         "MPI_LOCALNRANKS") if k in os.environ), "1")
+    if not args.distributed and size.isdigit() and int(size) > 1:
+        print(f"warning: started by mpiexec with {size} processes but without "
+              f"--distributed: each trains alone, into the same folder; add --distributed "
+              f"for one data-parallel run", file=sys.stderr)
 
 
 def _run_folder(args, spec) -> Path:

@@ -220,24 +220,18 @@ def load(path: str | Path) -> Checkpoint:
 
 
 def check_params(ckpt: Checkpoint, params: dict) -> None:
-    """The checkpoint belongs to this spec: the same parameter names and shapes. The
-    first mismatch, in the spec's order, is the error."""
-    for name, p in params.items():
-        if name not in ckpt.params:
-            raise DataError(f"parameter '{name}' of the spec is not in this checkpoint "
-                            f"(saved from model '{ckpt.meta.get('model')}')", file=ckpt.path)
-        have = list(ckpt.params[name].shape)
-        if have != list(p.shape):
-            raise DataError(f"parameter '{name}' has shape {list(p.shape)} in the spec but "
-                            f"{have} in this checkpoint", file=ckpt.path)
-    extra = [n for n in ckpt.params if n not in params]
-    if extra:
-        raise DataError(f"this checkpoint has parameter '{extra[0]}', which the spec does "
-                        f"not declare", file=ckpt.path)
+    """The checkpoint belongs to this spec: the same parameter names and shapes (the
+    first difference, `_mismatch`, is the error)."""
+    why = _mismatch(ckpt, {n: p.shape for n, p in params.items()})
+    if why is not None:
+        raise DataError(f"{why} (saved from model '{ckpt.meta.get('model')}')",
+                        file=ckpt.path)
 
 
 def check_model(ckpt: Checkpoint, model: str, shapes: dict, spec_path: str = "",
-                dims: dict | None = None) -> None:
+                dims: dict | None = None,
+                fix: str = "resume from a checkpoint of this model, or start a new run "
+                           "(no --resume)") -> None:
     """Resume's first check, before its data, batch, bptt or settings: the checkpoint was
     saved from this model (the same parameter names, and the same shapes where `shapes`,
     name -> tuple with None for a size not known yet, gives them). Otherwise one error
@@ -258,8 +252,6 @@ def check_model(ckpt: Checkpoint, model: str, shapes: dict, spec_path: str = "",
     if was == model and trained:
         fix = "its sizes: " + ", ".join(f"--dim {k}={v}" for k, v in trained.items())
         which = f"with other sizes ({', '.join(f'{k}={dims[k]}' for k in trained)} here)"
-    else:
-        fix = "resume from a checkpoint of this model, or start a new run (no --resume)"
     raise DataError(f"was saved from model '{was}' {which}: {why}; {fix}", file=ckpt.path)
 
 

@@ -76,6 +76,8 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
     model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
                   executor=choose_executor(executor, quiet=True),
                   start_ids=(meta.get("binding") or {}).get("start_ids"))
+    ck.check_model(c, spec.name, {k: p.shape for k, p in model.params.items()}, spec_path,
+                   fix="give the checkpoint of a run of this spec")   # another model: said
     ck.restore_params(c, model.params, average)
     return Trained(spec, model, Vocab.from_json(meta["vocab"]), Binding(**meta["binding"]),
                    meta, c)
