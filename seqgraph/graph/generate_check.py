@@ -195,7 +195,6 @@ def can_generate(graph: FoldedGraph, target: str | None = None,
 
 
 # -------------------------------------------------------------- what sample does
-STREAM_LOADERS = ("chars", "words")     # one token stream: a language model
 
 
 def sample_mode(graph: FoldedGraph, loader: str | None) -> str | None:
@@ -212,8 +211,8 @@ def sample_mode(graph: FoldedGraph, loader: str | None) -> str | None:
     - None: it depends on data `loader` does not name.
     Every loader binds one target and refuses a model with more (train/binding.py), so
     the model's targets are the one the binding would take."""
-    from ..train.binding import fed_back  # here: graph/ does not load train/ itself
-    if loader in STREAM_LOADERS:
+    from ..train.binding import STREAMS, fed_back  # here: graph/ does not load train/
+    if loader in STREAMS:
         return "generate"
     if any(fed_back(graph, v.name) for v in graph.targets()):
         return "generate"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import DataError, UsageError
 from ..graph.folded import FoldedGraph, refs
+from .loaders import EXAMPLE_KINDS, STREAM_KINDS
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,7 @@ def _sizes(graph: FoldedGraph, given: dict, data_file: str, counts) -> dict:
 
 
 # ------------------------------------------------- which data fits which model, by kind
-STREAMS = ("chars", "words")
-EXAMPLES = ("pairs", "labeled", "tagged", "series")
+STREAMS, EXAMPLES = STREAM_KINDS, EXAMPLE_KINDS
 
 
 def _not_a_tree(graph: FoldedGraph, loader: str) -> None:

@@ -86,8 +86,9 @@ def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = Non
     """Read `cfg.data` (and `cfg.valid`); `vocab` comes from a checkpoint when resuming,
     otherwise it is built from the training data; `dims` are the `--dim` bindings."""
     need_data(cfg)
-    for error in spec_file_errors(graph, cfg):
-        raise error
+    missing = spec_file_errors(graph, cfg)
+    if missing:             # the first, at its place in the spec
+        raise missing[0]
     if getattr(cfg.data, "name", None) == "trees":    # recursive nets: train/trees.py
         from .trees import load_tree_dataset
         return load_tree_dataset(graph, cfg, dims, vocab)

@@ -639,6 +639,7 @@ def series(path: str, inputs=(), targets=(), window: int | None = None,
 
 LOADERS = {"chars": chars, "words": words, "pairs": pairs, "labeled": labeled,
            "tagged": tagged, "series": series}
+STREAM_KINDS = ("chars", "words")           # one token stream: a language model
 EXAMPLE_KINDS = ("pairs", "labeled", "tagged", "series")
 TREE_LOADERS = ("trees",)          # train/trees.py: the data of a tree model
 

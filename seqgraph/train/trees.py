@@ -600,8 +600,9 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
     from .session import trained_config
     cfg = trained_config(t, spec_path)
     if data is None:
-        for error in spec_file_errors(t.spec.graph, cfg):
-            raise error
+        missing = spec_file_errors(t.spec.graph, cfg)
+        if missing:             # the first, at its place in the spec
+            raise missing[0]
         if hasattr(cfg.valid, "name"):
             loader = make_tree_loader(cfg.valid, cfg.valid_base)
             ts = loader.load(t.vocab)
