@@ -485,10 +485,13 @@ def test_a_run_of_the_specs_data_is_scored_after_its_folder_moves(work, capsys):
     _train(capsys, "w", "--set", 'data=chars("other.txt")')
     code, _, err = _run(capsys, "train", "lm.sg", "--resume", "w", "--quiet", "--steps", 9)
     assert code == 0, err                       # the data of the run, not tiny.txt's
-    (moved / "other.txt").unlink()
+    (moved / "other.txt").rename(moved / "again.txt")
     code, _, err = _run(capsys, "eval", "lm.sg", "--checkpoint", "w")
     assert code == 2 and "this run was trained with --set data=chars(" in err and \
         "other.txt" in err, err
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "w", "--quiet", "--steps", 11,
+                        "--set", 'data=chars("again.txt")')      # the same text, given again
+    assert code == 0, err
 
 
 def test_resume_with_another_dim_keeps_the_ones_the_run_was_trained_with(work, capsys):

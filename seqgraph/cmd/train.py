@@ -168,8 +168,7 @@ def _config(args, spec, resumed=None):
     from ..train.session import recorded_sets
     sets = parse_sets(args.set)
     if resumed is not None:
-        for key, value in recorded_sets(resumed.meta, resumed.path).items():
-            sets.setdefault(key, value)
+        sets.update(recorded_sets(resumed.meta, resumed.path, given=sets))
     if args.epochs is not None:
         sets["epochs"] = args.epochs
     if args.on_nan:

@@ -111,13 +111,16 @@ def set_loaders(cfg) -> dict:
             if key in cfg.from_set}
 
 
-def recorded_sets(meta: dict, checkpoint: str) -> dict:
+def recorded_sets(meta: dict, checkpoint: str, given=()) -> dict:
     """The `--set` data and valid a run was trained with (`set_loaders`), as values for
-    `make_config`; a recorded file that is not there is said as the checkpoint's."""
+    `make_config`, but those `given` again; a recorded file that is not there is said as
+    the checkpoint's."""
     from ..lang.ast import Call
     from .loaders import DataError, resolve_path
     out = {}
     for key, r in (meta.get("loaders") or {}).items():
+        if key in given:
+            continue
         if not isinstance(r, dict):
             out[key] = r                       # a held-out fraction
             continue
