@@ -42,52 +42,36 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .. import Model, read_spec
-    from ..graph.leaks import target_leaks
     from ..resources import check_training
     from ..train import checkpoint as ck
     from ..train.data import load_dataset
     from ..train.loaders import Vocab
-    from ..train.session import choose_executor, init_rule, set_loaders
+    from ..train.session import choose_executor, init_rule
 
-    if args.steps is not None and args.steps < 0:
-        raise UsageError("--steps must be 0 or more")
-    if args.minutes is not None and not args.minutes > 0:
-        raise UsageError(f"--minutes must be a positive number of minutes (e.g. 0.5), not "
-                         f"{args.minutes:g}; leave it out for no time limit")
-    _one_process_under_mpi(args)
+    _check_limits(args)
     comm = None
     if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet
         from ..train.distributed import connect
         comm = connect(args.mpi_timeout)
         args.quiet = args.quiet or comm.rank > 0
+    speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     spec = read_spec(args.spec)
     out = _run_folder(args, spec)
-    _another_run(args, out, comm is None or comm.rank == 0)
+    _another_run(args, out, speak)
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
     cfg = _config(args, spec, resumed)
-    if comm is None or comm.rank == 0:          # a warning, even with --quiet; said once
-        for msg in target_leaks(spec.checked, cfg.data):
-            print(f"{args.spec}: warning: {msg}", file=sys.stderr)
+    _warn_of_leaks(args, spec, cfg, speak)
     dims = _dims(args, spec, resumed)
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
     bound = {**dims, **data.binding.dims}
     executor = choose_executor(args.executor, args.quiet)
-    was = resumed.meta.get("executor") if resumed is not None else None
-    if was not in (None, executor) and (comm is None or comm.rank == 0):
-        print(f"warning: the run was trained with the {was} executor and continues with "
-              f"the {executor} one: the two round float32 differently, so the run will "
-              f"not be the one an unstopped run would have been (--executor {was} keeps "
-              f"it)", file=sys.stderr)
+    _warn_of_another_executor(resumed, executor, speak)
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
-    meta = {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
-            "dims": {**model.dims, **bound}, "dtype": cfg.dtype, "executor": executor,
-            "vocab": data.vocab.to_json(), "binding": vars(data.binding),
-            "data": {"train": data.train_file, "valid": data.valid_file},
-            "dim_overrides": dims, "loaders": set_loaders(cfg)}
+    meta = _meta(args, spec, model, cfg, data, dims, bound)
     trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     try:
@@ -97,6 +81,44 @@ def run(args) -> int:
                          f"good checkpoint is {trainer.saved or 'none yet'} (checkpoints "
                          f"are written whole or not at all)") from None
     return _stopped(args, trainer, pos, out)
+
+
+def _check_limits(args) -> None:
+    if args.steps is not None and args.steps < 0:
+        raise UsageError("--steps must be 0 or more")
+    if args.minutes is not None and not args.minutes > 0:
+        raise UsageError(f"--minutes must be a positive number of minutes (e.g. 0.5), not "
+                         f"{args.minutes:g}; leave it out for no time limit")
+    _one_process_under_mpi(args)
+
+
+def _warn_of_leaks(args, spec, cfg, speak: bool) -> None:
+    """An output that can read the answer its loss asks for (graph/leaks.py)."""
+    from ..graph.leaks import target_leaks
+    if speak:
+        for msg in target_leaks(spec.checked, cfg.data):
+            print(f"{args.spec}: warning: {msg}", file=sys.stderr)
+
+
+def _warn_of_another_executor(resumed, executor: str, speak: bool) -> None:
+    was = resumed.meta.get("executor") if resumed is not None else None
+    if speak and was not in (None, executor):
+        print(f"warning: the run was trained with the {was} executor and continues with "
+              f"the {executor} one: the two round float32 differently, so the run will "
+              f"not be the one an unstopped run would have been (--executor {was} keeps "
+              f"it)", file=sys.stderr)
+
+
+def _meta(args, spec, model, cfg, data, dims: dict, bound: dict) -> dict:
+    """What a checkpoint keeps of the run besides its arrays: the spec, the sizes (and
+    those --dim gave), the vocabulary and binding, and the loaders --set gave."""
+    from ..train.session import set_loaders
+    return {"model": spec.name, "spec_path": str(args.spec), "spec": spec.source,
+            "dims": {**model.dims, **bound}, "dtype": cfg.dtype,
+            "executor": model.executor_name, "vocab": data.vocab.to_json(),
+            "binding": vars(data.binding),
+            "data": {"train": data.train_file, "valid": data.valid_file},
+            "dim_overrides": dims, "loaders": set_loaders(cfg)}
 
 
 def _one_process_under_mpi(args) -> None:
