@@ -8,7 +8,7 @@ import networkx as nx
 import numpy as np
 
 from . import resources
-from .errors import Pos, SpecError, UsageError
+from .errors import Pos, SpecError, UsageError, did_you_mean
 from .graph.check import Checked, check
 from .graph.folded import FoldedGraph
 from .graph.unfold import step_key, unfold
@@ -107,6 +107,7 @@ class Model:
         (graph/trees.py) gives the batch's trees and node arrays are [N] / [N, D]."""
         if not 0.0 <= teacher <= 1.0:
             raise UsageError(f"teacher must be a probability in [0, 1], not {teacher}")
+        self._check_names_and_ids({**(inputs or {}), **(targets or {})})
         kw = {} if forest is None else {"forest": forest}
         if teacher < 1.0:
             kw["teacher"] = teacher
@@ -121,6 +122,26 @@ class Model:
         return res.loss, res.grads
 
     # ------------------------------------------------------------------ helpers
+    def _check_names_and_ids(self, data: dict) -> None:
+        """Every array names a variable, and ids are ids of its size (-1: padding): an
+        id past the size would index another row of a matrix, or none."""
+        names = self.graph.var_map
+        for name, arr in data.items():
+            v = names.get(name)
+            if v is None:
+                given = [u.name for u in self.graph.inputs() + self.graph.targets()]
+                near = did_you_mean(name, given) or f"its inputs and targets: " \
+                    f"{', '.join(given)}"
+                raise UsageError(f"'{name}' is not a variable of model "
+                                 f"'{self.graph.name}' ({near})")
+            if not v.is_ids or not np.size(arr):
+                continue
+            a, size = np.asarray(arr), self.sizes[name]
+            lo, hi = int(a.min()), int(a.max())
+            if hi >= size or lo < -1:
+                raise UsageError(f"'{name}' holds the id {hi if hi >= size else lo}; its "
+                                 f"ids are 0 to {size - 1} (its size), -1 for padding")
+
     def batch_shape(self, data: dict, lengths=None, forest=None):
         """The batch size and the length of every sequence index, from the arrays given
         (over a tree index: the number of trees, and of nodes in the forest)."""

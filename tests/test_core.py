@@ -160,6 +160,23 @@ def test_unbound_dim_is_a_clear_error():
         seqgraph.load(str(ROOT / "specs/elman.sg"))
 
 
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_the_api_refuses_ids_past_the_size_and_unknown_names(executor):
+    """An id past V would gather another matrix's column, or none (a raw IndexError, or
+    worse in a compiled kernel): refused with the range, as is a misspelt input."""
+    m = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 7}, executor=executor)
+    X = np.zeros((2, 3), dtype=np.int64)
+    with pytest.raises(seqgraph.UsageError, match=r"'x' holds the id 7; its ids are 0 to "
+                                                  r"6 \(its size\), -1 for padding"):
+        m.forward({"x": X + 7})
+    with pytest.raises(seqgraph.UsageError, match=r"'y' holds the id -2"):
+        m.loss_and_grads({"x": X}, {"y": X - 2})
+    with pytest.raises(seqgraph.UsageError, match=r"'xx' is not a variable of model "
+                                                  r"'elman' \(did you mean 'x'\?\)"):
+        m.forward({"xx": X})
+    assert m.forward({"x": X})["o"].shape == (2, 3, 7)
+
+
 def test_same_seed_same_parameters():
     a = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 7}, seed=3)
     b = seqgraph.load(str(ROOT / "specs/elman.sg"), dims={"V": 7}, seed=3)
