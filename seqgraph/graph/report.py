@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from .folded import Shift
+from .generate_check import sample_mode
 from .sizes import Lin
 
 DTYPE_BYTES = {"float32": 4, "float64": 8}
@@ -159,7 +160,7 @@ def report(checked, steps: int | None = None, batch: int | None = None,
     recs = [RecurrenceInfo(r.vars, r.index, _direction(g, r), r.delays, r.params,
                            var_memory(r.vars)) for r in checked.recurrences]
     total = var_memory([v.name for v in g.hidden()])
-    mode = _sample_mode(g, loader)
+    mode = sample_mode(g, loader)       # what `seqgraph sample` does with the model
     generated, ok, reasons = _generation(checked, mode)
     window, cuts = _truncation(checked, steps)
     no_window = "no sequence target: nothing is cut into windows"
@@ -233,15 +234,6 @@ def _generation(checked, mode: str | None):
                                f"the output {out}: it would read the answer it is asked for")
     reasons += _sampler_check(g, mode)
     return index, not reasons, list(dict.fromkeys(reasons))
-
-
-def _sample_mode(g, loader: str | None) -> str | None:
-    """What `seqgraph sample` does with the model (generate_check.sample_mode)."""
-    try:
-        from .generate_check import sample_mode
-    except ImportError:          # pragma: no cover - a build without the sampler's check
-        return None
-    return sample_mode(g, loader)
 
 
 def _sample_says(g, loader: str | None, mode: str | None) -> str:

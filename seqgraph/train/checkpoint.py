@@ -103,6 +103,8 @@ def save(path: str | Path, params: dict, meta: dict, optim: dict | None = None,
 
 
 def _umask() -> int:
+    """The process's umask (read by setting it: a moment's change, harmless in this
+    single-threaded writer; POSIX only, as os.fchmod)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

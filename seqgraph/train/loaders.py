@@ -62,13 +62,17 @@ def resolve_path(path: str, base: str | Path | None = None) -> Path:
     return full
 
 
+def loader_path(call):
+    """The file a loader call names (its first value, or `path = ...`), None if none."""
+    return call.kwargs.get("path", call.args[0] if call.args else None)
+
+
 def _loader_files(cfg, from_set: bool):
     """(key, call, path, base) of the data and valid loader calls that name a file, those
     `--set` gave (`from_set`) or those of the spec."""
     for key, base in (("data", cfg.base), ("valid", cfg.valid_base)):
         call = getattr(cfg, key)
-        path = call.kwargs.get("path", call.args[0] if call.args else None) \
-            if hasattr(call, "name") else None
+        path = loader_path(call) if hasattr(call, "name") else None
         if isinstance(path, str) and (key in cfg.from_set) == from_set:
             yield key, call, path, base
 

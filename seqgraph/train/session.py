@@ -116,7 +116,7 @@ def recorded_sets(meta: dict, checkpoint: str, given=()) -> dict:
     `make_config`, but those `given` again; a recorded file that is not there is said as
     the checkpoint's."""
     from ..lang.ast import Call
-    from .loaders import DataError, resolve_path
+    from .loaders import DataError, loader_path, resolve_path
     out = {}
     for key, r in (meta.get("loaders") or {}).items():
         if key in given:
@@ -125,7 +125,7 @@ def recorded_sets(meta: dict, checkpoint: str, given=()) -> dict:
             out[key] = r                       # a held-out fraction
             continue
         call = Call(r["loader"], tuple(r["args"]), r["kwargs"])
-        path = call.kwargs.get("path", call.args[0] if call.args else None)
+        path = loader_path(call)
         try:
             resolve_path(str(path))
         except DataError as e:
