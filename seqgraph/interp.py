@@ -13,7 +13,7 @@ import numpy as np
 
 from . import ops
 from .graph.folded import Apply, Num, ParamRef, Ref
-from .graph.unfold import Outside, case_at, env_of, position
+from .graph.unfold import Outside, Roots, case_at, env_of, position
 
 
 @dataclass
@@ -154,8 +154,23 @@ class Interpreter:
         return self.reduced[key]
 
     def _read(self, r: Ref, env: dict) -> int:
+        """The value r gives at `env`; where a tree meets per-example values, the rows
+        that belong together: a tree node reads its own example's row of a per-example
+        value (`z`, `x[end]`), and a per-example read of `h[root]` stacks every tree's
+        root, in the batch's order."""
+        i = self._read_at(r, env)
+        node = next((env[k] for k in env if k in self.trees), None)
+        if node is not None and self.g.var(r.var).index not in self.trees:
+            rows = (("rows", self.forest.tree[node:node + 1]),)
+            return self.tape.apply(ops.Op.TAKE, [i], rows, self.ctx)
+        return i
+
+    def _read_at(self, r: Ref, env: dict) -> int:
         v = self.g.var(r.var)
         src = position(self.g, r, env, self.lengths, self.forest)
+        if isinstance(src, Roots):
+            return self.tape.apply(ops.Op.STACK, [self.nodes[n] for n in src.nodes], (),
+                                   self.ctx)
         if isinstance(src, Outside):
             return self._outside(src)
         if src not in self.nodes:
@@ -177,6 +192,9 @@ class Interpreter:
         n = self.ex_len[index]
         if r.shift.kind == "end":
             steps = range(self.lengths[index])
+            if self.g.var(r.var).is_ids:       # ids: picked, no gradient to carry
+                ids = np.stack([self.tape.vals[self.nodes[(r.var, s)]] for s in steps])
+                return self.tape.leaf(ids[n - 1, np.arange(len(n))])
             return self._select([n - 1 == s for s in steps],
                                 [self.nodes[(r.var, s)] for s in steps])
         if r.shift.kind == "rel" and r.shift.k > 0 and (src[1] >= n).any():
@@ -237,7 +255,10 @@ class Interpreter:
             s, n = 0.0, 0
             op = ops.LOSS_NAMES[loss.fn]
             index = self.g.var(loss.output.var).index
-            for step in self._steps(loss.output.var):
+            # summed over the output's index; read at a fixed place (o[end], o[1],
+            # o[root]) the loss is one term an example
+            once = loss.output.shift.kind not in ("rel", "none")
+            for step in [None] if once else self._steps(loss.output.var):
                 env = {} if step is None else {index: step}
                 o = self._read(loss.output, env)
                 y = self._read(loss.target, env)

@@ -54,6 +54,11 @@ class Op(Enum):
     XENT = "xent"
     BCE = "bce"
     MSE = "mse"
+    # rows of a batch, for values of other shapes meeting (executors only, no syntax):
+    # a tree node reads its example's row of a per-example value, a per-example value
+    # gathers each tree's root
+    TAKE = "take rows"    # x[rows]: `rows` an attribute
+    STACK = "stack rows"  # the arguments' rows, one after the other
 
 
 ELEMENTWISE_BINARY = (Op.ADD, Op.SUB, Op.MUL, Op.DIV)
@@ -128,6 +133,17 @@ def unbroadcast(g, shape):
 def _concat_vjp(g, out, saved, xs):
     cuts = np.cumsum([x.shape[-1] for x in xs])[:-1]
     return tuple(np.split(g, cuts, axis=-1))
+
+
+def _take_vjp(g, out, rows, xs):
+    dx = np.zeros(np.shape(xs[0]), dtype=g.dtype)
+    np.add.at(dx, rows, g)
+    return (dx,)
+
+
+def _stack_vjp(g, out, saved, xs):
+    cuts = np.cumsum([len(x) for x in xs])[:-1]
+    return tuple(np.split(g, cuts, axis=0))
 
 
 def _gather_vjp(g, out, saved, xs):
@@ -321,6 +337,10 @@ TABLE: dict[Op, OpDef] = {d.op: d for d in [
     OpDef(Op.MEAN_OVER, (None,), None, _same, _mean_over, _over_vjp),
     OpDef(Op.MAX_OVER, (None,), None, _same, _max_over, _over_vjp),
     OpDef(Op.LSE_OVER, (None,), None, _same, _lse_over, _over_vjp),
+    OpDef(Op.TAKE, (None,), None, _same,
+          lambda ctx, x, rows: (np.asarray(x)[rows], rows), _take_vjp),
+    OpDef(Op.STACK, (), None, _same, _plain(lambda *xs: np.concatenate(xs, axis=0)),
+          _stack_vjp),
     OpDef(Op.XENT, (1, 1), 0, _loss, _xent_fwd, _xent_vjp),
     OpDef(Op.BCE, (1, 1), 0, _loss, _bce_fwd,
           lambda g, y, s, xs: (g[:, None] * (sigmoid(xs[0]) - xs[1]), None)),

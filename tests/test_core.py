@@ -277,3 +277,49 @@ def test_the_docs_list_every_train_key():
     assert listed == list(TRAIN_KEYS)
     table = (ROOT / "docs/training.md").read_text()
     assert [k for k in TRAIN_KEYS if f"| `{k}` |" not in table] == []
+
+
+# a loss read at one place (o[end], o[1]) is one term an example, not one a step
+END_LOSS = """
+dim H = 4
+input x[t] : onehot(V)
+target y[t] : class(V)
+target c : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+"""
+
+
+def _xent(o, y):
+    return np.log(np.exp(o).sum(-1)) - np.take_along_axis(o, y[..., None], -1)[..., 0]
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+@pytest.mark.parametrize("lengths", [None, [6, 3, 4]], ids=["full", "padded"])
+def test_a_loss_read_at_one_place_is_one_term_an_example(executor, lengths):
+    text = END_LOSS + "loss xent(o[end], y[end])\nloss 0.5 * xent(o[1], c)\n"
+    m = seqgraph.Model(seqgraph.read_spec("e.sg", text), dims={"V": 5}, dtype="float64",
+                       executor=executor)
+    X, Y = _data()
+    C = np.array([1, 4, 0])
+    kw = {} if lengths is None else {"lengths": {"t": np.array(lengths)}}
+    res = m.run({"x": X}, {"y": Y, "c": C}, grads=True, **kw)
+    o = res.values["o"]
+    last = np.array(lengths or [6] * 3) - 1
+    end = _xent(o[np.arange(3), last], Y[np.arange(3), last])
+    want = end.mean() + 0.5 * _xent(o[:, 0], C).mean()
+    assert res.loss == pytest.approx(want, rel=1e-12)
+    assert res.terms[0] == (pytest.approx(end.sum(), rel=1e-12), 3)
+    if executor == "compiled":
+        ref = seqgraph.Model(m.spec, dims={"V": 5}, dtype="float64")
+        ref.params = m.params
+        want = ref.run({"x": X}, {"y": Y, "c": C}, grads=True, **kw).grads
+        for p, g in res.grads.items():
+            assert np.abs(g - want[p]).max() < 1e-10, p
+
+
+def test_a_loss_at_one_place_against_a_target_at_every_step_is_refused():
+    with pytest.raises(seqgraph.SpecError) as e:
+        seqgraph.read_spec("e.sg", END_LOSS + "loss xent(o[end], y[t])\n")
+    assert "at one place an example" in str(e.value) and "y[end]" in str(e.value)

@@ -76,6 +76,12 @@ ROWS = [
      (("mask", np.array([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 0, 0]], bool)),), {}, 1e-8),
     ("mean_over", Op.MEAN_OVER, lambda r: [_vec(r) for _ in range(3)], (), {}, 1e-8),
     ("max_over", Op.MAX_OVER, lambda r: [_vec(r) + 3 * t for t in range(3)], (), {}, 1e-8),
+    # rows where a tree meets per-example values: a node's row (repeated rows add up in
+    # the gradient), and a tree's root rows stacked
+    ("take_rows", Op.TAKE, lambda r: [_vec(r)], (("rows", np.array([2, 0, 2, 2])),), {},
+     1e-8),
+    ("stack_rows", Op.STACK, lambda r: [_vec(r)[:1], _vec(r)[:2], _vec(r)[:1]], (), {},
+     1e-8),
     ("logsumexp_over", Op.LSE_OVER, lambda r: [_vec(r, 1) for _ in range(5)],
      (("mask", np.array([[1, 1, 1]] * 3 + [[1, 0, 1]] * 2, bool)),), {}, 1e-8),
 ]

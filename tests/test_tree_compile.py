@@ -69,6 +69,30 @@ loss xent(o[n], y[n])
 """
 
 
+# where trees meet per-example values: a classifier of the root alone (a per-example
+# output and target), a per-example input and a per-example hidden variable read at every
+# node, a root loss beside the nodes' (one term a tree), a per-example variable reading
+# another
+TREE_CLASSIFIER = """
+tree n
+dim H = 4
+input  w[n] : onehot(V)
+input  z : vec(3)
+target y : class(3)
+target yn[n] : class(3)
+param E, W, b, Z, Wr, Ws, bs, Wn
+c = tanh(Z @ z)
+h[n] : H = tanh(E @ w[n] + c)                                          if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b + Z @ z)               otherwise
+r : 5 = tanh(Wr @ h[root])
+o = Ws @ [r; c] + bs
+p[n] = Wn @ [h[n]; r]
+loss xent(o, y)
+loss 0.5 * xent(p[n], yn[n])
+loss 2 * xent(p[root], yn[root])
+"""
+
+
 def _random_forest(rng, B=6, max_leaves=9):
     """B random binary trees with leaf payloads."""
     def tree(k):
@@ -94,6 +118,11 @@ def _data(m, f, rng):
     for v in m.graph.vars:
         if v.role == "hidden":
             continue
+        if v.index is None:                   # per example
+            a = rng.integers(0, m.sizes[v.name], size=f.batch) if v.is_ids else \
+                rng.normal(size=(f.batch, m.sizes[v.name]))
+            (ins if v.role == "input" else tgs)[v.name] = a
+            continue
         a = rng.integers(0, m.sizes[v.name], size=f.size)
         if v.role == "input":
             a[~f.is_leaf] = -1
@@ -116,9 +145,9 @@ assert "dim H = 20" in RNTN_WIDE
 
 
 @pytest.mark.parametrize("spec", [SPECS / "recursive.sg", SPECS / "rntn.sg", RNTN_WIDE,
-                                  TREE_LSTM, TWO_LOSSES, BILINEAR_FORMS],
+                                  TREE_LSTM, TWO_LOSSES, BILINEAR_FORMS, TREE_CLASSIFIER],
                          ids=["recursive", "rntn", "rntn_wide", "tree_lstm", "two_losses",
-                              "bilinear"])
+                              "bilinear", "classifier"])
 def test_compiled_equals_interpreted(spec):
     rng = np.random.default_rng(0)
     mi, mc = _pair(spec)

@@ -77,3 +77,124 @@ def test_the_forest_of_one_tree_in_post_order():
     f = Forest.one([-1, -1, -1, 1, 0], [-1, -1, -1, 2, 3])
     assert f.batch == 1 and list(f.roots) == [4] and list(f.tree) == [0] * 5
     assert list(f.height()) == [0, 0, 0, 1, 2]
+
+
+# ------------------------------------------------- where trees meet per-example values
+def _h(P, f, w, extra=lambda i: 0):
+    """The recursive net's node vectors by hand (specs/recursive.sg)."""
+    h = {}
+    for i in range(f.size):
+        pre = P["E"][:, w[i]] if f.left[i] < 0 else \
+            P["W"] @ np.concatenate([h[f.left[i]], h[f.right[i]]]) + P["b"]
+        h[i] = np.tanh(pre + extra(i))
+    return h
+
+
+def _xent(o, y):
+    return np.log(np.exp(o).sum()) - o[y]
+
+
+def _model(text, **dims):
+    return seqgraph.Model(seqgraph.read_spec("t.sg", text=text), dims={"V": 6, **dims},
+                          dtype="float64")
+
+
+RECURSIVE = (SPECS / "recursive.sg").read_text()
+
+
+def test_a_tree_classifier_reads_each_trees_root():
+    """`o = Ws @ h[root] + bs` per example: row b is tree b's root; the loss against a
+    per-example label is one term a tree."""
+    m = _model(RECURSIVE.replace("target y[n]", "target y").replace(
+        "o[n] = Ws @ h[n] + bs", "o = Ws @ h[root] + bs").replace(
+        "xent(o[n], y[n])", "xent(o, y)"))
+    f, w, _ = _batch()
+    y = np.array([3, 1])
+    res = m.run({"w": w}, {"y": y}, forest=f)
+    h, P = _h(m.params, f, w), m.params
+    o = [P["Ws"] @ h[r] + P["bs"] for r in f.roots]
+    assert np.abs(res.values["o"] - np.array(o)).max() < 1e-12
+    assert res.loss == pytest.approx(np.mean([_xent(o[b], y[b]) for b in range(2)]),
+                                     rel=1e-12)
+    assert all(c.ok for c in gradcheck(m))
+
+
+def test_a_loss_at_the_root_is_one_term_a_tree():
+    m = _model(RECURSIVE.replace("loss xent(o[n], y[n])",
+                                 "loss xent(o[n], y[n])\nloss 3 * xent(o[root], y[root])"))
+    f, w, y = _batch()
+    res = m.run({"w": w}, {"y": y}, forest=f)
+    h, P = _h(m.params, f, w), m.params
+    o = {i: P["Ws"] @ h[i] + P["bs"] for i in range(f.size)}
+    nodes = sum(_xent(o[i], y[i]) for i in range(f.size))
+    roots = sum(_xent(o[r], y[r]) for r in f.roots)
+    assert res.loss == pytest.approx((nodes + 3 * roots) / 2, rel=1e-12)
+    assert res.terms[1][1] == 2                       # one term a tree
+
+
+def test_a_node_reads_its_own_examples_row_of_a_per_example_value():
+    m = _model(RECURSIVE.replace("param E,", "input z : vec(3)\nparam Z, E,").replace(
+        "tanh(E @ w[n])", "tanh(E @ w[n] + Z @ z)"))
+    f, w, y = _batch()
+    z = np.random.default_rng(1).normal(size=(2, 3))
+    res = m.run({"w": w, "z": z}, {"y": y}, forest=f)
+    P = m.params
+    h = _h(P, f, w, lambda i: P["Z"] @ z[f.tree[i]] if f.left[i] < 0 else 0)
+    o = {i: P["Ws"] @ h[i] + P["bs"] for i in range(f.size)}
+    assert res.loss == pytest.approx(sum(_xent(o[i], y[i]) for i in range(f.size)) / 2,
+                                     rel=1e-12)
+
+
+# a tree encoder feeding a sequence decoder (LANGUAGE.md section 6: h[root] "a tree
+# classifier or an encoder"), and a sequence read by the trees' leaves
+TREE_TO_SEQUENCE = RECURSIVE.split("o[n]")[0].replace("target y[n] : class(5)", """\
+input  x[u] : onehot(K)
+target y[u] : class(K)
+param Wd, Ud, Cd, bd, Wo, bo""") + """\
+c = h[root]
+s[u] : H = tanh(Wd @ x[u] + Ud @ s[u-1] + Cd @ c + bd)
+o[u] = Wo @ s[u] + bo
+loss xent(o[u], y[u])
+"""
+SEQUENCE_TO_TREE = RECURSIVE.replace("param E,", """\
+input  x[t] : onehot(K)
+param Wx, Ux, Z, E,""").replace("tanh(E @ w[n])", "tanh(E @ w[n] + Z @ e[end])") + """\
+e[t] : 3 = tanh(Wx @ x[t] + Ux @ e[t-1])
+"""
+
+
+def test_a_tree_encoder_feeds_a_sequence_decoder():
+    m = _model(TREE_TO_SEQUENCE, K=3)
+    f, w, _ = _batch()
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 3, (2, 4)), rng.integers(0, 3, (2, 4))
+    res = m.run({"w": w, "x": x}, {"y": y}, forest=f)
+    h, P = _h(m.params, f, w), m.params
+    total = 0.0
+    for b, r in enumerate(f.roots):
+        s = np.zeros(P["Ud"].shape[0])
+        for u in range(4):
+            s = np.tanh(P["Wd"][:, x[b, u]] + P["Ud"] @ s + P["Cd"] @ h[r] + P["bd"])
+            total += _xent(P["Wo"] @ s + P["bo"], y[b, u])
+    assert res.loss == pytest.approx(total / 2, rel=1e-12)
+    assert res.values["s"].shape == (2, 4, m.sizes["s"])
+    assert all(c.ok for c in gradcheck(m))
+
+
+def test_tree_leaves_read_a_sequence_summary():
+    m = _model(SEQUENCE_TO_TREE, K=3)
+    f, w, y = _batch()
+    x = np.random.default_rng(3).integers(0, 3, (2, 5))
+    res = m.run({"w": w, "x": x}, {"y": y}, forest=f)
+    P = m.params
+    e = []
+    for b in range(2):
+        v = np.zeros(3)
+        for t in range(5):
+            v = np.tanh(P["Wx"][:, x[b, t]] + P["Ux"] @ v)
+        e.append(v)
+    h = _h(P, f, w, lambda i: P["Z"] @ e[f.tree[i]] if f.left[i] < 0 else 0)
+    o = {i: P["Ws"] @ h[i] + P["bs"] for i in range(f.size)}
+    assert res.loss == pytest.approx(sum(_xent(o[i], y[i]) for i in range(f.size)) / 2,
+                                     rel=1e-12)
+    assert all(c.ok for c in gradcheck(m))

@@ -76,7 +76,10 @@ class MaskPlan:
     segment, in a leaf's]); the executor evaluates these very objects."""
 
     def __init__(self, graph, sizes: dict):
-        hidden = [v for v in graph.vars if v.role == "hidden"]
+        hidden = [v for v in graph.vars if v.role == "hidden" and v.index is not None]
+        for v in graph.vars:
+            if v.role == "hidden" and v.index is None and sites(v.cases[0].expr):
+                raise NoMasks(f"'{v.name}', a per-example variable, has a dropout")
         self.at, self.seg = {}, [0, 0]              # seg[1]: a leaf's length
         for leaf in (False, True):
             off, seen = 0, set()

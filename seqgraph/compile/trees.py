@@ -47,9 +47,11 @@ class Unsupported(Exception):
 @dataclass(frozen=True)
 class Stage:
     """Variables evaluated together: `recursive` ones level by level (in `vars` order at
-    each level), the others over all nodes at once."""
+    each level), the others over all nodes at once, or (`example`) over the batch's
+    examples: per-example variables, which may read the trees' roots."""
     vars: tuple
     recursive: bool
+    example: bool = False
 
 
 def plan(graph) -> list[Stage]:
@@ -58,11 +60,8 @@ def plan(graph) -> list[Stage]:
     if len(trees) != 1 or len(graph.indexes) != 1:
         raise Unsupported("only models over one tree index (no sequence index) are "
                           "level-batched")
-    n = trees[0]
     hidden = [v for v in graph.vars if v.role == "hidden"]
     for v in graph.vars:
-        if v.role == "hidden" and v.index != n:
-            raise Unsupported(f"'{v.name}' is a per-example variable")
         if v.init is not None:
             raise Unsupported(f"'{v.name}' has an init value")
     g = nx.DiGraph()          # every dependency, children included
@@ -80,6 +79,8 @@ def plan(graph) -> list[Stage]:
                     raise Unsupported(f"'{v.name}' reads {r.var} with a shift {kind}")
                 if r.var not in names:
                     continue
+                if v.index is None and kind not in ("root", "none"):
+                    raise Unsupported(f"'{v.name}' reads {r.var} with a shift {kind}")
                 g.add_edge(r.var, v.name)
                 if kind in ("left", "right"):
                     child_edges.add((r.var, v.name))
@@ -104,7 +105,11 @@ def plan(graph) -> list[Stage]:
                                               f"recursion")
         sub = same.subgraph(members)
         vs = tuple(nx.lexicographical_topological_sort(sub, key=lambda m: order[m]))
-        stages.append(Stage(vs, rec))
+        example = {graph.var(m).index is None for m in vs}
+        if len(example) > 1:
+            raise Unsupported(f"{', '.join(vs)} mix per-example and per-node values in "
+                              "one cycle")
+        stages.append(Stage(vs, rec, example.pop()))
     return stages
 
 
@@ -178,8 +183,8 @@ class _Eval:
     evaluated once), and a backward that routes gradients to the rows read and to the
     parameters."""
 
-    def __init__(self, run, expr, rows: slice):
-        self.run, self.rows = run, rows
+    def __init__(self, run, expr, rows: slice, example=False):
+        self.run, self.rows, self.example = run, rows, example
         self.vals, self.entries, self.routes = [], [], []
         self.param_at = {}                  # tape index -> parameter name
         self.canon = run.ex.canonical(expr)
@@ -205,7 +210,7 @@ class _Eval:
             i = self._leaf(run.m.params[e.name], ("param", e.name, None))
             self.param_at[i] = e.name
         elif isinstance(e, Ref):
-            value, route = run.read(e, self.rows)
+            value, route = run.read(e, self.rows, self.example)
             i = self._leaf(value, route)
         else:
             args = [self._eval(a, memo) for a in e.args]
@@ -354,12 +359,18 @@ class _Run:
         self.program = []
 
     # ---------------------------------------------------------------- reads
-    def read(self, r: Ref, rows: slice):
-        """The value a reference gives over `rows`, and where its gradient goes."""
+    def read(self, r: Ref, rows: slice, example=False):
+        """The value a reference gives over `rows` (of nodes, or with `example` of the
+        batch's examples), and where its gradient goes."""
         v = self.ex.var_map[r.var]
         buf = self.vals[r.var]
         hidden = v.role == "hidden"
         kind = r.shift.kind
+        if example:             # per example: its own row, or its tree's root
+            if kind == "none":
+                return buf[rows], ("slice", r.var, rows) if hidden else None
+            idx = self.L.roots[rows]
+            return buf[idx], ("rows", r.var, idx) if hidden else None
         if kind == "none":
             idx = self.L.tree[rows]
             return buf[idx], ("add_at", r.var, idx) if hidden else None
@@ -389,7 +400,8 @@ class _Run:
 
     def gbuf(self, name):
         if name not in self.gvals:
-            self.gvals[name] = np.zeros((self.L.size, self.m.sizes[name]), self.m.dtype)
+            rows = self.B if self.ex.var_map[name].index is None else self.L.size
+            self.gvals[name] = np.zeros((rows, self.m.sizes[name]), self.m.dtype)
         return self.gvals[name]
 
     def bilinear_operand(self, expr, T, same) -> np.ndarray:
@@ -447,8 +459,12 @@ class _Run:
         L, N = self.L, self.L.size
         for st in self.ex.stages:
             for name in st.vars:
-                self.vals[name] = np.zeros((N, self.m.sizes[name]), self.m.dtype)
-            if st.recursive:
+                rows = self.B if st.example else N
+                self.vals[name] = np.zeros((rows, self.m.sizes[name]), self.m.dtype)
+            if st.example:
+                for name in st.vars:
+                    self.eval_block(name, slice(0, self.B), None, example=True)
+            elif st.recursive:
                 for k in range(L.depth):
                     for name in st.vars:
                         self.eval_block(name, slice(L.lo[k], L.lo[k + 1]), k == 0)
@@ -478,13 +494,13 @@ class _Run:
             return np.zeros_like(w)
         return g.reshape(w.shape) if g.dtype == w.dtype else g.astype(w.dtype)
 
-    def eval_block(self, name, rows: slice, leaf) -> None:
+    def eval_block(self, name, rows: slice, leaf, example=False) -> None:
         if rows.stop <= rows.start:
             return
         v = self.ex.var_map[name]
         case = v.cases[0] if len(v.cases) == 1 else \
             next(c for c in v.cases if (c.cond == "leaf") == leaf)
-        ev = _Eval(self, case.expr, rows)
+        ev = _Eval(self, case.expr, rows, example)
         out = ev.vals[ev.out]
         self.vals[name][rows] = out
         self.program.append((name, rows, ev))
@@ -496,8 +512,13 @@ class _Run:
         for li, loss in enumerate(self.g.losses):
             if loss.target.var not in self.targets:
                 continue
-            o, oroute = self.read(loss.output, allrows)
-            y, _ = self.read(loss.target, allrows)
+            # every node's term, or one an example: a per-example output, or one read
+            # at the root
+            ov = self.ex.var_map[loss.output.var]
+            example = ov.index is None or loss.output.shift.kind == "root"
+            rows = slice(0, self.B) if example else allrows
+            o, oroute = self.read(loss.output, rows, example)
+            y, _ = self.read(loss.target, rows, example)
             op = ops.LOSS_NAMES[loss.fn]
             per, saved = ops.forward(op, self.ctx, [o, y])
             s = float(per.sum())
@@ -511,8 +532,8 @@ class _Run:
         return total, terms
 
     def values(self) -> dict:
-        return {v.name: self.vals[v.name][self.L.inv] for v in self.g.vars
-                if v.role == "hidden"}
+        return {v.name: self.vals[v.name] if v.index is None else
+                self.vals[v.name][self.L.inv] for v in self.g.vars if v.role == "hidden"}
 
 
 # ------------------------------------------------------------------------- the executor

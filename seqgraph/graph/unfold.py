@@ -15,6 +15,14 @@ from .folded import Apply, FoldedGraph, Ref
 
 
 @dataclass(frozen=True)
+class Roots:
+    """`h[root]` read where no node is current (a per-example value, a loss counted once
+    a tree): every tree's root, in the batch's order."""
+    var: str
+    nodes: tuple
+
+
+@dataclass(frozen=True)
 class Outside:
     """A read that falls outside the sequence: `steps` before the start (or after the end)."""
     var: str
@@ -25,7 +33,8 @@ class Outside:
 def resolve(ref: Ref, step, length: int | None, forest=None):
     """The node a reference reads at `step` of its equation's index: a (var, step) key,
     (var, None) for a per-example value, or an Outside. Over a tree index, steps are the
-    forest's node numbers and `n.left`, `n.right`, `root` follow its arrays."""
+    forest's node numbers and `n.left`, `n.right`, `root` follow its arrays; `root` read
+    where no node is current gives the Roots of the batch."""
     s = ref.shift
     if s.kind == "none":
         return (ref.var, None)
@@ -33,7 +42,7 @@ def resolve(ref: Ref, step, length: int | None, forest=None):
         return (ref.var, int((forest.left if s.kind == "left" else forest.right)[step]))
     if s.kind == "root":
         if step is None:
-            raise NotImplementedError("reading h[root] into a per-example variable")
+            return Roots(ref.var, tuple((ref.var, int(r)) for r in forest.roots))
         return (ref.var, int(forest.roots[forest.tree[step]]))
     if s.kind == "first":
         return (ref.var, 0)
@@ -68,11 +77,16 @@ def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
         if v.init is not None:
             g.add_node((v.name, "init"), var=v.name, step="init", role="init", index=None)
             for r, env in reads(v.init, {}, lengths):
-                g.add_edge(position(graph, r, env, lengths, forest), (v.name, "init"),
-                           shift=r.shift)
+                src = position(graph, r, env, lengths, forest)
+                for n in src.nodes if isinstance(src, Roots) else (src,):
+                    g.add_edge(n, (v.name, "init"), shift=r.shift)
         for step in _steps(v, lengths) if v.cases else ():
             for r, env in reads(case_at(v, step, forest).expr, env_of(v, step), lengths):
                 src = position(graph, r, env, lengths, forest)
+                if isinstance(src, Roots):
+                    g.add_edges_from(((n, (v.name, step)) for n in src.nodes),
+                                     shift=r.shift)
+                    continue
                 if isinstance(src, Outside):
                     if graph.var(src.var).init is not None:
                         g.add_edge((src.var, "init"), (v.name, step), shift=r.shift)

@@ -463,8 +463,20 @@ class _Elaborator:
         if kind not in want[l.fn]:
             raise SpecError(f"{l.fn} needs a {' or '.join(want[l.fn])} target; "
                             f"'{tgt.var}' is {kind}", l.args[1].pos)
+        self._one_place(l, out, tgt)
         self._squashed_twice(l, out.var)
         return Loss(l.fn, out, tgt, l.weight, l.pos)
+
+    def _one_place(self, l: A.LossDecl, out: Ref, tgt: Ref) -> None:
+        """A loss read at a fixed place (`o[end]`, `o[1]`, `o[root]`) is one term an
+        example: its target is read at a fixed place too, or is per example."""
+        if out.shift.kind not in ("first", "end", "root") or tgt.shift.kind != "rel":
+            return
+        index = self.data[tgt.var].index[0]
+        raise SpecError(f"{l.fn} reads '{out.var}' at one place an example and "
+                        f"'{tgt.var}' at every step of {index}", l.args[1].pos,
+                        hint=f"read the target where the output is: "
+                             f"{tgt.var}[{out.shift.show(index)}]")
 
     def _squashed_twice(self, l: A.LossDecl, out: str) -> None:
         """xent applies a softmax to its logits and bce a sigmoid: an output that is
