@@ -575,6 +575,10 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     n = next((i for i, k in graph.indexes if k == "tree"), None)
     if n is None:
         raise UsageError("--tree draws tree models; this model has no 'tree n' index")
+    seq = [i for i, k in graph.indexes if k != "tree"]
+    if seq:                # a tree encoder and a sequence: its steps are no tree nodes
+        raise UsageError(f"--tree draws a model over trees alone; this one also runs over "
+                         f"the sequence index '{seq[0]}': draw its folded graph (no --tree)")
     left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph))
     N = len(left)
     f = Forest.one(left, right)
@@ -598,6 +602,8 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
             label = f"{label} = {words[step]!r}"
         elif isinstance(step, int) and gv is not None and gv.role == "target":
             label = f"{label} = {labels[step]}"
+        elif step is None and gv is not None and gv.role == "target":
+            label = f"{label} = {labels[N - 1]}"          # one label a tree: the root's
         dot.node(ids[v], label=label, **_node_style(graph, dag, v))
         if isinstance(step, int):
             clusters.setdefault(step, []).append(ids[v])

@@ -202,12 +202,21 @@ RNTN_DROPOUT = (SPECS / "rntn.sg").read_text().replace(
     "o[n] = Ws @ h[n] + bs", "o[n] = Ws @ dropout(h[n], 0.5) + bs")
 
 
-@pytest.mark.parametrize("spec", [DROPOUTS, TREE_LSTM_DROPOUT, RNTN_DROPOUT],
-                         ids=["dropouts", "tree_lstm", "rntn"])
+# a tree classifier whose nodes drop out: the per-example variables draw nothing, and
+# the nodes' draws keep the interpreter's order
+CLASSIFIER_DROPOUT = TREE_CLASSIFIER.replace(
+    "h[n] : H = tanh(E @ w[n] + c)", "h[n] : H = dropout(tanh(E @ w[n] + c), 0.3)").replace(
+    "W @ [h[n.left]; h[n.right]]", "W @ dropout([h[n.left]; h[n.right]], 0.4)")
+
+
+@pytest.mark.parametrize("spec", [DROPOUTS, TREE_LSTM_DROPOUT, RNTN_DROPOUT,
+                                  CLASSIFIER_DROPOUT],
+                         ids=["dropouts", "tree_lstm", "rntn", "classifier"])
 def test_training_with_dropout_draws_the_interpreters_masks(spec):
     """Compiled equals interpreted while training with dropout: the same masks (values,
     loss and gradients to 1e-9), and the random generator left in the same state."""
     assert TREE_LSTM_DROPOUT.count("dropout") == 3 and "dropout(h[n], 0.5)" in RNTN_DROPOUT
+    assert CLASSIFIER_DROPOUT.count("dropout") == 2
     rng = np.random.default_rng(5)
     mi, mc = _pair(spec)
     randomise_params(mi, rng)
@@ -262,3 +271,23 @@ def test_outer_sum_equals_the_einsum(I):
     g, a, b = rng.normal(size=(23, 4)), rng.normal(size=(23, I)), rng.normal(size=(23, 3))
     assert np.allclose(outer_sum(g, a), np.einsum("rk,ri,rj->kij", g, a, a), atol=1e-12)
     assert np.allclose(outer_sum(g, a, b), np.einsum("rk,ri,rj->kij", g, a, b), atol=1e-12)
+
+
+def test_a_per_example_dropout_trains_interpreted_and_equal():
+    """The mask plan lays out draws at nodes; a per-example variable's dropout draws
+    elsewhere in the interpreter's order, so training with it falls back (explained)."""
+    text = TREE_CLASSIFIER.replace("o = Ws @ [r; c] + bs", "o = Ws @ dropout([r; c], 0.5) + bs")
+    assert text != TREE_CLASSIFIER
+    mi, mc = _pair(text)
+    te = tree_executor(mc.executor)
+    assert te.fallback is None and te.mask_plan is None
+    assert "'o', a per-example variable, has a dropout" in te.explain()[-1]
+    rng = np.random.default_rng(4)
+    randomise_params(mi, rng)
+    mc.params.update({k: v.copy() for k, v in mi.params.items()})
+    f = _random_forest(rng)
+    ins, tgs = _data(mi, f, rng)
+    a = mi.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
+    b = mc.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
+    _same(a, b)
+    _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))

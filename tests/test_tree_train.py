@@ -483,3 +483,62 @@ def test_a_tree_on_the_command_line_is_read_as_the_specs_data(tmp_path, capsys):
     assert main(sample) == 0
     assert capsys.readouterr().out.count("(") == 5          # a (lovely film): 5 nodes
     assert main(render) == 0
+
+
+# a tree classifier: one label a tree, the root's (`target sentiment : class(K)`)
+CLASSIFIER_SPEC = TREE_SPEC.replace("target sentiment[n]", "target sentiment").replace(
+    "o[n] = Ws @ h[n] + bs", "o = Ws @ h[root] + bs").replace(
+    "xent(o[n], sentiment[n])", "xent(o, sentiment)").replace("epochs = 3", "epochs = 12")
+
+
+def test_trees_bind_a_per_example_target_to_the_roots_label(tmp_path):
+    spec = seqgraph.read_spec("s.sg", text=CLASSIFIER_SPEC.split("train {")[0])
+    b = bind_trees(spec.graph, 10, 5, "x.txt")
+    assert (b.input, b.target, b.root_target) == ("words", "sentiment", True)
+    assert not bind_trees(seqgraph.read_spec("s.sg", text=SPEC.split("train {")[0]).graph,
+                          10, 5, "x.txt").root_target
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys, executor):
+    from seqgraph.graph.trees import Forest
+    from seqgraph.train.session import restore
+
+    from conftest import tree_run_spec
+    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC)
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--out", str(out), "--quiet", "--executor",
+                 executor]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(out), "--data",
+                 str(tmp_path / "train.txt"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["trees"] == d["nodes"] == 12                    # the roots alone are scored
+    assert d["fine_root"] == d["fine_all"] > 0.5             # it learnt its training roots
+    assert main(["eval", str(spec), "--checkpoint", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "fine-grained root" in shown and "all" not in shown and "/tree" in shown
+    # the label of the root, from the per-example output
+    assert main(["sample", str(spec), "--checkpoint", str(out), "--input",
+                 "(0 (0 a) (0 (0 lovely) (0 film)))"]) == 0
+    label, sentence = capsys.readouterr().out.strip().split("\t")
+    t = restore(str(spec), str(out / "checkpoint.npz"), "interp")
+    w = np.array([t.vocab.index[x] for x in ("a", "lovely", "film")] + [-1, -1])
+    f = Forest.one([-1, -1, -1, 1, 0], [-1, -1, -1, 2, 3])
+    o = t.model.run({"words": w}, forest=f).values["o"]
+    assert o.shape == (1, 5) and (int(label), sentence) == (int(o.argmax()),
+                                                            "a lovely film")
+
+
+def test_render_a_tree_classifier_and_refuse_a_tree_with_a_sequence(tmp_path, capsys):
+    from test_trees import TREE_TO_SEQUENCE
+    spec, out = tmp_path / "c.sg", tmp_path / "t.dot"
+    spec.write_text(CLASSIFIER_SPEC)
+    assert main(["render", str(spec), "--tree", "(3 (2 a) (4 film))", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.count("subgraph \"cluster_") == 3 and 'label="sentiment = 3"' in text
+    spec.write_text(TREE_TO_SEQUENCE)
+    assert main(["render", str(spec), "--tree", "(3 (2 a) (4 film))", "-o", str(out)]) == 2
+    assert "also runs over the sequence index 'u'" in capsys.readouterr().err
+    assert main(["render", str(spec), "-o", str(out)]) == 0       # the folded graph
+    assert "label=\"root\"" in out.read_text()          # the edge h -> c reads the root

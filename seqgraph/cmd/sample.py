@@ -259,7 +259,8 @@ def label_tree(t, args, output: str) -> int:
     """A tree model labels every node of the bracketed tree --input (as the data writes
     trees, `(3 (2 a) (3 film))`; its labels are not read): the tree with the predicted
     labels, or with --nbest a line per node, root first: its phrase and every label with
-    its probability."""
+    its probability. A tree classifier (one label a tree) labels the root alone: the
+    label and the sentence, or with --nbest its line."""
     from ..graph.trees import Forest
     from ..ops import softmax
     from ..train.trees import binarizes, parse_tree
@@ -277,18 +278,26 @@ def label_tree(t, args, output: str) -> int:
     def phrase(i) -> str:
         return words[i] if left[i] < 0 else f"{phrase(left[i])} {phrase(right[i])}"
 
+    if len(probs) == 1 < N:           # one row a tree: the root's
+        best = f"{int(probs[0].argmax())}\t{phrase(N - 1)}"
+        sys.stdout.write((_ranked(phrase(N - 1), probs[0]) if args.nbest else best) + "\n")
+        return 0
     if not args.nbest:
         sys.stdout.write(show(N - 1) + "\n")
         return 0
     stack = [N - 1]
     while stack:                                               # pre-order: root first
         i = stack.pop()
-        order = np.argsort(-probs[i], kind="stable")
-        sys.stdout.write(phrase(i) + "\t" + " ".join(f"{k}:{probs[i][k]:.3f}" for k in order)
-                         + "\n")
+        sys.stdout.write(_ranked(phrase(i), probs[i]) + "\n")
         if left[i] >= 0:
             stack += [right[i], left[i]]
     return 0
+
+
+def _ranked(phrase: str, p) -> str:
+    """A phrase and every label with its probability, the likeliest first."""
+    order = np.argsort(-p, kind="stable")
+    return phrase + "\t" + " ".join(f"{k}:{p[k]:.3f}" for k in order)
 
 
 def _decode(args, gen, ctx, length: int, out_vocab, rng) -> tuple[list, bool]:

@@ -18,8 +18,9 @@ symmetric blocks (dT[k] is symmetric).
 
 The plan (which variables recurse, in which order) is read once from the folded graph;
 the per-batch schedule is numpy index arrays built in O(nodes) (a counting sort of the
-heights). Anything this executor does not run (sequence indexes, per-example hidden
-variables) goes to the interpreter, which defines the results. Dropout while training
+heights). Per-example variables (a tree classifier's `o = Ws @ h[root] + bs`) run once
+the trees are done, over the batch's examples. Anything this executor does not run (a
+sequence index beside the tree) goes to the interpreter, which defines the results. Dropout while training
 runs here with the interpreter's masks (compile/masks.py).
 """
 from __future__ import annotations
@@ -584,7 +585,8 @@ class TreeExecutor(FallsBack):
             return [f"trees interpreted: {self.fallback}"]
         out = []
         for st in self.stages:
-            how = "level by level (one gather, GEMM and scatter per level)" \
+            how = "per example, all at once" if st.example else \
+                "level by level (one gather, GEMM and scatter per level)" \
                 if st.recursive else "all nodes at once"
             out.append(f"{', '.join(st.vars)}: {how}")
         if self.no_masks:

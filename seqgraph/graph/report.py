@@ -93,6 +93,7 @@ class Report:
     loader: str | None = None  # the data's loader (chars, tagged, ...), None: not named
     sample: str | None = None  # what `seqgraph sample` does: 'generate' | 'one pass' | None
     sample_says: str = ""      # the same, in a sentence
+    node_labels: bool = False  # a target at every node of a tree (else one a tree)
 
     @property
     def examples(self) -> bool:
@@ -173,7 +174,8 @@ def report(checked, steps: int | None = None, batch: int | None = None,
         no_window = "a tree is processed whole (back-propagation through structure)"
     return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
                   reasons, window, cuts, no_window, tree, loader, mode,
-                  _sample_says(g, loader, mode))
+                  _sample_says(g, loader, mode),
+                  any(g.index_kinds.get(v.index) == "tree" for v in g.targets()))
 
 
 def loader_args(call) -> dict:
@@ -247,6 +249,7 @@ def _sample_says(g, loader: str | None, mode: str | None) -> str:
     if mode == "one pass":
         tree = g.index_kinds.get(y.index) == "tree"
         verb = "labels every node of the tree" if tree else \
+            "labels the tree's root" if "tree" in g.index_kinds.values() else \
             "labels" if y.kind == "class" else "forecasts each step of"
         why = f"{at} is one label for the whole example" if y.index is None else \
             f"its target {at} is not read back" + ("" if tree else
@@ -343,7 +346,7 @@ def text(rep: Report) -> str:
     lines += ["", "generation:"] + ([f"  {rep.sample_says}"] if rep.sample_says else [])
     if rep.can_generate is None:
         lines.append("  no sequence output: the loss reads a target at every node of a "
-                     "tree" if rep.tree else
+                     "tree" if rep.node_labels else
                      "  no sequence output: the loss reads a per-example target")
     elif rep.can_generate:
         lines.append(f"  can generate step by step over {rep.generated}: no output reads "

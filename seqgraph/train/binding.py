@@ -35,6 +35,7 @@ class Binding:
     dims: dict = field(default_factory=dict)   # size names bound by the vocabulary
     kind: str = "stream"       # the loader: 'stream' (chars, words) or an example loader
     start_ids: dict = field(default_factory=dict)   # fed-back target -> id of <s>
+    root_target: bool = False  # trees: the target is one label a tree, its root's
 
     @property
     def examples(self) -> bool:

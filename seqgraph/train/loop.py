@@ -443,7 +443,7 @@ class Trainer:
 
     # hooks that the distributed trainer (distributed.py) overrides
     def _open_metrics(self) -> MetricsLog:
-        per = "node" if self.kind.unit == "/node" else "token"
+        per = {"/node": "node", "/tree": "tree"}.get(self.kind.unit, "token")
         nats = " (nats)" if likelihood(self.graph) else ""
         return MetricsLog(self.out, self.pos.step if self.saved else None,
                           Path(self.saved).parent if self.saved else None,

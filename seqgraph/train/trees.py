@@ -27,7 +27,6 @@ from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
 from .binding import Binding, _size, declared_size, size_source
-from .data import feeds
 from .evaluate import xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
 from .loop import Selects
@@ -278,8 +277,10 @@ def tree_index(graph) -> str | None:
 
 def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
                given: dict | None = None, sets=()) -> Binding:
-    """The tree-indexed one-hot input (words) and class target (labels), by kind; a
-    label of `sets` the declared class target cannot hold names its line."""
+    """The tree-indexed one-hot input (words) and class target (labels), by kind: a
+    label at every node (`y[n]`), or a tree classifier's one label a tree (`y`, the
+    root's label in the data); a label of `sets` the declared class target cannot hold
+    names its line."""
     given = given or {}
     n = tree_index(graph)
     where = f"model '{graph.name}'"
@@ -287,9 +288,11 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
         raise DataError(f"a trees loader feeds a tree model; {where} declares no "
                         f"'tree n' index", file=graph.path)
     ins = [v for v in graph.inputs() if v.kind == "onehot" and v.index == n]
-    tgs = [v for v in graph.targets() if v.kind == "class" and v.index == n]
+    tgs = [v for v in graph.targets() if v.kind == "class" and v.index == n] or \
+        [v for v in graph.targets() if v.kind == "class" and v.index is None]
     for found, what in ((ins, f"a one-hot input such as w[{n}] : onehot(V)"),
-                        (tgs, f"a class target such as y[{n}] : class(5)")):
+                        (tgs, f"a class target such as y[{n}] : class(5) (a label at "
+                              f"every node) or y : class(5) (the root's)")):
         if len(found) != 1:
             raise DataError(f"a trees loader binds one {what}; {where} declares "
                             f"{len(found) or 'none'}", file=graph.path)
@@ -303,7 +306,13 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
              for k, v in dims.items()}       # a size the labels share with the words
     _check_labels(graph, y, sets, given, bound)
     dims.update(_size(graph, y, n_labels, given, data_file, bound=bound))
-    return Binding(x.name, y.name, False, dims, "trees")
+    return Binding(x.name, y.name, False, dims, "trees", root_target=y.index is None)
+
+
+def tree_feeds(binding: Binding, f: Forest, w, y) -> tuple[dict, dict]:
+    """(inputs, targets) of a batch of trees: the words at the nodes, and the labels at
+    the nodes, or the roots' for a target of one label a tree."""
+    return {binding.input: w}, {binding.target: y[f.roots] if binding.root_target else y}
 
 
 def _check_labels(graph, y, sets, given: dict, bound: dict):
@@ -384,6 +393,7 @@ class TreeScore:
     bin_roots: int = 0
     bin_root_correct: int = 0
     per_tree: list | None = None  # with a list: each batch's per-tree counts (PER_TREE)
+    root_only: bool = False      # a tree classifier: one label a tree, the root's
 
     @property
     def loss(self) -> float:
@@ -444,19 +454,26 @@ def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64,
     if out is None:
         raise UsageError(f"accuracy needs a loss xent(o[n], {binding.target}[n]); the "
                          f"model has none")
-    sc = TreeScore(per_tree=[] if per_tree else None)
+    sc = TreeScore(per_tree=[] if per_tree else None, root_only=binding.root_target)
     for i in range(0, len(ts), batch):
         f, w, y = ts.batch(np.arange(i, min(i + batch, len(ts))))
-        ins, tgs = feeds(binding, w, y)
+        ins, tgs = tree_feeds(binding, f, w, y)
         res = model.run(ins, tgs, train=False, grads=False, forest=f)
         s = sum(graph.losses[li].weight * t for li, (t, _) in res.terms.items())
-        sc.add(np.asarray(res.values[out]), y, f.roots, s)
+        if binding.root_target:      # one logit row a tree: the roots are all its rows
+            sc.add(np.asarray(res.values[out]), tgs[binding.target],
+                   np.arange(f.batch), s)
+        else:
+            sc.add(np.asarray(res.values[out]), y, f.roots, s)
     return sc
 
 
 def summary(s: TreeScore) -> str:
     d = s.as_dict()
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    if s.root_only:             # the roots are the only labelled nodes
+        return (f"loss {d['loss']:.4f}/tree  fine-grained root {pct(d['fine_root'])}  "
+                f"binary root {pct(d['binary_root'])}")
     return (f"loss {d['loss']:.4f}/node  fine-grained all {pct(d['fine_all'])} root "
             f"{pct(d['fine_root'])}  binary all {pct(d['binary_all'])} root "
             f"{pct(d['binary_root'])}")
@@ -541,7 +558,7 @@ class TreeBatches:
 
     def batch(self, idx) -> TreeBatch:
         f, w, y = self.trees.batch(idx)
-        ins, tgs = feeds(self.binding, w, y)
+        ins, tgs = tree_feeds(self.binding, f, w, y)
         return TreeBatch(ins, tgs, f, len(y), touched(self.sparse, w))
 
 
@@ -561,6 +578,7 @@ class TreeKind(Selects):
 
     def __init__(self, graph, data: TreeDataset, cfg):
         self.graph, self.data, self.cfg = graph, data, cfg
+        self.unit = "/tree" if data.binding.root_target else "/node"
         self.choose(cfg)
         self.sparse = tuple(embedding_params(graph, data.binding.input))
 
@@ -631,5 +649,6 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
     if as_json:
         print(json.dumps(d))
     else:
-        print(f"{summary(s)}  ({d['trees']} trees, {d['nodes']} nodes of {loader.path})")
+        nodes = "" if s.root_only else f", {d['nodes']} nodes"
+        print(f"{summary(s)}  ({d['trees']} trees{nodes} of {loader.path})")
     return 0
