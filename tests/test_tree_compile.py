@@ -236,21 +236,33 @@ def test_training_with_dropout_draws_the_interpreters_masks(spec):
 
 
 def test_explain_and_fallback():
-    mi, mc = _pair(SPECS / "rntn.sg")
+    _, mc = _pair(SPECS / "rntn.sg")
     lines = tree_executor(mc.executor).explain()
     assert lines[0].startswith("h: level by level") and "o: all nodes" in lines[1]
     assert not any("dropout" in line for line in lines)
     _, mc = _pair(RNTN_DROPOUT)
     assert "masks drawn as the interpreter" in tree_executor(mc.executor).explain()[-1]
-    # a node reading its tree's root waits for the whole tree: the interpreter's draws
-    # interleave the trees' nodes, and training with dropout is interpreted
-    text = TREE_LSTM.replace("o[n] = Wo @", "o[n] = Wo @ dropout(") \
-        .replace("h[root]] + bo", "h[root]], 0.5) + bo")
-    _, mc = _pair(text)
+
+
+# dropouts whose draws the mask plan does not lay out (it knows a node's draws only):
+# a node reading its tree's root waits for the whole tree, so the interpreter's draws
+# interleave the trees' nodes; a per-example variable draws after all of them
+ROOT_DROPOUT = TREE_LSTM.replace("o[n] = Wo @", "o[n] = Wo @ dropout(") \
+    .replace("h[root]] + bo", "h[root]], 0.5) + bo")
+EXAMPLE_DROPOUT = TREE_CLASSIFIER.replace("o = Ws @ [r; c] + bs",
+                                          "o = Ws @ dropout([r; c], 0.5) + bs")
+
+
+@pytest.mark.parametrize("text, why", [
+    (ROOT_DROPOUT, "interpreted ('o' reads the root"),
+    (EXAMPLE_DROPOUT, "interpreted ('o', a per-example variable, has a dropout)")],
+    ids=["root", "per_example"])
+def test_dropouts_the_mask_plan_cannot_lay_out_train_interpreted(text, why):
+    assert text.count("dropout") == 1
+    mi, mc = _pair(text)
     te = tree_executor(mc.executor)
     assert te.has_dropout and te.fallback is None and te.mask_plan is None
-    assert "interpreted ('o' reads the root" in te.explain()[-1]
-    mi, _ = _pair(text)
+    assert why in te.explain()[-1]
     rng = np.random.default_rng(0)
     randomise_params(mi, rng)
     mc.params.update({k: v.copy() for k, v in mi.params.items()})
@@ -272,22 +284,3 @@ def test_outer_sum_equals_the_einsum(I):
     assert np.allclose(outer_sum(g, a), np.einsum("rk,ri,rj->kij", g, a, a), atol=1e-12)
     assert np.allclose(outer_sum(g, a, b), np.einsum("rk,ri,rj->kij", g, a, b), atol=1e-12)
 
-
-def test_a_per_example_dropout_trains_interpreted_and_equal():
-    """The mask plan lays out draws at nodes; a per-example variable's dropout draws
-    elsewhere in the interpreter's order, so training with it falls back (explained)."""
-    text = TREE_CLASSIFIER.replace("o = Ws @ [r; c] + bs", "o = Ws @ dropout([r; c], 0.5) + bs")
-    assert text != TREE_CLASSIFIER
-    mi, mc = _pair(text)
-    te = tree_executor(mc.executor)
-    assert te.fallback is None and te.mask_plan is None
-    assert "'o', a per-example variable, has a dropout" in te.explain()[-1]
-    rng = np.random.default_rng(4)
-    randomise_params(mi, rng)
-    mc.params.update({k: v.copy() for k, v in mi.params.items()})
-    f = _random_forest(rng)
-    ins, tgs = _data(mi, f, rng)
-    a = mi.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
-    b = mc.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
-    _same(a, b)
-    _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
