@@ -3,6 +3,7 @@ and the interpreter (the whole file runs in seconds)."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -143,6 +144,22 @@ def test_resume_with_other_settings_is_a_warning_naming_them(work, capsys):
     assert main(["train", "lm.sg", "--resume", "run", "--steps", "5", "--quiet",
                  "--executor", "interp", "--set", "clip=2"]) == 0
     assert "other settings" not in capsys.readouterr().err     # the same: no warning
+
+
+def test_a_resume_refusal_names_what_differs(work, capsys):
+    """The checkpoint's position counts batches of its data: another batch size, bptt
+    or data file is refused, naming each that differs with both values."""
+    assert train("run", "--steps", 3) == 0
+    (work / "more.txt").write_text(tiny_text() * 2)
+    capsys.readouterr()
+    assert main(["train", "lm.sg", "--resume", "run", "--steps", "4", "--quiet",
+                 "--executor", "interp", "--set", "batch=3", "--set",
+                 'data=chars("more.txt")']) == 2
+    err = capsys.readouterr().err
+    assert "resume with the same data, batch and bptt" in err
+    assert "batch: 4 in the checkpoint, 3 now" in err and "bptt:" not in err
+    m = re.search(r"data: (\d+) tokens in the checkpoint, (\d+) tokens now", err)
+    assert m and 2 * int(m[1]) <= int(m[2]) + 1       # more.txt is tiny.txt twice
 
 
 def test_set_overrides_and_progress_bar(work, capsys):

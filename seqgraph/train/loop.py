@@ -209,12 +209,17 @@ class Trainer:
         if st is None:
             raise UsageError(f"{c.path}: holds no training state to resume from")
         was, keys = st["config"], self.kind.resume_keys
-        if [was[k] for k in keys] + [st["train_tokens"]] != \
-                [getattr(self.cfg, k) for k in keys] + [len(self.data.train)]:
+        # what the checkpoint's position counts in: the data's size and the batching
+        then = {"data": f"{st['train_tokens']} {self.kind.counts}",
+                **{k: str(was[k]) for k in keys}}
+        now = {"data": f"{len(self.data.train)} {self.kind.counts}",
+               **{k: str(getattr(self.cfg, k)) for k in keys}}
+        differ = [k for k in then if then[k] != now[k]]
+        if differ:
             same = ", ".join(("data",) + keys[:-1]) + f" and {keys[-1]}"
-            shown = ", ".join(f"{k} {was[k]}" for k in keys)
-            raise UsageError(f"{c.path}: resume with the same {same} (checkpoint: "
-                             f"{st['train_tokens']} {self.kind.counts}, {shown})")
+            shown = "; ".join(f"{k}: {then[k]} in the checkpoint, {now[k]} now"
+                              for k in differ)
+            raise UsageError(f"{c.path}: resume with the same {same} ({shown})")
         was_select = st.get("select", self.kind.default_select)
         if st.get("best") is not None and was_select != self.kind.select:
             raise UsageError(f"{c.path}: best.npz was chosen by select = {was_select}; "
