@@ -280,3 +280,21 @@ def test_a_byte_order_mark_is_not_part_of_the_data(tmp_path):
     (tmp_path / "s.csv").write_bytes("\ufeffa,b\n1,2\n3,4\n5,6\n".encode())
     assert series("s.csv", inputs=["a"], targets=["b"], window=2,
                   base=tmp_path).read().lines
+
+
+def test_windows_and_old_mac_line_ends_read_as_newlines(tmp_path):
+    """CRLF and CR text give the symbols, tokens and lines of LF text: "\\r" is no
+    character of a chars model, and a CR alone ends a line of a TSV."""
+    from seqgraph.train.loaders import chars, pairs, words
+    text = "ab c\nd ab\n"
+    for name, end in (("lf", "\n"), ("crlf", "\r\n"), ("cr", "\r")):
+        (tmp_path / f"{name}.txt").write_bytes(text.replace("\n", end).encode())
+    lf = chars("lf.txt", base=tmp_path).tokens()
+    assert "\r" not in lf
+    for name in ("crlf", "cr"):
+        assert chars(f"{name}.txt", base=tmp_path).tokens() == lf
+        assert words(f"{name}.txt", base=tmp_path).tokens() == \
+            words("lf.txt", base=tmp_path).tokens()
+    (tmp_path / "p.tsv").write_bytes(b"a b\tx y\rc\tz\r")
+    raw = pairs("p.tsv", chars=True, base=tmp_path).read()
+    assert len(raw.target) == 2 and all("\r" not in "".join(t) for t in raw.target)

@@ -146,6 +146,9 @@ def read_text(path: Path, field: str | None = None) -> str:
     # a byte-order mark (Excel's and Notepad's UTF-8) is not text: kept, it would be the
     # first word's, label's or column name's first character
     text = _decode(raw, file).removeprefix("\ufeff")
+    # Windows (CRLF) and old Mac (CR) line ends read as "\n", as Python's text files do:
+    # kept, "\r" would be a symbol of a chars model
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if field is not None:
         text = _jsonl_field(text, field, file)
     if not text.strip():
@@ -335,8 +338,7 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of every non-blank line of a UTF-8 file; an empty file is
     an error."""
     text = read_text(path)
-    return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)
-            if line.strip()]
+    return [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def _split_tokens(text: str, chars: bool) -> list[str]:
