@@ -231,12 +231,18 @@ def test_interrupts_context_keeps_an_ignored_signal_ignored(sigint):
 
 
 def test_checkpoint_every_env_is_checked(monkeypatch):
+    """N updates, or 0 (and unset) for none between epochs; anything else is refused."""
     from seqgraph.errors import UsageError
+    for bad in ("-1", "2.5", "often"):
+        monkeypatch.setenv(ck.EVERY_ENV, bad)
+        with pytest.raises(UsageError, match="SEQGRAPH_CHECKPOINT_EVERY"):
+            ck.every_from_env()
     monkeypatch.setenv(ck.EVERY_ENV, "0")
-    with pytest.raises(UsageError, match="SEQGRAPH_CHECKPOINT_EVERY"):
-        ck.every_from_env()
+    assert ck.every_from_env() is None
     monkeypatch.setenv(ck.EVERY_ENV, "7")
     assert ck.every_from_env() == 7
+    monkeypatch.delenv(ck.EVERY_ENV)
+    assert ck.every_from_env() is None
 
 
 def test_a_stale_temporary_is_removed_by_the_next_save(tmp_path):

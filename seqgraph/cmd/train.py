@@ -11,6 +11,9 @@ HELP = "train a model on the data of its train block"
 
 
 def add_arguments(p) -> None:
+    p.epilog = ("A checkpoint is written at the end of every epoch and when the run stops "
+                "(Ctrl-C or SIGTERM); SEQGRAPH_CHECKPOINT_EVERY=N in the environment also "
+                "writes one every N updates (0: off).")
     p.add_argument("spec", help="the .sg file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a train-block key, e.g. --set batch=16 "

@@ -14,7 +14,7 @@ behind is removed by the next save into that directory.
 
 `Interrupts` turns SIGINT (Ctrl-C) and SIGTERM during training into a request that the
 loop honours between two updates, so the checkpoint it then writes is consistent; the
-environment variable SEQGRAPH_CHECKPOINT_EVERY=N (hidden, for tests and for long epochs)
+environment variable SEQGRAPH_CHECKPOINT_EVERY=N (train --help names it; for long epochs)
 adds a checkpoint every N updates. docs/reliability.md lists what is guaranteed.
 """
 from __future__ import annotations
@@ -150,14 +150,15 @@ EVERY_ENV = "SEQGRAPH_CHECKPOINT_EVERY"
 
 
 def every_from_env() -> int | None:
-    """N of SEQGRAPH_CHECKPOINT_EVERY=N: also save every N updates (None: only at the
-    end of each epoch and when the run stops)."""
+    """N of SEQGRAPH_CHECKPOINT_EVERY=N: also save every N updates (None: unset or 0,
+    only at the end of each epoch and when the run stops)."""
     raw = os.environ.get(EVERY_ENV, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise UsageError(f"{EVERY_ENV}={raw!r}: expected a whole number of updates >= 1")
-    return int(raw)
+    if not raw.isdigit():
+        raise UsageError(f"{EVERY_ENV}={raw!r}: expected a whole number of updates (0: "
+                         "only at the end of each epoch)")
+    return int(raw) or None
 
 
 class Interrupts:
