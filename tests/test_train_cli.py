@@ -233,6 +233,20 @@ def test_eval_json_fields(trained, capsys):
     assert "perplexity" in out.out and "accuracy" in out.out
 
 
+def test_the_api_restores_a_trained_run(trained):
+    """seqgraph.restore(spec, checkpoint): the run's model with its parameters, sizes and
+    vocabulary, ready to run on text the vocabulary encodes."""
+    import seqgraph
+    t = seqgraph.restore("lm.sg", str(trained / "checkpoint.npz"), "interp")
+    assert t.model.sizes["x"] == len(t.vocab) and t.binding.target == "y"
+    saved = np.load(trained / "checkpoint.npz")
+    assert t.model.params.keys() and all(np.array_equal(w, saved[k])
+                                         for k, w in t.model.params.items())
+    ids = t.vocab.encode(list(tiny_text()[:20]))
+    res = t.model.run({"x": ids[None, :-1]}, {"y": ids[None, 1:]})
+    assert np.isfinite(res.loss) and res.values["o"].shape == (1, 19, len(t.vocab))
+
+
 def test_sample_length_and_determinism(trained, capsys):
     def sample(*extra):
         code, out = sg("sample", "lm.sg", "--checkpoint", trained, "--length", 60, *extra,
