@@ -464,3 +464,11 @@ def test_the_gallery_and_examples_check_without_a_leak_warning(path, capsys):
     assert target_leaks(read_spec(str(path)).checked) == []
     assert main(["check", str(path)]) == 0
     assert "sees the answer" not in capsys.readouterr().err
+
+
+def test_the_check_report_and_the_loaders_name_the_same_streams():
+    """graph/ keeps its own list of the token-stream loaders (it does not load train/);
+    it must be the loaders' own."""
+    from seqgraph.graph.report import STREAMS
+    from seqgraph.train.loaders import STREAM_KINDS
+    assert STREAMS == STREAM_KINDS

@@ -124,6 +124,17 @@ def refs(expr: Expr) -> list[Ref]:
     return [e for e in walk(expr) if isinstance(e, Ref)]
 
 
+def fed_back(graph, name: str) -> bool:
+    """True when some equation (or init value) reads variable `name` with a delay: a
+    target read so is fed back (teacher forcing; what generation feeds its samples to)."""
+    for v in graph.vars:
+        exprs = [c.expr for c in v.cases] + ([v.init] if v.init is not None else [])
+        for e in exprs:
+            if any(r.var == name and r.shift.is_delay for r in refs(e)):
+                return True
+    return False
+
+
 def params_of(expr: Expr) -> list[str]:
     return [e.name for e in walk(expr) if isinstance(e, ParamRef)]
 

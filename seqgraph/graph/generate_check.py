@@ -28,7 +28,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..ops import Op
-from .folded import Apply, FoldedGraph, Shift
+from .folded import Apply, FoldedGraph, Shift, fed_back
 
 
 def generated_targets(graph: FoldedGraph) -> list:
@@ -204,14 +204,15 @@ def sample_mode(graph: FoldedGraph, loader: str | None) -> str | None:
     - 'generate': step by step, each output fed to the next (this module's check then
       applies): chars or words data (a language model continues --prime), or example
       data whose target is read back with a delay (`R @ y[u-1]`: the binding's
-      `feedback`, from the same `fed_back`);
+      `feedback`, from the same `folded.fed_back`);
     - 'one pass': example data (pairs, labeled, tagged, series, trees; they always bind
       an input) whose target is not read back: one forward pass labels or forecasts
       --input;
     - None: it depends on data `loader` does not name.
     Every loader binds one target and refuses a model with more (train/binding.py), so
     the model's targets are the one the binding would take."""
-    from ..train.binding import STREAMS, fed_back  # here: graph/ does not load train/
+    from .report import STREAMS  # here: report imports this module
+
     if loader in STREAMS:
         return "generate"
     if any(fed_back(graph, v.name) for v in graph.targets()):

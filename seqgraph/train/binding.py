@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..errors import DataError, UsageError
-from ..graph.folded import FoldedGraph, refs
+from ..graph.folded import FoldedGraph, fed_back
 from .loaders import EXAMPLE_KINDS, STREAM_KINDS
 
 
@@ -41,16 +41,6 @@ class Binding:
     def examples(self) -> bool:
         """True for example-batched data (no state carried between batches)."""
         return self.kind != "stream"
-
-
-def fed_back(graph: FoldedGraph, name: str) -> bool:
-    """True when some equation reads variable `name` with a delay."""
-    for v in graph.vars:
-        exprs = [c.expr for c in v.cases] + ([v.init] if v.init is not None else [])
-        for e in exprs:
-            if any(r.var == name and r.shift.is_delay for r in refs(e)):
-                return True
-    return False
 
 
 def _one(found: list, what: str, graph: FoldedGraph, loader: str):
