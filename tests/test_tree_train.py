@@ -434,6 +434,19 @@ def test_a_label_the_class_target_cannot_hold_names_its_line(tmp_path, capsys):
     assert "the labels of sentiment are 0 to 4" in err and "Traceback" not in err
 
 
+def test_labels_that_share_the_words_size_are_checked_against_it(tmp_path, capsys):
+    """`sentiment[n] : class(V)` with `words[n] : onehot(V)`: the words bind V, the
+    labels must fit it; a label past it names the size the words bound."""
+    from conftest import TREE_SPEC, TREES, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, TREE_SPEC.replace("class(K)", "class(V)"))
+    assert train_quiet(spec, tmp_path / "run") == 0             # 9 words, labels 0-4
+    (tmp_path / "train.txt").write_text(TREES + "(1 (12 bad) (2 film))\n")
+    assert train_quiet(spec, tmp_path / "run2") == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'train.txt'}:5: label 12 does not fit V = " in err, err
+    assert "bound by the distinct symbols of words's data" in err and "Traceback" not in err
+
+
 def test_sample_labels_every_node_of_a_given_tree(tmp_path, capsys):
     """`sample --input "(3 (2 a) (3 film))"` with a tree model: the tree with the
     predicted labels (its own labels are not read); --nbest a line per node, root first,
