@@ -444,7 +444,7 @@ def test_labels_that_share_the_words_size_are_checked_against_it(tmp_path, capsy
     assert train_quiet(spec, tmp_path / "run2") == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'train.txt'}:5: label 12 does not fit V = " in err, err
-    assert "bound by the distinct symbols of words's data" in err and "Traceback" not in err
+    assert "bound by the distinct symbols in the data of words" in err and "Traceback" not in err
 
 
 def test_sample_labels_every_node_of_a_given_tree(tmp_path, capsys):

@@ -170,7 +170,7 @@ def test_a_size_names_where_it_came_from(tmp_path, capsys):
     d = _files(tmp_path)
     err = _fails(capsys, d / "s2s.sg", "--out", d / "x")
     assert re.search(r"rev.tsv: \d+ distinct symbols do not fit V = 3, bound by the "
-                     r"distinct symbols of x's data \(the size of y\); give y a size name "
+                     r"distinct symbols in the data of x \(the size of y\); give y a size name "
                      r"of its own", err)
     assert "--dim" not in err
     err = _fails(capsys, d / "s2s.sg", "--dim", "V=2", "--out", d / "x")

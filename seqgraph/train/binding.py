@@ -107,7 +107,7 @@ def _sizes(graph: FoldedGraph, given: dict, data_file: str, counts) -> dict:
     dims, bound = {}, {}
     for var, n, what, exact in counts:
         new = _size(graph, var, n, given, data_file, what, exact, bound)
-        bound.update({k: (v, f"bound by the {what} of {var.name}'s data")
+        bound.update({k: (v, f"bound by the {what} in the data of {var.name}")
                       for k, v in new.items()})
         dims.update(new)
     return dims

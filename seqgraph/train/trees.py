@@ -302,7 +302,7 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
             raise DataError(f"a trees loader supplies only {x.name} and {y.name}; it "
                             f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
     dims = dict(_size(graph, x, vocab_size, given, data_file))
-    bound = {k: (v, f"bound by the distinct symbols of {x.name}'s data")
+    bound = {k: (v, f"bound by the distinct symbols in the data of {x.name}")
              for k, v in dims.items()}       # a size the labels share with the words
     _check_labels(graph, y, sets, given, bound)
     dims.update(_size(graph, y, n_labels, given, data_file, bound=bound))
