@@ -323,3 +323,16 @@ def test_a_loss_at_one_place_against_a_target_at_every_step_is_refused():
     with pytest.raises(seqgraph.SpecError) as e:
         seqgraph.read_spec("e.sg", END_LOSS + "loss xent(o[end], y[t])\n")
     assert "at one place an example" in str(e.value) and "y[end]" in str(e.value)
+
+
+@pytest.mark.parametrize("lines, message, hint", [
+    ("c_o = Wo @ h[end] + bo\nloss xent(c_o, y[t])",
+     "xent reads 'c_o' per example and 'y' at every step of t",
+     "a per-example target (y without an index)"),
+    ("loss xent(o[1], y[t])", "xent reads 'o' at one place an example and 'y' at every "
+     "step of t", "y[1]")])
+def test_a_per_example_or_one_place_output_against_every_step_is_refused(lines, message,
+                                                                          hint):
+    with pytest.raises(seqgraph.SpecError) as e:
+        seqgraph.read_spec("e.sg", END_LOSS + lines + "\n")
+    assert message in str(e.value) and hint in str(e.value), str(e.value)

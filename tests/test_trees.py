@@ -198,3 +198,15 @@ def test_tree_leaves_read_a_sequence_summary():
     assert res.loss == pytest.approx(sum(_xent(o[i], y[i]) for i in range(f.size)) / 2,
                                      rel=1e-12)
     assert all(c.ok for c in gradcheck(m))
+
+
+@pytest.mark.parametrize("swap, message", [
+    (("o[n] = Ws @ h[n] + bs\nloss xent(o[n], y[n])",
+      "o = Ws @ h[root] + bs\nloss xent(o, y[n])"), "'o' per example and 'y' at every node"),
+    (("xent(o[n], y[n])", "xent(o[n.left], y[n.left])"), "xent reads 'o' at a child"),
+    (("xent(o[n], y[n])", "xent(o[root], y[n])"), "at one place an example and 'y' at "
+     "every node")])
+def test_a_tree_loss_read_elsewhere_than_its_target_is_refused(swap, message):
+    with pytest.raises(seqgraph.SpecError) as e:
+        seqgraph.read_spec("t.sg", text=RECURSIVE.replace(*swap))
+    assert message in str(e.value), str(e.value)

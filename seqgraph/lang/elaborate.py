@@ -468,15 +468,26 @@ class _Elaborator:
         return Loss(l.fn, out, tgt, l.weight, l.pos)
 
     def _one_place(self, l: A.LossDecl, out: Ref, tgt: Ref) -> None:
-        """A loss read at a fixed place (`o[end]`, `o[1]`, `o[root]`) is one term an
-        example: its target is read at a fixed place too, or is per example."""
-        if out.shift.kind not in ("first", "end", "root") or tgt.shift.kind != "rel":
+        """A loss is summed over its output's steps (nodes), or read at one place
+        (`o[end]`, `o[1]`, `o[root]`, a per-example `o`) it is one term an example: its
+        target is then read at one place too, or is per example. A child (`o[n.left]`)
+        is no place of its own: every leaf would read past its tree."""
+        if out.shift.kind in ("left", "right"):
+            n = next(i for i, k in self.indexes.items() if k == "tree")
+            raise SpecError(f"{l.fn} reads '{out.var}' at a child: a loss reads its "
+                            f"output at every node or at the root", l.args[0].pos,
+                            hint=f"write {l.fn}({out.var}[{n}], ...) or "
+                                 f"{l.fn}({out.var}[root], ...)")
+        if out.shift.kind not in ("first", "end", "root", "none") or tgt.shift.kind != "rel":
             return
         index = self.data[tgt.var].index[0]
-        raise SpecError(f"{l.fn} reads '{out.var}' at one place an example and "
-                        f"'{tgt.var}' at every step of {index}", l.args[1].pos,
-                        hint=f"read the target where the output is: "
-                             f"{tgt.var}[{out.shift.show(index)}]")
+        every = "node" if self.indexes.get(index) == "tree" else f"step of {index}"
+        where = "at one place an example" if out.shift.kind != "none" else "per example"
+        fix = f"{tgt.var}[{out.shift.show(index)}]" if out.shift.kind != "none" else \
+            f"a per-example target ({tgt.var} without an index)"
+        raise SpecError(f"{l.fn} reads '{out.var}' {where} and '{tgt.var}' at every "
+                        f"{every}", l.args[1].pos,
+                        hint=f"read the target where the output is: {fix}")
 
     def _squashed_twice(self, l: A.LossDecl, out: str) -> None:
         """xent applies a softmax to its logits and bce a sigmoid: an output that is
