@@ -512,13 +512,22 @@ def test_trees_bind_a_per_example_target_to_the_roots_label(tmp_path):
                           10, 5, "x.txt").root_target
 
 
+# the same classifier with its output at every node, the loss reading the root's
+CLASSIFIER_AT_NODES = CLASSIFIER_SPEC.replace("o = Ws @ h[root] + bs", "o[n] = Ws @ h[n] + bs") \
+    .replace("xent(o, sentiment)", "xent(o[root], sentiment)")
+assert "o[n] = Ws @ h[n]" in CLASSIFIER_AT_NODES and "xent(o[root]," in CLASSIFIER_AT_NODES
+
+
 @pytest.mark.parametrize("executor", ["interp", "compiled"])
-def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys, executor):
+@pytest.mark.parametrize("text", [CLASSIFIER_SPEC, CLASSIFIER_AT_NODES],
+                         ids=["per_example", "at_nodes"])
+def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys, executor,
+                                                                text):
     from seqgraph.graph.trees import Forest
     from seqgraph.train.session import restore
 
     from conftest import tree_run_spec
-    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC)
+    spec = tree_run_spec(tmp_path, text)
     out = tmp_path / "run"
     assert main(["train", str(spec), "--out", str(out), "--quiet", "--executor",
                  executor]) == 0
@@ -539,8 +548,11 @@ def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys
     w = np.array([t.vocab.index[x] for x in ("a", "lovely", "film")] + [-1, -1])
     f = Forest.one([-1, -1, -1, 1, 0], [-1, -1, -1, 2, 3])
     o = t.model.run({"words": w}, forest=f).values["o"]
-    assert o.shape == (1, 5) and (int(label), sentence) == (int(o.argmax()),
-                                                            "a lovely film")
+    assert o.shape == ((1, 5) if text is CLASSIFIER_SPEC else (5, 5))
+    assert (int(label), sentence) == (int(o[-1].argmax()), "a lovely film")   # the root's
+    # a tree of one word: its root is its leaf
+    assert main(["sample", str(spec), "--checkpoint", str(out), "--input", "(0 film)"]) == 0
+    assert capsys.readouterr().out.strip().split("\t")[1] == "film"
 
 
 def test_render_a_tree_classifier_and_refuse_a_tree_with_a_sequence(tmp_path, capsys):
@@ -555,3 +567,27 @@ def test_render_a_tree_classifier_and_refuse_a_tree_with_a_sequence(tmp_path, ca
     assert "also runs over the sequence index 'u'" in capsys.readouterr().err
     assert main(["render", str(spec), "-o", str(out)]) == 0       # the folded graph
     assert "label=\"root\"" in out.read_text()          # the edge h -> c reads the root
+
+
+def test_a_tree_classifier_reads_only_the_roots_labels(tmp_path, capsys):
+    """Inner nodes' labels are not the classifier's: class(2) with roots 0/1 trains
+    whatever the inner labels; an unbound K is the roots' labels; a root label the
+    target cannot hold is refused with its line."""
+    from conftest import train_quiet
+    text = "(1 (3 good) (4 film))\n(0 (2 bad) (0 film))\n"
+    (tmp_path / "train.txt").write_text(text)
+    spec = tmp_path / "c.sg"
+    spec.write_text(CLASSIFIER_SPEC.replace('valid = trees("train.txt")', "valid = 0")
+                    .replace("class(K)", "class(2)"))
+    assert train_quiet(spec, tmp_path / "run", "--set", "epochs=1") == 0
+    spec.write_text(CLASSIFIER_SPEC.replace('valid = trees("train.txt")', "valid = 0"))
+    assert train_quiet(spec, tmp_path / "run2", "--set", "epochs=1") == 0
+    from seqgraph.train.session import restore
+    assert restore(str(spec), str(tmp_path / "run2" / "checkpoint.npz")).model.sizes[
+        "sentiment"] == 2                                       # K: the roots' labels 0, 1
+    (tmp_path / "train.txt").write_text(text + "(3 (1 ok) (1 film))\n")
+    spec.write_text(spec.read_text().replace("class(K)", "class(2)"))
+    capsys.readouterr()
+    assert train_quiet(spec, tmp_path / "run3", "--set", "epochs=1") == 2
+    assert f"{tmp_path / 'train.txt'}:3: label 3 does not fit sentiment : class(2)" in \
+        capsys.readouterr().err

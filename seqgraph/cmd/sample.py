@@ -263,12 +263,13 @@ def label_tree(t, args, output: str) -> int:
     label and the sentence, or with --nbest its line."""
     from ..graph.trees import Forest
     from ..ops import softmax
-    from ..train.trees import binarizes, parse_tree
+    from ..train.trees import binarizes, parse_tree, root_rows
     left, right, words, _ = parse_tree(args.input, "--input", 1, binarizes(t.spec))
     N, leaves = len(left), [i for i, w in enumerate(words) if w is not None]
     ids = np.full(N, -1, dtype=np.int64)
     ids[leaves] = encode_tokens(t.vocab, [words[i] for i in leaves], args.unk)
-    o = t.model.run({t.binding.input: ids}, forest=Forest.one(left, right)).values[output]
+    f = Forest.one(left, right)
+    o = t.model.run({t.binding.input: ids}, forest=f).values[output]
     probs = softmax(np.asarray(o, dtype=np.float64))           # [N, K], post-order
 
     def show(i) -> str:
@@ -278,9 +279,10 @@ def label_tree(t, args, output: str) -> int:
     def phrase(i) -> str:
         return words[i] if left[i] < 0 else f"{phrase(left[i])} {phrase(right[i])}"
 
-    if len(probs) == 1 < N:           # one row a tree: the root's
-        best = f"{int(probs[0].argmax())}\t{phrase(N - 1)}"
-        sys.stdout.write((_ranked(phrase(N - 1), probs[0]) if args.nbest else best) + "\n")
+    if t.binding.root_target:         # one label a tree: the root's
+        p = probs[root_rows(t.spec.graph, output, f)[0]]
+        best = f"{int(p.argmax())}\t{phrase(N - 1)}"
+        sys.stdout.write((_ranked(phrase(N - 1), p) if args.nbest else best) + "\n")
         return 0
     if not args.nbest:
         sys.stdout.write(show(N - 1) + "\n")

@@ -64,6 +64,11 @@ class TreeSet:
     def nodes(self) -> int:
         return int(self.off[-1])
 
+    def labels(self, roots_only: bool = False) -> np.ndarray:
+        """Every node's label, or (a tree classifier's data) each tree's root's: a tree's
+        last row in post-order."""
+        return self.label[self.off[1:] - 1] if roots_only else self.label
+
     def batch(self, idx) -> tuple[Forest, np.ndarray, np.ndarray]:
         """The trees `idx` as one forest with their words and labels, in O(nodes)."""
         idx = np.asarray(idx, dtype=np.int64)
@@ -309,23 +314,41 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
     return Binding(x.name, y.name, False, dims, "trees", root_target=y.index is None)
 
 
+def root_rows(graph, output: str, f: Forest) -> np.ndarray:
+    """The rows of `output` a tree classifier's label is scored on, one a tree: the
+    roots' rows of an output at every node (`loss xent(o[root], y)`), else (a
+    per-example `o`) every row."""
+    return np.asarray(f.roots) if graph.var(output).index is not None else \
+        np.arange(f.batch)
+
+
 def tree_feeds(binding: Binding, f: Forest, w, y) -> tuple[dict, dict]:
     """(inputs, targets) of a batch of trees: the words at the nodes, and the labels at
     the nodes, or the roots' for a target of one label a tree."""
     return {binding.input: w}, {binding.target: y[f.roots] if binding.root_target else y}
 
 
+def labels_at_roots(graph) -> bool:
+    """Does the model read one label a tree (a per-example class target, the root's),
+    rather than one at every node? As `bind_trees` chooses."""
+    n = tree_index(graph)
+    return not any(v.kind == "class" and v.index == n for v in graph.targets())
+
+
 def _check_labels(graph, y, sets, given: dict, bound: dict):
-    """A node label the class target y cannot hold (0 to size - 1): a DataError with the
-    file, the line of the first tree holding one, and the label. `given`: --dim;
-    `bound`: the sizes the words bound (size_source)."""
+    """A label the class target y cannot hold (0 to size - 1), at a node (or for a tree
+    classifier, at a root): a DataError with the file, the line of the first tree
+    holding one, and the label. `given`: --dim; `bound`: the sizes the words bound
+    (size_source)."""
     size = declared_size(graph, y, {**given, **{k: v for k, (v, _) in bound.items()}})
+    roots = y.index is None
     for ts in sets:
-        if size is None or ts is None or len(ts.label) == 0 or ts.label.max() < size:
+        if size is None or ts is None or len(ts.label) == 0 or \
+                ts.labels(roots).max() < size:
             continue
         for n, line in enumerate(read_text(Path(ts.file)).splitlines(), 1):
-            bad = [lab for lab in (parse_tree(line, ts.file, n, True)[3]
-                                   if line.strip() else []) if lab >= size]
+            read = parse_tree(line, ts.file, n, True)[3] if line.strip() else []
+            bad = [lab for lab in (read[-1:] if roots else read) if lab >= size]
             if bad:
                 raise DataError(f"label {bad[0]} does not fit "
                                 f"{size_source(graph, y, given, bound)}"
@@ -373,7 +396,9 @@ def load_tree_dataset(graph, cfg, dims: dict | None = None,
     else:
         train, valid = split_trees(train, cfg.valid)
         vfile = str(loader.path)
-    labels = int(max(train.label.max(), -1 if valid is None else valid.label.max())) + 1
+    roots = labels_at_roots(graph)
+    labels = int(max(train.labels(roots).max(),
+                     -1 if valid is None else valid.labels(roots).max())) + 1
     binding = bind_trees(graph, len(vocab), labels, str(loader.path), dims,
                          (train, valid))
     return TreeDataset(vocab, binding, train, valid, str(loader.path), vfile)
@@ -460,9 +485,9 @@ def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64,
         ins, tgs = tree_feeds(binding, f, w, y)
         res = model.run(ins, tgs, train=False, grads=False, forest=f)
         s = sum(graph.losses[li].weight * t for li, (t, _) in res.terms.items())
-        if binding.root_target:      # one logit row a tree: the roots are all its rows
-            sc.add(np.asarray(res.values[out]), tgs[binding.target],
-                   np.arange(f.batch), s)
+        if binding.root_target:      # one label a tree: its logits, each a root
+            logits = np.asarray(res.values[out])[root_rows(graph, out, f)]
+            sc.add(logits, tgs[binding.target], np.arange(f.batch), s)
         else:
             sc.add(np.asarray(res.values[out]), y, f.roots, s)
     return sc
