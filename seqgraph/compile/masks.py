@@ -70,6 +70,35 @@ def node_order(hidden, leaf: bool) -> list:
     return list(nx.lexicographical_topological_sort(g, key=order.get))
 
 
+def _draws_at_nodes_only(graph, hidden) -> None:
+    """NoMasks unless every draw sits in a node's segment in the order `node_order`
+    gives: no per-example variable draws, and no node variable that draws waits for the
+    trees (reading, directly or through other node variables, a per-example variable
+    that reads a tree: the interpreter evaluates it after all the trees' nodes; a direct
+    root read is node_order's)."""
+    g = graph.nx()
+    tree_vars = {v.name for v in hidden}
+    late = set()                      # variables evaluated once the trees are done
+    for v in graph.vars:
+        if v.role != "hidden" or v.index is not None:
+            continue
+        if sites(v.cases[0].expr):
+            raise NoMasks(f"'{v.name}', a per-example variable, has a dropout")
+        if tree_vars & nx.ancestors(g, v.name):
+            late.add(v.name)
+    grew = bool(late)
+    while grew:                       # and the node variables that read those
+        grew = False
+        for name in tree_vars - late:
+            if late & set(g.predecessors(name)):
+                late.add(name)
+                grew = True
+    for v in hidden:
+        if v.name in late and any(sites(c.expr) for c in v.cases):
+            why = next(u for u in g.predecessors(v.name) if u in late)
+            raise NoMasks(f"'{v.name}' reads '{why}', which waits for the trees")
+
+
 class MaskPlan:
     """Where each dropout's draws sit in a node's segment, for leaves and inner nodes.
     `at[id(e)]` for the dropout object e: (its width, [its offset in an inner node's
@@ -77,9 +106,7 @@ class MaskPlan:
 
     def __init__(self, graph, sizes: dict):
         hidden = [v for v in graph.vars if v.role == "hidden" and v.index is not None]
-        for v in graph.vars:
-            if v.role == "hidden" and v.index is None and sites(v.cases[0].expr):
-                raise NoMasks(f"'{v.name}', a per-example variable, has a dropout")
+        _draws_at_nodes_only(graph, hidden)
         self.at, self.seg = {}, [0, 0]              # seg[1]: a leaf's length
         for leaf in (False, True):
             off, seen = 0, set()
