@@ -460,3 +460,46 @@ def test_on_nan_skip_skips_and_counts_the_batch(data, monkeypatch, capsys):
     assert "the first: batch 2, after update 1" in err
     rows = [r for r in csv_rows(data / "run" / "metrics.csv") if r["train_loss"]]
     assert len(rows) == 16 - 2          # 8 batches an epoch, 2 epochs, 2 skipped
+
+
+# the classifier with its output at every step and the loss reading the last one
+CLASSIFY_AT_END = CLASSIFY.replace("o = Wo @ h[end] + bo", "o[t] = Wo @ h[t] + bo") \
+    .replace("xent(o, y)", "xent(o[end], y)")
+TAG_AT_END = TAGGER.replace("xent(o[t], y[t])", "xent(o[end], y[end])")
+
+
+@pytest.mark.parametrize("text, what", [(CLASSIFY_AT_END, "labeled"), (TAG_AT_END, "tagged")])
+def test_eval_and_sample_score_a_loss_read_at_the_end_where_it_reads(data, capsys, text,
+                                                                     what):
+    """Accuracy, the per-example rows and sample's label come from o[end] (each example's
+    own last step, the examples of unequal lengths) against y or y[end], as the loss
+    compares them: they compared every step."""
+    from seqgraph.train.session import restore
+    assert text.count("[end]") >= 1 and "o[t] = Wo @" in text
+    spec = write(data, "m.sg", text)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    file = data / ("lab.tsv" if what == "labeled" else "tag.txt")
+    assert main(["eval", str(spec), "--checkpoint", str(data / "run"), "--json", "--data",
+                 str(file), "--per-example", str(data / "pe.csv")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    t = restore(str(spec), str(data / "run" / "checkpoint.npz"))
+    hits = []
+    for line in file.read_text().splitlines():
+        if what == "labeled":
+            label, words = line.split("\t")
+            want = t.vocab.target.index[label]
+        else:
+            pairs = [w.rsplit("/", 1) for w in line.split()]
+            words, want = " ".join(p[0] for p in pairs), t.vocab.target.index[pairs[-1][1]]
+        ids = t.vocab.encode(words.split())
+        o = t.model.forward({"x": ids[None, :]})["o"][0, -1]
+        hits.append(int(o.argmax()) == want)
+    assert d["tokens"] == len(hits) and d["accuracy"] == pytest.approx(np.mean(hits))
+    rows = (data / "pe.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[3]) for r in rows] == [int(h) for h in hits]   # correct
+    if what == "labeled":
+        first = file.read_text().splitlines()[0].split("\t")[1]
+        assert main(["sample", str(spec), "--checkpoint", str(data / "run"), "--input",
+                     first]) == 0
+        assert len(capsys.readouterr().out.strip().splitlines()) == 1    # one label

@@ -173,9 +173,11 @@ def label(t, args, output: str) -> int:
     (`word/TAG`, as `tagged` reads); --nbest: every label with its probability (a
     tagger: a line per token)."""
     from ..ops import softmax
+    from ..train.evaluate import at_loss, loss_on
     ids = encode_input(t.vocab, args.input, args.unk)
     names = t.vocab.target.tokens
-    o = t.model.forward({t.binding.input: ids[None, :]})[output][0]
+    o = t.model.forward({t.binding.input: ids[None, :]})[output]
+    o = at_loss(t.spec.graph, loss_on(t.spec.graph, t.binding.target, "xent"), o)[0][0]
     # the labels' distribution: a size above them (--dim K=6 for 2 labels) leaves ids
     # that name none, never chosen
     probs = softmax(np.asarray(o, dtype=np.float64)[..., :len(names)])   # [K], [T, K]

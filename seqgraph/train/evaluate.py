@@ -63,20 +63,40 @@ def likelihood(graph) -> bool:
     return all(loss.fn in ("xent", "bce") for loss in graph.losses)
 
 
+def loss_on(graph, target: str, fn: str):
+    """The first `fn` loss line on `target`, or None."""
+    return next((loss for loss in graph.losses if loss.fn == fn and loss.target.var == target),
+                None)
+
+
 def xent_output(graph, target: str) -> str | None:
     """The logits variable of the first `xent` loss on `target` (what accuracy reads)."""
-    for loss in graph.losses:
-        if loss.fn == "xent" and loss.target.var == target:
-            return loss.output.var
-    return None
+    loss = loss_on(graph, target, "xent")
+    return None if loss is None else loss.output.var
+
+
+def at_loss(graph, loss, o, y=None, lengths=None):
+    """(outputs, targets) where `loss` compares them: at every step as the arrays hold
+    them, or at one place an example (`o[end]`: each example's last real step, `o[1]`:
+    its first), the target read there too unless it is per example (no `y`: None)."""
+    def place(a, shift, var):
+        index = graph.var(var).index
+        if shift.kind not in ("first", "end") or index is None:
+            return a
+        if shift.kind == "first":
+            return a[:, 0]
+        n = (lengths or {}).get(index)
+        last = np.asarray(n) - 1 if n is not None and np.ndim(n) else \
+            np.full(len(a), a.shape[1] - 1)
+        return a[np.arange(len(a)), last]
+    return place(o, loss.output.shift, loss.output.var), \
+        None if y is None else place(y, loss.target.shift, loss.target.var)
 
 
 def mse_output(graph, target: str) -> str | None:
     """The output variable of the first `mse` loss on `target`."""
-    for loss in graph.losses:
-        if loss.fn == "mse" and loss.target.var == target:
-            return loss.output.var
-    return None
+    loss = loss_on(graph, target, "mse")
+    return None if loss is None else loss.output.var
 
 
 def token_terms(graph, res, target: str) -> tuple[float, int]:
@@ -164,8 +184,7 @@ class PerExample:
 def score(model, graph, binding, batches, rng=None, per_example=None) -> Score:
     """One pass over `batches` in evaluation mode (each example's scores into
     `per_example`, a PerExample, when given)."""
-    out = xent_output(graph, binding.target)
-    reg = mse_output(graph, binding.target)
+    out, reg = loss_on(graph, binding.target, "xent"), loss_on(graph, binding.target, "mse")
     series = getattr(binding, "kind", "stream") == "series" and hasattr(batches, "examples")
     index = graph.var(binding.target).index
     carry, loss_sum, tokens, correct = None, 0.0, 0, 0
@@ -176,21 +195,25 @@ def score(model, graph, binding, batches, rng=None, per_example=None) -> Score:
         carry = res.carry if b.carry else None
         s, n = token_terms(graph, res, binding.target)
         loss_sum, tokens = loss_sum + s, tokens + n
-        y = np.asarray(b.targets[binding.target])
+        target = np.asarray(b.targets[binding.target])
         if out is not None:
-            pred = np.asarray(res.values[out]).argmax(axis=-1)
+            o, y = at_loss(graph, out, np.asarray(res.values[out.output.var]), target,
+                           b.lengths)
+            pred = o.argmax(axis=-1)
             correct += int(((pred == y) & (y >= 0)).sum())
             if per_example is not None:
-                per_example.add_classes(b.rows, y, res.values[out])
+                per_example.add_classes(b.rows, y, o)
         if reg is not None:
-            o = np.asarray(res.values[reg], dtype=np.float64)
+            o, y = at_loss(graph, reg, np.asarray(res.values[reg.output.var], dtype=np.float64),
+                           target, b.lengths)
             m = _mask(b.lengths, index, y.shape)[..., None] if y.ndim == 3 else True
             se += float((((o - y) ** 2) * m).sum())
             n_values += int(np.broadcast_to(m, y.shape).sum())
             if per_example is not None and out is None:
                 per_example.add_values(b.rows, y, o, m)
             if series:
-                p = batches.examples.extra_batch("persistence", b.rows)
+                p = at_loss(graph, reg, batches.examples.extra_batch("persistence", b.rows),
+                            target, b.lengths)[0]
                 se_persist += float((((p - y) ** 2) * m).sum())
     extra = {}
     if reg is not None and n_values:
