@@ -24,6 +24,7 @@ import networkx as nx
 
 from .errors import SeqgraphError, UsageError
 from .graph.folded import FoldedGraph, Var, params_of, refs
+from .graph.unfold import loss_terms
 
 FONT = "Helvetica"
 BACKWARD = "#c62828"      # a recurrence reading the future: g[t+1]
@@ -401,24 +402,25 @@ def _node_style(graph: FoldedGraph, dag: nx.DiGraph, node) -> dict:
     return _var_attrs(v) if v is not None else {}
 
 
-def _add_losses(graph: FoldedGraph, dag: nx.DiGraph) -> nx.DiGraph:
-    """The loss terms as nodes fed by output and target (Fig. 10.3's L), one per step of
-    the output; the unfolder's DAG stops at the outputs."""
+def _add_losses(graph: FoldedGraph, dag: nx.DiGraph, lengths: dict,
+                forest=None) -> nx.DiGraph:
+    """The loss terms as nodes fed by output and target (Fig. 10.3's L): one per step of
+    the output, or one an example where a loss read at one place reads (`o[end]`,
+    `o[root]`: unfold.loss_terms); its weight shown when not 1. The unfolder's DAG stops
+    at the outputs."""
     if any(d.get("loss") is not None for _, d in dag.nodes(data=True)):
         return dag
     g = dag.copy()
     for i, loss in enumerate(graph.losses):
         name = "L" if len(graph.losses) == 1 else f"L{i + 1}"
+        weight = "" if loss.weight == 1 else f" x {loss.weight:g}"
         index = graph.var(loss.output.var).index
-        for n in list(dag.nodes):
-            if _node_var(n) != loss.output.var or _node_step(n) == "init":
-                continue
-            step = _node_step(n)
+        for o, t in loss_terms(graph, loss, lengths, forest):
+            step = _node_step(o)
             ln = (f"loss:{i}", step)
-            label = f"{name}[{step + 1}]" if isinstance(step, int) else name
+            label = (f"{name}[{step + 1}]" if isinstance(step, int) else name) + weight
             g.add_node(ln, loss=i, index=index, step=step, label=label, role="loss")
-            g.add_edge(n, ln)
-            t = (loss.target.var, step if graph.var(loss.target.var).index else None)
+            g.add_edge(o, ln)
             if t in g:
                 g.add_edge(t, ln, target=True)
     return g
@@ -450,7 +452,7 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
     graph, sizes = _graph_and_sizes(graph, sizes)
     if dag is None:
         dag = _unfold(graph, lengths)
-    dag = _add_outside(_add_losses(graph, dag))
+    dag = _add_outside(_add_losses(graph, dag, lengths))
     cols = layout_columns(graph, dag)
     ids = {n: f"n{i}" for i, n in enumerate(dag.nodes)}
     title = ", ".join(f"{k} = {v}" for k, v in lengths.items())
@@ -582,7 +584,7 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph))
     N = len(left)
     f = Forest.one(left, right)
-    dag = _add_losses(graph, unfold(graph, {n: N}, f))
+    dag = _add_losses(graph, unfold(graph, {n: N}, f), {n: N}, f)
     dag.remove_nodes_from([v for v in list(dag.nodes) if dag.degree(v) == 0])
     phrase = {}
     for i in range(N):

@@ -336,3 +336,16 @@ def test_a_per_example_or_one_place_output_against_every_step_is_refused(lines, 
     with pytest.raises(seqgraph.SpecError) as e:
         seqgraph.read_spec("e.sg", END_LOSS + lines + "\n")
     assert message in str(e.value) and hint in str(e.value), str(e.value)
+
+
+def test_the_unfolded_views_show_a_one_place_loss_once_where_it_reads(tmp_path):
+    """The dump and the drawing of the unfolding: `xent(o[end], y[end])` one term at the
+    last step, `0.5 * xent(o[1], c)` at the first, its weight drawn."""
+    from seqgraph.render import unfolded_dot
+    spec = seqgraph.read_spec("e.sg", END_LOSS + "loss xent(o[end], y[end])\n"
+                              "loss 0.5 * xent(o[1], c)\n")
+    lines = [x for x in unfolded_text(spec.graph, {"t": 3}).splitlines()
+             if x.startswith("loss")]
+    assert lines == ["loss1 <- o[3], y[3]", "loss2 <- o[1], c"]
+    dot = unfolded_dot(spec.graph, {"t": 3}, {"V": 5})
+    assert re.findall(r'label="(L\d[^"]*)"', dot) == ["L1[3]", "L2[1] x 0.5"]

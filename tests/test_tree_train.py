@@ -3,6 +3,7 @@ binding by kind, sparse updates of embeddings, `seqgraph train` / `eval` on tree
 the Stanford Sentiment Treebank when ../shared/data/sst exists."""
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -553,6 +554,16 @@ def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys
     # a tree of one word: its root is its leaf
     assert main(["sample", str(spec), "--checkpoint", str(out), "--input", "(0 film)"]) == 0
     assert capsys.readouterr().out.strip().split("\t")[1] == "film"
+
+
+def test_render_tree_draws_a_root_loss_once_at_the_root(tmp_path):
+    spec, out = tmp_path / "r.sg", tmp_path / "t.dot"
+    spec.write_text((ROOT / "specs" / "recursive.sg").read_text().replace(
+        "loss xent(o[n], y[n])", "loss xent(o[n], y[n])\nloss 2 * xent(o[root], y[root])"))
+    assert main(["render", str(spec), "--tree", "(3 (2 a) (4 film))", "-o", str(out)]) == 0
+    labels = re.findall(r'label="(L[^"]*)"', out.read_text())
+    assert sorted(x for x in labels if x.startswith("L2")) == ["L2[3] x 2"]   # the root
+    assert sorted(x for x in labels if x.startswith("L1")) == ["L1[1]", "L1[2]", "L1[3]"]
 
 
 def test_render_a_tree_classifier_and_refuse_a_tree_with_a_sequence(tmp_path, capsys):

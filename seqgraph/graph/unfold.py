@@ -153,6 +153,23 @@ def step_key(step) -> tuple:
     return tuple(step) if isinstance(step, tuple) else (step, -1)
 
 
+def loss_terms(graph: FoldedGraph, loss, lengths: dict, forest=None) -> list:
+    """The terms of a loss line over an unfolding, as (output node, target node): one
+    at each step (node) of its output, or read at one place (`o[end]`, `o[1]`,
+    `o[root]`) one an example, there (the executors' rule, interp.py `_losses`)."""
+    v = graph.var(loss.output.var)
+    if loss.output.shift.kind in ("rel", "none"):
+        on_index = graph.var(loss.target.var).index is not None
+        return [((v.name, s), (loss.target.var, s if on_index else None))
+                for s in _steps(v, lengths)]
+
+    def nodes(ref):
+        src = position(graph, ref, {}, lengths, forest)
+        return list(src.nodes) if isinstance(src, Roots) else [src]
+    outs, tgts = nodes(loss.output), nodes(loss.target)
+    return list(zip(outs, tgts * len(outs) if len(tgts) == 1 else tgts))
+
+
 def text(graph: FoldedGraph, lengths: dict) -> str:
     """The canonical text form of the unfolded DAG: one node a line, in a topological
     order, with what it reads (steps shown 1-based, as the textbook counts)."""
@@ -169,10 +186,10 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
             continue
         lines.append(f"{_name(n)} <- " + (", ".join(preds) or "()"))
     for i, loss in enumerate(graph.losses):
-        v = graph.var(loss.output.var)
-        for step in _steps(v, lengths):
+        for o, t in loss_terms(graph, loss, lengths):
+            step = o[1] if loss.output.shift.kind == "rel" else None
             lines.append(f"loss{i + 1}{'' if step is None else f'[{step + 1}]'} <- "
-                         f"{_name((loss.output.var, step))}, {_name((loss.target.var, step))}")
+                         f"{_name(o)}, {_name(t)}")
     return "\n".join(lines) + "\n"
 
 
