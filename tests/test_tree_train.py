@@ -517,11 +517,15 @@ def test_trees_bind_a_per_example_target_to_the_roots_label(tmp_path):
 CLASSIFIER_AT_NODES = CLASSIFIER_SPEC.replace("o = Ws @ h[root] + bs", "o[n] = Ws @ h[n] + bs") \
     .replace("xent(o, sentiment)", "xent(o[root], sentiment)")
 assert "o[n] = Ws @ h[n]" in CLASSIFIER_AT_NODES and "xent(o[root]," in CLASSIFIER_AT_NODES
+# every node predicts its sentence's label (scored, and sampled, at the root)
+CLASSIFIER_EVERY_NODE = CLASSIFIER_AT_NODES.replace("xent(o[root], sentiment)",
+                                                    "xent(o[n], sentiment)")
 
 
 @pytest.mark.parametrize("executor", ["interp", "compiled"])
-@pytest.mark.parametrize("text", [CLASSIFIER_SPEC, CLASSIFIER_AT_NODES],
-                         ids=["per_example", "at_nodes"])
+@pytest.mark.parametrize("text", [CLASSIFIER_SPEC, CLASSIFIER_AT_NODES,
+                                  CLASSIFIER_EVERY_NODE],
+                         ids=["per_example", "at_nodes", "every_node"])
 def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys, executor,
                                                                 text):
     from seqgraph.graph.trees import Forest
