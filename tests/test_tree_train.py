@@ -606,3 +606,20 @@ def test_a_tree_classifier_reads_only_the_roots_labels(tmp_path, capsys):
     assert train_quiet(spec, tmp_path / "run3", "--set", "epochs=1") == 2
     assert f"{tmp_path / 'train.txt'}:3: label 3 does not fit sentiment : class(2)" in \
         capsys.readouterr().err
+
+
+def test_a_checkpoint_reading_its_labels_otherwise_is_refused(tmp_path, capsys):
+    """The classifier and the node-labelled net have the same parameters: a checkpoint of
+    one given with the other's spec is refused, naming how each reads the labels."""
+    from conftest import TREE_SPEC, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC.replace("epochs = 12", "epochs = 1"))
+    assert train_quiet(spec, tmp_path / "run") == 0
+    other = tmp_path / "nodes.sg"
+    other.write_text(TREE_SPEC)
+    capsys.readouterr()
+    for argv in (["eval", str(other)],
+                 ["sample", str(other), "--input", "(0 (0 a) (0 film))"]):
+        assert main([*argv, "--checkpoint", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert "read sentiment as one label a tree (its root's)" in err and \
+            "reads it as a label at every node" in err, err

@@ -79,8 +79,28 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
     ck.check_model(c, spec.name, {k: p.shape for k, p in model.params.items()}, spec_path,
                    fix="give the checkpoint of a run of this spec")   # another model: said
     ck.restore_params(c, model.params, average)
-    return Trained(spec, model, Vocab.from_json(meta["vocab"]), Binding(**meta["binding"]),
-                   meta, c)
+    binding = Binding(**meta["binding"])
+    _same_targets(spec, binding, ckpt_path, meta.get("model", "?"))
+    return Trained(spec, model, Vocab.from_json(meta["vocab"]), binding, meta, c)
+
+
+def _same_targets(spec, binding: Binding, ckpt_path: str, was: str) -> None:
+    """The data's variables are the spec's, with the same kind of target: a model with
+    the same parameters may read its labels otherwise (one a tree against one a node),
+    and would be run on arrays of the wrong shape."""
+    graph = spec.graph
+    names = [n for n in (binding.input, binding.target) if n]
+    missing = [n for n in names if n not in graph.var_map]
+    if missing:
+        raise UsageError(f"{ckpt_path}: its run (model '{was}') fed '{missing[0]}', which "
+                         f"{spec.path} does not declare: give the checkpoint of a run of "
+                         f"this spec")
+    per_example = graph.var(binding.target).index is None
+    if binding.kind == "trees" and per_example != binding.root_target:
+        said = {True: "one label a tree (its root's)", False: "a label at every node"}
+        raise UsageError(f"{ckpt_path}: its run (model '{was}') read {binding.target} as "
+                         f"{said[binding.root_target]}; {spec.path} reads it as "
+                         f"{said[per_example]}: give the checkpoint of a run of this spec")
 
 
 # ------------------------------------------------------------ the data a run read
