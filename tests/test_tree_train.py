@@ -623,3 +623,16 @@ def test_a_checkpoint_reading_its_labels_otherwise_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "read sentiment as one label a tree (its root's)" in err and \
             "reads it as a label at every node" in err, err
+
+
+def test_eval_data_with_a_label_the_model_cannot_hold_names_its_line(tmp_path, capsys):
+    from conftest import TREE_SPEC, TREES, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, TREE_SPEC.replace("epochs = 3", "epochs = 1"))
+    assert train_quiet(spec, tmp_path / "run") == 0
+    (tmp_path / "bad.txt").write_text(TREES + "(1 (9 bad) (2 film))\n")
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "run"), "--data",
+                 str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'bad.txt'}:5: label 9 does not fit the trained model's sentiment" \
+        in err and "the labels of sentiment are 0 to 4" in err, err

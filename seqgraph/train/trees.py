@@ -341,19 +341,22 @@ def _check_labels(graph, y, sets, given: dict, bound: dict):
     holding one, and the label. `given`: --dim; `bound`: the sizes the words bound
     (size_source)."""
     size = declared_size(graph, y, {**given, **{k: v for k, (v, _) in bound.items()}})
+    if size is not None:
+        labels_fit(sets, size, size_source(graph, y, given, bound), y)
+
+
+def labels_fit(sets, size: int, source: str, y) -> None:
+    """`_check_labels` for a known size: `source` says where it comes from."""
     roots = y.index is None
     for ts in sets:
-        if size is None or ts is None or len(ts.label) == 0 or \
-                ts.labels(roots).max() < size:
+        if ts is None or len(ts.label) == 0 or ts.labels(roots).max() < size:
             continue
         for n, line in enumerate(read_text(Path(ts.file)).splitlines(), 1):
             read = parse_tree(line, ts.file, n, True)[3] if line.strip() else []
             bad = [lab for lab in (read[-1:] if roots else read) if lab >= size]
             if bad:
-                raise DataError(f"label {bad[0]} does not fit "
-                                f"{size_source(graph, y, given, bound)}"
-                                f": the labels of {y.name} are 0 to {size - 1}",
-                                file=ts.file, line=n)
+                raise DataError(f"label {bad[0]} does not fit {source}: the labels of "
+                                f"{y.name} are 0 to {size - 1}", file=ts.file, line=n)
 
 
 @dataclass(frozen=True)
@@ -665,6 +668,9 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
         else:
             loader = make_tree_loader(call, Path.cwd())
         ts = loader.load(t.vocab)
+    y = t.spec.graph.var(t.binding.target)
+    labels_fit([ts], t.model.sizes[y.name], f"the trained model's {y.name} "
+               f"({t.model.sizes[y.name]} labels)", y)
     s = score_trees(t.model, t.spec.graph, t.binding, ts, per_tree=per_example is not None)
     if per_example is not None:
         from ..cmd import writing
