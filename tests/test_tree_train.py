@@ -540,8 +540,8 @@ def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys
     assert main(["eval", str(spec), "--checkpoint", str(out), "--data",
                  str(tmp_path / "train.txt"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["trees"] == d["nodes"] == 12                    # the roots alone are scored
-    assert d["fine_root"] == d["fine_all"] > 0.5             # it learnt its training roots
+    assert d["trees"] == 12 and d["fine_root"] > 0.5         # it learnt its training roots
+    assert d["nodes"] is d["fine_all"] is d["binary_all"] is None   # the roots alone
     assert main(["eval", str(spec), "--checkpoint", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "fine-grained root" in shown and "all" not in shown and "/tree" in shown
@@ -636,3 +636,10 @@ def test_eval_data_with_a_label_the_model_cannot_hold_names_its_line(tmp_path, c
     err = capsys.readouterr().err
     assert f"{tmp_path / 'bad.txt'}:5: label 9 does not fit the trained model's sentiment" \
         in err and "the labels of sentiment are 0 to 4" in err, err
+
+
+def test_select_all_is_refused_for_a_tree_classifier(tmp_path, capsys):
+    from conftest import train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC)
+    assert train_quiet(spec, tmp_path / "run", "--set", "select=all") == 2
+    assert "a tree classifier's labels are its roots'" in capsys.readouterr().err

@@ -428,12 +428,16 @@ class TreeScore:
         return self.loss_sum / max(self.nodes, 1)
 
     def as_dict(self) -> dict:
-        r = lambda a, b: a / b if b else None
-        return {"loss": self.loss, "nodes": self.nodes, "trees": self.roots,
+        """The scores; a tree classifier's (`root_only`) have no all-node figures: its
+        only labels are the roots' (None, as `nodes`)."""
+        r = lambda a, b: a / b if b and not self.root_only else None
+        return {"loss": self.loss, "nodes": None if self.root_only else self.nodes,
+                "trees": self.roots,
                 "fine_all": r(self.correct, self.nodes),
-                "fine_root": r(self.root_correct, self.roots),
+                "fine_root": self.root_correct / self.roots if self.roots else None,
                 "binary_all": r(self.bin_correct, self.bin_nodes),
-                "binary_root": r(self.bin_root_correct, self.bin_roots)}
+                "binary_root": self.bin_root_correct / self.bin_roots
+                if self.bin_roots else None}
 
     def add(self, logits, labels, roots, loss_sum: float) -> None:
         """One batch: logits [N, K], labels [N], the roots' rows (each tree's last row:
@@ -607,6 +611,9 @@ class TreeKind(Selects):
     def __init__(self, graph, data: TreeDataset, cfg):
         self.graph, self.data, self.cfg = graph, data, cfg
         self.unit = "/tree" if data.binding.root_target else "/node"
+        if data.binding.root_target and getattr(cfg, "select", None) == "all":
+            raise UsageError("train: select = all scores every node; a tree classifier's "
+                             "labels are its roots': select = root (the default) or loss")
         self.choose(cfg)
         self.sparse = tuple(embedding_params(graph, data.binding.input))
 
