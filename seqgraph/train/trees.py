@@ -484,8 +484,8 @@ def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64,
     `per_tree`, `.per_tree` keeps each tree's counts (PER_TREE)."""
     out = xent_output(graph, binding.target)
     if out is None:
-        raise UsageError(f"accuracy needs a loss xent(o[n], {binding.target}[n]); the "
-                         f"model has none")
+        raise UsageError(f"accuracy needs an xent loss on {binding.target} (such as "
+                         f"xent(o[n], {binding.target}[n])); the model has none")
     sc = TreeScore(per_tree=[] if per_tree else None, root_only=binding.root_target)
     for i in range(0, len(ts), batch):
         f, w, y = ts.batch(np.arange(i, min(i + batch, len(ts))))
