@@ -643,3 +643,29 @@ def test_select_all_is_refused_for_a_tree_classifier(tmp_path, capsys):
     spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC)
     assert train_quiet(spec, tmp_path / "run", "--set", "select=all") == 2
     assert "a tree classifier's labels are its roots'" in capsys.readouterr().err
+
+
+def test_a_tree_beside_a_sequence_says_no_loader_reads_it_yet(tmp_path, capsys):
+    """A tree encoder feeding a decoder runs from Python only: train says so whatever
+    data it is given (or none), and check says what sample and truncation do."""
+    from test_trees import TREE_TO_SEQUENCE
+    spec = tmp_path / "t2s.sg"
+    spec.write_text(TREE_TO_SEQUENCE)
+    (tmp_path / "t.txt").write_text(TREES)
+    for more in ([], ["--set", f'data=trees("{tmp_path / "t.txt"}")']):
+        assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet",
+                     *more]) == 2
+        err = capsys.readouterr().err
+        assert "runs over a tree ('n') and a sequence ('u'): no loader reads both yet" \
+            in err and "Model.run with forest=" in err, err
+    assert main(["check", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "seqgraph sample does not run it" in out and "so is its sequence" in out
+    assert "add data = trees" not in out
+
+
+def test_no_data_suggests_a_loader_that_fits(tmp_path, capsys):
+    spec = tmp_path / "c.sg"
+    spec.write_text(CLASSIFIER_SPEC.split("train {")[0])
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert 'add data = trees("file.txt")' in capsys.readouterr().err

@@ -117,9 +117,22 @@ def _sizes(graph: FoldedGraph, given: dict, data_file: str, counts) -> dict:
 STREAMS, EXAMPLES = STREAM_KINDS, EXAMPLE_KINDS
 
 
+def no_loader_for_trees_and_sequences(graph: FoldedGraph) -> None:
+    """A tree beside a sequence index (a tree encoder and a decoder): no loader reads a
+    tree and a sequence an example yet; said before any loader's own complaint."""
+    trees = [i for i, k in graph.indexes if k == "tree"]
+    seqs = [i for i, k in graph.indexes if k != "tree"]
+    if trees and seqs:
+        raise DataError(f"model '{graph.name}' runs over a tree ('{trees[0]}') and a "
+                        f"sequence ('{seqs[0]}'): no loader reads both yet; run it from "
+                        f"Python (Model.run with forest=..., docs/language.md, \"Trees\")",
+                        file=graph.path)
+
+
 def _not_a_tree(graph: FoldedGraph, loader: str) -> None:
     """A tree model reads only `trees` data; said first, since its variables also have
     the kinds of a sequence model's (w[n] : onehot(V), y[n] : class(K))."""
+    no_loader_for_trees_and_sequences(graph)
     n = next((i for i, k in graph.indexes if k == "tree"), None)
     if n is not None:
         what = "a token stream" if loader in STREAMS else "examples that are sequences"

@@ -72,10 +72,16 @@ def eval_batches(ds: Dataset, data, file: str, cfg):
                          ds.binding.target)
 
 
-def need_data(cfg) -> None:
+def need_data(cfg, graph=None) -> None:
+    """The train block's data, or an error naming a loader that fits the model."""
     if cfg.data is None:
-        raise UsageError('the train block names no data; add data = chars("file.txt") to '
-                         'it or pass --set data=\'chars("file.txt")\'')
+        from .binding import loaders_for, no_loader_for_trees_and_sequences
+        if graph is not None:
+            no_loader_for_trees_and_sequences(graph)
+        fits = loaders_for(graph) if graph is not None else []
+        call = f'{fits[0] if fits else "chars"}("file.txt")'
+        raise UsageError(f"the train block names no data; add data = {call} to it or pass "
+                         f"--set data='{call}'")
 
 
 def encode(loader: TextLoader, vocab: Vocab) -> np.ndarray:
@@ -85,7 +91,7 @@ def encode(loader: TextLoader, vocab: Vocab) -> np.ndarray:
 def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = None) -> Dataset:
     """Read `cfg.data` (and `cfg.valid`); `vocab` comes from a checkpoint when resuming,
     otherwise it is built from the training data; `dims` are the `--dim` bindings."""
-    need_data(cfg)
+    need_data(cfg, graph)
     missing = spec_file_errors(graph, cfg)
     if missing:             # the first, at its place in the spec
         raise missing[0]

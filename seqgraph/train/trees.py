@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
-from .binding import Binding, _size, declared_size, size_source
+from .binding import Binding, _size, declared_size, no_loader_for_trees_and_sequences, size_source
 from .evaluate import xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
 from .loop import Selects
@@ -287,6 +287,7 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
     root's label in the data); a label of `sets` the declared class target cannot hold
     names its line."""
     given = given or {}
+    no_loader_for_trees_and_sequences(graph)
     n = tree_index(graph)
     where = f"model '{graph.name}'"
     if n is None:
@@ -295,8 +296,8 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
     ins = [v for v in graph.inputs() if v.kind == "onehot" and v.index == n]
     tgs = [v for v in graph.targets() if v.kind == "class" and v.index == n] or \
         [v for v in graph.targets() if v.kind == "class" and v.index is None]
-    for found, what in ((ins, f"a one-hot input such as w[{n}] : onehot(V)"),
-                        (tgs, f"a class target such as y[{n}] : class(5) (a label at "
+    for found, what in ((ins, f"one-hot input such as w[{n}] : onehot(V)"),
+                        (tgs, f"class target such as y[{n}] : class(5) (a label at "
                               f"every node) or y : class(5) (the root's)")):
         if len(found) != 1:
             raise DataError(f"a trees loader binds one {what}; {where} declares "
