@@ -434,6 +434,11 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
     text when `data` is given or the spec's train block names data, else random."""
     from .gradcheck import random_batch
     from .model import Model
+    tree = next((i for i, k in spec.graph.indexes if k == "tree"), None)
+    if tree is not None:          # said first: the data a tree model reads is no text
+        raise UsageError(f"{spec.path}: jacobian measures how far back in time a sequence "
+                         f"recurrence remembers; model '{spec.graph.name}' runs over a tree "
+                         f"('{tree}'), whose recurrence has no distance in time")
     given = dict(given or {})
     open_dims = spec.unbound_dims()
     vocabs = [v for v in (s.vocab() for s in sources) if v is not None]
@@ -460,10 +465,7 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
         inputs, targets = text_batch(td, batch, steps, rng)
         lengths, what = None, f"{batch} windows of {steps} tokens of {td.describe}"
     else:
-        inputs, targets, lengths, forest = random_batch(models[0], rng, B=batch, T=steps)
-        if forest is not None:
-            raise UsageError(f"{spec.path}: a tree model has no distance in time; "
-                             "jacobian measures sequence recurrences")
+        inputs, targets, lengths, _ = random_batch(models[0], rng, B=batch, T=steps)
         what = f"{batch} random sequences of {steps} steps"
     return Setup(spec, list(sources), models, inputs, targets, lengths, what,
                  {k: int(v) for k, v in models[0].dims.items()

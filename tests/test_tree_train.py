@@ -669,3 +669,19 @@ def test_no_data_suggests_a_loader_that_fits(tmp_path, capsys):
     spec.write_text(CLASSIFIER_SPEC.split("train {")[0])
     assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert 'add data = trees("file.txt")' in capsys.readouterr().err
+
+
+def test_jacobian_and_the_overlay_refuse_a_tree_model_for_its_reason(tmp_path, capsys):
+    """A tree's recurrence has no distance in time: said first, whatever the spec's data
+    (it used to blame the trees loader), and --overlay with --tree is refused, not
+    ignored."""
+    from conftest import tree_run_spec
+    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC)
+    for argv in (["jacobian", str(spec)], ["jacobian", str(spec), "--random"]):
+        assert main(argv) == 2
+        assert "runs over a tree ('n'), whose recurrence has no distance in time" in \
+            capsys.readouterr().err
+    assert main(["render", str(spec), "--tree", "(3 (2 a) (3 film))", "--overlay",
+                 "jacobian", "-o", str(tmp_path / "t.png")]) == 2
+    assert "--tree draws a tree without it" in capsys.readouterr().err
+    assert not (tmp_path / "t.png").exists()

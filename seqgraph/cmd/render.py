@@ -85,6 +85,9 @@ def run(args) -> int:
     if args.params and (args.tree is not None or args.unfold):
         raise UsageError("--params draws the parameters on the folded graph; leave out "
                          f"{'--tree' if args.tree is not None else '--unfold'}")
+    if args.tree is not None and args.overlay:
+        raise UsageError("--overlay colours the Jacobian norms of a sequence model's "
+                         "unfolding (a distance in time); --tree draws a tree without it")
     if args.tree is not None:                 # a tree model over one tree
         render.write(render.tree_dot(spec, args.tree), args.output)
         print(f"wrote {args.output}")
