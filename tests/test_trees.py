@@ -204,7 +204,8 @@ def test_tree_leaves_read_a_sequence_summary():
       "o = Ws @ h[root] + bs\nloss xent(o, y[n])"), "'o' per example and 'y' at every node"),
     (("xent(o[n], y[n])", "xent(o[n.left], y[n.left])"), "xent reads 'o' at a child"),
     (("xent(o[n], y[n])", "xent(o[root], y[n])"), "at one place an example and 'y' at "
-     "every node")])
+     "every node"),
+    (("xent(o[n], y[n])", "xent(o[rot], y[rot])"), "hint: use o[n] or o[root]")])
 def test_a_tree_loss_read_elsewhere_than_its_target_is_refused(swap, message):
     with pytest.raises(seqgraph.SpecError) as e:
         seqgraph.read_spec("t.sg", text=RECURSIVE.replace(*swap))

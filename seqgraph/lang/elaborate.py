@@ -410,15 +410,16 @@ class _Elaborator:
             return Shift(ix.kind)
         if ix.kind == "rel" and ix.name == "root" and is_tree and ix.k == 0:
             return Shift("root")
+        one = f"{e.name}[root]" if is_tree else f"{e.name}[end] or {e.name}[1]"
         if in_init or not bound:
             raise SpecError(f"this value is one per example, so it cannot read '{e.name}' "
-                            f"at step '{ix.name}'", ix.pos,
-                            hint=f"use {e.name}[end] or {e.name}[1]")
+                            f"at step '{ix.name}'", ix.pos, hint=f"use {one}")
         if var_index not in bound:
             raise SpecError(f"'{e.name}' runs over '{var_index}' and this equation over "
                             f"'{', '.join(bound)}'", ix.pos,
-                            hint=f"use {e.name}[end] or {e.name}[1] to read one step, or "
-                                 f"a reduction: sum over {var_index} (...)")
+                            hint=f"use {e.name}[{var_index}] or {one}" if is_tree else
+                            f"use {one} to read one step, or a reduction: sum over "
+                            f"{var_index} (...)")
         if ix.name != var_index:
             where = "this equation runs" if len(bound) == 1 else "it runs"
             raise SpecError(f"wrong index '{ix.name}' on '{e.name}': {where} over "
