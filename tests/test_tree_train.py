@@ -548,16 +548,20 @@ def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys
     # the label of the root, from the per-example output
     assert main(["sample", str(spec), "--checkpoint", str(out), "--input",
                  "(0 (0 a) (0 (0 lovely) (0 film)))"]) == 0
-    label, sentence = capsys.readouterr().out.strip().split("\t")
+    label, prob, sentence = capsys.readouterr().out.strip().split("\t")
     t = restore(str(spec), str(out / "checkpoint.npz"), "interp")
     w = np.array([t.vocab.index[x] for x in ("a", "lovely", "film")] + [-1, -1])
     f = Forest.one([-1, -1, -1, 1, 0], [-1, -1, -1, 2, 3])
     o = t.model.run({"words": w}, forest=f).values["o"]
     assert o.shape == ((1, 5) if text is CLASSIFIER_SPEC else (5, 5))
     assert (int(label), sentence) == (int(o[-1].argmax()), "a lovely film")   # the root's
+    p = np.exp(o[-1] - o[-1].max())
+    assert float(prob) == pytest.approx(p.max() / p.sum(), abs=1e-4)
     # a tree of one word: its root is its leaf
     assert main(["sample", str(spec), "--checkpoint", str(out), "--input", "(0 film)"]) == 0
-    assert capsys.readouterr().out.strip().split("\t")[1] == "film"
+    assert capsys.readouterr().out.strip().split("\t")[2] == "film"
+    assert main(["sample", str(spec), "--checkpoint", str(out)]) == 2       # no tree
+    assert "give its tree, bracketed" in capsys.readouterr().err
 
 
 def test_render_tree_draws_a_root_loss_once_at_the_root(tmp_path):

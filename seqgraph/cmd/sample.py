@@ -155,15 +155,18 @@ def one_pass(t, args) -> int:
     _refuse_generation_options(args, b.target, "forecasts each step" if series else
                                "prints its most likely label (--nbest: every label)",
                                series)
+    tree = any(kind == "tree" for _, kind in graph.indexes)
     if args.input is None:
-        raise UsageError(f"this model reads '{b.input}': give its "
-                         f"{'series' if series else 'text'} with --input")
+        what = "tree, bracketed with a label at every node as the data writes it: " \
+            "--input '(2 (2 a) (2 film))'" if tree else \
+            f"{'series' if series else 'text'} with --input"
+        raise UsageError(f"this model reads '{b.input}': give its {what}")
     if series:
         return forecast(t, args, loss.output.var)
     if loss is None or loss.fn != "xent":
         raise UsageError(f"'{b.target}' is not a class target read by an xent loss: "
                          "nothing to label (seqgraph eval scores such a model)")
-    if any(kind == "tree" for _, kind in graph.indexes):
+    if tree:
         return label_tree(t, args, loss.output.var)
     return label(t, args, loss.output.var)
 
@@ -262,7 +265,8 @@ def label_tree(t, args, output: str) -> int:
     trees, `(3 (2 a) (3 film))`; its labels are not read): the tree with the predicted
     labels, or with --nbest a line per node, root first: its phrase and every label with
     its probability. A tree classifier (one label a tree) labels the root alone: the
-    label and the sentence, or with --nbest its line."""
+    label, its probability and the sentence, or with --nbest the sentence and every
+    label with its probability."""
     from ..graph.trees import Forest
     from ..ops import softmax
     from ..train.trees import binarizes, parse_tree, root_rows
@@ -283,7 +287,7 @@ def label_tree(t, args, output: str) -> int:
 
     if t.binding.root_target:         # one label a tree: the root's
         p = probs[root_rows(t.spec.graph, output, f)[0]]
-        best = f"{int(p.argmax())}\t{phrase(N - 1)}"
+        best = f"{int(p.argmax())}\t{p.max():.4f}\t{phrase(N - 1)}"
         sys.stdout.write((_ranked(phrase(N - 1), p) if args.nbest else best) + "\n")
         return 0
     if not args.nbest:
