@@ -114,11 +114,13 @@ class Model:
         return self.executor.run(inputs, targets, carry=carry, train=train, grads=grads,
                                  rng=rng, lengths=lengths, **kw)
 
-    def forward(self, inputs, lengths=None) -> dict:
-        return self.run(inputs, lengths=lengths).values
+    def forward(self, inputs, lengths=None, forest=None) -> dict:
+        return self.run(inputs, lengths=lengths, forest=forest).values
 
-    def loss_and_grads(self, inputs, targets, carry=None, train=False, rng=None):
-        res = self.run(inputs, targets, carry=carry, train=train, grads=True, rng=rng)
+    def loss_and_grads(self, inputs, targets, carry=None, train=False, rng=None,
+                       lengths=None, forest=None):
+        res = self.run(inputs, targets, carry=carry, train=train, grads=True, rng=rng,
+                       lengths=lengths, forest=forest)
         return res.loss, res.grads
 
     # ------------------------------------------------------------------ helpers

@@ -689,3 +689,30 @@ def test_jacobian_and_the_overlay_refuse_a_tree_model_for_its_reason(tmp_path, c
                  "jacobian", "-o", str(tmp_path / "t.png")]) == 2
     assert "--tree draws a tree without it" in capsys.readouterr().err
     assert not (tmp_path / "t.png").exists()
+
+
+def test_the_api_restores_a_tree_run_and_reads_bracketed_trees(tmp_path, capsys):
+    """seqgraph.restore(spec, run folder) and Trained.trees(texts): the batch `eval`
+    scores, so that the API gives eval's numbers; forward and loss_and_grads take the
+    forest."""
+    import seqgraph
+    from conftest import TREE_SPEC, TREES, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, TREE_SPEC.replace("epochs = 3", "epochs = 2"))
+    assert train_quiet(spec, tmp_path / "run") == 0
+    t = seqgraph.restore(str(spec), str(tmp_path / "run"))       # a folder, as the CLI
+    assert "treenet" in repr(t) and len(repr(t)) < 300
+    ins, tgs, f = t.trees(TREES.splitlines())
+    assert f.batch == 4 and f.size == 14 and set(ins) == {"words"}
+    res = t.model.run(ins, tgs, forest=f)
+    o = t.model.forward(ins, forest=f)["o"]
+    hits = o.argmax(-1) == tgs["sentiment"]
+    assert np.array_equal(res.values["o"], o)
+    loss, grads = t.model.loss_and_grads(ins, tgs, forest=f)
+    assert loss == pytest.approx(res.loss) and set(grads) == set(t.model.params)
+    (tmp_path / "four.txt").write_text(TREES)
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "run"), "--json",
+                 "--data", str(tmp_path / "four.txt")]) == 0
+    assert json.loads(capsys.readouterr().out)["fine_all"] == pytest.approx(hits.mean())
+    ins, _, _ = t.trees(["(2 (2 zzz) (2 film))"])               # an unknown word: <unk>
+    assert ins["words"][0] == t.vocab.index["<unk>"]

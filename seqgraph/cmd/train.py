@@ -252,8 +252,8 @@ def _continue_command(args, out) -> str:
 
 
 def _checkpoint_in(path: str) -> str:
-    p = Path(path)
-    return str(p / "checkpoint.npz") if p.is_dir() or not p.suffix else str(p)
+    from ..train.session import checkpoint_in
+    return checkpoint_in(path)
 
 
 def _run_dir(path: str) -> Path:

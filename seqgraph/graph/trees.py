@@ -49,7 +49,7 @@ class Forest:
 
 def forest(trees) -> tuple[Forest, list]:
     """Nested tuples -> (Forest, node payloads in node order). A tree is a leaf payload or
-    a pair `(payload, (left, right))`; see `from_pairs`."""
+    a `Node(payload, (left, right))`, numbered children first (post-order)."""
     left, right, owner, roots, payload = [], [], [], [], []
 
     def add(t, b):

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UsageError
 from . import checkpoint as ck
 from .binding import Binding
@@ -53,6 +55,32 @@ class Trained:
     meta: dict
     checkpoint: ck.Checkpoint
 
+    def trees(self, texts: list[str]) -> tuple[dict, dict, object]:
+        """Bracketed trees, `["(3 (2 a) (3 film))", ...]`, as this tree model's batch:
+        (inputs, targets, forest) for `model.run(inputs, targets, forest=forest)`, the
+        words encoded with the run's vocabulary (an unknown one is `<unk>`), the trees
+        read as its data was (`binarize`)."""
+        from .trees import TreeLoader, binarizes, tree_arrays, tree_feeds
+        if self.binding.kind != "trees":
+            raise UsageError(f"trees(): model '{self.spec.graph.name}' was not trained on "
+                             f"trees")
+        raw = tree_arrays(list(texts), "<trees>", binarizes(self.spec))
+        ts = TreeLoader(Path("<trees>")).encode(raw, self.vocab)
+        f, w, y = ts.batch(np.arange(len(ts)))
+        inputs, targets = tree_feeds(self.binding, f, w, y)
+        return inputs, targets, f
+
+    def __repr__(self) -> str:       # the vocabulary and the arrays are long
+        return (f"Trained(model '{self.spec.graph.name}' of {self.spec.path}, "
+                f"{len(self.vocab)} symbols, checkpoint {self.checkpoint.path})")
+
+
+def checkpoint_in(path: str) -> str:
+    """A run's checkpoint: DIR/checkpoint.npz for a run folder (or a path without a
+    suffix), else the file given."""
+    p = Path(path)
+    return str(p / "checkpoint.npz") if p.is_dir() or not p.suffix else str(p)
+
 
 def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
             average: bool = False) -> Trained:
@@ -61,6 +89,7 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
     checkpoint.npz keeps (train key `average`) instead of its raw parameters."""
     from .. import Model, read_spec
     spec = read_spec(spec_path)
+    ckpt_path = checkpoint_in(str(ckpt_path))
     c = ck.load(ckpt_path)
     meta = c.meta
     if "vocab" not in meta or "binding" not in meta:

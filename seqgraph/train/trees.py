@@ -178,9 +178,13 @@ def read_trees(path: Path, binarize: bool = False):
     """Every tree of a file: (offsets, left, right, words, labels, heights), arrays but
     the words (strings). Blank lines are skipped."""
     file = str(path)
-    text = read_text(path)
+    return tree_arrays(read_text(path).splitlines(), file, binarize)
+
+
+def tree_arrays(lines, file: str, binarize: bool = False):
+    """`read_trees` of lines of text (the n-th line is line n of `file`)."""
     off, L, R, W, Y, H = [0], [], [], [], [], []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         left, right, words, labels = parse_tree(line, file, n, binarize)
