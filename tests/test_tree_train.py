@@ -696,6 +696,7 @@ def test_the_api_restores_a_tree_run_and_reads_bracketed_trees(tmp_path, capsys)
     scores, so that the API gives eval's numbers; forward and loss_and_grads take the
     forest."""
     import seqgraph
+
     from conftest import TREE_SPEC, TREES, train_quiet, tree_run_spec
     spec = tree_run_spec(tmp_path, TREE_SPEC.replace("epochs = 3", "epochs = 2"))
     assert train_quiet(spec, tmp_path / "run") == 0
