@@ -717,3 +717,17 @@ def test_the_api_restores_a_tree_run_and_reads_bracketed_trees(tmp_path, capsys)
     assert json.loads(capsys.readouterr().out)["fine_all"] == pytest.approx(hits.mean())
     ins, _, _ = t.trees(["(2 (2 zzz) (2 film))"])               # an unknown word: <unk>
     assert ins["words"][0] == t.vocab.index["<unk>"]
+
+
+def test_check_refuses_a_loader_that_cannot_feed_the_model(tmp_path, capsys):
+    """What train refuses by the kinds of the model's variables, check refuses too (no
+    file is read): chars data for a tree model, trees data for a sequence model."""
+    spec = tmp_path / "c.sg"
+    spec.write_text(CLASSIFIER_SPEC)
+    assert main(["check", str(spec), "--set", 'data=chars("x.txt")']) == 2
+    assert "a chars loader reads a token stream, but model 'treenet' runs over trees" in \
+        capsys.readouterr().err
+    assert main(["check", str(ROOT / "specs" / "elman.sg"), "--set",
+                 'data=trees("x.txt")']) == 2
+    assert "declares no 'tree n' index" in capsys.readouterr().err
+    assert main(["check", str(spec)]) == 0                     # its own trees: fine

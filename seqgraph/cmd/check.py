@@ -52,6 +52,7 @@ def run(args) -> int:
         print(f"{where}warning: {msg}", file=sys.stderr)
     for line in data_warnings(spec, cfg):
         print(line, file=sys.stderr)
+    loader_fits(spec.graph, cfg)
     for msg in target_leaks(checked, cfg.data):   # the data `--set` names, if it does
         print(f"{args.spec}: warning: {msg}", file=sys.stderr)
     if args.dump == "folded":
@@ -82,6 +83,23 @@ def data_warnings(spec, cfg) -> list[str]:
     is shown at its place in the spec; one `--set` names, with the flag."""
     return [e.render("warning") for e in spec_file_errors(spec.graph, cfg)] + \
         [f"--set {key}: warning: {e}" for key, e in set_file_errors(cfg)]
+
+
+def loader_fits(graph, cfg) -> None:
+    """The DataError `train` would give for a loader that cannot feed the model by the
+    kinds of its variables (no file is read: that is train's)."""
+    from ..train.binding import check_kind, no_loader_for_trees_and_sequences
+    name = getattr(cfg.data, "name", None)
+    if name is None:
+        return
+    if name != "trees":
+        check_kind(graph, name)
+        return
+    no_loader_for_trees_and_sequences(graph)
+    if not any(k == "tree" for _, k in graph.indexes):
+        from ..errors import DataError
+        raise DataError(f"a trees loader feeds a tree model; model '{graph.name}' declares "
+                        f"no 'tree n' index", file=graph.path)
 
 
 def explain_text(spec, dims) -> str:
