@@ -590,3 +590,14 @@ def test_operating_a_run(work, capsys, monkeypatch):
     code, _, err = _run(capsys, "eval", "other.sg", "--checkpoint", "m")
     assert code == 2 and "was saved from model 'lm' (parameters" in err and \
         "not from model 'other' of other.sg" in err and "a run of this spec" in err, err
+
+
+def test_the_last_line_says_finished_or_which_limit_stopped_it(work, capsys):
+    assert main(["train", "lm.sg", "--out", "run", "--executor", "interp", "--set",
+                 "epochs=1"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("finished: 1 epoch, ") and "checkpoint " in last, last
+    assert main(["train", "lm.sg", "--out", "run2", "--executor", "interp", "--steps",
+                 "2"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("stopped at step 2 (epoch 1; the --steps limit)"), last

@@ -230,8 +230,11 @@ def _stopped(args, trainer, pos, out) -> int:
               f"{trainer.saved}; continue with: {_continue_command(args, out)}",
               file=sys.stderr)
         return 128 + signum
-    trainer.progress.note(f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}"
-                          f"); checkpoint {trainer.saved}; metrics {out / 'metrics.csv'}")
+    done = pos.epoch >= trainer.cfg.epochs and pos.window == 0
+    how = f"finished: {pos.epoch} epoch{'s' * (pos.epoch != 1)}, {pos.step} steps" if done else \
+        f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}; the " \
+        f"{'--steps' if args.steps is not None else '--minutes'} limit)"
+    trainer.progress.note(f"{how}; checkpoint {trainer.saved}; metrics {out / 'metrics.csv'}")
     return 0
 
 
