@@ -152,7 +152,7 @@ def read_text(path: Path, field: str | None = None) -> str:
     if field is not None:
         text = _jsonl_field(text, field, file)
     if not text.strip():
-        raise DataError("is empty: there is no text to train on", file=file)
+        raise DataError("is empty: there is no text in it", file=file)
     return text
 
 
