@@ -34,7 +34,8 @@ def add_arguments(p) -> None:
     p.add_argument("--on-nan", choices=["stop", "skip"],
                    help="a non-finite loss or gradient stops training (default) or skips "
                         "the batch")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summaries")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, epoch lines or final summary (warnings stay)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks: mpiexec -n N seqgraph train SPEC "
                         "--distributed (batch is per rank; docs/scaling.md)")
