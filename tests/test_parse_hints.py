@@ -6,6 +6,8 @@ the caret and the words its hint must contain. The rendering must carry
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import seqgraph
@@ -13,6 +15,8 @@ from seqgraph import SpecError
 from seqgraph.cli import main
 
 import conftest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ELMAN = "model elman\ndim H = 16\n" + conftest.ELMAN
 LINES = ELMAN.splitlines(keepends=True)
@@ -26,6 +30,8 @@ def change(line: int, new: str) -> str:
 def case(id, text, line, column, hint):
     return pytest.param(text, line, column, hint, id=id)
 
+
+TREE = (ROOT / "specs" / "recursive.sg").read_text()
 
 CASES = [
     # a misspelt statement keyword: the word is compared with the statement keywords
@@ -88,6 +94,11 @@ CASES = [
     case("gru-three-arguments", change(6, "h = gru(x, 16, 3)"), 6, 5,
          "write h = gru(x, 16)"),
     case("lstm-one-argument", change(6, "h = bi lstm(x)"), 6, 5, "write h = bi lstm(x, H)"),
+    # a tree equation's cases misspelt
+    case("if-leef", TREE.replace("if leaf", "if leef"), 12, 55,
+         "cases end `if leaf` and `otherwise`"),
+    case("otherwse", TREE.replace("   otherwise", "   otherwse"), 13, 52,
+         "did you mean 'otherwise'?"),
 ]
 
 

@@ -241,6 +241,18 @@ def _hint_one_statement_a_line(tok, prev, expected, stmt, text):
     return ""
 
 
+def _hint_case(tok, prev, expected, stmt, text):
+    """`if leef`, `otherwse`: a tree equation's case misspelt."""
+    if tok.type != "NAME":
+        return ""
+    cases = "a tree equation's two cases end `if leaf` and `otherwise`"
+    if "LEAF" in expected:
+        return cases
+    if "OTHERWISE" in expected and did_you_mean(str(tok), ["otherwise"]):
+        return f"{did_you_mean(str(tok), ['otherwise'])} ({cases})"
+    return ""
+
+
 def _hint_missing_operator(tok, prev, expected, stmt, text):
     if tok.type == "NAME" and expected & _OPERATORS:
         return "is an operator missing, or a statement split across lines?"
@@ -350,6 +362,7 @@ def _end_pos(text: str):
 # the rules in the order they are tried, and whether each applies to a lone train value
 _RULES = ((_hint_keyword, True), (_hint_open_bracket, False), (_hint_unquoted_path, True),
           (_hint_operand, True), (_hint_keyword_typo, False), (_hint_loss_arguments, False),
-          (_hint_one_statement_a_line, False), (_hint_missing_operator, True),
+          (_hint_one_statement_a_line, False), (_hint_case, False),
+          (_hint_missing_operator, True),
           (_hint_shift_on_left, False), (_hint_index, True), (_hint_missing_value, True),
           (_hint_form, False))
