@@ -610,18 +610,22 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
         if isinstance(step, int):
             clusters.setdefault(step, []).append(ids[v])
     _tree_rows(dot, dag, ids, f.height())
+    # the data's label of every node, or of the root alone for a tree classifier
+    shown = set(range(N)) if any(graph.var_map[v.name].index == n
+                                 for v in graph.targets()) else {N - 1}
     for step, members in sorted(clusters.items()):
         kind = "leaf" if left[step] < 0 else "internal"
         text = phrase[step] if len(phrase[step]) <= 28 else phrase[step][:25] + "..."
+        lab = f"  label {labels[step]}" if step in shown else ""
         body = "".join(f" {quote(m)};" for m in members)
         dot.nodes.append(f"  subgraph {quote(f'cluster_{step}')} {{ label="
-                         f"{quote(f'node {step + 1} ({kind}): {text!r}  label {labels[step]}')};"
+                         f"{quote(f'node {step + 1} ({kind}): {text!r}{lab}')};"
                          f" labelloc=\"b\"; style=\"rounded\"; color=\"#999999\"; fontsize=\"10\";{body} }}")
     for a, b, data in dag.edges(data=True):
         shift = data.get("shift")
         attrs: dict = {}
-        if shift is not None and shift.kind in ("left", "right"):
-            attrs.update(color=TREE, penwidth="1.6", label=shift.label(), fontcolor=TREE)
+        if shift is not None and shift.kind in ("left", "right"):   # not "L": the loss's
+            attrs.update(color=TREE, penwidth="1.6", label=shift.kind, fontcolor=TREE)
         if data.get("target"):
             attrs["style"] = "dashed"
         dot.edge(ids[a], ids[b], **attrs)

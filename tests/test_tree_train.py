@@ -395,7 +395,7 @@ def test_render_tree(tmp_path, capsys):
                  "-o", str(out)]) == 0
     text = out.read_text()
     assert text.count("subgraph \"cluster_") == 3
-    assert "w[1] = 'a'" in text and "y[3] = 3" in text and 'label="L"' in text
+    assert "w[1] = 'a'" in text and "y[3] = 3" in text and 'label="L[3]"' in text
     assert main(["render", str(ROOT / "specs" / "elman.sg"), "--tree", "(3 (2 a) (3 b))",
                  "-o", str(out)]) == 2
     assert "no 'tree n' index" in capsys.readouterr().err
@@ -731,3 +731,18 @@ def test_check_refuses_a_loader_that_cannot_feed_the_model(tmp_path, capsys):
                  'data=trees("x.txt")']) == 2
     assert "declares no 'tree n' index" in capsys.readouterr().err
     assert main(["check", str(spec)]) == 0                     # its own trees: fine
+
+
+def test_render_tree_labels_child_edges_apart_from_the_loss(tmp_path):
+    """The child edges read `left` and `right` (`L` is the loss); a tree classifier's
+    boxes show the root's data label alone, the only one it reads."""
+    out = tmp_path / "t.dot"
+    assert main(["render", str(ROOT / "specs" / "recursive.sg"), "--tree",
+                 "(3 (2 a) (4 film))", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert 'label="left"' in text and 'label="right"' in text and "label 2" in text
+    spec = tmp_path / "c.sg"
+    spec.write_text(CLASSIFIER_SPEC)
+    assert main(["render", str(spec), "--tree", "(3 (2 a) (4 film))", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "label 3" in text and "label 2" not in text and "label 4" not in text
