@@ -746,3 +746,19 @@ def test_render_tree_labels_child_edges_apart_from_the_loss(tmp_path):
     assert main(["render", str(spec), "--tree", "(3 (2 a) (4 film))", "-o", str(out)]) == 0
     text = out.read_text()
     assert "label 3" in text and "label 2" not in text and "label 4" not in text
+
+
+def test_restore_names_both_models_when_the_checkpoint_leaves_a_size_unbound(tmp_path):
+    """Another model's checkpoint that does not bind this spec's sizes (the decoder's K)
+    is said as another model's, not as a missing --dim."""
+    import seqgraph
+
+    from conftest import train_quiet, tree_run_spec
+    from test_trees import TREE_TO_SEQUENCE
+    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC.replace("epochs = 12", "epochs = 1"))
+    assert train_quiet(spec, tmp_path / "run") == 0
+    for text in (TREE_TO_SEQUENCE, TREE_TO_SEQUENCE.replace("(K)", "(Q)")):  # Q: unbound
+        (tmp_path / "t2s.sg").write_text(text)
+        with pytest.raises(seqgraph.SeqgraphError, match="was saved from model 'treenet'"
+                           r"(.*)?, not from model 'recursive'"):
+            seqgraph.restore(str(tmp_path / "t2s.sg"), str(tmp_path / "run"))

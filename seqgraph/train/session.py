@@ -102,9 +102,18 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
     open_dims = spec.unbound_dims()
     dims = {k: v for k, v in meta.get("dims", {}).items() if k in open_dims}
     dims.update(meta.get("dim_overrides") or {})
-    model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
-                  executor=choose_executor(executor, quiet=True),
-                  start_ids=(meta.get("binding") or {}).get("start_ids"))
+    try:
+        model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
+                      executor=choose_executor(executor, quiet=True),
+                      start_ids=(meta.get("binding") or {}).get("start_ids"))
+    except UsageError:
+        was = meta.get("model", "?")
+        if was == spec.name:
+            raise
+        # a size the checkpoint does not bind: another model's, said as such
+        raise UsageError(f"{ckpt_path}: was saved from model '{was}', not from model "
+                         f"'{spec.name}' of {spec_path}: give the checkpoint of a run of "
+                         f"this spec") from None
     ck.check_model(c, spec.name, {k: p.shape for k, p in model.params.items()}, spec_path,
                    fix="give the checkpoint of a run of this spec")   # another model: said
     ck.restore_params(c, model.params, average)
