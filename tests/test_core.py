@@ -330,7 +330,15 @@ def test_a_loss_at_one_place_against_a_target_at_every_step_is_refused():
      "xent reads 'c_o' per example and 'y' at every step of t",
      "a per-example target (y without an index)"),
     ("loss xent(o[1], y[t])", "xent reads 'o' at one place an example and 'y' at every "
-     "step of t", "y[1]")])
+     "step of t", "y[1]"),
+    # a per-step output against one target an example (the tree form is allowed)
+    ("loss xent(o[t], c)", "xent reads 'o' at every step of t and 'c' once an example",
+     "o[end]"),
+    ("loss xent(o[t], y[end])", "xent reads 'o' at every step of t and 'y' once an "
+     "example", "o[end]"),
+    # a shifted read: the executors and eval would take other steps
+    ("loss xent(o[t], y[t-1])", "xent reads 'y' at t-1", "read y[t]"),
+    ("loss xent(o[t+1], y[t])", "xent reads 'o' at t+1", "read o[t]")])
 def test_a_per_example_or_one_place_output_against_every_step_is_refused(lines, message,
                                                                           hint):
     with pytest.raises(seqgraph.SpecError) as e:

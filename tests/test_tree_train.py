@@ -544,7 +544,9 @@ def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys
     assert d["nodes"] is d["fine_all"] is d["binary_all"] is None   # the roots alone
     assert main(["eval", str(spec), "--checkpoint", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert "fine-grained root" in shown and "all" not in shown and "/tree" in shown
+    unit = "/node" if text is CLASSIFIER_EVERY_NODE else "/tree"   # as training counts
+    assert "fine-grained root" in shown and "all " not in shown
+    assert shown.split()[1].endswith(unit), shown
     # the label of the root, from the per-example output
     assert main(["sample", str(spec), "--checkpoint", str(out), "--input",
                  "(0 (0 a) (0 (0 lovely) (0 film)))"]) == 0
@@ -762,3 +764,29 @@ def test_restore_names_both_models_when_the_checkpoint_leaves_a_size_unbound(tmp
         with pytest.raises(seqgraph.SeqgraphError, match="was saved from model 'treenet'"
                            r"(.*)?, not from model 'recursive'"):
             seqgraph.restore(str(tmp_path / "t2s.sg"), str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("swap, unit", [
+    (("o[n] = Ws @ h[n] + bs\nloss xent(o[n], sentiment[n])",
+      "o = Ws @ h[root] + bs\nloss xent(o, sentiment[root])"), "/tree"),
+    (("xent(o[n], sentiment[n])", "xent(o[root], sentiment[root])"), "/tree"),
+    (("xent(o[n], sentiment[n])", "xent(o[n], sentiment[root])"), "/node")],
+    ids=["per_example_at_root", "root_loss_alone", "every_node_on_the_root"])
+def test_a_node_labelled_model_whose_loss_reads_the_root_is_scored_there(tmp_path, capsys,
+                                                                         swap, unit):
+    """With a label at every node in the data, a loss that reads only the root's label
+    is scored at the roots, and train and validation count the loss alike (per tree for
+    one term a tree, per node for a sum over the nodes)."""
+    from conftest import TREE_SPEC, tree_run_spec
+    text = TREE_SPEC.replace(*swap)
+    assert text != TREE_SPEC
+    spec = tree_run_spec(tmp_path, text)                 # valid: the training trees
+    assert main(["train", str(spec), "--out", str(tmp_path / "run")]) == 0
+    last = [x for x in capsys.readouterr().err.splitlines() if x.startswith("epoch 3/3")][-1]
+    train, valid = (float(v) for v in
+                    re.search(r"train ([\d.]+)(/\w+); valid loss ([\d.]+)\2", last).group(1, 3))
+    assert f"{unit};" in last and "fine-grained root" in last and "all" not in last
+    assert abs(train - valid) < 0.5 * max(train, valid)     # the same trees, the same unit
+    assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "run"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["fine_all"] is None and d["fine_root"] is not None

@@ -202,7 +202,8 @@ def test_tree_leaves_read_a_sequence_summary():
 @pytest.mark.parametrize("swap, message", [
     (("o[n] = Ws @ h[n] + bs\nloss xent(o[n], y[n])",
       "o = Ws @ h[root] + bs\nloss xent(o, y[n])"), "'o' per example and 'y' at every node"),
-    (("xent(o[n], y[n])", "xent(o[n.left], y[n.left])"), "xent reads 'o' at a child"),
+    (("xent(o[n], y[n])", "xent(o[n.left], y[n.left])"), "xent reads 'o' at n.left"),
+    (("xent(o[n], y[n])", "xent(o[n], y[n.right])"), "xent reads 'y' at n.right"),
     (("xent(o[n], y[n])", "xent(o[root], y[n])"), "at one place an example and 'y' at "
      "every node"),
     (("xent(o[n], y[n])", "xent(o[rot], y[rot])"), "hint: use o[n] or o[root]")])

@@ -269,7 +269,7 @@ def label_tree(t, args, output: str) -> int:
     label with its probability."""
     from ..graph.trees import Forest
     from ..ops import softmax
-    from ..train.trees import binarizes, parse_tree, root_rows
+    from ..train.trees import binarizes, parse_tree, root_rows, roots_scored
     left, right, words, _ = parse_tree(args.input, "--input", 1, binarizes(t.spec))
     N, leaves = len(left), [i for i, w in enumerate(words) if w is not None]
     ids = np.full(N, -1, dtype=np.int64)
@@ -285,7 +285,7 @@ def label_tree(t, args, output: str) -> int:
     def phrase(i) -> str:
         return words[i] if left[i] < 0 else f"{phrase(left[i])} {phrase(right[i])}"
 
-    if t.binding.root_target:         # one label a tree: the root's
+    if roots_scored(t.spec.graph, t.binding):     # one label a tree: the root's
         p = probs[root_rows(t.spec.graph, output, f)[0]]
         best = f"{int(p.argmax())}\t{p.max():.4f}\t{phrase(N - 1)}"
         sys.stdout.write((_ranked(phrase(N - 1), p) if args.nbest else best) + "\n")

@@ -469,26 +469,44 @@ class _Elaborator:
         return Loss(l.fn, out, tgt, l.weight, l.pos)
 
     def _one_place(self, l: A.LossDecl, out: Ref, tgt: Ref) -> None:
-        """A loss is summed over its output's steps (nodes), or read at one place
-        (`o[end]`, `o[1]`, `o[root]`, a per-example `o`) it is one term an example: its
-        target is then read at one place too, or is per example. A child (`o[n.left]`)
-        is no place of its own: every leaf would read past its tree."""
-        if out.shift.kind in ("left", "right"):
-            n = next(i for i, k in self.indexes.items() if k == "tree")
-            raise SpecError(f"{l.fn} reads '{out.var}' at a child: a loss reads its "
-                            f"output at every node or at the root", l.args[0].pos,
-                            hint=f"write {l.fn}({out.var}[{n}], ...) or "
-                                 f"{l.fn}({out.var}[root], ...)")
-        if out.shift.kind not in ("first", "end", "root", "none") or tgt.shift.kind != "rel":
-            return
-        index = self.data[tgt.var].index[0]
-        every = "node" if self.indexes.get(index) == "tree" else f"step of {index}"
-        where = "at one place an example" if out.shift.kind != "none" else "per example"
-        fix = f"{tgt.var}[{out.shift.show(index)}]" if out.shift.kind != "none" else \
-            f"a per-example target ({tgt.var} without an index)"
-        raise SpecError(f"{l.fn} reads '{out.var}' {where} and '{tgt.var}' at every "
-                        f"{every}", l.args[1].pos,
-                        hint=f"read the target where the output is: {fix}")
+        """Where a loss compares its output and target. Summed over the output's steps
+        (nodes), both are read at the current one; read at one place (`o[end]`, `o[1]`,
+        `o[root]`, a per-example `o`) it is one term an example, its target read at one
+        place too or per example. Over a tree, every node may also be compared with one
+        label a tree (`xent(o[n], y)`: the sentence's). Refused: a shifted read (the
+        executors and eval would disagree on the step), a child (every leaf would read
+        past its tree), and a per-step output against one target an example."""
+        for ref, arg in ((out, l.args[0]), (tgt, l.args[1])):
+            k = ref.shift
+            if k.kind in ("left", "right") or (k.kind == "rel" and k.k):
+                index = self._index_of(ref.var)
+                raise SpecError(f"{l.fn} reads '{ref.var}' at {k.show(index)}: a loss "
+                                f"compares its output and target where it reads them, "
+                                f"at every step (node) or at one place", arg.pos,
+                                hint=f"read {ref.var}[{index}] (or define the shifted "
+                                     f"value as a variable first)")
+        one = ("first", "end", "root", "none")
+        if out.shift.kind in one and tgt.shift.kind == "rel":
+            index = self.data[tgt.var].index[0]
+            every = "node" if self.indexes.get(index) == "tree" else f"step of {index}"
+            where = "at one place an example" if out.shift.kind != "none" else "per example"
+            fix = f"{tgt.var}[{out.shift.show(index)}]" if out.shift.kind != "none" else \
+                f"a per-example target ({tgt.var} without an index)"
+            raise SpecError(f"{l.fn} reads '{out.var}' {where} and '{tgt.var}' at every "
+                            f"{every}", l.args[1].pos,
+                            hint=f"read the target where the output is: {fix}")
+        index = self._index_of(out.var)
+        if out.shift.kind == "rel" and tgt.shift.kind in one and \
+                self.indexes.get(index) != "tree":
+            raise SpecError(f"{l.fn} reads '{out.var}' at every step of {index} and "
+                            f"'{tgt.var}' once an example", l.args[0].pos,
+                            hint=f"read the output where the target is: {out.var}[end] "
+                                 f"(or a per-example output, {out.var} = W @ h[end] + b)")
+
+    def _index_of(self, name: str):
+        """The index a variable runs over (its first), or None."""
+        ix = self._var_indexes(name, None)
+        return ix[0] if ix and ix is not _UNKNOWN else None
 
     def _squashed_twice(self, l: A.LossDecl, out: str) -> None:
         """xent applies a softmax to its logits and bce a sigmoid: an output that is

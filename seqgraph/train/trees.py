@@ -27,7 +27,7 @@ from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
 from .binding import Binding, _size, declared_size, no_loader_for_trees_and_sequences, size_source
-from .evaluate import xent_output
+from .evaluate import loss_on, token_terms, xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
 from .loop import Selects
 
@@ -319,6 +319,24 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
     return Binding(x.name, y.name, False, dims, "trees", root_target=y.index is None)
 
 
+def roots_scored(graph, binding: Binding) -> bool:
+    """Are the labels scored at the roots alone? For a tree classifier (one label a tree)
+    and for a loss that reads one place of a tree (`xent(o[root], y[root])`, a
+    per-example `o`) or compares every node with the root's label (`y[root]`); else
+    every node is scored against its own label."""
+    loss = loss_on(graph, binding.target, "xent")
+    return binding.root_target or (loss is not None and (
+        loss.output.shift.kind in ("root", "none") or loss.target.shift.kind == "root"))
+
+
+def loss_unit(graph, binding: Binding) -> str:
+    """What the loss is counted in, as training counts its terms: "/tree" for a loss read
+    at one place of a tree, "/node" for one summed over the nodes."""
+    loss = loss_on(graph, binding.target, "xent")
+    return "/tree" if loss is not None and loss.output.shift.kind in ("root", "none") \
+        else "/node"
+
+
 def root_rows(graph, output: str, f: Forest) -> np.ndarray:
     """The rows of `output` a tree classifier's label is scored on, one a tree: the
     roots' rows of an output at every node (`loss xent(o[root], y)`), else (a
@@ -415,8 +433,11 @@ def load_tree_dataset(graph, cfg, dims: dict | None = None,
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class TreeScore:
-    """Counts over a set of trees; accuracies as Socher et al. (2013) report them."""
+    """Counts over a set of trees; accuracies as Socher et al. (2013) report them. The
+    loss is the training objective per term, as training counts them (per node, or per
+    tree for a loss read at one place)."""
     loss_sum: float = 0.0
+    terms: int = 0
     nodes: int = 0
     roots: int = 0
     correct: int = 0             # fine-grained, all nodes
@@ -427,10 +448,11 @@ class TreeScore:
     bin_root_correct: int = 0
     per_tree: list | None = None  # with a list: each batch's per-tree counts (PER_TREE)
     root_only: bool = False      # a tree classifier: one label a tree, the root's
+    unit: str = "/node"          # the loss's terms (loss_unit)
 
     @property
     def loss(self) -> float:
-        return self.loss_sum / max(self.nodes, 1)
+        return self.loss_sum / max(self.terms, 1)
 
     def as_dict(self) -> dict:
         """The scores; a tree classifier's (`root_only`) have no all-node figures: its
@@ -444,14 +466,16 @@ class TreeScore:
                 "binary_root": self.bin_root_correct / self.bin_roots
                 if self.bin_roots else None}
 
-    def add(self, logits, labels, roots, loss_sum: float) -> None:
+    def add(self, logits, labels, roots, loss_sum: float, terms: int | None = None) -> None:
         """One batch: logits [N, K], labels [N], the roots' rows (each tree's last row:
-        a forest is its trees' nodes one tree after another, post-order)."""
+        a forest is its trees' nodes one tree after another, post-order), the objective
+        and its count of terms (default: a term a label)."""
         pred = logits.argmax(axis=-1)
         hit = pred == labels
         if self.per_tree is not None:
             self.per_tree.append(_per_tree(logits, labels, pred, hit, np.asarray(roots)))
         self.loss_sum += loss_sum
+        self.terms += len(labels) if terms is None else terms
         self.nodes += len(labels)
         self.roots += len(roots)
         self.correct += int(hit.sum())
@@ -491,27 +515,30 @@ def score_trees(model, graph, binding: Binding, ts: TreeSet, batch: int = 64,
     if out is None:
         raise UsageError(f"accuracy needs an xent loss on {binding.target} (such as "
                          f"xent(o[n], {binding.target}[n])); the model has none")
-    sc = TreeScore(per_tree=[] if per_tree else None, root_only=binding.root_target)
+    roots = roots_scored(graph, binding)
+    sc = TreeScore(per_tree=[] if per_tree else None, root_only=roots,
+                   unit=loss_unit(graph, binding))
     for i in range(0, len(ts), batch):
         f, w, y = ts.batch(np.arange(i, min(i + batch, len(ts))))
         ins, tgs = tree_feeds(binding, f, w, y)
         res = model.run(ins, tgs, train=False, grads=False, forest=f)
-        s = sum(graph.losses[li].weight * t for li, (t, _) in res.terms.items())
-        if binding.root_target:      # one label a tree: its logits, each a root
+        s, n = token_terms(graph, res, binding.target)     # as training counts them
+        if roots:                    # one label a tree: its logits, each a root
             logits = np.asarray(res.values[out])[root_rows(graph, out, f)]
-            sc.add(logits, tgs[binding.target], np.arange(f.batch), s)
+            labels = tgs[binding.target] if binding.root_target else y[f.roots]
+            sc.add(logits, labels, np.arange(f.batch), s, n)
         else:
-            sc.add(np.asarray(res.values[out]), y, f.roots, s)
+            sc.add(np.asarray(res.values[out]), y, f.roots, s, n)
     return sc
 
 
 def summary(s: TreeScore) -> str:
     d = s.as_dict()
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
-    if s.root_only:             # the roots are the only labelled nodes
-        return (f"loss {d['loss']:.4f}/tree  fine-grained root {pct(d['fine_root'])}  "
+    if s.root_only:             # the roots are the only labels scored
+        return (f"loss {d['loss']:.4f}{s.unit}  fine-grained root {pct(d['fine_root'])}  "
                 f"binary root {pct(d['binary_root'])}")
-    return (f"loss {d['loss']:.4f}/node  fine-grained all {pct(d['fine_all'])} root "
+    return (f"loss {d['loss']:.4f}{s.unit}  fine-grained all {pct(d['fine_all'])} root "
             f"{pct(d['fine_root'])}  binary all {pct(d['binary_all'])} root "
             f"{pct(d['binary_root'])}")
 
@@ -615,8 +642,8 @@ class TreeKind(Selects):
 
     def __init__(self, graph, data: TreeDataset, cfg):
         self.graph, self.data, self.cfg = graph, data, cfg
-        self.unit = "/tree" if data.binding.root_target else "/node"
-        if data.binding.root_target and getattr(cfg, "select", None) == "all":
+        self.unit = loss_unit(graph, data.binding)            # a term a tree, or a node
+        if roots_scored(graph, data.binding) and getattr(cfg, "select", None) == "all":
             raise UsageError("train: select = all scores every node; a tree classifier's "
                              "labels are its roots': select = root (the default) or loss")
         self.choose(cfg)
