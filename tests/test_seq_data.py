@@ -503,3 +503,20 @@ def test_eval_and_sample_score_a_loss_read_at_the_end_where_it_reads(data, capsy
         assert main(["sample", str(spec), "--checkpoint", str(data / "run"), "--input",
                      first]) == 0
         assert len(capsys.readouterr().out.strip().splitlines()) == 1    # one label
+
+
+def test_the_tag_baseline_counts_the_tokens_the_model_is_scored_on():
+    """With `xent(o[end], y[end])` a tagger is scored on each sentence's last token: the
+    most-frequent-tag baseline too (every word's tag X, the last tokens' P: 0, not 80%)."""
+    from types import SimpleNamespace as NS
+
+    from seqgraph.train.evaluate import baselines
+    words = [[0, 1, 2, 3, 4]] * 4
+    tags = [[0, 0, 0, 0, 1]] * 4                      # X X X X P
+    data = NS(fields={"x": words, "y": tags})
+    b = NS(input="x", target="y", kind="tagged")
+    every = seqgraph.read_spec("t.sg", TAGGER.split("train {")[0])
+    at_end = seqgraph.read_spec("t.sg", TAG_AT_END.split("train {")[0])
+    train = NS(fields={"x": [[4, 4, 4, 0]], "y": [[0, 0, 0, 0]]})   # word 4 seen as X
+    assert baselines(b, train, data, every.graph)["most_frequent_tag_accuracy"] == 0.8
+    assert baselines(b, train, data, at_end.graph)["most_frequent_tag_accuracy"] == 0.0

@@ -124,7 +124,7 @@ def eval_examples(t, spec_path: str, data: str | None,
     names = t.vocab.target.tokens if b.kind == "labeled" and t.vocab.target else None
     each = PerExample(examples.lines, names) if per_example else None
     result = {"kind": b.kind, **score(t.model, graph, b, batches, per_example=each).as_dict()}
-    result.update(baselines(b, ds.train, examples))
+    result.update(baselines(b, ds.train, examples, graph))
     if names is not None and "majority_class" in result:      # its name, as sample says
         result["majority_label"] = names[result["majority_class"]]
     if b.kind == "pairs":

@@ -93,12 +93,6 @@ def at_loss(graph, loss, o, y=None, lengths=None):
         None if y is None else place(y, loss.target.shift, loss.target.var)
 
 
-def mse_output(graph, target: str) -> str | None:
-    """The output variable of the first `mse` loss on `target`."""
-    loss = loss_on(graph, target, "mse")
-    return None if loss is None else loss.output.var
-
-
 def token_terms(graph, res, target: str) -> tuple[float, int]:
     """(loss summed over tokens, tokens) of a result: the sums of all loss lines, over
     the tokens of the target the data binds (one count per token, however many lines)."""
@@ -311,10 +305,14 @@ def decode_metrics(model, graph, binding, examples, vocab, batch: int = 64,
 
 
 # --------------------------------------------------------------------------- baselines
-def baselines(binding, train, data) -> dict:
+def baselines(binding, train, data, graph=None) -> dict:
     """What a model must beat, from the training examples `train`, on `data`:
-    majority_accuracy (labeled), most_frequent_tag_accuracy (tagged)."""
+    majority_accuracy (labeled), most_frequent_tag_accuracy (tagged, on the tokens the
+    model is scored on: each sentence's last or first for a loss read there)."""
     x, y = binding.input, binding.target
+    loss = loss_on(graph, y, "xent") if graph is not None else None
+    place = {"end": slice(-1, None), "first": slice(0, 1)}.get(
+        loss.output.shift.kind if loss is not None else "rel", slice(None))
     kind = getattr(binding, "kind", "stream")
     if kind == "labeled":
         top = Counter(int(l) for l in train.fields[y]).most_common(1)[0][0]
@@ -331,7 +329,7 @@ def baselines(binding, train, data) -> dict:
         best = {w: c.most_common(1)[0][0] for w, c in per_word.items()}
         hit = total = 0
         for ws, ts in zip(data.fields[x], data.fields[y]):
-            for w, t in zip(ws, ts):
+            for w, t in list(zip(ws, ts))[place]:
                 hit += best.get(int(w), default) == int(t)
                 total += 1
         return {"most_frequent_tag_accuracy": hit / max(total, 1)}
