@@ -88,18 +88,13 @@ def data_warnings(spec, cfg) -> list[str]:
 def loader_fits(graph, cfg) -> None:
     """The DataError `train` would give for a loader that cannot feed the model by the
     kinds of its variables (no file is read: that is train's)."""
-    from ..train.binding import check_kind, no_loader_for_trees_and_sequences
+    from ..train.binding import check_kind
+    from ..train.trees import tree_vars
     name = getattr(cfg.data, "name", None)
-    if name is None:
-        return
-    if name != "trees":
+    if name == "trees":
+        tree_vars(graph)
+    elif name is not None:
         check_kind(graph, name)
-        return
-    no_loader_for_trees_and_sequences(graph)
-    if not any(k == "tree" for _, k in graph.indexes):
-        from ..errors import DataError
-        raise DataError(f"a trees loader feeds a tree model; model '{graph.name}' declares "
-                        f"no 'tree n' index", file=graph.path)
 
 
 def explain_text(spec, dims) -> str:

@@ -284,13 +284,10 @@ def tree_index(graph) -> str | None:
     return next((i for i, k in graph.indexes if k == "tree"), None)
 
 
-def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
-               given: dict | None = None, sets=()) -> Binding:
-    """The tree-indexed one-hot input (words) and class target (labels), by kind: a
-    label at every node (`y[n]`), or a tree classifier's one label a tree (`y`, the
-    root's label in the data); a label of `sets` the declared class target cannot hold
-    names its line."""
-    given = given or {}
+def tree_vars(graph):
+    """(x, y): what a trees loader feeds, by kind (no data read): the tree-indexed one-hot
+    input (words) and the class target (labels), a label at every node (`y[n]`) or a
+    tree classifier's one label a tree (`y`, the root's); else the DataError."""
     no_loader_for_trees_and_sequences(graph)
     n = tree_index(graph)
     where = f"model '{graph.name}'"
@@ -311,6 +308,15 @@ def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
         if v is not x and v is not y:
             raise DataError(f"a trees loader supplies only {x.name} and {y.name}; it "
                             f"cannot supply {v.role} '{v.name}' ({v.kind})", file=graph.path)
+    return x, y
+
+
+def bind_trees(graph, vocab_size: int, n_labels: int, data_file: str,
+               given: dict | None = None, sets=()) -> Binding:
+    """`tree_vars` bound: the sizes the words and labels give; a label of `sets` the
+    declared class target cannot hold names its line."""
+    given = given or {}
+    x, y = tree_vars(graph)
     dims = dict(_size(graph, x, vocab_size, given, data_file))
     bound = {k: (v, f"bound by the distinct symbols in the data of {x.name}")
              for k, v in dims.items()}       # a size the labels share with the words
