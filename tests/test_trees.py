@@ -162,6 +162,13 @@ e[t] : 3 = tanh(Wx @ x[t] + Ux @ e[t-1])
 """
 
 
+def test_a_node_read_at_a_sequence_step_is_hinted_at_the_root():
+    with pytest.raises(seqgraph.SpecError) as e:
+        seqgraph.read_spec("t.sg", text=TREE_TO_SEQUENCE.replace("Cd @ c", "Cd @ h[n]"))
+    assert "'h' runs over 'n' and this equation over 'u'" in str(e.value)
+    assert str(e.value).endswith("hint: use h[root]"), str(e.value)
+
+
 def test_a_tree_encoder_feeds_a_sequence_decoder():
     m = _model(TREE_TO_SEQUENCE, K=3)
     f, w, _ = _batch()

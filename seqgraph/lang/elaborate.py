@@ -417,7 +417,8 @@ class _Elaborator:
         if var_index not in bound:
             raise SpecError(f"'{e.name}' runs over '{var_index}' and this equation over "
                             f"'{', '.join(bound)}'", ix.pos,
-                            hint=f"use {e.name}[{var_index}] or {one}" if is_tree else
+                            hint=(f"use {one}" if ix.name in self.indexes else   # s[u]
+                                  f"use {e.name}[{var_index}] or {one}") if is_tree else
                             f"use {one} to read one step, or a reduction: sum over "
                             f"{var_index} (...)")
         if ix.name != var_index:
