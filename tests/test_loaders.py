@@ -298,3 +298,13 @@ def test_windows_and_old_mac_line_ends_read_as_newlines(tmp_path):
     (tmp_path / "p.tsv").write_bytes(b"a b\tx y\rc\tz\r")
     raw = pairs("p.tsv", chars=True, base=tmp_path).read()
     assert len(raw.target) == 2 and all("\r" not in "".join(t) for t in raw.target)
+
+
+def test_a_bad_byte_in_a_cr_file_names_its_line_and_column(tmp_path):
+    from seqgraph.train.loaders import read_text
+    (tmp_path / "cr.txt").write_bytes(b"first line\rsec\xffond\r")
+    with pytest.raises(DataError, match=r"cr\.txt:2: not UTF-8 text: byte 0xff at offset "
+                       r"14 \(column 4\)"):
+        read_text(tmp_path / "cr.txt")
+    (tmp_path / "f.jsonl").write_text('{"t": "a\\r\\nb"}\n')
+    assert read_text(tmp_path / "f.jsonl", field="t") == "a\nb\n"

@@ -2,6 +2,7 @@
 length examples, and training on them: LANGUAGE.md section 7, docs/training.md."""
 import json
 import math
+import re
 from itertools import pairwise
 from pathlib import Path
 
@@ -520,3 +521,30 @@ def test_the_tag_baseline_counts_the_tokens_the_model_is_scored_on():
     train = NS(fields={"x": [[4, 4, 4, 0]], "y": [[0, 0, 0, 0]]})   # word 4 seen as X
     assert baselines(b, train, data, every.graph)["most_frequent_tag_accuracy"] == 0.8
     assert baselines(b, train, data, at_end.graph)["most_frequent_tag_accuracy"] == 0.0
+
+
+def test_a_classifier_run_given_a_tagger_spec_is_refused(data):
+    """The same parameters, the target read once an example against at every step: the
+    run's checkpoint does not fit a spec that reads its labels otherwise."""
+    from seqgraph.train.session import restore
+    spec = write(data, "c.sg", CLASSIFY)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--quiet"]) == 0
+    tagger = write(data, "t.sg", CLASSIFY.replace("target y    : class(K)",
+                                                  "target y[t] : class(K)")
+                   .replace("o = Wo @ h[end] + bo", "o[t] = Wo @ h[t] + bo")
+                   .replace("xent(o, y)", "xent(o[t], y[t])"))
+    with pytest.raises(UsageError, match="read y as one label an example; .* reads it as "
+                       "a label at every step"):
+        restore(str(tagger), str(data / "run"))
+
+
+def test_a_resume_refusal_counts_example_data_in_examples(data, capsys):
+    spec = write(data, "c.sg", CLASSIFY)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--quiet", "--steps",
+                 "2"]) == 0
+    write(data, "more.tsv", (data / "lab.tsv").read_text() * 2)
+    capsys.readouterr()
+    assert main(["train", str(spec), "--resume", str(data / "run"), "--quiet", "--set",
+                 f'data=labeled("{data / "more.tsv"}")']) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"data: 32 examples in the checkpoint, 64 examples now", err), err

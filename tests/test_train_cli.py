@@ -601,3 +601,19 @@ def test_the_last_line_says_finished_or_which_limit_stopped_it(work, capsys):
                  "2"]) == 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("stopped at step 2 (epoch 1; the --steps limit)"), last
+
+
+def test_a_minutes_limit_is_named_even_with_steps_given(work, capsys):
+    assert main(["train", "lm.sg", "--out", "run", "--executor", "interp", "--steps",
+                 "100000", "--minutes", "0.0001", "--epochs", "500"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the --minutes limit)" in last, last
+
+
+def test_a_checkpoint_file_without_a_suffix_is_read_as_a_file(trained, capsys):
+    import shutil
+
+    import seqgraph
+    shutil.copy(trained / "checkpoint.npz", trained.parent / "ckptfile")
+    t = seqgraph.restore("lm.sg", str(trained.parent / "ckptfile"))
+    assert t.checkpoint.path.endswith("ckptfile")

@@ -667,7 +667,9 @@ def test_a_tree_beside_a_sequence_says_no_loader_reads_it_yet(tmp_path, capsys):
     assert main(["check", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "seqgraph sample does not run it" in out and "so is its sequence" in out
-    assert "add data = trees" not in out
+    assert "add data = trees" not in out and "can generate" not in out
+    assert main(["render", str(spec), "--unfold", "3", "-o", str(tmp_path / "u.png")]) == 2
+    assert "draw its folded graph (no --unfold, no --tree)" in capsys.readouterr().err
 
 
 def test_no_data_suggests_a_loader_that_fits(tmp_path, capsys):
@@ -794,3 +796,14 @@ def test_a_node_labelled_model_whose_loss_reads_the_root_is_scored_there(tmp_pat
     assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "run"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["fine_all"] is None and d["fine_root"] is not None
+
+
+def test_a_resume_with_a_spec_reading_its_labels_otherwise_is_refused(tmp_path, capsys):
+    from conftest import TREE_SPEC, train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, TREE_SPEC.replace("epochs = 3", "epochs = 1"))
+    assert train_quiet(spec, tmp_path / "run") == 0
+    spec.write_text(CLASSIFIER_SPEC.replace("epochs = 12", "epochs = 2"))
+    capsys.readouterr()
+    assert main(["train", str(spec), "--resume", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "its run read sentiment as a label at every node; this spec reads it as one " \
+        "label a tree" in capsys.readouterr().err

@@ -234,7 +234,8 @@ def _stopped(args, trainer, pos, out) -> int:
     done = pos.epoch >= trainer.cfg.epochs and pos.window == 0
     how = f"finished: {pos.epoch} epoch{'s' * (pos.epoch != 1)}, {pos.step} steps" if done else \
         f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}; the " \
-        f"{'--steps' if args.steps is not None else '--minutes'} limit)"
+        f"{'--steps' if args.steps is not None and pos.step >= args.steps else '--minutes'}" \
+        f" limit)"
     trainer.progress.note(f"{how}; checkpoint {trainer.saved}; metrics {out / 'metrics.csv'}")
     return 0
 

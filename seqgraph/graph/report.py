@@ -94,6 +94,7 @@ class Report:
     sample: str | None = None  # what `seqgraph sample` does: 'generate' | 'one pass' | None
     sample_says: str = ""      # the same, in a sentence
     node_labels: bool = False  # a target at every node of a tree (else one a tree)
+    no_loader: bool = False    # a tree beside a sequence: no loader, nothing sampled
 
     @property
     def examples(self) -> bool:
@@ -178,7 +179,8 @@ def report(checked, steps: int | None = None, batch: int | None = None,
     return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
                   reasons, window, cuts, no_window, tree, loader, mode,
                   _sample_says(g, loader, mode),
-                  any(g.index_kinds.get(v.index) == "tree" for v in g.targets()))
+                  any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
+                  tree and len(g.index_kinds) > 1)
 
 
 def loader_args(call) -> dict:
@@ -350,7 +352,9 @@ def text(rep: Report) -> str:
               "  the intermediates inside each equation, the gradients and the optimiser "
               "come on top"]
     lines += ["", "generation:"] + ([f"  {rep.sample_says}"] if rep.sample_says else [])
-    if rep.can_generate is None:
+    if rep.no_loader:
+        pass                                   # sample_says it all
+    elif rep.can_generate is None:
         lines.append("  no sequence output: the loss reads a target at every node of a "
                      "tree" if rep.node_labels else
                      "  no sequence output: the loss reads a per-example target")

@@ -80,6 +80,8 @@ def need_data(cfg, graph=None) -> None:
             no_loader_for_trees_and_sequences(graph)
         fits = loaders_for(graph) if graph is not None else []
         call = f'{fits[0] if fits else "chars"}("file.txt")'
+        if fits and fits[0] == "series":          # its columns are named
+            call = 'series("file.csv", inputs = ["a"], targets = ["b"])'
         raise UsageError(f"the train block names no data; add data = {call} to it or pass "
                          f"--set data='{call}'")
 

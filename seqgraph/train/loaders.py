@@ -113,9 +113,10 @@ def _decode(raw: bytes, file: str) -> str:
     """UTF-8 text, or a DataError that says where the first bad byte is."""
     try:
         return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+    except UnicodeDecodeError as e:       # lines end at LF, CRLF or CR (read_text)
+        before = raw[:e.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        line = before.count(b"\n") + 1
+        col = len(before) - (before.rfind(b"\n") + 1) + 1
         raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} "
                         f"(column {col})", file=file, line=line) from None
 
@@ -146,11 +147,11 @@ def read_text(path: Path, field: str | None = None) -> str:
     # a byte-order mark (Excel's and Notepad's UTF-8) is not text: kept, it would be the
     # first word's, label's or column name's first character
     text = _decode(raw, file).removeprefix("\ufeff")
-    # Windows (CRLF) and old Mac (CR) line ends read as "\n", as Python's text files do:
-    # kept, "\r" would be a symbol of a chars model
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if field is not None:
         text = _jsonl_field(text, field, file)
+    # Windows (CRLF) and old Mac (CR) line ends read as "\n", as Python's text files do
+    # (a JSON field's too): kept, "\r" would be a symbol of a chars model
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise DataError("is empty: there is no text in it", file=file)
     return text

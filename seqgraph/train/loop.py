@@ -93,6 +93,8 @@ class SequenceKind(Selects):
 
     def __init__(self, graph, data, cfg):
         self.graph, self.data, self.cfg = graph, data, cfg
+        if getattr(data.binding, "examples", False):
+            self.counts = "examples"        # len(data.train): examples, not tokens
         self.choose(cfg)
 
     def batches(self):
@@ -200,11 +202,25 @@ class Trainer:
         self.averages: Averages | None = None   # train key `average`; made in fit()
 
     # ------------------------------------------------------------------- resume
+    def check_labels(self, c: ck.Checkpoint) -> None:
+        """The spec reads its target as the run did (one label an example or tree, or
+        one a step or node): the same parameters may have learnt the other."""
+        from .binding import Binding
+        from .session import reads_labels
+        if not c.meta.get("binding"):
+            return
+        said = reads_labels(self.graph, Binding(**c.meta["binding"]))
+        if said is not None:
+            raise UsageError(f"{c.path}: its run read {self.data.binding.target} as "
+                             f"{said[0]}; this spec reads it as {said[1]}: resume with "
+                             f"the run's spec, or start a new run")
+
     def restore(self, c: ck.Checkpoint) -> None:
         """Continue from checkpoint `c`: parameters, optimiser, schedule, generator,
         position and carried state. The model is checked first: another model's
         checkpoint would otherwise be blamed on its data or settings."""
         self.check_model(c)
+        self.check_labels(c)
         st = c.meta.get("state")
         if st is None:
             raise UsageError(f"{c.path}: holds no training state to resume from")

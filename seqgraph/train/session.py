@@ -61,6 +61,8 @@ class Trained:
         words encoded with the run's vocabulary (an unknown one is `<unk>`), the trees
         read as its data was (`binarize`)."""
         from .trees import TreeLoader, binarizes, tree_arrays, tree_feeds
+        if isinstance(texts, str):     # one tree
+            texts = [texts]
         if self.binding.kind != "trees":
             raise UsageError(f"trees(): model '{self.spec.graph.name}' was not trained on "
                              f"trees")
@@ -79,6 +81,8 @@ def checkpoint_in(path: str) -> str:
     """A run's checkpoint: DIR/checkpoint.npz for a run folder (or a path without a
     suffix), else the file given."""
     p = Path(path)
+    if p.is_file():
+        return str(p)
     return str(p / "checkpoint.npz") if p.is_dir() or not p.suffix else str(p)
 
 
@@ -133,12 +137,24 @@ def _same_targets(spec, binding: Binding, ckpt_path: str, was: str) -> None:
         raise UsageError(f"{ckpt_path}: its run (model '{was}') fed '{missing[0]}', which "
                          f"{spec.path} does not declare: give the checkpoint of a run of "
                          f"this spec")
-    per_example = graph.var(binding.target).index is None
-    if binding.kind == "trees" and per_example != binding.root_target:
-        said = {True: "one label a tree (its root's)", False: "a label at every node"}
+    said = reads_labels(graph, binding)
+    if said is not None:
         raise UsageError(f"{ckpt_path}: its run (model '{was}') read {binding.target} as "
-                         f"{said[binding.root_target]}; {spec.path} reads it as "
-                         f"{said[per_example]}: give the checkpoint of a run of this spec")
+                         f"{said[0]}; {spec.path} reads it as {said[1]}: give the "
+                         f"checkpoint of a run of this spec")
+
+
+def reads_labels(graph, binding: Binding) -> tuple[str, str] | None:
+    """None when `graph` reads the binding's target as its run did (one label an example
+    or tree, or one a step or node); else (how the run read it, how `graph` does)."""
+    tree = binding.kind == "trees"
+    was = binding.root_target if tree else binding.kind == "labeled"
+    now = graph.var(binding.target).index is None
+    if was == now:
+        return None
+    one = "one label a tree (its root's)" if tree else "one label an example"
+    every = "a label at every node" if tree else "a label at every step"
+    return (one, every) if was else (every, one)
 
 
 # ------------------------------------------------------------ the data a run read
