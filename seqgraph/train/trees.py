@@ -453,7 +453,7 @@ class TreeScore:
     bin_roots: int = 0
     bin_root_correct: int = 0
     per_tree: list | None = None  # with a list: each batch's per-tree counts (PER_TREE)
-    root_only: bool = False      # a tree classifier: one label a tree, the root's
+    root_only: bool = False      # scored at the roots alone (roots_scored)
     unit: str = "/node"          # the loss's terms (loss_unit)
 
     @property
