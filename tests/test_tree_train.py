@@ -807,3 +807,15 @@ def test_a_resume_with_a_spec_reading_its_labels_otherwise_is_refused(tmp_path, 
     assert main(["train", str(spec), "--resume", str(tmp_path / "run"), "--quiet"]) == 2
     assert "its run read sentiment as a label at every node; this spec reads it as one " \
         "label a tree" in capsys.readouterr().err
+
+
+def test_train_keys_a_tree_model_has_no_use_for_are_warned_of(tmp_path, capsys):
+    from conftest import tree_run_spec
+    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC)
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet", "--steps",
+                 "1", "--set", "bptt=5"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: bptt does nothing for a tree model" in err and "teacher" not in err
+    assert main(["train", str(spec), "--out", str(tmp_path / "run2"), "--quiet", "--steps",
+                 "1"]) == 0
+    assert "does nothing" not in capsys.readouterr().err

@@ -65,6 +65,7 @@ def run(args) -> int:
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
     cfg = _config(args, spec, resumed)
     _warn_of_leaks(args, spec, cfg, speak)
+    _warn_of_unused(args, spec, speak)
     dims = _dims(args, spec, resumed)
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None
@@ -102,6 +103,21 @@ def _warn_of_leaks(args, spec, cfg, speak: bool) -> None:
     if speak:
         for msg in target_leaks(spec.checked, cfg.data):
             print(f"{args.spec}: warning: {msg}", file=sys.stderr)
+
+
+# train keys a tree model has no use for: a tree is processed whole, no target fed back
+TREE_UNUSED = {"bptt": "a tree is processed whole (no windows)",
+               "teacher": "no target of a tree model is read back"}
+
+
+def _warn_of_unused(args, spec, speak: bool) -> None:
+    """A train key given (in the spec or by --set) that the model has no use for."""
+    if not speak or not any(k == "tree" for _, k in spec.graph.indexes):
+        return
+    given = set(dict(spec.train or {})) | {s.partition("=")[0].strip() for s in args.set}
+    for key in sorted(given & set(TREE_UNUSED)):
+        print(f"{args.spec}: warning: {key} does nothing for a tree model: "
+              f"{TREE_UNUSED[key]}", file=sys.stderr)
 
 
 def _warn_of_another_executor(resumed, executor: str, speak: bool) -> None:
