@@ -121,7 +121,7 @@ def eval_examples(t, spec_path: str, data: str | None,
         file = str(loader.path)
         examples = encode_examples(graph, loader, loader.read(), t.vocab, b, file, cfg.bptt)
     batches = ExampleBatches(examples, cfg.batch, 0, False, ((b.input,), (b.target,)))
-    names = t.vocab.target.tokens if b.kind == "labeled" and t.vocab.target else None
+    names = t.vocab.target.tokens if t.vocab.target else None   # labels, tags, tokens
     each = PerExample(examples.lines, names) if per_example else None
     result = {"kind": b.kind, **score(t.model, graph, b, batches, per_example=each).as_dict()}
     result.update(baselines(b, ds.train, examples, graph))
