@@ -548,3 +548,22 @@ def test_a_resume_refusal_counts_example_data_in_examples(data, capsys):
                  f'data=labeled("{data / "more.tsv"}")']) == 2
     err = capsys.readouterr().err
     assert re.search(r"data: 32 examples in the checkpoint, 64 examples now", err), err
+
+
+def test_a_resume_on_other_data_of_the_same_size_is_refused(data, capsys):
+    """As many examples, other labels: refused (the position counts batches of the
+    run's own data); the same data moved to another file resumes."""
+    spec = write(data, "c.sg", CLASSIFY)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--quiet", "--steps",
+                 "2"]) == 0
+    text = (data / "lab.tsv").read_text()
+    write(data, "flipped.tsv", "".join(("1" if x[0] == "0" else "0") + x[1:]
+                                       for x in text.splitlines(keepends=True)))
+    capsys.readouterr()
+    assert main(["train", str(spec), "--resume", str(data / "run"), "--quiet", "--steps",
+                 "3", "--set", f'data=labeled("{data / "flipped.tsv"}")']) == 2
+    assert "holds as many examples as the checkpoint's, but other ones" in \
+        capsys.readouterr().err
+    write(data, "moved.tsv", text)
+    assert main(["train", str(spec), "--resume", str(data / "run"), "--quiet", "--steps",
+                 "3", "--set", f'data=labeled("{data / "moved.tsv"}")']) == 0

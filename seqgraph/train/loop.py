@@ -17,12 +17,13 @@ parameters, which the validation pass and best.npz see in place of the raw ones.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -78,6 +79,36 @@ class Selects:
 
     def read(self, v, select: str) -> float:
         raise NotImplementedError
+
+
+def data_hash(data) -> str:
+    """A hash of the training data as the model reads it (ids, labels, trees, their
+    order), whatever file it came from: a resumed run must read the same, not only as
+    much (a file's name and paths are left out, so the data may move)."""
+    h = hashlib.sha1()
+
+    def add(x):
+        if isinstance(x, np.ndarray):
+            h.update(f"{x.dtype}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                add(v)
+            h.update(b"]")
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                add(x[k])
+        elif is_dataclass(x):
+            for f in fields(x):
+                add(getattr(x, f.name))
+        elif hasattr(x, "__dict__"):
+            add(vars(x))
+        elif not isinstance(x, (str, Path)):      # numbers, None; not names of files
+            h.update(repr(x).encode())
+    add(data)
+    return h.hexdigest()
 
 
 class SequenceKind(Selects):
@@ -202,6 +233,13 @@ class Trainer:
         self.averages: Averages | None = None   # train key `average`; made in fit()
 
     # ------------------------------------------------------------------- resume
+    @property
+    def data_hash(self) -> str:
+        """`data_hash` of the training data, computed once (the data does not change)."""
+        if getattr(self, "_data_hash", None) is None:
+            self._data_hash = data_hash(self.data.train)
+        return self._data_hash
+
     def check_labels(self, c: ck.Checkpoint) -> None:
         """The spec reads its target as the run did (one label an example or tree, or
         one a step or node): the same parameters may have learnt the other."""
@@ -231,6 +269,10 @@ class Trainer:
         now = {"data": f"{len(self.data.train)} {self.kind.counts}",
                **{k: str(getattr(self.cfg, k)) for k in keys}}
         differ = [k for k in then if then[k] != now[k]]
+        if not differ and st.get("data_hash") not in (None, self.data_hash):
+            raise UsageError(f"{c.path}: resume with the same data: this run's training "
+                             f"data holds as many {self.kind.counts} as the checkpoint's, "
+                             f"but other ones (other text, labels or order)")
         if differ:
             same = ", ".join(("data",) + keys[:-1]) + f" and {keys[-1]}"
             shown = "; ".join(f"{k}: {then[k]} in the checkpoint, {now[k]} now"
@@ -295,6 +337,7 @@ class Trainer:
         mid_epoch = self.pos.window > 0
         state = {"position": asdict(self.pos), "config": self.cfg.as_dict(),
                  "train_tokens": len(self.data.train), "epoch_loss": self.epoch_loss,
+                 "data_hash": self.data_hash,
                  "optimizer": {k: v for k, v in self.opt.state_dict().items() if k != "arrays"},
                  "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
                  "best": self.best, "select": self.kind.select, "seconds": self.seconds}
