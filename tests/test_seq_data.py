@@ -567,3 +567,15 @@ def test_a_resume_on_other_data_of_the_same_size_is_refused(data, capsys):
     write(data, "moved.tsv", text)
     assert main(["train", str(spec), "--resume", str(data / "run"), "--quiet", "--steps",
                  "3", "--set", f'data=labeled("{data / "moved.tsv"}")']) == 0
+
+
+def test_a_weighted_second_loss_has_no_perplexity(data, capsys):
+    """Two loss lines sum to an objective, not a likelihood: eval gives no perplexity."""
+    text = TAGGER.replace("loss xent(o[t], y[t])",
+                          "loss xent(o[t], y[t])\nloss 0.5 * xent(o[end], y[end])")
+    spec = write(data, "t.sg", text)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(data / "run"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["perplexity"] is None and d["loss"] > 0

@@ -58,9 +58,12 @@ class Score:
 
 
 def likelihood(graph) -> bool:
-    """Is every loss a negative log-likelihood (xent, bce), so that the loss is in nats
-    and exp(loss) a perplexity? (Not with an mse loss: half a squared error.)"""
-    return all(loss.fn in ("xent", "bce") for loss in graph.losses)
+    """Is the loss a negative log-likelihood per token (xent, bce: one loss line, weight
+    1), so that it is in nats and exp(loss) a perplexity? Not with an mse loss (half a
+    squared error), nor with several lines or a weight: their sum is an objective that
+    counts some tokens twice or scaled."""
+    return len(graph.losses) == 1 and graph.losses[0].weight == 1 and \
+        graph.losses[0].fn in ("xent", "bce")
 
 
 def loss_on(graph, target: str, fn: str):
