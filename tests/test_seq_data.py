@@ -579,3 +579,17 @@ def test_a_weighted_second_loss_has_no_perplexity(data, capsys):
     assert main(["eval", str(spec), "--checkpoint", str(data / "run"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["perplexity"] is None and d["loss"] > 0
+
+
+def test_an_unknown_label_or_tag_at_eval_is_named_as_such(data, capsys):
+    for text, name, line, what in ((CLASSIFY, "lab2.tsv", "maybe\ta b\n", "label 'maybe'"),
+                                   (TAGGER, "tag2.txt", "a/Q b/V\n", "tag 'Q'")):
+        spec = write(data, "m.sg", text)
+        assert main(["train", str(spec), "--out", str(data / name), "--quiet", "--steps",
+                     "1"]) == 0
+        write(data, name + ".data", line)
+        capsys.readouterr()
+        assert main(["eval", str(spec), "--checkpoint", str(data / name), "--data",
+                     str(data / (name + ".data"))]) == 2
+        err = capsys.readouterr().err
+        assert f":1: {what} is not one of the" in err, err

@@ -188,13 +188,12 @@ def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None
                             file=file, line=line)
 
 
-def _label_id(vocab: Vocab, label: str, file: str, line: int) -> int:
+def _label_id(vocab: Vocab, label: str, file: str, line: int, what: str = "label") -> int:
     i = vocab.index.get(label)
     if i is None:
         shown = ", ".join(vocab.tokens[:10]) + (", ..." if len(vocab) > 10 else "")
-        raise DataError(f"{'tag' if vocab.kind == 'labels' else 'label'} {label!r} is not one "
-                        f"of the {len(vocab)} the model was trained with ({shown})",
-                        file=file, line=line)
+        raise DataError(f"{what} {label!r} is not one of the {len(vocab)} the model was "
+                        f"trained with ({shown})", file=file, line=line)
     return i
 
 
@@ -220,7 +219,7 @@ def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, bindin
         tgt = [_label_id(vocab.target, lab, file, line)
                for lab, line in zip(raw.target, raw.lines)]
     else:
-        tgt = [np.array([_label_id(vocab.target, t, file, line) for t in tags],
+        tgt = [np.array([_label_id(vocab.target, t, file, line, "tag") for t in tags],
                         dtype=np.int64) for tags, line in zip(raw.target, raw.lines)]
     return Examples({x: src, y: tgt}, index, {x: True, y: True}, tuple(raw.lines), file, {})
 
