@@ -44,7 +44,8 @@ def read_spec(path: str, text: str | None = None) -> Spec:
                 raw = f.read()
         except OSError as e:
             raise UsageError(f"{path}: cannot read the spec ({e.strerror})") from None
-        text = _decode(raw, path)
+        # a byte-order mark (Windows editors write one) is no part of the spec
+        text = _decode(raw, path).removeprefix("\ufeff")
     graph = elaborate(parse(text, path))
     return Spec(path, text, graph, check(graph))
 

@@ -357,3 +357,11 @@ def test_the_unfolded_views_show_a_one_place_loss_once_where_it_reads(tmp_path):
     assert lines == ["loss1 <- o[3], y[3]", "loss2 <- o[1], c"]
     dot = unfolded_dot(spec.graph, {"t": 3}, {"V": 5})
     assert re.findall(r'label="(L\d[^"]*)"', dot) == ["L1[3]", "L2[1] x 0.5"]
+
+
+def test_a_spec_with_a_byte_order_mark_reads_as_without(tmp_path):
+    text = (ROOT / "specs" / "elman.sg").read_text()
+    (tmp_path / "bom.sg").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    a, b = seqgraph.read_spec(str(tmp_path / "bom.sg")), seqgraph.read_spec(
+        str(ROOT / "specs" / "elman.sg"))
+    assert folded_text(a.checked) == folded_text(b.checked)
