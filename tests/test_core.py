@@ -337,8 +337,8 @@ def test_a_loss_at_one_place_against_a_target_at_every_step_is_refused():
     ("loss xent(o[t], y[end])", "xent reads 'o' at every step of t and 'y' once an "
      "example", "o[end]"),
     # a shifted read: the executors and eval would take other steps
-    ("loss xent(o[t], y[t-1])", "xent reads 'y' at t-1", "read y[t]"),
-    ("loss xent(o[t+1], y[t])", "xent reads 'o' at t+1", "read o[t]")])
+    ("loss xent(o[t], y[t-1])", "xent reads 'y' at t-1", "p[t] = o[t+1], then xent(p[t]"),
+    ("loss xent(o[t+1], y[t])", "xent reads 'o' at t+1", "p[t] = o[t+1], then xent(p[t]")])
 def test_a_per_example_or_one_place_output_against_every_step_is_refused(lines, message,
                                                                           hint):
     with pytest.raises(seqgraph.SpecError) as e:

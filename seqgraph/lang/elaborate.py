@@ -480,12 +480,15 @@ class _Elaborator:
         for ref, arg in ((out, l.args[0]), (tgt, l.args[1])):
             k = ref.shift
             if k.kind in ("left", "right") or (k.kind == "rel" and k.k):
-                index = self._index_of(ref.var)
-                raise SpecError(f"{l.fn} reads '{ref.var}' at {k.show(index)}: a loss "
+                i = self._index_of(ref.var)
+                # a shift moves to the output (a variable; a target cannot be defined)
+                shift = k.k if ref is out else -k.k
+                hint = f"read {ref.var}[{i}]" if k.kind != "rel" else \
+                    f"shift the output instead: p[{i}] = {out.var}[{i}{shift:+d}], then " \
+                    f"{l.fn}(p[{i}], {tgt.var}[{i}])"
+                raise SpecError(f"{l.fn} reads '{ref.var}' at {k.show(i)}: a loss "
                                 f"compares its output and target where it reads them, "
-                                f"at every step (node) or at one place", arg.pos,
-                                hint=f"read {ref.var}[{index}] (or define the shifted "
-                                     f"value as a variable first)")
+                                f"at every step (node) or at one place", arg.pos, hint=hint)
         one = ("first", "end", "root", "none")
         if out.shift.kind in one and tgt.shift.kind == "rel":
             index = self.data[tgt.var].index[0]
