@@ -595,8 +595,11 @@ def test_operating_a_run(work, capsys, monkeypatch):
 def test_the_last_line_says_finished_or_which_limit_stopped_it(work, capsys):
     assert main(["train", "lm.sg", "--out", "run", "--executor", "interp", "--set",
                  "epochs=1"]) == 0
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("finished: 1 epoch, ") and "checkpoint " in last, last
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("finished: 1 epoch, ") and "checkpoint " in err[-1], err
+    assert "continue with" not in err[-1]
+    assert any(x.startswith("epoch 1/1") and x.endswith("s of training in all)")
+               for x in err), err
     assert main(["train", "lm.sg", "--out", "run2", "--executor", "interp", "--steps",
                  "2"]) == 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -617,3 +620,15 @@ def test_a_checkpoint_file_without_a_suffix_is_read_as_a_file(trained, capsys):
     shutil.copy(trained / "checkpoint.npz", trained.parent / "ckptfile")
     t = seqgraph.restore("lm.sg", str(trained.parent / "ckptfile"))
     assert t.checkpoint.path.endswith("ckptfile")
+
+
+def test_a_run_cut_short_prints_its_continue_command_and_a_bad_set_warns_of_nothing(
+        work, capsys):
+    assert main(["train", "lm.sg", "--out", "run", "--executor", "interp", "--steps",
+                 "2"]) == 0
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "continue with: seqgraph train lm.sg " in last and last.endswith("--resume run")
+    # --overwrite with a bad --set: the value is refused, the run folder is not announced
+    assert main(["train", "lm.sg", "--out", "run", "--overwrite", "--set",
+                 "batch=zero"]) == 2
+    assert "warning: --overwrite" not in capsys.readouterr().err

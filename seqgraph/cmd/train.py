@@ -61,9 +61,9 @@ def run(args) -> int:
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     spec = read_spec(args.spec)
     out = _run_folder(args, spec)
-    _another_run(args, out, speak)
     resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
     cfg = _config(args, spec, resumed)
+    _another_run(args, out, speak)            # once the settings are good: no false alarm
     _warn_of_leaks(args, spec, cfg, speak)
     _warn_of_unused(args, spec, speak)
     dims = _dims(args, spec, resumed)
@@ -252,7 +252,9 @@ def _stopped(args, trainer, pos, out) -> int:
         f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}; the " \
         f"{'--steps' if args.steps is not None and pos.step >= args.steps else '--minutes'}" \
         f" limit)"
-    trainer.progress.note(f"{how}; checkpoint {trainer.saved}; metrics {out / 'metrics.csv'}")
+    more = "" if done else f"; continue with: {_continue_command(args, out)}"
+    trainer.progress.note(f"{how}; checkpoint {trainer.saved}; metrics "
+                          f"{out / 'metrics.csv'}{more}")
     return 0
 
 

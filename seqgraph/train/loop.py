@@ -553,7 +553,7 @@ class Trainer:
         vtext = self.kind.describe(v) if v is not None else ""
         self.progress.note(f"epoch {p.epoch + 1}/{self.cfg.epochs}: step {p.step}, train "
                            f"{train:.4f}{self.kind.unit}{vtext} ({self.seconds:.0f} s "
-                           f"training)")
+                           f"of training in all)")
         return train, (v.loss if v is not None else None)
 
     def _finish(self, early: bool = False) -> Position:
