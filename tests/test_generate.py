@@ -283,6 +283,9 @@ def test_sample_input_writes_tokens_of_the_target_vocabulary(s2s, capsys):
                    "--beam", 3, "--nbest", "--length", 8)
     rows = [line.split("\t") for line in out.out.splitlines()]
     assert code == 0 and len(rows) == 3
+    code, out = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c",
+                   "--nbest")                  # a sample is one: refused, not ignored
+    assert code == 2 and "--nbest prints the beam's hypotheses: give --beam K" in out.err
     scores = [float(r[0]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     greedy = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c", "--greedy",

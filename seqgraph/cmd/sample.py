@@ -312,6 +312,9 @@ def _decode(args, gen, ctx, length: int, out_vocab, rng) -> tuple[list, bool]:
     """The output (ids without `</s>`) and whether it ended with `</s>`; with --nbest
     the K hypotheses of the beam are printed here."""
     if args.beam is None:
+        if args.nbest:              # a sample is one hypothesis: a beam keeps K
+            from ..errors import UsageError
+            raise UsageError("--nbest prints the beam's hypotheses: give --beam K")
         ids = gen.sample(ctx, length, args.temperature, args.greedy, rng)[0]
         limit = length if ctx.limit is None else min(length, ctx.limit)
         return ids, len(ids) < limit              # a sample stops early only at </s>
