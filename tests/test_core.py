@@ -354,7 +354,7 @@ def test_the_unfolded_views_show_a_one_place_loss_once_where_it_reads(tmp_path):
                               "loss 0.5 * xent(o[1], c)\n")
     lines = [x for x in unfolded_text(spec.graph, {"t": 3}).splitlines()
              if x.startswith("loss")]
-    assert lines == ["loss1 <- o[3], y[3]", "loss2 <- o[1], c"]
+    assert lines == ["loss1 <- o[3], y[3]", "loss2 <- o[1], c  (x 0.5)"]
     dot = unfolded_dot(spec.graph, {"t": 3}, {"V": 5})
     assert re.findall(r'label="(L\d[^"]*)"', dot) == ["L1[3]", "L2[1] x 0.5"]
 

@@ -187,8 +187,9 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
     for i, loss in enumerate(graph.losses):
         for o, t in loss_terms(graph, loss, lengths):
             step = o[1] if loss.output.shift.kind == "rel" else None
+            weight = "" if loss.weight == 1 else f"  (x {loss.weight:g})"
             lines.append(f"loss{i + 1}{'' if step is None else f'[{step + 1}]'} <- "
-                         f"{_name(o)}, {_name(t)}")
+                         f"{_name(o)}, {_name(t)}{weight}")
     return "\n".join(lines) + "\n"
 
 
