@@ -131,6 +131,8 @@ TABLE = [
         6, 15, "'h' runs over 't' and this equation over 'u'", "h[end]"),
     bad("sequence-without-index", HEAD + "h[t] : H = tanh(W @ x + U @ h[t-1] + b)\n" + OUT,
         5, 21, "'x' runs over 't': write x[t]"),
+    bad("sequence-without-index-per-example", HEAD + H + "param Wc, bc\nc = Wc @ h + bc\n"
+        + OUT, 7, 10, "'h' runs over 't': read it at one place, h[end] or h[1]"),
     bad("per-example-with-index", HEAD + "param Vc\nc : H = tanh(Vc @ b)\n" + H
         + "g[t] : H = tanh(c[t] + h[t])\n" + OUT, 8, 17,
         "'c' has one value per example and no index"),

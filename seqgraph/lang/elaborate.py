@@ -389,6 +389,13 @@ class _Elaborator:
                                 e.pos, hint=f"write {e.name} without [...]")
             return NONE, NONE
         if not e.index:
+            i = var_indexes[0]
+            if (in_init or not bound or i not in bound) and len(var_indexes) == 1:
+                # read where its index does not run (a per-example value): one place
+                one = f"{e.name}[root]" if self.indexes.get(i) == "tree" else \
+                    f"{e.name}[end] or {e.name}[1]"
+                raise SpecError(f"'{e.name}' runs over '{i}': read it at one place, "
+                                f"{one}", e.pos)
             raise SpecError(f"'{e.name}' runs over '{', '.join(var_indexes)}': write "
                             f"{e.name}[{', '.join(var_indexes)}]", e.pos)
         if len(e.index) != len(var_indexes):
