@@ -60,7 +60,8 @@ def report(d: dict, file: str) -> str:
     unit = "example" if d.get("kind") == "labeled" else "token"
     nats = f"nats/{unit}  perplexity {d['perplexity']:.3f}" \
         if d.get("perplexity") is not None else f"per {unit}"
-    lines = [f"loss {d['loss']:.4f} {nats}{acc}  ({d['tokens']} {unit}s of {file})"]
+    many = f"{d['tokens']} {unit}{'s' * (d['tokens'] != 1)}"
+    lines = [f"loss {d['loss']:.4f} {nats}{acc}  ({many} of {file})"]
     if "exact_match" in d:
         lines.append(f"greedy decoding of {d['decoded']} examples: exact match "
                      f"{d['exact_match']:.4f}  error rate (edit distance / reference tokens) "
