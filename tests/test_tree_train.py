@@ -545,7 +545,7 @@ def test_a_tree_classifier_trains_evaluates_and_labels_the_root(tmp_path, capsys
     assert main(["eval", str(spec), "--checkpoint", str(out)]) == 0
     shown = capsys.readouterr().out
     unit = "/node" if text is CLASSIFIER_EVERY_NODE else "/tree"   # as training counts
-    assert "fine-grained root" in shown and "all " not in shown
+    assert "fine-grained root" in shown and "grained all" not in shown
     assert shown.split()[1].endswith(unit), shown
     # the label of the root, from the per-example output
     assert main(["sample", str(spec), "--checkpoint", str(out), "--input",
@@ -791,7 +791,7 @@ def test_a_node_labelled_model_whose_loss_reads_the_root_is_scored_there(tmp_pat
     last = [x for x in capsys.readouterr().err.splitlines() if x.startswith("epoch 3/3")][-1]
     train, valid = (float(v) for v in
                     re.search(r"train ([\d.]+)(/\w+); valid loss ([\d.]+)\2", last).group(1, 3))
-    assert f"{unit};" in last and "fine-grained root" in last and "all" not in last
+    assert f"{unit};" in last and "fine-grained root" in last and "grained all" not in last
     assert abs(train - valid) < 0.5 * max(train, valid)     # the same trees, the same unit
     assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "run"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
