@@ -593,3 +593,30 @@ def test_an_unknown_label_or_tag_at_eval_is_named_as_such(data, capsys):
                      str(data / (name + ".data"))]) == 2
         err = capsys.readouterr().err
         assert f":1: {what} is not one of the" in err, err
+
+
+@pytest.mark.parametrize("text, file, loader", [(CLASSIFY, "lab.tsv", "labeled"),
+                                                (TAGGER, "tag.txt", "tagged")],
+                         ids=["labeled", "tagged"])
+def test_the_api_reads_lines_of_the_runs_data_as_eval_does(data, capsys, text, file,
+                                                           loader):
+    """Trained.examples(lines): the batch of those lines in their order, padded, with
+    lengths; its loss is eval's on the same lines, and each row's that example's."""
+    import seqgraph
+    spec = write(data, "m.sg", text)
+    assert main(["train", str(spec), "--out", str(data / "run"), "--quiet"]) == 0
+    lines = (data / file).read_text().splitlines()[:7]
+    write(data, "seven", "\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(data / "run"), "--json", "--data",
+                 f'{loader}("{data / "seven"}")', "--per-example", str(data / "pe.csv")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    t = seqgraph.restore(str(spec), str(data / "run"))
+    b = t.examples(lines)
+    assert set(b.inputs) == {"x"} and set(b.targets) == {"y"}
+    res = t.model.run(b.inputs, b.targets, lengths=b.lengths)
+    assert res.loss / (res.terms[0][1] / 7) == pytest.approx(d["loss"], rel=1e-5)
+    nll = [float(r.split(",")[4]) for r in (data / "pe.csv").read_text().splitlines()[1:]]
+    for i in range(7):                          # row i is line i
+        one = t.examples(lines[i:i + 1])
+        assert t.model.run(one.inputs, one.targets).loss == pytest.approx(nll[i], rel=1e-5)

@@ -72,6 +72,39 @@ class Trained:
         inputs, targets = tree_feeds(self.binding, f, w, y)
         return inputs, targets, f
 
+    def examples(self, lines: list[str]):
+        """Lines written as this run's example data (`label<TAB>text`, `word/TAG ...`,
+        `source<TAB>target`; a series: its CSV, header first) as one batch in their order,
+        read with the run's loader options and vocabulary: `.inputs`, `.targets` and
+        `.lengths` for `model.run(b.inputs, b.targets, lengths=b.lengths)` (ids padded
+        with -1; `.lengths` None when no example is shorter)."""
+        import tempfile
+
+        from .binding import fit_loader
+        from .data import encode_examples
+        from .loaders import make_loader
+        if isinstance(lines, str):
+            lines = lines.splitlines()
+        if not self.binding.examples or self.binding.kind == "trees":
+            what = "trees: use trees(texts)" if self.binding.kind == "trees" else \
+                "a token stream: encode its text with vocab.encode(tokens)"
+            raise UsageError(f"examples(): model '{self.spec.graph.name}' was trained on "
+                             f"{what}")
+        cfg = trained_config(self, self.spec.path)
+        base = cfg.data
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "examples.txt"
+            path.write_text("".join(f"{line}\n" for line in lines))
+            call = type(base)(base.name, (str(path), *base.args[1:]), dict(base.kwargs))
+            loader = fit_loader(self.spec.graph, make_loader(call, d), self.meta.get("dims"))
+            ex = encode_examples(self.spec.graph, loader, loader.read(), self.vocab,
+                                 self.binding, "<examples>", cfg.bptt)
+        b = ex.batch(np.arange(len(ex)))
+        data = b.inputs                   # the input, and the targets (as training splits)
+        b.inputs = {k: v for k, v in data.items() if k == self.binding.input}
+        b.targets = {k: v for k, v in data.items() if k != self.binding.input}
+        return b
+
     def __repr__(self) -> str:       # the vocabulary and the arrays are long
         return (f"Trained(model '{self.spec.graph.name}' of {self.spec.path}, "
                 f"{len(self.vocab)} symbols, checkpoint {self.checkpoint.path})")
