@@ -297,3 +297,17 @@ def test_a_loader_named_without_its_file(value, hint):
         seqgraph.read_spec("m.sg", MODEL.replace('data = chars("tiny.txt")', f"data = {value}")
                            + "}\n")
     assert "data must be a loader call such as" in str(e.value) and hint in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["lr", "learning_rate", "momentum"])
+def test_an_optimizer_argument_written_as_a_train_key_points_to_the_optimizer(key, tmp_path,
+                                                                             capsys):
+    elman = Path(__file__).resolve().parent.parent / "specs" / "elman.sg"
+    spec = tmp_path / "m.sg"
+    spec.write_text(elman.read_text() + f'train {{\n  data = chars("x.txt")\n  {key} = 0.1\n}}\n')
+    assert main(["check", str(spec)]) == 2
+    assert f"{key} is an argument of the optimizer: optimizer = adam(" in \
+        capsys.readouterr().err
+    assert main(["train", str(elman), "--dim", "V=5", "--set", f"{key}=0.1"]) == 2
+    assert f"unknown train key '{key}'; {key} is an argument of the optimizer" in \
+        capsys.readouterr().err

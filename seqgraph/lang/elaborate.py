@@ -34,6 +34,22 @@ from .parse import parse
 TRAIN_KEYS = ("data", "valid", "optimizer", "clip", "batch", "bptt", "epochs", "teacher",
               "schedule", "param_init", "l2", "select", "seed", "dtype", "on_nan",
               "average", "keep")
+
+
+# an optimiser's own arguments, which a user may write as train keys (Keras' habit):
+# they are arguments of the `optimizer` call
+OPTIMIZER_ARGS = ("lr", "learning_rate", "momentum", "beta1", "beta2", "eps", "reset")
+
+
+def optimizer_arg_hint(key: str) -> str:
+    """The hint for a train key that is an optimiser's argument, else ''."""
+    if key not in OPTIMIZER_ARGS:
+        return ""
+    arg = "lr" if key == "learning_rate" else key
+    return (f"{key} is an argument of the optimizer: optimizer = adam({arg} = ...) "
+            f"(or sgd, adagrad)")
+
+
 # Keras' and PyTorch's names of the initialisers (a hint, not a second spelling)
 INIT_ALIASES = {"glorot_uniform": "xavier", "xavier_uniform": "xavier",
                 "glorot_normal": "xavier", "xavier_normal": "xavier",
@@ -563,7 +579,8 @@ class _Elaborator:
         for e in (blocks[0].entries if blocks else ()):
             if e.key not in TRAIN_KEYS:
                 raise SpecError(f"unknown train setting '{e.key}'", e.pos,
-                                hint=did_you_mean(e.key, TRAIN_KEYS) or
+                                hint=optimizer_arg_hint(e.key) or
+                                did_you_mean(e.key, TRAIN_KEYS) or
                                 "settings: " + ", ".join(TRAIN_KEYS))
             if e.key in out:
                 raise SpecError(f"train setting '{e.key}' is given twice", e.pos,

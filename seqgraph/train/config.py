@@ -460,8 +460,9 @@ def _read_set(key: str, text: str):
 
 
 def _known(key: str, where: str) -> None:
+    from ..lang.elaborate import optimizer_arg_hint
     if key not in DEFAULTS:
-        near = did_you_mean(key, DEFAULTS)
+        near = optimizer_arg_hint(key) or did_you_mean(key, DEFAULTS)
         hint = f"; {near}" if near else f" (keys: {', '.join(DEFAULTS)})"
         raise UsageError(f"{where}: unknown train key '{key}'{hint}")
 
