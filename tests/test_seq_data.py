@@ -620,3 +620,22 @@ def test_the_api_reads_lines_of_the_runs_data_as_eval_does(data, capsys, text, f
     for i in range(7):                          # row i is line i
         one = t.examples(lines[i:i + 1])
         assert t.model.run(one.inputs, one.targets).loss == pytest.approx(nll[i], rel=1e-5)
+
+
+def test_the_api_examples_refuses_what_is_no_row_and_takes_a_path_by_keyword(data):
+    """A blank line or no line is refused (each line a row); a line the loader refuses is
+    named `<examples>:N` (not the temporary file); a spec giving its file by keyword
+    (`labeled(path = ...)`) reads the lines all the same."""
+    import seqgraph
+    spec = write(data, "m.sg", CLASSIFY.replace('labeled("lab.tsv")',
+                                                'labeled(path = "lab.tsv")'))
+    assert main(["train", str(spec), "--out", str(data / "run"), "--quiet", "--steps",
+                 "1"]) == 0
+    t = seqgraph.restore(str(spec), str(data / "run"))
+    assert t.examples(["1\ta b a", "0\tb"]).inputs["x"].shape == (2, 3)
+    for lines, message in ((["1\ta b", "", "0\tb"], "<examples>:2: a blank line"),
+                           ([], "<examples>: no lines"),
+                           (["no tab here"], "<examples>:1: expected label<TAB>text")):
+        with pytest.raises(DataError) as e:
+            t.examples(lines)
+        assert str(e.value).startswith(message), str(e.value)

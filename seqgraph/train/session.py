@@ -77,9 +77,11 @@ class Trained:
         `source<TAB>target`; a series: its CSV, header first) as one batch in their order,
         read with the run's loader options and vocabulary: `.inputs`, `.targets` and
         `.lengths` for `model.run(b.inputs, b.targets, lengths=b.lengths)` (ids padded
-        with -1; `.lengths` None when no example is shorter)."""
+        with -1; `.lengths` None when no example is shorter). A blank line is refused
+        (each line is a row); an error names `<examples>` and the line."""
         import tempfile
 
+        from ..errors import DataError
         from .binding import fit_loader
         from .data import encode_examples
         from .loaders import make_loader
@@ -90,20 +92,42 @@ class Trained:
                 "a token stream: encode its text with vocab.encode(tokens)"
             raise UsageError(f"examples(): model '{self.spec.graph.name}' was trained on "
                              f"{what}")
-        cfg = trained_config(self, self.spec.path)
-        base = cfg.data
+        blank = next((n for n, line in enumerate(lines, 1) if not line.strip()), None)
+        if blank is not None or not lines:
+            raise DataError("a blank line: each line is a row of the batch" if lines else
+                            "no lines", file="<examples>", line=blank)
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "examples.txt"
             path.write_text("".join(f"{line}\n" for line in lines))
-            call = type(base)(base.name, (str(path), *base.args[1:]), dict(base.kwargs))
-            loader = fit_loader(self.spec.graph, make_loader(call, d), self.meta.get("dims"))
-            ex = encode_examples(self.spec.graph, loader, loader.read(), self.vocab,
-                                 self.binding, "<examples>", cfg.bptt)
+            try:
+                loader = fit_loader(self.spec.graph, make_loader(self._data_call(path), d),
+                                    self.meta.get("dims"))
+                bptt = ((self.meta.get("state") or {}).get("config") or {}).get("bptt", 64)
+                ex = encode_examples(self.spec.graph, loader, loader.read(), self.vocab,
+                                     self.binding, "<examples>", bptt)  # a series' window
+            except DataError as e:          # the temporary file is no name to give
+                raise DataError(e.message, file="<examples>", line=e.line) from None
         b = ex.batch(np.arange(len(ex)))
         data = b.inputs                   # the input, and the targets (as training splits)
         b.inputs = {k: v for k, v in data.items() if k == self.binding.input}
         b.targets = {k: v for k, v in data.items() if k != self.binding.input}
         return b
+
+    def _data_call(self, path: Path):
+        """The run's data loader call (the spec's, or the `--set` one it recorded), reading
+        `path` instead: its options without its file, which need not be there."""
+        from ..lang.ast import Call
+        r = (self.meta.get("loaders") or {}).get("data")
+        call = Call(r["loader"], tuple(r["args"]), dict(r["kwargs"])) \
+            if isinstance(r, dict) else dict(self.spec.train or {}).get("data")
+        if call is None:
+            raise UsageError("examples(): the run names no data loader")
+        args, kwargs = tuple(call.args), dict(call.kwargs)
+        if "path" in kwargs:
+            kwargs["path"] = str(path)
+        else:
+            args = (str(path), *args[1:])
+        return Call(call.name, args, kwargs)
 
     def __repr__(self) -> str:       # the vocabulary and the arrays are long
         return (f"Trained(model '{self.spec.graph.name}' of {self.spec.path}, "
