@@ -577,10 +577,10 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     n = next((i for i, k in graph.indexes if k == "tree"), None)
     if n is None:
         raise UsageError("--tree draws tree models; this model has no 'tree n' index")
-    seq = [i for i, k in graph.indexes if k != "tree"]
-    if seq:                # a tree encoder and a sequence: its steps are no tree nodes
+    if graph.tree_and_sequence:     # a tree encoder and a sequence: steps are no nodes
         raise UsageError(f"--tree draws a model over trees alone; this one also runs over "
-                         f"the sequence index '{seq[0]}': draw its folded graph (no --tree)")
+                         f"the sequence index '{graph.tree_and_sequence[1]}': draw its "
+                         f"folded graph (no --tree)")
     left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph))
     N = len(left)
     f = Forest.one(left, right)

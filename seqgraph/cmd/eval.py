@@ -32,10 +32,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..train.session import restore
-    from .train import _checkpoint_in
 
     output_file(args.per_example, "--per-example")
-    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor, args.average)
+    t = restore(args.spec, args.checkpoint, args.executor, args.average)   # file or folder
     if getattr(t.binding, "kind", None) == "trees":     # recursive nets: train/trees.py
         from ..train.trees import eval_command
         return eval_command(t, args.spec, args.data, args.json, args.per_example)

@@ -47,8 +47,8 @@ def parse_lengths(text: str, graph) -> dict:
     """`4` gives every sequence index 4 steps; `t=3,u=4` one length per index."""
     seqs = [name for name, kind in graph.indexes if kind != "tree"]
     if any(kind == "tree" for _, kind in graph.indexes):
-        fix = "draw its folded graph (no --unfold, no --tree)" if seqs else \
-            "draw one tree with --tree \"(3 (2 a) (3 film))\""
+        fix = "draw its folded graph (no --unfold, no --tree)" \
+            if graph.tree_and_sequence else "draw one tree with --tree \"(3 (2 a) (3 film))\""
         raise UsageError("--unfold draws sequences; this model ranges over trees, "
                          f"which cannot be unfolded by a length: {fix}")
     text = text.strip()

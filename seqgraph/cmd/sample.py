@@ -67,10 +67,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..errors import UsageError
     from ..train.session import restore
-    from .train import _checkpoint_in
     _check_options(args)
-    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor or "interp",
-                args.average)
+    t = restore(args.spec, args.checkpoint, args.executor or "interp", args.average)
     rng = np.random.default_rng(args.seed)
     if getattr(t.binding, "kind", "stream") == "stream":
         return _continue(t, args, rng)

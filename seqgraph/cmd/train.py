@@ -50,7 +50,7 @@ def run(args) -> int:
     from ..train import checkpoint as ck
     from ..train.data import load_dataset
     from ..train.loaders import Vocab
-    from ..train.session import choose_executor, init_rule
+    from ..train.session import checkpoint_in, choose_executor, init_rule
 
     _check_limits(args)
     comm = None
@@ -61,7 +61,7 @@ def run(args) -> int:
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     spec = read_spec(args.spec)
     out = _run_folder(args, spec)
-    resumed = ck.load(_checkpoint_in(args.resume)) if args.resume else None
+    resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
     cfg = _config(args, spec, resumed)
     _another_run(args, out, speak)            # once the settings are good: no false alarm
     _warn_of_leaks(args, spec, cfg, speak)
@@ -274,11 +274,7 @@ def _continue_command(args, out) -> str:
     return shlex.join(parts + ["--resume", str(out)])
 
 
-def _checkpoint_in(path: str) -> str:
-    from ..train.session import checkpoint_in
-    return checkpoint_in(path)
-
-
 def _run_dir(path: str) -> Path:
-    p = Path(_checkpoint_in(path))
+    from ..train.session import checkpoint_in
+    p = Path(checkpoint_in(path))
     return p.parent

@@ -238,6 +238,14 @@ class FoldedGraph:
         return dict(self.indexes)
 
     @property
+    def tree_and_sequence(self) -> tuple[str, str] | None:
+        """(tree index, sequence index) of a model over both (a tree encoder feeding a
+        decoder: no loader reads it, the interpreter runs it), else None."""
+        tree = next((i for i, k in self.indexes if k == "tree"), None)
+        seq = next((i for i, k in self.indexes if k != "tree"), None)
+        return (tree, seq) if tree is not None and seq is not None else None
+
+    @property
     def train_config(self) -> dict:
         return dict(self.train)
 

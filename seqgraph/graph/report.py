@@ -173,14 +173,14 @@ def report(checked, steps: int | None = None, batch: int | None = None,
     tree = "tree" in g.index_kinds.values()
     if tree:
         no_window = "a tree is processed whole (back-propagation through structure)"
-        if len(g.index_kinds) > 1:          # and a sequence: no loader, no windows
+        if g.tree_and_sequence:             # and a sequence: no loader, no windows
             window, cuts = None, []
             no_window += "; so is its sequence (no loader cuts it into windows)"
     return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
                   reasons, window, cuts, no_window, tree, loader, mode,
                   _sample_says(g, loader, mode),
                   any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
-                  tree and len(g.index_kinds) > 1)
+                  g.tree_and_sequence is not None)
 
 
 def loader_args(call) -> dict:
@@ -245,7 +245,7 @@ def _generation(checked, mode: str | None):
 
 def _sample_says(g, loader: str | None, mode: str | None) -> str:
     """What `seqgraph sample` does with the model, in a sentence (cmd/sample.py)."""
-    if "tree" in g.index_kinds.values() and len(g.index_kinds) > 1:
+    if g.tree_and_sequence:
         return ("seqgraph sample does not run it: no loader reads a tree and a sequence "
                 "yet (the Python API runs it: Model.run with forest=...)")
     y = next((v for v in g.targets() if v.index is not None), None) or \

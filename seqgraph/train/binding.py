@@ -120,11 +120,10 @@ STREAMS, EXAMPLES = STREAM_KINDS, EXAMPLE_KINDS
 def no_loader_for_trees_and_sequences(graph: FoldedGraph) -> None:
     """A tree beside a sequence index (a tree encoder and a decoder): no loader reads a
     tree and a sequence an example yet; said before any loader's own complaint."""
-    trees = [i for i, k in graph.indexes if k == "tree"]
-    seqs = [i for i, k in graph.indexes if k != "tree"]
-    if trees and seqs:
-        raise DataError(f"model '{graph.name}' runs over a tree ('{trees[0]}') and a "
-                        f"sequence ('{seqs[0]}'): no loader reads both yet; run it from "
+    both = graph.tree_and_sequence
+    if both:
+        raise DataError(f"model '{graph.name}' runs over a tree ('{both[0]}') and a "
+                        f"sequence ('{both[1]}'): no loader reads both yet; run it from "
                         f"Python (Model.run with forest=..., docs/language.md, \"Trees\")",
                         file=graph.path)
 

@@ -357,13 +357,6 @@ def tree_feeds(binding: Binding, f: Forest, w, y) -> tuple[dict, dict]:
     return {binding.input: w}, {binding.target: y[f.roots] if binding.root_target else y}
 
 
-def labels_at_roots(graph) -> bool:
-    """Does the model read one label a tree (a per-example class target, the root's),
-    rather than one at every node? As `bind_trees` chooses."""
-    n = tree_index(graph)
-    return not any(v.kind == "class" and v.index == n for v in graph.targets())
-
-
 def _check_labels(graph, y, sets, given: dict, bound: dict):
     """A label the class target y cannot hold (0 to size - 1), at a node (or for a tree
     classifier, at a root): a DataError with the file, the line of the first tree
@@ -428,7 +421,7 @@ def load_tree_dataset(graph, cfg, dims: dict | None = None,
     else:
         train, valid = split_trees(train, cfg.valid)
         vfile = str(loader.path)
-    roots = labels_at_roots(graph)
+    roots = tree_vars(graph)[1].index is None       # one label a tree: the roots'
     labels = int(max(train.labels(roots).max(),
                      -1 if valid is None else valid.labels(roots).max())) + 1
     binding = bind_trees(graph, len(vocab), labels, str(loader.path), dims,
