@@ -257,8 +257,7 @@ class Interpreter:
             index = self.g.var(loss.output.var).index
             # summed over the output's index; read at a fixed place (o[end], o[1],
             # o[root]) the loss is one term an example
-            once = loss.output.shift.kind not in ("rel", "none")
-            for step in [None] if once else self._steps(loss.output.var):
+            for step in [None] if loss.at_one_place else self._steps(loss.output.var):
                 env = {} if step is None else {index: step}
                 o = self._read(loss.output, env)
                 y = self._read(loss.target, env)

@@ -516,7 +516,7 @@ class _Run:
             # every node's term, or one an example: a per-example output, or one read
             # at the root
             ov = self.ex.var_map[loss.output.var]
-            example = ov.index is None or loss.output.shift.kind == "root"
+            example = ov.index is None or loss.at_one_place
             rows = slice(0, self.B) if example else allrows
             o, oroute = self.read(loss.output, rows, example)
             y, _ = self.read(loss.target, rows, example)

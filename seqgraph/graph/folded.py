@@ -199,6 +199,12 @@ class Loss:
     weight: float = 1.0
     pos: Pos = field(default=NOPOS, compare=False)
 
+    @property
+    def at_one_place(self) -> bool:
+        """Read at one place (`o[end]`, `o[1]`, `o[root]`): one term an example, not one
+        a step or node (the executors' rule; a per-example output is one term too)."""
+        return self.output.shift.kind in ("first", "end", "root")
+
 
 @dataclass(frozen=True)
 class FoldedGraph:

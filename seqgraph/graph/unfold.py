@@ -158,7 +158,7 @@ def loss_terms(graph: FoldedGraph, loss, lengths: dict, forest=None) -> list:
     at each step (node) of its output, or read at one place (`o[end]`, `o[1]`,
     `o[root]`) one an example, there (the executors' rule, interp.py `_losses`)."""
     v = graph.var(loss.output.var)
-    if loss.output.shift.kind in ("rel", "none"):     # the target where this step reads it
+    if not loss.at_one_place:                # the target where this step reads it
         return [((v.name, s), position(graph, loss.target, env_of(v, s), lengths, forest))
                 for s in _steps(v, lengths)]
 

@@ -331,16 +331,16 @@ def roots_scored(graph, binding: Binding) -> bool:
     per-example `o`) or compares every node with the root's label (`y[root]`); else
     every node is scored against its own label."""
     loss = loss_on(graph, binding.target, "xent")
-    return binding.root_target or (loss is not None and (
-        loss.output.shift.kind in ("root", "none") or loss.target.shift.kind == "root"))
+    return binding.root_target or loss_unit(graph, binding) == "/tree" or (
+        loss is not None and loss.target.shift.kind == "root")
 
 
 def loss_unit(graph, binding: Binding) -> str:
     """What the loss is counted in, as training counts its terms: "/tree" for a loss read
     at one place of a tree, "/node" for one summed over the nodes."""
     loss = loss_on(graph, binding.target, "xent")
-    return "/tree" if loss is not None and loss.output.shift.kind in ("root", "none") \
-        else "/node"
+    one = loss is not None and (loss.at_one_place or graph.var(loss.output.var).index is None)
+    return "/tree" if one else "/node"
 
 
 def root_rows(graph, output: str, f: Forest) -> np.ndarray:
