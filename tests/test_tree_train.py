@@ -819,3 +819,18 @@ def test_train_keys_a_tree_model_has_no_use_for_are_warned_of(tmp_path, capsys):
     assert main(["train", str(spec), "--out", str(tmp_path / "run2"), "--quiet", "--steps",
                  "1"]) == 0
     assert "does nothing" not in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_target_the_spec_renamed(tmp_path, capsys):
+    """The same parameters, the target renamed: eval names the variable the run fed; a
+    resume binds the spec's own name and continues (no traceback either way)."""
+    from conftest import train_quiet, tree_run_spec
+    spec = tree_run_spec(tmp_path, CLASSIFIER_SPEC.replace("epochs = 12", "epochs = 1"))
+    assert train_quiet(spec, tmp_path / "run") == 0
+    renamed = tmp_path / "r.sg"
+    renamed.write_text(spec.read_text().replace("sentiment", "mood").replace(
+        "epochs = 1", "epochs = 2"))
+    capsys.readouterr()
+    assert main(["eval", str(renamed), "--checkpoint", str(tmp_path / "run")]) == 2
+    assert "fed 'sentiment', which" in capsys.readouterr().err
+    assert main(["train", str(renamed), "--resume", str(tmp_path / "run"), "--quiet"]) == 0

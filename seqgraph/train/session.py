@@ -204,6 +204,8 @@ def _same_targets(spec, binding: Binding, ckpt_path: str, was: str) -> None:
 def reads_labels(graph, binding: Binding) -> tuple[str, str] | None:
     """None when `graph` reads the binding's target as its run did (one label an example
     or tree, or one a step or node); else (how the run read it, how `graph` does)."""
+    if binding.target not in graph.var_map:     # renamed: nothing to compare here
+        return None
     tree = binding.kind == "trees"
     was = binding.root_target if tree else binding.kind == "labeled"
     now = graph.var(binding.target).index is None
