@@ -565,10 +565,13 @@ def write(dot_text: str, path) -> str:
 
 
 # ------------------------------------------------------------------- one tree unfolded
-def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
+def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None,
+             lengths: dict | None = None) -> str:
     """The unfolded graph of a tree model over one bracketed tree, `(3 (2 a) (3 film))`:
     a box per tree node (its phrase and label) holding that node's variables, leaves at
-    the bottom, the root on top; child edges (`h[n.left]`, `h[n.right]`) in green."""
+    the bottom, the root on top; child edges (`h[n.left]`, `h[n.right]`) in green. A tree
+    encoder with a decoder (a sequence index beside the tree) is drawn over `lengths`
+    steps of its sequence too, each variable's steps a row above the tree."""
 
     from .graph.trees import Forest
     from .graph.unfold import unfold
@@ -577,14 +580,18 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     n = next((i for i, k in graph.indexes if k == "tree"), None)
     if n is None:
         raise UsageError("--tree draws tree models; this model has no 'tree n' index")
-    if graph.tree_and_sequence:     # a tree encoder and a sequence: steps are no nodes
-        raise UsageError(f"--tree draws a model over trees alone; this one also runs over "
-                         f"the sequence index '{graph.tree_and_sequence[1]}': draw its "
-                         f"folded graph (no --tree)")
+    both = graph.tree_and_sequence
+    if both and not lengths:          # a tree encoder: how many decoder steps to draw
+        raise UsageError(f"--tree draws this model over a tree and its sequence index "
+                         f"'{both[1]}' too: give the steps with --unfold N")
+    if lengths and not both:
+        raise UsageError("--unfold with --tree draws a decoder's steps; this model runs "
+                         "over a tree alone (leave --unfold out)")
     left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph))
     N = len(left)
     f = Forest.one(left, right)
-    dag = _add_losses(graph, unfold(graph, {n: N}, f), {n: N}, f)
+    dims = {n: N, **(lengths or {})}
+    dag = _add_losses(graph, unfold(graph, dims, f), dims, f)
     dag.remove_nodes_from([v for v in list(dag.nodes) if dag.degree(v) == 0])
     phrase = {}
     for i in range(N):
@@ -592,14 +599,18 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     ids = {v: f"n{k}" for k, v in enumerate(dag.nodes)}
     # newrank: the rank groups below hold across the node boxes (clusters); mclimit: few
     # crossing-minimisation passes, which would reorder the leaves (the rows keep them)
+    steps = "".join(f", {k} = 1..{v}" for k, v in (lengths or {}).items())
     dot = Dot(graph.name, rankdir="BT", nodesep="0.25", ranksep="0.4", compound="true",
-              newrank="true", mclimit="0.01", label=f"{graph.name} unfolded over {tree}",
-              labelloc="t", fontname=FONT)
+              newrank="true", mclimit="0.01",
+              label=f"{graph.name} unfolded over {tree}{steps}", labelloc="t", fontname=FONT)
     clusters: dict = {}
     for v in dag.nodes:
         var, step = _node_var(v), _node_step(v)
         label = _step_label(graph, v, dag.nodes[v])
         gv = graph.var_map.get(var)
+        if dag.nodes[v].get("index") not in (n, None):     # a decoder's step
+            dot.node(ids[v], label=label, **_node_style(graph, dag, v))
+            continue
         if isinstance(step, int) and gv is not None and gv.role == "input":
             label = f"{label} = {words[step]!r}"
         elif isinstance(step, int) and gv is not None and gv.role == "target":
@@ -609,10 +620,11 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
         dot.node(ids[v], label=label, **_node_style(graph, dag, v))
         if isinstance(step, int):
             clusters.setdefault(step, []).append(ids[v])
-    _tree_rows(dot, dag, ids, f.height())
-    # the data's label of every node, or of the root alone for a tree classifier
-    shown = set(range(N)) if any(graph.var_map[v.name].index == n
-                                 for v in graph.targets()) else {N - 1}
+    _tree_rows(dot, dag, ids, f.height(), n)
+    # the data's label of every node, or of the root alone for a tree classifier, or
+    # none for a tree encoder (its target is the sequence's)
+    indexes = {graph.var_map[v.name].index for v in graph.targets()}
+    shown = set(range(N)) if n in indexes else {N - 1} if None in indexes else set()
     for step, members in sorted(clusters.items()):
         kind = "leaf" if left[step] < 0 else "internal"
         text = phrase[step] if len(phrase[step]) <= 28 else phrase[step][:25] + "..."
@@ -632,16 +644,21 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None) -> str:
     return dot.text()
 
 
-def _tree_rows(dot: Dot, dag, ids: dict, height) -> None:
+def _tree_rows(dot: Dot, dag, ids: dict, height, n: str) -> None:
     """A variable's nodes at the same height of the tree on one row: the leaves at the
     bottom in the sentence's order, each parent above its children. Nodes of one height
     never nest, so their post-order is their left-to-right order; invisible edges inside
-    a row keep it."""
+    a row keep it. A variable over a sequence index (a decoder's) has its steps on one
+    row, in order."""
     rows: dict = {}
     for v in sorted((v for v in dag.nodes if isinstance(_node_step(v), int)), key=_node_step):
-        rows.setdefault((_node_var(v), height[_node_step(v)]), []).append(ids[v])
-    for k, (_, members) in enumerate(sorted(rows.items(), key=lambda kv: str(kv[0]))):
+        index = dag.nodes[v].get("index")
+        at = index if index not in (n, None) else height[_node_step(v)]
+        rows.setdefault((_node_var(v), at), []).append(ids[v])
+    for k, ((_, at), members) in enumerate(sorted(rows.items(), key=lambda kv: str(kv[0]))):
         if len(members) > 1:
             dot.same_rank(f"row{k}", members)
+            if isinstance(at, str):      # steps: their own edges order them (invisible
+                continue                 # ones here reorder the leaves of graphviz-pure)
             for a, b in pairwise(members):
                 dot.edge(a, b, style="invis")

@@ -28,7 +28,8 @@ def _attention(path) -> bool:
 SEQ_SPECS = sorted(p.name for p in SPECS.glob("*.sg")
                    if "tree " not in p.read_text() and not _attention(p))
 ATTENTION_SPECS = sorted(p.name for p in SPECS.glob("*.sg") if _attention(p))
-TREE_SPECS = sorted(p.name for p in SPECS.glob("*.sg") if "tree " in p.read_text())
+TREE_SPECS = sorted(p.name for p in SPECS.glob("*.sg") if "tree " in p.read_text()
+                    and "[u]" not in p.read_text())        # tree2seq: below
 
 
 def rel(a, b):
@@ -111,6 +112,14 @@ def test_trees_are_not_sequence_loops_and_say_how_they_run(name):
     m = seqgraph.Model(spec, dims={d: 5 for d in spec.unbound_dims()}, executor="compiled")
     assert m.executor.fallback.startswith("tree indexes")
     assert any("level by level" in line for line in explain(m))
+
+
+def test_a_tree_encoder_with_a_decoder_runs_interpreted_and_says_so():
+    spec = seqgraph.read_spec(str(SPECS / "tree2seq.sg"))
+    m = seqgraph.Model(spec, dims={"V": 5, "K": 5}, executor="compiled")
+    assert m.executor.fallback == "tree indexes (recursive nets) run in the interpreter"
+    assert explain(m) == ["trees interpreted: only models over one tree index (no sequence "
+                          "index) are level-batched"]
 
 
 def test_explain_finds_stacked_gemm_of_gated_cells():

@@ -91,7 +91,8 @@ CASES = [
     ('valid = chars("j.jsonl", feild = "text")', "feild", "chars() has no argument 'feild'",
      "did you mean 'field'?"),
     ('valid = pairz("x.tsv")', "pairz", "loader 'pairz' is not supported by training",
-     "did you mean 'pairs'? (supported: chars, words, pairs, labeled, tagged, series, trees)"),
+     "did you mean 'pairs'? (supported: chars, words, pairs, labeled, tagged, series, "
+     "treepairs, trees)"),
     ('valid = words("tiny.txt", vocab = 2)', "vocab", "vocab must be an integer of at least 3",
      "words() takes"),
     ("valid = chars(3)", "3", "the file must be a string", 'chars("file.txt"'),

@@ -576,7 +576,7 @@ def test_render_tree_draws_a_root_loss_once_at_the_root(tmp_path):
     assert sorted(x for x in labels if x.startswith("L1")) == ["L1[1]", "L1[2]", "L1[3]"]
 
 
-def test_render_a_tree_classifier_and_refuse_a_tree_with_a_sequence(tmp_path, capsys):
+def test_render_a_tree_classifier_and_a_tree_with_a_sequence(tmp_path, capsys):
     from test_trees import TREE_TO_SEQUENCE
     spec, out = tmp_path / "c.sg", tmp_path / "t.dot"
     spec.write_text(CLASSIFIER_SPEC)
@@ -585,7 +585,12 @@ def test_render_a_tree_classifier_and_refuse_a_tree_with_a_sequence(tmp_path, ca
     assert text.count("subgraph \"cluster_") == 3 and 'label="sentiment = 3"' in text
     spec.write_text(TREE_TO_SEQUENCE)
     assert main(["render", str(spec), "--tree", "(3 (2 a) (4 film))", "-o", str(out)]) == 2
-    assert "also runs over the sequence index 'u'" in capsys.readouterr().err
+    assert "over a tree and its sequence index 'u' too: give the steps with --unfold N" in \
+        capsys.readouterr().err
+    assert main(["render", str(spec), "--tree", "(3 (2 a) (4 film))", "--unfold", "2",
+                 "-o", str(out)]) == 0
+    text = out.read_text()
+    assert 'label="x[2]"' in text and text.count("subgraph \"cluster_") == 3
     assert main(["render", str(spec), "-o", str(out)]) == 0       # the folded graph
     assert "label=\"root\"" in out.read_text()          # the edge h -> c reads the root
 
@@ -651,25 +656,29 @@ def test_select_all_is_refused_for_a_tree_classifier(tmp_path, capsys):
     assert "a tree classifier's labels are its roots'" in capsys.readouterr().err
 
 
-def test_a_tree_beside_a_sequence_says_no_loader_reads_it_yet(tmp_path, capsys):
-    """A tree encoder feeding a decoder runs from Python only: train says so whatever
-    data it is given (or none), and check says what sample and truncation do."""
+def test_a_tree_beside_a_sequence_is_told_to_read_treepairs(tmp_path, capsys):
+    """A tree encoder feeding a decoder reads treepairs (tests/test_treepairs.py): train
+    says so, given trees data or none; check says what sample and truncation do."""
     from test_trees import TREE_TO_SEQUENCE
     spec = tmp_path / "t2s.sg"
     spec.write_text(TREE_TO_SEQUENCE)
     (tmp_path / "t.txt").write_text(TREES)
-    for more in ([], ["--set", f'data=trees("{tmp_path / "t.txt"}")']):
+    for more, said in (([], 'add data = treepairs("pairs.tsv")'),
+                       (["--set", f'data=trees("{tmp_path / "t.txt"}")'],
+                        "runs over a tree ('n') and a sequence ('u'): train it on "
+                        "treepairs(\"FILE\")")):
         assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet",
                      *more]) == 2
         err = capsys.readouterr().err
-        assert "runs over a tree ('n') and a sequence ('u'): no loader reads both yet" \
-            in err and "Model.run with forest=" in err, err
+        assert said in err, err
     assert main(["check", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "seqgraph sample does not run it" in out and "so is its sequence" in out
-    assert "add data = trees" not in out and "can generate" not in out
+    assert "seqgraph sample writes y[u] for the tree --input step by step" in out
+    assert "so is its sequence (treepairs gives whole examples)" in out
+    assert "add data = trees" not in out
     assert main(["render", str(spec), "--unfold", "3", "-o", str(tmp_path / "u.png")]) == 2
-    assert "draw its folded graph (no --unfold, no --tree)" in capsys.readouterr().err
+    assert 'give a tree too, --tree "(3 (2 a) (3 film))" --unfold N' in \
+        capsys.readouterr().err
 
 
 def test_no_data_suggests_a_loader_that_fits(tmp_path, capsys):

@@ -127,7 +127,7 @@ def eval_examples(t, spec_path: str, data: str | None,
     result.update(baselines(b, ds.train, examples, graph))
     if names is not None and "majority_class" in result:      # its name, as sample says
         result["majority_label"] = names[result["majority_class"]]
-    if b.kind == "pairs":
+    if b.kind in ("pairs", "treepairs"):
         d = decode_metrics(t.model, graph, b, examples, t.vocab, cfg.batch)
         hyps, refs = d.pop("hypotheses"), d.pop("references")
         if each is not None:

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bind a size name used but not declared (repeatable): --dim V=65")
     p.add_argument("--tree", metavar="TREE",
                    help='draw a tree model unfolded over one bracketed tree, e.g. '
-                        '--tree "(3 (2 a) (3 film))"')
+                        '--tree "(3 (2 a) (3 film))"; a tree encoder with a decoder '
+                        'takes its steps with --unfold N')
     p.add_argument("--overlay", choices=["jacobian"],
                    help="with --unfold: colour and label every edge from a state to a "
                         "later step with the measured Jacobian norm ||dv_t/du_k||")
@@ -43,11 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "so the state is not the zero start (default 0)")
 
 
-def parse_lengths(text: str, graph) -> dict:
-    """`4` gives every sequence index 4 steps; `t=3,u=4` one length per index."""
+def parse_lengths(text: str, graph, tree: bool = False) -> dict:
+    """`4` gives every sequence index 4 steps; `t=3,u=4` one length per index. A model
+    over trees takes lengths only beside `--tree` (`tree`), for its sequence indexes."""
     seqs = [name for name, kind in graph.indexes if kind != "tree"]
-    if any(kind == "tree" for _, kind in graph.indexes):
-        fix = "draw its folded graph (no --unfold, no --tree)" \
+    if any(kind == "tree" for _, kind in graph.indexes) and not tree:
+        fix = "give a tree too, --tree \"(3 (2 a) (3 film))\" --unfold N" \
             if graph.tree_and_sequence else "draw one tree with --tree \"(3 (2 a) (3 film))\""
         raise UsageError("--unfold draws sequences; this model ranges over trees, "
                          f"which cannot be unfolded by a length: {fix}")
@@ -90,7 +92,8 @@ def run(args) -> int:
         raise UsageError("--overlay colours the Jacobian norms of a sequence model's "
                          "unfolding (a distance in time); --tree draws a tree without it")
     if args.tree is not None:                 # a tree model over one tree
-        render.write(render.tree_dot(spec, args.tree), args.output)
+        lengths = parse_lengths(args.unfold, spec.graph, tree=True) if args.unfold else None
+        render.write(render.tree_dot(spec, args.tree, lengths=lengths), args.output)
         print(f"wrote {args.output}")
         return 0
     if args.overlay and not args.unfold:

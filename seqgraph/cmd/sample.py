@@ -74,7 +74,8 @@ def run(args) -> int:
         return _continue(t, args, rng)
     if args.prime is not None:
         raise UsageError("--prime is for language models; this model reads --input")
-    if not t.binding.feedback and t.binding.input is not None:
+    if not t.binding.feedback and t.binding.input is not None and \
+            t.binding.kind != "treepairs":      # a tree encoder's decoder writes y[u]
         return one_pass(t, args)
     return _transduce(t, args, rng)
 
@@ -267,11 +268,9 @@ def label_tree(t, args, output: str) -> int:
     label with its probability."""
     from ..graph.trees import Forest
     from ..ops import softmax
-    from ..train.trees import binarizes, parse_tree, root_rows, roots_scored
-    left, right, words, _ = parse_tree(args.input, "--input", 1, binarizes(t.spec))
-    N, leaves = len(left), [i for i, w in enumerate(words) if w is not None]
-    ids = np.full(N, -1, dtype=np.int64)
-    ids[leaves] = encode_tokens(t.vocab, [words[i] for i in leaves], args.unk)
+    from ..train.trees import root_rows, roots_scored
+    rows, words = input_tree(t, args.input, args.unk)
+    left, right, ids, N = rows[:, 0], rows[:, 1], rows[:, 2], len(rows)
     f = Forest.one(left, right)
     o = t.model.run({t.binding.input: ids}, forest=f).values[output]
     probs = softmax(np.asarray(o, dtype=np.float64))           # [N, K], post-order
@@ -353,9 +352,14 @@ def source(t, plan, args, rng) -> dict:
     tokens = [n for n in (*plan.source_inputs, *plan.step_inputs)]
     vectors = [n for n in plan.fixed_inputs if not graph.var(n).is_ids]
     ids = [n for n in plan.fixed_inputs if graph.var(n).is_ids]
-    if len(tokens) + len(vectors) + len(ids) > 1:
-        names = ", ".join(tokens + vectors + ids)
+    if len(tokens) + len(vectors) + len(ids) + len(plan.tree_inputs) > 1:
+        names = ", ".join(tokens + vectors + ids + list(plan.tree_inputs))
         raise UsageError(f"the model reads several inputs ({names}); --input gives one")
+    for name in plan.tree_inputs:               # a tree encoder (treepairs data)
+        if args.input is None:
+            raise UsageError(f"this model reads the tree '{name}': give it with --input, "
+                             f"bracketed as the data writes trees, '(3 (2 a) (3 film))'")
+        out[name] = input_tree(t, args.input, args.unk)[0]
     for name in tokens + ids:
         if args.input is None:
             raise UsageError(f"this model reads '{name}': give its text with --input")
@@ -377,6 +381,18 @@ def source(t, plan, args, rng) -> dict:
                              f" it has {len(vals)}")
         out[name] = vals
     return out
+
+
+def input_tree(t, text: str, unk: bool = False) -> tuple[np.ndarray, list]:
+    """--input read as the data reads a tree (`binarize` too): its rows (trees.tree_rows:
+    children, word ids, heights; post-order) and its words (None inside). A word outside
+    the vocabulary is an error, or `<unk>` with --unk."""
+    from ..train.trees import binarizes, parse_tree, tree_rows
+    left, right, words, _ = parse_tree(text, "--input", 1, binarizes(t.spec))
+    ids = np.full(len(left), -1, dtype=np.int64)
+    leaves = [i for i, w in enumerate(words) if w is not None]
+    ids[leaves] = encode_tokens(t.vocab, [words[i] for i in leaves], unk)
+    return tree_rows(left, right, ids), words
 
 
 def input_tokens(vocab, text: str) -> list[str]:

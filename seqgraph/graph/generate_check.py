@@ -204,7 +204,8 @@ def sample_mode(graph: FoldedGraph, loader: str | None) -> str | None:
     - 'generate': step by step, each output fed to the next (this module's check then
       applies): chars or words data (a language model continues --prime), or example
       data whose target is read back with a delay (`R @ y[u-1]`: the binding's
-      `feedback`, from the same `folded.fed_back`);
+      `feedback`, from the same `folded.fed_back`), and a tree encoder's decoder
+      (treepairs data: a sequence for a tree, written until `</s>`);
     - 'one pass': example data (pairs, labeled, tagged, series, trees; they always bind
       an input) whose target is not read back: one forward pass labels or forecasts
       --input;
@@ -213,7 +214,7 @@ def sample_mode(graph: FoldedGraph, loader: str | None) -> str | None:
     the model's targets are the one the binding would take."""
     from .report import STREAMS  # here: report imports this module
 
-    if loader in STREAMS:
+    if loader in STREAMS or graph.tree_and_sequence:   # a tree encoder: treepairs
         return "generate"
     if any(fed_back(graph, v.name) for v in graph.targets()):
         return "generate"

@@ -82,6 +82,7 @@ class Batch:
     tokens: int                # positions read (for tokens per second)
     carry: bool                # the state carries into the next batch (LM windows)
     rows: np.ndarray | None = None   # which examples (indexes into the example set)
+    forest: object = None      # the examples' trees (treepairs), their nodes the rows
 
     @property
     def size(self) -> int:
@@ -95,7 +96,8 @@ class Examples:
     example (ids [T] or floats [T, D]), a per-example variable one id or vector each.
     `index` names each variable's sequence index (None: one per example); `lines` is each
     example's line in its file; `extra` holds arrays evaluation needs (a series'
-    persistence forecast)."""
+    persistence forecast). A variable over a tree index (`treepairs`' w[n], `ids` "tree")
+    holds a tree an example (trees.tree_rows); a batch joins them into one forest."""
     fields: dict
     index: dict
     ids: dict                  # variable -> True for ids (padded with -1), False for floats
@@ -115,28 +117,35 @@ class Examples:
 
     def lengths(self, i: int) -> dict:
         """Example i's length on each sequence index."""
-        return {ix: len(self.fields[v][i]) for v, ix in self.index.items() if ix is not None}
+        return {ix: len(self.fields[v][i]) for v, ix in self.index.items()
+                if ix is not None and self.ids[v] != "tree"}
 
     def size(self, i: int) -> int:
-        """What bucketing sorts by: the example's steps over all its indexes."""
-        return sum(self.lengths(i).values())
+        """What bucketing sorts by: the example's steps over all its indexes, and the
+        nodes of its tree."""
+        return sum(self.lengths(i).values()) + sum(
+            len(self.fields[v][i]) for v in self.index if self.ids[v] == "tree")
 
     def batch(self, rows, carry=False) -> Batch:
         """Examples `rows` padded to the longest on each index: ids with -1, vectors with
         0, and each example's lengths (only for an index where some example is shorter)."""
         rows = np.asarray(rows)
-        arrays, lengths, tokens = {}, {}, 0
+        arrays, lengths, tokens, forest = {}, {}, 0, None
         for v, ix in self.index.items():
             items = [self.fields[v][i] for i in rows]
             if ix is None:
                 arrays[v] = np.asarray(items)
+                continue
+            if self.ids[v] == "tree":
+                from .trees import forest_of  # trees.py builds on this module
+                forest, arrays[v] = forest_of(items)
                 continue
             lens = np.array([len(a) for a in items], dtype=np.int64)
             arrays[v] = pad(items, self.ids[v])
             tokens = max(tokens, int(lens.sum()))
             if (lens < lens.max()).any():
                 lengths[ix] = lens
-        return Batch(arrays, {}, lengths or None, tokens, carry, rows)
+        return Batch(arrays, {}, lengths or None, tokens, carry, rows, forest)
 
     def extra_batch(self, name: str, rows) -> np.ndarray:
         return pad([self.extra[name][i] for i in rows], False)
@@ -242,6 +251,8 @@ def run_batch(model, batch: Batch, **kw):
     not say it masks padding (`masks_padding = True`) runs a padded batch through its
     reference interpreter instead, so padding never changes a result silently."""
     carry = kw.pop("carry", None)
+    if batch.forest is not None:
+        kw["forest"] = batch.forest
     if not batch.lengths:
         return model.run(batch.inputs, batch.targets, carry=carry, **kw)
     ex = model.executor

@@ -117,23 +117,28 @@ def _sizes(graph: FoldedGraph, given: dict, data_file: str, counts) -> dict:
 STREAMS, EXAMPLES = STREAM_KINDS, EXAMPLE_KINDS
 
 
-def no_loader_for_trees_and_sequences(graph: FoldedGraph) -> None:
-    """A tree beside a sequence index (a tree encoder and a decoder): no loader reads a
-    tree and a sequence an example yet; said before any loader's own complaint."""
+def trees_and_sequences(graph: FoldedGraph, loader: str) -> None:
+    """A tree beside a sequence index (a tree encoder and a decoder) reads `treepairs`,
+    a tree and a sequence an example; said before any other loader's own complaint."""
     both = graph.tree_and_sequence
-    if both:
+    if both and loader != "treepairs":
         raise DataError(f"model '{graph.name}' runs over a tree ('{both[0]}') and a "
-                        f"sequence ('{both[1]}'): no loader reads both yet; run it from "
-                        f"Python (Model.run with forest=..., docs/language.md, \"Trees\")",
-                        file=graph.path)
+                        f"sequence ('{both[1]}'): train it on treepairs(\"FILE\"), a "
+                        f"bracketed tree, a tab and the target tokens a line, such as "
+                        f"(3 (2 a) (3 film))<TAB>un film", file=graph.path)
 
 
 def _not_a_tree(graph: FoldedGraph, loader: str) -> None:
-    """A tree model reads only `trees` data; said first, since its variables also have
-    the kinds of a sequence model's (w[n] : onehot(V), y[n] : class(K))."""
-    no_loader_for_trees_and_sequences(graph)
+    """A tree model reads only `trees` data (a tree and a sequence: `treepairs`); said
+    first, since its variables also have the kinds of a sequence model's (w[n] :
+    onehot(V), y[n] : class(K)). `treepairs` reads only a tree and a sequence."""
+    trees_and_sequences(graph, loader)
     n = next((i for i, k in graph.indexes if k == "tree"), None)
-    if n is not None:
+    if loader == "treepairs" and not graph.tree_and_sequence:
+        what = f"its 'tree {n}' index but no sequence index" if n else "no 'tree n' index"
+        raise DataError(f"a treepairs loader reads a tree and a target sequence an "
+                        f"example; model '{graph.name}' has {what}", file=graph.path)
+    if n is not None and loader != "treepairs":
         what = "a token stream" if loader in STREAMS else "examples that are sequences"
         raise DataError(f"a {loader} loader reads {what}, but model '{graph.name}' runs "
                         f"over trees (its 'tree {n}' index): train it on trees(\"FILE\"), "
@@ -162,6 +167,8 @@ def stream_vars(graph: FoldedGraph, loader: str):
 
 def loaders_for(graph: FoldedGraph) -> list[str]:
     """The loaders whose data fits `graph` by the kinds of its variables."""
+    if graph.tree_and_sequence:
+        return ["treepairs"]
     if any(k == "tree" for _, k in graph.indexes):
         return ["trees"]
     out = []
@@ -192,7 +199,7 @@ def check_kind(graph: FoldedGraph, loader: str, vectors: bool | None = None):
         return _vars(graph, loader, vectors)
     except DataError as e:
         fit = [f"{n}(...)" for n in loaders_for(graph)]
-        if fit in ([], [f"{loader}(...)"], ["trees(...)"]):    # trees: said already
+        if fit in ([], [f"{loader}(...)"], ["trees(...)"], ["treepairs(...)"]):  # said
             raise
         shown = fit[0] if len(fit) == 1 else ", ".join(fit[:-1]) + f" or {fit[-1]}"
         raise DataError(f"{e.message}; the loaders that fit model '{graph.name}': {shown}",
@@ -242,6 +249,9 @@ TARGETS = {
                lambda v, x: v.kind == "class" and v.index is not None),
     "series": ("a sequence target such as y[t] : vec(D)",
                lambda v, x: v.kind in ("vec", "binary") and v.index is not None),
+    "treepairs": ("a sequence target such as y[u] : class(K)",
+                  lambda v, x: v.kind == "class" and v.index is not None
+                  and v.index != x.index),
 }
 
 
@@ -257,6 +267,10 @@ def example_vars(graph: FoldedGraph, loader: str, vectors: bool = False):
             raise DataError(f"the data's sources are vectors; model '{graph.name}' has no "
                             f"per-example input such as c : vec(D) to read them",
                             file=graph.path)
+    elif loader == "treepairs":                    # the words at the tree's leaves
+        n = graph.tree_and_sequence[0]
+        x = _one([v for v in graph.inputs() if v.kind == "onehot" and v.index == n],
+                 f"a one-hot input over the tree such as w[{n}] : onehot(V)", graph, loader)
     else:
         xs = [v for v in graph.inputs() if v.kind == want and v.index is not None]
         x = _one(xs, f"a {want} sequence input such as x[t] : "

@@ -223,24 +223,29 @@ def score(model, graph, binding, batches, rng=None, per_example=None) -> Score:
 
 # ------------------------------------------------------------------ greedy decoding
 def greedy_decode(model, graph, binding, inputs: dict, max_len: int, eos: int | None,
-                  lengths: dict | None = None, classes: int | None = None) -> list[list[int]]:
+                  lengths: dict | None = None, classes: int | None = None,
+                  forest=None) -> list[list[int]]:
     """The argmax output sequence of each example, one step at a time: the state of the
     target's index is carried from step to step and the chosen token is fed back as the
     previous target (`F @ y[u-1]` reads it; `<s>` before the first step). Inputs on other
     indexes (the encoder's source) are given whole, with their `lengths` when padded;
     an input on the target's own index is given one step at a time. Stops at `eos`
     (not included in the result) or after `max_len` steps. Only the first `classes` ids
-    name a token (a size above the vocabulary: the others are never chosen)."""
+    name a token (a size above the vocabulary: the others are never chosen). A tree
+    source (`treepairs`) is given whole with its `forest`, its words an input by node."""
     y = binding.target
     u = graph.var(y).index
     out_var = xent_output(graph, y)
     on_u = {v.name for v in graph.vars if v.index == u}
-    B = len(next(iter(inputs.values()))) if inputs else 1
+    B = forest.batch if forest is not None else \
+        len(next(iter(inputs.values()))) if inputs else 1
     fixed = {k: v for k, v in inputs.items() if k not in on_u}
     stepped = {k: np.asarray(v) for k, v in inputs.items() if k in on_u}
     if stepped:
         max_len = min(max_len, min(a.shape[1] for a in stepped.values()))
     kw = {"lengths": {i: n for i, n in (lengths or {}).items() if i != u}} if lengths else {}
+    if forest is not None:
+        kw["forest"] = forest
     delay = getattr(model, "carried", {}).get(y, 1)
     carry, result, done = None, [[] for _ in range(B)], np.zeros(B, dtype=bool)
     for k in range(max_len):
@@ -279,24 +284,32 @@ def decode_metrics(model, graph, binding, examples, vocab, batch: int = 64,
     """Greedy decoding of every example of `pairs` data against its reference:
     exact_match, error_rate (edit distance / reference tokens, `</s>` not counted) and
     sequence_error_rate (1 - exact_match). Examples are decoded in groups of equal source
-    length, so no source padding is needed."""
+    length, so no source padding is needed (trees of `treepairs` in any groups: a batch
+    of trees is one forest, unpadded)."""
     x, y = binding.input, binding.target
     eos = vocab.target.index.get("</s>") if vocab.target is not None else None
     src, ref = examples.fields[x], examples.fields[y]
     refs = [[int(t) for t in r if t != eos] for r in ref]
     longest = max((len(r) for r in ref), default=1)
     max_len = max_len or 2 * longest + 5
+    trees = examples.ids[x] == "tree"
     groups = defaultdict(list)
     for i, s in enumerate(src):
-        groups[len(s)].append(i)
+        groups[0 if trees else len(s)].append(i)
     hyps = [None] * len(src)
     for L in sorted(groups):
         rows = groups[L]
         for j in range(0, len(rows), batch):
             chunk = rows[j:j + batch]
-            xs = np.stack([np.asarray(src[i]) for i in chunk])
+            kw = {}
+            if trees:
+                from .trees import forest_of
+                kw["forest"], xs = forest_of([src[i] for i in chunk])
+            else:
+                xs = np.stack([np.asarray(src[i]) for i in chunk])
             for i, h in zip(chunk, greedy_decode(model, graph, binding, {x: xs}, max_len,
-                                                 eos, classes=len(vocab.target or vocab))):
+                                                 eos, classes=len(vocab.target or vocab),
+                                                 **kw)):
                 hyps[i] = h
     errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs))
     n_ref = sum(len(r) for r in refs)

@@ -30,6 +30,8 @@ is the model's own previous output, and before the first step the start token `<
   Cost in the interpreter: one `Model.run` per generated token, whatever the number of
   hypotheses or sources, since they are the rows of the batch: sources of different
   lengths are padded, with per-example `lengths` on the source index (whole runs only).
+- a tree (a tree encoder, `treepairs` data, `c = h[root]`): run whole each step, as a
+  source that reads ahead; the hypotheses' trees are one forest, each row its own tree.
 
 **Beam search** keeps the K best hypotheses as the K rows of the batch. Each step scores
 every extension of every live hypothesis by its summed log-probability; of the 2K best,
@@ -65,6 +67,7 @@ class Plan:
     fixed_inputs: tuple          # per-example inputs (c : vec(D))
     source_inputs: tuple         # inputs on other sequence indexes (the encoder's)
     source_indexes: tuple
+    tree_inputs: tuple           # inputs over a tree index (a tree encoder's words)
     gen_vars: frozenset          # carried variables over u
     fed: bool                    # y is read with a delay (output feedback)
     incremental: bool            # the source indexes are read by delays only
@@ -95,12 +98,13 @@ def make_plan(model, target: str | None = None, lm_input: str | None = None) -> 
     inputs = graph.inputs()
     on_u = [v.name for v in inputs if v.index == u and v.name != lm_input]
     fixed = [v.name for v in inputs if v.index is None]
-    source = [v for v in inputs if v.index not in (None, u)]
-    src_idx = tuple(dict.fromkeys(v.index for v in source))
     seq = {i for i, k in graph.indexes if k == "seq"}
+    source = [v for v in inputs if v.index in seq and v.index != u]
+    trees = tuple(v.name for v in inputs if v.index is not None and v.index not in seq)
+    src_idx = tuple(dict.fromkeys(v.index for v in source))
     other = tuple(i for i in seq if i != u)
     return Plan(y, o, u, lm_input, tuple(on_u), tuple(fixed), tuple(v.name for v in source),
-                src_idx, frozenset(n for n in model.carried if graph.var(n).index == u),
+                src_idx, trees, frozenset(n for n in model.carried if graph.var(n).index == u),
                 y in model.carried, not _reads_ahead(graph, set(other)))
 
 
@@ -155,6 +159,7 @@ class Context:
     limit: int | None = None             # steps the per-step inputs allow
     gen_carry: dict = field(default_factory=dict)  # the carry the first step starts from
     prev: np.ndarray | None = None       # the token the LM input reads first [B]
+    trees: dict = field(default_factory=dict)     # name -> B trees (trees.tree_rows)
 
 
 def _rows(d: dict, rows: np.ndarray) -> dict:
@@ -179,10 +184,11 @@ class Generator:
         self.delay = model.carried.get(plan.target, 1)
 
     # ------------------------------------------------------------------ running
-    def _run(self, inputs: dict, n: int, carry: dict, lengths: dict | None = None):
+    def _run(self, inputs: dict, n: int, carry: dict, lengths: dict | None = None,
+             forest=None):
         targets = {self.p.target: np.full((n, 1), -1, dtype=np.int64)}
         return self.m.run(inputs, targets, carry=carry or None, train=False,
-                          lengths=lengths or None)
+                          lengths=lengths or None, forest=forest)
 
     def context(self, sources: list[dict]) -> Context:
         """The context of B sources. A source maps input names to one example's value:
@@ -190,7 +196,7 @@ class Generator:
         p, B = self.p, len(sources)
         if B == 0:
             raise UsageError("nothing to generate from: no source")
-        for name in (*p.fixed_inputs, *p.source_inputs, *p.step_inputs):
+        for name in (*p.fixed_inputs, *p.source_inputs, *p.step_inputs, *p.tree_inputs):
             if any(name not in s for s in sources):
                 raise UsageError(f"the model reads input '{name}': give it (--input)")
         fixed = {n: np.stack([np.asarray(s[n]) for s in sources]) for n in p.fixed_inputs}
@@ -199,7 +205,8 @@ class Generator:
             arrs = [np.asarray(s[n]) for s in sources]
             limit = min(len(a) for a in arrs)
             steps[n] = np.stack([a[:limit] for a in arrs])
-        ctx = Context(fixed, steps=steps, limit=limit)
+        ctx = Context(fixed, steps=steps, limit=limit,
+                      trees={n: [s[n] for s in sources] for n in p.tree_inputs})
         if not p.source_inputs:
             return ctx
         lens = {i: np.array([len(s[n]) for s in sources]) for n in p.source_inputs
@@ -254,7 +261,11 @@ class Generator:
         full = {k: [a[rows] for a in v] for k, v in ctx.carry.items()}
         full.update(carry)
         lengths = _rows(ctx.lengths, rows)
-        res = self._run(inputs, len(rows), full, lengths)
+        forest = None
+        for name, trees in ctx.trees.items():   # each row's tree: one forest
+            from .trees import forest_of  # trees.py builds on this package
+            forest, inputs[name] = forest_of([trees[r] for r in rows])
+        res = self._run(inputs, len(rows), full, lengths, forest)
         logits = np.asarray(res.values[self.p.out])[:, -1, :self.classes]
         return logits, {k: v for k, v in res.carry.items() if k in self.p.gen_vars}
 
@@ -384,7 +395,7 @@ class Generator:
 
 
 def _batch(ctx: Context) -> int:
-    for a in (*ctx.fixed.values(), *ctx.steps.values()):
+    for a in (*ctx.fixed.values(), *ctx.steps.values(), *ctx.trees.values()):
         return len(a)
     return 1 if ctx.prev is None else len(ctx.prev)
 

@@ -1,8 +1,9 @@
 """Loaders of the `train` block (LANGUAGE.md section 7).
 
 `chars(path)` and `words(path, vocab=10000)` read one token stream (language models).
-`pairs`, `labeled`, `tagged` and `series` read examples: one per line (a sentence pair,
-a labelled text, a tagged sentence) or windows of one long series.
+`pairs`, `labeled`, `tagged`, `series` and `treepairs` read examples: one per line (a
+sentence pair, a labelled text, a tagged sentence, a tree and a sequence) or windows of
+one long series.
 
 A text loader only reads a file into a list of tokens. The vocabulary is built once from the
 training tokens and then reused for the validation text, for evaluation and for sampling
@@ -425,6 +426,7 @@ class ExampleLoader:
     source_chars: bool = False     # pairs: the source as characters, the target as words
     vector: str | None = None      # pairs: the per-example `vec` input the source feeds
     width: int | None = None       # ... and its declared size (None: the data binds it)
+    binarize: bool = False         # treepairs: collapse unary, right-branch wider nodes
 
     def describe(self) -> str:
         return f"{self.kind}({str(self.path)!r})"
@@ -452,6 +454,21 @@ class ExampleLoader:
                 raise DataError(f"expected source<TAB>target, the {side} is empty",
                                 file=str(self.path), line=n)
             src.append(s), tgt.append(t), lines.append(n)
+        return Raw(src, tgt, lines)
+
+    def _read_treepairs(self) -> Raw:
+        """`tree<TAB>target`: the source a bracketed tree as `trees` reads it (its node
+        labels are read and not fed), the target tokens as `pairs` reads them."""
+        from .trees import parse_tree  # trees.py builds on this module
+        src, tgt, lines = [], [], []
+        for n, line in _lines(self.path):
+            a, b = self._fields(n, line, 2, "tree<TAB>target")
+            t = _split_tokens(b, self.chars)
+            if not t:
+                raise DataError("expected tree<TAB>target, the target is empty",
+                                file=str(self.path), line=n)
+            left, right, words, _ = parse_tree(a, str(self.path), n, self.binarize)
+            src.append((left, right, words)), tgt.append(t), lines.append(n)
         return Raw(src, tgt, lines)
 
     def _source_vector(self, n: int, text: str, before: list) -> np.ndarray:
@@ -553,6 +570,11 @@ class ExampleLoader:
             v = build_example_vocab(raw.source, self.chars or self.source_chars,
                                     self.vocab_size)
             return Vocab(v.kind, v.tokens, t)
+        if self.kind == "treepairs":          # the leaves' words; the target as pairs'
+            v = build_example_vocab([[w for w in words if w is not None]
+                                     for _, _, words in raw.source], False, self.vocab_size)
+            t = build_example_vocab(raw.target, self.chars, self.vocab_size, (BOS, EOS))
+            return Vocab(v.kind, v.tokens, t)
         if self.kind == "labeled":
             v = build_example_vocab(raw.source, self.chars, self.vocab_size)
             return Vocab(v.kind, v.tokens, label_vocab(raw.target))
@@ -601,6 +623,17 @@ def pairs(path: str, chars: bool = False, vocab: int | None = None,
                          source_chars=_bool(source_chars, "pairs(): source_chars"))
 
 
+def treepairs(path: str, chars: bool = False, vocab: int | None = None,
+              binarize: bool = False, *, base: str | Path | None = None) -> ExampleLoader:
+    """TSV `tree<TAB>target`: a tree encoder's data (LANGUAGE.md section 6, `h[root]`).
+    w[n] the words at the leaves of a bracketed tree as `trees` reads it, `(3 (2 a) (3
+    film))` (a label at every node, not fed; `binarize` as trees'), y[u] the target tokens
+    closed by `</s>`, as `pairs` reads them (`chars`: characters)."""
+    return ExampleLoader("treepairs", resolve_path(str(path), base),
+                         _bool(chars, "treepairs(): chars"), _vocab_opt(vocab, "treepairs"),
+                         binarize=_bool(binarize, "treepairs(): binarize"))
+
+
 def labeled(path: str, chars: bool = False, vocab: int | None = None, *,
             base: str | Path | None = None) -> ExampleLoader:
     """TSV `label<TAB>text`: x[t] the tokens of the text, y its class (many-to-one)."""
@@ -645,9 +678,9 @@ def series(path: str, inputs=(), targets=(), window: int | None = None,
 
 
 LOADERS = {"chars": chars, "words": words, "pairs": pairs, "labeled": labeled,
-           "tagged": tagged, "series": series}
+           "tagged": tagged, "series": series, "treepairs": treepairs}
 STREAM_KINDS = ("chars", "words")           # one token stream: a language model
-EXAMPLE_KINDS = ("pairs", "labeled", "tagged", "series")
+EXAMPLE_KINDS = ("pairs", "labeled", "tagged", "series", "treepairs")
 TREE_LOADERS = ("trees",)          # train/trees.py: the data of a tree model
 
 

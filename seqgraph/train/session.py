@@ -63,6 +63,10 @@ class Trained:
         from .trees import TreeLoader, binarizes, tree_arrays, tree_feeds
         if isinstance(texts, str):     # one tree
             texts = [texts]
+        if self.binding.kind == "treepairs":
+            raise UsageError(f"trees(): model '{self.spec.graph.name}' was trained on "
+                             f"treepairs, a tree and a target a line: read such lines "
+                             f"with examples([\"TREE\\tTARGET\", ...])")
         if self.binding.kind != "trees":
             raise UsageError(f"trees(): model '{self.spec.graph.name}' was not trained on "
                              f"trees")
@@ -74,11 +78,12 @@ class Trained:
 
     def examples(self, lines: list[str]):
         """Lines written as this run's example data (`label<TAB>text`, `word/TAG ...`,
-        `source<TAB>target`; a series: its CSV, header first) as one batch in their order,
-        read with the run's loader options and vocabulary: `.inputs`, `.targets` and
-        `.lengths` for `model.run(b.inputs, b.targets, lengths=b.lengths)` (ids padded
-        with -1; `.lengths` None when no example is shorter). A blank line is refused
-        (each line is a row); an error names `<examples>` and the line."""
+        `source<TAB>target`, `tree<TAB>target`; a series: its CSV, header first) as one
+        batch in their order, read with the run's loader options and vocabulary:
+        `.inputs`, `.targets` and `.lengths` for `model.run(b.inputs, b.targets,
+        lengths=b.lengths)` (ids padded with -1; `.lengths` None when no example is
+        shorter), and for trees (`treepairs`) `.forest`: `forest=b.forest`. A blank line
+        is refused (each line is a row); an error names `<examples>` and the line."""
         import tempfile
 
         from ..errors import DataError

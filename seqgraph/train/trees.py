@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
-from .binding import Binding, _size, declared_size, no_loader_for_trees_and_sequences, size_source
+from .binding import Binding, _size, declared_size, size_source, trees_and_sequences
 from .evaluate import loss_on, token_terms, xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
 from .loop import Selects
@@ -82,6 +82,29 @@ class TreeSet:
         owner = np.repeat(np.arange(len(idx), dtype=np.int64), sizes)
         f = LeveledForest(left, right, owner, new[1:] - 1, self.height[rows])
         return f, self.word[rows], self.label[rows]
+
+
+def tree_rows(left, right, ids) -> np.ndarray:
+    """One tree of an example (`treepairs`) as int rows [nodes, 4]: left and right child
+    (tree-local, -1 at leaves), word id (-1 inside) and height, in post-order."""
+    rows = np.empty((len(left), 4), dtype=np.int64)
+    rows[:, 0], rows[:, 1], rows[:, 2] = left, right, ids
+    for i, (a, b) in enumerate(zip(left, right)):      # children come first
+        rows[i, 3] = 0 if a < 0 else 1 + max(rows[a, 3], rows[b, 3])
+    return rows
+
+
+def forest_of(trees: list) -> tuple[LeveledForest, np.ndarray]:
+    """Trees as `tree_rows` side by side: one forest (child ids shifted by each tree's
+    first row) and its words, in O(nodes)."""
+    sizes = np.array([len(t) for t in trees], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    rows = np.concatenate(trees)
+    base = np.repeat(off[:-1], sizes)
+    kid = lambda a: np.where(a >= 0, a + base, -1)
+    owner = np.repeat(np.arange(len(trees), dtype=np.int64), sizes)
+    return (LeveledForest(kid(rows[:, 0]), kid(rows[:, 1]), owner, off[1:] - 1,
+                          rows[:, 3].copy()), rows[:, 2].copy())
 
 
 def _error(msg, file, line, col, text):
@@ -244,13 +267,15 @@ class TreeLoader:
 
 
 def binarizes(spec) -> bool:
-    """Whether the spec's tree data is binarised (`trees(..., binarize = true)`): a tree
-    given on the command line (`sample --input`, `render --tree`) is read the same way."""
+    """Whether the spec's tree data is binarised (`trees(..., binarize = true)`, or
+    `treepairs`'): a tree given on the command line (`sample --input`, `render --tree`)
+    is read the same way."""
     data = dict(getattr(spec, "train", None) or {}).get("data")
-    if getattr(data, "name", None) != "trees":
+    at = {"trees": 2, "treepairs": 3}.get(getattr(data, "name", None))
+    if at is None:
         return False
     args = tuple(data.args)
-    return bool(data.kwargs.get("binarize", args[2] if len(args) > 2 else False))
+    return bool(data.kwargs.get("binarize", args[at] if len(args) > at else False))
 
 
 def trees(path: str, vocab: int | None = None, binarize: bool = False, *,
@@ -288,7 +313,7 @@ def tree_vars(graph):
     """(x, y): what a trees loader feeds, by kind (no data read): the tree-indexed one-hot
     input (words) and the class target (labels), a label at every node (`y[n]`) or a
     tree classifier's one label a tree (`y`, the root's); else the DataError."""
-    no_loader_for_trees_and_sequences(graph)
+    trees_and_sequences(graph, "trees")
     n = tree_index(graph)
     where = f"model '{graph.name}'"
     if n is None:
