@@ -656,26 +656,27 @@ def test_select_all_is_refused_for_a_tree_classifier(tmp_path, capsys):
     assert "a tree classifier's labels are its roots'" in capsys.readouterr().err
 
 
-def test_a_tree_beside_a_sequence_is_told_to_read_treepairs(tmp_path, capsys):
-    """A tree encoder feeding a decoder reads treepairs (tests/test_treepairs.py): train
-    says so, given trees data or none; check says what sample and truncation do."""
+def test_a_tree_beside_a_sequence_that_treepairs_cannot_feed_says_so(tmp_path, capsys):
+    """A tree encoder whose decoder also reads an input x[u] is no model treepairs feeds
+    (tests/test_treepairs.py): it runs from Python only. train says so, given trees data
+    or none; check says what sample and truncation do."""
     from test_trees import TREE_TO_SEQUENCE
     spec = tmp_path / "t2s.sg"
     spec.write_text(TREE_TO_SEQUENCE)
     (tmp_path / "t.txt").write_text(TREES)
-    for more, said in (([], 'add data = treepairs("pairs.tsv")'),
-                       (["--set", f'data=trees("{tmp_path / "t.txt"}")'],
-                        "runs over a tree ('n') and a sequence ('u'): train it on "
-                        "treepairs(\"FILE\")")):
+    for more in ([], ["--set", f'data=trees("{tmp_path / "t.txt"}")'],
+                 ["--set", f'data=treepairs("{tmp_path / "t.txt"}")']):
         assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet",
                      *more]) == 2
         err = capsys.readouterr().err
-        assert said in err, err
+        assert "runs over a tree ('n') and a sequence ('u'), but it is not a tree encoder " \
+               "with a decoder, which treepairs feeds" in err and \
+               "Model.run with forest=" in err, err
     assert main(["check", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "seqgraph sample writes y[u] for the tree --input step by step" in out
-    assert "so is its sequence (treepairs gives whole examples)" in out
-    assert "add data = trees" not in out
+    assert "seqgraph sample does not run it: no loader reads its data" in out
+    assert "so is its sequence (no loader cuts it into windows)" in out
+    assert "add data = trees" not in out and "can generate" not in out
     assert main(["render", str(spec), "--unfold", "3", "-o", str(tmp_path / "u.png")]) == 2
     assert 'give a tree too, --tree "(3 (2 a) (3 film))" --unfold N' in \
         capsys.readouterr().err

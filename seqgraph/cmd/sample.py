@@ -387,11 +387,9 @@ def input_tree(t, text: str, unk: bool = False) -> tuple[np.ndarray, list]:
     """--input read as the data reads a tree (`binarize` too): its rows (trees.tree_rows:
     children, word ids, heights; post-order) and its words (None inside). A word outside
     the vocabulary is an error, or `<unk>` with --unk."""
-    from ..train.trees import binarizes, parse_tree, tree_rows
-    left, right, words, _ = parse_tree(text, "--input", 1, binarizes(t.spec))
-    ids = np.full(len(left), -1, dtype=np.int64)
-    leaves = [i for i, w in enumerate(words) if w is not None]
-    ids[leaves] = encode_tokens(t.vocab, [words[i] for i in leaves], unk)
+    from ..train.trees import binarizes, leaf_ids, parse_tree, tree_rows
+    left, right, words, _ = parse_tree(text, "--input", 1, binarizes(t.data_call()))
+    ids = leaf_ids(words, lambda w: encode_tokens(t.vocab, w, unk))
     return tree_rows(left, right, ids), words
 
 

@@ -246,10 +246,23 @@ class FoldedGraph:
     @property
     def tree_and_sequence(self) -> tuple[str, str] | None:
         """(tree index, sequence index) of a model over both (a tree encoder feeding a
-        decoder: no loader reads it, the interpreter runs it), else None."""
+        decoder, leaves reading a sequence summary: the interpreter runs it), else None."""
         tree = next((i for i, k in self.indexes if k == "tree"), None)
         seq = next((i for i, k in self.indexes if k != "tree"), None)
         return (tree, seq) if tree is not None and seq is not None else None
+
+    @property
+    def tree_encoder(self) -> bool:
+        """A tree encoder and its decoder as `treepairs` data feeds them: over a tree
+        and a sequence, its one input the words at the tree's nodes (`w[n] :
+        onehot(V)`), its one target a class sequence (`y[u] : class(K)`). Other models
+        over both (a sequence the leaves read, an input per decoder step) have no
+        loader."""
+        both = self.tree_and_sequence
+        ins, tgs = self.inputs(), self.targets()
+        return both is not None and len(ins) == len(tgs) == 1 and \
+            (ins[0].kind, ins[0].index) == ("onehot", both[0]) and \
+            tgs[0].kind == "class" and self.index_kinds.get(tgs[0].index) not in (None, "tree")
 
     @property
     def train_config(self) -> dict:

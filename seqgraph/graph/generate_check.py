@@ -214,7 +214,7 @@ def sample_mode(graph: FoldedGraph, loader: str | None) -> str | None:
     the model's targets are the one the binding would take."""
     from .report import STREAMS  # here: report imports this module
 
-    if loader in STREAMS or graph.tree_and_sequence:   # a tree encoder: treepairs
+    if loader in STREAMS or graph.tree_encoder:      # a tree encoder: treepairs data
         return "generate"
     if any(fed_back(graph, v.name) for v in graph.targets()):
         return "generate"

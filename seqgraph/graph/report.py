@@ -94,6 +94,7 @@ class Report:
     sample: str | None = None  # what `seqgraph sample` does: 'generate' | 'one pass' | None
     sample_says: str = ""      # the same, in a sentence
     node_labels: bool = False  # a target at every node of a tree (else one a tree)
+    no_loader: bool = False    # a tree beside a sequence, not as treepairs feeds it
 
     @property
     def examples(self) -> bool:
@@ -172,13 +173,16 @@ def report(checked, steps: int | None = None, batch: int | None = None,
     tree = "tree" in g.index_kinds.values()
     if tree:
         no_window = "a tree is processed whole (back-propagation through structure)"
-        if g.tree_and_sequence:             # and a sequence: treepairs, whole examples
+        if g.tree_and_sequence:             # and a sequence: whole examples, or no data
             window, cuts = None, []
-            no_window += "; so is its sequence (treepairs gives whole examples)"
+            no_window += "; so is its sequence (" + (
+                "treepairs gives whole examples)" if g.tree_encoder else
+                "no loader cuts it into windows)")
     return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
                   reasons, window, cuts, no_window, tree, loader, mode,
                   _sample_says(g, loader, mode),
-                  any(g.index_kinds.get(v.index) == "tree" for v in g.targets()))
+                  any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
+                  g.tree_and_sequence is not None and not g.tree_encoder)
 
 
 def loader_args(call) -> dict:
@@ -243,6 +247,9 @@ def _generation(checked, mode: str | None):
 
 def _sample_says(g, loader: str | None, mode: str | None) -> str:
     """What `seqgraph sample` does with the model, in a sentence (cmd/sample.py)."""
+    if g.tree_and_sequence and not g.tree_encoder:
+        return ("seqgraph sample does not run it: no loader reads its data (the Python "
+                "API runs it: Model.run with forest=...)")
     y = next((v for v in g.targets() if v.index is not None), None) or \
         next(iter(g.targets()), None)
     if y is None or (mode != "one pass" and y.index is None):    # nothing to generate
@@ -262,7 +269,7 @@ def _sample_says(g, loader: str | None, mode: str | None) -> str:
     if mode == "generate" and loader in STREAMS:
         return (f"seqgraph sample continues --prime, generating {at} step by step "
                 f"({data}: a language model)")
-    if mode == "generate" and g.tree_and_sequence:      # a tree encoder
+    if mode == "generate" and g.tree_encoder:           # treepairs data
         fed = f", each output read back as {y.name}[{y.index}-1] by the next step" \
             if fed_back(g, y.name) else ""
         return (f"seqgraph sample writes {at} for the tree --input step by step "
@@ -352,7 +359,9 @@ def text(rep: Report) -> str:
               "  the intermediates inside each equation, the gradients and the optimiser "
               "come on top"]
     lines += ["", "generation:"] + ([f"  {rep.sample_says}"] if rep.sample_says else [])
-    if rep.can_generate is None:
+    if rep.no_loader:
+        pass                                   # sample_says it all
+    elif rep.can_generate is None:
         lines.append("  no sequence output: the loss reads a target at every node of a "
                      "tree" if rep.node_labels else
                      "  no sequence output: the loss reads a per-example target")

@@ -100,7 +100,8 @@ class Examples:
     holds a tree an example (trees.tree_rows); a batch joins them into one forest."""
     fields: dict
     index: dict
-    ids: dict                  # variable -> True for ids (padded with -1), False for floats
+    ids: dict                  # variable -> True: ids (padded with -1), False: floats,
+                               # "tree": a tree an example (never padded)
     lines: tuple
     file: str = "<data>"
     extra: dict = None

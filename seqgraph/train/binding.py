@@ -10,7 +10,9 @@ An example loader (`pairs`, `labeled`, `tagged`, `series`) binds one input and o
 by their kinds too: a one-hot sequence input to the source tokens (a `vec` sequence input
 to a series' input columns), and the target that fits the loader: a class sequence on its
 own index for `pairs` (y[u]), a per-example class for `labeled` (y), a class sequence on
-the input's index for `tagged` (y[t]), a `vec` sequence for `series`.
+the input's index for `tagged` (y[t]), a `vec` sequence for `series`. `treepairs` feeds a
+tree encoder and its decoder (`FoldedGraph.tree_encoder`): the words at the tree's nodes
+(w[n]) and the target sequence (y[u]).
 
 The kind of the model's input also decides how `pairs` reads its source column: tokens
 for a one-hot sequence input (seq2seq, x[t]), numbers for a per-example vector input
@@ -118,14 +120,22 @@ STREAMS, EXAMPLES = STREAM_KINDS, EXAMPLE_KINDS
 
 
 def trees_and_sequences(graph: FoldedGraph, loader: str) -> None:
-    """A tree beside a sequence index (a tree encoder and a decoder) reads `treepairs`,
-    a tree and a sequence an example; said before any other loader's own complaint."""
+    """A tree beside a sequence index: a tree encoder and its decoder read `treepairs`,
+    a tree and a target sequence an example (`FoldedGraph.tree_encoder`); no loader
+    reads another such model. Said before any other loader's own complaint."""
     both = graph.tree_and_sequence
-    if both and loader != "treepairs":
-        raise DataError(f"model '{graph.name}' runs over a tree ('{both[0]}') and a "
-                        f"sequence ('{both[1]}'): train it on treepairs(\"FILE\"), a "
-                        f"bracketed tree, a tab and the target tokens a line, such as "
-                        f"(3 (2 a) (3 film))<TAB>un film", file=graph.path)
+    if not both or (loader == "treepairs" and graph.tree_encoder):
+        return
+    where = f"model '{graph.name}' runs over a tree ('{both[0]}') and a sequence ('{both[1]}')"
+    if graph.tree_encoder:
+        raise DataError(f"{where}: train it on treepairs(\"FILE\"), a bracketed tree, a "
+                        f"tab and the target tokens a line, such as (3 (2 a) (3 film))"
+                        f"<TAB>un film", file=graph.path)
+    raise DataError(f"{where}, but it is not a tree encoder with a decoder, which "
+                    f"treepairs feeds (its one input the words at the tree's nodes, its "
+                    f"one target a class sequence): no loader reads its data; run it from "
+                    f"Python (Model.run with forest=..., docs/language.md, \"Trees\")",
+                    file=graph.path)
 
 
 def _not_a_tree(graph: FoldedGraph, loader: str) -> None:
@@ -168,7 +178,7 @@ def stream_vars(graph: FoldedGraph, loader: str):
 def loaders_for(graph: FoldedGraph) -> list[str]:
     """The loaders whose data fits `graph` by the kinds of its variables."""
     if graph.tree_and_sequence:
-        return ["treepairs"]
+        return ["treepairs"] if graph.tree_encoder else []
     if any(k == "tree" for _, k in graph.indexes):
         return ["trees"]
     out = []

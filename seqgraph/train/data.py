@@ -2,8 +2,9 @@
 into training and validation data, and bound to the model's variables.
 
 A text loader (`chars`, `words`) gives one token stream, read in truncated-BPTT windows
-with the state carried. An example loader (`pairs`, `labeled`, `tagged`, `series`) gives
-whole examples, batched by length with padding and no state carried between batches.
+with the state carried. An example loader (`pairs`, `labeled`, `tagged`, `series`,
+`treepairs`) gives whole examples, batched by length with padding and no state carried
+between batches (a batch's trees: one forest).
 """
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def eval_batches(ds: Dataset, data, file: str, cfg):
 def need_data(cfg, graph=None) -> None:
     """The train block's data, or an error naming a loader that fits the model."""
     if cfg.data is None:
-        from .binding import loaders_for
+        from .binding import loaders_for, trees_and_sequences
+        if graph is not None:       # a tree beside a sequence that no loader reads
+            trees_and_sequences(graph, "treepairs")
         fits = loaders_for(graph) if graph is not None else []
         call = f'{fits[0] if fits else "chars"}("file.txt")'
         if fits and fits[0] == "treepairs":       # a tree, a tab, the target
@@ -206,8 +209,8 @@ def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, bindin
     if kind == "series":
         return series_windows(loader, raw, vocab, binding, index, file, bptt)
     if kind == "treepairs":         # a tree an example (trees.tree_rows), the target
-        from .trees import tree_rows
-        src = [tree_rows(left, right, _leaf_ids(vocab, words, file))
+        from .trees import leaf_ids, tree_rows
+        src = [tree_rows(left, right, leaf_ids(words, lambda w: vocab.encode(w, file)))
                for left, right, words in raw.source]
         tgt = [vocab.target.encode(list(toks) + [EOS], file) for toks in raw.target]
         return Examples({x: src, y: tgt}, index, {x: "tree", y: True}, tuple(raw.lines),
@@ -229,14 +232,6 @@ def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, bindin
         tgt = [np.array([_label_id(vocab.target, t, file, line, "tag") for t in tags],
                         dtype=np.int64) for tags, line in zip(raw.target, raw.lines)]
     return Examples({x: src, y: tgt}, index, {x: True, y: True}, tuple(raw.lines), file, {})
-
-
-def _leaf_ids(vocab: Vocab, words: list, file: str) -> np.ndarray:
-    """The ids of a tree's words (`<unk>` for one the vocabulary lacks), -1 inside."""
-    ids = np.full(len(words), -1, dtype=np.int64)
-    leaves = [i for i, w in enumerate(words) if w is not None]
-    ids[leaves] = vocab.encode([words[i] for i in leaves], file)
-    return ids
 
 
 def series_windows(loader, raw: Raw, vocab: Vocab, binding: Binding, index: dict, file: str,

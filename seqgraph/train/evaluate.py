@@ -3,10 +3,11 @@ data is judged by.
 
 A language model's stream is read window by window with the state carried across
 windows, exactly as in training, but without gradients and with dropout off. Examples
-(`pairs`, `labeled`, `tagged`, `series`) are scored batch by batch with padding masked:
+(`pairs`, `labeled`, `tagged`, `series`, `treepairs`) are scored batch by batch with
+padding masked:
 
 - a class target: accuracy of the argmax (for `pairs`, teacher-forced: the token accuracy);
-- `pairs`: greedy decoding (`greedy_decode`: one step at a time, the argmax fed back)
+- `pairs` and `treepairs`: greedy decoding (`greedy_decode`: one step at a time, the argmax fed back)
   gives the exact-match rate, the edit-distance error rate over target tokens (phoneme
   or word error rate, Levenshtein distance / reference length) and the sequence error
   rate (the share of outputs with any error: the "word error rate" of grapheme-to-
@@ -281,7 +282,7 @@ def edit_distance(a, b) -> int:
 
 def decode_metrics(model, graph, binding, examples, vocab, batch: int = 64,
                    max_len: int | None = None) -> dict:
-    """Greedy decoding of every example of `pairs` data against its reference:
+    """Greedy decoding of every `pairs` or `treepairs` example against its reference:
     exact_match, error_rate (edit distance / reference tokens, `</s>` not counted) and
     sequence_error_rate (1 - exact_match). Examples are decoded in groups of equal source
     length, so no source padding is needed (trees of `treepairs` in any groups: a batch

@@ -467,7 +467,8 @@ class ExampleLoader:
             if not t:
                 raise DataError("expected tree<TAB>target, the target is empty",
                                 file=str(self.path), line=n)
-            left, right, words, _ = parse_tree(a, str(self.path), n, self.binarize)
+            left, right, words, _ = parse_tree(a, str(self.path), n, self.binarize,
+                                               "treepairs")
             src.append((left, right, words)), tgt.append(t), lines.append(n)
         return Raw(src, tgt, lines)
 
@@ -733,9 +734,10 @@ def make_loader(call, base: str | Path | None = None) -> TextLoader | ExampleLoa
     from .config import BadValue, call_checked
     fn = _loader_function(call)
     if call.name in TREE_LOADERS:
-        raise BadValue(f"{call.name}(...) reads trees: it is the data (and valid) of a "
-                       f"model with a tree index", "a sequence model reads chars, words, "
-                       "pairs, labeled, tagged or series", ("name",))
+        raise BadValue(f"{call.name}(...) reads trees alone: it is the data (and valid) "
+                       f"of a model over a tree index only", "a sequence model reads chars, "
+                       "words, pairs, labeled, tagged or series; a tree encoder with a "
+                       "decoder treepairs", ("name",))
     try:
         return call_checked(call, fn, skip=("base",), name=call.name, base=base)
     except BadValue as e:

@@ -70,7 +70,7 @@ class Trained:
         if self.binding.kind != "trees":
             raise UsageError(f"trees(): model '{self.spec.graph.name}' was not trained on "
                              f"trees")
-        raw = tree_arrays(list(texts), "<trees>", binarizes(self.spec))
+        raw = tree_arrays(list(texts), "<trees>", binarizes(self.data_call()))
         ts = TreeLoader(Path("<trees>")).encode(raw, self.vocab)
         f, w, y = ts.batch(np.arange(len(ts)))
         inputs, targets = tree_feeds(self.binding, f, w, y)
@@ -118,13 +118,19 @@ class Trained:
         b.targets = {k: v for k, v in data.items() if k != self.binding.input}
         return b
 
-    def _data_call(self, path: Path):
-        """The run's data loader call (the spec's, or the `--set` one it recorded), reading
-        `path` instead: its options without its file, which need not be there."""
+    def data_call(self):
+        """The run's data loader call: the one `--set` gave (recorded in the checkpoint),
+        else the spec's; None when neither names one."""
         from ..lang.ast import Call
         r = (self.meta.get("loaders") or {}).get("data")
-        call = Call(r["loader"], tuple(r["args"]), dict(r["kwargs"])) \
+        return Call(r["loader"], tuple(r["args"]), dict(r["kwargs"])) \
             if isinstance(r, dict) else dict(self.spec.train or {}).get("data")
+
+    def _data_call(self, path: Path):
+        """The run's data loader call reading `path` instead: its options without its
+        file, which need not be there."""
+        from ..lang.ast import Call
+        call = self.data_call()
         if call is None:
             raise UsageError("examples(): the run names no data loader")
         args, kwargs = tuple(call.args), dict(call.kwargs)

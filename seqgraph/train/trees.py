@@ -73,38 +73,52 @@ class TreeSet:
         """The trees `idx` as one forest with their words and labels, in O(nodes)."""
         idx = np.asarray(idx, dtype=np.int64)
         starts, sizes = self.off[idx], self.off[idx + 1] - self.off[idx]
-        new = np.concatenate([[0], np.cumsum(sizes)])
-        base = np.repeat(new[:-1], sizes)
-        rows = np.repeat(starts, sizes) + (np.arange(new[-1]) - base)
-        left, right = self.left[rows], self.right[rows]
-        left = np.where(left >= 0, left + base, -1)
-        right = np.where(right >= 0, right + base, -1)
-        owner = np.repeat(np.arange(len(idx), dtype=np.int64), sizes)
-        f = LeveledForest(left, right, owner, new[1:] - 1, self.height[rows])
+        rows = np.repeat(starts, sizes) + (np.arange(sizes.sum()) -
+                                           np.repeat(np.cumsum(sizes) - sizes, sizes))
+        f = joined(sizes, self.left[rows], self.right[rows], self.height[rows])
         return f, self.word[rows], self.label[rows]
+
+
+def joined(sizes, left, right, heights) -> LeveledForest:
+    """Trees of `sizes` nodes side by side, their tree-local child rows `left`, `right`
+    (-1 at leaves) concatenated: one forest, each child id shifted by its tree's first
+    row, in O(nodes)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    base = np.repeat(off[:-1], sizes)
+    kid = lambda a: np.where(a >= 0, a + base, -1)
+    owner = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    return LeveledForest(kid(left), kid(right), owner, off[1:] - 1, heights)
+
+
+def heights(left, right) -> list:
+    """Each node's height (0 at leaves) in post-order: children come first."""
+    h = [0] * len(left)
+    for i, (a, b) in enumerate(zip(left, right)):
+        if a >= 0:
+            h[i] = 1 + max(h[a], h[b])
+    return h
 
 
 def tree_rows(left, right, ids) -> np.ndarray:
     """One tree of an example (`treepairs`) as int rows [nodes, 4]: left and right child
     (tree-local, -1 at leaves), word id (-1 inside) and height, in post-order."""
-    rows = np.empty((len(left), 4), dtype=np.int64)
-    rows[:, 0], rows[:, 1], rows[:, 2] = left, right, ids
-    for i, (a, b) in enumerate(zip(left, right)):      # children come first
-        rows[i, 3] = 0 if a < 0 else 1 + max(rows[a, 3], rows[b, 3])
-    return rows
+    return np.column_stack([left, right, ids, heights(left, right)]).astype(np.int64)
 
 
 def forest_of(trees: list) -> tuple[LeveledForest, np.ndarray]:
-    """Trees as `tree_rows` side by side: one forest (child ids shifted by each tree's
-    first row) and its words, in O(nodes)."""
-    sizes = np.array([len(t) for t in trees], dtype=np.int64)
-    off = np.concatenate([[0], np.cumsum(sizes)])
+    """Trees as `tree_rows` side by side: one forest and its words."""
     rows = np.concatenate(trees)
-    base = np.repeat(off[:-1], sizes)
-    kid = lambda a: np.where(a >= 0, a + base, -1)
-    owner = np.repeat(np.arange(len(trees), dtype=np.int64), sizes)
-    return (LeveledForest(kid(rows[:, 0]), kid(rows[:, 1]), owner, off[1:] - 1,
-                          rows[:, 3].copy()), rows[:, 2].copy())
+    return joined([len(t) for t in trees], rows[:, 0], rows[:, 1], rows[:, 3]), rows[:, 2]
+
+
+def leaf_ids(words: list, encode) -> np.ndarray:
+    """A tree's word ids, -1 inside (where `words` has None): `encode` maps the leaves'
+    words, in order, to ids (the vocabulary's rule for an unknown one)."""
+    ids = np.full(len(words), -1, dtype=np.int64)
+    leaves = [i for i, w in enumerate(words) if w is not None]
+    ids[leaves] = encode([words[i] for i in leaves])
+    return ids
 
 
 def _error(msg, file, line, col, text):
@@ -114,10 +128,11 @@ def _error(msg, file, line, col, text):
                      line=line)
 
 
-def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = False):
+def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = False,
+               loader: str = "trees"):
     """One bracketed tree -> post-order (left, right, words, labels) lists; a DataError
     with the file, line and character for unbalanced brackets, a missing label, an
-    empty tree, a non-binary node (unless `binarize`)."""
+    empty tree, a non-binary node (unless `binarize`: the hint names `loader`'s)."""
     left, right, words, labels = [], [], [], []
     stack = []          # open nodes: [label, column, children (node ids), words]
     done = None
@@ -150,7 +165,8 @@ def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = 
                 node[3].append((tok, col))
             continue
         stack.pop()
-        nid = _close(node, left, right, words, labels, file, line, col, text, binarize)
+        nid = _close(node, left, right, words, labels, file, line, col, text, binarize,
+                     loader)
         if stack:
             stack[-1][2].append(nid)
         else:
@@ -169,7 +185,7 @@ def _skip(text, i):
     return i
 
 
-def _close(node, left, right, words, labels, file, line, col, text, binarize):
+def _close(node, left, right, words, labels, file, line, col, text, binarize, loader):
     lab, start, kids, toks, _ = node
     if toks and kids:
         raise _error("a node holds both words and subtrees", file, line, toks[0][1], text)
@@ -181,7 +197,7 @@ def _close(node, left, right, words, labels, file, line, col, text, binarize):
     if len(kids) != 2 and not binarize:
         raise _error(f"a node with {len(kids)} child{'ren' * (len(kids) > 1)}: recursive "
                      f"nets read binary trees (write it as nested pairs, or read it with "
-                     f"trees(..., binarize = true), which collapses unary nodes and "
+                     f"{loader}(..., binarize = true), which collapses unary nodes and "
                      f"right-branches wider ones)", file, line, start, text)
     if len(kids) == 1:              # collapse: the child's subtree under this label
         labels[kids[0]] = lab
@@ -211,15 +227,11 @@ def tree_arrays(lines, file: str, binarize: bool = False):
         if not line.strip():
             continue
         left, right, words, labels = parse_tree(line, file, n, binarize)
-        height = [0] * len(left)
-        for i, (a, b) in enumerate(zip(left, right)):   # children come first
-            if a >= 0:
-                height[i] = 1 + max(height[a], height[b])
         L += left
         R += right
         W += words
         Y += labels
-        H += height
+        H += heights(left, right)
         off.append(len(L))
     if len(off) == 1:
         raise DataError("holds no tree", file=file)
@@ -266,11 +278,12 @@ class TreeLoader:
         return f"trees({str(self.path)!r})"
 
 
-def binarizes(spec) -> bool:
-    """Whether the spec's tree data is binarised (`trees(..., binarize = true)`, or
-    `treepairs`'): a tree given on the command line (`sample --input`, `render --tree`)
-    is read the same way."""
-    data = dict(getattr(spec, "train", None) or {}).get("data")
+def binarizes(data) -> bool:
+    """Whether tree data is binarised (`trees(..., binarize = true)`, or `treepairs`'):
+    `data` is a loader call, or a spec (its train block's). A tree given on the command
+    line (`sample --input`, `render --tree`) is read the same way."""
+    if hasattr(data, "graph"):                     # a spec
+        data = dict(getattr(data, "train", None) or {}).get("data")
     at = {"trees": 2, "treepairs": 3}.get(getattr(data, "name", None))
     if at is None:
         return False
@@ -437,6 +450,8 @@ def load_tree_dataset(graph, cfg, dims: dict | None = None,
     """`cfg.data` (and `cfg.valid`) read as trees; `vocab` from a checkpoint, else built
     from the training trees."""
     loader = make_tree_loader(cfg.data, cfg.base)
+    y = tree_vars(graph)[1]         # a model trees cannot feed is refused before reading
+    roots = y.index is None         # one label a tree: the roots'
     raw = loader.read()
     vocab = vocab or loader.vocab(raw)
     train = loader.encode(raw, vocab)
@@ -446,7 +461,6 @@ def load_tree_dataset(graph, cfg, dims: dict | None = None,
     else:
         train, valid = split_trees(train, cfg.valid)
         vfile = str(loader.path)
-    roots = tree_vars(graph)[1].index is None       # one label a tree: the roots'
     labels = int(max(train.labels(roots).max(),
                      -1 if valid is None else valid.labels(roots).max())) + 1
     binding = bind_trees(graph, len(vocab), labels, str(loader.path), dims,
