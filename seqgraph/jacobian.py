@@ -435,7 +435,13 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
     from .gradcheck import random_batch
     from .model import Model
     tree = next((i for i, k in spec.graph.indexes if k == "tree"), None)
-    if tree is not None:          # said first: the data a tree model reads is no text
+    both = spec.graph.tree_and_sequence
+    if both:                      # said first: the data a tree model reads is no text
+        raise UsageError(f"{spec.path}: jacobian measures sequence models on a batch of "
+                         f"sequences; model '{spec.graph.name}' also runs over a tree "
+                         f"('{both[0]}') beside its sequence ('{both[1]}'), which it does "
+                         f"not measure")
+    if tree is not None:
         raise UsageError(f"{spec.path}: jacobian measures how far back in time a sequence "
                          f"recurrence remembers; model '{spec.graph.name}' runs over a tree "
                          f"('{tree}'), whose recurrence has no distance in time")

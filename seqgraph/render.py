@@ -572,7 +572,48 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None,
     the bottom, the root on top; child edges (`h[n.left]`, `h[n.right]`) in green. A tree
     encoder with a decoder (a sequence index beside the tree) is drawn over `lengths`
     steps of its sequence too, each variable's steps a row above the tree."""
+    graph, n, t, dag = _one_tree(spec_or_graph, tree, sizes, lengths)
+    ids = {v: f"n{k}" for k, v in enumerate(dag.nodes)}
+    # newrank: the rank groups below hold across the node boxes (clusters); mclimit: few
+    # crossing-minimisation passes, which would reorder the leaves (the rows keep them)
+    steps = "".join(f", {k} = 1..{v}" for k, v in (lengths or {}).items())
+    dot = Dot(graph.name, rankdir="BT", nodesep="0.25", ranksep="0.4", compound="true",
+              newrank="true", mclimit="0.01",
+              label=f"{graph.name} unfolded over {tree}{steps}", labelloc="t", fontname=FONT)
+    clusters: dict = {}
+    for v in dag.nodes:
+        dot.node(ids[v], label=_tree_node_label(graph, n, t, dag, v),
+                 **_node_style(graph, dag, v))
+        if dag.nodes[v].get("index") in (n, None) and isinstance(_node_step(v), int):
+            clusters.setdefault(_node_step(v), []).append(ids[v])
+    _tree_rows(dot, dag, ids, t.forest.height(), n)
+    _node_boxes(dot, graph, n, t, clusters)
+    for a, b, data in dag.edges(data=True):
+        shift = data.get("shift")
+        attrs: dict = {}
+        if shift is not None and shift.kind in ("left", "right"):   # not "L": the loss's
+            attrs.update(color=TREE, penwidth="1.6", label=shift.kind, fontcolor=TREE)
+        if data.get("target"):
+            attrs["style"] = "dashed"
+        dot.edge(ids[a], ids[b], **attrs)
+    return dot.text()
 
+
+@dataclass(frozen=True)
+class _Tree:
+    """One tree as `--tree` gives it: its forest, words and labels, post-order."""
+    forest: object
+    words: list
+    labels: list
+
+    @property
+    def size(self) -> int:
+        return len(self.words)
+
+
+def _one_tree(spec_or_graph, tree: str, sizes, lengths):
+    """(graph, tree index, _Tree, the unfolded DAG with its losses) of `tree_dot`, or the
+    UsageError of a model it cannot draw so."""
     from .graph.trees import Forest
     from .graph.unfold import unfold
     from .train.trees import binarizes, parse_tree
@@ -587,61 +628,50 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None,
     if lengths and not both:
         raise UsageError("--unfold with --tree draws a decoder's steps; this model runs "
                          "over a tree alone (leave --unfold out)")
-    left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph))
-    N = len(left)
-    f = Forest.one(left, right)
-    dims = {n: N, **(lengths or {})}
-    dag = _add_losses(graph, unfold(graph, dims, f), dims, f)
+    data = dict(getattr(spec_or_graph, "train", None) or {}).get("data")
+    left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph),
+                                            getattr(data, "name", "trees"))
+    t = _Tree(Forest.one(left, right), words, labels)
+    dims = {n: t.size, **(lengths or {})}
+    dag = _add_losses(graph, unfold(graph, dims, t.forest), dims, t.forest)
     dag.remove_nodes_from([v for v in list(dag.nodes) if dag.degree(v) == 0])
+    return graph, n, t, dag
+
+
+def _tree_node_label(graph, n: str, t: _Tree, dag, v) -> str:
+    """A node's label: `w[2] = 'film'` for a word, `y[2] = 3` for a label (the root's
+    for one label a tree); a decoder's step as any unfolded step, `s[2]`."""
+    label, step = _step_label(graph, v, dag.nodes[v]), _node_step(v)
+    gv = graph.var_map.get(_node_var(v))
+    if dag.nodes[v].get("index") not in (n, None) or gv is None:
+        return label
+    if isinstance(step, int) and gv.role == "input":
+        return f"{label} = {t.words[step]!r}"
+    if isinstance(step, int) and gv.role == "target":
+        return f"{label} = {t.labels[step]}"
+    if step is None and gv.role == "target":
+        return f"{label} = {t.labels[-1]}"                 # one label a tree: the root's
+    return label
+
+
+def _node_boxes(dot: Dot, graph, n: str, t: _Tree, clusters: dict) -> None:
+    """A box around each tree node's variables: its number, leaf or internal, its
+    phrase, and the data's label of every node (a target at every node), of the root
+    alone (a tree classifier), or of none (a tree encoder: its target is a sequence)."""
+    left, right, words = t.forest.left, t.forest.right, t.words
     phrase = {}
-    for i in range(N):
+    for i in range(t.size):
         phrase[i] = words[i] if left[i] < 0 else f"{phrase[left[i]]} {phrase[right[i]]}"
-    ids = {v: f"n{k}" for k, v in enumerate(dag.nodes)}
-    # newrank: the rank groups below hold across the node boxes (clusters); mclimit: few
-    # crossing-minimisation passes, which would reorder the leaves (the rows keep them)
-    steps = "".join(f", {k} = 1..{v}" for k, v in (lengths or {}).items())
-    dot = Dot(graph.name, rankdir="BT", nodesep="0.25", ranksep="0.4", compound="true",
-              newrank="true", mclimit="0.01",
-              label=f"{graph.name} unfolded over {tree}{steps}", labelloc="t", fontname=FONT)
-    clusters: dict = {}
-    for v in dag.nodes:
-        var, step = _node_var(v), _node_step(v)
-        label = _step_label(graph, v, dag.nodes[v])
-        gv = graph.var_map.get(var)
-        if dag.nodes[v].get("index") not in (n, None):     # a decoder's step
-            dot.node(ids[v], label=label, **_node_style(graph, dag, v))
-            continue
-        if isinstance(step, int) and gv is not None and gv.role == "input":
-            label = f"{label} = {words[step]!r}"
-        elif isinstance(step, int) and gv is not None and gv.role == "target":
-            label = f"{label} = {labels[step]}"
-        elif step is None and gv is not None and gv.role == "target":
-            label = f"{label} = {labels[N - 1]}"          # one label a tree: the root's
-        dot.node(ids[v], label=label, **_node_style(graph, dag, v))
-        if isinstance(step, int):
-            clusters.setdefault(step, []).append(ids[v])
-    _tree_rows(dot, dag, ids, f.height(), n)
-    # the data's label of every node, or of the root alone for a tree classifier, or
-    # none for a tree encoder (its target is the sequence's)
     indexes = {graph.var_map[v.name].index for v in graph.targets()}
-    shown = set(range(N)) if n in indexes else {N - 1} if None in indexes else set()
+    shown = set(range(t.size)) if n in indexes else {t.size - 1} if None in indexes else set()
     for step, members in sorted(clusters.items()):
         kind = "leaf" if left[step] < 0 else "internal"
         text = phrase[step] if len(phrase[step]) <= 28 else phrase[step][:25] + "..."
-        lab = f"  label {labels[step]}" if step in shown else ""
+        lab = f"  label {t.labels[step]}" if step in shown else ""
         body = "".join(f" {quote(m)};" for m in members)
         dot.nodes.append(f"  subgraph {quote(f'cluster_{step}')} {{ label="
                          f"{quote(f'node {step + 1} ({kind}): {text!r}{lab}')};"
                          f" labelloc=\"b\"; style=\"rounded\"; color=\"#999999\"; fontsize=\"10\";{body} }}")
-    for a, b, data in dag.edges(data=True):
-        shift = data.get("shift")
-        attrs: dict = {}
-        if shift is not None and shift.kind in ("left", "right"):   # not "L": the loss's
-            attrs.update(color=TREE, penwidth="1.6", label=shift.kind, fontcolor=TREE)
-        if data.get("target"):
-            attrs["style"] = "dashed"
-        dot.edge(ids[a], ids[b], **attrs)
-    return dot.text()
 
 
 def _tree_rows(dot: Dot, dag, ids: dict, height, n: str) -> None:

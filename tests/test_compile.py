@@ -29,7 +29,7 @@ SEQ_SPECS = sorted(p.name for p in SPECS.glob("*.sg")
                    if "tree " not in p.read_text() and not _attention(p))
 ATTENTION_SPECS = sorted(p.name for p in SPECS.glob("*.sg") if _attention(p))
 TREE_SPECS = sorted(p.name for p in SPECS.glob("*.sg") if "tree " in p.read_text()
-                    and "[u]" not in p.read_text())        # tree2seq: below
+                    and not seqgraph.read_spec(str(p)).graph.tree_and_sequence)  # below
 
 
 def rel(a, b):

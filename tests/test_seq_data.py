@@ -158,6 +158,15 @@ def test_pairs_words_and_vocab_limit(tmp_path):
     assert v.target.tokens == (UNK, BOS, EOS)          # vocab=3 leaves no target word
 
 
+@pytest.mark.parametrize("mark", ["</s>", "<s>"])
+def test_a_pairs_target_may_not_hold_the_marks_the_loader_adds(tmp_path, mark):
+    write(tmp_path, "p.tsv", f"a b\tx y\na\tx {mark} y\n")
+    with pytest.raises(DataError) as e:
+        pairs("p.tsv", base=tmp_path).read()
+    assert str(e.value).startswith(f"{tmp_path / 'p.tsv'}:2: the target holds {mark!r}, "
+                                   f"which the loader adds itself"), e.value
+
+
 def test_labeled_integer_labels_are_class_ids_and_names_are_sorted(tmp_path):
     write(tmp_path, "a.tsv", "2\tgood film\n0\tbad\n")
     raw = labeled("a.tsv", base=tmp_path).read()

@@ -1,6 +1,7 @@
 """A tree encoder and a sequence decoder trained from the command line: the `treepairs`
 loader (`tree<TAB>target` a line), its batches (a forest and padded targets), training,
 evaluation with greedy decoding, and generation from a tree (specs/tree2seq.sg)."""
+import csv
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from seqgraph.errors import DataError
 from seqgraph.gradcheck import gradcheck
 from seqgraph.graph.trees import Node, forest
 from seqgraph.train.loaders import treepairs
+from seqgraph.train.trees import parse_tree
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SPEC = (SPECS / "tree2seq.sg").read_text()
@@ -65,14 +67,30 @@ def test_treepairs_reads_a_tree_and_its_target_a_line(tmp_path):
     ("(2 (2 a) (2 b))", "d.tsv:2", "expected tree<TAB>target, found no tab"),
     ("(2 (2 a) (2 b))\t  ", "d.tsv:2", "expected tree<TAB>target, the target is empty"),
     ("(2 (2 a) (2 b)\ta b", "d.tsv:2", "character 1: unbalanced brackets"),
-    ("(2 (x a) (2 b))\ta b", "d.tsv:2", "character 5: missing label"),
-    ("(2 (2 a) (2 b) (2 c))\ta b c", "d.tsv:2", "a node with 3 children"),
+    ("(2 ((2 a) (2 b)))\ta b", "d.tsv:2", "character 5: missing label"),
+    ("(2 (2 a) (2 b) (2 c))\ta b c", "d.tsv:2", "a node with 3 children: recursive nets "
+     "read binary trees (write it as nested pairs, or read it with treepairs(..., "
+     "binarize = true)"),
+    ("(2 (2 a) (2 b))\ta </s> b", "d.tsv:2", "the target holds '</s>', which the loader "
+     "adds itself"),
 ])
 def test_bad_lines_are_named_with_their_line_and_character(tmp_path, line, where, what):
     (tmp_path / "d.tsv").write_text("(2 (2 a) (2 b))\tb a\n" + line + "\n")
     with pytest.raises(DataError) as e:
         treepairs("d.tsv", base=tmp_path).read()
     assert str(e.value).startswith(str(tmp_path / where)) and what in str(e.value), e.value
+
+
+def test_any_label_is_read_since_treepairs_does_not_feed_them(tmp_path):
+    """A parse tree's labels (S, NP, ...) are no sentiment classes: treepairs reads them
+    (binarize collapses a unary ROOT), as the words they hold."""
+    (tmp_path / "d.tsv").write_text("(ROOT (S (NP (DT the) (NN cat)) (VP sat)))\tsat cat\n")
+    _, _, words = treepairs("d.tsv", binarize=True, base=tmp_path).read().source[0]
+    assert [w for w in words if w] == ["the", "cat", "sat"] and len(words) == 5
+    with pytest.raises(DataError) as e:
+        parse_tree("(S (NP cat) (VP dog))", "t.txt")
+    assert "missing label: a node must start with its label, a class id as in '(3 ...', " \
+           "not 'S'" in str(e.value)
 
 
 def test_binarize_reads_wider_nodes_as_trees_does(tmp_path):
@@ -82,26 +100,28 @@ def test_binarize_reads_wider_nodes_as_trees_does(tmp_path):
 
 
 def test_a_batch_is_one_forest_with_padded_targets(tmp_path):
+    """Rows in the order a shuffled, bucketed batch gives them: each tree and its target
+    stay together."""
     from seqgraph.train.config import make_config
     from seqgraph.train.data import load_dataset
     spec = seqgraph.read_spec(str(_spec(tmp_path)))
     ds = load_dataset(spec.graph, make_config(spec.train, {}, tmp_path))
-    b = ds.train.batch([0, 1, 2])
+    b = ds.train.batch([2, 0, 1])
     v, tv = ds.vocab.index, ds.vocab.target.index
-    f, pay = forest([Node(2, (Node(2, ((2, "cat"), (2, "dog"))), (2, "owl"))),
-                     Node(2, ((2, "fox"), (2, "bee"))),
-                     Node(2, ((2, "ant"), Node(2, ((2, "elk"), Node(2, ((2, "yak"),
-                                                                       (2, "cat")))))))])
+    f, pay = forest([Node(2, ((2, "ant"), Node(2, ((2, "elk"), Node(2, ((2, "yak"),
+                                                                       (2, "cat"))))))),
+                     Node(2, (Node(2, ((2, "cat"), (2, "dog"))), (2, "owl"))),
+                     Node(2, ((2, "fox"), (2, "bee")))])
     assert list(b.forest.left) == list(f.left) and list(b.forest.right) == list(f.right)
     assert list(b.forest.roots) == list(f.roots) and list(b.forest.tree) == list(f.tree)
     assert list(b.forest.height()) == list(f.height())
     assert list(b.inputs["w"]) == [-1 if isinstance(p, int) else v[p[1]] for p in pay]
     eos = tv["</s>"]
     assert b.inputs["y"].tolist() == [          # one dict: ExampleBatches splits it
+        [tv["cat"], tv["yak"], tv["elk"], tv["ant"], eos],
         [tv["owl"], tv["dog"], tv["cat"], eos, -1],
-        [tv["bee"], tv["fox"], eos, -1, -1],
-        [tv["cat"], tv["yak"], tv["elk"], tv["ant"], eos]]
-    assert list(b.lengths) == ["u"] and list(b.lengths["u"]) == [4, 3, 5]
+        [tv["bee"], tv["fox"], eos, -1, -1]]
+    assert list(b.lengths) == ["u"] and list(b.lengths["u"]) == [5, 4, 3]
 
 
 # ----------------------------------------------------------------------------- binding
@@ -130,10 +150,6 @@ def test_treepairs_feeds_only_a_tree_and_a_sequence(tmp_path, capsys):
     err = fails(capsys, "train", tmp_path / "s.sg", "--out", tmp_path / "run", "--quiet",
                 "--set", f'data=treepairs("{tmp_path / "d.tsv"}")')
     assert "has no 'tree n' index" in err, err
-
-
-def test_check_says_sample_writes_the_sequence_for_a_tree():
-    assert main(["check", str(SPECS / "tree2seq.sg")]) == 0
 
 
 def test_check_report_of_a_tree_encoder(capsys):
@@ -201,15 +217,24 @@ def test_greedy_decoding_reads_back_what_it_chose(trained, tmp_path):
         assert list(pred[i, :len(h)]) == h
 
 
-def test_sample_writes_the_mirror_of_a_tree(trained, capsys):
+def test_sample_writes_what_eval_decodes_for_each_tree(trained, capsys, tmp_path):
+    """sample --greedy for a tree is eval's greedy hypothesis for the same tree in a
+    batch of others, and it depends on the tree."""
     spec = SPECS / "tree2seq.sg"
-    tree = "(2 (2 (2 cat) (2 dog)) (2 owl))"
+    trees = ["(2 (2 (2 cat) (2 dog)) (2 owl))", "(2 (2 bee) (2 (2 fox) (2 yak)))",
+             "(2 (2 ant) (2 elk))"]
+    (tmp_path / "t.tsv").write_text("".join(f"{t}\towl\n" for t in trees))
+    assert sg(capsys, "eval", spec, "--checkpoint", trained, "--data", tmp_path / "t.tsv",
+              "--per-example", tmp_path / "e.csv")[0] == 0
+    with open(tmp_path / "e.csv", newline="") as f:
+        hyp = [r["hypothesis"] for r in csv.DictReader(f)]
+    outs = [sg(capsys, "sample", spec, "--checkpoint", trained, "--input", t,
+               "--greedy")[1].out.strip() for t in trees]
+    assert outs == hyp and len(set(outs)) == 3, (outs, hyp)
+    tree = trees[0]
     args = ["sample", spec, "--checkpoint", trained, "--input", tree]
     code, greedy = sg(capsys, *args, "--greedy")
     assert code == 0, greedy.err
-    words = greedy.out.split()
-    assert 1 <= len(words) <= 100 and set(words) <= set("cat dog fox owl bee ant elk yak"
-                                                         .split())
     assert sg(capsys, *args, "--beam", "1")[1].out == greedy.out
     code, nbest = sg(capsys, *args, "--beam", "3", "--nbest")
     assert code == 0 and len(nbest.out.splitlines()) == 3
@@ -296,3 +321,41 @@ def test_render_cli_writes_a_tree_encoder_unfolded(tmp_path, capsys):
     err = fails(capsys, "render", SPECS / "tree2seq.sg", "--tree", "(2 (2 cat) (2 dog))",
                 "-o", out)
     assert "give the steps with --unfold N" in err
+
+
+# ------------------------------------------------------------------------ options, notes
+def test_sample_reads_a_tree_as_the_runs_loader_did(tmp_path, capsys):
+    """binarize given by --set (recorded in the checkpoint, not in the spec) reads a wide
+    --input tree too, as the data was read."""
+    spec = tmp_path / "t2s.sg"
+    spec.write_text(SPEC.split("train {")[0])
+    (tmp_path / "w.tsv").write_text("(2 (2 cat) (2 dog) (2 owl))\towl dog cat\n" * 4)
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--out", str(out), "--quiet", "--steps", "1", "--set",
+                 f'data=treepairs("{tmp_path / "w.tsv"}", binarize = true)', "--set",
+                 "valid=0"]) == 0
+    code, res = sg(capsys, "sample", spec, "--checkpoint", out, "--greedy", "--input",
+                   "(2 (2 cat) (2 dog) (2 owl))", "--length", "3")
+    assert code == 0, res.err
+
+
+def test_valid_and_eval_data_must_split_tokens_as_the_training_data(tmp_path, capsys):
+    spec = _spec(tmp_path, DATA * 4, epochs=1)
+    err = fails(capsys, "train", spec, "--out", tmp_path / "run", "--quiet", "--set",
+                f'valid=treepairs("{tmp_path / "d.tsv"}", chars = true)')
+    assert "valid reads with chars = true, the training data with chars = false" in err
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    err = fails(capsys, "eval", spec, "--checkpoint", tmp_path / "run", "--data",
+                f'treepairs("{tmp_path / "d.tsv"}", chars = true)')
+    assert "--data reads with chars = true, the training data with chars = false" in err
+
+
+def test_train_notes_that_the_model_runs_in_the_interpreter(tmp_path, capsys):
+    spec = _spec(tmp_path, DATA * 4, epochs=1)
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--steps", "1",
+                 "--executor", "compiled"]) == 0
+    err = capsys.readouterr().err
+    assert "note: this model runs in the interpreter (only models over one tree index " \
+           "(no sequence index) are level-batched)" in err, err
+    err = fails(capsys, "jacobian", spec, "--checkpoint", tmp_path / "run")
+    assert "also runs over a tree ('n') beside its sequence ('u')" in err

@@ -102,7 +102,7 @@ def eval_examples(t, spec_path: str, data: str | None,
     from ..train.batches import ExampleBatches
     from ..train.data import encode_examples, load_dataset
     from ..train.evaluate import PerExample, baselines, decode_metrics, score
-    from ..train.loaders import make_loader
+    from ..train.loaders import make_loader, same_splits
     cfg = _config(t, spec_path)
     graph, b = t.spec.graph, t.binding
     ds = load_dataset(graph, cfg, t.meta.get("dims"), t.vocab)
@@ -118,6 +118,7 @@ def eval_examples(t, spec_path: str, data: str | None,
         if loader.kind != b.kind:
             raise UsageError(f"--data reads {loader.kind} but the model was trained on "
                              f"{b.kind} data")
+        same_splits(cfg.data, _loader_value(data, cfg), "--data")
         file = str(loader.path)
         examples = encode_examples(graph, loader, loader.read(), t.vocab, b, file, cfg.bptt)
     batches = ExampleBatches(examples, cfg.batch, 0, False, ((b.input,), (b.target,)))

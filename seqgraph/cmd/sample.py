@@ -388,7 +388,9 @@ def input_tree(t, text: str, unk: bool = False) -> tuple[np.ndarray, list]:
     children, word ids, heights; post-order) and its words (None inside). A word outside
     the vocabulary is an error, or `<unk>` with --unk."""
     from ..train.trees import binarizes, leaf_ids, parse_tree, tree_rows
-    left, right, words, _ = parse_tree(text, "--input", 1, binarizes(t.data_call()))
+    data = t.data_call()
+    left, right, words, _ = parse_tree(text, "--input", 1, binarizes(data),
+                                       getattr(data, "name", "trees"))
     ids = leaf_ids(words, lambda w: encode_tokens(t.vocab, w, unk))
     return tree_rows(left, right, ids), words
 

@@ -76,6 +76,7 @@ def run(args) -> int:
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
+    _note_interpreted(model, executor, speak and not args.quiet)
     meta = _meta(args, spec, model, cfg, data, dims, bound)
     trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
@@ -118,6 +119,19 @@ def _warn_of_unused(args, spec, speak: bool) -> None:
     for key in sorted(given & set(TREE_UNUSED)):
         print(f"{args.spec}: warning: {key} does nothing for a tree model: "
               f"{TREE_UNUSED[key]}", file=sys.stderr)
+
+
+def _note_interpreted(model, executor: str, speak: bool) -> None:
+    """The compiled executor asked for (or chosen) but running the model in the
+    interpreter: said once, with the reason `check --explain` gives."""
+    if not speak or executor != "compiled":
+        return
+    from ..compile import explain
+    why = next((line.partition(": ")[2] for line in explain(model)
+                if line.startswith(("interpreted:", "trees interpreted:"))), None)
+    if why:
+        print(f"note: this model runs in the interpreter ({why}); seqgraph check --explain "
+              f"says how each part runs", file=sys.stderr)
 
 
 def _warn_of_another_executor(resumed, executor: str, speak: bool) -> None:

@@ -130,6 +130,7 @@ class Examples:
     def batch(self, rows, carry=False) -> Batch:
         """Examples `rows` padded to the longest on each index: ids with -1, vectors with
         0, and each example's lengths (only for an index where some example is shorter)."""
+        from .trees import forest_of  # trees.py builds on this module
         rows = np.asarray(rows)
         arrays, lengths, tokens, forest = {}, {}, 0, None
         for v, ix in self.index.items():
@@ -137,8 +138,7 @@ class Examples:
             if ix is None:
                 arrays[v] = np.asarray(items)
                 continue
-            if self.ids[v] == "tree":
-                from .trees import forest_of  # trees.py builds on this module
+            if self.ids[v] == "tree":          # one forest, unpadded
                 forest, arrays[v] = forest_of(items)
                 continue
             lens = np.array([len(a) for a in items], dtype=np.int64)

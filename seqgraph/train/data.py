@@ -31,6 +31,7 @@ from .loaders import (
     TextLoader,
     Vocab,
     make_loader,
+    same_splits,
     spec_file_errors,
 )
 
@@ -159,6 +160,7 @@ def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
         if vloader.kind != loader.kind:
             raise UsageError(f"valid is a {vloader.kind} loader but data is {loader.kind}; "
                              f"both must be read by the same loader")
+        same_splits(cfg.data, cfg.valid, "valid")
         train_raw, valid_raw, vfile = raw, vloader.read(), str(vloader.path)
     else:
         train_raw, valid_raw = split_examples(raw, cfg.valid, file, loader.kind == "series")

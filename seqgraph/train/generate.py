@@ -160,6 +160,7 @@ class Context:
     gen_carry: dict = field(default_factory=dict)  # the carry the first step starts from
     prev: np.ndarray | None = None       # the token the LM input reads first [B]
     trees: dict = field(default_factory=dict)     # name -> B trees (trees.tree_rows)
+    forests: dict = field(default_factory=dict)   # rows -> their forest (Generator._forest)
 
 
 def _rows(d: dict, rows: np.ndarray) -> dict:
@@ -261,13 +262,25 @@ class Generator:
         full = {k: [a[rows] for a in v] for k, v in ctx.carry.items()}
         full.update(carry)
         lengths = _rows(ctx.lengths, rows)
-        forest = None
-        for name, trees in ctx.trees.items():   # each row's tree: one forest
-            from .trees import forest_of  # trees.py builds on this package
-            forest, inputs[name] = forest_of([trees[r] for r in rows])
+        forest, words = self._forest(ctx, rows)
+        inputs.update(words)
         res = self._run(inputs, len(rows), full, lengths, forest)
         logits = np.asarray(res.values[self.p.out])[:, -1, :self.classes]
         return logits, {k: v for k, v in res.carry.items() if k in self.p.gen_vars}
+
+    def _forest(self, ctx: Context, rows: np.ndarray) -> tuple:
+        """(forest, {input: words}) of the rows' trees, each row its source's tree: one
+        forest, built once for each set of rows (a beam's rows settle after its first
+        steps); (None, {}) without a tree source."""
+        if not ctx.trees:
+            return None, {}
+        key = rows.tobytes()
+        if key not in ctx.forests:
+            from .trees import forest_of  # trees.py builds on this package
+            name, trees = next(iter(ctx.trees.items()))   # one tree input (treepairs)
+            forest, words = forest_of([trees[r] for r in rows])
+            ctx.forests = {key: (forest, {name: words})}  # the last rows only
+        return ctx.forests[key]
 
     @property
     def banned(self):

@@ -453,6 +453,7 @@ class ExampleLoader:
                 side = "source" if not len(s) else "target"
                 raise DataError(f"expected source<TAB>target, the {side} is empty",
                                 file=str(self.path), line=n)
+            self._no_marks(t, n)
             src.append(s), tgt.append(t), lines.append(n)
         return Raw(src, tgt, lines)
 
@@ -467,10 +468,20 @@ class ExampleLoader:
             if not t:
                 raise DataError("expected tree<TAB>target, the target is empty",
                                 file=str(self.path), line=n)
+            self._no_marks(t, n)
             left, right, words, _ = parse_tree(a, str(self.path), n, self.binarize,
                                                "treepairs")
             src.append((left, right, words)), tgt.append(t), lines.append(n)
         return Raw(src, tgt, lines)
+
+    def _no_marks(self, target: list, n: int) -> None:
+        """A target token `<s>` or `</s>` is refused: the loader closes every target
+        with `</s>` itself (and a fed-back target reads `<s>` before its first step)."""
+        mark = next((t for t in target if t in (BOS, EOS)), None)
+        if mark is not None:
+            raise DataError(f"the target holds {mark!r}, which the loader adds itself "
+                            f"(</s> ends every target, <s> is read before its first "
+                            f"step): leave it out", file=str(self.path), line=n)
 
     def _source_vector(self, n: int, text: str, before: list) -> np.ndarray:
         """Line n's source as the numbers of one vector (the model's `c : vec(D)`): D of
@@ -708,6 +719,28 @@ def _loader_function(call, key: str = "data"):
         from .trees import trees
         return trees
     return LOADERS[name]
+
+
+SPLITS = ("chars", "source_chars", "binarize")    # options that decide what a token is
+
+
+def same_splits(data, other, what: str) -> None:
+    """`other` (a valid or eval loader call) reads tokens and trees as `data` does (the
+    vocabulary is the data's: words read as characters would all be `<unk>`), else a
+    UsageError naming the option. Both calls name a loader of one kind."""
+    def splits(call):
+        fn = LOADERS.get(call.name)
+        if fn is None:
+            return {}
+        bound = inspect.signature(fn).bind_partial(*call.args, **call.kwargs)
+        bound.apply_defaults()
+        return {k: bound.arguments[k] for k in SPLITS if k in bound.arguments}
+    a, b = splits(data), splits(other)
+    for k in a:
+        if a[k] != b.get(k, a[k]):
+            raise UsageError(f"{what} reads with {k} = {str(b[k]).lower()}, the training data "
+                             f"with {k} = {str(a[k]).lower()}: both must read tokens alike "
+                             f"(the vocabulary is the training data's)")
 
 
 def check_loader_call(call, key: str = "data") -> None:

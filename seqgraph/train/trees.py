@@ -123,7 +123,7 @@ def leaf_ids(words: list, encode) -> np.ndarray:
 
 def _error(msg, file, line, col, text):
     start = 0 if len(text) <= 80 else max(0, col - 40)      # a window of a long line
-    shown, caret = text[start:start + 80], col - 1 - start
+    shown, caret = text[start:start + 80].replace("\t", " "), col - 1 - start  # a tab: 1
     return DataError(f"character {col}: {msg}\n  {shown}\n  {' ' * caret}^", file=file,
                      line=line)
 
@@ -132,7 +132,9 @@ def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = 
                loader: str = "trees"):
     """One bracketed tree -> post-order (left, right, words, labels) lists; a DataError
     with the file, line and character for unbalanced brackets, a missing label, an
-    empty tree, a non-binary node (unless `binarize`: the hint names `loader`'s)."""
+    empty tree, a non-binary node (unless `binarize`: the hint names `loader`'s). The
+    labels of `trees` are class ids (0, 1, ...); `treepairs` does not feed them, so any
+    token is a label there (`(S (NP cat) (VP dog))`; -1 when not an integer)."""
     left, right, words, labels = [], [], [], []
     stack = []          # open nodes: [label, column, children (node ids), words]
     done = None
@@ -148,10 +150,12 @@ def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = 
                 raise _error("empty tree '()'" if nxt else "unbalanced brackets: '(' "
                              "never closed", file, line, col, text)
             lab = nxt.group()
-            if lab == "(" or not lab.isdigit():
-                raise _error(f"missing label: a node must start with its label, as in "
-                             f"'(3 ...', not {lab!r}", file, line, col + 1, text)
-            stack.append([int(lab), col, [], [], True])
+            if lab == "(" or (loader == "trees" and not lab.isdigit()):
+                what = "its label, a class id as in '(3 ...'" if loader == "trees" else \
+                    "its label, as in '(3 ...' or '(NP ...'"
+                raise _error(f"missing label: a node must start with {what}, not {lab!r}",
+                             file, line, col + 1, text)
+            stack.append([int(lab) if lab.isdigit() else -1, col, [], [], True])
             continue
         if not stack:
             raise _error("unbalanced brackets: ')' with no open '('" if tok == ")" else
