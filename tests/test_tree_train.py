@@ -476,6 +476,9 @@ def test_sample_labels_every_node_of_a_given_tree(tmp_path, capsys):
     assert main([*argv, "--input", "(1 (1 a) (1 zzz))"]) == 2
     assert "'zzz' is not in the source vocabulary" in capsys.readouterr().err
     assert main([*argv, "--input", "(1 (1 a) (1 zzz))", "--unk"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--input", "(x (x a) (x (x lovely) (x film)))"]) == 0   # not read
+    assert capsys.readouterr().out.strip() == shown
 
 
 def test_a_tree_on_the_command_line_is_read_as_the_specs_data(tmp_path, capsys):

@@ -359,3 +359,17 @@ def test_train_notes_that_the_model_runs_in_the_interpreter(tmp_path, capsys):
            "(no sequence index) are level-batched)" in err, err
     err = fails(capsys, "jacobian", spec, "--checkpoint", tmp_path / "run")
     assert "also runs over a tree ('n') beside its sequence ('u')" in err
+
+
+def test_teacher_forcing_applies_to_a_tree_encoders_decoder(tmp_path, capsys):
+    """teacher = p feeds the decoder its own sample with probability 1 - p (a tree model
+    has no use for it, a tree encoder's decoder has): no warning, and another loss."""
+    spec = _spec(tmp_path, DATA * 4, epochs=2)                 # one update an epoch
+    losses = []
+    for p in ("1.0", "0.0"):
+        assert main(["train", str(spec), "--out", str(tmp_path / p), "--quiet", "--steps",
+                     "2", "--set", f"teacher={p}"]) == 0
+        assert "warning" not in capsys.readouterr().err
+        rows = (tmp_path / p / "metrics.csv").read_text().splitlines()
+        losses.append(rows[2].split(",")[2])        # the second update's training loss
+    assert losses[0] != losses[1]

@@ -156,8 +156,8 @@ def one_pass(t, args) -> int:
                                series)
     tree = any(kind == "tree" for _, kind in graph.indexes)
     if args.input is None:
-        what = "tree, bracketed with a label at every node as the data writes it: " \
-            "--input '(2 (2 a) (2 film))'" if tree else \
+        what = "tree, bracketed with a label at every node as the data writes it (the " \
+            "labels are not read): --input '(2 (2 a) (2 film))'" if tree else \
             f"{'series' if series else 'text'} with --input"
         raise UsageError(f"this model reads '{b.input}': give its {what}")
     if series:
@@ -388,9 +388,9 @@ def input_tree(t, text: str, unk: bool = False) -> tuple[np.ndarray, list]:
     children, word ids, heights; post-order) and its words (None inside). A word outside
     the vocabulary is an error, or `<unk>` with --unk."""
     from ..train.trees import binarizes, leaf_ids, parse_tree, tree_rows
-    data = t.data_call()
+    data = t.data_call()               # its labels are not read: any token is one
     left, right, words, _ = parse_tree(text, "--input", 1, binarizes(data),
-                                       getattr(data, "name", "trees"))
+                                       getattr(data, "name", "trees"), class_ids=False)
     ids = leaf_ids(words, lambda w: encode_tokens(t.vocab, w, unk))
     return tree_rows(left, right, ids), words
 

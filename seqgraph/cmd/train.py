@@ -70,6 +70,7 @@ def run(args) -> int:
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
+    _warn_of_one_class(args, data, speak)
     bound = {**dims, **data.binding.dims}
     executor = choose_executor(args.executor, args.quiet)
     _warn_of_another_executor(resumed, executor, speak)
@@ -98,6 +99,21 @@ def _check_limits(args) -> None:
     _one_process_under_mpi(args)
 
 
+def _warn_of_one_class(args, data, speak: bool) -> None:
+    """Training labels (labeled, tagged, trees) that hold one class: the model can only
+    learn to predict it, most often a data mistake (a wrong column, a filtered file)."""
+    import numpy as np
+
+    from ..train.data import training_labels
+    labels = training_labels(data)
+    if speak and labels is not None and len(np.unique(labels)) == 1 and len(labels) > 1:
+        name = data.vocab.target.tokens[int(labels[0])] \
+            if getattr(data.vocab, "target", None) is not None else str(int(labels[0]))
+        print(f"{args.spec}: warning: every training label of {data.binding.target} is "
+              f"{name!r} ({len(labels)} of them in {data.train_file}): the model can only "
+              f"learn to predict it", file=sys.stderr)
+
+
 def _warn_of_leaks(args, spec, cfg, speak: bool) -> None:
     """An output that can read the answer its loss asks for (graph/leaks.py)."""
     from ..graph.leaks import target_leaks
@@ -112,11 +128,13 @@ TREE_UNUSED = {"bptt": "a tree is processed whole (no windows)",
 
 
 def _warn_of_unused(args, spec, speak: bool) -> None:
-    """A train key given (in the spec or by --set) that the model has no use for."""
+    """A train key given (in the spec or by --set) that the model has no use for (a
+    tree encoder's decoder may read its target back: `teacher` applies to it)."""
     if not speak or not any(k == "tree" for _, k in spec.graph.indexes):
         return
     given = set(dict(spec.train or {})) | {s.partition("=")[0].strip() for s in args.set}
-    for key in sorted(given & set(TREE_UNUSED)):
+    unused = set(TREE_UNUSED) - ({"teacher"} if spec.graph.tree_and_sequence else set())
+    for key in sorted(given & unused):
         print(f"{args.spec}: warning: {key} does nothing for a tree model: "
               f"{TREE_UNUSED[key]}", file=sys.stderr)
 

@@ -95,6 +95,7 @@ class Report:
     sample_says: str = ""      # the same, in a sentence
     node_labels: bool = False  # a target at every node of a tree (else one a tree)
     no_loader: bool = False    # a tree beside a sequence, not as treepairs feeds it
+    both: bool = False         # a tree beside a sequence: N counts nodes and steps
 
     @property
     def examples(self) -> bool:
@@ -182,7 +183,8 @@ def report(checked, steps: int | None = None, batch: int | None = None,
                   reasons, window, cuts, no_window, tree, loader, mode,
                   _sample_says(g, loader, mode),
                   any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
-                  g.tree_and_sequence is not None and not g.tree_encoder)
+                  g.tree_and_sequence is not None and not g.tree_encoder,
+                  g.tree_and_sequence is not None)
 
 
 def loader_args(call) -> dict:
@@ -339,7 +341,10 @@ def _truncation(checked, bptt: int):
 # ------------------------------------------------------------------------ text
 def text(rep: Report) -> str:
     """The report as lines for `seqgraph check`."""
-    steps, examples, T, step = ("nodes a tree", "trees", "N", "node") if rep.tree else \
+    steps, examples, T, step = \
+        ("nodes a tree and as many steps of its sequence", "examples", "N",
+         "node and step") if rep.both else \
+        ("nodes a tree", "trees", "N", "node") if rep.tree else \
         ("steps an example", "examples", "T", "step") if rep.examples else \
         ("steps", "examples", "T", "step")
     steps_from = f"{rep.steps_from}; --steps" if rep.examples and not rep.tree and \

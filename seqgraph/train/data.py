@@ -90,6 +90,21 @@ def need_data(cfg, graph=None) -> None:
                          f"--set data='{call}'")
 
 
+def training_labels(data) -> np.ndarray | None:
+    """The class labels a dataset trains on (a classifier's, a tagger's tags, a tree
+    model's node or root labels), None for data without labels (streams, pairs,
+    series, treepairs)."""
+    kind = data.binding.kind
+    if kind == "trees":
+        return data.train.labels(data.binding.root_target)
+    if kind == "labeled":
+        return np.asarray(data.train.fields[data.binding.target], dtype=np.int64)
+    if kind == "tagged":
+        tags = data.train.fields[data.binding.target]
+        return np.concatenate(tags) if tags else None
+    return None
+
+
 def encode(loader: TextLoader, vocab: Vocab) -> np.ndarray:
     return vocab.encode(loader.tokens(), str(loader.path))
 

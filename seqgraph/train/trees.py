@@ -129,12 +129,15 @@ def _error(msg, file, line, col, text):
 
 
 def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = False,
-               loader: str = "trees"):
+               loader: str = "trees", class_ids: bool | None = None):
     """One bracketed tree -> post-order (left, right, words, labels) lists; a DataError
     with the file, line and character for unbalanced brackets, a missing label, an
     empty tree, a non-binary node (unless `binarize`: the hint names `loader`'s). The
     labels of `trees` are class ids (0, 1, ...); `treepairs` does not feed them, so any
-    token is a label there (`(S (NP cat) (VP dog))`; -1 when not an integer)."""
+    token is a label there (`(S (NP cat) (VP dog))`; -1 when not an integer), and so
+    with `class_ids = False` (a tree to label: `sample --input`)."""
+    if class_ids is None:
+        class_ids = loader == "trees"
     left, right, words, labels = [], [], [], []
     stack = []          # open nodes: [label, column, children (node ids), words]
     done = None
@@ -150,8 +153,8 @@ def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = 
                 raise _error("empty tree '()'" if nxt else "unbalanced brackets: '(' "
                              "never closed", file, line, col, text)
             lab = nxt.group()
-            if lab == "(" or (loader == "trees" and not lab.isdigit()):
-                what = "its label, a class id as in '(3 ...'" if loader == "trees" else \
+            if lab == "(" or (class_ids and not lab.isdigit()):
+                what = "its label, a class id as in '(3 ...'" if class_ids else \
                     "its label, as in '(3 ...' or '(NP ...'"
                 raise _error(f"missing label: a node must start with {what}, not {lab!r}",
                              file, line, col + 1, text)
