@@ -289,3 +289,18 @@ from hypothesis import settings as _settings
 _settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     _settings.load_profile("ci")
+
+
+def sg(capsys, *argv):
+    """`seqgraph ARGV...` in this process: (exit code, captured out and err)."""
+    from seqgraph.cli import main
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr()
+
+
+def fails(capsys, *argv) -> str:
+    """`seqgraph ARGV...` exits 2 with a message and no traceback: the message."""
+    code, out = sg(capsys, *argv)
+    assert code == 2, out
+    assert "Traceback" not in out.err
+    return out.err.strip()

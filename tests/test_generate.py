@@ -20,6 +20,7 @@ from seqgraph.train.generate import Generator, log_softmax, make_plan
 from seqgraph.train.loaders import Vocab
 
 import conftest
+from conftest import fails, sg
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -247,18 +248,6 @@ def test_log_softmax_is_normalised():
 
 
 # ---------------------------------------------------------------------- the command
-def sg(capsys, *argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr()
-
-
-def fails(capsys, *argv) -> str:
-    code, out = sg(capsys, *argv)
-    assert code == 2, out
-    assert "Traceback" not in out.err
-    return out.err.strip()
-
-
 @pytest.fixture(scope="module")
 def s2s(tmp_path_factory):
     """A tiny seq2seq trained for a few steps by `seqgraph train` on pairs."""

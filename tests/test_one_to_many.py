@@ -19,6 +19,8 @@ from seqgraph.train.config import make_config
 from seqgraph.train.data import load_dataset
 from seqgraph.train.loaders import BOS, EOS, pairs
 
+from conftest import sg
+
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 SPEC = SPECS / "one_to_many.sg"
 
@@ -126,11 +128,6 @@ def test_seqgraph_train_reduces_the_loss(trained):
     assert len(losses) == 5
     assert losses[-1] < 0.5 * losses[0], losses
     assert losses[-1] < 0.5                 # nats per token: most captions are right
-
-
-def sg(capsys, *argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr()
 
 
 def test_seqgraph_sample_reads_the_vector_and_writes_a_caption(trained, capsys):

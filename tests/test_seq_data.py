@@ -169,20 +169,8 @@ def test_a_pairs_target_may_not_hold_the_marks_the_loader_adds(tmp_path, mark):
 
 def test_training_labels_of_one_class_are_warned_of(tmp_path, capsys):
     write(tmp_path, "one.tsv", "pos\ta good film\npos\tfine\npos\tgreat fun\n")
-    spec = write(tmp_path, "c.sg", """model cls
-dim H = 4
-input x[t] : onehot(V)
-target y : class(K)
-param W, U, b, V2, c
-h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
-o = V2 @ h[end] + c
-loss xent(o, y)
-train {
-  data = labeled("one.tsv")
-  valid = 0
-  epochs = 1
-}
-""")
+    spec = write(tmp_path, "c.sg", CLASSIFY.replace('"lab.tsv"', '"one.tsv"')
+                 .replace("valid = 0.2", "valid = 0"))
     assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert "warning: every training label of y is 'pos' (3 of them in " in \
         capsys.readouterr().err

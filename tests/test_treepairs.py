@@ -16,6 +16,8 @@ from seqgraph.graph.trees import Node, forest
 from seqgraph.train.loaders import treepairs
 from seqgraph.train.trees import parse_tree
 
+from conftest import fails, sg
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SPEC = (SPECS / "tree2seq.sg").read_text()
 DATA = "(2 (2 (2 cat) (2 dog)) (2 owl))\towl dog cat\n" \
@@ -34,18 +36,6 @@ def _spec(tmp_path, data=DATA, text=SPEC, epochs=None):
     p = tmp_path / "t2s.sg"
     p.write_text(text)
     return p
-
-
-def sg(capsys, *argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr()
-
-
-def fails(capsys, *argv) -> str:
-    code, out = sg(capsys, *argv)
-    assert code == 2, out
-    assert "Traceback" not in out.err
-    return out.err.strip()
 
 
 # ----------------------------------------------------------------------------- reading
