@@ -24,6 +24,15 @@ from .errors import SeqgraphError
 COMMANDS = ["check", "train", "eval", "sample", "render", "gradcheck", "jacobian"]
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), else "unknown"."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("seqgraph")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _module(name: str):
     return importlib.import_module(f"seqgraph.cmd.{name}")
 
@@ -33,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Recurrent and recursive nets from equations.")
     p.add_argument("--threads", type=int, metavar="N",
                    help="BLAS threads of this process (default 1, or OPENBLAS_NUM_THREADS)")
+    p.add_argument("--version", action="version", version=f"seqgraph {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -66,7 +76,15 @@ def set_threads(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = set_threads(sys.argv[1:] if argv is None else list(argv))
+    try:                   # Ctrl-C while the subcommands load (numpy, numba) too
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
+    argv = set_threads(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
@@ -77,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     except SeqgraphError as e:
         print(e.render(), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # the reader went away (`seqgraph check ... | head -1`): stop quietly, as Unix
         # tools do, and keep Python's exit-time flush of stdout from failing again

@@ -109,6 +109,14 @@ class Model:
         if not 0.0 <= teacher <= 1.0:
             raise UsageError(f"teacher must be a probability in [0, 1], not {teacher}")
         self._check_names_and_ids({**(inputs or {}), **(targets or {})})
+        if grads:                       # a loss without its target would be 0, silently
+            missing = [t for t in dict.fromkeys(loss.target.var for loss in self.graph.losses)
+                       if self.graph.var(t).role == "target" and t not in (targets or {})]
+            if missing:
+                raise UsageError(f"the loss reads the target{'s' * (len(missing) > 1)} "
+                                 f"{', '.join(repr(t) for t in missing)}: give "
+                                 f"{'them' if len(missing) > 1 else 'it'} in targets "
+                                 f"(without, its loss would be 0 and every gradient zero)")
         kw = {} if forest is None else {"forest": forest}
         if teacher < 1.0:
             kw["teacher"] = teacher
@@ -140,6 +148,10 @@ class Model:
             if not v.is_ids or not np.size(arr):
                 continue
             a, size = np.asarray(arr), self.sizes[name]
+            if a.dtype.kind not in "iub" and not np.array_equal(a, np.round(a)):
+                bad = a[a != np.round(a)].flat[0].item()
+                raise UsageError(f"'{name}' holds ids, integers; it was given {bad!r} "
+                                 f"({a.dtype} values)")
             lo, hi = int(a.min()), int(a.max())
             if hi >= size or lo < -1:
                 raise UsageError(f"'{name}' holds the id {hi if hi >= size else lo}; its "

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,3 +36,22 @@ def test_default_is_one_thread_and_the_environment_or_flag_wins():
 def test_top_level_api_resolves_lazily():
     code = "import seqgraph; print(seqgraph.Model.__name__, seqgraph.read_spec.__name__)"
     assert _run(code, {}) == "Model read_spec"
+
+
+def test_ctrl_c_while_the_subcommands_load_is_no_traceback(monkeypatch, capsys):
+    """SIGINT in the first fraction of a second (numpy and numba still importing) ends as
+    any other interrupt: one line, exit code 130."""
+    from seqgraph import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["check", "x.sg"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_version(capsys):
+    from seqgraph import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("seqgraph ")

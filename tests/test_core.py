@@ -175,6 +175,14 @@ def test_the_api_refuses_ids_past_the_size_and_unknown_names(executor):
                                                   r"'elman' \(did you mean 'x'\?\)"):
         m.forward({"xx": X})
     assert m.forward({"x": X})["o"].shape == (2, 3, 7)
+    with pytest.raises(seqgraph.UsageError, match=r"'x' holds ids, integers; it was given "
+                                                  r"0.5 \(float64 values\)"):
+        m.forward({"x": X + 0.5})
+    assert m.forward({"x": X.astype(float)})["o"].shape == (2, 3, 7)   # whole numbers
+    with pytest.raises(seqgraph.UsageError, match=r"the loss reads the target 'y': give it "
+                                                  r"in targets"):
+        m.loss_and_grads({"x": X}, {})          # a loss of 0 and zero gradients, else
+    assert m.run({"x": X}, {}).loss == 0.0      # a forward pass reads no target
 
 
 def test_same_seed_same_parameters():

@@ -190,6 +190,23 @@ def test_clipping_on_most_steps_of_an_epoch_is_a_warning():
     assert len(said) == 1
 
 
+def test_clipping_is_no_warning_while_the_loss_falls_below_where_it_started():
+    """A clip that fires on every update only caps the steps of a run that learns (a
+    loss summed over 64 steps has a large gradient): said only when the loss stalls."""
+    said = []
+    mon = GradMonitor(said.append)
+    for s in range(1, 31):                                         # 3.0 down to 1.55
+        mon.step(s, 1, 40.0, None, clipped=True, loss=3.0 - 0.05 * s)
+    mon.step(31, 2, 40.0, None, clipped=True, loss=1.5)
+    assert not said
+    mon = GradMonitor(said.append)
+    for s in range(1, 31):                                         # flat: stalled
+        mon.step(s, 1, 40.0, None, clipped=True, loss=3.0 + 0.01 * (s % 2))
+    mon.end_epoch()
+    assert len(said) == 1 and "clipping fired on 30 of 30 updates and the training loss " \
+        "is no lower than where the run started (3.005, now 3.005)" in said[0], said
+
+
 def test_the_warning_reaches_stderr_in_training(data, capsys):
     spec = write(data, "m.sg", CLASSIFY.replace("epochs = 2", "epochs = 2\n  clip = 0.001"))
     main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",

@@ -366,6 +366,11 @@ def test_a_language_model_beam_of_one_is_its_greedy_sample(tmp_path, capsys):
     beam = sg(capsys, "sample", spec, "--checkpoint", c, "--prime", "ab", "--beam", 1,
               "--length", 12)[1].out
     assert greedy == beam and greedy.startswith("ab") and len(greedy) == 2 + 12 + 1
+    nbest = sg(capsys, "sample", spec, "--checkpoint", c, "--prime", "ab", "--beam", 1,
+               "--length", 12, "--nbest")[1].out
+    score, _, text = nbest.rstrip("\n").partition("\t")        # the prime, a line a hypothesis
+    assert float(score) <= 0 and text == greedy[:-1].replace("\n", "\\n")
+    assert nbest.count("\n") == 1
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "ab")
     assert "a language model continues --prime" in err
 

@@ -132,6 +132,14 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(work):
     assert not np.array_equal(a["W"], c["W"])
 
 
+def test_a_resume_to_a_step_already_done_is_refused(work, capsys):
+    assert train("run", "--steps", 5) == 0
+    code, out = sg("train", "lm.sg", "--resume", "run", "--steps", 3, "--quiet",
+                   capsys=capsys)
+    assert code == 2 and "the run is at step 5 already; --steps 3 counts updates in all, " \
+        "from the start of the run: give more than 5 to train on" in out.err, out.err
+
+
 def test_resume_with_other_settings_is_a_warning_naming_them(work, capsys):
     assert train("run", "--steps", 3, "--set", "optimizer=adam(lr = 0.01)") == 0
     capsys.readouterr()
@@ -162,13 +170,19 @@ def test_a_resume_refusal_names_what_differs(work, capsys):
     assert m and 2 * int(m[1]) <= int(m[2]) + 1       # more.txt is tiny.txt twice
 
 
-def test_set_overrides_and_progress_bar(work, capsys):
+def test_set_overrides_and_progress_bar(work, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)     # a terminal: the bar
     code = main(["train", "lm.sg", "--out", "r", "--executor", "interp", "--steps", "3",
                  "--set", "batch=2", "--set", "optimizer=sgd(lr=0.5, momentum=0.9)",
                  "--set", "schedule=cosine", "--dim", "V=40"])
     assert code == 0
     err = capsys.readouterr().err
     assert "\r" in err and "tok/s" in err and "loss" in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)    # a log: epoch lines only
+    assert main(["train", "lm.sg", "--out", "r2", "--executor", "interp", "--steps", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "tok/s" not in err and "epoch 1/" in err
+    assert all(line == line.rstrip() for line in err.splitlines())
     meta = json.loads(str(np.load(work / "r/checkpoint.npz")["__meta__"]))
     cfg = meta["state"]["config"]
     assert (cfg["batch"], cfg["optimizer"], cfg["schedule"]) == (2, "sgd(lr=0.5, momentum=0.9)",

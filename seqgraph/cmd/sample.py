@@ -107,13 +107,11 @@ def _continue(t, args, rng) -> int:
     gen = Generator(t.model, make_plan(t.model, t.binding.target, t.binding.input),
                     classes=len(t.vocab))
     ctx = gen.primed(prime_ids(t.vocab, args.prime))
+    prefix = args.prime + ("" if t.vocab.kind == "chars" else " ") if args.prime else ""
     ids, _ = _decode(args, gen, ctx, 500 if args.length is None else args.length, t.vocab,
-                     rng)
+                     rng, prefix)
     if args.beam is None or not args.nbest:
-        text = _text(t.vocab, ids)
-        if args.prime:
-            text = args.prime + ("" if t.vocab.kind == "chars" else " ") + text
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(prefix + _text(t.vocab, ids) + "\n")
     return 0
 
 
@@ -305,9 +303,11 @@ def _ranked(phrase: str, p) -> str:
     return phrase + "\t" + " ".join(f"{k}:{p[k]:.3f}" for k in order)
 
 
-def _decode(args, gen, ctx, length: int, out_vocab, rng) -> tuple[list, bool]:
+def _decode(args, gen, ctx, length: int, out_vocab, rng,
+            prefix: str = "") -> tuple[list, bool]:
     """The output (ids without `</s>`) and whether it ended with `</s>`; with --nbest
-    the K hypotheses of the beam are printed here."""
+    the K hypotheses of the beam are printed here, a line each: the score, a tab and
+    the text after `prefix` (a language model's prime), its line ends written `\\n`."""
     if args.beam is None:
         if args.nbest:              # a sample is one hypothesis: a beam keeps K
             from ..errors import UsageError
@@ -318,7 +318,8 @@ def _decode(args, gen, ctx, length: int, out_vocab, rng) -> tuple[list, bool]:
     hyps = gen.beam(ctx, args.beam, length, args.alpha)
     if args.nbest:
         for h in hyps:
-            sys.stdout.write(f"{h.normalised:.4f}\t{_text(out_vocab, h.tokens)}\n")
+            text = (prefix + _text(out_vocab, h.tokens)).replace("\n", "\\n")
+            sys.stdout.write(f"{h.normalised:.4f}\t{text}\n")
     return hyps[0].tokens, hyps[0].finished
 
 

@@ -9,7 +9,10 @@ spreadsheet or pandas reads the curves without any seqgraph code.
 
 Gradient monitoring (Deep Learning, section 10.7: gradients that explode through time):
 a warning on stderr when the global norm jumps to 100 times its running median or more,
-and at the end of the first epoch in which clipping fired on most updates.
+and at the end of the first epoch in which clipping fired on most updates while the
+training loss is no lower than where the run started (a clip that fires on every update
+of a run whose loss falls only caps its steps: the loss is summed over a window's steps,
+so its gradient norm grows with the window).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ PARAM_PREFIX = "grad_norm."      # a column per parameter: grad_norm.W, grad_nor
 JUMP = 100.0                     # a global norm >= JUMP x its running median is a warning
 MEDIAN_OF = 100                  # ... over the last MEDIAN_OF updates (at least 10 seen)
 MOST = 0.5                       # clipping on more than this fraction of an epoch's updates
+FALLS = 0.99                     # progress: a loss below FALLS x the run's starting loss
 
 
 class GradMonitor:
@@ -39,6 +43,8 @@ class GradMonitor:
         self.warn = warn or (lambda text: sys.stderr.write("\r" + text + "\n"))
         self.recent = deque(maxlen=MEDIAN_OF)
         self.epoch, self.steps, self.clipped = None, 0, 0
+        self.losses: list[float] = []  # the epoch's training losses (when given)
+        self.start = None              # the mean of the run's first third-epoch of losses
         self.clip_said = False       # the clipping warning: once a run
         self.last_jump = -10**9
         self.warnings: list[str] = []
@@ -48,12 +54,14 @@ class GradMonitor:
         self.warn(text)
 
     def step(self, step: int, epoch: int, norm: float, norms: dict | None = None,
-             clipped: bool | None = None) -> None:
+             clipped: bool | None = None, loss: float | None = None) -> None:
         if epoch != self.epoch:
             self.end_epoch()
-            self.epoch, self.steps, self.clipped = epoch, 0, 0
+            self.epoch, self.steps, self.clipped, self.losses = epoch, 0, 0, []
         self.steps += 1
         self.clipped += bool(clipped)
+        if loss is not None and math.isfinite(loss):
+            self.losses.append(loss)
         if not math.isfinite(norm):
             return
         if len(self.recent) >= 10:
@@ -69,15 +77,23 @@ class GradMonitor:
 
     def end_epoch(self) -> None:
         """The clipping report of the epoch seen so far: once a run, for the first epoch
-        in which clipping fired on most updates (a clip chosen to fire on every update,
-        normalised steps, would otherwise repeat it every epoch)."""
+        in which clipping fired on most updates while the training loss (its last third's
+        mean) is no lower than where the run started (the first third of its first
+        epoch); with no losses given, on clipping alone. A clip chosen to fire on every
+        update, normalised steps, would otherwise repeat it every epoch."""
         if self.epoch is None or self.steps < 10 or self.clip_said:
             return
-        if self.clipped > MOST * self.steps:
+        n = len(self.losses) // 3
+        if self.start is None and n:
+            self.start = statistics.fmean(self.losses[:n])
+        now = statistics.fmean(self.losses[-n:]) if n else None
+        if self.clipped > MOST * self.steps and (now is None or now >= FALLS * self.start):
             self.clip_said = True
+            how = f" and the training loss is no lower than where the run started " \
+                f"({self.start:.4g}, now {now:.4g})" if now is not None else ""
             self._say(f"warning: epoch {self.epoch}: clipping fired on {self.clipped} of "
-                      f"{self.steps} updates; the gradients are often larger than clip "
-                      f"(raise clip or lower lr if the loss does not fall; said once)")
+                      f"{self.steps} updates{how}; the gradients are often larger than "
+                      f"clip: raise clip or lower lr (said once)")
         self.steps = 0          # reported: not again for this epoch
 
 
@@ -130,7 +146,7 @@ class MetricsLog:
                    tokens_per_s=tokens_per_s)
         row.update({PARAM_PREFIX + k: v for k, v in (norms or {}).items()})
         self._append(row)
-        self.monitor.step(step, epoch, grad_norm, norms, clipped)
+        self.monitor.step(step, epoch, grad_norm, norms, clipped, train_loss)
 
     def valid(self, step, epoch, valid_loss) -> None:
         self._append(dict(step=step, epoch=epoch, valid_loss=valid_loss))
@@ -312,16 +328,21 @@ def _smooth(points, window: int = 25):
 
 class Progress:
     """`epoch 1/2 [#####.....] 120/240 loss 2.31 tok/s 41k ETA 0:42`, redrawn with \\r
-    at most ten times a second; nothing at all with `quiet`."""
+    at most ten times a second on a terminal; on a file or a pipe (a log) only the
+    epoch lines; nothing at all with `quiet`."""
 
     def __init__(self, total_steps: int, epochs: int, quiet: bool = False, stream=None):
         self.total, self.epochs, self.quiet = total_steps, epochs, quiet
         self.stream = stream or sys.stderr
         self.last, self.start, self.start_step = 0.0, time.perf_counter(), None
         self.width = 0
+        try:
+            self.live = self.stream.isatty()      # a bar redrawn in place
+        except (AttributeError, ValueError):      # no isatty, or a closed stream
+            self.live = False
 
     def update(self, step, epoch, loss, tokens_per_s, force=False) -> None:
-        if self.quiet:
+        if self.quiet or not self.live:
             return
         now = time.perf_counter()
         if self.start_step is None:
@@ -344,7 +365,7 @@ class Progress:
         """A line of its own (an epoch summary) that the bar does not overwrite."""
         if self.quiet:
             return
-        self.stream.write("\r" + text.ljust(self.width) + "\n")
+        self.stream.write(("\r" + text.ljust(self.width) if self.width else text) + "\n")
         self.width = 0
         self.stream.flush()
 
