@@ -153,6 +153,9 @@ TABLE = [
     bad("size-undetermined", HEAD + "h[t] = tanh(W @ x[t] + U @ h[t-1] + b)\n"
         "o[t] = Wo @ h[t] + bo\n", 5, 1,
         "the size of 'h' is not determined by anything", "h[t] : SIZE"),
+    bad("size-undetermined-no-loss", HEAD + H + "o[t] = Wo @ h[t] + bo\n", 6, 1,
+        "the size of 'o' is not determined by anything",
+        "or add the loss line, e.g. loss xent(o[t], y[t]): the model has none"),
     bad("size-mismatch-loss", HEAD + H + "o[t] : 7 = Wo @ h[t] + bo\nloss xent(o[t], y[t])\n",
         7, 6, "size mismatch: 'o' has size 7, 'y' has size V"),
     bad("size-mismatch-add", HEAD + H + "z[t] : 8 = h[t] + x[t]\n" + OUT, 6, 12,

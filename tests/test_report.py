@@ -242,7 +242,9 @@ def test_backward_encoder_over_another_index_still_generates(tmp_path):
     body = spec.source.replace("Ue @ h[t-1]", "Ue @ h[t+1]").replace("h[end]", "h[1]")
     r = _rep(tmp_path, body)
     assert [x.direction for x in r.recurrences] == ["backward in time", "forward in time"]
-    assert r.can_generate is True and r.window == "u" and r.cuts == []
+    assert r.can_generate is True and r.cuts == []
+    assert r.window is None and "no stream (chars or words) can feed this model" in \
+        r.no_window                    # x[t] and y[u]: only pairs fits, whole examples
 
 
 def test_per_example_output_is_not_a_generator(tmp_path):

@@ -273,8 +273,18 @@ class _Sizes:
             val = self.value(self.var_size[v.name])
             if val is None:
                 ix = f"[{', '.join(v.indexes)}]" if v.index else ""
+                hint = f"state it: {v.name}{ix} : SIZE = ..."
+                # an output (read by no other variable) of a model with no loss line:
+                # the loss xent(o, y) would size it as y
+                readers = {u for _, u in self.g.nx().out_edges(v.name)} - {v.name}
+                if not self.g.losses and not readers:
+                    y = next(iter(self.g.targets()), None)
+                    at = f"{y.name}[{', '.join(y.indexes)}]" if y is not None and y.index \
+                        else y.name if y is not None else f"y{ix}"
+                    hint += (f"; or add the loss line, e.g. loss xent({v.name}{ix}, {at}): "
+                             f"the model has none")
                 raise SpecError(f"the size of '{v.name}' is not determined by anything",
-                                v.pos, hint=f"state it: {v.name}{ix} : SIZE = ...")
+                                v.pos, hint=hint)
             sizes[v.name] = val
         shapes = {}
         for p in self.g.params:

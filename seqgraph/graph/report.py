@@ -96,11 +96,14 @@ class Report:
     node_labels: bool = False  # a target at every node of a tree (else one a tree)
     no_loader: bool = False    # a tree beside a sequence, not as treepairs feeds it
     both: bool = False         # a tree beside a sequence: N counts nodes and steps
+    stream_fits: bool = True   # a token stream could feed it (else only examples)
 
     @property
     def examples(self) -> bool:
-        """Example data: whole sequences, not one stream cut into bptt windows."""
-        return self.loader is not None and self.loader not in STREAMS
+        """Example data: whole sequences, not one stream cut into bptt windows (the data
+        named, or, when none is, the only data that fits the model)."""
+        return self.loader not in STREAMS and (self.loader is not None or
+                                               not self.stream_fits)
 
 
 def _direction(graph, r) -> str:
@@ -171,6 +174,10 @@ def report(checked, steps: int | None = None, batch: int | None = None,
         no_window = (f"data = {loader}(...) gives whole examples, not one stream cut "
                      f"into windows (this check is for {' and '.join(STREAMS)} streams)")
         window, cuts = None, []
+    elif window is not None and loader is None and not _stream_fits(g):
+        no_window = (f"no stream ({' or '.join(STREAMS)}) can feed this model, and the "
+                     f"example data that can gives whole examples, not windows")
+        window, cuts = None, []
     tree = "tree" in g.index_kinds.values()
     if tree:
         no_window = "a tree is processed whole (back-propagation through structure)"
@@ -184,7 +191,7 @@ def report(checked, steps: int | None = None, batch: int | None = None,
                   _sample_says(g, loader, mode),
                   any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
                   g.tree_and_sequence is not None and not g.tree_encoder,
-                  g.tree_and_sequence is not None)
+                  g.tree_and_sequence is not None, _stream_fits(g))
 
 
 def loader_args(call) -> dict:
@@ -305,6 +312,16 @@ def _sampler_check(g, mode: str | None) -> list:
 
 
 # ------------------------------------------------------------------------ truncation
+def _stream_fits(g) -> bool:
+    """Could a token stream feed the model (the rule of train/binding.py's stream_vars,
+    by kinds)? One class target over a sequence index, every input one-hot on that same
+    index, no other target."""
+    ys = [v for v in g.targets() if v.kind == "class" and v.index is not None]
+    if len(ys) != 1 or len(g.targets()) != 1:
+        return False
+    return all(x.kind == "onehot" and x.index == ys[0].index for x in g.inputs())
+
+
 def _truncation(checked, bptt: int):
     """(windowed index, sentences): what cutting the target's index into windows of
     `bptt` steps does to the dependencies the loss needs."""
