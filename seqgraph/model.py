@@ -68,6 +68,25 @@ def _decode(raw: bytes, path: str) -> str:
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+def _ids(name: str, arr) -> np.ndarray:
+    """`arr` as ids: integers (or floats holding whole numbers), else a UsageError naming
+    the first value that is no id (0.5, inf, nan, a string)."""
+    a = np.asarray(arr)
+    if a.dtype.kind in "iub":
+        return a
+    try:
+        f = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        f = None
+    if f is None or not (np.isfinite(f).all() and np.array_equal(f, np.round(f))):
+        bad = next(v for v, w in zip(a.flat, (f.flat if f is not None else a.flat))
+                   if f is None or not np.isfinite(w) or w != round(w))
+        bad = bad.item() if hasattr(bad, "item") else bad
+        raise UsageError(f"'{name}' holds ids, integers; it was given {bad!r} "
+                         f"({a.dtype} values)")
+    return f
+
+
 class Model:
     """A spec with every size bound, parameters initialised, and an executor."""
 
@@ -147,11 +166,7 @@ class Model:
                                  f"'{self.graph.name}' ({near})")
             if not v.is_ids or not np.size(arr):
                 continue
-            a, size = np.asarray(arr), self.sizes[name]
-            if a.dtype.kind not in "iub" and not np.array_equal(a, np.round(a)):
-                bad = a[a != np.round(a)].flat[0].item()
-                raise UsageError(f"'{name}' holds ids, integers; it was given {bad!r} "
-                                 f"({a.dtype} values)")
+            a, size = _ids(name, arr), self.sizes[name]
             lo, hi = int(a.min()), int(a.max())
             if hi >= size or lo < -1:
                 raise UsageError(f"'{name}' holds the id {hi if hi >= size else lo}; its "

@@ -629,7 +629,7 @@ def _one_tree(spec_or_graph, tree: str, sizes, lengths):
         raise UsageError("--unfold with --tree draws a decoder's steps; this model runs "
                          "over a tree alone (leave --unfold out)")
     data = dict(getattr(spec_or_graph, "train", None) or {}).get("data")
-    left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(spec_or_graph),
+    left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(data),
                                             getattr(data, "name", "trees"))
     t = _Tree(Forest.one(left, right), words, labels)
     dims = {n: t.size, **(lengths or {})}
@@ -671,7 +671,8 @@ def _node_boxes(dot: Dot, graph, n: str, t: _Tree, clusters: dict) -> None:
         body = "".join(f" {quote(m)};" for m in members)
         dot.nodes.append(f"  subgraph {quote(f'cluster_{step}')} {{ label="
                          f"{quote(f'node {step + 1} ({kind}): {text!r}{lab}')};"
-                         f" labelloc=\"b\"; style=\"rounded\"; color=\"#999999\"; fontsize=\"10\";{body} }}")
+                         f" labelloc=\"b\"; style=\"rounded\"; color=\"#999999\";"
+                         f" fontsize=\"10\";{body} }}")
 
 
 def _tree_rows(dot: Dot, dag, ids: dict, height, n: str) -> None:

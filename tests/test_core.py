@@ -179,6 +179,10 @@ def test_the_api_refuses_ids_past_the_size_and_unknown_names(executor):
                                                   r"0.5 \(float64 values\)"):
         m.forward({"x": X + 0.5})
     assert m.forward({"x": X.astype(float)})["o"].shape == (2, 3, 7)   # whole numbers
+    assert m.forward({"x": X.astype(object)})["o"].shape == (2, 3, 7)  # ints as objects
+    with pytest.raises(seqgraph.UsageError, match=r"'x' holds ids, integers; it was given "
+                                                  r"nan"):
+        m.forward({"x": np.full((2, 3), np.nan)})
     with pytest.raises(seqgraph.UsageError, match=r"the loss reads the target 'y': give it "
                                                   r"in targets"):
         m.loss_and_grads({"x": X}, {})          # a loss of 0 and zero gradients, else

@@ -190,25 +190,40 @@ def test_clipping_on_most_steps_of_an_epoch_is_a_warning():
     assert len(said) == 1
 
 
-def test_clipping_is_no_warning_while_the_loss_falls_below_where_it_started():
+def test_clipping_is_a_warning_only_when_the_loss_stalls():
     """A clip that fires on every update only caps the steps of a run that learns (a
-    loss summed over 64 steps has a large gradient): said only when the loss stalls."""
+    loss summed over 64 steps has a large gradient): said only when the loss stalls,
+    within the first epoch or against the epoch before."""
     said = []
     mon = GradMonitor(said.append)
     for s in range(1, 31):                                         # 3.0 down to 1.55
         mon.step(s, 1, 40.0, None, clipped=True, loss=3.0 - 0.05 * s)
-    mon.step(31, 2, 40.0, None, clipped=True, loss=1.5)
+    for s in range(31, 61):                                        # 1.5 down to 1.21
+        mon.step(s, 2, 40.0, None, clipped=True, loss=1.5 - 0.01 * (s - 30))
+    mon.end_epoch()
     assert not said
+    for s in range(61, 91):                                        # 1.4: above 1.345
+        mon.step(s, 3, 40.0, None, clipped=True, loss=1.4)
+    mon.end_epoch()
+    assert len(said) == 1 and "epoch 3: clipping fired on 30 of 30 updates and the " \
+        "training loss stalled (1.345 the epoch before, 1.4 in this one)" in said[0], said
     mon = GradMonitor(said.append)
-    for s in range(1, 31):                                         # flat: stalled
+    for s in range(1, 31):                                         # flat from the start
         mon.step(s, 1, 40.0, None, clipped=True, loss=3.0 + 0.01 * (s % 2))
     mon.end_epoch()
-    assert len(said) == 1 and "clipping fired on 30 of 30 updates and the training loss " \
-        "is no lower than where the run started (3.005, now 3.005)" in said[0], said
+    assert len(said) == 2 and "stalled (3.005 in the epoch's first third, 3.005 in its " \
+        "last)" in said[1], said
+    mon = GradMonitor(said.append)
+    for s in range(1, 13):                                         # 12 updates: no telling
+        mon.step(s, 1, 40.0, None, clipped=True, loss=3.0)
+    mon.end_epoch()
+    assert len(said) == 2
 
 
 def test_the_warning_reaches_stderr_in_training(data, capsys):
-    spec = write(data, "m.sg", CLASSIFY.replace("epochs = 2", "epochs = 2\n  clip = 0.001"))
+    """A clip so small that sgd does not move: the second epoch's loss is the first's."""
+    spec = write(data, "m.sg", CLASSIFY.replace("epochs = 2", "epochs = 3\n  clip = 1e-9")
+                 .replace("adam(lr = 0.05)", "sgd(lr = 0.001)"))
     main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
           "--quiet"])
     assert "clipping fired on" in capsys.readouterr().err

@@ -371,6 +371,9 @@ def test_a_language_model_beam_of_one_is_its_greedy_sample(tmp_path, capsys):
     score, _, text = nbest.rstrip("\n").partition("\t")        # the prime, a line a hypothesis
     assert float(score) <= 0 and text == greedy[:-1].replace("\n", "\\n")
     assert nbest.count("\n") == 1
+    lines = sg(capsys, "sample", spec, "--checkpoint", c, "--prime", "a\nb", "--beam", 3,
+               "--length", 12, "--nbest")[1].out.split("\n")[:-1]
+    assert len(lines) == 3 and all(ln.split("\t")[1].startswith("a\\nb") for ln in lines)
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "ab")
     assert "a language model continues --prime" in err
 

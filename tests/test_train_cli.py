@@ -183,6 +183,10 @@ def test_set_overrides_and_progress_bar(work, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "\r" not in err and "tok/s" not in err and "epoch 1/" in err
     assert all(line == line.rstrip() for line in err.splitlines())
+    monkeypatch.setattr("seqgraph.train.metrics.LOG_EVERY", 0.0)  # a line each update
+    assert main(["train", "lm.sg", "--out", "r3", "--executor", "interp", "--steps", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("tok/s") == 3, err
     meta = json.loads(str(np.load(work / "r/checkpoint.npz")["__meta__"]))
     cfg = meta["state"]["config"]
     assert (cfg["batch"], cfg["optimizer"], cfg["schedule"]) == (2, "sgd(lr=0.5, momentum=0.9)",

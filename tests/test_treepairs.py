@@ -363,3 +363,17 @@ def test_teacher_forcing_applies_to_a_tree_encoders_decoder(tmp_path, capsys):
         rows = (tmp_path / p / "metrics.csv").read_text().splitlines()
         losses.append(rows[2].split(",")[2])        # the second update's training loss
     assert losses[0] != losses[1]
+
+
+def test_a_folded_graph_draws_a_tree_as_its_data_reads_it():
+    """render.tree_dot takes a spec or its folded graph: both read the train block's
+    binarize; a label that only looks like a digit (²) is no class id and no crash."""
+    from seqgraph import render
+    spec = seqgraph.read_spec("t.sg", text=SPEC.replace(
+        'treepairs("data/tree2seq.tsv")', 'treepairs("data/tree2seq.tsv", binarize = true)'))
+    wide = "(2 (2 cat) (2 dog) (2 owl))"
+    for given in (spec, spec.graph):
+        assert "w[3] = 'owl'" in render.tree_dot(given, wide, lengths={"u": 2})
+    assert parse_tree("(² (x a) (x b))", "t", 1, False, "treepairs")[3] == [-1, -1, -1]
+    with pytest.raises(DataError, match="missing label"):
+        parse_tree("(² (2 a) (2 b))", "t.txt")

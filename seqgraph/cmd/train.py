@@ -62,6 +62,7 @@ def run(args) -> int:
     spec = read_spec(args.spec)
     out = _run_folder(args, spec)
     resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
+    _steps_left(args, resumed)            # before the data is read: nothing to train
     cfg = _config(args, spec, resumed)
     _another_run(args, out, speak)            # once the settings are good: no false alarm
     _warn_of_leaks(args, spec, cfg, speak)
@@ -97,6 +98,18 @@ def _check_limits(args) -> None:
         raise UsageError(f"--minutes must be a positive number of minutes (e.g. 0.5), not "
                          f"{args.minutes:g}; leave it out for no time limit")
     _one_process_under_mpi(args)
+
+
+def _steps_left(args, resumed) -> None:
+    """`--steps N` counts updates from the start of the run: a resumed run already at
+    step N or past it has nothing to do, said before its data is read."""
+    if resumed is None or args.steps is None:
+        return
+    done = ((resumed.meta.get("state") or {}).get("position") or {}).get("step", 0)
+    if done >= args.steps:
+        raise UsageError(f"{resumed.path}: the run is at step {done} already; --steps "
+                         f"{args.steps} counts updates in all, from the start of the run: "
+                         f"give more than {done} to train on")
 
 
 def _warn_of_one_class(args, data, speak: bool) -> None:

@@ -314,12 +314,15 @@ def _sampler_check(g, mode: str | None) -> list:
 # ------------------------------------------------------------------------ truncation
 def _stream_fits(g) -> bool:
     """Could a token stream feed the model (the rule of train/binding.py's stream_vars,
-    by kinds)? One class target over a sequence index, every input one-hot on that same
-    index, no other target."""
+    by kinds)? One class target over a sequence index, and one one-hot input on that
+    same index, or none when the target is read back (`R @ y[t-1]`)."""
     ys = [v for v in g.targets() if v.kind == "class" and v.index is not None]
     if len(ys) != 1 or len(g.targets()) != 1:
         return False
-    return all(x.kind == "onehot" and x.index == ys[0].index for x in g.inputs())
+    ins = g.inputs()
+    if not ins:
+        return fed_back(g, ys[0].name)
+    return len(ins) == 1 and ins[0].kind == "onehot" and ins[0].index == ys[0].index
 
 
 def _truncation(checked, bptt: int):

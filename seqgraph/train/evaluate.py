@@ -7,11 +7,11 @@ windows, exactly as in training, but without gradients and with dropout off. Exa
 padding masked:
 
 - a class target: accuracy of the argmax (for `pairs`, teacher-forced: the token accuracy);
-- `pairs` and `treepairs`: greedy decoding (`greedy_decode`: one step at a time, the argmax fed back)
-  gives the exact-match rate, the edit-distance error rate over target tokens (phoneme
-  or word error rate, Levenshtein distance / reference length) and the sequence error
-  rate (the share of outputs with any error: the "word error rate" of grapheme-to-
-  phoneme papers);
+- `pairs` and `treepairs`: greedy decoding (`greedy_decode`: one step at a time, the
+  argmax fed back) gives the exact-match rate, the edit-distance error rate over target
+  tokens (phoneme or word error rate, Levenshtein distance / reference length) and the
+  sequence error rate (the share of outputs with any error: the "word error rate" of
+  grapheme-to-phoneme papers);
 - `series`: the mean squared error of the output paired with the target by an `mse` loss,
   beside the persistence forecast's (the last known value repeated);
 - baselines: the majority class (`labeled`), the most frequent tag of each word

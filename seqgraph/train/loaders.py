@@ -721,7 +721,7 @@ def _loader_function(call, key: str = "data"):
     return LOADERS[name]
 
 
-SPLITS = ("chars", "source_chars", "binarize")    # options that decide what a token is
+SPLITS = ("chars", "source_chars")    # the options that decide what a token is
 
 
 def same_splits(data, other, what: str) -> None:

@@ -386,10 +386,6 @@ class Trainer:
             raise UsageError(f"{self.saved}: the run is at epoch {self.pos.epoch} of "
                              f"epochs = {self.cfg.epochs}: nothing is left to train; raise "
                              f"--epochs (or --set epochs=N) to train on")
-        if self.saved and max_steps is not None and self.pos.step >= max_steps:
-            raise UsageError(f"{self.saved}: the run is at step {self.pos.step} already; "
-                             f"--steps {max_steps} counts updates in all, from the start "
-                             f"of the run: give more than {self.pos.step} to train on")
         self.metrics = self._open_metrics()
         self.first_step = self.pos.step
         if getattr(self.cfg, "average", 0.0) and self.averages is None:

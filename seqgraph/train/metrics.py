@@ -10,9 +10,9 @@ spreadsheet or pandas reads the curves without any seqgraph code.
 Gradient monitoring (Deep Learning, section 10.7: gradients that explode through time):
 a warning on stderr when the global norm jumps to 100 times its running median or more,
 and at the end of the first epoch in which clipping fired on most updates while the
-training loss is no lower than where the run started (a clip that fires on every update
-of a run whose loss falls only caps its steps: the loss is summed over a window's steps,
-so its gradient norm grows with the window).
+training loss stalled (a clip that fires on every update of a run whose loss falls only
+caps its steps: the loss is summed over a window's steps, so its gradient norm grows
+with the window).
 """
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ PARAM_PREFIX = "grad_norm."      # a column per parameter: grad_norm.W, grad_nor
 JUMP = 100.0                     # a global norm >= JUMP x its running median is a warning
 MEDIAN_OF = 100                  # ... over the last MEDIAN_OF updates (at least 10 seen)
 MOST = 0.5                       # clipping on more than this fraction of an epoch's updates
-FALLS = 0.99                     # progress: a loss below FALLS x the run's starting loss
+FALLS = 0.99                     # progress: a mean loss below FALLS x the one before it
+THIRD = 5                        # within one epoch: judged on thirds of 5 updates or more
+LOG_EVERY = 30.0                 # seconds between progress lines in a log (not a terminal)
 
 
 class GradMonitor:
@@ -44,7 +46,7 @@ class GradMonitor:
         self.recent = deque(maxlen=MEDIAN_OF)
         self.epoch, self.steps, self.clipped = None, 0, 0
         self.losses: list[float] = []  # the epoch's training losses (when given)
-        self.start = None              # the mean of the run's first third-epoch of losses
+        self.before = None             # the mean training loss of the epoch before
         self.clip_said = False       # the clipping warning: once a run
         self.last_jump = -10**9
         self.warnings: list[str] = []
@@ -77,24 +79,40 @@ class GradMonitor:
 
     def end_epoch(self) -> None:
         """The clipping report of the epoch seen so far: once a run, for the first epoch
-        in which clipping fired on most updates while the training loss (its last third's
-        mean) is no lower than where the run started (the first third of its first
-        epoch); with no losses given, on clipping alone. A clip chosen to fire on every
-        update, normalised steps, would otherwise repeat it every epoch."""
-        if self.epoch is None or self.steps < 10 or self.clip_said:
+        in which clipping fired on most updates while the training loss stalled
+        (`_stalled`); with no losses given, on clipping alone. A clip chosen to fire on
+        every update, normalised steps, would otherwise repeat it every epoch."""
+        if self.epoch is None or self.steps < 10:
             return
-        n = len(self.losses) // 3
-        if self.start is None and n:
-            self.start = statistics.fmean(self.losses[:n])
-        now = statistics.fmean(self.losses[-n:]) if n else None
-        if self.clipped > MOST * self.steps and (now is None or now >= FALLS * self.start):
+        stalled = self._stalled()
+        if self.losses:
+            self.before = statistics.fmean(self.losses)
+        if not self.clip_said and self.clipped > MOST * self.steps and stalled is not False:
+            # stalled: its words; None: no losses given, so on clipping alone
             self.clip_said = True
-            how = f" and the training loss is no lower than where the run started " \
-                f"({self.start:.4g}, now {now:.4g})" if now is not None else ""
+            how = f" and the training loss stalled ({stalled})" if stalled else ""
             self._say(f"warning: epoch {self.epoch}: clipping fired on {self.clipped} of "
                       f"{self.steps} updates{how}; the gradients are often larger than "
                       f"clip: raise clip or lower lr (said once)")
         self.steps = 0          # reported: not again for this epoch
+
+    def _stalled(self):
+        """How the training loss stalled, in words: the epoch's mean no lower than
+        FALLS x the epoch before's, or (the run's first epoch) the mean of its last
+        third no lower than FALLS x its first third's. False if it fell, or if a first
+        epoch of fewer than 3 x THIRD updates cannot tell; None with no losses given."""
+        if not self.losses:
+            return None
+        now = statistics.fmean(self.losses)
+        if self.before is not None:
+            return False if now < FALLS * self.before else \
+                f"{self.before:.4g} the epoch before, {now:.4g} in this one"
+        n = len(self.losses) // 3
+        if n < THIRD:
+            return False
+        first, last = statistics.fmean(self.losses[:n]), statistics.fmean(self.losses[-n:])
+        return False if last < FALLS * first else \
+            f"{first:.4g} in the epoch's first third, {last:.4g} in its last"
 
 
 class MetricsLog:
@@ -328,8 +346,9 @@ def _smooth(points, window: int = 25):
 
 class Progress:
     """`epoch 1/2 [#####.....] 120/240 loss 2.31 tok/s 41k ETA 0:42`, redrawn with \\r
-    at most ten times a second on a terminal; on a file or a pipe (a log) only the
-    epoch lines; nothing at all with `quiet`."""
+    at most ten times a second on a terminal; on a file or a pipe (a log) written as a
+    line of its own every LOG_EVERY seconds, between the epoch lines; nothing at all with
+    `quiet`."""
 
     def __init__(self, total_steps: int, epochs: int, quiet: bool = False, stream=None):
         self.total, self.epochs, self.quiet = total_steps, epochs, quiet
@@ -342,12 +361,15 @@ class Progress:
             self.live = False
 
     def update(self, step, epoch, loss, tokens_per_s, force=False) -> None:
-        if self.quiet or not self.live:
+        if self.quiet:
             return
         now = time.perf_counter()
         if self.start_step is None:
             self.start, self.start_step = now, step - 1
-        if not force and now - self.last < 0.1:
+            if not self.live:
+                self.last = now                   # a log: the first line LOG_EVERY on
+        wait = 0.1 if self.live else LOG_EVERY
+        if now - self.last < wait and not (force and self.live):
             return
         self.last = now
         done = min(step / max(self.total, 1), 1.0)
@@ -357,8 +379,11 @@ class Progress:
         eta = (self.total - step) / rate if rate > 0 else math.inf
         line = (f"epoch {epoch + 1}/{self.epochs} [{bar}] {step}/{self.total} "
                 f"loss {loss:.4f} tok/s {_si(tokens_per_s)} ETA {_clock(eta)}")
-        self.stream.write("\r" + line.ljust(self.width))
-        self.width = len(line)
+        if self.live:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        else:                                     # a log: a line of its own
+            self.stream.write(line + "\n")
         self.stream.flush()
 
     def note(self, text: str) -> None:

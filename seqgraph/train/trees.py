@@ -153,12 +153,12 @@ def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = 
                 raise _error("empty tree '()'" if nxt else "unbalanced brackets: '(' "
                              "never closed", file, line, col, text)
             lab = nxt.group()
-            if lab == "(" or (class_ids and not lab.isdigit()):
+            if lab == "(" or (class_ids and not lab.isdecimal()):
                 what = "its label, a class id as in '(3 ...'" if class_ids else \
                     "its label, as in '(3 ...' or '(NP ...'"
                 raise _error(f"missing label: a node must start with {what}, not {lab!r}",
                              file, line, col + 1, text)
-            stack.append([int(lab) if lab.isdigit() else -1, col, [], [], True])
+            stack.append([int(lab) if lab.isdecimal() else -1, col, [], [], True])
             continue
         if not stack:
             raise _error("unbalanced brackets: ')' with no open '('" if tok == ")" else
@@ -286,11 +286,9 @@ class TreeLoader:
 
 
 def binarizes(data) -> bool:
-    """Whether tree data is binarised (`trees(..., binarize = true)`, or `treepairs`'):
-    `data` is a loader call, or a spec (its train block's). A tree given on the command
-    line (`sample --input`, `render --tree`) is read the same way."""
-    if hasattr(data, "graph"):                     # a spec
-        data = dict(getattr(data, "train", None) or {}).get("data")
+    """Whether tree data is binarised: `data`, a loader call, is `trees(..., binarize =
+    true)` or `treepairs`' (None: no data named). A tree given on the command line
+    (`sample --input`, `render --tree`) is read the same way."""
     at = {"trees": 2, "treepairs": 3}.get(getattr(data, "name", None))
     if at is None:
         return False
