@@ -725,9 +725,9 @@ SPLITS = ("chars", "source_chars")    # the options that decide what a token is
 
 
 def same_splits(data, other, what: str) -> None:
-    """`other` (a valid or eval loader call) reads tokens and trees as `data` does (the
-    vocabulary is the data's: words read as characters would all be `<unk>`), else a
-    UsageError naming the option. Both calls name a loader of one kind."""
+    """`other` (a valid or eval loader call) reads tokens as `data` does (the vocabulary
+    is the data's: words read as characters would all be `<unk>`), else a UsageError
+    naming the option. Both calls name a loader of one kind."""
     def splits(call):
         fn = LOADERS.get(call.name)
         if fn is None:
