@@ -26,8 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np
-
-from trees import _limit, timed  # noqa: E402  (bench/trees.py, beside this file)
+from trees import _limit, timed  # bench/trees.py, beside this file
 
 H, BATCH, LEAVES, T, V, K, LR = 64, 25, 19, 20, 500, 300, 0.001
 
@@ -65,7 +64,8 @@ class Seqgraph:
     def __init__(self):
         import seqgraph
         from seqgraph.train.optim import Adam, clip_global_norm
-        text = open(os.path.join(ROOT, "specs", "tree2seq.sg")).read().split("train {")[0]
+        with open(os.path.join(ROOT, "specs", "tree2seq.sg")) as f:
+            text = f.read().split("train {")[0]
         spec = seqgraph.read_spec("tree2seq.sg", text=text.replace("dim H = 32", f"dim H = {H}"))
         self.m = seqgraph.Model(spec, dims={"V": V, "K": K}, executor="compiled", seed=0,
                                 start_ids={"y": 1})
