@@ -7,8 +7,9 @@ batched executor runs trees alone): this measures what that costs. Run by hand:
     OPENBLAS_NUM_THREADS=1 python bench/tree2seq.py            # JSON on stdout
 
 The data is random and fixed by the seed: 25 binary trees of 19 leaves a step over a
-vocabulary of 500 words, each with a target of 20 tokens over 300. Times are medians of
-CPU time per step (a shared machine disturbs them much less than the wall clock).
+vocabulary of 500 words, each with a target of 20 tokens over 300. Times are CPU time (a
+shared machine disturbs it much less than the wall clock): the mean per step of each run,
+the median over `--repeat` runs.
 """
 from __future__ import annotations
 

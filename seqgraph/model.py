@@ -69,19 +69,25 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _ids(name: str, arr) -> np.ndarray:
-    """`arr` as ids: integers (or floats holding whole numbers), else a UsageError naming
-    the first value that is no id (0.5, inf, nan, a string)."""
-    a = np.asarray(arr)
+    """`arr` as ids: integers (or floats, or objects, holding whole numbers), else a
+    UsageError naming the first value that is no id (0.5, inf, nan, a string)."""
+    try:
+        a = np.asarray(arr)
+    except ValueError:                     # rows of different lengths
+        raise UsageError(f"'{name}' must be one rectangular array of ids (pad shorter "
+                         f"rows with -1)") from None
     if a.dtype.kind in "iub":
         return a
-    try:
-        f = np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        f = None
+    f = None
+    if a.dtype.kind in "fO":
+        try:
+            f = np.asarray(a, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            f = None
     if f is None or not (np.isfinite(f).all() and np.array_equal(f, np.round(f))):
-        bad = next(v for v, w in zip(a.flat, (f.flat if f is not None else a.flat))
-                   if f is None or not np.isfinite(w) or w != round(w))
-        bad = bad.item() if hasattr(bad, "item") else bad
+        bad = next((v for v, w in zip(a.flat, f.flat) if not np.isfinite(w) or w != round(w)),
+                   None) if f is not None else a.flat[0] if a.size else None
+        bad = bad.item() if isinstance(bad, np.generic) else bad
         raise UsageError(f"'{name}' holds ids, integers; it was given {bad!r} "
                          f"({a.dtype} values)")
     return f
@@ -164,9 +170,11 @@ class Model:
                     f"{', '.join(given)}"
                 raise UsageError(f"'{name}' is not a variable of model "
                                  f"'{self.graph.name}' ({near})")
-            if not v.is_ids or not np.size(arr):
+            if not v.is_ids:
                 continue
             a, size = _ids(name, arr), self.sizes[name]
+            if not a.size:
+                continue
             lo, hi = int(a.min()), int(a.max())
             if hi >= size or lo < -1:
                 raise UsageError(f"'{name}' holds the id {hi if hi >= size else lo}; its "

@@ -183,6 +183,12 @@ def test_the_api_refuses_ids_past_the_size_and_unknown_names(executor):
     with pytest.raises(seqgraph.UsageError, match=r"'x' holds ids, integers; it was given "
                                                   r"nan"):
         m.forward({"x": np.full((2, 3), np.nan)})
+    with pytest.raises(seqgraph.UsageError, match=r"'x' must be one rectangular array of "
+                                                  r"ids \(pad shorter rows with -1\)"):
+        m.forward({"x": [np.array([1, 2, 3]), np.array([1, 2])]})
+    with pytest.raises(seqgraph.UsageError, match=r"'x' holds ids, integers; it was given "
+                                                  r"'1'"):
+        m.forward({"x": np.full((2, 3), "1")})
     with pytest.raises(seqgraph.UsageError, match=r"the loss reads the target 'y': give it "
                                                   r"in targets"):
         m.loss_and_grads({"x": X}, {})          # a loss of 0 and zero gradients, else

@@ -192,20 +192,24 @@ def test_clipping_on_most_steps_of_an_epoch_is_a_warning():
 
 def test_clipping_is_a_warning_only_when_the_loss_stalls():
     """A clip that fires on every update only caps the steps of a run that learns (a
-    loss summed over 64 steps has a large gradient): said only when the loss stalls,
-    within the first epoch or against the epoch before."""
+    loss summed over 64 steps has a large gradient). The first epoch in which clipping
+    fires on most updates is judged, once: a falling loss is silence for the run; a
+    stalled one (within the first epoch, or against the epoch before) a warning."""
     said = []
     mon = GradMonitor(said.append)
     for s in range(1, 31):                                         # 3.0 down to 1.55
         mon.step(s, 1, 40.0, None, clipped=True, loss=3.0 - 0.05 * s)
-    for s in range(31, 61):                                        # 1.5 down to 1.21
-        mon.step(s, 2, 40.0, None, clipped=True, loss=1.5 - 0.01 * (s - 30))
+    for s in range(31, 61):                                        # then flat: judged
+        mon.step(s, 2, 40.0, None, clipped=True, loss=1.5)         # already, not said
     mon.end_epoch()
     assert not said
-    for s in range(61, 91):                                        # 1.4: above 1.345
-        mon.step(s, 3, 40.0, None, clipped=True, loss=1.4)
+    mon = GradMonitor(said.append)
+    for s in range(1, 31):                                         # no clipping
+        mon.step(s, 1, 4.0, None, clipped=False, loss=1.5 - 0.01 * s)
+    for s in range(31, 61):                                        # 1.4: above 1.345
+        mon.step(s, 2, 40.0, None, clipped=True, loss=1.4)
     mon.end_epoch()
-    assert len(said) == 1 and "epoch 3: clipping fired on 30 of 30 updates and the " \
+    assert len(said) == 1 and "epoch 2: clipping fired on 30 of 30 updates and the " \
         "training loss stalled (1.345 the epoch before, 1.4 in this one)" in said[0], said
     mon = GradMonitor(said.append)
     for s in range(1, 31):                                         # flat from the start
@@ -216,8 +220,10 @@ def test_clipping_is_a_warning_only_when_the_loss_stalls():
     mon = GradMonitor(said.append)
     for s in range(1, 13):                                         # 12 updates: no telling
         mon.step(s, 1, 40.0, None, clipped=True, loss=3.0)
+    for s in range(13, 25):                                        # then judged: stalled
+        mon.step(s, 2, 40.0, None, clipped=True, loss=3.0)
     mon.end_epoch()
-    assert len(said) == 2
+    assert len(said) == 3 and "epoch 2:" in said[2] and "3 the epoch before" in said[2]
 
 
 def test_the_warning_reaches_stderr_in_training(data, capsys):

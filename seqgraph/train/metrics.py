@@ -9,10 +9,10 @@ spreadsheet or pandas reads the curves without any seqgraph code.
 
 Gradient monitoring (Deep Learning, section 10.7: gradients that explode through time):
 a warning on stderr when the global norm jumps to 100 times its running median or more,
-and at the end of the first epoch in which clipping fired on most updates while the
-training loss stalled (a clip that fires on every update of a run whose loss falls only
-caps its steps: the loss is summed over a window's steps, so its gradient norm grows
-with the window).
+and at the end of the first epoch in which clipping fired on most updates, if the
+training loss stalled there (a clip that fires on every update of a run whose loss falls
+only caps its steps: the loss is summed over a window's steps, so its gradient norm
+grows with the window).
 """
 from __future__ import annotations
 
@@ -37,12 +37,19 @@ THIRD = 5                        # within one epoch: judged on thirds of 5 updat
 LOG_EVERY = 30.0                 # seconds between progress lines in a log (not a terminal)
 
 
+def _to_stderr(text: str) -> None:
+    """A warning on a line of its own: over the progress bar on a terminal (\\r), as a
+    plain line in a log."""
+    live = getattr(sys.stderr, "isatty", lambda: False)()
+    sys.stderr.write(("\r" if live else "") + text + "\n")
+
+
 class GradMonitor:
     """Watches the global gradient norm: jumps over the running median, and how often
     clipping fires in each epoch. `warn` receives each warning's text."""
 
     def __init__(self, warn=None):
-        self.warn = warn or (lambda text: sys.stderr.write("\r" + text + "\n"))
+        self.warn = warn or _to_stderr
         self.recent = deque(maxlen=MEDIAN_OF)
         self.epoch, self.steps, self.clipped = None, 0, 0
         self.losses: list[float] = []  # the epoch's training losses (when given)
@@ -78,41 +85,41 @@ class GradMonitor:
         self.recent.append(norm)
 
     def end_epoch(self) -> None:
-        """The clipping report of the epoch seen so far: once a run, for the first epoch
-        in which clipping fired on most updates while the training loss stalled
-        (`_stalled`); with no losses given, on clipping alone. A clip chosen to fire on
-        every update, normalised steps, would otherwise repeat it every epoch."""
+        """The clipping report of the epoch seen so far. It judges the first epoch in
+        which clipping fired on most updates (and that can tell, `_trend`): a loss that
+        falls there means the clip only caps the steps, and nothing is said, then or
+        later; a loss that stalled, or no losses given, is a warning, said once."""
         if self.epoch is None or self.steps < 10:
             return
-        stalled = self._stalled()
+        trend, words = self._trend()
         if self.losses:
             self.before = statistics.fmean(self.losses)
-        if not self.clip_said and self.clipped > MOST * self.steps and stalled is not False:
-            # stalled: its words; None: no losses given, so on clipping alone
-            self.clip_said = True
-            how = f" and the training loss stalled ({stalled})" if stalled else ""
-            self._say(f"warning: epoch {self.epoch}: clipping fired on {self.clipped} of "
-                      f"{self.steps} updates{how}; the gradients are often larger than "
-                      f"clip: raise clip or lower lr (said once)")
+        if not self.clip_said and self.clipped > MOST * self.steps and trend != "unknown":
+            self.clip_said = True                  # judged: once a run, said or not
+            if trend != "fell":
+                how = f" and the training loss stalled ({words})" if words else ""
+                self._say(f"warning: epoch {self.epoch}: clipping fired on {self.clipped} "
+                          f"of {self.steps} updates{how}; the gradients are often larger "
+                          f"than clip: raise clip or lower lr (said once)")
         self.steps = 0          # reported: not again for this epoch
 
-    def _stalled(self):
-        """How the training loss stalled, in words: the epoch's mean no lower than
-        FALLS x the epoch before's, or (the run's first epoch) the mean of its last
-        third no lower than FALLS x its first third's. False if it fell, or if a first
-        epoch of fewer than 3 x THIRD updates cannot tell; None with no losses given."""
+    def _trend(self) -> tuple[str, str]:
+        """("fell" | "stalled" | "unknown" | "no losses", the numbers in words): the
+        epoch's mean loss against FALLS x the epoch before's, or (the run's first epoch)
+        the mean of its last third against FALLS x its first third's, which needs
+        3 x THIRD updates to tell."""
         if not self.losses:
-            return None
+            return "no losses", ""
         now = statistics.fmean(self.losses)
         if self.before is not None:
-            return False if now < FALLS * self.before else \
-                f"{self.before:.4g} the epoch before, {now:.4g} in this one"
+            return ("fell", "") if now < FALLS * self.before else \
+                ("stalled", f"{self.before:.4g} the epoch before, {now:.4g} in this one")
         n = len(self.losses) // 3
         if n < THIRD:
-            return False
+            return "unknown", ""
         first, last = statistics.fmean(self.losses[:n]), statistics.fmean(self.losses[-n:])
-        return False if last < FALLS * first else \
-            f"{first:.4g} in the epoch's first third, {last:.4g} in its last"
+        return ("fell", "") if last < FALLS * first else \
+            ("stalled", f"{first:.4g} in the epoch's first third, {last:.4g} in its last")
 
 
 class MetricsLog:
