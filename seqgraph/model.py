@@ -214,6 +214,10 @@ class Model:
                 lens[v.index] = arr.shape[1]
         if B is None:
             raise UsageError("the batch has no inputs")
+        empty = next((i for i, n in lens.items() if n < 1 and i not in trees), None)
+        if empty is not None:
+            raise UsageError(f"index '{empty}' has 0 steps in this batch: a sequence needs "
+                             f"at least one")
         for i, n in (lengths or {}).items():
             if np.ndim(n) and i not in lens:
                 lens[i] = int(np.max(n))

@@ -189,6 +189,8 @@ def test_the_api_refuses_ids_past_the_size_and_unknown_names(executor):
     with pytest.raises(seqgraph.UsageError, match=r"'x' holds ids, integers; it was given "
                                                   r"'1'"):
         m.forward({"x": np.full((2, 3), "1")})
+    with pytest.raises(seqgraph.UsageError, match=r"index 't' has 0 steps in this batch"):
+        m.forward({"x": np.zeros((2, 0), dtype=np.int64)})
     with pytest.raises(seqgraph.UsageError, match=r"the loss reads the target 'y': give it "
                                                   r"in targets"):
         m.loss_and_grads({"x": X}, {})          # a loss of 0 and zero gradients, else
