@@ -135,21 +135,28 @@ def _warn_of_leaks(args, spec, cfg, speak: bool) -> None:
             print(f"{args.spec}: warning: {msg}", file=sys.stderr)
 
 
-# train keys a tree model has no use for: a tree is processed whole, no target fed back
-TREE_UNUSED = {"bptt": "a tree is processed whole (no windows)",
-               "teacher": "no target of a tree model is read back"}
+def _unused_keys(graph) -> dict:
+    """{train key: why the model has no use for it}: `bptt` for a model over a tree (a
+    tree is processed whole, no windows), `teacher` for a model that reads no target
+    back (teacher forcing feeds a delayed target, `R @ y[t-1]`)."""
+    from ..graph.folded import fed_back
+    out = {}
+    if any(k == "tree" for _, k in graph.indexes):
+        out["bptt"] = "a tree is processed whole (no windows)"
+    if not any(fed_back(graph, y.name) for y in graph.targets()):
+        out["teacher"] = "it reads no target back (no y[t-1]), so there is nothing to force"
+    return out
 
 
 def _warn_of_unused(args, spec, speak: bool) -> None:
-    """A train key given (in the spec or by --set) that the model has no use for (a
-    tree encoder's decoder may read its target back: `teacher` applies to it)."""
-    if not speak or not any(k == "tree" for _, k in spec.graph.indexes):
+    """A train key given (in the spec or by --set) that the model has no use for."""
+    if not speak:
         return
     given = set(dict(spec.train or {})) | {s.partition("=")[0].strip() for s in args.set}
-    unused = set(TREE_UNUSED) - ({"teacher"} if spec.graph.tree_and_sequence else set())
-    for key in sorted(given & unused):
-        print(f"{args.spec}: warning: {key} does nothing for a tree model: "
-              f"{TREE_UNUSED[key]}", file=sys.stderr)
+    unused = _unused_keys(spec.graph)
+    for key in sorted(given & set(unused)):
+        print(f"{args.spec}: warning: {key} does nothing for model '{spec.graph.name}': "
+              f"{unused[key]}", file=sys.stderr)
 
 
 def _note_interpreted(model, executor: str, speak: bool) -> None:
@@ -157,9 +164,8 @@ def _note_interpreted(model, executor: str, speak: bool) -> None:
     interpreter: said once, with the reason `check --explain` gives."""
     if not speak or executor != "compiled":
         return
-    from ..compile import explain
-    why = next((line.partition(": ")[2] for line in explain(model)
-                if line.startswith(("interpreted:", "trees interpreted:"))), None)
+    from ..compile import interpreted
+    why = interpreted(model)
     if why:
         print(f"note: this model runs in the interpreter ({why}); seqgraph check --explain "
               f"says how each part runs", file=sys.stderr)

@@ -241,14 +241,26 @@ class CompiledExecutor(FallsBack):
         return {i: int(lens[i]) if np.ndim(n) else int(n) for i, n in lengths.items()}, ex_len
 
 
-def explain(model) -> list:
-    """How the compiled executor runs each part of a model (for `seqgraph check`)."""
+def _runner(model):
+    """The executor that runs `model` compiled: the sequence executor, or for a model
+    over trees the level-batched one it hands forests to."""
     ex = model.executor if isinstance(getattr(model, "executor", None), CompiledExecutor) \
         else CompiledExecutor(model)
     if any(kind == "tree" for _, kind in model.graph.indexes):
         from .trees import tree_executor  # recursive nets run level by level
-        return tree_executor(ex).explain()
-    return ex.explain()
+        return tree_executor(ex)
+    return ex
+
+
+def explain(model) -> list:
+    """How the compiled executor runs each part of a model (for `seqgraph check`)."""
+    return _runner(model).explain()
+
+
+def interpreted(model) -> str | None:
+    """Why the compiled executor runs `model` in its interpreter, or None when it runs
+    it compiled (`seqgraph train` says so)."""
+    return _runner(model).fallback
 
 
 class _Run:
