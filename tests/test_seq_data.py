@@ -176,6 +176,18 @@ def test_training_labels_of_one_class_are_warned_of(tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_teacher_is_warned_of_where_no_target_is_read_back(data, capsys):
+    """teacher forcing feeds a delayed target: a classifier has none (a warning), a
+    seq2seq decoder reading y[u-1] has one (no warning)."""
+    for text, said in ((CLASSIFY, True), (S2S, False)):
+        spec = write(data, "m.sg", text)
+        assert main(["train", str(spec), "--out", str(data / "run"), "--executor", "interp",
+                     "--quiet", "--steps", "1", "--overwrite", "--set", "teacher=0.5"]) == 0
+        err = capsys.readouterr().err
+        assert ("warning: teacher does nothing for model" in err and
+                "it reads no target back" in err) == said, err
+
+
 def test_labeled_integer_labels_are_class_ids_and_names_are_sorted(tmp_path):
     write(tmp_path, "a.tsv", "2\tgood film\n0\tbad\n")
     raw = labeled("a.tsv", base=tmp_path).read()

@@ -828,7 +828,12 @@ def test_train_keys_a_tree_model_has_no_use_for_are_warned_of(tmp_path, capsys):
     assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet", "--steps",
                  "1", "--set", "bptt=5"]) == 0
     err = capsys.readouterr().err
-    assert "warning: bptt does nothing for a tree model" in err and "teacher" not in err
+    assert "warning: bptt does nothing for model 'treenet': a tree is processed whole" in \
+        err and "teacher" not in err
+    assert main(["train", str(spec), "--out", str(tmp_path / "run3"), "--quiet", "--steps",
+                 "1", "--set", "teacher=0.5"]) == 0
+    assert "warning: teacher does nothing for model 'treenet': it reads no target back" in \
+        capsys.readouterr().err
     assert main(["train", str(spec), "--out", str(tmp_path / "run2"), "--quiet", "--steps",
                  "1"]) == 0
     assert "does nothing" not in capsys.readouterr().err
