@@ -443,35 +443,31 @@ class ExampleLoader:
         return parts
 
     def _read_pairs(self) -> Raw:
-        src, tgt, lines = [], [], []
-        for n, line in _lines(self.path):
-            a, b = self._fields(n, line, 2, "source<TAB>target")
-            t = _split_tokens(b, self.chars)
-            s = self._source_vector(n, a, src) if self.vector else \
-                _split_tokens(a, self.chars or self.source_chars)
-            if not len(s) or not t:
-                side = "source" if not len(s) else "target"
-                raise DataError(f"expected source<TAB>target, the {side} is empty",
-                                file=str(self.path), line=n)
-            self._no_marks(t, n)
-            src.append(s), tgt.append(t), lines.append(n)
-        return Raw(src, tgt, lines)
+        return self._read_two("source<TAB>target", lambda n, a, before: (
+            self._source_vector(n, a, before) if self.vector else
+            _split_tokens(a, self.chars or self.source_chars)))
 
     def _read_treepairs(self) -> Raw:
         """`tree<TAB>target`: the source a bracketed tree as `trees` reads it (its node
         labels are read and not fed), the target tokens as `pairs` reads them."""
         from .trees import parse_tree  # trees.py builds on this module
+        return self._read_two("tree<TAB>target", lambda n, a, before: parse_tree(
+            a, str(self.path), n, self.binarize, "treepairs")[:3])
+
+    def _read_two(self, what: str, source) -> Raw:
+        """Lines of two fields, `what` (`source<TAB>target`): `source(n, text, before)`
+        reads line n's source (`before`: the sources read so far), the target is tokens
+        (characters with `chars`); neither empty, no `<s>` or `</s>` in the target."""
         src, tgt, lines = [], [], []
         for n, line in _lines(self.path):
-            a, b = self._fields(n, line, 2, "tree<TAB>target")
-            t = _split_tokens(b, self.chars)
-            if not t:
-                raise DataError("expected tree<TAB>target, the target is empty",
+            a, b = self._fields(n, line, 2, what)
+            s, t = source(n, a, src), _split_tokens(b, self.chars)
+            if not len(s) or not t:
+                side = "source" if not len(s) else "target"
+                raise DataError(f"expected {what}, the {side} is empty",
                                 file=str(self.path), line=n)
             self._no_marks(t, n)
-            left, right, words, _ = parse_tree(a, str(self.path), n, self.binarize,
-                                               "treepairs")
-            src.append((left, right, words)), tgt.append(t), lines.append(n)
+            src.append(s), tgt.append(t), lines.append(n)
         return Raw(src, tgt, lines)
 
     def _no_marks(self, target: list, n: int) -> None:
