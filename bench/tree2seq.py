@@ -1,8 +1,9 @@
 """A tree encoder and its decoder (specs/tree2seq.sg at H = 64): one training step
-(forward, backward, Adam) of seqgraph against PyTorch written as people usually write it
-(a recursive function over each tree's nodes, then an RNN cell loop over the target), in
-the same process, 1 thread. seqgraph runs such a model in its interpreter (its level-
-batched executor runs trees alone): this measures what that costs. Run by hand:
+(forward, backward, Adam) of seqgraph against PyTorch (a) written as people usually write
+it (a recursive function over each tree's nodes, then an RNN cell loop over the target)
+and (b) with the encoder batched by level by hand, in the same process, 1 thread.
+seqgraph runs such a model in two parts (compile/hybrid.py: the trees level-batched, the
+decoder a compiled loop); its interpreter's time is given too. Run by hand:
 
     OPENBLAS_NUM_THREADS=1 python bench/tree2seq.py            # JSON on stdout
 
@@ -62,13 +63,13 @@ def batches(steps: int, seed: int = 0) -> list:
 
 
 class Seqgraph:
-    def __init__(self):
+    def __init__(self, executor="compiled"):
         import seqgraph
         from seqgraph.train.optim import Adam, clip_global_norm
         with open(os.path.join(ROOT, "specs", "tree2seq.sg")) as f:
             text = f.read().split("train {")[0]
         spec = seqgraph.read_spec("tree2seq.sg", text=text.replace("dim H = 32", f"dim H = {H}"))
-        self.m = seqgraph.Model(spec, dims={"V": V, "K": K}, executor="compiled", seed=0,
+        self.m = seqgraph.Model(spec, dims={"V": V, "K": K}, executor=executor, seed=0,
                                 start_ids={"y": 1})
         self.opt, self.clip = Adam(lr=LR), clip_global_norm
 
@@ -90,6 +91,10 @@ class Torch:
         self.p = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
         self.opt = torch.optim.Adam(list(self.p.values()), lr=LR)
 
+    def encode(self, f, w):
+        """c [B, H]: each tree's root, a recursive call a node."""
+        return self.torch.stack([self.node(r, f, w.tolist()) for r in f.roots.tolist()])
+
     def node(self, i, f, w):
         p, torch = self.p, self.torch
         if f.left[i] < 0:
@@ -100,9 +105,9 @@ class Torch:
     def step(self, b):
         torch, p = self.torch, self.p
         f, w, y = b
-        w, yt = w.tolist(), torch.from_numpy(y)
+        yt = torch.from_numpy(y)
         self.opt.zero_grad()
-        c = torch.stack([self.node(r, f, w) for r in f.roots.tolist()])     # [B, H]
+        c = self.encode(f, w)                                                # [B, H]
         s = torch.zeros(BATCH, p["U"].shape[0])
         prev = torch.full((BATCH,), 1, dtype=torch.long)                     # <s>
         logits = []
@@ -118,6 +123,25 @@ class Torch:
         return loss.item()
 
 
+class TorchLevels(Torch):
+    """The encoder batched by level by hand (the level schedule seqgraph uses: one
+    gather, one GEMM and one scatter a level), the same decoder loop."""
+
+    def encode(self, f, w):
+        from seqgraph.compile.trees import levels
+        torch, p = self.torch, self.p
+        L = levels(f)
+        wn = torch.from_numpy(w[L.perm])
+        left, right = torch.from_numpy(L.left), torch.from_numpy(L.right)
+        lo = L.lo.tolist()
+        h = torch.zeros(L.size, p["W"].shape[0])
+        h[:lo[1]] = torch.tanh(p["E"].t()[wn[:lo[1]]])
+        for k in range(1, L.depth):
+            a = torch.cat([h[left[lo[k]:lo[k + 1]]], h[right[lo[k]:lo[k + 1]]]], 1)
+            h[lo[k]:lo[k + 1]] = torch.tanh(a @ p["W"].t() + p["b"])
+        return h[torch.from_numpy(L.roots)]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=12)
@@ -126,13 +150,15 @@ def main(argv=None):
     _limit()
     import torch
     bs = batches(args.steps + 2)
-    sg = Seqgraph()
-    th = Torch(sg.m.params)
-    first = [round(sg.step(bs[0]), 6), round(th.step(bs[0]), 6)]    # the same loss
+    sg, si = Seqgraph(), Seqgraph("interp")
+    th, tl = Torch(sg.m.params), TorchLevels(sg.m.params)
+    first = [round(m.step(bs[0]), 6) for m in (sg, si, th, tl)]      # the same loss
     runs = []
     for _ in range(args.repeat):
-        s, t = timed(sg.step, bs), timed(th.step, bs)
-        runs.append({"seqgraph_ms_cpu": s[1], "torch_ms_cpu": t[1], "ratio_cpu": t[1] / s[1]})
+        s, i = timed(sg.step, bs)[1], timed(si.step, bs[:4])[1]
+        t, lv = timed(th.step, bs)[1], timed(tl.step, bs)[1]
+        runs.append({"seqgraph_ms_cpu": s, "interpreted_ms_cpu": i, "torch_node_ms_cpu": t,
+                     "torch_levels_ms_cpu": lv, "ratio_node": t / s, "ratio_levels": lv / s})
     med = {k: round(float(np.median([r[k] for r in runs])), 2) for k in runs[0]}
     out = {"model": "tree2seq", "H": H, "batch": BATCH, "leaves": LEAVES, "target_steps": T,
            "V": V, "K": K, "first_loss": first, "repeats": args.repeat, **med,

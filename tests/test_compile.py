@@ -114,12 +114,13 @@ def test_trees_are_not_sequence_loops_and_say_how_they_run(name):
     assert any("level by level" in line for line in explain(m))
 
 
-def test_a_tree_encoder_with_a_decoder_runs_interpreted_and_says_so():
+def test_a_tree_encoder_with_a_decoder_runs_in_two_parts_and_says_so():
+    """The sequence executor refuses the tree index and hands forests on: to the hybrid
+    of tests/test_hybrid.py, which explain describes."""
     spec = seqgraph.read_spec(str(SPECS / "tree2seq.sg"))
     m = seqgraph.Model(spec, dims={"V": 5, "K": 5}, executor="compiled")
     assert m.executor.fallback == "tree indexes (recursive nets) run in the interpreter"
-    assert explain(m) == ["trees interpreted: only models over one tree index (no sequence "
-                          "index) are level-batched"]
+    assert explain(m)[0].startswith("the trees first, then the sequence: c handed")
 
 
 def test_explain_finds_stacked_gemm_of_gated_cells():

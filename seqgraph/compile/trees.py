@@ -19,8 +19,9 @@ symmetric blocks (dT[k] is symmetric).
 The plan (which variables recurse, in which order) is read once from the folded graph;
 the per-batch schedule is numpy index arrays built in O(nodes) (a counting sort of the
 heights). Per-example variables (a tree classifier's `o = Ws @ h[root] + bs`) run once
-the trees are done, over the batch's examples. Anything this executor does not run (a
-sequence index beside the tree) goes to the interpreter, which defines the results. Dropout while training
+the trees are done, over the batch's examples. A sequence index beside the tree is
+hybrid.py's (the trees here, the sequence compiled); anything else this executor does not
+run goes to the interpreter, which defines the results. Dropout while training
 runs here with the interpreter's masks (compile/masks.py).
 """
 from __future__ import annotations
@@ -457,6 +458,14 @@ class _Run:
 
     # ---------------------------------------------------------------- forward
     def go(self, want_grads):
+        res = self.forward(want_grads)
+        if want_grads:
+            res.grads = self.backward()
+        return res
+
+    def forward(self, want_grads):
+        """Every stage level by level (or at once), then the losses (with want_grads,
+        their gradients into the buffers the backward pass reads)."""
         L, N = self.L, self.L.size
         for st in self.ex.stages:
             for name in st.vars:
@@ -479,15 +488,19 @@ class _Run:
                         self.eval_block(name, slice(0, nleaf), True)
                         self.eval_block(name, slice(nleaf, N), False)
         loss, terms = self.losses(want_grads)
-        res = self.Result(loss, None, self.values(), {}, terms)
-        if want_grads:
-            for name, rows, ev in reversed(self.program):
-                g = self.gvals.get(name)
-                if g is not None:
-                    ev.backward(g[rows])
-            self.flush_deferred()
-            res.grads = {p: self._grad(p, w) for p, w in self.m.params.items()}
-        return res
+        return self.Result(loss, None, self.values(), {}, terms)
+
+    def backward(self, seeds=None) -> dict:
+        """The parameters' gradients; `seeds` adds gradients reaching per-example
+        variables from outside this run (a decoder's, hybrid.py)."""
+        for name, g in (seeds or {}).items():
+            self.gbuf(name)[...] += g
+        for name, rows, ev in reversed(self.program):
+            g = self.gvals.get(name)
+            if g is not None:
+                ev.backward(g[rows])
+        self.flush_deferred()
+        return {p: self._grad(p, w) for p, w in self.m.params.items()}
 
     def _grad(self, p, w):
         g = self.gparams.get(p)
@@ -606,10 +619,15 @@ class TreeExecutor(FallsBack):
         return _Run(self, inputs, targets, train, rng, forest).go(grads)
 
 
-def tree_executor(owner) -> TreeExecutor:
-    """The TreeExecutor of a compiled executor (made on first use)."""
+def tree_executor(owner):
+    """The executor a compiled executor hands forests to (made on first use): this
+    module's, or for a model over a tree and a sequence the hybrid (hybrid.py)."""
     ex = getattr(owner, "_tree_executor", None)
     if ex is None:
-        ex = TreeExecutor(owner.m)
+        if owner.m.graph.tree_and_sequence:
+            from .hybrid import HybridExecutor
+            ex = HybridExecutor(owner.m)
+        else:
+            ex = TreeExecutor(owner.m)
         owner._tree_executor = ex
     return ex

@@ -1,0 +1,242 @@
+"""A tree encoder and its decoder run by two executors (compile/hybrid.py): the trees
+level-batched, the sequence compiled, c handed across. Against the interpreter in
+float64 (values, loss, terms, carry, every gradient), against finite differences, and
+the models it does not cut, which the interpreter runs."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph.compile import explain, interpreted
+from seqgraph.compile.hybrid import split
+from seqgraph.compile.trees import tree_executor
+from seqgraph.graph.trees import Node, forest
+from seqgraph.train.optim import Adam
+
+from conftest import gradcheck, randomise_params
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+TREE2SEQ = (SPECS / "tree2seq.sg").read_text()
+
+# everything the cut meets: node losses on the trees beside the decoder's; a per-example
+# input both parts read; the decoder reading c, h[root] itself (a value made at the cut)
+# and an input of its own; an init value reading c; the previous target fed back
+BOTH = """
+model both
+tree n
+dim H = 4
+input  w[n] : onehot(V)
+input  z : vec(3)
+input  x[u] : onehot(K)
+target yn[n] : class(3)
+target y[u] : class(K)
+param E, W, b, Z, Wn, Wc, Wd, Ud, Cd, Rd, Zd, Fd, bd, Wo, bo, Wi
+h[n] : H = tanh(E @ w[n] + Z @ z)                     if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b)      otherwise
+p[n] = Wn @ h[n]
+c : 5 = tanh(Wc @ h[root])
+init s = tanh(Wi @ c)
+s[u] : 6 = tanh(Wd @ x[u] + Ud @ s[u-1] + Cd @ c + Rd @ h[root] + Zd @ z
+                + Fd @ y[u-1] + bd)
+o[u] = Wo @ s[u] + bo
+loss 0.5 * xent(p[n], yn[n])
+loss xent(o[u], y[u])
+"""
+
+# the leaves read a sequence's summary: the sequence would have to run first
+SEQUENCE_FIRST = """
+model seqfirst
+tree n
+dim H = 4
+input  w[n] : onehot(V)
+input  x[t] : onehot(K)
+target y[n] : class(3)
+param E, W, b, Wx, Ux, Q, Ws, bs
+e[t] : 3 = tanh(Wx @ x[t] + Ux @ e[t-1])
+h[n] : H = tanh(E @ w[n] + Q @ e[end])                if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b)      otherwise
+o[n] = Ws @ h[n] + bs
+loss xent(o[n], y[n])
+"""
+
+
+def _pair(text, dims=None):
+    spec = seqgraph.read_spec("t.sg", text=text.split("train {")[0])
+    dims = dims or {"V": 7, "K": 5}
+    mi = seqgraph.Model(spec, dims=dims, dtype="float64", start_ids={"y": 1})
+    mc = seqgraph.Model(spec, dims=dims, dtype="float64", start_ids={"y": 1},
+                        executor="compiled")
+    randomise_params(mi, np.random.default_rng(0))
+    mc.params.update({k: v.copy() for k, v in mi.params.items()})
+    return mi, mc
+
+
+def _forest(rng, B, max_leaves=7):
+    def tree(k):
+        if k == 1:
+            return 0
+        cut = int(rng.integers(1, k))
+        return Node(0, (tree(cut), tree(k - cut)))
+    return forest([tree(int(rng.integers(1, max_leaves + 1))) for _ in range(B)])[0]
+
+
+def _data(m, f, rng, U=4):
+    ins, tgs = {}, {}
+    for v in m.graph.vars:
+        if v.role == "hidden":
+            continue
+        n = m.sizes[v.name]
+        if v.index == "n":
+            a = rng.integers(0, n, f.size)
+            if v.role == "input":
+                a[~f.is_leaf] = -1
+        elif v.index is None:
+            a = rng.normal(size=(f.batch, n))
+        else:
+            a = rng.integers(0, n, (f.batch, U))
+        (ins if v.role == "input" else tgs)[v.name] = a
+    return ins, tgs
+
+
+def _same(a, b, tol=1e-9):
+    assert abs(a.loss - b.loss) < tol * max(1.0, abs(a.loss))
+    assert a.terms.keys() == b.terms.keys()
+    for k, (s, n) in a.terms.items():
+        assert abs(s - b.terms[k][0]) < tol * max(1.0, abs(s)) and n == b.terms[k][1]
+    assert a.values.keys() == b.values.keys()
+    for k in a.values:
+        assert np.abs(a.values[k] - b.values[k]).max() < tol, k
+    assert a.carry.keys() == b.carry.keys()
+    for k in a.carry:
+        for x, y in zip(a.carry[k], b.carry[k]):
+            assert np.abs(np.asarray(x) - np.asarray(y)).max() < tol, k
+    if a.grads is not None:
+        for k in a.grads:
+            assert np.abs(a.grads[k] - b.grads[k]).max() < tol, k
+
+
+@pytest.mark.parametrize("text", [TREE2SEQ, BOTH], ids=["tree2seq", "both"])
+def test_the_hybrid_equals_the_interpreter(text):
+    mi, mc = _pair(text)
+    hx = tree_executor(mc.executor)
+    assert hx.fallback is None and interpreted(mc) is None
+    rng = np.random.default_rng(1)
+    for f in [_forest(rng, 5), _forest(rng, 1, max_leaves=1), _forest(rng, 3)]:
+        ins, tgs = _data(mi, f, rng)
+        _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
+        # padding: each example's own length on the sequence index
+        lengths = {"u": rng.integers(1, 5, f.batch)}
+        lengths["u"][0] = 4
+        _same(mi.run(ins, tgs, grads=True, forest=f, lengths=lengths),
+              mc.run(ins, tgs, grads=True, forest=f, lengths=lengths))
+        _same(mi.run(ins, tgs, forest=f), mc.run(ins, tgs, forest=f))      # no grads
+    assert hx._interp is None and mc.executor._interp is None    # never fell back
+
+
+def test_the_cut_of_a_decoder_reading_the_root_and_a_per_example_input():
+    parts = split(seqgraph.read_spec("t.sg", text=BOTH).graph)
+    assert parts.cut == ("c", "h[root]") and parts.made == (("h[root]", "h"),)
+    assert [v.name for v in parts.tree.vars] == ["w", "z", "yn", "h", "p", "c", "h[root]"]
+    assert [(v.name, v.role) for v in parts.seq.vars][:2] == [("c", "input"),
+                                                             ("h[root]", "input")]
+    assert {v.name for v in parts.seq.vars} >= {"z", "x", "y", "s", "o"}
+    assert parts.tree_losses == (0,) and parts.seq_losses == (1,)
+    assert [i for i, _ in parts.tree.indexes] == ["n"] and \
+        [i for i, _ in parts.seq.indexes] == ["u"]
+
+
+def test_the_hybrid_gradients_against_finite_differences():
+    _, mc = _pair(BOTH)
+    rng = np.random.default_rng(4)
+    f = _forest(rng, 3)
+    ins, tgs = _data(mc, f, rng)
+    grads = mc.run(ins, tgs, grads=True, forest=f).grads
+    bad = gradcheck(mc, lambda: mc.run(ins, tgs, forest=f).loss, grads, rng)
+    assert not bad, bad
+    assert tree_executor(mc.executor)._interp is None
+
+
+def test_the_hybrid_carries_the_decoder_as_generation_does():
+    """One decoder step at a time with the carry in (what sample does), each step's
+    logits and carry as the interpreter's."""
+    mi, mc = _pair(TREE2SEQ)
+    rng = np.random.default_rng(5)
+    f = _forest(rng, 4)
+    ins, _ = _data(mi, f, rng)
+    carry_i = carry_c = None
+    for _ in range(3):
+        tgs = {"y": np.full((f.batch, 1), -1)}
+        a = mi.run(ins, tgs, carry=carry_i, forest=f)
+        b = mc.run(ins, tgs, carry=carry_c, forest=f)
+        _same(a, b)
+        pick = a.values["o"][:, -1].argmax(axis=1)
+        carry_i = {**a.carry, "y": [pick]}
+        carry_c = {**b.carry, "y": [pick]}
+    assert tree_executor(mc.executor)._interp is None
+
+
+def test_training_steps_update_both_parts_as_the_interpreter_does():
+    mi, mc = _pair(TREE2SEQ)
+    rng = np.random.default_rng(6)
+    opts = Adam(lr=0.01), Adam(lr=0.01)
+    for _ in range(3):
+        f = _forest(rng, 4)
+        ins, tgs = _data(mi, f, rng)
+        for m, opt in zip((mi, mc), opts):
+            opt.step(m.params, m.run(ins, tgs, grads=True, train=True, forest=f).grads)
+    for k in mi.params:
+        assert np.abs(mi.params[k] - mc.params[k]).max() < 1e-9, k
+
+
+DROPPED = TREE2SEQ.replace("o[u] = Wo @ s[u] + bo", "o[u] = Wo @ dropout(s[u], 0.3) + bo")
+
+
+@pytest.mark.parametrize("text, kw", [(DROPPED, {"train": True}),
+                                      (TREE2SEQ, {"teacher": 0.5})],
+                         ids=["dropout", "scheduled_sampling"])
+def test_runs_that_draw_random_numbers_are_the_interpreters(text, kw):
+    """Dropout masks and sampled feedback are drawn in the interpreter's order: such a
+    run goes to it whole, the same numbers drawn."""
+    mi, mc = _pair(text)
+    rng = np.random.default_rng(7)
+    f = _forest(rng, 3)
+    ins, tgs = _data(mi, f, rng)
+    a = mi.run(ins, tgs, grads=True, forest=f, rng=np.random.default_rng(8), **kw)
+    b = mc.run(ins, tgs, grads=True, forest=f, rng=np.random.default_rng(8), **kw)
+    _same(a, b)
+    assert tree_executor(mc.executor)._interp is not None
+
+
+def test_dropout_is_hybrid_when_not_training():
+    mi, mc = _pair(DROPPED)
+    rng = np.random.default_rng(9)
+    f = _forest(rng, 3)
+    ins, tgs = _data(mi, f, rng)
+    _same(mi.run(ins, tgs, forest=f), mc.run(ins, tgs, forest=f))
+    assert tree_executor(mc.executor)._interp is None
+    assert explain(mc)[-1].startswith("training with dropout: interpreted")
+
+
+@pytest.mark.parametrize("text, why", [
+    (SEQUENCE_FIRST, "'h' (over the tree) reads the sequence"),
+    (TREE2SEQ.replace("U @ s[u-1]", "bilinear(T, s[u-1], c)").replace("param E,",
+                                                                       "param T, E,"),
+     "op 'bilinear' inside a cycle")], ids=["sequence_first", "decoder_not_compiled"])
+def test_models_the_hybrid_does_not_run_are_interpreted_and_it_says_why(text, why):
+    mi, mc = _pair(text, dims={"V": 7, "K": 5})
+    assert why in interpreted(mc)
+    assert explain(mc)[0].startswith("trees and sequence interpreted: ") and \
+        why in explain(mc)[0]
+    rng = np.random.default_rng(10)
+    f = _forest(rng, 3)
+    ins, tgs = _data(mi, f, rng, U=3)
+    _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
+
+
+def test_explain_names_the_cut_and_each_parts_executor():
+    _, mc = _pair(TREE2SEQ)
+    lines = explain(mc)
+    assert lines[0].startswith("the trees first, then the sequence: c handed")
+    assert "  h: level by level (one gather, GEMM and scatter per level)" in lines
+    assert any(line.startswith("  s: one compiled loop forward in time") for line in lines)
