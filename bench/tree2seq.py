@@ -147,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=3, help="runs; the medians are reported")
     args = ap.parse_args(argv)
+    if min(args.steps, args.repeat) < 1:
+        ap.error("--steps and --repeat must be at least 1 (steps are timed)")
     _limit()
     import torch
     bs = batches(args.steps + 2)

@@ -238,6 +238,8 @@ def main(argv=None):
     ap.add_argument("--only", choices=["recursive", "rntn"])
     ap.add_argument("--append", metavar="RESULTS.md")
     args = ap.parse_args(argv)
+    if min(args.steps, args.node_steps, args.repeat) < 1:
+        ap.error("--steps, --node-steps and --repeat must be at least 1 (steps are timed)")
     if not os.path.isdir(SST):
         print(f"no SST data at {SST}: the benchmark reads the Stanford Sentiment "
               f"Treebank's train.txt there (PTB-bracketed trees, one a line; the official "

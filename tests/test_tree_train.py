@@ -746,7 +746,8 @@ def test_check_refuses_a_loader_that_cannot_feed_the_model(tmp_path, capsys):
         capsys.readouterr().err
     assert main(["check", str(ROOT / "specs" / "elman.sg"), "--set",
                  'data=trees("x.txt")']) == 2
-    assert "declares no 'tree n' index" in capsys.readouterr().err
+    assert "declares no 'tree n' index; the loaders that fit it: chars(...), words(...) " \
+        "or tagged(...)" in capsys.readouterr().err
     spec.write_text(CLASSIFIER_SPEC.replace("param E,", "input z : vec(3)\nparam E,"))
     assert main(["check", str(spec)]) == 2                     # trees feed no z
     assert "it cannot supply input 'z' (vec)" in capsys.readouterr().err

@@ -208,12 +208,17 @@ def check_kind(graph: FoldedGraph, loader: str, vectors: bool | None = None):
     try:
         return _vars(graph, loader, vectors)
     except DataError as e:
-        fit = [f"{n}(...)" for n in loaders_for(graph)]
-        if fit in ([], [f"{loader}(...)"], ["trees(...)"], ["treepairs(...)"]):  # said
+        fit = loaders_for(graph)
+        if fit in ([], [loader], ["trees"], ["treepairs"]):  # said
             raise
-        shown = fit[0] if len(fit) == 1 else ", ".join(fit[:-1]) + f" or {fit[-1]}"
-        raise DataError(f"{e.message}; the loaders that fit model '{graph.name}': {shown}",
-                        file=e.file, line=e.line) from None
+        raise DataError(f"{e.message}; the loaders that fit model '{graph.name}': "
+                        f"{listed(fit)}", file=e.file, line=e.line) from None
+
+
+def listed(loaders: list[str]) -> str:
+    """`chars(...), words(...) or tagged(...)`."""
+    calls = [f"{n}(...)" for n in loaders]
+    return calls[0] if len(calls) == 1 else ", ".join(calls[:-1]) + f" or {calls[-1]}"
 
 
 def bind(graph: FoldedGraph, vocab_size: int, loader: str, data_file: str,

@@ -26,7 +26,8 @@ import numpy as np
 from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
-from .binding import Binding, _size, declared_size, size_source, trees_and_sequences
+from .binding import (Binding, _size, declared_size, listed, loaders_for, size_source,
+                      trees_and_sequences)
 from .evaluate import loss_on, token_terms, xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
 from .loop import Selects
@@ -335,8 +336,10 @@ def tree_vars(graph):
     n = tree_index(graph)
     where = f"model '{graph.name}'"
     if n is None:
+        fit = loaders_for(graph)
+        shown = f"; the loaders that fit it: {listed(fit)}" if fit else ""
         raise DataError(f"a trees loader feeds a tree model; {where} declares no "
-                        f"'tree n' index", file=graph.path)
+                        f"'tree n' index{shown}", file=graph.path)
     ins = [v for v in graph.inputs() if v.kind == "onehot" and v.index == n]
     tgs = [v for v in graph.targets() if v.kind == "class" and v.index == n] or \
         [v for v in graph.targets() if v.kind == "class" and v.index is None]
