@@ -200,6 +200,18 @@ def test_labeled_integer_labels_are_class_ids_and_names_are_sorted(tmp_path):
     assert loader.vocab(raw).target.tokens == ("neg", "pos")
 
 
+def test_labeled_columns_that_look_swapped_are_refused(tmp_path):
+    """text<TAB>label given to labeled (label<TAB>text) would train on phrases as
+    classes; a phrase before the tab and one word after on every line is refused."""
+    write(tmp_path, "s.tsv", "the cat sat\tpos\na dog ran\tneg\n")
+    with pytest.raises(DataError) as e:
+        labeled("s.tsv", chars=True, base=tmp_path).read()
+    assert e.value.line == 1 and "found several words before the tab ('the cat sat') " \
+        "and one after ('pos') on every line: the columns look swapped" in str(e.value)
+    write(tmp_path, "ok.tsv", "very good\tfilm\nbad\tplot\n")   # one line fits: kept
+    assert labeled("ok.tsv", base=tmp_path).read().target == ["very good", "bad"]
+
+
 def test_tagged_splits_at_the_last_slash(tmp_path):
     write(tmp_path, "t.txt", "1/2/NUM cups/NOUN\n")
     raw = tagged("t.txt", base=tmp_path).read()

@@ -498,7 +498,7 @@ class ExampleLoader:
         return values
 
     def _read_labeled(self) -> Raw:
-        src, tgt, lines = [], [], []
+        src, tgt, lines, swapped, first = [], [], [], True, None
         for n, line in _lines(self.path):
             label, text = self._fields(n, line, 2, "label<TAB>text")
             toks = _split_tokens(text, self.chars)
@@ -506,7 +506,14 @@ class ExampleLoader:
                 what = "label" if not label.strip() else "text"
                 raise DataError(f"expected label<TAB>text, the {what} is empty",
                                 file=str(self.path), line=n)
+            swapped &= len(label.split()) > 1 and len(text.split()) == 1
+            first = first if lines else (label.strip(), text.strip())
             src.append(toks), tgt.append(label.strip()), lines.append(n)
+        if swapped and lines:      # every "label" a phrase, every "text" one word
+            raise DataError(f"expected label<TAB>text, found several words before the tab "
+                            f"({first[0]!r}) and one after ({first[1]!r}) on every line: "
+                            f"the columns look swapped (text<TAB>label)",
+                            file=str(self.path), line=lines[0])
         return Raw(src, tgt, lines)
 
     def _read_tagged(self) -> Raw:
