@@ -1,5 +1,6 @@
-"""A tree encoder and its decoder run by two executors (compile/hybrid.py): the trees
-level-batched, the sequence compiled, c handed across. Against the interpreter in
+"""Models over a tree and a sequence run by two executors (compile/hybrid.py): the trees
+level-batched, the sequence compiled, the per-example values at the cut handed across (a
+tree encoder's c, or a sequence summary the leaves read). Against the interpreter in
 float64 (values, loss, terms, carry, every gradient), against finite differences, and
 the models it does not cut, which the interpreter runs."""
 from pathlib import Path
@@ -44,7 +45,9 @@ loss 0.5 * xent(p[n], yn[n])
 loss xent(o[u], y[u])
 """
 
-# the leaves read a sequence's summary: the sequence would have to run first
+# the leaves read a sequence's summary (e[end], directly and through a per-example
+# variable), the root its first step: the sequence runs first; a tagger's loss on the
+# sequence beside the trees'
 SEQUENCE_FIRST = """
 model seqfirst
 tree n
@@ -52,13 +55,21 @@ dim H = 4
 input  w[n] : onehot(V)
 input  x[t] : onehot(K)
 target y[n] : class(3)
-param E, W, b, Wx, Ux, Q, Ws, bs
+target g[t] : class(K)
+param E, W, b, Wx, Ux, Q, Ws, bs, P, Wg, R
 e[t] : 3 = tanh(Wx @ x[t] + Ux @ e[t-1])
-h[n] : H = tanh(E @ w[n] + Q @ e[end])                if leaf
-h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b)      otherwise
+q = tanh(P @ e[end])
+h[n] : H = tanh(E @ w[n] + Q @ e[end] + R @ q)               if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b + R @ e[1])  otherwise
 o[n] = Ws @ h[n] + bs
+r[t] = Wg @ e[t]
 loss xent(o[n], y[n])
+loss 0.5 * xent(r[t], g[t])
 """
+
+# the trees read the sequence and the sequence the trees: no cut
+EACH_OTHER = SEQUENCE_FIRST.replace("r[t] = Wg @ e[t]", "r[t] = Wg @ e[t] + Wq @ h[root]") \
+    .replace("param E,", "param Wq, E,")
 
 
 def _pair(text, dims=None):
@@ -116,7 +127,8 @@ def _same(a, b, tol=1e-9):
             assert np.abs(a.grads[k] - b.grads[k]).max() < tol, k
 
 
-@pytest.mark.parametrize("text", [TREE2SEQ, BOTH], ids=["tree2seq", "both"])
+@pytest.mark.parametrize("text", [TREE2SEQ, BOTH, SEQUENCE_FIRST],
+                         ids=["tree2seq", "both", "sequence_first"])
 def test_the_hybrid_equals_the_interpreter(text):
     mi, mc = _pair(text)
     hx = tree_executor(mc.executor)
@@ -126,8 +138,9 @@ def test_the_hybrid_equals_the_interpreter(text):
         ins, tgs = _data(mi, f, rng)
         _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
         # padding: each example's own length on the sequence index
-        lengths = {"u": rng.integers(1, 5, f.batch)}
-        lengths["u"][0] = 4
+        seq = "t" if text is SEQUENCE_FIRST else "u"
+        lengths = {seq: rng.integers(1, 5, f.batch)}
+        lengths[seq][0] = 4
         _same(mi.run(ins, tgs, grads=True, forest=f, lengths=lengths),
               mc.run(ins, tgs, grads=True, forest=f, lengths=lengths))
         _same(mi.run(ins, tgs, forest=f), mc.run(ins, tgs, forest=f))      # no grads
@@ -136,7 +149,8 @@ def test_the_hybrid_equals_the_interpreter(text):
 
 def test_the_cut_of_a_decoder_reading_the_root_and_a_per_example_input():
     parts = split(seqgraph.read_spec("t.sg", text=BOTH).graph)
-    assert parts.cut == ("c", "h[root]") and parts.made == (("h[root]", "h"),)
+    assert parts.first == "tree" and parts.cut == ("c", "h[root]")
+    assert [(n, v, s.kind) for n, v, s in parts.made] == [("h[root]", "h", "root")]
     assert [v.name for v in parts.tree.vars] == ["w", "z", "yn", "h", "p", "c", "h[root]"]
     assert [(v.name, v.role) for v in parts.seq.vars][:2] == [("c", "input"),
                                                              ("h[root]", "input")]
@@ -146,8 +160,9 @@ def test_the_cut_of_a_decoder_reading_the_root_and_a_per_example_input():
         [i for i, _ in parts.seq.indexes] == ["u"]
 
 
-def test_the_hybrid_gradients_against_finite_differences():
-    _, mc = _pair(BOTH)
+@pytest.mark.parametrize("text", [BOTH, SEQUENCE_FIRST], ids=["both", "sequence_first"])
+def test_the_hybrid_gradients_against_finite_differences(text):
+    _, mc = _pair(text)
     rng = np.random.default_rng(4)
     f = _forest(rng, 3)
     ins, tgs = _data(mc, f, rng)
@@ -218,11 +233,22 @@ def test_dropout_is_hybrid_when_not_training():
     assert explain(mc)[-1].startswith("training with dropout: interpreted")
 
 
+def test_the_cut_of_trees_that_read_the_sequence():
+    parts = split(seqgraph.read_spec("t.sg", text=SEQUENCE_FIRST).graph)
+    assert parts.first == "seq" and parts.cut == ("q", "e[end]", "e[1]")
+    assert [v.name for v in parts.seq.hidden()] == ["e", "q", "r", "e[end]", "e[1]"]
+    assert parts.tree_losses == (0,) and parts.seq_losses == (1,)
+    _, mc = _pair(SEQUENCE_FIRST)
+    assert explain(mc)[0] == ("the sequence first, then the trees: q, e[end], e[1] handed "
+                              "from one to the other (per example), its gradient back")
+
+
 @pytest.mark.parametrize("text, why", [
-    (SEQUENCE_FIRST, "'h' (over the tree) reads the sequence"),
+    (EACH_OTHER, "the trees and the sequence read each other ('h' over the tree reads "
+                 "the sequence, 'r' over the sequence the trees)"),
     (TREE2SEQ.replace("U @ s[u-1]", "bilinear(T, s[u-1], c)").replace("param E,",
                                                                        "param T, E,"),
-     "op 'bilinear' inside a cycle")], ids=["sequence_first", "decoder_not_compiled"])
+     "op 'bilinear' inside a cycle")], ids=["each_other", "decoder_not_compiled"])
 def test_models_the_hybrid_does_not_run_are_interpreted_and_it_says_why(text, why):
     mi, mc = _pair(text, dims={"V": 7, "K": 5})
     assert why in interpreted(mc)

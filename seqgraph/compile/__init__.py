@@ -303,6 +303,14 @@ class _Run:
         return lambda e: self.masks.of(step.original(e))
 
     def go(self, want_grads):
+        res = self.forward(want_grads)
+        if want_grads:
+            res.grads = self.backward()
+        return res
+
+    def forward(self, want_grads):
+        """Every stage, then the losses (with want_grads, their gradients into the
+        environment the backward pass reads)."""
         self.want_grads = want_grads
         stages, partner, done = self.ex.stages, self.ex.partner, set()
         for i, st in enumerate(stages):
@@ -324,22 +332,25 @@ class _Run:
             else:
                 self.ex.drive([self.rec_forward(st)])
         loss, terms = self.losses(want_grads)
-        res = self.Result(loss, None, self.values(), self.carry_out(), terms)
-        if want_grads:
-            for kind, item in reversed(self.program):
-                if kind == "static":
-                    self.static_backward(item)
-                elif kind == "attn":
-                    item.backward()
-                elif kind == "pair":
-                    self.ex.drive([self.rec_backward(item[1]), self.rec_backward(item[0])])
-                else:
-                    self.ex.drive([self.rec_backward(item)])
-            env = self.env
-            res.grads = {p: np.asarray(env.gparams[p], dtype=w.dtype).reshape(w.shape)
-                         if p in env.gparams else np.zeros_like(w)
-                         for p, w in self.m.params.items()}
-        return res
+        return self.Result(loss, None, self.values(), self.carry_out(), terms)
+
+    def backward(self, seeds=None) -> dict:
+        """The parameters' gradients; `seeds` adds gradients reaching variables from
+        outside this run (a tree part reading them, hybrid.py)."""
+        env = self.env
+        for name, g in (seeds or {}).items():
+            env.add_grad(name, g)
+        for kind, item in reversed(self.program):
+            if kind == "static":
+                self.static_backward(item)
+            elif kind == "attn":
+                item.backward()
+            elif kind == "pair":
+                self.ex.drive([self.rec_backward(item[1]), self.rec_backward(item[0])])
+            else:
+                self.ex.drive([self.rec_backward(item)])
+        return {p: np.asarray(env.gparams[p], dtype=w.dtype).reshape(w.shape)
+                if p in env.gparams else np.zeros_like(w) for p, w in self.m.params.items()}
 
     # ---------------------------------------------------------------- static
     def init_forward(self, var):

@@ -1,22 +1,23 @@
-"""A tree encoder and its sequence decoder, each part run by its own executor.
+"""A model over a tree and a sequence, each part run by its own executor.
 
-In a model over a tree and a sequence whose sequence part reads the trees only through
-per-example values (`c = h[root]`, or `h[root]` itself), the unfolded DAG has a cut: the
-tree part (every variable over the tree, and the per-example ones computed from the
-trees alone) comes entirely before the sequence part. So the model runs as two: the
-tree part level-batched (trees.py), the sequence part compiled (CompiledExecutor), each
-value at the cut handed to the sequence part as an input of its own [B, n].
+When one part reads the other only through per-example values, the unfolded DAG has a
+cut. A tree encoder: the decoder reads `c = h[root]` (or `h[root]` itself), so the tree
+part (every variable over the tree, and the per-example ones computed without the
+sequence) comes entirely before the sequence part. Leaves reading a sequence's summary
+(`e[end]`): the sequence part comes first. So the model runs as two: the trees
+level-batched (trees.py), the sequence compiled (CompiledExecutor), each value at the
+cut computed by the first part and given to the second as an input of its own [B, n].
 
-Backward is the chain rule across the cut. With L = L_seq(c, theta) + L_tree(theta), the
-sequence part's backward pass leaves the gradient of its input c, dL_seq/dc, where its
-reads of c put it (static.read_back); that gradient seeds the tree part's buffer for c
-before the tree part's own backward pass, which carries it down the trees to their
-parameters. The parameter gradients of the two parts add.
+Backward is the chain rule across the cut. With L = L_2(c, theta) + L_1(theta), c the
+first part's values at the cut, the second part's backward pass leaves dL_2/dc in the
+gradient of its input c (where its reads of c put it); that gradient seeds the first
+part's buffer for c before the first part's own backward pass, which carries it on to
+its parameters. The parameter gradients of the two parts add.
 
-A model this does not cut (leaves reading a sequence summary `e[end]`: the sequence comes
-first), a part that either executor would run interpreted, a run that draws random
-numbers (dropout while training, scheduled sampling) and a run the compiled executor
-gives up on go to the interpreter, whose results these equal (to rounding).
+What this does not cut (trees and sequence reading each other), a part that either
+executor would run interpreted, a run that draws random numbers (dropout while training,
+scheduled sampling) and a run the compiled executor gives up on go to the interpreter,
+whose results these equal (to rounding).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import networkx as nx
 
-from ..graph.folded import NONE, Apply, Case, Ref, Shift, Var
+from ..graph.folded import NONE, Apply, Case, Ref, Var, refs
 from ..model import Model, _carried
 from .fallback import FallsBack, has_dropout
 from .plan import Unsupported
@@ -35,87 +36,104 @@ __all__ = ["HybridExecutor", "split"]
 # ------------------------------------------------------------------------------ the cut
 @dataclass(frozen=True)
 class Split:
-    """The two graphs of a model cut after its trees, and what crosses the cut."""
+    """The two graphs of a model cut between its trees and its sequence, and what
+    crosses the cut."""
+    first: str                # "tree" (a tree encoder) or "seq" (leaves read a sequence)
     tree: object              # FoldedGraph: the tree part (one tree index)
-    seq: object               # FoldedGraph: the sequence part, the cut's values as inputs
-    cut: tuple                # names of the values at the cut (per example)
-    made: tuple               # (name, var): a cut value made for a read of var[root]
+    seq: object               # FoldedGraph: the sequence part
+    cut: tuple                # the values at the cut (per example): the second part's
+                              # inputs, computed by the first
+    made: tuple               # (name, var, shift): a cut value made for a read var[root]
+                              # (or var[end], var[1]) across the cut
     tree_losses: tuple        # the whole model's loss numbers, in each part's order
     seq_losses: tuple
 
 
 def split(graph) -> Split:
-    """Cut a model over a tree and a sequence after its trees, or raise Unsupported."""
-    tree_i = graph.tree_and_sequence[0]
+    """Cut a model over a tree and a sequence where one part reads the other only
+    through per-example values, or raise Unsupported."""
     if len(graph.indexes) != 2:
         raise Unsupported("the model has more than one sequence index beside its tree")
-    vm, g = graph.var_map, graph.nx()
-    # the sequence side: every variable over a sequence index and all that reads one
-    seq_side = set()
+    tree_i, seq_i = graph.tree_and_sequence
+    g = graph.nx()
+    after = {i: set() for i in (tree_i, seq_i)}   # what reads each index, transitively
     for v in graph.vars:
-        if v.index not in (None, tree_i):
-            seq_side |= {v.name} | nx.descendants(g, v.name)
-    bad = next((v.name for v in graph.vars if v.name in seq_side and v.index == tree_i),
-               None)
-    if bad is not None:
-        raise Unsupported(f"'{bad}' (over the tree) reads the sequence: the sequence "
-                          "part would have to run first")
-    tree_hidden = [v for v in graph.hidden() if v.name not in seq_side]
-    seq_hidden = [v for v in graph.hidden() if v.name in seq_side]
-    on_tree = {v.name for v in tree_hidden}
+        if v.index in after:
+            after[v.index] |= {v.name} | nx.descendants(g, v.name)
+    index = graph.var_map
 
-    made = {}                        # var -> the per-example value made for var[root]
+    def reads(i, j):
+        """The first variable over index i that reads index j (transitively)."""
+        return next((v.name for v in graph.vars if v.name in after[j] and v.index == i),
+                    None)
+    tree_reads, seq_reads = reads(tree_i, seq_i), reads(seq_i, tree_i)
+    if tree_reads and seq_reads:
+        raise Unsupported(f"the trees and the sequence read each other ('{tree_reads}' "
+                          f"over the tree reads the sequence, '{seq_reads}' over the "
+                          "sequence the trees)")
+    first, second_i = ("seq", tree_i) if tree_reads else ("tree", seq_i)
+    later = [v for v in graph.hidden() if v.name in after[second_i]]
+    earlier = [v for v in graph.hidden() if v.name not in after[second_i]]
+    made, later = _crossed(earlier, later, index)
+    read = {n for v in later for n in _reads(v)}
+    cut = tuple(n for n in [*(v.name for v in earlier), *(n for n, _, _ in made)]
+                if n in read)
+    extra = [Var(name, "hidden", None, cases=(Case(Ref(var, shift)),))
+             for name, var, shift in made]
+    on_first = {v.name for v in earlier}
+    firsts = tuple(i for i, loss in enumerate(graph.losses) if loss.output.var in on_first)
+    seconds = tuple(i for i in range(len(graph.losses)) if i not in firsts)
+    one = _part(graph, [x for x in graph.indexes if x[0] != second_i], earlier + extra,
+                firsts, ())
+    two = _part(graph, [x for x in graph.indexes if x[0] == second_i], later, seconds,
+                [Var(n, "input", None, "vec", None) for n in cut])
+    tree, seq = (one, two) if first == "tree" else (two, one)
+    return Split(first, tree, seq, cut, tuple(made),
+                 firsts if first == "tree" else seconds,
+                 seconds if first == "tree" else firsts)
+
+
+def _crossed(earlier, later, index) -> tuple:
+    """The later part's variables with each read of the earlier part made a read of a
+    per-example value: itself when it is one, else a value made for the read (`h[root]`,
+    `e[end]`, `e[1]`), returned as (name, var, shift)."""
+    names, made = {v.name for v in earlier}, {}
 
     def cross(e):
-        """An expression of the sequence part with its reads of the tree part made
-        reads of the cut's inputs."""
-        if isinstance(e, Ref) and e.var in on_tree:
-            if vm[e.var].index is None:
+        if isinstance(e, Ref) and e.var in names:
+            v = index[e.var]
+            if v.index is None:
                 return e
-            name = made.setdefault(e.var, f"{e.var}[root]")     # e.shift is root
-            return Ref(name, NONE, e.pos)
+            key = (e.var, e.shift)
+            if key not in made:
+                made[key] = f"{e.var}[{e.shift.show(v.index)}]"
+            return Ref(made[key], NONE, e.pos)
         if isinstance(e, Apply):
             return replace(e, args=tuple(cross(a) for a in e.args))
         return e
 
-    seq_hidden = [replace(v, cases=tuple(replace(c, expr=cross(c.expr)) for c in v.cases),
-                          init=None if v.init is None else cross(v.init))
-                  for v in seq_hidden]
-    read = {r for v in seq_hidden for c in v.cases for r in _refs(c.expr)} | \
-        {r for v in seq_hidden if v.init is not None for r in _refs(v.init)}
-    cut = tuple(n for n in [*(v.name for v in tree_hidden), *made.values()] if n in read)
-    extra = [Var(name, "hidden", None, cases=(Case(Ref(var, Shift("root"))),))
-             for var, name in made.items()]
-    tree_losses = tuple(i for i, loss in enumerate(graph.losses)
-                        if loss.output.var in on_tree)
-    seq_losses = tuple(i for i, loss in enumerate(graph.losses) if i not in tree_losses)
-    tree_vars = _with_data(graph, tree_hidden + extra, [graph.losses[i] for i in tree_losses])
-    inputs = [Var(n, "input", None, "vec", None) for n in cut]
-    seq_vars = inputs + _with_data(graph, seq_hidden, [graph.losses[i] for i in seq_losses])
-    return Split(
-        tree=replace(graph, indexes=tuple(x for x in graph.indexes if x[0] == tree_i),
-                     vars=tuple(tree_vars),
-                     losses=tuple(graph.losses[i] for i in tree_losses)),
-        seq=replace(graph, indexes=tuple(x for x in graph.indexes if x[0] != tree_i),
-                    vars=tuple(seq_vars),
-                    losses=tuple(graph.losses[i] for i in seq_losses)),
-        cut=cut, made=tuple((n, v) for v, n in made.items()),
-        tree_losses=tree_losses, seq_losses=seq_losses)
+    later = [replace(v, cases=tuple(replace(c, expr=cross(c.expr)) for c in v.cases),
+                     init=None if v.init is None else cross(v.init)) for v in later]
+    return [(n, var, shift) for (var, shift), n in made.items()], later
 
 
-def _refs(expr) -> set:
-    from ..graph.folded import refs
-    return {r.var for r in refs(expr)}
-
-
-def _with_data(graph, hidden, losses) -> list:
-    """`hidden` with the inputs and targets they and `losses` read, in source order."""
-    read = {n for v in hidden for c in v.cases for n in _refs(c.expr)}
-    read |= {n for v in hidden if v.init is not None for n in _refs(v.init)}
+def _part(graph, indexes, hidden, losses, inputs):
+    """The graph of one part: `hidden` with the inputs and targets they and their
+    `losses` read (in source order), after `inputs` (the cut)."""
+    losses = tuple(graph.losses[i] for i in losses)
+    read = {n for v in hidden for n in _reads(v)}
     read |= {r.var for loss in losses for r in (loss.output, loss.target)}
     data = [v for v in graph.vars if v.role != "hidden" and v.name in read]
     order = {v.name: i for i, v in enumerate(graph.vars)}
-    return sorted(data + hidden, key=lambda v: order.get(v.name, len(order)))
+    own = sorted(data + hidden, key=lambda v: order.get(v.name, len(order)))
+    return replace(graph, indexes=tuple(indexes), vars=tuple(inputs) + tuple(own),
+                   losses=losses)
+
+
+def _reads(v) -> set:
+    """The names a variable's equations and init value read."""
+    exprs = [c.expr for c in v.cases] + ([v.init] if v.init is not None else [])
+    return {r.var for e in exprs for r in refs(e)}
 
 
 class Part(Model):
@@ -136,8 +154,8 @@ class Part(Model):
 
 # ------------------------------------------------------------------------- the executor
 class HybridExecutor(FallsBack):
-    """The tree part level-batched, the sequence part compiled; the interpreter's
-    signature and results (to rounding)."""
+    """The tree part level-batched, the sequence part compiled, in the order of the
+    cut; the interpreter's signature and results (to rounding)."""
 
     def __init__(self, model):
         from . import CompiledExecutor
@@ -146,24 +164,31 @@ class HybridExecutor(FallsBack):
         self.fallback, self.parts = None, None
         self.has_dropout = has_dropout(self.g)
         try:
-            self.parts = split(self.g)
-            made = {n: model.sizes[v] for n, v in self.parts.made}
-            self.tree = TreeExecutor(Part(model, self.parts.tree, made))
-            self.seq = CompiledExecutor(Part(model, self.parts.seq, made))
+            self.parts = p = split(self.g)
+            made = {n: model.sizes[v] for n, v, _ in p.made}
+            self.tree = TreeExecutor(Part(model, p.tree, made))
+            self.seq = CompiledExecutor(Part(model, p.seq, made))
+            if p.first == "seq":
+                self.tree.cut_inputs = frozenset(p.cut)
             why = self.tree.fallback or self.seq.fallback
             if why:
                 raise Unsupported(why)
         except Unsupported as e:
             self.fallback = str(e)
 
+    @property
+    def order(self) -> tuple:
+        return ("tree", "seq") if self.parts.first == "tree" else ("seq", "tree")
+
     def explain(self) -> list:
         if self.fallback:
             return [f"trees and sequence interpreted: {self.fallback}"]
-        cut = ", ".join(self.parts.cut)
-        return ([f"the trees first, then the sequence: {cut} handed from one to the other "
-                 "(per example), its gradient back"]
-                + [f"  {line}" for line in self.tree.explain()]
-                + [f"  {line}" for line in self.seq.explain()]
+        names = {"tree": "the trees", "seq": "the sequence"}
+        a, b = self.order
+        parts = {"tree": self.tree, "seq": self.seq}
+        return ([f"{names[a]} first, then {names[b]}: {', '.join(self.parts.cut)} handed "
+                 "from one to the other (per example), its gradient back"]
+                + [f"  {line}" for kind in self.order for line in parts[kind].explain()]
                 + (["training with dropout: interpreted (the two parts would draw the "
                     "masks in another order)"] if self.has_dropout else []))
 
@@ -173,36 +198,62 @@ class HybridExecutor(FallsBack):
         if self.fallback or kw or forest is None or (train and self.has_dropout):
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, forest=forest, **kw)
-        from . import _Run as SeqRun
-        from .trees import _Run as TreeRun
-        inputs, targets = inputs or {}, targets or {}
-        self.m.batch_shape({**inputs, **targets}, lengths, forest)    # the whole's errors
-        mine = lambda data, g: {k: a for k, a in data.items() if k in g.var_map}
-        tree = TreeRun(self.tree, mine(inputs, self.parts.tree), mine(targets, self.parts.tree),
-                       train, rng, forest)
-        tres = tree.forward(grads)
-        given = {**mine(inputs, self.parts.seq), **{n: tree.vals[n] for n in self.parts.cut}}
+        data = (inputs or {}, targets or {}, carry, lengths, train, rng, forest)
+        self.m.batch_shape({**data[0], **data[1]}, lengths, forest)    # the whole's errors
         try:
-            scalar, ex_len = self.seq._lengths(given, targets, lengths)
-            seq = SeqRun(self.seq, given, mine(targets, self.parts.seq), carry, scalar, ex_len)
-            sres = seq.go(grads)
-        except Unsupported:
+            runs, results, given = [], [], {}
+            for kind in self.order:           # the first part, then the second
+                run = self._begin(kind, data, given)
+                results.append(run.forward(grads))
+                runs.append(run)
+                given = {n: _value(run, n) for n in self.parts.cut}
+            return self._joined(runs, results, grads)
+        except Unsupported:                   # the compiled executor gave up
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, forest=forest)
-        return self._joined(tree, tres, seq, sres, grads)
 
-    def _joined(self, tree, tres, seq, sres, grads):
+    def _begin(self, kind, data, given):
+        """A part's run over the batch; `given`: the cut's values (the second part)."""
+        from . import _Run as SeqRun
+        from .trees import _Run as TreeRun
+        inputs, targets, carry, lengths, train, rng, forest = data
+        g = self.parts.tree if kind == "tree" else self.parts.seq
+        ins = {**{k: a for k, a in inputs.items() if k in g.var_map}, **given}
+        tgs = {k: a for k, a in targets.items() if k in g.var_map}
+        if kind == "tree":
+            return TreeRun(self.tree, ins, tgs, train, rng, forest)
+        scalar, ex_len = self.seq._lengths(ins, tgs, lengths)
+        return SeqRun(self.seq, ins, tgs, carry, scalar, ex_len)
+
+    def _joined(self, runs, results, grads):
         """One result of the two parts': losses summed (their terms under the whole
         model's loss numbers), the values of the whole's variables, the sequence's
-        carry, and with grads the tree part's backward pass seeded across the cut."""
+        carry, and with grads the second part's backward pass, then the first's seeded
+        with the gradient of the cut's values (the chain rule across the cut)."""
         p = self.parts
-        terms = {p.tree_losses[i]: t for i, t in tres.terms.items()}
-        terms.update({p.seq_losses[i]: t for i, t in sres.terms.items()})
+        by_kind = dict(zip(self.order, results))
+        terms = {p.tree_losses[i]: t for i, t in by_kind["tree"].terms.items()}
+        terms.update({p.seq_losses[i]: t for i, t in by_kind["seq"].terms.items()})
         hidden = {v.name for v in self.g.hidden()}
-        values = {k: a for k, a in {**tres.values, **sres.values}.items() if k in hidden}
-        res = type(tres)(tres.loss + sres.loss, None, values, sres.carry, terms)
+        values = {k: a for r in results for k, a in r.values.items() if k in hidden}
+        res = type(results[0])(sum(r.loss for r in results), None, values,
+                               by_kind["seq"].carry, terms)
         if grads:
-            seeds = {n: seq.env.gvals[n] for n in p.cut if n in seq.env.gvals}
-            tgrads = tree.backward(seeds)
-            res.grads = {k: tgrads[k] + sres.grads[k] for k in self.m.params}
+            first, second = runs
+            g2 = second.backward()
+            seeds = {n: g for n in p.cut if (g := _grad(second, n)) is not None}
+            g1 = first.backward(seeds)
+            res.grads = {k: g1[k] + g2[k] for k in self.m.params}
         return res
+
+
+def _value(run, name):
+    """A per-example value a part's run computed ([B, n])."""
+    env = getattr(run, "env", None)          # the sequence part's, else the trees'
+    return run.vals[name] if env is None else env.vals[name].a
+
+
+def _grad(run, name):
+    """The gradient a part's run left for one of its inputs (None: none reached it)."""
+    env = getattr(run, "env", None)
+    return run.gvals.get(name) if env is None else env.gvals.get(name)

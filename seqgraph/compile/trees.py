@@ -366,7 +366,7 @@ class _Run:
         batch's examples), and where its gradient goes."""
         v = self.ex.var_map[r.var]
         buf = self.vals[r.var]
-        hidden = v.role == "hidden"
+        hidden = v.role == "hidden" or r.var in self.ex.cut_inputs   # takes a gradient
         kind = r.shift.kind
         if example:             # per example: its own row, or its tree's root
             if kind == "none":
@@ -564,6 +564,7 @@ class TreeExecutor(FallsBack):
         except Unsupported as e:
             self.fallback, self.stages = str(e), []
         self.has_dropout = has_dropout(self.g)
+        self.cut_inputs = frozenset()     # inputs whose gradient a run keeps (hybrid.py)
         self.mask_plan, self.no_masks = None, None
         if self.has_dropout and not self.fallback:
             try:

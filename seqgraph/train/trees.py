@@ -26,8 +26,15 @@ import numpy as np
 from ..errors import DataError, SpecError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
-from .binding import (Binding, _size, declared_size, listed, loaders_for, size_source,
-                      trees_and_sequences)
+from .binding import (
+    Binding,
+    _size,
+    declared_size,
+    listed,
+    loaders_for,
+    size_source,
+    trees_and_sequences,
+)
 from .evaluate import loss_on, token_terms, xent_output
 from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
 from .loop import Selects
