@@ -495,3 +495,20 @@ def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsy
     for flag in ("--nbest", "--greedy", "--unk"):                # not ignored: refused
         err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "1 2", flag)
         assert f"{flag} is not for this model" in err and "sample forecasts each step" in err
+
+
+def test_a_series_model_trained_at_the_last_step_forecasts_only_there(tmp_path, capsys):
+    """`mse(o[end], y[end])` trains the last step's output alone: the other steps'
+    would be untrained numbers, and are not written."""
+    vocab = Vocab("series", ("a",), Vocab("series", ("y",)), {})
+    text = SERIES.replace("mse(o[t], y[t])", "mse(o[end], y[end])")
+    spec, c = checkpoint_for(tmp_path, text, "ser", vocab,
+                             Binding("x", "y", False, {}, "series"), {"D": 1, "P": 1})
+    m = seqgraph.Model(seqgraph.read_spec(str(spec)), dims={"D": 1, "P": 1})
+    ck.restore_params(ck.load(c), m.params)
+    want = m.forward({"x": np.array([[[1.0], [2.0], [3.0]]], np.float32)})["o"][0, -1, 0]
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "1 2 3")
+    assert code == 0, out.err
+    rows = [r.split("\t") for r in out.out.splitlines()]
+    assert len(rows) == 2 and rows[1][:2] == ["3", "3"]
+    assert np.isclose(float(rows[1][2]), want, rtol=1e-5)

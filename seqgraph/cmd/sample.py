@@ -159,7 +159,7 @@ def one_pass(t, args) -> int:
             f"{'series' if series else 'text'} with --input"
         raise UsageError(f"this model reads '{b.input}': give its {what}")
     if series:
-        return forecast(t, args, loss.output.var)
+        return forecast(t, args, loss)
     if loss is None or loss.fn != "xent":
         raise UsageError(f"'{b.target}' is not a class target read by an xent loss: "
                          "nothing to label (seqgraph eval scores such a model)")
@@ -212,14 +212,16 @@ def _refuse_generation_options(args, target: str, does: str, series: bool) -> No
                              f"so it is not written one step at a time; sample {does}")
 
 
-def forecast(t, args, output: str) -> int:
+def forecast(t, args, loss) -> int:
     """A series model (`series` data, an mse loss) run over the series --input: a number
     a step for one input column (`"12 30.5 41"`, separated by spaces, commas or ';'),
     else the steps' values separated by ';' (`"1 2; 3 4"`). Each step's prediction of
     the target (`horizon` steps ahead: the last line forecasts past the end), one line a
     step, in the data's own units (the training data's scaling applied to the input and
     undone on the output): a table with a header, the step, its input and the
-    prediction."""
+    prediction. A loss read at one step (`mse(o[end], y[end])`) trains no other
+    step's output: only that step's line is written."""
+    output = loss.output.var
     from ..errors import UsageError
     from ..graph.report import loader_args
     from ..train.loaders import split_numbers
@@ -251,7 +253,10 @@ def forecast(t, args, output: str) -> int:
     names = t.vocab.target.tokens if t.vocab.target else [output] * o.shape[1]
     sys.stdout.write("\t".join(["step", *t.vocab.tokens,
                                 *(f"{n} at t+{ahead}" for n in names)]) + "\n")
+    only = {"end": len(rows), "first": 1}.get(loss.output.shift.kind)
     for k, (given, row) in enumerate(zip(rows, o), 1):
+        if only is not None and k != only:
+            continue
         sys.stdout.write("\t".join([str(k), *(f"{v:.6g}" for v in given),
                                     *(f"{v:.6g}" for v in row)]) + "\n")
     return 0
