@@ -296,6 +296,12 @@ class OpDef:
     vjp: Callable
 
 
+def _outer_rows(g, v):
+    """dW of y = W @ v: sum over rows of g v^T, [B, m] x [B, n] -> [m, n]; a value with
+    no batch axis (an init value made of parameters alone) is one row, g v^T itself."""
+    return np.outer(g, v) if np.ndim(g) == 1 and np.ndim(v) == 1 else g.T @ v
+
+
 def _unary(op, f, df):
     """df(g, x, y) is the VJP of y = f(x)."""
     return OpDef(op, (None,), None, _same, _plain(f),
@@ -304,7 +310,7 @@ def _unary(op, f, df):
 
 TABLE: dict[Op, OpDef] = {d.op: d for d in [
     OpDef(Op.MATMUL, (2, 1), 1, _matmul, _plain(lambda W, v: v @ W.T),
-          lambda g, y, s, xs: (g.T @ xs[1], g @ xs[0])),
+          lambda g, y, s, xs: (_outer_rows(g, xs[1]), g @ xs[0])),
     OpDef(Op.GATHER, (2, 1), 1, _matmul, _plain(gather_cols), _gather_vjp),
     OpDef(Op.DOT, (1, 1), 0, _dot, _plain(lambda v, x: (x * v).sum(axis=-1, keepdims=True)),
           lambda g, y, s, xs: (g * xs[1], g * xs[0])),

@@ -385,3 +385,30 @@ def test_a_spec_with_a_byte_order_mark_reads_as_without(tmp_path):
     a, b = seqgraph.read_spec(str(tmp_path / "bom.sg")), seqgraph.read_spec(
         str(ROOT / "specs" / "elman.sg"))
     assert folded_text(a.checked) == folded_text(b.checked)
+
+
+# an init value made of parameters alone has no batch axis: its product U @ s[0] is one
+# row, and dU is the outer product g s^T (not the inner product of two vectors)
+CONST_INIT = """
+model m
+dim H = 4
+input c : vec(4)
+target y[u] : class(K)
+param U, C, bd, Wo, bo, bk, F
+init s = tanh(bk)
+s[u] : H = tanh(F @ y[u-1] + U @ s[u-1] + C @ c + bd)
+o[u] = Wo @ s[u] + bo
+loss xent(o[u], y[u])
+"""
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_an_init_value_without_a_batch_axis_has_the_right_gradient(executor):
+    from conftest import gradcheck, randomise_params
+    m = seqgraph.Model(seqgraph.read_spec("m.sg", text=CONST_INIT), dims={"K": 5},
+                       dtype="float64", start_ids={"y": 1}, executor=executor)
+    rng = np.random.default_rng(1)
+    randomise_params(m, rng)
+    ins, tgs = {"c": rng.normal(size=(5, 4))}, {"y": rng.integers(0, 5, (5, 4))}
+    grads = m.run(ins, tgs, grads=True).grads
+    assert not gradcheck(m, lambda: m.run(ins, tgs).loss, grads, rng)
