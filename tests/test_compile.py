@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqgraph
-from seqgraph.compile import CompiledExecutor, explain, kernels
+from seqgraph.compile import CompiledExecutor, explain, interpreted, kernels
 
 from conftest import ELMAN, ROOT, SPECS, cli_env, random_batch, randomise_params
 
@@ -292,6 +292,8 @@ def test_dropout_the_compiler_does_not_draw_is_interpreted(change, why):
     assert text != DROPOUTS
     mi, mc = pair(seqgraph.read_spec("drop.sg", text), "float64", dims={"V": 4})
     assert why in " ".join(explain(mc))
+    assert interpreted(mc) is None and interpreted(mc, training=True) == \
+        "with dropout, 'o' has a dropout of a parameter or a number"   # train notes it
     X, Y = _ids(2, 5, 4, 3)
     ri = mi.run({"x": X}, {"y": Y}, train=True, grads=True, rng=np.random.default_rng(7))
     rc = mc.run({"x": X}, {"y": Y}, train=True, grads=True, rng=np.random.default_rng(7))

@@ -98,7 +98,9 @@ def _data(m, f, rng, U=4):
         if v.role == "hidden":
             continue
         n = m.sizes[v.name]
-        if v.index == "n":
+        if v.index == "n" and not v.is_ids:
+            a = rng.normal(size=(f.size, n))
+        elif v.index == "n":
             a = rng.integers(0, n, f.size)
             if v.role == "input":
                 a[~f.is_leaf] = -1
@@ -112,7 +114,7 @@ def _data(m, f, rng, U=4):
 
 def _same(a, b, tol=1e-9):
     assert abs(a.loss - b.loss) < tol * max(1.0, abs(a.loss))
-    assert a.terms.keys() == b.terms.keys()
+    assert list(a.terms) == list(b.terms) and list(a.values) == list(b.values)
     for k, (s, n) in a.terms.items():
         assert abs(s - b.terms[k][0]) < tol * max(1.0, abs(s)) and n == b.terms[k][1]
     assert a.values.keys() == b.values.keys()
@@ -223,14 +225,21 @@ def test_runs_that_draw_random_numbers_are_the_interpreters(text, kw):
     assert tree_executor(mc.executor)._interp is not None
 
 
-def test_dropout_is_hybrid_when_not_training():
+def test_dropout_is_hybrid_when_not_training_and_training_says_so():
     mi, mc = _pair(DROPPED)
     rng = np.random.default_rng(9)
     f = _forest(rng, 3)
     ins, tgs = _data(mi, f, rng)
     _same(mi.run(ins, tgs, forest=f), mc.run(ins, tgs, forest=f))
+    _same(mi.run(ins, tgs, forest=f, grads=True), mc.run(ins, tgs, forest=f, grads=True))
     assert tree_executor(mc.executor)._interp is None
-    assert explain(mc)[-1].startswith("training with dropout: interpreted")
+    lines = explain(mc)
+    assert [line for line in lines if "dropout" in line] == [
+        "training with dropout: interpreted (the two parts would draw the masks in "
+        "another order than the interpreter)"]               # no part says otherwise
+    assert interpreted(mc) is None and interpreted(mc, training=True) == \
+        "with dropout, the two parts would draw the masks in another order than the " \
+        "interpreter"
 
 
 def test_the_cut_of_trees_that_read_the_sequence():
@@ -257,6 +266,48 @@ def test_models_the_hybrid_does_not_run_are_interpreted_and_it_says_why(text, wh
     rng = np.random.default_rng(10)
     f = _forest(rng, 3)
     ins, tgs = _data(mi, f, rng, U=3)
+    _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
+
+
+# a loss on the trees' side read against the decoder's target (y[1]): the loss goes
+# to the sequence part, q across the cut
+LOSS_ACROSS = TREE2SEQ.split("train {")[0].replace("param E,", "param Wq, E,") + \
+    "q = Wq @ c\nloss xent(q, y[1])\n"
+# the decoder reads nothing of the trees
+APART = TREE2SEQ.replace(" + C @ c", "").replace("param E, W, b, F, U, C,",
+                                                  "param E, W, b, F, U, Ws, bs,") \
+    .replace("c = h[root]", "r : 3 = Ws @ h[root] + bs")
+
+
+@pytest.mark.parametrize("text", [LOSS_ACROSS, APART], ids=["loss_across", "apart"])
+def test_losses_across_the_cut_and_parts_apart(text):
+    mi, mc = _pair(text)
+    rng = np.random.default_rng(11)
+    for f in [_forest(rng, 4), _forest(rng, 1, max_leaves=1)]:
+        ins, tgs = _data(mi, f, rng)
+        _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
+    assert tree_executor(mc.executor)._interp is None
+    if text is APART:
+        assert explain(mc)[0] == "the trees and the sequence apart: nothing read from one " \
+            "by the other"
+
+
+@pytest.mark.parametrize("change, why", [
+    (("+ C @ c", "+ C @ z[root]"), "the sequence read z[root], data over the tree"),
+    (("loss xent(o[u], y[u])", "loss xent(o[u], y[u])\nq = Wq @ s[end]\n"
+                               "loss xent(q, yn[root])"),
+     "the sequence read yn[root], data over the tree")], ids=["input", "target"])
+def test_data_over_the_tree_read_by_the_decoder_is_interpreted(change, why):
+    text = TREE2SEQ.split("train {")[0].replace(*change).replace(
+        "param E,", "param Wq, E,").replace(
+        "target y[u] : class(K)", "target y[u] : class(K)\ntarget yn[n] : class(3)\n"
+                                   "input z[n] : vec(4)")
+    text = text.replace("C @ z[root]", "Z @ z[root]").replace("param Wq,", "param Z, Wq,")
+    mi, mc = _pair(text)
+    assert interpreted(mc) == why
+    rng = np.random.default_rng(12)
+    f = _forest(rng, 3)
+    ins, tgs = _data(mi, f, rng)
     _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
 
 

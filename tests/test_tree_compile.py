@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import seqgraph
+from seqgraph.compile import interpreted
 from seqgraph.compile.trees import levels, tree_executor
 from seqgraph.graph.trees import Node, forest
 
@@ -273,6 +274,8 @@ def test_dropouts_the_mask_plan_cannot_lay_out_train_interpreted(text, why):
     te = tree_executor(mc.executor)
     assert te.has_dropout and te.fallback is None and te.mask_plan is None
     assert why in te.explain()[-1]
+    assert interpreted(mc) is None and \
+        interpreted(mc, training=True).startswith("with dropout, ")   # train notes it
     rng = np.random.default_rng(0)
     randomise_params(mi, rng)
     mc.params.update({k: v.copy() for k, v in mi.params.items()})

@@ -347,7 +347,7 @@ def test_train_runs_a_tree_encoder_compiled_and_notes_one_it_cannot(tmp_path, ca
     spec = _spec(tmp_path, DATA * 4, epochs=1)
     assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--steps", "1",
                  "--executor", "compiled"]) == 0
-    assert "runs in the interpreter" not in capsys.readouterr().err
+    assert "in the interpreter" not in capsys.readouterr().err
     err = fails(capsys, "jacobian", spec, "--checkpoint", tmp_path / "run")
     assert "also runs over a tree ('n') beside its sequence ('u')" in err
     spec = _spec(tmp_path, DATA * 4, epochs=1, text=SPEC.replace(
@@ -355,7 +355,7 @@ def test_train_runs_a_tree_encoder_compiled_and_notes_one_it_cannot(tmp_path, ca
     assert main(["train", str(spec), "--out", str(tmp_path / "run2"), "--steps", "1",
                  "--executor", "compiled"]) == 0
     err = capsys.readouterr().err
-    assert "note: this model runs in the interpreter (op 'bilinear' inside a cycle)" in err
+    assert "note: this model trains in the interpreter (op 'bilinear' inside a cycle)" in err
 
 
 def test_teacher_forcing_applies_to_a_tree_encoders_decoder(tmp_path, capsys):

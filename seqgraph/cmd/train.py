@@ -165,9 +165,9 @@ def _note_interpreted(model, executor: str, speak: bool) -> None:
     if not speak or executor != "compiled":
         return
     from ..compile import interpreted
-    why = interpreted(model)
+    why = interpreted(model, training=True)
     if why:
-        print(f"note: this model runs in the interpreter ({why}); seqgraph check --explain "
+        print(f"note: this model trains in the interpreter ({why}); seqgraph check --explain "
               f"says how each part runs", file=sys.stderr)
 
 

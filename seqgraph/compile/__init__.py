@@ -147,6 +147,13 @@ class CompiledExecutor(FallsBack):
             for _ in gen:
                 pass
 
+    @property
+    def training_fallback(self) -> str | None:
+        """Why training runs in the interpreter (None: it does not)."""
+        if self.fallback or not (self.has_dropout and self.no_masks):
+            return self.fallback
+        return f"with dropout, {self.no_masks}"
+
     def explain(self) -> list:
         if self.fallback:
             return [f"interpreted: {self.fallback}"]
@@ -257,10 +264,11 @@ def explain(model) -> list:
     return _runner(model).explain()
 
 
-def interpreted(model) -> str | None:
-    """Why the compiled executor runs `model` in its interpreter, or None when it runs
-    it compiled (`seqgraph train` says so)."""
-    return _runner(model).fallback
+def interpreted(model, training: bool = False) -> str | None:
+    """Why the compiled executor runs `model` (with `training`, its training steps) in
+    its interpreter, or None when it runs it compiled (`seqgraph train` says so)."""
+    runner = _runner(model)
+    return runner.training_fallback if training else runner.fallback
 
 
 class _Run:

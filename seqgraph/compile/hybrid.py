@@ -74,53 +74,63 @@ def split(graph) -> Split:
     first, second_i = ("seq", tree_i) if tree_reads else ("tree", seq_i)
     later = [v for v in graph.hidden() if v.name in after[second_i]]
     earlier = [v for v in graph.hidden() if v.name not in after[second_i]]
-    made, later = _crossed(earlier, later, index)
-    read = {n for v in later for n in _reads(v)}
-    cut = tuple(n for n in [*(v.name for v in earlier), *(n for n, _, _ in made)]
-                if n in read)
+    # a loss reading the second part (its output, or a target over its index) is its
+    seconds = tuple(i for i, loss in enumerate(graph.losses)
+                    if {loss.output.var, loss.target.var} & after[second_i])
+    firsts = tuple(i for i in range(len(graph.losses)) if i not in seconds)
+    cross, made = _crossing(index, first, seq_i if first == "seq" else tree_i)
+    later = [replace(v, cases=tuple(replace(c, expr=cross(c.expr)) for c in v.cases),
+                     init=None if v.init is None else cross(v.init)) for v in later]
+    losses = {i: replace(graph.losses[i], output=cross(graph.losses[i].output),
+                         target=cross(graph.losses[i].target)) for i in seconds}
+    read = {n for v in later for n in _reads(v)} | \
+        {r.var for loss in losses.values() for r in (loss.output, loss.target)}
+    cut = tuple(n for n in [*(v.name for v in earlier), *made.values()] if n in read)
     extra = [Var(name, "hidden", None, cases=(Case(Ref(var, shift)),))
-             for name, var, shift in made]
-    on_first = {v.name for v in earlier}
-    firsts = tuple(i for i, loss in enumerate(graph.losses) if loss.output.var in on_first)
-    seconds = tuple(i for i in range(len(graph.losses)) if i not in firsts)
+             for (var, shift), name in made.items()]
     one = _part(graph, [x for x in graph.indexes if x[0] != second_i], earlier + extra,
-                firsts, ())
-    two = _part(graph, [x for x in graph.indexes if x[0] == second_i], later, seconds,
-                [Var(n, "input", None, "vec", None) for n in cut])
+                [graph.losses[i] for i in firsts], ())
+    two = _part(graph, [x for x in graph.indexes if x[0] == second_i], later,
+                [losses[i] for i in seconds],
+                [Var(n, role="input", index=None, kind="vec") for n in cut])
     tree, seq = (one, two) if first == "tree" else (two, one)
-    return Split(first, tree, seq, cut, tuple(made),
+    return Split(first, tree, seq, cut,
+                 tuple((n, var, shift) for (var, shift), n in made.items()),
                  firsts if first == "tree" else seconds,
                  seconds if first == "tree" else firsts)
 
 
-def _crossed(earlier, later, index) -> tuple:
-    """The later part's variables with each read of the earlier part made a read of a
-    per-example value: itself when it is one, else a value made for the read (`h[root]`,
-    `e[end]`, `e[1]`), returned as (name, var, shift)."""
-    names, made = {v.name for v in earlier}, {}
+def _crossing(index: dict, first: str, first_i: str):
+    """(cross, made): `cross(expr)` is an expression of the second part with each read
+    over the first part's index `first_i` made a read of a per-example value made for it
+    (`h[root]` of the trees, `e[end]` or `e[1]` of the sequence), recorded in `made`
+    {(var, shift): name}; per-example values are read as they are. Data over `first_i`
+    read by the second part is Unsupported."""
+    made = {}
+    places = {"tree": ("root",), "seq": ("end", "first")}[first]
 
     def cross(e):
-        if isinstance(e, Ref) and e.var in names:
-            v = index[e.var]
-            if v.index is None:
-                return e
-            key = (e.var, e.shift)
-            if key not in made:
-                made[key] = f"{e.var}[{e.shift.show(v.index)}]"
-            return Ref(made[key], NONE, e.pos)
         if isinstance(e, Apply):
             return replace(e, args=tuple(cross(a) for a in e.args))
-        return e
-
-    later = [replace(v, cases=tuple(replace(c, expr=cross(c.expr)) for c in v.cases),
-                     init=None if v.init is None else cross(v.init)) for v in later]
-    return [(n, var, shift) for (var, shift), n in made.items()], later
+        if not isinstance(e, Ref) or index[e.var].index != first_i:
+            return e
+        v = index[e.var]
+        at = f"{e.var}[{e.shift.show(v.index)}]"
+        if v.role != "hidden":
+            raise Unsupported(f"the {'sequence' if first == 'tree' else 'trees'} read "
+                              f"{at}, data over the {'tree' if first == 'tree' else 'sequence'}")
+        if e.shift.kind not in places:
+            raise Unsupported(f"{at} is read across the cut (only "
+                              f"{' and '.join(places)} are)")
+        made.setdefault((e.var, e.shift), at)
+        return Ref(made[(e.var, e.shift)], NONE, e.pos)
+    return cross, made
 
 
 def _part(graph, indexes, hidden, losses, inputs):
     """The graph of one part: `hidden` with the inputs and targets they and their
     `losses` read (in source order), after `inputs` (the cut)."""
-    losses = tuple(graph.losses[i] for i in losses)
+    losses = tuple(losses)
     read = {n for v in hidden for n in _reads(v)}
     read |= {r.var for loss in losses for r in (loss.output, loss.target)}
     data = [v for v in graph.vars if v.role != "hidden" and v.name in read]
@@ -144,7 +154,6 @@ class Part(Model):
         self.whole, self.graph = whole, graph
         self.sizes = {**whole.sizes, **sizes}
         self.carried = _carried(graph)
-        self._schedules = {}
 
     def __getattr__(self, name):          # params, dtype, checked, ...: the whole's
         if name == "whole":
@@ -153,6 +162,8 @@ class Part(Model):
 
 
 # ------------------------------------------------------------------------- the executor
+DROPOUT = "the two parts would draw the masks in another order than the interpreter"
+
 class HybridExecutor(FallsBack):
     """The tree part level-batched, the sequence part compiled, in the order of the
     cut; the interpreter's signature and results (to rounding)."""
@@ -170,6 +181,8 @@ class HybridExecutor(FallsBack):
             self.seq = CompiledExecutor(Part(model, p.seq, made))
             if p.first == "seq":
                 self.tree.cut_inputs = frozenset(p.cut)
+            if self.has_dropout:      # training is the interpreter's: nothing is fused
+                self.seq.fused_out = {}
             why = self.tree.fallback or self.seq.fallback
             if why:
                 raise Unsupported(why)
@@ -180,17 +193,26 @@ class HybridExecutor(FallsBack):
     def order(self) -> tuple:
         return ("tree", "seq") if self.parts.first == "tree" else ("seq", "tree")
 
+    @property
+    def training_fallback(self) -> str | None:
+        """Why training runs in the interpreter (None: it does not)."""
+        return self.fallback or (f"with dropout, {DROPOUT}" if self.has_dropout else None)
+
     def explain(self) -> list:
         if self.fallback:
             return [f"trees and sequence interpreted: {self.fallback}"]
         names = {"tree": "the trees", "seq": "the sequence"}
         a, b = self.order
         parts = {"tree": self.tree, "seq": self.seq}
-        return ([f"{names[a]} first, then {names[b]}: {', '.join(self.parts.cut)} handed "
-                 "from one to the other (per example), its gradient back"]
-                + [f"  {line}" for kind in self.order for line in parts[kind].explain()]
-                + (["training with dropout: interpreted (the two parts would draw the "
-                    "masks in another order)"] if self.has_dropout else []))
+        cut = self.parts.cut
+        head = f"{names[a]} first, then {names[b]}: {', '.join(cut)} handed from one to " \
+            "the other (per example), its gradient back" if cut else \
+            f"{names[a]} and {names[b]} apart: nothing read from one by the other"
+        return ([head]
+                + [f"  {line}" for kind in self.order for line in parts[kind].explain()
+                   if not line.startswith("training with dropout")]
+                + ([f"training with dropout: interpreted ({DROPOUT})"]
+                   if self.has_dropout else []))
 
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
             lengths=None, forest=None, **kw):
@@ -234,8 +256,9 @@ class HybridExecutor(FallsBack):
         by_kind = dict(zip(self.order, results))
         terms = {p.tree_losses[i]: t for i, t in by_kind["tree"].terms.items()}
         terms.update({p.seq_losses[i]: t for i, t in by_kind["seq"].terms.items()})
-        hidden = {v.name for v in self.g.hidden()}
-        values = {k: a for r in results for k, a in r.values.items() if k in hidden}
+        terms = dict(sorted(terms.items()))                 # the whole's loss order
+        got = {k: a for r in results for k, a in r.values.items()}
+        values = {v.name: got[v.name] for v in self.g.hidden()}
         res = type(results[0])(sum(r.loss for r in results), None, values,
                                by_kind["seq"].carry, terms)
         if grads:

@@ -594,6 +594,13 @@ class TreeExecutor(FallsBack):
             out = self._drawing[id(expr)] = frozenset(out)
         return out
 
+    @property
+    def training_fallback(self) -> str | None:
+        """Why training runs in the interpreter (None: it does not)."""
+        if self.fallback or not (self.has_dropout and self.no_masks):
+            return self.fallback
+        return f"with dropout, {self.no_masks}"
+
     def explain(self) -> list:
         if self.fallback:
             return [f"trees interpreted: {self.fallback}"]

@@ -246,7 +246,7 @@ class FoldedGraph:
     @property
     def tree_and_sequence(self) -> tuple[str, str] | None:
         """(tree index, sequence index) of a model over both (a tree encoder feeding a
-        decoder, leaves reading a sequence summary: the interpreter runs it), else None."""
+        decoder, leaves reading a sequence summary: compile/hybrid.py), else None."""
         tree = next((i for i, k in self.indexes if k == "tree"), None)
         seq = next((i for i, k in self.indexes if k != "tree"), None)
         return (tree, seq) if tree is not None and seq is not None else None
