@@ -268,3 +268,44 @@ def test_the_other_ranks_say_that_a_rank_hangs(work):
     assert "a rank died or hangs" in err and "Last checkpoint: run/checkpoint.npz" in err
     assert "Traceback" not in err
     _checkpoint_whole(work)
+
+
+@pytest.mark.parametrize("to, sig", [("mpiexec", signal.SIGTERM), ("rank 1", signal.SIGINT)],
+                         ids=["sigterm_to_mpiexec", "sigint_to_one_rank"])
+def test_a_signal_stops_every_rank_after_the_same_step_with_a_checkpoint(work, to, sig):
+    """SIGTERM to the job (mpiexec forwards it to every rank), or SIGINT to one rank
+    alone: the ranks agree in the next step's Allreduce, all stop after it, rank 0
+    saves and says so once with the command that continues the run; continued, it
+    ends where a run that never stopped does."""
+    token = uuid.uuid4().hex
+    flags = ("--distributed", "--epochs", 100000, "--mpi-timeout", 20)
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", *train_cmd(*flags, "--out", "run")],
+                            cwd=work, env=_env(SEQGRAPH_MPI_TEST=token),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        pid = _rank_pid(token, 1, deadline) if to == "rank 1" else proc.pid
+        metrics = work / "run/metrics.csv"
+        while not (metrics.exists() and len(rows(metrics)) >= 15):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run wrote no metrics"
+            time.sleep(0.05)
+        os.kill(pid, sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + sig, err
+    said = [line for line in err.splitlines() if "stopped at step" in line]
+    assert len(said) == 1 and "Traceback" not in err, err
+    step = ck.load(work / "run/checkpoint.npz").meta["state"]["position"]["step"]
+    assert said[0] == (f"{signal.Signals(sig).name}: stopped at step {step}; checkpoint "
+                       f"run/checkpoint.npz; continue with: mpiexec -n 2 seqgraph train "
+                       f"lm.sg --distributed --mpi-timeout 20 --epochs 100000 --executor "
+                       f"interp --resume run")
+    _checkpoint_whole(work)
+    ok(mpirun(work, 2, *flags, "--steps", step + 3, "--resume", "run"))
+    ok(mpirun(work, 2, *flags, "--steps", step + 3, "--out", "straight"))
+    assert_close(params(work / "straight/checkpoint.npz"),
+                 params(work / "run/checkpoint.npz"), tol=0)

@@ -294,26 +294,32 @@ def _stopped(args, trainer, pos, out) -> int:
     if signum:
         import signal
         import sys
-        print(f"\n{signal.Signals(signum).name}: stopped at step {pos.step}; checkpoint "
-              f"{trainer.saved}; continue with: {_continue_command(args, out)}",
-              file=sys.stderr)
+        if getattr(trainer, "rank", 0) == 0:          # under MPI, said once
+            print(f"\n{signal.Signals(signum).name}: stopped at step {pos.step}; "
+                  f"checkpoint {trainer.saved}; continue with: "
+                  f"{_continue_command(args, out, trainer)}", file=sys.stderr)
         return 128 + signum
     done = pos.epoch >= trainer.cfg.epochs and pos.window == 0
     how = f"finished: {pos.epoch} epoch{'s' * (pos.epoch != 1)}, {pos.step} steps" if done else \
         f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}; the " \
         f"{'--steps' if args.steps is not None and pos.step >= args.steps else '--minutes'}" \
         f" limit)"
-    more = "" if done else f"; continue with: {_continue_command(args, out)}"
+    more = "" if done else f"; continue with: {_continue_command(args, out, trainer)}"
     trainer.progress.note(f"{how}; checkpoint {trainer.saved}; metrics "
                           f"{out / 'metrics.csv'}{more}")
     return 0
 
 
-def _continue_command(args, out) -> str:
+def _continue_command(args, out, trainer=None) -> str:
     """The command that continues this run: its own flags (what --set, --epochs, --dim
-    ... gave it), with --resume instead of --out, --steps and --minutes."""
+    ... gave it), with --resume instead of --out, --steps and --minutes; under MPI
+    started by mpiexec on as many ranks."""
     import shlex
     parts = ["seqgraph", "train", args.spec]
+    if args.distributed:
+        parts = ["mpiexec", "-n", str(getattr(trainer, "ranks", 1)), *parts, "--distributed"]
+        if args.mpi_timeout != 300.0:
+            parts += ["--mpi-timeout", f"{args.mpi_timeout:g}"]
     for item in args.set:
         parts += ["--set", item]
     for flag, value in (("--epochs", args.epochs), ("--on-nan", args.on_nan),

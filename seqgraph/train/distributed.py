@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pickle
+import signal
 import sys
 import time
 
@@ -262,31 +263,40 @@ class DistributedTrainer(Trainer):
         """As `Trainer.fit`; first every rank takes rank 0's parameters (and optimiser
         state). `deadline` is read on every rank and agreed on in the next step's
         Allreduce, so all ranks stop after the same step."""
-        self._deadline, self._time_up = deadline, False
+        self._deadline, self._time_up, self._agreed_signal = deadline, False, None
         self._broadcast_state()
         return super().fit(max_steps, deadline)
 
     def _should_stop(self, max_steps, deadline) -> bool:
         return _stop(self.pos.step, max_steps, None) or self._time_up
 
+    def _signal(self) -> int | None:
+        """A signal stops every rank after the same step: the one in whose Allreduce
+        some rank reported it (`_reduce`), SIGTERM before SIGINT when both came."""
+        if self.ranks == 1:
+            return super()._signal()
+        return self._agreed_signal
+
     def _reduce(self, res, batch):
         """One Allreduce: the gradients of all parameters (zeros where a rank has none)
-        then [loss, loss summed over tokens, tokens, tokens read, deadline passed], in
-        the parameters' dtype. Gradients and the loss are divided by the number of
-        ranks; the rest stay sums."""
+        then [loss, loss summed over tokens, tokens, tokens read, deadline passed,
+        SIGINT noted, SIGTERM noted], in the parameters' dtype. Gradients and the loss
+        are divided by the number of ranks; the rest stay sums."""
         s, n, tokens = super()._reduce(res, batch)
         if self.ranks == 1 and self._deadline is None:
             return s, n, tokens
         late = self._deadline is not None and time.monotonic() >= self._deadline
+        noted = self.interrupts.signal
         total = sum(size for _, _, size in self._layout)
         dtype = next(iter(self.model.params.values())).dtype
-        buf = np.empty(total + 5, dtype=dtype)
+        buf = np.empty(total + 7, dtype=dtype)
         o = 0
         for name, _, size in self._layout:
             g = res.grads.get(name)
             buf[o:o + size] = 0 if g is None else np.ravel(g)
             o += size
-        buf[o:] = (res.loss, s, n, tokens, float(late))
+        buf[o:] = (res.loss, s, n, tokens, float(late), float(noted == signal.SIGINT),
+                   float(noted == signal.SIGTERM))
         self.comm.allreduce(buf, f"averaging the gradients of step {self.pos.step + 1}")
         buf[:total + 1] /= self.ranks
         o = 0
@@ -294,8 +304,9 @@ class DistributedTrainer(Trainer):
             res.grads[name] = buf[o:o + size].reshape(shape)
             o += size
         res.loss = float(buf[total])
-        s, n, tokens, late = (float(v) for v in buf[total + 1:])
+        s, n, tokens, late, sigint, sigterm = (float(v) for v in buf[total + 1:])
         self._time_up = late > 0
+        self._agreed_signal = signal.SIGTERM if sigterm else signal.SIGINT if sigint else None
         return s, round(n), round(tokens)
 
     def _score(self):

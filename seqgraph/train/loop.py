@@ -391,14 +391,15 @@ class Trainer:
         if getattr(self.cfg, "average", 0.0) and self.averages is None:
             self.averages = Averages(self.cfg.average, self.model.params)   # avg_0 = p_0
         every = ck.every_from_env()
-        # SIGINT/SIGTERM stop the run between two updates, with a checkpoint (not under
-        # MPI, where the ranks must stop at the same step: there they end the process)
-        with (ck.Interrupts() if getattr(self, "comm", None) is None else _NoInterrupts()) \
-                as signals:
+        # SIGINT/SIGTERM stop the run between two updates, with a checkpoint (under MPI
+        # after the step in whose Allreduce the ranks learn of it: distributed.py)
+        with ck.Interrupts() as signals:
+            self.interrupts = signals
             while self.pos.epoch < self.cfg.epochs:
                 for i, batch in self._batches():
-                    if signals.signal is not None:
-                        return self._interrupted(signals.signal)
+                    signum = self._signal()
+                    if signum is not None:
+                        return self._interrupted(signum)
                     if self._should_stop(max_steps, deadline):
                         return self._finish(early=True)
                     self._update(batch)
@@ -407,6 +408,10 @@ class Trainer:
                         self.save()
                 self._end_epoch()
             return self._finish()
+
+    def _signal(self) -> int | None:
+        """The signal that stops the run before the next update (None: none came)."""
+        return self.interrupts.signal
 
     def _interrupted(self, signum: int) -> Position:
         """Stopped by a signal: save where the run is (no validation pass, to stop
@@ -581,16 +586,6 @@ class Trainer:
             f"training diverged at step {self.pos.step + 1} (epoch {self.pos.epoch + 1}): "
             f"loss {res.loss}, gradient norm {norm}; first non-finite: {where}. "
             f"Last good checkpoint: {last}. Try a smaller lr or clip.")
-
-
-class _NoInterrupts:
-    signal = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 def param_norms(grads: dict, rows: dict | None) -> dict:

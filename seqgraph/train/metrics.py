@@ -213,10 +213,14 @@ class MetricsLog:
         return None if self._failed(failed) else self.png
 
     def _reap(self) -> bool:
-        """Wait for the plotting child; warn if it failed, else True."""
+        """Wait for the plotting child; warn if it failed, else True. A child stopped
+        by a signal (Ctrl-C or SIGTERM reach the whole process group, the training
+        process too, which then draws once more) is no failure to warn of."""
         child, self._child = self._child, None
         try:
             _, err = child.communicate(timeout=600)
+            if child.returncode < 0:
+                return False
             failed = child.returncode != 0 and _last_line(err)
         except subprocess.TimeoutExpired as e:
             child.kill()
