@@ -160,7 +160,9 @@ class Interpreter:
         root, in the batch's order."""
         i = self._read_at(r, env)
         node = next((env[k] for k in env if k in self.trees), None)
-        if node is not None and self.g.var(r.var).index not in self.trees:
+        v = self.g.var(r.var)
+        if node is not None and v.index not in self.trees and \
+                (v.is_ids or np.ndim(self.tape.vals[i]) > 1):   # [n]: no batch axis
             rows = (("rows", self.forest.tree[node:node + 1]),)
             return self.tape.apply(ops.Op.TAKE, [i], rows, self.ctx)
         return i

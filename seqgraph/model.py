@@ -188,6 +188,10 @@ class Model:
         trees = {i for i, k in self.graph.indexes if k == "tree"}
         if trees and forest is None:
             raise UsageError("a tree model runs on a forest: run(..., forest=...)")
+        given = next((i for i in (lengths or {}) if i in trees), None)
+        if given is not None:
+            raise UsageError(f"lengths['{given}']: '{given}' is a tree index, sized by the "
+                             f"forest; lengths are for sequence indexes")
         if forest is not None:
             B = forest.batch
             lens.update({i: forest.size for i in trees})

@@ -185,15 +185,16 @@ def _mse_fwd(ctx, o, y):
     return 0.5 * ((o - y) ** 2).sum(axis=-1), None
 
 
+# rows [B, n], or one value with no batch axis [n] (made of parameters alone): `...`
 def _bilinear_fwd(ctx, T, a, b):
-    return np.einsum("kij,bi,bj->bk", T, a, b, optimize=True), None
+    return np.einsum("kij,...i,...j->...k", T, a, b, optimize=True), None
 
 
 def _bilinear_vjp(g, out, saved, xs):
     T, a, b = xs
-    return (np.einsum("bk,bi,bj->kij", g, a, b, optimize=True),
-            np.einsum("bk,kij,bj->bi", g, T, b, optimize=True),
-            np.einsum("bk,kij,bi->bj", g, T, a, optimize=True))
+    return (np.einsum("...k,...i,...j->kij", g, a, b, optimize=True),
+            np.einsum("...k,kij,...j->...i", g, T, b, optimize=True),
+            np.einsum("...k,kij,...i->...j", g, T, a, optimize=True))
 
 
 def _stack(xs, mask):

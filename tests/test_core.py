@@ -388,14 +388,16 @@ def test_a_spec_with_a_byte_order_mark_reads_as_without(tmp_path):
 
 
 # an init value made of parameters alone has no batch axis: its product U @ s[0] is one
-# row, and dU is the outer product g s^T (not the inner product of two vectors)
+# row, and dU is the outer product g s^T (not the inner product of two vectors); the
+# products, concatenations and bilinear forms inside it are of one row too
 CONST_INIT = """
 model m
 dim H = 4
 input c : vec(4)
 target y[u] : class(K)
-param U, C, bd, Wo, bo, bk, F
-init s = tanh(bk)
+param U, C, bd, Wo, bo, F
+{params}
+init s = {init}
 s[u] : H = tanh(F @ y[u-1] + U @ s[u-1] + C @ c + bd)
 o[u] = Wo @ s[u] + bo
 loss xent(o[u], y[u])
@@ -403,9 +405,16 @@ loss xent(o[u], y[u])
 
 
 @pytest.mark.parametrize("executor", ["interp", "compiled"])
-def test_an_init_value_without_a_batch_axis_has_the_right_gradient(executor):
+@pytest.mark.parametrize("init, params", [
+    ("tanh(bk)", "param bk"),
+    ("tanh(Wi @ tanh(bk))", "param bk : [3]\nparam Wi"),
+    ("tanh(Wi @ [bk; b2])", "param bk : [3]\nparam b2 : [3]\nparam Wi"),
+    ("tanh(bilinear(T, bk, b2))", "param bk : [3]\nparam b2 : [3]\nparam T : [4, 3, 3]")],
+    ids=["vector", "product", "concatenation", "bilinear"])
+def test_an_init_value_without_a_batch_axis_has_the_right_gradient(executor, init, params):
     from conftest import gradcheck, randomise_params
-    m = seqgraph.Model(seqgraph.read_spec("m.sg", text=CONST_INIT), dims={"K": 5},
+    text = CONST_INIT.format(init=init, params=params)
+    m = seqgraph.Model(seqgraph.read_spec("m.sg", text=text), dims={"K": 5},
                        dtype="float64", start_ids={"y": 1}, executor=executor)
     rng = np.random.default_rng(1)
     randomise_params(m, rng)

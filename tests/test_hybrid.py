@@ -67,6 +67,11 @@ loss xent(o[n], y[n])
 loss 0.5 * xent(r[t], g[t])
 """
 
+# leaves reading a per-example value of parameters alone (no batch axis: every tree
+# reads the same)
+CONSTANT = SEQUENCE_FIRST.replace("Q @ e[end]", "Q @ e[end] + K @ k").replace(
+    "param E,", "param K, bk, E,") + "k : 3 = tanh(bk)\n"
+
 # the trees read the sequence and the sequence the trees: no cut
 EACH_OTHER = SEQUENCE_FIRST.replace("r[t] = Wg @ e[t]", "r[t] = Wg @ e[t] + Wq @ h[root]") \
     .replace("param E,", "param Wq, E,")
@@ -129,8 +134,8 @@ def _same(a, b, tol=1e-9):
             assert np.abs(a.grads[k] - b.grads[k]).max() < tol, k
 
 
-@pytest.mark.parametrize("text", [TREE2SEQ, BOTH, SEQUENCE_FIRST],
-                         ids=["tree2seq", "both", "sequence_first"])
+@pytest.mark.parametrize("text", [TREE2SEQ, BOTH, SEQUENCE_FIRST, CONSTANT],
+                         ids=["tree2seq", "both", "sequence_first", "constant"])
 def test_the_hybrid_equals_the_interpreter(text):
     mi, mc = _pair(text)
     hx = tree_executor(mc.executor)
@@ -140,7 +145,7 @@ def test_the_hybrid_equals_the_interpreter(text):
         ins, tgs = _data(mi, f, rng)
         _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
         # padding: each example's own length on the sequence index
-        seq = "t" if text is SEQUENCE_FIRST else "u"
+        seq = "t" if text in (SEQUENCE_FIRST, CONSTANT) else "u"
         lengths = {seq: rng.integers(1, 5, f.batch)}
         lengths[seq][0] = 4
         _same(mi.run(ins, tgs, grads=True, forest=f, lengths=lengths),

@@ -218,3 +218,18 @@ def test_a_tree_loss_read_elsewhere_than_its_target_is_refused(swap, message):
     with pytest.raises(seqgraph.SpecError) as e:
         seqgraph.read_spec("t.sg", text=RECURSIVE.replace(*swap))
     assert message in str(e.value), str(e.value)
+
+
+def test_lengths_on_a_tree_index_are_refused():
+    """A tree's size is its forest's: lengths on it would mean nothing (the interpreter
+    used to mask nodes by number, the level-batched executors ignored them)."""
+    m = _model(TREE_TO_SEQUENCE, K=3)
+    f, w, _ = _batch()
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 3, (2, 4)), rng.integers(0, 3, (2, 4))
+    for lengths in ({"n": np.array([5, 3]), "u": 4}, {"n": f.size}):
+        with pytest.raises(seqgraph.UsageError) as e:
+            m.run({"w": w, "x": x}, {"y": y}, forest=f, lengths=lengths)
+        assert str(e.value) == "lengths['n']: 'n' is a tree index, sized by the forest; " \
+            "lengths are for sequence indexes"
+    assert m.run({"w": w, "x": x}, {"y": y}, forest=f, lengths={"u": np.array([4, 2])})

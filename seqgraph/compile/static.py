@@ -211,7 +211,7 @@ class Evaluation:
         xs = [self.rows(a, lead) for a in args]
         op = e.op
         pool = env.pool
-        if op is Op.MATMUL:
+        if op is Op.MATMUL and lead is not None:
             out = kernels.matmul(xs[1], xs[0].T, out=pool.empty(
                 (xs[1].shape[0], xs[0].shape[0]), xs[1].dtype) if xs[1].ndim == 2 else None)
         elif op is Op.GATHER:
@@ -265,7 +265,7 @@ class Evaluation:
                 continue
             gr = go.reshape((-1,) + go.shape[2:]) if lead == "seq" else go
             op = e.op
-            if op is Op.MATMUL:
+            if op is Op.MATMUL and lead is not None:
                 W, v = xs
                 g2, pool = _2d(gr), env.pool
                 ds = (kernels.matmul(g2.T, _2d(v), out=pool.empty(W.shape, W.dtype)),
