@@ -202,14 +202,26 @@ def test_labeled_integer_labels_are_class_ids_and_names_are_sorted(tmp_path):
 
 def test_labeled_columns_that_look_swapped_are_refused(tmp_path):
     """text<TAB>label given to labeled (label<TAB>text) would train on phrases as
-    classes; a phrase before the tab and one word after on every line is refused."""
-    write(tmp_path, "s.tsv", "the cat sat\tpos\na dog ran\tneg\n")
+    classes: ten lines or more, each a different phrase before the tab and one of a few
+    words after, are refused. Phrase classes that repeat, or fewer lines, are read."""
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat ran on mat hat big red".split()
+    rows = [(" ".join(rng.choice(words, 4)), str(rng.choice(["pos", "neg"])))
+            for _ in range(12)]
+    write(tmp_path, "s.tsv", "".join(f"{t}\t{y}\n" for t, y in rows))
     with pytest.raises(DataError) as e:
         labeled("s.tsv", chars=True, base=tmp_path).read()
-    assert e.value.line == 1 and "found several words before the tab ('the cat sat') " \
-        "and one after ('pos') on every line: the columns look swapped" in str(e.value)
-    write(tmp_path, "ok.tsv", "very good\tfilm\nbad\tplot\n")   # one line fits: kept
-    assert labeled("ok.tsv", base=tmp_path).read().target == ["very good", "bad"]
+    assert e.value.line == 1 and f"found several words before the tab ({rows[0][0]!r}) " \
+        f"and one word after ({rows[0][1]!r}) on all 12 lines, the first column nearly " \
+        "always different: the columns look swapped (text<TAB>label)" in str(e.value)
+    # names to nationalities: the classes are phrases, repeated
+    names = "".join(f"{c}\t{n}\n" for c, n in zip(["South Korean", "New Zealander"] * 6,
+                                                    [f"name{i}" for i in range(12)]))
+    write(tmp_path, "names.tsv", names)
+    assert labeled("names.tsv", base=tmp_path).read().target[:2] == ["South Korean",
+                                                                     "New Zealander"]
+    write(tmp_path, "few.tsv", "".join(f"{t}\t{y}\n" for t, y in rows[:9]))
+    assert len(labeled("few.tsv", base=tmp_path).read().target) == 9
 
 
 def test_tagged_splits_at_the_last_slash(tmp_path):

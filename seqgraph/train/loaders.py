@@ -498,7 +498,7 @@ class ExampleLoader:
         return values
 
     def _read_labeled(self) -> Raw:
-        src, tgt, lines, swapped, first = [], [], [], True, None
+        src, tgt, lines, texts = [], [], [], []
         for n, line in _lines(self.path):
             label, text = self._fields(n, line, 2, "label<TAB>text")
             toks = _split_tokens(text, self.chars)
@@ -506,14 +506,9 @@ class ExampleLoader:
                 what = "label" if not label.strip() else "text"
                 raise DataError(f"expected label<TAB>text, the {what} is empty",
                                 file=str(self.path), line=n)
-            swapped &= len(label.split()) > 1 and len(text.split()) == 1
-            first = first if lines else (label.strip(), text.strip())
             src.append(toks), tgt.append(label.strip()), lines.append(n)
-        if swapped and lines:      # every "label" a phrase, every "text" one word
-            raise DataError(f"expected label<TAB>text, found several words before the tab "
-                            f"({first[0]!r}) and one after ({first[1]!r}) on every line: "
-                            f"the columns look swapped (text<TAB>label)",
-                            file=str(self.path), line=lines[0])
+            texts.append(text.strip())
+        _not_swapped(tgt, texts, lines, str(self.path))
         return Raw(src, tgt, lines)
 
     def _read_tagged(self) -> Raw:
@@ -647,6 +642,24 @@ def treepairs(path: str, chars: bool = False, vocab: int | None = None,
     return ExampleLoader("treepairs", resolve_path(str(path), base),
                          _bool(chars, "treepairs(): chars"), _vocab_opt(vocab, "treepairs"),
                          binarize=_bool(binarize, "treepairs(): binarize"))
+
+
+SWAPPED_LINES = 10      # the fewest lines on which columns are judged swapped
+
+
+def _not_swapped(labels: list, texts: list, lines: list, path: str) -> None:
+    """Refuse text<TAB>label given to `labeled`: on SWAPPED_LINES lines or more, every
+    "label" a phrase of several words and nearly each its own (as texts are), every
+    "text" one word, of few values (as labels are). A names-to-classes file whose
+    classes are phrases (`South Korean<TAB>Kim`) repeats them, and is read."""
+    n = len(labels)
+    if n < SWAPPED_LINES or len(set(labels)) < 0.9 * n or len(set(texts)) > n / 2 or \
+            any(len(a.split()) < 2 for a in labels) or any(len(t.split()) != 1 for t in texts):
+        return
+    raise DataError(f"expected label<TAB>text, found several words before the tab "
+                    f"({labels[0]!r}) and one word after ({texts[0]!r}) on all {n} lines, "
+                    f"the first column nearly always different: the columns look swapped "
+                    f"(text<TAB>label)", file=path, line=lines[0])
 
 
 def labeled(path: str, chars: bool = False, vocab: int | None = None, *,
