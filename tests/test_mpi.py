@@ -270,13 +270,15 @@ def test_the_other_ranks_say_that_a_rank_hangs(work):
     _checkpoint_whole(work)
 
 
-@pytest.mark.parametrize("to, sig", [("mpiexec", signal.SIGTERM), ("rank 1", signal.SIGINT)],
-                         ids=["sigterm_to_mpiexec", "sigint_to_one_rank"])
+@pytest.mark.parametrize("to, sig", [("mpiexec", signal.SIGTERM), ("rank 1", signal.SIGINT),
+                                     ("all", signal.SIGTERM)],
+                         ids=["sigterm_to_mpiexec", "sigint_to_one_rank", "sigterm_to_all"])
 def test_a_signal_stops_every_rank_after_the_same_step_with_a_checkpoint(work, to, sig):
-    """SIGTERM to the job (mpiexec forwards it to every rank), or SIGINT to one rank
-    alone: the ranks agree in the next step's Allreduce, all stop after it, rank 0
-    saves and says so once with the command that continues the run; continued, it
-    ends where a run that never stopped does."""
+    """SIGTERM to the job (mpiexec forwards it to every rank), SIGINT to one rank alone,
+    or SIGTERM to every process at once (a service manager stopping the job: each rank
+    gets it twice, the echo ignored): the ranks agree in the next step's Allreduce, all
+    stop after it, rank 0 saves and says so once with the command that continues the
+    run; continued, it ends where a run that never stopped does."""
     token = uuid.uuid4().hex
     flags = ("--distributed", "--epochs", 100000, "--mpi-timeout", 20)
     proc = subprocess.Popen([MPIEXEC, "-n", "2", *train_cmd(*flags, "--out", "run")],
@@ -284,13 +286,15 @@ def test_a_signal_stops_every_rank_after_the_same_step_with_a_checkpoint(work, t
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
-        pid = _rank_pid(token, 1, deadline) if to == "rank 1" else proc.pid
+        pids = [_rank_pid(token, r, deadline) for r in (0, 1)] + [proc.pid] if to == "all" \
+            else [_rank_pid(token, 1, deadline) if to == "rank 1" else proc.pid]
         metrics = work / "run/metrics.csv"
         while not (metrics.exists() and len(rows(metrics)) >= 15):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run wrote no metrics"
             time.sleep(0.05)
-        os.kill(pid, sig)
+        for pid in pids:
+            os.kill(pid, sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

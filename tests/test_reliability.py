@@ -220,6 +220,22 @@ def test_interrupts_context_defers_the_first_signal_only(sigint):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_an_echo_of_the_same_signal_is_not_a_second_one(sigint):
+    """Under MPI a rank may get a SIGTERM twice at once (sent to every process of the
+    job, and forwarded by mpiexec): within `echo` seconds the same signal is ignored;
+    another signal, or the same later, still stops at once."""
+    with ck.Interrupts(echo=0.5) as s:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert s.signal == signal.SIGINT
+        time.sleep(0.6)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+
+
 def test_interrupts_context_keeps_an_ignored_signal_ignored(sigint):
     """Under nohup (SIGINT ignored) a run stays uninterruptible by SIGINT, as it was."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

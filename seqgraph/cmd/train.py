@@ -318,7 +318,8 @@ def _continue_command(args, out, trainer=None) -> str:
     parts = ["seqgraph", "train", args.spec]
     if args.distributed:
         parts = ["mpiexec", "-n", str(getattr(trainer, "ranks", 1)), *parts, "--distributed"]
-        if args.mpi_timeout != 300.0:
+        from ..train.distributed import DEFAULT_TIMEOUT
+        if args.mpi_timeout != DEFAULT_TIMEOUT:
             parts += ["--mpi-timeout", f"{args.mpi_timeout:g}"]
     for item in args.set:
         parts += ["--set", item]

@@ -147,13 +147,6 @@ class CompiledExecutor(FallsBack):
             for _ in gen:
                 pass
 
-    @property
-    def training_fallback(self) -> str | None:
-        """Why training runs in the interpreter (None: it does not)."""
-        if self.fallback or not (self.has_dropout and self.no_masks):
-            return self.fallback
-        return f"with dropout, {self.no_masks}"
-
     def explain(self) -> list:
         if self.fallback:
             return [f"interpreted: {self.fallback}"]
@@ -812,6 +805,14 @@ class _Run:
         return float(s), int(n)
 
     # ---------------------------------------------------------------- outputs
+    def value(self, name):
+        """A per-example value this run computed ([B, n]; hybrid.py)."""
+        return self.env.vals[name].a
+
+    def input_grad(self, name):
+        """The gradient this run's backward pass left for input `name` (None: none)."""
+        return self.env.gvals.get(name)
+
     def values(self):
         out = {}
         for v in self.g.vars:

@@ -12,6 +12,16 @@ class FallsBack:
     """A mixin: `self.m` is the model; `interp` its interpreter, made when first needed."""
     _interp = None
 
+    fallback = None           # why the whole model runs in the interpreter
+    has_dropout, no_masks = False, None    # why training with dropout would
+
+    @property
+    def training_fallback(self) -> str | None:
+        """Why training runs in the interpreter (None: it does not)."""
+        if self.fallback or not (self.has_dropout and self.no_masks):
+            return self.fallback
+        return f"with dropout, {self.no_masks}"
+
     @property
     def interp(self):
         if self._interp is None:

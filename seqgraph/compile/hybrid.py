@@ -154,6 +154,7 @@ class Part(Model):
         self.whole, self.graph = whole, graph
         self.sizes = {**whole.sizes, **sizes}
         self.carried = _carried(graph)
+        self._schedules = {}      # Model.schedule's cache: this graph's, not the whole's
 
     def __getattr__(self, name):          # params, dtype, checked, ...: the whole's
         if name == "whole":
@@ -228,7 +229,7 @@ class HybridExecutor(FallsBack):
                 run = self._begin(kind, data, given)
                 results.append(run.forward(grads))
                 runs.append(run)
-                given = {n: _value(run, n) for n in self.parts.cut}
+                given = {n: run.value(n) for n in self.parts.cut}
             return self._joined(runs, results, grads)
         except Unsupported:                   # the compiled executor gave up
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
@@ -264,19 +265,8 @@ class HybridExecutor(FallsBack):
         if grads:
             first, second = runs
             g2 = second.backward()
-            seeds = {n: g for n in p.cut if (g := _grad(second, n)) is not None}
+            seeds = {n: g for n in p.cut if (g := second.input_grad(n)) is not None}
             g1 = first.backward(seeds)
             res.grads = {k: g1[k] + g2[k] for k in self.m.params}
         return res
 
-
-def _value(run, name):
-    """A per-example value a part's run computed ([B, n])."""
-    env = getattr(run, "env", None)          # the sequence part's, else the trees'
-    return run.vals[name] if env is None else env.vals[name].a
-
-
-def _grad(run, name):
-    """The gradient a part's run left for one of its inputs (None: none reached it)."""
-    env = getattr(run, "env", None)
-    return run.gvals.get(name) if env is None else env.gvals.get(name)

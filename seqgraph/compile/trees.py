@@ -545,6 +545,14 @@ class _Run:
                 self.route(oroute, d)
         return total, terms
 
+    def value(self, name):
+        """A per-example value this run computed ([B, n]; hybrid.py)."""
+        return self.vals[name]
+
+    def input_grad(self, name):
+        """The gradient this run's backward pass left for input `name` (None: none)."""
+        return self.gvals.get(name)
+
     def values(self) -> dict:
         return {v.name: self.vals[v.name] if v.index is None else
                 self.vals[v.name][self.L.inv] for v in self.g.vars if v.role == "hidden"}
@@ -593,13 +601,6 @@ class TreeExecutor(FallsBack):
                     out.add(id(e))
             out = self._drawing[id(expr)] = frozenset(out)
         return out
-
-    @property
-    def training_fallback(self) -> str | None:
-        """Why training runs in the interpreter (None: it does not)."""
-        if self.fallback or not (self.has_dropout and self.no_masks):
-            return self.fallback
-        return f"with dropout, {self.no_masks}"
 
     def explain(self) -> list:
         if self.fallback:

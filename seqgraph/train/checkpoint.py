@@ -24,6 +24,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,18 +166,23 @@ class Interrupts:
     """A context in which SIGINT and SIGTERM only set `signal` (their number): the
     training loop sees it between two updates, saves and stops. A second signal raises
     KeyboardInterrupt at once (the last checkpoint on disk stays whole). Outside the
-    main thread, where Python cannot handle signals, it does nothing."""
+    main thread, where Python cannot handle signals, it does nothing. `echo` seconds:
+    the same signal again within them is the first one's echo, not a second (under MPI
+    a rank may get one SIGTERM from whoever sent it and one forwarded by mpiexec)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, echo: float = 0.0):
         self.signal: int | None = None
+        self.echo, self._at = echo, None
         self._old: dict = {}
 
     def _handle(self, signum, frame):
         if self.signal is not None:
+            if signum == self.signal and time.monotonic() - self._at < self.echo:
+                return
             raise KeyboardInterrupt
-        self.signal = signum
+        self.signal, self._at = signum, time.monotonic()
 
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():

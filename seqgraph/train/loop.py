@@ -38,6 +38,9 @@ from .metrics import MetricsLog, Progress
 from .optim import clip_global_norm, global_norm, make_optimizer
 from .schedules import make_schedule
 
+# under MPI, the same signal again within ECHO seconds is the first one forwarded by
+# mpiexec (a job's every process signalled at once), not a second that stops at once
+ECHO = 2.0
 
 class TrainingDiverged(SeqgraphError):
     """The loss or a gradient became NaN or infinite: training stops, naming where."""
@@ -393,7 +396,7 @@ class Trainer:
         every = ck.every_from_env()
         # SIGINT/SIGTERM stop the run between two updates, with a checkpoint (under MPI
         # after the step in whose Allreduce the ranks learn of it: distributed.py)
-        with ck.Interrupts() as signals:
+        with ck.Interrupts(echo=ECHO if getattr(self, "comm", None) else 0.0) as signals:
             self.interrupts = signals
             while self.pos.epoch < self.cfg.epochs:
                 for i, batch in self._batches():

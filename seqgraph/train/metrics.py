@@ -213,9 +213,10 @@ class MetricsLog:
         return None if self._failed(failed) else self.png
 
     def _reap(self) -> bool:
-        """Wait for the plotting child; warn if it failed, else True. A child stopped
-        by a signal (Ctrl-C or SIGTERM reach the whole process group, the training
-        process too, which then draws once more) is no failure to warn of."""
+        """Wait for the plotting child; warn if it failed, else True. A child ended by
+        a signal (Ctrl-C at a terminal reaches the whole process group; under MPI,
+        mpiexec's own process handling does) returns False without a word: the caller
+        draws once more, which says why if that fails too."""
         child, self._child = self._child, None
         try:
             _, err = child.communicate(timeout=600)
