@@ -523,3 +523,24 @@ def test_gallery_renders(path, tmp_path):
     if all(kind == "seq" for _, kind in spec.graph.indexes) and spec.graph.indexes:
         lengths = {name: 3 for name, _ in spec.graph.indexes}
         render.write(render.unfolded_dot(spec, lengths), tmp_path / "u.png")
+
+
+def test_an_unfolding_too_large_for_an_image_is_refused_with_the_steps_that_fit(
+        tmp_path, capsys):
+    """attention's e[u, t] grows as the square of the steps: 200 steps are 83,000 nodes,
+    minutes of layout for an unreadable picture. Refused at once (counted, not unfolded)
+    with a number of steps that fits; a .dot file is written whatever its size."""
+    from seqgraph.cli import main
+
+    from conftest import fails
+    err = fails(capsys, "render", ROOT / "specs" / "attention.sg", "--unfold", "200",
+                "-o", tmp_path / "a.png")
+    assert "--unfold 200 unfolds 'attention' into 83000 nodes, too many to lay out as a " \
+        "readable image (at most 400): draw fewer steps (--unfold 10), or write FILE.dot" \
+        in err
+    assert not (tmp_path / "a.png").exists()
+    assert main(["render", str(ROOT / "specs" / "elman.sg"), "--unfold", "120", "-o",
+                 str(tmp_path / "e.dot")]) == 0
+    err = fails(capsys, "render", ROOT / "specs" / "elman.sg", "--unfold", "120", "-o",
+                tmp_path / "e.svg")
+    assert "into 480 nodes" in err and "(--unfold 90)" in err

@@ -3,6 +3,7 @@ one over N steps (`--unfold N`)."""
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import UsageError
 from . import parse_dims
@@ -98,6 +99,8 @@ def run(args) -> int:
         return 0
     if args.overlay and not args.unfold:
         raise UsageError("--overlay colours the unfolded graph: give --unfold N")
+    if args.unfold:
+        _fits_an_image(args, spec.graph, parse_lengths(args.unfold, spec.graph))
     if args.unfold and args.overlay:
         text = _overlay(args, spec, parse_lengths(args.unfold, spec.graph), dims)
     elif args.unfold:
@@ -108,6 +111,35 @@ def run(args) -> int:
     render.write(text, args.output)
     print(f"wrote {args.output}")
     return 0
+
+
+MAX_DRAWN = 400       # nodes of an unfolded graph laid out as an image
+
+
+def _fits_an_image(args, graph, lengths: dict) -> None:
+    """An unfolding too large to lay out as an image (minutes of layout, an unreadable
+    picture: attention's e[u, t] grows as the square of the steps) is refused before
+    the layout, with the number of steps that fits; a .dot file is written whatever its
+    size."""
+    if args.output.lower().endswith(".dot"):
+        return
+    n = _nodes(graph, lengths)
+    if n <= MAX_DRAWN:
+        return
+    fit = dict(lengths)
+    while max(fit.values()) > 1 and _nodes(graph, fit) > MAX_DRAWN:
+        fit = {i: max(1, k * 3 // 4) for i, k in fit.items()}
+    show = ",".join(f"{i}={k}" for i, k in fit.items()) if len(set(fit.values())) > 1 \
+        else str(next(iter(fit.values())))
+    raise UsageError(f"--unfold {args.unfold} unfolds '{graph.name}' into {n} nodes, too "
+                     f"many to lay out as a readable image (at most {MAX_DRAWN}): draw "
+                     f"fewer steps (--unfold {show}), or write FILE.dot")
+
+
+def _nodes(graph, lengths: dict) -> int:
+    """The unfolded graph's nodes, counted without unfolding: a node per variable and
+    step of each of its indexes (e[u, t]: U x T)."""
+    return sum(math.prod(lengths.get(i, 1) for i in v.indexes) for v in graph.vars)
 
 
 def _overlay(args, spec, lengths: dict, dims: dict) -> str:
