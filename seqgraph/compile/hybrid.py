@@ -52,33 +52,15 @@ class Split:
 def split(graph) -> Split:
     """Cut a model over a tree and a sequence where one part reads the other only
     through per-example values, or raise Unsupported."""
-    if len(graph.indexes) != 2:
-        raise Unsupported("the model has more than one sequence index beside its tree")
-    tree_i, seq_i = graph.tree_and_sequence
-    g = graph.nx()
-    after = {i: set() for i in (tree_i, seq_i)}   # what reads each index, transitively
-    for v in graph.vars:
-        if v.index in after:
-            after[v.index] |= {v.name} | nx.descendants(g, v.name)
-    index = graph.var_map
-
-    def reads(i, j):
-        """The first variable over index i that reads index j (transitively)."""
-        return next((v.name for v in graph.vars if v.name in after[j] and v.index == i),
-                    None)
-    tree_reads, seq_reads = reads(tree_i, seq_i), reads(seq_i, tree_i)
-    if tree_reads and seq_reads:
-        raise Unsupported(f"the trees and the sequence read each other ('{tree_reads}' "
-                          f"over the tree reads the sequence, '{seq_reads}' over the "
-                          "sequence the trees)")
-    first, second_i = ("seq", tree_i) if tree_reads else ("tree", seq_i)
-    later = [v for v in graph.hidden() if v.name in after[second_i]]
-    earlier = [v for v in graph.hidden() if v.name not in after[second_i]]
-    # a loss reading the second part (its output, or a target over its index) is its
+    first, first_i, second_i, second = _order(graph)
+    later = [v for v in graph.hidden() if v.name in second]
+    earlier = [v for v in graph.hidden() if v.name not in second]
+    # a loss that reads the second part (its output, or a target over that index) is run
+    # there
     seconds = tuple(i for i, loss in enumerate(graph.losses)
-                    if {loss.output.var, loss.target.var} & after[second_i])
+                    if {loss.output.var, loss.target.var} & second)
     firsts = tuple(i for i in range(len(graph.losses)) if i not in seconds)
-    cross, made = _crossing(index, first, seq_i if first == "seq" else tree_i)
+    cross, made = _crossing(graph.var_map, first, first_i)
     later = [replace(v, cases=tuple(replace(c, expr=cross(c.expr)) for c in v.cases),
                      init=None if v.init is None else cross(v.init)) for v in later]
     losses = {i: replace(graph.losses[i], output=cross(graph.losses[i].output),
@@ -98,6 +80,34 @@ def split(graph) -> Split:
                  tuple((n, var, shift) for (var, shift), n in made.items()),
                  firsts if first == "tree" else seconds,
                  seconds if first == "tree" else firsts)
+
+
+def _order(graph) -> tuple:
+    """(first, its index, the second's index, the second part): "tree" when the
+    sequence reads the trees (or neither reads the other), "seq" when the trees read
+    the sequence; the second part is every variable reading the second's index, itself
+    included (transitively)."""
+    if len(graph.indexes) != 2:
+        raise Unsupported("the model has more than one sequence index beside its tree")
+    tree_i, seq_i = graph.tree_and_sequence
+    g = graph.nx()
+    after = {i: set() for i in (tree_i, seq_i)}   # what reads each index, transitively
+    for v in graph.vars:
+        if v.index in after:
+            after[v.index] |= {v.name} | nx.descendants(g, v.name)
+
+    def reads(i, j):
+        """The first variable over index i that reads index j (transitively)."""
+        return next((v.name for v in graph.vars if v.name in after[j] and v.index == i),
+                    None)
+    tree_reads, seq_reads = reads(tree_i, seq_i), reads(seq_i, tree_i)
+    if tree_reads and seq_reads:
+        raise Unsupported(f"the trees and the sequence read each other ('{tree_reads}' "
+                          f"over the tree reads the sequence, '{seq_reads}' over the "
+                          "sequence the trees)")
+    if tree_reads:
+        return "seq", seq_i, tree_i, after[tree_i]
+    return "tree", tree_i, seq_i, after[seq_i]
 
 
 def _crossing(index: dict, first: str, first_i: str):
