@@ -175,6 +175,7 @@ class Part(Model):
 # ------------------------------------------------------------------------- the executor
 DROPOUT = "the two parts would draw the masks in another order than the interpreter"
 
+
 class HybridExecutor(FallsBack):
     """The tree part level-batched, the sequence part compiled, in the order of the
     cut; the interpreter's signature and results (to rounding)."""
