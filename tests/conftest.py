@@ -203,6 +203,18 @@ def random_batch(model, rng, B=B, lengths=LENGTHS):
     return ins, tgs
 
 
+def random_forest(rng, B=6, max_leaves=9):
+    """B random binary trees of 1 to max_leaves leaves (payload 0 everywhere)."""
+    from seqgraph.graph.trees import Node, forest
+
+    def tree(k):
+        if k == 1:
+            return 0
+        cut = int(rng.integers(1, k))
+        return Node(0, (tree(cut), tree(k - cut)))
+    return forest([tree(int(rng.integers(1, max_leaves + 1))) for _ in range(B)])[0]
+
+
 def random_tree_batch(model, rng):
     """(inputs, targets, forest) over two small binary trees: ids [N] (inputs only at the
     leaves, -1 elsewhere), floats [N, D]; per-example values as in random_batch."""

@@ -12,10 +12,9 @@ import seqgraph
 from seqgraph.compile import explain, interpreted
 from seqgraph.compile.hybrid import split
 from seqgraph.compile.trees import tree_executor
-from seqgraph.graph.trees import Node, forest
 from seqgraph.train.optim import Adam
 
-from conftest import gradcheck, randomise_params
+from conftest import gradcheck, random_forest, randomise_params
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 TREE2SEQ = (SPECS / "tree2seq.sg").read_text()
@@ -88,15 +87,6 @@ def _pair(text, dims=None):
     return mi, mc
 
 
-def _forest(rng, B, max_leaves=7):
-    def tree(k):
-        if k == 1:
-            return 0
-        cut = int(rng.integers(1, k))
-        return Node(0, (tree(cut), tree(k - cut)))
-    return forest([tree(int(rng.integers(1, max_leaves + 1))) for _ in range(B)])[0]
-
-
 def _data(m, f, rng, U=4):
     ins, tgs = {}, {}
     for v in m.graph.vars:
@@ -141,7 +131,7 @@ def test_the_hybrid_equals_the_interpreter(text):
     hx = tree_executor(mc.executor)
     assert hx.fallback is None and interpreted(mc) is None
     rng = np.random.default_rng(1)
-    for f in [_forest(rng, 5), _forest(rng, 1, max_leaves=1), _forest(rng, 3)]:
+    for f in [random_forest(rng, 5), random_forest(rng, 1, max_leaves=1), random_forest(rng, 3)]:
         ins, tgs = _data(mi, f, rng)
         _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
         # padding: each example's own length on the sequence index
@@ -171,7 +161,7 @@ def test_the_cut_of_a_decoder_reading_the_root_and_a_per_example_input():
 def test_the_hybrid_gradients_against_finite_differences(text):
     _, mc = _pair(text)
     rng = np.random.default_rng(4)
-    f = _forest(rng, 3)
+    f = random_forest(rng, 3)
     ins, tgs = _data(mc, f, rng)
     grads = mc.run(ins, tgs, grads=True, forest=f).grads
     bad = gradcheck(mc, lambda: mc.run(ins, tgs, forest=f).loss, grads, rng)
@@ -184,7 +174,7 @@ def test_the_hybrid_carries_the_decoder_as_generation_does():
     logits and carry as the interpreter's."""
     mi, mc = _pair(TREE2SEQ)
     rng = np.random.default_rng(5)
-    f = _forest(rng, 4)
+    f = random_forest(rng, 4)
     ins, _ = _data(mi, f, rng)
     carry_i = carry_c = None
     for _ in range(3):
@@ -203,7 +193,7 @@ def test_training_steps_update_both_parts_as_the_interpreter_does():
     rng = np.random.default_rng(6)
     opts = Adam(lr=0.01), Adam(lr=0.01)
     for _ in range(3):
-        f = _forest(rng, 4)
+        f = random_forest(rng, 4)
         ins, tgs = _data(mi, f, rng)
         for m, opt in zip((mi, mc), opts):
             opt.step(m.params, m.run(ins, tgs, grads=True, train=True, forest=f).grads)
@@ -222,7 +212,7 @@ def test_runs_that_draw_random_numbers_are_the_interpreters(text, kw):
     run goes to it whole, the same numbers drawn."""
     mi, mc = _pair(text)
     rng = np.random.default_rng(7)
-    f = _forest(rng, 3)
+    f = random_forest(rng, 3)
     ins, tgs = _data(mi, f, rng)
     a = mi.run(ins, tgs, grads=True, forest=f, rng=np.random.default_rng(8), **kw)
     b = mc.run(ins, tgs, grads=True, forest=f, rng=np.random.default_rng(8), **kw)
@@ -233,7 +223,7 @@ def test_runs_that_draw_random_numbers_are_the_interpreters(text, kw):
 def test_dropout_is_hybrid_when_not_training_and_training_says_so():
     mi, mc = _pair(DROPPED)
     rng = np.random.default_rng(9)
-    f = _forest(rng, 3)
+    f = random_forest(rng, 3)
     ins, tgs = _data(mi, f, rng)
     _same(mi.run(ins, tgs, forest=f), mc.run(ins, tgs, forest=f))
     _same(mi.run(ins, tgs, forest=f, grads=True), mc.run(ins, tgs, forest=f, grads=True))
@@ -269,7 +259,7 @@ def test_models_the_hybrid_does_not_run_are_interpreted_and_it_says_why(text, wh
     assert explain(mc)[0].startswith("trees and sequence interpreted: ") and \
         why in explain(mc)[0]
     rng = np.random.default_rng(10)
-    f = _forest(rng, 3)
+    f = random_forest(rng, 3)
     ins, tgs = _data(mi, f, rng, U=3)
     _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
 
@@ -288,7 +278,7 @@ APART = TREE2SEQ.replace(" + C @ c", "").replace("param E, W, b, F, U, C,",
 def test_losses_across_the_cut_and_parts_apart(text):
     mi, mc = _pair(text)
     rng = np.random.default_rng(11)
-    for f in [_forest(rng, 4), _forest(rng, 1, max_leaves=1)]:
+    for f in [random_forest(rng, 4), random_forest(rng, 1, max_leaves=1)]:
         ins, tgs = _data(mi, f, rng)
         _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
     assert tree_executor(mc.executor)._interp is None
@@ -311,7 +301,7 @@ def test_data_over_the_tree_read_by_the_decoder_is_interpreted(change, why):
     mi, mc = _pair(text)
     assert interpreted(mc) == why
     rng = np.random.default_rng(12)
-    f = _forest(rng, 3)
+    f = random_forest(rng, 3)
     ins, tgs = _data(mi, f, rng)
     _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
 

@@ -9,9 +9,8 @@ import pytest
 import seqgraph
 from seqgraph.compile import interpreted
 from seqgraph.compile.trees import levels, tree_executor
-from seqgraph.graph.trees import Node, forest
 
-from conftest import random_tree_batch, randomise_params
+from conftest import random_forest, random_tree_batch, randomise_params
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -94,16 +93,6 @@ loss 2 * xent(p[root], yn[root])
 """
 
 
-def _random_forest(rng, B=6, max_leaves=9):
-    """B random binary trees with leaf payloads."""
-    def tree(k):
-        if k == 1:
-            return 0
-        cut = int(rng.integers(1, k))
-        return Node(0, (tree(cut), tree(k - cut)))
-    return forest([tree(int(rng.integers(1, max_leaves + 1))) for _ in range(B)])[0]
-
-
 def _pair(spec_text_or_path, V=7, **kw):
     if str(spec_text_or_path).endswith(".sg"):
         spec = seqgraph.read_spec(str(spec_text_or_path))
@@ -155,7 +144,7 @@ def test_compiled_equals_interpreted(spec):
     randomise_params(mi, rng)
     mc.params.update({k: v.copy() for k, v in mi.params.items()})
     assert tree_executor(mc.executor).fallback is None
-    for f in [_random_forest(rng), _random_forest(rng, B=1, max_leaves=1),
+    for f in [random_forest(rng), random_forest(rng, B=1, max_leaves=1),
               random_tree_batch(mi, rng)[2]]:
         ins, tgs = _data(mi, f, rng)
         a = mi.run(ins, tgs, grads=True, forest=f)
@@ -166,7 +155,7 @@ def test_compiled_equals_interpreted(spec):
 
 def test_levels_are_a_schedule():
     rng = np.random.default_rng(3)
-    f = _random_forest(rng, B=20, max_leaves=30)
+    f = random_forest(rng, B=20, max_leaves=30)
     L = levels(f)
     h = f.height()
     assert np.array_equal(h[L.perm], np.sort(h))           # rows by height
@@ -223,7 +212,7 @@ def test_training_with_dropout_draws_the_interpreters_masks(spec):
     randomise_params(mi, rng)
     mc.params.update({k: v.copy() for k, v in mi.params.items()})
     assert tree_executor(mc.executor).mask_plan is not None
-    for f in [_random_forest(rng), _random_forest(rng, B=1, max_leaves=1),
+    for f in [random_forest(rng), random_forest(rng, B=1, max_leaves=1),
               random_tree_batch(mi, rng)[2]]:
         ins, tgs = _data(mi, f, rng)
         ri, rc = np.random.default_rng(1), np.random.default_rng(1)
@@ -279,7 +268,7 @@ def test_dropouts_the_mask_plan_cannot_lay_out_train_interpreted(text, why):
     rng = np.random.default_rng(0)
     randomise_params(mi, rng)
     mc.params.update({k: v.copy() for k, v in mi.params.items()})
-    f = _random_forest(rng)
+    f = random_forest(rng)
     ins, tgs = _data(mc, f, rng)
     a = mc.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
     b = mi.run(ins, tgs, train=True, grads=True, forest=f, rng=np.random.default_rng(1))
