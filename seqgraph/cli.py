@@ -78,9 +78,9 @@ def set_threads(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     try:                   # Ctrl-C while the subcommands load (numpy, numba) too
         return _main(sys.argv[1:] if argv is None else list(argv))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:     # 128 + the signal: SIGINT, or a second SIGTERM
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 def _main(argv: list[str]) -> int:

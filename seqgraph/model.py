@@ -10,7 +10,7 @@ import numpy as np
 from . import resources
 from .errors import Pos, SpecError, UsageError, did_you_mean
 from .graph.check import Checked, check
-from .graph.folded import FoldedGraph
+from .graph.folded import FoldedGraph, refs
 from .graph.unfold import step_key, unfold
 from .lang.elaborate import elaborate
 from .lang.parse import parse
@@ -134,14 +134,7 @@ class Model:
         if not 0.0 <= teacher <= 1.0:
             raise UsageError(f"teacher must be a probability in [0, 1], not {teacher}")
         self._check_names_and_ids({**(inputs or {}), **(targets or {})})
-        if grads:                       # a loss without its target would be 0, silently
-            missing = [t for t in dict.fromkeys(loss.target.var for loss in self.graph.losses)
-                       if self.graph.var(t).role == "target" and t not in (targets or {})]
-            if missing:
-                raise UsageError(f"the loss reads the target{'s' * (len(missing) > 1)} "
-                                 f"{', '.join(repr(t) for t in missing)}: give "
-                                 f"{'them' if len(missing) > 1 else 'it'} in targets "
-                                 f"(without, its loss would be 0 and every gradient zero)")
+        self._check_given(inputs or {}, targets or {}, grads)
         kw = {} if forest is None else {"forest": forest}
         if teacher < 1.0:
             kw["teacher"] = teacher
@@ -158,6 +151,34 @@ class Model:
         return res.loss, res.grads
 
     # ------------------------------------------------------------------ helpers
+    def _check_given(self, inputs: dict, targets: dict, grads: bool) -> None:
+        """Every input the equations read, and every target they read back, is given;
+        with grads, every target a loss reads too (without, its loss would be 0 and every
+        gradient zero, silently)."""
+        g = self.graph
+        read = self.__dict__.get("_read")
+        if read is None:             # what the equations and init values read, once
+            read = self._read = \
+                {r.var for v in g.hidden() for c in v.cases for r in refs(c.expr)} | \
+                {r.var for v in g.hidden() if v.init is not None for r in refs(v.init)}
+        for v in g.inputs():
+            if v.name in read and v.name not in inputs:
+                raise UsageError(f"'{v.name}' is an input of model '{g.name}': give it in "
+                                 f"inputs")
+        for v in g.targets():
+            if v.name in read and v.name not in targets:
+                raise UsageError(f"the model reads its target '{v.name}' back: give it in "
+                                 f"targets (-1 where a value is not known, as generation "
+                                 f"gives)")
+        if grads:
+            missing = [t for t in dict.fromkeys(loss.target.var for loss in g.losses)
+                       if g.var(t).role == "target" and t not in targets]
+            if missing:
+                raise UsageError(f"the loss reads the target{'s' * (len(missing) > 1)} "
+                                 f"{', '.join(repr(t) for t in missing)}: give "
+                                 f"{'them' if len(missing) > 1 else 'it'} in targets "
+                                 f"(without, its loss would be 0 and every gradient zero)")
+
     def _check_names_and_ids(self, data: dict) -> None:
         """Every array names a variable, and ids are ids of its size (-1: padding): an
         id past the size would index another row of a matrix, or none."""

@@ -421,3 +421,19 @@ def test_an_init_value_without_a_batch_axis_has_the_right_gradient(executor, ini
     ins, tgs = {"c": rng.normal(size=(5, 4))}, {"y": rng.integers(0, 5, (5, 4))}
     grads = m.run(ins, tgs, grads=True).grads
     assert not gradcheck(m, lambda: m.run(ins, tgs).loss, grads, rng)
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_an_input_or_a_target_read_back_missing_from_the_batch_is_named(executor):
+    """Both executors used to raise a bare KeyError ('y', or "no value for ('y', 0)")."""
+    m = seqgraph.load(str(ROOT / "specs" / "seq2seq.sg"), dims={"Vx": 5, "Vy": 6},
+                      executor=executor)
+    x = np.zeros((2, 3), int)
+    with pytest.raises(seqgraph.UsageError) as e:
+        m.run({"x": x}, lengths={"u": 4})
+    assert str(e.value) == "the model reads its target 'y' back: give it in targets (-1 " \
+        "where a value is not known, as generation gives)"
+    with pytest.raises(seqgraph.UsageError) as e:
+        m.run({}, {"y": np.zeros((2, 4), int)}, lengths={"t": 3})
+    assert str(e.value) == "'x' is an input of model 'seq2seq': give it in inputs"
+    assert m.run({"x": x}, {"y": np.full((2, 4), -1)}).loss == 0.0

@@ -220,6 +220,25 @@ def test_interrupts_context_defers_the_first_signal_only(sigint):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_second_sigterm_exits_143(monkeypatch, capsys):
+    """The second signal stops at once, and the exit code names it: 128 + 15."""
+    from seqgraph import cli
+    with ck.Interrupts() as s:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert s.signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt) as e:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+    assert e.value.signum == signal.SIGTERM
+
+    def stopped(argv):
+        raise e.value
+    monkeypatch.setattr(cli, "_main", stopped)
+    assert cli.main(["train", "x.sg"]) == 143
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_an_echo_of_the_same_signal_is_not_a_second_one(sigint):
     """Under MPI a rank may get a SIGTERM twice at once (sent to every process of the
     job, and forwarded by mpiexec): within `echo` seconds the same signal is ignored;

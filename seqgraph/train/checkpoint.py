@@ -181,7 +181,9 @@ class Interrupts:
         if self.signal is not None:
             if signum == self.signal and time.monotonic() - self._at < self.echo:
                 return
-            raise KeyboardInterrupt
+            stop = KeyboardInterrupt()
+            stop.signum = signum         # the exit code says which (cli.main)
+            raise stop
         self.signal, self._at = signum, time.monotonic()
 
     def __enter__(self) -> Self:
