@@ -279,6 +279,14 @@ def test_set_values_are_checked_by_make_config_too():
         make_config({}, parse_sets(['data=chars("a.txt", feild="text")']))
 
 
+def test_a_key_set_twice_with_two_values_is_refused():
+    """The last would win silently; the same value twice is harmless."""
+    with pytest.raises(UsageError) as e:
+        parse_sets(["batch=8", "epochs=2", "batch = 16"])
+    assert str(e.value) == "--set batch is given twice (8, then 16): give it once"
+    assert parse_sets(["batch=8", "batch=8"]) == {"batch": 8}
+
+
 def test_select_is_checked_against_the_kind_of_model(tmp_path):
     """A tree model chooses best.npz by root, all or loss (a misspelling gets a
     did-you-mean); a sequence model by loss alone (above)."""

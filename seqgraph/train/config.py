@@ -424,7 +424,11 @@ def parse_sets(items: list[str]) -> dict:
         if not eq or not key:
             raise UsageError(f"--set {item!r}: expected key=value, e.g. --set batch=16")
         _known(key, "--set")
-        out[key] = _read_set(key, text.strip())
+        value = _read_set(key, text.strip())
+        if key in out and out[key] != value:
+            raise UsageError(f"--set {key} is given twice ({out.text[key]}, then "
+                             f"{text.strip()}): give it once")
+        out[key] = value
         out.text[key] = text.strip()
     return out
 
