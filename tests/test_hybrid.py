@@ -201,16 +201,56 @@ def test_training_steps_update_both_parts_as_the_interpreter_does():
         assert np.abs(mi.params[k] - mc.params[k]).max() < 1e-9, k
 
 
-DROPPED = TREE2SEQ.replace("o[u] = Wo @ s[u] + bo", "o[u] = Wo @ dropout(s[u], 0.3) + bo")
+@pytest.mark.parametrize("text, change", [
+    (TREE2SEQ, ("Wo @ s[u]", "Wo @ dropout(s[u], 0.3)")),              # after the loop
+    (TREE2SEQ, ("U @ s[u-1]", "U @ dropout(s[u-1], 0.3)")),            # in the loop
+    (TREE2SEQ, ("C @ c", "C @ dropout(c, 0.2)")),                      # of the cut
+    (TREE2SEQ, ("tanh(E @ w[n])", "dropout(tanh(E @ w[n]), 0.4)")),    # at the leaves
+    (BOTH, ("Cd @ c", "Cd @ dropout(c, 0.3)")),
+    (SEQUENCE_FIRST, ("Ux @ e[t-1]", "Ux @ dropout(e[t-1], 0.3)")),   # sequence first
+    (SEQUENCE_FIRST, ("o[n] = Ws @ h[n]", "o[n] = Ws @ dropout(h[n], 0.3)")),
+    # one part alone draws: in its own order, whatever the cut waits for
+    (BOTH, ("p[n] = Wn @ h[n]", "p[n] = Wn @ dropout(h[n], 0.3)")),
+    (SEQUENCE_FIRST, ("r[t] = Wg @ e[t]", "r[t] = Wg @ dropout(e[t], 0.3)"))],
+    ids=["output", "loop", "cut", "leaves", "both", "seq_loop", "seq_then_nodes",
+         "node_outputs_alone", "tagger_alone"])
+def test_training_with_dropout_draws_the_interpreters_masks_part_by_part(text, change):
+    """The interpreter draws the first part's masks before the second's when what draws
+    in the first part is needed by the cut and what draws in the second needs it: each
+    part then draws its masks as its executor does, from the same generator, in that
+    order. Values, loss and gradients as the interpreter's, the generator left in the
+    same state."""
+    mi, mc = _pair(text.replace(*change))
+    rng = np.random.default_rng(3)
+    for f in [random_forest(rng, 3), random_forest(rng, 4)]:
+        ins, tgs = _data(mi, f, rng)
+        gi, gc = np.random.default_rng(5), np.random.default_rng(5)
+        _same(mi.run(ins, tgs, grads=True, train=True, forest=f, rng=gi),
+              mc.run(ins, tgs, grads=True, train=True, forest=f, rng=gc))
+        assert gi.bit_generator.state == gc.bit_generator.state
+    assert tree_executor(mc.executor)._interp is None and \
+        interpreted(mc, training=True) is None
+    assert explain(mc)[-1] == "training with dropout: each part draws the interpreter's " \
+        "masks, the first part's first"
 
 
-@pytest.mark.parametrize("text, kw", [(DROPPED, {"train": True}),
-                                      (TREE2SEQ, {"teacher": 0.5})],
-                         ids=["dropout", "scheduled_sampling"])
-def test_runs_that_draw_random_numbers_are_the_interpreters(text, kw):
-    """Dropout masks and sampled feedback are drawn in the interpreter's order: such a
-    run goes to it whole, the same numbers drawn."""
-    mi, mc = _pair(text)
+@pytest.mark.parametrize("text, change, why", [
+    (BOTH.replace("Wo @ s[u]", "Wo @ dropout(s[u], 0.3)"),
+     ("p[n] = Wn @ h[n]", "p[n] = Wn @ dropout(h[n], 0.3)"),
+     "'p' draws dropout masks that the sequence does not wait for, so the interpreter "
+     "interleaves their draws"),
+    (SEQUENCE_FIRST.replace("Ws @ h[n]", "Ws @ dropout(h[n], 0.3)"),
+     ("r[t] = Wg @ e[t]", "r[t] = Wg @ dropout(e[t], 0.3)"),
+     "'r' draws dropout masks that the trees do not wait for, so the interpreter "
+     "interleaves their draws"),
+    (TREE2SEQ, ("teacher", "teacher"), None)], ids=["node_outputs", "tagger", "teacher"])
+def test_runs_whose_draws_interleave_are_the_interpreters(text, change, why):
+    """Masks the interpreter draws interleaved between the parts (both parts draw, one
+    where the other does not wait for it), and sampled feedback (teacher < 1), are drawn
+    by the interpreter itself: such a run goes to it whole, the same numbers drawn, and
+    train says why."""
+    mi, mc = _pair(text.replace(*change))
+    kw = {"train": True} if why else {"teacher": 0.5}
     rng = np.random.default_rng(7)
     f = random_forest(rng, 3)
     ins, tgs = _data(mi, f, rng)
@@ -218,50 +258,11 @@ def test_runs_that_draw_random_numbers_are_the_interpreters(text, kw):
     b = mc.run(ins, tgs, grads=True, forest=f, rng=np.random.default_rng(8), **kw)
     _same(a, b)
     assert tree_executor(mc.executor)._interp is not None
-
-
-def test_dropout_is_hybrid_when_not_training_and_training_says_so():
-    mi, mc = _pair(DROPPED)
-    rng = np.random.default_rng(9)
-    f = random_forest(rng, 3)
-    ins, tgs = _data(mi, f, rng)
-    _same(mi.run(ins, tgs, forest=f), mc.run(ins, tgs, forest=f))
-    _same(mi.run(ins, tgs, forest=f, grads=True), mc.run(ins, tgs, forest=f, grads=True))
-    assert tree_executor(mc.executor)._interp is None
-    lines = explain(mc)
-    assert [line for line in lines if "dropout" in line] == [
-        "training with dropout: interpreted (the two parts would draw the masks in "
-        "another order than the interpreter)"]               # no part says otherwise
-    assert interpreted(mc) is None and interpreted(mc, training=True) == \
-        "with dropout, the two parts would draw the masks in another order than the " \
-        "interpreter"
-
-
-def test_the_cut_of_trees_that_read_the_sequence():
-    parts = split(seqgraph.read_spec("t.sg", text=SEQUENCE_FIRST).graph)
-    assert parts.first == "seq" and parts.cut == ("q", "e[end]", "e[1]")
-    assert [v.name for v in parts.seq.hidden()] == ["e", "q", "r", "e[end]", "e[1]"]
-    assert parts.tree_losses == (0,) and parts.seq_losses == (1,)
-    _, mc = _pair(SEQUENCE_FIRST)
-    assert explain(mc)[0] == ("the sequence first, then the trees: q, e[end], e[1] handed "
-                              "from one to the other (per example), its gradient back")
-
-
-@pytest.mark.parametrize("text, why", [
-    (EACH_OTHER, "the trees and the sequence read each other ('h' over the tree reads "
-                 "the sequence, 'r' over the sequence the trees)"),
-    (TREE2SEQ.replace("U @ s[u-1]", "bilinear(T, s[u-1], c)").replace("param E,",
-                                                                       "param T, E,"),
-     "op 'bilinear' inside a cycle")], ids=["each_other", "decoder_not_compiled"])
-def test_models_the_hybrid_does_not_run_are_interpreted_and_it_says_why(text, why):
-    mi, mc = _pair(text, dims={"V": 7, "K": 5})
-    assert why in interpreted(mc)
-    assert explain(mc)[0].startswith("trees and sequence interpreted: ") and \
-        why in explain(mc)[0]
-    rng = np.random.default_rng(10)
-    f = random_forest(rng, 3)
-    ins, tgs = _data(mi, f, rng, U=3)
-    _same(mi.run(ins, tgs, grads=True, forest=f), mc.run(ins, tgs, grads=True, forest=f))
+    if why:
+        assert interpreted(mc) is None and interpreted(mc, training=True) == \
+            f"with dropout, {why}"
+        assert explain(mc)[-1] == f"training with dropout: interpreted ({why})"
+        _same(mi.run(ins, tgs, forest=f, grads=True), mc.run(ins, tgs, forest=f, grads=True))
 
 
 # a loss on the trees' side read against the decoder's target (y[1]): the loss goes

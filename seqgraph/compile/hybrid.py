@@ -24,10 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import networkx as nx
+import numpy as np
 
 from ..graph.folded import NONE, Apply, Case, Ref, Var, refs
 from ..model import Model, _carried
 from .fallback import FallsBack, has_dropout
+from .masks import sites
 from .plan import Unsupported
 
 __all__ = ["HybridExecutor", "split"]
@@ -173,7 +175,6 @@ class Part(Model):
 
 
 # ------------------------------------------------------------------------- the executor
-DROPOUT = "the two parts would draw the masks in another order than the interpreter"
 
 
 class HybridExecutor(FallsBack):
@@ -193,22 +194,43 @@ class HybridExecutor(FallsBack):
             self.seq = CompiledExecutor(Part(model, p.seq, made))
             if p.first == "seq":
                 self.tree.cut_inputs = frozenset(p.cut)
-            if self.has_dropout:      # training is the interpreter's: nothing is fused
-                self.seq.fused_out = {}
             why = self.tree.fallback or self.seq.fallback
             if why:
                 raise Unsupported(why)
         except Unsupported as e:
             self.fallback = str(e)
+        self.no_masks = None if self.fallback or not self.has_dropout else self._no_masks()
+
+    def _no_masks(self) -> str | None:
+        """Why training with dropout cannot draw the interpreter's masks part by part
+        (None: it can). The interpreter draws node by node in its schedule, where a
+        per-example value comes as soon as it can. When one part alone draws, its draws
+        are in its own order; when both do, the first part's all come before the
+        second's if every variable that draws in the first part is needed by the cut
+        and every one in the second part needs it."""
+        why = self.tree.no_masks or self.seq.no_masks
+        if why or not (has_dropout(self.parts.tree) and has_dropout(self.parts.seq)):
+            return why
+        g, p = self.g.nx(), self.parts
+        sources = [n for n in p.cut if n in g] + [var for _, var, _ in p.made]
+        before = set(sources).union(*(nx.ancestors(g, n) for n in sources))
+        after = set(sources).union(*(nx.descendants(g, n) for n in sources)) - set(sources)
+        first = p.tree if p.first == "tree" else p.seq
+        other = "the sequence does" if p.first == "tree" else "the trees do"
+        for v in self.g.hidden():
+            if not any(sites(c.expr) for c in v.cases):
+                continue
+            if v.name in first.var_map and v.name not in before:
+                return f"'{v.name}' draws dropout masks that {other} not wait for, " \
+                    "so the interpreter interleaves their draws"
+            if v.name not in first.var_map and v.name not in after:
+                return f"'{v.name}' draws dropout masks without waiting for the cut, so " \
+                    "the interpreter interleaves their draws"
+        return None
 
     @property
     def order(self) -> tuple:
         return ("tree", "seq") if self.parts.first == "tree" else ("seq", "tree")
-
-    @property
-    def training_fallback(self) -> str | None:
-        """Why training runs in the interpreter (None: it does not)."""
-        return self.fallback or (f"with dropout, {DROPOUT}" if self.has_dropout else None)
 
     def explain(self) -> list:
         if self.fallback:
@@ -220,18 +242,23 @@ class HybridExecutor(FallsBack):
         head = f"{names[a]} first, then {names[b]}: {', '.join(cut)} handed from one to " \
             "the other (per example), its gradient back" if cut else \
             f"{names[a]} and {names[b]} apart: nothing read from one by the other"
+        drop = [f"training with dropout: interpreted ({self.no_masks})"] \
+            if self.no_masks else ["training with dropout: each part draws the "
+                                   "interpreter's masks, the first part's first"] \
+            if self.has_dropout else []
         return ([head]
                 + [f"  {line}" for kind in self.order for line in parts[kind].explain()
-                   if not line.startswith("training with dropout")]
-                + ([f"training with dropout: interpreted ({DROPOUT})"]
-                   if self.has_dropout else []))
+                   if not line.startswith("training with dropout")] + drop)
 
     def run(self, inputs, targets=None, carry=None, train=False, grads=False, rng=None,
             lengths=None, forest=None, **kw):
         kw = {k: v for k, v in kw.items() if not (k == "teacher" and v >= 1.0)}
-        if self.fallback or kw or forest is None or (train and self.has_dropout):
+        if self.fallback or kw or forest is None or \
+                (train and self.has_dropout and self.no_masks):
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, forest=forest, **kw)
+        rng = rng or np.random.default_rng(0)
+        before = rng.bit_generator.state       # what the interpreter starts from, if needed
         data = (inputs or {}, targets or {}, carry, lengths, train, rng, forest)
         self.m.batch_shape({**data[0], **data[1]}, lengths, forest)    # the whole's errors
         try:
@@ -243,6 +270,7 @@ class HybridExecutor(FallsBack):
                 given = {n: run.value(n) for n in self.parts.cut}
             return self._joined(runs, results, grads)
         except Unsupported:                   # the compiled executor gave up
+            rng.bit_generator.state = before  # the interpreter draws the same masks
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, forest=forest)
 
@@ -257,7 +285,9 @@ class HybridExecutor(FallsBack):
         if kind == "tree":
             return TreeRun(self.tree, ins, tgs, train, rng, forest)
         scalar, ex_len = self.seq._lengths(ins, tgs, lengths)
-        return SeqRun(self.seq, ins, tgs, carry, scalar, ex_len)
+        run = SeqRun(self.seq, ins, tgs, carry, scalar, ex_len)
+        run.masks = self.seq.masks(train, rng, run.lengths, run.B)
+        return run
 
     def _joined(self, runs, results, grads):
         """One result of the two parts': losses summed (their terms under the whole
