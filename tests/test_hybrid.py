@@ -208,18 +208,16 @@ def test_training_steps_update_both_parts_as_the_interpreter_does():
     (TREE2SEQ, ("tanh(E @ w[n])", "dropout(tanh(E @ w[n]), 0.4)")),    # at the leaves
     (BOTH, ("Cd @ c", "Cd @ dropout(c, 0.3)")),
     (SEQUENCE_FIRST, ("Ux @ e[t-1]", "Ux @ dropout(e[t-1], 0.3)")),   # sequence first
-    (SEQUENCE_FIRST, ("o[n] = Ws @ h[n]", "o[n] = Ws @ dropout(h[n], 0.3)")),
-    # one part alone draws: in its own order, whatever the cut waits for
-    (BOTH, ("p[n] = Wn @ h[n]", "p[n] = Wn @ dropout(h[n], 0.3)")),
+    (BOTH, ("p[n] = Wn @ h[n]", "p[n] = Wn @ dropout(h[n], 0.3)")),   # not for the cut
     (SEQUENCE_FIRST, ("r[t] = Wg @ e[t]", "r[t] = Wg @ dropout(e[t], 0.3)"))],
-    ids=["output", "loop", "cut", "leaves", "both", "seq_loop", "seq_then_nodes",
-         "node_outputs_alone", "tagger_alone"])
+    ids=["output", "loop", "cut", "leaves", "both", "seq_loop", "node_outputs",
+         "tagger"])
 def test_training_with_dropout_draws_the_interpreters_masks_part_by_part(text, change):
-    """The interpreter draws the first part's masks before the second's when what draws
-    in the first part is needed by the cut and what draws in the second needs it: each
-    part then draws its masks as its executor does, from the same generator, in that
-    order. Values, loss and gradients as the interpreter's, the generator left in the
-    same state."""
+    """One part draws: the first part anywhere (its nodes never wait for the second's,
+    so its draws keep their order), or the second where each of its variables waits
+    for every value at the cut. The part draws its masks as its executor does, from the
+    run's generator. Values, loss and gradients as the interpreter's, the generator
+    left in the same state."""
     mi, mc = _pair(text.replace(*change))
     rng = np.random.default_rng(3)
     for f in [random_forest(rng, 3), random_forest(rng, 4)]:
@@ -234,21 +232,34 @@ def test_training_with_dropout_draws_the_interpreters_masks_part_by_part(text, c
         "masks, the first part's first"
 
 
+BOTH_DRAW = "both parts draw dropout masks, and the interpreter interleaves their draws"
+# a decoder variable that reads a per-example value of an input, not the trees' c
+EARLY = TREE2SEQ.replace("input  w[n] : onehot(V)", "input  w[n] : onehot(V)\ninput z : vec(3)") \
+    .replace("param E,", "param Wk, Wm, Wq, E,").replace(
+        "o[u] = Wo @ s[u] + bo", "k : 3 = tanh(Wk @ z)\nm[u] : 3 = Wm @ dropout(k, 0.3)\n"
+                                 "o[u] = Wo @ s[u] + Wq @ m[u] + bo")
+
+
 @pytest.mark.parametrize("text, change, why", [
     (BOTH.replace("Wo @ s[u]", "Wo @ dropout(s[u], 0.3)"),
-     ("p[n] = Wn @ h[n]", "p[n] = Wn @ dropout(h[n], 0.3)"),
-     "'p' draws dropout masks that the sequence does not wait for, so the interpreter "
-     "interleaves their draws"),
+     ("p[n] = Wn @ h[n]", "p[n] = Wn @ dropout(h[n], 0.3)"), BOTH_DRAW),
+    (TREE2SEQ.replace("Wo @ s[u]", "Wo @ dropout(s[u], 0.3)"),
+     ("tanh(E @ w[n])", "dropout(tanh(E @ w[n]), 0.4)"), BOTH_DRAW),
     (SEQUENCE_FIRST.replace("Ws @ h[n]", "Ws @ dropout(h[n], 0.3)"),
-     ("r[t] = Wg @ e[t]", "r[t] = Wg @ dropout(e[t], 0.3)"),
-     "'r' draws dropout masks that the trees do not wait for, so the interpreter "
-     "interleaves their draws"),
-    (TREE2SEQ, ("teacher", "teacher"), None)], ids=["node_outputs", "tagger", "teacher"])
+     ("r[t] = Wg @ e[t]", "r[t] = Wg @ dropout(e[t], 0.3)"), BOTH_DRAW),
+    (EARLY, ("m[u]", "m[u]"), "'s' does not wait for every value at the cut, so the "
+     "interpreter draws some masks before the cut is complete"),
+    (SEQUENCE_FIRST, ("o[n] = Ws @ h[n]", "o[n] = Ws @ dropout(h[n], 0.3)"),
+     "'h' does not wait for every value at the cut, so the interpreter draws some masks "
+     "before the cut is complete"),
+    (TREE2SEQ, ("init s", "init s"), None)],
+    ids=["node_outputs_and_decoder", "leaves_and_decoder", "tagger_and_nodes",
+         "decoder_early", "nodes_early", "teacher"])
 def test_runs_whose_draws_interleave_are_the_interpreters(text, change, why):
-    """Masks the interpreter draws interleaved between the parts (both parts draw, one
-    where the other does not wait for it), and sampled feedback (teacher < 1), are drawn
-    by the interpreter itself: such a run goes to it whole, the same numbers drawn, and
-    train says why."""
+    """Masks the interpreter draws interleaved between the parts (both parts draw, or
+    the second draws before the cut is complete), and sampled feedback (teacher < 1),
+    are drawn by the interpreter itself: such a run goes to it whole, the same numbers
+    drawn, and train says why."""
     mi, mc = _pair(text.replace(*change))
     kw = {"train": True} if why else {"teacher": 0.5}
     rng = np.random.default_rng(7)

@@ -29,7 +29,6 @@ import numpy as np
 from ..graph.folded import NONE, Apply, Case, Ref, Var, refs
 from ..model import Model, _carried
 from .fallback import FallsBack, has_dropout
-from .masks import sites
 from .plan import Unsupported
 
 __all__ = ["HybridExecutor", "split"]
@@ -152,6 +151,29 @@ def _part(graph, indexes, hidden, losses, inputs):
                    losses=losses)
 
 
+def _waits(graph, v, cut) -> bool:
+    """Does every instance of `v` (every step or node) depend on every value at the cut
+    (inputs of `graph`)? Each case of v must read, at its own step or node (or at a
+    child, at the root, at an end), each cut value or a variable that waits; a read
+    through a delay does not count (the first step reads the value before it)."""
+    def covers(w, x, seen) -> bool:
+        if w.name == x:
+            return True
+        if w.name in seen:                   # itself at a child: by induction on height
+            return True
+        if w.role != "hidden":
+            return False
+        return all(any(_same_step(r) and covers(graph.var(r.var), x, seen | {w.name})
+                       for r in refs(c.expr)) for c in w.cases)
+
+    return all(covers(v, x, frozenset()) for x in cut)
+
+
+def _same_step(r) -> bool:
+    """A read that depends on an instance at every instance: no delay or advance."""
+    return r.shift.kind != "rel" or r.shift.k == 0
+
+
 def _reads(v) -> set:
     """The names a variable's equations and init value read."""
     exprs = [c.expr for c in v.cases] + ([v.init] if v.init is not None else [])
@@ -203,29 +225,25 @@ class HybridExecutor(FallsBack):
 
     def _no_masks(self) -> str | None:
         """Why training with dropout cannot draw the interpreter's masks part by part
-        (None: it can). The interpreter draws node by node in its schedule, where a
-        per-example value comes as soon as it can. When one part alone draws, its draws
-        are in its own order; when both do, the first part's all come before the
-        second's if every variable that draws in the first part is needed by the cut
-        and every one in the second part needs it."""
+        (None: it can). The interpreter draws node by node in its schedule, a greedy
+        topological order (the smallest step first). The first part's nodes never wait
+        for the second's, so its draws keep their order whatever comes between them;
+        so do the second part's when every one of its nodes waits for every value at
+        the cut (`_waits`), since none can come before the cut is complete. Then one
+        part may draw; when both do, the interpreter interleaves their draws."""
         why = self.tree.no_masks or self.seq.no_masks
-        if why or not (has_dropout(self.parts.tree) and has_dropout(self.parts.seq)):
+        if why:
             return why
-        g, p = self.g.nx(), self.parts
-        sources = [n for n in p.cut if n in g] + [var for _, var, _ in p.made]
-        before = set(sources).union(*(nx.ancestors(g, n) for n in sources))
-        after = set(sources).union(*(nx.descendants(g, n) for n in sources)) - set(sources)
-        first = p.tree if p.first == "tree" else p.seq
-        other = "the sequence does" if p.first == "tree" else "the trees do"
-        for v in self.g.hidden():
-            if not any(sites(c.expr) for c in v.cases):
-                continue
-            if v.name in first.var_map and v.name not in before:
-                return f"'{v.name}' draws dropout masks that {other} not wait for, " \
-                    "so the interpreter interleaves their draws"
-            if v.name not in first.var_map and v.name not in after:
-                return f"'{v.name}' draws dropout masks without waiting for the cut, so " \
-                    "the interpreter interleaves their draws"
+        p = self.parts
+        one, two = (p.tree, p.seq) if p.first == "tree" else (p.seq, p.tree)
+        if has_dropout(one) and has_dropout(two):
+            return "both parts draw dropout masks, and the interpreter interleaves " \
+                "their draws"
+        if has_dropout(two):
+            early = next((v.name for v in two.hidden() if not _waits(two, v, p.cut)), None)
+            if early is not None:
+                return f"'{early}' does not wait for every value at the cut, so the " \
+                    "interpreter draws some masks before the cut is complete"
         return None
 
     @property
