@@ -221,11 +221,11 @@ def forecast(t, args, loss) -> int:
     undone on the output): a table with a header, the step, its input and the
     prediction. A loss read at one step (`mse(o[end], y[end])`) trains no other
     step's output: only that step's line is written."""
-    output = loss.output.var
     from ..errors import UsageError
     from ..graph.report import loader_args
     from ..train.loaders import split_numbers
     from ..train.session import trained_config
+    output = loss.output.var
     name = t.binding.input
     D = t.model.sizes[name]
     steps = [p for p in args.input.split(";") if p.strip()] if D > 1 else \

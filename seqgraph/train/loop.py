@@ -42,6 +42,7 @@ from .schedules import make_schedule
 # mpiexec (a job's every process signalled at once), not a second that stops at once
 ECHO = 2.0
 
+
 class TrainingDiverged(SeqgraphError):
     """The loss or a gradient became NaN or infinite: training stops, naming where."""
 
