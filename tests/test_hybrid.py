@@ -207,10 +207,11 @@ def test_training_steps_update_both_parts_as_the_interpreter_does():
     (TREE2SEQ, ("C @ c", "C @ dropout(c, 0.2)")),                      # of the cut
     (TREE2SEQ, ("tanh(E @ w[n])", "dropout(tanh(E @ w[n]), 0.4)")),    # at the leaves
     (BOTH, ("Cd @ c", "Cd @ dropout(c, 0.3)")),
+    (BOTH, ("Rd @ h[root]", "Rd @ dropout(h[root], 0.3)")),       # a rewritten read
     (SEQUENCE_FIRST, ("Ux @ e[t-1]", "Ux @ dropout(e[t-1], 0.3)")),   # sequence first
     (BOTH, ("p[n] = Wn @ h[n]", "p[n] = Wn @ dropout(h[n], 0.3)")),   # not for the cut
     (SEQUENCE_FIRST, ("r[t] = Wg @ e[t]", "r[t] = Wg @ dropout(e[t], 0.3)"))],
-    ids=["output", "loop", "cut", "leaves", "both", "seq_loop", "node_outputs",
+    ids=["output", "loop", "cut", "leaves", "both", "root", "seq_loop", "node_outputs",
          "tagger"])
 def test_training_with_dropout_draws_the_interpreters_masks_part_by_part(text, change):
     """One part draws: the first part anywhere (its nodes never wait for the second's,

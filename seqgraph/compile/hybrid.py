@@ -46,6 +46,7 @@ class Split:
                               # inputs, computed by the first
     made: tuple               # (name, var, shift): a cut value made for a read var[root]
                               # (or var[end], var[1]) across the cut
+    rebuilt: dict             # a second-part expression rewritten -> the whole's
     tree_losses: tuple        # the whole model's loss numbers, in each part's order
     seq_losses: tuple
 
@@ -61,7 +62,7 @@ def split(graph) -> Split:
     seconds = tuple(i for i, loss in enumerate(graph.losses)
                     if {loss.output.var, loss.target.var} & second)
     firsts = tuple(i for i in range(len(graph.losses)) if i not in seconds)
-    cross, made = _crossing(graph.var_map, first, first_i)
+    cross, made, rebuilt = _crossing(graph.var_map, first, first_i)
     later = [replace(v, cases=tuple(replace(c, expr=cross(c.expr)) for c in v.cases),
                      init=None if v.init is None else cross(v.init)) for v in later]
     losses = {i: replace(graph.losses[i], output=cross(graph.losses[i].output),
@@ -78,7 +79,7 @@ def split(graph) -> Split:
                 [Var(n, role="input", index=None, kind="vec") for n in cut])
     tree, seq = (one, two) if first == "tree" else (two, one)
     return Split(first, tree, seq, cut,
-                 tuple((n, var, shift) for (var, shift), n in made.items()),
+                 tuple((n, var, shift) for (var, shift), n in made.items()), rebuilt,
                  firsts if first == "tree" else seconds,
                  seconds if first == "tree" else firsts)
 
@@ -112,17 +113,21 @@ def _order(graph) -> tuple:
 
 
 def _crossing(index: dict, first: str, first_i: str):
-    """(cross, made): `cross(expr)` is an expression of the second part with each read
-    over the first part's index `first_i` made a read of a per-example value made for it
-    (`h[root]` of the trees, `e[end]` or `e[1]` of the sequence), recorded in `made`
-    {(var, shift): name}; per-example values are read as they are. Data over `first_i`
-    read by the second part is Unsupported."""
-    made = {}
+    """(cross, made, rebuilt): `cross(expr)` is an expression of the second part with
+    each read over the first part's index `first_i` made a read of a per-example value
+    made for it (`h[root]` of the trees, `e[end]` or `e[1]` of the sequence), recorded
+    in `made` {(var, shift): name}; per-example values are read as they are; `rebuilt`
+    maps each rewritten expression to the whole's (what the checker knows of it: a
+    dropout's width). Data over `first_i` read by the second part is Unsupported."""
+    made, rebuilt = {}, {}
     places = {"tree": ("root",), "seq": ("end", "first")}[first]
 
     def cross(e):
         if isinstance(e, Apply):
-            return replace(e, args=tuple(cross(a) for a in e.args))
+            new = replace(e, args=tuple(cross(a) for a in e.args))
+            if new != e:
+                rebuilt[new] = e
+            return new
         if not isinstance(e, Ref) or index[e.var].index != first_i:
             return e
         v = index[e.var]
@@ -135,7 +140,7 @@ def _crossing(index: dict, first: str, first_i: str):
                               f"{' and '.join(places)} are)")
         made.setdefault((e.var, e.shift), at)
         return Ref(made[(e.var, e.shift)], NONE, e.pos)
-    return cross, made
+    return cross, made, rebuilt
 
 
 def _part(graph, indexes, hidden, losses, inputs):
@@ -182,11 +187,15 @@ def _reads(v) -> set:
 
 class Part(Model):
     """A model's view of one part of its graph: the model's parameters (the same
-    arrays, so an update is seen), sizes, dtype and start tokens, another graph."""
+    arrays, so an update is seen), sizes, dtype and start tokens, another graph (its
+    rewritten expressions' dropout widths as the whole's: `rebuilt`)."""
 
-    def __init__(self, whole, graph, sizes: dict):
+    def __init__(self, whole, graph, sizes: dict, rebuilt: dict):
         self.whole, self.graph = whole, graph
         self.sizes = {**whole.sizes, **sizes}
+        widths = whole.checked.dropouts
+        self.checked = replace(whole.checked, dropouts={
+            **widths, **{new: widths[old] for new, old in rebuilt.items() if old in widths}})
         self.carried = _carried(graph)
         self._schedules = {}      # Model.schedule's cache: this graph's, not the whole's
 
@@ -212,8 +221,8 @@ class HybridExecutor(FallsBack):
         try:
             self.parts = p = split(self.g)
             made = {n: model.sizes[v] for n, v, _ in p.made}
-            self.tree = TreeExecutor(Part(model, p.tree, made))
-            self.seq = CompiledExecutor(Part(model, p.seq, made))
+            self.tree = TreeExecutor(Part(model, p.tree, made, p.rebuilt))
+            self.seq = CompiledExecutor(Part(model, p.seq, made, p.rebuilt))
             if p.first == "seq":
                 self.tree.cut_inputs = frozenset(p.cut)
             why = self.tree.fallback or self.seq.fallback
