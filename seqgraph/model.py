@@ -10,7 +10,7 @@ import numpy as np
 from . import resources
 from .errors import Pos, SpecError, UsageError, did_you_mean
 from .graph.check import Checked, check
-from .graph.folded import FoldedGraph, refs
+from .graph.folded import FoldedGraph
 from .graph.unfold import step_key, unfold
 from .lang.elaborate import elaborate
 from .lang.parse import parse
@@ -118,6 +118,7 @@ class Model:
         resources.check_params(spec.path, self.param_shapes, self.dtype.itemsize)
         self.start_ids = dict(start_ids or {})
         self.carried = _carried(self.graph)
+        self.reads = set().union(*(v.reads for v in self.graph.hidden()))  # by equations
         self.params = init_params(self.graph, self.param_shapes, self.dtype, seed, param_init)
         self._schedules = {}
         self.executor_name = executor
@@ -155,12 +156,7 @@ class Model:
         """Every input the equations read, and every target they read back, is given;
         with grads, every target a loss reads too (without, its loss would be 0 and every
         gradient zero, silently)."""
-        g = self.graph
-        read = self.__dict__.get("_read")
-        if read is None:             # what the equations and init values read, once
-            read = self._read = \
-                {r.var for v in g.hidden() for c in v.cases for r in refs(c.expr)} | \
-                {r.var for v in g.hidden() if v.init is not None for r in refs(v.init)}
+        g, read = self.graph, self.reads
         for v in g.inputs():
             if v.name in read and v.name not in inputs:
                 raise UsageError(f"'{v.name}' is an input of model '{g.name}': give it in "

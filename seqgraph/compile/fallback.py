@@ -33,5 +33,4 @@ class FallsBack:
 def has_dropout(graph) -> bool:
     """Does some equation or init value apply dropout with p > 0? (The executors' mask
     layouts refuse one in an init value: the run is then the interpreter's.)"""
-    return any(sites(e) for v in graph.vars
-               for e in [c.expr for c in v.cases] + ([v.init] if v.init is not None else []))
+    return any(sites(e) for v in graph.vars for e in v.exprs)

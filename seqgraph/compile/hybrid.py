@@ -14,10 +14,11 @@ gradient of its input c (where its reads of c put it); that gradient seeds the f
 part's buffer for c before the first part's own backward pass, which carries it on to
 its parameters. The parameter gradients of the two parts add.
 
-What this does not cut (trees and sequence reading each other), a part that either
-executor would run interpreted, a run that draws random numbers (dropout while training,
-scheduled sampling) and a run the compiled executor gives up on go to the interpreter,
-whose results these equal (to rounding).
+Training with dropout runs in two parts where the part that draws makes the masks the
+interpreter would (`_no_masks`). What this does not cut (trees and sequence reading each
+other), a part that either executor would run interpreted, dropout draws the
+interpreter interleaves between the parts, scheduled sampling and a run the compiled
+executor gives up on go to the interpreter, whose results these equal (to rounding).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def split(graph) -> Split:
                      init=None if v.init is None else cross(v.init)) for v in later]
     losses = {i: replace(graph.losses[i], output=cross(graph.losses[i].output),
                          target=cross(graph.losses[i].target)) for i in seconds}
-    read = {n for v in later for n in _reads(v)} | \
+    read = {n for v in later for n in v.reads} | \
         {r.var for loss in losses.values() for r in (loss.output, loss.target)}
     cut = tuple(n for n in [*(v.name for v in earlier), *made.values()] if n in read)
     extra = [Var(name, "hidden", None, cases=(Case(Ref(var, shift)),))
@@ -147,7 +148,7 @@ def _part(graph, indexes, hidden, losses, inputs):
     """The graph of one part: `hidden` with the inputs and targets they and their
     `losses` read (in source order), after `inputs` (the cut)."""
     losses = tuple(losses)
-    read = {n for v in hidden for n in _reads(v)}
+    read = {n for v in hidden for n in v.reads}
     read |= {r.var for loss in losses for r in (loss.output, loss.target)}
     data = [v for v in graph.vars if v.role != "hidden" and v.name in read]
     order = {v.name: i for i, v in enumerate(graph.vars)}
@@ -177,12 +178,6 @@ def _waits(graph, v, cut) -> bool:
 def _same_step(r) -> bool:
     """A read that depends on an instance at every instance: no delay or advance."""
     return r.shift.kind != "rel" or r.shift.k == 0
-
-
-def _reads(v) -> set:
-    """The names a variable's equations and init value read."""
-    exprs = [c.expr for c in v.cases] + ([v.init] if v.init is not None else [])
-    return {r.var for e in exprs for r in refs(e)}
 
 
 class Part(Model):

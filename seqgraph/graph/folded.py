@@ -128,8 +128,7 @@ def fed_back(graph, name: str) -> bool:
     """True when some equation (or init value) reads variable `name` with a delay: a
     target read so is fed back (teacher forcing; what generation feeds its samples to)."""
     for v in graph.vars:
-        exprs = [c.expr for c in v.cases] + ([v.init] if v.init is not None else [])
-        for e in exprs:
+        for e in v.exprs:
             if any(r.var == name and r.shift.is_delay for r in refs(e)):
                 return True
     return False
@@ -170,6 +169,16 @@ class Var:
     @property
     def indexes(self) -> tuple:
         return tuple(i for i in (self.index, self.inner) if i is not None)
+
+    @property
+    def exprs(self) -> list:
+        """Its equations' expressions, then its init value's."""
+        return [c.expr for c in self.cases] + ([self.init] if self.init is not None else [])
+
+    @property
+    def reads(self) -> set:
+        """The names its equations and init value read."""
+        return {r.var for e in self.exprs for r in refs(e)}
 
     @property
     def is_ids(self) -> bool:
