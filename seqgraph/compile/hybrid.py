@@ -216,10 +216,9 @@ class HybridExecutor(FallsBack):
         try:
             self.parts = p = split(self.g)
             made = {n: model.sizes[v] for n, v, _ in p.made}
-            self.tree = TreeExecutor(Part(model, p.tree, made, p.rebuilt))
+            self.tree = TreeExecutor(Part(model, p.tree, made, p.rebuilt),
+                                     cut_inputs=p.cut if p.first == "seq" else ())
             self.seq = CompiledExecutor(Part(model, p.seq, made, p.rebuilt))
-            if p.first == "seq":
-                self.tree.cut_inputs = frozenset(p.cut)
             why = self.tree.fallback or self.seq.fallback
             if why:
                 raise Unsupported(why)

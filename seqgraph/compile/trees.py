@@ -563,7 +563,7 @@ class TreeExecutor(FallsBack):
     """Runs a tree model on a forest, level by level; the interpreter's signature and
     results (to rounding)."""
 
-    def __init__(self, model):
+    def __init__(self, model, cut_inputs=()):
         self.m, self.g = model, model.graph
         self.var_map = model.graph.var_map
         self.fallback = None
@@ -572,7 +572,7 @@ class TreeExecutor(FallsBack):
         except Unsupported as e:
             self.fallback, self.stages = str(e), []
         self.has_dropout = has_dropout(self.g)
-        self.cut_inputs = frozenset()     # inputs whose gradient a run keeps (hybrid.py)
+        self.cut_inputs = frozenset(cut_inputs)   # inputs that take a gradient (hybrid)
         self.mask_plan, self.no_masks = None, None
         if self.has_dropout and not self.fallback:
             try:
