@@ -93,6 +93,14 @@ class TorchModel:
     def zeros(self, n):
         return self.torch.zeros(n)
 
+    def only(self, bias, first: int):
+        """PyTorch has two biases where seqgraph has one: keep the part of `bias` from
+        `first` on trained (GRU's b_hn), the rest at 0, so that the two models stay one
+        (a second copy of a bias would double its steps and its share of the clip)."""
+        mask = self.torch.zeros_like(bias)
+        mask[first:] = 1
+        bias.register_hook(lambda g: g * mask)
+
     def step(self, b):
         torch = self.torch
         x, y = torch.from_numpy(b[0]), torch.from_numpy(b[1])
@@ -117,12 +125,14 @@ class TorchSeq2seq(TorchModel):
         self.enc = nn.RNN(D, H, batch_first=True)
         self.set(self.enc, weight_ih_l0="We", weight_hh_l0="Ue", bias_ih_l0="be",
                  bias_hh_l0=self.zeros(H))
+        self.only(self.enc.bias_hh_l0, H)
         self.Vc, self.Vi = nn.Linear(H, H, bias=False), nn.Linear(H, H, bias=False)
         self.set(self.Vc, weight="Vc"), self.set(self.Vi, weight="Vi")
         # s[u] = tanh(Wd s[u-1] + [Ud Cd] [F y[u-1]; c] + bd): an RNN over [F y; c]
         self.dec = nn.RNN(D + H, H, batch_first=True)
         self.set(self.dec, weight_ih_l0=self.cat("Ud", "Cd", dim=1), weight_hh_l0="Wd",
                  bias_ih_l0="bd", bias_hh_l0=self.zeros(H))
+        self.only(self.dec.bias_hh_l0, H)
         self.out = nn.Linear(2 * H + D, Vy)
         self.set(self.out, weight=self.cat("Oh", "Oy", "Oc", dim=1), bias="bo")
         self.modules = [self.E, self.F, self.enc, self.Vc, self.Vi, self.dec, self.out]
@@ -151,6 +161,7 @@ class TorchAttention(TorchModel):
                 f"weight_hh_l0{sfx}": self.cat(f"{d}.Ur", f"{d}.Uz", f"{d}.Un"),
                 f"bias_ih_l0{sfx}": self.cat(f"{d}.b_r", f"{d}.b_z", f"{d}.b_n"),
                 f"bias_hh_l0{sfx}": self.torch.cat([self.zeros(2 * H), P[f"{d}.b_hn"]])})
+            self.only(getattr(self.enc, f"bias_hh_l0{sfx}"), 2 * H)
         A = P["va"].shape[0]
         self.Wa, self.Ua = nn.Linear(S, A, bias=False), nn.Linear(2 * H, A, bias=False)
         self.va, self.Vi = nn.Linear(A, 1, bias=False), nn.Linear(2 * H, S)
@@ -162,6 +173,7 @@ class TorchAttention(TorchModel):
             [self.cat(w, c, dim=1) for w, c in (("Wr", "Cr"), ("Wz", "Cz"), ("Wn", "Cn"))]),
             weight_hh=self.cat("Ur", "Uz", "Un"), bias_ih=self.cat("b_r", "b_z", "b_n"),
             bias_hh=self.torch.cat([self.zeros(2 * S), P["b_hn"]]))
+        self.only(self.cell.bias_hh, 2 * S)
         self.out = nn.Linear(S + D + 2 * H, Vy)
         self.set(self.out, weight=self.cat("Oh", "Oy", "Oc", dim=1), bias="bo")
         self.modules = [self.E, self.F, self.enc, self.Wa, self.Ua, self.va, self.Vi,
