@@ -22,10 +22,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from seqgraph.cmd.train import _checkpoint_in
 from seqgraph.train.evaluate import edit_distance
 from seqgraph.train.generate import Generator, make_plan
-from seqgraph.train.session import restore
+from seqgraph.train.session import checkpoint_in, restore
 
 
 def read_words(path: Path) -> OrderedDict[tuple, list[list[str]]]:
@@ -61,7 +60,7 @@ def main(argv=None) -> None:
     ap.add_argument("--executor", default="interp", choices=["interp", "compiled"])
     args = ap.parse_args(argv)
 
-    t = restore(args.spec, _checkpoint_in(args.checkpoint), args.executor)
+    t = restore(args.spec, checkpoint_in(args.checkpoint), args.executor)
     src_vocab, tgt_vocab = t.vocab, t.vocab.target
     plan = make_plan(t.model, t.binding.target)
     gen = Generator(t.model, plan, start=t.binding.start_ids.get(t.binding.target),
