@@ -140,6 +140,24 @@ def test_a_resume_to_a_step_already_done_is_refused(work, capsys):
         "from the start of the run: give more than 5 to train on" in out.err, out.err
 
 
+def test_another_models_run_is_said_before_its_step_count(work, capsys):
+    """--resume of another model's run: the mismatch, not 'the run is at step 5'."""
+    assert train("run", "--steps", 5) == 0
+    (work / "other.sg").write_text(LM.replace("model lm", "model other").replace(
+        "dim H = 12", "dim H = 13"))
+    code, out = sg("train", "other.sg", "--resume", "run", "--steps", 3, "--quiet",
+                   capsys=capsys)
+    assert code == 2 and "was saved from model 'lm'" in out.err and "step 5" not in out.err
+
+
+def test_a_model_without_a_loss_is_not_trained(work, capsys):
+    (work / "noloss.sg").write_text(LM.replace("loss xent(o[t], y[t])", "").replace(
+        "o[t] = Wo", "o[t] : V = Wo"))
+    code, out = sg("train", "noloss.sg", "--out", "r", "--steps", 2, capsys=capsys)
+    assert code == 2 and "model 'lm' has no loss, so there is nothing to train" in out.err
+    assert not (work / "r").exists()
+
+
 def test_resume_with_other_settings_is_a_warning_naming_them(work, capsys):
     assert train("run", "--steps", 3, "--set", "optimizer=adam(lr = 0.01)") == 0
     capsys.readouterr()

@@ -60,14 +60,15 @@ def run(args) -> int:
         args.quiet = args.quiet or comm.rank > 0
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     spec = read_spec(args.spec)
+    _has_loss(args, spec)
     out = _run_folder(args, spec)
     resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
+    dims = _dims(args, spec, resumed)     # another model's checkpoint is said first
     _steps_left(args, resumed)            # before the data is read: nothing to train
     cfg = _config(args, spec, resumed)
     _another_run(args, out, speak)            # once the settings are good: no false alarm
     _warn_of_leaks(args, spec, cfg, speak)
     _warn_of_unused(args, spec, speak)
-    dims = _dims(args, spec, resumed)
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
@@ -98,6 +99,14 @@ def _check_limits(args) -> None:
         raise UsageError(f"--minutes must be a positive number of minutes (e.g. 0.5), not "
                          f"{args.minutes:g}; leave it out for no time limit")
     _one_process_under_mpi(args)
+
+
+def _has_loss(args, spec) -> None:
+    """A model without a loss has nothing to minimise: refused, not trained on zeros."""
+    if not spec.graph.losses:
+        raise UsageError(f"{args.spec}: model '{spec.name}' has no loss, so there is "
+                         f"nothing to train (check and the Python API run it); add one "
+                         f"such as `loss xent(o[t], y[t])` (docs/language.md)")
 
 
 def _steps_left(args, resumed) -> None:
