@@ -15,7 +15,22 @@ def did_you_mean(name, known) -> str:
     name, known = str(name), sorted(known)
     same = [k for k in known if k.lower() == name.lower()]
     near = same or difflib.get_close_matches(name, known, 1)
+    if not near:        # short names: difflib's ratio misses one wrong letter (W0: Wo)
+        near = [k for k in known if _one_edit(name, k)][:1]
     return f"did you mean '{near[0]}'?" if near else ""
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """True when one letter replaced, added, removed, or two neighbours swapped turn a
+    into b, both of two letters or more (any one-letter name is one edit from another)."""
+    if a == b or abs(len(a) - len(b)) > 1 or min(len(a), len(b)) < 2:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = sorted((a, b), key=len)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 @dataclass(frozen=True)

@@ -127,14 +127,23 @@ class Interpreter:
             # holds it (`softmax over t (dropout(x))` reads x twice: one mask)
             key = (id(e), tuple(sorted(env.items())))
             if key not in self.dropped:
-                self.dropped[key] = self.tape.apply(
-                    e.op, [self._eval(e.args[0], var, env)], e.attrs, self.ctx)
+                x = self._per_example(self._eval(e.args[0], var, env), env)
+                self.dropped[key] = self.tape.apply(e.op, [x], e.attrs, self.ctx)
             return self.dropped[key]
         args = [self._eval(a, var, env) for a in e.args]
         attrs = e.attrs
         if e.op is ops.Op.ONEHOT:
             attrs = (("size", self.m.sizes[e.args[0].var]), ("dtype", self.m.dtype))
         return self.tape.apply(e.op, args, attrs, self.ctx)
+
+    def _per_example(self, i: int, env: dict) -> int:
+        """A value with no batch axis (made of parameters alone: `init h = tanh(I)`)
+        broadcast to [B, n], so that a dropout of it draws a mask per example, as the
+        language says. A tree node is a batch of one: its [n] value is left as it is."""
+        if np.ndim(self.tape.vals[i]) != 1 or any(k in self.trees for k in env):
+            return i
+        zeros = self.tape.leaf(np.zeros((self.B, self.tape.vals[i].shape[0]), self.m.dtype))
+        return self.tape.apply(ops.Op.ADD, [i, zeros], (), self.ctx)
 
     def _reduce(self, e: Apply, var, env: dict) -> int:
         """`sum over t (E)`: E at every step of t, reduced in one op (padded steps
@@ -291,14 +300,15 @@ class Interpreter:
             if v.role != "hidden":
                 continue
             if v.index is None:
-                out[v.name] = self.tape.vals[self.nodes[(v.name, None)]]
+                out[v.name] = self._batched(self.tape.vals[self.nodes[(v.name, None)]])
             elif v.inner is not None:          # [B, U, T, n]
                 U, T = self.lengths[v.index], self.lengths[v.inner]
                 out[v.name] = np.stack([np.stack([self.tape.vals[self.nodes[
                     (v.name, (a, b))]] for b in range(T)], axis=1) for a in range(U)],
                     axis=1)
             else:
-                rows = [self.tape.vals[self.nodes[(v.name, s)]]
+                rows = [self._batched(self.tape.vals[self.nodes[(v.name, s)]],
+                                      v.index in self.trees)
                         for s in range(self.lengths[v.index])]
                 out[v.name] = np.concatenate(rows) if v.index in self.trees else \
                     np.stack(rows, axis=1)
@@ -316,5 +326,15 @@ class Interpreter:
                 continue
             ids = [self.nodes[(name, L - j)] if L - j >= 0 else
                    self._outside(Outside(name, j - L, True)) for j in range(1, k + 1)]
-            out[name] = [np.array(self.tape.vals[i], copy=True) for i in ids]
+            if self.g.var(name).is_ids:           # a target fed back: ids [B], as they are
+                out[name] = [np.array(self.tape.vals[i], copy=True) for i in ids]
+            else:
+                out[name] = [self._batched(self.tape.vals[i]).copy() for i in ids]
         return out
+
+    def _batched(self, value, node: bool = False):
+        """A value as the results give it: [B, n] (a tree node's [1, n]), also where it
+        was computed once for the whole batch from parameters alone ([n])."""
+        if np.ndim(value) != 1:
+            return value
+        return np.broadcast_to(value, (1 if node else self.B, value.shape[0])).copy()

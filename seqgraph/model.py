@@ -10,7 +10,7 @@ import numpy as np
 from . import resources
 from .errors import Pos, SpecError, UsageError, did_you_mean
 from .graph.check import Checked, check
-from .graph.folded import FoldedGraph
+from .graph.folded import FoldedGraph, refs
 from .graph.unfold import step_key, unfold
 from .lang.elaborate import elaborate
 from .lang.parse import parse
@@ -36,8 +36,10 @@ class Spec:
         return self.checked.unbound()
 
 
-def read_spec(path: str, text: str | None = None) -> Spec:
-    """Parse, elaborate and check a .sg file (or `text`, reported as `path`)."""
+def read_spec(path: str, text: str | None = None, dims: dict | None = None) -> Spec:
+    """Parse, elaborate and check a .sg file (or `text`, reported as `path`). Its sizes
+    are checked with the names the data binds left open; where that fails, with the
+    sizes `dims` gives them (`--dim V=8`: `h[t] + x[t]` with h of 8, x : onehot(V))."""
     if text is None:
         try:
             with open(path, "rb") as f:
@@ -47,7 +49,13 @@ def read_spec(path: str, text: str | None = None) -> Spec:
         # a byte-order mark (Windows editors write one) is no part of the spec
         text = _decode(raw, path).removeprefix("\ufeff")
     graph = elaborate(parse(text, path))
-    return Spec(path, text, graph, check(graph))
+    try:
+        checked = check(graph)
+    except SpecError:
+        if not dims:
+            raise
+        checked = check(graph, dims)
+    return Spec(path, text, graph, checked)
 
 
 def _decode(raw: bytes, path: str) -> str:
@@ -297,6 +305,7 @@ class Model:
 def _schedule(graph: FoldedGraph, lengths: dict, forest=None) -> list:
     """The hidden nodes of the unfolded DAG in a topological order."""
     g = unfold(graph, lengths, forest)
+    _ends_wait(graph, g, lengths)
     roles = {v.name: v.role for v in graph.vars}
     order = {v.name: i for i, v in enumerate(graph.vars)}
 
@@ -304,6 +313,24 @@ def _schedule(graph: FoldedGraph, lengths: dict, forest=None) -> list:
         return (step_key(n[1]), order[n[0]])
     return [n for n in nx.lexicographical_topological_sort(g, key=key)
             if roles[n[0]] == "hidden"]
+
+
+def _ends_wait(graph: FoldedGraph, g, lengths: dict) -> None:
+    """A read of x[end] waits for every step of x. The unfolded DAG reads the array's
+    last step, but with per-example lengths `end` is each example's own last step, any
+    of them: a recurrence backward in time computes its last step first, and its reader
+    would otherwise run before the other steps exist."""
+    added = []
+    for v in graph.hidden():
+        ends = {r.var for e in v.exprs for r in refs(e) if r.shift.kind == "end"}
+        mine = [n for n in g if n[0] == v.name]
+        for x in ends - {v.name}:
+            index = graph.var(x).index
+            steps = [(x, s) for s in range(lengths.get(index, 0)) if (x, s) in g]
+            added += [(a, b) for a in steps[:-1] for b in mine if not g.has_edge(a, b)]
+    g.add_edges_from(added)
+    if added and not nx.is_directed_acyclic_graph(g):   # x's steps read v: as before
+        g.remove_edges_from(added)
 
 
 def _carried(graph: FoldedGraph) -> dict:
@@ -368,4 +395,4 @@ def initialise(how: tuple, shape: tuple, rng) -> np.ndarray:
 
 def load(path: str, dims=None, dtype="float32", seed=0, executor="interp", **kw) -> Model:
     """read_spec + Model in one call."""
-    return Model(read_spec(path), dims=dims, dtype=dtype, seed=seed, executor=executor, **kw)
+    return Model(read_spec(path, dims=dims), dims=dims, dtype=dtype, seed=seed, executor=executor, **kw)

@@ -423,6 +423,56 @@ def test_an_init_value_without_a_batch_axis_has_the_right_gradient(executor, ini
     assert not gradcheck(m, lambda: m.run(ins, tgs).loss, grads, rng)
 
 
+DROPPED_CONST = """
+input x[t] : onehot(V)
+target y[t] : class(K)
+param W, U, I, Wo, bk, Wk
+{lines}
+o[t] = Wo @ h[t] + Wk @ k
+loss xent(o[t], y[t])
+"""
+
+
+@pytest.mark.parametrize("lines", [
+    "h[t] : 3 = tanh(W @ x[t] + U @ dropout(h[t-1], 0.5))\ninit h = I\nk : 3 = tanh(bk)",
+    "h[t] : 3 = tanh(W @ x[t] + U @ dropout(h[t+1], 0.5))\ninit h = I\nk : 3 = tanh(bk)",
+    "h[t] : 3 = tanh(W @ x[t] + U @ h[t-1] + I)\nk : 3 = dropout(tanh(bk), 0.5)"],
+    ids=["init", "init-backward", "per-example"])
+def test_a_dropout_of_a_value_of_parameters_alone_draws_per_example(lines):
+    """Review 18: the interpreter drew one mask [n] for all examples where the compiled
+    executor draws one per example ([B, n]), as the language says: they differed while
+    training. The values of such variables are [B, n] from both (it was [n])."""
+    from conftest import randomise_params
+    spec = seqgraph.read_spec("d.sg", text=DROPPED_CONST.format(lines=lines))
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (3, 2)), rng.integers(0, 3, (3, 2))
+    res, states = [], []
+    for executor in ("interp", "compiled"):
+        m = seqgraph.Model(spec, dims={"V": 4, "K": 3}, dtype="float64", seed=1,
+                           executor=executor)
+        randomise_params(m, np.random.default_rng(2))
+        draws = np.random.default_rng(7)
+        res.append(m.run({"x": x}, {"y": y}, train=True, grads=True, rng=draws))
+        states.append(draws.random())
+    a, b = res
+    assert a.loss == pytest.approx(b.loss, rel=1e-12) and states[0] == states[1]
+    for p in a.grads:
+        np.testing.assert_allclose(a.grads[p], b.grads[p], rtol=1e-10, atol=1e-14)
+    assert a.values["k"].shape == b.values["k"].shape == (3, 3)
+    masks = a.values["k"] / np.tanh(m.params["bk"])
+    if "dropout(tanh" in lines:                  # one mask an example: rows differ
+        assert len({tuple(r) for r in masks}) > 1
+
+
+def test_a_carried_state_of_parameters_alone_is_per_example():
+    spec = seqgraph.read_spec("c.sg", text=DROPPED_CONST.format(
+        lines="h[t] : 3 = tanh(W @ x[t] + U @ h[t-2])\ninit h = tanh(I)\nk : 3 = bk"))
+    x, y = np.zeros((2, 1), int), np.zeros((2, 1), int)
+    shapes = [[c.shape for c in seqgraph.Model(spec, dims={"V": 4, "K": 3}, executor=ex)
+               .run({"x": x}, {"y": y}).carry["h"]] for ex in ("interp", "compiled")]
+    assert shapes[0] == shapes[1] == [(2, 3), (2, 3)]
+
+
 @pytest.mark.parametrize("executor", ["interp", "compiled"])
 def test_an_input_or_a_target_read_back_missing_from_the_batch_is_named(executor):
     """Both executors used to raise a bare KeyError ('y', or "no value for ('y', 0)")."""

@@ -111,3 +111,46 @@ def test_teacher_outside_zero_one_is_refused():
     x = np.zeros((1, 2), dtype=int)
     with pytest.raises(seqgraph.UsageError, match="teacher"):
         m.run({"x": x}, {"y": x}, teacher=1.5)
+
+
+BACKWARD_END = """\
+input x[t] : onehot(V)
+target yc : class(K)
+param W, U, Wq
+g[t] : 3 = tanh(W @ x[t] + U @ g[t+1])
+q = Wq @ {read}
+loss xent(q, yc)
+"""
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_the_end_of_a_backward_recurrence_in_a_padded_batch(executor):
+    """g[end] of g running backward in time is each example's own last step, which such
+    a recurrence computes first: q waits for every step (it used to be scheduled after
+    the array's last step only, and the interpreter failed with a KeyError)."""
+    spec = seqgraph.read_spec("b.sg", BACKWARD_END.format(read="g[end]"))
+    m = seqgraph.Model(spec, dims={"V": 4, "K": 3}, dtype="float64", executor=executor)
+    x, yc = np.array([[1, 2, 3], [0, 1, 2]]), np.array([0, 2])
+    full = m.run({"x": x}, {"yc": yc}, grads=True, lengths={"t": np.array([3, 1])})
+    W, Wq = m.params["W"], m.params["Wq"]
+    # g[L] = tanh(W x[L]): what stands past an example's end is zero
+    np.testing.assert_allclose(full.values["q"], [Wq @ np.tanh(W[:, 3]), Wq @ np.tanh(W[:, 0])])
+    one = m.run({"x": x[1:, :1]}, {"yc": yc[1:]}, grads=True)
+    np.testing.assert_allclose(full.values["q"][1], one.values["q"][0])
+
+
+def test_the_end_of_a_backward_recurrence_with_dropout_compiled_as_interpreted():
+    spec = seqgraph.read_spec("b.sg", BACKWARD_END.format(read="dropout(g[end], 0.5)")
+                              .replace("U @ g[t+1]", "U @ dropout(g[t+1], 0.3)"))
+    x, yc = np.array([[1, 2, 3], [0, 1, 2], [3, 3, 0]]), np.array([0, 2, 1])
+    res = []
+    for ex in ("interp", "compiled"):
+        m = seqgraph.Model(spec, dims={"V": 4, "K": 3}, dtype="float64", executor=ex, seed=0)
+        for lengths in ({"t": np.array([3, 1, 2])}, None):
+            rng = np.random.default_rng(5)
+            res.append((m.run({"x": x}, {"yc": yc}, grads=True, train=True, rng=rng,
+                              lengths=lengths), rng.random()))
+    for (a, ra), (b, rb) in zip(res[:2], res[2:]):
+        assert a.loss == pytest.approx(b.loss, rel=1e-12) and ra == rb
+        for p in a.grads:
+            np.testing.assert_allclose(a.grads[p], b.grads[p], rtol=1e-10, atol=1e-13)

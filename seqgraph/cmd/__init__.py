@@ -49,7 +49,7 @@ def parse_dims(items: list[str] | None, spec=None) -> dict:
                                  f"{part.strip()}); keep one of them")
             dims[name] = int(val)
     if spec is not None:
-        sizes = set(spec.unbound_dims()) | {n for n, _ in spec.graph.dims}
+        sizes = set(spec.unbound_dims()) | spec.graph.size_names
         for name, size in dims.items():
             if name not in sizes:
                 same = [n for n in sizes if n.lower() == name.lower()]   # `v` for `V`

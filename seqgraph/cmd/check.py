@@ -43,7 +43,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    spec = read_spec(args.spec)
+    spec = read_spec(args.spec, dims=parse_dims(args.dim))
     checked = check(spec.graph, parse_dims(args.dim, spec))
     sets = parse_sets(args.set)
     cfg = make_config(spec.train, sets, Path(args.spec).resolve().parent)

@@ -21,7 +21,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    spec = read_spec(args.spec)
+    spec = read_spec(args.spec, dims=parse_dims(args.dim))
     dims = {n: 5 for n in spec.unbound_dims()}
     dims.update(parse_dims(args.dim, spec))
     model = Model(spec, dims=dims, dtype="float64", seed=args.seed, executor=args.executor)

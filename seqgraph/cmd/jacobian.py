@@ -55,7 +55,7 @@ def run(args) -> int:
     if args.random and args.data:
         raise UsageError("--random and --data exclude each other")
     output_file(args.output, "-o")
-    spec = read_spec(args.spec)
+    spec = read_spec(args.spec, dims=parse_dims(args.dim))
     sources = [open_params(args.checkpoint, args.seed)]
     if args.compare:
         sources.append(open_params(args.compare, args.seed))

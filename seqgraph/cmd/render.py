@@ -84,7 +84,7 @@ def run(args) -> int:
     from .. import render
 
     render.check_output(args.output)          # a bad extension fails before any work
-    spec = seqgraph.read_spec(args.spec)
+    spec = seqgraph.read_spec(args.spec, dims=parse_dims(args.dim))
     dims = parse_dims(args.dim, spec)
     if args.params and (args.tree is not None or args.unfold):
         raise UsageError("--params draws the parameters on the folded graph; leave out "

@@ -51,6 +51,7 @@ def run(args) -> int:
     from ..train.data import load_dataset
     from ..train.loaders import Vocab
     from ..train.session import checkpoint_in, choose_executor, init_rule
+    from . import parse_dims
 
     _check_limits(args)
     comm = None
@@ -59,7 +60,7 @@ def run(args) -> int:
         comm = connect(args.mpi_timeout)
         args.quiet = args.quiet or comm.rank > 0
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
-    spec = read_spec(args.spec)
+    spec = read_spec(args.spec, dims=parse_dims(args.dim))
     _has_loss(args, spec)
     out = _run_folder(args, spec)
     resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None

@@ -108,7 +108,7 @@ class _Sizes:
                             f"{vb}{self._from(b)}", self.where,
                             hint="the terms of a sum, the operands of * and the two "
                                  "sides of an equation have one size; a matrix @ v "
-                                 "changes it")
+                                 "changes it" + _open_hint(va, vb))
         self.parent[rb] = ra
         self.val[ra] = va if va is not None else vb
         self.origin[ra] = self.origin[ra] if va is not None else self.origin[rb]
@@ -355,3 +355,14 @@ def _edge_pos(g, edge):
         if not d["shift"].is_delay:
             return d.get("pos")
     return None
+
+
+def _open_hint(a, b) -> str:
+    """A size left open (V, bound by the data) against a number: how to say they agree."""
+    for x, y in ((a, b), (b, a)):
+        if x.is_int and len(y.terms) == 1 and y.const == 0 and y.terms[0][1] == 1:
+            name = y.terms[0][0]
+            return (f"; {name} is left to the data, so it may be any size: if it is "
+                    f"{x.const} here, say so (`dim {name} = {x.const}` in the spec, or "
+                    f"--dim {name}={x.const})")
+    return ""

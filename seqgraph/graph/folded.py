@@ -249,6 +249,13 @@ class FoldedGraph:
         return {p.name: p for p in self.params}
 
     @property
+    def size_names(self) -> set:
+        """The size names the spec writes: its dims, and the names in its declared sizes
+        and shapes (V of `onehot(V)`, D of `param E : [D, V]`)."""
+        named = [v.size for v in self.vars] + [d for p in self.params for d in p.shape or ()]
+        return {n for n, _ in self.dims} | {s for s in named if isinstance(s, str)}
+
+    @property
     def index_kinds(self) -> dict:
         return dict(self.indexes)
 

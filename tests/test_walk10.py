@@ -1,0 +1,83 @@
+"""A new user's walkthrough (walk 10): a stacked cell's parameters named in `decay`, a
+did-you-mean for a short misspelt name, `--dim` making an open size a number before the
+sizes are checked, and the command line's flags."""
+import pytest
+
+from seqgraph.errors import did_you_mean
+
+from conftest import fails, sg
+
+TEXT = "abcdefg " * 300            # 8 symbols: a, ..., g and the space
+
+STACKED = """\
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param Wo, bo
+h = stack(2) lstm(x, 6)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+train {
+  data  = chars("t.txt")
+  batch = 4
+  bptt  = 8
+  l2    = decay(0.01, h.1.Ui = 0, h.2.b_f = 0.5)
+}
+"""
+
+# the sum reads x[t] itself: its size V must be 8, which the data decides
+OPEN_SIZE = """\
+dim H = 8
+input  x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, Wo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1])
+g[t] = h[t] + x[t]
+o[t] = Wo @ g[t]
+loss xent(o[t], y[t])
+train {
+  data  = chars("t.txt")
+  batch = 4
+  bptt  = 8
+}
+"""
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text(TEXT, newline="")
+    (tmp_path / "stacked.sg").write_text(STACKED)
+    (tmp_path / "open.sg").write_text(OPEN_SIZE)
+    return tmp_path
+
+
+def test_decay_names_the_parameters_of_a_stacks_layers(work, capsys):
+    code, out = sg(capsys, "train", "stacked.sg", "--out", "r", "--steps", 2, "--quiet")
+    assert code == 0, out.err
+    err = fails(capsys, "train", "stacked.sg", "--out", "r2", "--steps", 2,
+                "--set", "l2=decay(0.01, h.3.Ui = 0)")
+    assert "the model has no parameter 'h.3.Ui'; did you mean 'h.2.Ui'?" in err
+
+
+def test_a_short_name_one_letter_off_is_suggested():
+    assert did_you_mean("W0", ["Wo", "bo", "h.1.Wi"]) == "did you mean 'Wo'?"
+    assert did_you_mean("oW", ["Wo"]) == "did you mean 'Wo'?"             # two swapped
+    assert did_you_mean("x", ["W", "b"]) == ""        # one letter: any other is one off
+    assert did_you_mean("Qz", ["Wo", "bo"]) == ""
+
+
+def test_dim_makes_an_open_size_a_number_before_the_check(work, capsys):
+    err = fails(capsys, "check", "open.sg")
+    assert "'x[t]' has size V" in err and "if it is 8 here, say so (`dim V = 8` in the " \
+        "spec, or --dim V=8)" in err
+    code, out = sg(capsys, "check", "open.sg", "--dim", "V=8")
+    assert code == 0 and "x[t]             input onehot     size 8" in out.out
+    assert "--dim v=8" not in fails(capsys, "check", "open.sg", "--dim", "v=8")
+    code, out = sg(capsys, "train", "open.sg", "--dim", "V=8", "--out", "r", "--steps", 2,
+                   "--quiet")
+    assert code == 0, out.err
+    # eval and sample read the sizes the run bound from its checkpoint
+    code, out = sg(capsys, "eval", "open.sg", "--checkpoint", "r")
+    assert code == 0 and "perplexity" in out.out, out.err
+    code, out = sg(capsys, "gradcheck", "open.sg", "--dim", "V=8")
+    assert code == 0 and "all passed" in out.out
