@@ -3,6 +3,7 @@ model's declared inputs and targets, and a float64 central-difference gradient c
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -31,9 +32,11 @@ def cli_env(**extra) -> dict:
 
 
 def csv_rows(path) -> list[dict]:
-    """The rows of a CSV file (a run's metrics.csv), one dict of strings each."""
+    """The rows of a CSV file (a run's metrics.csv), one dict of strings each. Read at
+    once, its last line dropped when not whole: a training process may be writing it."""
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        text = f.read()
+    return list(csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1])))
 
 
 def update_rows(run) -> list[dict]:

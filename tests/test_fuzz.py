@@ -120,6 +120,8 @@ class Grammar:
             return rnd.choice(NAMES)
         if name == "NUMBER":
             return rnd.choice(NUMBERS)
+        if name == "LAYER":                 # a stack's layer in a dotted name: h.1.Wi
+            return rnd.choice(["1", "2"])
         if name == "STRING":
             return rnd.choice(STRINGS)
         if name == "_NL":

@@ -365,7 +365,7 @@ def _fake_read_spec(monkeypatch, g):
     import types
 
     from seqgraph.graph.check import check
-    monkeypatch.setattr(seqgraph, "read_spec", lambda path: types.SimpleNamespace(
+    monkeypatch.setattr(seqgraph, "read_spec", lambda path, dims=None: types.SimpleNamespace(
         graph=g, path=path, unbound_dims=lambda: check(g).unbound()), raising=False)
 
 
