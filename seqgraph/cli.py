@@ -38,7 +38,7 @@ def _module(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqgraph",
+    p = argparse.ArgumentParser(prog="seqgraph", allow_abbrev=False,
                                 description="Recurrent and recursive nets from equations.")
     p.add_argument("--threads", type=int, metavar="N",
                    help="BLAS threads of this process (default 1, or OPENBLAS_NUM_THREADS)")
@@ -49,10 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
             mod = _module(name)
         except ModuleNotFoundError:
             continue  # a subcommand not built yet
-        sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP, allow_abbrev=False)
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
     return p
+
+
+def _unknown(parser, args, unknown: list[str]):
+    """An argument no option takes: said with the subcommand's usage (argparse's own
+    message shows the top level's) and the option nearest a misspelt one (--epoch:
+    '--epochs'; prefixes are not accepted, so that a later option cannot change what an
+    old command line means)."""
+    from .errors import did_you_mean
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+               None)
+    sp = sub.choices.get(args.command) if sub is not None and args.command else None
+    sp = sp or parser
+    flags = [o for a in sp._actions for o in a.option_strings]
+    near = did_you_mean(unknown[0].split("=")[0], flags) if unknown[0].startswith("-") \
+        else ""
+    sp.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({near})" if near else ""))
 
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -62,7 +78,7 @@ def set_threads(argv: list[str]) -> list[str]:
     """Read `--threads N` off the front of the command line and fix the BLAS thread
     count for this process (default 1; an environment variable already set wins over the
     default, `--threads` over both). Returns the remaining arguments."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--threads", type=int)
     known, rest = pre.parse_known_args(argv)
     if known.threads is not None and known.threads < 1:
@@ -86,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     argv = set_threads(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown(parser, args, unknown)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -315,6 +315,22 @@ def test_label_outside_the_declared_classes_names_its_line(tmp_path):
                 .replace("0.2", "0"))
 
 
+def test_a_held_out_class_id_outside_the_declared_classes_is_said_so(tmp_path):
+    """Walk 10: in the held-out file, the same message as in the training file (it said
+    "not one of the 2 the model was trained with", hiding that class(2) is the limit)."""
+    write(tmp_path, "lab.tsv", "0\ta\n1\tb\n0\tc\n1\td\n")
+    write(tmp_path, "dev.tsv", "0\ta\n1\tb\n7\tc\n")
+    spec = CLASSIFY.replace("class(K)", "class(2)").replace("valid = 0.2",
+                                                             'valid = labeled("dev.tsv")')
+    with pytest.raises(DataError, match=r"dev\.tsv:3: label '7' is outside the 2 classes "
+                                         r"of y : class\(2\) of .*m\.sg \(class ids 0\.\.1\)"):
+        dataset(tmp_path, spec)
+    write(tmp_path, "dev.tsv", "0\ta\n1\tb\npos\tc\n")     # not a class id: not learnt
+    with pytest.raises(DataError, match=r"dev\.tsv:3: label 'pos' is not one of the 2 the "
+                                         r"model was trained with \(0, 1\)"):
+        dataset(tmp_path, spec)
+
+
 def test_vocabulary_larger_than_a_declared_dim(data):
     with pytest.raises(DataError, match=r"pairs\.tsv: \d+ distinct symbols do not fit "
                                          r"dim Vx = 3 of .*m\.sg \(the size of x\)"):

@@ -81,3 +81,17 @@ def test_dim_makes_an_open_size_a_number_before_the_check(work, capsys):
     assert code == 0 and "perplexity" in out.out, out.err
     code, out = sg(capsys, "gradcheck", "open.sg", "--dim", "V=8")
     assert code == 0 and "all passed" in out.out
+
+
+def test_a_prefix_of_an_option_is_refused_with_the_subcommands_usage(work, capsys):
+    """argparse took `--epoch 3` for `--epochs 3`, and said an unknown option with the
+    top level's usage; --resume and --overwrite were both accepted."""
+    for argv, said in ((["train", "open.sg", "--epoch", "3"],
+                        "unrecognized arguments: --epoch 3 (did you mean '--epochs'?)"),
+                       (["check", "open.sg", "--bogus"], "unrecognized arguments: --bogus"),
+                       (["train", "open.sg", "--resume", "r", "--overwrite"],
+                        "argument --overwrite: not allowed with argument --resume")):
+        with pytest.raises(SystemExit) as e:
+            sg(capsys, *argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and f"usage: seqgraph {argv[0]} " in err

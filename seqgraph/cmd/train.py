@@ -22,9 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="bind a size the spec leaves open, e.g. --dim V=65")
     p.add_argument("--out", help="run directory (default: runs/<model name>)")
-    p.add_argument("--resume", metavar="DIR",
-                   help="continue from DIR/checkpoint.npz (or a checkpoint file)")
-    p.add_argument("--overwrite", action="store_true",
+    run = p.add_mutually_exclusive_group()      # continue a run, or write over one
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue from DIR/checkpoint.npz (or a checkpoint file)")
+    run.add_argument("--overwrite", action="store_true",
                    help="start a new run in a folder that holds another run's checkpoint "
                         "(refused without it: that run would be lost)")
     p.add_argument("--executor", choices=["interp", "compiled"],

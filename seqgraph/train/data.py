@@ -182,6 +182,7 @@ def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
         vfile = file
     vocab = vocab or loader.vocab(train_raw)
     check_labels(graph, loader, train_raw, vocab, file, dims)
+    check_labels(graph, loader, valid_raw, vocab, vfile, dims)
     binding = bind_examples(graph, vocab, loader.kind, file, dims)
     train = encode_examples(graph, loader, train_raw, vocab, binding, file, cfg.bptt)
     valid = encode_examples(graph, loader, valid_raw, vocab, binding, vfile, cfg.bptt)
@@ -190,18 +191,21 @@ def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
 
 def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None:
     """A label outside the classes the spec declares (`class(5)` but label 7) is an
-    error naming its line."""
+    error naming its line: in the training split, a label past the K-th; in the
+    held-out one, also a class id of K or more that training never saw."""
     if loader.kind != "labeled":
         return
     targets = [v for v in graph.targets() if v.kind == "class" and v.index is None]
     if len(targets) != 1:
         return                  # bind_examples says what is missing
     K = declared_size(graph, targets[0], dims)
-    if K is None or len(vocab.target) <= K:
+    if K is None:
         return
+    numeric = all(t.isdigit() for t in vocab.target.tokens)
     for label, line in zip(raw.target, raw.lines):
-        if vocab.target.index.get(label, K) >= K:
-            numeric = all(t.isdigit() for t in vocab.target.tokens)
+        i = vocab.target.index.get(label)
+        if (i is not None and i >= K) or (i is None and numeric and label.isdigit()
+                                          and int(label) >= K):
             what = f"class ids 0..{K - 1}" if numeric else f"at most {K} distinct labels"
             raise DataError(f"label {label!r} is outside the {K} classes of "
                             f"{size_source(graph, targets[0], dims)} ({what})",
