@@ -369,11 +369,22 @@ class TextData:
     describe: str
 
 
+@dataclass
+class ExampleData:
+    """Examples for measuring (a tagger's sentences, a classifier's texts): B of them
+    drawn at random among those of T steps or more, each cut to its first T."""
+    examples: object         # batches.Examples
+    vocab: object
+    binding: object
+    describe: str
+
+
 def text_data(spec, data: str | None, vocab=None, dims: dict | None = None):
-    """The token stream of `--data` (a loader call such as chars("f.txt"), or a path read
-    like the training data), else the spec's own train-block data, else None (no data:
-    random ids). `vocab` is a checkpoint's (the ids the model was trained with); without
-    one the vocabulary is built from the text, as `seqgraph train` does."""
+    """The token stream or the examples of `--data` (a loader call such as
+    chars("f.txt"), or a path read like the training data), else the spec's own
+    train-block data, else None (no data: random ids). `vocab` is a checkpoint's (the ids
+    the model was trained with); without one the vocabulary is built from the data, as
+    `seqgraph train` does."""
     from pathlib import Path
 
     from .train.binding import bind
@@ -388,8 +399,7 @@ def text_data(spec, data: str | None, vocab=None, dims: dict | None = None):
         from .cmd.eval import _loader_value
         loader = make_loader(_loader_value(data, cfg), Path.cwd())
     if not hasattr(loader, "tokens"):
-        raise UsageError(f"{loader.describe()}: jacobian reads a token stream (chars or "
-                         "words loaders)")
+        return example_data(spec, loader, cfg, vocab, dims or {})
     tokens = loader.tokens()
     if vocab is not None and vocab.kind != loader.kind:
         raise UsageError(f"the data reads {loader.kind} but the checkpoint's model was "
@@ -398,6 +408,41 @@ def text_data(spec, data: str | None, vocab=None, dims: dict | None = None):
     ids = vocab.encode(tokens, str(loader.path))
     binding = bind(spec.graph, len(vocab), loader.kind, str(loader.path), dims or {})
     return TextData(ids, vocab, binding, f"{loader.kind}({Path(loader.path).name!r})")
+
+
+def example_data(spec, loader, cfg, vocab, dims: dict) -> ExampleData:
+    """The examples of an example loader, encoded as `seqgraph train` encodes them."""
+    from pathlib import Path
+
+    from .train.binding import bind_examples, fit_loader
+    from .train.data import encode_examples
+    if loader.kind in ("treepairs", "trees"):
+        raise UsageError(f"{loader.describe()}: jacobian measures sequences; these are "
+                         f"trees")
+    loader = fit_loader(spec.graph, loader, dims)
+    raw, file = loader.read(), str(loader.path)
+    vocab = vocab or loader.vocab(raw)
+    binding = bind_examples(spec.graph, vocab, loader.kind, file, dims)
+    ex = encode_examples(spec.graph, loader, raw, vocab, binding, file, cfg.bptt)
+    return ExampleData(ex, vocab, binding, f"{loader.kind}({Path(file).name!r})")
+
+
+def example_batch(data: ExampleData, B: int, T: int, rng) -> tuple[dict, dict]:
+    """B examples of T steps or more, at random, cut to their first T steps (every
+    sequence the same length: no padding, whose steps a Jacobian would mix in)."""
+    ex = data.examples
+    long = [i for i in range(len(ex)) if min(ex.lengths(i).values(), default=T) >= T]
+    if not long:
+        most = max(min(ex.lengths(i).values(), default=0) for i in range(len(ex)))
+        raise DataError(f"no example has {T} steps (the longest has {most}): give --steps "
+                        f"{most} or fewer", file=data.describe)
+    rows = rng.choice(long, min(B, len(long)), replace=False)
+    cut = {v: [a[:T] if ex.index[v] is not None else a for a in items]
+           for v, items in ex.fields.items()}
+    b = type(ex)(cut, ex.index, ex.ids, ex.lines, ex.file, ex.extra).batch(rows)
+    inputs = {data.binding.input} if data.binding.input else set()
+    return ({k: v for k, v in b.inputs.items() if k in inputs},
+            {k: v for k, v in b.inputs.items() if k not in inputs})
 
 
 def text_batch(data: TextData, B: int, T: int, rng) -> tuple[dict, dict]:
@@ -452,6 +497,11 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
         raise UsageError("the checkpoints were trained with different vocabularies; "
                          "their Jacobians cannot be measured on the same batch")
     vocab = vocabs[0] if vocabs else None
+    from .train import checkpoint as ck
+    for s in sources:             # another model's checkpoint: said before its data is read
+        if s.ckpt is not None:
+            ck.check_resume(s.ckpt, spec, given, fix="give the checkpoint of a run of "
+                                                     "this spec")
     dims = {}
     for s in reversed(sources):
         dims.update({k: v for k, v in s.dims().items() if k in open_dims})
@@ -467,7 +517,11 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
         s.apply(m)
         models.append(m)
     rng = np.random.default_rng(seed)
-    if td is not None:
+    if isinstance(td, ExampleData):
+        inputs, targets = example_batch(td, batch, steps, rng)
+        n = len(next(iter(inputs.values())))
+        lengths, what = None, f"{n} examples of {td.describe}, cut to {steps} steps"
+    elif td is not None:
         inputs, targets = text_batch(td, batch, steps, rng)
         lengths, what = None, f"{batch} windows of {steps} tokens of {td.describe}"
     else:

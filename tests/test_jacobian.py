@@ -215,6 +215,47 @@ def test_data_loader_call_and_checkpoint_vocabulary(lm, tmp_path, capsys):
     assert "vocabulary" in capsys.readouterr().err
 
 
+TAGGER = """\
+model tagger
+input  x[t] : onehot(V)
+target y[t] : class(K)
+param W, U, b, Wo, bo
+h[t] : 5 = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ h[t] + bo
+loss xent(o[t], y[t])
+train {
+  data  = tagged("tags.txt")
+  batch = 2
+}
+"""
+
+
+def test_example_data_is_measured_on_examples_cut_to_the_steps(tmp_path, capsys,
+                                                                monkeypatch):
+    """Walk 10: a tagger's or a classifier's data was refused ("jacobian reads a token
+    stream"); now B examples of T steps or more, cut to T (no padding to mix in)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tags.txt").write_text("a/D b/N c/V d/N\nb/N c/V\nd/N a/D b/N c/V a/D\n")
+    (tmp_path / "tagger.sg").write_text(TAGGER)
+    out = _json(capsys, ["jacobian", "tagger.sg", "--steps", "4", "--batch", "3", "--json"])
+    assert out["data"] == "2 examples of tagged('tags.txt'), cut to 4 steps"
+    (h,) = out["states"]
+    assert [d["distance"] for d in h["distances"]] == [1, 2, 3]
+    assert h["distances"][0]["samples"] == 2 * 3              # 2 examples, 3 pairs
+    assert main(["jacobian", "tagger.sg", "--steps", "6"]) == 2
+    assert "tagged('tags.txt'): no example has 6 steps (the longest has 5): give --steps " \
+        "5 or fewer" in capsys.readouterr().err
+    # a trained tagger, and another model's checkpoint said as such before any data
+    assert main(["train", "tagger.sg", "--steps", "2", "--quiet", "--out", "run"]) == 0
+    out = _json(capsys, ["jacobian", "tagger.sg", "--checkpoint", "run", "--steps", "2",
+                         "--json"])
+    assert out["label"].startswith("run (step ")
+    (tmp_path / "other.sg").write_text(TAGGER.replace("model tagger", "model other")
+                                       .replace("h[t] : 5", "h[t] : 6"))
+    assert main(["jacobian", "other.sg", "--checkpoint", "run"]) == 2
+    assert "was saved from model 'tagger'" in capsys.readouterr().err
+
+
 def test_checkpoint_parameters_are_measured(lm, tmp_path, capsys):
     from seqgraph.train import checkpoint as ck
     out = _json(capsys, ["jacobian", str(lm), "--checkpoint", str(tmp_path / "trained"),

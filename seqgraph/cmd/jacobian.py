@@ -1,8 +1,9 @@
 """`seqgraph jacobian SPEC`: norms of dh_t/dh_k against the distance t - k, for every
 recurrent state, beside the textbook bound (Deep Learning, section 10.7).
 
-The batch is real text when there is some: `--data LOADER`, else the data of the spec's
-train block; a spec with neither is measured on random ids. `--checkpoint C` measures a
+The batch is real data when there is some: `--data LOADER`, else the data of the spec's
+train block (windows of a token stream, or examples cut to `--steps`); a spec with neither
+is measured on random ids. `--checkpoint C` measures a
 trained model (its dims and vocabulary come from the checkpoint), `--compare C2` measures
 a second parameter set on the same batch and draws both on one plot (without
 `--checkpoint`, the first is the spec's initialisation)."""
@@ -28,7 +29,7 @@ def add_arguments(p):
                    help="measure a second checkpoint on the same batch and plot both "
                         "(e.g. initialisation against trained)")
     p.add_argument("--data", metavar="LOADER",
-                   help="real text for the batch: a loader call such as "
+                   help="real data for the batch: a loader call such as "
                         "'chars(\"file.txt\")', or a path read like the training data "
                         "(default: the train block's data, else random ids)")
     p.add_argument("--random", action="store_true",

@@ -283,7 +283,7 @@ def _mismatch(ckpt: Checkpoint, shapes: dict) -> str | None:
     return None
 
 
-def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None) -> None:
+def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None, **fix) -> None:
     """`check_model` for `seqgraph train --resume` before the data is read: the spec's
     parameter shapes, with its sizes bound by `dims` (--dim) or, where the spec leaves
     them to the data, by the checkpoint's run."""
@@ -292,7 +292,7 @@ def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None) -> None:
     checked = check(spec.graph, dims) if dims else spec.checked   # --dim over `dim H = 16`
     shapes = {p: tuple(_evaluate(d, known) for d in shape)
               for p, shape in checked.param_shapes.items()}
-    check_model(ckpt, spec.name, shapes, spec.path, dims)
+    check_model(ckpt, spec.name, shapes, spec.path, dims, **fix)
 
 
 def _evaluate(lin, dims: dict) -> int | None:
