@@ -223,3 +223,10 @@ def test_average_from_the_command_line_and_its_errors(spec, tmp_path, capsys):
     assert main(["eval", str(spec), "--checkpoint", str(b), "--average", "--executor",
                  "interp"]) == 2
     assert "holds no averaged parameters" in capsys.readouterr().err
+    # --average of a best.npz of an averaged run: the averages are its parameters
+    d = tmp_path / "d"
+    assert train(spec, d, *AVG, "--steps", "8", "--set", "select=loss") == 0
+    assert main(["eval", str(spec), "--checkpoint", str(d / "best.npz"), "--average",
+                 "--executor", "interp"]) == 2
+    assert "are the moving averages already (the run was trained with average = 0.6): " \
+        "leave --average out" in capsys.readouterr().err

@@ -95,3 +95,17 @@ def test_a_prefix_of_an_option_is_refused_with_the_subcommands_usage(work, capsy
             sg(capsys, *argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and said in err and f"usage: seqgraph {argv[0]} " in err
+
+
+def test_a_bare_path_to_eval_a_model_of_json_lines_reads_plain_text(work, capsys):
+    """`eval --data f.txt` of a model trained on chars("d.jsonl", field = "text") read the
+    text file as JSON lines ("not a JSON line")."""
+    import json
+    (work / "d.jsonl").write_text("".join(json.dumps({"text": TEXT[i:i + 40]}) + "\n"
+                                          for i in range(0, len(TEXT), 40)))
+    (work / "j.sg").write_text(OPEN_SIZE.replace("g[t] = h[t] + x[t]", "g[t] = h[t]")
+                               .replace('chars("t.txt")', 'chars("d.jsonl", field = "text")'))
+    code, out = sg(capsys, "train", "j.sg", "--out", "r", "--steps", 2, "--quiet")
+    assert code == 0, out.err
+    code, out = sg(capsys, "eval", "j.sg", "--checkpoint", "r", "--data", "t.txt")
+    assert code == 0 and "tokens of " in out.out and out.out.rstrip().endswith("t.txt)"), out.err

@@ -163,7 +163,7 @@ def eval_ids(t, spec_path: str, data: str | None):
 
 def _loader_value(text: str, cfg):
     """`chars("f.txt")` as a call; a bare path is read with the training loader's kind
-    and options (e.g. the same jsonl field)."""
+    and options (e.g. the same jsonl field; a path that is not .jsonl is plain text)."""
     from ..lang.parse import parse_value
     try:
         value = parse_value(text)
@@ -174,4 +174,7 @@ def _loader_value(text: str, cfg):
     base = cfg.data
     if base is None:
         raise UsageError(f"--data {text}: give a loader call such as 'chars(\"{text}\")'")
-    return type(base)(base.name, (text, *base.args[1:]), dict(base.kwargs))
+    kwargs = dict(base.kwargs)
+    if not text.endswith(".jsonl"):
+        kwargs.pop("field", None)
+    return type(base)(base.name, (text, *base.args[1:]), kwargs)

@@ -307,6 +307,11 @@ def restore_params(ckpt: Checkpoint, params: dict, average: bool = False) -> Non
     `average`: its moving averages of the parameters instead (`__average__/`), an error
     when it holds none."""
     check_params(ckpt, params)
+    kept = (ckpt.meta.get("best") or ckpt.meta.get("epoch") or {}).get("average")
+    if average and set(ckpt.average) != set(params) and kept:
+        raise DataError(f"holds the parameters a validation pass scored, which are the "
+                        f"moving averages already (the run was trained with average = "
+                        f"{kept:g}): leave --average out", file=ckpt.path)
     if average and set(ckpt.average) != set(params):
         raise DataError("holds no averaged parameters: --average reads the moving "
                         "averages a checkpoint.npz keeps when the run was trained with "
