@@ -189,9 +189,10 @@ def _setup(tmp_path):
 def test_train_and_eval_on_trees(tmp_path, capsys, executor):
     spec = _setup(tmp_path)
     out = tmp_path / "run"
-    assert main(["train", str(spec), "--out", str(out), "--quiet", "--executor",
-                 executor]) == 0
+    assert main(["train", str(spec), "--out", str(out), "--executor", executor]) == 0
     assert (out / "checkpoint.npz").is_file() and (out / "best.npz").is_file()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("finished: ") and f"; best {out / 'best.npz'} (valid_fine_" in last
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) > 12
     capsys.readouterr()

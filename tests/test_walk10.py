@@ -109,3 +109,16 @@ def test_a_bare_path_to_eval_a_model_of_json_lines_reads_plain_text(work, capsys
     assert code == 0, out.err
     code, out = sg(capsys, "eval", "j.sg", "--checkpoint", "r", "--data", "t.txt")
     assert code == 0 and "tokens of " in out.out and out.out.rstrip().endswith("t.txt)"), out.err
+
+
+def test_a_folder_that_cannot_be_written_before_any_checkpoint_says_so(work, capsys,
+                                                                        monkeypatch):
+    """It said "the last good checkpoint is none yet", as if a run had gone wrong."""
+    from seqgraph.train.loop import Trainer
+
+    def fit(self, *a, **k):
+        raise OSError(2, "No such file or directory", "/proc/nope")
+    monkeypatch.setattr(Trainer, "fit", fit)
+    err = fails(capsys, "train", "stacked.sg", "--out", "r", "--steps", 2)
+    assert err == "cannot write /proc/nope (No such file or directory); no checkpoint " \
+        "was written"

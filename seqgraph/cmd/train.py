@@ -88,9 +88,10 @@ def run(args) -> int:
     try:
         pos = trainer.fit(args.steps, deadline)
     except OSError as e:         # a full disk, a folder made read-only during the run
-        raise UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); the last "
-                         f"good checkpoint is {trainer.saved or 'none yet'} (checkpoints "
-                         f"are written whole or not at all)") from None
+        last = f"the last good checkpoint is {trainer.saved} (checkpoints are written " \
+            f"whole or not at all)" if trainer.saved else "no checkpoint was written"
+        raise UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); "
+                         f"{last}") from None
     return _stopped(args, trainer, pos, out)
 
 
@@ -316,7 +317,10 @@ def _stopped(args, trainer, pos, out) -> int:
         f"{'--steps' if args.steps is not None and pos.step >= args.steps else '--minutes'}" \
         f" limit)"
     more = "" if done else f"; continue with: {_continue_command(args, out, trainer)}"
-    trainer.progress.note(f"{how}; checkpoint {trainer.saved}; metrics "
+    best = ""
+    if getattr(trainer, "best", None) is not None and (out / "best.npz").exists():
+        best = f"; best {out / 'best.npz'} ({trainer.kind.best_metric} {trainer.best:.4g})"
+    trainer.progress.note(f"{how}; checkpoint {trainer.saved}{best}; metrics "
                           f"{out / 'metrics.csv'}{more}")
     return 0
 
