@@ -226,6 +226,11 @@ def test_a_missing_data_file_is_located_in_the_spec(spec, capsys, tmp_path):
     assert heads == [f"spec.sg:10:16: warning: data file {tmp_path / 'tiny.txt'}: no such file",
                      f"spec.sg:{LINE}:17: warning: valid file {tmp_path / 'gone.txt'}: no "
                      "such file"], err
+    # the hint keeps the loader's other options (walk 10: trees("...", vocab = 8737))
+    Path(path).write_text(Path(path).read_text().replace('chars("gone.txt")',
+                                             'words("gone.txt", vocab = 50, field = "t")'))
+    assert "another file can be given with --set 'valid=words(\"...\", vocab = 50, " \
+        "field = \"t\")'" in run(capsys, "check", path)[1]
 
 
 def test_a_file_set_on_the_command_line_is_the_users_own(spec, capsys, tmp_path):

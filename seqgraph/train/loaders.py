@@ -91,10 +91,22 @@ def spec_file_errors(graph, cfg) -> list:
                 (call.arg_pos[0] if call.arg_pos else call.pos)
             hint = (f"a path in the spec is relative to the spec's folder ({base}); "
                     if not path.startswith("pkg:") else "") + \
-                f"another file can be given with --set '{key}={call.name}(\"...\")'"
+                f"another file can be given with --set '{key}={_elsewhere(call)}'"
             out.append(SpecError(f"{key} file {e.file}: {e.message}", where, hint,
                                  graph.path, graph.source))
     return out
+
+
+def _elsewhere(call) -> str:
+    """The loader call with "..." for its path, its other options kept:
+    trees("...", vocab = 8737)."""
+    def show(v):
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f'"{v}"' if isinstance(v, str) else str(v)
+    rest = [show(a) for a in call.args[1:]]
+    rest += [f"{k} = {show(v)}" for k, v in call.kwargs.items() if k != "path"]
+    return call.name + "(" + ", ".join(['"..."', *rest]) + ")"
 
 
 def set_file_errors(cfg) -> list:
