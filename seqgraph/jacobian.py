@@ -430,6 +430,7 @@ def example_data(spec, loader, cfg, vocab, dims: dict) -> ExampleData:
 def example_batch(data: ExampleData, B: int, T: int, rng) -> tuple[dict, dict]:
     """B examples of T steps or more, at random, cut to their first T steps (every
     sequence the same length: no padding, whose steps a Jacobian would mix in)."""
+    from .train.batches import Examples
     ex = data.examples
     long = [i for i in range(len(ex)) if min(ex.lengths(i).values(), default=T) >= T]
     if not long:
@@ -439,7 +440,7 @@ def example_batch(data: ExampleData, B: int, T: int, rng) -> tuple[dict, dict]:
     rows = rng.choice(long, min(B, len(long)), replace=False)
     cut = {v: [a[:T] if ex.index[v] is not None else a for a in items]
            for v, items in ex.fields.items()}
-    b = type(ex)(cut, ex.index, ex.ids, ex.lines, ex.file, ex.extra).batch(rows)
+    b = Examples(cut, ex.index, ex.ids, ex.lines, ex.file, ex.extra).batch(rows)
     inputs = {data.binding.input} if data.binding.input else set()
     return ({k: v for k, v in b.inputs.items() if k in inputs},
             {k: v for k, v in b.inputs.items() if k not in inputs})
@@ -479,6 +480,7 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
     text when `data` is given or the spec's train block names data, else random."""
     from .gradcheck import random_batch
     from .model import Model
+    from .train import checkpoint as ck
     tree = next((i for i, k in spec.graph.indexes if k == "tree"), None)
     both = spec.graph.tree_and_sequence
     if both:                      # said first: the data a tree model reads is no text
@@ -497,7 +499,6 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
         raise UsageError("the checkpoints were trained with different vocabularies; "
                          "their Jacobians cannot be measured on the same batch")
     vocab = vocabs[0] if vocabs else None
-    from .train import checkpoint as ck
     for s in sources:             # another model's checkpoint: said before its data is read
         if s.ckpt is not None:
             ck.check_resume(s.ckpt, spec, given, fix="give the checkpoint of a run of "

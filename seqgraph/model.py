@@ -322,9 +322,9 @@ def _ends_wait(graph: FoldedGraph, g, lengths: dict) -> None:
     would otherwise run before the other steps exist."""
     added = []
     for v in graph.hidden():
-        ends = {r.var for e in v.exprs for r in refs(e) if r.shift.kind == "end"}
-        mine = [n for n in g if n[0] == v.name]
-        for x in ends - {v.name}:
+        ends = {r.var for e in v.exprs for r in refs(e) if r.shift.kind == "end"} - {v.name}
+        mine = [n for n in g if n[0] == v.name] if ends else []
+        for x in ends:
             index = graph.var(x).index
             steps = [(x, s) for s in range(lengths.get(index, 0)) if (x, s) in g]
             added += [(a, b) for a in steps[:-1] for b in mine if not g.has_edge(a, b)]
@@ -395,4 +395,5 @@ def initialise(how: tuple, shape: tuple, rng) -> np.ndarray:
 
 def load(path: str, dims=None, dtype="float32", seed=0, executor="interp", **kw) -> Model:
     """read_spec + Model in one call."""
-    return Model(read_spec(path, dims=dims), dims=dims, dtype=dtype, seed=seed, executor=executor, **kw)
+    return Model(read_spec(path, dims=dims), dims=dims, dtype=dtype, seed=seed,
+                 executor=executor, **kw)
