@@ -89,8 +89,9 @@ class SpecError(SeqgraphError):
         if 0 < self.pos.line <= len(lines):
             text = "".join(c if c.isprintable() else " "
                            for c in lines[self.pos.line - 1].rstrip("\r"))
+            text, col = _around(text, max(self.pos.column - 1, 0))
             out.append(f"  {self.pos.line:4d} | {text}")
-            out.append("       | " + " " * max(self.pos.column - 1, 0) + "^")
+            out.append("       | " + " " * col + "^")
         if self.hint:
             out.append(f"  hint: {self.hint}")
         return "\n".join(out)
@@ -112,3 +113,26 @@ class DataError(SeqgraphError):
 
 class UsageError(SeqgraphError):
     """A command-line or API misuse (a missing dim, an unknown option value)."""
+
+
+def _around(text: str, col: int, width: int = 160) -> tuple[str, int]:
+    """A long line cut to `width` characters around the caret's column (a 5 MB line is
+    not shown whole), '...' where it was cut; the caret's column in what is shown."""
+    if len(text) <= width:
+        return text, col
+    start = max(0, min(col - width // 2, len(text) - width))
+    pre = "..." if start > 0 else ""
+    post = "..." if start + width < len(text) else ""
+    return pre + text[start:start + width] + post, col - start + len(pre)
+
+
+def too_deep(text: str, path: str | None = None):
+    """An expression too deep for a recursion (the parser's, or a later pass's: a chain
+    of hundreds of operators; brackets are limited before): a SpecError at the line with
+    the most operators."""
+    lines = text.split("\n")
+    n = max(range(len(lines)), key=lambda i: sum(map(lines[i].count, "+-*/@")))
+    col = len(lines[n]) - len(lines[n].lstrip()) + 1
+    e = SpecError("this expression nests too deeply (too many operators in a row)",
+                  Pos(n + 1, col), hint="define parts of the expression as variables")
+    return e if path is None else e.located(path, text)

@@ -50,3 +50,18 @@ def test_sst_cv_select_trains_and_scores_a_run(tmp_path, capsys):
     assert cv.score([str(run)]) == 0
     out = capsys.readouterr().out
     assert f"{run}: S " in out and "of 2 on all of dev" in out
+
+
+def test_the_readmes_python_api_runs_verbatim(tmp_path, monkeypatch):
+    """README.md's "The Python API" block, run as it stands from a folder holding the
+    gallery (specs/) and the run it restores (`seqgraph train specs/tree2seq.sg`)."""
+    import re
+    block = re.search(r"## The Python API\n\n```python\n(.*?)```",
+                      (ROOT / "README.md").read_text(), re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "specs").symlink_to(ROOT / "specs")
+    assert main(["train", "specs/tree2seq.sg", "--steps", "3", "--quiet"]) == 0
+    names = {}
+    exec(compile(block, "README.md", "exec"), names)  # noqa: S102  (the README's code)
+    assert names["out"]["h"].shape == (4, 10, 16) and set(names["grads"]) == \
+        set(names["m"].params)

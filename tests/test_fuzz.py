@@ -411,6 +411,30 @@ def test_deep_nesting(kind, n):
     outcome(ELMAN + f"\ndeep[t] : 4 = {_nest(Fixed(), n)}\n")
 
 
+@pytest.mark.parametrize("n", [350, 450, 700])
+@pytest.mark.parametrize("op", ["U @ ", "- "])
+def test_a_chain_too_deep_for_a_later_pass_is_shown_at_its_line(n, op):
+    """Chains the parser takes but the elaboration or the size check cannot recurse
+    through were reported at 1:1, "the spec nests too deeply" (walk 10), as
+    docs/reliability.md says they are not."""
+    text = ELMAN.replace("param W, U, b, Wo, bo", "param W, U, b, Wo, bo, Q") + \
+        "q[t] : 16 = " + op * n + "Q @ x[t]\n"
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("deep.sg", text)
+    line = text.count("\n")
+    assert (e.value.line, e.value.column) == (line, 1)
+    assert "too many operators in a row" in e.value.render()
+
+
+def test_a_long_line_is_shown_around_the_caret():
+    from seqgraph.errors import Pos
+    src = "h = " + "a + " * 2000 + "b$c" + " + d" * 2000
+    shown = SpecError("bad", Pos(1, src.index("$") + 1), file="f.sg", source=src) \
+        .render().splitlines()
+    assert len(shown[1]) < 200 and shown[1].index("$") == shown[2].index("^")
+    assert shown[1].startswith("     1 | ...") and shown[1].endswith("...")
+
+
 def test_ten_megabyte_file_is_refused_quickly(tmp_path):
     p = tmp_path / "big.sg"
     p.write_bytes(ELMAN.encode() * (10_000_000 // len(ELMAN) + 1))

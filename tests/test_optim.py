@@ -133,6 +133,9 @@ def test_cosine_goes_from_one_to_the_floor():
     assert s.scale(0, 0, 10) == 1 and s.scale(5, 0, 10) == pytest.approx(0.5)
     assert s.scale(10, 0, 10) == pytest.approx(0)
     assert make_schedule(Call("cosine", (), {"floor": 0.1})).scale(10, 0, 10) == pytest.approx(0.1)
+    for floor in (-1, 2):            # a negative last rate would train uphill (walk 10)
+        with pytest.raises(UsageError, match=r"cosine\(floor\) needs 0 <= floor <= 1"):
+            make_schedule(Call("cosine", (), {"floor": floor}))
 
 
 def test_plateau_reduces_after_patience_and_saves_state():

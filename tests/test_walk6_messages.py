@@ -161,7 +161,8 @@ def test_another_mismatch_lists_the_loaders_that_fit(tmp_path, capsys):
     (d / "lab.tsv").write_text("pos\tgood film\nneg\tbad film\n")
     err = _fails(capsys, d / "lm.sg", *_data(d, "labeled", "lab.tsv"))
     assert "a labeled loader needs a per-example class target such as y : class(K); " \
-           "model 'lm' declares none; the loaders that fit model 'lm': chars(...), " \
+           "model 'lm' declares none (its target: y[t] : class(V)); the loaders that fit " \
+           "model 'lm': chars(...), " \
            "words(...) or tagged(...)" in err
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..errors import NOPOS, Pos, SpecError
+from ..errors import NOPOS, SpecError, too_deep
 from ..ops import TABLE, Op
 from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of
 from .printer import show
@@ -59,8 +59,7 @@ def check(graph: FoldedGraph, dims: dict | None = None) -> Checked:
     except SpecError as e:
         raise e.located(graph.path, graph.source) from None
     except RecursionError:
-        raise SpecError("the spec nests too deeply", Pos(1, 1), file=graph.path,
-                        source=graph.source) from None
+        raise too_deep(graph.source, graph.path) from None
 
 
 def _check(graph: FoldedGraph, given: dict) -> Checked:

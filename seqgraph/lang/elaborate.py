@@ -9,7 +9,7 @@ import re
 from functools import cache
 from importlib import resources
 
-from ..errors import Pos, SpecError, did_you_mean
+from ..errors import Pos, SpecError, did_you_mean, too_deep
 from ..graph.folded import (
     NONE,
     SAME,
@@ -73,8 +73,7 @@ def elaborate(spec: A.Spec) -> FoldedGraph:
     except SpecError as e:
         raise e.located(spec.path, spec.source) from None
     except RecursionError:
-        raise SpecError("the spec nests too deeply", Pos(1, 1), file=spec.path,
-                        source=spec.source) from None
+        raise too_deep(spec.source, spec.path) from None
 
 
 class _Elaborator:

@@ -12,7 +12,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 from lark.lark import PostLex
 
-from ..errors import Pos, SpecError
+from ..errors import Pos, SpecError, too_deep
 from . import ast as A
 from .syntax_errors import syntax_error
 
@@ -399,20 +399,10 @@ def _parse_stmts(text: str) -> tuple:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
         if isinstance(e.orig_exc, RecursionError):
-            raise _too_deep(text) from None
+            raise too_deep(text) from None
         raise
     except RecursionError:
-        raise _too_deep(text) from None
-
-
-def _too_deep(text: str) -> SpecError:
-    """An expression too deep for the parser's recursion (a chain of hundreds of
-    operators; brackets are limited before): shown at the line with the most operators."""
-    lines = text.split("\n")
-    n = max(range(len(lines)), key=lambda i: sum(map(lines[i].count, "+-*/@")))
-    col = len(lines[n]) - len(lines[n].lstrip()) + 1
-    return SpecError("this expression nests too deeply (too many operators in a row)",
-                     Pos(n + 1, col), hint="define parts of the expression as variables")
+        raise too_deep(text) from None
 
 
 def parse_value(text: str):

@@ -45,12 +45,22 @@ class Binding:
         return self.kind != "stream"
 
 
+def _declared(v) -> str:
+    """A data variable as declared: z[t] : vec(2)."""
+    return f"{v.name}{f'[{v.index}]' if v.index else ''} : {v.kind}({v.size})"
+
+
 def _one(found: list, what: str, graph: FoldedGraph, loader: str):
     if len(found) == 1:
         return found[0]
     where = f"model '{graph.name}'"
     if not found:
-        raise DataError(f"a {loader} loader needs {what}; {where} declares none",
+        role = "target" if "target" in what else "input"
+        have = [_declared(v) for v in (graph.targets() if role == "target" else
+                                       graph.inputs())]
+        none = f"none (its {role}{'s' * (len(have) > 1)}: {', '.join(have)})" if have \
+            else "none"
+        raise DataError(f"a {loader} loader needs {what}; {where} declares {none}",
                         file=graph.path)
     names = ", ".join(v.name for v in found)
     raise DataError(f"a {loader} loader binds one {what}; {where} declares several ({names})",

@@ -86,6 +86,9 @@ class Cosine(Schedule):
     name = "cosine"
 
     def __init__(self, floor: float = 0.0):
+        if not 0 <= floor <= 1:       # below 0 the rate would turn negative: uphill
+            raise UsageError("cosine(floor) needs 0 <= floor <= 1 (the last rate as a "
+                             "fraction of the base rate)")
         self.floor = float(floor)
 
     def scale(self, step, epoch, total_steps):
