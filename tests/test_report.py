@@ -251,6 +251,10 @@ def test_per_example_output_is_not_a_generator(tmp_path):
     r = report(read_spec(str(ROOT / "specs/many_to_one.sg")).checked)
     assert r.can_generate is None and r.window is None
     assert "no sequence output" in text(r)
+    # a model with no loss at all: nothing is generated, for that reason (walk 10)
+    r = report(read_spec("empty.sg", "# nothing yet\n").checked)
+    assert "  nothing to generate: the model has no loss" in text(r)
+    assert "no sequence output" not in text(r)
 
 
 def test_a_tree_model_is_reported_in_nodes_and_trees():

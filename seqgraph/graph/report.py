@@ -97,6 +97,7 @@ class Report:
     no_loader: bool = False    # a tree beside a sequence, not as treepairs feeds it
     both: bool = False         # a tree beside a sequence: N counts nodes and steps
     stream_fits: bool = True   # a token stream could feed it (else only examples)
+    has_loss: bool = True      # a model without a loss trains nothing and generates nothing
 
     @property
     def examples(self) -> bool:
@@ -191,7 +192,7 @@ def report(checked, steps: int | None = None, batch: int | None = None,
                   _sample_says(g, loader, mode),
                   any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
                   g.tree_and_sequence is not None and not g.tree_encoder,
-                  g.tree_and_sequence is not None, _stream_fits(g))
+                  g.tree_and_sequence is not None, _stream_fits(g), bool(g.losses))
 
 
 def loader_args(call) -> dict:
@@ -389,7 +390,8 @@ def text(rep: Report) -> str:
     elif rep.can_generate is None:
         lines.append("  no sequence output: the loss reads a target at every node of a "
                      "tree" if rep.node_labels else
-                     "  no sequence output: the loss reads a per-example target")
+                     "  no sequence output: the loss reads a per-example target"
+                     if rep.has_loss else "  nothing to generate: the model has no loss")
     elif rep.can_generate:
         lines.append(f"  can generate step by step over {rep.generated}: no output reads "
                      f"a later step of {rep.generated} or its own target")
