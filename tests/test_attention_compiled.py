@@ -392,7 +392,14 @@ def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
     # softmax over t is written exp(x - logsumexp over t (x)): one dropout read twice
     ("sum over t (a[u, t] * h[t])", "sum over t (a[u, t] * softmax over t "
      "(dropout(h[t], 0.2)))", "'ctx' reaches one dropout twice"),
-], ids=["two-indexes", "inside-softmax-over"])
+    # the two-index value itself dropped; in evaluation the compiled run used to fail
+    # on it (the node lacked the index t: review 20)
+    ("e[u, t] = va @ tanh(Wa @ s[u-1] + Ua @ h[t])",
+     "e[u, t] = dropout(va @ tanh(Wa @ s[u-1] + Ua @ h[t]), 0.3)",
+     "'e' has a dropout and is over two indexes"),
+    ("a[u, t] = softmax over t (e[u, t])", "a[u, t] = softmax over t (dropout(e[u, t], 0.3))",
+     "'a' has a dropout and is over two indexes"),
+], ids=["two-indexes", "inside-softmax-over", "a-two-index-value", "softmax-of-dropped"])
 def test_dropout_the_layout_does_not_describe_is_interpreted(old, new, why):
     """Where the compiled executor does not lay out the interpreter's draws (a variable
     over two indexes, one dropout read twice), training is interpreted and `check

@@ -144,7 +144,11 @@ def test_a_reduction_over_the_source_index_is_generated():
 
 
 # ---------------------------------------------------------------------- decoding
-@pytest.mark.parametrize("text", [SEQ2SEQ, BI_ENCODER])
+LUONG = (SPECS / "luong.sg").read_text()      # attention over an encoder that looks back
+
+
+@pytest.mark.parametrize("text", [SEQ2SEQ, BI_ENCODER, LUONG],
+                         ids=["seq2seq", "bi-encoder", "attention"])
 def test_greedy_is_deterministic_and_is_the_argmax_of_a_teacher_forced_run(text):
     m = model(text)
     g = generator(m)
@@ -166,6 +170,14 @@ def test_generation_never_emits_the_start_token():
     out = g.sample(g.context([SRC]), 30, temperature=5.0, rng=np.random.default_rng(0))[0]
     beams = g.beam(g.context([SRC]), 4, 12)
     assert g.start not in out and all(g.start not in h.tokens for h in beams)
+
+
+def test_attention_runs_the_source_whole_at_each_step():
+    """Review 20: luong.sg's encoder only looks back, so its source was run
+    incrementally: each step fed the last source token alone with the encoder's carry,
+    and the attention (`sum over t`) saw one source step instead of all of them."""
+    assert not make_plan(model(LUONG)).incremental
+    assert make_plan(model(SEQ2SEQ)).incremental
 
 
 def test_incremental_and_whole_encoder_runs_agree():

@@ -24,7 +24,8 @@ is the model's own previous output, and before the first step the start token `<
     same step, `end`): the source but its last token is run once, and each step runs the
     last token alone with that run's carry (the encoder's state before the last token):
     one encoder step, `c`, `init s` and one decoder step per generated token;
-  * *whole*, when the encoder reads ahead (`g[t+1]`, `h[1]`: a bidirectional encoder):
+  * *whole*, when the encoder reads ahead (`g[t+1]`, `h[1]`: a bidirectional encoder)
+    or the decoder reads every source step (attention: `sum over t`, `e[u, t]`):
     each step runs the whole encoder again, O(T_x) work per generated token, O(T_x T_y)
     per output. Both ways give the same numbers (tests/test_generate.py).
   Cost in the interpreter: one `Model.run` per generated token, whatever the number of
@@ -51,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UsageError
+from ..graph.folded import Apply, walk
 from ..graph.generate_check import can_generate, generated_targets
 from .loaders import EOS
 
@@ -74,13 +76,17 @@ class Plan:
 
 
 def _reads_ahead(graph, indexes) -> bool:
-    """True when some reference over one of `indexes` reads a later or the first step."""
+    """True when some reference over one of `indexes` reads a later or the first step, or
+    some value reads every step of one (a reduction `sum over t`, a variable over two
+    indexes such as attention's scores e[u, t]): then the source is run whole."""
     g = graph.nx()
     for src, _, s in g.edges(data="shift"):
         if graph.var(src).index in indexes and (
                 (s.kind == "rel" and s.k > 0) or s.kind == "first"):
             return True
-    return False
+    return any(v.inner in indexes or any(isinstance(e, Apply) and e.kw.get("over") in indexes
+                                         for x in v.exprs for e in walk(x))
+               for v in graph.vars)
 
 
 def make_plan(model, target: str | None = None, lm_input: str | None = None) -> Plan:
