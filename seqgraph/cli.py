@@ -82,13 +82,24 @@ def set_threads(argv: list[str]) -> list[str]:
     pre.add_argument("--threads", type=int)
     known, rest = pre.parse_known_args(argv)
     if known.threads is not None and known.threads < 1:
-        raise SystemExit("seqgraph: --threads must be at least 1")
+        _usage_error("--threads must be at least 1")
+    if rest and rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version"):
+        from .errors import did_you_mean  # before the command: only these options
+        near = did_you_mean(rest[0].split("=")[0], ["--threads", "--help", "--version"])
+        _usage_error(f"unknown option {rest[0]} before the command"
+                     + (f" ({near})" if near else "") + "; see seqgraph --help")
     for var in THREAD_VARS:
         if known.threads is not None:
             os.environ[var] = str(known.threads)
         else:
             os.environ.setdefault(var, "1")
     return rest
+
+
+def _usage_error(message: str):
+    """A bad command line, as argparse says one: on stderr, exit code 2."""
+    print(f"seqgraph: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,9 @@ def did_you_mean(name, known) -> str:
 
 def _one_edit(a: str, b: str) -> bool:
     """True when one letter replaced, added, removed, or two neighbours swapped turn a
-    into b, both of two letters or more (any one-letter name is one edit from another)."""
+    into b, both of two letters or more, an option's dashes not counted (any one-letter
+    name is one edit from another: -q is not a slip for -h)."""
+    a, b = a.lstrip("-"), b.lstrip("-")
     if a == b or abs(len(a) - len(b)) > 1 or min(len(a), len(b)) < 2:
         return False
     if len(a) == len(b):

@@ -374,6 +374,7 @@ class ExampleData:
     """Examples for measuring (a tagger's sentences, a classifier's texts): B of them
     drawn at random among those of T steps or more, each cut to its first T."""
     examples: object         # batches.Examples
+    spec_inputs: list        # the model's inputs (Var): the batch's other arrays are targets
     vocab: object
     binding: object
     describe: str
@@ -419,12 +420,17 @@ def example_data(spec, loader, cfg, vocab, dims: dict) -> ExampleData:
     if loader.kind in ("treepairs", "trees"):
         raise UsageError(f"{loader.describe()}: jacobian measures sequences; these are "
                          f"trees")
+    if vocab is not None and getattr(vocab, "target", None) is None:
+        raise UsageError(f"{loader.describe()}: these are {loader.kind} examples, but the "
+                         f"checkpoint's model was trained on a token stream "
+                         f"({vocab.kind}); give --data {vocab.kind}(\"...\")")
     loader = fit_loader(spec.graph, loader, dims)
     raw, file = loader.read(), str(loader.path)
     vocab = vocab or loader.vocab(raw)
     binding = bind_examples(spec.graph, vocab, loader.kind, file, dims)
     ex = encode_examples(spec.graph, loader, raw, vocab, binding, file, cfg.bptt)
-    return ExampleData(ex, vocab, binding, f"{loader.kind}({Path(file).name!r})")
+    return ExampleData(ex, spec.graph.inputs(), vocab, binding,
+                       f"{loader.kind}({Path(file).name!r})")
 
 
 def example_batch(data: ExampleData, B: int, T: int, rng) -> tuple[dict, dict]:
@@ -435,15 +441,15 @@ def example_batch(data: ExampleData, B: int, T: int, rng) -> tuple[dict, dict]:
     long = [i for i in range(len(ex)) if min(ex.lengths(i).values(), default=T) >= T]
     if not long:
         most = max(min(ex.lengths(i).values(), default=0) for i in range(len(ex)))
-        raise DataError(f"no example has {T} steps (the longest has {most}): give --steps "
-                        f"{most} or fewer", file=data.describe)
+        raise DataError(f"no example has {T} steps in each of its sequences (the most is "
+                        f"{most}): give --steps {most} or fewer", file=data.describe)
     rows = rng.choice(long, min(B, len(long)), replace=False)
     cut = {v: [a[:T] if ex.index[v] is not None else a for a in items]
            for v, items in ex.fields.items()}
     b = Examples(cut, ex.index, ex.ids, ex.lines, ex.file, ex.extra).batch(rows)
-    inputs = {data.binding.input} if data.binding.input else set()
+    inputs = {v.name for v in data.spec_inputs}
     return ({k: v for k, v in b.inputs.items() if k in inputs},
-            {k: v for k, v in b.inputs.items() if k not in inputs})
+            {k: v for k, v in b.inputs.items() if k not in inputs}, len(rows))
 
 
 def text_batch(data: TextData, B: int, T: int, rng) -> tuple[dict, dict]:
@@ -519,8 +525,7 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
         models.append(m)
     rng = np.random.default_rng(seed)
     if isinstance(td, ExampleData):
-        inputs, targets = example_batch(td, batch, steps, rng)
-        n = len(next(iter(inputs.values())))
+        inputs, targets, n = example_batch(td, batch, steps, rng)
         lengths, what = None, f"{n} examples of {td.describe}, cut to {steps} steps"
     elif td is not None:
         inputs, targets = text_batch(td, batch, steps, rng)

@@ -305,32 +305,38 @@ class Model:
 def _schedule(graph: FoldedGraph, lengths: dict, forest=None) -> list:
     """The hidden nodes of the unfolded DAG in a topological order."""
     g = unfold(graph, lengths, forest)
-    _ends_wait(graph, g, lengths)
+    hubs = _ends_wait(graph, g, lengths)
     roles = {v.name: v.role for v in graph.vars}
     order = {v.name: i for i, v in enumerate(graph.vars)}
 
     def key(n):
-        return (step_key(n[1]), order[n[0]])
+        return ((-1, -1), -1) if n in hubs else (step_key(n[1]), order[n[0]])
     return [n for n in nx.lexicographical_topological_sort(g, key=key)
-            if roles[n[0]] == "hidden"]
+            if n not in hubs and roles[n[0]] == "hidden"]
 
 
-def _ends_wait(graph: FoldedGraph, g, lengths: dict) -> None:
+def _ends_wait(graph: FoldedGraph, g, lengths: dict) -> set:
     """A read of x[end] waits for every step of x. The unfolded DAG reads the array's
     last step, but with per-example lengths `end` is each example's own last step, any
     of them: a recurrence backward in time computes its last step first, and its reader
-    would otherwise run before the other steps exist."""
-    added = []
+    would otherwise run before the other steps exist. The schedule is the same for every
+    batch of these lengths, padded or not. One hub node per reader and x (x's steps ->
+    hub -> the reader's nodes: T + N edges); a hub that would close a cycle (x's steps
+    read the reader) is left out. Returns the hubs, which are no variable's nodes."""
+    hubs = set()
     for v in graph.hidden():
         ends = {r.var for e in v.exprs for r in refs(e) if r.shift.kind == "end"} - {v.name}
         mine = [n for n in g if n[0] == v.name] if ends else []
-        for x in ends:
-            index = graph.var(x).index
-            steps = [(x, s) for s in range(lengths.get(index, 0)) if (x, s) in g]
-            added += [(a, b) for a in steps[:-1] for b in mine if not g.has_edge(a, b)]
-    g.add_edges_from(added)
-    if added and not nx.is_directed_acyclic_graph(g):   # x's steps read v: as before
-        g.remove_edges_from(added)
+        for x in sorted(ends):
+            steps = [(x, s) for s in range(lengths.get(graph.var(x).index, 0))
+                     if (x, s) in g]
+            hub = ("end of", x, v.name)
+            g.add_edges_from([(a, hub) for a in steps] + [(hub, b) for b in mine])
+            if nx.is_directed_acyclic_graph(g):
+                hubs.add(hub)
+            else:
+                g.remove_node(hub)
+    return hubs
 
 
 def _carried(graph: FoldedGraph) -> dict:

@@ -399,7 +399,11 @@ def test_dropout_in_an_attention_stage_is_compiled_with_the_interpreters_masks(
      "'e' has a dropout and is over two indexes"),
     ("a[u, t] = softmax over t (e[u, t])", "a[u, t] = softmax over t (dropout(e[u, t], 0.3))",
      "'a' has a dropout and is over two indexes"),
-], ids=["two-indexes", "inside-softmax-over", "a-two-index-value", "softmax-of-dropped"])
+    ("e[u, t] = va @ tanh(Wa @ s[u-1] + Ua @ h[t])",
+     "param be : [A]\ne[u, t] = va @ tanh(Wa @ s[u-1] + Ua @ h[t] + dropout(tanh(be), 0.3))",
+     "'e' has a dropout and is over two indexes"),
+], ids=["two-indexes", "inside-softmax-over", "a-two-index-value", "softmax-of-dropped",
+        "of-parameters-alone"])
 def test_dropout_the_layout_does_not_describe_is_interpreted(old, new, why):
     """Where the compiled executor does not lay out the interpreter's draws (a variable
     over two indexes, one dropout read twice), training is interpreted and `check

@@ -243,8 +243,8 @@ def test_example_data_is_measured_on_examples_cut_to_the_steps(tmp_path, capsys,
     assert [d["distance"] for d in h["distances"]] == [1, 2, 3]
     assert h["distances"][0]["samples"] == 2 * 3              # 2 examples, 3 pairs
     assert main(["jacobian", "tagger.sg", "--steps", "6"]) == 2
-    assert "tagged('tags.txt'): no example has 6 steps (the longest has 5): give --steps " \
-        "5 or fewer" in capsys.readouterr().err
+    assert "tagged('tags.txt'): no example has 6 steps in each of its sequences (the most " \
+        "is 5): give --steps 5 or fewer" in capsys.readouterr().err
     # a trained tagger, and another model's checkpoint said as such before any data
     assert main(["train", "tagger.sg", "--steps", "2", "--quiet", "--out", "run"]) == 0
     out = _json(capsys, ["jacobian", "tagger.sg", "--checkpoint", "run", "--steps", "2",
@@ -254,6 +254,16 @@ def test_example_data_is_measured_on_examples_cut_to_the_steps(tmp_path, capsys,
                                        .replace("h[t] : 5", "h[t] : 6"))
     assert main(["jacobian", "other.sg", "--checkpoint", "run"]) == 2
     assert "was saved from model 'tagger'" in capsys.readouterr().err
+    # a language model's checkpoint with example data: said, not a traceback (review 21)
+    (tmp_path / "t.txt").write_text("a b c d a b c d a b " * 20)
+    (tmp_path / "lm.sg").write_text(TAGGER.replace("target y[t] : class(K)",
+                                                   "target y[t] : class(V)")
+                                    .replace('tagged("tags.txt")', 'chars("t.txt")'))
+    assert main(["train", "lm.sg", "--steps", "2", "--quiet", "--out", "lm"]) == 0
+    assert main(["jacobian", "lm.sg", "--checkpoint", "lm", "--data",
+                 'tagged("tags.txt")']) == 2
+    assert "these are tagged examples, but the checkpoint's model was trained on a token " \
+        "stream (chars)" in capsys.readouterr().err
 
 
 def test_checkpoint_parameters_are_measured(lm, tmp_path, capsys):

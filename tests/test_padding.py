@@ -154,3 +154,25 @@ def test_the_end_of_a_backward_recurrence_with_dropout_compiled_as_interpreted()
         assert a.loss == pytest.approx(b.loss, rel=1e-12) and ra == rb
         for p in a.grads:
             np.testing.assert_allclose(a.grads[p], b.grads[p], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_the_end_waits_even_beside_a_reader_whose_wait_would_close_a_cycle(executor):
+    """Review 21: r reads z[end] while z reads r (z[v] <- r[v+1]): that wait cannot be
+    added; it used to take every other wait (q's on g) away with it."""
+    spec = seqgraph.read_spec("c.sg", """\
+input x[t] : onehot(V)
+input w[v] : onehot(V)
+target yc : class(K)
+param W, U, Wq, Wz, Uz, Q, Wr, Ur, Wp
+g[t] : 3 = tanh(W @ x[t] + U @ g[t+1])
+z[v] : 3 = tanh(Wz @ w[v] + Uz @ z[v+1] + Q @ r[v+1])
+r[v] : 3 = tanh(Wr @ z[end] + Ur @ w[v])
+q = Wq @ g[end] + Wp @ r[end]
+loss xent(q, yc)
+""")
+    m = seqgraph.Model(spec, dims={"V": 4, "K": 3}, dtype="float64", executor=executor)
+    x, w, yc = np.array([[1, 2, 3], [0, 1, 2]]), np.array([[1, 2], [3, 0]]), np.array([0, 2])
+    full = m.run({"x": x, "w": w}, {"yc": yc}, grads=True, lengths={"t": np.array([3, 1])})
+    one = m.run({"x": x[1:, :1], "w": w[1:]}, {"yc": yc[1:]}, grads=True)
+    np.testing.assert_allclose(full.values["q"][1], one.values["q"][0], rtol=1e-12)

@@ -63,12 +63,14 @@ def test_a_short_name_one_letter_off_is_suggested():
     assert did_you_mean("W0", ["Wo", "bo", "h.1.Wi"]) == "did you mean 'Wo'?"
     assert did_you_mean("oW", ["Wo"]) == "did you mean 'Wo'?"             # two swapped
     assert did_you_mean("x", ["W", "b"]) == ""        # one letter: any other is one off
+    assert did_you_mean("-q", ["-h", "--quiet"]) == ""     # an option's dashes not counted
     assert did_you_mean("Qz", ["Wo", "bo"]) == ""
 
 
 def test_dim_makes_an_open_size_a_number_before_the_check(work, capsys):
     err = fails(capsys, "check", "open.sg")
-    assert "'x[t]' has size V" in err and "if it is 8 here, say so (`dim V = 8` in the " \
+    assert "'x[t]' has size V" in err and "the spec does not give V a size, so it may be " \
+        "any: if it is 8 here, say so (`dim V = 8` in the " \
         "spec, or --dim V=8)" in err
     code, out = sg(capsys, "check", "open.sg", "--dim", "V=8")
     assert code == 0 and "x[t]             input onehot     size 8" in out.out
@@ -97,14 +99,15 @@ def test_a_prefix_of_an_option_is_refused_with_the_subcommands_usage(work, capsy
         assert e.value.code == 2 and said in err and f"usage: seqgraph {argv[0]} " in err
 
 
-def test_a_bare_path_to_eval_a_model_of_json_lines_reads_plain_text(work, capsys):
+@pytest.mark.parametrize("field", ['field = "text"', '"text"'], ids=["keyword", "by place"])
+def test_a_bare_path_to_eval_a_model_of_json_lines_reads_plain_text(work, capsys, field):
     """`eval --data f.txt` of a model trained on chars("d.jsonl", field = "text") read the
     text file as JSON lines ("not a JSON line")."""
     import json
     (work / "d.jsonl").write_text("".join(json.dumps({"text": TEXT[i:i + 40]}) + "\n"
                                           for i in range(0, len(TEXT), 40)))
     (work / "j.sg").write_text(OPEN_SIZE.replace("g[t] = h[t] + x[t]", "g[t] = h[t]")
-                               .replace('chars("t.txt")', 'chars("d.jsonl", field = "text")'))
+                               .replace('chars("t.txt")', f'chars("d.jsonl", {field})'))
     code, out = sg(capsys, "train", "j.sg", "--out", "r", "--steps", 2, "--quiet")
     assert code == 0, out.err
     code, out = sg(capsys, "eval", "j.sg", "--checkpoint", "r", "--data", "t.txt")
@@ -122,3 +125,14 @@ def test_a_folder_that_cannot_be_written_before_any_checkpoint_says_so(work, cap
     err = fails(capsys, "train", "stacked.sg", "--out", "r", "--steps", 2)
     assert err == "cannot write /proc/nope (No such file or directory); no checkpoint " \
         "was written"
+
+
+def test_an_option_misspelt_before_the_command_gets_a_suggestion(capsys):
+    """`--thread 2 check` was taken for --threads by prefix; refused now, it said
+    "invalid choice: '2'" (review 21)."""
+    from seqgraph.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["--thread", "2", "check", "x.sg"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == (
+        "seqgraph: error: unknown option --thread before the command (did you mean "
+        "'--threads'?); see seqgraph --help")

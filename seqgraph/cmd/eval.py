@@ -174,7 +174,9 @@ def _loader_value(text: str, cfg):
     base = cfg.data
     if base is None:
         raise UsageError(f"--data {text}: give a loader call such as 'chars(\"{text}\")'")
-    kwargs = dict(base.kwargs)
-    if not text.endswith(".jsonl"):
+    from ..graph.report import loader_args
+    kwargs = {**loader_args(base), "path": text}        # `field` given by place or name
+    if not text.lower().endswith(".jsonl"):
         kwargs.pop("field", None)
-    return type(base)(base.name, (text, *base.args[1:]), kwargs)
+    path = kwargs.pop("path")
+    return type(base)(base.name, (path,), kwargs)

@@ -56,10 +56,11 @@ def run(args) -> int:
     if args.random and args.data:
         raise UsageError("--random and --data exclude each other")
     output_file(args.output, "-o")
-    spec = read_spec(args.spec, dims=parse_dims(args.dim))
     sources = [open_params(args.checkpoint, args.seed)]
     if args.compare:
         sources.append(open_params(args.compare, args.seed))
+    bound = {k: v for s in sources for k, v in s.dims().items()}
+    spec = read_spec(args.spec, dims={**bound, **parse_dims(args.dim)})
     setup = prepare(spec, sources, data=args.data, given=parse_dims(args.dim, spec),
                     steps=args.steps, batch=args.batch, seed=args.seed,
                     use_train_data=not args.random)

@@ -26,8 +26,8 @@ def add_arguments(p) -> None:
     run.add_argument("--resume", metavar="DIR",
                      help="continue from DIR/checkpoint.npz (or a checkpoint file)")
     run.add_argument("--overwrite", action="store_true",
-                   help="start a new run in a folder that holds another run's checkpoint "
-                        "(refused without it: that run would be lost)")
+                     help="start a new run in a folder that holds another run's checkpoint "
+                          "(refused without it: that run would be lost)")
     p.add_argument("--executor", choices=["interp", "compiled"],
                    help="default: compiled when available, else interp")
     p.add_argument("--steps", type=int, help="stop after N updates in all (for tests)")
@@ -61,10 +61,10 @@ def run(args) -> int:
         comm = connect(args.mpi_timeout)
         args.quiet = args.quiet or comm.rank > 0
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
-    spec = read_spec(args.spec, dims=parse_dims(args.dim))
+    resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
+    spec = read_spec(args.spec, dims={**ck.run_dims(resumed), **parse_dims(args.dim)})
     _has_loss(args, spec)
     out = _run_folder(args, spec)
-    resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
     dims = _dims(args, spec, resumed)     # another model's checkpoint is said first
     _steps_left(args, resumed)            # before the data is read: nothing to train
     cfg = _config(args, spec, resumed)
@@ -318,7 +318,7 @@ def _stopped(args, trainer, pos, out) -> int:
         f" limit)"
     more = "" if done else f"; continue with: {_continue_command(args, out, trainer)}"
     best = ""
-    if getattr(trainer, "best", None) is not None and (out / "best.npz").exists():
+    if trainer.best is not None and (out / "best.npz").exists():
         best = f"; best {out / 'best.npz'} ({trainer.kind.best_metric} {trainer.best:.4g})"
     trainer.progress.note(f"{how}; checkpoint {trainer.saved}{best}; metrics "
                           f"{out / 'metrics.csv'}{more}")

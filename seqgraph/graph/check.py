@@ -361,7 +361,7 @@ def _open_hint(a, b) -> str:
     for x, y in ((a, b), (b, a)):
         if x.is_int and len(y.terms) == 1 and y.const == 0 and y.terms[0][1] == 1:
             name = y.terms[0][0]
-            return (f"; {name} is left to the data, so it may be any size: if it is "
+            return (f"; the spec does not give {name} a size, so it may be any: if it is "
                     f"{x.const} here, say so (`dim {name} = {x.const}` in the spec, or "
                     f"--dim {name}={x.const})")
     return ""

@@ -50,12 +50,12 @@ def _declared(v) -> str:
     return f"{v.name}{f'[{v.index}]' if v.index else ''} : {v.kind}({v.size})"
 
 
-def _one(found: list, what: str, graph: FoldedGraph, loader: str):
+def _one(found: list, what: str, graph: FoldedGraph, loader: str, role: str = "input"):
+    """The one variable of `role` a loader binds, or a DataError saying what is there."""
     if len(found) == 1:
         return found[0]
     where = f"model '{graph.name}'"
     if not found:
-        role = "target" if "target" in what else "input"
         have = [_declared(v) for v in (graph.targets() if role == "target" else
                                        graph.inputs())]
         none = f"none (its {role}{'s' * (len(have) > 1)}: {', '.join(have)})" if have \
@@ -171,7 +171,7 @@ def stream_vars(graph: FoldedGraph, loader: str):
     DataError naming what the model lacks or has too much of."""
     _not_a_tree(graph, loader)
     target = _one([v for v in graph.targets() if v.kind == "class" and v.index is not None],
-                  "a sequence target such as y[t] : class(V)", graph, loader)
+                  "a sequence target such as y[t] : class(V)", graph, loader, "target")
     feedback = fed_back(graph, target.name)
     inputs = [v for v in graph.inputs() if v.kind == "onehot" and v.index == target.index]
     x = None
@@ -310,7 +310,7 @@ def example_vars(graph: FoldedGraph, loader: str, vectors: bool = False):
         raise DataError(f"a pairs loader needs {what}; model '{graph.name}' reads its "
                         f"target {y.name}[{y.index}] on the index of its input "
                         f"{x.name}[{x.index}]", file=graph.path)
-    target = _one(found, what, graph, loader)
+    target = _one(found, what, graph, loader, "target")
     if loader in ("tagged", "series") and target.index != x.index:
         raise DataError(f"a {loader} loader gives {x.name} and {target.name} one step each: "
                         f"declare them on one index ({x.name}[{x.index}], "

@@ -283,6 +283,14 @@ def _mismatch(ckpt: Checkpoint, shapes: dict) -> str | None:
     return None
 
 
+def run_dims(ckpt: Checkpoint | None) -> dict:
+    """The sizes a run bound (its data's and its --dim), to read its spec with: a spec
+    whose sizes check only once they are numbers (model.read_spec)."""
+    if ckpt is None:
+        return {}
+    return {**(ckpt.meta.get("dims") or {}), **(ckpt.meta.get("dim_overrides") or {})}
+
+
 def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None, **fix) -> None:
     """`check_model` for `seqgraph train --resume` before the data is read: the spec's
     parameter shapes, with its sizes bound by `dims` (--dim) or, where the spec leaves
@@ -308,11 +316,11 @@ def restore_params(ckpt: Checkpoint, params: dict, average: bool = False) -> Non
     when it holds none."""
     check_params(ckpt, params)
     kept = (ckpt.meta.get("best") or ckpt.meta.get("epoch") or {}).get("average")
-    if average and set(ckpt.average) != set(params) and kept:
-        raise DataError(f"holds the parameters a validation pass scored, which are the "
-                        f"moving averages already (the run was trained with average = "
-                        f"{kept:g}): leave --average out", file=ckpt.path)
     if average and set(ckpt.average) != set(params):
+        if kept:                 # best.npz, epochs/: what validation scored, the averages
+            raise DataError(f"holds the parameters a validation pass scored, which are "
+                            f"the moving averages already (the run was trained with "
+                            f"average = {kept:g}): leave --average out", file=ckpt.path)
         raise DataError("holds no averaged parameters: --average reads the moving "
                         "averages a checkpoint.npz keeps when the run was trained with "
                         "the train key `average` (its best.npz holds them as its "

@@ -84,9 +84,15 @@ def _reads_ahead(graph, indexes) -> bool:
         if graph.var(src).index in indexes and (
                 (s.kind == "rel" and s.k > 0) or s.kind == "first"):
             return True
-    return any(v.inner in indexes or any(isinstance(e, Apply) and e.kw.get("over") in indexes
-                                         for x in v.exprs for e in walk(x))
-               for v in graph.vars)
+    return any(_reads_every_step(v, indexes) for v in graph.vars)
+
+
+def _reads_every_step(v, indexes) -> bool:
+    """v is over two indexes, one of them in `indexes`, or reduces over one of them."""
+    if v.inner in indexes or (v.inner is not None and v.index in indexes):
+        return True
+    return any(isinstance(e, Apply) and e.kw.get("over") in indexes
+               for x in v.exprs for e in walk(x))
 
 
 def make_plan(model, target: str | None = None, lm_input: str | None = None) -> Plan:

@@ -100,9 +100,11 @@ def spec_file_errors(graph, cfg) -> list:
 def _elsewhere(call) -> str:
     """The loader call with "..." for its path, its other options kept:
     trees("...", vocab = 8737)."""
-    def show(v):
+    def show(v):                       # as the spec writes values
         if isinstance(v, bool):
             return str(v).lower()
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(show(x) for x in v) + "]"
         return f'"{v}"' if isinstance(v, str) else str(v)
     rest = [show(a) for a in call.args[1:]]
     rest += [f"{k} = {show(v)}" for k, v in call.kwargs.items() if k != "path"]

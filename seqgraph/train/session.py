@@ -160,15 +160,9 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
     to it), its bound dims, dtype and vocabulary; `average`: the moving averages a
     checkpoint.npz keeps (train key `average`) instead of its raw parameters."""
     from .. import Model, read_spec
-    from ..errors import SpecError
     ckpt_path = checkpoint_in(str(ckpt_path))
-    try:
-        spec = read_spec(spec_path)
-    except SpecError:            # a spec that checks only with the sizes its run bound
-        c = ck.load(ckpt_path)
-        spec = read_spec(spec_path, dims={**c.meta.get("dims", {}),
-                                          **(c.meta.get("dim_overrides") or {})})
     c = ck.load(ckpt_path)
+    spec = read_spec(spec_path, dims=ck.run_dims(c))   # what its sizes are, if need be
     meta = c.meta
     if "vocab" not in meta or "binding" not in meta:
         raise UsageError(f"{ckpt_path}: this checkpoint has no vocabulary; it was not "

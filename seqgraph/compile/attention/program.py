@@ -183,11 +183,14 @@ class _Builder:
         reduced (compile/masks.py): a node over those indexes (a broadcast to them: a
         value per example dropped at every step), in the loop over the variable's index
         (`sliced`) this step's. The value's own indexes are among them (the checker binds
-        every index a read uses). A variable over two indexes (e[u, t]) has its masks over
-        both; it trains interpreted (masks.py), and in evaluation its value passes as is."""
+        every index a read uses). A variable over two indexes (e[u, t]) trains interpreted
+        (masks.py: its masks are not laid out), so here its dropout is evaluation's
+        identity, over the axes of its argument."""
         v = self.g.var(self.owner)
-        own = self.prog.nodes[x].axes or ()
-        axes = self.axes({v.index, v.inner, *self.overs, *own} - {None})
+        if v.inner is not None:
+            return self.add("op", self.prog.nodes[x].axes, args=(x,), op=Op.DROPOUT,
+                            attrs=e.attrs, expr=e, sliced=False)
+        axes = self.axes({v.index, *self.overs} - {None})
         return self.add("op", axes, args=(x,), op=Op.DROPOUT, attrs=e.attrs, expr=e,
                         sliced=self.fixed is not None and v.index == self.fixed)
 
