@@ -78,9 +78,13 @@ def test_dim_makes_an_open_size_a_number_before_the_check(work, capsys):
     code, out = sg(capsys, "train", "open.sg", "--dim", "V=8", "--out", "r", "--steps", 2,
                    "--quiet")
     assert code == 0, out.err
-    # eval and sample read the sizes the run bound from its checkpoint
+    # eval, train --resume and jacobian read the sizes the run bound from its checkpoint
     code, out = sg(capsys, "eval", "open.sg", "--checkpoint", "r")
     assert code == 0 and "perplexity" in out.out, out.err
+    code, out = sg(capsys, "train", "open.sg", "--resume", "r", "--steps", 3, "--quiet")
+    assert code == 0, out.err
+    code, out = sg(capsys, "jacobian", "open.sg", "--checkpoint", "r", "--steps", 4)
+    assert code == 0 and "state h" in out.out, out.err
     code, out = sg(capsys, "gradcheck", "open.sg", "--dim", "V=8")
     assert code == 0 and "all passed" in out.out
 
