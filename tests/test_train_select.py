@@ -318,3 +318,48 @@ def test_a_tree_runs_loss_plot_is_per_node(spec, tmp_path, monkeypatch):
                         lambda self, wait=True: seen.append(self.ylabel))
     assert train(spec, tmp_path / "run", "--epochs", "1") == 0
     assert seen and set(seen) == {"loss per node (nats)"}
+
+
+TIE = """\
+model tnet
+tree n
+dim H = 12
+input  w[n] : onehot(V)
+target y[n] : class(5)
+param E, W, b, Ws, bs
+param T init normal(0.05)
+h[n] : H = dropout(tanh(E @ w[n]), 0.2)    if leaf
+h[n] : H = tanh(bilinear(T, h[n.left], h[n.right]) + W @ dropout([h[n.left]; h[n.right]], 0.3) + b)   otherwise
+o[n] = Ws @ h[n] + bs
+loss 0.5 * xent(o[n], y[n])
+loss 2 * xent(o[root], y[root])
+train {
+  data = trees("tie_trees_train.txt")
+  valid = trees("tie_trees_valid.txt")
+  optimizer = adagrad(lr = 0.1)
+  batch = 5
+  epochs = 3
+  dtype = float64
+}
+"""
+
+
+def test_a_stop_mid_epoch_does_not_compete_for_best_npz(tmp_path):
+    """Review 22: the validation where --steps stops a run (mid-epoch) wrote best.npz
+    when it tied the later epochs, so a resumed run kept another best.npz than one never
+    stopped. Now it writes one only while no epoch has been validated."""
+    from pathlib import Path
+    data = Path(__file__).parent / "data"
+    for name in ("tie_trees_train.txt", "tie_trees_valid.txt"):
+        (tmp_path / name).write_text((data / name).read_text())
+    spec = tmp_path / "tie.sg"
+    spec.write_text(TIE)
+    run = lambda *a: main(["train", str(spec), "--quiet", "--executor", "interp", *a])
+    assert run("--out", str(tmp_path / "a")) == 0
+    assert run("--out", str(tmp_path / "b"), "--steps", "4") == 0
+    assert meta(tmp_path / "b" / "best.npz")["best"]["step"] == 4     # a short run has one
+    assert run("--resume", str(tmp_path / "b")) == 0
+    a, b = tmp_path / "a" / "best.npz", tmp_path / "b" / "best.npz"
+    assert meta(a)["best"] == meta(b)["best"] and meta(a)["best"]["step"] == 10
+    pa, pb = params(a), params(b)
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)

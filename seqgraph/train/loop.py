@@ -351,14 +351,19 @@ class Trainer:
         self.saved = str(path)
         return path
 
-    def _keep_best(self, v) -> None:
+    def _keep_best(self, v, partial: bool = False) -> None:
         """best.npz: the parameters of the best validation score so far, the score
         chosen by `select` (trees: the root accuracy unless told; sequences: none unless
-        `select = loss`). Its meta names the metric, its value and the epoch's scores."""
+        `select = loss`). Its meta names the metric, its value and the epoch's scores.
+        The validation of a run stopped mid-epoch (`partial`) writes it only while no
+        epoch has been validated, and does not compete with the epochs: resumed, the run
+        keeps the best.npz of one never stopped (a tie keeps the earlier)."""
         value = self.kind.best(v)
-        if value is None or (self.best is not None and not self.kind.better(value, self.best)):
+        if value is None or (self.best is not None and (
+                partial or not self.kind.better(value, self.best))):
             return
-        self.best = value
+        if not partial:
+            self.best = value
         p = self.pos
         scores = {k: x for k, x in v.as_dict().items()
                   if x is None or isinstance(x, (int, float))}
@@ -556,7 +561,7 @@ class Trainer:
             v = self._score()
             if v is not None:
                 self.metrics.valid(p.step, p.epoch + 1, v.loss)
-                self._keep_best(v)
+                self._keep_best(v, partial)
             if self.cfg.keep == "all" and not partial:
                 self._keep_epoch(v)
         vtext = self.kind.describe(v) if v is not None else ""
