@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ops
+from .errors import UsageError
 from .graph.folded import Apply, Num, ParamRef, Ref
 from .graph.unfold import Outside, Roots, case_at, env_of, position
 
@@ -203,6 +204,12 @@ class Interpreter:
         n = self.ex_len[index]
         if r.shift.kind == "end":
             steps = range(self.lengths[index])
+            if any((r.var, s) not in self.nodes for s in steps):
+                raise UsageError(f"'{r.var}[end]' is read before all of {r.var}'s steps "
+                                 f"exist: {r.var}'s steps read its reader, so with per-"
+                                 f"example lengths (padding) the end of each example is "
+                                 f"not known in time; run examples of one length at a "
+                                 f"time (no lengths)")
             if self.g.var(r.var).is_ids:       # ids: picked, no gradient to carry
                 ids = np.stack([self.tape.vals[self.nodes[(r.var, s)]] for s in steps])
                 return self.tape.leaf(ids[n - 1, np.arange(len(n))])

@@ -176,3 +176,26 @@ loss xent(q, yc)
     full = m.run({"x": x, "w": w}, {"yc": yc}, grads=True, lengths={"t": np.array([3, 1])})
     one = m.run({"x": x[1:, :1], "w": w[1:]}, {"yc": yc[1:]}, grads=True)
     np.testing.assert_allclose(full.values["q"][1], one.values["q"][0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_an_end_whose_steps_read_its_reader_is_refused_when_padded(executor):
+    """Review 23: v reads b[end] while b's steps read v: per example that is well defined
+    (b's end first), but a padded batch cannot order it; a KeyError became this error.
+    Unpadded, it runs."""
+    spec = seqgraph.read_spec("c.sg", """\
+input x[t] : vec(3)
+target y[t] : vec(2)
+param W, U, A, B, C, Wo
+b[t] : 4 = tanh(W @ x[t] + U @ b[t+1] + C @ v[t+1])
+v[t] : 4 = tanh(A @ x[t] + B @ b[end])
+o[t] = Wo @ v[t]
+loss mse(o[t], y[t])
+""")
+    m = seqgraph.Model(spec, dtype="float64", executor=executor)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 5, 3)), rng.normal(size=(3, 5, 2))
+    with pytest.raises(seqgraph.UsageError, match=r"'b\[end\]' is read before all of b's "
+                                                  r"steps exist"):
+        m.run({"x": x}, {"y": y}, lengths={"t": np.array([5, 2, 3])})
+    assert np.isfinite(m.run({"x": x}, {"y": y}).loss)

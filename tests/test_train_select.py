@@ -344,7 +344,7 @@ train {
 """
 
 
-def test_a_stop_mid_epoch_does_not_compete_for_best_npz(tmp_path):
+def test_a_stop_mid_epoch_does_not_compete_for_best_npz(tmp_path, capsys):
     """Review 22: the validation where --steps stops a run (mid-epoch) wrote best.npz
     when it tied the later epochs, so a resumed run kept another best.npz than one never
     stopped. Now it writes one only while no epoch has been validated."""
@@ -358,6 +358,14 @@ def test_a_stop_mid_epoch_does_not_compete_for_best_npz(tmp_path):
     assert run("--out", str(tmp_path / "a")) == 0
     assert run("--out", str(tmp_path / "b"), "--steps", "4") == 0
     assert meta(tmp_path / "b" / "best.npz")["best"]["step"] == 4     # a short run has one
+    # ... which its stop line names, and which a resume with another select may not keep
+    assert main(["train", str(spec), "--out", str(tmp_path / "c"), "--steps", "4",
+                 "--executor", "interp"]) == 0
+    assert f"; best {tmp_path / 'c' / 'best.npz'} (valid_fine_root " in \
+        capsys.readouterr().err
+    assert run("--resume", str(tmp_path / "c"), "--set", "select=all") == 2
+    assert "best.npz was chosen by select = root; resume with the same select" in \
+        capsys.readouterr().err
     assert run("--resume", str(tmp_path / "b")) == 0
     a, b = tmp_path / "a" / "best.npz", tmp_path / "b" / "best.npz"
     assert meta(a)["best"] == meta(b)["best"] and meta(a)["best"]["step"] == 10

@@ -501,6 +501,13 @@ def test_a_tree_on_the_command_line_is_read_as_the_specs_data(tmp_path, capsys):
     assert main(sample) == 0
     assert capsys.readouterr().out.count("(") == 5          # a (lovely film): 5 nodes
     assert main(render) == 0
+    # eval --data PATH reads it with the spec's binarize, given by name or by place
+    (tmp_path / "wide.txt").write_text(wide + "\n")
+    for call in ('trees("train.txt", binarize = true)', 'trees("train.txt", 100, true)'):
+        spec.write_text(TREE_SPEC.replace('trees("train.txt")', call, 1))
+        capsys.readouterr()
+        assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "run"), "--data",
+                     str(tmp_path / "wide.txt")]) == 0, capsys.readouterr().err
 
 
 # a tree classifier: one label a tree, the root's (`target sentiment : class(K)`)

@@ -59,7 +59,9 @@ def run(args) -> int:
     sources = [open_params(args.checkpoint, args.seed)]
     if args.compare:
         sources.append(open_params(args.compare, args.seed))
-    bound = {k: v for s in sources for k, v in s.dims().items()}
+    from ..train.checkpoint import run_dims  # the data's sizes and --dim's
+    bound = {k: v for s in sources
+             for k, v in (run_dims(s.ckpt) if s.ckpt is not None else s.dims()).items()}
     spec = read_spec(args.spec, dims={**bound, **parse_dims(args.dim)})
     setup = prepare(spec, sources, data=args.data, given=parse_dims(args.dim, spec),
                     steps=args.steps, batch=args.batch, seed=args.seed,

@@ -201,7 +201,8 @@ def loader_args(call) -> dict:
     import inspect
 
     from ..train.loaders import LOADERS
-    fn = LOADERS.get(getattr(call, "name", None))
+    from ..train.trees import trees
+    fn = {**LOADERS, "trees": trees}.get(getattr(call, "name", None))
     if fn is None:
         return {}
     return {**dict(zip(inspect.signature(fn).parameters, call.args)), **call.kwargs}

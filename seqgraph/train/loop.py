@@ -233,6 +233,7 @@ class Trainer:
         self.progress = Progress(self.total, cfg.epochs, quiet)
         self.metrics: MetricsLog | None = None
         self.best = None                # the best validation score (kind.best) so far
+        self.best_partial = False       # ... of a stop mid-epoch: any epoch's replaces it
         self.seconds = 0.0              # spent in updates, over the whole run
         self.averages: Averages | None = None   # train key `average`; made in fit()
 
@@ -296,6 +297,7 @@ class Trainer:
         self.pos = Position(**st["position"])
         self.epoch_loss = list(st["epoch_loss"])
         self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
+        self.best_partial = st.get("best_partial", False)
         self.carry = c.carry
         self.saved = c.path
 
@@ -344,7 +346,8 @@ class Trainer:
                  "data_hash": self.data_hash,
                  "optimizer": {k: v for k, v in self.opt.state_dict().items() if k != "arrays"},
                  "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
-                 "best": self.best, "select": self.kind.select, "seconds": self.seconds}
+                 "best": self.best, "best_partial": self.best_partial,
+                 "select": self.kind.select, "seconds": self.seconds}
         path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": state},
                        self.opt.state_dict()["arrays"], self.carry if mid_epoch else None,
                        self.averages.avg if self.averages is not None else None)
@@ -356,14 +359,14 @@ class Trainer:
         chosen by `select` (trees: the root accuracy unless told; sequences: none unless
         `select = loss`). Its meta names the metric, its value and the epoch's scores.
         The validation of a run stopped mid-epoch (`partial`) writes it only while no
-        epoch has been validated, and does not compete with the epochs: resumed, the run
-        keeps the best.npz of one never stopped (a tie keeps the earlier)."""
+        epoch has been validated, and the next epoch's replaces it whatever its score
+        (`best_partial`): resumed, the run keeps the best.npz of one never stopped (a tie
+        keeps the earlier)."""
         value = self.kind.best(v)
-        if value is None or (self.best is not None and (
+        if value is None or (self.best is not None and not self.best_partial and (
                 partial or not self.kind.better(value, self.best))):
             return
-        if not partial:
-            self.best = value
+        self.best, self.best_partial = value, partial
         p = self.pos
         scores = {k: x for k, x in v.as_dict().items()
                   if x is None or isinstance(x, (int, float))}

@@ -754,8 +754,9 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
             call = parse_value(data)
         except SpecError:
             call = None
-        if not hasattr(call, "name"):
-            opts = dict(getattr(cfg.data, "kwargs", {}) or {})
+        if not hasattr(call, "name"):          # a path: the training loader's options
+            from ..graph.report import loader_args
+            opts = loader_args(cfg.data)         # given by name or by place
             loader = trees(data, binarize=opts.get("binarize", False), base=Path.cwd())
         else:
             loader = make_tree_loader(call, Path.cwd())
