@@ -478,3 +478,17 @@ def test_the_check_report_and_the_loaders_name_the_same_streams():
     from seqgraph.graph.report import STREAMS
     from seqgraph.train.loaders import STREAM_KINDS
     assert STREAMS == STREAM_KINDS
+
+
+def test_check_says_where_the_loop_of_an_output_fed_back_runs(capsys):
+    """Walk 11: the Jordan net (Fig. 10.4) was 'none (a feed-forward model)'; and a model
+    sample refuses to generate was said to be generated, then not."""
+    assert main(["check", str(ROOT / "specs/jordan.sg")]) == 0
+    out = capsys.readouterr().out
+    assert "  none in training: the only loop runs through the target y read back, which " \
+        "the data gives (teacher forcing: every step at once)" in out
+    assert main(["check", str(ROOT / "specs/bidirectional.sg"), "--set",
+                 'data=chars("small.txt")']) == 0
+    gen = capsys.readouterr().out.split("generation:")[1].split("\n\n")[0]
+    assert "seqgraph sample refuses it (data = chars(...)): it would generate y[t] step " \
+        "by step, which this model cannot (below)" in gen and "continues --prime" not in gen

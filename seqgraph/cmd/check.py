@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..graph import unfold as U
 from ..graph.check import check
+from ..graph.folded import fed_back
 from ..graph.leaks import target_leaks
 from ..graph.printer import folded_text
 from ..graph.report import report
@@ -142,7 +143,12 @@ def summary(checked) -> str:
             way = "up the tree (children first)"
         lines.append(f"  {', '.join(r.vars)}: over {r.index}, {way}, delays "
                      f"{' '.join(r.delays)}; parameters {', '.join(r.params)}")
-    if not checked.recurrences:
+    fed = [v.name for v in g.targets() if fed_back(g, v.name)]
+    if not checked.recurrences and fed:     # Fig. 10.4-10.6: the loop is the output's
+        lines.append(f"  none in training: the only loop runs through the target "
+                     f"{', '.join(fed)} read back, which the data gives (teacher forcing: "
+                     f"every step at once); generation runs it step by step")
+    elif not checked.recurrences:
         lines.append("  none (a feed-forward model)")
     unbound = checked.unbound()
     if unbound:

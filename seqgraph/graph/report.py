@@ -189,7 +189,7 @@ def report(checked, steps: int | None = None, batch: int | None = None,
                 "no loader cuts it into windows)")
     return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
                   reasons, window, cuts, no_window, tree, loader, mode,
-                  _sample_says(g, loader, mode),
+                  _sample_says(g, loader, mode, ok),
                   any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
                   g.tree_and_sequence is not None and not g.tree_encoder,
                   g.tree_and_sequence is not None, _stream_fits(g), bool(g.losses))
@@ -256,8 +256,9 @@ def _generation(checked, mode: str | None):
     return index, not reasons, list(dict.fromkeys(reasons))
 
 
-def _sample_says(g, loader: str | None, mode: str | None) -> str:
-    """What `seqgraph sample` does with the model, in a sentence (cmd/sample.py)."""
+def _sample_says(g, loader: str | None, mode: str | None, ok: bool | None = True) -> str:
+    """What `seqgraph sample` does with the model, in a sentence (cmd/sample.py); a
+    model to generate that cannot be generated step by step (`ok` False) it refuses."""
     if g.tree_and_sequence and not g.tree_encoder:
         return ("seqgraph sample does not run it: no loader reads its data (the Python "
                 "API runs it: Model.run with forest=...)")
@@ -277,6 +278,9 @@ def _sample_says(g, loader: str | None, mode: str | None) -> str:
                                                   f" (no {y.name}[{y.index}-1])")
         return (f"seqgraph sample {verb} --input in one pass ({data}): {why}, so it is not "
                 f"generated step by step")
+    if mode == "generate" and ok is False:
+        return (f"seqgraph sample refuses it ({data}): it would generate {at} step by "
+                f"step, which this model cannot (below)")
     if mode == "generate" and loader in STREAMS:
         return (f"seqgraph sample continues --prime, generating {at} step by step "
                 f"({data}: a language model)")
