@@ -456,8 +456,10 @@ def test_sample_labels_the_input_of_a_classifier_or_a_tagger(tmp_path, capsys, t
         assert [r.split("\t")[0] for r in rows] == ["a", "c", "b"]
         assert rows[1].split("\t")[1].split()[0] == f"{labels[p[1].argmax()]}:{p[1].max():.3f}"
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "a", "--beam", 2)
+    does = "prints its most likely label" if kind == "labeled" else \
+        "prints each token's most likely tag, word/TAG"           # walk 11: was 'label'
     assert "--beam is not for this model: 'y' is not read back, so it is not written one " \
-           "step at a time; sample prints its most likely label" in err
+           f"step at a time; sample {does}" in err
 
 
 SERIES = """\
@@ -506,7 +508,8 @@ def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsy
     assert code == 0 and out.out.splitlines()[0].endswith("y at t+3"), out
     for flag in ("--nbest", "--greedy", "--unk"):                # not ignored: refused
         err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "1 2", flag)
-        assert f"{flag} is not for this model" in err and "sample forecasts each step" in err
+        assert f"{flag} is not for this model: a forecast is one number a step, with no " \
+            "labels to rank or choose among; sample forecasts each step" in err
 
 
 def test_a_series_model_trained_at_the_last_step_forecasts_only_there(tmp_path, capsys):

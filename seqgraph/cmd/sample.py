@@ -149,10 +149,13 @@ def one_pass(t, args) -> int:
     b, graph = t.binding, t.model.graph
     loss = next((loss for loss in graph.losses if loss.target.var == b.target), None)
     series = loss is not None and loss.fn == "mse" and getattr(t.vocab, "kind", "") == "series"
+    tree = any(kind == "tree" for _, kind in graph.indexes)
+    tagger = not tree and graph.var(b.target).index is not None
     _refuse_generation_options(args, b.target, "forecasts each step" if series else
+                               "prints each token's most likely tag, word/TAG (--nbest: "
+                               "every tag)" if tagger else
                                "prints its most likely label (--nbest: every label)",
                                series)
-    tree = any(kind == "tree" for _, kind in graph.indexes)
     if args.input is None:
         what = "tree, bracketed with a label at every node as the data writes it (the " \
             "labels are not read): --input '(2 (2 a) (2 film))'" if tree else \
@@ -207,9 +210,12 @@ def _refuse_generation_options(args, target: str, does: str, series: bool) -> No
              ("--length", args.length is not None), ("--greedy", args.greedy and series),
              ("--nbest", args.nbest and series), ("--unk", args.unk and series)]
     for flag, on in given:
-        if on:
-            raise UsageError(f"{flag} is not for this model: '{target}' is not read back, "
-                             f"so it is not written one step at a time; sample {does}")
+        if not on:
+            continue
+        why = "a forecast is one number a step, with no labels to rank or choose among" \
+            if flag in ("--nbest", "--greedy", "--unk") else \
+            f"'{target}' is not read back, so it is not written one step at a time"
+        raise UsageError(f"{flag} is not for this model: {why}; sample {does}")
 
 
 def forecast(t, args, loss) -> int:
