@@ -143,6 +143,13 @@ def test_every_rank_ends_with_the_same_parameters(work):
     # each rank hashed its own parameters; rank 0 wrote the checkpoint
     assert d["param_digests"][0] == d["param_digests"][1] == params_digest(params(path))
     assert len(d["rng"]) == 2 and d["rng"][0] != d["rng"][1]
+    # eval scores the held-out text as the ranks validated it: N x batch streams (walk 11)
+    last = [r for r in rows(work / "two/metrics.csv") if r["valid_loss"]][-1]
+    p = subprocess.run([sys.executable, "-m", "seqgraph.cli", "eval", "lm.sg", "--checkpoint",
+                        "two", "--json", "--executor", "interp"], cwd=work, env=_env(),
+                       capture_output=True, text=True, check=False, timeout=120)
+    assert json.loads(ok(p).stdout)["loss"] == pytest.approx(float(last["valid_loss"]),
+                                                            abs=1e-5)   # as metrics.csv rounds
 
 
 def test_a_distributed_run_resumes_where_it_stopped(work):
