@@ -107,6 +107,7 @@ def test_train_learns_below_the_unigram_entropy(work, capsys):
                    capsys=capsys)
     assert code == 0
     assert json.loads(out.out)["loss"] < unigram_entropy(tiny_text()) - 0.3
+    assert json.loads(out.out)["kind"] == "chars"      # as docs/training.md lists for all
 
 
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(work):
@@ -260,7 +261,7 @@ def test_eval_json_fields(trained, capsys):
                    capsys=capsys)
     assert code == 0
     r = json.loads(out.out)
-    assert set(r) == {"loss", "perplexity", "accuracy", "tokens", "file"}
+    assert set(r) == {"kind", "loss", "perplexity", "accuracy", "tokens", "file"}
     assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
     assert 0 <= r["accuracy"] <= 1
     n_valid = round(len(tiny_text()) * 0.1)          # the held-out tail

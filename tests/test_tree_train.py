@@ -198,7 +198,7 @@ def test_train_and_eval_on_trees(tmp_path, capsys, executor):
     capsys.readouterr()
     assert main(["eval", str(spec), "--checkpoint", str(out), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["trees"] == 12 and d["nodes"] == 42
+    assert d["trees"] == 12 and d["nodes"] == 42 and d["kind"] == "trees"
     assert set(d) >= {"fine_all", "fine_root", "binary_all", "binary_root", "loss"}
     assert d["fine_all"] > 0.5          # it learnt something on its training trees
     assert main(["eval", str(spec), "--checkpoint", str(out), "--data",

@@ -46,6 +46,7 @@ def run(args) -> int:
                          "tagged, series) and trees")
     else:
         result, file = eval_stream(t, args.spec, args.data)
+        result = {"kind": t.vocab.kind, **result}      # chars or words, as the data's
     if args.json:
         print(json.dumps({**result, "file": file}))       # the file, as trees' eval says
         return 0

@@ -381,8 +381,11 @@ def source(t, plan, args, rng) -> dict:
             raise UsageError(f"'{name}' is one token per example; --input has {len(toks)}")
     for name in vectors:
         D = t.model.sizes[name]
-        if args.input is None:
+        if args.input is None:             # said, so that the output can be reproduced
             out[name] = rng.standard_normal(D)
+            shown = " ".join(f"{x:.4g}" for x in out[name])
+            how = f"--seed {args.seed}" if args.seed is not None else "--seed N repeats a draw"
+            sys.stderr.write(f"{name} drawn from N(0, 1) ({how}): {shown}\n")
             continue
         vals, n, bad = split_numbers(args.input)      # as a pairs source column reads
         if vals is None:

@@ -769,7 +769,7 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
         from ..cmd import writing
         with writing(per_example, "--per-example"):
             write_per_tree(per_example, s.per_tree)
-    d = {**s.as_dict(), "file": str(loader.path)}
+    d = {"kind": "trees", **s.as_dict(), "file": str(loader.path)}
     if as_json:
         print(json.dumps(d))
     else:
