@@ -83,7 +83,7 @@ def set_threads(argv: list[str]) -> list[str]:
     known, rest = pre.parse_known_args(argv)
     if known.threads is not None and known.threads < 1:
         _usage_error("--threads must be at least 1")
-    if rest and rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version", "--"):
+    if rest and rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version"):
         from .errors import did_you_mean  # before the command: only these options
         near = did_you_mean(rest[0].split("=")[0], ["--threads", "--help", "--version"])
         _usage_error(f"unknown option {rest[0]} before the command"

@@ -397,8 +397,8 @@ def text_data(spec, data: str | None, vocab=None, dims: dict | None = None):
             return None
         loader = make_loader(cfg.data, cfg.base)
     else:
-        from .cmd.eval import _loader_value
-        loader = make_loader(_loader_value(data, cfg), Path.cwd())
+        from .train.loaders import data_call
+        loader = make_loader(data_call(data, cfg), Path.cwd())
     if not hasattr(loader, "tokens"):
         return example_data(spec, loader, cfg, vocab, dims or {})
     tokens = loader.tokens()

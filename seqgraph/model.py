@@ -309,7 +309,7 @@ def _schedule(graph: FoldedGraph, lengths: dict, forest=None) -> list:
     roles = {v.name: v.role for v in graph.vars}
     order = {v.name: i for i, v in enumerate(graph.vars)}
 
-    def key(n):
+    def key(n):         # a hub (no variable's node) first as soon as it can: it waits
         return ((-1, -1), -1) if n in hubs else (step_key(n[1]), order[n[0]])
     return [n for n in nx.lexicographical_topological_sort(g, key=key)
             if n not in hubs and roles[n[0]] == "hidden"]

@@ -1,12 +1,15 @@
 """A new user's walkthrough (walk 10): a stacked cell's parameters named in `decay`, a
 did-you-mean for a short misspelt name, `--dim` making an open size a number before the
 sizes are checked, and the command line's flags."""
+from pathlib import Path
+
 import pytest
 
 from seqgraph.errors import did_you_mean
 
 from conftest import fails, sg
 
+ROOT = Path(__file__).resolve().parent.parent
 TEXT = "abcdefg " * 300            # 8 symbols: a, ..., g and the space
 
 STACKED = """\
@@ -140,3 +143,7 @@ def test_an_option_misspelt_before_the_command_gets_a_suggestion(capsys):
     assert e.value.code == 2 and capsys.readouterr().err.strip() == (
         "seqgraph: error: unknown option --thread before the command (did you mean "
         "'--threads'?); see seqgraph --help")
+    with pytest.raises(SystemExit) as e:         # argparse takes no `--` before a command
+        main(["--", "check", str(ROOT / "specs" / "elman.sg")])
+    assert e.value.code == 2 and "unknown option -- before the command" in \
+        capsys.readouterr().err

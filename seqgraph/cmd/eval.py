@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import SpecError, UsageError
+from ..errors import UsageError
 from . import output_file, writing
 
 HELP = "score a trained model: loss per token, perplexity, accuracy, error rates, mse"
@@ -105,7 +105,7 @@ def eval_examples(t, spec_path: str, data: str | None,
     from ..train.batches import ExampleBatches
     from ..train.data import encode_examples, load_dataset
     from ..train.evaluate import PerExample, baselines, decode_metrics, score
-    from ..train.loaders import make_loader, same_splits
+    from ..train.loaders import data_call, make_loader, same_splits
     cfg = _config(t, spec_path)
     graph, b = t.spec.graph, t.binding
     ds = load_dataset(graph, cfg, t.meta.get("dims"), t.vocab)
@@ -116,12 +116,12 @@ def eval_examples(t, spec_path: str, data: str | None,
         examples, file = ds.valid, ds.valid_file
     else:
         from ..train.binding import fit_loader
-        loader = fit_loader(graph, make_loader(_loader_value(data, cfg), Path.cwd()),
+        loader = fit_loader(graph, make_loader(data_call(data, cfg), Path.cwd()),
                             t.meta.get("dims"))
         if loader.kind != b.kind:
             raise UsageError(f"--data reads {loader.kind} but the model was trained on "
                              f"{b.kind} data")
-        same_splits(cfg.data, _loader_value(data, cfg), "--data")
+        same_splits(cfg.data, data_call(data, cfg), "--data")
         file = str(loader.path)
         examples = encode_examples(graph, loader, loader.read(), t.vocab, b, file, cfg.bptt)
     batches = ExampleBatches(examples, cfg.batch, 0, False, ((b.input,), (b.target,)))
@@ -149,7 +149,7 @@ def eval_ids(t, spec_path: str, data: str | None):
     """Token ids to score and their file: `--data`, else the validation text the
     training run held out (the same split, encoded with the checkpoint's vocabulary)."""
     from ..train.data import encode, load_dataset
-    from ..train.loaders import make_loader
+    from ..train.loaders import data_call, make_loader
     cfg = _config(t, spec_path)
     if data is None:
         ds = load_dataset(t.spec.graph, cfg, t.meta.get("dims"), t.vocab)
@@ -157,29 +157,9 @@ def eval_ids(t, spec_path: str, data: str | None):
             raise UsageError("the train block holds out no validation text (valid = 0): "
                              "pass --data")
         return ds.valid, ds.valid_file
-    loader = make_loader(_loader_value(data, cfg), Path.cwd())
+    loader = make_loader(data_call(data, cfg), Path.cwd())
     if loader.kind != t.vocab.kind:
         raise UsageError(f"--data reads {loader.kind} but the model was trained on "
                          f"{t.vocab.kind}")
     return encode(loader, t.vocab), str(loader.path)
 
-
-def _loader_value(text: str, cfg):
-    """`chars("f.txt")` as a call; a bare path is read with the training loader's kind
-    and options (e.g. the same jsonl field; a path that is not .jsonl is plain text)."""
-    from ..lang.parse import parse_value
-    try:
-        value = parse_value(text)
-        if hasattr(value, "name"):
-            return value
-    except SpecError:
-        pass
-    base = cfg.data
-    if base is None:
-        raise UsageError(f"--data {text}: give a loader call such as 'chars(\"{text}\")'")
-    from ..graph.report import loader_args
-    kwargs = {**loader_args(base), "path": text}        # `field` given by place or name
-    if not text.lower().endswith(".jsonl"):
-        kwargs.pop("field", None)
-    path = kwargs.pop("path")
-    return type(base)(base.name, (path,), kwargs)

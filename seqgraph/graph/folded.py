@@ -181,6 +181,11 @@ class Var:
         return {r.var for e in self.exprs for r in refs(e)}
 
     @property
+    def declaration(self) -> str:
+        """A data variable as the spec declares it: `z[t] : vec(2)`, `y : class(K)`."""
+        return f"{self.name}{f'[{self.index}]' if self.index else ''} : {self.kind}({self.size})"
+
+    @property
     def is_ids(self) -> bool:
         """True when its values are integer ids (one-hot inputs, class targets)."""
         return self.kind in ("onehot", "class")

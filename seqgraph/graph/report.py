@@ -256,7 +256,7 @@ def _generation(checked, mode: str | None):
     return index, not reasons, list(dict.fromkeys(reasons))
 
 
-def _sample_says(g, loader: str | None, mode: str | None, ok: bool | None = True) -> str:
+def _sample_says(g, loader: str | None, mode: str | None, ok: bool | None) -> str:
     """What `seqgraph sample` does with the model, in a sentence (cmd/sample.py); a
     model to generate that cannot be generated step by step (`ok` False) it refuses."""
     if g.tree_and_sequence and not g.tree_encoder:

@@ -45,18 +45,13 @@ class Binding:
         return self.kind != "stream"
 
 
-def _declared(v) -> str:
-    """A data variable as declared: z[t] : vec(2)."""
-    return f"{v.name}{f'[{v.index}]' if v.index else ''} : {v.kind}({v.size})"
-
-
 def _one(found: list, what: str, graph: FoldedGraph, loader: str, role: str = "input"):
     """The one variable of `role` a loader binds, or a DataError saying what is there."""
     if len(found) == 1:
         return found[0]
     where = f"model '{graph.name}'"
     if not found:
-        have = [_declared(v) for v in (graph.targets() if role == "target" else
+        have = [v.declaration for v in (graph.targets() if role == "target" else
                                        graph.inputs())]
         none = f"none (its {role}{'s' * (len(have) > 1)}: {', '.join(have)})" if have \
             else "none"

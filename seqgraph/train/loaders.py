@@ -726,6 +726,29 @@ EXAMPLE_KINDS = ("pairs", "labeled", "tagged", "series", "treepairs")
 TREE_LOADERS = ("trees",)          # train/trees.py: the data of a tree model
 
 
+def data_call(text: str, cfg):
+    """`--data TEXT` as a loader call: `chars("f.txt")` as written; a bare path read with
+    the training loader's kind and options, given by name or by place (the same jsonl
+    field, trees' binarize), a path that is not .jsonl being plain text."""
+    from ..errors import SpecError
+    from ..graph.report import loader_args
+    from ..lang.parse import parse_value
+    try:
+        value = parse_value(text)
+        if hasattr(value, "name"):
+            return value
+    except SpecError:
+        pass
+    base = cfg.data
+    if base is None:
+        raise UsageError(f"--data {text}: give a loader call such as 'chars(\"{text}\")'")
+    kwargs = {**loader_args(base), "path": text}
+    if not text.lower().endswith(".jsonl"):
+        kwargs.pop("field", None)
+    path = kwargs.pop("path")
+    return type(base)(base.name, (path,), kwargs)
+
+
 def _loader_function(call, key: str = "data"):
     """The function of a loader call (`trees` too), or a BadValue with a did-you-mean."""
     from .config import BadValue

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import DataError, SpecError, UsageError
+from ..errors import DataError, UsageError
 from ..graph.trees import Forest
 from ..ops import log_softmax
 from .binding import (
@@ -36,7 +36,7 @@ from .binding import (
     trees_and_sequences,
 )
 from .evaluate import loss_on, token_terms, xent_output
-from .loaders import UNK, Vocab, read_text, resolve_path, spec_file_errors
+from .loaders import UNK, Vocab, data_call, read_text, resolve_path, spec_file_errors
 from .loop import Selects
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
@@ -734,7 +734,6 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
     `per_example`, a CSV of each tree's counts too."""
     import json
 
-    from ..lang.parse import parse_value
     from .session import trained_config
     cfg = trained_config(t, spec_path)
     if data is None:
@@ -749,17 +748,8 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
             _, ts = split_trees(loader.load(t.vocab), cfg.valid)
             if ts is None:
                 raise UsageError("the train block holds out no validation trees: pass --data")
-    else:
-        try:
-            call = parse_value(data)
-        except SpecError:
-            call = None
-        if not hasattr(call, "name"):          # a path: the training loader's options
-            from ..graph.report import loader_args
-            opts = loader_args(cfg.data)         # given by name or by place
-            loader = trees(data, binarize=opts.get("binarize", False), base=Path.cwd())
-        else:
-            loader = make_tree_loader(call, Path.cwd())
+    else:                        # a call, or a path read with the training loader's options
+        loader = make_tree_loader(data_call(data, cfg), Path.cwd())
         ts = loader.load(t.vocab)
     y = t.spec.graph.var(t.binding.target)
     labels_fit([ts], t.model.sizes[y.name], f"the trained model's {y.name} "
