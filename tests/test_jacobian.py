@@ -9,7 +9,7 @@ from seqgraph.gradcheck import random_batch
 from seqgraph.jacobian import jacobians, measure, recurrent_states
 from seqgraph.model import Model, read_spec
 
-from conftest import TINY_LM
+from conftest import ELMAN, TINY_LM
 
 LINEAR = """
 input  x[t] : vec(3)
@@ -215,14 +215,8 @@ def test_data_loader_call_and_checkpoint_vocabulary(lm, tmp_path, capsys):
     assert "vocabulary" in capsys.readouterr().err
 
 
-TAGGER = """\
-model tagger
-input  x[t] : onehot(V)
-target y[t] : class(K)
-param W, U, b, Wo, bo
-h[t] : 5 = tanh(W @ x[t] + U @ h[t-1] + b)
-o[t] = Wo @ h[t] + bo
-loss xent(o[t], y[t])
+# the Elman net as a tagger: its own tags K
+TAGGER = "model tagger\ndim H = 5\n" + ELMAN.replace("class(V)", "class(K)") + """\
 train {
   data  = tagged("tags.txt")
   batch = 2
@@ -251,7 +245,7 @@ def test_example_data_is_measured_on_examples_cut_to_the_steps(tmp_path, capsys,
                          "--json"])
     assert out["label"].startswith("run (step ")
     (tmp_path / "other.sg").write_text(TAGGER.replace("model tagger", "model other")
-                                       .replace("h[t] : 5", "h[t] : 6"))
+                                       .replace("dim H = 5", "dim H = 6"))
     assert main(["jacobian", "other.sg", "--checkpoint", "run"]) == 2
     assert "was saved from model 'tagger'" in capsys.readouterr().err
     # a language model's checkpoint with example data: said, not a traceback (review 21)
