@@ -54,8 +54,22 @@ def read_spec(path: str, text: str | None = None, dims: dict | None = None) -> S
     except SpecError:
         if not dims:
             raise
+        check_dim_names(dims, graph.size_names, path)   # `--dim v=8` is a slip, not a size
         checked = check(graph, dims)
     return Spec(path, text, graph, checked)
+
+
+def check_dim_names(dims: dict, sizes: set, path: str) -> None:
+    """A UsageError for a name of `dims` (`--dim v=8`) that is none of the spec's `sizes`,
+    with a did-you-mean (`V` for `v`) or the sizes it has."""
+    for name, size in dims.items():
+        if name not in sizes:
+            same = [n for n in sizes if n.lower() == name.lower()]
+            near = f"did you mean '{same[0]}'?" if same else did_you_mean(name, sizes)
+            known = f"its sizes: {', '.join(sorted(sizes))}" if sizes else \
+                "it has no size names"
+            raise UsageError(f"--dim {name}={size}: {path} has no size '{name}' "
+                             f"({near or known})")
 
 
 def _decode(raw: bytes, path: str) -> str:

@@ -1,7 +1,7 @@
 """Subcommands of the `seqgraph` command line, one module each (see cli.py)."""
 from __future__ import annotations
 
-from ..errors import UsageError, did_you_mean
+from ..errors import UsageError
 
 
 def output_file(path: str | None, flag: str) -> str | None:
@@ -49,13 +49,6 @@ def parse_dims(items: list[str] | None, spec=None) -> dict:
                                  f"{part.strip()}); keep one of them")
             dims[name] = int(val)
     if spec is not None:
-        sizes = set(spec.unbound_dims()) | spec.graph.size_names
-        for name, size in dims.items():
-            if name not in sizes:
-                same = [n for n in sizes if n.lower() == name.lower()]   # `v` for `V`
-                near = f"did you mean '{same[0]}'?" if same else did_you_mean(name, sizes)
-                known = f"its sizes: {', '.join(sorted(sizes))}" if sizes else \
-                    "it has no size names"
-                raise UsageError(f"--dim {name}={size}: {spec.path} has no size "
-                                 f"'{name}' ({near or known})")
+        from ..model import check_dim_names
+        check_dim_names(dims, set(spec.unbound_dims()) | spec.graph.size_names, spec.path)
     return dims
