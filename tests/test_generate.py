@@ -357,6 +357,22 @@ def test_one_to_many_reads_a_vector_or_draws_one(tmp_path, capsys):
     assert "--input must be 8 numbers" in err
 
 
+def test_an_empty_output_is_a_line_and_said_why(tmp_path, capsys):
+    """A model whose first choice is </s> writes an empty line (one an --input, for
+    scripts), and says on stderr why it is empty (walk 11: a bare empty line)."""
+    text = (SPECS / "one_to_many.sg").read_text()
+    vocab = Vocab("words", ("<unk>", "<s>", "</s>", "p", "q", "r"))
+    spec, c = checkpoint_for(tmp_path, text, "otm", vocab,
+                             Binding(None, "y", True, {}, "vectors", {"y": 1}), {"V": 6})
+    z = dict(np.load(c))
+    z["bo"] = np.where(np.arange(6) == 2, 50.0, 0.0).astype(z["bo"].dtype)   # </s> first
+    np.savez(c, **z)
+    for how in (["--greedy"], ["--beam", "3"]):
+        code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--seed", 1, *how)
+        assert code == 0 and out.out == "\n", out
+        assert "the output is empty: the model's first choice was </s>" in out.err
+
+
 def test_a_conditional_model_writes_one_output_per_input_step(tmp_path, capsys):
     text = (SPECS / "conditional.sg").read_text()
     vocab = Vocab("words", ("<unk>", "the", "cat", "sat"), Vocab("labels", ("D", "N", "V")))

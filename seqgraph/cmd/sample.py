@@ -138,6 +138,8 @@ def _transduce(t, args, rng) -> int:
         sys.stderr.write(f"attention weights '{weights.name}' drawn in {out}\n")
     if args.beam is None or not args.nbest:
         sys.stdout.write(_text(out_vocab, ids) + "\n")
+        if not ids and ended:         # the line stays (one a --input), but is explained
+            sys.stderr.write("the output is empty: the model's first choice was </s>\n")
     return 0
 
 
