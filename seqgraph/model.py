@@ -158,6 +158,7 @@ class Model:
             raise UsageError(f"teacher must be a probability in [0, 1], not {teacher}")
         self._check_names_and_ids({**(inputs or {}), **(targets or {})})
         self._check_given(inputs or {}, targets or {}, grads)
+        self._check_padding(inputs or {}, lengths or {})
         kw = {} if forest is None else {"forest": forest}
         if teacher < 1.0:
             kw["teacher"] = teacher
@@ -196,6 +197,33 @@ class Model:
                                  f"{', '.join(repr(t) for t in missing)}: give "
                                  f"{'them' if len(missing) > 1 else 'it'} in targets "
                                  f"(without, its loss would be 0 and every gradient zero)")
+
+    def _check_padding(self, inputs: dict, lengths: dict) -> None:
+        """Ids padded with -1 at the end of an example, no `lengths` for their index, and
+        a reference that reads a later step of it (`h[end]`, `g[t+1]`, `sum over t`): the
+        -1s would run as steps (zero inputs) into values of the real ones. Refused, where
+        the same batch with `lengths` reads each example's own last step."""
+        from .graph.leaks import _reads, _show, _step
+        g = self.graph
+        for v in g.inputs():
+            if not v.is_ids or v.index is None or v.index in lengths or v.name not in inputs:
+                continue
+            a = np.asarray(inputs[v.name])
+            short = np.flatnonzero(a[:, -1] == -1) if a.ndim == 2 and a.size else ()
+            if not len(short):
+                continue
+            ahead = next((r for _, r, over, _ in _reads(g)
+                          if _step(g, r, over, v.index, 0) > 0), None)
+            if ahead is None:
+                continue
+            b = int(short[0])
+            n = int(np.flatnonzero(a[b] != -1)[-1]) + 1 if (a[b] != -1).any() else 0
+            line = f" (line {ahead.pos.line})" if ahead.pos and ahead.pos.line else ""
+            raise UsageError(
+                f"'{v.name}' is padded with -1 (example {b} has {n} of {a.shape[1]} "
+                f"steps) and {_show(g, ahead)}{line} would read the -1s: give each example's length, lengths={{'{v.index}': "
+                f"[...]}} (a loader's batch has them: b.lengths); lengths={{'{v.index}': "
+                f"{a.shape[1]}}} runs the -1s as steps")
 
     def _check_names_and_ids(self, data: dict) -> None:
         """Every array names a variable, and ids are ids of its size (-1: padding): an

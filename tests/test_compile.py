@@ -176,8 +176,11 @@ def test_padding_and_single_step():
     X, Y = _ids(3, 6, 5, 2)
     X[0, 3:] = -1
     Y[0, 3:] = -1
-    assert_same(mi.run({"x": X}, {"y": Y}, grads=True), mc.run({"x": X}, {"y": Y}, grads=True),
-                "float64")
+    ex = {"t": np.array([3, 6, 6])}                       # padding: the live values
+    assert_same_live(mi.run({"x": X}, {"y": Y}, grads=True, lengths=ex),
+                     mc.run({"x": X}, {"y": Y}, grads=True, lengths=ex), mi, ex, "float64")
+    assert_same(mi.run({"x": X}, {"y": Y}, grads=True, lengths={"t": 6}),   # the -1s as
+                mc.run({"x": X}, {"y": Y}, grads=True, lengths={"t": 6}), "float64")  # steps
 
 
 # dropouts on no cycle: twice the same expression (two masks), on a value per example
@@ -249,13 +252,17 @@ def test_dropout_while_training_is_compiled_with_the_interpreters_masks(text):
     X, Y = _ids(3, 5, 4, 3)
     Xp, Yp = X.copy(), Y.copy()
     Xp[0, 2:], Yp[0, 2:] = -1, -1
-    for x, y in [(X, Y), (Xp, Yp), (X[:, :1], Y[:, :1])]:
+    padded = {"t": np.array([2, 5, 5])}
+    for x, y, lens in [(X, Y, None), (Xp, Yp, padded), (X[:, :1], Y[:, :1], None)]:
         gi, gc = np.random.default_rng(7), np.random.default_rng(7)
-        ri = mi.run({"x": x}, {"y": y}, train=True, grads=True, rng=gi)
-        rc = mc.run({"x": x}, {"y": y}, train=True, grads=True, rng=gc)
-        assert_same(ri, rc, "float64")
+        ri = mi.run({"x": x}, {"y": y}, train=True, grads=True, rng=gi, lengths=lens)
+        rc = mc.run({"x": x}, {"y": y}, train=True, grads=True, rng=gc, lengths=lens)
+        if lens is None:
+            assert_same(ri, rc, "float64")
+        else:
+            assert_same_live(ri, rc, mi, lens, "float64")
         assert gi.bit_generator.state == gc.bit_generator.state
-        plain = mc.run({"x": x}, {"y": y}, grads=True)       # the masks did something
+        plain = mc.run({"x": x}, {"y": y}, grads=True, lengths=lens)   # the masks did something
         assert abs(plain.loss - rc.loss) > 1e-6
     assert mc.executor._interp is None                      # never fell back
     assert "masks drawn as the interpreter" in explain(mc)[-2]

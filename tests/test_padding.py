@@ -59,6 +59,31 @@ def test_bad_lengths_are_refused():
         m.run({"x": x}, {"y": x}, lengths={"t": np.array([5, 1])})
 
 
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_ids_padded_without_lengths_are_refused_where_a_later_step_is_read(executor):
+    """-1s at the end of an example, no lengths, and h[end]: the -1s would run as steps
+    (zero inputs) into the value read. The same batch with lengths runs; a model that
+    reads no later step (a tagger: the padded steps have no target) needs none."""
+    m = seqgraph.load(str(SPECS / "many_to_one.sg"), dims=DIMS, dtype="float64",
+                      executor=executor)
+    x = np.array([[1, 2, 3, 4], [1, 2, -1, -1]])
+    with pytest.raises(seqgraph.UsageError) as e:
+        m.forward({"x": x})
+    assert str(e.value) == (
+        "'x' is padded with -1 (example 1 has 2 of 4 steps) and h[end] (line 13) would "
+        "read the -1s: give each example's length, lengths={'t': [...]} (a loader's "
+        "batch has them: b.lengths); lengths={'t': 4} runs the -1s as steps")
+    o = m.forward({"x": x}, lengths={"t": np.array([4, 2])})["o"]
+    np.testing.assert_allclose(o[1], m.forward({"x": x[1:, :2]})["o"][0], rtol=1e-12)
+    m.forward({"x": x}, lengths={"t": 4})            # said: the -1s are steps
+    m.forward({"x": x[:, ::-1].copy()})              # -1 not at the end: no padding
+    lm = seqgraph.load(str(SPECS / "elman.sg"), dims=DIMS, executor=executor)
+    lm.forward({"x": x})
+    with pytest.raises(seqgraph.UsageError, match=r"g\[t\+1\] \(line \d+\) would"):
+        seqgraph.load(str(SPECS / "bidirectional.sg"), dims=DIMS,
+                      executor=executor).forward({"x": x})
+
+
 JORDAN_LIKE = """
 input x[t] : onehot(V)
 target y[t] : class(V)
