@@ -215,6 +215,22 @@ def test_cells_name_parameters_after_the_variable():
     assert bwd and bwd[0].direction == 1
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_stack_runs_over_its_arguments_index(cell):
+    """LANGUAGE.md section 5: `t` in a cell binds to its argument's index. Layers 2 and
+    up of a stack over u ran over t (review 25: a decoder's stack was refused)."""
+    text = ("input x[u] : vec(3)\ntarget y[u] : class(4)\nparam Wo\n"
+            f"d = stack(3) {cell}(x, 5)\no[u] = Wo @ d[u]\nloss xent(o[u], y[u])\n")
+    spec = seqgraph.read_spec("s.sg", text)
+    layers = [v for v in spec.graph.vars if v.name.startswith("d.")]
+    assert layers and {v.index for v in layers} == {"u"}
+    over_t = seqgraph.read_spec("t.sg", text.replace("[u]", "[t]"))
+    m, mt = seqgraph.Model(spec, dtype="float64"), seqgraph.Model(over_t, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((2, 4, 3))
+    y = np.array([[0, 1, 2, 3], [3, 2, 1, 0]])
+    assert m.run({"x": x}, {"y": y}).loss == mt.run({"x": x}, {"y": y}).loss
+
+
 def test_lstm_forget_bias_starts_at_one():
     spec = seqgraph.read_spec("s.sg", PREAMBLE + "h = lstm(x, 4)\n")
     m = seqgraph.Model(spec, dims={"V": 3})

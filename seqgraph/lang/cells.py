@@ -61,6 +61,21 @@ def _index_names_of(node, var: str, acc: set):
     return acc
 
 
+class _Also:
+    """An `index_of` that also knows the names in `known` (name -> index): the layers a
+    stack has made so far, which the next layer reads before any equation declares them."""
+
+    def __init__(self, index_of, known: dict):
+        self.index_of, self.known = index_of, known
+
+    def __call__(self, name):
+        return self.known[name] if name in self.known else self.index_of(name)
+
+    def is_local(self, name) -> bool:
+        return name in self.known or getattr(self.index_of, "is_local",
+                                             lambda n: False)(name)
+
+
 def _arity_error(cell, args, pos, var, mod=None, layers=1) -> SpecError:
     """`h = gru(x, 16, 3)`: the message, and a hint with the use written correctly (the
     arguments given where they are simple, the cell's parameter names elsewhere)."""
@@ -123,12 +138,15 @@ class Expander:
         idx = self._arg_index(cell, args, index_of, pos)
         var_pos = self._var_arg_positions(cell, args, index_of)
         out, below = [], None
+        layer_index = _Also(index_of, {})     # a layer runs over its argument's index
         for k in range(1, layers + 1):
             layer_args = list(args)
             if below is not None:
                 layer_args[var_pos[0]] = A.Name(below, None, pos)
             name = f"{eq.name}.{k}"
-            out += self.instantiate(cell, name, tuple(layer_args), mirror, stack, index_of)
+            out += self.instantiate(cell, name, tuple(layer_args), mirror, stack,
+                                    layer_index)
+            layer_index.known[name] = idx
             below = name
         top = A.Name(below, (A.Index("rel", idx),), pos)
         return out + [A.Equation(eq.name, (idx,), None, top, None, eq.pos)]
