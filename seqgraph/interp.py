@@ -313,10 +313,11 @@ class Interpreter:
                 out[v.name] = np.stack([np.stack([self.tape.vals[self.nodes[
                     (v.name, (a, b))]] for b in range(T)], axis=1) for a in range(U)],
                     axis=1)
-            else:
+            else:            # zeros at the leaves of a value that has none there
+                none = np.zeros((1, self.m.sizes[v.name]), self.m.dtype)
                 rows = [self._batched(self.tape.vals[self.nodes[(v.name, s)]],
-                                      v.index in self.trees)
-                        for s in range(self.lengths[v.index])]
+                                      v.index in self.trees) if (v.name, s) in self.nodes
+                        else none for s in range(self.lengths[v.index])]
                 out[v.name] = np.concatenate(rows) if v.index in self.trees else \
                     np.stack(rows, axis=1)
         return out

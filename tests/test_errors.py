@@ -249,6 +249,29 @@ TABLE = [
     bad("tree-shift", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ h[n-1] + b) otherwise\n" + TREE_OUT, 7, 23,
         "a tree index has no shifts"),
+    # a value with no value at a leaf (its one equation reads children; review 25: the
+    # executors read node -1 there, the last node, and disagreed)
+    bad("plain-tree-equation-reads-children", TREE + "h[n] : H = tanh(W @ [h[n.left]; "
+        "h[n.right]] + b)\n" + TREE_OUT, 6, 22, "'h' over the tree 'n' reads its children "
+        "and has no 'if leaf' equation", "`h[n] = ... if leaf`"),
+    bad("leaf-reads-children-through-a-variable", TREE + "a[n] = [h[n.left]; h[n.right]]\n"
+        "h[n] : H = tanh(E @ w[n] + W @ a[n]) if leaf\n"
+        "h[n] : H = tanh(W @ a[n] + b) otherwise\n" + TREE_OUT, 7, 32,
+        "the 'if leaf' equation reads a[n], and 'a' has no value at a leaf: its one "
+        "equation reads h[n.left], line 6", "read a[n] in an 'otherwise' equation only"),
+    bad("child-of-an-internal-only-variable", TREE + "a[n] = [h[n.left]; h[n.right]]\n"
+        "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(W @ a[n] + b + W @ a[n.left]) otherwise\n" + TREE_OUT, 8, 36,
+        "a[n.left] is read where a child may be a leaf, and 'a' has no value at a leaf"),
+    bad("root-of-an-internal-only-variable", TREE + "a[n] = [h[n.left]; h[n.right]]\n"
+        "h[n] : H = tanh(E @ w[n]) if leaf\nh[n] : H = tanh(W @ a[n] + b) otherwise\n"
+        "param Wr\nr = Wr @ a[root]\n" + TREE_OUT, 10, 10,
+        "a[root] is read where the root of a one-word tree is a leaf"),
+    bad("loss-over-an-internal-only-variable", TREE + "a[n] = [h[n.left]; h[n.right]]\n"
+        "h[n] : H = tanh(E @ w[n]) if leaf\nh[n] : H = tanh(W @ a[n] + b) otherwise\n"
+        "o[n] = Ws @ a[n] + bs\nloss xent(o[n], y[n])\n", 10, 11,
+        "the loss sums over every node of 'n', leaves too, and 'o' has no value at a leaf: "
+        "its one equation reads a[n], line 9"),
     bad("children-of-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t.left] + b)\n" + OUT,
         5, 34, "'t' is a sequence index; children are for trees"),
     bad("cases-without-tree", HEAD + "h[t] : H = W @ x[t] otherwise\n" + OUT, 5, 1,

@@ -9,6 +9,8 @@ import pytest
 import seqgraph
 from seqgraph.compile import interpreted
 from seqgraph.compile.trees import levels, tree_executor
+from seqgraph.gradcheck import gradcheck
+from seqgraph.graph.unfold import unfold
 
 from conftest import random_forest, random_tree_batch, randomise_params
 
@@ -93,6 +95,23 @@ loss 2 * xent(p[root], yn[root])
 """
 
 
+# LANGUAGE.md section 6 writes the RNTN with a helper, `a[n] = [h[n.left]; h[n.right]]`:
+# a value with none at a leaf (its one equation reads children), read in the `otherwise`
+# equation only, and one more made from it (b). The interpreter read node -1 for a
+# leaf's children, the last node of the forest (review 25); both executors now give
+# such values zeros at leaves and compute them at internal nodes only.
+INTERNAL_ONLY = HEAD + """\
+param E, W, b, Ws, bs, V2
+param T init normal(0.3)
+a[n] = [h[n.left]; h[n.right]]
+c[n] = tanh(V2 @ a[n])
+h[n] : H = tanh(E @ w[n])                                      if leaf
+h[n] : H = tanh(bilinear(T, a[n], a[n]) + W @ a[n] + c[n] + b) otherwise
+o[n] = Ws @ h[n] + bs
+loss xent(o[n], y[n])
+"""
+
+
 def _pair(spec_text_or_path, V=7, **kw):
     if str(spec_text_or_path).endswith(".sg"):
         spec = seqgraph.read_spec(str(spec_text_or_path))
@@ -135,9 +154,10 @@ assert "dim H = 20" in RNTN_WIDE
 
 
 @pytest.mark.parametrize("spec", [SPECS / "recursive.sg", SPECS / "rntn.sg", RNTN_WIDE,
-                                  TREE_LSTM, TWO_LOSSES, BILINEAR_FORMS, TREE_CLASSIFIER],
+                                  TREE_LSTM, TWO_LOSSES, BILINEAR_FORMS, TREE_CLASSIFIER,
+                                  INTERNAL_ONLY],
                          ids=["recursive", "rntn", "rntn_wide", "tree_lstm", "two_losses",
-                              "bilinear", "classifier"])
+                              "bilinear", "classifier", "internal_only"])
 def test_compiled_equals_interpreted(spec):
     rng = np.random.default_rng(0)
     mi, mc = _pair(spec)
@@ -151,6 +171,23 @@ def test_compiled_equals_interpreted(spec):
         b = mc.run(ins, tgs, grads=True, forest=f)
         _same(a, b)
     assert mc.executor._tree_executor._interp is None      # never fell back
+
+
+def test_a_value_with_none_at_a_leaf_is_zero_there_and_not_a_node():
+    rng = np.random.default_rng(1)
+    mi, mc = _pair(INTERNAL_ONLY)
+    assert set(mi.graph.internal_only) == {"a", "c"}
+    f = random_forest(rng, B=3, max_leaves=5)
+    ins, tgs = _data(mi, f, rng)
+    for m in (mi, mc):
+        v = m.run(ins, tgs, forest=f).values
+        assert v["a"].shape == (f.size, 8) and v["c"].shape == (f.size, 4)
+        assert not v["a"][f.is_leaf].any() and v["a"][~f.is_leaf].any()
+    g = unfold(mi.graph, {"n": f.size}, f)
+    assert {s for name, s in g.nodes if name == "a"} == set(np.flatnonzero(~f.is_leaf))
+    for seed in range(3):
+        report = gradcheck(mi, seed=seed, B=3)
+        assert all(c.ok for c in report), report
 
 
 def test_levels_are_a_schedule():

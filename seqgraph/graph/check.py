@@ -19,7 +19,7 @@ import networkx as nx
 
 from ..errors import NOPOS, SpecError, too_deep
 from ..ops import TABLE, Op
-from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of
+from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of, refs
 from .printer import show
 from .sizes import Lin
 
@@ -65,6 +65,7 @@ def check(graph: FoldedGraph, dims: dict | None = None) -> Checked:
 def _check(graph: FoldedGraph, given: dict) -> Checked:
     dims = {**dict(graph.dims), **given}
     recurrences, order = _causality(graph)
+    _leaves(graph)
     sizes, shapes, dropouts = _Sizes(graph, dims).solve()
     return Checked(graph, sizes, shapes, recurrences, order, dims, dropouts)
 
@@ -344,6 +345,51 @@ def _causality(graph: FoldedGraph):
         instant, key=lambda n: (lines.get(n, 0), n)))
     recs.sort(key=lambda r: order.index(r.vars[0]))
     return tuple(recs), order
+
+
+# ------------------------------------------------------------------------- leaves
+def _leaves(graph: FoldedGraph) -> None:
+    """A variable with no value at a leaf (graph.internal_only: its one equation reads
+    the children) is read only where no leaf is: at its own node in an `otherwise`
+    equation, or by another such variable. A child may be a leaf, and so may a root (a
+    one-word sentence); an `if leaf` equation and a loss over every node run at leaves."""
+    inner = graph.internal_only
+    if not inner:
+        return
+    for v in graph.vars:
+        for case in v.cases:
+            for r in refs(case.expr):
+                if r.var in inner and (r.shift.kind != "rel" or case.cond == "leaf"):
+                    raise _at_leaf(graph, r, v, case.cond)
+    for loss in graph.losses:
+        if loss.output.var in inner and loss.output.shift.kind != "none":
+            raise _at_leaf(graph, loss.output, None, "loss")
+
+
+def _at_leaf(graph, r: Ref, reader, where) -> SpecError:
+    u = graph.var(r.var)
+    why = graph.internal_only[u.name]
+    at = f"{r.var}[{r.shift.show(u.index)}]"
+    said = f"{why.var}[{why.shift.show(graph.var(why.var).index)}]"
+    line = f", line {why.pos.line}" if why.pos and why.pos.line else ""
+    none = f"'{u.name}' has no value at a leaf: its one equation reads {said}{line}"
+    if reader is not None and reader.name == u.name:
+        return SpecError(f"'{u.name}' over the tree '{u.index}' reads its children and has "
+                         f"no 'if leaf' equation: a leaf has no children", r.pos,
+                         hint=f"give it two equations, `{u.name}[{u.index}] = ... if leaf`"
+                              f" (from the leaf's word) and `{u.name}[{u.index}] = ... "
+                              f"otherwise`")
+    place = {"left": "a child may be a leaf", "right": "a child may be a leaf",
+             "root": "the root of a one-word tree is a leaf"}.get(r.shift.kind)
+    if where == "loss":
+        msg = f"the loss sums over every node of '{u.index}', leaves too, and {none}"
+    elif where == "leaf":
+        msg = f"the 'if leaf' equation reads {at}, and {none}"
+    else:
+        msg = f"{at} is read where {place}, and {none}"
+    return SpecError(msg, r.pos or u.pos,
+                     hint=f"read {u.name}[{u.index}] in an 'otherwise' equation only, or "
+                          f"give {u.name} an 'if leaf' equation")
 
 
 def _edge_pos(g, edge):

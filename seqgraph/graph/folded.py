@@ -261,6 +261,30 @@ class FoldedGraph:
         return {n for n, _ in self.dims} | {s for s in named if isinstance(s, str)}
 
     @property
+    def internal_only(self) -> dict:
+        """{name: the reference why} of each variable over a tree index that has no value
+        at a leaf: its one equation (no `if leaf` case) reads a child, `n.left` or
+        `n.right`, or such a variable at its own node. The RNTN's `a[n] = [h[n.left];
+        h[n.right]]` is one, read in an `otherwise` equation only (graph/check.py)."""
+        out = self.__dict__.get("_internal_only")
+        if out is not None:
+            return out
+        trees, out = {i for i, k in self.indexes if k == "tree"}, {}
+        grew = True
+        while grew:
+            grew = False
+            for v in self.vars:
+                if v.name in out or v.index not in trees or len(v.cases) != 1:
+                    continue
+                why = next((r for r in refs(v.cases[0].expr)
+                            if r.shift.kind in ("left", "right")
+                            or r.var in out and r.shift.kind == "rel"), None)
+                if why is not None:
+                    out[v.name], grew = why, True
+        object.__setattr__(self, "_internal_only", out)
+        return out
+
+    @property
     def index_kinds(self) -> dict:
         return dict(self.indexes)
 

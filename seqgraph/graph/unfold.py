@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
 
 from .folded import Apply, FoldedGraph, Ref
 
@@ -70,8 +71,9 @@ def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
     always joins two concrete nodes."""
     lengths_ok(graph, lengths)
     g = nx.DiGraph()
+    inner = graph.internal_only           # no value at a leaf: no node there
     for v in graph.vars:
-        for step in _steps(v, lengths):
+        for step in _steps(v, lengths, forest if v.name in inner else None):
             g.add_node((v.name, step), var=v.name, step=step, role=v.role, index=v.index)
     for v in graph.vars:
         if v.init is not None:
@@ -80,7 +82,8 @@ def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
                 src = position(graph, r, env, lengths, forest)
                 for n in src.nodes if isinstance(src, Roots) else (src,):
                     g.add_edge(n, (v.name, "init"), shift=r.shift)
-        for step in _steps(v, lengths) if v.cases else ():
+        for step in _steps(v, lengths, forest if v.name in inner else None) \
+                if v.cases else ():
             for r, env in reads(case_at(v, step, forest).expr, env_of(v, step), lengths):
                 src = position(graph, r, env, lengths, forest)
                 if isinstance(src, Roots):
@@ -138,9 +141,12 @@ def case_at(v, step, forest=None):
     return next(c for c in v.cases if (c.cond == "leaf") == leaf)
 
 
-def _steps(v, lengths):
+def _steps(v, lengths, internal=None):
+    """The steps (nodes) of v; with a forest `internal`, its internal nodes only."""
     if v.index is None:
         return [None]
+    if internal is not None:
+        return [int(i) for i in np.flatnonzero(internal.left >= 0)]
     if v.inner is not None:
         return [(a, b) for a in range(lengths[v.index]) for b in range(lengths[v.inner])]
     return range(lengths[v.index])
