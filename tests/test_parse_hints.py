@@ -32,6 +32,7 @@ def case(id, text, line, column, hint):
 
 
 TREE = (ROOT / "specs" / "recursive.sg").read_text()
+CELL = "cell mine(x, H) {{\n  param W, U\n  {body}  return h\n}}\n"     # lines 9-12
 
 CASES = [
     # a misspelt statement keyword: the word is compared with the statement keywords
@@ -99,6 +100,15 @@ CASES = [
          "cases end `if leaf` and `otherwise`"),
     case("otherwse", TREE.replace("   otherwise", "   otherwse"), 13, 52,
          "did you mean 'otherwise'?"),
+    # inside { } a line ending in an operator, '=' or ',' continues on the next line;
+    # where the next line does not complete it, the error is said at the line's end
+    case("block-line-ends-in-plus", ELMAN + CELL.format(body="h[t] : H = W @ x[t] +\n"),
+         11, 24, "inside { } a line ending with '+' continues on the next line"),
+    case("block-param-ends-in-comma", ELMAN + CELL.format(body="h[t] : H = W @ x[t]\n")
+         .replace("param W, U", "param W, U,"), 10, 14,
+         "inside { } a line ending with ',' continues on the next line"),
+    case("train-value-missing", ELMAN + "train {\n  batch =\n}\n", 10, 10,
+         "write the value after '='"),
 ]
 
 
@@ -167,3 +177,18 @@ def test_an_undefined_cell_argument_suggests_a_name_or_says_how_to_define_it(nam
     with pytest.raises(SpecError) as e:
         seqgraph.read_spec("u.sg", f"model m\ninput x[t] : onehot(V)\nh = bi gru({name}, 4)\n")
     assert str(e.value).splitlines()[-1] == f"  {hint}"
+
+
+def test_a_statement_continues_inside_a_block_after_an_operator_or_equals(tmp_path):
+    """LANGUAGE.md section 2: inside ( ), [ ] and { } a statement may continue on the
+    next line. Inside a block a newline ends a statement, so it continues where the line
+    cannot end: after an operator, '=', ',' or ':' (review 25: refused)."""
+    blocks = CELL.format(body="h[t] : H = tanh(W @ x[t] + U @ h[t-1])\n") + \
+        "e = mine(x, 4)\ntrain {\n  batch = 4\n  optimizer = sgd(lr = 0.1)\n}\n"
+    split = blocks.replace("W @ x[t] +", "W @ x[t] +\n      ").replace(
+        "param W, U", "param W,\n    U").replace("batch =", "batch =\n   ").replace(
+        "h[t] : H", "h[t] :\n  H")
+    assert split.count("\n") == blocks.count("\n") + 4
+    a, b = (seqgraph.read_spec("s.sg", ELMAN + text) for text in (blocks, split))
+    assert a.graph.vars == b.graph.vars and a.graph.params == b.graph.params
+    assert a.graph.train_config == b.graph.train_config

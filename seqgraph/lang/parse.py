@@ -14,7 +14,7 @@ from lark.lark import PostLex
 
 from ..errors import Pos, SpecError, too_deep
 from . import ast as A
-from .syntax_errors import syntax_error
+from .syntax_errors import UNFINISHED, syntax_error
 
 MAX_SOURCE = 5_000_000     # characters; a larger spec is refused, not parsed
 MAX_NESTING = 50           # brackets inside brackets; deeper would exhaust the recursion
@@ -22,25 +22,46 @@ MAX_LAYERS = 1000          # stack(N): each layer is expanded into equations
 
 
 class _BracketNewlines(PostLex):
-    """Drop newlines inside ( ) and [ ]: a statement continues on the next line there."""
+    """Drop newlines inside ( ) and [ ]: a statement continues on the next line there.
+    Inside { } (a cell, the train block) newlines end statements, so a statement
+    continues only after a token no statement ends with: an operator, `=`, `,`, `:`."""
     always_accept = ("_NL",)   # so the contextual lexer always sees newlines
 
     def process(self, stream):
-        depth = 0
+        depth = braces = 0
         self.prev = self.last = None      # for error messages: "... after '='"
+        self.continued = None             # `+` whose newline was dropped, in this statement
+        self.resumed = None               # the token after that newline
         for tok in stream:
             if tok.type in ("LPAR", "LSQB"):
                 depth += 1
             elif tok.type in ("RPAR", "RSQB"):
                 depth = max(depth - 1, 0)
+            elif tok.type == "LBRACE":
+                braces += 1
+            elif tok.type == "RBRACE":
+                braces = max(braces - 1, 0)
             elif tok.type == "_NL" and depth:
                 continue
+            elif tok.type == "_NL" and braces and self.last is not None \
+                    and self.last.type in UNFINISHED:
+                self.continued, self.resumed = self.last, None
+                continue
+            elif tok.type == "_NL":
+                self.continued = None
+            if self.continued is not None and self.resumed is None:
+                self.resumed = tok
             self.prev, self.last = self.last, tok
             yield tok
 
     def before(self, tok):
-        """The token yielded before `tok` (None when unknown)."""
-        return self.prev if tok is self.last else None
+        """The token yielded before `tok` (None when unknown): `tok` is the last one
+        yielded, or one the lexer refused after it."""
+        if tok is self.last:
+            return self.prev
+        if self.last is not None and (tok.start_pos or 0) > (self.last.start_pos or 0):
+            return self.last
+        return None
 
 
 @cache
@@ -394,7 +415,7 @@ def _parse_stmts(text: str) -> tuple:
         tree = _parser().parse(text + "\n")
         return _Build().transform(tree)
     except UnexpectedInput as e:
-        raise syntax_error(e, text, _parser().options.postlex.before) from None
+        raise syntax_error(e, text, _parser().options.postlex) from None
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
@@ -417,7 +438,7 @@ def parse_value(text: str):
         value, _ = _Build().transform(parser.parse(text))
         return value
     except UnexpectedInput as e:
-        raise syntax_error(e, text, parser.options.postlex.before, value=True) from None
+        raise syntax_error(e, text, parser.options.postlex, value=True) from None
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None

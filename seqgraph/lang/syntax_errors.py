@@ -58,9 +58,14 @@ def _describe(tok: Token) -> str:
     return f"'{tok}'"
 
 
-def syntax_error(e: UnexpectedInput, text: str, before, value: bool = False) -> SpecError:
+# Tokens no statement ends with: inside { } a newline after one continues the statement.
+UNFINISHED = frozenset(("PLUS", "MINUS", "STAR", "SLASH", "AT", "EQUAL", "COMMA", "COLON"))
+
+
+def syntax_error(e: UnexpectedInput, text: str, lexed, value: bool = False) -> SpecError:
     """Lark's error as a SpecError: where, what was expected in words, and a hint.
-    `before(tok)` is the token before `tok` when Lark's history lacks it; `value`: the
+    `lexed` is the postlexer: `lexed.before(tok)` is the token before `tok` when Lark's
+    history lacks it, `lexed.continued` a token whose newline it dropped; `value`: the
     text is one train value (`--set`), not a spec: no hint about statements or lines."""
     if isinstance(e, UnexpectedCharacters):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
@@ -71,22 +76,43 @@ def syntax_error(e: UnexpectedInput, text: str, before, value: bool = False) -> 
                          _expected_words(e.expected), Pos(*_end_pos(text)),
                          hint="is a bracket or a block left open?")
     assert isinstance(e, UnexpectedToken)
-    tok = e.token
+    tok, before = e.token, lexed.before
     expected = _acceptable(e)
+    cont, resumed = getattr(lexed, "continued", None), getattr(lexed, "resumed", None)
+    if cont is not None and tok.type != "RBRACE" and (
+            tok is resumed or resumed is None or str(resumed) in _STATEMENT_WORDS
+            or "_NL" in expected):        # the statement could end before tok
+        return _not_continued(cont)      # the next line starts another statement
     prev = e.token_history[-1] if getattr(e, "token_history", None) else \
         before(tok)
     keyword = _keyword_as_name(tok, prev, expected) or _modifier_inside(prev)
     if keyword is not None:
         return keyword
+    ends = tok.type in ("_NL", "$END")
+    if tok.type == "RBRACE" and (prev is None or prev.type == "_NL"):
+        last = before(tok)              # `batch =`, its newline dropped, then `}`
+        if last is not None and last.type in UNFINISHED:
+            prev, ends = last, True
     line, col = (tok.line, tok.column) if tok.line is not None else _end_pos(text)
-    if tok.type in ("_NL", "$END") and prev is not None and prev.end_line is not None:
+    if ends and prev is not None and prev.end_line is not None:
         line, col = prev.end_line, prev.end_column
     after = f" after '{prev}'" if prev is not None and prev.type != "_NL" else ""
     msg = f"expected {_expected_words(expected)}{after}"
-    if tok.type not in ("_NL", "$END"):
+    if not ends:
         msg = f"unexpected {_describe(tok)}; " + msg
     return SpecError(msg, Pos(line, col),
                      hint=_hint(tok, prev, expected, _statement(e, value), text, value))
+
+
+def _not_continued(tok) -> SpecError:
+    """Inside { } a line ending in `tok` (`+`, `=`, `,`) went on to the next line, which
+    did not complete it: said at `tok`, as a line that ends there."""
+    what = {"EQUAL": "a value", "COMMA": "the next item", "COLON": "a size"}.get(
+        tok.type, "an expression")
+    return SpecError(f"expected {what} after '{tok}'", Pos(tok.end_line, tok.end_column),
+                     hint=f"inside {{ }} a line ending with '{tok}' continues on the next "
+                          f"line, and the next line does not complete it: finish this "
+                          f"line, or remove the '{tok}'")
 
 
 # ---------------------------------------------------------------------------- hints
