@@ -147,6 +147,32 @@ def test_pairs_targets_end_with_eos_and_start_with_bos(data):
     assert len(ds.train) + len(ds.valid) == 40 and len(ds.valid) == 8
 
 
+JORDAN_TAGGER = TAGGER.replace("Uh @ h[t-1] + bh", "Uh @ h[t-1] + R @ y[t-1] + bh") \
+    .replace("param Wh,", "param R, Wh,")
+
+
+def test_tags_read_back_read_bos_before_the_first_step(data):
+    """LANGUAGE.md section 4: a class target read back reads <s> before the first step.
+    Tagged data gets it in its tag vocabulary, last (review 25: the zero vector), where
+    the model reads its tags back and its class(K) has room; a tagger that does not keep
+    its vocabulary."""
+    _, _, ds = dataset(data, JORDAN_TAGGER)
+    assert ds.vocab.target.tokens == ("C", "V", BOS)
+    assert ds.binding.start_ids == {"y": 2} and ds.binding.dims["K"] == 3
+    assert ds.binding.feedback
+    _, _, plain = dataset(data, TAGGER)
+    assert plain.vocab.target.tokens == ("C", "V") and plain.binding.start_ids == {}
+    _, _, full = dataset(data, JORDAN_TAGGER.replace("class(K)", "class(2)"))
+    assert full.vocab.target.tokens == ("C", "V") and full.binding.start_ids == {}
+    spec, _, ds = dataset(data, JORDAN_TAGGER)
+    m = seqgraph.Model(spec, dims=ds.binding.dims, dtype="float64",
+                       start_ids=ds.binding.start_ids)
+    x, y = np.array([[1, 2]]), np.array([[0, 1]])
+    bos = m.run({"x": x}, {"y": y}).values["h"]
+    m.start_ids = {}
+    assert not np.allclose(bos[:, 0], m.run({"x": x}, {"y": y}).values["h"][:, 0])
+
+
 def test_pairs_words_and_vocab_limit(tmp_path):
     write(tmp_path, "p.tsv", "a b c\tx y\na a d\tx x z\n")
     loader = pairs("p.tsv", vocab=3, base=tmp_path)

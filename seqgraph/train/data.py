@@ -8,11 +8,12 @@ between batches (a batch's trees: one forest).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..graph.folded import fed_back
 from .batches import ExampleBatches, Examples, StreamBatches, Streams, eval_streams, split_tail
 from .binding import (
     Binding,
@@ -24,6 +25,7 @@ from .binding import (
     size_source,
 )
 from .loaders import (
+    BOS,
     EOS,
     EXAMPLE_KINDS,
     ExampleLoader,
@@ -180,13 +182,28 @@ def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
     else:
         train_raw, valid_raw = split_examples(raw, cfg.valid, file, loader.kind == "series")
         vfile = file
-    vocab = vocab or loader.vocab(train_raw)
+    vocab = vocab or start_tag(graph, loader, loader.vocab(train_raw), dims)
     check_labels(graph, loader, train_raw, vocab, file, dims)
     check_labels(graph, loader, valid_raw, vocab, vfile, dims)
     binding = bind_examples(graph, vocab, loader.kind, file, dims)
     train = encode_examples(graph, loader, train_raw, vocab, binding, file, cfg.bptt)
     valid = encode_examples(graph, loader, valid_raw, vocab, binding, vfile, cfg.bptt)
     return Dataset(vocab, binding, train, valid, file, vfile)
+
+
+def start_tag(graph, loader, vocab: Vocab, dims) -> Vocab:
+    """Tags read back (a Jordan net, `R @ y[t-1]`) read `<s>` before the first step, as
+    LANGUAGE.md says of a class target: the tag vocabulary gets it, last, so that the
+    tags keep their ids. Where the spec's class(K) has no room for it, the first step
+    reads the zero vector (docs/language.md)."""
+    if loader.kind != "tagged" or BOS in vocab.target.index:
+        return vocab
+    y = next((v for v in graph.targets() if v.kind == "class" and v.index is not None
+              and fed_back(graph, v.name)), None)
+    K = None if y is None else declared_size(graph, y, dims)
+    if y is None or K is not None and K <= len(vocab.target):
+        return vocab
+    return replace(vocab, target=replace(vocab.target, tokens=(*vocab.target.tokens, BOS)))
 
 
 def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None:
