@@ -122,7 +122,8 @@ def _main(argv: list[str]) -> int:
     try:
         return int(args._run(args) or 0)
     except SeqgraphError as e:
-        print(e.render(), file=sys.stderr)
+        if e.render():             # under MPI, rank 0 says every rank's error (Said)
+            print(e.render(), file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (`seqgraph check ... | head -1`): stop quietly, as Unix

@@ -322,3 +322,52 @@ def test_a_signal_stops_every_rank_after_the_same_step_with_a_checkpoint(work, t
     ok(mpirun(work, 2, *flags, "--steps", step + 3, "--out", "straight"))
     assert_close(params(work / "straight/checkpoint.npz"),
                  params(work / "run/checkpoint.npz"), tol=0)
+
+
+# ------------------------------------------------------------------ errors said once
+@pytest.mark.parametrize("args, said", [
+    (["--set", "data=chars(\"missing.txt\")"], "missing.txt"),
+    (["--set", "batch=0"], "batch"),
+    (["--set", "data=labeled(\"tiny.txt\")"], "labeled"),
+], ids=["missing-file", "bad-setting", "examples-data"])
+def test_an_input_error_of_every_rank_is_said_once(work, args, said):
+    """Every rank reads the same spec and data, so it meets the same error: rank 0 says
+    it once (walk 11: once per rank), and every rank exits with 2."""
+    p = mpirun(work, 2, *args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if said in ln]
+    assert len(lines) == 1, p.stderr
+    assert "rank" not in lines[0], p.stderr
+
+
+class _Rank:
+    """One rank's view of a job of `size` ranks whose setups ended as `failures` (a
+    message, or None for a rank that set up): the two collectives agree() uses."""
+
+    def __init__(self, rank, failures):
+        self.rank, self.size, self.failures = rank, len(failures), failures
+
+    def allreduce(self, buf, what):
+        buf[:] = [f is not None for f in self.failures]
+        return buf
+
+    def gather(self, obj, what):
+        return list(self.failures) if self.rank == 0 else None
+
+
+def test_agree_says_each_distinct_error_once_with_its_ranks():
+    from seqgraph.errors import UsageError
+    from seqgraph.train.distributed import Said, agree
+    agree(_Rank(0, [None, None]), None)                      # everyone ready: no error
+    for rank in (0, 1):
+        failures = [None, "a disk error", "a disk error"]
+        failure = UsageError(failures[rank]) if failures[rank] else None
+        with pytest.raises(Said) as e:
+            agree(_Rank(rank, failures), failure)
+        assert e.value.render() == ("rank 1, 2 of 3: a disk error" if rank == 0 else "")
+    with pytest.raises(Said) as e:
+        agree(_Rank(0, ["bad spec", "bad spec"]), UsageError("bad spec"))
+    assert e.value.render() == "bad spec"
+    with pytest.raises(Said) as e:
+        agree(_Rank(0, ["one", "two"]), UsageError("one"))
+    assert e.value.render() == "rank 0 of 2: one\nrank 1 of 2: two"

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import SeqgraphError, UsageError
 
 HELP = "train a model on the data of its train block"
 
@@ -46,14 +46,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .. import Model, read_spec
-    from ..resources import check_training
-    from ..train import checkpoint as ck
-    from ..train.data import load_dataset
-    from ..train.loaders import Vocab
-    from ..train.session import checkpoint_in, choose_executor, init_rule
-    from . import parse_dims
-
     _check_limits(args)
     comm = None
     if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet
@@ -61,6 +53,42 @@ def run(args) -> int:
         comm = connect(args.mpi_timeout)
         args.quiet = args.quiet or comm.rank > 0
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
+    try:
+        spec, model, data, cfg, out, meta, resumed = _prepare(args, comm, speak)
+    except SeqgraphError as e:
+        if comm is None:
+            raise
+        _agree(comm, e)
+    if comm is not None:
+        _agree(comm, None)
+    trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
+    try:
+        pos = trainer.fit(args.steps, deadline)
+    except OSError as e:         # a full disk, a folder made read-only during the run
+        last = f"the last good checkpoint is {trainer.saved} (checkpoints are written " \
+            f"whole or not at all)" if trainer.saved else "no checkpoint was written"
+        raise UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); "
+                         f"{last}") from None
+    return _stopped(args, trainer, pos, out)
+
+
+def _agree(comm, failure) -> None:
+    from ..train.distributed import agree
+    agree(comm, failure)
+
+
+def _prepare(args, comm, speak: bool):
+    """The spec, model, data, config, run folder, meta and resumed checkpoint of a run:
+    everything before training's first collective (an input error here is said once
+    under MPI, `_agree`)."""
+    from .. import Model, read_spec
+    from ..resources import check_training
+    from ..train import checkpoint as ck
+    from ..train.data import load_dataset
+    from ..train.loaders import Vocab
+    from ..train.session import checkpoint_in, choose_executor, init_rule
+    from . import parse_dims
     resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
     spec = read_spec(args.spec, dims={**ck.run_dims(resumed), **parse_dims(args.dim)})
     _has_loss(args, spec)
@@ -83,16 +111,10 @@ def run(args) -> int:
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     _note_interpreted(model, executor, speak and not args.quiet)
     meta = _meta(args, spec, model, cfg, data, dims, bound)
-    trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
-    deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
-    try:
-        pos = trainer.fit(args.steps, deadline)
-    except OSError as e:         # a full disk, a folder made read-only during the run
-        last = f"the last good checkpoint is {trainer.saved} (checkpoints are written " \
-            f"whole or not at all)" if trainer.saved else "no checkpoint was written"
-        raise UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); "
-                         f"{last}") from None
-    return _stopped(args, trainer, pos, out)
+    if comm is not None:
+        from ..train.distributed import refuse_examples
+        refuse_examples(data)
+    return spec, model, data, cfg, out, meta, resumed
 
 
 def _check_limits(args) -> None:

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import SeqgraphError, UsageError
 from .batches import Streams, eval_streams
 from .evaluate import Score, likelihood, xent_output
 from .loop import Trainer, _stop
@@ -120,6 +120,42 @@ def connect(timeout: float = DEFAULT_TIMEOUT) -> Comm:
     return Comm(timeout)
 
 
+def refuse_examples(data) -> None:
+    """Batches of examples and trees train on one process (a UsageError)."""
+    if getattr(data, "kind", None) == "trees" or \
+            getattr(getattr(data, "binding", None), "examples", False):
+        raise UsageError("--distributed trains on a token stream (chars or words "
+                         "loaders) for now; batches of examples and trees train on "
+                         "one process")
+
+
+def agree(comm: Comm, failure: SeqgraphError | None) -> None:
+    """Before the first collective of training: did every rank set up? The ranks read
+    the same spec and data, so an input error is most often every rank's: rank 0 says
+    each distinct message once (with the ranks that had it, where not all did), and every
+    rank ends with it (`Said`: the others print nothing)."""
+    failed = np.zeros(comm.size, dtype=np.int64)
+    failed[comm.rank] = failure is not None
+    comm.allreduce(failed, "agreeing that every rank is ready")
+    if not failed.any():
+        return
+    said = comm.gather(None if failure is None else failure.render(), "gathering errors")
+    if said is None:
+        raise Said("")
+    ranks: dict = {}
+    for r, text in enumerate(said):
+        if text is not None:
+            ranks.setdefault(text, []).append(r)
+    if len(ranks) == 1 and len(next(iter(ranks.values()))) == comm.size:
+        raise Said(next(iter(ranks)))
+    raise Said("\n".join(f"rank {', '.join(map(str, rs))} of {comm.size}: {text}"
+                         for text, rs in ranks.items()))
+
+
+class Said(SeqgraphError):
+    """An error rank 0 has said for every rank (empty on the others)."""
+
+
 def shard(streams: Streams, rank: int, per_rank: int) -> Streams | None:
     """Rank `rank`'s streams: rows rank*per_rank .. (rank+1)*per_rank - 1 (None if the
     text gave fewer rows than that)."""
@@ -167,11 +203,7 @@ class DistributedTrainer(Trainer):
     the N x batch streams of the global batch in one Allreduce per step."""
 
     def __new__(cls, model, graph, data, *args, **kw):
-        if getattr(data, "kind", None) == "trees" or \
-                getattr(getattr(data, "binding", None), "examples", False):
-            raise UsageError("--distributed trains on a token stream (chars or words "
-                             "loaders) for now; batches of examples and trees train on "
-                             "one process")
+        refuse_examples(data)
         return object.__new__(cls)
 
     def __init__(self, model, graph, data, cfg, out_dir, meta, quiet: bool = False,
