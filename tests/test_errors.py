@@ -223,9 +223,16 @@ TABLE = [
         7, 11, "a loss compares two variables"),
     bad("unknown-loss", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xentt(o[t], y[t])\n", 7, 6,
         "unknown loss 'xentt'", "did you mean 'xent'?"),
+    # a parameter as a loss argument (walk 12: an AttributeError)
+    bad("loss-of-a-parameter", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xent(Wo, y[t])\n",
+        7, 11, "'Wo' is a parameter; a loss compares two variables", "o[t] = Wo @ h[t]"),
+    bad("loss-against-a-parameter", HEAD + H + "o[t] = Wo @ h[t] + bo\nloss xent(o[t], Wo)\n",
+        7, 17, "'Wo' is a parameter", "the second argument is a target"),
     # ------------------------------------------------------------------- params, train
     bad("unknown-initialiser", HEAD + "param Q : [H, H] init orthogonall\n" + H + OUT, 5, 23,
         "unknown initialiser 'orthogonall'", "did you mean 'orthogonal'?"),
+    bad("initialiser-negative-scale", HEAD + "param Q : [H, H] init uniform(-1)\n" + H + OUT,
+        5, 23, "uniform()'s scale must be a positive number, not -1"),   # walk 12: a crash
     bad("initialiser-arity", HEAD + "param Q : [H, H] init normal\n" + H + OUT, 5, 23,
         "initialiser 'normal' takes a scale"),
     bad("unknown-train-key", HEAD + H + OUT + "train {\n  batchh = 3\n}\n", 9, 3,

@@ -4,6 +4,7 @@ graph/check.py afterwards; this pass only makes sure every name means something.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from functools import cache
@@ -469,12 +470,20 @@ class _Elaborator:
             raise SpecError(f"unknown loss '{l.fn}'", l.pos,
                             hint=did_you_mean(l.fn, LOSS_NAMES) or "losses: xent, bce, mse")
         refs = []
-        for a in l.args:
+        for k, a in enumerate(l.args):
             if not isinstance(a, A.Name):
                 raise SpecError("a loss compares two variables: define the expression "
                                 "as a variable first", a.pos)
             r = self._name(a, tuple(i.name for i in a.index or () if i.name), None, False)
-            refs.append(r.args[0] if isinstance(r, Apply) else r)
+            r = r.args[0] if isinstance(r, Apply) else r
+            if not isinstance(r, Ref):           # a parameter: no value to compare
+                raise SpecError(f"'{a.name}' is a parameter; a loss compares two variables,"
+                                f" the model's output and a target", a.pos,
+                                hint=f"e.g. loss {l.fn}(o[t], y[t]) with o[t] = "
+                                     f"{a.name} @ h[t] + ... defined by an equation"
+                                if k == 0 else "the second argument is a target, declared "
+                                "as `target y[t] : class(K)`")
+            refs.append(r)
         out, tgt = refs
         if out.var in self.data:
             raise SpecError(f"the first argument of {l.fn} is the model's output; "
@@ -558,6 +567,12 @@ class _Elaborator:
                 raise SpecError(f"initialiser '{name}' takes " + (
                     f"a scale, e.g. {name}(0.01)" if INITS[name] else "no argument"),
                     self._word_pos(p.pos, name))
+            scale = p.init[1] if INITS[name] else 1.0
+            if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+                raise SpecError(f"{name}()'s scale must be a positive number, not {scale!r}",
+                                self._word_pos(p.pos, name),
+                                hint=f"e.g. {name}(0.01) (the train block's param_init "
+                                     f"takes the same)")
         return ParamDef(p.name, p.shape, p.init, p.pos)
 
     def _word_pos(self, pos, word):
