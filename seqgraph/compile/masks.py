@@ -108,9 +108,11 @@ class MaskPlan:
         hidden = [v for v in graph.vars if v.role == "hidden" and v.index is not None]
         _draws_at_nodes_only(graph, hidden)
         self.at, self.seg = {}, [0, 0]              # seg[1]: a leaf's length
+        inner = graph.internal_only           # no value at a leaf: no draws there
         for leaf in (False, True):
             off, seen = 0, set()
-            for name in node_order(hidden, leaf):
+            at = [v for v in hidden if not (leaf and v.name in inner)]
+            for name in node_order(at, leaf):
                 for e in sites(case_for(graph.var(name), leaf).expr):
                     width = sizes.get(e)
                     if width is None or not width.is_int:

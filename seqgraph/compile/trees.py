@@ -467,6 +467,7 @@ class _Run:
         """Every stage level by level (or at once), then the losses (with want_grads,
         their gradients into the buffers the backward pass reads)."""
         L, N = self.L, self.L.size
+        inner = self.g.internal_only          # rows sorted by height: leaves first
         for st in self.ex.stages:
             for name in st.vars:
                 rows = self.B if st.example else N
@@ -477,12 +478,15 @@ class _Run:
             elif st.recursive:
                 for k in range(L.depth):
                     for name in st.vars:
-                        self.eval_block(name, slice(L.lo[k], L.lo[k + 1]), k == 0)
+                        if k or name not in inner:    # none at a leaf: zeros there
+                            self.eval_block(name, slice(L.lo[k], L.lo[k + 1]), k == 0)
             else:
                 nleaf = int(L.lo[1]) if L.depth else 0
                 for name in st.vars:
                     v = self.ex.var_map[name]
-                    if len(v.cases) == 1:
+                    if name in inner:
+                        self.eval_block(name, slice(nleaf, N), None)
+                    elif len(v.cases) == 1:
                         self.eval_block(name, slice(0, N), None)
                     else:
                         self.eval_block(name, slice(0, nleaf), True)
