@@ -614,3 +614,28 @@ loss xent(o[t], y[t])
     assert_same(mi.run(ins, tgs, train=True, grads=True, rng=gi),
                 mc.run(ins, tgs, train=True, grads=True, rng=gc), "float64")
     assert gi.bit_generator.state == gc.bit_generator.state
+
+
+def test_a_dot_product_beside_a_vector_in_a_cycle_runs_as_interpreted():
+    """`v @ z[t]` is one number per example; added to a vector inside a recurrence it was
+    hoisted into a buffer of z's size, so the compiled run read past it: a wrong loss and
+    a corrupted heap (review 24). It now runs as the interpreter does, with the reason."""
+    spec = seqgraph.read_spec("dot.sg", text="""
+input z[t] : vec(2)
+target y[t] : vec(3)
+param v : [2]
+param U
+h[t] : 3 = tanh(v @ z[t] + U @ h[t-1])
+loss mse(h[t], y[t])
+""")
+    mi, mc = pair(spec, "float64")
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(2, 3, 2)), rng.normal(size=(2, 3, 3))
+    ri, rc = mi.run({"z": z}, {"y": y}, grads=True), mc.run({"z": z}, {"y": y}, grads=True)
+    assert_same(ri, rc, "float64")
+    h, loss = np.zeros((2, 3)), 0.0                    # by hand
+    for t in range(3):
+        h = np.tanh((z[:, t] @ mi.params["v"])[:, None] + h @ mi.params["U"].T)
+        loss += 0.5 * ((h - y[:, t]) ** 2).sum() / 2
+    assert ri.loss == pytest.approx(loss, rel=1e-12)
+    assert any("a value of size 1" in line for line in explain(mc))

@@ -179,6 +179,8 @@ def _size_of(expr, sizes, pshapes):
         return pshapes[expr.args[0].name][0]
     if expr.op is Op.BILINEAR:
         return pshapes[expr.args[0].name][0]
+    if expr.op is Op.DOT:                  # one number per example
+        return 1
     if expr.op is Op.CONCAT:
         return sum(_size_of(a, sizes, pshapes) for a in expr.args)
     if expr.op is Op.ONEHOT:
@@ -419,6 +421,10 @@ class _Lowering:
         raise Unsupported(f"op '{op.value}' inside a cycle")
 
     def ew(self, op, args) -> int:
+        sizes = {self.size(a) for a in args} - {0}        # 0: a number, broadcast
+        if len(sizes) > 1:        # a value of size 1 (a dot product) beside a vector
+            raise Unsupported("a value of size 1 (one number per example, such as a dot "
+                              "product) broadcast against a vector inside a cycle")
         size = max(self.size(a) for a in args)
         return self.add(("ew", op, args), kind="ew", size=size, op=op, args=args)
 
