@@ -639,3 +639,27 @@ loss mse(h[t], y[t])
         loss += 0.5 * ((h - y[:, t]) ** 2).sum() / 2
     assert ri.loss == pytest.approx(loss, rel=1e-12)
     assert any("a value of size 1" in line for line in explain(mc))
+
+
+def test_a_product_of_a_product_in_a_cycle_is_compiled():
+    """`W2 @ (W3 @ h[t-1])` failed in code generation (an AssertionError; review 24): the
+    inner product now gets a row of its own, and the loop is compiled."""
+    spec = seqgraph.read_spec("gg.sg", text="""
+input z[t] : vec(3)
+target y[t] : vec(3)
+param W2 : [3, 2]
+param W3 : [2, 3]
+param W
+h[t] : 3 = tanh(W2 @ (W3 @ h[t-1]) + W @ z[t])
+g[t] : 3 = tanh(W2 @ (W3 @ (W2 @ (W3 @ g[t+1]))) + W @ z[t])
+loss mse(h[t], y[t])
+loss mse(g[t], y[t])
+""")
+    mi, mc = pair(spec, "float64")
+    rng = np.random.default_rng(2)
+    z, y = rng.normal(size=(3, 5, 3)), rng.normal(size=(3, 5, 3))
+    for lens in (None, {"t": np.array([5, 2, 4])}):
+        ri = mi.run({"z": z}, {"y": y}, grads=True, lengths=lens)
+        rc = mc.run({"z": z}, {"y": y}, grads=True, lengths=lens)
+        assert_same_live(ri, rc, mi, lens or {"t": np.full(3, 5)}, "float64")
+    assert mc.executor._interp is None

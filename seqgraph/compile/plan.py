@@ -401,6 +401,9 @@ class _Lowering:
         if op is Op.MATMUL:
             p = e.args[0].name
             a = self.build(e.args[1])
+            if self.step.nodes[a].kind == "gemm":    # W2 @ (W3 @ h[t-1]): the inner
+                a = self.add(("copy", a), kind="ew", size=self.size(a),  # product gets
+                             op=None, args=(a,))                         # a row of its own
             return self.add(("gemm", p, a), kind="gemm", size=self.pshapes[p][0], param=p,
                             args=(a,))
         if op in EW_OPS:
