@@ -86,7 +86,8 @@ class Interpreter:
         for name, step in m.schedule(lengths, forest):
             v = g.var(name)
             expr = v.init if step == "init" else case_at(v, step, forest).expr
-            self.nodes[(name, step)] = self._eval(expr, name, env_of(v, step))
+            env = env_of(v, step)
+            self.nodes[(name, step)] = self._per_example(self._eval(expr, name, env), env)
         loss, seeds, terms = self._losses(targets or {})
         res = Result(loss, None, self._values(), self._carry_out(), terms)
         if grads:
@@ -138,12 +139,14 @@ class Interpreter:
         return self.tape.apply(e.op, args, attrs, self.ctx)
 
     def _per_example(self, i: int, env: dict) -> int:
-        """A value with no batch axis (made of parameters alone: `init h = tanh(I)`)
-        broadcast to [B, n], so that a dropout of it draws a mask per example, as the
-        language says. A tree node is a batch of one: its [n] value is left as it is."""
-        if np.ndim(self.tape.vals[i]) != 1 or any(k in self.trees for k in env):
+        """A value with no batch axis (made of parameters alone: `init h = tanh(I)`,
+        `o[t] = b`) broadcast to [B, n], as every variable's value is: a dropout of it
+        draws a mask per example, as the language says, and reductions, losses and root
+        reads see one row an example. A tree node is a batch of one: [1, n]."""
+        if np.ndim(self.tape.vals[i]) != 1:
             return i
-        zeros = self.tape.leaf(np.zeros((self.B, self.tape.vals[i].shape[0]), self.m.dtype))
+        rows = 1 if any(k in self.trees for k in env) else self.B
+        zeros = self.tape.leaf(np.zeros((rows, self.tape.vals[i].shape[0]), self.m.dtype))
         return self.tape.apply(ops.Op.ADD, [i, zeros], (), self.ctx)
 
     def _reduce(self, e: Apply, var, env: dict) -> int:

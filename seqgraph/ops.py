@@ -130,9 +130,17 @@ def unbroadcast(g, shape):
 
 
 # ---------------------------------------------------------------------- forward/VJP
+def concat(*xs):
+    """[a; b] along the last axis; a part with no batch axis (`[W @ x[t]; b]`, b a
+    parameter) is broadcast to the others' rows."""
+    lead = np.broadcast_shapes(*(np.shape(x)[:-1] for x in xs))
+    return np.concatenate([np.broadcast_to(x, lead + np.shape(x)[-1:]) for x in xs],
+                          axis=-1)
+
+
 def _concat_vjp(g, out, saved, xs):
     cuts = np.cumsum([x.shape[-1] for x in xs])[:-1]
-    return tuple(np.split(g, cuts, axis=-1))
+    return tuple(unbroadcast(d, np.shape(x)) for d, x in zip(np.split(g, cuts, axis=-1), xs))
 
 
 def _take_vjp(g, out, rows, xs):
@@ -335,8 +343,7 @@ TABLE: dict[Op, OpDef] = {d.op: d for d in [
            lambda g, x, y: y * (g - (g * y).sum(axis=-1, keepdims=True))),
     OpDef(Op.DROPOUT, (None,), None, _same, _dropout_fwd,
           lambda g, y, s, xs: (g if s is None else g * s,)),
-    OpDef(Op.CONCAT, (), 1, _concat, _plain(lambda *xs: np.concatenate(xs, axis=-1)),
-          _concat_vjp),
+    OpDef(Op.CONCAT, (), 1, _concat, _plain(concat), _concat_vjp),
     OpDef(Op.ONEHOT, (1,), 1, _same,
           _plain(lambda ids, size, dtype: onehot(ids, size, dtype)),
           lambda g, y, s, xs: (None,)),

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import seqgraph
 from seqgraph.compile import CompiledExecutor, explain, interpreted, kernels
+from seqgraph.gradcheck import gradcheck
 
 from conftest import ELMAN, ROOT, SPECS, cli_env, random_batch, randomise_params
 
@@ -663,3 +664,53 @@ loss mse(g[t], y[t])
         rc = mc.run({"z": z}, {"y": y}, grads=True, lengths=lens)
         assert_same_live(ri, rc, mi, lens or {"t": np.full(3, 5)}, "float64")
     assert mc.executor._interp is None
+
+
+PARAMS_ONLY = """
+input x[t] : onehot(3)
+target y : class(2)
+param b : [2]
+param I : [2]
+param U : [2, 2]
+param Wo : [2, 2]
+h[t] : 2 = tanh(b + U @ h[t-1])
+init h = tanh(I)
+s = sum over t (h[t])
+o = Wo @ s
+loss xent(o, y)
+"""
+
+
+@pytest.mark.parametrize("B, T", [(2, 2), (3, 2), (3, 4)])
+def test_values_made_of_parameters_alone_have_a_row_an_example(B, T):
+    """A variable of parameters alone (`h[t] = tanh(b + U @ h[t-1])`) had no batch axis in
+    the interpreter: `sum over t` stacked its steps as examples (silently wrong where
+    T == B) or failed (review 24). Every variable's value is [B, n] now; both executors
+    give the value computed by hand, in every row."""
+    mi, mc = pair(seqgraph.read_spec("p.sg", text=PARAMS_ONLY), "float64")
+    x, y = np.zeros((B, T), int), np.array([0, 1, 1][:B])
+    ri, rc = mi.run({"x": x}, {"y": y}, grads=True), mc.run({"x": x}, {"y": y}, grads=True)
+    assert_same(ri, rc, "float64")
+    p = mi.params
+    h, s = np.tanh(p["I"]), np.zeros(2)
+    for _ in range(T):
+        h = np.tanh(p["b"] + p["U"] @ h)
+        s += h
+    np.testing.assert_allclose(ri.values["s"], np.tile(s, (B, 1)), rtol=1e-12)
+    o = p["Wo"] @ s
+    lse = np.log(np.exp(o).sum())
+    assert ri.loss == pytest.approx(np.mean([lse - o[k] for k in y]), rel=1e-12)
+
+
+@pytest.mark.parametrize("text", [
+    "input x[t] : onehot(3)\ntarget y[t] : class(3)\nparam b\no[t] = b\nloss xent(o[t], y[t])\n",
+    "input x[t] : onehot(3)\ntarget y[t] : class(3)\nparam W : [2, 3]\nparam b : [1]\n"
+    "o[t] = [W @ x[t]; b]\nloss xent(o[t], y[t])\n"], ids=["unigram", "concat"])
+def test_an_output_or_a_part_made_of_parameters_alone(text):
+    """A unigram model's output `o[t] = b` failed in the interpreter's xent, and
+    `[W @ x[t]; b]` in both executors' concatenation (review 24)."""
+    mi, mc = pair(seqgraph.read_spec("u.sg", text=text), "float64")
+    x = np.array([[0, 1, 2], [2, 2, 1]])
+    ri, rc = mi.run({"x": x}, {"y": x}, grads=True), mc.run({"x": x}, {"y": x}, grads=True)
+    assert_same(ri, rc, "float64")
+    assert all(c.ok for c in gradcheck(mi)), gradcheck(mi)

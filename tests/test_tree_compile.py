@@ -112,6 +112,20 @@ loss xent(o[n], y[n])
 """
 
 
+# a leaf made of parameters alone, its roots read per example: the interpreter stacked
+# the [n] roots of the batch into one example's value (review 24)
+PARAMS_ONLY_ROOTS = HEAD + """\
+target yc : class(2)
+param b1, W4, E, Wo, bo, Wc
+h[n] : H = relu(b1)                              if leaf
+h[n] : H = tanh(W4 @ [h[n.left]; h[n.right]])    otherwise
+oc = Wc @ [h[root]; h[root]]
+o[n] = Wo @ (h[n] + E @ w[n]) + bo
+loss xent(oc, yc)
+loss xent(o[n], y[n])
+"""
+
+
 def _pair(spec_text_or_path, V=7, **kw):
     if str(spec_text_or_path).endswith(".sg"):
         spec = seqgraph.read_spec(str(spec_text_or_path))
@@ -155,9 +169,9 @@ assert "dim H = 20" in RNTN_WIDE
 
 @pytest.mark.parametrize("spec", [SPECS / "recursive.sg", SPECS / "rntn.sg", RNTN_WIDE,
                                   TREE_LSTM, TWO_LOSSES, BILINEAR_FORMS, TREE_CLASSIFIER,
-                                  INTERNAL_ONLY],
+                                  INTERNAL_ONLY, PARAMS_ONLY_ROOTS],
                          ids=["recursive", "rntn", "rntn_wide", "tree_lstm", "two_losses",
-                              "bilinear", "classifier", "internal_only"])
+                              "bilinear", "classifier", "internal_only", "params_only"])
 def test_compiled_equals_interpreted(spec):
     rng = np.random.default_rng(0)
     mi, mc = _pair(spec)
