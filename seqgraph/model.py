@@ -212,8 +212,9 @@ class Model:
             short = np.flatnonzero(a[:, -1] == -1) if a.ndim == 2 and a.size else ()
             if not len(short):
                 continue
-            ahead = next((r for _, r, over, _ in _reads(g)
-                          if _step(g, r, over, v.index, 0) > 0), None)
+            read = [(r, over) for _, r, over, _ in _reads(g)] + \
+                [(r, frozenset()) for loss in g.losses for r in (loss.output, loss.target)]
+            ahead = next((r for r, over in read if _step(g, r, over, v.index, 0) > 0), None)
             if ahead is None:
                 continue
             b = int(short[0])

@@ -279,6 +279,16 @@ TABLE = [
         "o[n] = Ws @ a[n] + bs\nloss xent(o[n], y[n])\n", 10, 11,
         "the loss sums over every node of 'n', leaves too, and 'o' has no value at a leaf: "
         "its one equation reads a[n], line 9"),
+    bad("root-loss-of-an-internal-only-variable", TREE + "a[n] = [h[n.left]; h[n.right]]\n"
+        "h[n] : H = tanh(E @ w[n]) if leaf\nh[n] : H = tanh(W @ a[n] + b) otherwise\n"
+        "o[n] = Ws @ a[n] + bs\ntarget yr : class(5)\nloss xent(o[root], yr)\n", 11, 11,
+        "o[root] is read where the root of a one-word tree is a leaf",
+        "give o an 'if leaf' equation"),
+    bad("init-reads-an-internal-only-root", TREE + "a[n] = [h[n.left]; h[n.right]]\n"
+        "h[n] : H = tanh(E @ w[n]) if leaf\nh[n] : H = tanh(W @ a[n] + b) otherwise\n"
+        "input x[t] : onehot(5)\nparam Vi, U\ns[t] : 16 = tanh(U @ s[t-1] + E @ x[t])\n"
+        "init s = tanh(Vi @ a[root])\n" + TREE_OUT, 12, 20,
+        "a[root] is read where the root of a one-word tree is a leaf"),   # review 26
     bad("children-of-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t.left] + b)\n" + OUT,
         5, 34, "'t' is a sequence index; children are for trees"),
     bad("cases-without-tree", HEAD + "h[t] : H = W @ x[t] otherwise\n" + OUT, 5, 1,

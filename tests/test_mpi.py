@@ -329,7 +329,8 @@ def test_a_signal_stops_every_rank_after_the_same_step_with_a_checkpoint(work, t
     (["--set", "data=chars(\"missing.txt\")"], "missing.txt"),
     (["--set", "batch=0"], "batch"),
     (["--set", "data=labeled(\"tiny.txt\")"], "labeled"),
-], ids=["missing-file", "bad-setting", "examples-data"])
+    (["--set", "batch=300"], "too few"),
+], ids=["missing-file", "bad-setting", "examples-data", "text-too-short"])
 def test_an_input_error_of_every_rank_is_said_once(work, args, said):
     """Every rank reads the same spec and data, so it meets the same error: rank 0 says
     it once (walk 11: once per rank), and every rank exits with 2."""
@@ -337,7 +338,16 @@ def test_an_input_error_of_every_rank_is_said_once(work, args, said):
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if said in ln]
     assert len(lines) == 1, p.stderr
-    assert "rank" not in lines[0], p.stderr
+    assert not lines[0].startswith("rank "), p.stderr          # every rank's: no ranks named
+
+
+def test_resuming_one_process_run_on_two_ranks_is_said_once(work):
+    """The trainer is built and restored before the ranks agree (review 26: the
+    refusal of a one-process checkpoint was said by each rank)."""
+    ok(single(work, "--steps", 2, "--out", "one"))
+    p = mpirun(work, 2, "--steps", 4, "--resume", "one")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert len([ln for ln in p.stderr.splitlines() if "one" in ln]) == 1, p.stderr
 
 
 class _Rank:

@@ -77,6 +77,12 @@ def test_ids_padded_without_lengths_are_refused_where_a_later_step_is_read(execu
     np.testing.assert_allclose(o[1], m.forward({"x": x[1:, :2]})["o"][0], rtol=1e-12)
     m.forward({"x": x}, lengths={"t": 4})            # said: the -1s are steps
     m.forward({"x": x[:, ::-1].copy()})              # -1 not at the end: no padding
+    loss_end = (SPECS / "many_to_one.sg").read_text().replace(
+        "o = Wo @ h[end] + bo\nloss xent(o, y)", "o[t] = Wo @ h[t] + bo\nloss xent(o[end], y)")
+    assert "xent(o[end], y)" in loss_end          # a loss at the end (review 26: missed)
+    with pytest.raises(seqgraph.UsageError, match=r"o\[end\] \(line 14\) would read the -1s"):
+        seqgraph.Model(seqgraph.read_spec("e.sg", loss_end), dims=DIMS,
+                       executor=executor).run({"x": x}, {"y": np.array([0, 1])})
     lm = seqgraph.load(str(SPECS / "elman.sg"), dims=DIMS, executor=executor)
     lm.forward({"x": x})
     with pytest.raises(seqgraph.UsageError, match=r"g\[t\+1\] \(line \d+\) would"):

@@ -107,6 +107,11 @@ CASES = [
     case("block-param-ends-in-comma", ELMAN + CELL.format(body="h[t] : H = W @ x[t]\n")
          .replace("param W, U", "param W, U,"), 10, 14,
          "inside { } a line ending with ',' continues on the next line"),
+    # a continued line that completes the statement, then a stray token: said there
+    # (review 26: blamed the '+')
+    case("block-stray-token-after-a-continuation", ELMAN + CELL.format(
+        body="h[t] : H = W @ x[t] +\n    U @ h[t-1] b\n"), 12, 16,
+        "is an operator missing"),
     case("train-value-missing", ELMAN + "train {\n  batch =\n}\n", 10, 10,
          "write the value after '='"),
 ]

@@ -171,6 +171,13 @@ def test_tags_read_back_read_bos_before_the_first_step(data):
     bos = m.run({"x": x}, {"y": y}).values["h"]
     m.start_ids = {}
     assert not np.allclose(bos[:, 0], m.run({"x": x}, {"y": y}).values["h"][:, 0])
+    # <s> is no tag: not one a held-out file may use, nor one an error lists
+    for tag in ("X", BOS):
+        write(data, "v.txt", f"a/V b/{tag}\n")
+        with pytest.raises(DataError) as e:
+            dataset(data, JORDAN_TAGGER, sets={"valid": Call("tagged", (str(data / "v.txt"),), {})})
+        assert f"tag {tag!r} is not one of the 2 the model was trained with (C, V)" in \
+            str(e.value), e.value
 
 
 def test_pairs_words_and_vocab_limit(tmp_path):

@@ -54,14 +54,13 @@ def run(args) -> int:
         args.quiet = args.quiet or comm.rank > 0
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     try:
-        spec, model, data, cfg, out, meta, resumed = _prepare(args, comm, speak)
+        trainer, out = _prepare(args, comm, speak)
     except SeqgraphError as e:
         if comm is None:
             raise
         _agree(comm, e)
     if comm is not None:
         _agree(comm, None)
-    trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     try:
         pos = trainer.fit(args.steps, deadline)
@@ -79,9 +78,9 @@ def _agree(comm, failure) -> None:
 
 
 def _prepare(args, comm, speak: bool):
-    """The spec, model, data, config, run folder, meta and resumed checkpoint of a run:
-    everything before training's first collective (an input error here is said once
-    under MPI, `_agree`)."""
+    """The trainer of a run (restored from the checkpoint it resumes) and its folder:
+    everything before training's first collective, so that an input error here is said
+    once under MPI (`_agree`)."""
     from .. import Model, read_spec
     from ..resources import check_training
     from ..train import checkpoint as ck
@@ -111,10 +110,7 @@ def _prepare(args, comm, speak: bool):
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     _note_interpreted(model, executor, speak and not args.quiet)
     meta = _meta(args, spec, model, cfg, data, dims, bound)
-    if comm is not None:
-        from ..train.distributed import refuse_examples
-        refuse_examples(data)
-    return spec, model, data, cfg, out, meta, resumed
+    return _trainer(args, model, spec, data, cfg, out, meta, comm, resumed), out
 
 
 def _check_limits(args) -> None:

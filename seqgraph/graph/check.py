@@ -361,6 +361,9 @@ def _leaves(graph: FoldedGraph) -> None:
             for r in refs(case.expr):
                 if r.var in inner and (r.shift.kind != "rel" or case.cond == "leaf"):
                     raise _at_leaf(graph, r, v, case.cond)
+        for r in refs(v.init) if v.init is not None else ():   # one per example: a root
+            if r.var in inner:
+                raise _at_leaf(graph, r, v, "init")
     for loss in graph.losses:
         if loss.output.var in inner and loss.output.shift.kind != "none":
             raise _at_leaf(graph, loss.output, None, "loss")
@@ -381,15 +384,16 @@ def _at_leaf(graph, r: Ref, reader, where) -> SpecError:
                               f"otherwise`")
     place = {"left": "a child may be a leaf", "right": "a child may be a leaf",
              "root": "the root of a one-word tree is a leaf"}.get(r.shift.kind)
-    if where == "loss":
+    if where == "loss" and place is None:
         msg = f"the loss sums over every node of '{u.index}', leaves too, and {none}"
     elif where == "leaf":
         msg = f"the 'if leaf' equation reads {at}, and {none}"
     else:
         msg = f"{at} is read where {place}, and {none}"
-    return SpecError(msg, r.pos or u.pos,
-                     hint=f"read {u.name}[{u.index}] in an 'otherwise' equation only, or "
-                          f"give {u.name} an 'if leaf' equation")
+    hint = f"give {u.name} an 'if leaf' equation" if where == "loss" else \
+        f"read {u.name}[{u.index}] in an 'otherwise' equation only, or give {u.name} an " \
+        f"'if leaf' equation"
+    return SpecError(msg, r.pos or u.pos, hint=hint)
 
 
 def _edge_pos(g, edge):

@@ -78,13 +78,14 @@ def syntax_error(e: UnexpectedInput, text: str, lexed, value: bool = False) -> S
     assert isinstance(e, UnexpectedToken)
     tok, before = e.token, lexed.before
     expected = _acceptable(e)
+    prev = e.token_history[-1] if getattr(e, "token_history", None) else \
+        before(tok)
     cont, resumed = getattr(lexed, "continued", None), getattr(lexed, "resumed", None)
     if cont is not None and tok.type != "RBRACE" and (
             tok is resumed or resumed is None or str(resumed) in _STATEMENT_WORDS
-            or "_NL" in expected):        # the statement could end before tok
+            or cont.type == "COMMA" and prev is resumed and "_NL" in expected):
+        # (`param W, U,` then `h[t] : ...`: the list ended, the next line is a statement)
         return _not_continued(cont)      # the next line starts another statement
-    prev = e.token_history[-1] if getattr(e, "token_history", None) else \
-        before(tok)
     keyword = _keyword_as_name(tok, prev, expected) or _modifier_inside(prev)
     if keyword is not None:
         return keyword

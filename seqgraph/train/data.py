@@ -230,10 +230,11 @@ def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None
 
 
 def _label_id(vocab: Vocab, label: str, file: str, line: int, what: str = "label") -> int:
-    i = vocab.index.get(label)
+    i = vocab.index.get(label) if label != BOS else None   # <s>: a start, no label
     if i is None:
-        shown = ", ".join(vocab.tokens[:10]) + (", ..." if len(vocab) > 10 else "")
-        raise DataError(f"{what} {label!r} is not one of the {len(vocab)} the model was "
+        known = [t for t in vocab.tokens if t != BOS]
+        shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+        raise DataError(f"{what} {label!r} is not one of the {len(known)} the model was "
                         f"trained with ({shown})", file=file, line=line)
     return i
 
