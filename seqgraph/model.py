@@ -36,10 +36,13 @@ class Spec:
         return self.checked.unbound()
 
 
-def read_spec(path: str, text: str | None = None, dims: dict | None = None) -> Spec:
+def read_spec(path: str, text: str | None = None, dims: dict | None = None,
+              bound: dict | None = None) -> Spec:
     """Parse, elaborate and check a .sg file (or `text`, reported as `path`). Its sizes
     are checked with the names the data binds left open; where that fails, with the
-    sizes `dims` gives them (`--dim V=8`: `h[t] + x[t]` with h of 8, x : onehot(V))."""
+    sizes `dims` gives them (`--dim V=8`: `h[t] + x[t]` with h of 8, x : onehot(V)) over
+    those a run `bound` (a checkpoint's: not named in an error, another model's run is
+    said where it is restored)."""
     if text is None:
         try:
             with open(path, "rb") as f:
@@ -52,10 +55,18 @@ def read_spec(path: str, text: str | None = None, dims: dict | None = None) -> S
     try:
         checked = check(graph)
     except SpecError:
-        if not dims:
+        if not dims and not bound:
             raise
-        check_dim_names(dims, graph.size_names, path)   # `--dim v=8` is a slip, not a size
-        checked = check(graph, dims)
+        check_dim_names(dims or {}, graph.size_names, path)  # `--dim v=8`: a slip
+        ran = {k: v for k, v in (bound or {}).items() if k in graph.size_names}
+        try:
+            checked = check(graph, {**ran, **(dims or {})})
+        except SpecError as e:
+            if ran:                   # another model's checkpoint, most often
+                shown = ", ".join(f"{k}={v}" for k, v in sorted(ran.items()))
+                e.hint = (e.hint + "; " if e.hint else "") + f"the sizes {shown} are " \
+                    f"the run's (its checkpoint): is it a run of this spec?"
+            raise
     return Spec(path, text, graph, checked)
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import seqgraph
 from seqgraph.errors import did_you_mean
 
 from conftest import fails, sg
@@ -93,6 +94,15 @@ def test_dim_makes_an_open_size_a_number_before_the_check(work, capsys):
     assert code == 0 and "state h" in out.out, out.err
     code, out = sg(capsys, "gradcheck", "open.sg", "--dim", "V=8")
     assert code == 0 and "all passed" in out.out
+    # another model's run: its sizes are not said as a --dim the user gave (review 26)
+    (work / "other.sg").write_text(OPEN_SIZE.replace("dim H = 8", "dim H = 6"))
+    err = fails(capsys, "eval", "other.sg", "--checkpoint", "r")
+    assert "--dim" not in err and "r/checkpoint.npz: was saved from model 'open', not " \
+        "from model 'other' of other.sg" in err, err
+    with pytest.raises(seqgraph.SpecError) as e:       # a run's sizes that do not fit
+        seqgraph.read_spec("open.sg", bound={"V": 9})
+    assert "the sizes V=9 are the run's (its checkpoint): is it a run of this spec?" in \
+        str(e.value) and "--dim" not in str(e.value)
 
 
 def test_a_prefix_of_an_option_is_refused_with_the_subcommands_usage(work, capsys):

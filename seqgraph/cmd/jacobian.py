@@ -62,7 +62,7 @@ def run(args) -> int:
     from ..train.checkpoint import run_dims  # the data's sizes and --dim's
     bound = {k: v for s in sources
              for k, v in (run_dims(s.ckpt) if s.ckpt is not None else s.dims()).items()}
-    spec = read_spec(args.spec, dims={**bound, **parse_dims(args.dim)})
+    spec = read_spec(args.spec, dims=parse_dims(args.dim), bound=bound)
     setup = prepare(spec, sources, data=args.data, given=parse_dims(args.dim, spec),
                     steps=args.steps, batch=args.batch, seed=args.seed,
                     use_train_data=not args.random)

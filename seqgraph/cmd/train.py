@@ -89,7 +89,7 @@ def _prepare(args, comm, speak: bool):
     from ..train.session import checkpoint_in, choose_executor, init_rule
     from . import parse_dims
     resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
-    spec = read_spec(args.spec, dims={**ck.run_dims(resumed), **parse_dims(args.dim)})
+    spec = read_spec(args.spec, dims=parse_dims(args.dim), bound=ck.run_dims(resumed))
     _has_loss(args, spec)
     out = _run_folder(args, spec)
     dims = _dims(args, spec, resumed)     # another model's checkpoint is said first

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import SpecError, UsageError
 from . import checkpoint as ck
 from .binding import Binding
 from .loaders import Vocab
@@ -162,7 +162,7 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
     from .. import Model, read_spec
     ckpt_path = checkpoint_in(str(ckpt_path))
     c = ck.load(ckpt_path)
-    spec = read_spec(spec_path, dims=ck.run_dims(c))   # what its sizes are, if need be
+    spec = read_spec(spec_path, bound=ck.run_dims(c))   # what its sizes are, if need be
     meta = c.meta
     if "vocab" not in meta or "binding" not in meta:
         raise UsageError(f"{ckpt_path}: this checkpoint has no vocabulary; it was not "
@@ -178,11 +178,12 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
         model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
                       executor=choose_executor(executor, quiet=True),
                       start_ids=(meta.get("binding") or {}).get("start_ids"))
-    except UsageError:
+    except (UsageError, SpecError):
         was = meta.get("model", "?")
         if was == spec.name:
             raise
-        # a size the checkpoint does not bind: another model's, said as such
+        # a size the checkpoint does not bind, or sizes that do not fit the spec:
+        # another model's, said as such
         raise UsageError(f"{ckpt_path}: was saved from model '{was}', not from model "
                          f"'{spec.name}' of {spec_path}: give the checkpoint of a run of "
                          f"this spec") from None
