@@ -398,6 +398,17 @@ def test_a_reader_that_goes_away_stops_the_cli_quietly():
     assert p.stderr == ""
 
 
+def test_dim_overriding_a_declared_vector_size_is_what_the_data_is_read_with(tmp_path,
+                                                                            capsys):
+    """`--dim D=3` over the spec's `dim D = 8`: the loader read the vectors with the
+    spec's 8, and the model failed on them (walk 12: a traceback from the kernel)."""
+    assert main(["train", str(ROOT / "specs/one_to_many.sg"), "--dim", "D=3", "--out",
+                 str(tmp_path / "r"), "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "one_to_many.tsv:1: expected the source as 3 numbers for c : vec(3), found 8" \
+        in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("command", ["check", "train", "render", "gradcheck", "jacobian"])
 def test_every_command_reads_dim_alike(command, capsys):
     """One `--dim` reader for every command: a size below 1 or not a number is refused

@@ -67,7 +67,7 @@ def declared_size(graph: FoldedGraph, var, given: dict | None = None) -> int | N
     size = var.size
     if isinstance(size, int):
         return size
-    return dict(graph.dims).get(size, (given or {}).get(size))
+    return (given or {}).get(size, dict(graph.dims).get(size))    # --dim overrides a dim
 
 
 def size_source(graph: FoldedGraph, var, given: dict | None = None,
