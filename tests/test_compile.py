@@ -387,6 +387,24 @@ def test_generated_kernels_are_cached_by_content(tmp_path, monkeypatch):
     assert kernels.load_source(src) is mod
 
 
+def test_a_kernel_cache_that_cannot_be_written_is_said_and_replaced(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A read-only home or a file where the cache folder goes failed every compiled
+    run with a traceback (walk 12): the kernels go to a temporary folder, said once."""
+    from seqgraph.compile import kernels
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("SEQGRAPH_CACHE", str(blocker))
+    monkeypatch.setattr(kernels, "_CACHE_DIRS", {})
+    d = kernels.cache_dir()
+    assert os.path.isdir(d) and d != str(blocker) and kernels.cache_dir() == d
+    err = capsys.readouterr().err
+    assert err.count("cannot write the kernel cache") == 1 and str(blocker) in err
+    m = seqgraph.load(str(SPECS / "elman.sg"), dims={"V": 3}, executor="compiled")
+    x = np.array([[0, 1, 2]])
+    assert np.isfinite(m.run({"x": x}, {"y": x}).loss)
+
+
 # ------------------------------------------------------------------- padding, teacher
 def assert_same_live(ri, rc, m, ex, dtype):
     """assert_same where values at padded steps are unspecified: values compared at each

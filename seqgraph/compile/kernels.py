@@ -6,10 +6,13 @@ executor use one OpenBLAS (the one Numba links through scipy), never two thread 
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -635,11 +638,29 @@ def adam_update(p, g, m, v, lr, b1, b2, eps, c1, c2):
 
 
 # ------------------------------------------------------------- generated kernels
+_CACHE_DIRS: dict = {}
+
+
 def cache_dir() -> str:
+    """Where generated kernels are kept between runs: $SEQGRAPH_CACHE, or seqgraph/ in
+    the user's cache folder. One that cannot be written (a read-only home, a file in its
+    place) is said once, and the kernels go to a temporary folder for this process."""
     d = os.environ.get("SEQGRAPH_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "seqgraph")
-    os.makedirs(d, exist_ok=True)
-    return d
+    if d not in _CACHE_DIRS:
+        try:
+            os.makedirs(d, exist_ok=True)
+            with tempfile.TemporaryFile(dir=d):
+                pass
+            _CACHE_DIRS[d] = d
+        except OSError as e:
+            _CACHE_DIRS[d] = tempfile.mkdtemp(prefix="seqgraph-kernels-")
+            atexit.register(shutil.rmtree, _CACHE_DIRS[d], ignore_errors=True)
+            sys.stderr.write(f"seqgraph: warning: cannot write the kernel cache {d} "
+                             f"({e.strerror or e}); kernels are compiled into "
+                             f"{_CACHE_DIRS[d]} for this run (set SEQGRAPH_CACHE to a "
+                             f"writable folder to keep them between runs)\n")
+    return _CACHE_DIRS[d]
 
 
 _MODULES: dict = {}
