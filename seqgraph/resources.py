@@ -69,6 +69,7 @@ class Estimate:
     unfolded: int               # values stored over one window
     batch: int
     bptt: int
+    reach: tuple = ()           # (variable, steps) of the longest delay, past bptt
 
     @property
     def total(self) -> int:
@@ -87,10 +88,16 @@ def estimate(graph, sizes: dict, shapes: dict, itemsize: int, batch: int, bptt: 
     p = param_bytes(shapes, itemsize)
     slots = SLOTS.get(str(optimizer), 2)
     unfolded = 0
+    reach = {}                  # the longest delay (or advance) each variable is read at:
+    for u, _, shift in graph.nx().edges(data="shift"):     # that many steps of it are
+        if shift.kind == "rel" and shift.k:                # kept beside the window
+            reach[u] = max(reach.get(u, 0), abs(int(shift.k)))
     for v in graph.vars:
-        steps = bptt ** len(v.indexes)
+        steps = bptt ** len(v.indexes) + reach.get(v.name, 0)
         unfolded += int(sizes.get(v.name, 1)) * batch * steps * STORED
-    return Estimate(p, p * (1 + slots), unfolded * int(itemsize), batch, bptt)
+    far = max(reach.items(), key=lambda kv: kv[1], default=None)
+    return Estimate(p, p * (1 + slots), unfolded * int(itemsize), batch, bptt,
+                    far if far and far[1] > bptt else ())
 
 
 def check_params(spec_path: str, shapes: dict, itemsize: int) -> None:
@@ -114,6 +121,9 @@ def check_training(model, batch: int, bptt: int, optimizer: str = "adam") -> Est
     if have is not None and est.total > have:
         raise UsageError(
             f"{model.spec.path}: training needs {est.describe()} of memory, but this "
-            f"machine has {human(have)} available; lower batch or bptt (--set batch=N "
-            f"--set bptt=N) or the sizes of the model")
+            f"machine has {human(have)} available; " + (
+                f"{est.reach[0]} is read {est.reach[1]} steps away, and as many of its "
+                f"steps are kept: shorten that delay" if est.reach else
+                "lower batch or bptt (--set batch=N --set bptt=N) or the sizes of the "
+                "model"))
     return est

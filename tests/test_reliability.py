@@ -385,6 +385,22 @@ def test_the_estimate_counts_sizes_batch_and_window():
     e2 = resources.estimate(m.graph, m.sizes, m.param_shapes, 4, batch=4, bptt=16)
     n_params = sum(w.size for w in m.params.values())
     assert e1.params == 4 * n_params and e1.training_state == 3 * e1.params   # adam: 2 slots
-    assert e2.unfolded == 4 * e1.unfolded                                    # B x T
-    assert e1.unfolded == 4 * 2 * 8 * resources.STORED * sum(m.sizes.values())
+    # B x (T + 1): the steps of h its delay h[t-1] keeps beside the window
+    kept = sum(m.sizes.values())
+    assert e1.unfolded == 4 * 2 * resources.STORED * (8 * kept + m.sizes["h"])
+    assert e2.unfolded == 4 * 4 * resources.STORED * (16 * kept + m.sizes["h"])
     assert resources.check_training(m, 2, 8).total == e1.total               # fits here
+
+
+def test_a_delay_too_long_for_memory_is_refused_naming_it(monkeypatch):
+    """`h[t-1000000000000]` checked, then failed allocating 233 TiB (walk 12): the
+    steps a delay keeps are in the estimate, and the refusal names the delay."""
+    import seqgraph
+    from seqgraph import resources
+    spec = seqgraph.read_spec("lm.sg", LM.replace("EPOCHS", "1").replace(
+        "h[t-1]", "h[t-1000000000000]"))
+    m = seqgraph.Model(spec, dims={"V": 10}, dtype="float32")
+    monkeypatch.setenv(resources.ENV, str(10 ** 12))
+    with pytest.raises(seqgraph.UsageError, match="h is read 1000000000000 steps away, and "
+                       "as many of its steps are kept: shorten that delay"):
+        resources.check_training(m, 2, 8)
