@@ -405,6 +405,40 @@ def test_render_tree(tmp_path, capsys):
     assert "--tree:1: character 1: unbalanced" in capsys.readouterr().err
 
 
+def _deep(n: int) -> str:
+    """A tree n levels deep, each level a word and the rest of the tree."""
+    return "(1 (1 cat) " * n + "(1 dog)" + ")" * n
+
+
+def test_a_deep_tree_renders_as_dot_and_is_refused_as_an_image(tmp_path, capsys):
+    """A tree 300 deep took Graphviz past its time-out (a traceback; walk 12): a tree
+    too large to read as an image is refused before the layout, a .dot is written."""
+    spec = str(ROOT / "specs" / "recursive.sg")
+    assert main(["render", spec, "--tree", _deep(300), "-o", str(tmp_path / "t.png")]) == 2
+    assert "--tree: a tree of 601 nodes unfolds 'recursive' into about 3005 nodes, too " \
+        "many to lay out as a readable image (at most 400)" in capsys.readouterr().err
+    assert not (tmp_path / "t.png").exists()
+    assert main(["render", spec, "--tree", _deep(300), "-o", str(tmp_path / "t.dot")]) == 0
+    assert (tmp_path / "t.dot").read_text().count("cluster_") == 601
+
+
+def test_sample_labels_a_tree_deeper_than_pythons_recursion(tmp_path, capsys):
+    """sample printed a labelled tree recursively: RecursionError past 1000 levels
+    (walk 12; training reads such trees)."""
+    spec = tmp_path / "rec.sg"
+    spec.write_text((ROOT / "specs" / "recursive.sg").read_text())
+    (tmp_path / "train.txt").write_text(TREES)
+    assert main(["train", str(spec), "--set", f'data=trees("{tmp_path / "train.txt"}")',
+                 "--set", "valid=0.2", "--out", str(tmp_path / "r"), "--steps", "1",
+                 "--quiet"]) == 0
+    deep = _deep(1500).replace("cat", "film").replace("dog", "bad")   # words it knows
+    capsys.readouterr()
+    assert main(["sample", str(spec), "--checkpoint", str(tmp_path / "r"), "--input",
+                 deep]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.count("(") == 3001 and out.endswith(")" * 1501)
+
+
 def test_a_rendered_tree_has_its_leaves_on_one_row_in_the_sentences_order(tmp_path):
     """The nodes of a variable at one height of the tree share a row (rank=same across
     the node boxes), kept in the sentence's order by invisible edges: `a very good` with

@@ -93,6 +93,7 @@ def run(args) -> int:
         raise UsageError("--overlay colours the Jacobian norms of a sequence model's "
                          "unfolding (a distance in time); --tree draws a tree without it")
     if args.tree is not None:                 # a tree model over one tree
+        _tree_fits_an_image(args, spec.graph)
         lengths = parse_lengths(args.unfold, spec.graph, tree=True) if args.unfold else None
         render.write(render.tree_dot(spec, args.tree, lengths=lengths), args.output)
         print(f"wrote {args.output}")
@@ -134,6 +135,24 @@ def _fits_an_image(args, graph, lengths: dict) -> None:
     raise UsageError(f"--unfold {args.unfold} unfolds '{graph.name}' into {n} nodes, too "
                      f"many to lay out as a readable image (at most {MAX_DRAWN}): draw "
                      f"fewer steps (--unfold {show}), or write FILE.dot")
+
+
+def _tree_fits_an_image(args, graph) -> None:
+    """A tree too large to lay out as an image (walk 12: 67 s for a tree 120 deep, and
+    a Graphviz time-out for 300) is refused before the layout; a .dot file is written
+    whatever its size. Its nodes: one a bracket, each drawn once per variable over the
+    tree and per loss line."""
+    if args.output.lower().endswith(".dot"):
+        return
+    trees = {i for i, k in graph.indexes if k == "tree"}
+    per_node = sum(v.index in trees for v in graph.vars) + \
+        sum(graph.var(loss.output.var).index in trees for loss in graph.losses)
+    nodes = args.tree.count("(")
+    if nodes * per_node > MAX_DRAWN:
+        raise UsageError(f"--tree: a tree of {nodes} nodes unfolds '{graph.name}' into "
+                         f"about {nodes * per_node} nodes, too many to lay out as a "
+                         f"readable image (at most {MAX_DRAWN}): draw a smaller tree, or "
+                         f"write FILE.dot")
 
 
 def _nodes(graph, lengths: dict) -> int:

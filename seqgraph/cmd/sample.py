@@ -286,12 +286,16 @@ def label_tree(t, args, output: str) -> int:
     o = t.model.run({t.binding.input: ids}, forest=f).values[output]
     probs = softmax(np.asarray(o, dtype=np.float64))           # [N, K], post-order
 
-    def show(i) -> str:
+    # bottom up, children first (post-order): no recursion, however deep the tree
+    shown, phrases = [""] * N, [""] * N
+    for i in range(N):
         k = int(probs[i].argmax())
-        return f"({k} {words[i]})" if left[i] < 0 else f"({k} {show(left[i])} {show(right[i])})"
-
-    def phrase(i) -> str:
-        return words[i] if left[i] < 0 else f"{phrase(left[i])} {phrase(right[i])}"
+        if left[i] < 0:
+            shown[i], phrases[i] = f"({k} {words[i]})", words[i]
+        else:
+            shown[i] = f"({k} {shown[left[i]]} {shown[right[i]]})"
+            phrases[i] = f"{phrases[left[i]]} {phrases[right[i]]}"
+    show, phrase = shown.__getitem__, phrases.__getitem__
 
     if roots_scored(t.spec.graph, t.binding):     # one label a tree: the root's
         p = probs[root_rows(t.spec.graph, output, f)[0]]
