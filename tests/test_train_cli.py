@@ -133,6 +133,55 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(work):
     assert not np.array_equal(a["W"], c["W"])
 
 
+KILLED_AT_THE_END_OF_EPOCH_1 = """
+import os, sys
+from seqgraph.train import loop
+save = loop.Trainer.save
+def killed(self):                  # the end of epoch 1, its validation row written
+    if self.pos.window == 0 and self.pos.epoch == 1:
+        os._exit(9)
+    return save(self)
+loop.Trainer.save = killed
+from seqgraph.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_between_a_validation_and_its_checkpoint_leaves_one_validation_row(work):
+    """Killed after an epoch's validation row and before its checkpoint, a run resumed
+    from the step's checkpoint validated the epoch again and wrote its row twice (walk
+    12): the checkpoint counts the rows it has written, and a resume keeps those."""
+    assert train("straight", "--steps", 30) == 0
+    env = cli_env(SEQGRAPH_CHECKPOINT_EVERY="1")
+    p = subprocess.run([sys.executable, "-c", KILLED_AT_THE_END_OF_EPOCH_1, "train", "lm.sg",
+                        "--out", "split", "--executor", "interp", "--quiet", "--steps", "30"],
+                       cwd=work, env=env, capture_output=True, text=True, check=False)
+    assert p.returncode == 9, p.stderr
+    assert main(["train", "lm.sg", "--resume", "split", "--steps", "30", "--quiet",
+                 "--executor", "interp"]) == 0
+    rows = lambda d: [(r["step"], r["epoch"], r["train_loss"], r["valid_loss"])
+                      for r in csv_rows(work / d / "metrics.csv")]
+    assert rows("split") == rows("straight")
+    assert sum(1 for r in rows("split") if r[3]) == 2
+
+
+def test_an_overwrite_killed_before_its_first_checkpoint_leaves_no_checkpoint(work, capsys):
+    """--overwrite truncated metrics.csv but left the old run's checkpoint until its own
+    first one: killed before it, a --resume went on with the old run beside the new
+    run's metrics (walk 12). The old checkpoint goes when training starts."""
+    assert train("r", "--steps", 3) == 0
+    first_save = KILLED_AT_THE_END_OF_EPOCH_1.replace(
+        "self.pos.window == 0 and self.pos.epoch == 1", "True")
+    p = subprocess.run([sys.executable, "-c", first_save, "train", "lm.sg", "--out", "r",
+                        "--overwrite", "--executor", "interp", "--quiet", "--steps", "30"],
+                       cwd=work, env=cli_env(), capture_output=True, text=True, check=False)
+    assert p.returncode == 9, p.stderr
+    assert not (work / "r/checkpoint.npz").exists()
+    capsys.readouterr()
+    assert main(["train", "lm.sg", "--resume", "r", "--steps", "5", "--quiet"]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
 def test_a_resume_to_a_step_already_done_is_refused(work, capsys):
     assert train("run", "--steps", 5) == 0
     code, out = sg("train", "lm.sg", "--resume", "run", "--steps", 3, "--quiet",

@@ -298,6 +298,7 @@ class Trainer:
         self.epoch_loss = list(st["epoch_loss"])
         self.best, self.seconds = st.get("best"), st.get("seconds", 0.0)
         self.best_partial = st.get("best_partial", False)
+        self.resume_rows = st.get("metrics_rows")
         self.carry = c.carry
         self.saved = c.path
 
@@ -347,7 +348,10 @@ class Trainer:
                  "optimizer": {k: v for k, v in self.opt.state_dict().items() if k != "arrays"},
                  "schedule": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
                  "best": self.best, "best_partial": self.best_partial,
-                 "select": self.kind.select, "seconds": self.seconds}
+                 "select": self.kind.select, "seconds": self.seconds,
+                 # the rows of metrics.csv this state has written: a resumed run keeps
+                 # these and no more (a kill between a validation row and this save)
+                 "metrics_rows": getattr(getattr(self, "metrics", None), "rows", None)}
         path = ck.save(self.ckpt_path, self.model.params, {**self.meta, "state": state},
                        self.opt.state_dict()["arrays"], self.carry if mid_epoch else None,
                        self.averages.avg if self.averages is not None else None)
@@ -398,6 +402,11 @@ class Trainer:
             raise UsageError(f"{self.saved}: the run is at epoch {self.pos.epoch} of "
                              f"epochs = {self.cfg.epochs}: nothing is left to train; raise "
                              f"--epochs (or --set epochs=N) to train on")
+        if not self.saved and getattr(self, "rank", 0) == 0:
+            # a new run over another (--overwrite): that run's checkpoint goes before
+            # this run's metrics.csv replaces its own, so that a kill before this run's
+            # first checkpoint leaves no checkpoint to resume beside other metrics
+            Path(self.ckpt_path).unlink(missing_ok=True)
         self.metrics = self._open_metrics()
         self.first_step = self.pos.step
         if getattr(self.cfg, "average", 0.0) and self.averages is None:
@@ -528,7 +537,8 @@ class Trainer:
         nats = " (nats)" if likelihood(self.graph) else ""
         return MetricsLog(self.out, self.pos.step if self.saved else None,
                           Path(self.saved).parent if self.saved else None,
-                          ylabel=f"loss per {per}{nats}")
+                          ylabel=f"loss per {per}{nats}",
+                          resume_rows=getattr(self, "resume_rows", None))
 
     def _should_stop(self, max_steps, deadline) -> bool:
         return _stop(self.pos.step, max_steps, deadline)

@@ -127,16 +127,20 @@ class MetricsLog:
 
     def __init__(self, out_dir: str | Path, resume_step: int | None = None,
                  resumed_from: str | Path | None = None,
-                 ylabel: str = "loss per token (nats)"):
+                 ylabel: str = "loss per token (nats)", resume_rows: int | None = None):
         self.path = Path(out_dir) / "metrics.csv"
         self.png = self.path.with_name("loss.png")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A resumed run continues the curve of the run it resumes (its metrics.csv, in
         # the checkpoint's directory): rows that run wrote after its checkpoint are
-        # replaced by the ones the resumed run writes.
+        # replaced by the ones the resumed run writes. The checkpoint counts its rows
+        # (`resume_rows`): a validation row written at its step, by an end of epoch
+        # killed before its checkpoint, goes too (an older checkpoint: by step alone).
         old = Path(resumed_from or out_dir) / "metrics.csv"
         rows = _read(old) if resume_step is not None and old.exists() else []
         rows = [r for r in rows if int(r["step"]) <= resume_step]
+        if resume_rows is not None:
+            rows = rows[:resume_rows]
         extra = [k for k in (rows[0] if rows else {}) if k.startswith(PARAM_PREFIX)]
         self.columns = list(COLUMNS) + extra
         self._rewrite(rows)
