@@ -182,6 +182,30 @@ def test_an_overwrite_killed_before_its_first_checkpoint_leaves_no_checkpoint(wo
     assert "checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("how", [[], ["--overwrite"], ["--resume", "r"]],
+                         ids=["new", "overwrite", "resume"])
+def test_a_folder_another_run_is_writing_is_refused(work, capsys, how):
+    """Two runs writing one folder deleted each other's temporary files and interleaved
+    metrics.csv (walk 12): a run locks its folder while it trains."""
+    import os
+
+    from seqgraph.train import checkpoint as ck
+    assert train("r", "--steps", 2) == 0
+    before = (work / "r/metrics.csv").read_text()
+    held = ck.lock_folder(work / "r")                     # another run, still training
+    try:
+        capsys.readouterr()
+        args = ["train", "lm.sg", "--quiet", "--steps", "4", *how]
+        code = main(args + ([] if "--resume" in how else ["--out", "r"]))
+        err = capsys.readouterr().err
+        assert code == 2 and f"r: another seqgraph train (process {os.getpid()}) is " \
+            "writing this folder; wait for it to end, or give this run another --out" in err
+        assert "warning" not in err and (work / "r/metrics.csv").read_text() == before
+    finally:
+        os.close(held)
+    assert main(["train", "lm.sg", "--quiet", "--steps", "4", "--resume", "r"]) == 0
+
+
 def test_a_resume_to_a_step_already_done_is_refused(work, capsys):
     assert train("run", "--steps", 5) == 0
     code, out = sg("train", "lm.sg", "--resume", "run", "--steps", 3, "--quiet",

@@ -92,6 +92,10 @@ def _prepare(args, comm, speak: bool):
     spec = read_spec(args.spec, dims=parse_dims(args.dim), bound=ck.run_dims(resumed))
     _has_loss(args, spec)
     out = _run_folder(args, spec)
+    # one run writes a folder at a time: one that exists is locked before anything is
+    # said or written (a new one when training starts: a refused run leaves none)
+    lock = ck.lock_folder(out) if out.is_dir() and (comm is None or comm.rank == 0) \
+        else None
     dims = _dims(args, spec, resumed)     # another model's checkpoint is said first
     _steps_left(args, resumed)            # before the data is read: nothing to train
     cfg = _config(args, spec, resumed)
@@ -110,7 +114,9 @@ def _prepare(args, comm, speak: bool):
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     _note_interpreted(model, executor, speak and not args.quiet)
     meta = _meta(args, spec, model, cfg, data, dims, bound)
-    return _trainer(args, model, spec, data, cfg, out, meta, comm, resumed), out
+    trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
+    trainer._lock = lock
+    return trainer, out
 
 
 def _check_limits(args) -> None:

@@ -146,6 +146,28 @@ def _remove_stale(path: Path) -> None:
             pass
 
 
+def lock_folder(folder: Path):
+    """An exclusive lock on a run folder (DIR/.lock, holding the owner's process id),
+    held until the process ends, however it ends: two runs writing one folder would
+    delete each other's temporary files and interleave metrics.csv. A folder another
+    process holds is a UsageError naming it."""
+    import fcntl
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UsageError(f"{folder}: another seqgraph train (process {owner}) is writing "
+                         f"this folder; wait for it to end, or give this run another "
+                         f"--out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd                       # kept open: the lock lasts as long as the process
+
+
 # ------------------------------------------------------------------ kills and signals
 EVERY_ENV = "SEQGRAPH_CHECKPOINT_EVERY"
 

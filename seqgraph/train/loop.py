@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -397,11 +398,29 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:
         """Train until the last epoch ends, `max_steps` updates are done or the clock
-        passes `deadline` (time.monotonic()); always ends with a checkpoint."""
+        passes `deadline` (time.monotonic()); always ends with a checkpoint. The run
+        folder is locked meanwhile: one run writes it at a time."""
         if self.saved and self.pos.epoch >= self.cfg.epochs:   # a resumed run, done
             raise UsageError(f"{self.saved}: the run is at epoch {self.pos.epoch} of "
                              f"epochs = {self.cfg.epochs}: nothing is left to train; raise "
                              f"--epochs (or --set epochs=N) to train on")
+        self.lock()
+        try:
+            return self._fit(max_steps, deadline)
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
+
+    _lock = None
+
+    def lock(self) -> None:
+        """Lock the run folder (rank 0 under MPI), or a UsageError naming the process
+        that holds it; train calls it before the ranks agree that all are ready."""
+        if self._lock is None and getattr(self, "rank", 0) == 0:
+            self._lock = ck.lock_folder(self.out)
+
+    def _fit(self, max_steps, deadline) -> Position:
         if not self.saved and getattr(self, "rank", 0) == 0:
             # a new run over another (--overwrite): that run's checkpoint goes before
             # this run's metrics.csv replaces its own, so that a kill before this run's
