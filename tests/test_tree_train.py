@@ -254,6 +254,7 @@ def _arrays(path) -> dict:
         meta = json.loads(str(z["__meta__"]))
     state = meta.get("state", {})
     state.pop("seconds", None)
+    state.pop("metrics_rows", None)     # a stopped run logged its stop's validation too
     return {**out, "state": json.dumps(state, sort_keys=True),
             "best": json.dumps(meta.get("best"), sort_keys=True)}
 

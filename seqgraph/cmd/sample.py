@@ -288,8 +288,9 @@ def label_tree(t, args, output: str) -> int:
 
     # bottom up, children first (post-order): no recursion, however deep the tree
     shown, phrases = [""] * N, [""] * N
+    per_node = len(probs) == N            # else one output a tree (a classifier)
     for i in range(N):
-        k = int(probs[i].argmax())
+        k = int(probs[i].argmax()) if per_node else None
         if left[i] < 0:
             shown[i], phrases[i] = f"({k} {words[i]})", words[i]
         else:

@@ -1,6 +1,7 @@
 """`seqgraph train SPEC`: train a model on the data its train block names."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,12 +82,9 @@ def _prepare(args, comm, speak: bool):
     """The trainer of a run (restored from the checkpoint it resumes) and its folder:
     everything before training's first collective, so that an input error here is said
     once under MPI (`_agree`)."""
-    from .. import Model, read_spec
-    from ..resources import check_training
+    from .. import read_spec
     from ..train import checkpoint as ck
-    from ..train.data import load_dataset
-    from ..train.loaders import Vocab
-    from ..train.session import checkpoint_in, choose_executor, init_rule
+    from ..train.session import checkpoint_in
     from . import parse_dims
     resumed = ck.load(checkpoint_in(args.resume)) if args.resume else None
     spec = read_spec(args.spec, dims=parse_dims(args.dim), bound=ck.run_dims(resumed))
@@ -96,6 +94,22 @@ def _prepare(args, comm, speak: bool):
     # said or written (a new one when training starts: a refused run leaves none)
     lock = ck.lock_folder(out) if out.is_dir() and (comm is None or comm.rank == 0) \
         else None
+    try:
+        trainer = _prepare_locked(args, comm, speak, spec, resumed, out)
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
+    trainer._lock = lock                # released when fit ends
+    return trainer, out
+
+
+def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
+    from .. import Model
+    from ..resources import check_training
+    from ..train.data import load_dataset
+    from ..train.loaders import Vocab
+    from ..train.session import choose_executor, init_rule
     dims = _dims(args, spec, resumed)     # another model's checkpoint is said first
     _steps_left(args, resumed)            # before the data is read: nothing to train
     cfg = _config(args, spec, resumed)
@@ -114,9 +128,7 @@ def _prepare(args, comm, speak: bool):
     check_training(model, cfg.batch, cfg.bptt, getattr(cfg.optimizer, "name", cfg.optimizer))
     _note_interpreted(model, executor, speak and not args.quiet)
     meta = _meta(args, spec, model, cfg, data, dims, bound)
-    trainer = _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
-    trainer._lock = lock
-    return trainer, out
+    return _trainer(args, model, spec, data, cfg, out, meta, comm, resumed)
 
 
 def _check_limits(args) -> None:
