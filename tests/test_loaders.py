@@ -1,5 +1,6 @@
 """Loaders, vocabularies, batching for truncated BPTT, and binding data to a model."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,16 @@ def test_jsonl_field_lines_joined_by_newlines(tmp_path):
     write(tmp_path, "b.jsonl", "\n".join(lines) + "\n")
     assert "".join(chars("b.jsonl", field="text", base=tmp_path).tokens()) == \
         "In the beginning\nGod\n"
+
+
+@pytest.mark.parametrize("value, said", [("null", "null"), ("42", "42"),
+                                         ('["a"]', '["a"]')])
+def test_a_jsonl_field_that_is_not_text_names_its_line(tmp_path, value, said):
+    """`{"text": null}` was read as the text "None" (walk 12)."""
+    write(tmp_path, "b.jsonl", f'{{"text": "a"}}\n{{"text": {value}}}\n')
+    with pytest.raises(DataError, match=rf"b\.jsonl:2: field 'text' is {re.escape(said)}, "
+                       r"not a string of text"):
+        chars("b.jsonl", field="text", base=tmp_path).tokens()
 
 
 def test_jsonl_missing_field_names_file_and_line(tmp_path):

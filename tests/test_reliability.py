@@ -404,3 +404,24 @@ def test_a_delay_too_long_for_memory_is_refused_naming_it(monkeypatch):
     with pytest.raises(seqgraph.UsageError, match="h is read 1000000000000 steps away, and "
                        "as many of its steps are kept: shorten that delay"):
         resources.check_training(m, 2, 8)
+
+
+def test_a_plot_is_written_whole_or_not_at_all(tmp_path):
+    """A kill while loss.png was drawn left an empty file (walk 12, 20 of 20): a plot
+    goes to a temporary file renamed over the old one."""
+    from seqgraph.train import metrics
+    rows = [{"step": str(i), "train_loss": str(1.0 / i), "valid_loss": ""}
+            for i in range(1, 30)]
+    png = tmp_path / "loss.png"
+    assert metrics.draw_loss(rows, png) == png
+    before = png.read_bytes()
+    fig, _ = metrics.figure()
+
+    def killed(path, **kw):
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+    fig.savefig = killed
+    with pytest.raises(KeyboardInterrupt):
+        metrics.save_figure(fig, png)
+    assert png.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["loss.png"]

@@ -301,6 +301,13 @@ def test_series_scaling_uses_training_statistics(data):
     (labeled, "pos\t  \n", r"f:1: expected label<TAB>text, the text is empty"),
     (tagged, "the/DT cat\n", r"f:1: expected word/TAG tokens, token 2 is 'cat'"),
     (tagged, "the/DT /NN\n", r"f:1: expected word/TAG tokens, token 2 is '/NN'"),
+    # a label like a number but no class id, or a header, among class ids (walk 12:
+    # the wrong line and message)
+    (labeled, "0\ta\n1\tb\n-1\tc\n", r"f:3: label '-1' is not a class id: the other "
+     r"labels are class ids"),
+    (labeled, "0\ta\n1.5\tb\n", r"f:2: label '1\.5' is not a class id"),
+    (labeled, "label\ttext\n0\ta\n1\tb\n", r"f:1: label 'label' on the first line looks "
+     r"like a header"),
 ])
 def test_malformed_lines_name_file_line_and_what_was_expected(tmp_path, loader, text, msg):
     write(tmp_path, "f", text)

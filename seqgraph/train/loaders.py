@@ -148,7 +148,10 @@ def _jsonl_field(text: str, field: str, file: str) -> str:
             raise DataError(f"not a JSON line ({e.msg})", file=file, line=n) from None
         if not isinstance(record, dict) or field not in record:
             raise DataError(f"no field '{field}' in this JSON line", file=file, line=n)
-        out.append(str(record[field]))
+        if not isinstance(record[field], str):       # null would be read as "None"
+            raise DataError(f"field '{field}' is {json.dumps(record[field])[:40]}, not a "
+                            f"string of text", file=file, line=n)
+        out.append(record[field])
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -414,6 +417,28 @@ def build_example_vocab(tokens_lists, chars: bool, size: int | None, specials=()
     return Vocab("chars" if chars else "words", (*fixed, *keep))
 
 
+def _class_ids_alike(labels: list, file: str) -> None:
+    """Labels that are class ids (0, 1, 2 ...) but for one that looks like a number and
+    is none (-1, 1.5), or a header on the first line: an error at its line, not a class
+    of its own (which shifts the others' ids)."""
+    ids = sum(label.isdigit() for label, _ in labels)
+    if not ids or ids == len(labels):
+        return
+    odd = [(label, n) for label, n in labels if not label.isdigit()]
+    label, n = odd[0]
+    try:
+        float(label)
+        number = True
+    except ValueError:
+        number = False
+    if number:
+        raise DataError(f"label {label!r} is not a class id: the other labels are class "
+                        f"ids, whole numbers 0, 1, 2, ...", file=file, line=n)
+    if len(odd) == 1 and n == labels[0][1]:
+        raise DataError(f"label {label!r} on the first line looks like a header (the other "
+                        f"labels are class ids); remove that line", file=file, line=n)
+
+
 def label_vocab(labels) -> Vocab:
     """Class names: integers 0..K-1 when every label is a non-negative integer (so a
     label means its own class id), else the distinct labels in sorted order."""
@@ -523,6 +548,7 @@ class ExampleLoader:
             src.append(toks), tgt.append(label.strip()), lines.append(n)
             texts.append(text.strip())
         _not_swapped(tgt, texts, lines, str(self.path))
+        _class_ids_alike(list(zip(tgt, lines)), str(self.path))
         return Raw(src, tgt, lines)
 
     def _read_tagged(self) -> Raw:

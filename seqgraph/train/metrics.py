@@ -271,7 +271,7 @@ def draw_loss(rows: list[dict], png: Path, ylabel: str = "loss per token (nats)"
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png)
+    save_figure(fig, png)
     return png
 
 
@@ -299,8 +299,20 @@ def draw_grads(rows: list[dict], out: Path) -> Path | None:
         ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)
     return out
+
+
+def save_figure(fig, path: Path) -> None:
+    """Written whole or not at all (a temporary file renamed over it): a kill while it
+    draws leaves the last plot, not an empty file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _child_env() -> dict:
