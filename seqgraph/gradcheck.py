@@ -65,6 +65,10 @@ def gradcheck(model, seed=0, eps=1e-5, tol=1e-6, B=2, T=4) -> list[ParamCheck]:
     def loss():
         return model.run(inputs, targets, lengths=lengths, forest=f).loss
     res = model.run(inputs, targets, grads=True, lengths=lengths, forest=f)
+    # the rounding of a central difference: the loss's last bits over 2 eps (a loss of
+    # 7.45 at eps 1e-5 differs by ~1e-10 from rounding alone); a difference within it
+    # says nothing against the gradient, however small the gradient (review 24)
+    noise = 8 * np.finfo(np.float64).eps * max(1.0, abs(res.loss)) / (2 * eps)
     out = []
     for name, p in model.params.items():
         d = rng.normal(size=p.shape)
@@ -77,5 +81,6 @@ def gradcheck(model, seed=0, eps=1e-5, tol=1e-6, B=2, T=4) -> list[ParamCheck]:
         p += eps * d
         numeric = (up - down) / (2 * eps)
         err = abs(analytic - numeric) / max(abs(analytic) + abs(numeric), 1e-7)
-        out.append(ParamCheck(name, analytic, numeric, err, err < tol))
+        out.append(ParamCheck(name, analytic, numeric, err,
+                              err < tol or abs(analytic - numeric) <= noise))
     return out
