@@ -6,9 +6,11 @@ pair of steps (t, k), the Jacobian J = dh_t/dh_k is computed exactly, per exampl
 reverse mode on the reference interpreter's tape: the output node (h, t) is seeded with
 the unit vector e_i (the same for every example of the batch), one backward per component
 i, and row i of J is the gradient read at node (h, k). That is the total derivative of h_t
-with respect to the value of h_k with every later step recomputed; for a state of several
-variables (an LSTM's h and c) it is the partial Jacobian with the other variables at step
-k held fixed.
+with respect to the value of h_k with everything computed from it recomputed: every
+later step, and for a state of several variables (an LSTM's h and c) the values of step k
+that read it. So dc_t/dc_k of an LSTM moves h_k = o_k * tanh(c_k) with c_k, while dh_t/dh_k
+holds c_k fixed (h_k is computed from c_k, not the other way); a value of step k that
+h_k does not feed is held fixed (review 24 measured both against finite differences).
 
 Norms are summarised by distance d = |t - k| (1..T-1): spectral and Frobenius norm, mean,
 std, min and max over the examples and every pair (t, k) at that distance. Beside them
@@ -576,8 +578,8 @@ def edge_norms(model, inputs, targets=None, lengths=None, first: int = 0):
     edges: {((u, k), (v, t)): stats} for every edge of the unfolded graph from a hidden
     variable at step k to one at another step t of the same index (h[t-1] -> h[t],
     h[t-1] -> i[t], c[t-1] -> c[t], h[t-3] -> h[t]): the spectral norm of dv_t/du_k per
-    example (along every path from u_k to v_t, the other values of step k held fixed,
-    as for `jacobians`), summarised over the batch.
+    example (along every path from u_k to v_t: the values of step k that u_k does not
+    feed held fixed, as for `jacobians`), summarised over the batch.
     states: {(h, t): stats} for every recurrent state h: the norm of dh_t/dh_s, s the
     first measured step of its recurrence (the last one for a backward recurrence), so
     a row of the graph shows how far a gradient from step t reaches back.

@@ -373,3 +373,33 @@ loss xent(z[t], y[t])
             norms = np.linalg.norm(J, 2, axis=(1, 2))
             assert edges[(("h.c", k), ("h.c", t))]["mean"] == pytest.approx(norms.mean())
     assert {k[0] for k in states} == {"h", "h.c"}
+
+
+def test_an_lstms_cell_jacobian_moves_h_with_c_and_hs_holds_c(tmp_path):
+    """What the module's docstring says for a state of two variables (review 24: it said
+    the other variable was held fixed, which is true of dh_t/dh_k only): dc_t/dc_k is the
+    run from step k+1 on a carry whose c_k is moved and whose h_k = o_k tanh(c_k) moves
+    with it; dh_t/dh_k moves h_k alone. Both against central differences."""
+    from pathlib import Path
+    spec = read_spec(str(Path(__file__).resolve().parents[1] / "specs" / "lstm.sg"))
+    m = Model(spec, dims={"V": 5, "H": 3}, dtype="float64", seed=0)
+    ins, tgs, _, _ = random_batch(m, np.random.default_rng(0), B=1, T=4)
+    full = m.run(ins, tgs)
+    k, t, eps = 1, 3, 1e-6
+    cut = lambda d, a, b: {key: v[:, a:b] for key, v in d.items()}
+    carry = m.run(cut(ins, 0, k + 1), cut(tgs, 0, k + 1)).carry
+    o_k = full.values["o"][:, k]
+    for name in ("c", "h"):
+        J = dict(jacobians(m, next(s for s in recurrent_states(m) if s.name == name)))
+        cols = []
+        for j in range(3):
+            ends = []
+            for sign in (1, -1):
+                c = {key: [x.copy() for x in v] for key, v in carry.items()}
+                c[name][0][:, j] += sign * eps
+                if name == "c":
+                    c["h"][0] = o_k * np.tanh(c["c"][0])
+                ends.append(m.run(cut(ins, k + 1, 4), cut(tgs, k + 1, 4),
+                                  carry=c).values[name][:, t - k - 1])
+            cols.append((ends[0] - ends[1]) / (2 * eps))
+        np.testing.assert_allclose(J[(t, k)][0], np.stack(cols, -1)[0], atol=1e-8)
