@@ -126,6 +126,22 @@ loss xent(o[n], y[n])
 """
 
 
+# parameters read as values, alone or in products (review 24: IndexError and ValueError
+# in the level-batched executor, which took a vector parameter for one row)
+PARAM_OPERANDS = HEAD + """\
+param E, W, b, Ws, bs, b1, b2, W3, b9
+param b4 : [5]
+param b7 : [4]
+param W8 : [2, 4]
+param T init normal(0.3)
+h[n] : H = tanh(b1 * b2 + W3 @ b4 + E @ w[n])                               if leaf
+h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b
+                + bilinear(T, b7, W8 @ h[n.left] + b9))                     otherwise
+o[n] = Ws @ h[n] + bs
+loss xent(o[n], y[n])
+"""
+
+
 def _pair(spec_text_or_path, V=7, **kw):
     if str(spec_text_or_path).endswith(".sg"):
         spec = seqgraph.read_spec(str(spec_text_or_path))
@@ -169,9 +185,10 @@ assert "dim H = 20" in RNTN_WIDE
 
 @pytest.mark.parametrize("spec", [SPECS / "recursive.sg", SPECS / "rntn.sg", RNTN_WIDE,
                                   TREE_LSTM, TWO_LOSSES, BILINEAR_FORMS, TREE_CLASSIFIER,
-                                  INTERNAL_ONLY, PARAMS_ONLY_ROOTS],
+                                  INTERNAL_ONLY, PARAMS_ONLY_ROOTS, PARAM_OPERANDS],
                          ids=["recursive", "rntn", "rntn_wide", "tree_lstm", "two_losses",
-                              "bilinear", "classifier", "internal_only", "params_only"])
+                              "bilinear", "classifier", "internal_only", "params_only",
+                              "param_operands"])
 def test_compiled_equals_interpreted(spec):
     rng = np.random.default_rng(0)
     mi, mc = _pair(spec)

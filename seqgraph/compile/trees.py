@@ -209,7 +209,11 @@ class _Eval:
         if isinstance(e, Num):
             i = self._leaf(e.value)
         elif isinstance(e, ParamRef):
-            i = self._leaf(run.m.params[e.name], ("param", e.name, None))
+            value = run.m.params[e.name]
+            if value.ndim == 1:     # a vector read as a value: a row a node, as every
+                n = self.rows.stop - self.rows.start     # value (its gradient summed
+                value = np.broadcast_to(value, (n, value.shape[0]))    # back by route)
+            i = self._leaf(value, ("param", e.name, None))
             self.param_at[i] = e.name
         elif isinstance(e, Ref):
             value, route = run.read(e, self.rows, self.example)
