@@ -287,7 +287,26 @@ APART = TREE2SEQ.replace(" + C @ c", "").replace("param E, W, b, F, U, C,",
     .replace("c = h[root]", "r : 3 = Ws @ h[root] + bs")
 
 
-@pytest.mark.parametrize("text", [LOSS_ACROSS, APART], ids=["loss_across", "apart"])
+# a sequence made of parameters alone beside an input nothing reads: its part's batch
+# takes its size and length from that input (review 24: "the batch has no inputs")
+UNREAD_INPUT = """
+tree n
+input w[n] : onehot(5)
+input xs[t] : onehot(3)
+target y[n] : class(2)
+param T5, W6, b7, U2, W4, W8
+param b3 : [4]
+h1[t] : 4 = tanh(b3 + U2 @ h1[t-1])
+q = h1[end]
+h[n] : 4 = tanh(W4 @ w[n])    if leaf
+h[n] : 4 = tanh(W6 @ [h[n.left]; h[n.right]] + b7)    otherwise
+o[n] = W8 @ h[n]
+loss xent(o[n], y[n])
+"""
+
+
+@pytest.mark.parametrize("text", [LOSS_ACROSS, APART, UNREAD_INPUT],
+                         ids=["loss_across", "apart", "unread_input"])
 def test_losses_across_the_cut_and_parts_apart(text):
     mi, mc = _pair(text)
     rng = np.random.default_rng(11)

@@ -146,15 +146,24 @@ def _crossing(index: dict, first: str, first_i: str):
 
 def _part(graph, indexes, hidden, losses, inputs):
     """The graph of one part: `hidden` with the inputs and targets they and their
-    `losses` read (in source order), after `inputs` (the cut)."""
+    `losses` read, and those over the part's index that nothing reads (they give its
+    batch its size and length), in source order, after `inputs` (the cut)."""
     losses = tuple(losses)
     read = {n for v in hidden for n in v.reads}
     read |= {r.var for loss in losses for r in (loss.output, loss.target)}
-    data = [v for v in graph.vars if v.role != "hidden" and v.name in read]
+    own_index = {i for i, _ in indexes}
+    data = [v for v in graph.vars if v.role != "hidden"
+            and (v.name in read or v.index in own_index and v.name not in graph_read(graph))]
     order = {v.name: i for i, v in enumerate(graph.vars)}
     own = sorted(data + hidden, key=lambda v: order.get(v.name, len(order)))
     return replace(graph, indexes=tuple(indexes), vars=tuple(inputs) + tuple(own),
                    losses=losses)
+
+
+def graph_read(graph) -> set:
+    """The data variables any equation or loss of the whole model reads."""
+    return {n for v in graph.hidden() for n in v.reads} | \
+        {r.var for loss in graph.losses for r in (loss.output, loss.target)}
 
 
 def _waits(graph, v, cut) -> bool:
