@@ -231,6 +231,8 @@ TABLE = [
     # ------------------------------------------------------------------- params, train
     bad("unknown-initialiser", HEAD + "param Q : [H, H] init orthogonall\n" + H + OUT, 5, 23,
         "unknown initialiser 'orthogonall'", "did you mean 'orthogonal'?"),
+    bad("init-a-number", HEAD + "init h = 0\n" + H + OUT, 5, 10,       # walk 12: line 6
+        "init h is a number, and 'h' a vector of size 16", "leave it out for h(0) = 0"),
     bad("initialiser-negative-scale", HEAD + "param Q : [H, H] init uniform(-1)\n" + H + OUT,
         5, 23, "uniform()'s scale must be a positive number, not -1"),   # walk 12: a crash
     bad("initialiser-arity", HEAD + "param Q : [H, H] init normal\n" + H + OUT, 5, 23,
@@ -289,6 +291,13 @@ TABLE = [
         "input x[t] : onehot(5)\nparam Vi, U\ns[t] : 16 = tanh(U @ s[t-1] + E @ x[t])\n"
         "init s = tanh(Vi @ a[root])\n" + TREE_OUT, 12, 20,
         "a[root] is read where the root of a one-word tree is a leaf"),   # review 26
+    # walk 12: `tree n` forgotten was "defined twice"; a tree's loop hinted h[t-1]
+    bad("tree-not-declared", TREE.replace("tree n\n", "") + "h[n] : H = tanh(E @ w[n]) "
+        "if leaf\nh[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT,
+        5, 1, "'leaf' cases are for tree indexes", "declare the index with `tree n`"),
+    bad("tree-loop-without-a-child", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(W @ [h[n]; h[n.right]] + b) otherwise\n" + TREE_OUT, 7, 22,
+        "algebraic loop: h (line 7) -> h (line 7)", "such as h[n.left] (a child)"),
     bad("children-of-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t.left] + b)\n" + OUT,
         5, 34, "'t' is a sequence index; children are for trees"),
     bad("cases-without-tree", HEAD + "h[t] : H = W @ x[t] otherwise\n" + OUT, 5, 1,

@@ -155,8 +155,9 @@ class _Sizes:
         for v in g.vars:
             for case in v.cases:
                 self._define(v, case.expr, case.pos)
-            if v.init is not None:
-                self._define(v, v.init, v.pos)
+            if v.init is not None:             # said at the init value, not the equation
+                at = getattr(v.init, "pos", None)
+                self._define(v, v.init, at if at and at.line else v.pos, init=True)
         for loss in g.losses:
             self.where = loss.pos
             self.eq(self.var_size[loss.output.var], self.var_size[loss.target.var])
@@ -187,13 +188,19 @@ class _Sizes:
         out = TABLE[e.op].out
         return out if out is not None else max(self._rank(a, scalars) for a in e.args)
 
-    def _define(self, v, expr, pos):
+    def _define(self, v, expr, pos, init: bool = False):
         shape = self.shape(expr)
         self.where = pos
         if len(shape) > 1:
             raise SpecError(f"'{v.name}' is defined as a matrix, not a vector", pos)
         declared = self.value(self.var_size[v.name])
         if not shape and declared is not None and declared != Lin(1):
+            if init:
+                raise SpecError(f"init {v.name} is a number, and '{v.name}' a vector of "
+                                f"size {declared}", pos,
+                                hint=f"an init is a vector of {v.name}'s size; leave it out "
+                                     f"for {v.name}(0) = 0 (a delay before the first step "
+                                     f"reads zero)")
             raise SpecError(f"'{v.name}' is defined as a number, not a vector of size "
                             f"{declared}", pos, hint="a number per example has size 1")
         self.eq(self.var_size[v.name], shape[0] if shape else self.new("", Lin(1)))
@@ -314,12 +321,17 @@ def _causality(graph: FoldedGraph):
         cycle = None
     if cycle:
         names = [u for u, _ in cycle]
-        steps = [f"{n} (line {lines[n]})" for n in names[:12]]
+        at = {e[1]: _edge_pos(g, e) for e in cycle}     # the line of the read, where known
+        steps = [f"{n} (line {at[n].line if at.get(n) and at[n].line else lines[n]})"
+                 for n in names[:12]]
         steps += [f"... ({len(names) - 12} more)"] if len(names) > 12 else []
         path = " -> ".join(steps + steps[:1])
         first = graph.var(names[0])
+        tree = graph.index_kinds.get(first.index) == "tree"
         raise SpecError(f"algebraic loop: {path}", _edge_pos(g, cycle[-1]) or first.pos,
-                        hint="every cycle must pass through a delay, such as h[t-1]")
+                        hint="every cycle must pass through a delay, such as " +
+                        (f"{first.name}[{first.index}.left] (a child)" if tree else
+                         "h[t-1]"))
     recs = []
     for comp in nx.strongly_connected_components(g):
         sub = g.subgraph(comp)

@@ -220,6 +220,11 @@ class _Elaborator:
                             "indexes, like e[u, t]", first.pos)
         conds = [e.cond for e in group]
         is_tree = bool(first.index) and first.index[0] in self.trees
+        cased = next((e for e in group if e.cond is not None), None)
+        if not is_tree and cased is not None:       # `tree n` forgotten: not "twice"
+            raise SpecError(f"'{cased.cond}' cases are for tree indexes", cased.pos,
+                            hint=f"declare the index with `tree {first.index[0]}`"
+                            if first.index else "declare the index with `tree n`")
         if not is_tree or len(group) == 1 and conds == [None]:
             if len(group) > 1:
                 raise SpecError(f"'{name}' is defined twice (first at line "
