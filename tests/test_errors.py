@@ -232,7 +232,8 @@ TABLE = [
     bad("unknown-initialiser", HEAD + "param Q : [H, H] init orthogonall\n" + H + OUT, 5, 23,
         "unknown initialiser 'orthogonall'", "did you mean 'orthogonal'?"),
     bad("init-a-number", HEAD + "init h = 0\n" + H + OUT, 5, 10,       # walk 12: line 6
-        "init h is a number, and 'h' a vector of size 16", "leave it out for h(0) = 0"),
+        "init h is a number, and 'h' a vector of size 16", "without one, a delay before the "
+        "first step reads zero"),
     bad("initialiser-negative-scale", HEAD + "param Q : [H, H] init uniform(-1)\n" + H + OUT,
         5, 23, "uniform()'s scale must be a positive number, not -1"),   # walk 12: a crash
     bad("initialiser-arity", HEAD + "param Q : [H, H] init normal\n" + H + OUT, 5, 23,

@@ -293,7 +293,7 @@ def test_series_scaling_uses_training_statistics(data):
 
 
 # ---------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("loader, text, msg", [
+MALFORMED = [
     (pairs, "a b\tc\nno tab here\n", r"f:2: expected source<TAB>target, found no tab"),
     (pairs, "a\tb\tc\n", r"f:1: expected source<TAB>target, found 3 tab-separated"),
     (pairs, "a\t \n", r"f:1: expected source<TAB>target, the target is empty"),
@@ -308,7 +308,20 @@ def test_series_scaling_uses_training_statistics(data):
     (labeled, "0\ta\n1.5\tb\n", r"f:2: label '1\.5' is not a class id"),
     (labeled, "label\ttext\n0\ta\n1\tb\n", r"f:1: label 'label' on the first line looks "
      r"like a header"),
-])
+]
+
+
+def test_labels_of_a_scale_of_their_own_are_names(tmp_path):
+    """-1/1 and half-point ratings are labels of their own, read as names (review 27: the
+    check for one odd class id refused them)."""
+    for text, names in (("-1\ta\n1\tb\n-1\tc\n", ("-1", "1")),
+                        ("3.5\ta\n4\tb\n4.5\tc\n2\td\n", ("2", "3.5", "4", "4.5"))):
+        write(tmp_path, "f", text)
+        raw = labeled("f", base=tmp_path).read()
+        assert labeled("f", base=tmp_path).vocab(raw).target.tokens == names
+
+
+@pytest.mark.parametrize("loader, text, msg", MALFORMED)
 def test_malformed_lines_name_file_line_and_what_was_expected(tmp_path, loader, text, msg):
     write(tmp_path, "f", text)
     with pytest.raises(DataError, match=msg):

@@ -421,6 +421,11 @@ def test_a_deep_tree_renders_as_dot_and_is_refused_as_an_image(tmp_path, capsys)
     assert not (tmp_path / "t.png").exists()
     assert main(["render", spec, "--tree", _deep(300), "-o", str(tmp_path / "t.dot")]) == 0
     assert (tmp_path / "t.dot").read_text().count("cluster_") == 601
+    capsys.readouterr()                     # a decoder's steps count too (review 27)
+    assert main(["render", str(ROOT / "specs" / "tree2seq.sg"), "--tree", "(1 (2 a) (3 b))",
+                 "--unfold", "u=3000", "-o", str(tmp_path / "t.svg")]) == 2
+    assert "--tree: a tree of 3 nodes and --unfold u=3000 unfolds 'tree2seq' into about" \
+        in capsys.readouterr().err
 
 
 def test_sample_labels_a_tree_deeper_than_pythons_recursion(tmp_path, capsys):

@@ -148,11 +148,18 @@ def _tree_fits_an_image(args, graph) -> None:
     per_node = sum(v.index in trees for v in graph.vars) + \
         sum(graph.var(loss.output.var).index in trees for loss in graph.losses)
     nodes = args.tree.count("(")
-    if nodes * per_node > MAX_DRAWN:
-        raise UsageError(f"--tree: a tree of {nodes} nodes unfolds '{graph.name}' into "
-                         f"about {nodes * per_node} nodes, too many to lay out as a "
-                         f"readable image (at most {MAX_DRAWN}): draw a smaller tree, or "
-                         f"write FILE.dot")
+    steps = 0                              # a decoder's steps (--unfold u=N) beside it
+    if args.unfold:
+        lengths = parse_lengths(args.unfold, graph, tree=True)
+        steps = sum(math.prod(lengths.get(i, 1) for i in v.indexes) for v in graph.vars
+                    if not set(v.indexes) & trees and v.indexes)
+    if nodes * per_node + steps > MAX_DRAWN:
+        raise UsageError(f"--tree: a tree of {nodes} nodes"
+                         f"{f' and --unfold {args.unfold}' if steps else ''} unfolds "
+                         f"'{graph.name}' into about {nodes * per_node + steps} nodes, too "
+                         f"many to lay out as a readable image (at most {MAX_DRAWN}): draw "
+                         f"a smaller tree{' or fewer steps' if steps else ''}, or write "
+                         f"FILE.dot")
 
 
 def _nodes(graph, lengths: dict) -> int:

@@ -286,17 +286,33 @@ def label_tree(t, args, output: str) -> int:
     o = t.model.run({t.binding.input: ids}, forest=f).values[output]
     probs = softmax(np.asarray(o, dtype=np.float64))           # [N, K], post-order
 
-    # bottom up, children first (post-order): no recursion, however deep the tree
-    shown, phrases = [""] * N, [""] * N
-    per_node = len(probs) == N            # else one output a tree (a classifier)
+    # no recursion and memory linear in the tree, however deep (post-order: a node's
+    # leaves are a run of the sentence's words, its children numbered before it)
+    leaves, lo, hi = [], np.zeros(N, int), np.zeros(N, int)
     for i in range(N):
-        k = int(probs[i].argmax()) if per_node else None
         if left[i] < 0:
-            shown[i], phrases[i] = f"({k} {words[i]})", words[i]
+            lo[i], hi[i] = len(leaves), len(leaves) + 1
+            leaves.append(words[i])
         else:
-            shown[i] = f"({k} {shown[left[i]]} {shown[right[i]]})"
-            phrases[i] = f"{phrases[left[i]]} {phrases[right[i]]}"
-    show, phrase = shown.__getitem__, phrases.__getitem__
+            lo[i], hi[i] = lo[left[i]], hi[right[i]]
+
+    def phrase(i) -> str:
+        return " ".join(leaves[lo[i]:hi[i]])
+
+    def show(root) -> str:               # the bracketed tree with each node's label
+        out, stack = [], [root]
+        while stack:
+            i = stack.pop()
+            if isinstance(i, str):
+                out.append(i)
+                continue
+            k = int(probs[i].argmax())
+            if left[i] < 0:
+                out.append(f"({k} {words[i]})")
+            else:
+                out.append(f"({k} ")
+                stack += [")", int(right[i]), " ", int(left[i])]
+        return "".join(out)
 
     if roots_scored(t.spec.graph, t.binding):     # one label a tree: the root's
         p = probs[root_rows(t.spec.graph, output, f)[0]]

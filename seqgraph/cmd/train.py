@@ -100,8 +100,10 @@ def _prepare(args, comm, speak: bool):
         if lock is not None:
             os.close(lock)
         raise
-    trainer._lock = lock                # released when fit ends
-    return trainer, out
+    tried = out.is_dir() and (comm is None or comm.rank == 0)     # (said once if not)
+    trainer._lock, trainer._locked = lock, tried       # released when fit ends
+    trainer.lock()                      # a new folder: made and locked now, every input
+    return trainer, out                 # checked (before the ranks agree, under MPI)
 
 
 def _prepare_locked(args, comm, speak: bool, spec, resumed, out):

@@ -198,9 +198,9 @@ class _Sizes:
             if init:
                 raise SpecError(f"init {v.name} is a number, and '{v.name}' a vector of "
                                 f"size {declared}", pos,
-                                hint=f"an init is a vector of {v.name}'s size; leave it out "
-                                     f"for {v.name}(0) = 0 (a delay before the first step "
-                                     f"reads zero)")
+                                hint=f"an init is a vector of {v.name}'s size, such as "
+                                     f"tanh(I) with `param I`; without one, a delay before "
+                                     f"the first step reads zero")
             raise SpecError(f"'{v.name}' is defined as a number, not a vector of size "
                             f"{declared}", pos, hint="a number per example has size 1")
         self.eq(self.var_size[v.name], shape[0] if shape else self.new("", Lin(1)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -151,20 +152,35 @@ def lock_folder(folder: Path):
     held until the process ends, however it ends: two runs writing one folder would
     delete each other's temporary files and interleave metrics.csv. A folder another
     process holds is a UsageError naming it."""
+    import errno
     import fcntl
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    def cannot(e) -> None:
+        sys.stderr.write(f"seqgraph: warning: {folder}: cannot lock the run folder "
+                         f"({e.strerror or e}); make sure no other run writes it\n")
+    try:
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        mine = True
+    except PermissionError:          # another user's lock file: locked read-only
+        try:
+            fd, mine = os.open(folder / ".lock", os.O_RDONLY), False
+        except OSError as e:
+            return cannot(e)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):     # no locks here (NFS)
+            os.close(fd)
+            return cannot(e)
         owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise UsageError(f"{folder}: another seqgraph train (process {owner}) is writing "
                          f"this folder; wait for it to end, or give this run another "
                          f"--out") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    if mine:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
     return fd                       # kept open: the lock lasts as long as the process
 
 

@@ -418,13 +418,14 @@ def build_example_vocab(tokens_lists, chars: bool, size: int | None, specials=()
 
 
 def _class_ids_alike(labels: list, file: str) -> None:
-    """Labels that are class ids (0, 1, 2 ...) but for one that looks like a number and
-    is none (-1, 1.5), or a header on the first line: an error at its line, not a class
-    of its own (which shifts the others' ids)."""
+    """Labels that are class ids (0, 1, 2 ...) but for one line whose label looks like a
+    number and is none (-1, 1.5), or a header on the first line: an error at its line,
+    not a class of its own (which shifts the others' ids). Labels of a scale of their
+    own (-1 and 1, ratings 3.5) are names, as before."""
     ids = sum(label.isdigit() for label, _ in labels)
-    if not ids or ids == len(labels):
-        return
     odd = [(label, n) for label, n in labels if not label.isdigit()]
+    if not ids or len(odd) != 1:      # names, or a scale of its own (-1/1, 3.5 ratings)
+        return
     label, n = odd[0]
     try:
         float(label)
@@ -434,7 +435,7 @@ def _class_ids_alike(labels: list, file: str) -> None:
     if number:
         raise DataError(f"label {label!r} is not a class id: the other labels are class "
                         f"ids, whole numbers 0, 1, 2, ...", file=file, line=n)
-    if len(odd) == 1 and n == labels[0][1]:
+    if n == labels[0][1]:
         raise DataError(f"label {label!r} on the first line looks like a header (the other "
                         f"labels are class ids); remove that line", file=file, line=n)
 

@@ -400,25 +400,26 @@ class Trainer:
         """Train until the last epoch ends, `max_steps` updates are done or the clock
         passes `deadline` (time.monotonic()); always ends with a checkpoint. The run
         folder is locked meanwhile: one run writes it at a time."""
-        if self.saved and self.pos.epoch >= self.cfg.epochs:   # a resumed run, done
-            raise UsageError(f"{self.saved}: the run is at epoch {self.pos.epoch} of "
-                             f"epochs = {self.cfg.epochs}: nothing is left to train; raise "
-                             f"--epochs (or --set epochs=N) to train on")
-        self.lock()
         try:
+            if self.saved and self.pos.epoch >= self.cfg.epochs:   # a resumed run, done
+                raise UsageError(f"{self.saved}: the run is at epoch {self.pos.epoch} of "
+                                 f"epochs = {self.cfg.epochs}: nothing is left to train; "
+                                 f"raise --epochs (or --set epochs=N) to train on")
+            self.lock()
             return self._fit(max_steps, deadline)
         finally:
             if self._lock is not None:
                 os.close(self._lock)
-                self._lock = None
+            self._lock, self._locked = None, False
 
-    _lock = None
+    _lock, _locked = None, False
 
     def lock(self) -> None:
         """Lock the run folder (rank 0 under MPI), or a UsageError naming the process
-        that holds it; train calls it before the ranks agree that all are ready."""
-        if self._lock is None and getattr(self, "rank", 0) == 0:
-            self._lock = ck.lock_folder(self.out)
+        that holds it; train calls it before the ranks agree that all are ready. Where
+        the file system has no locks, the run goes on without (said once)."""
+        if not self._locked and getattr(self, "rank", 0) == 0:
+            self._lock, self._locked = ck.lock_folder(self.out), True
 
     def _fit(self, max_steps, deadline) -> Position:
         if not self.saved and getattr(self, "rank", 0) == 0:

@@ -307,6 +307,8 @@ def save_figure(fig, path: Path) -> None:
     """Written whole or not at all (a temporary file renamed over it): a kill while it
     draws leaves the last plot, not an empty file."""
     path = Path(path)
+    for old in path.parent.glob(f".{path.name}.*.tmp"):    # left by a killed drawing
+        old.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
