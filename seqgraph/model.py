@@ -214,7 +214,7 @@ class Model:
         a reference that reads a later step of it (`h[end]`, `g[t+1]`, `sum over t`): the
         -1s would run as steps (zero inputs) into values of the real ones. Refused, where
         the same batch with `lengths` reads each example's own last step."""
-        from .graph.leaks import _reads, _show, _step
+        from .graph.leaks import read_past_end
         g = self.graph
         for v in g.inputs():
             if not v.is_ids or v.index is None or v.index in lengths or v.name not in inputs:
@@ -223,19 +223,18 @@ class Model:
             short = np.flatnonzero(a[:, -1] == -1) if a.ndim == 2 and a.size else ()
             if not len(short):
                 continue
-            read = [(r, over) for _, r, over, _ in _reads(g)] + \
-                [(r, frozenset()) for loss in g.losses for r in (loss.output, loss.target)]
-            ahead = next((r for r, over in read if _step(g, r, over, v.index, 0) > 0), None)
-            if ahead is None:
+            found = read_past_end(g, v.index)
+            if found is None:
                 continue
+            ahead, shown = found
             b = int(short[0])
             n = int(np.flatnonzero(a[b] != -1)[-1]) + 1 if (a[b] != -1).any() else 0
             line = f" (line {ahead.pos.line})" if ahead.pos and ahead.pos.line else ""
             raise UsageError(
                 f"'{v.name}' is padded with -1 (example {b} has {n} of {a.shape[1]} "
-                f"steps) and {_show(g, ahead)}{line} would read the -1s: give each example's length, lengths={{'{v.index}': "
-                f"[...]}} (a loader's batch has them: b.lengths); lengths={{'{v.index}': "
-                f"{a.shape[1]}}} runs the -1s as steps")
+                f"steps) and {shown}{line} would read the -1s: give each example's "
+                f"length, lengths={{'{v.index}': [...]}} (a loader's batch has them: "
+                f"b.lengths); lengths={{'{v.index}': {a.shape[1]}}} runs the -1s as steps")
 
     def _check_names_and_ids(self, data: dict) -> None:
         """Every array names a variable, and ids are ids of its size (-1: padding): an

@@ -92,18 +92,18 @@ def _prepare(args, comm, speak: bool):
     out = _run_folder(args, spec)
     # one run writes a folder at a time: one that exists is locked before anything is
     # said or written (a new one when training starts: a refused run leaves none)
-    lock = ck.lock_folder(out) if out.is_dir() and (comm is None or comm.rank == 0) \
-        else None
+    tried = out.is_dir() and (comm is None or comm.rank == 0)
+    lock = ck.lock_folder(out) if tried else None
     try:
         trainer = _prepare_locked(args, comm, speak, spec, resumed, out)
     except BaseException:
         if lock is not None:
             os.close(lock)
         raise
-    tried = out.is_dir() and (comm is None or comm.rank == 0)     # (said once if not)
-    trainer._lock, trainer._locked = lock, tried       # released when fit ends
-    trainer.lock()                      # a new folder: made and locked now, every input
-    return trainer, out                 # checked (before the ranks agree, under MPI)
+    # the lock taken (released when fit ends), or a new folder made and locked now,
+    # every input checked (before the ranks agree, under MPI)
+    trainer.lock(lock, tried)
+    return trainer, out
 
 
 def _prepare_locked(args, comm, speak: bool, spec, resumed, out):

@@ -43,6 +43,16 @@ def target_leaks(checked, data=None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def read_past_end(g, index: str):
+    """The first reference of an equation or a loss that reads a later step of `index`
+    than its reader's (`h[end]`, `g[t+1]`, `sum over t (...)`, a loss at `o[end]`), as
+    `(reference, shown)`, or None: what padding at an example's end would flow into."""
+    refs = [(r, over) for _, r, over, _ in _reads(g)] + \
+        [(r, frozenset()) for loss in g.losses for r in (loss.output, loss.target)]
+    ahead = next((r for r, over in refs if _step(g, r, over, index, 0) > 0), None)
+    return None if ahead is None else (ahead, _show(g, ahead))
+
+
 def _example_leak(g, o: str, y) -> list:
     """A per-example target (a classifier's y) read by its own output, on any path."""
     needed = nx.ancestors(g.nx(), o) | {o}

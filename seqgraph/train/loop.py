@@ -414,10 +414,14 @@ class Trainer:
 
     _lock, _locked = None, False
 
-    def lock(self) -> None:
+    def lock(self, held: int | None = None, tried: bool = False) -> None:
         """Lock the run folder (rank 0 under MPI), or a UsageError naming the process
-        that holds it; train calls it before the ranks agree that all are ready. Where
-        the file system has no locks, the run goes on without (said once)."""
+        that holds it; train calls it before the ranks agree that all are ready, with
+        the lock it `held` where it `tried` already (an existing folder, locked before
+        anything was said). Where the file system has no locks, the run goes on without
+        (said once)."""
+        if tried:
+            self._lock, self._locked = held, True
         if not self._locked and getattr(self, "rank", 0) == 0:
             self._lock, self._locked = ck.lock_folder(self.out), True
 
