@@ -151,16 +151,16 @@ def _part(graph, indexes, hidden, losses, inputs):
     losses = tuple(losses)
     read = {n for v in hidden for n in v.reads}
     read |= {r.var for loss in losses for r in (loss.output, loss.target)}
-    own_index = {i for i, _ in indexes}
+    own_index, anywhere = {i for i, _ in indexes}, _read_anywhere(graph)
     data = [v for v in graph.vars if v.role != "hidden"
-            and (v.name in read or v.index in own_index and v.name not in graph_read(graph))]
+            and (v.name in read or v.index in own_index and v.name not in anywhere)]
     order = {v.name: i for i, v in enumerate(graph.vars)}
     own = sorted(data + hidden, key=lambda v: order.get(v.name, len(order)))
     return replace(graph, indexes=tuple(indexes), vars=tuple(inputs) + tuple(own),
                    losses=losses)
 
 
-def graph_read(graph) -> set:
+def _read_anywhere(graph) -> set:
     """The data variables any equation or loss of the whole model reads."""
     return {n for v in graph.hidden() for n in v.reads} | \
         {r.var for loss in graph.losses for r in (loss.output, loss.target)}
