@@ -299,6 +299,12 @@ TABLE = [
     bad("tree-loop-without-a-child", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ [h[n]; h[n.right]] + b) otherwise\n" + TREE_OUT, 7, 22,
         "algebraic loop: h (line 7) -> h (line 7)", "such as h[n.left] (a child)"),
+    # walk 12: a second model line was ignored; a non-ASCII letter was "not a letter"
+    bad("model-twice", "model a\nmodel b\n" + HEAD + H + OUT, 2, 1,
+        "the model is named twice (first at line 1)", "keep one `model NAME` line"),
+    bad("non-ascii-name", HEAD + "h\u00e9[t] : H = tanh(W @ x[t])\n" + OUT, 5, 2,
+        "unexpected character", "names are ASCII letters, digits and _ ('\u00e9' is "
+        "U+00E9, not ASCII)"),
     bad("children-of-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t.left] + b)\n" + OUT,
         5, 34, "'t' is a sequence index; children are for trees"),
     bad("cases-without-tree", HEAD + "h[t] : H = W @ x[t] otherwise\n" + OUT, 5, 1,
@@ -369,6 +375,15 @@ def test_empty_specs_check_with_a_warning(tmp_path, text):
     p.write_text(text)
     spec = seqgraph.read_spec(str(p))
     assert any("no loss" in w[0] for w in spec.graph.warnings)
+
+
+def test_a_loss_line_repeated_is_a_warning():
+    """Two equal loss lines add up, silently doubling the loss (walk 12)."""
+    spec = seqgraph.read_spec("d.sg", HEAD + H + OUT + "loss xent(o[t], y[t])\n")
+    assert [m for m, _ in spec.graph.warnings] == [
+        "this loss repeats the one of line 7: the two add up (a weight says so: "
+        "`loss 2 * xent(...)`)"]
+    assert spec.graph.warnings[0][1].line == 8
 
 
 def test_model_without_loss_is_a_warning():

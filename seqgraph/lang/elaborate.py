@@ -187,6 +187,13 @@ class _Elaborator:
         vars_ = [self._data_var(d) for d in self.data.values()]
         vars_ += [self._hidden_var(name, group) for name, group in self.defs.items()]
         losses = tuple(self._loss(l) for l in self._of(A.LossDecl))
+        for i, loss in enumerate(losses):           # the same line twice counts twice
+            first = next((m for m in losses[:i] if (m.fn, m.output, m.target) ==
+                          (loss.fn, loss.output, loss.target)), None)
+            if first is not None:
+                self.warnings.append((f"this loss repeats the one of line {first.pos.line}: "
+                                      f"the two add up (a weight says so: `loss 2 * "
+                                      f"{loss.fn}(...)`)", loss.pos))
         if not losses:
             self.warnings.append(("the model has no loss: it can run but not train",
                                   Pos(1, 1)))
@@ -196,6 +203,9 @@ class _Elaborator:
                 self.warnings.append((f"parameter '{p.name}' is declared but never used",
                                       p.pos))
         model = self._of(A.ModelDecl)
+        if len(model) > 1:                # the second was ignored (walk 12)
+            raise SpecError(f"the model is named twice (first at line {model[0].pos.line})",
+                            model[1].pos, hint="keep one `model NAME` line")
         name = model[0].name if model else _stem(self.spec.path)
         return FoldedGraph(
             name=name, dims=tuple(self.dims.items()), indexes=tuple(self.indexes.items()),

@@ -378,6 +378,9 @@ def _char_hint(ch: str) -> str:
         return "a string ends with \" on the same line"
     if ch in "\t\v\f\r " or not ch.isprintable():
         return f"remove the invisible character {ch!r}"
+    if ch.isalpha():                      # θ, é: letters, but not the spec's
+        return f"names are ASCII letters, digits and _ ('{ch}' is U+{ord(ch):04X}, not " \
+            f"ASCII); comments start with #"
     return "names are letters, digits and _; comments start with #"
 
 
