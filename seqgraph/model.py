@@ -70,6 +70,17 @@ def read_spec(path: str, text: str | None = None, dims: dict | None = None,
     return Spec(path, text, graph, checked)
 
 
+def _slip(graph, name: str) -> str:
+    """Where an unbound size is written, and the declared dim it may be a slip for
+    (`h[t] : HH` beside `dim H = 8`; walk 12: said with neither)."""
+    at = next((v for v in graph.vars if v.size == name), None)
+    where = f" ({at.name} : {name}, line {at.pos.line}" if at and at.pos.line else ""
+    near = did_you_mean(name, [d for d, _ in graph.dims])
+    if not where:
+        return f"; {near}" if near else ""
+    return where + (f"; {near})" if near else ")")
+
+
 def check_dim_names(dims: dict, sizes: set, path: str) -> None:
     """A UsageError for a name of `dims` (`--dim v=8`) that is none of the spec's `sizes`,
     with a did-you-mean (`V` for `v`) or the sizes it has."""
@@ -140,7 +151,7 @@ class Model:
             raise UsageError(f"{spec.path}: the size{'s' * (len(missing) > 1)} {names} "
                              f"{'are' if len(missing) > 1 else 'is'} not bound: give "
                              f"--dim {min(missing)}=N (or dims=...), or data that "
-                             "binds it")
+                             f"binds it" + _slip(spec.graph, min(missing)))
         if str(dtype) not in DTYPES:
             raise UsageError(f"dtype must be float32 or float64, not {dtype}")
         self.dtype = np.dtype(DTYPES[str(dtype)])

@@ -173,6 +173,12 @@ def test_params_named_as_in_the_spec_and_shaped_like_torch_linear():
 def test_unbound_dim_is_a_clear_error():
     with pytest.raises(seqgraph.UsageError, match="V is not bound"):
         seqgraph.load(str(ROOT / "specs/elman.sg"))
+    # a slip for a declared dim: where it is written, and the dim (walk 12: neither)
+    text = "dim H = 8\n" + PREAMBLE + "target y[t] : class(3)\nparam W, Wo\n" \
+        "h[t] : HH = tanh(W @ x[t])\no[t] = Wo @ h[t]\nloss xent(o[t], y[t])\n"
+    with pytest.raises(seqgraph.UsageError) as e:
+        seqgraph.Model(seqgraph.read_spec("hh.sg", text), dims={"V": 4})
+    assert str(e.value).endswith("binds it (h : HH, line 5; did you mean 'H'?)"), e.value
 
 
 @pytest.mark.parametrize("executor", ["interp", "compiled"])
