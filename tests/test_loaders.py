@@ -61,6 +61,14 @@ def test_a_jsonl_field_that_is_not_text_names_its_line(tmp_path, value, said):
         chars("b.jsonl", field="text", base=tmp_path).tokens()
 
 
+def test_a_second_path_read_as_a_field_is_said(tmp_path):
+    """chars("a.txt", "b.txt") read b.txt as the JSON field of a.txt (walk 12)."""
+    write(tmp_path, "a.txt", "hello\n")
+    with pytest.raises(DataError, match=r"a\.txt:1: not a JSON line \(Expecting value\); "
+                       r"field = 'b\.txt' reads JSON lines: is 'b\.txt' another file\?"):
+        chars("a.txt", "b.txt", base=tmp_path).tokens()
+
+
 def test_jsonl_missing_field_names_file_and_line(tmp_path):
     write(tmp_path, "b.jsonl", '{"text": "a"}\n{"other": "b"}\n')
     with pytest.raises(DataError, match=r"b\.jsonl:2: no field 'text'"):

@@ -145,7 +145,10 @@ def _jsonl_field(text: str, field: str, file: str) -> str:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"not a JSON line ({e.msg})", file=file, line=n) from None
+            why = "" if file.lower().endswith(".jsonl") else \
+                f"; field = {field!r} reads JSON lines: is {field!r} another file? a " \
+                f"loader reads one"            # chars("a.txt", "b.txt") (walk 12)
+            raise DataError(f"not a JSON line ({e.msg}){why}", file=file, line=n) from None
         if not isinstance(record, dict) or field not in record:
             raise DataError(f"no field '{field}' in this JSON line", file=file, line=n)
         if not isinstance(record[field], str):       # null would be read as "None"
