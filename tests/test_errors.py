@@ -305,6 +305,10 @@ TABLE = [
     bad("non-ascii-name", HEAD + "h\u00e9[t] : H = tanh(W @ x[t])\n" + OUT, 5, 2,
         "unexpected character", "names are ASCII letters, digits and _ ('\u00e9' is "
         "U+00E9, not ASCII)"),
+    # `W * x[t]` for the book's W x[t]: the size hint alone made W a vector (walk 12)
+    bad("param-times-value", HEAD + "h[t] : H = tanh(W * x[t] + U @ h[t-1] + b)\n" + OUT,
+        5, 1, "size mismatch", "`W * ...` multiplies elementwise, which makes W a vector: a "
+        "matrix times a vector is written `W @ ...`"),
     bad("children-of-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t.left] + b)\n" + OUT,
         5, 34, "'t' is a sequence index; children are for trees"),
     bad("cases-without-tree", HEAD + "h[t] : H = W @ x[t] otherwise\n" + OUT, 5, 1,

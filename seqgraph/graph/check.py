@@ -19,7 +19,7 @@ import networkx as nx
 
 from ..errors import NOPOS, SpecError, too_deep
 from ..ops import TABLE, Op
-from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of, refs
+from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of, refs, walk
 from .printer import show
 from .sizes import Lin
 
@@ -82,6 +82,7 @@ class _Sizes:
         self.param_shape = {}
         self.param_first_use = {}
         self.dropouts = {}      # dropout Apply -> its size variable (None: not a vector)
+        self.stars = {}         # equation pos -> a `W * x[t]` in it (a hint for @)
 
     # union-find with values -----------------------------------------------------
     def new(self, label="", value=None) -> int:
@@ -108,12 +109,18 @@ class _Sizes:
                             f"{vb}{self._from(b)}", self.where,
                             hint="the terms of a sum, the operands of * and the two "
                                  "sides of an equation have one size; a matrix @ v "
-                                 "changes it" + _open_hint(va, vb))
+                                 "changes it" + _open_hint(va, vb) + self._star_hint())
         self.parent[rb] = ra
         self.val[ra] = va if va is not None else vb
         self.origin[ra] = self.origin[ra] if va is not None else self.origin[rb]
         if not self.label[ra]:
             self.label[ra] = self.label[rb]
+
+    def _star_hint(self) -> str:
+        star = self.stars.get(self.where)
+        w = None if star is None else star.args[0].name
+        return "" if star is None else f"; `{w} * ...` multiplies elementwise, which " \
+            f"makes {w} a vector: a matrix times a vector is written `{w} @ ...`"
 
     def _from(self, x) -> str:
         """What gave x's class its size, when that is another value: ` (from 'x')`."""
@@ -189,6 +196,9 @@ class _Sizes:
         return out if out is not None else max(self._rank(a, scalars) for a in e.args)
 
     def _define(self, v, expr, pos, init: bool = False):
+        star = _param_times_value(expr)
+        if star is not None:            # said with a size mismatch at this equation
+            self.stars[pos] = star
         shape = self.shape(expr)
         self.where = pos
         if len(shape) > 1:
@@ -415,6 +425,16 @@ def _edge_pos(g, edge):
     for d in (data or {}).values():
         if not d["shift"].is_delay:
             return d.get("pos")
+    return None
+
+
+def _param_times_value(expr):
+    """`W * x[t]`, a parameter multiplied elementwise by a variable: the book's W x[t]
+    written with * (walk 12: the size hint alone led to a model with W a vector)."""
+    for e in walk(expr):
+        if isinstance(e, Apply) and e.op is Op.MUL and isinstance(e.args[0], ParamRef) \
+                and (isinstance(e.args[1], Ref) or getattr(e.args[1], "op", None) is Op.ONEHOT):
+            return e
     return None
 
 
