@@ -381,6 +381,21 @@ def test_empty_specs_check_with_a_warning(tmp_path, text):
     assert any("no loss" in w[0] for w in spec.graph.warnings)
 
 
+def test_a_vector_declared_as_one_gets_no_hint_for_at():
+    """`a * x[t]` with `param a : [H]` means an elementwise gate: a size mismatch in its
+    equation does not suggest @ (review of walk 12's hint)."""
+    text = HEAD.replace("param W, U, b, Wo, bo", "param W, U, b, Wo, bo\nparam a : [H]") + \
+        "g[t] : 5 = a * h[t]\n" + H + OUT
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("g.sg", text)
+    assert "'g' has size 5" in str(e.value), e.value
+    assert "multiplies elementwise" not in str(e.value)
+    undeclared = text.replace("\nparam a : [H]", "\nparam a")     # there, it is said
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("g.sg", undeclared)
+    assert "`a * ...` multiplies elementwise, which makes a a vector" in str(e.value)
+
+
 def test_a_loss_line_repeated_is_a_warning():
     """Two equal loss lines add up, silently doubling the loss (walk 12)."""
     spec = seqgraph.read_spec("d.sg", HEAD + H + OUT + "loss xent(o[t], y[t])\n")

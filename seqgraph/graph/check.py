@@ -197,8 +197,8 @@ class _Sizes:
 
     def _define(self, v, expr, pos, init: bool = False):
         star = _param_times_value(expr)
-        if star is not None:            # said with a size mismatch at this equation
-            self.stars[pos] = star
+        if star is not None and self.g.param_map[star.args[0].name].shape is None:
+            self.stars[pos] = star      # an undeclared W: said with a size mismatch here
         shape = self.shape(expr)
         self.where = pos
         if len(shape) > 1:
