@@ -371,6 +371,20 @@ def test_non_utf8_file_is_a_spec_error(tmp_path):
     assert "# caf\ufffd" in shown and "\n       |      ^" in shown   # the line, a caret
 
 
+@pytest.mark.parametrize("ending", ["\r", "\r\n"])
+def test_old_mac_and_windows_line_endings(tmp_path, ending):
+    """A lone CR ends a line as LF does (walk 12: an old Mac file was one line, a comment
+    swallowing the rest); an error is placed on its line."""
+    good = HEAD + "# the state\n" + H + OUT
+    p = tmp_path / "cr.sg"
+    p.write_bytes(good.replace("\n", ending).encode())
+    assert seqgraph.read_spec(str(p)).graph.vars == seqgraph.read_spec("g.sg", good).graph.vars
+    p.write_bytes((HEAD + "# the state\nh[t] = tanh(W @ x[t]\n").replace("\n", ending).encode())
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec(str(p))
+    assert e.value.line == HEAD.count("\n") + 2 and "never closed" in str(e.value)
+
+
 @pytest.mark.parametrize("text", ["", "# only a comment\n# and another\n", "\n\n  \n"])
 def test_empty_specs_check_with_a_warning(tmp_path, text):
     """Decided: a file with no statements is a model with nothing in it; it checks, and

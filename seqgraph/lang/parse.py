@@ -5,6 +5,7 @@ SpecError with the line, a caret, what was expected and a hint (syntax_errors.py
 from __future__ import annotations
 
 import math
+import re
 from functools import cache
 from importlib import resources
 
@@ -398,8 +399,14 @@ def _bracket_chars(text: str, at=_at_line):
                             Pos(n, quoted), hint='a string ends with " on the same line')
 
 
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
 def parse(text: str, path: str = "<spec>") -> A.Spec:
     """Parse a whole .sg text. Raises SpecError (located in `path`) on any bad input."""
+    # a lone CR ends a line too (old Mac files; walk 12: read as one line, so a comment
+    # swallowed the rest of the spec); one character for one, so positions stay
+    text = _LONE_CR.sub("\n", text)
     try:
         return A.Spec(_parse_stmts(text), path, text)
     except SpecError as e:
