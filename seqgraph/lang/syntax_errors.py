@@ -261,6 +261,21 @@ def _a_target(text: str) -> str:
     return m.group(1) + "".join((m.group(2) or "").split())
 
 
+def _hint_glued(tok, prev, expected, stmt, text):
+    """A token written against the one before it, read as two (walk 12): a number in
+    another notation (`0x10`, `1_000`) or a name with a dash (`model my-model`)."""
+    if prev is None or tok.line != prev.end_line or tok.column != prev.end_column:
+        return ""
+    if prev.type == "NUMBER" and tok.type == "NAME":
+        if expected & _OPERATORS and not tok.startswith(("x", "X", "_")):
+            return f"a product is written with *: {prev} * {tok}"      # `2b`
+        return f"a number is written in decimal digits, with . and e (16, 1000, " \
+               f"0.5, 1e3): '{prev}{tok}' is not one"
+    if prev.type == "NAME" and str(tok) == "-" and "_NL" in expected:
+        return f"a name is letters, digits and _: write {prev}_... rather than {prev}-..."
+    return ""
+
+
 def _hint_one_statement_a_line(tok, prev, expected, stmt, text):
     if "_NL" in expected and (not expected & _OPERATORS or tok.type.lower() in
                               _STATEMENT_WORDS) and tok.type not in expected:
@@ -392,7 +407,7 @@ def _end_pos(text: str):
 # the rules in the order they are tried, and whether each applies to a lone train value
 _RULES = ((_hint_keyword, True), (_hint_open_bracket, False), (_hint_unquoted_path, True),
           (_hint_operand, True), (_hint_keyword_typo, False), (_hint_loss_arguments, False),
-          (_hint_one_statement_a_line, False), (_hint_case, False),
+          (_hint_glued, True), (_hint_one_statement_a_line, False), (_hint_case, False),
           (_hint_missing_operator, True),
           (_hint_shift_on_left, False), (_hint_index, True), (_hint_missing_value, True),
           (_hint_form, False))
