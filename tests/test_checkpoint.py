@@ -115,3 +115,53 @@ def test_restore_params_copies_in_place(tmp_path):
     ck.restore_params(c, target)
     assert target["W"] is W
     np.testing.assert_array_equal(W, params()["W"])
+
+
+def _rewrite_meta(path, edit):
+    """The checkpoint at `path` with its __meta__ JSON passed through `edit`, the rest
+    (its digest included) as it was: a hand edit."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    arrays["__meta__"] = np.array(json.dumps(edit(meta)))
+    np.savez(path, **arrays)
+
+
+def _vocab_null(meta):
+    return {**meta, "vocab": None}
+
+
+def _step_a_string(meta):
+    meta["state"]["position"]["step"] = "five"
+    return meta
+
+
+@pytest.mark.parametrize("edit", [_vocab_null, _step_a_string])
+def test_a_hand_edited_meta_is_refused_by_eval_and_sample(tmp_path, monkeypatch, capsys,
+                                                         edit):
+    """eval and sample read the vocabulary, sizes and position from __meta__; an edited one
+    crashed inside them (walk 12). Its digest no longer matches: refused at load."""
+    from conftest import TINY_LM, fails, train_quiet
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat. " * 20)
+    (tmp_path / "lm.sg").write_text(TINY_LM)
+    assert train_quiet("lm.sg", "run", "--steps", "2") == 0
+    ck.load("run/checkpoint.npz")                    # as written, it loads
+    _rewrite_meta("run/checkpoint.npz", edit)
+    for argv in (["eval", "lm.sg", "--checkpoint", "run/checkpoint.npz"],
+                 ["sample", "lm.sg", "--checkpoint", "run/checkpoint.npz"],
+                 ["train", "lm.sg", "--resume", "run"]):
+        err = fails(capsys, *argv)
+        assert "run/checkpoint.npz" in err and "does not match its digest" in err, err
+
+
+def test_a_checkpoint_without_a_digest_still_loads(tmp_path):
+    """Checkpoints written before the digest existed load as before."""
+    ck.save(tmp_path / "c.npz", params(), {"model": "m"})
+    with np.load(tmp_path / "c.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta_sha256__"}
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert ck.load(tmp_path / "old.npz").meta["model"] == "m"
+    _rewrite_meta(tmp_path / "c.npz", lambda m: {**m, "model": "m2"})
+    with pytest.raises(DataError, match="edited or damaged"):
+        ck.load(tmp_path / "c.npz")

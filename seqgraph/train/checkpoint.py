@@ -19,6 +19,7 @@ adds a checkpoint every N updates. docs/reliability.md lists what is guaranteed.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ from ..errors import DataError, UsageError
 
 FORMAT, VERSION = "seqgraph-checkpoint", 1
 META, OPTIM, CARRY, AVERAGE = "__meta__", "__optim__/", "__carry__/", "__average__/"
+META_SHA = "__meta_sha256__"           # the JSON's digest: an edited meta is refused
 
 
 @dataclass
@@ -99,7 +101,8 @@ def save(path: str | Path, params: dict, meta: dict, optim: dict | None = None,
     meta = {**meta, "format": FORMAT, "version": VERSION,
             "shapes": {n: list(np.shape(a)) for n, a in params.items()}}
     meta["carry"] = None if carry is None else flatten(carry, CARRY.rstrip("/"), arrays)
-    arrays[META] = np.array(json.dumps(meta))
+    arrays[META] = np.array(text := json.dumps(meta))
+    arrays[META_SHA] = np.array(_digest(text))
     _write_atomic(path, arrays)
     return path
 
@@ -238,6 +241,10 @@ class Interrupts:
 
 
 # ------------------------------------------------------------------------------- read
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint; a missing, truncated or foreign file is a DataError."""
     file = str(path)
@@ -256,10 +263,18 @@ def load(path: str | Path) -> Checkpoint:
             arrays = {k: z[k] for k in z.files}
         if META not in arrays:
             raise DataError("not a seqgraph checkpoint (no __meta__ entry)", file=file)
-        meta = json.loads(str(arrays.pop(META)))
+        text, sha = str(arrays.pop(META)), arrays.pop(META_SHA, None)
+        meta = json.loads(text)
     except damaged as e:
         raise DataError(f"not a readable checkpoint ({e})", file=file) from None
-    if meta.get("format") != FORMAT:
+    if sha is not None and str(sha) != _digest(text):
+        # the meta drives eval and sample (vocabulary, sizes, position): one edited by
+        # hand fails anywhere inside them (walk 12), so it is refused here, whole
+        raise DataError("the checkpoint's metadata (__meta__) does not match its digest: "
+                        "it was edited or damaged; seqgraph reads a checkpoint's metadata "
+                        "only as training wrote it (its parameter arrays may be edited)",
+                        file=file)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError("not a seqgraph checkpoint", file=file)
     optim = {k[len(OPTIM):]: a for k, a in arrays.items() if k.startswith(OPTIM)}
     average = {k[len(AVERAGE):]: a for k, a in arrays.items() if k.startswith(AVERAGE)}
