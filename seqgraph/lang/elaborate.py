@@ -4,7 +4,6 @@ graph/check.py afterwards; this pass only makes sure every name means something.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from functools import cache
@@ -57,6 +56,9 @@ INIT_ALIASES = {"glorot_uniform": "xavier", "xavier_uniform": "xavier",
                 "random_normal": "normal", "random_uniform": "uniform", "zero": "zeros",
                 "orthogonal_": "orthogonal", "identity": "orthogonal"}
 INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1}
+# the largest scale an initialiser takes: normal(s) draws reach about 6s, and float32's
+# largest number is 3.4e38 (walk 12: normal(1e300) filled W with inf, and trained)
+MAX_INIT_SCALE = 1e30
 UNARY = {"tanh", "sigmoid", "relu", "exp", "log", "softplus", "softmax"}
 
 
@@ -583,8 +585,9 @@ class _Elaborator:
                     f"a scale, e.g. {name}(0.01)" if INITS[name] else "no argument"),
                     self._word_pos(p.pos, name))
             scale = p.init[1] if INITS[name] else 1.0
-            if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-                raise SpecError(f"{name}()'s scale must be a positive number, not {scale!r}",
+            if not (isinstance(scale, (int, float)) and 0 < scale <= MAX_INIT_SCALE):
+                raise SpecError(f"{name}()'s scale must be a positive number up to "
+                                f"{MAX_INIT_SCALE:g}, not {scale!r}",
                                 self._word_pos(p.pos, name),
                                 hint=f"e.g. {name}(0.01) (the train block's param_init "
                                      f"takes the same)")

@@ -371,7 +371,7 @@ def _param_init(v):
     parameter can name (lang/elaborate.py, INITS), with its scale if it takes one."""
     if v is None:
         return v
-    from ..lang.elaborate import INITS
+    from ..lang.elaborate import INITS, MAX_INIT_SCALE
     name = known_name(v, INITS, "initialiser", "initialisers")
     args, kwargs = tuple(getattr(v, "args", ())), dict(getattr(v, "kwargs", {}))
     if kwargs or len(args) != INITS[name]:
@@ -381,8 +381,9 @@ def _param_init(v):
             f"write param_init = {name}", ("name",) if hasattr(v, "name") else None)
     if args:
         _number("param_init", args[0], hint=f"a scale > 0, e.g. {name}(0.1)", at=("arg", 0))
-        if not args[0] > 0:
-            raise BadValue(f"{name}()'s scale must be positive, not {args[0]!r}",
+        if not 0 < args[0] <= MAX_INIT_SCALE:
+            raise BadValue(f"{name}()'s scale must be positive, up to {MAX_INIT_SCALE:g}, "
+                           f"not {args[0]!r}",
                            f"e.g. {name}(0.1)", ("arg", 0))
     return v
 
