@@ -414,3 +414,24 @@ def test_per_example_labels_and_the_majority_are_named_as_sample_names_them(data
     rows = csv_rows(data / "each.csv")
     assert {x["label"] for x in rows} <= {"pos", "neg"} and \
         {x["pred"] for x in rows} <= {"pos", "neg"}
+
+
+def test_eval_data_a_loader_call_written_wrong_is_said_as_such(tmp_path, monkeypatch,
+                                                               capsys):
+    """`--data 'chars("x.txt"'` was read as a file named so ("no such file"); a call to a
+    loader that does not parse is said with where it fails. A path that only looks like a
+    call (`ch(1).txt`) is still a path."""
+    from conftest import fails, train_quiet
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat. " * 20)
+    (tmp_path / "lm.sg").write_text(TINY_LM)
+    assert train_quiet("lm.sg", "run", "--steps", "2") == 0
+    ckpt = ["--checkpoint", "run/checkpoint.npz"]
+    err = fails(capsys, "eval", "lm.sg", "--data", 'chars("tiny.txt"', *ckpt)
+    assert err.startswith('--data chars("tiny.txt": cannot read the loader call: '), err
+    assert "is never closed" in err and "no such file" not in err
+    err = fails(capsys, "eval", "lm.sg", "--data", 'words("tiny.txt", x=)', *ckpt)
+    assert "cannot read the loader call" in err and "column 21 of the value" in err, err
+    err = fails(capsys, "eval", "lm.sg", "--data", "ch(1).txt", *ckpt)
+    assert "ch(1).txt: no such file" in err, err
+    assert main(["eval", "lm.sg", "--data", 'chars("tiny.txt")', *ckpt]) == 0

@@ -442,6 +442,15 @@ class SetValues(dict):
         self.text = {}
 
 
+def value_error(e, text: str) -> tuple[str, str]:
+    """The message and hint of `e`, a SpecError of parse_value(text), said of a value
+    given on the command line: the column it stands at, no 'file'."""
+    msg = e.message.replace("the end of the file", "the end of the value")
+    if "column" not in msg:                 # (a bracket's message says where already)
+        msg += f" (at column {min(max(e.pos.column, 1), len(text) + 1)} of the value)"
+    return msg, e.hint
+
+
 def _read_set(key: str, text: str):
     """A --set value read with the spec language's value syntax; a UsageError naming the
     flag and where in the value it cannot be read."""
@@ -452,10 +461,7 @@ def _read_set(key: str, text: str):
     try:
         return parse_value(text)
     except SpecError as e:
-        msg = e.message.replace("the end of the file", "the end of the value")
-        if "column" not in msg:                 # (a bracket's message says where already)
-            msg += f" (at column {min(max(e.pos.column, 1), len(text) + 1)} of the value)"
-        hint = e.hint
+        msg, hint = value_error(e, text)
         if key in ("data", "valid") and "(" not in text and "\"" not in text:
             fraction = "a fraction held out such as 0.1, or " if key == "valid" else ""
             hint = (f"{key} is {fraction}a loader call naming its file: --set "

@@ -20,6 +20,7 @@ import inspect
 import io
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -767,8 +768,14 @@ def data_call(text: str, cfg):
         value = parse_value(text)
         if hasattr(value, "name"):
             return value
-    except SpecError:
-        pass
+    except SpecError as e:
+        called = re.match(r"\s*([A-Za-z_]\w*)\s*\(", text)
+        if called and called.group(1) in (*LOADERS, *TREE_LOADERS):
+            # `chars("x.txt"`: a call written wrong, not a file of that name (walk 12)
+            from .config import value_error
+            msg, hint = value_error(e, text)
+            raise UsageError(f"--data {text}: cannot read the loader call: {msg}" +
+                             (f"; {hint}" if hint else "")) from None
     base = cfg.data
     if base is None:
         raise UsageError(f"--data {text}: give a loader call such as 'chars(\"{text}\")'")
