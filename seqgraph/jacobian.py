@@ -22,6 +22,7 @@ every recurrent matrix (a parameter multiplying a delayed state, `U @ h[t-1]`).
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -246,19 +247,6 @@ def load_checkpoint(model, path: str) -> None:
             model.params[key][...] = arr.astype(model.dtype)
 
 
-def checkpoint_dims(path: str) -> dict:
-    """The dims a training checkpoint's `__meta__` records, if any."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "__meta__" not in z.files:
-                return {}
-            meta = json.loads(str(z["__meta__"]))
-    except Exception:  # noqa: BLE001  (unreadable: load_checkpoint reports it)
-        return {}
-    dims = meta.get("dims") if isinstance(meta, dict) else None
-    return {k: int(v) for k, v in dims.items()} if isinstance(dims, dict) else {}
-
-
 # ------------------------------------------------------------------------ plot
 def plot(reports: list[StateReport], path: str, title: str = "") -> None:
     """Spectral norm against distance (log scale), one line per state with its
@@ -318,11 +306,17 @@ class Params:
         name = p.parent.name if p.name == "checkpoint.npz" and p.parent.name else p.name
         return name if self.step is None else f"{name} (step {self.step})"
 
-    def dims(self) -> dict:
-        if self.ckpt is not None:
-            return {k: int(v) for k, v in (self.meta.get("dims") or {}).items()
-                    if isinstance(v, (int, np.integer))}
-        return checkpoint_dims(self.path) if self.path else {}
+    def dims(self, open_dims) -> dict:
+        """The sizes its model is built with (of those the spec leaves open, and those
+        `--dim` gave its run: train/checkpoint.model_dims); a plain .npz gives none."""
+        if self.ckpt is None:
+            return {}
+        from .train import checkpoint as ck
+        return ck.model_dims(self.ckpt, open_dims)
+
+    def overrides(self) -> dict:
+        """The sizes `--dim` gave its run, over the spec's own declared ones."""
+        return dict(self.meta.get("dim_overrides") or {})
 
     def vocab(self):
         if self.ckpt is None or "vocab" not in self.meta:
@@ -354,8 +348,8 @@ def open_params(path: str | None, seed: int = 0) -> Params:
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z[ck.META])) if ck.META in z.files else {}
-    except Exception:  # noqa: BLE001  (unreadable: the plain loader says why)
-        meta = {}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        meta = {}                 # unreadable (bad JSON too): the plain loader says why
     if isinstance(meta, dict) and meta.get("format") == ck.FORMAT:
         return Params(str(p), ck.load(p), seed)
     return Params(str(p), None, seed)
@@ -509,11 +503,11 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
     vocab = vocabs[0] if vocabs else None
     for s in sources:             # another model's checkpoint: said before its data is read
         if s.ckpt is not None:
-            ck.check_resume(s.ckpt, spec, given, fix="give the checkpoint of a run of "
-                                                     "this spec")
+            ck.check_resume(s.ckpt, spec, {**s.overrides(), **given},
+                            fix="give the checkpoint of a run of this spec")
     dims = {}
     for s in reversed(sources):
-        dims.update({k: v for k, v in s.dims().items() if k in open_dims})
+        dims.update(s.dims(open_dims))
     td = None
     if data is not None or use_train_data:
         td = text_data(spec, data, vocab, {**dims, **given})

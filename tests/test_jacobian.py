@@ -270,6 +270,19 @@ def test_checkpoint_parameters_are_measured(lm, tmp_path, capsys):
         np.linalg.norm(U, 2), rel=1e-6)
 
 
+def test_a_run_trained_with_dim_is_measured_with_its_sizes(lm, tmp_path, capsys):
+    """`train --dim H=4` over the spec's `dim H = 6`: jacobian builds the model with the
+    run's H, as eval does, without --dim again (review 30: a shape mismatch)."""
+    assert main(["train", str(lm), "--steps", "2", "--quiet", "--executor", "interp",
+                 "--dim", "H=4", "--out", str(tmp_path / "small")]) == 0
+    out = _json(capsys, ["jacobian", str(lm), "--checkpoint", str(tmp_path / "small"),
+                         "--steps", "4", "--json"])
+    assert out["dims"]["H"] == 4 and out["label"] == "small (step 2)"
+    out = _json(capsys, ["jacobian", str(lm), "--checkpoint", str(tmp_path / "small"),
+                         "--compare", str(tmp_path / "small"), "--steps", "4", "--json"])
+    assert out["dims"]["H"] == 4
+
+
 def test_compare_measures_both_on_one_batch(lm, tmp_path, capsys):
     png = tmp_path / "cmp.png"
     out = _json(capsys, ["jacobian", str(lm), "--checkpoint", str(tmp_path / "init"),

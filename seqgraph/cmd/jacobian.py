@@ -61,7 +61,7 @@ def run(args) -> int:
         sources.append(open_params(args.compare, args.seed))
     from ..train.checkpoint import run_dims  # the data's sizes and --dim's
     bound = {k: v for s in sources
-             for k, v in (run_dims(s.ckpt) if s.ckpt is not None else s.dims()).items()}
+             for k, v in (run_dims(s.ckpt) if s.ckpt is not None else {}).items()}
     spec = read_spec(args.spec, dims=parse_dims(args.dim), bound=bound)
     setup = prepare(spec, sources, data=args.data, given=parse_dims(args.dim, spec),
                     steps=args.steps, batch=args.batch, seed=args.seed,

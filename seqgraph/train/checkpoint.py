@@ -344,6 +344,15 @@ def run_dims(ckpt: Checkpoint | None) -> dict:
     return {**(ckpt.meta.get("dims") or {}), **(ckpt.meta.get("dim_overrides") or {})}
 
 
+def model_dims(ckpt: Checkpoint, open_dims) -> dict:
+    """The sizes a model restored from `ckpt` is built with: those the spec leaves open
+    (`open_dims`) as the run bound them, and those `--dim` gave the run over the spec's
+    own (`train --dim H=8` on a spec that says `dim H = 16` trained an H = 8 model). A
+    size the spec now declares otherwise is not overridden: it shows as a mismatch."""
+    dims = {k: v for k, v in (ckpt.meta.get("dims") or {}).items() if k in open_dims}
+    return {**dims, **(ckpt.meta.get("dim_overrides") or {})}
+
+
 def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None, **fix) -> None:
     """`check_model` for `seqgraph train --resume` before the data is read: the spec's
     parameter shapes, with its sizes bound by `dims` (--dim) or, where the spec leaves

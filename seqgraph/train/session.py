@@ -167,13 +167,7 @@ def restore(spec_path: str, ckpt_path: str, executor: str | None = None,
     if "vocab" not in meta or "binding" not in meta:
         raise UsageError(f"{ckpt_path}: this checkpoint has no vocabulary; it was not "
                          f"written by seqgraph train")
-    # only the sizes the spec leaves open come from the checkpoint: a size the spec now
-    # declares differently must show up as a shape mismatch, not be overridden
-    # (and those --dim gave when it was trained: `train --dim H=8` on a spec that says
-    # `dim H = 16` trained an H = 8 model)
-    open_dims = spec.unbound_dims()
-    dims = {k: v for k, v in meta.get("dims", {}).items() if k in open_dims}
-    dims.update(meta.get("dim_overrides") or {})
+    dims = ck.model_dims(c, spec.unbound_dims())
     try:
         model = Model(spec, dims=dims, dtype=meta.get("dtype", "float32"),
                       executor=choose_executor(executor, quiet=True),
