@@ -38,7 +38,6 @@ CELLS = {
     "GRU": {"weight_ih": ["Wr", "Wz", "Wn"], "weight_hh": ["Ur", "Uz", "Un"],
             "bias_ih": ["b_r", "b_z", "b_n"], "bias_hh": ["b_r", "b_z", "b_hn"]},
 }
-PRELUDE_CELL = {"RNN_TANH": "rnn", "RNN_RELU": "relu_rnn", "LSTM": "lstm", "GRU": "gru"}
 
 
 @dataclass(frozen=True)

@@ -417,11 +417,7 @@ def _make_executor(model, name):
         from .interp import Interpreter
         return Interpreter(model)
     if name == "compiled":
-        try:
-            from .compile import CompiledExecutor
-        except ImportError:
-            raise UsageError("the compiled executor is not available in this build") \
-                from None
+        from .compile import CompiledExecutor
         return CompiledExecutor(model)
     raise UsageError(f"executor must be 'interp' or 'compiled', not '{name}'")
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import networkx as nx
 
@@ -371,10 +373,7 @@ def layout_columns(graph: FoldedGraph, dag: nx.DiGraph) -> dict:
 
 
 def _unfold(graph: FoldedGraph, lengths: dict):
-    try:
-        from .graph.unfold import unfold
-    except ImportError as e:  # pragma: no cover - the unfolder ships with the package
-        raise UsageError("unfolding is not available in this build") from e
+    from .graph.unfold import unfold
     return unfold(graph, lengths)
 
 
@@ -521,8 +520,11 @@ FORMATS = ("dot", "svg", "png")
 
 
 def layout_engine() -> str | None:
-    """The Graphviz `dot` on PATH, else `graphviz-pure` (same command line), else None."""
-    return shutil.which("dot") or shutil.which("graphviz-pure")
+    """The Graphviz `dot` on PATH, else `graphviz-pure` (same command line; a dependency,
+    so also found beside this Python: `.venv/bin/seqgraph` run without activating the
+    venv has it there but not on PATH), else None."""
+    return shutil.which("dot") or shutil.which("graphviz-pure") or \
+        shutil.which("graphviz-pure", path=str(Path(sys.executable).parent))
 
 
 def check_output(path) -> str:

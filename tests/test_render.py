@@ -320,6 +320,17 @@ def test_unfolded_per_example_and_init_columns():
 
 
 # ------------------------------------------------------------------------------ files
+def test_graphviz_pure_is_found_beside_python_off_path(monkeypatch):
+    """`.venv/bin/seqgraph render` run without activating the venv: the dependency
+    graphviz-pure is in the venv's bin, not on PATH; it is found there."""
+    import sys
+    beside = Path(sys.executable).parent / "graphviz-pure"
+    if not beside.is_file():
+        pytest.skip("graphviz-pure is not installed beside this Python")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert render.layout_engine() == str(beside)
+
+
 @pytest.mark.parametrize("ext", ["dot", "svg", "png"])
 def test_write_formats(tmp_path, ext):
     out = tmp_path / f"elman.{ext}"
@@ -348,7 +359,7 @@ def test_bad_extension(tmp_path, name):
 
 
 def test_no_layout_engine(tmp_path, monkeypatch):
-    monkeypatch.setattr(render.shutil, "which", lambda name: None)
+    monkeypatch.setattr(render.shutil, "which", lambda name, path=None: None)
     with pytest.raises(UsageError, match="layout engine"):
         render.write("digraph x {}", tmp_path / "a.svg")
     render.write("digraph x {}", tmp_path / "a.dot")      # DOT text needs none

@@ -123,7 +123,7 @@ def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
     data = load_dataset(spec.graph, cfg, dims, vocab)
     _warn_of_one_class(args, data, speak)
     bound = {**dims, **data.binding.dims}
-    executor = choose_executor(args.executor, args.quiet)
+    executor = choose_executor(args.executor)
     _warn_of_another_executor(resumed, executor, speak)
     model = Model(spec, dims=bound, dtype=cfg.dtype, seed=cfg.seed, executor=executor,
                   param_init=init_rule(cfg.param_init))

@@ -458,10 +458,6 @@ def _refs(e):
     return []
 
 
-def mirror_expr(expr):
-    return _mirror(expr)
-
-
 __all__ = [
     "AttnStage",
     "Node",
@@ -471,6 +467,5 @@ __all__ = [
     "Step",
     "Unsupported",
     "lower",
-    "mirror_expr",
     "schedule",
 ]

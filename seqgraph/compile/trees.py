@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+from numba import njit
 
 from .. import ops
 from ..graph.folded import Num, ParamRef, Ref, walk
@@ -116,23 +117,13 @@ def plan(graph) -> list[Stage]:
 
 
 # -------------------------------------------------------------------- the batch schedule
-try:
-    from numba import njit
-
-    @njit(cache=True)
-    def _heights(left, right):          # children are numbered before their parents
-        h = np.zeros(left.shape[0], dtype=np.int64)
-        for i in range(left.shape[0]):
-            if left[i] >= 0:
-                h[i] = 1 + max(h[left[i]], h[right[i]])
-        return h
-except ImportError:                      # pragma: no cover
-    def _heights(left, right):
-        h = np.zeros(left.shape[0], dtype=np.int64)
-        for i in range(left.shape[0]):
-            if left[i] >= 0:
-                h[i] = 1 + max(h[left[i]], h[right[i]])
-        return h
+@njit(cache=True)
+def _heights(left, right):              # children are numbered before their parents
+    h = np.zeros(left.shape[0], dtype=np.int64)
+    for i in range(left.shape[0]):
+        if left[i] >= 0:
+            h[i] = 1 + max(h[left[i]], h[right[i]])
+    return h
 
 
 @dataclass(frozen=True)

@@ -304,10 +304,7 @@ def _sampler_check(g, mode: str | None) -> list:
     report never says more than the sampler allows. A model it labels in one pass never
     meets that check; one whose data is not named may or may not (a stream generates,
     example data labels), so neither says the sampler refuses it."""
-    try:
-        from .generate_check import can_generate, generated_targets
-    except ImportError:          # pragma: no cover - a build without the sampler's check
-        return []
+    from .generate_check import can_generate, generated_targets
     if mode == "one pass" or not generated_targets(g):
         return []
     ok, why = can_generate(g, not_sampled=mode == "generate")

@@ -59,7 +59,6 @@ INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "unif
 # the largest scale an initialiser takes: normal(s) draws reach about 6s, and float32's
 # largest number is 3.4e38 (walk 12: normal(1e300) filled W with inf, and trained)
 MAX_INIT_SCALE = 1e30
-UNARY = {"tanh", "sigmoid", "relu", "exp", "log", "softplus", "softmax"}
 
 
 @cache

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ops import log_softmax
-from .batches import Streams, run_batch
+from .batches import run_batch
 from .data import feeds
 
 
@@ -351,11 +351,6 @@ def baselines(binding, train, data, graph=None) -> dict:
                 total += 1
         return {"most_frequent_tag_accuracy": hit / max(total, 1)}
     return {}
-
-
-def stream_score(model, graph, binding, streams: Streams, rng=None) -> Score:
-    """`score` over Streams (kept for callers that cut their own windows)."""
-    return score(model, graph, binding, streams, rng)
 
 
 __all__ = ["Score", "baselines", "decode_metrics", "edit_distance", "feeds", "greedy_decode",

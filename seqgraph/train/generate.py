@@ -447,12 +447,3 @@ def prime_ids(vocab, text: str | None) -> list[int]:
         return [start_token(vocab)]
     tokens = list(text) if vocab.kind == "chars" else text.split()
     return [int(i) for i in vocab.encode(tokens, "--prime")]
-
-
-def lm_sample(model, binding, prime: list[int], length: int, temperature=1.0,
-              greedy=False, rng=None) -> list[int]:
-    """`length` tokens after `prime` from a language model (chars/words data)."""
-    plan = make_plan(model, binding.target, binding.input)
-    gen = Generator(model, plan)
-    return gen.sample(gen.primed(prime), length, temperature, greedy, rng)[0]
-
