@@ -435,3 +435,20 @@ def test_eval_data_a_loader_call_written_wrong_is_said_as_such(tmp_path, monkeyp
     err = fails(capsys, "eval", "lm.sg", "--data", "ch(1).txt", *ckpt)
     assert "ch(1).txt: no such file" in err, err
     assert main(["eval", "lm.sg", "--data", 'chars("tiny.txt")', *ckpt]) == 0
+
+
+def test_eval_scores_text_as_the_run_validated_it(tmp_path, monkeypatch, capsys):
+    """A text is validated as `batch` streams from a zero state: eval cuts it with the
+    batch and bptt the run trained with, `--set` ones too (review 28: the spec's batch,
+    another loss than the run's own last validation)."""
+    from conftest import train_quiet
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat and the dog ran off. " * 30)
+    (tmp_path / "lm.sg").write_text(TINY_LM)                    # batch = 4, bptt = 10
+    assert train_quiet("lm.sg", "run", "--set", "batch=2", "--set", "bptt=7",
+                       "--epochs", "1") == 0
+    last = [r for r in csv_rows(tmp_path / "run/metrics.csv") if r["valid_loss"]][-1]
+    capsys.readouterr()
+    assert main(["eval", "lm.sg", "--checkpoint", "run/checkpoint.npz", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["loss"] == pytest.approx(float(last["valid_loss"]), rel=1e-5)

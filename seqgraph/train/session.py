@@ -3,6 +3,7 @@ rebuilding a trained model (spec + checkpoint) with the dims and vocabulary it w
 trained with."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,5 +269,12 @@ def trained_config(t: Trained, spec_path: str):
     trained on when `--set` gave them: `eval` scores what that run held out, not another
     file read with another vocabulary."""
     from .config import make_config
-    return make_config(t.spec.train, recorded_sets(t.meta, t.checkpoint.path),
-                       Path(spec_path).resolve().parent)
+    cfg = make_config(t.spec.train, recorded_sets(t.meta, t.checkpoint.path),
+                      Path(spec_path).resolve().parent)
+    # a text is validated as `batch` streams of `bptt` windows, each stream starting
+    # from zero: its score depends on them, so eval cuts it as the run did, with the
+    # values it trained with (`--set batch=4` too; review 28: the spec's 32 otherwise)
+    ran = ((t.meta.get("state") or {}).get("config")) or {}
+    cut = {k: ran[k] for k in ("batch", "bptt") if isinstance(ran.get(k), int)
+           and not isinstance(ran.get(k), bool) and ran[k] >= 1}
+    return dataclasses.replace(cfg, **cut)
