@@ -50,11 +50,19 @@ def optimizer_arg_hint(key: str) -> str:
             f"(or sgd, adagrad)")
 
 
-# Keras' and PyTorch's names of the initialisers (a hint, not a second spelling)
-INIT_ALIASES = {"glorot_uniform": "xavier", "xavier_uniform": "xavier",
-                "glorot_normal": "xavier", "xavier_normal": "xavier",
-                "random_normal": "normal", "random_uniform": "uniform", "zero": "zeros",
-                "orthogonal_": "orthogonal", "identity": "orthogonal"}
+# Keras' and PyTorch's names of the initialisers: the hint each gets (not a second
+# spelling; review 28: identity was pointed at orthogonal, a random matrix)
+_SAME_VARIANCE = "'xavier' is Glorot's uniform form (the same variance as {name}); " \
+    "normal(s) draws N(0, s^2)"
+INIT_ALIASES = {
+    "glorot_uniform": "did you mean 'xavier'? (Keras' glorot_uniform)",
+    "xavier_uniform": "did you mean 'xavier'? (PyTorch's xavier_uniform_)",
+    "glorot_normal": _SAME_VARIANCE, "xavier_normal": _SAME_VARIANCE,
+    "random_normal": "did you mean 'normal'? (Keras' random_normal)",
+    "random_uniform": "did you mean 'uniform'? (Keras' random_uniform)",
+    "zero": "did you mean 'zeros'?", "orthogonal_": "did you mean 'orthogonal'?",
+    "identity": "there is no identity initialiser; 'orthogonal' is a random orthogonal "
+                "matrix, 'ones' a matrix of ones"}
 INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1}
 # the largest scale an initialiser takes: normal(s) draws reach about 6s, and float32's
 # largest number is 3.4e38 (walk 12: normal(1e300) filled W with inf, and trained)
@@ -577,7 +585,7 @@ class _Elaborator:
             if name not in INITS:
                 known = INIT_ALIASES.get(name.lower())
                 raise SpecError(f"unknown initialiser '{name}'", self._word_pos(p.pos, name),
-                                hint=f"did you mean '{known}'? (Keras' {name})" if known
+                                hint=known.format(name=name) if known
                                 else did_you_mean(name, INITS) or ", ".join(INITS))
             if len(p.init) - 1 != INITS[name]:
                 raise SpecError(f"initialiser '{name}' takes " + (

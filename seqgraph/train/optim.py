@@ -9,8 +9,9 @@ step count, which is all a checkpoint needs to continue bit for bit.
 The whole update of one parameter is one rule, `rule(p, g, lr, **state)`, in place. A
 sparse update (embeddings: `step(..., rows={"E": (1, ids)})`) applies the same rule to
 the touched rows of the parameter, its gradient and its state, and to nothing else:
-AdaGrad (Socher et al.'s optimiser) and plain SGD give exactly the dense result, Adam and
-SGD with momentum their lazy form (a row's moments decay only at steps that touch it).
+AdaGrad (Socher et al.'s optimiser) and plain SGD give exactly the dense result without
+`l2` (with it, untouched rows are not decayed), Adam and SGD with momentum their lazy
+form (a row's moments decay only at steps that touch it).
 
 Weight decay is one `l2` for every matrix (`l2 = 0.02`), or per parameter:
 `l2 = decay(0.02, E = 1e-4, T = 1e-3)` (`Decay`) decays every matrix by 0.02 but `E` by
