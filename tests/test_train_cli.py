@@ -267,6 +267,22 @@ def test_resume_with_other_settings_is_a_warning_naming_them(work, capsys):
     assert "other settings" not in capsys.readouterr().err     # the same: no warning
 
 
+def test_more_epochs_on_resume_say_the_cosine_is_stretched(work, capsys):
+    """The cosine spans epochs x batches: a resume with more epochs moves its rate up
+    again (review 28); said with the change, not otherwise."""
+    cos = ["--set", "schedule=cosine(floor=0.1)", "--quiet", "--executor", "interp"]
+    assert main(["train", "lm.sg", "--out", "run", "--steps", "3", *cos]) == 0
+    capsys.readouterr()
+    assert main(["train", "lm.sg", "--resume", "run", "--steps", "4", "--epochs", "3",
+                 *cos]) == 0
+    err = capsys.readouterr().err
+    assert "epochs = 2 -> 3, over which schedule = cosine(floor=0.1) runs: it is " \
+        "stretched to the new length from here" in err, err
+    assert main(["train", "lm.sg", "--resume", "run", "--steps", "5", "--epochs", "4",
+                 "--quiet", "--executor", "interp"]) == 0      # constant: nothing moves
+    assert "epochs" not in capsys.readouterr().err
+
+
 def test_a_resume_refusal_names_what_differs(work, capsys):
     """The checkpoint's position counts batches of its data: another batch size, bptt
     or data file is refused, naming each that differs with both values."""

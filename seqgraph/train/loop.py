@@ -319,6 +319,16 @@ class Trainer:
         now = self.cfg.as_dict()
         changed = [f"{k} = {was[k]} -> {now[k]}" for k in self.CHANGEABLE
                    if k in was and was[k] != now[k]]
+        if was.get("epochs", now["epochs"]) != now["epochs"]:
+            # a cosine and a linear teacher span the whole run, epochs x batches: another
+            # length moves them (review 28: the rate jumped from the floor back up)
+            spans = [f"{k} = {now[k]}" for k in ("schedule", "teacher")
+                     if str(now[k]).startswith(("cosine", "linear"))]
+            if spans:
+                changed.append(f"epochs = {was['epochs']} -> {now['epochs']}, over which "
+                               f"{' and '.join(spans)} run{'s' if len(spans) == 1 else ''}"
+                               f": {'it is' if len(spans) == 1 else 'they are'} stretched "
+                               f"to the new length from here")
         if changed and getattr(self, "rank", 0) == 0:     # --quiet or not, once
             sys.stderr.write(f"warning: {path} was trained with other settings; this run "
                              f"uses the new ones: {'; '.join(changed)}\n")
