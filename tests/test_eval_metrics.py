@@ -452,3 +452,7 @@ def test_eval_scores_text_as_the_run_validated_it(tmp_path, monkeypatch, capsys)
     assert main(["eval", "lm.sg", "--checkpoint", "run/checkpoint.npz", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["loss"] == pytest.approx(float(last["valid_loss"]), rel=1e-5)
+    # a character model's loss in bits, beside nats and perplexity (review 28)
+    assert out["bits_per_char"] == pytest.approx(out["loss"] / math.log(2), rel=1e-12)
+    assert main(["eval", "lm.sg", "--checkpoint", "run/checkpoint.npz"]) == 0
+    assert f"bits/char {out['bits_per_char']:.4f}" in capsys.readouterr().out

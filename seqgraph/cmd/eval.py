@@ -4,6 +4,7 @@ baselines)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..errors import UsageError
@@ -47,6 +48,10 @@ def run(args) -> int:
     else:
         result, file = eval_stream(t, args.spec, args.data)
         result = {"kind": t.vocab.kind, **result}      # chars or words, as the data's
+        if t.vocab.kind == "chars" and result.get("perplexity") is not None and \
+                t.spec.graph.losses[0].fn == "xent":
+            # a character model's usual measure: the loss in bits (Graves 2013, enwik8)
+            result["bits_per_char"] = result["loss"] / math.log(2)
     if args.json:
         print(json.dumps({**result, "file": file}))       # the file, as trees' eval says
         return 0
@@ -57,6 +62,8 @@ def run(args) -> int:
 def report(d: dict, file: str) -> str:
     """The human-readable lines of an evaluation."""
     acc = "" if d.get("accuracy") is None else f"  accuracy {d['accuracy']:.4f}"
+    if "bits_per_char" in d:
+        acc = f"  bits/char {d['bits_per_char']:.4f}" + acc
     unit = "example" if d.get("kind") == "labeled" else "token"
     nats = f"nats/{unit}  perplexity {d['perplexity']:.3f}" \
         if d.get("perplexity") is not None else f"per {unit}"
