@@ -371,8 +371,10 @@ def test_eval_json_fields(trained, capsys):
                    capsys=capsys)
     assert code == 0
     r = json.loads(out.out)
-    assert set(r) == {"kind", "loss", "perplexity", "accuracy", "tokens", "file"}
+    assert set(r) == {"kind", "loss", "perplexity", "accuracy", "tokens", "file",
+                      "bits_per_char"}
     assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
+    assert r["bits_per_char"] == pytest.approx(r["loss"] / math.log(2))
     assert 0 <= r["accuracy"] <= 1
     n_valid = round(len(tiny_text()) * 0.1)          # the held-out tail
     assert r["tokens"] == ((n_valid - 1) // 4) * 4

@@ -250,7 +250,7 @@ def _arrays(path) -> dict:
     """Every array of a checkpoint: parameters, optimiser state, metadata but the
     parts that name the run (its directory, the time spent)."""
     with np.load(path) as z:
-        out = {k: z[k] for k in z.files if k != "__meta__"}
+        out = {k: z[k] for k in z.files if not k.startswith("__meta")}
         meta = json.loads(str(z["__meta__"]))
     state = meta.get("state", {})
     state.pop("seconds", None)
