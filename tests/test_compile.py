@@ -65,7 +65,7 @@ def assert_same(ri, rc, dtype, grads=True):
         assert rel(rc.values[k], ri.values[k]) < tol, k
     assert ri.carry.keys() == rc.carry.keys()
     for k in ri.carry:
-        for a, b in zip(rc.carry[k], ri.carry[k]):
+        for a, b in zip(rc.carry[k], ri.carry[k], strict=True):
             assert rel(a, b) < tol, k
     if grads:
         assert ri.grads.keys() == rc.grads.keys()

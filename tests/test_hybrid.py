@@ -117,9 +117,11 @@ def _same(a, b, tol=1e-9):
         assert np.abs(a.values[k] - b.values[k]).max() < tol, k
     assert a.carry.keys() == b.carry.keys()
     for k in a.carry:
-        for x, y in zip(a.carry[k], b.carry[k]):
+        for x, y in zip(a.carry[k], b.carry[k], strict=True):
             assert np.abs(np.asarray(x) - np.asarray(y)).max() < tol, k
+    assert (a.grads is None) == (b.grads is None)
     if a.grads is not None:
+        assert a.grads.keys() == b.grads.keys()
         for k in a.grads:
             assert np.abs(a.grads[k] - b.grads[k]).max() < tol, k
 

@@ -172,6 +172,7 @@ def _data(m, f, rng):
 def _same(a, b, tol=1e-9):
     assert abs(a.loss - b.loss) < tol * max(1, abs(a.loss))
     assert a.terms.keys() == b.terms.keys()
+    assert a.values.keys() == b.values.keys() and a.grads.keys() == b.grads.keys()
     for k in a.values:
         assert np.abs(a.values[k] - b.values[k]).max() < tol, k
     for k in a.grads:
