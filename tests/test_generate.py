@@ -5,6 +5,7 @@ Tiny models and the interpreter: the whole file runs in seconds."""
 from __future__ import annotations
 
 import json
+import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from seqgraph.cli import main
 from seqgraph.graph.generate_check import can_generate
 from seqgraph.train import checkpoint as ck
 from seqgraph.train.binding import Binding
-from seqgraph.train.generate import Generator, log_softmax, make_plan
+from seqgraph.train.evaluate import greedy_decode
+from seqgraph.train.generate import Generator, Hyp, _beaten, log_softmax, make_plan
 from seqgraph.train.loaders import Vocab
 
 import conftest
@@ -243,6 +245,65 @@ def test_beam_hypotheses_are_sorted_and_scored_by_their_log_probability():
     assert norm[0] >= -res.loss / (len(greedy) + 1) ** 0.6 - 1e-9
 
 
+# A bigram decoder with chosen log-probabilities: R[next, prev], ids 0 <s>, 1 </s>, 2 a,
+# 3 b, 4 c. After <s>: a (0.91), </s> (0.045), b (0.041); after a: c; after b or c: </s>.
+BIGRAM = """model bigram
+input  x[t] : onehot(Vx)
+target y[u] : class(Vy)
+param E, Z, R
+c : 1 = sum over t (E @ x[t])
+o[u] = R @ y[u-1] + Z @ c
+loss xent(o[u], y[u])
+"""
+
+
+def bigram(first_start=False):
+    m = seqgraph.Model(seqgraph.read_spec("b.sg", BIGRAM), dims={"Vx": 3, "Vy": 5},
+                       dtype="float64", start_ids={"y": 0})
+    for p in m.params.values():
+        p[...] = 0.0
+    R = np.full((5, 5), -50.0)
+    R[2, 0], R[1, 0], R[3, 0], R[4, 2], R[1, 4], R[1, 3] = 5, 2, 1.9, 5, 5, 5
+    if first_start:
+        R[0, :] = 9.0                                   # <s> the likeliest everywhere
+    m.params["R"][...] = R
+    return m
+
+
+def test_beam_search_goes_on_while_a_live_hypothesis_can_still_win():
+    """K = 2: after two steps two outputs have finished ('' and 'b', both below 4%) while
+    'a c' (91%) still lives; stopping at K finished returned '' (review 29: beam search
+    below greedy). It ends only when no live score can beat the K-th finished one."""
+    m = bigram()
+    g = generator(m)
+    src = {"x": np.array([1, 2])}
+    greedy = g.sample(g.context([src]), 10, greedy=True)[0]
+    assert greedy == [2, 4]
+    for K in (1, 2, 3, 4):
+        for alpha in (0.0, 0.6, 1.0):
+            hyps = g.beam(g.context([src]), K, 10, alpha=alpha)
+            assert hyps[0].tokens == [2, 4] and hyps[0].finished, (K, alpha, hyps)
+            # '' (length 1, </s>) and 'b' (length 2) swap places once length counts
+            best = [[2, 4], [], [3]] if alpha == 0 else [[2, 4], [3], []]
+            assert [h.tokens for h in hyps][:3] == best[:K], (K, alpha, hyps)
+    nxt = [(0, 2, -0.5)]                         # the bound: s / limit ** alpha
+    done = [Hyp([], -1.0, True, 0.0), Hyp([3], -2.0, True, 0.0)]
+    assert not _beaten(nxt, done, 2, 0.0, 10) and _beaten([(0, 2, -2.5)], done, 2, 0.0, 10)
+    assert not _beaten(nxt, done, 3, 0.0, 10) and _beaten([], done, 3, 0.0, 10)
+    assert not _beaten([(0, 2, -2.5)], done, 2, 1.0, 10)     # -2.5 / 10 > -2.0 / 2
+
+
+def test_eval_greedy_decoding_never_chooses_the_start_symbol():
+    """<s> is fed back before the first step, never an output: sample bans it, and so
+    does eval's greedy decoder (review 29: it output <s> where the model favoured it)."""
+    m = bigram(first_start=True)
+    g = generator(m)
+    src = {"x": np.array([1, 2])}
+    out = greedy_decode(m, m.graph, types.SimpleNamespace(target="y"),
+                        {"x": src["x"][None]}, 10, eos=1)
+    assert out == [g.sample(g.context([src]), 10, greedy=True)[0]] == [[2, 4]]
+
+
 def test_sampling_with_a_seed_is_reproducible():
     m = model(SEQ2SEQ, scale=1.0)
     g = generator(m)
@@ -303,6 +364,13 @@ def test_sample_input_writes_tokens_of_the_target_vocabulary(s2s, capsys):
     (["--input", "a", "--prime", "a"], r"--prime is for language models"),
     (["--input", "a", "--beam", "0"], r"--beam must be at least 1"),
     (["--input", "a", "--temperature", "0"], r"--temperature must be positive"),
+    # options of another way of choosing are refused, not ignored (review 29)
+    (["--input", "a", "--greedy", "--temperature", "0.5"],
+     r"--temperature shapes sampling; --greedy takes the most likely tokens"),
+    (["--input", "a", "--beam", "2", "--temperature", "2"],
+     r"--temperature shapes sampling; --beam 2 takes"),
+    (["--input", "a", "--alpha", "1"], r"--alpha ranks a beam's outputs: give --beam K"),
+    (["--input", "a", "--beam", "2", "--alpha", "-1"], r"--alpha must be 0 or more"),
 ])
 def test_bad_input_exits_2_without_a_traceback(s2s, capsys, argv, message):
     import re

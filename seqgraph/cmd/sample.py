@@ -36,13 +36,14 @@ def add_arguments(p) -> None:
     p.add_argument("--length", type=int, default=None,
                    help="most tokens to generate (500 for a language model, else 100); "
                         "an output also ends at </s>")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="below 1: safer, above 1: wilder (1.0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling: below 1 safer, above 1 wilder (1.0)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--beam", type=int, metavar="K",
                    help="beam search with K hypotheses (deterministic)")
-    p.add_argument("--alpha", type=float, default=0.6,
-                   help="beam: rank finished outputs by score / length**alpha (0.6)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="beam: rank outputs by score / length**alpha, length counting "
+                        "</s> (0.6; 0: by log-probability)")
     p.add_argument("--nbest", action="store_true",
                    help="beam: print all K outputs, best first, each after its score; a "
                         "classifier, tagger or tree model: every label with its "
@@ -88,8 +89,17 @@ def _check_options(args) -> None:
         raise UsageError("--beam must be at least 1")
     if args.beam is not None and args.greedy:
         raise UsageError("--beam and --greedy exclude each other (--beam 1 is greedy)")
-    if args.temperature <= 0:
+    if args.temperature is not None and args.temperature <= 0:
         raise UsageError("--temperature must be positive (use --greedy for argmax)")
+    # options of another way of choosing are refused, not ignored
+    if args.temperature is not None and (args.greedy or args.beam is not None):
+        raise UsageError(f"--temperature shapes sampling; {_chooser(args)} takes the most "
+                         f"likely tokens and has no temperature")
+    if args.alpha is not None and args.beam is None:
+        raise UsageError("--alpha ranks a beam's outputs: give --beam K")
+    if args.alpha is not None and not args.alpha >= 0:
+        raise UsageError("--alpha must be 0 or more (0 ranks by log-probability, 1 by "
+                         "the mean log-probability per token)")
     if args.attention_var is not None and args.attention_plot is None:
         raise UsageError("--attention-var chooses what --attention-plot draws; give both")
 
@@ -203,11 +213,15 @@ def label(t, args, output: str) -> int:
     return 0
 
 
+def _chooser(args) -> str:
+    return "--greedy" if args.greedy else f"--beam {args.beam}"
+
+
 def _refuse_generation_options(args, target: str, does: str, series: bool) -> None:
     """The options of step-by-step generation (and, for a forecast, of labels) refused
     with the reason, not ignored."""
     from ..errors import UsageError
-    given = [("--beam", args.beam is not None), ("--temperature", args.temperature != 1.0),
+    given = [("--beam", args.beam is not None), ("--temperature", args.temperature is not None),
              ("--attention-plot", args.attention_plot is not None),
              ("--length", args.length is not None), ("--greedy", args.greedy and series),
              ("--nbest", args.nbest and series), ("--unk", args.unk and series)]
@@ -346,10 +360,10 @@ def _decode(args, gen, ctx, length: int, out_vocab, rng,
         if args.nbest:              # a sample is one hypothesis: a beam keeps K
             from ..errors import UsageError
             raise UsageError("--nbest prints the beam's hypotheses: give --beam K")
-        ids = gen.sample(ctx, length, args.temperature, args.greedy, rng)[0]
+        ids = gen.sample(ctx, length, args.temperature or 1.0, args.greedy, rng)[0]
         limit = length if ctx.limit is None else min(length, ctx.limit)
         return ids, len(ids) < limit              # a sample stops early only at </s>
-    hyps = gen.beam(ctx, args.beam, length, args.alpha)
+    hyps = gen.beam(ctx, args.beam, length, 0.6 if args.alpha is None else args.alpha)
     if args.nbest:
         for h in hyps:
             text = (prefix + _text(out_vocab, h.tokens)).replace("\n", "\\n")

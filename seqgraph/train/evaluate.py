@@ -232,8 +232,10 @@ def greedy_decode(model, graph, binding, inputs: dict, max_len: int, eos: int | 
     indexes (the encoder's source) are given whole, with their `lengths` when padded;
     an input on the target's own index is given one step at a time. Stops at `eos`
     (not included in the result) or after `max_len` steps. Only the first `classes` ids
-    name a token (a size above the vocabulary: the others are never chosen). A tree
-    source (`treepairs`) is given whole with its `forest`, its words an input by node."""
+    name a token (a size above the vocabulary: the others are never chosen), and `<s>`
+    (the id fed back before the first step) is never chosen, as `sample` never does. A
+    tree source (`treepairs`) is given whole with its `forest`, its words an input by
+    node."""
     y = binding.target
     u = graph.var(y).index
     out_var = xent_output(graph, y)
@@ -248,12 +250,17 @@ def greedy_decode(model, graph, binding, inputs: dict, max_len: int, eos: int | 
     if forest is not None:
         kw["forest"] = forest
     delay = getattr(model, "carried", {}).get(y, 1)
+    start = getattr(model, "start_ids", {}).get(y)
+    banned = start if start is not None and start != eos else None
     carry, result, done = None, [[] for _ in range(B)], np.zeros(B, dtype=bool)
     for k in range(max_len):
         ins = {**fixed, **{n: a[:, k:k + 1] for n, a in stepped.items()}}
         res = model.run(ins, {y: np.full((B, 1), -1, dtype=np.int64)}, carry=carry,
                         train=False, **kw)
-        tok = np.asarray(res.values[out_var])[:, -1, :classes].argmax(axis=-1)
+        logits = np.array(res.values[out_var][:, -1, :classes], dtype=np.float64)
+        if banned is not None and banned < logits.shape[1]:
+            logits[:, banned] = -np.inf
+        tok = logits.argmax(axis=-1)
         carry = {n: c for n, c in res.carry.items() if n in on_u}
         if y in model.carried:
             old = list((carry or {}).get(y, []))

@@ -37,13 +37,17 @@ is the model's own previous output, and before the first step the start token `<
 **Beam search** keeps the K best hypotheses as the K rows of the batch. Each step scores
 every extension of every live hypothesis by its summed log-probability; of the 2K best,
 those ending in `</s>` (among the first K) are finished, and the first K others live on:
-their rows of the carry are gathered from their parents (`advance`). The search ends when
-K hypotheses have finished, or at `length` steps (the live ones are then returned
-unfinished). Finished hypotheses are ranked by the length-normalised score
-`score / len ** alpha` (len counts `</s>`; Wu et al. 2016, without their +5 smoothing),
-`alpha` = 0.6 by default: 0 ranks by raw log-probability, which favours short outputs,
-1 by the mean log-probability per token. K = 1 is greedy decoding. `beam_many` runs the
-beams of several sources together, K rows each.
+their rows of the carry are gathered from their parents (`advance`). Finished hypotheses
+are ranked by the length-normalised score `score / len ** alpha` (len counts `</s>`; Wu
+et al. 2016, without their +5 smoothing), `alpha` = 0.6 by default: 0 ranks by raw
+log-probability, which favours short outputs, 1 by the mean log-probability per token.
+The search of a source ends when no live hypothesis can still beat the K-th finished
+one: a log-probability only falls as tokens are added, so a live score s < 0 ends, at
+most L = `length` tokens on, no better than s / L ** alpha (s itself at alpha 0, where the
+bound is exact); or at `length` steps, the live ones then returned unfinished. (Stopping
+as soon as K have finished, as some toolkits do, let an `</s>` ranked among the first K
+of a step's few candidates end the search below greedy decoding's output.) K = 1 is
+greedy decoding. `beam_many` runs the beams of several sources together, K rows each.
 """
 from __future__ import annotations
 
@@ -157,6 +161,19 @@ class Hyp:
     @property
     def normalised(self) -> float:
         return self.score / max(self.length, 1) ** self.alpha
+
+
+def _beaten(nxt: list, finished: list, K: int, alpha: float, limit: int) -> bool:
+    """Can none of the live extensions `nxt` ((parent, token, score)) end better than
+    the K-th best of `finished`? A score s < 0 only falls, and its length is at most
+    `limit`: s / limit ** alpha bounds what it can reach (module docstring)."""
+    if len(finished) < K:
+        return not nxt
+    if not nxt:
+        return True
+    kth = sorted((h.normalised for h in finished), reverse=True)[K - 1]
+    best = max(sc for _, _, sc in nxt)
+    return best / max(limit, 1) ** alpha < kth
 
 
 # ---------------------------------------------------------------------- the context
@@ -355,7 +372,8 @@ class Generator:
         rows = np.arange(B)                        # the source of each row
         carry, prev = self._first_carry(ctx, B), self._first_prev(ctx, B)
         finished: list[list[Hyp]] = [[] for _ in range(B)]
-        for i in range(self._limit(ctx, length)):
+        limit = self._limit(ctx, length)
+        for i in range(limit):
             if not rows.size:
                 break
             logits, c = self.step(ctx, rows, carry, prev, i)
@@ -366,8 +384,10 @@ class Generator:
             for b in dict.fromkeys(rows.tolist()):
                 n = len(live[b])
                 nxt = self._extend(live[b], logp[first:first + n], K, finished[b])
-                live[b] = [] if len(finished[b]) >= K else \
-                    [Hyp(live[b][r].tokens + [t], sc, False, alpha) for r, t, sc in nxt]
+                if _beaten(nxt, finished[b], K, alpha, limit):
+                    nxt = []
+                live[b] = [Hyp(live[b][r].tokens + [t], sc, False, alpha)
+                           for r, t, sc in nxt]
                 if live[b]:
                     parents += [first + r for r, _, _ in nxt]
                     toks += [t for _, t, _ in nxt]
