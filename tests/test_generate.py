@@ -378,6 +378,20 @@ def test_bad_input_exits_2_without_a_traceback(s2s, capsys, argv, message):
     assert re.search(message, err), err
 
 
+def test_an_output_cut_by_length_is_said_on_stderr(s2s, capsys):
+    """`--length` counts </s>: an output cut there looked like a finished one (review
+    29); it is said, and not said of one that ended."""
+    for how in (["--greedy"], ["--beam", "2"], ["--seed", "3"]):
+        code, out = sg(capsys, "sample", s2s / "s2s.sg", "--checkpoint", s2s / "run",
+                       "--input", "a b c", "--length", 1, *how)
+        assert code == 0 and len(out.out.split()) <= 1, out
+        cut = "the output was cut at --length 1" in out.err
+        assert cut == (out.out.strip() != ""), out      # 1 token and no room for </s>
+    code, out = sg(capsys, "sample", s2s / "s2s.sg", "--checkpoint", s2s / "run",
+                   "--input", "a b c", "--greedy", "--length", 60)
+    assert code == 0 and "cut at" not in out.err, out
+
+
 def test_unknown_input_tokens_read_as_unk_on_request(s2s, capsys):
     code, out = sg(capsys, "sample", s2s / "s2s.sg", "--checkpoint", s2s / "run",
                    "--input", "a z", "--unk", "--greedy", "--length", 5)

@@ -34,8 +34,9 @@ def add_arguments(p) -> None:
                                    "a series model: the series, '12 30.5 41' (steps split "
                                    "by ';' for several columns)")
     p.add_argument("--length", type=int, default=None,
-                   help="most tokens to generate (500 for a language model, else 100); "
-                        "an output also ends at </s>")
+                   help="most tokens to generate, </s> included (500 for a language "
+                        "model, else 100); an encoder-decoder's output also ends at </s>, "
+                        "a language model's goes on past it")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling: below 1 safer, above 1 wilder (1.0)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
@@ -140,8 +141,8 @@ def _transduce(t, args, rng) -> int:
         from ..attention_plot import find_weights
         weights = find_weights(t.model.graph, plan.index, args.attention_var)
     src = source(t, plan, args, rng)
-    ids, ended = _decode(args, gen, gen.context([src]),
-                         100 if args.length is None else args.length, out_vocab, rng)
+    ctx, length = gen.context([src]), 100 if args.length is None else args.length
+    ids, ended = _decode(args, gen, ctx, length, out_vocab, rng)
     if weights is not None:
         out = _plot(t, plan, weights, src, args, ids + ([eos] if ended else []), out_vocab,
                     start)
@@ -150,6 +151,10 @@ def _transduce(t, args, rng) -> int:
         sys.stdout.write(_text(out_vocab, ids) + "\n")
         if not ids and ended:         # the line stays (one a --input), but is explained
             sys.stderr.write("the output is empty: the model's first choice was </s>\n")
+    if not ended and (ctx.limit is None or length < ctx.limit):
+        # (a conditional model's output ends with its input: no </s> is due there)
+        sys.stderr.write(f"the output was cut at --length {length} (</s> counts as one "
+                         f"of them) before it ended with </s>\n")
     return 0
 
 
