@@ -315,6 +315,31 @@ def test_sampling_with_a_seed_is_reproducible():
     assert draw(4, 1e-4) == g.sample(g.context([SRC]), 20, greedy=True)[0]
 
 
+def test_top_k_and_top_p_draw_from_the_kept_tokens_renormalised():
+    """--top-k K: the K likeliest; --top-p P: the fewest likeliest reaching P (the token
+    crossing P kept); the rest renormalised; `<s>` stays banned; empirical frequencies
+    over 20000 draws within 1.5% of the renormalised probabilities."""
+    from seqgraph.train.generate import choose
+    p = np.array([0.05, 0.4, 0.3, 0.15, 0.1])
+    logits = np.log(np.tile(p, (20000, 1)))
+    rng = np.random.default_rng(0)
+    for kw, kept in (({"top_k": 2}, [1, 2]), ({"top_p": 0.6}, [1, 2]),
+                     ({"top_p": 0.7}, [1, 2]), ({"top_p": 0.71}, [1, 2, 3]),
+                     ({"top_k": 3, "top_p": 0.5}, [1, 2]), ({"top_k": 9}, [0, 1, 2, 3, 4])):
+        tok = choose(logits, 1.0, False, rng, **kw)
+        want = np.zeros(5)
+        want[kept] = p[kept] / p[kept].sum()
+        np.testing.assert_allclose(np.bincount(tok, minlength=5) / len(tok), want,
+                                   atol=0.015, err_msg=str(kw))
+    tok = choose(logits, 1.0, False, rng, banned=1, top_k=2)     # <s> is not kept
+    assert set(np.unique(tok)) == {2, 3}
+    T = 0.5                                                       # temperature, then top-k
+    q = p[[1, 2, 3]] ** (1 / T)
+    tok = choose(logits, T, False, rng, top_k=3)
+    np.testing.assert_allclose(np.bincount(tok, minlength=5)[[1, 2, 3]] / len(tok),
+                               q / q.sum(), atol=0.015)
+
+
 def test_log_softmax_is_normalised():
     z = log_softmax(np.array([[1.0, 2.0, 1000.0], [0.0, 0.0, 0.0]]))
     np.testing.assert_allclose(np.exp(z).sum(-1), 1.0)
@@ -370,6 +395,10 @@ def test_sample_input_writes_tokens_of_the_target_vocabulary(s2s, capsys):
     (["--input", "a", "--beam", "2", "--temperature", "2"],
      r"--temperature shapes sampling; --beam 2 takes"),
     (["--input", "a", "--alpha", "1"], r"--alpha ranks a beam's outputs: give --beam K"),
+    (["--input", "a", "--greedy", "--top-k", "3"], r"--top-k shapes sampling; --greedy"),
+    (["--input", "a", "--beam", "3", "--top-p", "0.9"], r"--top-p shapes sampling; --beam"),
+    (["--input", "a", "--top-k", "0"], r"--top-k must be at least 1"),
+    (["--input", "a", "--top-p", "1.5"], r"--top-p must be in \(0, 1\]"),
     (["--input", "a", "--beam", "2", "--alpha", "-1"], r"--alpha must be 0 or more"),
 ])
 def test_bad_input_exits_2_without_a_traceback(s2s, capsys, argv, message):

@@ -5,8 +5,8 @@ Language models (chars/words data) continue `--prime`. Conditional and seq2seq m
 whitespace tokens), and write the target one step at a time, feeding each output back.
 A model with a per-example vector input (one_to_many, `c : vec(D)`) reads `--input` as D
 numbers ("0.1 0.3 ...", or with commas), as `pairs` reads its source column, or draws
-them from N(0, 1) with `--seed`. `--greedy`, `--temperature T` and `--beam K` choose the
-decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output's attention
+them from N(0, 1) with `--seed`. `--greedy`, `--temperature T` (with `--top-k K`,
+`--top-p P`) and `--beam K` choose the decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output's attention
 weights against the source (seqgraph/attention_plot.py). A classifier or a tagger (its
 target not read back) labels `--input` in one forward pass: the most likely label, or each
 token's tag (`label`); a tree model every node of the bracketed tree `--input`
@@ -39,6 +39,11 @@ def add_arguments(p) -> None:
                         "a language model's goes on past it")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling: below 1 safer, above 1 wilder (1.0)")
+    p.add_argument("--top-k", type=int, metavar="K", default=None,
+                   help="sampling: draw among the K likeliest tokens only")
+    p.add_argument("--top-p", type=float, metavar="P", default=None,
+                   help="sampling: draw among the fewest likeliest tokens whose "
+                        "probabilities add up to P (nucleus sampling)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--beam", type=int, metavar="K",
                    help="beam search with K hypotheses (deterministic)")
@@ -92,10 +97,16 @@ def _check_options(args) -> None:
         raise UsageError("--beam and --greedy exclude each other (--beam 1 is greedy)")
     if args.temperature is not None and args.temperature <= 0:
         raise UsageError("--temperature must be positive (use --greedy for argmax)")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError("--top-k must be at least 1 (--top-k 1 is --greedy)")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UsageError("--top-p must be in (0, 1] (1 keeps every token)")
     # options of another way of choosing are refused, not ignored
-    if args.temperature is not None and (args.greedy or args.beam is not None):
-        raise UsageError(f"--temperature shapes sampling; {_chooser(args)} takes the most "
-                         f"likely tokens and has no temperature")
+    for flag, given in (("--temperature", args.temperature), ("--top-k", args.top_k),
+                        ("--top-p", args.top_p)):
+        if given is not None and (args.greedy or args.beam is not None):
+            raise UsageError(f"{flag} shapes sampling; {_chooser(args)} takes the most "
+                             f"likely tokens and samples none")
     if args.alpha is not None and args.beam is None:
         raise UsageError("--alpha ranks a beam's outputs: give --beam K")
     if args.alpha is not None and not args.alpha >= 0:
@@ -227,6 +238,7 @@ def _refuse_generation_options(args, target: str, does: str, series: bool) -> No
     with the reason, not ignored."""
     from ..errors import UsageError
     given = [("--beam", args.beam is not None), ("--temperature", args.temperature is not None),
+             ("--top-k", args.top_k is not None), ("--top-p", args.top_p is not None),
              ("--attention-plot", args.attention_plot is not None),
              ("--length", args.length is not None), ("--greedy", args.greedy and series),
              ("--nbest", args.nbest and series), ("--unk", args.unk and series)]
@@ -365,7 +377,8 @@ def _decode(args, gen, ctx, length: int, out_vocab, rng,
         if args.nbest:              # a sample is one hypothesis: a beam keeps K
             from ..errors import UsageError
             raise UsageError("--nbest prints the beam's hypotheses: give --beam K")
-        ids = gen.sample(ctx, length, args.temperature or 1.0, args.greedy, rng)[0]
+        ids = gen.sample(ctx, length, args.temperature or 1.0, args.greedy, rng,
+                         args.top_k or 0, 1.0 if args.top_p is None else args.top_p)[0]
         limit = length if ctx.limit is None else min(length, ctx.limit)
         return ids, len(ids) < limit              # a sample stops early only at </s>
     hyps = gen.beam(ctx, args.beam, length, 0.6 if args.alpha is None else args.alpha)

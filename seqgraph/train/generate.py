@@ -132,17 +132,42 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def choose(logits: np.ndarray, temperature: float, greedy: bool, rng,
-           banned: int | None = None) -> np.ndarray:
+           banned: int | None = None, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """One token per row: the argmax, or a draw from softmax(logits / temperature);
-    never `banned`."""
+    never `banned`. With `top_k` the draw is among the k likeliest tokens only (Fan et
+    al. 2018), with `top_p` < 1 among the fewest likeliest whose probabilities add up
+    to p (nucleus sampling, Holtzman et al. 2020); both after the temperature, as
+    Hugging Face's generate applies them, the rest renormalised."""
     logp = log_softmax(logits)
     if banned is not None:
         logp[:, banned] = -np.inf
     if greedy:
         return logp.argmax(axis=-1)
-    p = np.exp(log_softmax(logp / temperature))
+    logp = log_softmax(logp / temperature)
+    if top_k or top_p < 1.0:
+        logp = log_softmax(_truncate(logp, top_k, top_p))
+    p = np.exp(logp)
     u = rng.random((p.shape[0], 1))
     return np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
+
+
+def _truncate(logp: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """`logp` with -inf outside each row's k likeliest tokens (ties at the k-th kept)
+    and outside its nucleus: the likeliest tokens, in order, up to and including the one
+    where their probabilities first reach `top_p`."""
+    logp = logp.copy()
+    order = np.argsort(-logp, axis=1, kind="stable")
+    ranked = np.take_along_axis(logp, order, axis=1)
+    keep = np.ones_like(ranked, dtype=bool)
+    if top_k:
+        keep &= ranked >= ranked[:, min(top_k, ranked.shape[1]) - 1:][:, :1]
+    if top_p < 1.0:
+        before = np.cumsum(np.exp(ranked), axis=1) - np.exp(ranked)   # mass ahead of each
+        keep &= before < top_p - 1e-9 * top_p      # (mass that reaches p in rounding)
+    drop = np.zeros_like(keep)
+    np.put_along_axis(drop, order, ~keep, axis=1)
+    logp[drop] = -np.inf
+    return logp
 
 
 @dataclass
@@ -332,9 +357,11 @@ class Generator:
 
     # ------------------------------------------------------------------ decoding
     def sample(self, ctx: Context, length: int, temperature: float = 1.0,
-               greedy: bool = False, rng=None) -> list[list[int]]:
+               greedy: bool = False, rng=None, top_k: int = 0,
+               top_p: float = 1.0) -> list[list[int]]:
         """One output per source of `ctx` (token ids, `</s>` not included): drawn from
-        softmax(o / temperature), or the argmax with greedy; all rows step together."""
+        softmax(o / temperature) (cut to its `top_k` or `top_p` likeliest: `choose`), or
+        the argmax with greedy; all rows step together."""
         if temperature <= 0:
             raise UsageError("--temperature must be positive (use --greedy for argmax)")
         rng = rng if rng is not None else np.random.default_rng()
@@ -344,7 +371,7 @@ class Generator:
         out, done = [[] for _ in range(B)], np.zeros(B, dtype=bool)
         for i in range(self._limit(ctx, length)):
             logits, c = self.step(ctx, rows, carry, prev, i)
-            tok = choose(logits, temperature, greedy, rng, self.banned)
+            tok = choose(logits, temperature, greedy, rng, self.banned, top_k, top_p)
             for b in np.flatnonzero(~done):
                 if self.eos is not None and tok[b] == self.eos:
                     done[b] = True
