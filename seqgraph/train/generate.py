@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import ops
 from ..errors import UsageError
 from ..graph.folded import Apply, walk
 from ..graph.generate_check import can_generate, generated_targets
@@ -126,9 +127,8 @@ def make_plan(model, target: str | None = None, lm_input: str | None = None) -> 
 
 # ------------------------------------------------------------------------- choosing
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    """ops.log_softmax in float64: scores of long outputs are sums of many of them."""
+    return ops.log_softmax(np.asarray(logits, dtype=np.float64))
 
 
 def choose(logits: np.ndarray, temperature: float, greedy: bool, rng,
