@@ -67,7 +67,7 @@ def gradcheck(model, seed=0, eps=1e-5, tol=1e-6, B=2, T=4) -> list[ParamCheck]:
     res = model.run(inputs, targets, grads=True, lengths=lengths, forest=f)
     # the rounding of a central difference: the loss's last bits over 2 eps (a loss of
     # 7.45 at eps 1e-5 differs by ~1e-10 from rounding alone); a difference within it
-    # says nothing against the gradient, however small the gradient (review 24)
+    # says nothing against the gradient, however small the gradient
     noise = 8 * np.finfo(np.float64).eps * max(1.0, abs(res.loss)) / (2 * eps)
     out = []
     for name, p in model.params.items():

@@ -10,7 +10,8 @@ with respect to the value of h_k with everything computed from it recomputed: ev
 later step, and for a state of several variables (an LSTM's h and c) the values of step k
 that read it. So dc_t/dc_k of an LSTM moves h_k = o_k * tanh(c_k) with c_k, while dh_t/dh_k
 holds c_k fixed (h_k is computed from c_k, not the other way); a value of step k that
-h_k does not feed is held fixed (review 24 measured both against finite differences).
+h_k does not feed is held fixed (tests/test_jacobian.py checks both against finite
+differences).
 
 Norms are summarised by distance d = |t - k| (1..T-1): spectral and Frobenius norm, mean,
 std, min and max over the examples and every pair (t, k) at that distance. Beside them

@@ -72,7 +72,7 @@ def read_spec(path: str, text: str | None = None, dims: dict | None = None,
 
 def _slip(graph, name: str) -> str:
     """Where an unbound size is written, and the declared dim it may be a slip for
-    (`h[t] : HH` beside `dim H = 8`; walk 12: said with neither)."""
+    (`h[t] : HH` beside `dim H = 8`)."""
     at = next((v for v in graph.vars if v.size == name), None)
     where = f" ({at.name} : {name}, line {at.pos.line}" if at and at.pos.line else ""
     near = did_you_mean(name, [d for d, _ in graph.dims])

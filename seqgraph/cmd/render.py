@@ -138,7 +138,7 @@ def _fits_an_image(args, graph, lengths: dict) -> None:
 
 
 def _tree_fits_an_image(args, graph) -> None:
-    """A tree too large to lay out as an image (walk 12: 67 s for a tree 120 deep, and
+    """A tree too large to lay out as an image (measured: 67 s for a tree 120 deep, and
     a Graphviz time-out for 300) is refused before the layout; a .dot file is written
     whatever its size. Its nodes: one a bracket, each drawn once per variable over the
     tree and per loss line."""

@@ -430,7 +430,7 @@ def _edge_pos(g, edge):
 
 def _param_times_value(expr):
     """`W * x[t]`, a parameter multiplied elementwise by a variable: the book's W x[t]
-    written with * (walk 12: the size hint alone led to a model with W a vector)."""
+    written with * (the size hint alone would lead a user to make W a vector)."""
     for e in walk(expr):
         if isinstance(e, Apply) and e.op is Op.MUL and isinstance(e.args[0], ParamRef) \
                 and (isinstance(e.args[1], Ref) or getattr(e.args[1], "op", None) is Op.ONEHOT):

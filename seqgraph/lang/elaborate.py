@@ -51,7 +51,7 @@ def optimizer_arg_hint(key: str) -> str:
 
 
 # Keras' and PyTorch's names of the initialisers: the hint each gets (not a second
-# spelling; review 28: identity was pointed at orthogonal, a random matrix)
+# spelling; identity is no random orthogonal matrix, xavier_normal no xavier)
 _SAME_VARIANCE = "'xavier' is Glorot's uniform form (the same variance as {name}); " \
     "normal(s) draws N(0, s^2)"
 INIT_ALIASES = {
@@ -65,7 +65,7 @@ INIT_ALIASES = {
                 "matrix, 'ones' a matrix of ones"}
 INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1}
 # the largest scale an initialiser takes: normal(s) draws reach about 6s, and float32's
-# largest number is 3.4e38 (walk 12: normal(1e300) filled W with inf, and trained)
+# largest number is 3.4e38 (normal(1e300) would fill W with inf, and train)
 MAX_INIT_SCALE = 1e30
 
 
@@ -212,7 +212,7 @@ class _Elaborator:
                 self.warnings.append((f"parameter '{p.name}' is declared but never used",
                                       p.pos))
         model = self._of(A.ModelDecl)
-        if len(model) > 1:                # the second was ignored (walk 12)
+        if len(model) > 1:                # (the second would be ignored)
             raise SpecError(f"the model is named twice (first at line {model[0].pos.line})",
                             model[1].pos, hint="keep one `model NAME` line")
         name = model[0].name if model else _stem(self.spec.path)

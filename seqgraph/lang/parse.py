@@ -404,8 +404,8 @@ _LONE_CR = re.compile(r"\r(?!\n)")
 
 def parse(text: str, path: str = "<spec>") -> A.Spec:
     """Parse a whole .sg text. Raises SpecError (located in `path`) on any bad input."""
-    # a lone CR ends a line too (old Mac files; walk 12: read as one line, so a comment
-    # swallowed the rest of the spec); one character for one, so positions stay
+    # a lone CR ends a line too (old Mac files: read as one line, a comment would swallow
+    # the rest of the spec); one character for one, so positions stay
     text = _LONE_CR.sub("\n", text)
     try:
         return A.Spec(_parse_stmts(text), path, text)

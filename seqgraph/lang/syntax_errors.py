@@ -262,7 +262,7 @@ def _a_target(text: str) -> str:
 
 
 def _hint_glued(tok, prev, expected, stmt, text):
-    """A token written against the one before it, read as two (walk 12): a number in
+    """A token written against the one before it, read as two: a number in
     another notation (`0x10`, `1_000`) or a name with a dash (`model my-model`)."""
     if prev is None or tok.line != prev.end_line or tok.column != prev.end_column \
             or "RSQB" in expected:        # `h[t-1t]`: an index, said by _hint_index

@@ -269,7 +269,7 @@ def load(path: str | Path) -> Checkpoint:
         raise DataError(f"not a readable checkpoint ({e})", file=file) from None
     if sha is not None and str(sha) != _digest(text):
         # the meta drives eval and sample (vocabulary, sizes, position): one edited by
-        # hand fails anywhere inside them (walk 12), so it is refused here, whole
+        # hand would fail anywhere inside them, so it is refused here, whole
         raise DataError("the checkpoint's metadata (__meta__) does not match its digest: "
                         "it was edited or damaged; seqgraph reads a checkpoint's metadata "
                         "only as training wrote it (its parameter arrays may be edited)",

@@ -148,7 +148,7 @@ def _jsonl_field(text: str, field: str, file: str) -> str:
         except json.JSONDecodeError as e:
             why = "" if file.lower().endswith(".jsonl") else \
                 f"; field = {field!r} reads JSON lines: is {field!r} another file? a " \
-                f"loader reads one"            # chars("a.txt", "b.txt") (walk 12)
+                f"loader reads one"            # chars("a.txt", "b.txt")
             raise DataError(f"not a JSON line ({e.msg}){why}", file=file, line=n) from None
         if not isinstance(record, dict) or field not in record:
             raise DataError(f"no field '{field}' in this JSON line", file=file, line=n)
@@ -771,7 +771,7 @@ def data_call(text: str, cfg):
     except SpecError as e:
         called = re.match(r"\s*([A-Za-z_]\w*)\s*\(", text)
         if called and called.group(1) in (*LOADERS, *TREE_LOADERS):
-            # `chars("x.txt"`: a call written wrong, not a file of that name (walk 12)
+            # `chars("x.txt"`: a call written wrong, not a file of that name
             from .config import value_error
             msg, hint = value_error(e, text)
             raise UsageError(f"--data {text}: cannot read the loader call: {msg}" +

@@ -321,7 +321,7 @@ class Trainer:
                    if k in was and was[k] != now[k]]
         if was.get("epochs", now["epochs"]) != now["epochs"]:
             # a cosine and a linear teacher span the whole run, epochs x batches: another
-            # length moves them (review 28: the rate jumped from the floor back up)
+            # length moves them (a cosine at its floor jumps back up)
             spans = [f"{k} = {now[k]}" for k in ("schedule", "teacher")
                      if str(now[k]).startswith(("cosine", "linear"))]
             if spans:

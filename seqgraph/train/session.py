@@ -273,7 +273,7 @@ def trained_config(t: Trained, spec_path: str):
                       Path(spec_path).resolve().parent)
     # a text is validated as `batch` streams of `bptt` windows, each stream starting
     # from zero: its score depends on them, so eval cuts it as the run did, with the
-    # values it trained with (`--set batch=4` too; review 28: the spec's 32 otherwise)
+    # values it trained with (`--set batch=4` too, not the spec's)
     ran = ((t.meta.get("state") or {}).get("config")) or {}
     cut = {k: ran[k] for k in ("batch", "bptt") if isinstance(ran.get(k), int)
            and not isinstance(ran.get(k), bool) and ran[k] >= 1}
