@@ -1,4 +1,4 @@
-"""A new user's walkthrough (walk 6): errors that blamed the wrong thing, and `--on-nan
+"""Errors that must blame the right thing (a new user's walkthrough found them), and `--on-nan
 skip`. Resuming another model's checkpoint names both models before any data, batch or
 setting; a loader that cannot feed the model says so (and which loaders fit) before any
 size; a size names where it came from; skipped batches are said once an epoch, --quiet

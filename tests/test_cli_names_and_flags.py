@@ -1,4 +1,4 @@
-"""A new user's walkthrough (walk 10): a stacked cell's parameters named in `decay`, a
+"""Names and flags, as a new user met them: a stacked cell's parameters named in `decay`, a
 did-you-mean for a short misspelt name, `--dim` making an open size a number before the
 sizes are checked, and the command line's flags."""
 from pathlib import Path
