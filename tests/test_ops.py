@@ -107,6 +107,53 @@ def test_every_op_has_a_row():
         assert d.op is op
 
 
+ELEMENTWISE = ops.ELEMENTWISE_UNARY + ops.ELEMENTWISE_BINARY
+
+
+def _kernel_scalar(expr: str, **names) -> float:
+    """A kernel's scalar expression (compile/codegen.py) evaluated in float64, with its
+    helpers as the generated module defines them."""
+    import math
+    env = {"_tanh": math.tanh, "_sigmoid": lambda x: 1 / (1 + math.exp(-x)),
+           "_softplus": lambda x: float(np.logaddexp(0, x)), "math": math, "max": max,
+           "ONE": 1.0, "ZERO": 0.0, **names}
+    return eval(expr, env)
+
+
+def test_every_elementwise_op_has_a_kernel_and_an_attention_rule():
+    """The compiled loops (codegen's scalar code) and the attention executor (numpy into
+    buffers) each write the elementwise ops again: each has every op, and each computes
+    what ops.TABLE does, forward and VJP (a new op fails here, not at run time)."""
+    from seqgraph.compile.attention.numerics import _EW, _EW_VJP
+    from seqgraph.compile.codegen import KERNEL_FWD, KERNEL_VJP
+    assert set(KERNEL_FWD) == set(KERNEL_VJP) == set(_EW) == set(_EW_VJP) == set(ELEMENTWISE)
+    rng = np.random.default_rng(5)
+    for op in ELEMENTWISE:
+        n = 1 if op in ops.ELEMENTWISE_UNARY else 2
+        xs = [rng.uniform(0.3, 2.0, 6) * rng.choice([-1, 1], 6) for _ in range(n)]
+        if op is Op.LOG:
+            xs = [np.abs(xs[0])]
+        g = rng.normal(size=6)
+        y, _ = ops.TABLE[op].fwd(None, *xs)
+        want = ops.TABLE[op].vjp(g, y, None, xs)
+        np.testing.assert_allclose(_EW[op]([x.copy() for x in xs], None, False), y,
+                                   rtol=1e-12, err_msg=str(op))
+        for a, b in zip(_EW_VJP[op](g, y, xs), want, strict=True):
+            np.testing.assert_allclose(np.broadcast_to(a, b.shape), b, rtol=1e-12,
+                                       err_msg=str(op))
+        names = [f"a{i}" for i in range(n)]
+        for k in range(6):
+            at = {nm: float(x[k]) for nm, x in zip(names, xs, strict=True)}
+            assert _kernel_scalar(KERNEL_FWD[op](names), **at) == pytest.approx(y[k],
+                                                                                rel=1e-12)
+            terms = KERNEL_VJP[op]("g", names, "y")
+            for i, term in terms:
+                got = _kernel_scalar(term, g=float(g[k]), y=float(y[k]), **at)
+                assert got == pytest.approx(np.broadcast_to(want[i], y.shape)[k],
+                                            rel=1e-12), (op, i)
+            assert sorted(i for i, _ in terms) == list(range(n)), op
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
 def test_op_gradient(row):
     name, op, make, attrs, ctx_kw, tol = row

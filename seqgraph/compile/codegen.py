@@ -649,42 +649,46 @@ class _Gen:
         return L
 
 
+# The kernels' scalar code of each elementwise op (ops.ELEMENTWISE_*), beside ops.TABLE's
+# numpy rows: the forward of arguments `a` (expressions), and the VJP, [(argument index,
+# gradient term)] for the output's gradient g and value y. tests/test_ops.py evaluates
+# both against ops.TABLE for every op.
+KERNEL_FWD = {
+    Op.ADD: lambda a: f"{a[0]} + {a[1]}",
+    Op.SUB: lambda a: f"{a[0]} - {a[1]}",
+    Op.MUL: lambda a: f"{a[0]} * {a[1]}",
+    Op.DIV: lambda a: f"{a[0]} / {a[1]}",
+    Op.NEG: lambda a: f"-{a[0]}",
+    Op.TANH: lambda a: f"_tanh({a[0]})",
+    Op.SIGMOID: lambda a: f"_sigmoid({a[0]})",
+    Op.RELU: lambda a: f"max({a[0]}, ZERO)",
+    Op.EXP: lambda a: f"math.exp({a[0]})",
+    Op.LOG: lambda a: f"math.log({a[0]})",
+    Op.SOFTPLUS: lambda a: f"_softplus({a[0]})",
+}
+KERNEL_VJP = {
+    Op.ADD: lambda g, a, y: [(0, g), (1, g)],
+    Op.SUB: lambda g, a, y: [(0, g), (1, f"-{g}")],
+    Op.MUL: lambda g, a, y: [(0, f"{g} * {a[1]}"), (1, f"{g} * {a[0]}")],
+    Op.DIV: lambda g, a, y: [(0, f"{g} / {a[1]}"),
+                             (1, f"-{g} * {a[0]} / ({a[1]} * {a[1]})")],
+    Op.NEG: lambda g, a, y: [(0, f"-{g}")],
+    Op.TANH: lambda g, a, y: [(0, f"{g} * (ONE - {y} * {y})")],
+    Op.SIGMOID: lambda g, a, y: [(0, f"{g} * {y} * (ONE - {y})")],
+    Op.RELU: lambda g, a, y: [(0, f"{g} if {a[0]} > ZERO else ZERO")],
+    Op.EXP: lambda g, a, y: [(0, f"{g} * {y}")],
+    Op.LOG: lambda g, a, y: [(0, f"{g} / {a[0]}")],
+    Op.SOFTPLUS: lambda g, a, y: [(0, f"{g} * _sigmoid({a[0]})")],
+}
+
+
 def _expr(op, a):
-    if op is None:
-        return a[0]
-    return {
-        Op.ADD: lambda: f"{a[0]} + {a[1]}",
-        Op.SUB: lambda: f"{a[0]} - {a[1]}",
-        Op.MUL: lambda: f"{a[0]} * {a[1]}",
-        Op.DIV: lambda: f"{a[0]} / {a[1]}",
-        Op.NEG: lambda: f"-{a[0]}",
-        Op.TANH: lambda: f"_tanh({a[0]})",
-        Op.SIGMOID: lambda: f"_sigmoid({a[0]})",
-        Op.RELU: lambda: f"max({a[0]}, ZERO)",
-        Op.EXP: lambda: f"math.exp({a[0]})",
-        Op.LOG: lambda: f"math.log({a[0]})",
-        Op.SOFTPLUS: lambda: f"_softplus({a[0]})",
-    }[op]()
+    return a[0] if op is None else KERNEL_FWD[op](a)
 
 
 def _vjp(op, g, a, y):
     """[(argument index, gradient term)] of y = op(a...) for output gradient g."""
-    if op is None:
-        return [(0, g)]
-    return {
-        Op.ADD: lambda: [(0, g), (1, g)],
-        Op.SUB: lambda: [(0, g), (1, f"-{g}")],
-        Op.MUL: lambda: [(0, f"{g} * {a[1]}"), (1, f"{g} * {a[0]}")],
-        Op.DIV: lambda: [(0, f"{g} / {a[1]}"),
-                         (1, f"-{g} * {a[0]} / ({a[1]} * {a[1]})")],
-        Op.NEG: lambda: [(0, f"-{g}")],
-        Op.TANH: lambda: [(0, f"{g} * (ONE - {y} * {y})")],
-        Op.SIGMOID: lambda: [(0, f"{g} * {y} * (ONE - {y})")],
-        Op.RELU: lambda: [(0, f"{g} if {a[0]} > ZERO else ZERO")],
-        Op.EXP: lambda: [(0, f"{g} * {y}")],
-        Op.LOG: lambda: [(0, f"{g} / {a[0]}")],
-        Op.SOFTPLUS: lambda: [(0, f"{g} * _sigmoid({a[0]})")],
-    }[op]()
+    return [(0, g)] if op is None else KERNEL_VJP[op](g, a, y)
 
 
 __all__ = ["Kernel", "generate", "np"]
