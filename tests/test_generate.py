@@ -657,3 +657,12 @@ def test_a_series_model_trained_at_the_last_step_forecasts_only_there(tmp_path, 
     rows = [r.split("\t") for r in out.out.splitlines()]
     assert len(rows) == 2 and rows[1][:2] == ["3", "3"]
     assert np.isclose(float(rows[1][2]), want, rtol=1e-5)
+
+
+def test_a_word_models_output_follows_its_prime_without_a_space_before_a_line_end():
+    """`--prime a` on words data printed 'a ' then the line end (review 29)."""
+    from seqgraph.cmd.sample import _after
+    words, chars = Vocab("words", ["<unk>", "a", "b"]), Vocab("chars", ["a", "b"])
+    assert _after("a", "\nb a", words) == "a\nb a"
+    assert _after("a", "b", words) == "a b" and _after("a", "", words) == "a"
+    assert _after("", "b", words) == "b" and _after("ab", "ba", chars) == "abba"

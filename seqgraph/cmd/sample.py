@@ -129,12 +129,19 @@ def _continue(t, args, rng) -> int:
     gen = Generator(t.model, make_plan(t.model, t.binding.target, t.binding.input),
                     classes=len(t.vocab))
     ctx = gen.primed(prime_ids(t.vocab, args.prime))
-    prefix = args.prime + ("" if t.vocab.kind == "chars" else " ") if args.prime else ""
     ids, _ = _decode(args, gen, ctx, 500 if args.length is None else args.length, t.vocab,
-                     rng, prefix)
+                     rng, args.prime or "")
     if args.beam is None or not args.nbest:
-        sys.stdout.write(prefix + _text(t.vocab, ids) + "\n")
+        sys.stdout.write(_after(args.prime or "", _text(t.vocab, ids), t.vocab) + "\n")
     return 0
+
+
+def _after(prime: str, text: str, vocab) -> str:
+    """The generated text after the prime: words a space apart, but none before a line
+    end or after nothing; characters as they are."""
+    if vocab.kind == "chars" or not prime or not text or text.startswith("\n"):
+        return prime + text
+    return f"{prime} {text}"
 
 
 def _transduce(t, args, rng) -> int:
@@ -384,7 +391,7 @@ def _decode(args, gen, ctx, length: int, out_vocab, rng,
     hyps = gen.beam(ctx, args.beam, length, 0.6 if args.alpha is None else args.alpha)
     if args.nbest:
         for h in hyps:
-            text = (prefix + _text(out_vocab, h.tokens)).replace("\n", "\\n")
+            text = _after(prefix, _text(out_vocab, h.tokens), out_vocab).replace("\n", "\\n")
             sys.stdout.write(f"{h.normalised:.4f}\t{text}\n")
     return hyps[0].tokens, hyps[0].finished
 
