@@ -9,6 +9,7 @@ build new structures instead of editing these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import networkx as nx
 
@@ -239,15 +240,11 @@ class FoldedGraph:
     def var(self, name: str) -> Var:
         return self.var_map[name]
 
-    @property
+    @cached_property
     def var_map(self) -> dict:
         """{name: Var}, built once (the graph is immutable; executors look variables up
         by name many times a step)."""
-        m = self.__dict__.get("_var_map")
-        if m is None:
-            m = {v.name: v for v in self.vars}
-            object.__setattr__(self, "_var_map", m)
-        return m
+        return {v.name: v for v in self.vars}
 
     @property
     def param_map(self) -> dict:
@@ -260,15 +257,12 @@ class FoldedGraph:
         named = [v.size for v in self.vars] + [d for p in self.params for d in p.shape or ()]
         return {n for n, _ in self.dims} | {s for s in named if isinstance(s, str)}
 
-    @property
+    @cached_property
     def internal_only(self) -> dict:
         """{name: the reference why} of each variable over a tree index that has no value
         at a leaf: its one equation (no `if leaf` case) reads a child, `n.left` or
         `n.right`, or such a variable at its own node. The RNTN's `a[n] = [h[n.left];
         h[n.right]]` is one, read in an `otherwise` equation only (graph/check.py)."""
-        out = self.__dict__.get("_internal_only")
-        if out is not None:
-            return out
         trees, out = {i for i, k in self.indexes if k == "tree"}, {}
         grew = True
         while grew:
@@ -281,7 +275,6 @@ class FoldedGraph:
                             or r.var in out and r.shift.kind == "rel"), None)
                 if why is not None:
                     out[v.name], grew = why, True
-        object.__setattr__(self, "_internal_only", out)
         return out
 
     @property
