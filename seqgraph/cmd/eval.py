@@ -37,8 +37,7 @@ def run(args) -> int:
     output_file(args.per_example, "--per-example")
     t = restore(args.spec, args.checkpoint, args.executor, args.average)   # file or folder
     if getattr(t.binding, "kind", None) == "trees":     # recursive nets: train/trees.py
-        from ..train.trees import eval_command
-        return eval_command(t, args.spec, args.data, args.json, args.per_example)
+        return eval_tree_model(t, args)
     if getattr(t.binding, "examples", False):
         result, file = eval_examples(t, args.spec, args.data, args.per_example)
     elif args.per_example:
@@ -56,6 +55,25 @@ def run(args) -> int:
         print(json.dumps({**result, "file": file}))       # the file, as trees' eval says
         return 0
     print(report(result, file))
+    return 0
+
+
+def eval_tree_model(t, args) -> int:
+    """A tree model's fine-grained accuracy at every node and at the root, and the
+    binary one (train/trees.py: score_trees); with --per-example, each tree's counts."""
+    from ..train.trees import eval_trees, score_trees, summary, write_per_tree
+    ts, loader = eval_trees(t, args.spec, args.data)
+    s = score_trees(t.model, t.spec.graph, t.binding, ts,
+                    per_tree=args.per_example is not None)
+    if args.per_example is not None:
+        with writing(args.per_example, "--per-example"):
+            write_per_tree(args.per_example, s.per_tree)
+    d = {"kind": "trees", **s.as_dict(), "file": str(loader.path)}
+    if args.json:
+        print(json.dumps(d))
+    else:
+        nodes = "" if s.root_only else f", {d['nodes']} nodes"
+        print(f"{summary(s)}  ({d['trees']} trees{nodes} of {loader.path})")
     return 0
 
 

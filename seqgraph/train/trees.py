@@ -726,14 +726,11 @@ class TreeKind(Selects):
         return v.loss if select == "loss" else v.as_dict()[f"fine_{select}"]
 
 
-# ------------------------------------------------------------------------ seqgraph eval
-def eval_command(t, spec_path: str, data: str | None, as_json: bool,
-                 per_example: str | None = None) -> int:
-    """`seqgraph eval` of a tree model: `--data` (a trees(...) call, or a path read with
-    the training loader's options), else the train block's validation trees; with
-    `per_example`, a CSV of each tree's counts too."""
-    import json
-
+# ------------------------------------------------------------------------ evaluation data
+def eval_trees(t, spec_path: str, data: str | None):
+    """The trees `seqgraph eval` scores a trained tree model on, and their loader:
+    `--data` (a trees(...) call, or a path read with the training loader's options),
+    else the train block's validation trees; their labels checked against the model."""
     from .session import trained_config
     cfg = trained_config(t, spec_path)
     if data is None:
@@ -754,15 +751,4 @@ def eval_command(t, spec_path: str, data: str | None, as_json: bool,
     y = t.spec.graph.var(t.binding.target)
     labels_fit([ts], t.model.sizes[y.name], f"the trained model's {y.name} "
                f"({t.model.sizes[y.name]} labels)", y)
-    s = score_trees(t.model, t.spec.graph, t.binding, ts, per_tree=per_example is not None)
-    if per_example is not None:
-        from ..cmd import writing
-        with writing(per_example, "--per-example"):
-            write_per_tree(per_example, s.per_tree)
-    d = {"kind": "trees", **s.as_dict(), "file": str(loader.path)}
-    if as_json:
-        print(json.dumps(d))
-    else:
-        nodes = "" if s.root_only else f", {d['nodes']} nodes"
-        print(f"{summary(s)}  ({d['trees']} trees{nodes} of {loader.path})")
-    return 0
+    return ts, loader
