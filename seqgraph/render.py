@@ -536,7 +536,7 @@ def check_output(path) -> str:
         raise UsageError(f"cannot render to '{path}': unknown extension "
                          f"'{'.' + ext if ext else '(none)'}'; "
                          f"use one of {', '.join('.' + f for f in FORMATS)}")
-    from .cmd import output_file
+    from .outputs import output_file
     output_file(path, "-o")
     if ext != "dot" and layout_engine() is None:
         raise UsageError(f"cannot write '{path}': no Graphviz layout engine found "

@@ -2,33 +2,9 @@
 from __future__ import annotations
 
 from ..errors import UsageError
+from ..outputs import output_file, writing
 
-
-def output_file(path: str | None, flag: str) -> str | None:
-    """`path` for an output option (`-o plot.png`, `--per-example f.csv`), or a
-    UsageError before any work: its folder does not exist, or it is a folder."""
-    import os
-    folder = os.path.dirname(path) if path else "."
-    if path and folder and not os.path.isdir(folder):
-        raise UsageError(f"{flag} {path}: the folder '{folder}' does not exist (make it "
-                         f"first, e.g. mkdir -p {folder})")
-    if path and os.path.isdir(path):
-        raise UsageError(f"{flag} {path}: is a folder; name a file in it")
-    return path
-
-
-def writing(path: str, flag: str):
-    """A context for writing an output file: a refusal of the system (no permission, a
-    read-only disk) is a UsageError naming the option, not a traceback."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def guard():
-        try:
-            yield
-        except OSError as e:
-            raise UsageError(f"{flag} {path}: cannot write it ({e.strerror or e})") from None
-    return guard()
+__all__ = ["output_file", "parse_dims", "writing"]
 
 
 def parse_dims(items: list[str] | None, spec=None) -> dict:
