@@ -161,7 +161,7 @@ class Model:
                              for p, sh in self.checked.param_shapes.items()}
         resources.check_params(spec.path, self.param_shapes, self.dtype.itemsize)
         self.start_ids = dict(start_ids or {})
-        self.carried = _carried(self.graph)
+        self.carried = self.graph.carried
         self.reads = set().union(*(v.reads for v in self.graph.hidden()))  # by equations
         self.params = init_params(self.graph, self.param_shapes, self.dtype, seed, param_init)
         self._schedules = {}
@@ -401,15 +401,6 @@ def _ends_wait(graph: FoldedGraph, g, lengths: dict) -> set:
             else:
                 g.remove_node(hub)
     return hubs
-
-
-def _carried(graph: FoldedGraph) -> dict:
-    """Variables read with a delay into the past, with the longest such delay."""
-    out = {}
-    for u, v, s in graph.nx().edges(data="shift"):
-        if s.kind == "rel" and s.k < 0:
-            out[u] = max(out.get(u, 0), -s.k)
-    return out
 
 
 def _make_executor(model, name):

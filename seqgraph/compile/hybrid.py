@@ -28,7 +28,7 @@ import networkx as nx
 import numpy as np
 
 from ..graph.folded import NONE, Apply, Case, Ref, Var, refs
-from ..model import Model, _carried
+from ..model import Model
 from .fallback import FallsBack, has_dropout
 from .plan import Unsupported
 
@@ -200,7 +200,7 @@ class Part(Model):
         widths = whole.checked.dropouts
         self.checked = replace(whole.checked, dropouts={
             **widths, **{new: widths[old] for new, old in rebuilt.items() if old in widths}})
-        self.carried = _carried(graph)
+        self.carried = graph.carried
         self._schedules = {}      # Model.schedule's cache: this graph's, not the whole's
 
     def __getattr__(self, name):          # params, dtype, checked, ...: the whole's

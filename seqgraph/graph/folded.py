@@ -315,6 +315,16 @@ class FoldedGraph:
     def hidden(self) -> list[Var]:
         return [v for v in self.vars if v.role == "hidden"]
 
+    @cached_property
+    def carried(self) -> dict:
+        """{variable: its longest delay into the past} of the variables read with one:
+        what a window carries to the next."""
+        out = {}
+        for u, _, s in self.nx().edges(data="shift"):
+            if s.kind == "rel" and s.k < 0:
+                out[u] = max(out.get(u, 0), -s.k)
+        return out
+
     # the graph ---------------------------------------------------------------------
     def nx(self) -> nx.MultiDiGraph:
         """Variables as nodes; an edge u -> v for each reference to u in v's equations,
