@@ -74,7 +74,7 @@ class RecurrenceInfo:
     memory: Memory           # its variables' values over T steps and B examples
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Report:
     steps: int
     batch: int
@@ -187,12 +187,15 @@ def report(checked, steps: int | None = None, batch: int | None = None,
             no_window += "; so is its sequence (" + (
                 "treepairs gives whole examples)" if g.tree_encoder else
                 "no loader cuts it into windows)")
-    return Report(steps, batch, dtype, steps_from, batch_from, recs, total, generated, ok,
-                  reasons, window, cuts, no_window, tree, loader, mode,
-                  _sample_says(g, loader, mode, ok),
-                  any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
-                  g.tree_and_sequence is not None and not g.tree_encoder,
-                  g.tree_and_sequence is not None, _stream_fits(g), bool(g.losses))
+    return Report(
+        steps=steps, batch=batch, dtype=dtype, steps_from=steps_from, batch_from=batch_from,
+        recurrences=recs, memory=total, generated=generated, can_generate=ok,
+        generate_reasons=reasons, window=window, cuts=cuts, no_window=no_window, tree=tree,
+        loader=loader, sample=mode, sample_says=_sample_says(g, loader, mode, ok),
+        node_labels=any(g.index_kinds.get(v.index) == "tree" for v in g.targets()),
+        no_loader=g.tree_and_sequence is not None and not g.tree_encoder,
+        both=g.tree_and_sequence is not None, stream_fits=_stream_fits(g),
+        has_loss=bool(g.losses))
 
 
 def loader_args(call) -> dict:
