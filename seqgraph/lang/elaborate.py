@@ -121,15 +121,17 @@ class _Elaborator:
         for d in self._of(A.DataDecl):
             if len(d.index) > 1:
                 raise SpecError("an input or target has at most one index", d.pos)
-            self._declare(d.name, d.pos, self.data)
+            self._declare(d.name, d.pos)
             self.data[d.name] = d
         self.params = {}
         for group in self._of(tuple):
             for p in group:
-                self._declare(p.name, p.pos, self.params)
+                self._declare(p.name, p.pos)
                 self.params[p.name] = p
 
-    def _declare(self, name, pos, table):
+    def _declare(self, name, pos):
+        """`name` declared at `pos` must be neither an input/target nor a parameter yet
+        (inputs and targets are declared first, then parameters)."""
         for other in (self.data, getattr(self, "params", {})):
             if name in other:
                 raise SpecError(f"'{name}' is declared twice (first at line "
@@ -180,7 +182,7 @@ class _Elaborator:
     def _build(self, eqs) -> FoldedGraph:
         self.defs = {}
         for e in eqs:
-            self._declare(e.name, e.pos, self.data)
+            self._declare(e.name, e.pos)
             if e.name in self.params:
                 raise SpecError(f"'{e.name}' is a parameter and cannot be defined by an "
                                 "equation", e.pos)
