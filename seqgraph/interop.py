@@ -156,7 +156,7 @@ def _tensors(module) -> dict:
     return dict(module.named_parameters())
 
 
-def _layout(kind, torch_name, arr):
+def _layout(kind, arr):
     """A torch tensor as seqgraph lays it out: an Embedding's [V, D] weight is [D, V]."""
     return arr.T if kind == "Embedding" else arr
 
@@ -169,7 +169,7 @@ def from_torch(module, model, prefix="", rename=None) -> list:
     tensors = {k: t.detach().cpu().double().numpy() for k, t in _tensors(module).items()}
     new = {}
     for e in mapping(module, prefix, rename):
-        arr = _layout(kind, e.torch_name, tensors[e.torch_name])
+        arr = _layout(kind, tensors[e.torch_name])
         part = np.split(arr, e.chunks, axis=0)[e.chunk] if e.chunks > 1 else arr
         new[e.name] = new[e.name] + part if (e.summed and e.name in new) else part
     for b in _bias_names(module, prefix, rename):
@@ -204,7 +204,7 @@ def _torch_arrays(module, values: dict, prefix, rename, split: bool) -> dict:
     out = {}
     for name, ps in parts.items():
         arr = np.concatenate(ps, axis=0) if len(ps) > 1 else ps[0]
-        out[name] = _layout(kind, name, arr)
+        out[name] = _layout(kind, arr)
     return out
 
 

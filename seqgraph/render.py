@@ -377,7 +377,7 @@ def _unfold(graph: FoldedGraph, lengths: dict):
     return unfold(graph, lengths)
 
 
-def _step_label(graph: FoldedGraph, node, attrs: dict) -> str:
+def _step_label(node, attrs: dict) -> str:
     if "label" in attrs:
         return str(attrs["label"])
     var, step = _node_var(node), _node_step(node)
@@ -458,7 +458,7 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
     dot = Dot(graph.name, rankdir="LR", nodesep="0.3", ranksep="0.55", newrank="true",
               label=f"{graph.name} unfolded ({title})", labelloc="t", fontname=FONT)
     for n in dag.nodes:
-        dot.node(ids[n], **{"label": _step_label(graph, n, dag.nodes[n]),
+        dot.node(ids[n], **{"label": _step_label(n, dag.nodes[n]),
                             **_node_style(graph, dag, n), **(node_attrs or {}).get(n, {})})
     ordered = sorted(set(cols.values()),
                      key=lambda c: (c.level, c.order, c.step if c.step is not None else -1))
@@ -466,16 +466,16 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
     for c in ordered:
         members = [ids[n] for n in dag.nodes if cols[n] == c]
         dot.same_rank(f"col{rank[c]}", members)
-    _order_columns(dot, graph, dag, cols, rank, ids)
+    _order_columns(dot, dag, cols, rank, ids)
     for a, b, data in dag.edges(data=True):
-        tail, head, attrs = _unfolded_edge(graph, ids, cols, rank, a, b, data)
+        tail, head, attrs = _unfolded_edge(ids, cols, rank, a, b, data)
         dot.edge(tail, head, **{**attrs, **(edge_attrs or {}).get((a, b), {})})
     if decorate is not None:
         decorate(dot)
     return dot.text()
 
 
-def _order_columns(dot: Dot, graph, dag, cols, rank, ids) -> None:
+def _order_columns(dot: Dot, dag, cols, rank, ids) -> None:
     """Invisible edges: step k of a variable to step k+1 (rows stay straight, columns in
     order), and one chain through the first node of every column."""
     rows: dict = {}
@@ -495,7 +495,7 @@ def _order_columns(dot: Dot, graph, dag, cols, rank, ids) -> None:
         dot.edge(ids[a], ids[b], style="invis", weight="1")
 
 
-def _unfolded_edge(graph, ids, cols, rank, a, b, data):
+def _unfolded_edge(ids, cols, rank, a, b, data):
     """Same-column edges are drawn bottom-up (inputs low, losses high) by writing them
     reversed with dir=back; edges into an earlier column do not constrain the ranks."""
     ra, rb = rank[cols[a]], rank[cols[b]]
@@ -643,7 +643,7 @@ def _one_tree(spec_or_graph, tree: str, sizes, lengths):
 def _tree_node_label(graph, n: str, t: _Tree, dag, v) -> str:
     """A node's label: `w[2] = 'film'` for a word, `y[2] = 3` for a label (the root's
     for one label a tree); a decoder's step as any unfolded step, `s[2]`."""
-    label, step = _step_label(graph, v, dag.nodes[v]), _node_step(v)
+    label, step = _step_label(v, dag.nodes[v]), _node_step(v)
     gv = graph.var_map.get(_node_var(v))
     if dag.nodes[v].get("index") not in (n, None) or gv is None:
         return label

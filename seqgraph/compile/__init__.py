@@ -441,7 +441,7 @@ class _Run:
                 hoist_evs.append(None)
                 continue
             ev = Evaluation(self.env, e, rec.stage.index, T=T, draw=self.hoisted_draw(step))
-            X = self.broadcast(ev.out, T, _size(ev.out, step, j, self.m))
+            X = self.broadcast(ev.out, T, _size(ev.out, step, j))
             if rec.stage.direction > 0:
                 X = _copy(pool, X[::-1])
             args[f"X{j}"] = X if X.dtype == dt and X.flags.c_contiguous else \
@@ -571,7 +571,7 @@ class _Run:
         evs = []
         for e, off in parts:
             ev = Evaluation(env, e, rec.stage.index, T=T, draw=self.hoisted_draw(step))
-            n = _size(ev.out, step, 0, self.m)
+            n = _size(ev.out, step, 0)
             X = self.broadcast(ev.out, T, n)
             G[:, :, off:off + n] = X[::-1] if flip else X
             evs.append((ev, off, n))
@@ -729,8 +729,8 @@ class _Run:
                 total += loss.weight * s / B
                 continue
             ov = self.g.var(loss.output.var)
-            o = read(env, loss.output, ov.index)
-            y = read(env, loss.target, ov.index)
+            o = read(env, loss.output)
+            y = read(env, loss.target)
             orows = o.a.reshape(-1, o.a.shape[-1])
             yrows = y.a.reshape(-1) if y.a.ndim == o.a.ndim - 1 else \
                 y.a.reshape(-1, y.a.shape[-1])
@@ -777,12 +777,12 @@ class _Run:
         m * h and dh is m times what it gives (m: the masks, scaled by 1 / (1 - p))."""
         f, env, pool = self.ex.fused_out[loss.output.var], self.env, self.ex.pool
         W, b = self.m.params[f["W"]], self.m.params[f["b"]]
-        x = read(env, f["x"], None).a                      # [T, B, K]
+        x = read(env, f["x"]).a                      # [T, B, K]
         mask = self.masks.of(f["drop"]) if f["drop"] is not None and \
             self.masks is not None else None               # [T * B, K]
         if mask is not None:
             x = np.multiply(x, mask.reshape(x.shape), out=pool.empty(x.shape, x.dtype))
-        y = read(env, loss.target, None).a.reshape(-1)     # [T * B]
+        y = read(env, loss.target).a.reshape(-1)     # [T * B]
         T, B, K = x.shape
         n_ex = self.ex_len.get(self.g.var(loss.output.var).index)
         if n_ex is not None:                               # padding: no loss past the end
@@ -886,7 +886,7 @@ def _copy(pool, a):
     return out
 
 
-def _size(out: V, step, j, m):
+def _size(out: V, step, j):
     """The width of hoisted value j: its array's, or its node's for a number (the
     masks of a dropout in the loop, ones when not training)."""
     a = np.asarray(out.a)

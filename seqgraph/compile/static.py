@@ -106,7 +106,7 @@ def shifted(env: Env, var: str, k: int):
     return out, init_rows
 
 
-def read(env: Env, r: Ref, ctx_index):
+def read(env: Env, r: Ref):
     v = env.g.var(r.var)
     s = r.shift
     val = env.vals[r.var]
@@ -198,7 +198,7 @@ class Evaluation:
         if isinstance(e, ParamRef):
             return V(env.params[e.name], None)
         if isinstance(e, Ref):
-            return read(env, e, self.ctx)
+            return read(env, e)
         if _affine(e, env):
             return self.affine(e)
         args = [self.ev(a) for a in e.args]

@@ -160,7 +160,7 @@ def _show(g, ref) -> str:
     return f"{ref.var}[{', '.join(steps)}]" if steps else ref.var
 
 
-def _culprit(g, o: str, leaked: str, index: str, latest: dict):
+def _culprit(g, leaked: str, index: str, latest: dict):
     """The reference to blame for o[t] reading `leaked` too late: one that reads ahead
     over the index on the way to `leaked` (itself first), reaching furthest; else the
     read of `leaked` itself."""
@@ -185,7 +185,7 @@ def _leak(g, o: str, y, leaked, latest: dict, why: str) -> str:
     seen = f"{leaked.name}[{I}{at:+d}]" if at != INF else \
         f"{leaked.name} at every later step"
     seen = f"{leaked.name}[{I}]" if at == 0 else seen
-    reader, ref, over, init = _culprit(g, o, leaked.name, I, latest)
+    reader, ref, over, init = _culprit(g, leaked.name, I, latest)
     line = ref.pos.line if ref.pos and ref.pos.line else None
     where = f"line {line}" if line else "its equation"
     rv = g.var(reader)

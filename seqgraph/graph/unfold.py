@@ -186,7 +186,7 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
     lines = []
     for n in nx.lexicographical_topological_sort(g, key=key):
         preds = [_name(p) for p in sorted(g.predecessors(n), key=key)]
-        preds += [_outside_name(o, lengths) for o in g.nodes[n].get("outside", [])]
+        preds += [_outside_name(o) for o in g.nodes[n].get("outside", [])]
         if g.nodes[n]["role"] in ("input", "target") and not preds:
             continue
         lines.append(f"{_name(n)} <- " + (", ".join(preds) or "()"))
@@ -199,7 +199,7 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _outside_name(o: Outside, lengths) -> str:
+def _outside_name(o: Outside) -> str:
     """The initial state h[0] (h[-1] for a delay of 2), or h[T+1] past the end."""
     return f"{o.var}[{1 - o.steps}]" if o.before else f"{o.var}[T+{o.steps}]"
 

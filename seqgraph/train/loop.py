@@ -224,7 +224,7 @@ class Trainer:
         self.pos, self.carry, self.saved = Position(), None, None
         self.epoch_loss = [0.0, 0]      # loss summed over this epoch's tokens, tokens
         self.total = cfg.epochs * len(self.streams)
-        self.extra = _run_options(model, graph, data.binding, cfg)
+        self.extra = _run_options(model, data.binding, cfg)
         model.start_ids.update(getattr(data.binding, "start_ids", {}) or {})
         self.skipped = 0                # batches skipped by on_nan = skip, this run
         self.streak = 0                 # ... in a row, since the last update
@@ -657,7 +657,7 @@ def _stop(step, max_steps, deadline) -> bool:
             or (deadline is not None and time.monotonic() >= deadline))
 
 
-def _run_options(model, graph, binding, cfg) -> dict:
+def _run_options(model, binding, cfg) -> dict:
     """Keyword arguments for `model.run` beyond the batch: scheduled sampling when the
     target is fed back and teacher < 1 (refused if the executor cannot do it); the
     value of a schedule is set at each step."""

@@ -133,7 +133,7 @@ class _Exec:
         if v.inner is not None:
             a = self.env.vals[r.var].a          # stored [index, inner, B, n]
             return a if n.axes == (v.index, v.inner) else np.swapaxes(a, 0, 1)
-        return read(self.env, r, v.index).a
+        return read(self.env, r).a
 
     def stack(self, n):
         key = (id(self.st_nodes), n.id)
