@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
-from numba import njit
 
 from .. import ops
 from ..graph.folded import Num, ParamRef, Ref, walk
+from ..graph.trees import heights
 from ..ops import Op
 from .fallback import FallsBack, has_dropout
 from .masks import MaskPlan, NoMasks, sites
@@ -117,15 +117,6 @@ def plan(graph) -> list[Stage]:
 
 
 # -------------------------------------------------------------------- the batch schedule
-@njit(cache=True)
-def _heights(left, right):              # children are numbered before their parents
-    h = np.zeros(left.shape[0], dtype=np.int64)
-    for i in range(left.shape[0]):
-        if left[i] >= 0:
-            h[i] = 1 + max(h[left[i]], h[right[i]])
-    return h
-
-
 @dataclass(frozen=True)
 class Levels:
     """A forest renumbered by height: new row r is old node perm[r]; level k is rows
@@ -153,8 +144,7 @@ def levels(forest) -> Levels:
     compiled pass over the post-order arrays), a counting sort by height."""
     h = getattr(forest, "heights", None)
     if h is None:
-        h = _heights(np.ascontiguousarray(forest.left, dtype=np.int64),
-                     np.ascontiguousarray(forest.right, dtype=np.int64))
+        h = heights(forest.left, forest.right)
     h = np.asarray(h)
     N = len(h)
     counts = np.bincount(h) if N else np.zeros(0, np.int64)

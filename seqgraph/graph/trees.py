@@ -10,6 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _heights(left, right):
+    h = np.zeros(left.shape[0], dtype=np.int64)
+    for i in range(left.shape[0]):       # children are numbered before their parents
+        if left[i] >= 0:
+            h[i] = 1 + max(h[left[i]], h[right[i]])
+    return h
+
+
+def heights(left, right) -> np.ndarray:
+    """Each node's height, 0 at leaves, of nodes in post-order (children first): one
+    compiled pass (every batch's level schedule needs them, and a loader's trees)."""
+    return _heights(np.ascontiguousarray(left, dtype=np.int64),
+                    np.ascontiguousarray(right, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -40,11 +57,7 @@ class Forest:
         return cls(arr(left), arr(right), np.zeros(n, dtype=np.int64), arr([n - 1]))
 
     def height(self) -> np.ndarray:
-        h = np.zeros(self.size, dtype=np.int64)
-        for i in range(self.size):           # children have smaller numbers
-            if self.left[i] >= 0:
-                h[i] = 1 + max(h[self.left[i]], h[self.right[i]])
-        return h
+        return heights(self.left, self.right)
 
 
 def forest(trees) -> tuple[Forest, list]:

@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..graph.trees import Forest
+from ..graph.trees import Forest, heights
 from ..ops import log_softmax
 from .binding import (
     Binding,
@@ -97,15 +97,6 @@ def joined(sizes, left, right, heights) -> LeveledForest:
     kid = lambda a: np.where(a >= 0, a + base, -1)
     owner = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
     return LeveledForest(kid(left), kid(right), owner, off[1:] - 1, heights)
-
-
-def heights(left, right) -> list:
-    """Each node's height (0 at leaves) in post-order: children come first."""
-    h = [0] * len(left)
-    for i, (a, b) in enumerate(zip(left, right)):
-        if a >= 0:
-            h[i] = 1 + max(h[a], h[b])
-    return h
 
 
 def tree_rows(left, right, ids) -> np.ndarray:
