@@ -26,7 +26,7 @@ import networkx as nx
 
 from .errors import SeqgraphError, UsageError
 from .graph.folded import FoldedGraph, Var, params_of, refs
-from .graph.unfold import loss_terms
+from .graph.unfold import loss_terms, node_name
 
 FONT = "Helvetica"
 BACKWARD = "#c62828"      # a recurrence reading the future: g[t+1]
@@ -380,14 +380,9 @@ def _unfold(graph: FoldedGraph, lengths: dict):
 def _step_label(node, attrs: dict) -> str:
     if "label" in attrs:
         return str(attrs["label"])
-    var, step = _node_var(node), _node_step(node)
-    if step == "init":
-        return f"init {var}"
-    if isinstance(step, int):
-        return f"{var}[{step + 1}]"           # the language counts steps from 1
-    if isinstance(step, tuple):
-        return f"{var}[{', '.join(str(s + 1) for s in step)}]"
-    return var
+    if _node_step(node) == "init":
+        return f"init {_node_var(node)}"       # as the statement writes it
+    return node_name(node)
 
 
 def _node_style(graph: FoldedGraph, dag: nx.DiGraph, node) -> dict:

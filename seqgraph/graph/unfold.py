@@ -185,17 +185,17 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
         return (step_key(n[1]), order[n[0]])
     lines = []
     for n in nx.lexicographical_topological_sort(g, key=key):
-        preds = [_name(p) for p in sorted(g.predecessors(n), key=key)]
+        preds = [node_name(p) for p in sorted(g.predecessors(n), key=key)]
         preds += [_outside_name(o) for o in g.nodes[n].get("outside", [])]
         if g.nodes[n]["role"] in ("input", "target") and not preds:
             continue
-        lines.append(f"{_name(n)} <- " + (", ".join(preds) or "()"))
+        lines.append(f"{node_name(n)} <- " + (", ".join(preds) or "()"))
     for i, loss in enumerate(graph.losses):
         for o, t in loss_terms(graph, loss, lengths):
             step = o[1] if loss.output.shift.kind == "rel" else None
             weight = "" if loss.weight == 1 else f"  (x {loss.weight:g})"
             lines.append(f"loss{i + 1}{'' if step is None else f'[{step + 1}]'} <- "
-                         f"{_name(o)}, {_name(t)}{weight}")
+                         f"{node_name(o)}, {node_name(t)}{weight}")
     return "\n".join(lines) + "\n"
 
 
@@ -204,8 +204,10 @@ def _outside_name(o: Outside) -> str:
     return f"{o.var}[{1 - o.steps}]" if o.before else f"{o.var}[T+{o.steps}]"
 
 
-def _name(n):
-    var, step = n
+def node_name(n) -> str:
+    """An unfolded node as text: `h[3]` (the language counts steps from 1), `e[2, 1]`,
+    `init(h)`, or the variable alone for a value per example."""
+    var, step = (n[0], n[1] if len(n) > 1 else None) if isinstance(n, tuple) else (n, None)
     if step is None:
         return var
     if step == "init":
