@@ -287,14 +287,10 @@ def forecast(t, args, loss) -> int:
         rows.append(vals)
     if not rows:
         raise UsageError("--input is empty: give the series, a number a step")
-    x = np.asarray(rows)
-    stats = t.vocab.stats
-    if stats:
-        x = (x - np.asarray(stats["mean"])) / np.asarray(stats["std"])
+    x = t.vocab.standardise(np.asarray(rows))
     o = np.asarray(t.model.forward({name: x[None].astype(t.model.dtype)})[output][0],
                    dtype=np.float64)                              # [T, P]
-    if stats:
-        o = o * np.asarray(stats["target_std"]) + np.asarray(stats["target_mean"])
+    o = t.vocab.unstandardise_target(o)
     ahead = loader_args(trained_config(t, args.spec).data).get("horizon", 1)
     names = t.vocab.target.tokens if t.vocab.target else [output] * o.shape[1]
     sys.stdout.write("\t".join(["step", *t.vocab.tokens,

@@ -279,11 +279,8 @@ def series_windows(loader, raw: Raw, vocab: Vocab, binding: Binding, index: dict
     targets at rows r+h..r+h+W-1; `persistence` the forecast that repeats the last known
     target (row r+h-1), the baseline evaluation reports."""
     x, y = binding.input, binding.target
-    X, Y = np.asarray(raw.source, dtype=np.float64), np.asarray(raw.target, dtype=np.float64)
-    st = vocab.stats
-    if st:
-        X = (X - np.array(st["mean"])) / np.array(st["std"])
-        Y = (Y - np.array(st["target_mean"])) / np.array(st["target_std"])
+    X = vocab.standardise(np.asarray(raw.source, dtype=np.float64))
+    Y = vocab.standardise_target(np.asarray(raw.target, dtype=np.float64))
     W = loader.window or bptt
     S = loader.stride or W
     h = loader.horizon

@@ -274,6 +274,21 @@ class Vocab:
                 line.append(t)
         return "\n".join(lines + [" ".join(line)])
 
+    # a series' standardisation (`stats`, from the training split): the inputs and the
+    # targets to the units the model is trained in, and its outputs back
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        st = self.stats
+        return x if not st else (x - np.asarray(st["mean"])) / np.asarray(st["std"])
+
+    def standardise_target(self, y: np.ndarray) -> np.ndarray:
+        st = self.stats
+        return y if not st else \
+            (y - np.asarray(st["target_mean"])) / np.asarray(st["target_std"])
+
+    def unstandardise_target(self, o: np.ndarray) -> np.ndarray:
+        st = self.stats
+        return o if not st else o * np.asarray(st["target_std"]) + np.asarray(st["target_mean"])
+
     def to_json(self) -> dict:
         out = {"kind": self.kind, "tokens": list(self.tokens)}
         if self.target is not None:
