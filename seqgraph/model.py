@@ -14,6 +14,7 @@ from .graph.folded import FoldedGraph, refs
 from .graph.unfold import step_key, unfold
 from .lang.elaborate import elaborate
 from .lang.parse import parse
+from .train.config import check_train_block
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ def read_spec(path: str, text: str | None = None, dims: dict | None = None,
             raise UsageError(f"{path}: cannot read the spec ({e.strerror})") from None
         # a byte-order mark (Windows editors write one) is no part of the spec
         text = _decode(raw, path).removeprefix("\ufeff")
-    graph = elaborate(parse(text, path))
+    ast = parse(text, path)
+    graph = elaborate(ast)
+    check_train_block(ast, "tree" in graph.index_kinds.values())
     try:
         checked = check(graph)
     except SpecError:

@@ -626,43 +626,11 @@ class _Elaborator:
             if e.key in out:
                 raise SpecError(f"train setting '{e.key}' is given twice", e.pos,
                                 hint="keep one of them")
-            self._check_train_value(e)
             out[e.key] = e.value
         return tuple(out.items())
 
-    def _check_train_value(self, e: A.TrainEntry):
-        """A value wrong on its own (a range, a choice, an optimiser's or a loader's name
-        or argument: train/config.py, `check_value`) is an error at its place in the
-        file; what needs the data or the model is checked when training starts."""
-        from ..train.config import BadValue, check_value
-        if e.key == "select" and not self.trees and e.value != "loss":
-            raise SpecError(f"select = {e.value}: the best.npz of a sequence model is "
-                            "chosen by its validation loss", e.value_pos,
-                            hint="write select = loss, or leave select out (root and all "
-                                 "are the accuracies of a tree model)")
-        try:
-            check_value(e.key, e.value)
-        except BadValue as b:
-            raise SpecError(b.message, _value_pos(e, b.at),
-                            hint=b.hint) from None
-
 
 _UNKNOWN = object()
-def _value_pos(e: A.TrainEntry, at) -> Pos:
-    """Where the part of a train entry's value that `at` names (config.BadValue) stands:
-    ("name",) a call's name, ("kw", NAME) the keyword NAME of a call, ("arg", i) its i-th
-    positional value (past the last: the last argument); else the value itself."""
-    v = e.value
-    if at is None or not isinstance(v, A.Call):
-        return e.value_pos
-    if at[0] == "name":
-        return v.pos
-    if at[0] == "kw":
-        return v.kw_pos.get(at[1], e.value_pos)
-    if at[0] == "arg" and at[1] < len(v.arg_pos):
-        return v.arg_pos[at[1]]
-    every = [*v.arg_pos, *v.kw_pos.values()]
-    return max(every, key=lambda p: (p.line, p.column)) if every else e.value_pos
 
 
 def _a(word: str) -> str:

@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..errors import SpecError, UsageError, did_you_mean
+from ..errors import Pos, SpecError, UsageError, did_you_mean
+from ..lang import ast as A
 from .optim import Decay
 
 DEFAULTS = {
@@ -512,3 +513,47 @@ def make_config(block: dict, sets: dict | None = None, spec_dir: str | Path = ".
         average=v["average"], keep=v["keep"],
         base=here if "data" in sets else str(spec_dir),
         valid_base=here if "valid" in sets else str(spec_dir), from_set=frozenset(sets))
+
+
+# --------------------------------------------------------------- the spec's train block
+def check_train_block(spec: A.Spec, trees: bool) -> None:
+    """Each train-block value of a parsed spec that is wrong on its own (a range, a
+    choice, an optimiser's or a loader's name or argument: `check_value`) as a SpecError
+    at its place in the file; what needs the data or the model is checked when training
+    starts. A pass after elaboration (which checks the keys): the language front end
+    knows nothing of training. `trees`: the model runs over a tree."""
+    try:
+        for block in (s for s in spec.stmts if isinstance(s, A.TrainBlock)):
+            for e in block.entries:
+                _check_entry(e, trees)
+    except SpecError as e:
+        raise e.located(spec.path, spec.source) from None
+
+
+def _check_entry(e: A.TrainEntry, trees: bool) -> None:
+    if e.key == "select" and not trees and e.value != "loss":
+        raise SpecError(f"select = {e.value}: the best.npz of a sequence model is "
+                        "chosen by its validation loss", e.value_pos,
+                        hint="write select = loss, or leave select out (root and all "
+                             "are the accuracies of a tree model)")
+    try:
+        check_value(e.key, e.value)
+    except BadValue as b:
+        raise SpecError(b.message, _value_pos(e, b.at), hint=b.hint) from None
+
+
+def _value_pos(e: A.TrainEntry, at) -> Pos:
+    """Where the part of a train entry's value that `at` names (config.BadValue) stands:
+    ("name",) a call's name, ("kw", NAME) the keyword NAME of a call, ("arg", i) its i-th
+    positional value (past the last: the last argument); else the value itself."""
+    v = e.value
+    if at is None or not isinstance(v, A.Call):
+        return e.value_pos
+    if at[0] == "name":
+        return v.pos
+    if at[0] == "kw":
+        return v.kw_pos.get(at[1], e.value_pos)
+    if at[0] == "arg" and at[1] < len(v.arg_pos):
+        return v.arg_pos[at[1]]
+    every = [*v.arg_pos, *v.kw_pos.values()]
+    return max(every, key=lambda p: (p.line, p.column)) if every else e.value_pos
