@@ -446,12 +446,14 @@ def test_eval_scores_text_as_the_run_validated_it(tmp_path, monkeypatch, capsys)
     (tmp_path / "tiny.txt").write_text("the cat sat on the mat and the dog ran off. " * 30)
     (tmp_path / "lm.sg").write_text(TINY_LM)                    # batch = 4, bptt = 10
     assert train_quiet("lm.sg", "run", "--set", "batch=2", "--set", "bptt=7",
-                       "--epochs", "1") == 0
+                       "--epochs", "1", "--set", "keep=all", "--set", "select=loss") == 0
     last = [r for r in csv_rows(tmp_path / "run/metrics.csv") if r["valid_loss"]][-1]
-    capsys.readouterr()
-    assert main(["eval", "lm.sg", "--checkpoint", "run/checkpoint.npz", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["loss"] == pytest.approx(float(last["valid_loss"]), rel=1e-5)
+    # best.npz and the epoch files too (their meta holds no training state: review 31)
+    for f in ("run/best.npz", "run/epochs/epoch_001.npz", "run/checkpoint.npz"):
+        capsys.readouterr()
+        assert main(["eval", "lm.sg", "--checkpoint", f, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["loss"] == pytest.approx(float(last["valid_loss"]), rel=1e-5), f
     # a character model's loss in bits, beside nats and perplexity (review 28)
     assert out["bits_per_char"] == pytest.approx(out["loss"] / math.log(2), rel=1e-12)
     assert main(["eval", "lm.sg", "--checkpoint", "run/checkpoint.npz"]) == 0

@@ -136,20 +136,23 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(work, optimizer):
 
 
 def test_every_rank_ends_with_the_same_parameters(work):
-    ok(mpirun(work, 2, "--steps", 7, "--out", "two"))
+    ok(mpirun(work, 2, "--steps", 7, "--out", "two", "--set", "select=loss"))
     path = work / "two/checkpoint.npz"
     d = meta(path)["distributed"]
     assert d["ranks"] == 2 and len(d["param_digests"]) == 2
     # each rank hashed its own parameters; rank 0 wrote the checkpoint
     assert d["param_digests"][0] == d["param_digests"][1] == params_digest(params(path))
     assert len(d["rng"]) == 2 and d["rng"][0] != d["rng"][1]
-    # eval scores the held-out text as the ranks validated it: N x batch streams (walk 11)
+    # eval scores the held-out text as the ranks validated it: N x batch streams (walk
+    # 11), best.npz too (its meta holds no training state: review 31)
     last = [r for r in rows(work / "two/metrics.csv") if r["valid_loss"]][-1]
-    p = subprocess.run([sys.executable, "-m", "seqgraph.cli", "eval", "lm.sg", "--checkpoint",
-                        "two", "--json", "--executor", "interp"], cwd=work, env=_env(),
-                       capture_output=True, text=True, check=False, timeout=120)
-    assert json.loads(ok(p).stdout)["loss"] == pytest.approx(float(last["valid_loss"]),
-                                                            abs=1e-5)   # as metrics.csv rounds
+    for c in ("two", "two/best.npz"):
+        p = subprocess.run([sys.executable, "-m", "seqgraph.cli", "eval", "lm.sg",
+                            "--checkpoint", c, "--json", "--executor", "interp"], cwd=work,
+                           env=_env(), capture_output=True, text=True, check=False,
+                           timeout=120)
+        assert json.loads(ok(p).stdout)["loss"] == pytest.approx(
+            float(last["valid_loss"]), abs=1e-5), c                # as metrics.csv rounds
 
 
 def test_a_distributed_run_resumes_where_it_stopped(work):

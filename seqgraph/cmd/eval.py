@@ -116,7 +116,9 @@ def eval_stream(t, spec_path: str, data: str | None) -> tuple[dict, str]:
     ids, file = eval_ids(t, spec_path, data)
     cfg = _config(t, spec_path)
     # a run on N ranks validated N x batch streams (docs/scaling.md): scored the same
-    ranks = (t.meta.get("distributed") or {}).get("ranks", 1)
+    from ..train.session import run_cut
+    ranks = run_cut(t.meta).get("ranks", 1)
+    ranks = ranks if isinstance(ranks, int) and ranks >= 1 else 1
     b = StreamBatches(eval_streams(ids, ranks * cfg.batch, cfg.bptt, file), t.binding.input,
                       t.binding.target)
     return score(t.model, t.spec.graph, t.binding, b).as_dict(), file

@@ -401,9 +401,13 @@ class Trainer:
             "average": getattr(self.cfg, "average", 0.0)}})
 
     def _save_params(self, name: str, meta: dict) -> None:
-        """Called while the model holds what was validated (the averages, if any)."""
+        """Called while the model holds what was validated (the averages, if any). Its
+        meta says how the validation cut a text (`cut`: batch, bptt, ranks), so that
+        `eval` of the file scores it the same (checkpoint.npz says it in its state)."""
         (self.out / name).parent.mkdir(parents=True, exist_ok=True)
-        ck.save(self.out / name, self.model.params, meta)
+        cut = {"batch": self.cfg.batch, "bptt": self.cfg.bptt,
+               "ranks": getattr(self, "ranks", 1)}
+        ck.save(self.out / name, self.model.params, {**meta, "cut": cut})
 
     # ------------------------------------------------------------------ the loop
     def fit(self, max_steps: int | None = None, deadline: float | None = None) -> Position:

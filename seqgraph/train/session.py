@@ -264,6 +264,17 @@ def recorded_sets(meta: dict, checkpoint: str, given=()) -> dict:
     return out
 
 
+def run_cut(meta: dict) -> dict:
+    """How a run's validation cut a text: its `batch`, `bptt` and `ranks` (an MPI run
+    validated ranks x batch streams), from a checkpoint's state or a best.npz's or an
+    epoch file's `cut`; {} for a checkpoint that records neither."""
+    if isinstance(meta.get("cut"), dict):
+        return meta["cut"]
+    cfg = (meta.get("state") or {}).get("config") or {}
+    ranks = (meta.get("distributed") or {}).get("ranks", 1)
+    return {**{k: cfg[k] for k in ("batch", "bptt") if k in cfg}, "ranks": ranks}
+
+
 def trained_config(t: Trained, spec_path: str):
     """The train configuration of the spec, with the data and valid loaders the run was
     trained on when `--set` gave them: `eval` scores what that run held out, not another
@@ -274,7 +285,7 @@ def trained_config(t: Trained, spec_path: str):
     # a text is validated as `batch` streams of `bptt` windows, each stream starting
     # from zero: its score depends on them, so eval cuts it as the run did, with the
     # values it trained with (`--set batch=4` too, not the spec's)
-    ran = ((t.meta.get("state") or {}).get("config")) or {}
+    ran = run_cut(t.meta)
     cut = {k: ran[k] for k in ("batch", "bptt") if isinstance(ran.get(k), int)
            and not isinstance(ran.get(k), bool) and ran[k] >= 1}
     return dataclasses.replace(cfg, **cut)
