@@ -293,6 +293,24 @@ def test_beam_search_goes_on_while_a_live_hypothesis_can_still_win():
     assert not _beaten([(0, 2, -2.5)], done, 2, 1.0, 10)     # -2.5 / 10 > -2.0 / 2
 
 
+def test_a_large_alpha_ranks_by_length_without_overflow():
+    """length ** alpha overflowed a float (alpha 200 at length 100: an OverflowError
+    traceback, review 31) and score / length ** alpha underflowed to 0, every output
+    tied: ranks are compared in logs."""
+    m = bigram()
+    g = generator(m)
+    src = {"x": np.array([1, 2])}
+    hyps = g.beam(g.context([src]), 3, 100, alpha=200.0)
+    # at that alpha length is all: the outputs cut at the 100 steps win, however unlikely
+    assert [h.length for h in hyps] == [100, 100, 100], hyps
+    assert hyps[0].rank <= hyps[1].rank <= hyps[2].rank
+    assert all(h.normalised == 0.0 for h in hyps)          # what --nbest shows underflows
+    at1 = g.beam(g.context([src]), 3, 10, alpha=1.0)        # and the ranks are the scores'
+    assert [h.normalised for h in at1] == pytest.approx([h.score / h.length for h in at1])
+    with pytest.raises(seqgraph.errors.UsageError, match="--alpha must be 0 or more"):
+        g.beam(g.context([src]), 2, 10, alpha=-1.0)
+
+
 def test_eval_greedy_decoding_never_chooses_the_start_symbol():
     """<s> is fed back before the first step, never an output: sample bans it, and so
     does eval's greedy decoder (review 29: it output <s> where the model favoured it)."""
@@ -325,7 +343,10 @@ def test_top_k_and_top_p_draw_from_the_kept_tokens_renormalised():
     rng = np.random.default_rng(0)
     for kw, kept in (({"top_k": 2}, [1, 2]), ({"top_p": 0.6}, [1, 2]),
                      ({"top_p": 0.7}, [1, 2]), ({"top_p": 0.71}, [1, 2, 3]),
-                     ({"top_k": 3, "top_p": 0.5}, [1, 2]), ({"top_k": 9}, [0, 1, 2, 3, 4])):
+                     ({"top_k": 3, "top_p": 0.5}, [1, 2]), ({"top_k": 9}, [0, 1, 2, 3, 4]),
+                     # top-p on what top-k kept, renormalised (.57, .43): Hugging Face's
+                     # order (review 31: the nucleus of the whole kept both)
+                     ({"top_k": 2, "top_p": 0.5}, [1])):
         tok = choose(logits, 1.0, False, rng, **kw)
         want = np.zeros(5)
         want[kept] = p[kept] / p[kept].sum()

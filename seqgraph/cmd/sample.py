@@ -98,7 +98,8 @@ def _check_options(args) -> None:
     if args.temperature is not None and args.temperature <= 0:
         raise UsageError("--temperature must be positive (use --greedy for argmax)")
     if args.top_k is not None and args.top_k < 1:
-        raise UsageError("--top-k must be at least 1 (--top-k 1 is --greedy)")
+        raise UsageError("--top-k must be at least 1 (--top-k 1 draws among the likeliest "
+                         "tokens only: --greedy, but for ties)")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise UsageError("--top-p must be in (0, 1] (1 keeps every token)")
     # options of another way of choosing are refused, not ignored

@@ -43,14 +43,16 @@ et al. 2016, without their +5 smoothing), `alpha` = 0.6 by default: 0 ranks by r
 log-probability, which favours short outputs, 1 by the mean log-probability per token.
 The search of a source ends when no live hypothesis can still beat the K-th finished
 one: a log-probability only falls as tokens are added, so a live score s < 0 ends, at
-most L = `length` tokens on, no better than s / L ** alpha (s itself at alpha 0, where the
-bound is exact); or at `length` steps, the live ones then returned unfinished. (Stopping
+most L = `length` tokens on (or the input's length for a conditional model), no better
+than s / L ** alpha (s itself at alpha 0, where the bound is exact; ranks are compared in
+logs, `Hyp.rank`); or at `length` steps, the live ones then returned unfinished. (Stopping
 as soon as K have finished, as some toolkits do, let an `</s>` ranked among the first K
 of a step's few candidates end the search below greedy decoding's output.) K = 1 is
 greedy decoding. `beam_many` runs the beams of several sources together, K rows each.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,9 +154,10 @@ def choose(logits: np.ndarray, temperature: float, greedy: bool, rng,
 
 
 def _truncate(logp: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
-    """`logp` with -inf outside each row's k likeliest tokens (ties at the k-th kept)
-    and outside its nucleus: the likeliest tokens, in order, up to and including the one
-    where their probabilities first reach `top_p`."""
+    """`logp` with -inf outside each row's k likeliest tokens (ties at the k-th kept),
+    then outside the nucleus of what is left, renormalised: the likeliest tokens, in
+    order, up to and including the one where their probabilities first reach `top_p`
+    (Hugging Face's order: top-k, then top-p on the filtered distribution)."""
     logp = logp.copy()
     order = np.argsort(-logp, axis=1, kind="stable")
     ranked = np.take_along_axis(logp, order, axis=1)
@@ -162,7 +165,8 @@ def _truncate(logp: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
     if top_k:
         keep &= ranked >= ranked[:, min(top_k, ranked.shape[1]) - 1:][:, :1]
     if top_p < 1.0:
-        before = np.cumsum(np.exp(ranked), axis=1) - np.exp(ranked)   # mass ahead of each
+        p = np.exp(log_softmax(np.where(keep, ranked, -np.inf)))      # renormalised
+        before = np.cumsum(p, axis=1) - p                             # mass ahead of each
         keep &= before < top_p - 1e-9 * top_p      # (mass that reaches p in rounding)
     drop = np.zeros_like(keep)
     np.put_along_axis(drop, order, ~keep, axis=1)
@@ -185,7 +189,21 @@ class Hyp:
 
     @property
     def normalised(self) -> float:
-        return self.score / max(self.length, 1) ** self.alpha
+        """score / length ** alpha (shown by --nbest)."""
+        return -math.exp(self.rank) if self.score < 0 else self.score
+
+    @property
+    def rank(self) -> float:
+        """What hypotheses are ranked by, smallest best: log(-normalised), computed in
+        logs (length ** alpha overflows a float for a large alpha, 200 at length 100,
+        and the normalised score underflows to 0, every output tied)."""
+        return _rank(self.score, self.length, self.alpha)
+
+
+def _rank(score: float, length: int, alpha: float) -> float:
+    if score >= 0:                       # a certain output: nothing ranks above it
+        return -math.inf
+    return math.log(-score) - alpha * math.log(max(length, 1))
 
 
 def _beaten(nxt: list, finished: list, K: int, alpha: float, limit: int) -> bool:
@@ -196,9 +214,9 @@ def _beaten(nxt: list, finished: list, K: int, alpha: float, limit: int) -> bool
         return not nxt
     if not nxt:
         return True
-    kth = sorted((h.normalised for h in finished), reverse=True)[K - 1]
+    kth = sorted(h.rank for h in finished)[K - 1]
     best = max(sc for _, _, sc in nxt)
-    return best / max(limit, 1) ** alpha < kth
+    return _rank(best, limit, alpha) > kth
 
 
 # ---------------------------------------------------------------------- the context
@@ -364,6 +382,9 @@ class Generator:
         the argmax with greedy; all rows step together."""
         if temperature <= 0:
             raise UsageError("--temperature must be positive (use --greedy for argmax)")
+        if top_k < 0 or not 0 < top_p <= 1:
+            raise UsageError(f"top_k must be 0 (off) or more and top_p in (0, 1], not "
+                             f"{top_k} and {top_p}")
         rng = rng if rng is not None else np.random.default_rng()
         B = _batch(ctx)
         rows = np.arange(B)
@@ -394,6 +415,8 @@ class Generator:
         the rows of one batch (grouped by source); each list best first."""
         if K < 1:
             raise UsageError("--beam must be at least 1")
+        if not alpha >= 0:
+            raise UsageError("--alpha must be 0 or more")
         B = _batch(ctx)
         live = [[Hyp([], 0.0, False, alpha)] for _ in range(B)]
         rows = np.arange(B)                        # the source of each row
@@ -425,7 +448,7 @@ class Generator:
         out = []
         for b in range(B):
             hyps = finished[b] + live[b]
-            hyps.sort(key=lambda h: -h.normalised)
+            hyps.sort(key=lambda h: h.rank)
             out.append(hyps[:K])
         return out
 
