@@ -23,7 +23,6 @@ every recurrent matrix (a parameter multiplying a delayed state, `U @ h[t-1]`).
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -349,8 +348,8 @@ def open_params(path: str | None, seed: int = 0) -> Params:
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z[ck.META])) if ck.META in z.files else {}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        meta = {}                 # unreadable (bad JSON too): the plain loader says why
+    except ck.DAMAGED:
+        return Params(str(p), ck.load(p), seed)   # says why, as eval does
     if isinstance(meta, dict) and meta.get("format") == ck.FORMAT:
         return Params(str(p), ck.load(p), seed)
     return Params(str(p), None, seed)

@@ -164,7 +164,7 @@ class Model:
                              for p, sh in self.checked.param_shapes.items()}
         resources.check_params(spec.path, self.param_shapes, self.dtype.itemsize)
         self.start_ids = dict(start_ids or {})
-        self.carried = self.graph.carried
+        self.carried = dict(self.graph.carried)
         self.reads = set().union(*(v.reads for v in self.graph.hidden()))  # by equations
         self.params = init_params(self.graph, self.param_shapes, self.dtype, seed, param_init)
         self._schedules = {}

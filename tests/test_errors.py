@@ -60,6 +60,8 @@ TABLE = [
         "a number is written in decimal digits", "'1_000' is not one"),
     bad("number-glued-to-name", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + 2b)\n" + OUT,
         5, 42, "a product is written with *: 2 * b"),
+    bad("number-glued-to-x", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + 2x[t])\n" + OUT,
+        5, 42, "a product is written with *: 2 * x"),        # not a hex number
     bad("dash-in-model-name", "model my-model\n" + HEAD + H + OUT, 1, 9,
         "a name is letters, digits and _: write my_... rather than my-..."),
     bad("train-block-unclosed", HEAD + H + OUT + "train {\n  batch = 3\n", 8, 7,

@@ -434,6 +434,9 @@ def test_eval_data_a_loader_call_written_wrong_is_said_as_such(tmp_path, monkeyp
     assert "cannot read the loader call" in err and "column 21 of the value" in err, err
     err = fails(capsys, "eval", "lm.sg", "--data", "ch(1).txt", *ckpt)
     assert "ch(1).txt: no such file" in err, err
+    # a file that is there is read, though its name starts like a call (review 31)
+    (tmp_path / "chars (1).txt").write_text("the mat sat on the cat. " * 10)
+    assert main(["eval", "lm.sg", "--data", "chars (1).txt", *ckpt]) == 0
     assert main(["eval", "lm.sg", "--data", 'chars("tiny.txt")', *ckpt]) == 0
 
 

@@ -162,6 +162,29 @@ def test_cli_bad_checkpoint_is_a_usage_error(tmp_path, capsys):
     assert "shape" in capsys.readouterr().err
 
 
+def test_a_damaged_checkpoint_is_said_as_eval_says_it(tmp_path, capsys):
+    """A member in a compression method zipfile cannot read: eval says 'not a readable
+    checkpoint'; jacobian's probe raised NotImplementedError (review 31)."""
+    import struct
+    spec, _ = _model(tmp_path, TANH, dims={"V": 7})
+    good = tmp_path / "c.npz"
+    np.savez(good, U=np.zeros((3, 3)), __meta__=np.array('{"format": "x"}'))
+    data = bytearray(good.read_bytes())
+    for sig, method_at, name_len_at, head in ((b"PK\x03\x04", 8, 26, 30),
+                                              (b"PK\x01\x02", 10, 28, 46)):
+        i = data.find(sig)
+        while i != -1:
+            n = struct.unpack("<H", data[i + name_len_at:i + name_len_at + 2])[0]
+            if data[i + head:i + head + n] == b"__meta__.npy":
+                data[i + method_at:i + method_at + 2] = struct.pack("<H", 99)
+            i = data.find(sig, i + 4)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(data))
+    assert main(["jacobian", str(spec), "--dim", "V=7", "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz: not a readable checkpoint" in err and "Traceback" not in err, err
+
+
 # ------------------------------------------------------------------ real data, checkpoints
 LM = TINY_LM
 TEXT = "in the beginning god created the heaven and the earth.\n" * 20

@@ -268,8 +268,8 @@ def _hint_glued(tok, prev, expected, stmt, text):
             or "RSQB" in expected:        # `h[t-1t]`: an index, said by _hint_index
         return ""
     if prev.type == "NUMBER" and tok.type == "NAME":
-        if expected & _OPERATORS and not tok.startswith(("x", "X", "_")):
-            return f"a product is written with *: {prev} * {tok}"      # `2b`
+        if expected & _OPERATORS and not re.fullmatch(r"[xX][0-9a-fA-F]+|_\w*", tok):
+            return f"a product is written with *: {prev} * {tok}"      # `2b`, `2x`
         return f"a number is written in decimal digits, with . and e (16, 1000, " \
                f"0.5, 1e3): '{prev}{tok}' is not one"
     if prev.type == "NAME" and str(tok) == "-" and "_NL" in expected:

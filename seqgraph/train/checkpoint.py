@@ -241,6 +241,12 @@ class Interrupts:
 
 
 # ------------------------------------------------------------------------------- read
+# a damaged archive fails in many ways inside zipfile and numpy (a bad CRC, a flag it
+# does not implement, a name it cannot find, bad JSON): each is the same answer
+DAMAGED = (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError,
+           KeyError, RuntimeError, UnicodeDecodeError)
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -254,10 +260,6 @@ def load(path: str | Path) -> Checkpoint:
         raise DataError("not a readable checkpoint: not an .npz archive (another kind of "
                         "file, or one cut short); `seqgraph train` writes RUN/checkpoint.npz "
                         "and RUN/best.npz", file=file)
-    # a damaged archive fails in many ways inside zipfile and numpy (a bad CRC, a flag
-    # it does not implement, a name it cannot find, bad JSON): each is the same answer
-    damaged = (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError,
-               KeyError, RuntimeError, UnicodeDecodeError)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -265,7 +267,7 @@ def load(path: str | Path) -> Checkpoint:
             raise DataError("not a seqgraph checkpoint (no __meta__ entry)", file=file)
         text, sha = str(arrays.pop(META)), arrays.pop(META_SHA, None)
         meta = json.loads(text)
-    except damaged as e:
+    except DAMAGED as e:
         raise DataError(f"not a readable checkpoint ({e})", file=file) from None
     if sha is not None and str(sha) != _digest(text):
         # the meta drives eval and sample (vocabulary, sizes, position): one edited by

@@ -785,7 +785,8 @@ def data_call(text: str, cfg):
             return value
     except SpecError as e:
         called = re.match(r"\s*([A-Za-z_]\w*)\s*\(", text)
-        if called and called.group(1) in (*LOADERS, *TREE_LOADERS):
+        if called and called.group(1) in (*LOADERS, *TREE_LOADERS) and \
+                not Path(text).expanduser().exists():      # `chars(1).txt` is a file
             # `chars("x.txt"`: a call written wrong, not a file of that name
             from .config import value_error
             msg, hint = value_error(e, text)
