@@ -237,7 +237,7 @@ def tree_arrays(lines, file: str, binarize: bool = False):
         R += right
         W += words
         Y += labels
-        H += heights(left, right)
+        H.extend(heights(left, right).tolist())
         off.append(len(L))
     if len(off) == 1:
         raise DataError("holds no tree", file=file)
