@@ -461,3 +461,10 @@ def test_eval_scores_text_as_the_run_validated_it(tmp_path, monkeypatch, capsys)
     assert out["bits_per_char"] == pytest.approx(out["loss"] / math.log(2), rel=1e-12)
     assert main(["eval", "lm.sg", "--checkpoint", "run/checkpoint.npz"]) == 0
     assert f"bits/char {out['bits_per_char']:.4f}" in capsys.readouterr().out
+
+
+def test_a_large_perplexity_is_shown_in_powers_of_ten():
+    """A diverged run's perplexity (exp(700), about 1e304) printed 300 digits (walk 13)."""
+    from seqgraph.train.evaluate import shown
+    assert shown(5.16789) == "5.17" and shown(5.16789, 3) == "5.168"
+    assert shown(math.exp(700)) == "1.014e+304" and shown(2.5e6) == "2.500e+06"

@@ -79,11 +79,12 @@ def eval_tree_model(t, args) -> int:
 
 def report(d: dict, file: str) -> str:
     """The human-readable lines of an evaluation."""
+    from ..train.evaluate import shown
     acc = "" if d.get("accuracy") is None else f"  accuracy {d['accuracy']:.4f}"
     if "bits_per_char" in d:
         acc = f"  bits/char {d['bits_per_char']:.4f}" + acc
     unit = "example" if d.get("kind") == "labeled" else "token"
-    nats = f"nats/{unit}  perplexity {d['perplexity']:.3f}" \
+    nats = f"nats/{unit}  perplexity {shown(d['perplexity'], 3)}" \
         if d.get("perplexity") is not None else f"per {unit}"
     many = f"{d['tokens']} {unit}{'s' * (d['tokens'] != 1)}"
     lines = [f"loss {d['loss']:.4f} {nats}{acc}  ({many} of {file})"]

@@ -49,6 +49,12 @@ class Score:
         """exp(loss) of a likelihood loss; None for another (mse: no perplexity)."""
         return math.exp(min(self.loss, 700.0)) if self.nll else None
 
+
+def shown(perplexity: float, digits: int = 2) -> str:
+    """A perplexity as a line shows it: fixed-point, or in powers of ten once it is
+    large (a diverged run's is about 1e304, 300 digits in fixed point)."""
+    return f"{perplexity:.{digits}f}" if perplexity < 1e6 else f"{perplexity:.3e}"
+
     @property
     def accuracy(self) -> float | None:
         return None if self.correct is None else self.correct / max(self.tokens, 1)
@@ -171,7 +177,7 @@ class PerExample:
 
     def write(self, path) -> None:
         keys = list(next(iter(self.rows.values()), {}))
-        show = lambda v: f"{v:.17g}" if isinstance(v, float) else v
+        show = lambda v: repr(float(v)) if isinstance(v, float) else v   # shortest exact
         with open(path, "w", newline="") as f:
             w = csv.writer(f)                 # a hypothesis may hold commas or quotes
             w.writerow(["example", "line", *keys])

@@ -34,7 +34,7 @@ from ..errors import SeqgraphError, UsageError
 from . import checkpoint as ck
 from .batches import Streams, eval_streams, run_batch  # noqa: F401  (Streams: subclasses)
 from .data import Dataset, feeds
-from .evaluate import likelihood, score, token_terms
+from .evaluate import likelihood, score, shown, token_terms
 from .metrics import MetricsLog, Progress
 from .optim import clip_global_norm, global_norm, make_optimizer
 from .schedules import make_schedule
@@ -150,7 +150,7 @@ class SequenceKind(Selects):
         return score(model, self.graph, self.data.binding, valid)
 
     def describe(self, v) -> str:
-        ppl = "" if v.perplexity is None else f" (ppl {v.perplexity:.2f})"
+        ppl = "" if v.perplexity is None else f" (ppl {shown(v.perplexity)})"
         return f", valid {v.loss:.4f}{ppl}"
 
     def read(self, v, select: str) -> float:

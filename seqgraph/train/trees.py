@@ -592,8 +592,9 @@ def write_per_tree(path: str, parts: list) -> None:
     rows = np.concatenate(parts) if parts else np.zeros((0, len(PER_TREE)))
     with open(path, "w", newline="") as f:
         f.write(",".join(("tree",) + PER_TREE) + "\n")
-        f.writelines(f"{i}," + ",".join(str(int(v)) for v in r[:-1]) + f",{r[-1]:.17g}\n"
-                     for i, r in enumerate(rows, 1))          # nll: float64 exactly
+        f.writelines(f"{i}," + ",".join(str(int(v)) for v in r[:-1]) +
+                     f",{float(r[-1])!r}\n"        # nll: the shortest repr that is exact
+                     for i, r in enumerate(rows, 1))
 
 
 # ---------------------------------------------------------------------- sparse updates
