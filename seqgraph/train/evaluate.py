@@ -49,12 +49,6 @@ class Score:
         """exp(loss) of a likelihood loss; None for another (mse: no perplexity)."""
         return math.exp(min(self.loss, 700.0)) if self.nll else None
 
-
-def shown(perplexity: float, digits: int = 2) -> str:
-    """A perplexity as a line shows it: fixed-point, or in powers of ten once it is
-    large (a diverged run's is about 1e304, 300 digits in fixed point)."""
-    return f"{perplexity:.{digits}f}" if perplexity < 1e6 else f"{perplexity:.3e}"
-
     @property
     def accuracy(self) -> float | None:
         return None if self.correct is None else self.correct / max(self.tokens, 1)
@@ -62,6 +56,12 @@ def shown(perplexity: float, digits: int = 2) -> str:
     def as_dict(self) -> dict:
         return {"loss": self.loss, "perplexity": self.perplexity,
                 "accuracy": self.accuracy, "tokens": self.tokens, **self.extra}
+
+
+def shown(perplexity: float, digits: int = 2) -> str:
+    """A perplexity as a line shows it: fixed-point, or in powers of ten once it is
+    large (a diverged run's is about 1e304, 300 digits in fixed point)."""
+    return f"{perplexity:.{digits}f}" if perplexity < 1e6 else f"{perplexity:.3e}"
 
 
 def likelihood(graph) -> bool:
