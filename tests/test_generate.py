@@ -539,6 +539,38 @@ def test_a_language_model_beam_of_one_is_its_greedy_sample(tmp_path, capsys):
     assert len(lines) == 3 and all(ln.split("\t")[1].startswith("a\\nb") for ln in lines)
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "ab")
     assert "a language model continues --prime" in err
+    # a prime is read after a line start, as a line of the data begins (walk 13: from a
+    # zero state, a model of one sentence a line continued it mid-word)
+    assert sg(capsys, "sample", spec, "--checkpoint", c, "--prime", "\nab", "--greedy",
+              "--length", 12)[1].out == "\n" + greedy
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--prime", "aZ")
+    assert err.startswith("--prime: 'Z' is not in the vocabulary of 5 tokens (\\n ' ' a b c)")
+
+
+def test_a_prime_is_read_after_a_line_start():
+    from seqgraph.train.generate import prime_ids
+    chars = Vocab("chars", tuple("\n abc"))
+    assert prime_ids(chars, [3, 4]) == [0, 3, 4] and prime_ids(chars, []) == [0]
+    assert prime_ids(chars, [0, 3]) == [0, 3]                  # it starts a line already
+    words = Vocab("words", ("<unk>", "</s>", "the", "cat"))
+    assert prime_ids(words, [2, 3]) == [1, 2, 3]
+    assert prime_ids(Vocab("chars", tuple("ab")), [1]) == [1]  # no line end to start after
+    assert prime_ids(Vocab("chars", tuple("ab")), []) == [0]
+
+
+def test_a_word_models_prime_refuses_unknown_words_unless_unk(tmp_path, capsys):
+    """`--prime "the zebra"` read zebra as <unk> silently, where --input refuses it and a
+    character model refuses an unknown character (walk 13)."""
+    text = (SPECS / "charlm.sg").read_text()
+    vocab = Vocab("words", ("<unk>", "</s>", "the", "cat"))
+    spec, c = checkpoint_for(tmp_path, text, "wlm", vocab, Binding("x", "y", False, {}),
+                             {"V": 4})
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--prime", "the zebra")
+    assert err.startswith("--prime: 'zebra' is not in the vocabulary of 4 tokens"), err
+    assert err.endswith("--unk reads them as <unk>")
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--prime", "the zebra",
+                   "--unk", "--greedy", "--length", 3)
+    assert code == 0 and out.out.startswith("the zebra "), out      # the prime as given
 
 
 CLASSIFIER = """\

@@ -55,7 +55,8 @@ def add_arguments(p) -> None:
                         "classifier, tagger or tree model: every label with its "
                         "probability")
     p.add_argument("--unk", action="store_true",
-                   help="map --input tokens outside the vocabulary to <unk> (default: error)")
+                   help="map --input (or a word model's --prime) tokens outside the vocabulary "
+                        "to <unk> (default: error)")
     p.add_argument("--seed", type=int, help="seed of the sampling (default: fresh entropy)")
     p.add_argument("--attention-plot", metavar="PNG",
                    help="draw the attention weights of the output against the source "
@@ -129,7 +130,9 @@ def _continue(t, args, rng) -> int:
                          "language model has no source (it continues --prime)")
     gen = Generator(t.model, make_plan(t.model, t.binding.target, t.binding.input),
                     classes=len(t.vocab))
-    ctx = gen.primed(prime_ids(t.vocab, args.prime))
+    prime = list(args.prime or "") if t.vocab.kind == "chars" else (args.prime or "").split()
+    ids = encode_tokens(t.vocab, prime, args.unk, "--prime") if prime else []
+    ctx = gen.primed(prime_ids(t.vocab, ids))
     ids, _ = _decode(args, gen, ctx, 500 if args.length is None else args.length, t.vocab,
                      rng, args.prime or "")
     if args.beam is None or not args.nbest:
@@ -481,20 +484,27 @@ def encode_input(vocab, text: str, unk: bool = False) -> np.ndarray:
     return encode_tokens(vocab, input_tokens(vocab, text), unk)
 
 
-def encode_tokens(vocab, tokens: list, unk: bool = False) -> np.ndarray:
-    """Tokens of --input as ids; one outside the vocabulary is an error naming it, or
-    `<unk>` with --unk."""
+def _visible(tok: str) -> str:
+    """A vocabulary's token as a message lists it: a line end `\\n`, a space `' '`."""
+    return "' '" if tok == " " else tok.encode("unicode_escape").decode() \
+        if not tok.isprintable() else tok
+
+
+def encode_tokens(vocab, tokens: list, unk: bool = False, flag: str = "--input") -> np.ndarray:
+    """Tokens of --input (or --prime) as ids; one outside the vocabulary is an error
+    naming it, or `<unk>` with --unk."""
     from ..errors import UsageError
     if not tokens:
-        raise UsageError("--input is empty: give at least one token")
+        raise UsageError(f"{flag} is empty: give at least one token")
     index = vocab.index
     bad = [tok for tok in dict.fromkeys(tokens) if tok not in index]
     if bad and not (unk and "<unk>" in index):
         shown = ", ".join(repr(b) for b in bad[:5])
-        known = " ".join(tok for tok in vocab.tokens[:30])
+        known = " ".join(_visible(tok) for tok in vocab.tokens[:30])
         more = " ..." if len(vocab) > 30 else ""
         hint = "; --unk reads them as <unk>" if "<unk>" in index else ""
-        raise UsageError(f"--input: {shown} {'is' if len(bad) == 1 else 'are'} not in the "
-                         f"source vocabulary of {len(vocab)} tokens ({known}{more}){hint}")
+        which = "source vocabulary" if flag == "--input" else "vocabulary"
+        raise UsageError(f"{flag}: {shown} {'is' if len(bad) == 1 else 'are'} not in the "
+                         f"{which} of {len(vocab)} tokens ({known}{more}){hint}")
     return np.array([index.get(tok, index.get("<unk>", -1)) for tok in tokens],
                      dtype=np.int64)

@@ -503,17 +503,18 @@ def _pad(a: np.ndarray, T: int) -> np.ndarray:
 
 
 # -------------------------------------------------------------- language-model helpers
-def start_token(vocab) -> int:
-    """Where a language model's sample starts without a prime: a line start."""
+def line_start(vocab) -> int | None:
+    """The token a line of the data starts after: a line end (`\n`, or `</s>` for words),
+    if the vocabulary has one."""
     index = vocab.index
-    for tok in ("\n", EOS):
-        if tok in index:
-            return index[tok]
-    return 0
+    return next((index[tok] for tok in ("\n", EOS) if tok in index), None)
 
 
-def prime_ids(vocab, text: str | None) -> list[int]:
-    if not text:
-        return [start_token(vocab)]
-    tokens = list(text) if vocab.kind == "chars" else text.split()
-    return [int(i) for i in vocab.encode(tokens, "--prime")]
+def prime_ids(vocab, ids) -> list[int]:
+    """What a language model reads before it samples: a line start, then the prime's
+    `ids` (a line of the data begins after one: a prime is read as a line's start, and
+    no prime is the line start alone); id 0 when the vocabulary has no line end."""
+    start, ids = line_start(vocab), [int(i) for i in ids]
+    if start is None:
+        return ids or [0]
+    return ids if ids and ids[0] == start else [start, *ids]
