@@ -515,6 +515,12 @@ def test_a_conditional_model_writes_one_output_per_input_step(tmp_path, capsys):
                        *extra)
         assert code == 0, out.err
         assert len(out.out.split()) == 3 and set(out.out.split()) <= {"D", "N", "V"}
+        assert "cut" not in out.err
+    # a tag a step of the input, and no </s>: a cut says the input's steps (walk 13)
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "the cat sat",
+                   "--greedy", "--length", 2)
+    assert code == 0 and len(out.out.split()) == 2
+    assert out.err == "the output was cut at --length 2, before the input's 3 steps\n"
 
 
 def test_a_language_model_beam_of_one_is_its_greedy_sample(tmp_path, capsys):

@@ -173,8 +173,11 @@ def _transduce(t, args, rng) -> int:
         sys.stdout.write(_text(out_vocab, ids) + "\n")
         if not ids and ended:         # the line stays (one a --input), but is explained
             sys.stderr.write("the output is empty: the model's first choice was </s>\n")
-    if not ended and (ctx.limit is None or length < ctx.limit):
-        # (a conditional model's output ends with its input: no </s> is due there)
+    if ctx.limit is not None and length < ctx.limit:
+        # a conditional model writes a token a step of its input, and no </s>
+        sys.stderr.write(f"the output was cut at --length {length}, before the input's "
+                         f"{ctx.limit} steps\n")
+    elif not ended and ctx.limit is None and eos is not None:
         sys.stderr.write(f"the output was cut at --length {length} (</s> counts as one "
                          f"of them) before it ended with </s>\n")
     return 0
