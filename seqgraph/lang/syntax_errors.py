@@ -330,6 +330,18 @@ def _hint_missing_value(tok, prev, expected, stmt, text):
     return ""
 
 
+def _hint_size_form(tok, prev, expected, stmt, text):
+    """`q[t] : H+V = ...`: a size written after ':' is one name or number; sums are what
+    seqgraph infers."""
+    colon = any(isinstance(v, Token) and v.type == "COLON" for v in stmt)
+    if not colon or tok.type not in _OPERATORS or "EQUAL" not in expected or \
+            prev is None or prev.type not in ("NAME", "NUMBER"):
+        return ""
+    return "a size written after ':' is one dim name or a number; a size such as H+V " \
+           "is inferred from the equation: leave it out (NAME[t] = ...), or declare a " \
+           "dim for it"
+
+
 def _hint_form(tok, prev, expected, stmt, text):
     """The shape of the statement the error is in."""
     head = stmt[0] if stmt and isinstance(stmt[0], Token) else None
@@ -411,4 +423,4 @@ _RULES = ((_hint_keyword, True), (_hint_open_bracket, False), (_hint_unquoted_pa
           (_hint_glued, True), (_hint_one_statement_a_line, False), (_hint_case, False),
           (_hint_missing_operator, True),
           (_hint_shift_on_left, False), (_hint_index, True), (_hint_missing_value, True),
-          (_hint_form, False))
+          (_hint_size_form, False), (_hint_form, False))
