@@ -64,6 +64,8 @@ TABLE = [
         5, 42, "a product is written with *: 2 * x"),        # not a hex number
     bad("size-written-as-a-sum", HEAD + H + "q[t] : H+V = [h[t]; x[t]]\n" + OUT, 6, 9,
         "unexpected '+'", "a size written after ':' is one dim name or a number"),
+    bad("operator-ends-a-line", HEAD + H + "o[t] = Wo @ h[t] +\n       bo\nloss xent(o[t], y[t])\n",
+        6, 19, "expected an expression after '+'", "put the expression in ( )"),
     bad("dash-in-model-name", "model my-model\n" + HEAD + H + OUT, 1, 9,
         "a name is letters, digits and _: write my_... rather than my-..."),
     bad("train-block-unclosed", HEAD + H + OUT + "train {\n  batch = 3\n", 8, 7,

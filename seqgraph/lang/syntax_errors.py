@@ -208,8 +208,10 @@ def _hint_operand(tok, prev, expected, stmt, text):
     if prev is None or prev.type not in _OPERATORS or not expected & _EXPR_START:
         return ""
     if tok.type in ("_NL", "$END", "RPAR", "RSQB", "COMMA", "SEMICOLON"):
+        more = "; to go on on the next line, put the expression in ( ) (a statement " \
+            "continues inside brackets)" if tok.type == "_NL" else ""
         return f"an operator needs an operand on its right; remove the trailing " \
-               f"'{prev}' or complete the expression"
+               f"'{prev}' or complete the expression{more}"
     return f"an operator needs an operand on its right: a name, a number or a " \
            f"bracketed expression after '{prev}'"
 
