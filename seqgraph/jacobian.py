@@ -35,6 +35,8 @@ from .ops import Op
 BETA_H = {Op.TANH: 1.0, Op.SIGMOID: 0.25, Op.RELU: 1.0, None: 1.0}
 NONLINEARITY = {Op.TANH: "tanh", Op.SIGMOID: "sigmoid", Op.RELU: "relu", None: "linear"}
 
+DEFAULT_STEPS = 20          # T of a batch when --steps is not given
+
 
 # ------------------------------------------------------------------------ structure
 @dataclass
@@ -429,11 +431,17 @@ def example_data(spec, loader, cfg, vocab, dims: dict) -> ExampleData:
                        f"{loader.kind}({Path(file).name!r})")
 
 
-def example_batch(data: ExampleData, B: int, T: int, rng) -> tuple[dict, dict]:
+def example_batch(data: ExampleData, B: int, T: int | None, rng) -> tuple[dict, dict, int]:
     """B examples of T steps or more, at random, cut to their first T steps (every
-    sequence the same length: no padding, whose steps a Jacobian would mix in)."""
+    sequence the same length: no padding, whose steps a Jacobian would mix in); T None:
+    20, or the longest example's steps when it has fewer. Returns the inputs, the
+    targets and T."""
     from .train.batches import Examples
     ex = data.examples
+    if T is None:
+        most = max((min(ex.lengths(i).values(), default=0) for i in range(len(ex))),
+                   default=0)
+        T = min(DEFAULT_STEPS, max(most, 2))
     long = [i for i in range(len(ex)) if min(ex.lengths(i).values(), default=T) >= T]
     if not long:
         most = max(min(ex.lengths(i).values(), default=0) for i in range(len(ex)))
@@ -445,7 +453,7 @@ def example_batch(data: ExampleData, B: int, T: int, rng) -> tuple[dict, dict]:
     b = Examples(cut, ex.index, ex.ids, ex.lines, ex.file, ex.extra).batch(rows)
     inputs = {v.name for v in data.spec_inputs}
     return ({k: v for k, v in b.inputs.items() if k in inputs},
-            {k: v for k, v in b.inputs.items() if k not in inputs}, len(rows))
+            {k: v for k, v in b.inputs.items() if k not in inputs}, len(rows), T)
 
 
 def text_batch(data: TextData, B: int, T: int, rng) -> tuple[dict, dict]:
@@ -473,13 +481,15 @@ class Setup:
     lengths: dict | None
     batch_from: str          # what the batch is: 'random ids' or the loader
     dims: dict
+    steps: int = DEFAULT_STEPS   # T, the batch's steps
 
 
 def prepare(spec, sources: list, data: str | None = None, given: dict | None = None,
-            steps: int = 20, batch: int = 4, seed: int = 0,
+            steps: int | None = None, batch: int = 4, seed: int = 0,
             use_train_data: bool = True) -> Setup:
-    """Models for every parameter source (same dims and vocabulary) and one batch: real
-    text when `data` is given or the spec's train block names data, else random."""
+    """Models for every parameter source (same dims and vocabulary) and one batch of
+    `steps` steps (None: 20, or fewer for examples that have fewer): real text when
+    `data` is given or the spec's train block names data, else random."""
     from .gradcheck import random_batch
     from .model import Model
     from .train import checkpoint as ck
@@ -521,17 +531,19 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
         models.append(m)
     rng = np.random.default_rng(seed)
     if isinstance(td, ExampleData):
-        inputs, targets, n = example_batch(td, batch, steps, rng)
+        inputs, targets, n, steps = example_batch(td, batch, steps, rng)
         lengths, what = None, f"{n} examples of {td.describe}, cut to {steps} steps"
     elif td is not None:
+        steps = steps or DEFAULT_STEPS
         inputs, targets = text_batch(td, batch, steps, rng)
         lengths, what = None, f"{batch} windows of {steps} tokens of {td.describe}"
     else:
+        steps = steps or DEFAULT_STEPS
         inputs, targets, lengths, _ = random_batch(models[0], rng, B=batch, T=steps)
         what = f"{batch} random sequences of {steps} steps"
     return Setup(spec, list(sources), models, inputs, targets, lengths, what,
                  {k: int(v) for k, v in models[0].dims.items()
-                  if isinstance(v, (int, np.integer))})
+                  if isinstance(v, (int, np.integer))}, steps)
 
 
 # ------------------------------------------------------------------------ edge norms

@@ -262,6 +262,9 @@ def test_example_data_is_measured_on_examples_cut_to_the_steps(tmp_path, capsys,
     assert main(["jacobian", "tagger.sg", "--steps", "6"]) == 2
     assert "tagged('tags.txt'): no example has 6 steps in each of its sequences (the most " \
         "is 5): give --steps 5 or fewer" in capsys.readouterr().err
+    # without --steps: 20, or the longest example's steps (walk 13: the default failed)
+    out = _json(capsys, ["jacobian", "tagger.sg", "--json"])
+    assert out["steps"] == 5 and out["data"].endswith("cut to 5 steps"), out["data"]
     # a trained tagger, and another model's checkpoint said as such before any data
     assert main(["train", "tagger.sg", "--steps", "2", "--quiet", "--out", "run"]) == 0
     out = _json(capsys, ["jacobian", "tagger.sg", "--checkpoint", "run", "--steps", "2",

@@ -36,8 +36,9 @@ def add_arguments(p):
                    help="measure on random ids even when the spec names data")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="bind a size name (unbound names default to 5)")
-    p.add_argument("--steps", type=int, default=20, metavar="T",
-                   help="sequence length (default 20)")
+    p.add_argument("--steps", type=int, default=None, metavar="T",
+                   help="sequence length (default 20, or the longest example's when "
+                        "example data has none so long)")
     p.add_argument("--batch", type=int, default=4, metavar="B",
                    help="examples in the batch (default 4)")
     p.add_argument("--seed", type=int, default=0,
@@ -49,7 +50,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..errors import UsageError
-    if args.steps < 2:
+    if args.steps is not None and args.steps < 2:
         raise UsageError("--steps must be at least 2 (a distance needs two steps)")
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
@@ -73,14 +74,14 @@ def run(args) -> int:
         print(f"{args.spec}: no recurrent state (no variable read with a delay)",
               file=sys.stderr)
     if args.output:
-        title = f"{spec.name}: Jacobian norms (B={args.batch}, T={args.steps})"
+        title = f"{spec.name}: Jacobian norms (B={args.batch}, T={setup.steps})"
         with writing(args.output, "-o"):
             if args.compare:
                 plot_compare(runs, args.output, title=title)
             else:
                 plot(reports, args.output, title=title)
     if args.json:
-        out = {"spec": args.spec, "model": spec.name, "steps": args.steps,
+        out = {"spec": args.spec, "model": spec.name, "steps": setup.steps,
                "batch": args.batch, "seed": args.seed, "checkpoint": args.checkpoint,
                "label": runs[0][0], "data": setup.batch_from, "dims": setup.dims,
                "plot": args.output, "states": [r.to_json() for r in reports]}
