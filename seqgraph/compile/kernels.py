@@ -53,30 +53,36 @@ from numba.extending import intrinsic, overload
 
 # ------------------------------------------------------------------- buffer pool
 class Pool:
-    """Arrays kept from run to run, keyed by shape and dtype: a training step reuses the
-    pages of the last one instead of faulting in fresh ones (large `np.empty`s are fresh
-    mmaps). A buffer is handed out again only when nothing outside the pool holds it
-    (its reference count says so), so an array a caller keeps from an earlier result is
+    """Arrays kept from run to run: a training step reuses the pages of the last one
+    instead of faulting in fresh ones (large `np.empty`s are fresh mmaps). Buffers are
+    flat, binned by size (the next power of two) and reshaped to the shape asked for:
+    the lengths of padded batches change from batch to batch, and a pool keyed by shape
+    keeps buffers for every length it has seen (measured: a tagger's pool grew to 270 MB
+    over the 55 lengths of 200 batches, an attention stage's to 800 MB; binned, each
+    size has at most a few bins, each at most twice the size). A buffer is handed out
+    again only when nothing outside the pool holds it (its reference count says so; a
+    view keeps its base alive), so an array a caller keeps from an earlier result is
     never overwritten: the next run takes another buffer."""
 
-    KEEP = 64             # buffers per shape (an LSTM holds 12 alike at once)
+    KEEP = 64             # buffers per size (an LSTM holds 12 alike at once)
 
     def __init__(self):
         self.free = {}
 
     def empty(self, shape, dtype):
         shape = tuple(int(n) for n in shape)
-        key = (shape, np.dtype(dtype).str)
-        lst = self.free.get(key)
-        if lst is None:
-            lst = self.free[key] = []
+        n = 1
+        for d in shape:
+            n *= d
+        cap = 1 << max(n - 1, 0).bit_length()
+        lst = self.free.setdefault((cap, np.dtype(dtype).str), [])
         for a in lst:
             if sys.getrefcount(a) <= 3:      # the list, `a` and the call: free
-                return a
-        a = np.empty(shape, dtype)
+                return a[:n].reshape(shape)
+        a = np.empty(cap, dtype)
         if len(lst) < self.KEEP:
             lst.append(a)
-        return a
+        return a[:n].reshape(shape)
 
     def zeros(self, shape, dtype):
         a = self.empty(shape, dtype)

@@ -29,8 +29,8 @@ Two kinds of stage (plan.AttnStage):
 
 Memory: the values a step saves for the backward loop, the hoisted values, the state
 tapes and the per-step gradients of the products are written into buffers from the
-stage's arena (`_Arena`: flat buffers by power-of-two size, reused from run to run and
-from one pair of lengths to the next), so a training step does not fault in fresh pages
+stage's pool (`kernels.Pool`: flat buffers by power-of-two size, reused from run to run
+and from one pair of lengths to the next), so a training step does not fault in fresh pages
 (measured: 8000 page faults and a third of the stage's time without).
 
 Anything else raises plan.Unsupported with the reason, and the whole model runs in the
@@ -38,7 +38,7 @@ interpreter: never a different answer.
 
 Modules: program.py (expressions to programs of nodes over axes), numerics.py
 (broadcasting over axes, products, the elementwise forwards and gradients), execute.py (a
-program's forward and reverse in one batch), arena.py (the buffers of its runs), stages.py
+program's forward and reverse in one batch), stages.py
 (the compiled stage, its static run or its loop over u).
 """
 from .stages import AttnBuilt, build

@@ -17,7 +17,7 @@ class _Exec:
 
     def __init__(self, run, stage_built):
         self.env = run.env           # (not the run: a cycle would keep the buffers)
-        self.pool = stage_built.arena
+        self.pool = stage_built.pool
         self.steps, self.slot = 1, 0  # deferred products: how many steps, this one
         self.st = stage_built
         self.B, self.dt = run.B, run.m.dtype

@@ -6,9 +6,9 @@ import numpy as np
 
 from ...graph.folded import Ref
 from ...graph.printer import show
+from ..kernels import Pool
 from ..plan import AttnStage, Unsupported
 from ..static import V, read_back
-from .arena import _Arena
 from .execute import _buffered, _Exec
 from .numerics import _align, _back
 from .program import _Builder, _finish
@@ -20,7 +20,7 @@ class AttnBuilt:
     def __init__(self, graph, model, stage: AttnStage):
         self.stage, self.g, self.m = stage, graph, model
         self.shapes = {}             # (program, batch, lengths) -> its values' shapes
-        self.arena = _Arena()        # the buffers of its runs
+        self.pool = Pool()           # the buffers of its runs
         seq = [i for i, k in graph.indexes if k == "seq"]
         first = [stage.index] if stage.index is not None else []
         self.order = tuple(first + [i for i in seq if i not in first])
