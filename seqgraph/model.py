@@ -2,6 +2,7 @@
 parameters and an executor (`Model`, `load`). See docs/internals.md."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import networkx as nx
@@ -115,6 +116,42 @@ def _decode(raw: bytes, path: str) -> str:
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+def _dtype(dtype) -> np.dtype:
+    """float32 or float64, named as numpy or a string does ("float64", np.float64,
+    np.dtype("f8"), "f8")."""
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d is None or d.name not in DTYPES:
+        raise UsageError(f"dtype must be float32 or float64, not {dtype}")
+    return d
+
+
+def _dims(dims) -> dict:
+    """`dims` with whole numbers (numpy's too: X.max() + 1) as ints; another value is a
+    UsageError naming it."""
+    out = {}
+    for name, n in (dims or {}).items():
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) \
+                or n < 1 or not isinstance(name, str):
+            raise UsageError(f"dims[{name!r}] must be a whole number >= 1, not {n!r}")
+        out[name] = int(n)
+    return out
+
+
+def _mapping(what: str, d) -> dict:
+    """`inputs`, `targets` or `lengths` as a dict (None: empty), or a UsageError saying
+    what it must be."""
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        example = "{'t': [...]}" if what == "lengths" else "{'x': array}"
+        raise UsageError(f"{what} must be a dict by name ({what}={example}), not a "
+                         f"{type(d).__name__}")
+    return dict(d)
+
+
 def _ids(name: str, arr) -> np.ndarray:
     """`arr` as ids: integers (or floats, or objects, holding whole numbers), else a
     UsageError naming the first value that is no id (0.5, inf, nan, a string)."""
@@ -147,17 +184,17 @@ class Model:
                  executor: str = "interp", param_init=None, start_ids=None):
         self.spec = spec
         self.graph = spec.graph
-        self.checked = check(spec.graph, dims or {})
+        self.checked = check(spec.graph, _dims(dims))
         missing = self.checked.unbound()
+        if missing and dims:                # `dims={"v": 5}`: a slip for V, said so
+            check_dim_names(_dims(dims), spec.graph.size_names, spec.path)
         if missing:
             names = ", ".join(sorted(missing))
             raise UsageError(f"{spec.path}: the size{'s' * (len(missing) > 1)} {names} "
                              f"{'are' if len(missing) > 1 else 'is'} not bound: give "
                              f"--dim {min(missing)}=N (or dims=...), or data that "
                              f"binds it" + _slip(spec.graph, min(missing)))
-        if str(dtype) not in DTYPES:
-            raise UsageError(f"dtype must be float32 or float64, not {dtype}")
-        self.dtype = np.dtype(DTYPES[str(dtype)])
+        self.dtype = _dtype(dtype)
         self.dims = dict(self.checked.dims)
         self.sizes = {v: int(s.const) for v, s in self.checked.sizes.items()}
         self.param_shapes = {p: tuple(int(d.const) for d in sh)
@@ -181,25 +218,139 @@ class Model:
         (graph/trees.py) gives the batch's trees and node arrays are [N] / [N, D]."""
         if not 0.0 <= teacher <= 1.0:
             raise UsageError(f"teacher must be a probability in [0, 1], not {teacher}")
-        self._check_names_and_ids({**(inputs or {}), **(targets or {})})
-        self._check_given(inputs or {}, targets or {}, grads)
-        self._check_padding(inputs or {}, lengths or {})
+        inputs, targets = _mapping("inputs", inputs), _mapping("targets", targets)
+        lengths = self._check_lengths(_mapping("lengths", lengths))
+        self._own_params()
+        self._check_names_and_ids({**inputs, **targets})
+        self._check_roles(inputs, targets)
+        self._check_carry(carry, inputs, targets)
+        self._check_given(inputs, targets, grads)
+        self._check_padding(inputs, lengths)
+        inputs, targets = self._zero_padding(inputs, lengths), \
+            self._zero_padding(targets, lengths)
         kw = {} if forest is None else {"forest": forest}
         if teacher < 1.0:
             kw["teacher"] = teacher
         return self.executor.run(inputs, targets, carry=carry, train=train, grads=grads,
                                  rng=rng, lengths=lengths, **kw)
 
-    def forward(self, inputs, lengths=None, forest=None) -> dict:
-        return self.run(inputs, lengths=lengths, forest=forest).values
+    def forward(self, inputs, lengths=None, forest=None, *, targets=None) -> dict:
+        """The values of every variable (train=False, no gradients); `targets` for a
+        model that reads a target back (`R @ y[t-1]`: teacher forcing)."""
+        return self.run(inputs, targets, lengths=lengths, forest=forest).values
 
     def loss_and_grads(self, inputs, targets, carry=None, train=False, rng=None,
                        lengths=None, forest=None):
+        """(the loss, {parameter: its gradient}) of one batch: `run` with grads=True."""
         res = self.run(inputs, targets, carry=carry, train=train, grads=True, rng=rng,
                        lengths=lengths, forest=forest)
         return res.loss, res.grads
 
     # ------------------------------------------------------------------ helpers
+    def _own_params(self) -> None:
+        """Every parameter of its shape, and an array of the model's dtype in C order:
+        the compiled executor reads the memory of each as such (an array assigned in
+        another dtype or layout gave wrong numbers, a wrong shape corrupted memory). One
+        assigned otherwise (`params.update(np.load(f))`, a transposed view) is copied in
+        the model's dtype; a wrong shape is refused."""
+        for name, a in list(self.params.items()):
+            shape = self.param_shapes.get(name)
+            if shape is None:
+                continue
+            if not isinstance(a, np.ndarray) or a.dtype != self.dtype or \
+                    not a.flags.c_contiguous or not a.flags.writeable:
+                try:
+                    a = np.asarray(a)
+                except (TypeError, ValueError):
+                    a = None
+                if a is None or a.dtype.kind not in "iuf":
+                    raise UsageError(f"params['{name}'] must be an array of numbers")
+                if a.shape == shape:
+                    self.params[name] = a = np.array(a, dtype=self.dtype, order="C")
+            if a.shape != shape:
+                raise UsageError(f"params['{name}'] has shape {list(a.shape)}; the model's "
+                                 f"'{name}' is {list(shape)} (assign an array of that "
+                                 f"shape, or into it: params['{name}'][...] = ...)")
+
+    def _check_roles(self, inputs: dict, targets: dict) -> None:
+        """An input given in `targets`, or a target in `inputs` (its loss silently 0)."""
+        for where, role, other in (("inputs", "target", "targets"),
+                                   ("targets", "input", "inputs")):
+            for name in (inputs if where == "inputs" else targets):
+                if self.graph.var(name).role == role:
+                    raise UsageError(f"'{name}' is {'a' if role == 'target' else 'an'} "
+                                     f"{role} of model '{self.graph.name}': give it in "
+                                     f"{other}, not in {where}")
+
+    def _check_carry(self, carry, inputs: dict, targets: dict) -> None:
+        """A carry (`res.carry` of the previous window) names carried variables, each a
+        list of [B, n] arrays of this batch's B ([B] ids of a class target)."""
+        if carry is None:
+            return
+        if not isinstance(carry, Mapping):
+            raise UsageError(f"carry must be the carry of an earlier result (res.carry), "
+                             f"not a {type(carry).__name__}")
+        trees = {i for i, k in self.graph.indexes if k == "tree"}
+        B = next((np.shape(a)[0] for name, a in (*inputs.items(), *targets.items())
+                  if np.ndim(a) >= 1 and self.graph.var(name).index not in trees), None)
+        for name, steps in carry.items():
+            if name not in self.carried:
+                raise UsageError(f"carry names '{name}', which model '{self.graph.name}' "
+                                 f"does not carry (it carries: "
+                                 f"{', '.join(self.carried) or 'nothing'})")
+            ids = self.graph.var(name).is_ids
+            want = [B if B is not None else "B"] + ([] if ids else [self.sizes[name]])
+            for a in (steps if isinstance(steps, (list, tuple)) else [steps]):
+                shape = list(np.shape(a))
+                if len(shape) != len(want) or any(w != "B" and s != w
+                                                  for s, w in zip(shape, want)):
+                    raise UsageError(f"carry['{name}'] holds an array of shape {shape}; "
+                                     f"this batch carries {want} (a carry is for the next "
+                                     f"window of the same examples)")
+
+    def _check_lengths(self, lengths: dict) -> dict:
+        """`lengths` names sequence indexes, each with a length or B lengths (whole
+        numbers): a misspelt index ran the padding as steps."""
+        seqs = [i for i, k in self.graph.indexes if k != "tree"]
+        out = {}
+        for i, n in lengths.items():
+            if i not in dict(self.graph.indexes):
+                near = did_you_mean(str(i), seqs) or \
+                    f"its indexes: {', '.join(seqs) or 'none'}"
+                raise UsageError(f"lengths names '{i}', which is no index of model "
+                                 f"'{self.graph.name}' ({near})")
+            try:
+                arr = np.asarray(n)
+            except (TypeError, ValueError):
+                arr = np.asarray(None)
+            if arr.dtype.kind not in "iu" and not (
+                    arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and
+                    np.all(arr == np.round(arr))) or arr.ndim > 1:
+                raise UsageError(f"lengths['{i}'] must be a whole number or one per "
+                                 f"example, not {n!r}")
+            out[i] = int(arr) if arr.ndim == 0 else arr.astype(np.int64)
+        return out
+
+    def _zero_padding(self, data: dict, lengths: dict) -> dict:
+        """The values of vector arrays past each example's length set to 0 (on a copy):
+        a NaN there (padded time series) reached the loss and every gradient, masked by a
+        product with 0."""
+        out = dict(data)
+        for name, arr in data.items():
+            v = self.graph.var_map.get(name)
+            n = lengths.get(getattr(v, "index", None))
+            if v is None or v.is_ids or n is None or np.ndim(n) == 0:
+                continue
+            a = np.asarray(arr)
+            if a.ndim != 3 or a.shape[0] != len(n):
+                continue                      # batch_shape says what is wrong
+            past = np.arange(a.shape[1])[None, :] >= np.asarray(n)[:, None]
+            if past.any() and a.dtype.kind in "fc":
+                a = a.copy()
+                a[past] = 0
+                out[name] = a
+        return out
+
     def _check_given(self, inputs: dict, targets: dict, grads: bool) -> None:
         """Every input the equations read, and every target they read back, is given;
         with grads, every target a loss reads too (without, its loss would be 0 and every
@@ -213,7 +364,7 @@ class Model:
             if v.name in read and v.name not in targets:
                 raise UsageError(f"the model reads its target '{v.name}' back: give it in "
                                  f"targets (-1 where a value is not known, as generation "
-                                 f"gives)")
+                                 f"gives; forward(..., targets=...))")
         if grads:
             missing = [t for t in dict.fromkeys(loss.target.var for loss in g.losses)
                        if g.var(t).role == "target" and t not in targets]
@@ -290,16 +441,23 @@ class Model:
         for v in self.graph.vars:
             if v.name not in data:
                 continue
+            try:
+                arr = np.asarray(data[v.name])
+            except ValueError:                 # rows of different lengths
+                raise UsageError(f"'{v.name}' must be one rectangular array (pad shorter "
+                                 f"sequences, and give lengths)") from None
             if v.index in trees:
-                self._check_tree_array(v, np.asarray(data[v.name]), forest)
+                self._check_tree_array(v, arr, forest)
                 continue
-            arr = np.asarray(data[v.name])
             want = (2 if v.is_ids else 3) if v.index is not None else (1 if v.is_ids else 2)
             if arr.ndim != want:
                 raise UsageError(f"'{v.name}' must be an array of {want} dimensions "
                                  f"([B{', T' if v.index else ''}"
                                  f"{'' if v.is_ids else ', ' + str(self.sizes[v.name])}])"
                                  f", not {arr.shape}")
+            if not v.is_ids and arr.shape[-1] != self.sizes[v.name]:
+                raise UsageError(f"'{v.name}' holds vectors of {arr.shape[-1]} numbers; "
+                                 f"'{v.name}' is a vec({self.sizes[v.name]})")
             if B is not None and arr.shape[0] != B:
                 raise UsageError(f"'{v.name}' has {arr.shape[0]} examples, others {B}")
             B = arr.shape[0]
@@ -310,6 +468,8 @@ class Model:
                 lens[v.index] = arr.shape[1]
         if B is None:
             raise UsageError("the batch has no inputs")
+        if B == 0:
+            raise UsageError("the batch has no examples (B = 0)")
         empty = next((i for i, n in lens.items() if n < 1 and i not in trees), None)
         if empty is not None:
             raise UsageError(f"index '{empty}' has 0 steps in this batch: a sequence needs "

@@ -519,7 +519,7 @@ def test_an_input_or_a_target_read_back_missing_from_the_batch_is_named(executor
     with pytest.raises(seqgraph.UsageError) as e:
         m.run({"x": x}, lengths={"u": 4})
     assert str(e.value) == "the model reads its target 'y' back: give it in targets (-1 " \
-        "where a value is not known, as generation gives)"
+        "where a value is not known, as generation gives; forward(..., targets=...))"
     with pytest.raises(seqgraph.UsageError) as e:
         m.run({}, {"y": np.zeros((2, 4), int)}, lengths={"t": 3})
     assert str(e.value) == "'x' is an input of model 'seq2seq': give it in inputs"

@@ -1,0 +1,138 @@
+"""What the Python API takes from a user (review 32): parameters assigned in another
+layout, dtype or shape, padded vector data, lengths, carries, dims and dtypes. Each is
+either made right or refused with the reason, in both executors; never a wrong number,
+a segfault or a traceback from inside."""
+import numpy as np
+import pytest
+
+import seqgraph
+from seqgraph import UsageError
+
+from conftest import ROOT
+
+SPECS = ROOT / "specs"
+EXECUTORS = ["interp", "compiled"]
+
+
+def lm(executor, dtype="float64"):
+    return seqgraph.load(str(SPECS / "elman.sg"), dims={"V": 5}, dtype=dtype,
+                         executor=executor)
+
+
+def ids(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 5, (3, 6)), rng.integers(0, 5, (3, 6))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("how", [np.asfortranarray,
+                                 lambda a: np.repeat(a, 2, axis=-1)[..., ::2],
+                                 lambda a: a.astype(np.float32),
+                                 lambda a: np.round(a * 4).astype(np.int64)],
+                         ids=["fortran", "strided", "float32", "int"])
+def test_parameters_assigned_in_another_layout_or_dtype_give_the_same_numbers(executor,
+                                                                              how):
+    """The compiled executor read a parameter's memory as C-ordered float64: a
+    transposed or strided array or one of another dtype gave wrong numbers (a float64
+    one in a float32 model, a segfault); integer parameters gave integer gradients."""
+    x, y = ids()
+    ref, m = lm("interp"), lm(executor)
+    for name in m.params:
+        m.params[name] = how(ref.params[name])
+        ref.params[name] = np.array(m.params[name], dtype=np.float64)
+    want, got = ref.run({"x": x}, {"y": y}, grads=True), m.run({"x": x}, {"y": y}, grads=True)
+    assert got.loss == pytest.approx(want.loss, rel=1e-6)
+    for name, g in want.grads.items():
+        assert got.grads[name].dtype == np.float64
+        np.testing.assert_allclose(got.grads[name], g, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_float64_weights_load_into_a_float32_model(executor):
+    x, y = ids()
+    m, ref = lm(executor, "float32"), lm("interp")
+    m.params.update({k: v.astype(np.float64) for k, v in ref.params.items()})
+    assert m.run({"x": x}, {"y": y}).loss == pytest.approx(ref.run({"x": x}, {"y": y}).loss,
+                                                           rel=1e-5)
+    assert all(p.dtype == np.float32 for p in m.params.values())
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_parameter_of_another_shape_is_refused(executor):
+    x, y = ids()
+    m = lm(executor)
+    m.params["Wo"] = m.params["Wo"].T.copy()
+    with pytest.raises(UsageError, match=r"params\['Wo'\] has shape \[16, 5\]; the model's "
+                                         r"'Wo' is \[5, 16\]"):
+        m.run({"x": x}, {"y": y})
+    m.params["Wo"] = "weights"
+    with pytest.raises(UsageError, match=r"params\['Wo'\] must be an array of numbers"):
+        m.run({"x": x}, {"y": y})
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("value", [np.nan, 1e200])
+def test_what_padding_holds_changes_nothing(executor, value):
+    """Padded steps of vector data were masked by a product with 0: a NaN there (padded
+    time series) made the loss and every gradient NaN."""
+    m = seqgraph.load(str(SPECS / "dynamical.sg"), dtype="float64", executor=executor)
+    rng = np.random.default_rng(0)
+    x, y, lengths = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 2)), {"t": [4, 2]}
+    ref = m.run({"x": x}, {"y": y}, grads=True, lengths=lengths)
+    x[1, 2:], y[1, 2:] = value, value
+    res = m.run({"x": x}, {"y": y}, grads=True, lengths=lengths)
+    assert res.loss == ref.loss
+    for name, g in ref.grads.items():
+        np.testing.assert_array_equal(res.grads[name], g, err_msg=name)
+    assert np.isnan(x[1, 2, 0]) == np.isnan(value)        # the caller's arrays untouched
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_bad_batches_are_refused_with_the_reason(executor):
+    m = seqgraph.load(str(SPECS / "dynamical.sg"), dtype="float64", executor=executor)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 2))
+    cases = [
+        (({"x": x}, {"y": y[..., :1]}), {}, r"'y' holds vectors of 1 numbers; 'y' is a vec\(2\)"),
+        (({"x": x[:0]}, {"y": y[:0]}), {}, r"the batch has no examples \(B = 0\)"),
+        (({"x": x}, {"y": y}), {"lengths": {"T": [4, 2]}},
+         r"lengths names 'T', which is no index of model 'dynamical' \(did you mean 't'\?\)"),
+        (({"x": x}, {"y": y}), {"lengths": {"t": None}}, r"lengths\['t'\] must be a whole"),
+        (({"x": x}, {"y": y}), {"lengths": {"t": [4, 2.5]}}, r"lengths\['t'\] must be a whole"),
+        (({"x": x}, {"y": y}), {"lengths": np.array([4, 2])}, r"lengths must be a dict"),
+        (([x], {"y": y}), {}, r"inputs must be a dict by name"),
+        (({"x": x, "y": y}, {}), {}, r"'y' is a target of model 'dynamical': give it in "
+                                     r"targets, not in inputs"),
+        (({"x": [[[1, 2, 3]], [[1, 2]]]}, {"y": y}), {}, r"'x' must be one rectangular"),
+        (({"x": x}, {"y": y}), {"carry": {"s": [np.zeros((3, 16))]}},
+         r"carry\['s'\] holds an array of shape \[3, 16\]; this batch carries \[2, 16\]"),
+        (({"x": x}, {"y": y}), {"carry": {"h": [np.zeros((2, 16))]}},
+         r"carry names 'h', which model 'dynamical' does not carry \(it carries: s\)"),
+    ]
+    for (ins, tgs), kw, message in cases:
+        with pytest.raises(UsageError, match=message):
+            m.run(ins, tgs, **kw)
+
+
+def test_forward_takes_the_targets_a_model_reads_back():
+    """forward() could not run a model that reads its target back (6 gallery specs)."""
+    m = seqgraph.load(str(SPECS / "seq2seq.sg"), dims={"Vx": 5, "Vy": 6})
+    x, y = np.zeros((2, 3), int), np.ones((2, 4), int)
+    values = m.forward({"x": x}, targets={"y": y})
+    np.testing.assert_array_equal(values["o"], m.run({"x": x}, {"y": y}).values["o"])
+    with pytest.raises(UsageError, match=r"forward\(\.\.\., targets=\.\.\.\)"):
+        m.forward({"x": x})
+
+
+def test_dims_and_dtypes_as_numpy_writes_them():
+    spec = str(SPECS / "elman.sg")
+    x = np.array([[0, 3, 4]])
+    assert seqgraph.load(spec, dims={"V": x.max() + 1}).sizes["x"] == 5    # numpy's int
+    for dtype in (np.float64, np.dtype("f8"), "f8", "float64"):
+        assert seqgraph.load(spec, dims={"V": 5}, dtype=dtype).dtype == np.float64
+    with pytest.raises(UsageError, match=r"dims\['V'\] must be a whole number >= 1, not '5'"):
+        seqgraph.load(spec, dims={"V": "5"})
+    with pytest.raises(UsageError, match=r"has no size 'v' \(did you mean 'V'\?\)"):
+        seqgraph.load(spec, dims={"v": 5})
+    with pytest.raises(UsageError, match="dtype must be float32 or float64"):
+        seqgraph.load(spec, dims={"V": 5}, dtype="int32")
