@@ -120,12 +120,12 @@ def _dtype(dtype) -> np.dtype:
     """float32 or float64, named as numpy or a string does ("float64", np.float64,
     np.dtype("f8"), "f8")."""
     try:
-        d = np.dtype(dtype)
+        d = None if dtype is None else np.dtype(dtype)
     except TypeError:
         d = None
     if d is None or d.name not in DTYPES:
         raise UsageError(f"dtype must be float32 or float64, not {dtype}")
-    return d
+    return np.dtype(DTYPES[d.name])          # native byte order (">f8" is float64 too)
 
 
 def _dims(dims) -> dict:
@@ -284,15 +284,17 @@ class Model:
 
     def _check_carry(self, carry, inputs: dict, targets: dict) -> None:
         """A carry (`res.carry` of the previous window) names carried variables, each a
-        list of [B, n] arrays of this batch's B ([B] ids of a class target)."""
+        list of [B, n] arrays of this batch's B ([B] ids of a variable of ids: a class
+        target or a one-hot input read with a delay)."""
         if carry is None:
             return
         if not isinstance(carry, Mapping):
             raise UsageError(f"carry must be the carry of an earlier result (res.carry), "
                              f"not a {type(carry).__name__}")
         trees = {i for i, k in self.graph.indexes if k == "tree"}
-        B = next((np.shape(a)[0] for name, a in (*inputs.items(), *targets.items())
-                  if np.ndim(a) >= 1 and self.graph.var(name).index not in trees), None)
+        B = next((len(a) for name, a in (*inputs.items(), *targets.items())
+                  if hasattr(a, "__len__") and self.graph.var(name).index not in trees),
+                 None)
         for name, steps in carry.items():
             if name not in self.carried:
                 raise UsageError(f"carry names '{name}', which model '{self.graph.name}' "
@@ -341,7 +343,10 @@ class Model:
             n = lengths.get(getattr(v, "index", None))
             if v is None or v.is_ids or n is None or np.ndim(n) == 0:
                 continue
-            a = np.asarray(arr)
+            try:
+                a = np.asarray(arr)
+            except ValueError:                # ragged: batch_shape says so
+                continue
             if a.ndim != 3 or a.shape[0] != len(n):
                 continue                      # batch_shape says what is wrong
             past = np.arange(a.shape[1])[None, :] >= np.asarray(n)[:, None]

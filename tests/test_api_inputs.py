@@ -104,6 +104,10 @@ def test_bad_batches_are_refused_with_the_reason(executor):
         (({"x": x, "y": y}, {}), {}, r"'y' is a target of model 'dynamical': give it in "
                                      r"targets, not in inputs"),
         (({"x": [[[1, 2, 3]], [[1, 2]]]}, {"y": y}), {}, r"'x' must be one rectangular"),
+        (({"x": [[[1, 2, 3]], [[1, 2]]]}, {"y": y}), {"lengths": {"t": [1, 1]}},
+         r"'x' must be one rectangular"),                     # review 33: a traceback
+        (({"x": [[[1, 2, 3]], [[1, 2]]]}, {"y": y}), {"carry": {"s": [np.zeros((2, 16))]}},
+         r"'x' must be one rectangular"),
         (({"x": x}, {"y": y}), {"carry": {"s": [np.zeros((3, 16))]}},
          r"carry\['s'\] holds an array of shape \[3, 16\]; this batch carries \[2, 16\]"),
         (({"x": x}, {"y": y}), {"carry": {"h": [np.zeros((2, 16))]}},
@@ -134,5 +138,10 @@ def test_dims_and_dtypes_as_numpy_writes_them():
         seqgraph.load(spec, dims={"V": "5"})
     with pytest.raises(UsageError, match=r"has no size 'v' \(did you mean 'V'\?\)"):
         seqgraph.load(spec, dims={"v": 5})
-    with pytest.raises(UsageError, match="dtype must be float32 or float64"):
-        seqgraph.load(spec, dims={"V": 5}, dtype="int32")
+    for dtype in ("int32", None):
+        with pytest.raises(UsageError, match="dtype must be float32 or float64"):
+            seqgraph.load(spec, dims={"V": 5}, dtype=dtype)
+    # a big-endian float64 is float64, in the machine's order (review 33: a KeyError)
+    m = seqgraph.load(spec, dims={"V": 5}, dtype=">f8", executor="compiled")
+    assert m.dtype == np.float64 and m.dtype.isnative
+    assert np.isfinite(m.run({"x": x}, {"y": x}).loss)

@@ -521,6 +521,19 @@ def test_a_conditional_model_writes_one_output_per_input_step(tmp_path, capsys):
                    "--greedy", "--length", 2)
     assert code == 0 and len(out.out.split()) == 2
     assert out.err == "the output was cut at --length 2, before the input's 3 steps\n"
+    # one that ended with </s> was not cut (review 33: said both)
+    vocab = Vocab("words", ("<unk>", "the", "cat", "sat"), Vocab("labels", ("D", "N", "</s>")))
+    spec, c = checkpoint_for(tmp_path, (SPECS / "conditional.sg").read_text(), "cnd", vocab,
+                             Binding("x", "y", True, {}, "tagged", {}), {"V": 4, "K": 3})
+    with np.load(c) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["Wo"][...], arrays["bo"][...] = 0, [0, 0, 5]      # </s> the likeliest always
+    meta = json.loads(str(arrays.pop("__meta__")))
+    arrays.pop("__meta_sha256__")
+    ck.save(c, {k: v for k, v in arrays.items()}, meta)
+    code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "the cat sat",
+                   "--greedy", "--length", 2)
+    assert code == 0 and out.out == "\n" and "cut" not in out.err, out
 
 
 def test_a_language_model_beam_of_one_is_its_greedy_sample(tmp_path, capsys):

@@ -101,3 +101,22 @@ def test_check_explain_names_the_fast_paths_it_takes():
     lines = explain(m)
     assert not any("gathered in the loop" in s for s in lines), lines
     assert any("computed for all steps before the loop" in s for s in lines)
+
+
+def test_a_gate_block_of_a_pooled_array_is_read_in_place():
+    """A pooled array's base is its flat buffer (kernels.Pool): column_block finds the
+    wider array's rows from the block's strides, not the base's shape (review 33: every
+    block of a pooled gradient was copied)."""
+    from seqgraph.compile.kernels import Pool, column_block
+    pool = Pool()
+    wide = pool.empty((3, 4, 12), np.float64)
+    wide[...] = np.arange(wide.size).reshape(wide.shape)
+    for lo in (0, 4, 8):
+        g = wide[..., lo:lo + 4]
+        rows, c0 = column_block(g)
+        assert np.shares_memory(rows, wide) and c0 == lo and rows.shape == (12, 12)
+        np.testing.assert_array_equal(rows[:, c0:c0 + 4].reshape(g.shape), g)
+    other = np.arange(60.0).reshape(5, 12)[1:4, 2:6]          # a plain 2-D base
+    rows, c0 = column_block(other)
+    assert np.shares_memory(rows, other) and c0 == 2
+    np.testing.assert_array_equal(rows[:, 2:6], other)

@@ -173,7 +173,7 @@ def _transduce(t, args, rng) -> int:
         sys.stdout.write(_text(out_vocab, ids) + "\n")
         if not ids and ended:         # the line stays (one a --input), but is explained
             sys.stderr.write("the output is empty: the model's first choice was </s>\n")
-    if ctx.limit is not None and length < ctx.limit:
+    if ctx.limit is not None and length < ctx.limit and not ended:
         # a conditional model writes a token a step of its input, and no </s>
         sys.stderr.write(f"the output was cut at --length {length}, before the input's "
                          f"{ctx.limit} steps\n")

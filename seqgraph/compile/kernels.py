@@ -377,22 +377,25 @@ def scatter_colsum(g, ids, dWT, db):
 def column_block(g):
     """g ([..., n]) as (rows [R, M] of a C-contiguous array, first column): a gradient
     that is a column block of a wider one (a gate's slice of dG) is read in place, by
-    vectorised loops, instead of copied."""
+    vectorised loops, instead of copied. The wider array's rows are found from g's own
+    strides, M numbers apart from the start of g's C-contiguous base (a pooled array's
+    base is its flat buffer: kernels.Pool)."""
     n = g.shape[-1]
     if g.flags.c_contiguous:
         return g.reshape(-1, n), 0
     b = g.base
     it = g.itemsize
-    if b is not None and b.flags.c_contiguous and b.ndim >= 2 and g.ndim >= 2 and \
-            g.strides[-1] == it and g.strides[-2] == b.shape[-1] * it and \
+    if b is not None and b.flags.c_contiguous and g.ndim >= 2 and \
+            g.strides[-1] == it and g.strides[-2] % it == 0 and \
             all(g.strides[i] == g.strides[i + 1] * g.shape[i + 1]
                 for i in range(g.ndim - 2)):
-        M = b.shape[-1]
+        M = g.strides[-2] // it
         start = (g.ctypes.data - b.ctypes.data) // it
         r0, c0 = divmod(start, M)
         R = g.size // n
-        if c0 + n <= M and (r0 + R) * M <= b.size:
-            return b.reshape(-1, M)[r0:r0 + R], c0
+        if M >= n and c0 + n <= M and (r0 + R) * M <= b.size:
+            flat = b.reshape(-1)
+            return flat[:(flat.size // M) * M].reshape(-1, M)[r0:r0 + R], c0
     return np.ascontiguousarray(g).reshape(-1, n), 0
 
 
