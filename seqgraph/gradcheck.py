@@ -2,8 +2,9 @@
 
 For each parameter p, with a random unit direction d, the directional derivative
 <grad_p L, d> from the executor is compared with (L(p + eps d) - L(p - eps d)) / 2 eps
-(run it on a float64 model: in float32 the difference is rounding). Random batches fit any spec: ids for one-hot inputs
-and class targets, normals for vectors, 0/1 for binary targets, random binary trees.
+(run it on a float64 model: in float32 the difference is rounding). Random batches fit
+any spec: ids for one-hot inputs and class targets, normals for vectors, 0/1 for binary
+targets, random binary trees.
 """
 from __future__ import annotations
 

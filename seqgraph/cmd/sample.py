@@ -6,8 +6,9 @@ whitespace tokens), and write the target one step at a time, feeding each output
 A model with a per-example vector input (one_to_many, `c : vec(D)`) reads `--input` as D
 numbers ("0.1 0.3 ...", or with commas), as `pairs` reads its source column, or draws
 them from N(0, 1) with `--seed`. `--greedy`, `--temperature T` (with `--top-k K`,
-`--top-p P`) and `--beam K` choose the decoding (seqgraph/train/generate.py). `--attention-plot a.png` draws the output's attention
-weights against the source (seqgraph/attention_plot.py). A classifier or a tagger (its
+`--top-p P`) and `--beam K` choose the decoding (seqgraph/train/generate.py).
+`--attention-plot a.png` draws the output's attention weights against the source
+(seqgraph/attention_plot.py). A classifier or a tagger (its
 target not read back) labels `--input` in one forward pass: the most likely label, or each
 token's tag (`label`); a tree model every node of the bracketed tree `--input`
 (`label_tree`); a series model predicts at every step of the series `--input`
@@ -251,7 +252,8 @@ def _refuse_generation_options(args, target: str, does: str, series: bool) -> No
     """The options of step-by-step generation (and, for a forecast, of labels) refused
     with the reason, not ignored."""
     from ..errors import UsageError
-    given = [("--beam", args.beam is not None), ("--temperature", args.temperature is not None),
+    given = [("--beam", args.beam is not None),
+             ("--temperature", args.temperature is not None),
              ("--top-k", args.top_k is not None), ("--top-p", args.top_p is not None),
              ("--attention-plot", args.attention_plot is not None),
              ("--length", args.length is not None), ("--greedy", args.greedy and series),
