@@ -504,7 +504,7 @@ def _pad(a: np.ndarray, T: int) -> np.ndarray:
 
 # -------------------------------------------------------------- language-model helpers
 def line_start(vocab) -> int | None:
-    """The token a line of the data starts after: a line end (`\n`, or `</s>` for words),
+    """The token a line of the data starts after: a line end (`\\n`, or `</s>` for words),
     if the vocabulary has one."""
     index = vocab.index
     return next((index[tok] for tok in ("\n", EOS) if tok in index), None)
