@@ -267,7 +267,8 @@ def recorded_sets(meta: dict, checkpoint: str, given=()) -> dict:
 def run_cut(meta: dict) -> dict:
     """How a run's validation cut a text: its `batch`, `bptt` and `ranks` (an MPI run
     validated ranks x batch streams), from a checkpoint's state or a best.npz's or an
-    epoch file's `cut`; {} for a checkpoint that records neither."""
+    epoch file's `cut`; ranks 1 alone for a checkpoint that records neither (eval then
+    takes the spec's batch and bptt)."""
     if isinstance(meta.get("cut"), dict):
         return meta["cut"]
     cfg = (meta.get("state") or {}).get("config") or {}
