@@ -13,7 +13,8 @@ without biases; also `torch.nn.Linear` and `torch.nn.Embedding`.
   (`h.fwd.*`, `h.bwd.*`). A list gives one prefix per layer instead (`["h1", "h2"]` for
   `h1 = bi gru(x, H)` then `h2 = bi gru(h1, H)`, the usual way to stack bidirectional
   layers). `""` means no prefix (the equations written at the top level: `W`, `U`, `b`).
-- `nn.Linear`: the pair of parameter names `("Wo", "bo")` (`(name, None)` without bias).
+- `nn.Linear`: the pair of parameter names `("Wo", "bo")` (`(name, None)` without bias;
+  a bias-free Linear given a bias name zeroes it, as a bias-free RNN zeroes its cell's).
 - `nn.Embedding`: the name of the `[D, V]` parameter (`"E"`, or `"e.E"` for `e = embed(x, D)`).
 
 `rename` (a dict) maps a generated seqgraph name to the name a spec really uses, for
@@ -124,9 +125,13 @@ def mapping(module, prefix="", rename=None) -> list:
 
 
 def _bias_names(module, prefix, rename) -> set:
-    """The seqgraph biases of a bias-free RNN module (they must stay zero)."""
+    """The seqgraph biases of a bias-free module (they must stay zero): an RNN's, or the
+    bias a bias-free Linear is given a name for (`("Wo", "bo")`)."""
     kind, rename = _kind(module), dict(rename or {})
-    if kind in ("Linear", "Embedding") or module.bias:
+    if kind == "Linear":
+        b = None if isinstance(prefix, str) else tuple(prefix)[1]
+        return {rename.get(b, b)} if module.bias is None and b is not None else set()
+    if kind == "Embedding" or module.bias:
         return set()
     cell = CELLS[kind]
     return {rename.get(_join(dp, n), _join(dp, n))

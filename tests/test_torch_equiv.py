@@ -232,3 +232,14 @@ def test_no_bias_module_and_embedding(tmp_path):
     m.params["h.b_z"][:] = 1.0
     with pytest.raises(ValueError, match="no biases"):
         interop.to_torch(m, gru, "h")
+    # a bias-free Linear given a bias name zeroes it, as a bias-free RNN does (review 32)
+    spec = seqgraph.read_spec(str(SPECS / "elman.sg"))
+    lm = seqgraph.Model(spec, dims={"V": V}, dtype="float64")
+    lm.params["bo"][:] = 1.0
+    out_layer = torch.nn.Linear(16, V, bias=False).double()
+    interop.from_torch(out_layer, lm, ("Wo", "bo"))
+    assert not lm.params["bo"].any()
+    np.testing.assert_array_equal(lm.params["Wo"], out_layer.weight.detach().numpy())
+    lm.params["bo"][:] = 1.0
+    with pytest.raises(ValueError, match="no biases but 'bo' is not zero"):
+        interop.to_torch(lm, out_layer, ("Wo", "bo"))
