@@ -140,6 +140,22 @@ def _dims(dims) -> dict:
     return out
 
 
+def _init_rule(rule):
+    """`param_init` as an initialiser tuple: ("uniform", 0.1), or a name alone ("xavier",
+    "orthogonal"; a string was read as its characters and fell back to xavier)."""
+    if rule is None:
+        return None
+    from .lang.elaborate import INITS, MAX_INIT_SCALE
+    rule = (rule,) if isinstance(rule, str) else tuple(rule)
+    name, *args = rule or ("",)
+    ok = name in INITS and len(args) == INITS[name] and all(
+        isinstance(a, (int, float)) and 0 < a <= MAX_INIT_SCALE for a in args)
+    if not ok:
+        raise UsageError(f"param_init must be an initialiser such as ('uniform', 0.1) or "
+                         f"'orthogonal' ({', '.join(INITS)}), not {rule!r}")
+    return rule
+
+
 def _mapping(what: str, d) -> dict:
     """`inputs`, `targets` or `lengths` as a dict (None: empty), or a UsageError saying
     what it must be."""
@@ -203,7 +219,8 @@ class Model:
         self.start_ids = dict(start_ids or {})
         self.carried = dict(self.graph.carried)
         self.reads = set().union(*(v.reads for v in self.graph.hidden()))  # by equations
-        self.params = init_params(self.graph, self.param_shapes, self.dtype, seed, param_init)
+        self.params = init_params(self.graph, self.param_shapes, self.dtype, seed,
+                                  _init_rule(param_init))
         self._schedules = {}
         self.executor_name = executor
         self.executor = _make_executor(self, executor)

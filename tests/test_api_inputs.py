@@ -145,3 +145,16 @@ def test_dims_and_dtypes_as_numpy_writes_them():
     m = seqgraph.load(spec, dims={"V": 5}, dtype=">f8", executor="compiled")
     assert m.dtype == np.float64 and m.dtype.isnative
     assert np.isfinite(m.run({"x": x}, {"y": x}).loss)
+
+
+def test_param_init_is_an_initialiser_by_name_or_with_its_scale():
+    """`param_init="uniform"` was read as the tuple of its characters: xavier, unsaid."""
+    spec = seqgraph.read_spec(str(SPECS / "elman.sg"))
+    m = seqgraph.Model(spec, dims={"V": 5}, param_init="orthogonal")
+    u = m.params["U"].astype(np.float64)
+    np.testing.assert_allclose(u @ u.T, np.eye(16), atol=1e-5)
+    m = seqgraph.Model(spec, dims={"V": 5}, param_init=("uniform", 0.01))
+    assert np.abs(m.params["W"]).max() <= 0.01
+    for bad in ("uniform", ("normal",), ("glorot", 1.0), ("uniform", -1.0)):
+        with pytest.raises(UsageError, match="param_init must be an initialiser"):
+            seqgraph.Model(spec, dims={"V": 5}, param_init=bad)
