@@ -235,12 +235,14 @@ class Model:
         (graph/trees.py) gives the batch's trees and node arrays are [N] / [N, D]."""
         if not 0.0 <= teacher <= 1.0:
             raise UsageError(f"teacher must be a probability in [0, 1], not {teacher}")
+        if teacher < 1.0:
+            self._check_sampling(teacher)
         inputs, targets = _mapping("inputs", inputs), _mapping("targets", targets)
         lengths = self._check_lengths(_mapping("lengths", lengths))
         self._own_params()
         self._check_names_and_ids({**inputs, **targets})
         self._check_roles(inputs, targets)
-        self._check_carry(carry, inputs, targets)
+        carry = self._check_carry(carry, inputs, targets)
         self._check_given(inputs, targets, grads)
         self._check_padding(inputs, lengths)
         inputs, targets = self._zero_padding(inputs, lengths), \
@@ -299,12 +301,27 @@ class Model:
                                      f"{role} of model '{self.graph.name}': give it in "
                                      f"{other}, not in {where}")
 
-    def _check_carry(self, carry, inputs: dict, targets: dict) -> None:
+    def _check_sampling(self, teacher: float) -> None:
+        """Scheduled sampling feeds a class target the model's own sample of it: each
+        output must come before the next step reads it, as for generation (a backward
+        recurrence reading y[t-1] makes it a cycle). Checked once a model."""
+        if not hasattr(self, "_sampling_why"):
+            from .graph.generate_check import can_generate
+            ok, why = can_generate(self.graph, not_sampled=False) if self.feedback() \
+                else (True, "")
+            self._sampling_why = "" if ok else why
+        if self._sampling_why:
+            raise UsageError(f"teacher = {teacher:g}: scheduled sampling feeds the model "
+                             f"its own outputs, each before the next step reads it; "
+                             f"{self._sampling_why}")
+
+    def _check_carry(self, carry, inputs: dict, targets: dict) -> dict | None:
         """A carry (`res.carry` of the previous window) names carried variables, each a
         list of [B, n] arrays of this batch's B ([B] ids of a variable of ids: a class
-        target or a one-hot input read with a delay)."""
+        target or a one-hot input read with a delay); returned as arrays of the model's
+        dtype (ids as integers), which both executors read alike."""
         if carry is None:
-            return
+            return None
         if not isinstance(carry, Mapping):
             raise UsageError(f"carry must be the carry of an earlier result (res.carry), "
                              f"not a {type(carry).__name__}")
@@ -312,20 +329,28 @@ class Model:
         B = next((len(a) for name, a in (*inputs.items(), *targets.items())
                   if hasattr(a, "__len__") and self.graph.var(name).index not in trees),
                  None)
+        out = {}
         for name, steps in carry.items():
             if name not in self.carried:
                 raise UsageError(f"carry names '{name}', which model '{self.graph.name}' "
                                  f"does not carry (it carries: "
                                  f"{', '.join(self.carried) or 'nothing'})")
+            if not isinstance(steps, (list, tuple)):     # an array's rows read as steps
+                raise UsageError(f"carry['{name}'] must be a list of arrays, the newest "
+                                 f"step first, as res.carry gives it ([h] for one step)")
             ids = self.graph.var(name).is_ids
             want = [B if B is not None else "B"] + ([] if ids else [self.sizes[name]])
-            for a in (steps if isinstance(steps, (list, tuple)) else [steps]):
-                shape = list(np.shape(a))
+            out[name] = []
+            for a in steps:
+                a = _ids(f"carry['{name}']", a) if ids else np.asarray(a, self.dtype)
+                shape = list(a.shape)
                 if len(shape) != len(want) or any(w != "B" and s != w
                                                   for s, w in zip(shape, want)):
                     raise UsageError(f"carry['{name}'] holds an array of shape {shape}; "
                                      f"this batch carries {want} (a carry is for the next "
                                      f"window of the same examples)")
+                out[name].append(a.astype(np.int64) if ids else a)
+        return out
 
     def _check_lengths(self, lengths: dict) -> dict:
         """`lengths` names sequence indexes, each with a length or B lengths (whole

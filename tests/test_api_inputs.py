@@ -158,3 +158,44 @@ def test_param_init_is_an_initialiser_by_name_or_with_its_scale():
     for bad in ("uniform", ("normal",), ("glorot", 1.0), ("uniform", -1.0)):
         with pytest.raises(UsageError, match="param_init must be an initialiser"):
             seqgraph.Model(spec, dims={"V": 5}, param_init=bad)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_carry_is_read_as_the_models_arrays_or_refused(executor):
+    """A bare array as a carry value was read row by row as steps (a silent wrong loss);
+    ids carried as lists or floats crashed the interpreter; a float64 carry made a
+    float32 model's results float64 in one executor only (review 34)."""
+    x, y = ids()
+    jordan = seqgraph.load(str(SPECS / "jordan.sg"), dims={"V": 5, "K": 5}, dtype="float64",
+                           executor=executor)
+    first = jordan.run({"x": x}, {"y": y})
+    want = jordan.run({"x": x}, {"y": y}, carry=first.carry).loss
+    as_lists = {k: [np.asarray(a).tolist() for a in v] for k, v in first.carry.items()}
+    as_floats = {k: [np.asarray(a, float) for a in v] for k, v in first.carry.items()}
+    for carry in (as_lists, as_floats):
+        assert jordan.run({"x": x}, {"y": y}, carry=carry).loss == want
+    bare = {k: v[0] for k, v in first.carry.items()}
+    with pytest.raises(UsageError, match=r"must be a list of arrays, the newest step first"):
+        jordan.run({"x": x}, {"y": y}, carry=bare)
+    m = lm(executor, "float32")
+    carry = {k: [a.astype(np.float64) for a in v]
+             for k, v in m.run({"x": x}, {"y": y}).carry.items()}
+    res = m.run({"x": x}, {"y": y}, carry=carry, grads=True)
+    assert res.grads["W"].dtype == res.values["h"].dtype == np.float32
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_scheduled_sampling_of_a_model_that_cannot_generate_is_refused(executor):
+    """teacher < 1 feeds the model's own samples back: with a backward recurrence reading
+    y[t-1] that is a cycle (a RuntimeError from inside, review 34); said as generation
+    says it."""
+    spec = seqgraph.read_spec("s.sg", "input x[t] : onehot(V)\ntarget y[t] : class(V)\n"
+                              "param W, U, R, Wo, bo\n"
+                              "h[t] : 3 = tanh(W @ x[t] + U @ h[t+1] + R @ y[t-1])\n"
+                              "o[t] = Wo @ h[t] + bo\nloss xent(o[t], y[t])\n")
+    m = seqgraph.Model(spec, dims={"V": 3}, dtype="float64", executor=executor)
+    x, y = np.array([[0, 1, 2]]), np.array([[1, 2, 0]])
+    with pytest.raises(UsageError, match=r"teacher = 0.5: scheduled sampling feeds the "
+                                         r"model its own outputs.*h\[t\] reads h\[t\+1\]"):
+        m.run({"x": x}, {"y": y}, teacher=0.5, rng=np.random.default_rng(0))
+    assert np.isfinite(m.run({"x": x}, {"y": y}).loss)          # teacher = 1: fine
