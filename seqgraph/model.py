@@ -145,14 +145,13 @@ def _init_rule(rule):
     "orthogonal"; a string was read as its characters and fell back to xavier)."""
     if rule is None:
         return None
-    from .lang.elaborate import INITS, MAX_INIT_SCALE
+    from .lang.elaborate import init_problem
     rule = (rule,) if isinstance(rule, str) else tuple(rule)
     name, *args = rule or ("",)
-    ok = name in INITS and len(args) == INITS[name] and all(
-        isinstance(a, (int, float)) and 0 < a <= MAX_INIT_SCALE for a in args)
-    if not ok:
+    problem = init_problem(str(name), args)
+    if problem:
         raise UsageError(f"param_init must be an initialiser such as ('uniform', 0.1) or "
-                         f"'orthogonal' ({', '.join(INITS)}), not {rule!r}")
+                         f"'orthogonal', not {rule!r}: {problem}")
     return rule
 
 

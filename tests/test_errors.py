@@ -253,7 +253,7 @@ TABLE = [
     bad("initialiser-overflowing-scale", HEAD + "param Q : [H, H] init normal(1e300)\n" + H
         + OUT, 5, 23, "normal()'s scale must be a positive number up to 1e+30, not 1e+300"),
     bad("param-init-overflowing-scale", HEAD + H + OUT + "train {\n  param_init = "
-        "uniform(1e39)\n}\n", 9, 24, "uniform()'s scale must be positive, up to 1e+30"),
+        "uniform(1e39)\n}\n", 9, 24, "uniform()'s scale must be a positive number up to 1e+30"),
     bad("initialiser-arity", HEAD + "param Q : [H, H] init normal\n" + H + OUT, 5, 23,
         "initialiser 'normal' takes a scale"),
     bad("unknown-train-key", HEAD + H + OUT + "train {\n  batchh = 3\n}\n", 9, 3,

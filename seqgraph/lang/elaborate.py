@@ -69,6 +69,23 @@ INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "unif
 MAX_INIT_SCALE = 1e30
 
 
+def init_problem(name: str, args) -> str | None:
+    """What is wrong with the initialiser `name(*args)`, or None: the one rule of a
+    parameter's `init`, the train block's `param_init` and `Model(param_init=...)`
+    (each caller says an unknown name with its own hint first)."""
+    if name not in INITS:
+        return f"unknown initialiser '{name}' (initialisers: {', '.join(INITS)})"
+    if len(args) != INITS[name]:
+        return f"initialiser '{name}' takes " + (
+            f"a scale, e.g. {name}(0.01)" if INITS[name] else "no argument")
+    scale = args[0] if args else 1.0
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or \
+            not 0 < scale <= MAX_INIT_SCALE:
+        return f"{name}()'s scale must be a positive number up to {MAX_INIT_SCALE:g}, " \
+               f"not {scale!r}"
+    return None
+
+
 @cache
 def prelude_cells() -> dict:
     text = resources.files("seqgraph.lang").joinpath("prelude.sg").read_text()
@@ -589,17 +606,12 @@ class _Elaborator:
                 raise SpecError(f"unknown initialiser '{name}'", self._word_pos(p.pos, name),
                                 hint=known.format(name=name) if known
                                 else did_you_mean(name, INITS) or ", ".join(INITS))
-            if len(p.init) - 1 != INITS[name]:
-                raise SpecError(f"initialiser '{name}' takes " + (
-                    f"a scale, e.g. {name}(0.01)" if INITS[name] else "no argument"),
-                    self._word_pos(p.pos, name))
-            scale = p.init[1] if INITS[name] else 1.0
-            if not (isinstance(scale, (int, float)) and 0 < scale <= MAX_INIT_SCALE):
-                raise SpecError(f"{name}()'s scale must be a positive number up to "
-                                f"{MAX_INIT_SCALE:g}, not {scale!r}",
-                                self._word_pos(p.pos, name),
+            problem = init_problem(name, p.init[1:])
+            if problem:
+                scale = len(p.init) - 1 == INITS[name]          # the arity is right
+                raise SpecError(problem, self._word_pos(p.pos, name),
                                 hint=f"e.g. {name}(0.01) (the train block's param_init "
-                                     f"takes the same)")
+                                     f"takes the same)" if scale else "")
         return ParamDef(p.name, p.shape, p.init, p.pos)
 
     def _word_pos(self, pos, word):

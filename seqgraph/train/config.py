@@ -372,20 +372,19 @@ def _param_init(v):
     parameter can name (lang/elaborate.py, INITS), with its scale if it takes one."""
     if v is None:
         return v
-    from ..lang.elaborate import INITS, MAX_INIT_SCALE
+    from ..lang.elaborate import INITS, init_problem
     name = known_name(v, INITS, "initialiser", "initialisers")
     args, kwargs = tuple(getattr(v, "args", ())), dict(getattr(v, "kwargs", {}))
     if kwargs or len(args) != INITS[name]:
-        raise BadValue(f"initialiser '{name}' takes " + (
-            "one scale" if INITS[name] else "no argument"),
-            f"e.g. param_init = {name}(0.1)" if INITS[name] else
-            f"write param_init = {name}", ("name",) if hasattr(v, "name") else None)
+        raise BadValue(init_problem(name, ()) if INITS[name] else
+                       f"initialiser '{name}' takes no argument",
+                       f"e.g. param_init = {name}(0.1)" if INITS[name] else
+                       f"write param_init = {name}", ("name",) if hasattr(v, "name") else None)
     if args:
         _number("param_init", args[0], hint=f"a scale > 0, e.g. {name}(0.1)", at=("arg", 0))
-        if not 0 < args[0] <= MAX_INIT_SCALE:
-            raise BadValue(f"{name}()'s scale must be positive, up to {MAX_INIT_SCALE:g}, "
-                           f"not {args[0]!r}",
-                           f"e.g. {name}(0.1)", ("arg", 0))
+        problem = init_problem(name, args)
+        if problem:
+            raise BadValue(problem, f"e.g. {name}(0.1)", ("arg", 0))
     return v
 
 
