@@ -255,6 +255,31 @@ def test_an_echo_of_the_same_signal_is_not_a_second_one(sigint):
             time.sleep(0.01)
 
 
+def test_an_echo_after_the_run_stopped_does_not_kill_the_rank(tmp_path):
+    """The echo may come after the context is left (the run saved and is about to say
+    where it stopped): it is ignored within the window, not met by the default action
+    (a kill: an MPI job once exited 15 without a word, sigterm_to_all in test_mpi.py);
+    later, the signal acts as before. Run in a child: the default action kills."""
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        from seqgraph.train import checkpoint as ck
+        with ck.Interrupts(echo=0.5) as s:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        assert s.signal == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)         # the echo, late
+        time.sleep(0.01)
+        print("alive", flush=True)
+        time.sleep(0.6)
+        os.kill(os.getpid(), signal.SIGTERM)         # a new one: the default action
+        time.sleep(1)
+        print("not killed", flush=True)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=60, check=False)
+    assert p.stdout == "alive\n" and p.returncode == -signal.SIGTERM, (p.stdout, p.stderr)
+
+
 def test_interrupts_context_keeps_an_ignored_signal_ignored(sigint):
     """Under nohup (SIGINT ignored) a run stays uninterruptible by SIGINT, as it was."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -236,8 +236,22 @@ class Interrupts:
 
     def __exit__(self, *exc) -> None:
         for s, old in self._old.items():
-            signal.signal(s, old)
+            late = self._late_echo(old) if s == self.signal and self.echo else old
+            signal.signal(s, late)
         self._old = {}
+
+    def _late_echo(self, old):
+        """The handler of the signal that stopped the run, once the context is left: its
+        echo may come after the run has saved (mpiexec forwards late on a busy machine)
+        and must not kill the rank, with the default action, before it says where it
+        stopped. Within `echo` seconds of the first it is ignored; later, or any other
+        signal, meets the handler there was before."""
+        def handle(signum, frame):
+            if time.monotonic() - self._at < self.echo:
+                return
+            signal.signal(signum, old)
+            signal.raise_signal(signum)
+        return handle
 
 
 # ------------------------------------------------------------------------------- read
