@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ops
+from . import given, ops
 from .errors import UsageError
 from .graph.folded import Apply, Num, ParamRef, Ref
 from .graph.unfold import Outside, Roots, case_at, env_of, position
@@ -69,9 +69,9 @@ class Interpreter:
             lengths=None, forest=None, teacher=1.0):
         m, g = self.m, self.g
         data = {**(inputs or {}), **(targets or {})}
-        given = lengths
-        B, lengths = m.batch_shape(data, lengths, forest)
-        self.ex_len = m.example_lengths(given, B, lengths)
+        asked = lengths
+        B, lengths = given.batch_shape(m, data, lengths, forest)
+        self.ex_len = given.example_lengths(asked, B, lengths)
         self.teacher, self.fed = teacher, m.feedback() if teacher < 1 else {}
         self.forest = forest
         self.trees = {i for i, k in g.indexes if k == "tree"}

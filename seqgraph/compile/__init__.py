@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from .. import ops
+from .. import given, ops
 from . import kernels
 from .attention import AttnBuilt
 from .attention import build as build_attention
@@ -236,8 +236,8 @@ class CompiledExecutor(FallsBack):
         if not lengths or all(np.ndim(n) == 0 for n in lengths.values()):
             return lengths, {}
         data = {**(inputs or {}), **(targets or {})}
-        B, lens = self.m.batch_shape(data, lengths)
-        ex_len = self.m.example_lengths(lengths, B, lens)
+        B, lens = given.batch_shape(self.m, data, lengths)
+        ex_len = given.example_lengths(lengths, B, lens)
         return {i: int(lens[i]) if np.ndim(n) else int(n) for i, n in lengths.items()}, ex_len
 
 
@@ -273,7 +273,7 @@ class _Run:
         self.ex, self.m, self.g = ex, ex.m, ex.g
         self.targets = targets or {}
         data = {**(inputs or {}), **self.targets}
-        B, lens = self.m.batch_shape(data, lengths)
+        B, lens = given.batch_shape(self.m, data, lengths)
         self.B, self.lengths = B, lens
         self.carry_in = carry or {}
         self.env = Env(self.m, self.m.params, B, lens, carry, ex.pool)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import networkx as nx
 import numpy as np
 
+from .. import given
 from ..graph.folded import NONE, Apply, Case, Ref, Var, refs
 from ..model import Model
 from .fallback import FallsBack, has_dropout
@@ -290,27 +291,27 @@ class HybridExecutor(FallsBack):
         rng = rng or np.random.default_rng(0)
         before = rng.bit_generator.state       # what the interpreter starts from, if needed
         data = (inputs or {}, targets or {}, carry, lengths, train, rng, forest)
-        self.m.batch_shape({**data[0], **data[1]}, lengths, forest)    # the whole's errors
+        given.batch_shape(self.m, {**data[0], **data[1]}, lengths, forest)    # the whole's errors
         try:
-            runs, results, given = [], [], {}
+            runs, results, cut = [], [], {}
             for kind in self.order:           # the first part, then the second
-                run = self._begin(kind, data, given)
+                run = self._begin(kind, data, cut)
                 results.append(run.forward(grads))
                 runs.append(run)
-                given = {n: run.value(n) for n in self.parts.cut}
+                cut = {n: run.value(n) for n in self.parts.cut}
             return self._joined(runs, results, grads)
         except Unsupported:                   # the compiled executor gave up
             rng.bit_generator.state = before  # the interpreter draws the same masks
             return self.interp.run(inputs, targets, carry=carry, train=train, grads=grads,
                                    rng=rng, lengths=lengths, forest=forest)
 
-    def _begin(self, kind, data, given):
-        """A part's run over the batch; `given`: the cut's values (the second part)."""
+    def _begin(self, kind, data, cut):
+        """A part's run over the batch; `cut`: the cut's values (the second part)."""
         from . import _Run as SeqRun
         from .trees import _Run as TreeRun
         inputs, targets, carry, lengths, train, rng, forest = data
         g = self.parts.tree if kind == "tree" else self.parts.seq
-        ins = {**{k: a for k, a in inputs.items() if k in g.var_map}, **given}
+        ins = {**{k: a for k, a in inputs.items() if k in g.var_map}, **cut}
         tgs = {k: a for k, a in targets.items() if k in g.var_map}
         if kind == "tree":
             return TreeRun(self.tree, ins, tgs, train, rng, forest)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from .. import ops
+from .. import given, ops
 from ..graph.folded import Num, ParamRef, Ref, walk
 from ..graph.trees import heights
 from ..ops import Op
@@ -329,7 +329,7 @@ class _Run:
         self.ex, self.m, self.g = ex, ex.m, ex.g
         data = {**(inputs or {}), **(targets or {})}
         self.targets = targets or {}
-        self.B, _ = self.m.batch_shape(data, None, forest)
+        self.B, _ = given.batch_shape(self.m, data, None, forest)
         self.L = levels(forest)
         self.ctx = ops.Ctx(train=train, rng=rng or np.random.default_rng(0))
         self.masks = ex.mask_plan.draw(self.ctx.rng, np.asarray(forest.left) < 0) \
