@@ -207,7 +207,7 @@ def bench(name, spec, ts, V, steps, node_steps):
     lv = timed(by_level.step, batches)
     pn = timed(per_node.step, batches[:node_steps + 2])
     sg_b = timed(sg.step, batches)            # again, after the PyTorch runs
-    sg_t = [min(x, y) for x, y in zip(sg_a, sg_b)]
+    sg_t = [min(x, y) for x, y in zip(sg_a, sg_b, strict=True)]
     out = {"model": name, "H": H, "batch_trees": BATCH, "nodes_per_step": round(float(nodes)),
            "vocab": V, "first_loss": [round(x, 6) for x in l0]}
     for i, clock in enumerate(("wall", "cpu")):

@@ -101,7 +101,8 @@ def as_ids(name: str, arr) -> np.ndarray:
         except (TypeError, ValueError, OverflowError):
             f = None
     if f is None or not (np.isfinite(f).all() and np.array_equal(f, np.round(f))):
-        bad = next((v for v, w in zip(a.flat, f.flat) if not np.isfinite(w) or w != round(w)),
+        bad = next((v for v, w in zip(a.flat, f.flat, strict=True)
+                    if not np.isfinite(w) or w != round(w)),
                    None) if f is not None else a.flat[0] if a.size else None
         bad = bad.item() if isinstance(bad, np.generic) else bad
         raise UsageError(f"'{name}' holds ids, integers; it was given {bad!r} "
@@ -187,7 +188,7 @@ def check_carry(m, carry, inputs: dict, targets: dict) -> dict | None:
             a = as_ids(f"carry['{name}']", a) if ids else np.asarray(a, m.dtype)
             shape = list(a.shape)
             if len(shape) != len(want) or any(w != "B" and s != w
-                                              for s, w in zip(shape, want)):
+                                              for s, w in zip(shape, want, strict=True)):
                 raise UsageError(f"carry['{name}'] holds an array of shape {shape}; "
                                  f"this batch carries {want} (a carry is for the next "
                                  f"window of the same examples)")

@@ -51,7 +51,7 @@ class Tape:
             if g is None:
                 continue
             ds = ops.vjp(op, g, self.vals[out], saved, [self.vals[a] for a in args])
-            for a, d in zip(args, ds):
+            for a, d in zip(args, ds, strict=True):
                 if d is not None:
                     grads[a] = d if grads[a] is None else grads[a] + d
         return grads
@@ -226,7 +226,7 @@ class Interpreter:
     def _select(self, masks, ids) -> int:
         """sum_i masks[i] * value[i], row by row, on the tape (so gradients follow)."""
         total = None
-        for mask, i in zip(masks, ids):
+        for mask, i in zip(masks, ids, strict=True):
             if not mask.any():
                 continue
             w = self.tape.leaf(mask.astype(self.m.dtype)[:, None])

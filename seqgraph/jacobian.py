@@ -636,7 +636,7 @@ def color(value: float, R: float) -> str:
     for (x0, c0), (x1, c1) in pairwise(SCALE):
         if x <= x1:
             w = (x - x0) / (x1 - x0)
-            rgb = [round(a + w * (b - a)) for a, b in zip(c0, c1)]
+            rgb = [round(a + w * (b - a)) for a, b in zip(c0, c1, strict=True)]
             return "#" + "".join(f"{c:02x}" for c in rgb)
     return "#" + "".join(f"{c:02x}" for c in SCALE[-1][1])
 

@@ -140,7 +140,8 @@ def concat(*xs):
 
 def _concat_vjp(g, out, saved, xs):
     cuts = np.cumsum([x.shape[-1] for x in xs])[:-1]
-    return tuple(unbroadcast(d, np.shape(x)) for d, x in zip(np.split(g, cuts, axis=-1), xs))
+    return tuple(unbroadcast(d, np.shape(x))
+                 for d, x in zip(np.split(g, cuts, axis=-1), xs, strict=True))
 
 
 def _take_vjp(g, out, rows, xs):
@@ -379,4 +380,4 @@ def vjp(op: Op, g, out, saved, args):
     """Gradients of the arguments, each summed back to its argument's shape."""
     grads = TABLE[op].vjp(g, out, saved, args)
     return tuple(None if d is None or _no_grad(a) else unbroadcast(d, np.shape(a))
-                 for d, a in zip(grads, args))
+                 for d, a in zip(grads, args, strict=True))

@@ -245,7 +245,7 @@ def test_padding_values_do_not_matter():
                        executor="compiled")
     ins, tgs = random_batch(m, np.random.default_rng(4), B=4, lengths=LENGTHS)
     a = m.run(ins, tgs, grads=True, lengths=EX_LEN)
-    for b, (t, u) in enumerate(zip(EX_LEN["t"], EX_LEN["u"])):
+    for b, (t, u) in enumerate(zip(EX_LEN["t"], EX_LEN["u"], strict=True)):
         ins["x"][b, t:] = (ins["x"][b, t:] + 1) % DIMS["Vx"]
         tgs["y"][b, u:] = (tgs["y"][b, u:] + 1) % DIMS["Vy"]
     b = m.run(ins, tgs, grads=True, lengths=EX_LEN)
@@ -267,7 +267,7 @@ def test_windows_with_carry(kind, name, monkeypatch):
     carry = [None, None]
     for cut in (slice(0, 1), slice(1, 2), slice(2, None)):
         res = [m.run(ins, {"y": y[:, cut]}, carry=c, grads=True)
-               for m, c in zip((mi, mc), carry)]
+               for m, c in zip((mi, mc), carry, strict=True)]
         assert "s" in res[1].carry
         carry = [r.carry for r in res]
         _same(*res, "float64", mi)

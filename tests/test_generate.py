@@ -209,7 +209,7 @@ def test_beams_of_a_padded_batch_are_the_beams_of_its_examples():
     g = generator(m)
     srcs = [SRC, {"x": np.array([3, 2])}, {"x": np.array([6, 6, 1, 5])}]
     many = g.beam_many(g.context(srcs), 4, 10)
-    for src, hyps in zip(srcs, many):
+    for src, hyps in zip(srcs, many, strict=True):
         one = g.beam(g.context([src]), 4, 10)
         assert [h.tokens for h in hyps] == [h.tokens for h in one]
         assert [h.score for h in hyps] == pytest.approx([h.score for h in one], rel=1e-9)
@@ -623,7 +623,7 @@ def test_labels_are_chosen_among_the_labels_when_k_is_larger(tmp_path, capsys, t
     if kind == "labeled":
         assert out.out == "".join(f"{labels[k]}\t{p[k]:.4f}\n" for k in np.argsort(-p))
     else:
-        for row, pk in zip(out.out.splitlines(), p):
+        for row, pk in zip(out.out.splitlines(), p, strict=True):
             shown = dict(x.split(":") for x in row.split("\t")[1].split())
             assert set(shown) == set(labels) and float(shown[labels[pk.argmax()]]) == \
                 pytest.approx(pk.max(), abs=1e-3)
@@ -649,7 +649,8 @@ def test_sample_labels_the_input_of_a_classifier_or_a_tagger(tmp_path, capsys, t
     if kind == "labeled":
         assert out.out == f"{labels[p.argmax()]}\t{p.max():.4f}\n"
     else:
-        assert out.out.split() == [f"{w}/{labels[k]}" for w, k in zip("acb", p.argmax(-1))]
+        assert out.out.split() == [f"{w}/{labels[k]}"
+                                   for w, k in zip("acb", p.argmax(-1), strict=True)]
     code, out = sg(capsys, "sample", spec, "--checkpoint", c, "--input", "a c b", "--nbest")
     rows = out.out.splitlines()
     if kind == "labeled":

@@ -197,7 +197,7 @@ def test_training_steps_update_both_parts_as_the_interpreter_does():
     for _ in range(3):
         f = random_forest(rng, 4)
         ins, tgs = _data(mi, f, rng)
-        for m, opt in zip((mi, mc), opts):
+        for m, opt in zip((mi, mc), opts, strict=True):
             opt.step(m.params, m.run(ins, tgs, grads=True, train=True, forest=f).grads)
     for k in mi.params:
         assert np.abs(mi.params[k] - mc.params[k]).max() < 1e-9, k

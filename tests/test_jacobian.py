@@ -325,7 +325,8 @@ def test_compare_measures_both_on_one_batch(lm, tmp_path, capsys):
     out2 = _json(capsys, ["jacobian", str(lm), "--compare", str(tmp_path / "init"),
                           "--steps", "6", "--json"])
     assert out2["label"] == "initialisation (seed 0)"
-    for x, y in zip(out2["states"][0]["distances"], out2["compare"]["states"][0]["distances"]):
+    for x, y in zip(out2["states"][0]["distances"], out2["compare"]["states"][0]["distances"],
+                    strict=True):
         assert x["spectral"]["mean"] == pytest.approx(y["spectral"]["mean"], rel=1e-5)
     # the text report lists both
     capsys.readouterr()

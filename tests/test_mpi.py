@@ -126,7 +126,7 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(work, optimizer):
     # global batch, and the validation loss over the 2B validation streams
     one, two = rows(work / "one/metrics.csv"), rows(work / "two/metrics.csv")
     assert [r["step"] for r in one] == [r["step"] for r in two]
-    for r1, r2 in zip(one, two):
+    for r1, r2 in zip(one, two, strict=True):
         for key in ("train_loss", "valid_loss", "grad_norm"):
             assert (r1[key] == "") == (r2[key] == "")
             if r1[key]:

@@ -181,7 +181,7 @@ def test_the_end_of_a_backward_recurrence_with_dropout_compiled_as_interpreted()
             rng = np.random.default_rng(5)
             res.append((m.run({"x": x}, {"yc": yc}, grads=True, train=True, rng=rng,
                               lengths=lengths), rng.random()))
-    for (a, ra), (b, rb) in zip(res[:2], res[2:]):
+    for (a, ra), (b, rb) in zip(res[:2], res[2:], strict=True):
         assert a.loss == pytest.approx(b.loss, rel=1e-12) and ra == rb
         for p in a.grads:
             np.testing.assert_allclose(a.grads[p], b.grads[p], rtol=1e-10, atol=1e-13)

@@ -249,7 +249,7 @@ def test_labeled_columns_that_look_swapped_are_refused(tmp_path):
         "always different: the columns look swapped (text<TAB>label)" in str(e.value)
     # names to nationalities: the classes are phrases, repeated
     names = "".join(f"{c}\t{n}\n" for c, n in zip(["South Korean", "New Zealander"] * 6,
-                                                    [f"name{i}" for i in range(12)]))
+                                                    [f"name{i}" for i in range(12)], strict=True))
     write(tmp_path, "names.tsv", names)
     assert labeled("names.tsv", base=tmp_path).read().target[:2] == ["South Korean",
                                                                      "New Zealander"]

@@ -274,7 +274,7 @@ def test_keep_all_keeps_every_epochs_parameters(spec, tmp_path, recorded):
     assert train(spec, out, "--set", "keep=all") == 0
     files = sorted((out / "epochs").iterdir())
     assert [f.name for f in files] == [f"epoch_{e:03d}.npz" for e in range(1, 7)]
-    for f, (scores, scored) in zip(files, recorded):
+    for f, (scores, scored) in zip(files, recorded, strict=True):
         m = meta(f)["epoch"]
         assert m["epoch"] == int(f.stem[-3:]) and m["valid"]["fine_all"] == scores["fine_all"]
         kept = params(f)
@@ -329,7 +329,8 @@ target y[n] : class(5)
 param E, W, b, Ws, bs
 param T init normal(0.05)
 h[n] : H = dropout(tanh(E @ w[n]), 0.2)    if leaf
-h[n] : H = tanh(bilinear(T, h[n.left], h[n.right]) + W @ dropout([h[n.left]; h[n.right]], 0.3) + b)   otherwise
+h[n] : H = tanh(bilinear(T, h[n.left], h[n.right])
+                + W @ dropout([h[n.left]; h[n.right]], 0.3) + b)   otherwise
 o[n] = Ws @ h[n] + bs
 loss 0.5 * xent(o[n], y[n])
 loss 2 * xent(o[root], y[root])

@@ -149,7 +149,8 @@ def test_a_node_reads_its_own_examples_row_of_a_per_example_value():
 # classifier or an encoder"), and a sequence read by the trees' leaves
 TREE_TO_SEQUENCE = RECURSIVE.split("o[n]")[0].replace("target y[n] : class(5)", """\
 input  x[u] : onehot(K)
-target y[u] : class(K)""").replace("param E, W, b, Ws, bs", "param E, W, b, Wd, Ud, Cd, bd, Wo, bo") + """\
+target y[u] : class(K)""").replace("param E, W, b, Ws, bs",
+                                   "param E, W, b, Wd, Ud, Cd, bd, Wo, bo") + """\
 c = h[root]
 s[u] : H = tanh(Wd @ x[u] + Ud @ s[u-1] + Cd @ c + bd)
 o[u] = Wo @ s[u] + bo

@@ -39,7 +39,7 @@ def read_words(path: Path) -> OrderedDict[tuple, list[list[str]]]:
 
 def score(hyps: list[list[str]], refs: list[list[list[str]]]) -> dict:
     errors = length = wrong = 0
-    for h, rs in zip(hyps, refs):
+    for h, rs in zip(hyps, refs, strict=True):
         d, r = min((edit_distance(h, r), len(r)) for r in rs)
         errors, length, wrong = errors + d, length + r, wrong + (d > 0)
     return {"per": errors / max(length, 1), "wer": wrong / max(len(hyps), 1),
@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     print(f"greedy: PER {100 * results['greedy']['per']:.2f}%  WER "
           f"{100 * results['greedy']['wer']:.2f}%  ({len(hyps)} words, "
           f"{results['greedy']['seconds']:.0f} s)", flush=True)
-    for (w, rs), h in list(zip(items, hyps))[:8]:
+    for (w, rs), h in list(zip(items, hyps, strict=True))[:8]:
         print(f"  {''.join(w):16s} {' '.join(h):28s} ref {' / '.join(' '.join(r) for r in rs)}")
 
     if args.beam:

@@ -85,7 +85,8 @@ def main(argv=None) -> None:
     words = sorted(prons)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, ws in zip(("train", "dev", "test"), split(words, args.seed, args.test, args.dev)):
+    parts = split(words, args.seed, args.test, args.dev)
+    for name, ws in zip(("train", "dev", "test"), parts, strict=True):
         n = write(out / f"{name}.tsv", ws, prons)
         print(f"{out / (name + '.tsv')}: {len(ws)} words, {n} pairs")
 

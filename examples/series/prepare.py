@@ -12,5 +12,6 @@ df = sunspots.load_pandas().data
 (here / "data").mkdir(exist_ok=True)
 with open(here / "data" / "sunspots.csv", "w") as f:
     f.write("year,sunactivity\n")
-    f.writelines(f"{int(year)},{v}\n" for year, v in zip(df["YEAR"], df["SUNACTIVITY"]))
+    f.writelines(f"{int(year)},{v}\n"
+                 for year, v in zip(df["YEAR"], df["SUNACTIVITY"], strict=True))
 print(f"data/sunspots.csv: {len(df)} years")

@@ -40,7 +40,7 @@ def train(argv: list[str]) -> int:
     epochs = [per_tree(argv[0], f, valid[-1] if valid else None)
               for f in sorted((out / "epochs").glob("epoch_*.npz"))]
     np.savez(out / "epochs.npz", **{k: np.stack([e[c] for e in epochs])
-                                    for k, c in zip(KEYS, COLUMNS)})
+                                    for k, c in zip(KEYS, COLUMNS, strict=True)})
     return 0
 
 

@@ -68,7 +68,7 @@ def run(args) -> int:
                     steps=args.steps, batch=args.batch, seed=args.seed,
                     use_train_data=not args.random)
     runs = [(s.label, measure(m, setup.inputs, setup.targets, setup.lengths))
-            for s, m in zip(setup.sources, setup.models)]
+            for s, m in zip(setup.sources, setup.models, strict=True)]
     reports = runs[0][1]
     if not reports:
         print(f"{args.spec}: no recurrent state (no variable read with a delay)",

@@ -235,9 +235,9 @@ def label(t, args, output: str) -> int:
     tokens = input_tokens(t.vocab, args.input)
     if not args.nbest:
         sys.stdout.write(" ".join(f"{w}/{names[int(k)]}" for w, k in
-                                  zip(tokens, probs.argmax(axis=-1))) + "\n")
+                                  zip(tokens, probs.argmax(axis=-1), strict=True)) + "\n")
         return 0
-    for w, p in zip(tokens, probs):
+    for w, p in zip(tokens, probs, strict=True):
         order = np.argsort(-p, kind="stable")
         sys.stdout.write(w + "\t" + " ".join(f"{names[k]}:{p[k]:.3f}" for k in order)
                          + "\n")
@@ -305,7 +305,7 @@ def forecast(t, args, loss) -> int:
     sys.stdout.write("\t".join(["step", *t.vocab.tokens,
                                 *(f"{n} at t+{ahead}" for n in names)]) + "\n")
     only = {"end": len(rows), "first": 1}.get(loss.output.shift.kind)
-    for k, (given, row) in enumerate(zip(rows, o), 1):
+    for k, (given, row) in enumerate(zip(rows, o, strict=True), 1):
         if only is not None and k != only:
             continue
         sys.stdout.write("\t".join([str(k), *(f"{v:.6g}" for v in given),

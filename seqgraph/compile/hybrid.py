@@ -326,7 +326,7 @@ class HybridExecutor(FallsBack):
         carry, and with grads the second part's backward pass, then the first's seeded
         with the gradient of the cut's values (the chain rule across the cut)."""
         p = self.parts
-        by_kind = dict(zip(self.order, results))
+        by_kind = dict(zip(self.order, results, strict=True))
         terms = {p.tree_losses[i]: t for i, t in by_kind["tree"].terms.items()}
         terms.update({p.seq_losses[i]: t for i, t in by_kind["seq"].terms.items()})
         terms = dict(sorted(terms.items()))                 # the whole's loss order

@@ -280,7 +280,7 @@ class Evaluation:
                 ds = (gr if len(xs) == 1 else gr * xs[1],)        # xs[1]: the mask
             else:
                 ds = ops.vjp(op, gr, self.rows(out, lead), None, xs)
-            for sub, a, d in zip(e.args, args, ds):
+            for sub, a, d in zip(e.args, args, ds, strict=True):
                 if d is None or isinstance(sub, Num):
                     continue
                 if a.lead == "ex" and lead == "seq":

@@ -240,7 +240,7 @@ class _Eval:
                                    run if param else None, param)
             else:
                 ds = ops.vjp(op, d, self.vals[out], saved, xs)
-            for a, da in zip(args, ds):
+            for a, da in zip(args, ds, strict=True):
                 if da is not None:
                     grads[a] = da if grads[a] is None else grads[a] + da
         for i, route in self.routes:

@@ -225,15 +225,15 @@ class _Sizes:
         assert isinstance(e, Apply)
         d = TABLE[e.op]
         ranks = d.ranks if d.ranks else (1,) * len(e.args)
-        args = [self.shape(a, r) for a, r in zip(e.args, ranks)]
+        args = [self.shape(a, r) for a, r in zip(e.args, ranks, strict=True)]
         self.where = e.pos
-        for a, r, sh in zip(e.args, ranks, args):
+        for a, r, sh in zip(e.args, ranks, args, strict=True):
             if (r is None and len(sh) > 1) or (r is not None and len(sh) != r):
                 want = {0: "a number", 1: "a vector", 2: "a matrix", 3: "a tensor",
                         None: "a vector or a number"}[r]
                 raise SpecError(f"'{self.show(a)}' must be {want} here", e.pos)
         label = self.show(e)
-        for a, sh in zip(e.args, args):
+        for a, sh in zip(e.args, args, strict=True):
             if len(sh) == 1 and not self.label[sh[0]]:
                 self.label[sh[0]] = f"'{self.show(a)}'"
         rank = d.out if d.out is not None else max((len(a) for a in args), default=0)

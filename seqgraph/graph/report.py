@@ -208,7 +208,7 @@ def loader_args(call) -> dict:
     fn = {**LOADERS, "trees": trees}.get(getattr(call, "name", None))
     if fn is None:
         return {}
-    return {**dict(zip(inspect.signature(fn).parameters, call.args)), **call.kwargs}
+    return {**dict(zip(inspect.signature(fn).parameters, call.args, strict=False)), **call.kwargs}
 
 
 # ------------------------------------------------------------------------ generation

@@ -172,7 +172,7 @@ def loss_terms(graph: FoldedGraph, loss, lengths: dict, forest=None) -> list:
         src = position(graph, ref, {}, lengths, forest)
         return list(src.nodes) if isinstance(src, Roots) else [src]
     outs, tgts = nodes(loss.output), nodes(loss.target)
-    return list(zip(outs, tgts * len(outs) if len(tgts) == 1 else tgts))
+    return list(zip(outs, tgts * len(outs) if len(tgts) == 1 else tgts, strict=True))
 
 
 def text(graph: FoldedGraph, lengths: dict) -> str:

@@ -81,7 +81,7 @@ def _arity_error(cell, args, pos, var, mod=None, layers=1) -> SpecError:
     arguments given where they are simple, the cell's parameter names elsewhere)."""
     shown = [_arg_text(a) for a in args[:len(cell.params)]]
     shown += [None] * (len(cell.params) - len(shown))
-    form = ", ".join(s or p for s, p in zip(shown, cell.params))
+    form = ", ".join(s or p for s, p in zip(shown, cell.params, strict=True))
     prefix = {"bi": "bi ", "reverse": "reverse ", "stack": f"stack({layers}) "}.get(mod, "")
     n = len(cell.params)
     return SpecError(f"cell '{cell.name}' takes {n} argument{'s' if n != 1 else ''} "
@@ -208,7 +208,7 @@ class Expander:
     def _bind(self, cell, args) -> dict:
         """Parameter -> variable or dim name (a str) or number (a size or a constant)."""
         bind = {}
-        for p, a in zip(cell.params, args):
+        for p, a in zip(cell.params, args, strict=True):
             if isinstance(a, A.Number):
                 bind[p] = int(a.value) if a.value == int(a.value) else a.value
             elif isinstance(a, A.Name) and a.index is None:

@@ -462,7 +462,7 @@ class _Elaborator:
                             f"{'es' * (len(var_indexes) > 1)}: write "
                             f"{e.name}[{', '.join(var_indexes)}]", e.pos)
         shifts = tuple(self._shift(e, vi, ix, bound, cond, in_init)
-                       for vi, ix in zip(var_indexes, e.index))
+                       for vi, ix in zip(var_indexes, e.index, strict=True))
         if len(shifts) == 2 and shifts != (SAME, SAME):
             raise SpecError(f"a variable over two indexes is read at the current steps "
                             f"only: {e.name}[{', '.join(var_indexes)}]", e.pos)

@@ -346,7 +346,8 @@ def _mismatch(ckpt: Checkpoint, shapes: dict) -> str | None:
             return f"this checkpoint has parameter '{n}', which the spec does not declare"
     for n, want in shapes.items():
         have = ckpt.params[n].shape
-        if len(want) != len(have) or any(w not in (None, h) for w, h in zip(want, have)):
+        if len(want) != len(have) or any(w not in (None, h)
+                                         for w, h in zip(want, have, strict=True)):
             return (f"parameter '{n}' has shape {list(want)} in the spec but {list(have)} "
                     f"in this checkpoint")
     return None

@@ -153,11 +153,11 @@ def check_call(call, fn, skip=(), name: str | None = None) -> inspect.BoundArgum
         n = len(positional)
         raise BadValue(f"{name}() takes {n} value{'s' * (n != 1)} without a name, "
                        f"given {len(args)}", f"write {takes}", ("arg", n))
-    for p, _ in zip(positional, args):
+    for p, _ in zip(positional, args, strict=False):
         if p.name in kwargs:
             raise BadValue(f"{name}() is given '{p.name}' twice (by place and by name)",
                            f"write {takes}", ("kw", p.name))
-    given = {p.name for p, _ in zip(positional, args)} | set(kwargs)
+    given = {p.name for p, _ in zip(positional, args, strict=False)} | set(kwargs)
     for p in params.values():
         if p.default is inspect.Parameter.empty and p.name not in given:
             raise BadValue(f"{name}(): missing 1 required positional argument: "

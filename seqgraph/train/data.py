@@ -219,7 +219,7 @@ def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None
     if K is None:
         return
     numeric = all(t.isdigit() for t in vocab.target.tokens)
-    for label, line in zip(raw.target, raw.lines):
+    for label, line in zip(raw.target, raw.lines, strict=True):
         i = vocab.target.index.get(label)
         if (i is not None and i >= K) or (i is None and numeric and label.isdigit()
                                           and int(label) >= K):
@@ -258,7 +258,7 @@ def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, bindin
     if kind == "pairs":
         tgt = [vocab.target.encode(list(toks) + [EOS], file) for toks in raw.target]
         if index[x] == index[y]:
-            for s, t, line in zip(src, tgt, raw.lines):
+            for s, t, line in zip(src, tgt, raw.lines, strict=True):
                 if len(s) != len(t):
                     raise DataError(f"the model reads {x} and {y} on one index "
                                     f"'{index[x]}', but this pair has {len(s)} source and "
@@ -266,10 +266,10 @@ def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, bindin
                                     line=line)
     elif kind == "labeled":
         tgt = [_label_id(vocab.target, lab, file, line)
-               for lab, line in zip(raw.target, raw.lines)]
+               for lab, line in zip(raw.target, raw.lines, strict=True)]
     else:
         tgt = [np.array([_label_id(vocab.target, t, file, line, "tag") for t in tags],
-                        dtype=np.int64) for tags, line in zip(raw.target, raw.lines)]
+                        dtype=np.int64) for tags, line in zip(raw.target, raw.lines, strict=True)]
     return Examples({x: src, y: tgt}, index, {x: True, y: True}, tuple(raw.lines), file, {})
 
 

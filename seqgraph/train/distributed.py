@@ -112,7 +112,7 @@ class Comm:
         self.wait(self.comm.Igatherv([data, self.MPI.BYTE], recv, root=0), what)
         if self.rank != 0:
             return None
-        return [pickle.loads(out[o:o + n].tobytes()) for o, n in zip(displs, sizes)]
+        return [pickle.loads(out[o:o + n].tobytes()) for o, n in zip(displs, sizes, strict=True)]
 
 
 def connect(timeout: float = DEFAULT_TIMEOUT) -> Comm:

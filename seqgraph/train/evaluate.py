@@ -170,7 +170,7 @@ class PerExample:
     def add_decoded(self, hyps, refs, decode) -> None:
         """Greedy decoding: each example's hypothesis against its reference (`</s>` not
         counted), `decode` turning ids into text."""
-        for i, (h, r) in enumerate(zip(hyps, refs)):
+        for i, (h, r) in enumerate(zip(hyps, refs, strict=True)):
             self.rows.setdefault(i, {}).update(
                 exact=int(h == r), edits=edit_distance(h, r), hypothesis=decode(h),
                 reference=decode(r))
@@ -323,11 +323,11 @@ def decode_metrics(model, graph, binding, examples, vocab, batch: int = 64,
                 xs = np.stack([np.asarray(src[i]) for i in chunk])
             for i, h in zip(chunk, greedy_decode(model, graph, binding, {x: xs}, max_len,
                                                  eos, classes=len(vocab.target or vocab),
-                                                 **kw)):
+                                                 **kw), strict=True):
                 hyps[i] = h
-    errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs))
+    errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs, strict=True))
     n_ref = sum(len(r) for r in refs)
-    exact = sum(h == r for h, r in zip(hyps, refs))
+    exact = sum(h == r for h, r in zip(hyps, refs, strict=True))
     n = max(len(refs), 1)
     return {"exact_match": exact / n, "error_rate": errors / max(n_ref, 1),
             "sequence_error_rate": 1 - exact / n, "decoded": len(refs),
@@ -351,15 +351,15 @@ def baselines(binding, train, data, graph=None) -> dict:
                 "majority_accuracy": sum(l == top for l in labels) / max(len(labels), 1)}
     if kind == "tagged":
         per_word, overall = defaultdict(Counter), Counter()
-        for ws, ts in zip(train.fields[x], train.fields[y]):
-            for w, t in zip(ws, ts):
+        for ws, ts in zip(train.fields[x], train.fields[y], strict=True):
+            for w, t in zip(ws, ts, strict=True):
                 per_word[int(w)][int(t)] += 1
                 overall[int(t)] += 1
         default = overall.most_common(1)[0][0]
         best = {w: c.most_common(1)[0][0] for w, c in per_word.items()}
         hit = total = 0
-        for ws, ts in zip(data.fields[x], data.fields[y]):
-            for w, t in list(zip(ws, ts))[place]:
+        for ws, ts in zip(data.fields[x], data.fields[y], strict=True):
+            for w, t in list(zip(ws, ts, strict=True))[place]:
                 hit += best.get(int(w), default) == int(t)
                 total += 1
         return {"most_frequent_tag_accuracy": hit / max(total, 1)}

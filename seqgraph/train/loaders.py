@@ -568,7 +568,7 @@ class ExampleLoader:
             src.append(toks), tgt.append(label.strip()), lines.append(n)
             texts.append(text.strip())
         _not_swapped(tgt, texts, lines, str(self.path))
-        _class_ids_alike(list(zip(tgt, lines)), str(self.path))
+        _class_ids_alike(list(zip(tgt, lines, strict=True)), str(self.path))
         return Raw(src, tgt, lines)
 
     def _read_tagged(self) -> Raw:
@@ -857,7 +857,7 @@ def check_loader_call(call, key: str = "data") -> None:
     fn = _loader_function(call, key)
     name = call.name
     bound = inspect.signature(fn).parameters
-    given = dict(zip(bound, call.args))
+    given = dict(zip(bound, call.args, strict=False))
     given.update(call.kwargs)
     path = given.get("path")
     if "path" in given and not isinstance(path, str):

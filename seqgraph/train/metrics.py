@@ -262,10 +262,10 @@ def draw_loss(rows: list[dict], png: Path, ylabel: str = "loss per token (nats)"
         return None
     fig, ax = figure()
     if train:
-        ax.plot(*zip(*_thin(train)), lw=0.8, alpha=0.5, label="train")
-        ax.plot(*zip(*_thin(_smooth(train))), lw=1.5, label="train (moving average)")
+        ax.plot(*zip(*_thin(train), strict=True), lw=0.8, alpha=0.5, label="train")
+        ax.plot(*zip(*_thin(_smooth(train)), strict=True), lw=1.5, label="train (moving average)")
     if valid:
-        ax.plot(*zip(*valid), "o-", label="valid")
+        ax.plot(*zip(*valid, strict=True), "o-", label="valid")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.legend()
@@ -290,7 +290,7 @@ def draw_grads(rows: list[dict], out: Path) -> Path | None:
     fig, ax = figure()
     for c, pts in series.items():
         label = "global" if c == "grad_norm" else c[len(PARAM_PREFIX):]
-        ax.plot(*zip(*pts), lw=1.6 if c == "grad_norm" else 0.8,
+        ax.plot(*zip(*pts, strict=True), lw=1.6 if c == "grad_norm" else 0.8,
                 color="black" if c == "grad_norm" else None, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("step")

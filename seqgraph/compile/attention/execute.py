@@ -149,7 +149,8 @@ class _Exec:
 
     def fwd_op(self, n, args, axes, out=None):
         op = n.op
-        xs = args if n.aligned else [_align(a, ax, n.axes) for a, ax in zip(args, axes)]
+        xs = args if n.aligned else [_align(a, ax, n.axes)
+                                     for a, ax in zip(args, axes, strict=True)]
         f = _EW.get(op)
         if f is not None:
             return f(xs, out, self.f32), xs
@@ -158,10 +159,10 @@ class _Exec:
         if op in (Op.CONCAT, Op.BILINEAR):
             lead = self.lead(n.axes)
             xs = [x if ax is None else np.broadcast_to(x, lead + x.shape[-1:])
-                  for x, ax in zip(xs, axes)]
+                  for x, ax in zip(xs, axes, strict=True)]
             if op is Op.BILINEAR:
                 rows = [x if ax is None else x.reshape(-1, x.shape[-1])
-                        for x, ax in zip(xs, axes)]
+                        for x, ax in zip(xs, axes, strict=True)]
                 out, s = ops.forward(op, ops.Ctx(), rows, n.attrs)
                 return out.reshape(lead + out.shape[-1:]), (xs, rows, s)
         out, s = ops.forward(op, ops.Ctx(), xs, n.attrs)
@@ -278,7 +279,7 @@ class _Exec:
             if k in ("state", "hoist", "read"):
                 leaf(n, g)
                 continue
-            for a, d in zip(n.args, self.vjp(n, g, vals, saved[n.id])):
+            for a, d in zip(n.args, self.vjp(n, g, vals, saved[n.id]), strict=True):
                 if d is None or nodes[a].kind == "num":
                     continue
                 if isinstance(d, tuple):                     # a slice of a gemm output
@@ -385,9 +386,9 @@ class _Exec:
             ds = f(g, out, s)
             if n.aligned:                # a size-1 value or a parameter: summed back
                 return tuple(None if d is None or np.ndim(a) == 0 else _sum_to(d, a.shape)
-                             for d, a in zip(ds, args))
+                             for d, a in zip(ds, args, strict=True))
             return tuple(None if d is None else _back(d, a, ax, n.axes)
-                         for d, a, ax in zip(ds, args, axes))
+                         for d, a, ax in zip(ds, args, axes, strict=True))
         if n.op is Op.DROPOUT:                   # s: the masks (None: evaluation)
             d = g if s is None else g * s
             return (d if n.aligned else _back(d, args[0], axes[0], n.axes),)
@@ -396,12 +397,12 @@ class _Exec:
             ds = ops.vjp(n.op, g.reshape(-1, g.shape[-1]), out.reshape(-1, out.shape[-1]),
                          sv, rows)
             ds = [None if d is None else (d if ax is None else d.reshape(x.shape))
-                  for d, x, ax in zip(ds, xs, axes)]
+                  for d, x, ax in zip(ds, xs, axes, strict=True)]
         else:
             xs, sv = s
             ds = ops.vjp(n.op, g, out, sv, xs)
         return tuple(None if d is None else _back(d, a, ax, n.axes)
-                     for d, a, ax in zip(ds, args, axes))
+                     for d, a, ax in zip(ds, args, axes, strict=True))
 
     def later(self, n, pnode, g2, x2):
         """A product's weight gradient G^T X, deferred: one GEMM over all steps. The
