@@ -27,10 +27,6 @@ import numpy as np
 from ..ops import Op
 from .plan import Step
 
-# which values each op's VJP reads: 'out' its own value, 'args' its operands
-_NEEDS = {Op.TANH: "out", Op.SIGMOID: "out", Op.EXP: "out", Op.RELU: "args",
-          Op.LOG: "args", Op.SOFTPLUS: "args", Op.MUL: "args", Op.DIV: "args"}
-
 HELPERS = {
     "float32": '''
 DT = np.float32
@@ -196,10 +192,11 @@ class _Gen:
         """The nodes whose values the backward pass reads."""
         needed = set()
         for n in self.nodes:
-            if n.kind == "ew" and n.op in _NEEDS:
-                if _NEEDS[n.op] == "out":
+            if n.kind == "ew" and n.op is not None:
+                out, args = VJP_READS[n.op]
+                if out:
                     needed.add(n.id)
-                else:
+                if args:
                     needed.update(a for a in n.args if self.nodes[a].kind != "num")
             elif n.kind == "softmax":
                 needed.add(n.id)
@@ -680,6 +677,16 @@ KERNEL_VJP = {
     Op.LOG: lambda g, a, y: [(0, f"{g} / {a[0]}")],
     Op.SOFTPLUS: lambda g, a, y: [(0, f"{g} * _sigmoid({a[0]})")],
 }
+
+
+def _vjp_reads(op) -> tuple[bool, bool]:
+    """(its own value, its operands): what op's VJP reads, and so what the forward pass
+    keeps for the backward one, read off its KERNEL_VJP terms written with marked names."""
+    terms = " ".join(t for _, t in KERNEL_VJP[op]("@g", ["@a0", "@a1"], "@y"))
+    return "@y" in terms, "@a" in terms
+
+
+VJP_READS = {op: _vjp_reads(op) for op in KERNEL_VJP}
 
 
 def _expr(op, a):
