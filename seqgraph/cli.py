@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
             mod = _module(name)
         except ModuleNotFoundError:
             continue  # a subcommand not built yet
-        sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP, allow_abbrev=False)
+        sp = sub.add_parser(name, help=mod.HELP, allow_abbrev=False,
+                            description=getattr(mod, "DESCRIPTION", mod.HELP),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
     return p

@@ -231,6 +231,44 @@ def test_dropout_is_identity_in_eval(tmp_path, rng):
     assert not bad, bad
 
 
+DEEP_TRANSITION_RELU = """\
+dim H = 8
+input x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wz, bz, Vo, c
+z[t] : H = relu(Wz @ h[t-1] + bz)
+h[t] : H = tanh(b + W @ z[t] + U @ x[t])
+o[t] = c + Vo @ h[t]
+loss xent(o[t], y[t])
+"""
+
+
+def test_gradcheck_moves_constant_parameters_off_relu_kinks(tmp_path, capsys):
+    """Fig. 10.13b with a ReLU transition (walk 14): at its initialisation the state and
+    bz are zero, so every ReLU input of the first step is exactly 0, its kink; the
+    central difference there is half a slope and bz failed with a right gradient (the
+    check at init, through the API, shows it). `seqgraph gradcheck` moves parameters
+    that hold one value off it, says so, and passes; its JSON holds plain booleans
+    (a numpy bool of a failed check was a traceback)."""
+    import json
+
+    from seqgraph import gradcheck as gc
+    from seqgraph.cli import main
+    spec = tmp_path / "deep_b.sg"
+    spec.write_text(DEEP_TRANSITION_RELU)
+    m = seqgraph.load(str(spec), dims={"V": 5}, dtype="float64")
+    at_init = gc.gradcheck(m)
+    assert [c.name for c in at_init if not c.ok] == ["bz"], at_init
+    json.dumps([c.__dict__ for c in at_init])            # plain floats and booleans
+    assert gc.off_kinks(m, np.random.default_rng(1)) == ["b", "bz", "c"]
+    assert all(c.ok for c in gc.gradcheck(m))
+    assert main(["gradcheck", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("b, bz, c: constant at initialisation") and "all passed" in out
+    assert main(["gradcheck", str(spec), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["moved_off_constant"] == ["b", "bz", "c"]
+
+
 def test_gradcheck_tells_rounding_from_a_wrong_gradient(monkeypatch):
     """luong.sg's h.Uo has a gradient of 1e-5 on a loss of 7.45: its central difference
     differs by 3e-11 from rounding alone, which the relative test took for a failure
