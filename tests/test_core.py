@@ -395,7 +395,11 @@ def test_a_loss_at_one_place_against_a_target_at_every_step_is_refused():
      "example", "o[end]"),
     # a shifted read: the executors and eval would take other steps
     ("loss xent(o[t], y[t-1])", "xent reads 'y' at t-1", "p[t] = o[t+1], then xent(p[t]"),
-    ("loss xent(o[t+1], y[t])", "xent reads 'o' at t+1", "p[t] = o[t+1], then xent(p[t]")])
+    ("loss xent(o[t+1], y[t])", "xent reads 'o' at t+1", "p[t] = o[t+1], then xent(p[t]"),
+    # a language model's y[t+1] (walk 14): chars and words data shift the target already
+    ("loss xent(o[t], y[t+1])", "xent reads 'y' at t+1",
+     "write xent(o[t], y[t]): with chars or words data the target y[t] is already the "
+     "next symbol, x[t+1]; for other data, shift the output instead: p[t] = o[t-1]")])
 def test_a_per_example_or_one_place_output_against_every_step_is_refused(lines, message,
                                                                           hint):
     with pytest.raises(seqgraph.SpecError) as e:

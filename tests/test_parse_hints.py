@@ -118,6 +118,13 @@ CASES = [
         "is an operator missing"),
     case("train-value-missing", ELMAN + "train {\n  batch =\n}\n", 10, 10,
          "write the value after '='"),
+    # walk 14: C's comments, and a cell's inner variable read in an equation
+    case("slash-comment-line", "// an Elman RNN\n" + ELMAN, 1, 1,
+         "comments start with #, not //"),
+    case("slash-comment-after", change(7, "o[t] = Wo @ h[t] + bo  // the logits"), 7, 25,
+         "comments start with #, not //"),
+    case("inner-variable", change(6, "h = bi rnn(x, H)") + "param Q\nz[t] = Q @ h.fwd[t]\n",
+         10, 13, "'h.fwd' names a cell's inner variable (bi's fwd and bwd, an lstm's c)"),
 ]
 
 

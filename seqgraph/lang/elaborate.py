@@ -560,6 +560,10 @@ class _Elaborator:
                 hint = f"read {ref.var}[{i}]" if k.kind != "rel" else \
                     f"shift the output instead: p[{i}] = {out.var}[{i}{shift:+d}], then " \
                     f"{l.fn}(p[{i}], {tgt.var}[{i}])"
+                if ref is tgt and k.kind == "rel" and k.k > 0:   # a language model's habit
+                    hint = f"write {l.fn}({out.var}[{i}], {tgt.var}[{i}]): with chars or " \
+                        f"words data the target {tgt.var}[{i}] is already the next " \
+                        f"symbol, x[{i}+1]; for other data, {hint}"
                 raise SpecError(f"{l.fn} reads '{ref.var}' at {k.show(i)}: a loss "
                                 f"compares its output and target where it reads them, "
                                 f"at every step (node) or at one place", arg.pos, hint=hint)

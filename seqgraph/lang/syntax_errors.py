@@ -183,6 +183,28 @@ def _hint(tok: Token, prev, expected: set, stmt: list, text: str, value=False) -
     return ""
 
 
+def _hint_slash_comment(tok, prev, expected, stmt, text):
+    """`// a comment`, as C and Java write it."""
+    at = getattr(tok, "start_pos", None)
+    if str(tok) == "/" and at is not None and "//" in text[max(at - 1, 0):at + 2]:
+        return "comments start with #, not //"
+    return ""
+
+
+def _hint_inner_name(tok, prev, expected, stmt, text):
+    """`h.fwd[end]`: a cell's inner variables have dotted names in checkpoints and
+    messages, but an equation reads only the cell's own output."""
+    if tok.type != "DOT" or prev is None or prev.type != "NAME" or \
+            getattr(stmt, "block", None) == "TRAIN":
+        return ""
+    after = re.match(r"\.(\w+)", text[getattr(tok, "start_pos", 0) or 0:])
+    name = f"{prev}.{after.group(1)}" if after else f"{prev}.NAME"
+    return (f"'{name}' names a cell's inner variable (bi's fwd and bwd, an lstm's c) "
+            f"in checkpoints and messages; an equation reads only the cell's output "
+            f"'{prev}'. For each direction alone write two cells: f = rnn(x, 16) and "
+            f"g = reverse rnn(x, 16)")
+
+
 def _hint_keyword(tok, prev, expected, stmt, text):
     if str(tok) in A.KEYWORDS and "NAME" in expected:
         return f"'{tok}' is a keyword and cannot be a name"
@@ -420,7 +442,8 @@ def _end_pos(text: str):
 
 
 # the rules in the order they are tried, and whether each applies to a lone train value
-_RULES = ((_hint_keyword, True), (_hint_open_bracket, False), (_hint_unquoted_path, True),
+_RULES = ((_hint_slash_comment, True), (_hint_inner_name, True), (_hint_keyword, True),
+          (_hint_open_bracket, False), (_hint_unquoted_path, True),
           (_hint_operand, True), (_hint_keyword_typo, False), (_hint_loss_arguments, False),
           (_hint_glued, True), (_hint_one_statement_a_line, False), (_hint_case, False),
           (_hint_missing_operator, True),
