@@ -468,3 +468,12 @@ def test_a_large_perplexity_is_shown_in_powers_of_ten():
     from seqgraph.train.evaluate import shown
     assert shown(5.16789) == "5.17" and shown(5.16789, 3) == "5.168"
     assert shown(math.exp(700)) == "1.014e+304" and shown(2.5e6) == "2.500e+06"
+
+
+def test_a_perplexity_past_floats_range_is_inf_not_a_cap():
+    """A loss of 2.6e7 nats a token showed perplexity 1.014e+304, exp(700) (walk 14)."""
+    from seqgraph.train.evaluate import Score, shown
+    assert Score(loss_sum=2.6e7, tokens=1, correct=None).perplexity == math.inf
+    assert shown(Score(loss_sum=2.6e7, tokens=1, correct=None).perplexity) == "inf"
+    assert Score(loss_sum=708.0, tokens=1, correct=None).perplexity == math.exp(708.0)
+    assert Score(loss_sum=3.0, tokens=1, correct=None, nll=False).perplexity is None

@@ -46,8 +46,11 @@ class Score:
 
     @property
     def perplexity(self) -> float | None:
-        """exp(loss) of a likelihood loss; None for another (mse: no perplexity)."""
-        return math.exp(min(self.loss, 700.0)) if self.nll else None
+        """exp(loss) of a likelihood loss (inf past float64's range, where it was shown
+        as e^700); None for another (mse: no perplexity)."""
+        if not self.nll:
+            return None
+        return math.exp(self.loss) if self.loss < 709.0 else math.inf
 
     @property
     def accuracy(self) -> float | None:
