@@ -171,7 +171,7 @@ def _transduce(t, args, rng) -> int:
                     start)
         sys.stderr.write(f"attention weights '{weights.name}' drawn in {out}\n")
     if args.beam is None or not args.nbest:
-        sys.stdout.write(_text(out_vocab, ids) + "\n")
+        sys.stdout.write(_tagged(t, args, out_vocab, ids) + "\n")
         if not ids and ended:         # the line stays (one a --input), but is explained
             sys.stderr.write("the output is empty: the model's first choice was </s>\n")
     if ctx.limit is not None and length < ctx.limit and not ended:
@@ -403,6 +403,17 @@ def _decode(args, gen, ctx, length: int, out_vocab, rng,
 
 def _text(vocab, ids) -> str:
     return vocab.decode(ids)
+
+
+def _tagged(t, args, out_vocab, ids) -> str:
+    """The output as text; a tagger's that reads its tags back (tagged data) as
+    `word/TAG`, as a one-pass tagger prints it and `tagged` reads it (a cut output:
+    its first words)."""
+    if getattr(t.binding, "kind", None) != "tagged":
+        return _text(out_vocab, ids)
+    words = input_tokens(t.vocab, args.input)
+    return " ".join(f"{w}/{out_vocab.tokens[int(k)]}"
+                    for w, k in zip(words, ids, strict=False))
 
 
 def _plot(t, plan, weights, src: dict, args, output: list, out_vocab, start):
