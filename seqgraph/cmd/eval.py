@@ -88,6 +88,11 @@ def report(d: dict, file: str) -> str:
         if d.get("perplexity") is not None else f"per {unit}"
     many = f"{d['tokens']} {unit}{'s' * (d['tokens'] != 1)}"
     lines = [f"loss {d['loss']:.4f} {nats}{acc}  ({many} of {file})"]
+    if "greedy_accuracy" in d:
+        lines[0] += "  (the true tags fed back)"
+        lines.append(f"greedy decoding of {d['decoded']} sentences (its own tags fed back, "
+                     f"as sample does): accuracy {d['greedy_accuracy']:.4f}  exact match "
+                     f"{d['greedy_exact_match']:.4f}")
     if "exact_match" in d:
         lines.append(f"greedy decoding of {d['decoded']} examples: exact match "
                      f"{d['exact_match']:.4f}  error rate (edit distance / reference tokens) "
@@ -159,6 +164,8 @@ def eval_examples(t, spec_path: str, data: str | None,
     result.update(baselines(b, ds.train, examples, graph))
     if names is not None and "majority_class" in result:      # its name, as sample says
         result["majority_label"] = names[result["majority_class"]]
+    if b.kind == "tagged" and t.model.feedback():
+        result.update(decoded_tags(t, examples, cfg.batch))
     if b.kind in ("pairs", "treepairs"):
         d = decode_metrics(t.model, graph, b, examples, t.vocab, cfg.batch)
         hyps, refs = d.pop("hypotheses"), d.pop("references")
@@ -171,6 +178,19 @@ def eval_examples(t, spec_path: str, data: str | None,
         with writing(per_example, "--per-example"):
             each.write(per_example)
     return result, file
+
+
+def decoded_tags(t, examples, batch: int) -> dict:
+    """A tagger that reads its tags back is scored above with the true tags fed back
+    (teacher forcing); `sample` feeds it its own. Its greedy decoding, each sentence a
+    tag a word, scored as tags: greedy_accuracy (tokens) and greedy_exact_match."""
+    from ..train.evaluate import decode_metrics
+    d = decode_metrics(t.model, t.spec.graph, t.binding, examples, t.vocab, batch)
+    pairs = list(zip(d["hypotheses"], d["references"], strict=True))
+    right = sum(int(a == b) for h, r in pairs for a, b in zip(h, r, strict=False))
+    n = max(sum(len(r) for _, r in pairs), 1)
+    return {"greedy_accuracy": right / n, "greedy_exact_match": d["exact_match"],
+            "decoded": d["decoded"]}
 
 
 def eval_ids(t, spec_path: str, data: str | None):
