@@ -110,9 +110,12 @@ def _textbook_form(g, rec, st: State) -> None:
         return
     expr = v.cases[0].expr
     inner_refs = [r for r in refs(expr) if r.var in rec.vars]
-    if len(inner_refs) != 1 or inner_refs[0].var != st.name:
-        st.bound_note = (f"'{st.name}' is not of the form f(U @ {st.name}[t-1] + ...): "
-                         "it reads other variables of its recurrence")
+    others = sorted({r.var for r in inner_refs} - {st.name})
+    if others or len(inner_refs) != 1:
+        why = f"it reads {', '.join(others)} of its recurrence" if others else \
+            f"it reads {st.name} at {len(inner_refs)} places " \
+            f"({', '.join(sorted({r.shift.show('t') for r in inner_refs}))})"
+        st.bound_note = f"'{st.name}' is not of the form f(U @ {st.name}[t-1] + ...): {why}"
         return
     r = inner_refs[0]
     if abs(r.shift.k) != 1:

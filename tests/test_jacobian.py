@@ -154,6 +154,25 @@ def test_cli_writes_png_and_json(tmp_path, capsys):
     assert "state h" in capsys.readouterr().out
 
 
+def test_why_there_is_no_state_or_no_textbook_bound_is_said_rightly(tmp_path, capsys):
+    """Walk 14: a Jordan net (Fig. 10.4: y[t-1] read back) was said to read nothing with
+    a delay; h reading h[t-1] and h[t-2] was said to read other variables."""
+    jordan = tmp_path / "jordan.sg"
+    jordan.write_text("dim H = 4\ninput x[t] : onehot(V)\ntarget y[t] : class(K)\n"
+                      "param W, R, b, Wo, bo\nh[t] : H = tanh(W @ x[t] + R @ y[t-1] + b)\n"
+                      "o[t] = Wo @ h[t] + bo\nloss xent(o[t], y[t])\n")
+    assert main(["jacobian", str(jordan), "--dim", "V=5", "--dim", "K=3", "--steps", "3",
+                 "--batch", "2"]) == 0
+    assert "no recurrent state (no hidden variable read with a delay; the target y read " \
+           "back is data under teacher forcing, not a state)" in capsys.readouterr().err
+    two = tmp_path / "two.sg"
+    two.write_text(TANH.replace("U @ h[t-1]", "U @ h[t-1] + U2 @ h[t-2]").replace(
+        "param W,", "param U2, W,"))
+    assert main(["jacobian", str(two), "--dim", "V=7", "--steps", "3", "--batch", "2"]) == 0
+    assert "'h' is not of the form f(U @ h[t-1] + ...): it reads h at 2 places (t-1, t-2)" \
+        in capsys.readouterr().out
+
+
 def test_cli_bad_checkpoint_is_a_usage_error(tmp_path, capsys):
     spec, _ = _model(tmp_path, TANH, dims={"V": 7})
     ckpt = tmp_path / "c.npz"

@@ -71,8 +71,11 @@ def run(args) -> int:
             for s, m in zip(setup.sources, setup.models, strict=True)]
     reports = runs[0][1]
     if not reports:
-        print(f"{args.spec}: no recurrent state (no variable read with a delay)",
-              file=sys.stderr)
+        fed = [t.name for t in spec.graph.targets() if t.name in spec.graph.carried]
+        why = f"; the target {', '.join(fed)} read back is data under teacher forcing, " \
+            f"not a state" if fed else ""
+        print(f"{args.spec}: no recurrent state (no hidden variable read with a "
+              f"delay{why})", file=sys.stderr)
     if args.output:
         title = f"{spec.name}: Jacobian norms (B={args.batch}, T={setup.steps})"
         with writing(args.output, "-o"):
