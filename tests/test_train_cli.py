@@ -464,6 +464,10 @@ def test_usage_errors(work, capsys):
     no_data = LM.replace('  data = chars("tiny.txt")\n', "")
     (work / "nodata.sg").write_text(no_data)
     assert "names no data" in run_error(capsys, "train", "nodata.sg")
+    # no train block at all (walk 14: told its train block named no data)
+    (work / "noblock.sg").write_text(LM[:LM.index("train {")])
+    assert "the spec has no train block: add one, train { data = chars(\"file.txt\") }" \
+        in run_error(capsys, "train", "noblock.sg")
 
 
 def test_config_defaults_overrides_and_checks(tmp_path):

@@ -88,6 +88,9 @@ def need_data(cfg, graph=None) -> None:
             call = 'treepairs("pairs.tsv")'
         if fits and fits[0] == "series":          # its columns are named
             call = 'series("file.csv", inputs = ["a"], targets = ["b"])'
+        if graph is not None and not graph.train_config:
+            raise UsageError(f"the spec has no train block: add one, train {{ data = "
+                             f"{call} }}, or pass --set data='{call}'")
         raise UsageError(f"the train block names no data; add data = {call} to it or pass "
                          f"--set data='{call}'")
 
