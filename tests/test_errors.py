@@ -331,6 +331,11 @@ TABLE = [
         5, 34, "'t' is a sequence index; children are for trees"),
     bad("cases-without-tree", HEAD + "h[t] : H = W @ x[t] otherwise\n" + OUT, 5, 1,
         "'otherwise' cases are for tree indexes"),
+    # a product of two parameters: the shape it knows, ? for what nothing determines
+    bad("param-shape-open", HEAD.replace("param W,", "param P, W,") +
+        "h[t] : H = tanh(W @ (P @ x[t]) + U @ h[t-1] + b)\n" + OUT, 5, 22,
+        "the shape of parameter 'P' is not determined: [?, V]",
+        "param P : [?, V]"),
 ]
 
 

@@ -310,9 +310,11 @@ class _Sizes:
                 continue
             dims = [self.value(d) for d in self.param_shape[p.name]]
             if any(d is None for d in dims):
-                raise SpecError(f"the shape of parameter '{p.name}' is not determined",
-                                self.param_first_use.get(p.name, p.pos),
-                                hint=f"declare it: param {p.name} : [..]")
+                known = ", ".join("?" if d is None else str(d) for d in dims)
+                raise SpecError(f"the shape of parameter '{p.name}' is not determined: "
+                                f"[{known}]", self.param_first_use.get(p.name, p.pos),
+                                hint=f"declare it with its sizes (a dim name or a number "
+                                     f"for each ?): param {p.name} : [{known}]")
             shapes[p.name] = tuple(dims)
         dropouts = {e: None if x is None else self.value(x) for e, x in self.dropouts.items()}
         return sizes, shapes, dropouts
