@@ -458,6 +458,18 @@ def test_checkpoint_of_another_spec_is_refused(trained, capsys):
     assert "checkpoint.npz" in err and "parameter 'W' has shape [10," in err
 
 
+def test_a_spec_with_an_unused_parameter_resumes_and_is_measured(work, capsys):
+    """An unused parameter is a warning, and has no array, so none is saved; resume and
+    jacobian asked the checkpoint for it and refused the spec's own run (review 35)."""
+    (work / "lm.sg").write_text(LM.replace("param W, U, b, Wo, bo", "param W, U, b, Wo, bo, Zq"))
+    assert train("run", "--steps", 2) == 0
+    assert main(["train", "lm.sg", "--resume", "run", "--steps", "3", "--executor", "interp",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["jacobian", "lm.sg", "--checkpoint", "run", "--steps", "3"]) == 0
+    assert "state h" in capsys.readouterr().out
+
+
 def test_usage_errors(work, capsys):
     assert "did you mean 'batch'" in run_error(capsys, "train", "lm.sg", "--set", "bacth=3")
     assert "no such checkpoint" in run_error(capsys, "eval", "lm.sg", "--checkpoint", "nope")

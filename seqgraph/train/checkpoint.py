@@ -377,8 +377,9 @@ def check_resume(ckpt: Checkpoint, spec, dims: dict | None = None, **fix) -> Non
     from ..graph.check import check
     known = {**ckpt.meta.get("dims", {}), **(dims or {})}
     checked = check(spec.graph, dims) if dims else spec.checked   # --dim over `dim H = 16`
+    # an unused parameter has no shape and no array (model.init_params): none is saved
     shapes = {p: tuple(_evaluate(d, known) for d in shape)
-              for p, shape in checked.param_shapes.items()}
+              for p, shape in checked.param_shapes.items() if shape}
     check_model(ckpt, spec.name, shapes, spec.path, dims, **fix)
 
 
