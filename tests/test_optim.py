@@ -153,3 +153,37 @@ def test_constant_and_unknown_schedules():
     assert make_schedule("constant").scale(7, 3, 10) == 1
     with pytest.raises(UsageError, match="unknown schedule 'linear'"):
         make_schedule("linear")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_takes_the_fused_pass_whatever_the_gradients_layout(dtype, monkeypatch):
+    """An embedding's gradient comes from a lookup's scatter F-ordered, and a gate's
+    rows of a one-hot input's stacked gradient have contiguous columns only: both take
+    the fused pass (the numpy form was 20x slower at [64, 12000]), with the same numbers
+    as a C-ordered gradient."""
+    from seqgraph.compile import kernels
+    rng = np.random.default_rng(0)
+    shape = (37, 70)                                  # not a multiple of the 32-tiles
+    p0 = rng.normal(size=shape).astype(dtype)
+    gs = [rng.normal(size=shape).astype(dtype) for _ in range(3)]
+
+    def middle_rows(g):               # g as the middle rows of an F-ordered [3n, m]
+        wide = np.zeros((3 * shape[0], shape[1]), dtype, order="F")
+        wide[shape[0]:2 * shape[0]] = g
+        return wide[shape[0]:2 * shape[0]]
+    layouts = {"C": gs, "F": [np.asfortranarray(g) for g in gs],
+               "column-contiguous rows": [middle_rows(g) for g in gs]}
+    assert not layouts["column-contiguous rows"][0].flags.f_contiguous
+    calls = []
+    fused = kernels.adam_update
+    monkeypatch.setattr(kernels, "adam_update", lambda *a: calls.append(1) or fused(*a))
+    out = {}
+    for name, grads in layouts.items():
+        opt, p = Adam(lr=0.01), p0.copy()
+        for g in grads:
+            opt.step({"W": p}, {"W": g})
+        out[name] = (p, opt.state["m"]["W"], opt.state["v"]["W"])
+    assert len(calls) == 9
+    for name in ("F", "column-contiguous rows"):
+        for a, b in zip(out[name], out["C"]):
+            np.testing.assert_array_equal(a, b)

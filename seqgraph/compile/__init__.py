@@ -536,7 +536,9 @@ class _Run:
             b[off:off + n] = self.m.params[bias]
         args.update({f"PG{gi}": 1, f"XI{gi}": xk, f"WT{gi}": WT, f"BI{gi}": b,
                      f"G{gi}": _NO_TAPE[np.dtype(dt).str]})
-        return ("stacked", opv, xk, np.ascontiguousarray(WT.T), layout, True)
+        # (the backward of a lookup reads only W's shape: WT.T, a view, not a copy of
+        # the whole table every step)
+        return ("stacked", opv, xk, WT.T, layout, True)
 
     def prefill(self, rec, G, js, T):
         """The hoisted sums of a prefilled GEMM group written into G ([T, B, M], in the

@@ -638,10 +638,37 @@ def _adam(pf, gf, mf, vf, lr, b1, b2, eps, c1, c2):
         pf[i] -= a * mi / (np.sqrt(vi * ic2) + eps)
 
 
+@njit(cache=True)
+def _transpose(AT, out):
+    """out[R, C] = AT[C, R].T (out C-ordered, AT's rows contiguous), in 32 x 32 tiles (read along AT's rows,
+    written from cache): 0.64 ms at [64, 12000] float32, numpy's copy of the transposed
+    view 0.79 (and a fresh array's page faults on top)."""
+    R, C = out.shape
+    for j0 in range(0, C, 32):
+        j1 = min(j0 + 32, C)
+        for i0 in range(0, R, 32):
+            i1 = min(i0 + 32, R)
+            for j in range(j0, j1):
+                a = AT[j]
+                for i in range(i0, i1):
+                    out[i, j] = a[i]
+
+
+_SCRATCH = Pool()          # adam_update's C-ordered copies of F-ordered gradients
+
+
 def adam_update(p, g, m, v, lr, b1, b2, eps, c1, c2):
     """One Adam step in one pass, in place (bias corrections c1 = 1 - b1^t,
     c2 = 1 - b2^t). The arrays go in flat (1-D, contiguous): `ravel` inside the
-    kernel keeps LLVM from vectorising (measured 2.8 against 0.3 ns per element)."""
+    kernel keeps LLVM from vectorising (measured 2.8 against 0.3 ns per element).
+    p, m, v C-contiguous; g any layout, copied to C order first: a 2-D g whose columns
+    are contiguous (an embedding's gradient from `scatter`, F-ordered, or a gate's rows
+    of the stacked one of a one-hot input) by tiles (`_transpose`). The same arithmetic
+    for every layout: at [64, 12000] float32 0.9 ms, against 6 for optim.Adam's numpy form."""
+    if g.ndim == 2 and not g.flags.c_contiguous and g.strides[0] == g.itemsize and g.size:
+        gc = _SCRATCH.empty(g.shape, g.dtype)
+        _transpose(g.T, gc)
+        g = gc
     _adam(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1), v.reshape(-1),
           lr, b1, b2, eps, c1, c2)
 

@@ -211,10 +211,11 @@ class Adam(Optimizer):
 
     def rule(self, p, g, lr, m=None, v=None):
         """Dense, or lazy on the rows a batch touched (the bias correction counts every
-        step, as TensorFlow's LazyAdam). Contiguous arrays of one float dtype take one
-        fused pass (compile/kernels.adam_update: 0.3 ns an element against ten numpy
-        passes); the numpy form below is the same arithmetic."""
-        if _fusable(p, g, m, v):
+        step, as TensorFlow's LazyAdam). A C-contiguous parameter and moments of one float
+        dtype take one fused pass (compile/kernels.adam_update: 0.3 ns an element against
+        ten numpy passes), whatever the gradient's layout (an embedding's gradient from a
+        lookup's scatter is F-ordered); the numpy form below is the same arithmetic."""
+        if _fusable(p, m, v) and g.dtype == p.dtype and g.shape == p.shape:
             from ..compile import kernels
             f = p.dtype.type
             kernels.adam_update(p, g, m, v, f(lr), f(self.beta1), f(self.beta2),
