@@ -185,5 +185,5 @@ def test_adam_takes_the_fused_pass_whatever_the_gradients_layout(dtype, monkeypa
         out[name] = (p, opt.state["m"]["W"], opt.state["v"]["W"])
     assert len(calls) == 9
     for name in ("F", "column-contiguous rows"):
-        for a, b in zip(out[name], out["C"]):
+        for a, b in zip(out[name], out["C"], strict=True):
             np.testing.assert_array_equal(a, b)

@@ -640,9 +640,9 @@ def _adam(pf, gf, mf, vf, lr, b1, b2, eps, c1, c2):
 
 @njit(cache=True)
 def _transpose(AT, out):
-    """out[R, C] = AT[C, R].T (out C-ordered, AT's rows contiguous), in 32 x 32 tiles (read along AT's rows,
-    written from cache): 0.64 ms at [64, 12000] float32, numpy's copy of the transposed
-    view 0.79 (and a fresh array's page faults on top)."""
+    """out[R, C] = AT[C, R].T (out C-ordered, AT's rows contiguous), in 32 x 32 tiles
+    (read along AT's rows, written from cache): 0.64 ms at [64, 12000] float32, numpy's
+    copy of the transposed view 0.79 (and a fresh array's page faults on top)."""
     R, C = out.shape
     for j0 in range(0, C, 32):
         j1 = min(j0 + 32, C)
@@ -664,7 +664,8 @@ def adam_update(p, g, m, v, lr, b1, b2, eps, c1, c2):
     p, m, v C-contiguous; g any layout, copied to C order first: a 2-D g whose columns
     are contiguous (an embedding's gradient from `scatter`, F-ordered, or a gate's rows
     of the stacked one of a one-hot input) by tiles (`_transpose`). The same arithmetic
-    for every layout: at [64, 12000] float32 0.9 ms, against 6 for optim.Adam's numpy form."""
+    for every layout: at [64, 12000] float32 0.9 ms, against 6 for optim.Adam's numpy
+    form."""
     if g.ndim == 2 and not g.flags.c_contiguous and g.strides[0] == g.itemsize and g.size:
         gc = _SCRATCH.empty(g.shape, g.dtype)
         _transpose(g.T, gc)
