@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UsageError
 from .graph.trees import Node, forest
 
 
@@ -64,8 +65,15 @@ def gradcheck(model, seed=0, eps=1e-5, tol=1e-6, B=2, T=4) -> list[ParamCheck]:
     inputs, targets, lengths, f = random_batch(model, rng, B, T)
 
     def loss():
-        return model.run(inputs, targets, lengths=lengths, forest=f).loss
-    res = model.run(inputs, targets, grads=True, lengths=lengths, forest=f)
+        with np.errstate(all="ignore"):
+            return model.run(inputs, targets, lengths=lengths, forest=f).loss
+    with np.errstate(all="ignore"):       # a non-finite loss is said once, below
+        res = model.run(inputs, targets, grads=True, lengths=lengths, forest=f)
+    if not np.isfinite(res.loss):
+        raise UsageError(f"the loss is {res.loss} at the point checked (a random batch at "
+                         f"the initialisation, --seed {seed}): no gradient can be checked. "
+                         f"A log or a division of a value that reaches 0 or below, or an "
+                         f"exp that overflows, computes it")
     # the rounding of a central difference: the loss's last bits over 2 eps (a loss of
     # 7.45 at eps 1e-5 differs by ~1e-10 from rounding alone); a difference within it
     # says nothing against the gradient, however small the gradient

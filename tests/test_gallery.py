@@ -269,6 +269,19 @@ def test_gradcheck_moves_constant_parameters_off_relu_kinks(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["moved_off_constant"] == ["b", "bz", "c"]
 
 
+def test_gradcheck_of_a_non_finite_loss_says_so(tmp_path, capsys):
+    """A log of a negative number makes the loss NaN: gradcheck printed numpy's warnings
+    with their paths and 'rel error nan FAIL' for every parameter (review 35)."""
+    from seqgraph.cli import main
+    spec = tmp_path / "nan.sg"
+    spec.write_text(DEEP_TRANSITION_RELU.replace("tanh(b + W @ z[t] + U @ x[t])",
+                                                 "log(b + W @ z[t] + U @ x[t])"))
+    assert main(["gradcheck", str(spec), "--dim", "V=4"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "Warning" not in out.err, out
+    assert "the loss is nan at the point checked" in out.err
+
+
 def test_gradcheck_tells_rounding_from_a_wrong_gradient(monkeypatch):
     """luong.sg's h.Uo has a gradient of 1e-5 on a loss of 7.45: its central difference
     differs by 3e-11 from rounding alone, which the relative test took for a failure
