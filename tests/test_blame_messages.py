@@ -166,6 +166,24 @@ def test_another_mismatch_lists_the_loaders_that_fit(tmp_path, capsys):
            "words(...) or tagged(...)" in err
 
 
+def test_the_specs_own_loader_of_another_kind_is_said_at_its_line(tmp_path, capsys):
+    """The spec's `data = labeled(...)` on a language model: check and train said it
+    without a line, a caret or an `error:` (review 35); a --set of it stays unlocated."""
+    d = _files(tmp_path)
+    (d / "lab.tsv").write_text("pos\tgood film\nneg\tbad film\n")
+    (d / "lm.sg").write_text(LM.replace('data = chars("lm.txt")', 'data = labeled("lab.tsv")'))
+    line = LM.splitlines().index('  data = chars("lm.txt")') + 1
+    for argv in (["check", str(d / "lm.sg")],
+                 ["train", str(d / "lm.sg"), "--out", str(d / "x"), "--quiet"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{d / 'lm.sg'}:{line}:10: error: a labeled loader needs a "
+                              f"per-example class target"), err
+        assert '  data = labeled("lab.tsv")\n' in err and "\n       |          ^\n" in err
+        assert "  hint: the loaders that fit model 'lm': chars(...), words(...) or " \
+               "tagged(...)" in err
+
+
 def test_a_size_names_where_it_came_from(tmp_path, capsys):
     """No --dim given: a size the source's data bound is not called --dim."""
     d = _files(tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import DataError, SpecError, UsageError
 from ..graph import unfold as U
 from ..graph.check import check
 from ..graph.folded import fed_back
@@ -53,7 +53,7 @@ def run(args) -> int:
         print(f"{where}warning: {msg}", file=sys.stderr)
     for line in data_warnings(spec, cfg):
         print(line, file=sys.stderr)
-    loader_fits(spec.graph, cfg)
+    loader_fits(spec, cfg)
     for msg in target_leaks(checked, cfg.data):   # the data `--set` names, if it does
         print(f"{args.spec}: warning: {msg}", file=sys.stderr)
     if args.dump == "folded":
@@ -86,16 +86,26 @@ def data_warnings(spec, cfg) -> list[str]:
         [f"--set {key}: warning: {e}" for key, e in set_file_errors(cfg)]
 
 
-def loader_fits(graph, cfg) -> None:
-    """The DataError `train` would give for a loader that cannot feed the model by the
-    kinds of its variables (no file is read: that is train's)."""
+def loader_fits(spec, cfg) -> None:
+    """The error `train` gives for a loader that cannot feed the model by the kinds of
+    its variables (no file is read: that is train's); at the spec's `data = ...` line
+    when it names the loader (not a --set)."""
     from ..train.binding import check_kind
     from ..train.trees import tree_vars
     name = getattr(cfg.data, "name", None)
-    if name == "trees":
-        tree_vars(graph)
-    elif name is not None:
-        check_kind(graph, name)
+    try:
+        if name == "trees":
+            tree_vars(spec.graph)
+        elif name is not None:
+            check_kind(spec.graph, name)
+    except DataError as e:
+        call = spec.train.get("data")
+        if e.line is not None or call != cfg.data or not getattr(call, "pos", None) or \
+                not call.pos.line:
+            raise
+        what, _, fits = e.message.partition("; the loaders that fit")
+        raise SpecError(what, call.pos, file=spec.path, source=spec.source,
+                        hint=f"the loaders that fit{fits}" if fits else "") from None
 
 
 def explain_text(spec, dims) -> str:

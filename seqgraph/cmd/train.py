@@ -118,6 +118,8 @@ def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
     _another_run(args, out, speak)            # once the settings are good: no false alarm
     _warn_of_leaks(args, spec, cfg, speak)
     _warn_of_unused(args, spec, speak)
+    from .check import loader_fits
+    loader_fits(spec, cfg)                # the loader of another kind of data: at its line
     vocab = Vocab.from_json(resumed.meta["vocab"]) if resumed and "vocab" in resumed.meta \
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
