@@ -336,6 +336,14 @@ TABLE = [
         "h[t] : H = tanh(W @ (P @ x[t]) + U @ h[t-1] + b)\n" + OUT, 5, 22,
         "the shape of parameter 'P' is not determined: [?, V]",
         "param P : [?, V]"),
+    # fuzz review: a huge delay checked, then the executors crashed or ran for ever
+    bad("delay-longer-than-any-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ "
+        "h[t-99999999999999999999] + b)\n" + OUT, 5, 34,
+        "h is read 100000000000000000000 steps away, longer than any sequence can be",
+        "shorten that delay", "e.g. h[t-1]"),
+    bad("advance-longer-than-any-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ "
+        "h[t+1000001] + b)\n" + OUT, 5, 34, "h is read 1000001 steps away",
+        "shorten that advance"),
 ]
 
 

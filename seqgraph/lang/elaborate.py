@@ -67,6 +67,10 @@ INITS = {"xavier": 0, "orthogonal": 0, "zeros": 0, "ones": 0, "normal": 1, "unif
 # the largest scale an initialiser takes: normal(s) draws reach about 6s, and float32's
 # largest number is 3.4e38 (normal(1e300) would fill W with inf, and train)
 MAX_INIT_SCALE = 1e30
+# the longest delay (or advance) a reference may have: no sequence is that long (its
+# steps are kept beside every window, and the executors run over them one by one; train
+# refuses far shorter ones for memory), so a longer one is a slip, said at its index
+MAX_DELAY = 1_000_000
 
 
 def init_problem(name: str, args) -> str | None:
@@ -505,6 +509,11 @@ class _Elaborator:
             return Shift(ix.child)
         if is_tree and ix.k:
             raise SpecError("a tree index has no shifts: use n.left, n.right", ix.pos)
+        if abs(ix.k) > MAX_DELAY:
+            raise SpecError(f"{e.name} is read {abs(ix.k)} steps away, longer than any "
+                            f"sequence can be (at most {MAX_DELAY} steps): shorten that "
+                            f"{'delay' if ix.k < 0 else 'advance'}", ix.pos,
+                            hint=f"e.g. {e.name}[{var_index}{'-' if ix.k < 0 else '+'}1]")
         return Shift("rel", ix.k)
 
     # ------------------------------------------------------------------ the rest
