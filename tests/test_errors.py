@@ -344,6 +344,14 @@ TABLE = [
     bad("advance-longer-than-any-sequence", HEAD + "h[t] : H = tanh(W @ x[t] + U @ "
         "h[t+1000001] + b)\n" + OUT, 5, 34, "h is read 1000001 steps away",
         "shorten that advance"),
+    # fuzz review: the index on the left of a tree case was ignored (read as h[n])
+    bad("tree-case-wrong-index", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[zz, q] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 7, 3,
+        "wrong index 'zz' on 'h': its equation of line 6 runs over 'n'",
+        "write h[n] in each of its equations"),
+    bad("tree-case-without-index", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 7, 1,
+        "wrong index on 'h': it has none here", "write h[n] in each of its equations"),
 ]
 
 

@@ -276,6 +276,19 @@ class _Elaborator:
                 raise SpecError(f"'{conds[0]}' cases are for tree indexes", first.pos,
                                 hint="declare the index with `tree n`")
             return
+        for e in group[1:]:                         # each case is written over the same
+            if e.index == first.index:              # index: h[n] ... if leaf, h[n] ...
+                continue
+            pairs = zip(e.index, first.index, strict=False)
+            wrong = next((i for i, j in pairs if i != j), None) or \
+                (e.index[len(first.index)] if len(e.index) > len(first.index) else None)
+            over = f"its equation of line {first.pos.line} runs over " \
+                f"'{', '.join(first.index)}'"
+            raise SpecError(f"wrong index '{wrong}' on '{name}': {over}" if wrong else
+                            f"wrong index on '{name}': it has none here, and {over}",
+                            self._word_pos(e.pos, wrong) if wrong else e.pos,
+                            hint=f"write {name}[{', '.join(first.index)}] in each of its "
+                                 f"equations")
         if sorted(c or "" for c in conds) != ["leaf", "otherwise"]:
             missing = [c for c in ("leaf", "otherwise") if c not in conds]
             what = f"has no '{'if leaf' if missing[0] == 'leaf' else 'otherwise'}' " \
