@@ -352,6 +352,12 @@ TABLE = [
     bad("tree-case-without-index", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 7, 1,
         "wrong index on 'h': it has none here", "write h[n] in each of its equations"),
+    # fuzz review: bi and stack said "needs a sequence argument" for an undefined name
+    bad("bi-over-an-undefined-name", "target y[t] : class(K)\nparam Wo, bo\n"
+        "e = embed(x, 8)\nh = bi gru(e, 8)\n" + OUT, 3, 11,
+        "undefined name 'x'", "declare it with input"),
+    bad("stack-over-an-undefined-name", "target y[t] : class(K)\nparam Wo, bo\n"
+        "e = embed(x, 8)\nh = stack(2) gru(e, 8)\n" + OUT, 3, 11, "undefined name 'x'"),
 ]
 
 

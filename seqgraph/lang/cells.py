@@ -169,7 +169,10 @@ class Expander:
             idx = index_of(args[i].name)
             if idx is not None:
                 return idx
-        for a in args:
+        undefined = getattr(self.index_of, "undefined", lambda n: None)
+        for a in args:                  # an argument the use of an undefined name defines
+            if isinstance(a, A.Name) and a.index is None and self.is_var(a.name, index_of):
+                a = undefined(a.name) or a
             if isinstance(a, A.Name) and not self.is_var(a.name, index_of) and \
                     a.name[:1].islower():
                 raise SpecError(f"undefined name '{a.name}'", a.pos,

@@ -179,6 +179,22 @@ class _Elaborator:
                             return idx
             return None
 
+        def undefined(name, seen=()):
+            """The first undefined name a cell use reads, through the uses it reads:
+            `e = embed(x, 8)` with x never declared, for `h = bi gru(e, 8)`."""
+            if name not in uses or name in seen:
+                return None
+            for a in _use_parts(uses[name].rhs)[3]:
+                if isinstance(a, A.Name) and a.index is None:
+                    if a.name not in variables and a.name[:1].islower() and \
+                            a.name not in self.dims and a.name not in self.params:
+                        return a
+                    found = undefined(a.name, seen + (name,))
+                    if found is not None:
+                        return found
+            return None
+        index_of.undefined = undefined
+
         prelude = prelude_cells()
         exp = Expander(self.cells, index_of, variables,
                        {n for n, c in self.cells.items() if prelude.get(n) is c})
