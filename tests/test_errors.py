@@ -358,6 +358,13 @@ TABLE = [
         "undefined name 'x'", "declare it with input"),
     bad("stack-over-an-undefined-name", "target y[t] : class(K)\nparam Wo, bo\n"
         "e = embed(x, 8)\nh = stack(2) gru(e, 8)\n" + OUT, 3, 11, "undefined name 'x'"),
+    # fuzz review: a dim and a parameter (or variable) of one name were both accepted
+    bad("dim-and-param", HEAD.replace("bo\n", "bo, H\n") + H + OUT, 4, 24,
+        "'H' is declared twice (first at line 1 as a dim)", "a size (dim) or a value"),
+    bad("dim-and-variable", "dim h = 4\n" + HEAD + H + OUT, 6, 1,
+        "'h' is declared twice (first at line 1 as a dim)"),
+    bad("dim-and-input", "dim x = 4\n" + HEAD + H + OUT, 3, 1,
+        "'x' is declared twice (first at line 1 as a dim)"),
 ]
 
 

@@ -133,11 +133,12 @@ class _Elaborator:
             if isinstance(s, A.Return):
                 raise SpecError("'return' belongs inside a cell", s.pos)
         self.trees = {t.name: t for t in self._of(A.TreeDecl)}
-        self.dims = {}
+        self.dims, self.dim_decls = {}, {}
         for d in self._of(A.DimDecl):
             if d.name in self.dims:
                 raise SpecError(f"dim '{d.name}' is declared twice", d.pos)
             self.dims[d.name] = d.value
+            self.dim_decls[d.name] = d
         self.data = {}
         for d in self._of(A.DataDecl):
             if len(d.index) > 1:
@@ -151,8 +152,13 @@ class _Elaborator:
                 self.params[p.name] = p
 
     def _declare(self, name, pos):
-        """`name` declared at `pos` must be neither an input/target nor a parameter yet
-        (inputs and targets are declared first, then parameters)."""
+        """`name` declared at `pos` must be neither a dim, an input/target nor a
+        parameter yet (dims are declared first, then inputs and targets, then
+        parameters)."""
+        if name in self.dim_decls:            # a size and a value: `+ H` would read one
+            raise SpecError(f"'{name}' is declared twice (first at line "
+                            f"{self.dim_decls[name].pos.line} as a dim)", pos,
+                            hint="a name is a size (dim) or a value, not both: rename one")
         for other in (self.data, getattr(self, "params", {})):
             if name in other:
                 raise SpecError(f"'{name}' is declared twice (first at line "
