@@ -365,6 +365,12 @@ TABLE = [
         "'h' is declared twice (first at line 1 as a dim)"),
     bad("dim-and-input", "dim x = 4\n" + HEAD + H + OUT, 3, 1,
         "'x' is declared twice (first at line 1 as a dim)"),
+    # fuzz review: check listed U [1e20, 1e20]; the other commands then ran out of memory
+    bad("dim-too-large", HEAD.replace("16", "99999999999999999999") + H + OUT, 1, 9,
+        "a dim of 99999999999999999999 units is too large (at most 10000000)",
+        "would not fit in memory"),
+    bad("size-too-large", HEAD + H.replace(": H", ": 10000001") + OUT, 5, 8,
+        "a size of 10000001 units is too large"),
 ]
 
 

@@ -385,7 +385,7 @@ def test_a_spec_too_big_for_memory_is_refused_up_front(work):
     """Parameters that cannot fit, and an unfolding that cannot, are refused before any
     step, naming the estimate, the machine's memory and what to lower."""
     (work / "huge.sg").write_text(LM.replace("EPOCHS", "1").replace("dim H = 8",
-                                                                    "dim H = 99999999999"))
+                                                                    "dim H = 9999999"))
     p = subprocess.run(command("--executor", "interp")[:4] + ["huge.sg"], cwd=work, env=env(),
                        capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr

@@ -20,6 +20,7 @@ from .syntax_errors import UNFINISHED, syntax_error
 MAX_SOURCE = 5_000_000     # characters; a larger spec is refused, not parsed
 MAX_NESTING = 50           # brackets inside brackets; deeper would exhaust the recursion
 MAX_LAYERS = 1000          # stack(N): each layer is expanded into equations
+MAX_SIZE = 10_000_000      # units of a dim or a size: a matrix of two would not fit memory
 
 
 class _BracketNewlines(PostLex):
@@ -110,7 +111,18 @@ def _size(x):
     if _int(x, "a size") < 1:
         raise SpecError(f"a size must be at least 1, not {x}", _pos(x),
                         hint="a size counts units: give a positive whole number, e.g. 16")
-    return int(float(x))
+    return _not_huge(int(float(x)), x, "a size")
+
+
+def _not_huge(value: int, tok: Token, what: str) -> int:
+    """A dim or size up to MAX_SIZE units; a larger one is refused where it is written
+    (check listed U [1e20, 1e20], and every other command ran out of memory)."""
+    if value > MAX_SIZE:
+        shown = str(tok) if len(tok) <= 24 else f"{str(tok)[:20]}... ({len(tok)} digits)"
+        raise SpecError(f"{what} of {shown} units is too large (at most {MAX_SIZE})",
+                        _pos(tok), hint="a parameter of two such sizes would not fit in "
+                        "memory: give a smaller one, such as 16 or 256")
+    return value
 
 
 @v_args(meta=True)
@@ -128,7 +140,7 @@ class _Build(Transformer):
         if value < 1:
             raise SpecError(f"a dim must be at least 1, not {c[1]}", _pos(c[1]),
                             hint=f"give a positive whole number, e.g. dim {c[0]} = 16")
-        return A.DimDecl(_name(c[0]), value, _pos(meta))
+        return A.DimDecl(_name(c[0]), _not_huge(value, c[1], "a dim"), _pos(meta))
 
     def _data(self, role, meta, c):
         name, index, (kind, size) = c
