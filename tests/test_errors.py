@@ -220,7 +220,14 @@ TABLE = [
     bad("stack-zero", HEAD + "h = stack(0) rnn(x, H)\n" + OUT, 5, 11,
         "stack needs at least one layer"),
     bad("prelude-error-at-use", HEAD + "param Vc\nc : H = tanh(Vc @ b)\nh = rnn(c, H)\n" + OUT,
-        7, 9, "'c' has one value per example"),
+        7, 9, "cell 'rnn' runs over a sequence, and 'c' is one value an example",
+        "pass a variable over an index"),     # not "write c without [...]": it is so
+    bad("bi-over-a-per-example-value", HEAD + "param Vc\nc : H = tanh(Vc @ b)\n"
+        "h = bi rnn(c, H)\n" + OUT, 7, 12, "cell 'rnn' runs over a sequence, and 'c'"),
+    # "write e[t, u]", then "write e, not e[...]": the advice looped
+    bad("cell-over-two-indexes", HEAD + "input z[u] : onehot(V)\ne[t, u] : H = W @ x[t]\n"
+        "h = rnn(e, H)\n" + OUT, 7, 9, "cell 'rnn' runs over one index, and 'e' has two "
+        "(t, u)", "s[t] = sum over u (e[t, u]), then rnn(s, ...)"),
     bad("cell-size-zero", HEAD + "h = rnn(x, 0)\n" + OUT, 5, 9,
         "must be a whole number of at least 1, not 0"),
     bad("error-inside-user-cell", HEAD + CELL + "  g[t] : H = A @ x[t] + q\n  return g\n}\n"

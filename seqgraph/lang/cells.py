@@ -179,6 +179,7 @@ class Expander:
                                 hint=did_you_mean(a.name, self.variables) or
                                 "declare it with input, or define it by an equation "
                                 "(anywhere in the spec)")
+        self._over_one_index(cell, args)          # a per-example argument: said so
         raise SpecError(f"cell '{cell.name}' needs a sequence argument to run over", pos)
 
     # --------------------------------------------------------------- instantiation
@@ -191,6 +192,7 @@ class Expander:
             raise SpecError(f"cell '{cell.name}' has no return", cell.pos,
                             hint="end the cell with `return NAME`")
         bind = self._bind(cell, args)
+        self._over_one_index(cell, args)
         local_vars = [s.name for s in cell.body if isinstance(s, A.Equation)]
         if ret[-1].name not in local_vars:
             raise SpecError(f"cell '{cell.name}' returns '{ret[-1].name}', which it does "
@@ -226,6 +228,34 @@ class Expander:
                                 "a number", a.pos,
                                 hint="define the expression as a variable first")
         return bind
+
+    def _over_one_index(self, cell, args):
+        """An argument the cell reads at a step (x[t]) must run over one index: a value
+        of one per example, or over two indexes, has no steps for the cell to run on."""
+        indexes = getattr(self.index_of, "indexes", lambda n: None)
+        for p, a in zip(cell.params, args, strict=True):
+            if not isinstance(a, A.Name) or a.index is not None or \
+                    a.name not in self.variables:
+                continue
+            have = indexes(a.name)
+            read = set()
+            for s in cell.body:
+                for e in (getattr(s, "rhs", None), getattr(s, "expr", None)):
+                    if e is not None:
+                        _index_names_of(e, p, read)
+            if have is None or not read or len(have) == 1:
+                continue
+            if not have:
+                raise SpecError(f"cell '{cell.name}' runs over a sequence, and '{a.name}' "
+                                f"is one value an example (it has no index)", a.pos,
+                                hint=f"pass a variable over an index (e.g. x of input "
+                                     f"x[t]); read {a.name} in an equation instead, e.g. "
+                                     f"h[t] : H = tanh(W @ x[t] + V @ {a.name} + b)")
+            raise SpecError(f"cell '{cell.name}' runs over one index, and '{a.name}' has "
+                            f"two ({', '.join(have)})", a.pos,
+                            hint=f"pass a variable over one index, e.g. "
+                                 f"s[{have[0]}] = sum over {have[1]} ({a.name}"
+                                 f"[{', '.join(have)}]), then {cell.name}(s, ...)")
 
     def _index_map(self, cell, bind, index_of) -> dict:
         idx_map = {}

@@ -201,6 +201,14 @@ class _Elaborator:
             return None
         index_of.undefined = undefined
 
+        def indexes(name):
+            """The indexes of an input, target or variable defined by an equation (not a
+            cell use): () for one value per example; None when unknown."""
+            if name in self.data:
+                return tuple(self.data[name].index)
+            return tuple(plain[name].index) if name in plain else None
+        index_of.indexes = indexes
+
         prelude = prelude_cells()
         exp = Expander(self.cells, index_of, variables,
                        {n for n, c in self.cells.items() if prelude.get(n) is c})
