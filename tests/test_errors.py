@@ -111,6 +111,14 @@ TABLE = [
         "brackets nest more than 50 deep"),
     bad("bi-inside-expression", HEAD + "h[t] : H = tanh(bi rnn(x, H))\n" + OUT, 5, 17,
         "a 'bi' cell use stands on its own line"),
+    # fuzz review: `d = stack(2) bi rnn(x, 4)` was told it must stand on its own line
+    bad("stack-bi", HEAD + "h = stack(2) bi rnn(x, H)\n" + OUT, 5, 14,
+        "the modifiers 'stack' and 'bi' cannot be combined",
+        "h1 = bi rnn(x, H), then h = bi rnn(h1, H)"),
+    bad("reverse-bi", HEAD + "h = reverse bi rnn(x, H)\n" + OUT, 5, 13,
+        "the modifiers 'reverse' and 'bi' cannot be combined", "write h = bi rnn(x, H)"),
+    bad("bi-reverse", HEAD + "h = bi reverse rnn(x, H)\n" + OUT, 5, 8,
+        "the modifiers 'bi' and 'reverse' cannot be combined", "bi already runs both ways"),
     # ------------------------------------------------------------------- names
     bad("undefined-did-you-mean", HEAD + "param Wx\nh[t] : H = tanh(Wxx @ x[t] + U @ h[t-1] + b)\n"
         + OUT, 6, 17, "undefined name 'Wxx'", "did you mean 'Wx'?"),

@@ -86,7 +86,8 @@ def syntax_error(e: UnexpectedInput, text: str, lexed, value: bool = False) -> S
             or cont.type == "COMMA" and prev is resumed and "_NL" in expected):
         # (`param W, U,` then `h[t] : ...`: the list ended, the next line is a statement)
         return _not_continued(cont)      # the next line starts another statement
-    keyword = _keyword_as_name(tok, prev, expected) or _modifier_inside(prev)
+    keyword = _keyword_as_name(tok, prev, expected) or _modifiers_combined(prev, text) or \
+        _modifier_inside(prev)
     if keyword is not None:
         return keyword
     ends = tok.type in ("_NL", "$END")
@@ -404,6 +405,37 @@ def _keyword_as_name(tok: Token, prev, expected: set):
         return SpecError(f"'{tok}' is a keyword and cannot be a name",
                          Pos(tok.line, tok.column), hint="choose another name")
     return None
+
+
+_MODIFIER_BEFORE = re.compile(r"(?:^|[\s=])(bi|reverse|stack\s*\(\s*(\d+)\s*\))\s*$")
+
+
+def _modifiers_combined(prev, text: str):
+    """`d = stack(2) bi rnn(x, 4)`, `reverse bi`, `bi reverse`: a cell use takes one
+    modifier; said so, with what to write instead."""
+    if prev is None or prev.type != "NAME" or str(prev) not in ("bi", "reverse", "stack") \
+            or prev.line is None:
+        return None
+    line = text.splitlines()[prev.line - 1] if prev.line <= len(text.splitlines()) else ""
+    m = _MODIFIER_BEFORE.search(line[:prev.column - 1])
+    if m is None:
+        return None
+    first, second = m.group(1).split("(")[0].strip(), str(prev)
+    var = (re.match(r"\s*([A-Za-z_]\w*)", line) or re.match("", "x")).group(0).strip() or "d"
+    call = re.sub(r"^\s*stack\s*\(\s*\d+\s*\)", "", line[prev.end_column - 1:]).strip() \
+        .split("#")[0].strip() or "rnn(x, H)"
+    below = re.sub(r"\(\s*[A-Za-z_]\w*", f"({var}1", call, count=1)
+    if {first, second} == {"bi", "reverse"}:
+        hint = f"bi already runs both ways, forward and reversed: write {var} = bi {call}"
+    elif first == second:
+        hint = f"write '{first}' once"
+    else:
+        one = second if first == "stack" else first
+        layers = m.group(2) if first == "stack" else "N"
+        hint = f"stack the {layers} '{one}' layers one a line: {var}1 = {one} {call}, then " \
+            f"{var} = {one} {below}" + (" (and so on)" if layers not in ("2",) else "")
+    return SpecError(f"the modifiers '{first}' and '{second}' cannot be combined: a cell "
+                     f"use takes one modifier", Pos(prev.line, prev.column), hint=hint)
 
 
 def _modifier_inside(prev):
