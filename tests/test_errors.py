@@ -112,6 +112,9 @@ TABLE = [
     bad("bi-inside-expression", HEAD + "h[t] : H = tanh(bi rnn(x, H))\n" + OUT, 5, 17,
         "a 'bi' cell use stands on its own line"),
     # fuzz review: `d = stack(2) bi rnn(x, 4)` was told it must stand on its own line
+    # fuzz review: the same cell use twice said "'d.W' is declared twice", an inner name
+    bad("cell-use-twice", HEAD + "h = rnn(x, H)\nh = rnn(x, H)\n" + OUT, 6, 1,
+        "'h' is defined twice (first at line 5)", "each variable is defined once"),
     bad("stack-bi", HEAD + "h = stack(2) bi rnn(x, H)\n" + OUT, 5, 14,
         "the modifiers 'stack' and 'bi' cannot be combined",
         "h1 = bi rnn(x, H), then h = bi rnn(h1, H)"),

@@ -209,6 +209,15 @@ class _Elaborator:
             return tuple(plain[name].index) if name in plain else None
         index_of.indexes = indexes
 
+        first = {}
+        for e in eqs:                   # a cell use defines its variable whole: once
+            if e.name in first and (is_cell_use(e, self.cells) or
+                                    is_cell_use(first[e.name], self.cells)):
+                raise SpecError(f"'{e.name}' is defined twice (first at line "
+                                f"{first[e.name].pos.line})", e.pos,
+                                hint="each variable is defined once")
+            first.setdefault(e.name, e)
+
         prelude = prelude_cells()
         exp = Expander(self.cells, index_of, variables,
                        {n for n, c in self.cells.items() if prelude.get(n) is c})
