@@ -115,6 +115,10 @@ TABLE = [
     # fuzz review: the same cell use twice said "'d.W' is declared twice", an inner name
     bad("cell-use-twice", HEAD + "h = rnn(x, H)\nh = rnn(x, H)\n" + OUT, 6, 1,
         "'h' is defined twice (first at line 5)", "each variable is defined once"),
+    # fuzz review: `param ..., t` pointed at the first use of the index, with no hint
+    bad("index-declared-as-param", HEAD.replace("bo\n", "bo, t\n") + H + OUT, 4, 24,
+        "'t' is declared as a parameter and used as an index (line 2)",
+        "an index needs no declaration: rename the parameter"),
     bad("stack-bi", HEAD + "h = stack(2) bi rnn(x, H)\n" + OUT, 5, 14,
         "the modifiers 'stack' and 'bi' cannot be combined",
         "h1 = bi rnn(x, H), then h = bi rnn(h1, H)"),

@@ -286,8 +286,14 @@ class _Elaborator:
     def _index(self, name, pos):
         kind = "tree" if name in self.trees else "seq"
         if name in self.dims or name in self.params or name in self.data:
-            raise SpecError(f"'{name}' is used as an index but is declared as something "
-                            "else", pos)
+            decl, what = (self.params[name], "a parameter") if name in self.params else \
+                (self.dim_decls[name], "a dim") if name in self.dims else \
+                (self.data[name], _a(self.data[name].role))
+            word = what.split()[-1]
+            raise SpecError(f"'{name}' is declared as {what} and used as an index (line "
+                            f"{pos.line})", decl.pos,
+                            hint=f"an index needs no declaration: rename the {word} (or "
+                                 f"the index)")
         self.indexes.setdefault(name, kind)
         return kind
 
