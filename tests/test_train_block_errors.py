@@ -96,6 +96,9 @@ CASES = [
     ('valid = words("tiny.txt", vocab = 2)', "vocab", "vocab must be an integer of at least 3",
      "words() takes"),
     ("valid = chars(3)", "3", "the file must be a string", 'chars("file.txt"'),
+    # fuzz review: Python's "missing 1 required positional argument: 'path'"
+    ("valid = pairs()", "pairs", 'pairs() needs the file: pairs("file.tsv")',
+     "the file comes first, in quotes: pairs(path"),
     # schedules and initialisers
     ("schedule = stp(after = 2)", "stp", "unknown schedule 'stp'", "did you mean 'step'?"),
     ("schedule = step(aftr = 2)", "aftr", "step() has no argument 'aftr'",

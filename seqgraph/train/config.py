@@ -132,6 +132,11 @@ def _params(fn, skip=()) -> dict:
             if n not in skip and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
+# the file each loader reads, as its example when the file is missing: `pairs()`
+FILE_EXAMPLES = {"pairs": "file.tsv", "treepairs": "file.tsv", "labeled": "file.tsv",
+                 "series": "file.csv"}
+
+
 def check_call(call, fn, skip=(), name: str | None = None) -> inspect.BoundArguments:
     """The arguments of a train-block call (`adam(lr = 0.01)`, `chars("a.txt")`) bound to
     the parameters of `fn` (less `skip`), or a BadValue: an unknown keyword (with a
@@ -159,6 +164,11 @@ def check_call(call, fn, skip=(), name: str | None = None) -> inspect.BoundArgum
                            f"write {takes}", ("kw", p.name))
     given = {p.name for p, _ in zip(positional, args, strict=False)} | set(kwargs)
     for p in params.values():
+        if p.default is inspect.Parameter.empty and p.name not in given and \
+                p.name == "path":             # a loader's file: not Python's words
+            ex = FILE_EXAMPLES.get(name, "file.txt")
+            raise BadValue(f'{name}() needs the file: {name}("{ex}")',
+                           f"the file comes first, in quotes: {takes}", ("name",))
         if p.default is inspect.Parameter.empty and p.name not in given:
             raise BadValue(f"{name}(): missing 1 required positional argument: "
                            f"'{p.name}'", f"write {takes}", ("name",))
