@@ -737,7 +737,8 @@ def test_no_data_suggests_a_loader_that_fits(tmp_path, capsys):
     spec = tmp_path / "c.sg"
     spec.write_text(CLASSIFIER_SPEC.split("train {")[0])
     assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet"]) == 2
-    assert 'add data = trees("file.txt")' in capsys.readouterr().err
+    assert 'no train block: add one, train { data = trees("file.txt") }' in \
+        capsys.readouterr().err
 
 
 def test_jacobian_and_the_overlay_refuse_a_tree_model_for_its_reason(tmp_path, capsys):

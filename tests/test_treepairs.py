@@ -125,7 +125,7 @@ def test_a_tree_beside_a_sequence_is_told_to_read_treepairs(tmp_path, capsys):
     text = spec.read_text().split("train {")[0]
     spec.write_text(text)
     err = fails(capsys, "train", spec, "--out", tmp_path / "run", "--quiet")
-    assert "add data = treepairs(\"pairs.tsv\")" in err, err
+    assert "add one, train { data = treepairs(\"pairs.tsv\") }" in err, err
 
 
 def test_treepairs_feeds_only_a_tree_and_a_sequence(tmp_path, capsys):
