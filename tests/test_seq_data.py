@@ -321,6 +321,36 @@ def test_labels_of_a_scale_of_their_own_are_names(tmp_path):
         assert labeled("f", base=tmp_path).vocab(raw).target.tokens == names
 
 
+def test_an_absurd_class_id_is_refused_at_its_line_not_built(tmp_path):
+    """Fuzz 36: label 2000000000 built a name for every class id up to it (a hang, then
+    out of memory); a label of 5000 digits was an int() traceback."""
+    for big in ("2000000000", "9" * 5000):
+        write(tmp_path, "f", f"0\tthe cat\n1\ta dog\n{big}\ta cat sat\n1\tthe dog\n")
+        loader = labeled("f", base=tmp_path)
+        with pytest.raises(DataError, match=r"f:3: label '(2000000000'|9{40}'\.\.\. \(5000 "
+                                             r"characters\)) is too large a class id "
+                                             r"\(integer labels are class ids 0, 1, 2"):
+            loader.vocab(loader.read())
+    write(tmp_path, "f", "0\ta\n999\tb\n")        # up to 1000 classes whatever the size
+    assert len(labeled("f", base=tmp_path).vocab(labeled("f", base=tmp_path).read())
+               .target) == 1000
+
+
+@pytest.mark.parametrize("odd, line", [("²", 3), ("٣", 3), ("l", 4), ("0x1", 4),
+                                       ("label", 1)])
+def test_a_label_that_is_no_ascii_class_id_among_class_ids_is_refused(tmp_path, odd, line):
+    """Fuzz 36: '²' passed str.isdigit and failed int() (a traceback); '٣' was read as
+    class 3; a name among class ids ('l', a header) became a class of its own and, the
+    labels no longer all digits, renumbered the others by sorted name."""
+    rows = ["0", "1", "0", "1", "1"]
+    rows[line - 1] = odd
+    write(tmp_path, "f", "".join(f"{r}\ta b\n" for r in rows))
+    with pytest.raises(DataError, match=rf"f:{line}: label {re.escape(repr(odd))} "
+                                         r"(is not a class id: the other labels are class "
+                                         r"ids|on the first line looks like a header)"):
+        labeled("f", base=tmp_path).read()
+
+
 @pytest.mark.parametrize("loader, text, msg", MALFORMED)
 def test_malformed_lines_name_file_line_and_what_was_expected(tmp_path, loader, text, msg):
     write(tmp_path, "f", text)
@@ -379,8 +409,8 @@ def test_a_held_out_class_id_outside_the_declared_classes_is_said_so(tmp_path):
                                          r"of y : class\(2\) of .*m\.sg \(class ids 0\.\.1\)"):
         dataset(tmp_path, spec)
     write(tmp_path, "dev.tsv", "0\ta\n1\tb\npos\tc\n")     # not a class id: not learnt
-    with pytest.raises(DataError, match=r"dev\.tsv:3: label 'pos' is not one of the 2 the "
-                                         r"model was trained with \(0, 1\)"):
+    with pytest.raises(DataError, match=r"dev\.tsv:3: label 'pos' is not a class id: the "
+                                         r"other labels are class ids"):
         dataset(tmp_path, spec)
 
 

@@ -32,6 +32,7 @@ from .loaders import (
     Raw,
     TextLoader,
     Vocab,
+    is_class_id,
     make_loader,
     same_splits,
     spec_file_errors,
@@ -221,11 +222,13 @@ def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None
     K = declared_size(graph, targets[0], dims)
     if K is None:
         return
-    numeric = all(t.isdigit() for t in vocab.target.tokens)
+    numeric = all(is_class_id(t) for t in vocab.target.tokens)
     for label, line in zip(raw.target, raw.lines, strict=True):
         i = vocab.target.index.get(label)
-        if (i is not None and i >= K) or (i is None and numeric and label.isdigit()
-                                          and int(label) >= K):
+        # an id's digits are counted before int() (which refuses 5000 digits)
+        if (i is not None and i >= K) or (i is None and numeric and is_class_id(label)
+                                          and (len(label.lstrip("0")) > len(str(K))
+                                               or int(label) >= K)):
             what = f"class ids 0..{K - 1}" if numeric else f"at most {K} distinct labels"
             raise DataError(f"label {label!r} is outside the {K} classes of "
                             f"{size_source(graph, targets[0], dims)} ({what})",

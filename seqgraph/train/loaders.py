@@ -436,37 +436,73 @@ def build_example_vocab(tokens_lists, chars: bool, size: int | None, specials=()
     return Vocab("chars" if chars else "words", (*fixed, *keep))
 
 
+CLASS_ID = re.compile(r"[0-9]+")         # ASCII digits only: '²' and '٣' are no class ids
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")   # plain decimal
+
+
+def is_class_id(label: str) -> bool:
+    """A label that is a class id: a whole number written in ASCII digits (str.isdigit
+    would also take '²', which int() refuses, and '٣', which it reads as 3)."""
+    return CLASS_ID.fullmatch(label) is not None
+
+
 def _class_ids_alike(labels: list, file: str) -> None:
     """Labels that are class ids (0, 1, 2 ...) but for one line whose label looks like a
-    number and is none (-1, 1.5), or a header on the first line: an error at its line,
-    not a class of its own (which shifts the others' ids). Labels of a scale of their
-    own (-1 and 1, ratings 3.5) are names, as before."""
-    ids = sum(label.isdigit() for label, _ in labels)
-    odd = [(label, n) for label, n in labels if not label.isdigit()]
-    if not ids or len(odd) != 1:      # names, or a scale of its own (-1/1, 3.5 ratings)
+    number and is none (-1, 1.5), a header on the first line, or a name among labels
+    most of which are class ids (`l` for `1`, `0x1`): an error at its line, not a class of
+    its own (which shifts the others' ids, all then read as names in sorted order).
+    Labels of a scale of their own (-1 and 1, ratings 3.5) are names, as before."""
+    ids = sum(is_class_id(label) for label, _ in labels)
+    odd = [(label, n) for label, n in labels if not is_class_id(label)]
+    if not ids or not odd:
         return
-    label, n = odd[0]
-    try:
-        float(label)
-        number = True
-    except ValueError:
-        number = False
-    if number:
+    if len(odd) == 1 and NUMBER.fullmatch(odd[0][0]):
+        label, n = odd[0]
         raise DataError(f"label {label!r} is not a class id: the other labels are class "
                         f"ids, whole numbers 0, 1, 2, ...", file=file, line=n)
+    names = [(label, n) for label, n in odd if not NUMBER.fullmatch(label)]
+    if not names or ids < len(odd):   # names, or a scale of its own (-1/1, 3.5 ratings)
+        return
+    label, n = names[0]
     if n == labels[0][1]:
         raise DataError(f"label {label!r} on the first line looks like a header (the other "
                         f"labels are class ids); remove that line", file=file, line=n)
+    raise DataError(f"label {label!r} is not a class id: the other labels are class ids, "
+                    f"whole numbers 0, 1, 2, ... in ASCII digits (a name among them would "
+                    f"be a class of its own and renumber the others)", file=file, line=n)
 
 
-def label_vocab(labels) -> Vocab:
+MAX_CLASSES = 1_000_000      # class ids past this are refused, whatever the file's size
+CLASSES_PER_LINE = 10        # ... and past this many times the file's lines (a typo, 2e9)
+
+
+def label_vocab(labels, lines=(), file: str | None = None) -> Vocab:
     """Class names: integers 0..K-1 when every label is a non-negative integer (so a
-    label means its own class id), else the distinct labels in sorted order."""
+    label means its own class id), else the distinct labels in sorted order. A class id
+    that would make more classes than MAX_CLASSES, or than CLASSES_PER_LINE times the
+    examples (and 1000), is an error at its line: not a name for every id up to it."""
     distinct = set(labels)
-    if distinct and all(l.isdigit() for l in distinct):
-        top = max(int(l) for l in distinct)
+    if distinct and all(is_class_id(label) for label in distinct):
+        # the largest by its digits: int() of a label of 5000 digits is refused by Python
+        big = max(distinct, key=lambda label: (len(label.lstrip("0")), label.lstrip("0")))
+        limit = min(MAX_CLASSES, max(1000, CLASSES_PER_LINE * len(labels)))
+        if len(big.lstrip("0")) > len(str(limit)) or int(big) >= limit:
+            line = next((n for label, n in zip(labels, lines, strict=False) if label == big),
+                        None)
+            raise DataError(f"label {_shown(big)} is too large a class id (integer labels "
+                            f"are class ids 0, 1, 2, ..., a class for each id up to the "
+                            f"largest): {len(labels)} training examples allow at most "
+                            f"{limit} classes, ids 0..{limit - 1}", file=file, line=line)
+        top = int(big)
         return Vocab("labels", tuple(str(i) for i in range(top + 1)))
     return Vocab("labels", tuple(sorted(distinct)))
+
+
+def _shown(token: str, width: int = 40) -> str:
+    """A token as an error shows it: quoted, cut to `width` characters (a 200,000-digit
+    label is not printed whole)."""
+    return repr(token) if len(token) <= width else \
+        f"{token[:width]!r}... ({len(token)} characters)"
 
 
 @dataclass(frozen=True)
@@ -647,7 +683,7 @@ class ExampleLoader:
             return Vocab(v.kind, v.tokens, t)
         if self.kind == "labeled":
             v = build_example_vocab(raw.source, self.chars, self.vocab_size)
-            return Vocab(v.kind, v.tokens, label_vocab(raw.target))
+            return Vocab(v.kind, v.tokens, label_vocab(raw.target, raw.lines, str(self.path)))
         if self.kind == "tagged":
             v = build_example_vocab(raw.source, False, self.vocab_size)
             tags = sorted({t for ts in raw.target for t in ts})
