@@ -16,7 +16,17 @@ from seqgraph.lang.ast import Call
 from seqgraph.train.batches import ExampleBatches, Examples, pad
 from seqgraph.train.config import make_config
 from seqgraph.train.data import load_dataset
-from seqgraph.train.loaders import BOS, EOS, UNK, labeled, pairs, series, tagged
+from seqgraph.train.loaders import (
+    BOS,
+    EOS,
+    UNK,
+    labeled,
+    number_problem,
+    pairs,
+    series,
+    split_numbers,
+    tagged,
+)
 
 from conftest import csv_rows, nan_on
 
@@ -365,11 +375,35 @@ def test_malformed_lines_name_file_line_and_what_was_expected(tmp_path, loader, 
     ("a,b\n1,2\n3\n", r"s\.csv:3: expected 2 comma-separated values"),
     ("a,c\n1,2\n3,4\n", r"s\.csv:1: no column 'b' in the header \(columns: a, c\)"),
     ("a,b\n1,2\n", r"s\.csv: 1 rows: a series needs at least 2"),
+    # fuzz 36: float() read '1_000' and '١٢'; 1e39 is inf in float32
+    ("a,b\n1,2\n3,1_000\n", r"s\.csv:3: column 'b' has '1_000', not a number"),
+    ("a,b\n1,2\n3,\u0661\u0662\n", r"s\.csv:3: column 'b' has '\u0661\u0662', not a number"),
+    ("a,b\n1,2\n3,1e39\n", r"s\.csv:3: column 'b' has '1e39', too large a number \(a "
+     r"float32 model holds at most 3\.4e38\)"),
+    # the line a row starts on, not its index, after a cell quoted over two lines
+    ('a,b,c\n1,2,"x\ny"\n3,q,z\n', r"s\.csv:4: column 'b' has 'q', not a number"),
+    # a cell longer than the csv module takes: a traceback, with or without a quote
+    ("a,b\n1,2\n3," + "9" * 140000 + "\n", r"s\.csv:3: not CSV as expected: a cell "
+     r"longer than 131,072 characters \(or a quote \" never closed"),
+    ('a,b\n1,2\n3,"4\n' + "5,6\n" * 40000, r"s\.csv:3: not CSV as expected: a cell longer "
+     r"than 131,072 characters \(or a quote \" never closed, which reads on to the end"),
 ])
 def test_series_errors(tmp_path, text, msg):
     write(tmp_path, "s.csv", text)
     with pytest.raises(DataError, match=msg):
         series("s.csv", inputs=["a"], targets=["b"], base=tmp_path).read()
+
+
+@pytest.mark.parametrize("text, bad, why", [
+    ("1 2 3", None, ""), ("-1.5e3, .5 +2.", None, ""), ("1 1_000", "1_000", "not a number"),
+    ("\u0661\u0662", "\u0661\u0662", "not a number"), ("inf", "inf", "not a number"),
+    ("1 -1e39", "-1e39", "too large a number (a float32 model holds at most 3.4e38)")])
+def test_numbers_are_plain_ascii_decimals_finite_in_float32(text, bad, why):
+    """Fuzz 36: split_numbers (a pairs vector source, sample --input) took what float()
+    takes: '1_000', Unicode digits; 1e39 became inf in a float32 model."""
+    values, _, part = split_numbers(text)
+    assert part == bad and (values is None) == (bad is not None)
+    assert bad is None or number_problem(bad) == why
 
 
 def test_empty_file_and_empty_split(tmp_path):

@@ -278,7 +278,7 @@ def forecast(t, args, loss) -> int:
     step's output: only that step's line is written."""
     from ..errors import UsageError
     from ..graph.report import loader_args
-    from ..train.loaders import split_numbers
+    from ..train.loaders import number_problem, split_numbers
     from ..train.session import trained_config
     output = loss.output.var
     name = t.binding.input
@@ -289,8 +289,9 @@ def forecast(t, args, loss) -> int:
     for k, text in enumerate(steps, 1):
         vals, n, bad = split_numbers(text)
         if vals is None or n != D:
-            what = f"it has {n}" if vals is not None else f"{bad!r} is not a number" \
-                if D == 1 else f"value {n} is {bad!r}"
+            what = f"it has {n}" if vals is not None else \
+                f"{bad!r} is {number_problem(bad)}" if D == 1 else \
+                f"value {n} is {bad!r}, {number_problem(bad)}"
             raise UsageError(f"--input step {k} must be {D} finite number"
                              f"{'s' * (D != 1)} for '{name}' : vec({D}); {what}")
         rows.append(vals)
@@ -437,7 +438,7 @@ def source(t, plan, args, rng) -> dict:
     a source index, or over the generated index: a conditional model), numbers for a
     per-example vector input (drawn from N(0, 1) when --input is absent)."""
     from ..errors import UsageError
-    from ..train.loaders import split_numbers
+    from ..train.loaders import number_problem, split_numbers
     graph, out = t.model.graph, {}
     tokens = [n for n in (*plan.source_inputs, *plan.step_inputs)]
     vectors = [n for n in plan.fixed_inputs if not graph.var(n).is_ids]
@@ -468,7 +469,8 @@ def source(t, plan, args, rng) -> dict:
         vals, n, bad = split_numbers(args.input)      # as a pairs source column reads
         if vals is None:
             raise UsageError(f"--input must be {D} numbers such as '0.1 0.3 ...' for "
-                             f"'{name}' : vec({D}); value {n} is {bad!r}")
+                             f"'{name}' : vec({D}); value {n} is {bad!r}, "
+                             f"{number_problem(bad)}")
         if len(vals) != D:
             raise UsageError(f"--input must be {D} finite numbers for '{name}' : vec({D});"
                              f" it has {len(vals)}")

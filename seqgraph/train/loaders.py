@@ -19,7 +19,6 @@ import importlib.util
 import inspect
 import io
 import json
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -200,6 +199,25 @@ def word_tokens(text: str) -> list[str]:
         out.extend(line.split())
         out.append(EOS)
     return out
+
+
+def _csv_rows(text: str, file: str) -> list[tuple[int, list[str]]]:
+    """(line, cells) of each CSV row, the line the row starts on (a quoted cell may span
+    lines: the reader's line count, not the row's index); the csv module's refusals (a
+    cell over its 131,072 characters, as an unclosed quote makes) a DataError at the
+    line of the row."""
+    reader = csv.reader(io.StringIO(text))
+    rows, start = [], 1
+    try:
+        for row in reader:
+            rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        what = f"a cell longer than {csv.field_size_limit():,} characters (or a quote \" " \
+            f"never closed, which reads on to the end of the file)" \
+            if "field larger" in str(e) else str(e)
+        raise DataError(f"not CSV as expected: {what}", file=file, line=start) from None
+    return rows
 
 
 # ------------------------------------------------------------------------- vocabulary
@@ -397,20 +415,42 @@ def _split_tokens(text: str, chars: bool) -> list[str]:
     return list(text.strip()) if chars else text.split()
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)     # a model's numbers are float32 by default
+
+
+def parse_number(text: str) -> float:
+    """A number as data writes it: plain ASCII decimal or scientific notation (float()
+    would also take '1_000', '١٢', 'inf' and 'nan'), finite in float32 (1e39 would be
+    inf in the model). A ValueError saying why otherwise."""
+    if not NUMBER.fullmatch(text):
+        raise ValueError("not a number")
+    v = float(text)
+    if abs(v) > FLOAT32_MAX:
+        raise ValueError("too large a number (a float32 model holds at most 3.4e38)")
+    return v
+
+
+def number_problem(text: str) -> str:
+    """Why `text` is not a number data may hold ("not a number", "too large ...")."""
+    try:
+        parse_number(text)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
 def split_numbers(text: str) -> tuple[np.ndarray | None, int, str | None]:
     """The numbers of `text`, separated by whitespace or commas: (values, count, None),
-    or (None, position from 1, the part) for the first part that is not a finite
-    number. One rule for a `pairs` source column and for `seqgraph sample --input`."""
+    or (None, position from 1, the part) for the first part that is not a number
+    (parse_number; number_problem says why). One rule for a `pairs` source column and
+    for `seqgraph sample --input`."""
     parts = text.replace(",", " ").split()
     out = []
     for i, part in enumerate(parts, 1):
         try:
-            v = float(part)
+            out.append(parse_number(part))
         except ValueError:
-            v = math.nan
-        if not math.isfinite(v):
             return None, i, part
-        out.append(v)
     return np.array(out, dtype=np.float64), len(out), None
 
 
@@ -422,8 +462,8 @@ def _vector(tokens, width: int, file: str) -> np.ndarray:
     else:
         values, n, bad = split_numbers(" ".join(map(str, tokens)))
         if values is None:
-            raise DataError(f"value {n} of a source vector is {bad!r}, not a number",
-                            file=file)
+            raise DataError(f"value {n} of a source vector is {_shown(bad)}, "
+                            f"{number_problem(bad)}", file=file)
     if len(values) != width:
         raise DataError(f"a source vector has {len(values)} numbers; the model reads "
                         f"{width}", file=file)
@@ -598,8 +638,8 @@ class ExampleLoader:
                 f"{self.vector} : vec({size})")
         values, count, bad = split_numbers(text)
         if values is None:
-            raise DataError(f"expected {want}; value {count} is {bad!r}, not a number",
-                            file=str(self.path), line=n)
+            raise DataError(f"expected {want}; value {count} is {_shown(bad)}, "
+                            f"{number_problem(bad)}", file=str(self.path), line=n)
         if count and width is not None and count != width:
             first = "" if self.width is not None else " (as on the first line)"
             raise DataError(f"expected {want}{first}, found {count}",
@@ -636,41 +676,28 @@ class ExampleLoader:
 
     def _read_series(self) -> Raw:
         file = str(self.path)
-        text = read_text(self.path)
-        rows = list(csv.reader(io.StringIO(text)))
-        while rows and not any(c.strip() for c in rows[-1]):
+        rows = _csv_rows(read_text(self.path), file)
+        while rows and not any(c.strip() for c in rows[-1][1]):
             rows.pop()
         if not rows:
             raise DataError("is empty: there is no series to train on", file=file)
-        header = [h.strip() for h in rows[0]]
+        header = [h.strip() for h in rows[0][1]]
         cols = {}
         for name in (*self.inputs, *self.targets):
             if name not in header:
                 raise DataError(f"no column '{name}' in the header (columns: "
-                                f"{', '.join(header)})", file=file, line=1)
+                                f"{', '.join(header)})", file=file, line=rows[0][0])
             cols[name] = header.index(name)
         values, lines = [], []
-        for n, row in enumerate(rows[1:], 2):
+        for n, row in rows[1:]:
             if not any(c.strip() for c in row):
                 continue
             if len(row) != len(header):
                 raise DataError(f"expected {len(header)} comma-separated values as in the "
                                 f"header, found {len(row)}", file=file, line=n)
-            out = []
-            for name in dict.fromkeys((*self.inputs, *self.targets)):
-                cell = row[cols[name]].strip()
-                try:
-                    v = float(cell)
-                except ValueError:
-                    v = math.nan
-                if not math.isfinite(v):
-                    what = "a missing value" if cell.lower() in ("", "na", "nan", "null",
-                                                                 "none") \
-                        else f"{cell!r}, not a number"
-                    raise DataError(f"column '{name}' has {what}; series need every "
-                                    f"value (fill or drop the row first)", file=file, line=n)
-                out.append(v)
-            values.append(out), lines.append(n)
+            values.append([self._cell(row[cols[name]].strip(), name, n)
+                           for name in dict.fromkeys((*self.inputs, *self.targets))])
+            lines.append(n)
         if len(values) < 2:
             raise DataError(f"{len(values)} rows: a series needs at least 2", file=file)
         names = list(dict.fromkeys((*self.inputs, *self.targets)))
@@ -678,6 +705,16 @@ class ExampleLoader:
         x = m[:, [names.index(c) for c in self.inputs]]
         y = m[:, [names.index(c) for c in self.targets]]
         return Raw(x, y, lines)
+
+    def _cell(self, cell: str, name: str, n: int) -> float:
+        """The number in column `name` of line n (parse_number), or a DataError."""
+        try:
+            return parse_number(cell)
+        except ValueError as e:
+            what = "a missing value" if cell.lower() in ("", "na", "nan", "null", "none") \
+                else f"{_shown(cell)}, {e}"
+            raise DataError(f"column '{name}' has {what}; series need every value (fill "
+                            f"or drop the row first)", file=str(self.path), line=n) from None
 
     # ---------------------------------------------------------------- vocabulary
     def vocab(self, raw: Raw) -> Vocab:
