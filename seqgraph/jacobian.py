@@ -407,7 +407,7 @@ def text_data(spec, data: str | None, vocab=None, dims: dict | None = None):
         raise UsageError(f"the data reads {loader.kind} but the checkpoint's model was "
                          f"trained on {vocab.kind}")
     vocab = vocab or loader.vocab(tokens)
-    ids = vocab.encode(tokens, str(loader.path))
+    ids = loader.encode(vocab, tokens)
     binding = bind(spec.graph, len(vocab), loader.kind, str(loader.path), dims or {})
     return TextData(ids, vocab, binding, f"{loader.kind}({Path(loader.path).name!r})")
 

@@ -12,7 +12,7 @@ from seqgraph.lang.ast import Call
 from seqgraph.ops import Op
 from seqgraph.train.batches import Streams, eval_streams, split_tail
 from seqgraph.train.binding import bind
-from seqgraph.train.loaders import EOS, UNK, build_vocab, chars, make_loader, words
+from seqgraph.train.loaders import EOS, UNK, Vocab, build_vocab, chars, make_loader, words
 
 
 def write(tmp_path, name, data):
@@ -310,6 +310,40 @@ def test_a_byte_order_mark_is_not_part_of_the_data(tmp_path):
     (tmp_path / "s.csv").write_bytes("\ufeffa,b\n1,2\n3,4\n5,6\n".encode())
     assert series("s.csv", inputs=["a"], targets=["b"], window=2,
                   base=tmp_path).read().lines
+
+
+def test_a_byte_order_mark_inside_the_text_is_dropped(tmp_path):
+    """Fuzz 36: a second file's BOM (`cat a.tsv b.tsv`) stayed glued to the next token:
+    '\ufeff2' and '2' were two classes."""
+    from seqgraph.train.loaders import labeled
+    (tmp_path / "l.tsv").write_bytes("\ufeff0\ta\n2\tb\n\ufeff2\tc\n1\ta\ufeffb\n".encode())
+    raw = labeled("l.tsv", base=tmp_path).read()
+    assert raw.target == ["0", "2", "2", "1"] and raw.source[3] == ["ab"]
+
+
+def test_lines_end_at_a_newline_only(tmp_path):
+    """Fuzz 36: words and JSON lines split with str.splitlines, which also ends a line at
+    a form feed, U+0085, U+2028...: an extra `</s>`, a valid JSON line refused."""
+    write(tmp_path, "w.txt", "the cat\x0csat on\u2028it\n")
+    assert words("w.txt", base=tmp_path).tokens() == ["the", "cat", "sat", "on", "it", EOS]
+    write(tmp_path, "b.jsonl", '{"text": "a\u2028b\u0085c"}\n{"text": "d"}\n')
+    assert chars("b.jsonl", field="text", base=tmp_path).tokens() == "a\u2028b\u0085c\nd\n"
+
+
+@pytest.mark.parametrize("text, line", [
+    ('\n\n{"text": "the cat"}\n{"text": "the Zebra"}\n', 4),
+    ('{"text": "the cat"}\n{"text": "a\\nb\\nc"}\n\n{"text": "the Zebra"}\n', 4),
+    ('{"text": "the cat"}\n{"text": "a\\r\\nb Zebra"}\n', 2)])
+def test_an_unknown_symbol_of_a_jsonl_field_names_the_files_line(tmp_path, text, line):
+    """Fuzz 36: the line was counted in the fields' text joined, not in the file: blank
+    lines and a field of several lines moved it."""
+    write(tmp_path, "b.jsonl", text)
+    for loader, vocab in (
+            (chars("b.jsonl", field="text", base=tmp_path), build_vocab("chars", "the cab\n")),
+            (words("b.jsonl", field="text", base=tmp_path),       # no <unk>: unknown is said
+             Vocab("words", ("the", "cat", "a", "b", "c", EOS)))):
+        with pytest.raises(DataError, match=rf"b\.jsonl:{line}: symbol '(Z|Zebra)' is not"):
+            loader.encode(vocab, loader.tokens())
 
 
 def test_windows_and_old_mac_line_ends_read_as_newlines(tmp_path):

@@ -86,6 +86,17 @@ def test_loader_errors_name_file_line_and_character(tmp_path, text, message, col
     assert message in msg
 
 
+def test_a_tree_line_ends_at_a_newline_only(tmp_path):
+    """Fuzz 36: str.splitlines ended a line at a form feed or U+0085, inside a line of
+    text: the wrong line in messages, a valid tree refused."""
+    p = _file(tmp_path, "(2 fine)\n(2 a\x0cb)\n(3 (2 a) (2 b)\n")
+    with pytest.raises(DataError) as e:
+        trees(str(p)).read()
+    assert str(e.value).startswith(f"{p}:3: character 1: ")
+    p = _file(tmp_path, "(2 fine)\n(3 (2 caf\u0085) (1 b))\n")
+    assert len(trees(str(p)).read()[0]) == 3          # two trees, offsets 0, 1, 4
+
+
 def test_binarize_collapses_unary_and_right_branches_wide_nodes():
     left, right, words, labels = parse_tree("(3 (2 a) (1 b) (4 (4 c)))", binarize=True)
     # a, b, c (collapsed under label 4), (3 b c), (3 a (3 b c))

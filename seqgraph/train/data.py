@@ -112,7 +112,7 @@ def training_labels(data) -> np.ndarray | None:
 
 
 def encode(loader: TextLoader, vocab: Vocab) -> np.ndarray:
-    return vocab.encode(loader.tokens(), str(loader.path))
+    return loader.encode(vocab, loader.tokens())
 
 
 def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = None) -> Dataset:
@@ -131,7 +131,7 @@ def load_dataset(graph, cfg, dims: dict | None = None, vocab: Vocab | None = Non
         return load_examples(graph, cfg, loader, dims, vocab)
     tokens = loader.tokens()
     vocab = vocab or loader.vocab(tokens)
-    ids = vocab.encode(tokens, str(loader.path))
+    ids = loader.encode(vocab, tokens)
     binding = bind(graph, len(vocab), loader.kind, str(loader.path), dims)
     if hasattr(cfg.valid, "name"):
         vloader = make_loader(cfg.valid, cfg.valid_base)

@@ -136,10 +136,19 @@ def _decode(raw: bytes, file: str) -> str:
                         f"(column {col})", file=file, line=line) from None
 
 
-def _jsonl_field(text: str, field: str, file: str) -> str:
-    """The `field` of every JSON line, joined by newlines (one verse, one line)."""
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
+def text_lines(text: str) -> list[str]:
+    """The lines of a text read_text gave: ended by "\n" only, the one line end left
+    (str.splitlines would also end a line at \x0b, \x0c, \x1c-\x1e, \x85, U+2028 and
+    U+2029, characters inside a line of text); no empty line after a final "\n"."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _jsonl_values(text: str, field: str, file: str):
+    """(line number, the `field`) of every non-blank JSON line, checked."""
+    for n, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         try:
@@ -155,8 +164,36 @@ def _jsonl_field(text: str, field: str, file: str) -> str:
             raise DataError(f"field '{field}' is {json.dumps(record[field])[:40]}, not a "
                             f"string of text", file=file, line=n)
         _no_surrogate(record[field], field, file, n)
-        out.append(record[field])
+        yield n, _clean(record[field])
+
+
+def _jsonl_field(text: str, field: str, file: str) -> str:
+    """The `field` of every JSON line, joined by newlines (one verse, one line)."""
+    out = [value for _, value in _jsonl_values(text, field, file)]
     return "\n".join(out) + ("\n" if out else "")
+
+
+def jsonl_line(path: Path, field: str, k: int) -> int:
+    """The line of a JSON-lines file that holds line k of the text of its `field`s
+    (read_text): blank lines are skipped and a field may hold several lines. Read again,
+    for an error's message only."""
+    file, seen, n = str(path), 0, k
+    text = _clean(_decode(path.read_bytes(), file))
+    for n, value in _jsonl_values(text, field, file):
+        seen += value.count("\n") + 1
+        if seen >= k:
+            break
+    return n
+
+
+def _clean(text: str) -> str:
+    """Text as the loaders read it: Windows (CRLF) and old Mac (CR) line ends as "\n",
+    as Python's text files read them (kept, "\r" would be a symbol of a chars model);
+    no U+FEFF. A byte-order mark (Excel's and Notepad's UTF-8) is not text: kept, it
+    would be the first word's, label's or column name's first character, and one inside
+    (a second file's, `cat a.tsv b.tsv`; a zero-width no-break space, long deprecated)
+    would be glued to the next token ('\ufeff2' a label other than '2')."""
+    return text.replace("\ufeff", "").replace("\r\n", "\n").replace("\r", "\n")
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -179,14 +216,9 @@ def read_text(path: Path, field: str | None = None) -> str:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read ({e.strerror})", file=file) from None
-    # a byte-order mark (Excel's and Notepad's UTF-8) is not text: kept, it would be the
-    # first word's, label's or column name's first character
-    text = _decode(raw, file).removeprefix("\ufeff")
+    text = _clean(_decode(raw, file))             # line ends as "\n", no U+FEFF
     if field is not None:
         text = _jsonl_field(text, field, file)
-    # Windows (CRLF) and old Mac (CR) line ends read as "\n", as Python's text files do
-    # (a JSON field's too): kept, "\r" would be a symbol of a chars model
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise DataError("is empty: there is no text in it", file=file)
     return text
@@ -195,7 +227,7 @@ def read_text(path: Path, field: str | None = None) -> str:
 def word_tokens(text: str) -> list[str]:
     """Whitespace tokens, each line closed by `</s>`."""
     out: list[str] = []
-    for line in text.splitlines():
+    for line in text_lines(text):
         out.extend(line.split())
         out.append(EOS)
     return out
@@ -369,6 +401,17 @@ class TextLoader:
 
     def vocab(self, tokens: list[str]) -> Vocab:
         return build_vocab(self.kind, tokens, self.vocab_size)
+
+    def encode(self, vocab: Vocab, tokens) -> np.ndarray:
+        """`vocab.encode` of this loader's tokens, an error at the line of the file (a
+        JSON field's text counts its own lines: jsonl_line finds the file's)."""
+        try:
+            return vocab.encode(tokens, str(self.path))
+        except DataError as e:
+            if self.field is None or e.line is None:
+                raise
+            raise DataError(e.message, e.file, jsonl_line(self.path, self.field,
+                                                          e.line)) from None
 
     def describe(self) -> str:
         return f"{self.kind}({str(self.path)!r})"

@@ -36,7 +36,15 @@ from .binding import (
     trees_and_sequences,
 )
 from .evaluate import loss_on, token_terms, xent_output
-from .loaders import UNK, Vocab, data_call, read_text, resolve_path, spec_file_errors
+from .loaders import (
+    UNK,
+    Vocab,
+    data_call,
+    read_text,
+    resolve_path,
+    spec_file_errors,
+    text_lines,
+)
 from .loop import Selects
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
@@ -223,7 +231,7 @@ def read_trees(path: Path, binarize: bool = False):
     """Every tree of a file: (offsets, left, right, words, labels, heights), arrays but
     the words (strings). Blank lines are skipped."""
     file = str(path)
-    return tree_arrays(read_text(path).splitlines(), file, binarize)
+    return tree_arrays(text_lines(read_text(path)), file, binarize)
 
 
 def tree_arrays(lines, file: str, binarize: bool = False):
@@ -417,7 +425,7 @@ def labels_fit(sets, size: int, source: str, y) -> None:
     for ts in sets:
         if ts is None or len(ts.label) == 0 or ts.labels(roots).max() < size:
             continue
-        for n, line in enumerate(read_text(Path(ts.file)).splitlines(), 1):
+        for n, line in enumerate(text_lines(read_text(Path(ts.file))), 1):
             read = parse_tree(line, ts.file, n, True)[3] if line.strip() else []
             bad = [lab for lab in (read[-1:] if roots else read) if lab >= size]
             if bad:
