@@ -219,6 +219,21 @@ def test_training_labels_of_one_class_are_warned_of(tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_a_header_among_named_labels_is_warned_of(tmp_path, capsys):
+    """Fuzz 36: a header `label<TAB>text` over named labels became a class of one
+    example, silently."""
+    rows = "".join(f"{y}\tthe {w}\n" for y, w in zip(["pos", "neg"] * 4, WORDS, strict=False))
+    for head, said in (("label\ttext\n", True), ("", False), ("neu\tfine\nneu\tok\n", False)):
+        write(tmp_path, "h.tsv", head + rows)
+        spec = write(tmp_path, "c.sg", CLASSIFY.replace('"lab.tsv"', '"h.tsv"')
+                     .replace("valid = 0.2", "valid = 0"))
+        assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--quiet",
+                     "--overwrite", "--steps", "1"]) == 0
+        err = capsys.readouterr().err
+        assert ("h.tsv:1: warning: label 'label' of the first line appears nowhere else, "
+                "while the 2 other labels repeat: is it a header?" in err) == said, err
+
+
 def test_teacher_is_warned_of_where_no_target_is_read_back(data, capsys):
     """teacher forcing feeds a delayed target: a classifier has none (a warning), a
     seq2seq decoder reading y[u-1] has one (no warning)."""

@@ -124,6 +124,8 @@ def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
     _warn_of_one_class(args, data, speak)
+    for note in getattr(data, "notes", ()) if speak else ():
+        print(note, file=sys.stderr)        # a header among named labels, say
     bound = {**dims, **data.binding.dims}
     executor = choose_executor(args.executor)
     _warn_of_another_executor(resumed, executor, speak)

@@ -32,6 +32,7 @@ from .loaders import (
     Raw,
     TextLoader,
     Vocab,
+    header_warning,
     is_class_id,
     make_loader,
     same_splits,
@@ -49,6 +50,7 @@ class Dataset:
     valid: object              # token ids (possibly empty), or Examples (possibly empty)
     train_file: str
     valid_file: str
+    notes: tuple = ()          # warnings about the data, said by `seqgraph train`
 
     def batches(self, cfg):
         """The training batches: BPTT windows of the stream, or batches of examples."""
@@ -192,7 +194,9 @@ def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
     binding = bind_examples(graph, vocab, loader.kind, file, dims)
     train = encode_examples(graph, loader, train_raw, vocab, binding, file, cfg.bptt)
     valid = encode_examples(graph, loader, valid_raw, vocab, binding, vfile, cfg.bptt)
-    return Dataset(vocab, binding, train, valid, file, vfile)
+    notes = (header_warning(raw.target, raw.lines, file),) if loader.kind == "labeled" \
+        else ()
+    return Dataset(vocab, binding, train, valid, file, vfile, tuple(n for n in notes if n))
 
 
 def start_tag(graph, loader, vocab: Vocab, dims) -> Vocab:

@@ -569,6 +569,20 @@ def _class_ids_alike(labels: list, file: str) -> None:
                     f"be a class of its own and renumber the others)", file=file, line=n)
 
 
+def header_warning(labels: list, lines: list, file: str) -> str | None:
+    """A warning for named labels whose first line's label appears nowhere else while
+    the others repeat (a header `label<TAB>text` read as a class of one example), None
+    otherwise. Integer labels are checked harder (_class_ids_alike refuses a header)."""
+    if len(labels) < 3 or labels[0] in labels[1:] or is_class_id(labels[0]):
+        return None
+    rest = Counter(labels[1:])
+    if len(rest) > (len(labels) - 1) / 2:        # the other labels are mostly one-offs
+        return None
+    return (f"{file}:{lines[0]}: warning: label {_shown(labels[0])} of the first line appears "
+            f"nowhere else, while the {len(rest)} other labels repeat: is it a header? a "
+            f"header is read as a class of one example (remove the line)")
+
+
 MAX_CLASSES = 1_000_000      # class ids past this are refused, whatever the file's size
 CLASSES_PER_LINE = 10        # ... and past this many times the file's lines (a typo, 2e9)
 
