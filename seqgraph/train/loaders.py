@@ -164,6 +164,9 @@ def _jsonl_values(text: str, field: str, file: str):
             raise DataError(f"field '{field}' is {json.dumps(record[field])[:40]}, not a "
                             f"string of text", file=file, line=n)
         _no_surrogate(record[field], field, file, n)
+        if "\0" in record[field]:                     # as _no_nul, in one line
+            raise DataError(f"field '{field}' holds a NUL character (\\u0000): not text",
+                            file=file, line=n)
         yield n, _clean(record[field])
 
 
@@ -209,6 +212,16 @@ def _no_surrogate(value: str, field: str, file: str, line: int) -> None:
                         f"not a character", file=file, line=line)
 
 
+def _no_nul(text: str, file: str) -> None:
+    """A NUL character is no text (a binary file, or UTF-16 read as UTF-8): an error at
+    its line and column, not a symbol of the model."""
+    at = text.find("\0")
+    if at >= 0:
+        column = at - text.rfind("\n", 0, at)
+        raise DataError(f"holds a NUL character (column {column}): not text; a binary "
+                        f"file?", file=file, line=text.count("\n", 0, at) + 1)
+
+
 def read_text(path: Path, field: str | None = None) -> str:
     """The text of a file; with `field`, that field of each line of a `.jsonl` file."""
     file = str(path)
@@ -217,6 +230,7 @@ def read_text(path: Path, field: str | None = None) -> str:
     except OSError as e:
         raise DataError(f"cannot read ({e.strerror})", file=file) from None
     text = _clean(_decode(raw, file))             # line ends as "\n", no U+FEFF
+    _no_nul(text, file)
     if field is not None:
         text = _jsonl_field(text, field, file)
     if not text.strip():
