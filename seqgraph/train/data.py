@@ -35,6 +35,7 @@ from .loaders import (
     header_warning,
     is_class_id,
     make_loader,
+    quote_token,
     same_splits,
     spec_file_errors,
 )
@@ -234,7 +235,7 @@ def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None
                                           and (len(label.lstrip("0")) > len(str(K))
                                                or int(label) >= K)):
             what = f"class ids 0..{K - 1}" if numeric else f"at most {K} distinct labels"
-            raise DataError(f"label {label!r} is outside the {K} classes of "
+            raise DataError(f"label {quote_token(label)} is outside the {K} classes of "
                             f"{size_source(graph, targets[0], dims)} ({what})",
                             file=file, line=line)
 
@@ -244,7 +245,7 @@ def _label_id(vocab: Vocab, label: str, file: str, line: int, what: str = "label
     if i is None:
         known = [t for t in vocab.tokens if t != BOS]
         shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
-        raise DataError(f"{what} {label!r} is not one of the {len(known)} the model was "
+        raise DataError(f"{what} {quote_token(label)} is not one of the {len(known)} the model was "
                         f"trained with ({shown})", file=file, line=line)
     return i
 

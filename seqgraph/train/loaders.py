@@ -309,8 +309,8 @@ class Vocab:
         elif bad.size:
             first = int(bad[0])
             line = sum(1 for t in tokens[:first] if t in ("\n", EOS)) + 1
-            raise DataError(f"symbol {tokens[first]!r} is not in the model's vocabulary of "
-                            f"{len(self)} symbols", file=file, line=line)
+            raise DataError(f"symbol {quote_token(tokens[first])} is not in the model's "
+                            f"vocabulary of {len(self)} symbols", file=file, line=line)
         if self.kind == "chars" and len(self) <= 256:
             ids = ids.astype(np.uint8)       # a corpus of 4M characters: 4 MB, not 34
         return ids
@@ -519,7 +519,7 @@ def _vector(tokens, width: int, file: str) -> np.ndarray:
     else:
         values, n, bad = split_numbers(" ".join(map(str, tokens)))
         if values is None:
-            raise DataError(f"value {n} of a source vector is {_shown(bad)}, "
+            raise DataError(f"value {n} of a source vector is {quote_token(bad)}, "
                             f"{number_problem(bad)}", file=file)
     if len(values) != width:
         raise DataError(f"a source vector has {len(values)} numbers; the model reads "
@@ -569,18 +569,19 @@ def _class_ids_alike(labels: list, file: str) -> None:
         return
     if len(odd) == 1 and NUMBER.fullmatch(odd[0][0]):
         label, n = odd[0]
-        raise DataError(f"label {label!r} is not a class id: the other labels are class "
-                        f"ids, whole numbers 0, 1, 2, ...", file=file, line=n)
+        raise DataError(f"label {quote_token(label)} is not a class id: the other labels "
+                        f"are class ids, whole numbers 0, 1, 2, ...", file=file, line=n)
     names = [(label, n) for label, n in odd if not NUMBER.fullmatch(label)]
     if not names or ids < len(odd):   # names, or a scale of its own (-1/1, 3.5 ratings)
         return
     label, n = names[0]
     if n == labels[0][1]:
-        raise DataError(f"label {label!r} on the first line looks like a header (the other "
-                        f"labels are class ids); remove that line", file=file, line=n)
-    raise DataError(f"label {label!r} is not a class id: the other labels are class ids, "
-                    f"whole numbers 0, 1, 2, ... in ASCII digits (a name among them would "
-                    f"be a class of its own and renumber the others)", file=file, line=n)
+        raise DataError(f"label {quote_token(label)} on the first line looks like a header "
+                        f"(the other labels are class ids); remove that line", file=file,
+                        line=n)
+    raise DataError(f"label {quote_token(label)} is not a class id: the other labels are "
+                    f"class ids, whole numbers 0, 1, 2, ... in ASCII digits (a name among "
+                    f"them would be a class of its own and renumber the others)", file=file, line=n)
 
 
 def header_warning(labels: list, lines: list, file: str) -> str | None:
@@ -592,7 +593,7 @@ def header_warning(labels: list, lines: list, file: str) -> str | None:
     rest = Counter(labels[1:])
     if len(rest) > (len(labels) - 1) / 2:        # the other labels are mostly one-offs
         return None
-    return (f"{file}:{lines[0]}: warning: label {_shown(labels[0])} of the first line appears "
+    return (f"{file}:{lines[0]}: warning: label {quote_token(labels[0])} of the first line appears "
             f"nowhere else, while the {len(rest)} other labels repeat: is it a header? a "
             f"header is read as a class of one example (remove the line)")
 
@@ -614,7 +615,7 @@ def label_vocab(labels, lines=(), file: str | None = None) -> Vocab:
         if len(big.lstrip("0")) > len(str(limit)) or int(big) >= limit:
             line = next((n for label, n in zip(labels, lines, strict=False) if label == big),
                         None)
-            raise DataError(f"label {_shown(big)} is too large a class id (integer labels "
+            raise DataError(f"label {quote_token(big)} is too large a class id (integer labels "
                             f"are class ids 0, 1, 2, ..., a class for each id up to the "
                             f"largest): {len(labels)} training examples allow at most "
                             f"{limit} classes, ids 0..{limit - 1}", file=file, line=line)
@@ -623,7 +624,7 @@ def label_vocab(labels, lines=(), file: str | None = None) -> Vocab:
     return Vocab("labels", tuple(sorted(distinct)))
 
 
-def _shown(token: str, width: int = 40) -> str:
+def quote_token(token: str, width: int = 60) -> str:
     """A token as an error shows it: quoted, cut to `width` characters (a 200,000-digit
     label is not printed whole)."""
     return repr(token) if len(token) <= width else \
@@ -709,7 +710,7 @@ class ExampleLoader:
                 f"{self.vector} : vec({size})")
         values, count, bad = split_numbers(text)
         if values is None:
-            raise DataError(f"expected {want}; value {count} is {_shown(bad)}, "
+            raise DataError(f"expected {want}; value {count} is {quote_token(bad)}, "
                             f"{number_problem(bad)}", file=str(self.path), line=n)
         if count and width is not None and count != width:
             first = "" if self.width is not None else " (as on the first line)"
@@ -739,7 +740,7 @@ class ExampleLoader:
             for i, tok in enumerate(line.split(), 1):
                 word, slash, tag = tok.rpartition("/")
                 if not slash or not word or not tag:
-                    raise DataError(f"expected word/TAG tokens, token {i} is {tok!r}",
+                    raise DataError(f"expected word/TAG tokens, token {i} is {quote_token(tok)}",
                                     file=str(self.path), line=n)
                 words.append(word), tags.append(tag)
             src.append(words), tgt.append(tags), lines.append(n)
@@ -783,7 +784,7 @@ class ExampleLoader:
             return parse_number(cell)
         except ValueError as e:
             what = "a missing value" if cell.lower() in ("", "na", "nan", "null", "none") \
-                else f"{_shown(cell)}, {e}"
+                else f"{quote_token(cell)}, {e}"
             raise DataError(f"column '{name}' has {what}; series need every value (fill "
                             f"or drop the row first)", file=str(self.path), line=n) from None
 
@@ -875,7 +876,8 @@ def _not_swapped(labels: list, texts: list, lines: list, path: str) -> None:
             any(len(a.split()) < 2 for a in labels) or any(len(t.split()) != 1 for t in texts):
         return
     raise DataError(f"expected label<TAB>text, found several words before the tab "
-                    f"({labels[0]!r}) and one word after ({texts[0]!r}) on all {n} lines, "
+                    f"({quote_token(labels[0])}) and one word after "
+                    f"({quote_token(texts[0])}) on all {n} lines, "
                     f"the first column nearly always different: the columns look swapped "
                     f"(text<TAB>label)", file=path, line=lines[0])
 
