@@ -51,6 +51,44 @@ def test_fused_output_layer_equals_its_parts_over_several_tiles(dtype):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
 
 
+def _xent_all_ways(L, y):
+    """(loss, logits) of logits L [R, V] against y by the three softmax kernels: _xent
+    without and with the gradient, and the fused output layer (W = I, b = 0: its logits
+    are L, but for an infinity, which the product makes NaN as numpy's does)."""
+    R, V = L.shape
+    dt = L.dtype
+    out = [np.empty(s, dt) for s in ((R, V), (V, V), (V,), (R, V))]
+    fused, _ = kernels.output_xent(L, np.eye(V, dtype=dt), np.zeros(V, dt), y, 1.0, *out,
+                                   kernels.output_tile(V, V))
+    return [(kernels.xent(L, y, 1.0, False)[0], L), (kernels.xent(L, y, 1.0, True)[0], L),
+            (fused, out[0])]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [None, np.inf, -np.inf, np.nan])
+def test_xent_of_huge_or_nonfinite_logits_is_the_interpreters(dtype, bad):
+    """Logits of 1e30 (a diverging run) whose largest is the target's lose 0; the loss is
+    the sum of the other rows', not 0 (fastmath reassociating total + (m - o_t) into
+    (total + m) - o_t, which is m - o_t = 0). An inf or NaN logit gives the interpreter's
+    inf or NaN (here the target's: -inf gives inf, inf and NaN give NaN)."""
+    from seqgraph.ops import log_softmax
+    R, V = 96, 5
+    huge = np.arange(R) % 3 == 2
+    L = RNG.standard_normal((R, V)) * np.where(huge, 1e30, 3.0)[:, None]
+    y = RNG.integers(0, V, R)
+    L[huge, y[huge]] = 3e30                       # the target's logit the largest: loss 0
+    if bad is not None:
+        L[R - 2, y[R - 2]] = bad
+    for got, logits in _xent_all_ways(L.astype(dtype), y):
+        with np.errstate(invalid="ignore"):
+            ref = -log_softmax(logits)[np.arange(R), y].astype(np.float64).sum()
+        if bad is None:
+            assert got == pytest.approx(ref, rel=1e-6) and ref > R / 3
+        else:
+            assert not np.isfinite(ref)
+            np.testing.assert_equal(got, ref)
+
+
 def test_gather_bias_and_its_gradient():
     W = RNG.standard_normal((6, 5)).astype(np.float32)       # [M, V]
     b = RNG.standard_normal(6).astype(np.float32)

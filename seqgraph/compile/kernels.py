@@ -437,6 +437,21 @@ def expf_neg(x):
 
 
 # -------------------------------------------------- the output layer, fused with its loss
+# The softmax kernels' fastmath: no nnan/ninf (an overflowed logit, inf, or a NaN gives
+# the interpreter's inf/NaN loss, not whatever a no-inf assumption makes of it).
+_XENT_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@njit(fastmath=False, error_model="numpy")
+def _plus(total, x):
+    """total + x outside fastmath: a row's loss is (m - o_t) + log(sum), and reassociation
+    may add (total + m) - o_t instead, which loses total when the logits are huge (1e45:
+    total + m = m, minus o_t = m gives 0). A strict add (fastmath=False said explicitly, or
+    a callee inherits its caller's; LLVM keeps each instruction's own flags when it
+    inlines this) adds whole rows."""
+    return total + x
+
+
 def _exp_neg(x):
     """exp(x) for x <= 0: expf_neg for float32 (vectorises), np.exp for float64."""
     return np.exp(x)
@@ -449,7 +464,7 @@ def _ol_exp_neg(x):
     return lambda x: np.exp(x)
 
 
-@njit(fastmath=True, error_model="numpy", inline="always")
+@njit(fastmath=_XENT_FAST, error_model="numpy", inline="always")
 def _xent_rows(o, y, r0, r1, scale, grad):
     """Softmax cross-entropy of the rows r0..r1 of o [N, V] (as _xent, gradient always)."""
     V = o.shape[1]
@@ -470,7 +485,7 @@ def _xent_rows(o, y, r0, r1, scale, grad):
             e = _exp_neg(o[r, v] - m)
             grad[r, v] = e
             s += e
-        total += np.log(np.float64(s)) + m - o[r, t]
+        total = _plus(total, (m - o[r, t]) + np.log(np.float64(s)))
         count += 1
         f = sc / s
         for v in range(V):
@@ -479,7 +494,7 @@ def _xent_rows(o, y, r0, r1, scale, grad):
     return total, count
 
 
-@njit(fastmath=True, error_model="numpy", inline="always")
+@njit(fastmath=_XENT_FAST, error_model="numpy", inline="always")
 def _xent_cols(oT, y, r0, m, scale, gT, mx, sm):
     """Softmax cross-entropy of a tile held transposed: column r of oT [V, MB] is the
     logits of row r0 + r. Every loop runs along the tile's rows (contiguous, a multiple
@@ -508,7 +523,7 @@ def _xent_cols(oT, y, r0, m, scale, gT, mx, sm):
         if t < 0:
             sm[r] = 0
             continue
-        total += np.log(np.float64(sm[r])) + mx[r] - oT[t, r]
+        total = _plus(total, (mx[r] - oT[t, r]) + np.log(np.float64(sm[r])))
         count += 1
         sm[r] = sc / sm[r]
     for v in range(V):
@@ -522,7 +537,7 @@ def _xent_cols(oT, y, r0, m, scale, gT, mx, sm):
     return total, count
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=_XENT_FAST, error_model="numpy")
 def _output_xent(X, W, b, y, scale, logits, dW, db, dX, MB):
     """`o = W @ x + b` for every row of X [R, K] and `xent(o, y)`, forward and backward,
     tile by tile: per tile of MB rows the logits (one product), the loss and dlog, the
@@ -553,7 +568,7 @@ def _output_xent(X, W, b, y, scale, logits, dW, db, dX, MB):
             for v in range(V):
                 out[v] = oT[v, r]
         s, n = _xent_cols(oT, y, r0, m, scale, gT, mx, sm)
-        total += s
+        total = _plus(total, s)
         count += n
         for v in range(V):
             g = gT[v]
@@ -589,7 +604,7 @@ def output_xent(X, W, b, y, scale, logits, dW, db, dX, MB):
     return _output_xent(X, W, b, y, scale, logits, dW, db, dX, MB)
 
 
-@njit(cache=True, fastmath=True, error_model="numpy")
+@njit(cache=True, fastmath=_XENT_FAST, error_model="numpy")
 def _xent(o, y, scale, grad, want_grad):
     """Per-row softmax cross-entropy of logits o [N, V] against ids y [N] (-1: none);
     returns the summed loss and the count, and (want_grad) writes
@@ -609,7 +624,7 @@ def _xent(o, y, scale, grad, want_grad):
         s = o[r, 0] * 0
         for v in range(o.shape[1]):
             s += _exp_neg(o[r, v] - m)
-        total += np.log(np.float64(s)) + m - o[r, t]
+        total = _plus(total, (m - o[r, t]) + np.log(np.float64(s)))
         count += 1
     return total, count
 
