@@ -139,6 +139,23 @@ def test_elman_hoists_the_input_product_out_of_the_loop():
     assert len(rec.step.hoisted) == 1          # W @ x[t] + b, for all steps at once
 
 
+@pytest.mark.parametrize("f", ["tanh", "sigmoid"])
+def test_saturated_float32_cells_have_the_interpreters_gradients(f):
+    """Weights of 1e9 saturate every step past the first: float32 tanh is exactly +-1
+    there (sigmoid 0 or 1) and 1 - y^2 (y (1 - y)) exactly 0, so nothing flows back
+    through U. A compiled tanh stuck at 1 - 2^-24 left 1.2e-7 of it, times 1e9: gradients
+    of 1e17 where the interpreter's are ~1."""
+    spec = seqgraph.read_spec("sat.sg", ELMAN.replace("tanh", f).replace(" H ", " 8 "))
+    mi, mc = pair(spec, "float32", dims={"V": 5})
+    for m in (mi, mc):
+        m.params["U"] *= np.float32(2e9)
+    X, Y = _ids(4, 9, 5, 0)
+    ri, rc = (m.run({"x": X}, {"y": Y}, grads=True) for m in (mi, mc))
+    assert abs(ri.loss - rc.loss) <= 1e-4 * abs(ri.loss)
+    for p in ri.grads:
+        assert rel(rc.grads[p], ri.grads[p]) < 1e-4, p
+
+
 # ------------------------------------------------------------------- windows
 def _ids(B, T, V, seed):
     rng = np.random.default_rng(seed)
