@@ -6,7 +6,7 @@ import pytest
 
 from seqgraph.errors import UsageError
 from seqgraph.lang.ast import Call
-from seqgraph.train.optim import SGD, Adagrad, Adam, clip_global_norm, make_optimizer
+from seqgraph.train.optim import SGD, Adagrad, Adam, clip_global_norm, global_norm, make_optimizer
 from seqgraph.train.schedules import make_schedule
 
 torch = pytest.importorskip("torch")
@@ -107,6 +107,19 @@ def test_clip_global_norm_scales_all_together_and_returns_the_norm():
     before = {k: v.copy() for k, v in small.items()}
     clip_global_norm(small, 1.0)
     np.testing.assert_array_equal(small["W"], before["W"])
+
+
+def test_a_huge_float32_gradient_has_its_finite_norm_and_is_clipped():
+    """Components of 1e25 square past float32's 3.4e38: the norm is summed in float64
+    (it was inf, so clipping was skipped and the run called diverged)."""
+    _, grads = problem()
+    g = {k: (v * 1e25).astype(np.float32) for k, v in grads[0].items()}
+    norm = math.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in g.values()))
+    assert global_norm(g) == pytest.approx(norm, rel=1e-6) and math.isfinite(norm)
+    assert global_norm(g, {"W": (0, [0, 2])}) == pytest.approx(math.sqrt(
+        (g["W"][[0, 2]].astype(np.float64) ** 2).sum() + (g["b"].astype(np.float64) ** 2).sum()))
+    assert clip_global_norm(g, 1.0) == pytest.approx(norm, rel=1e-6)
+    assert global_norm(g) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_make_optimizer_from_calls():

@@ -359,6 +359,20 @@ def test_divergence_stops_with_the_step_and_names_what_broke(work, capsys):
     assert "training diverged at step" in err and "Last good checkpoint" in err
 
 
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_a_huge_but_finite_float32_gradient_is_clipped_not_called_divergence(work, executor):
+    """A loss of ~1e26 has gradients of ~1e25: finite in float32, their squares not. The
+    norm (float64) is finite, clip = 1 acts on it, and the run trains; it was inf, and
+    the run stopped as diverged, blaming a finite loss."""
+    (work / "big.sg").write_text(LM.replace("loss xent", "loss 1e25 * xent"))
+    assert "loss 1e25 * xent" in (work / "big.sg").read_text()
+    assert main(["train", "big.sg", "--out", "big", "--executor", executor, "--quiet",
+                 "--steps", "2", "--set", "clip=1"]) == 0
+    rows = [r for r in csv_rows(work / "big/metrics.csv") if r["grad_norm"]]
+    assert len(rows) == 2
+    assert all(1e20 < float(r["grad_norm"]) < math.inf for r in rows)
+
+
 # ------------------------------------------------------------------------ eval, sample
 @pytest.fixture
 def trained(work):

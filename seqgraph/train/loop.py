@@ -640,7 +640,9 @@ class Trainer:
         bad_grad = next((k for k, g in res.grads.items() if not np.all(np.isfinite(g))), None)
         where = [f"variable '{bad_var}'" if bad_var else "",
                  f"gradient of '{bad_grad}'" if bad_grad else ""]
-        where = " and ".join(w for w in where if w) or "the loss"
+        where = " and ".join(w for w in where if w) or (
+            "the loss" if not math.isfinite(res.loss) else
+            "the gradient norm (every gradient finite, the sum of their squares not)")
         last = self.saved or "none yet"
         return TrainingDiverged(
             f"training diverged at step {self.pos.step + 1} (epoch {self.pos.epoch + 1}): "
@@ -651,9 +653,7 @@ class Trainer:
 def param_norms(grads: dict, rows: dict | None) -> dict:
     """Each parameter's gradient norm; a sparse one's over the rows the batch touched
     (the others are zero), so that an embedding's norm costs what its update costs."""
-    rows = rows or {}
-    return {k: global_norm({k: g}, rows) if k in rows else float(np.linalg.norm(g))
-            for k, g in grads.items()}
+    return {k: global_norm({k: g}, rows) for k, g in grads.items()}
 
 
 def _stop(step, max_steps, deadline) -> bool:

@@ -325,8 +325,10 @@ def global_norm(grads: dict, rows: dict | None = None) -> float:
     total = 0.0
     for name, g in grads.items():
         if g is not None:
-            part = _part(name, g, rows)
-            total += float(np.vdot(part, part))
+            # squares of float32 overflow from |g| ~ 1.8e19 on: summed in float64 a
+            # finite gradient has a finite norm (up to 1e154), and clipping can act on it
+            part = np.ravel(_part(name, g, rows)).astype(np.float64, copy=False)
+            total += float(np.dot(part, part))
     return math.sqrt(total)
 
 
