@@ -480,7 +480,7 @@ def _xent_rows(o, y, r0, r1, scale, grad):
         m = o[r, 0]
         for v in range(1, V):
             m = max(m, o[r, v])
-        s = o[r, 0] * 0
+        s = o.dtype.type(0)           # not o[r, 0] * 0: NaN for an infinite logit
         for v in range(V):
             e = _exp_neg(o[r, v] - m)
             grad[r, v] = e
@@ -621,7 +621,7 @@ def _xent(o, y, scale, grad, want_grad):
         m = o[r, 0]
         for v in range(1, o.shape[1]):
             m = max(m, o[r, v])
-        s = o[r, 0] * 0
+        s = o.dtype.type(0)           # not o[r, 0] * 0: NaN for an infinite logit
         for v in range(o.shape[1]):
             s += _exp_neg(o[r, v] - m)
         total = _plus(total, (m - o[r, t]) + np.log(np.float64(s)))
