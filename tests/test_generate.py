@@ -702,6 +702,10 @@ def test_sample_forecasts_with_a_series_model_in_the_datas_units(tmp_path, capsy
     assert np.allclose([float(r[3]) for r in rows[1:]], want, rtol=1e-5)
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "12 -1.5; 8")
     assert "--input step 2 must be 2 finite numbers for 'x' : vec(2); it has 1" in err
+    # a number of float64 past float32's range: said, not numpy's overflow warning (fuzz 36)
+    err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "1e300 1; 1 1")
+    assert "--input holds a number beyond what the model's float32 holds (3.4e+38)" in err
+    assert "Warning" not in err
     # trained with --set data=series(..., horizon=3): the header says what it forecasts
     (tmp_path / "s.csv").write_text("a,b,y\n")
     loaders = {"data": {"loader": "series", "args": [str(tmp_path / "s.csv")],

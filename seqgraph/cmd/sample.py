@@ -297,8 +297,8 @@ def forecast(t, args, loss) -> int:
         rows.append(vals)
     if not rows:
         raise UsageError("--input is empty: give the series, a number a step")
-    x = t.vocab.standardise(np.asarray(rows))
-    o = np.asarray(t.model.forward({name: x[None].astype(t.model.dtype)})[output][0],
+    x = in_range(t.model, t.vocab.standardise(np.asarray(rows)))
+    o = np.asarray(t.model.forward({name: x[None]})[output][0],
                    dtype=np.float64)                              # [T, P]
     o = t.vocab.unstandardise_target(o)
     ahead = loader_args(trained_config(t, args.spec).data).get("horizon", 1)
@@ -474,8 +474,21 @@ def source(t, plan, args, rng) -> dict:
         if len(vals) != D:
             raise UsageError(f"--input must be {D} finite numbers for '{name}' : vec({D});"
                              f" it has {len(vals)}")
-        out[name] = vals
+        out[name] = in_range(t.model, vals)
     return out
+
+
+def in_range(model, values: np.ndarray) -> np.ndarray:
+    """--input's numbers in the model's dtype, or a UsageError for those past its range
+    (1e39 is inf in float32: numpy's overflow warning, then an inf model)."""
+    from ..errors import UsageError
+    with np.errstate(over="ignore"):
+        x = np.asarray(values).astype(model.dtype)
+    if not np.isfinite(x).all():
+        big = float(np.finfo(model.dtype).max)
+        raise UsageError(f"--input holds a number beyond what the model's {model.dtype} "
+                         f"holds ({big:.2g}), after the data's scaling where it has one")
+    return x
 
 
 def input_tree(t, text: str, unk: bool = False) -> tuple[np.ndarray, list]:

@@ -19,6 +19,7 @@ import importlib.util
 import inspect
 import io
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -472,18 +473,18 @@ def _split_tokens(text: str, chars: bool) -> list[str]:
     return list(text.strip()) if chars else text.split()
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)     # a model's numbers are float32 by default
 
 
 def parse_number(text: str) -> float:
     """A number as data writes it: plain ASCII decimal or scientific notation (float()
-    would also take '1_000', '١٢', 'inf' and 'nan'), finite in float32 (1e39 would be
-    inf in the model). A ValueError saying why otherwise."""
+    would also take '1_000', '١٢', 'inf' and 'nan'), finite (1e400 is float64's inf). A
+    ValueError saying why otherwise. (A float32 model's range is its own: a series is
+    standardised before it is read, a float64 model holds 1e39.)"""
     if not NUMBER.fullmatch(text):
         raise ValueError("not a number")
     v = float(text)
-    if abs(v) > FLOAT32_MAX:
-        raise ValueError("too large a number (a float32 model holds at most 3.4e38)")
+    if not math.isfinite(v):
+        raise ValueError("too large a number (at most 1.8e308)")
     return v
 
 
@@ -783,10 +784,12 @@ class ExampleLoader:
         try:
             return parse_number(cell)
         except ValueError as e:
-            what = "a missing value" if cell.lower() in ("", "na", "nan", "null", "none") \
-                else f"{quote_token(cell)}, {e}"
-            raise DataError(f"column '{name}' has {what}; series need every value (fill "
-                            f"or drop the row first)", file=str(self.path), line=n) from None
+            if cell.lower() not in ("", "na", "nan", "null", "none"):
+                raise DataError(f"column '{name}' has {quote_token(cell)}, {e}",
+                                file=str(self.path), line=n) from None
+            raise DataError(f"column '{name}' has a missing value; series need every value "
+                            f"(fill or drop the row first)", file=str(self.path),
+                            line=n) from None
 
     # ---------------------------------------------------------------- vocabulary
     def vocab(self, raw: Raw) -> Vocab:
