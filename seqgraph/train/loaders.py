@@ -599,27 +599,27 @@ def header_warning(labels: list, lines: list, file: str) -> str | None:
             f"header is read as a class of one example (remove the line)")
 
 
-MAX_CLASSES = 1_000_000      # class ids past this are refused, whatever the file's size
-CLASSES_PER_LINE = 10        # ... and past this many times the file's lines (a typo, 2e9)
+MAX_CLASSES = 1_000_000      # class ids past this are refused (a typo: 2000000000)
 
 
 def label_vocab(labels, lines=(), file: str | None = None) -> Vocab:
     """Class names: integers 0..K-1 when every label is a non-negative integer (so a
     label means its own class id), else the distinct labels in sorted order. A class id
-    that would make more classes than MAX_CLASSES, or than CLASSES_PER_LINE times the
-    examples (and 1000), is an error at its line: not a name for every id up to it."""
+    that would make more classes than MAX_CLASSES is an error at its line, not a name for
+    every id up to it (however few the lines: a subset of many classes is data too; the
+    model's class(K) is checked against the labels later, data.check_labels)."""
     distinct = set(labels)
     if distinct and all(is_class_id(label) for label in distinct):
         # the largest by its digits: int() of a label of 5000 digits is refused by Python
         big = max(distinct, key=lambda label: (len(label.lstrip("0")), label.lstrip("0")))
-        limit = min(MAX_CLASSES, max(1000, CLASSES_PER_LINE * len(labels)))
+        limit = MAX_CLASSES
         if len(big.lstrip("0")) > len(str(limit)) or int(big) >= limit:
             line = next((n for label, n in zip(labels, lines, strict=False) if label == big),
                         None)
             raise DataError(f"label {quote_token(big)} is too large a class id (integer labels "
                             f"are class ids 0, 1, 2, ..., a class for each id up to the "
-                            f"largest): {len(labels)} training examples allow at most "
-                            f"{limit} classes, ids 0..{limit - 1}", file=file, line=line)
+                            f"largest): at most {limit:,} classes, ids 0..{limit - 1}",
+                            file=file, line=line)
         top = int(big)
         return Vocab("labels", tuple(str(i) for i in range(top + 1)))
     return Vocab("labels", tuple(sorted(distinct)))
