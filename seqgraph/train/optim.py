@@ -325,10 +325,15 @@ def global_norm(grads: dict, rows: dict | None = None) -> float:
     total = 0.0
     for name, g in grads.items():
         if g is not None:
-            # squares of float32 overflow from |g| ~ 1.8e19 on: summed in float64 a
-            # finite gradient has a finite norm (up to 1e154), and clipping can act on it
-            part = np.ravel(_part(name, g, rows)).astype(np.float64, copy=False)
-            total += float(np.dot(part, part))
+            part = np.ravel(_part(name, g, rows))
+            s = float(np.vdot(part, part))
+            if not math.isfinite(s) and np.isfinite(part).all():
+                # squares of float32 overflow from |g| ~ 1.8e19 on: summed again in
+                # float64 a finite gradient has a finite norm (up to 1e154), and clipping
+                # can act on it (a copy on every step cost 4x, more with BLAS threads)
+                wide = part.astype(np.float64)
+                s = float(np.dot(wide, wide))
+            total += s
     return math.sqrt(total)
 
 
