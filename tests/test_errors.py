@@ -122,6 +122,10 @@ TABLE = [
     bad("stack-bi", HEAD + "h = stack(2) bi rnn(x, H)\n" + OUT, 5, 14,
         "the modifiers 'stack' and 'bi' cannot be combined",
         "h1 = bi rnn(x, H), then h = bi rnn(h1, H)"),
+    # a form feed in a comment ends no line of the parser's (review 38: read a line off)
+    bad("stack-bi-after-a-form-feed", "# a comment\x0c with a form feed\n" + HEAD +
+        "h = stack(2) bi rnn(x, H)\n" + OUT, 6, 14,
+        "the modifiers 'stack' and 'bi' cannot be combined"),
     bad("reverse-bi", HEAD + "h = reverse bi rnn(x, H)\n" + OUT, 5, 13,
         "the modifiers 'reverse' and 'bi' cannot be combined", "write h = bi rnn(x, H)"),
     bad("bi-reverse", HEAD + "h = bi reverse rnn(x, H)\n" + OUT, 5, 8,

@@ -416,7 +416,8 @@ def _modifiers_combined(prev, text: str):
     if prev is None or prev.type != "NAME" or str(prev) not in ("bi", "reverse", "stack") \
             or prev.line is None:
         return None
-    line = text.splitlines()[prev.line - 1] if prev.line <= len(text.splitlines()) else ""
+    lines = text.split("\n")             # the parser's lines: a form feed ends none
+    line = lines[prev.line - 1] if prev.line <= len(lines) else ""
     m = _MODIFIER_BEFORE.search(line[:prev.column - 1])
     if m is None:
         return None
@@ -469,7 +470,7 @@ def _char_hint(ch: str) -> str:
 
 
 def _end_pos(text: str):
-    lines = text.rstrip("\n").splitlines() or [""]
+    lines = text.rstrip("\n").split("\n")
     return len(lines), len(lines[-1]) + 1
 
 
