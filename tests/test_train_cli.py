@@ -742,6 +742,12 @@ def test_a_run_folder_that_cannot_be_made_or_written_is_said_first(work, capsys,
     (work / "afile").write_text("x")
     code, _, err = _run(capsys, "train", "lm.sg", "--out", "afile/run", "--quiet")
     assert code == 2 and err.strip() == "--out afile/run: cannot make it (afile is a file)"
+    # a folder the system refuses where access() said yes (root; /proc): said, no
+    # traceback (walk 15: FileNotFoundError, exit 1)
+    if Path("/proc/self").exists():
+        code, _, err = _run(capsys, "train", "lm.sg", "--out", "/proc/nope", "--quiet")
+        assert code == 2 and err.strip().startswith("/proc/nope: cannot make the run "
+                                                    "folder ("), err
     # a disk that fills up during the run: said, with the last good checkpoint
     from seqgraph.train import checkpoint as ck
     real, calls = ck.save, [0]

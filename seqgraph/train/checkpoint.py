@@ -158,7 +158,12 @@ def lock_folder(folder: Path):
     import errno
     import fcntl
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:               # (train's own check of the folder cannot foresee every refusal:
+        folder.mkdir(parents=True, exist_ok=True)    # root may write, /proc may not)
+    except OSError as e:
+        raise UsageError(f"{folder}: cannot make the run folder ({e.strerror or e})") \
+            from None
+
     def cannot(e) -> None:
         sys.stderr.write(f"seqgraph: warning: {folder}: cannot lock the run folder "
                          f"({e.strerror or e}); make sure no other run writes it\n")
