@@ -29,10 +29,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 
 from .. import given, ops
+from ..graph.components import components
 from ..graph.folded import Num, ParamRef, Ref, walk
 from ..graph.trees import heights
 from ..ops import Op
@@ -63,57 +63,43 @@ def plan(graph) -> list[Stage]:
     if len(trees) != 1 or len(graph.indexes) != 1:
         raise Unsupported("only models over one tree index (no sequence index) are "
                           "level-batched")
-    hidden = [v for v in graph.vars if v.role == "hidden"]
     for v in graph.vars:
         if v.init is not None:
             raise Unsupported(f"'{v.name}' has an init value")
-    g = nx.DiGraph()          # every dependency, children included
-    same = nx.DiGraph()       # dependencies within one node
-    names = {v.name for v in hidden}
-    g.add_nodes_from(names)
-    same.add_nodes_from(names)
-    child_edges = set()
-    for v in hidden:
+    _reads(graph)
+    return [_stage(graph, c) for c in components(graph) if c.hidden]
+
+
+def _reads(graph) -> None:
+    """Refuses a read this executor has no rows for: a node reads its own node or its
+    children, and a per-example variable reads only roots and per-example values."""
+    names = {v.name for v in graph.hidden()}
+    for v in graph.hidden():
         for c in v.cases:
             for r in (e for e in walk(c.expr) if isinstance(e, Ref)):
                 kind = r.shift.kind
                 if kind not in ("rel", "left", "right", "root", "none") or \
                         (kind == "rel" and r.shift.k != 0):
                     raise Unsupported(f"'{v.name}' reads {r.var} with a shift {kind}")
-                if r.var not in names:
-                    continue
-                if v.index is None and kind not in ("root", "none"):
+                if r.var in names and v.index is None and kind not in ("root", "none"):
                     raise Unsupported(f"'{v.name}' reads {r.var} with a shift {kind}")
-                g.add_edge(r.var, v.name)
-                if kind in ("left", "right"):
-                    child_edges.add((r.var, v.name))
-                elif kind == "rel":
-                    same.add_edge(r.var, v.name)
-                else:                       # root: the whole tree must be done first
-                    child_edges.add((r.var, v.name))
-    cond = nx.condensation(g)
-    order = {v.name: i for i, v in enumerate(hidden)}
-    stages = []
-    for c in nx.lexicographical_topological_sort(
-            cond, key=lambda c: min(order[m] for m in cond.nodes[c]["members"])):
-        members = cond.nodes[c]["members"]
-        rec = any(a in members and b in members for a, b in child_edges)
-        if rec:
-            for v in hidden:
-                if v.name in members:
-                    for case in v.cases:
-                        if any(isinstance(e, Ref) and e.shift.kind == "root"
-                               and e.var in members for e in walk(case.expr)):
-                            raise Unsupported(f"'{v.name}' reads the root of its own "
-                                              f"recursion")
-        sub = same.subgraph(members)
-        vs = tuple(nx.lexicographical_topological_sort(sub, key=lambda m: order[m]))
-        example = {graph.var(m).index is None for m in vs}
-        if len(example) > 1:
-            raise Unsupported(f"{', '.join(vs)} mix per-example and per-node values in "
-                              "one cycle")
-        stages.append(Stage(vs, rec, example.pop()))
-    return stages
+
+
+def _stage(graph, comp) -> Stage:
+    """A component's stage: level by level when it reads its own children (or root, or
+    per-example values: those need the whole tree first), which refuses a recursion that
+    reads its own root."""
+    rec = any(e.shift.kind in ("left", "right", "root", "none") for e in comp.edges)
+    if rec:
+        for m in comp.members:
+            if any(e.dst == m and e.shift.kind == "root" for e in comp.edges):
+                raise Unsupported(f"'{m}' reads the root of its own recursion")
+    vs = comp.hidden
+    example = {graph.var(m).index is None for m in vs}
+    if len(example) > 1:
+        raise Unsupported(f"{', '.join(vs)} mix per-example and per-node values in "
+                          "one cycle")
+    return Stage(vs, rec, example.pop())
 
 
 # -------------------------------------------------------------------- the batch schedule
