@@ -19,6 +19,7 @@ import networkx as nx
 
 from ..errors import NOPOS, SpecError, too_deep
 from ..ops import TABLE, Op
+from .components import components
 from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of, refs, walk
 from .printer import show
 from .sizes import Lin
@@ -322,53 +323,61 @@ class _Sizes:
 
 # ---------------------------------------------------------------------- causality
 def _causality(graph: FoldedGraph):
+    """The recurrences (one per component with delays, in the order of their first
+    variable) and an order of the variables; raises an algebraic loop or a recurrence
+    whose delays point both ways."""
     g = graph.nx()
     lines = {v.name: v.pos.line for v in graph.vars}
     instant = nx.DiGraph()
     instant.add_nodes_from(g.nodes)
     instant.add_edges_from((u, v) for u, v, s in g.edges(data="shift") if not s.is_delay)
-    try:
-        cycle = nx.find_cycle(instant)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
-        names = [u for u, _ in cycle]
-        at = {e[1]: _edge_pos(g, e) for e in cycle}     # the line of the read, where known
-        steps = [f"{n} (line {at[n].line if at.get(n) and at[n].line else lines[n]})"
-                 for n in names[:12]]
-        steps += [f"... ({len(names) - 12} more)"] if len(names) > 12 else []
-        path = " -> ".join(steps + steps[:1])
-        first = graph.var(names[0])
-        tree = graph.index_kinds.get(first.index) == "tree"
-        raise SpecError(f"algebraic loop: {path}", _edge_pos(g, cycle[-1]) or first.pos,
-                        hint="every cycle must pass through a delay, such as " +
-                        (f"{first.name}[{first.index}.left] (a child)" if tree else
-                         "h[t-1]"))
-    recs = []
-    for comp in nx.strongly_connected_components(g):
-        sub = g.subgraph(comp)
-        delays = [(u, v, s) for u, v, s in sub.edges(data="shift") if s.is_delay]
-        if not delays:
-            continue
-        dirs = {s.direction for _, _, s in delays}
-        if len(dirs) > 1:
-            names = ", ".join(sorted(comp, key=lambda n: lines[n]))
-            where = [f"{v} reads {u}[{s.show(graph.var(u).index)}] (line {lines[v]})"
-                     for u, v, s in delays]
-            raise SpecError(f"mixed directions on one recurrence ({names}): "
-                            + "; ".join(sorted(set(where))),
-                            graph.var(min(comp, key=lambda n: lines[n])).pos,
-                            hint="a cycle runs forward (t-1) or backward (t+1), not both")
-        ordered = tuple(v.name for v in graph.vars if v.name in comp)
-        params = sorted({p for n in ordered for c in graph.var(n).cases
-                         for p in params_of(c.expr)})
-        recs.append(Recurrence(ordered, graph.var(ordered[0]).index, dirs.pop(),
-                               tuple(sorted({s.label() for _, _, s in delays})),
-                               tuple(params)))
+    _algebraic_loop(graph, g, instant, lines)
+    recs = [r for r in (_recurrence(graph, c, lines) for c in components(graph)) if r]
     order = tuple(nx.lexicographical_topological_sort(
         instant, key=lambda n: (lines.get(n, 0), n)))
     recs.sort(key=lambda r: order.index(r.vars[0]))
     return tuple(recs), order
+
+
+def _algebraic_loop(graph: FoldedGraph, g, instant, lines) -> None:
+    """Raises a cycle of the graph without its delays, named read by read."""
+    try:
+        cycle = nx.find_cycle(instant)
+    except nx.NetworkXNoCycle:
+        return
+    names = [u for u, _ in cycle]
+    at = {e[1]: _edge_pos(g, e) for e in cycle}     # the line of the read, where known
+    steps = [f"{n} (line {at[n].line if at.get(n) and at[n].line else lines[n]})"
+             for n in names[:12]]
+    steps += [f"... ({len(names) - 12} more)"] if len(names) > 12 else []
+    path = " -> ".join(steps + steps[:1])
+    first = graph.var(names[0])
+    tree = graph.index_kinds.get(first.index) == "tree"
+    raise SpecError(f"algebraic loop: {path}", _edge_pos(g, cycle[-1]) or first.pos,
+                    hint="every cycle must pass through a delay, such as " +
+                    (f"{first.name}[{first.index}.left] (a child)" if tree else "h[t-1]"))
+
+
+def _recurrence(graph: FoldedGraph, comp, lines) -> Recurrence | None:
+    """The recurrence of a component with delays (None without), whose delays must all
+    point one way."""
+    delays = comp.delays
+    if not delays:
+        return None
+    dirs = {e.shift.direction for e in delays}
+    if len(dirs) > 1:
+        names = ", ".join(sorted(comp.members, key=lambda n: lines[n]))
+        where = [f"{e.dst} reads {e.src}[{e.shift.show(graph.var(e.src).index)}] "
+                 f"(line {lines[e.dst]})" for e in delays]
+        raise SpecError(f"mixed directions on one recurrence ({names}): "
+                        + "; ".join(sorted(set(where))),
+                        graph.var(min(comp.members, key=lambda n: lines[n])).pos,
+                        hint="a cycle runs forward (t-1) or backward (t+1), not both")
+    ordered = comp.members
+    params = sorted({p for n in ordered for c in graph.var(n).cases
+                     for p in params_of(c.expr)})
+    return Recurrence(ordered, graph.var(ordered[0]).index, dirs.pop(),
+                      tuple(sorted({e.shift.label() for e in delays})), tuple(params))
 
 
 # ------------------------------------------------------------------------- leaves
