@@ -71,8 +71,9 @@ def plan(graph) -> list[Stage]:
 
 
 def _reads(graph) -> None:
-    """Refuses a read this executor has no rows for: a node reads its own node or its
-    children, and a per-example variable reads only roots and per-example values."""
+    """Refuses a read this executor has no rows for: a variable reads its own node, its
+    children, the root or a per-example value, and a per-example variable reads only the
+    last two of the variables computed here."""
     names = {v.name for v in graph.hidden()}
     for v in graph.hidden():
         for c in v.cases:
