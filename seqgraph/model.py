@@ -11,7 +11,7 @@ import numpy as np
 from . import given, resources
 from .errors import Pos, SpecError, UsageError, did_you_mean
 from .graph.check import Checked, check
-from .graph.folded import FoldedGraph, refs
+from .graph.folded import FoldedGraph, LossFn, refs
 from .graph.unfold import step_key, unfold
 from .lang.elaborate import elaborate
 from .lang.parse import parse
@@ -189,7 +189,7 @@ class Model:
         fed = {u for u, _, s in self.graph.nx().edges(data="shift")
                if s.kind == "rel" and s.k < 0}
         return {l.target.var: l.output.var for l in self.graph.losses
-                if l.fn == "xent" and l.target.var in fed}
+                if l.fn == LossFn.XENT and l.target.var in fed}
 
     def schedule(self, lengths: dict, forest=None) -> list:
         if forest is not None:       # a new forest each batch: no cache

@@ -528,3 +528,16 @@ def test_an_input_or_a_target_read_back_missing_from_the_batch_is_named(executor
         m.run({}, {"y": np.zeros((2, 4), int)}, lengths={"t": 3})
     assert str(e.value) == "'x' is an input of model 'seq2seq': give it in inputs"
     assert m.run({"x": x}, {"y": np.full((2, 4), -1)}).loss == 0.0
+
+
+def test_a_loss_function_is_one_of_three_named_ones():
+    """Loss.fn is a LossFn: equal to its name ("xent"), and a misspelt one is refused
+    where the Loss is made rather than compared with, never equal, in 14 places."""
+    from seqgraph.graph.folded import Loss, LossFn, Ref
+    loss = Loss("xent", Ref("o"), Ref("y"))
+    assert loss.fn is LossFn.XENT and loss.fn == "xent" and f"{loss.fn}" == "xent"
+    with pytest.raises(ValueError, match="xnet"):
+        Loss("xnet", Ref("o"), Ref("y"))
+    spec = seqgraph.read_spec("m.sg", "input x[t] : vec(3)\ntarget y[t] : vec(2)\n"
+                                      "param W\no[t] = W @ x[t]\nloss mse(o[t], y[t])\n")
+    assert spec.graph.losses[0].fn is LossFn.MSE

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ..errors import UsageError
+from ..graph.folded import LossFn
 from . import output_file, writing
 
 HELP = "score a trained model: loss per token, perplexity, accuracy, error rates, mse"
@@ -48,7 +49,7 @@ def run(args) -> int:
         result, file = eval_stream(t, args.spec, args.data)
         result = {"kind": t.vocab.kind, **result}      # chars or words, as the data's
         if t.vocab.kind == "chars" and result.get("perplexity") is not None and \
-                t.spec.graph.losses[0].fn == "xent":
+                t.spec.graph.losses[0].fn == LossFn.XENT:
             # a character model's usual measure: the loss in bits (Graves 2013, enwik8)
             result["bits_per_char"] = result["loss"] / math.log(2)
     if args.json:

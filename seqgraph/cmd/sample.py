@@ -20,6 +20,8 @@ import sys
 
 import numpy as np
 
+from ..graph.folded import LossFn
+
 HELP = ("generate from a trained model (language, conditional, seq2seq, one-to-many); "
         "label --input with a classifier, a tagger or a tree model; forecast a series")
 
@@ -191,7 +193,7 @@ def one_pass(t, args) -> int:
     from ..errors import UsageError
     b, graph = t.binding, t.model.graph
     loss = next((loss for loss in graph.losses if loss.target.var == b.target), None)
-    series = loss is not None and loss.fn == "mse" and getattr(t.vocab, "kind", "") == "series"
+    series = loss is not None and loss.fn == LossFn.MSE and getattr(t.vocab, "kind", "") == "series"
     tree = any(kind == "tree" for _, kind in graph.indexes)
     tagger = not tree and graph.var(b.target).index is not None
     _refuse_generation_options(args, b.target, "forecasts each step" if series else
@@ -206,7 +208,7 @@ def one_pass(t, args) -> int:
         raise UsageError(f"this model reads '{b.input}': give its {what}")
     if series:
         return forecast(t, args, loss)
-    if loss is None or loss.fn != "xent":
+    if loss is None or loss.fn != LossFn.XENT:
         raise UsageError(f"'{b.target}' is not a class target read by an xent loss: "
                          "nothing to label (seqgraph eval scores such a model)")
     if tree:
@@ -223,7 +225,7 @@ def label(t, args, output: str) -> int:
     ids = encode_input(t.vocab, args.input, args.unk)
     names = t.vocab.target.tokens
     o = t.model.forward({t.binding.input: ids[None, :]})[output]
-    o = at_loss(t.spec.graph, loss_on(t.spec.graph, t.binding.target, "xent"), o)[0][0]
+    o = at_loss(t.spec.graph, loss_on(t.spec.graph, t.binding.target, LossFn.XENT), o)[0][0]
     # the labels' distribution: a size above them (--dim K=6 for 2 labels) leaves ids
     # that name none, never chosen
     probs = softmax(np.asarray(o, dtype=np.float64)[..., :len(names)])   # [K], [T, K]

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from .. import given, ops
+from ..graph.folded import LossFn
 from . import kernels
 from .attention import AttnBuilt
 from .attention import build as build_attention
@@ -741,7 +742,7 @@ class _Run:
             live = None
             if n_ex is not None and o.lead == "seq":     # padding: no loss past the end
                 live = (np.arange(o.a.shape[0])[:, None] < n_ex[None, :]).reshape(-1)
-            if loss.fn == "xent":
+            if loss.fn == LossFn.XENT:
                 if live is not None:
                     yrows = np.where(live, yrows, -1)
                 s, n, d = kernels.xent(orows, yrows, scale, want_grads,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..graph.folded import Apply, FoldedGraph, Num, ParamRef, Ref, Shift, walk
+from ..graph.folded import Apply, FoldedGraph, LossFn, Num, ParamRef, Ref, Shift, walk
 from ..ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, Op
 from .masks import sites
 
@@ -236,7 +236,7 @@ def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
     out = {}
     for loss in graph.losses:
         o = graph.var(loss.output.var)
-        if loss.fn != "xent" or o.role != "hidden" or o.index is None or \
+        if loss.fn != LossFn.XENT or o.role != "hidden" or o.index is None or \
                 len(o.cases) != 1 or o.cases[0].cond is not None or o.init is not None or \
                 list(g.successors(o.name)) or \
                 sum(other.output.var == o.name for other in graph.losses) != 1 or \

@@ -9,6 +9,7 @@ build new structures instead of editing these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 
 import networkx as nx
@@ -205,14 +206,26 @@ class ParamDef:
     pos: Pos = field(default=NOPOS, compare=False)
 
 
+class LossFn(StrEnum):
+    """A loss line's function: softmax cross-entropy over classes, binary cross-entropy,
+    half the squared error. Equal to its name as a string ("xent"), so that a misspelt
+    one fails where it is made, not as a comparison that is never true."""
+    XENT = "xent"
+    BCE = "bce"
+    MSE = "mse"
+
+
 @dataclass(frozen=True)
 class Loss:
     """`weight * fn(output, target)`, summed over the index, averaged over examples."""
-    fn: str                    # 'xent' | 'bce' | 'mse'
+    fn: LossFn                 # a name is taken too: Loss("xent", ...)
     output: Ref
     target: Ref
     weight: float = 1.0
     pos: Pos = field(default=NOPOS, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "fn", LossFn(self.fn))   # "xnet": a ValueError here
 
     @property
     def at_one_place(self) -> bool:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..ops import Op
-from .folded import Apply, FoldedGraph, Shift, fed_back
+from .folded import Apply, FoldedGraph, LossFn, Shift, fed_back
 
 
 def generated_targets(graph: FoldedGraph) -> list:
@@ -38,7 +38,7 @@ def generated_targets(graph: FoldedGraph) -> list:
     out = []
     for loss in graph.losses:
         v = graph.var(loss.target.var)
-        if loss.fn == "xent" and v.kind == "class" and v.index in seq \
+        if loss.fn == LossFn.XENT and v.kind == "class" and v.index in seq \
                 and (v.name, loss.output.var) not in out:
             out.append((v.name, loss.output.var))
     return out

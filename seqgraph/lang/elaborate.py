@@ -17,6 +17,7 @@ from ..graph.folded import (
     Case,
     FoldedGraph,
     Loss,
+    LossFn,
     Num,
     ParamDef,
     ParamRef,
@@ -602,7 +603,8 @@ class _Elaborator:
             raise SpecError(f"the second argument of {l.fn} must be a target",
                             l.args[1].pos)
         kind = self.data[tgt.var].kind
-        want = {"xent": ("class",), "bce": ("binary", "vec"), "mse": ("vec", "binary")}
+        want = {LossFn.XENT: ("class",), LossFn.BCE: ("binary", "vec"),
+                LossFn.MSE: ("vec", "binary")}
         if kind not in want[l.fn]:
             raise SpecError(f"{l.fn} needs a {' or '.join(want[l.fn])} target; "
                             f"'{tgt.var}' is {kind}", l.args[1].pos)
@@ -661,7 +663,7 @@ class _Elaborator:
         """xent applies a softmax to its logits and bce a sigmoid: an output that is
         already one is squashed twice (Keras' `from_logits` mistake). It trains, badly:
         a warning, at the output's equation."""
-        squash = {"xent": "softmax", "bce": "sigmoid"}.get(l.fn)
+        squash = {LossFn.XENT: "softmax", LossFn.BCE: "sigmoid"}.get(l.fn)
         for eq in self.defs.get(out, ()):
             rhs = eq.rhs
             if isinstance(rhs, A.FnCall) and rhs.name == squash:

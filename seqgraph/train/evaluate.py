@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..graph.folded import LossFn
 from ..ops import log_softmax
 from .batches import run_batch
 from .data import feeds
@@ -73,10 +74,10 @@ def likelihood(graph) -> bool:
     squared error), nor with several lines or a weight: their sum is an objective that
     counts some tokens twice or scaled."""
     return len(graph.losses) == 1 and graph.losses[0].weight == 1 and \
-        graph.losses[0].fn in ("xent", "bce")
+        graph.losses[0].fn in (LossFn.XENT, LossFn.BCE)
 
 
-def loss_on(graph, target: str, fn: str):
+def loss_on(graph, target: str, fn: LossFn):
     """The first `fn` loss line on `target`, or None."""
     return next((loss for loss in graph.losses if loss.fn == fn and loss.target.var == target),
                 None)
@@ -84,7 +85,7 @@ def loss_on(graph, target: str, fn: str):
 
 def xent_output(graph, target: str) -> str | None:
     """The logits variable of the first `xent` loss on `target` (what accuracy reads)."""
-    loss = loss_on(graph, target, "xent")
+    loss = loss_on(graph, target, LossFn.XENT)
     return None if loss is None else loss.output.var
 
 
@@ -191,7 +192,8 @@ class PerExample:
 def score(model, graph, binding, batches, rng=None, per_example=None) -> Score:
     """One pass over `batches` in evaluation mode (each example's scores into
     `per_example`, a PerExample, when given)."""
-    out, reg = loss_on(graph, binding.target, "xent"), loss_on(graph, binding.target, "mse")
+    out, reg = loss_on(graph, binding.target, LossFn.XENT), \
+        loss_on(graph, binding.target, LossFn.MSE)
     series = getattr(binding, "kind", "stream") == "series" and hasattr(batches, "examples")
     index = graph.var(binding.target).index
     carry, loss_sum, tokens, correct = None, 0.0, 0, 0
@@ -343,7 +345,7 @@ def baselines(binding, train, data, graph=None) -> dict:
     majority_accuracy (labeled), most_frequent_tag_accuracy (tagged, on the tokens the
     model is scored on: each sentence's last or first for a loss read there)."""
     x, y = binding.input, binding.target
-    loss = loss_on(graph, y, "xent") if graph is not None else None
+    loss = loss_on(graph, y, LossFn.XENT) if graph is not None else None
     place = {"end": slice(-1, None), "first": slice(0, 1)}.get(
         loss.output.shift.kind if loss is not None else "rel", slice(None))
     kind = getattr(binding, "kind", "stream")

@@ -24,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..graph.folded import LossFn
 from ..graph.trees import Forest, heights
 from ..ops import log_softmax
 from .binding import (
@@ -382,7 +383,7 @@ def roots_scored(graph, binding: Binding) -> bool:
     and for a loss that reads one place of a tree (`xent(o[root], y[root])`, a
     per-example `o`) or compares every node with the root's label (`y[root]`); else
     every node is scored against its own label."""
-    loss = loss_on(graph, binding.target, "xent")
+    loss = loss_on(graph, binding.target, LossFn.XENT)
     return binding.root_target or loss_unit(graph, binding) == "/tree" or (
         loss is not None and loss.target.shift.kind == "root")
 
@@ -390,7 +391,7 @@ def roots_scored(graph, binding: Binding) -> bool:
 def loss_unit(graph, binding: Binding) -> str:
     """What the loss is counted in, as training counts its terms: "/tree" for a loss read
     at one place of a tree, "/node" for one summed over the nodes."""
-    loss = loss_on(graph, binding.target, "xent")
+    loss = loss_on(graph, binding.target, LossFn.XENT)
     one = loss is not None and (loss.at_one_place or graph.var(loss.output.var).index is None)
     return "/tree" if one else "/node"
 
