@@ -33,6 +33,7 @@ from .loaders import (
     TextLoader,
     Vocab,
     header_warning,
+    id_at_least,
     is_class_id,
     make_loader,
     quote_token,
@@ -230,10 +231,8 @@ def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None
     numeric = all(is_class_id(t) for t in vocab.target.tokens)
     for label, line in zip(raw.target, raw.lines, strict=True):
         i = vocab.target.index.get(label)
-        # an id's digits are counted before int() (which refuses 5000 digits)
         if (i is not None and i >= K) or (i is None and numeric and is_class_id(label)
-                                          and (len(label.lstrip("0")) > len(str(K))
-                                               or int(label) >= K)):
+                                          and id_at_least(label, K)):
             what = f"class ids 0..{K - 1}" if numeric else f"at most {K} distinct labels"
             raise DataError(f"label {quote_token(label)} is outside the {K} classes of "
                             f"{size_source(graph, targets[0], dims)} ({what})",

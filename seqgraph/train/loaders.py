@@ -552,6 +552,13 @@ CLASS_ID = re.compile(r"[0-9]+")         # ASCII digits only: '²' and '٣' are 
 NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")   # plain decimal
 
 
+def id_at_least(label: str, limit: int) -> bool:
+    """Is class id `label` (is_class_id) `limit` or more? Its digits are counted before
+    int(), which refuses a label of 5000 digits."""
+    digits = label.lstrip("0")
+    return len(digits) > len(str(limit)) or int(label) >= limit
+
+
 def is_class_id(label: str) -> bool:
     """A label that is a class id: a whole number written in ASCII digits (str.isdigit
     would also take '²', which int() refuses, and '٣', which it reads as 3)."""
@@ -613,7 +620,7 @@ def label_vocab(labels, lines=(), file: str | None = None) -> Vocab:
         # the largest by its digits: int() of a label of 5000 digits is refused by Python
         big = max(distinct, key=lambda label: (len(label.lstrip("0")), label.lstrip("0")))
         limit = MAX_CLASSES
-        if len(big.lstrip("0")) > len(str(limit)) or int(big) >= limit:
+        if id_at_least(big, limit):
             line = next((n for label, n in zip(labels, lines, strict=False) if label == big),
                         None)
             raise DataError(f"label {quote_token(big)} is too large a class id (integer labels "
