@@ -124,7 +124,7 @@ def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
         else None
     data = load_dataset(spec.graph, cfg, dims, vocab)
     _warn_of_one_class(args, data, speak)
-    for note in data.notes if speak else ():
+    for note in getattr(data, "notes", ()) if speak else ():   # (trees' data: none)
         print(note, file=sys.stderr)        # a header among named labels, say
     bound = {**dims, **data.binding.dims}
     executor = choose_executor(args.executor)
