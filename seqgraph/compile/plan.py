@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
-
+from ..graph.components import Component, components
 from ..graph.folded import Apply, FoldedGraph, LossFn, Num, ParamRef, Ref, Shift, walk
 from ..ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, Op
 from .masks import sites
@@ -67,57 +66,42 @@ def _attention(v) -> bool:
 
 
 def schedule(graph: FoldedGraph) -> list:
-    """Stages in an order where every stage reads only what earlier stages computed."""
+    """Stages in an order where every stage reads only what earlier stages computed: the
+    components of graph/components.py (the causality check's), in their order."""
     if any(kind == "tree" for _, kind in graph.indexes):
         raise Unsupported("tree indexes (recursive nets) run in the interpreter")
-    g = graph.nx()
-    hidden = {v.name for v in graph.hidden()}
     for v in graph.hidden():
         if len(v.cases) != 1 or v.cases[0].cond is not None:
             raise Unsupported(f"'{v.name}' has several cases")
-    cond = nx.condensation(g)
-    stages = []
-    for c in nx.topological_sort(cond):
-        members = [m for m in cond.nodes[c]["members"] if m in hidden]
-        if not members:
-            continue
-        cyclic = len(members) > 1 or g.has_edge(members[0], members[0])
-        if not cyclic:
-            v = graph.var(members[0])
-            stages.append(AttnStage((v.name,), v.index, 0, False) if _attention(v)
-                          else StaticStage(v.name))
-            continue
-        sub = g.subgraph(members)
-        dirs = {d["shift"].direction for _, _, d in sub.edges(data=True)
-                if d["shift"].is_delay and not d.get("init")}
-        dirs.discard(0)
-        if len(dirs) != 1:
-            raise Unsupported(f"cycle {sorted(members)} mixes directions")
-        index = graph.var(members[0]).index
-        for _, _, d in sub.edges(data=True):
-            if d.get("init"):
-                raise Unsupported(f"an init of {sorted(members)} reads its own cycle")
-            if d["shift"].kind != "rel":
-                raise Unsupported(f"cycle {sorted(members)} reads '{d['shift'].kind}'")
-        # the order inside one step: same-step edges of the cycle are acyclic
-        same = nx.DiGraph()
-        same.add_nodes_from(members)
-        same.add_edges_from((u, v) for u, v, d in sub.edges(data=True)
-                            if d["shift"].kind == "rel" and d["shift"].k == 0)
-        order = tuple(nx.lexicographical_topological_sort(same))
-        direction = dirs.pop()
-        if any(_attention(graph.var(m)) for m in members):
-            common = set.intersection(*(set(graph.var(m).indexes) for m in members))
-            if len(common) != 1:
-                raise Unsupported(f"attention cycle {sorted(members)} has no one index "
-                                  "that all its variables run over")
-            if direction > 0:
-                raise Unsupported(f"attention cycle {sorted(members)} runs backward in "
-                                  "time (an advance): only delays are compiled")
-            stages.append(AttnStage(order, common.pop(), direction, True))
-            continue
-        stages.append(RecStage(order, index, direction))
-    return stages
+    return [_stage(graph, c) for c in components(graph) if c.hidden]
+
+
+def _stage(graph: FoldedGraph, c: Component):
+    """The stage that runs one component's hidden variables."""
+    if not c.cyclic:
+        v = graph.var(c.hidden[0])
+        return AttnStage((v.name,), v.index, 0, False) if _attention(v) \
+            else StaticStage(v.name)
+    names = sorted(c.hidden)
+    for e in c.edges:
+        if e.init:
+            raise Unsupported(f"an init of {names} reads its own cycle")
+        if e.shift.kind != "rel":
+            raise Unsupported(f"cycle {names} reads '{e.shift.kind}'")
+    dirs = {e.shift.direction for e in c.delays} - {0}
+    if len(dirs) != 1:
+        raise Unsupported(f"cycle {names} mixes directions")
+    direction = dirs.pop()
+    if not any(_attention(graph.var(m)) for m in c.hidden):
+        return RecStage(c.hidden, graph.var(c.hidden[0]).index, direction)
+    common = set.intersection(*(set(graph.var(m).indexes) for m in c.hidden))
+    if len(common) != 1:
+        raise Unsupported(f"attention cycle {names} has no one index "
+                          "that all its variables run over")
+    if direction > 0:
+        raise Unsupported(f"attention cycle {names} runs backward in "
+                          "time (an advance): only delays are compiled")
+    return AttnStage(c.hidden, common.pop(), direction, True)
 
 
 # ---------------------------------------------------------------------- step programs
