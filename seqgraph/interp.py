@@ -13,7 +13,7 @@ import numpy as np
 
 from . import given, ops
 from .errors import UsageError
-from .graph.folded import Apply, Num, ParamRef, Ref
+from .graph.folded import Apply, Num, ParamRef, Ref, ShiftKind
 from .graph.unfold import Outside, Roots, case_at, env_of, position
 
 
@@ -194,7 +194,7 @@ class Interpreter:
             padded = self._padded(r, src)
             if padded is not None:
                 return padded
-        if r.var in self.fed and r.shift.kind == "rel" and r.shift.k < 0:
+        if r.var in self.fed and r.shift.kind == ShiftKind.REL and r.shift.k < 0:
             return self._fed(r.var, src[1])
         return self.nodes[src]
 
@@ -205,7 +205,7 @@ class Interpreter:
         zero). None when the read is the same as without padding."""
         index = self.g.var(r.var).index
         n = self.ex_len[index]
-        if r.shift.kind == "end":
+        if r.shift.kind == ShiftKind.END:
             steps = range(self.lengths[index])
             if any((r.var, s) not in self.nodes for s in steps):
                 raise UsageError(f"'{r.var}[end]' is read before all of {r.var}'s steps "
@@ -218,7 +218,7 @@ class Interpreter:
                 return self.tape.leaf(ids[n - 1, np.arange(len(n))])
             return self._select([n - 1 == s for s in steps],
                                 [self.nodes[(r.var, s)] for s in steps])
-        if r.shift.kind == "rel" and r.shift.k > 0 and (src[1] >= n).any():
+        if r.shift.kind == ShiftKind.REL and r.shift.k > 0 and (src[1] >= n).any():
             after = self._outside(Outside(r.var, r.shift.k, False))
             return self._select([src[1] < n, src[1] >= n], [self.nodes[src], after])
         return None

@@ -29,7 +29,7 @@ from itertools import pairwise
 import numpy as np
 
 from .errors import DataError, UsageError
-from .graph.folded import Apply, ParamRef, Ref, refs, walk
+from .graph.folded import Apply, ParamRef, Ref, ShiftKind, refs, walk
 from .ops import Op
 
 BETA_H = {Op.TANH: 1.0, Op.SIGMOID: 0.25, Op.RELU: 1.0, None: 1.0}
@@ -64,7 +64,7 @@ def recurrent_states(model) -> list[State]:
             continue               # tree recurrences: no distance in time
         members = set(rec.vars)
         delayed = {u for u, v, s in edges
-                   if u in members and v in members and s.kind == "rel" and s.k != 0}
+                   if u in members and v in members and s.kind == ShiftKind.REL and s.k != 0}
         for name in rec.vars:
             if name not in delayed:
                 continue
@@ -90,7 +90,7 @@ def _matrices(g, rec, state) -> list:
 def _is_recurrent_matmul(e, state, direction) -> bool:
     return (isinstance(e, Apply) and e.op is Op.MATMUL
             and isinstance(e.args[0], ParamRef) and isinstance(e.args[1], Ref)
-            and e.args[1].var == state and e.args[1].shift.kind == "rel"
+            and e.args[1].var == state and e.args[1].shift.kind == ShiftKind.REL
             and e.args[1].shift.k != 0 and e.args[1].shift.direction == direction)
 
 

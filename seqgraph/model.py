@@ -11,7 +11,7 @@ import numpy as np
 from . import given, resources
 from .errors import Pos, SpecError, UsageError, did_you_mean
 from .graph.check import Checked, check
-from .graph.folded import FoldedGraph, LossFn, refs
+from .graph.folded import FoldedGraph, LossFn, ShiftKind, refs
 from .graph.unfold import step_key, unfold
 from .lang.elaborate import elaborate
 from .lang.parse import parse
@@ -187,7 +187,7 @@ class Model:
         """Class targets read with a delay inside an equation -> the output their loss
         pairs them with (what generation and scheduled sampling feed back)."""
         fed = {u for u, _, s in self.graph.nx().edges(data="shift")
-               if s.kind == "rel" and s.k < 0}
+               if s.kind == ShiftKind.REL and s.k < 0}
         return {l.target.var: l.output.var for l in self.graph.losses
                 if l.fn == LossFn.XENT and l.target.var in fed}
 
@@ -230,7 +230,7 @@ def _ends_wait(graph: FoldedGraph, g, lengths: dict) -> set:
     read the reader) is left out. Returns the hubs, which are no variable's nodes."""
     hubs = set()
     for v in graph.hidden():
-        ends = {r.var for e in v.exprs for r in refs(e) if r.shift.kind == "end"} - {v.name}
+        ends = {r.var for e in v.exprs for r in refs(e) if r.shift.kind == ShiftKind.END} - {v.name}
         mine = [n for n in g if n[0] == v.name] if ends else []
         for x in sorted(ends):
             steps = [(x, s) for s in range(lengths.get(graph.var(x).index, 0))

@@ -25,7 +25,7 @@ from pathlib import Path
 import networkx as nx
 
 from .errors import SeqgraphError, UsageError
-from .graph.folded import FoldedGraph, Var, params_of, refs
+from .graph.folded import CHILD, FoldedGraph, ShiftKind, Var, params_of, refs
 from .graph.unfold import loss_terms, node_name
 
 FONT = "Helvetica"
@@ -191,7 +191,7 @@ def _delay_attrs(shift) -> tuple[dict, dict]:
     """(square attributes, edge attributes) for a delay: +k squares and edges are red."""
     square = dict(STYLE["delay"], label=shift.label())
     edge: dict = {}
-    if shift.kind in ("left", "right"):
+    if shift.kind in CHILD:
         edge = dict(color=TREE)
     elif shift.direction > 0:
         square.update(color=BACKWARD, penwidth="2.5")
@@ -233,8 +233,8 @@ def folded_dot(spec_or_graph, params: bool = False, sizes: dict | None = None,
             beside.setdefault(v, []).append(d)
             delays_from.setdefault(u, []).append(d)
         else:
-            label = shift.show(graph.var(u).index) if shift.kind not in ("rel", "none") \
-                else None
+            label = None if shift.kind in (ShiftKind.REL, ShiftKind.NONE) \
+                else shift.show(graph.var(u).index)
             dot.edge(vid[u], vid[v], label=label)
     beside = {vid[v]: ds for v, ds in beside.items()}
     _folded_inits(dot, graph, vid, delays_from)
@@ -588,7 +588,7 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None,
     for a, b, data in dag.edges(data=True):
         shift = data.get("shift")
         attrs: dict = {}
-        if shift is not None and shift.kind in ("left", "right"):   # not "L": the loss's
+        if shift is not None and shift.kind in CHILD:   # not "L": the loss's
             attrs.update(color=TREE, penwidth="1.6", label=shift.kind, fontcolor=TREE)
         if data.get("target"):
             attrs["style"] = "dashed"

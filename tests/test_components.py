@@ -55,3 +55,32 @@ h[n] : H = tanh(W @ [h[n.left]; h[n.right]]) otherwise
     comp = components(_graph(text))[-1]
     assert comp.hidden == ("h",) and comp.cyclic
     assert {e.shift.kind for e in comp.delays} == {"left", "right"}
+
+
+def test_the_compiler_runs_the_components_in_their_order():
+    """compile/plan.schedule is the components' order: a cell's gates step in file order
+    (i f o g of the lstm cell as written), not sorted by name."""
+    from seqgraph.compile.plan import RecStage, StaticStage, schedule
+    graph = _graph("""model m
+dim H = 4
+input x[t] : onehot(5)
+param Wo
+h = lstm(x, H)
+o[t] = Wo @ h[t]
+""")
+    stages = schedule(graph)
+    rec = next(s for s in stages if isinstance(s, RecStage))
+    cyc = next(c for c in components(graph) if c.cyclic)
+    assert rec.vars == cyc.hidden == ("h.i", "h.f", "h.o", "h.g", "h.c", "h")
+    assert rec.direction == -1 and rec.index == "t"
+    assert stages[-1] == StaticStage("o")
+
+
+def test_a_shift_of_an_unknown_kind_fails_where_it_is_made():
+    import pytest
+
+    from seqgraph.graph.folded import Shift, ShiftKind
+    assert Shift("end") == Shift(ShiftKind.END) and Shift("end").kind is ShiftKind.END
+    assert hash(Shift("rel", -1)) == hash(Shift(ShiftKind.REL, -1))
+    with pytest.raises(ValueError, match="ends"):
+        Shift("ends")

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from ..graph.folded import LossFn
+from ..graph.folded import LossFn, ShiftKind
 
 HELP = ("generate from a trained model (language, conditional, seq2seq, one-to-many); "
         "label --input with a classifier, a tagger or a tree model; forecast a series")
@@ -307,7 +307,7 @@ def forecast(t, args, loss) -> int:
     names = t.vocab.target.tokens if t.vocab.target else [output] * o.shape[1]
     sys.stdout.write("\t".join(["step", *t.vocab.tokens,
                                 *(f"{n} at t+{ahead}" for n in names)]) + "\n")
-    only = {"end": len(rows), "first": 1}.get(loss.output.shift.kind)
+    only = {ShiftKind.END: len(rows), ShiftKind.FIRST: 1}.get(loss.output.shift.kind)
     for k, (given, row) in enumerate(zip(rows, o, strict=True), 1):
         if only is not None and k != only:
             continue

@@ -28,7 +28,7 @@ import networkx as nx
 import numpy as np
 
 from .. import given
-from ..graph.folded import NONE, Apply, Case, Ref, Var, refs
+from ..graph.folded import ENDS, NONE, Apply, Case, Ref, ShiftKind, Var, refs
 from ..model import Model
 from .fallback import FallsBack, has_dropout
 from .plan import Unsupported
@@ -122,7 +122,7 @@ def _crossing(index: dict, first: str, first_i: str):
     maps each rewritten expression to the whole's (what the checker knows of it: a
     dropout's width). Data over `first_i` read by the second part is Unsupported."""
     made, rebuilt = {}, {}
-    places = {"tree": ("root",), "seq": ("end", "first")}[first]
+    places = {"tree": (ShiftKind.ROOT,), "seq": ENDS}[first]
 
     def cross(e):
         if isinstance(e, Apply):
@@ -187,7 +187,7 @@ def _waits(graph, v, cut) -> bool:
 
 def _same_step(r) -> bool:
     """A read that depends on an instance at every instance: no delay or advance."""
-    return r.shift.kind != "rel" or r.shift.k == 0
+    return r.shift.kind != ShiftKind.REL or r.shift.k == 0
 
 
 class Part(Model):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from ..graph.folded import Apply, Ref, walk
+from ..graph.folded import Apply, Ref, ShiftKind, walk
 from ..graph.unfold import case_at
 from ..ops import Op
 
@@ -63,9 +63,9 @@ def node_order(hidden, leaf: bool) -> list:
         for r in (e for e in walk(case_for(v, leaf).expr) if isinstance(e, Ref)):
             if r.var not in order:
                 continue
-            if r.shift.kind == "root":
+            if r.shift.kind == ShiftKind.ROOT:
                 raise NoMasks(f"'{v.name}' reads the root: its node waits for the tree")
-            if r.shift.kind == "rel":
+            if r.shift.kind == ShiftKind.REL:
                 g.add_edge(r.var, v.name)
     return list(nx.lexicographical_topological_sort(g, key=order.get))
 

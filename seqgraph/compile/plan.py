@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..graph.components import Component, components
-from ..graph.folded import Apply, FoldedGraph, LossFn, Num, ParamRef, Ref, Shift, walk
+from ..graph.folded import Apply, FoldedGraph, LossFn, Num, ParamRef, Ref, Shift, ShiftKind, walk
 from ..ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, Op
 from .masks import sites
 
@@ -86,7 +86,7 @@ def _stage(graph: FoldedGraph, c: Component):
     for e in c.edges:
         if e.init:
             raise Unsupported(f"an init of {names} reads its own cycle")
-        if e.shift.kind != "rel":
+        if e.shift.kind != ShiftKind.REL:
             raise Unsupported(f"cycle {names} reads '{e.shift.kind}'")
     dirs = {e.shift.direction for e in c.delays} - {0}
     if len(dirs) != 1:
@@ -224,15 +224,15 @@ def fused_outputs(graph: FoldedGraph, pshapes: dict) -> dict:
                 len(o.cases) != 1 or o.cases[0].cond is not None or o.init is not None or \
                 list(g.successors(o.name)) or \
                 sum(other.output.var == o.name for other in graph.losses) != 1 or \
-                loss.output.shift.kind != "rel" or loss.output.shift.k != 0 or \
-                loss.target.shift.kind != "rel" or loss.target.shift.k != 0:
+                loss.output.shift.kind != ShiftKind.REL or loss.output.shift.k != 0 or \
+                loss.target.shift.kind != ShiftKind.REL or loss.target.shift.k != 0:
             continue
         found = _output_layer(o.cases[0].expr)
         if found is None:
             continue
         W, x, b, drop = found
         xv = graph.var(x.var)
-        if x.shift.kind != "rel" or x.shift.k != 0 or xv.index != o.index or \
+        if x.shift.kind != ShiftKind.REL or x.shift.k != 0 or xv.index != o.index or \
                 xv.is_ids or xv.inner is not None or len(pshapes[W.name]) != 2 or \
                 tuple(pshapes[b.name]) != (pshapes[W.name][0],):
             continue
@@ -368,7 +368,7 @@ class _Lowering:
     def ref(self, e: Ref) -> int:
         """A cycle variable read in the loop: this step's value, or a delayed state."""
         sh = e.shift
-        if sh.kind != "rel":
+        if sh.kind != ShiftKind.REL:
             raise Unsupported(f"'{e.var}[{sh.kind}]' inside its own cycle")
         if sh.k == 0:
             return self.step.roots[e.var]

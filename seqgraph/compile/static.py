@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..graph.folded import Apply, Num, ParamRef, Ref
+from ..graph.folded import ENDS, Apply, Num, ParamRef, Ref, ShiftKind
 from ..ops import Op
 from . import kernels
 
@@ -50,7 +50,7 @@ class Env:
         """An output array for the whole gradient of the read `sub` ([T*B, n] rows), in
         the variable's gradient tape when the loop that made it offered one (`gdest`)
         and nothing has added to it yet; else a pooled array."""
-        if isinstance(sub, Ref) and sub.shift.kind == "rel" and sub.shift.k == 0 and \
+        if isinstance(sub, Ref) and sub.shift.kind == ShiftKind.REL and sub.shift.k == 0 and \
                 sub.var not in self.gvals:
             d = self.gdest.get(sub.var)
             if d is not None and d.dtype == dtype and d.size == shape[0] * shape[1]:
@@ -110,11 +110,11 @@ def read(env: Env, r: Ref):
     v = env.g.var(r.var)
     s = r.shift
     val = env.vals[r.var]
-    if s.kind == "none" or v.index is None:
+    if s.kind == ShiftKind.NONE or v.index is None:
         return V(val.a, "ex")
-    if s.kind == "first":
+    if s.kind == ShiftKind.FIRST:
         return V(val.a[0], "ex")
-    if s.kind == "end":
+    if s.kind == ShiftKind.END:
         n = env.ex_len.get(v.index)
         if n is not None:       # each example's own last step
             return V(val.a[n - 1, np.arange(len(n))], "ex")
@@ -129,17 +129,17 @@ def read_back(env: Env, r: Ref, g):
     if v.is_ids:
         return
     s = r.shift
-    if s.kind == "none" or v.index is None:
+    if s.kind == ShiftKind.NONE or v.index is None:
         env.add_grad(r.var, g)
         return
     T = env.T(r.var)
-    if s.kind in ("first", "end"):
+    if s.kind in ENDS:
         full = np.zeros((T,) + g.shape, g.dtype)
         n = env.ex_len.get(v.index)
-        if s.kind == "end" and n is not None:
+        if s.kind == ShiftKind.END and n is not None:
             full[n - 1, np.arange(len(n))] = g
         else:
-            full[0 if s.kind == "first" else -1] = g
+            full[0 if s.kind == ShiftKind.FIRST else -1] = g
         env.add_grad(r.var, full)
         return
     if s.k == 0:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import given, ops
 from ..graph.components import components
-from ..graph.folded import Num, ParamRef, Ref, walk
+from ..graph.folded import CHILD, ENDS, Num, ParamRef, Ref, ShiftKind, walk
 from ..graph.trees import heights
 from ..ops import Op
 from .fallback import FallsBack, has_dropout
@@ -79,10 +79,10 @@ def _reads(graph) -> None:
         for c in v.cases:
             for r in (e for e in walk(c.expr) if isinstance(e, Ref)):
                 kind = r.shift.kind
-                if kind not in ("rel", "left", "right", "root", "none") or \
-                        (kind == "rel" and r.shift.k != 0):
+                if kind in ENDS or (kind == ShiftKind.REL and r.shift.k != 0):
                     raise Unsupported(f"'{v.name}' reads {r.var} with a shift {kind}")
-                if r.var in names and v.index is None and kind not in ("root", "none"):
+                if r.var in names and v.index is None and \
+                        kind not in (ShiftKind.ROOT, ShiftKind.NONE):
                     raise Unsupported(f"'{v.name}' reads {r.var} with a shift {kind}")
 
 
@@ -90,10 +90,10 @@ def _stage(graph, comp) -> Stage:
     """A component's stage: level by level when it reads its own children (or root, or
     per-example values: those need the whole tree first), which refuses a recursion that
     reads its own root."""
-    rec = any(e.shift.kind in ("left", "right", "root", "none") for e in comp.edges)
+    rec = any(e.shift.kind in (*CHILD, ShiftKind.ROOT, ShiftKind.NONE) for e in comp.edges)
     if rec:
         for m in comp.members:
-            if any(e.dst == m and e.shift.kind == "root" for e in comp.edges):
+            if any(e.dst == m and e.shift.kind == ShiftKind.ROOT for e in comp.edges):
                 raise Unsupported(f"'{m}' reads the root of its own recursion")
     vs = comp.hidden
     example = {graph.var(m).index is None for m in vs}
@@ -341,19 +341,19 @@ class _Run:
         hidden = v.role == "hidden" or r.var in self.ex.cut_inputs   # takes a gradient
         kind = r.shift.kind
         if example:             # per example: its own row, or its tree's root
-            if kind == "none":
+            if kind == ShiftKind.NONE:
                 return buf[rows], ("slice", r.var, rows) if hidden else None
             idx = self.L.roots[rows]
             return buf[idx], ("rows", r.var, idx) if hidden else None
-        if kind == "none":
+        if kind == ShiftKind.NONE:
             idx = self.L.tree[rows]
             return buf[idx], ("add_at", r.var, idx) if hidden else None
-        if kind == "rel":
+        if kind == ShiftKind.REL:
             return buf[rows], ("slice", r.var, rows) if hidden else None
-        if kind == "root":
+        if kind == ShiftKind.ROOT:
             idx = self.L.root[rows]
             return buf[idx], ("add_at", r.var, idx) if hidden else None
-        idx = (self.L.left if kind == "left" else self.L.right)[rows]
+        idx = (self.L.left if kind == ShiftKind.LEFT else self.L.right)[rows]
         # each node has one parent: a level's children are distinct rows
         return buf[idx], ("rows", r.var, idx) if hidden else None
 

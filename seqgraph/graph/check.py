@@ -20,7 +20,7 @@ import networkx as nx
 from ..errors import NOPOS, SpecError, too_deep
 from ..ops import TABLE, Op
 from .components import components
-from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, params_of, refs, walk
+from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, ShiftKind, params_of, refs, walk
 from .printer import show
 from .sizes import Lin
 
@@ -392,13 +392,13 @@ def _leaves(graph: FoldedGraph) -> None:
     for v in graph.vars:
         for case in v.cases:
             for r in refs(case.expr):
-                if r.var in inner and (r.shift.kind != "rel" or case.cond == "leaf"):
+                if r.var in inner and (r.shift.kind != ShiftKind.REL or case.cond == "leaf"):
                     raise _at_leaf(graph, r, v, case.cond)
         for r in refs(v.init) if v.init is not None else ():   # one per example: a root
             if r.var in inner:
                 raise _at_leaf(graph, r, v, "init")
     for loss in graph.losses:
-        if loss.output.var in inner and loss.output.shift.kind != "none":
+        if loss.output.var in inner and loss.output.shift.kind != ShiftKind.NONE:
             raise _at_leaf(graph, loss.output, None, "loss")
 
 
@@ -415,8 +415,8 @@ def _at_leaf(graph, r: Ref, reader, where) -> SpecError:
                          hint=f"give it two equations, `{u.name}[{u.index}] = ... if leaf`"
                               f" (from the leaf's word) and `{u.name}[{u.index}] = ... "
                               f"otherwise`")
-    place = {"left": "a child may be a leaf", "right": "a child may be a leaf",
-             "root": "the root of a one-word tree is a leaf"}.get(r.shift.kind)
+    place = {ShiftKind.LEFT: "a child may be a leaf", ShiftKind.RIGHT: "a child may be a leaf",
+             ShiftKind.ROOT: "the root of a one-word tree is a leaf"}.get(r.shift.kind)
     if where == "loss" and place is None:
         msg = f"the loss sums over every node of '{u.index}', leaves too, and {none}"
     elif where == "leaf":

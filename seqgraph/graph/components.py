@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .folded import FoldedGraph, Shift
+from .folded import FoldedGraph, Shift, ShiftKind
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,6 @@ def _step_order(graph, names, edges, file) -> tuple:
     same = nx.DiGraph()
     same.add_nodes_from(hidden)
     same.add_edges_from((e.src, e.dst) for e in edges if not e.init and
-                        e.shift.kind == "rel" and e.shift.k == 0 and
+                        e.shift.kind == ShiftKind.REL and e.shift.k == 0 and
                         e.src in same and e.dst in same)
     return tuple(nx.lexicographical_topological_sort(same, key=file.__getitem__))

@@ -19,61 +19,75 @@ from ..ops import Op
 
 
 # ----------------------------------------------------------------------------- shifts
+class ShiftKind(StrEnum):
+    """Where a reference reads along its index."""
+    REL = "rel"           # t+k (k = 0 same step, k < 0 a delay, k > 0 an advance)
+    FIRST = "first"       # h[1]   (absolute positions of a sequence)
+    END = "end"           # h[end]
+    LEFT = "left"         # n.left  (children in a tree)
+    RIGHT = "right"       # n.right
+    ROOT = "root"         # h[root]
+    NONE = "none"         # a per-example value (no index)
+
+
+CHILD = (ShiftKind.LEFT, ShiftKind.RIGHT)
+ENDS = (ShiftKind.FIRST, ShiftKind.END)
+
+
 @dataclass(frozen=True)
 class Shift:
-    """How a reference moves along its index.
-
-    kind  'rel'   t+k (k = 0 same step, k < 0 a delay, k > 0 an advance)
-          'first' h[1];  'end' h[end]  (absolute positions of a sequence)
-          'left' / 'right'  n.left / n.right (children in a tree)
-          'root'  h[root]
-          'none'  a per-example value (no index)
-    """
-    kind: str = "rel"
+    """How a reference moves along its index: `kind` (a ShiftKind; a misspelt kind fails
+    here, where the Shift is made) and, for REL, the offset k."""
+    kind: ShiftKind = ShiftKind.REL
     k: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", ShiftKind(self.kind))
 
     @property
     def is_delay(self) -> bool:
         """True when the edge goes through a delay square (a recurrence may cross it)."""
-        return (self.kind == "rel" and self.k != 0) or self.kind in ("left", "right")
+        return (self.kind == ShiftKind.REL and self.k != 0) or self.kind in CHILD
 
     @property
     def direction(self) -> int:
         """-1: reads what came before (a forward recurrence, or children before parents);
         +1: reads what comes after (a backward recurrence); 0: not a delay."""
-        if self.kind in ("left", "right"):
+        if self.kind in CHILD:
             return -1
-        if self.kind == "rel" and self.k:
+        if self.kind == ShiftKind.REL and self.k:
             return -1 if self.k < 0 else 1
         return 0
 
     def mirrored(self) -> Shift:
         """The shift of the same reference in a time-reversed instance (`reverse`)."""
-        if self.kind == "rel":
-            return Shift("rel", -self.k)
-        return {"first": Shift("end"), "end": Shift("first")}.get(self.kind, self)
+        if self.kind == ShiftKind.REL:
+            return Shift(ShiftKind.REL, -self.k)
+        ends = {ShiftKind.FIRST: Shift(ShiftKind.END), ShiftKind.END: Shift(ShiftKind.FIRST)}
+        return ends.get(self.kind, self)
 
     def show(self, index: str | None) -> str:
         """The textbook form: t, t-1, t+2, end, 1, n.left, root."""
-        if self.kind == "none" or index is None:
+        if self.kind == ShiftKind.NONE or index is None:
             return ""
-        if self.kind == "rel":
+        if self.kind == ShiftKind.REL:
             return index if self.k == 0 else f"{index}{self.k:+d}"
-        if self.kind == "first":
+        if self.kind == ShiftKind.FIRST:
             return "1"
-        if self.kind in ("left", "right"):
+        if self.kind in CHILD:
             return f"{index}.{self.kind}"
-        return self.kind
+        return str(self.kind)
 
     def label(self) -> str:
         """A short label for a delay square: -1, +2, L, R, end."""
-        if self.kind == "rel":
+        if self.kind == ShiftKind.REL:
             return f"{self.k:+d}" if self.k else "0"
-        return {"left": "L", "right": "R", "first": "1"}.get(self.kind, self.kind)
+        short = {ShiftKind.LEFT: "L", ShiftKind.RIGHT: "R", ShiftKind.FIRST: "1"}
+        return short.get(self.kind, str(self.kind))
 
 
-SAME = Shift("rel", 0)
-NONE = Shift("none", 0)
+SAME = Shift(ShiftKind.REL, 0)
+NONE = Shift(ShiftKind.NONE, 0)
 
 
 # ----------------------------------------------------------------------- expressions
@@ -231,7 +245,7 @@ class Loss:
     def at_one_place(self) -> bool:
         """Read at one place (`o[end]`, `o[1]`, `o[root]`): one term an example, not one
         a step or node (the executors' rule; a per-example output is one term too)."""
-        return self.output.shift.kind in ("first", "end", "root")
+        return self.output.shift.kind in (ShiftKind.FIRST, ShiftKind.END, ShiftKind.ROOT)
 
 
 @dataclass(frozen=True)
@@ -284,8 +298,8 @@ class FoldedGraph:
                 if v.name in out or v.index not in trees or len(v.cases) != 1:
                     continue
                 why = next((r for r in refs(v.cases[0].expr)
-                            if r.shift.kind in ("left", "right")
-                            or r.var in out and r.shift.kind == "rel"), None)
+                            if r.shift.kind in CHILD
+                            or r.var in out and r.shift.kind == ShiftKind.REL), None)
                 if why is not None:
                     out[v.name], grew = why, True
         return out
@@ -334,7 +348,7 @@ class FoldedGraph:
         what a window carries to the next."""
         out = {}
         for u, _, s in self.nx().edges(data="shift"):
-            if s.kind == "rel" and s.k < 0:
+            if s.kind == ShiftKind.REL and s.k < 0:
                 out[u] = max(out.get(u, 0), -s.k)
         return out
 

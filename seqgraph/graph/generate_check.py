@@ -28,7 +28,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..ops import Op
-from .folded import Apply, FoldedGraph, LossFn, Shift, fed_back
+from .folded import ENDS, Apply, FoldedGraph, LossFn, Shift, ShiftKind, fed_back
 
 
 def generated_targets(graph: FoldedGraph) -> list:
@@ -64,11 +64,11 @@ def _advance(graph: FoldedGraph, g, src: str, dst: str, u: str) -> str:
 
 def _future(shift: Shift) -> str | None:
     """Why a reference over the generated index reads what is not there yet, or None."""
-    if shift.kind == "rel" and shift.k > 0:
+    if shift.kind == ShiftKind.REL and shift.k > 0:
         return "an advance"
-    if shift.kind == "end":
+    if shift.kind == ShiftKind.END:
         return "the last step"
-    if shift.kind == "first":
+    if shift.kind == ShiftKind.FIRST:
         return "the first step"
     return None
 
@@ -146,7 +146,8 @@ def check_target(graph: FoldedGraph, target: str, output: str) -> tuple[bool, st
         lhs = f"init {dst}" if data.get("init") else (
             f"{dst}[{reader.index}]" if reader.index else dst)
         at = _where(graph, dst, pos)
-        if src == target and shift.direction >= 0 and shift.kind in ("rel", "end", "first"):
+        if src == target and shift.direction >= 0 and \
+                shift.kind in (ShiftKind.REL, *ENDS):
             return False, (f"cannot generate {target}[{u}]: {lhs} reads {ref} ({at}), the "
                            f"target itself, which generation is still writing; a generated "
                            f"target may only be read with a delay, {target}[{u}-1]")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .folded import Apply, Ref
+from .folded import Apply, Ref, ShiftKind
 from .report import STREAMS, loader_args
 
 INF = float("inf")
@@ -125,11 +125,11 @@ def _step(g, ref, over, index: str, at):
     shift = ref.shift if v.index == index else ref.shift2 if v.inner == index else None
     if shift is None:
         return at
-    if index in over or shift.kind == "end":
+    if index in over or shift.kind == ShiftKind.END:
         return INF
-    if shift.kind == "first":
+    if shift.kind == ShiftKind.FIRST:
         return 0
-    return at + shift.k if shift.kind == "rel" else at
+    return at + shift.k if shift.kind == ShiftKind.REL else at
 
 
 def _latest(g, out: str, index: str) -> dict:
@@ -203,13 +203,13 @@ def _hint(g, ref, over, index: str, y) -> str:
     s, v = ref.shift, g.var(ref.var)
     if index in over or v.index != index:
         return ""
-    if "." in v.name and s.kind == "rel" and s.k > 0:    # inside a cell: h.bwd[t+1]
+    if "." in v.name and s.kind == ShiftKind.REL and s.k > 0:    # inside a cell: h.bwd[t+1]
         return "; a `bi` or `reverse` cell reads later steps: did you mean a forward one?"
     if v.name == y.name:
         return f"; did you mean {y.name}[{index}-1]?"
-    if s.kind == "rel" and s.k > 0:
+    if s.kind == ShiftKind.REL and s.k > 0:
         return f"; did you mean {v.name}[{index}]?" if v.role == "input" else \
             f"; did you mean {v.name}[{index}-{s.k}]?"
-    if s.kind == "end":
+    if s.kind == ShiftKind.END:
         return f"; did you mean {v.name}[{index}]?"
     return ""

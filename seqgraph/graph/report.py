@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .folded import Shift, fed_back
+from .folded import ENDS, Shift, ShiftKind, fed_back
 from .generate_check import sample_mode
 from .sizes import Lin
 
@@ -223,7 +223,7 @@ def _seq_targets(g) -> list:
 
 
 def _reads_future(shift: Shift) -> bool:
-    return (shift.kind == "rel" and shift.k > 0) or shift.kind == "end"
+    return (shift.kind == ShiftKind.REL and shift.k > 0) or shift.kind == ShiftKind.END
 
 
 def _generation(checked, mode: str | None):
@@ -252,7 +252,7 @@ def _generation(checked, mode: str | None):
             if _reads_future(s) and not (u in in_backward and v in in_backward):
                 reasons.append(f"{v} reads {u}[{s.show(I)}], a later step of {I}, and "
                                f"feeds the output {out}")
-            elif u == y.name and not s.is_delay and s.kind == "rel":
+            elif u == y.name and not s.is_delay and s.kind == ShiftKind.REL:
                 reasons.append(f"{v} reads the target {u}[{I}] of its own step and feeds "
                                f"the output {out}: it would read the answer it is asked for")
     reasons += _sampler_check(g, mode)
@@ -347,12 +347,12 @@ def _truncation(checked, bptt: int):
     for u, v, s in G.edges(data="shift"):
         if v not in need or g.var(u).index != I or g.var(v).index != I:
             continue
-        if s.kind == "rel" and abs(s.k) > bptt and s.k < 0:
+        if s.kind == ShiftKind.REL and abs(s.k) > bptt and s.k < 0:
             cuts.append(f"{v} reads {u}[{s.show(I)}]: a delay of {-s.k} steps is longer "
                         f"than the bptt window of {bptt}, so it always reads the state "
                         f"carried from an earlier window and no gradient flows along it")
-        elif s.kind in ("end", "first"):
-            which = "last" if s.kind == "end" else "first"
+        elif s.kind in ENDS:
+            which = "last" if s.kind == ShiftKind.END else "first"
             cuts.append(f"{v} reads {u}[{s.show(I)}]: in training that is the {which} "
                         f"step of each window of {bptt}, not of the whole sequence")
     for r in checked.recurrences:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from .folded import Apply, FoldedGraph, Ref
+from .folded import CHILD, Apply, FoldedGraph, Ref, ShiftKind
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,17 @@ def resolve(ref: Ref, step, length: int | None, forest=None):
     forest's node numbers and `n.left`, `n.right`, `root` follow its arrays; `root` read
     where no node is current gives the Roots of the batch."""
     s = ref.shift
-    if s.kind == "none":
+    if s.kind == ShiftKind.NONE:
         return (ref.var, None)
-    if s.kind in ("left", "right"):
-        return (ref.var, int((forest.left if s.kind == "left" else forest.right)[step]))
-    if s.kind == "root":
+    if s.kind in CHILD:
+        return (ref.var, int((forest.left if s.kind == ShiftKind.LEFT else forest.right)[step]))
+    if s.kind == ShiftKind.ROOT:
         if step is None:
             return Roots(ref.var, tuple((ref.var, int(r)) for r in forest.roots))
         return (ref.var, int(forest.roots[forest.tree[step]]))
-    if s.kind == "first":
+    if s.kind == ShiftKind.FIRST:
         return (ref.var, 0)
-    if s.kind == "end":
+    if s.kind == ShiftKind.END:
         return (ref.var, length - 1)
     j = step + s.k
     if j < 0:
@@ -192,7 +192,7 @@ def text(graph: FoldedGraph, lengths: dict) -> str:
         lines.append(f"{node_name(n)} <- " + (", ".join(preds) or "()"))
     for i, loss in enumerate(graph.losses):
         for o, t in loss_terms(graph, loss, lengths):
-            step = o[1] if loss.output.shift.kind == "rel" else None
+            step = o[1] if loss.output.shift.kind == ShiftKind.REL else None
             weight = "" if loss.weight == 1 else f"  (x {loss.weight:g})"
             lines.append(f"loss{i + 1}{'' if step is None else f'[{step + 1}]'} <- "
                          f"{node_name(o)}, {node_name(t)}{weight}")

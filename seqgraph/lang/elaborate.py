@@ -11,6 +11,8 @@ from importlib import resources
 
 from ..errors import Pos, SpecError, did_you_mean, too_deep
 from ..graph.folded import (
+    CHILD,
+    ENDS,
     NONE,
     SAME,
     Apply,
@@ -23,6 +25,7 @@ from ..graph.folded import (
     ParamRef,
     Ref,
     Shift,
+    ShiftKind,
     Var,
 )
 from ..ops import FUNCTIONS, LOSS_NAMES, REDUCTIONS, Op
@@ -538,7 +541,7 @@ class _Elaborator:
                 raise SpecError("a tree has no first or last step: use root", ix.pos)
             return Shift(ix.kind)
         if ix.kind == "rel" and ix.name == "root" and is_tree and ix.k == 0:
-            return Shift("root")
+            return Shift(ShiftKind.ROOT)
         one = f"{e.name}[root]" if is_tree else f"{e.name}[end] or {e.name}[1]"
         if in_init or not bound:
             raise SpecError(f"this value is one per example, so it cannot read '{e.name}' "
@@ -573,7 +576,7 @@ class _Elaborator:
                             f"sequence can be (at most {MAX_DELAY} steps): shorten that "
                             f"{'delay' if ix.k < 0 else 'advance'}", ix.pos,
                             hint=f"e.g. {e.name}[{var_index}{'-' if ix.k < 0 else '+'}1]")
-        return Shift("rel", ix.k)
+        return Shift(ShiftKind.REL, ix.k)
 
     # ------------------------------------------------------------------ the rest
     def _loss(self, l: A.LossDecl) -> Loss:
@@ -622,32 +625,32 @@ class _Elaborator:
         past its tree), and a per-step output against one target an example."""
         for ref, arg in ((out, l.args[0]), (tgt, l.args[1])):
             k = ref.shift
-            if k.kind in ("left", "right") or (k.kind == "rel" and k.k):
+            if k.kind in CHILD or (k.kind == ShiftKind.REL and k.k):
                 i = self._index_of(ref.var)
                 # a shift moves to the output (a variable; a target cannot be defined)
                 shift = k.k if ref is out else -k.k
-                hint = f"read {ref.var}[{i}]" if k.kind != "rel" else \
+                hint = f"read {ref.var}[{i}]" if k.kind != ShiftKind.REL else \
                     f"shift the output instead: p[{i}] = {out.var}[{i}{shift:+d}], then " \
                     f"{l.fn}(p[{i}], {tgt.var}[{i}])"
-                if ref is tgt and k.kind == "rel" and k.k > 0:   # a language model's habit
+                if ref is tgt and k.kind == ShiftKind.REL and k.k > 0:   # a language model's habit
                     hint = f"write {l.fn}({out.var}[{i}], {tgt.var}[{i}]): with chars or " \
                         f"words data the target {tgt.var}[{i}] is already the next " \
                         f"symbol, x[{i}+1]; for other data, {hint}"
                 raise SpecError(f"{l.fn} reads '{ref.var}' at {k.show(i)}: a loss "
                                 f"compares its output and target where it reads them, "
                                 f"at every step (node) or at one place", arg.pos, hint=hint)
-        one = ("first", "end", "root", "none")
-        if out.shift.kind in one and tgt.shift.kind == "rel":
+        one = (*ENDS, ShiftKind.ROOT, ShiftKind.NONE)
+        if out.shift.kind in one and tgt.shift.kind == ShiftKind.REL:
             index = self.data[tgt.var].index[0]
             every = "node" if self.indexes.get(index) == "tree" else f"step of {index}"
-            where = "at one place an example" if out.shift.kind != "none" else "per example"
-            fix = f"{tgt.var}[{out.shift.show(index)}]" if out.shift.kind != "none" else \
+            where = "at one place an example" if out.shift.kind != ShiftKind.NONE else "per example"
+            fix = f"{tgt.var}[{out.shift.show(index)}]" if out.shift.kind != ShiftKind.NONE else \
                 f"a per-example target ({tgt.var} without an index)"
             raise SpecError(f"{l.fn} reads '{out.var}' {where} and '{tgt.var}' at every "
                             f"{every}", l.args[1].pos,
                             hint=f"read the target where the output is: {fix}")
         index = self._index_of(out.var)
-        if out.shift.kind == "rel" and tgt.shift.kind in one and \
+        if out.shift.kind == ShiftKind.REL and tgt.shift.kind in one and \
                 self.indexes.get(index) != "tree":
             raise SpecError(f"{l.fn} reads '{out.var}' at every step of {index} and "
                             f"'{tgt.var}' once an example", l.args[0].pos,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..graph.folded import LossFn
+from ..graph.folded import ENDS, LossFn, ShiftKind
 from ..ops import log_softmax
 from .batches import run_batch
 from .data import feeds
@@ -95,9 +95,9 @@ def at_loss(graph, loss, o, y=None, lengths=None):
     its first), the target read there too unless it is per example (no `y`: None)."""
     def place(a, shift, var):
         index = graph.var(var).index
-        if shift.kind not in ("first", "end") or index is None:
+        if shift.kind not in ENDS or index is None:
             return a
-        if shift.kind == "first":
+        if shift.kind == ShiftKind.FIRST:
             return a[:, 0]
         n = (lengths or {}).get(index)
         last = np.asarray(n) - 1 if n is not None and np.ndim(n) else \
@@ -346,8 +346,8 @@ def baselines(binding, train, data, graph=None) -> dict:
     model is scored on: each sentence's last or first for a loss read there)."""
     x, y = binding.input, binding.target
     loss = loss_on(graph, y, LossFn.XENT) if graph is not None else None
-    place = {"end": slice(-1, None), "first": slice(0, 1)}.get(
-        loss.output.shift.kind if loss is not None else "rel", slice(None))
+    place = {ShiftKind.END: slice(-1, None), ShiftKind.FIRST: slice(0, 1)}.get(
+        loss.output.shift.kind if loss is not None else ShiftKind.REL, slice(None))
     kind = getattr(binding, "kind", "stream")
     if kind == "labeled":
         top = Counter(int(l) for l in train.fields[y]).most_common(1)[0][0]

@@ -59,7 +59,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import UsageError
-from ..graph.folded import Apply, walk
+from ..graph.folded import Apply, ShiftKind, walk
 from ..graph.generate_check import can_generate, generated_targets
 from .loaders import EOS
 
@@ -89,7 +89,7 @@ def _reads_ahead(graph, indexes) -> bool:
     g = graph.nx()
     for src, _, s in g.edges(data="shift"):
         if graph.var(src).index in indexes and (
-                (s.kind == "rel" and s.k > 0) or s.kind == "first"):
+                (s.kind == ShiftKind.REL and s.k > 0) or s.kind == ShiftKind.FIRST):
             return True
     return any(_reads_every_step(v, indexes) for v in graph.vars)
 

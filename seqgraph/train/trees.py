@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..graph.folded import LossFn
+from ..graph.folded import LossFn, ShiftKind
 from ..graph.trees import Forest, heights
 from ..ops import log_softmax
 from .binding import (
@@ -385,7 +385,7 @@ def roots_scored(graph, binding: Binding) -> bool:
     every node is scored against its own label."""
     loss = loss_on(graph, binding.target, LossFn.XENT)
     return binding.root_target or loss_unit(graph, binding) == "/tree" or (
-        loss is not None and loss.target.shift.kind == "root")
+        loss is not None and loss.target.shift.kind == ShiftKind.ROOT)
 
 
 def loss_unit(graph, binding: Binding) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ... import ops
-from ...graph.folded import Apply, Num, ParamRef, Ref, walk
+from ...graph.folded import Apply, Num, ParamRef, Ref, ShiftKind, walk
 from ...graph.printer import show
 from ...ops import Op
 from ..masks import sites
@@ -102,7 +102,7 @@ class _Builder:
         return any(isinstance(r, Ref) and r.var in self.cyc for r in walk(e))
 
     def build(self, e) -> int:
-        if isinstance(e, Ref) and e.var in self.cyc and e.shift.kind == "rel" and \
+        if isinstance(e, Ref) and e.var in self.cyc and e.shift.kind == ShiftKind.REL and \
                 e.shift.k == 0:
             if e.var not in self.roots:
                 raise Unsupported(f"'{e.var}' read at the same step before it is computed")
@@ -160,7 +160,7 @@ class _Builder:
         v = self.g.var(e.var)
         if e.var in self.cyc:
             s = e.shift
-            if s.kind != "rel" or s.k > 0:
+            if s.kind != ShiftKind.REL or s.k > 0:
                 raise Unsupported(f"'{e.var}' read at {s.show(v.index)} inside its own "
                                   "attention cycle")
             if v.inner is not None:
@@ -169,7 +169,7 @@ class _Builder:
             return self.add("state", (), name=e.var, k=-s.k, expr=e)
         if v.inner is not None:
             axes = self.axes({v.index, v.inner})
-        elif v.index is None or e.shift.kind in ("none", "first", "end"):
+        elif v.index is None or e.shift.kind in (ShiftKind.NONE, ShiftKind.FIRST, ShiftKind.END):
             axes = ()
         else:
             if self.g.index_kinds.get(v.index) != "seq":
