@@ -472,7 +472,10 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
 
 def _order_columns(dot: Dot, dag, cols, rank, ids) -> None:
     """Invisible edges: step k of a variable to step k+1 (rows stay straight, columns in
-    order), and one chain through the first node of every column."""
+    order), and, between two neighbour columns no edge of the graph joins, one from the
+    first node of the first to the first node of the second. Only there: such an edge
+    pulls the two nodes level, and the first node of a decoder's column is its target,
+    drawn at the top (an edge from `init s` would drag y[1] down among the states)."""
     rows: dict = {}
     for n in dag.nodes:
         c = cols[n]
@@ -485,9 +488,10 @@ def _order_columns(dot: Dot, dag, cols, rank, ids) -> None:
     firsts = {}
     for n in dag.nodes:
         firsts.setdefault(rank[cols[n]], n)
-    order = [firsts[k] for k in sorted(firsts)]
-    for a, b in pairwise(order):
-        dot.edge(ids[a], ids[b], style="invis", weight="1")
+    joined = {(rank[cols[a]], rank[cols[b]]) for a, b in dag.edges}
+    for k, j in pairwise(sorted(firsts)):
+        if (k, j) not in joined:
+            dot.edge(ids[firsts[k]], ids[firsts[j]], style="invis", weight="1")
 
 
 def _unfolded_edge(ids, cols, rank, a, b, data):

@@ -319,6 +319,23 @@ def test_unfolded_per_example_and_init_columns():
     assert ["c"] in order and sorted(order[5]) == ["init s", "y[0]"]
 
 
+def test_columns_are_chained_only_where_no_edge_joins_them():
+    """The invisible edge ordering two neighbour columns pulls its ends level: drawn from
+    `init s` to the decoder's first column it dragged y[1] down among the states. It is
+    drawn only between columns no edge of the graph joins (here c -> init s -> s[1])."""
+    g = seq2seq()
+    dot = render.unfolded_dot(g, {"t": 3, "u": 2})
+    label = {n: a["label"] for n, a in nodes(dot).items()}
+    col = {m: k for k, (_, members) in enumerate(columns(dot)) for m in members}
+    drawn = edges(dot)
+    joined = {(col[a], col[b]) for a, b, x in drawn if x.get("style") != "invis"}
+    joined |= {(j, i) for i, j in joined}
+    chain = [(a, b) for a, b, x in drawn if x.get("style") == "invis" and col[a] != col[b]
+             and x.get("weight") == "1"]
+    assert [(col[a], col[b]) for a, b in chain if (col[a], col[b]) in joined] == []
+    assert not [b for _, b in chain if label[b] == "y[1]"]
+
+
 # ------------------------------------------------------------------------------ files
 def test_graphviz_pure_is_found_beside_python_off_path(monkeypatch):
     """`.venv/bin/seqgraph render` run without activating the venv: the dependency
