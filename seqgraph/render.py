@@ -71,7 +71,10 @@ class Dot:
 
     def __init__(self, name: str, **graph_attrs):
         self.name = name
-        self.graph_attrs = graph_attrs
+        # nodes drawn over the edges: an edge the layout routes across a node (graphviz-
+        # pure does, past a black delay square) goes behind it, not over its label ("-1"
+        # read as "1")
+        self.graph_attrs = {"outputorder": "edgesfirst", **graph_attrs}
         self.nodes: list[str] = []
         self.edges: list[str] = []
         self.groups: list[tuple[str, list[str], dict]] = []

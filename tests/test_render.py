@@ -383,6 +383,14 @@ def test_no_layout_engine(tmp_path, monkeypatch):
     assert (tmp_path / "a.dot").read_text().startswith("digraph")
 
 
+def test_nodes_are_drawn_over_the_edges():
+    """graphviz-pure routes some edges across a delay square: drawn after the nodes, the
+    edge hid the square's "-" (g2p's folded graph showed a "1"). Every picture draws its
+    edges first, so a node and its label stay on top."""
+    for dot in (render.folded_dot(elman()), render.unfolded_dot(elman(), {"t": 2})):
+        assert re.search(r'^\s+outputorder="edgesfirst";$', dot, re.MULTILINE)
+
+
 def test_dot_quotes_names():
     assert render.quote('a "b"\nc') == '"a \\"b\\"\\nc"'
 
