@@ -192,6 +192,30 @@ def test_metrics_has_a_gradient_norm_column_per_parameter_and_a_plot(data):
     assert (out / "loss.png").exists()
 
 
+def test_plots_count_steps_in_whole_numbers_and_label_norms_plainly(tmp_path, monkeypatch):
+    """A 20-step run's loss.png had ticks at 2.5, 7.5, 12.5 steps, and its grad_norm.png
+    labelled the log axis 2x10^0, 3x10^0 (the norms within one decade): steps are whole
+    numbers, norms plain ones (2, 3, 0.01)."""
+    from seqgraph.train import metrics
+    drawn = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path: drawn.append(fig))
+    rows = [{"step": str(s), "train_loss": str(4.2 - 0.01 * s), "valid_loss": "",
+             "grad_norm": str(6 + s % 3), "grad_norm.W": str(2 + 0.05 * s)}
+            for s in range(1, 21)]
+    metrics.draw_loss(rows, tmp_path / "loss.png")
+    metrics.draw_grads(rows, tmp_path / "grad_norm.png")
+    for fig in drawn:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        steps = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert steps and all(float(t).is_integer() for t in steps)
+    ax = drawn[1].axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)]
+    labels = [t for t in labels if t]
+    assert labels and all(float(t) > 0 for t in labels)        # "2", not "2x10^0"
+
+
 def test_a_jump_of_the_gradient_norm_is_a_warning():
     said = []
     mon = GradMonitor(said.append)

@@ -266,7 +266,7 @@ def draw_loss(rows: list[dict], png: Path, ylabel: str = "loss per token (nats)"
         ax.plot(*zip(*_thin(_smooth(train)), strict=True), lw=1.5, label="train (moving average)")
     if valid:
         ax.plot(*zip(*valid, strict=True), "o-", label="valid")
-    ax.set_xlabel("step")
+    _step_axis(ax)
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
@@ -293,7 +293,8 @@ def draw_grads(rows: list[dict], out: Path) -> Path | None:
         ax.plot(*zip(*pts, strict=True), lw=1.6 if c == "grad_norm" else 0.8,
                 color="black" if c == "grad_norm" else None, label=label)
     ax.set_yscale("log")
-    ax.set_xlabel("step")
+    _plain_log_labels(ax.yaxis)
+    _step_axis(ax)
     ax.set_ylabel("gradient norm (before clipping)")
     if len(series) <= 16:
         ax.legend(fontsize=7, ncol=2)
@@ -301,6 +302,25 @@ def draw_grads(rows: list[dict], out: Path) -> Path | None:
     fig.tight_layout()
     save_figure(fig, out)
     return out
+
+
+def _step_axis(ax) -> None:
+    """The x axis counts updates: whole numbers (a short run had ticks at 2.5, 7.5)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+
+
+def _plain_log_labels(axis) -> None:
+    """Log-scale ticks labelled as plain numbers, 0.01, 2, 30, where matplotlib writes
+    2x10^0 on a range within one decade; matplotlib still decides which ticks get one."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+    axis.set_major_formatter(Plain(labelOnlyBase=False))
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def save_figure(fig, path: Path) -> None:
