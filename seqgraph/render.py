@@ -475,15 +475,19 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
 
 def _order_columns(dot: Dot, dag, cols, rank, ids) -> None:
     """Invisible edges: step k of a variable to step k+1 (rows stay straight, columns in
-    order), and, between two neighbour columns no edge of the graph joins, one from the
-    first node of the first to the first node of the second. Only there: such an edge
-    pulls the two nodes level, and the first node of a decoder's column is its target,
-    drawn at the top (an edge from `init s` would drag y[1] down among the states)."""
+    order; e[k, t] to e[k+1, t]), and, between two neighbour columns no edge of the graph
+    joins, one from the first node of the first to the first node of the second. Only
+    there: such an edge pulls the two nodes level, and the first node of a decoder's
+    column is its target, drawn at the top (an edge from `init s` dragged y[1] down)."""
     rows: dict = {}
     for n in dag.nodes:
         c = cols[n]
         if c.index is not None and isinstance(c.step, int):
-            rows.setdefault(_node_var(n), []).append((c.step, n))
+            # e[u, t]: a row per t across the columns of u (a chain through the whole
+            # of e would join e[1, T] to e[2, 1], a staircase down the picture)
+            step = dag.nodes[n].get("step", _node_step(n))
+            inner = step[1:] if isinstance(step, tuple) else ()
+            rows.setdefault((_node_var(n), inner), []).append((c.step, n))
     for chain in rows.values():
         chain.sort(key=lambda p: p[0])
         for (_, a), (_, b) in pairwise(chain):

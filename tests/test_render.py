@@ -336,6 +336,20 @@ def test_columns_are_chained_only_where_no_edge_joins_them():
     assert not [b for _, b in chain if label[b] == "y[1]"]
 
 
+def test_a_variable_over_two_indexes_has_a_row_per_inner_step():
+    """e[u, t] stands in the column of u: its rows run e[1, t] -> e[2, t] -> e[3, t]. A
+    chain through all of e joined e[1, 3] to e[2, 1], and the decoder's columns slid
+    down the picture as a staircase."""
+    spec = seqgraph.read_spec(str(ROOT / "specs/attention.sg"))
+    dot = render.unfolded_dot(spec, {"t": 3, "u": 3})
+    label = {n: a["label"] for n, a in nodes(dot).items()}
+    rows = {(label[a], label[b]) for a, b, x in edges(dot)
+            if x.get("style") == "invis" and label[a].startswith(("e[", "a["))}
+    want = {(f"{v}[{u}, {t}]", f"{v}[{u + 1}, {t}]") for v in "ea" for u in (1, 2)
+            for t in (1, 2, 3)}
+    assert rows == want
+
+
 # ------------------------------------------------------------------------------ files
 def test_graphviz_pure_is_found_beside_python_off_path(monkeypatch):
     """`.venv/bin/seqgraph render` run without activating the venv: the dependency
