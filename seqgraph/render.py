@@ -601,6 +601,8 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None,
         attrs: dict = {}
         if shift is not None and shift.kind in CHILD:   # not "L": the loss's
             attrs.update(color=TREE, penwidth="1.6", label=shift.kind, fontcolor=TREE)
+        elif shift is not None and shift.is_delay:    # a decoder's s[u-1], as unfolded
+            attrs.update(color=BACKWARD if shift.direction > 0 else FORWARD, penwidth="1.4")
         if data.get("target"):
             attrs["style"] = "dashed"
         dot.edge(ids[a], ids[b], **attrs)

@@ -350,6 +350,18 @@ def test_a_variable_over_two_indexes_has_a_row_per_inner_step():
     assert rows == want
 
 
+def test_a_tree_encoders_decoder_steps_are_coloured_as_unfolded():
+    """tree2seq drawn over a tree: the decoder's s[1] -> s[2] and y[1] -> s[2] (reads of
+    u-1) are the blue of every unfolded recurrence, the tree's children green."""
+    spec = seqgraph.read_spec(str(ROOT / "specs/tree2seq.sg"))
+    dot = render.tree_dot(spec, "(2 (2 cat) (2 dog))", lengths={"u": 2})
+    label = {n: a["label"] for n, a in nodes(dot).items()}
+    colour = {(label[a], label[b]): x.get("color") for a, b, x in edges(dot)}
+    assert colour[("s[1]", "s[2]")] == colour[("y[1]", "s[2]")] == render.FORWARD
+    assert colour[("h[1]", "h[3]")] == render.TREE
+    assert colour[("s[1]", "o[1]")] is None
+
+
 # ------------------------------------------------------------------------------ files
 def test_graphviz_pure_is_found_beside_python_off_path(monkeypatch):
     """`.venv/bin/seqgraph render` run without activating the venv: the dependency
