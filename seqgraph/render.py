@@ -476,9 +476,10 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
 def _order_columns(dot: Dot, dag, cols, rank, ids) -> None:
     """Invisible edges: step k of a variable to step k+1 (rows stay straight, columns in
     order; e[k, t] to e[k+1, t]), and, between two neighbour columns no edge of the graph
-    joins, one from the first node of the first to the first node of the second. Only
-    there: such an edge pulls the two nodes level, and the first node of a decoder's
-    column is its target, drawn at the top (an edge from `init s` dragged y[1] down)."""
+    joins left to right, one from the first node of the first to the first node of the
+    second. Only there: such an edge pulls the two nodes level, and the first node of a
+    decoder's column is its target, drawn at the top (an edge from `init s` dragged y[1]
+    down)."""
     rows: dict = {}
     for n in dag.nodes:
         c = cols[n]
@@ -496,9 +497,15 @@ def _order_columns(dot: Dot, dag, cols, rank, ids) -> None:
     for n in dag.nodes:
         firsts.setdefault(rank[cols[n]], n)
     joined = {(rank[cols[a]], rank[cols[b]]) for a, b in dag.edges}
+    # a column read only from its left (g[T+1] past a backward recurrence's end): its
+    # edge runs between the two nodes it joins, so it stays level with what it feeds
+    read_back = {}
+    for a, b in dag.edges:
+        read_back.setdefault((rank[cols[b]], rank[cols[a]]), (b, a))
     for k, j in pairwise(sorted(firsts)):
         if (k, j) not in joined:
-            dot.edge(ids[firsts[k]], ids[firsts[j]], style="invis", weight="1")
+            a, b = read_back.get((k, j), (firsts[k], firsts[j]))
+            dot.edge(ids[a], ids[b], style="invis", weight="1")
 
 
 def _unfolded_edge(ids, cols, rank, a, b, data):

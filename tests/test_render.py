@@ -336,6 +336,17 @@ def test_columns_are_chained_only_where_no_edge_joins_them():
     assert not [b for _, b in chain if label[b] == "y[1]"]
 
 
+def test_the_state_past_a_backward_recurrence_stays_level_with_what_it_feeds():
+    """g[T+1] has a column of its own, right of the last step, read from its left: the
+    edge ordering the columns ran from x[3] and pulled it to the bottom corner, a long
+    diagonal to g[3]. It runs from g[3] now, the node g[T+1] feeds."""
+    dot = render.unfolded_dot(bidirectional(), {"t": 3})
+    label = {n: a["label"] for n, a in nodes(dot).items()}
+    into = [label[a] for a, b, x in edges(dot)
+            if label[b] == "g[T+1]" and x.get("style") == "invis"]
+    assert into == ["g[3]"]
+
+
 def test_a_variable_over_two_indexes_has_a_row_per_inner_step():
     """e[u, t] stands in the column of u: its rows run e[1, t] -> e[2, t] -> e[3, t]. A
     chain through all of e joined e[1, 3] to e[2, 1], and the decoder's columns slid
