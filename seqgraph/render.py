@@ -215,30 +215,16 @@ def folded_dot(spec_or_graph, params: bool = False, sizes: dict | None = None,
         dot.node(vid[v.name], label=var_label(v, sizes, dims), **_var_attrs(v))
 
     beside: dict[str, list[str]] = {}   # variable -> delay squares drawn beside it
-    delays_from: dict[str, list[str]] = {}
+    delays_from = _folded_delays(dot, graph, vid, beside)
     seen = set()
     for u, v, data in graph.nx().edges(data=True):
-        shift, is_init = data["shift"], bool(data.get("init"))
-        key = (u, v, shift, is_init)
-        if key in seen:
-            continue
-        seen.add(key)
-        if is_init:
-            continue                     # drawn below, into the `init` node
-        if shift.is_delay:
-            d = f"delay:{sum(map(len, beside.values()))}"
-            square, eattrs = _delay_attrs(shift)
-            dot.node(d, **square)
-            # the square sits beside the variable it feeds; same-step edges alone
-            # decide the layers (they form a DAG: every cycle crosses a delay)
-            dot.edge(vid[u], d, arrowhead="none", constraint="false", **eattrs)
-            dot.edge(d, vid[v], **eattrs)
-            beside.setdefault(v, []).append(d)
-            delays_from.setdefault(u, []).append(d)
-        else:
-            label = None if shift.kind in (ShiftKind.REL, ShiftKind.NONE) \
-                else shift.show(graph.var(u).index)
-            dot.edge(vid[u], vid[v], label=label)
+        shift = data["shift"]
+        if data.get("init") or shift.is_delay or (u, v, shift) in seen:
+            continue                     # inits drawn below, into the `init` node
+        seen.add((u, v, shift))
+        label = None if shift.kind in (ShiftKind.REL, ShiftKind.NONE) \
+            else shift.show(graph.var(u).index)
+        dot.edge(vid[u], vid[v], label=label)
     beside = {vid[v]: ds for v, ds in beside.items()}
     _folded_inits(dot, graph, vid, delays_from)
     for i, loss in enumerate(graph.losses):
@@ -251,6 +237,32 @@ def folded_dot(spec_or_graph, params: bool = False, sizes: dict | None = None,
     for node, others in beside.items():
         dot.same_rank(f"beside:{node}", [node, *others])
     return dot.text()
+
+
+def _folded_delays(dot: Dot, graph: FoldedGraph, vid: dict, beside: dict) -> dict:
+    """A square per delayed value (`h[t-1]`), as the book draws it, with an edge to every
+    variable that reads it (a GRU's r, z, n and h read one h[t-1]; it was a square per
+    reader). A square read once sits beside its reader; one read by several is laid out
+    below the lowest of them. Same-step edges decide the layers (they form a DAG: every
+    cycle crosses a delay). Returns {u: its squares}."""
+    readers: dict = {}                  # (u, shift) -> the variables reading it
+    for u, v, data in graph.nx().edges(data=True):
+        if data["shift"].is_delay and not data.get("init"):
+            vs = readers.setdefault((u, data["shift"]), [])
+            if v not in vs:
+                vs.append(v)
+    delays_from: dict[str, list[str]] = {}
+    for i, ((u, shift), vs) in enumerate(readers.items()):
+        d = f"delay:{i}"
+        square, eattrs = _delay_attrs(shift)
+        dot.node(d, **square)
+        dot.edge(vid[u], d, arrowhead="none", constraint="false", **eattrs)
+        for v in vs:
+            dot.edge(d, vid[v], **eattrs)
+        if len(vs) == 1:
+            beside.setdefault(vs[0], []).append(d)
+        delays_from.setdefault(u, []).append(d)
+    return delays_from
 
 
 def _folded_inits(dot: Dot, graph: FoldedGraph, vid: dict, delays_from: dict) -> None:

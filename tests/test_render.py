@@ -179,7 +179,8 @@ def delayed_refs(g):
 
 # ------------------------------------------------------------------------ folded graph
 @pytest.mark.parametrize("name", sorted(GRAPHS))
-def test_a_delay_square_for_each_shifted_edge(name):
+def test_a_delay_square_for_each_delayed_value(name):
+    """One square per delayed value (h[t-1]), with an edge to each of its readers."""
     g = GRAPHS[name]()
     dot = render.folded_dot(g)
     ns, es = nodes(dot), edges(dot)
@@ -188,10 +189,29 @@ def test_a_delay_square_for_each_shifted_edge(name):
     for d, a in delays.items():
         assert a["shape"] == "square" and a["fillcolor"] == "black"
         (u,) = [x for x, y, _ in es if y == d and x.startswith("var:")]
-        (v,) = [y for x, y, _ in es if x == d]
-        found.add((u[4:], v[4:], a["label"]))
-    assert len(delays) == len(delayed_refs(g))
+        readers = [y for x, y, _ in es if x == d]
+        assert readers and len(set(readers)) == len(readers)
+        found |= {(u[4:], v[4:], a["label"]) for v in readers}
+    assert len(delays) == len({(u, label) for u, _, label in delayed_refs(g)})
     assert found == delayed_refs(g)
+
+
+def test_a_gru_reads_one_square_of_h_from_four_places():
+    """The book's picture: one -1 square on h, read by the gates r, z, the candidate n
+    and h itself (it was four squares, one per reader)."""
+    from seqgraph.lang.elaborate import elaborate
+    from seqgraph.lang.parse import parse
+    g = elaborate(parse("""model g
+input x[t] : onehot(5)
+target y[t] : class(5)
+param Wy
+h = gru(x, 8)
+o[t] = Wy @ h[t]
+loss xent(o[t], y[t])
+""", "g.sg"))
+    ns, es = nodes(render.folded_dot(g)), edges(render.folded_dot(g))
+    (d,) = [n for n in ns if n.startswith("delay:")]
+    assert sorted(y[4:] for x, y, _ in es if x == d) == ["h", "h.n", "h.r", "h.z"]
 
 
 def test_delay_labels_and_directions():
@@ -591,7 +611,8 @@ def test_gallery_renders(path, tmp_path):
     import seqgraph
     spec = seqgraph.read_spec(str(path))
     dot = render.folded_dot(spec, params=True)
-    assert sum(1 for n in nodes(dot) if n.startswith("delay:")) == len(delayed_refs(spec.graph))
+    squares = {(u, label) for u, _, label in delayed_refs(spec.graph)}
+    assert sum(1 for n in nodes(dot) if n.startswith("delay:")) == len(squares)
     render.write(dot, tmp_path / "f.png")
     if all(kind == "seq" for _, kind in spec.graph.indexes) and spec.graph.indexes:
         lengths = {name: 3 for name, _ in spec.graph.indexes}
