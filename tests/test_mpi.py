@@ -384,3 +384,14 @@ def test_agree_says_each_distinct_error_once_with_its_ranks():
     with pytest.raises(Said) as e:
         agree(_Rank(0, ["one", "two"]), UsageError("one"))
     assert e.value.render() == "rank 0 of 2: one\nrank 1 of 2: two"
+
+
+def test_mpi4py_without_an_mpi_library_is_said_not_a_traceback(work):
+    """`pip install mpi4py` alone: its wheel holds no MPI library, and importing mpi4py.MPI
+    raised RuntimeError("cannot load MPI library ...") through the command (review 41)."""
+    p = subprocess.run(train_cmd("--distributed", "--steps", 1), cwd=work,
+                       env=_env(MPI4PY_LIBMPI=str(work / "no" / "libmpi.so")),
+                       capture_output=True, text=True, check=False, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "mpi4py found no MPI library" in p.stderr and "libmpi.so" in p.stderr
+    assert not (work / "runs").exists()

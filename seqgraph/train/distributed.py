@@ -42,6 +42,13 @@ def _mpi():
     except ImportError:
         raise UsageError(f"--distributed needs mpi4py and an MPI library: {INSTALL} "
                          f"(mpi4py and the mpich wheels, which bring mpiexec)") from None
+    except RuntimeError as e:
+        # mpi4py's own wheel holds no MPI library (`pip install mpi4py` alone): it says
+        # "cannot load MPI library" and each file it tried
+        said = " ".join(str(e).split("\n")[:2])
+        raise UsageError(f"--distributed: mpi4py found no MPI library ({said}); install "
+                         f"one: {INSTALL}, or mpi4py built against the site's MPI "
+                         f"(docs/scaling.md)") from None
     return MPI
 
 
