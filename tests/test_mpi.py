@@ -395,3 +395,77 @@ def test_mpi4py_without_an_mpi_library_is_said_not_a_traceback(work):
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "mpi4py found no MPI library" in p.stderr and "libmpi.so" in p.stderr
     assert not (work / "runs").exists()
+
+
+# ------------------------------------------------------- an error on one rank alone
+FAULTS = {
+    # rank 0's disk fills at its first checkpoint (the end of epoch 1)
+    "disk-full": """
+from seqgraph.train import loop
+def save(self):
+    raise OSError(28, "No space left on device", str(self.ckpt_path))
+loop.Trainer.save = save
+""",
+    # a bug, or memory running out, on rank 1 in its third batch
+    "bug": """
+from seqgraph.train import loop
+run, seen = loop.SequenceKind.run, []
+def failing(self, *a, **k):
+    seen.append(1)
+    if len(seen) == 3:
+        raise MemoryError("out of memory on rank 1")
+    return run(self, *a, **k)
+loop.SequenceKind.run = failing
+""",
+    # rank 1 alone meets a non-finite loss in its third batch
+    "nan": """
+from seqgraph.train import loop
+run, seen = loop.SequenceKind.run, []
+def nan(self, *a, **k):
+    res = run(self, *a, **k)
+    seen.append(1)
+    if len(seen) == 3:
+        res.loss = float("nan")
+    return res
+loop.SequenceKind.run = nan
+""",
+}
+
+
+def mpirun_faulty(work, fault: str, rank: int, *args) -> tuple[subprocess.CompletedProcess,
+                                                               float]:
+    """A 2-rank run whose rank `rank` runs FAULTS[fault] first; (the run, its seconds)."""
+    (work / "faulty.py").write_text(
+        f"import os, runpy\nif os.environ.get('PMI_RANK') == '{rank}':\n"
+        + "".join(f"    {line}\n" for line in FAULTS[fault].strip().splitlines())
+        + "runpy.run_module('seqgraph.cli', run_name='__main__')\n")
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "faulty.py",
+           *train_cmd("--distributed", "--mpi-timeout", 100, *args)[3:]]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True,
+                       check=False, timeout=120)
+    return p, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("fault, rank, code, said", [
+    ("disk-full", 0, 2, "cannot write run/checkpoint.npz (No space left on device); no "
+                        "checkpoint was written"),
+    ("bug", 1, 1, "MemoryError: out of memory on rank 1")], ids=["disk-full", "bug"])
+def test_an_error_of_one_rank_ends_every_rank_at_once(work, fault, rank, code, said):
+    """The other ranks waited for it in the next collective until --mpi-timeout (300 s
+    by default), then said that a rank died or hangs (review 41)."""
+    p, took = mpirun_faulty(work, fault, rank, "--steps", 20, "--out", "run")
+    assert p.returncode == code and took < 60, (took, p.stderr)
+    assert f"seqgraph: rank {rank} of 2: " in p.stderr and said in p.stderr, p.stderr
+    assert "no word from the other ranks" not in p.stderr
+
+
+def test_a_divergence_seen_by_one_rank_stops_every_rank_and_is_said_once(work):
+    # the averaged loss is every rank's: all stop at the same step, rank 0 says it
+    p, _ = mpirun_faulty(work, "nan", 1, "--steps", 20, "--out", "run")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.count("training diverged at step 3") == 1, p.stderr
+    # a finished run: every rank refuses to continue it, said once
+    ok(mpirun(work, 2, "--epochs", 1, "--out", "done"))
+    p = mpirun(work, 2, "--epochs", 1, "--resume", "done")
+    assert p.returncode == 2 and p.stderr.count("nothing is left to train") == 1, p.stderr

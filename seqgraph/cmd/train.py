@@ -60,6 +60,9 @@ def run(args) -> int:
         if comm is None:
             raise
         _agree(comm, e)
+    except BaseException as e:              # a bug, a Ctrl-C to this rank alone
+        _alone(comm, e)
+        raise
     if comm is not None:
         _agree(comm, None)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
@@ -68,9 +71,22 @@ def run(args) -> int:
     except OSError as e:         # a full disk, a folder made read-only during the run
         last = f"the last good checkpoint is {trainer.saved} (checkpoints are written " \
             f"whole or not at all)" if trainer.saved else "no checkpoint was written"
-        raise UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); "
-                         f"{last}") from None
+        err = UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); {last}")
+        _alone(comm, err)
+        raise err from None
+    except BaseException as e:              # ends every rank, or raised again
+        _alone(comm, e)
+        raise
     return _stopped(args, trainer, pos, out)
+
+
+def _alone(comm, e: BaseException) -> None:
+    """Under MPI, `e` is an error of this rank alone (every rank's are `Said` by now):
+    the others wait for this one in a collective, so it says `e` and ends every rank at
+    once. Returns (the caller raises `e`) on one process."""
+    from ..train.distributed import Said
+    if comm is not None and comm.size > 1 and not isinstance(e, (Said, SystemExit)):
+        comm.fail(e)
 
 
 def _agree(comm, failure) -> None:

@@ -24,13 +24,14 @@ import pickle
 import signal
 import sys
 import time
+import traceback
 
 import numpy as np
 
 from ..errors import SeqgraphError, UsageError
 from .batches import Streams, eval_streams
 from .evaluate import Score, likelihood, xent_output
-from .loop import Trainer, _stop
+from .loop import Trainer, TrainingDiverged, _stop
 
 DEFAULT_TIMEOUT = 300.0
 INSTALL = "pip install 'seqgraph[mpi]'"
@@ -80,15 +81,31 @@ class Comm:
     def lost(self, what: str) -> None:
         """Another rank died or hangs: say so and end every rank (MPI_Abort)."""
         last = self.checkpoint or "none yet"
-        sys.stderr.write(
-            f"\nseqgraph: rank {self.rank} of {self.size}: no word from the other ranks for "
-            f"{self.timeout:g} s while {what}; a rank died or hangs. Stopping all ranks. "
-            f"Last checkpoint: {last} (written atomically, so it is whole; continue with "
-            f"--resume).\n")
+        self.abort(f"no word from the other ranks for {self.timeout:g} s while {what}; a "
+                   f"rank died or hangs. Stopping all ranks. Last checkpoint: {last} "
+                   f"(written atomically, so it is whole; continue with --resume).", 3)
+
+    def fail(self, e: BaseException) -> None:
+        """An error of this rank alone (rank 0 cannot write its checkpoint, a second
+        Ctrl-C, a bug): the other ranks wait for it in a collective, and would say after
+        --mpi-timeout that it died or hangs. Said now, naming the rank, and every rank
+        ended (exit 2 for an error of the input or the disk, 128 + the signal, 1 for a
+        bug, whose traceback is shown)."""
+        if isinstance(e, SeqgraphError):
+            text, code = e.render(), 2
+        elif isinstance(e, KeyboardInterrupt):
+            text, code = "interrupted", 128 + getattr(e, "signum", signal.SIGINT)
+        else:
+            text, code = "".join(traceback.format_exception(e)).rstrip(), 1
+        self.abort(f"{text}\nStopping all ranks.", code)
+
+    def abort(self, text: str, code: int) -> None:
+        """`text` on stderr, naming this rank, then MPI_Abort: every rank ends."""
+        sys.stderr.write(f"\nseqgraph: rank {self.rank} of {self.size}: {text}\n")
         sys.stderr.flush()
         time.sleep(1.0)     # let the launcher forward the message before Abort tears down
-        self.comm.Abort(3)
-        raise SystemExit(3)                    # not reached: Abort ends this process
+        self.comm.Abort(code)
+        raise SystemExit(code)                 # not reached: Abort ends this process
 
     # ---------------------------------------------------------------- collectives
     def allreduce(self, buf: np.ndarray, what: str) -> np.ndarray:
@@ -268,9 +285,11 @@ class DistributedTrainer(Trainer):
                 self.carry, self.meta = carry, meta
         else:
             path = self.ckpt_path
-            self.saved = str(path)
-        self.comm.checkpoint = self.saved
         self.comm.bcast(same, "checking that the ranks agree")
+        # past the Bcast, rank 0 has written it: a rank that names the last checkpoint
+        # (a lost peer, an error) names one that exists
+        self.saved = str(path)
+        self.comm.checkpoint = self.saved
         if not same[0]:
             if self.rank == 0:
                 sys.stderr.write("\nwarning: the ranks' parameters differ; every rank "
@@ -303,8 +322,17 @@ class DistributedTrainer(Trainer):
         state). `deadline` is read on every rank and agreed on in the next step's
         Allreduce, so all ranks stop after the same step."""
         self._deadline, self._time_up, self._agreed_signal = deadline, False, None
-        self._broadcast_state()
-        return super().fit(max_steps, deadline)
+        done = self.saved and self.pos.epoch >= self.cfg.epochs     # refused by Trainer.fit
+        try:
+            if not done:
+                self._broadcast_state()
+            return super().fit(max_steps, deadline)
+        except (TrainingDiverged, UsageError) as e:
+            # every rank's: divergence is decided on the averaged loss and gradient, so
+            # at the same step on all; a finished run is finished on all. Said once.
+            if not (done or isinstance(e, TrainingDiverged)):
+                raise
+            raise Said(e.render() if self.rank == 0 else "") from None
 
     def _should_stop(self, max_steps, deadline) -> bool:
         return _stop(self.pos.step, max_steps, None) or self._time_up
