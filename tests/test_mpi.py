@@ -469,3 +469,20 @@ def test_a_divergence_seen_by_one_rank_stops_every_rank_and_is_said_once(work):
     ok(mpirun(work, 2, "--epochs", 1, "--out", "done"))
     p = mpirun(work, 2, "--epochs", 1, "--resume", "done")
     assert p.returncode == 2 and p.stderr.count("nothing is left to train") == 1, p.stderr
+
+
+def test_ranks_that_read_other_data_are_refused_before_training(work):
+    """A rank that reads another copy of the data (no shared file system; here another
+    file, given to rank 1 alone) cut other streams: its collectives did not match the
+    others', and the run stopped after --mpi-timeout saying a rank died or hangs
+    (review 41). Now refused at once, by rank 0, naming what differs."""
+    (work / "other.txt").write_text((work / "tiny.txt").read_text()[:300])
+    cmd = train_cmd("--distributed", "--steps", 4, "--mpi-timeout", 100)
+    p = subprocess.run([MPIEXEC, "-n", "1", *cmd, ":", "-n", "1", *cmd, "--set",
+                        'data=chars("other.txt")'], cwd=work, env=_env(),
+                       capture_output=True, text=True, check=False, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    said = [ln for ln in p.stderr.splitlines() if "did not read the same input" in ln]
+    assert len(said) == 1 and "rank 1 differs from rank 0 in the settings, the training " \
+        "data and the validation data" in said[0], p.stderr
+    assert not (work / "runs/lm/metrics.csv").exists()

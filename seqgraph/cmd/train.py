@@ -65,6 +65,8 @@ def run(args) -> int:
         raise
     if comm is not None:
         _agree(comm, None)
+        from ..train.distributed import agree_on_inputs, inputs
+        agree_on_inputs(comm, inputs(trainer))
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     try:
         pos = trainer.fit(args.steps, deadline)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import pickle
 import signal
 import sys
@@ -31,7 +32,7 @@ import numpy as np
 from ..errors import SeqgraphError, UsageError
 from .batches import Streams, eval_streams
 from .evaluate import Score, likelihood, xent_output
-from .loop import Trainer, TrainingDiverged, _stop
+from .loop import Trainer, TrainingDiverged, _stop, data_hash
 
 DEFAULT_TIMEOUT = 300.0
 INSTALL = "pip install 'seqgraph[mpi]'"
@@ -174,6 +175,51 @@ def agree(comm: Comm, failure: SeqgraphError | None) -> None:
         raise Said(next(iter(ranks)))
     raise Said("\n".join(f"rank {', '.join(map(str, rs))} of {comm.size}: {text}"
                          for text, rs in ranks.items()))
+
+
+def inputs(trainer) -> dict:
+    """What every rank must read alike, each part as a digest: a rank that read another
+    copy of the data (a node without the shared file system, a file changed meanwhile)
+    or another command line would cut other streams, or number the tokens otherwise.
+    Its collectives would then not match the others' (a hang until --mpi-timeout,
+    blamed on a dead rank), or worse match them and add up gradients of other tokens."""
+    def digest(x) -> str:
+        text = x if isinstance(x, str) else json.dumps(x, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+    meta = trainer.meta
+    return {"the spec": digest(meta["spec"]), "the settings": digest(trainer.cfg.as_dict()),
+            "the sizes": digest(meta["dims"]),
+            "the vocabulary": digest(meta["vocab"]),
+            "the training data": trainer.data_hash,
+            "the validation data": data_hash(trainer.data.valid),
+            "the checkpoint resumed": digest(dataclasses.asdict(trainer.pos))}
+
+
+def agree_on_inputs(comm: Comm, mine: dict) -> None:
+    """After `agree`: every rank read the same spec, settings and data (`inputs`), or
+    rank 0 names the ranks that did not and what differs, and every rank ends with it."""
+    if comm.size == 1:
+        return
+    got = comm.gather(mine, "comparing what the ranks read")
+    bad = np.zeros(1, dtype=np.int64)
+    said = ""
+    if comm.rank == 0:
+        differ = [f"rank {r} differs from rank 0 in "
+                  f"{_listed([k for k in mine if theirs.get(k) != mine[k]])}"
+                  for r, theirs in enumerate(got) if theirs != mine]
+        bad[0] = bool(differ)
+        said = (f"--distributed: the ranks did not read the same input: {'; '.join(differ)}. "
+                f"Every rank reads the spec, the data and the checkpoint itself: give every "
+                f"rank the same command line, and the same files at the same paths (a "
+                f"shared file system)")
+    comm.bcast(bad, "comparing what the ranks read")
+    if bad[0]:
+        raise Said(said)
+
+
+def _listed(items: list) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]]))
 
 
 class Said(SeqgraphError):
