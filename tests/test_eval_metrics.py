@@ -298,6 +298,31 @@ def test_metrics_log_keeps_parameter_columns_on_resume(tmp_path):
     assert [(r["step"], r["grad_norm.W"]) for r in rows] == [("1", "3"), ("2", "2.5")]
 
 
+def test_a_resume_killed_while_it_rewrites_metrics_keeps_every_row(tmp_path, monkeypatch):
+    """A resumed run rewrites the rows of the run it continues; that rewrite opened
+    metrics.csv for writing in place, so a kill or a full disk in the middle of it left
+    the file cut short and the curve so far was lost for good (review 39: a resume under
+    `ulimit -f` kept 228 of 480 rows). It is written to a temporary file renamed over it."""
+    import csv
+    log = MetricsLog(tmp_path)
+    for step in range(1, 40):
+        log.step(step, 1, 2.0, 3.0, 100.0, {"W": 3.0}, False)
+    before = (tmp_path / "metrics.csv").read_bytes()
+
+    def killed(self, rows):
+        self.writerow(next(iter(rows)))
+        raise OSError(27, "File too large")
+    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
+    with pytest.raises(OSError):
+        MetricsLog(tmp_path, resume_step=30, resume_rows=30)
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+    (tmp_path / ".metrics.csv.123.tmp").write_text("step\n")     # left by a kill
+    monkeypatch.undo()
+    assert MetricsLog(tmp_path, resume_step=30, resume_rows=30).rows == 30
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
 def test_the_log_counts_its_rows_and_never_rereads_them(tmp_path, monkeypatch):
     """A 400-epoch run has ~100k rows: the end of each epoch must not parse them all."""
     from seqgraph.train import metrics

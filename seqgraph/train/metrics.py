@@ -151,10 +151,21 @@ class MetricsLog:
         self._child_rows = 0      # the rows metrics.csv had when it started
 
     def _rewrite(self, rows) -> None:
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+        """metrics.csv written whole or not at all (a temporary file renamed over it):
+        a resumed run rewrites the rows of the run it continues, and a kill or a full
+        disk in the middle of that must leave them, not a file cut short."""
+        _remove_stale(self.path)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _append(self, row: dict) -> None:
         new = [k for k in row if k not in self.columns]
@@ -327,14 +338,19 @@ def save_figure(fig, path: Path) -> None:
     """Written whole or not at all (a temporary file renamed over it): a kill while it
     draws leaves the last plot, not an empty file."""
     path = Path(path)
-    for old in path.parent.glob(f".{path.name}.*.tmp"):    # left by a killed drawing
-        old.unlink(missing_ok=True)
+    _remove_stale(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """The temporary files of `path` that a process killed while writing it left."""
+    for old in path.parent.glob(f".{path.name}.*.tmp"):
+        old.unlink(missing_ok=True)
 
 
 def _child_env() -> dict:
