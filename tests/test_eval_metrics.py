@@ -323,6 +323,34 @@ def test_a_resume_killed_while_it_rewrites_metrics_keeps_every_row(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
+@pytest.mark.parametrize("damage, said", [
+    (b"garbage,x,y\n", ":42: the step 'garbage' is not a whole number"),
+    (b"7,1,\xff\xfe\n", ":42: bytes that are not UTF-8"),
+    (b"\x00\x00,1,2\n", ":42: the step '\\x00\\x00' is not a whole number")])
+def test_a_damaged_metrics_csv_on_resume_is_said_with_its_file(tmp_path, capsys, damage,
+                                                                said):
+    """A line of metrics.csv that is not a row seqgraph wrote (edited, damaged) raised
+    ValueError or UnicodeDecodeError from inside the resume: a traceback."""
+    log = MetricsLog(tmp_path)
+    for step in range(1, 41):
+        log.step(step, 1, 2.0, 3.0, 100.0)
+    with open(tmp_path / "metrics.csv", "ab") as f:
+        f.write(damage)
+    for step in range(41, 45):
+        log.step(step, 1, 2.0, 3.0, 100.0)
+    with pytest.raises(seqgraph.DataError) as e:
+        MetricsLog(tmp_path, resume_step=44, resume_rows=45)
+    assert str(e.value).startswith(str(tmp_path / "metrics.csv")) and said in str(e.value)
+    # rows past the checkpoint's are dropped unread; fewer rows than it wrote: a warning
+    assert MetricsLog(tmp_path, resume_step=30, resume_rows=30).rows == 30
+    (tmp_path / "metrics.csv").write_text("step,epoch\n1,1\n")
+    assert MetricsLog(tmp_path, resume_step=30, resume_rows=30).rows == 1
+    assert "holds 1 of the 30 rows" in capsys.readouterr().err
+    (tmp_path / "metrics.csv").unlink()
+    assert MetricsLog(tmp_path, resume_step=30, resume_rows=30).rows == 0
+    assert "metrics.csv is not there: the 30 rows" in capsys.readouterr().err
+
+
 def test_the_log_counts_its_rows_and_never_rereads_them(tmp_path, monkeypatch):
     """A 400-epoch run has ~100k rows: the end of each epoch must not parse them all."""
     from seqgraph.train import metrics

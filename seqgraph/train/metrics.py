@@ -27,6 +27,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from ..errors import DataError
+
 COLUMNS = ("step", "epoch", "train_loss", "valid_loss", "grad_norm", "tokens_per_s")
 PARAM_PREFIX = "grad_norm."      # a column per parameter: grad_norm.W, grad_norm.enc.U
 JUMP = 100.0                     # a global norm >= JUMP x its running median is a warning
@@ -137,10 +139,7 @@ class MetricsLog:
         # (`resume_rows`): a validation row written at its step, by an end of epoch
         # killed before its checkpoint, goes too (an older checkpoint: by step alone).
         old = Path(resumed_from or out_dir) / "metrics.csv"
-        rows = _read(old) if resume_step is not None and old.exists() else []
-        rows = [r for r in rows if int(r["step"]) <= resume_step]
-        if resume_rows is not None:
-            rows = rows[:resume_rows]
+        rows = _kept_rows(old, resume_step, resume_rows) if resume_step is not None else []
         extra = [k for k in (rows[0] if rows else {}) if k.startswith(PARAM_PREFIX)]
         self.columns = list(COLUMNS) + extra
         self._rewrite(rows)
@@ -370,6 +369,48 @@ def figure(figsize=(7, 4)):
     fig = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
+
+
+def _kept_rows(path: Path, step: int, count: int | None) -> list[dict]:
+    """The rows of a resumed run's metrics.csv that its checkpoint had written: those up
+    to its `step`, at most `count` (None: an older checkpoint, which did not count). A
+    file that cannot be read is a DataError naming it (and the line), not a traceback;
+    one that holds fewer rows than were written (cut short, replaced or removed by hand)
+    is a warning: the curve continues with a gap."""
+    kept, there = [], True
+    try:
+        # (bytes that are not UTF-8 are looked at only in the rows kept: a kill may
+        # have cut the last row inside a character, and later rows are dropped anyway)
+        with open(path, newline="", errors="replace") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if count is not None and len(kept) >= count:
+                    break
+                at = (row.get("step") or "").strip()
+                bad = f"the step {at!r} is not a whole number" if not at.isdigit() else \
+                    "bytes that are not UTF-8" if any("\ufffd" in str(v)
+                                                      for v in row.values()) else ""
+                if bad:
+                    raise DataError(f"{bad}: not a row of a seqgraph run's metrics (edited "
+                                    f"or damaged?); mend or delete the line, or move the "
+                                    f"file away to resume without the curve so far",
+                                    file=str(path), line=reader.line_num)
+                if int(at) <= step:
+                    kept.append(row)
+    except FileNotFoundError:
+        there = False
+    except csv.Error as e:
+        raise DataError(f"cannot read the metrics of the run that is resumed ({e}); move "
+                        f"the file away to resume without the curve so far",
+                        file=str(path)) from None
+    if count and not there:
+        _to_stderr(f"warning: {path} is not there: the {count} rows of metrics the run "
+                   f"had written when it saved its checkpoint are not carried over")
+    elif count is not None and len(kept) < count:
+        _to_stderr(f"warning: {path} holds {len(kept)} of the {count} rows the run had "
+                   f"written when it saved its checkpoint (cut short or replaced): its "
+                   f"curve continues with a gap")
+    return kept
 
 
 def _read(path: Path) -> list[dict]:
