@@ -233,23 +233,21 @@ def measure(model, inputs, targets=None, lengths=None, states=None) -> list[Stat
 def load_checkpoint(model, path: str) -> None:
     """Copy a `.npz` of parameter arrays (named as in the spec) into model.params;
     keys starting with `__` (a training checkpoint's metadata) are ignored."""
+    from .train.checkpoint import DAMAGED
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        with np.load(path, allow_pickle=False) as z:    # (a member is read when asked)
+            arrays = {k: z[k] for k in z.files if not k.startswith("__")}
+    except DAMAGED as e:   # an object array, a bad CRC: said as for a training checkpoint
         raise UsageError(f"{path}: cannot read the checkpoint ({e})") from None
-    with z:
-        for key in z.files:
-            if key.startswith("__"):
-                continue
-            if key not in model.params:
-                raise UsageError(f"{path}: the checkpoint has parameter '{key}', which "
-                                 "the spec does not declare")
-            arr = z[key]
-            if arr.shape != model.params[key].shape:
-                raise UsageError(f"{path}: parameter '{key}' has shape "
-                                 f"{list(arr.shape)} in the checkpoint but "
-                                 f"{list(model.params[key].shape)} in the spec")
-            model.params[key][...] = arr.astype(model.dtype)
+    for key, arr in arrays.items():
+        if key not in model.params:
+            raise UsageError(f"{path}: the checkpoint has parameter '{key}', which "
+                             "the spec does not declare")
+        if arr.shape != model.params[key].shape:
+            raise UsageError(f"{path}: parameter '{key}' has shape "
+                             f"{list(arr.shape)} in the checkpoint but "
+                             f"{list(model.params[key].shape)} in the spec")
+        model.params[key][...] = arr.astype(model.dtype)
 
 
 # ------------------------------------------------------------------------ plot

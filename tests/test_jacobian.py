@@ -204,6 +204,28 @@ def test_a_damaged_checkpoint_is_said_as_eval_says_it(tmp_path, capsys):
     assert "bad.npz: not a readable checkpoint" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("command", ["jacobian", "render"])
+def test_a_plain_npz_with_a_damaged_member_is_a_usage_error(tmp_path, capsys, command):
+    """A plain .npz of parameters (no __meta__) whose array cannot be read, an object
+    array or a bad CRC, raised ValueError or BadZipFile from `z[key]`: a traceback
+    (review 39), for jacobian and render --overlay jacobian alike."""
+    spec, _ = _model(tmp_path, TANH, dims={"V": 7})
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, U=np.array([{"a": 1}], dtype=object))
+    crc = tmp_path / "crc.npz"
+    np.savez(crc, U=np.zeros((5, 5)))
+    data = bytearray(crc.read_bytes())
+    data[data.find(b"\x93NUMPY") + 150] ^= 0xFF        # inside U's numbers
+    crc.write_bytes(bytes(data))
+    extra = ["--unfold", "3", "--overlay", "jacobian", "-o", str(tmp_path / "o.dot")] \
+        if command == "render" else ["--steps", "3"]
+    for bad, why in ((objects, "Object arrays cannot be loaded"), (crc, "Bad CRC-32")):
+        assert main([command, str(spec), "--dim", "V=7", "--checkpoint", str(bad),
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: cannot read the checkpoint (" in err and why in err, err
+
+
 # ------------------------------------------------------------------ real data, checkpoints
 LM = TINY_LM
 TEXT = "in the beginning god created the heaven and the earth.\n" * 20
