@@ -6,6 +6,7 @@ compilers do: ``file:line:column: message``, the source line, a caret, and a hin
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -138,3 +139,16 @@ def too_deep(text: str, path: str | None = None):
     e = SpecError("this expression nests too deeply (too many operators in a row)",
                   Pos(n + 1, col), hint="define parts of the expression as variables")
     return e if path is None else e.located(path, text)
+
+
+@contextmanager
+def named(path):
+    """An OSError inside names `path` when it names no file: a write that fails for a
+    full disk (ENOSPC, or EFBIG past `ulimit -f`) says only its reason, and the run's
+    error would name the folder instead of the file it could not write."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise

@@ -764,6 +764,52 @@ def test_a_run_folder_that_cannot_be_made_or_written_is_said_first(work, capsys,
         "last good checkpoint is full/checkpoint.npz" in err and "Traceback" not in err, err
 
 
+def test_a_write_that_fails_names_its_file_and_a_removed_checkpoint_is_not_good(
+        work, capsys, monkeypatch):
+    """A write that fails for a full disk raises OSError without a file name (ENOSPC,
+    EFBIG past `ulimit -f`): the error named the run folder, not the file; a run folder
+    removed during the run was said to hold "the last good checkpoint" (review 39)."""
+    import csv
+    import errno
+    import shutil
+
+    from seqgraph.train.loop import Trainer
+    with monkeypatch.context() as m:
+        m.setattr(np, "savez", lambda *a, **k: (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device")))
+        code, _, err = _run(capsys, "train", "lm.sg", "--out", "a", "--quiet", "--steps", 2,
+                            "--executor", "interp")
+    assert code == 2 and err.strip() == "cannot write a/checkpoint.npz (No space left on " \
+        "device); no checkpoint was written", err
+    real = csv.DictWriter.writerow
+
+    def big(self, row):
+        if row.get("step") == 3:
+            raise OSError(errno.EFBIG, "File too large")
+        return real(self, row)
+    with monkeypatch.context() as m:
+        m.setattr(csv.DictWriter, "writerow", big)
+        m.setenv("SEQGRAPH_CHECKPOINT_EVERY", "2")
+        code, _, err = _run(capsys, "train", "lm.sg", "--out", "b", "--quiet", "--steps", 5,
+                            "--executor", "interp")
+    assert code == 2 and err.strip() == "cannot write b/metrics.csv (File too large); the " \
+        "last good checkpoint is b/checkpoint.npz (checkpoints are written whole or not " \
+        "at all)", err
+    update = Trainer._update
+
+    def removed(self, batch):
+        if self.pos.step == 3:
+            shutil.rmtree(self.out)
+        return update(self, batch)
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_update", removed)
+        m.setenv("SEQGRAPH_CHECKPOINT_EVERY", "2")
+        code, _, err = _run(capsys, "train", "lm.sg", "--out", "c", "--quiet", "--steps", 5,
+                            "--executor", "interp")
+    assert code == 2 and err.strip() == "cannot write c/metrics.csv (No such file or " \
+        "directory); the last checkpoint it wrote, c/checkpoint.npz, is no longer there", err
+
+
 def test_operating_a_run(work, capsys, monkeypatch):
     """--minutes must be positive; mpiexec without --distributed is warned of; resuming
     with another executor is warned of; eval with another model's checkpoint names both."""

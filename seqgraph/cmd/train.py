@@ -73,6 +73,8 @@ def run(args) -> int:
     except OSError as e:         # a full disk, a folder made read-only during the run
         last = f"the last good checkpoint is {trainer.saved} (checkpoints are written " \
             f"whole or not at all)" if trainer.saved else "no checkpoint was written"
+        if trainer.saved and not Path(trainer.saved).is_file():    # the folder removed
+            last = f"the last checkpoint it wrote, {trainer.saved}, is no longer there"
         err = UsageError(f"cannot write {e.filename or out} ({e.strerror or e}); {last}")
         _alone(comm, err)
         raise err from None

@@ -34,7 +34,7 @@ from typing import Self
 
 import numpy as np
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, named
 
 FORMAT, VERSION = "seqgraph-checkpoint", 1
 META, OPTIM, CARRY, AVERAGE = "__meta__", "__optim__/", "__carry__/", "__average__/"
@@ -120,7 +120,7 @@ def _write_atomic(path: Path, arrays: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())     # mkstemp's 0600: as open() would make it
-        with os.fdopen(fd, "wb") as f:
+        with named(path), os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, named
 
 COLUMNS = ("step", "epoch", "train_loss", "valid_loss", "grad_norm", "tokens_per_s")
 PARAM_PREFIX = "grad_norm."      # a column per parameter: grad_norm.W, grad_norm.enc.U
@@ -156,7 +156,7 @@ class MetricsLog:
         _remove_stale(self.path)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w", newline="") as f:
+            with named(self.path), open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
                 w.writeheader()
                 w.writerows(rows)
@@ -172,7 +172,7 @@ class MetricsLog:
             rows = self.read()
             self.columns += new
             self._rewrite(rows)
-        with open(self.path, "a", newline="") as f:
+        with named(self.path), open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.columns).writerow(
                 {k: _fmt(row.get(k)) for k in self.columns})
         self.rows += 1
