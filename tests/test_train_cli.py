@@ -267,6 +267,27 @@ def test_resume_with_other_settings_is_a_warning_naming_them(work, capsys):
     assert "other settings" not in capsys.readouterr().err     # the same: no warning
 
 
+def test_resume_with_another_schedule_starts_it_as_a_new_run_does(work, capsys):
+    """A run resumed with `plateau` from one with another schedule loaded that one's
+    state (none) into plateau's: KeyError 'best', a traceback (review 39). The new
+    schedule starts afresh; one resumed with the same schedule keeps its state."""
+    from seqgraph.train import checkpoint as ck
+    plateau = "schedule=plateau(factor=0.5, patience=0)"
+    assert train("run", "--steps", 3, "--set", "schedule=step(after=1, factor=0.5)") == 0
+    capsys.readouterr()
+    assert main(["train", "lm.sg", "--resume", "run", "--quiet", "--executor", "interp",
+                 "--set", plateau]) == 0
+    assert "schedule = step(after=1, factor=0.5) -> plateau(factor=0.5, patience=0)" \
+        in capsys.readouterr().err
+    st = ck.load(work / "run" / "checkpoint.npz").meta["state"]
+    assert st["schedule"]["best"] is not None        # plateau has seen the epochs' losses
+    assert main(["train", "lm.sg", "--resume", "run", "--quiet", "--executor", "interp",
+                 "--set", plateau, "--epochs", "3",
+                 "--steps", str(st["position"]["step"] + 1)]) == 0
+    assert ck.load(work / "run" / "checkpoint.npz").meta["state"]["schedule"] == \
+        st["schedule"]
+
+
 def test_more_epochs_on_resume_say_the_cosine_is_stretched(work, capsys):
     """The cosine spans epochs x batches: a resume with more epochs moves its rate up
     again (review 28); said with the change, not otherwise."""

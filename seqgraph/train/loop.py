@@ -293,7 +293,10 @@ class Trainer:
         ck.restore_params(c, self.model.params)
         self._restore_averages(c)
         self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
-        self.sched.load_state_dict(st["schedule"])
+        if str(was.get("schedule", self.sched.name)).partition("(")[0] == self.sched.name:
+            self.sched.load_state_dict(st["schedule"])
+        # else another schedule (said by _note_changes) starts as in a new run: the state
+        # of one is not the other's (plateau's best loss, from a step's nothing)
         self.rng.bit_generator.state = st["rng"]
         self.pos = Position(**st["position"])
         self.epoch_loss = list(st["epoch_loss"])
