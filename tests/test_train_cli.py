@@ -267,6 +267,23 @@ def test_resume_with_other_settings_is_a_warning_naming_them(work, capsys):
     assert "other settings" not in capsys.readouterr().err     # the same: no warning
 
 
+def test_a_refused_resume_does_not_first_warn_that_it_goes_on(work, capsys):
+    """Another optimiser or averaging turned on was warned of as "this run uses the new
+    ones", then refused (the optimiser's error without the checkpoint's name); a dtype
+    changed on resume was not said at all (review 39)."""
+    assert train("run", "--steps", 3) == 0
+    capsys.readouterr()
+    for flag, said in (("optimizer=sgd(lr=0.1)", "run/checkpoint.npz: its run trained with "
+                        "adam, this one with sgd: resume with the same optimizer"),
+                       ("average=0.9", "run/checkpoint.npz: its run did not average")):
+        assert train("run2", "--resume", "run", "--steps", 4, "--set", flag) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(said) and "other settings" not in err, err
+    assert train("run2", "--resume", "run", "--steps", 4, "--set", "dtype=float64") == 0
+    assert "this run uses the new ones: dtype = float32 -> float64" in \
+        capsys.readouterr().err
+
+
 def test_resume_with_another_schedule_starts_it_as_a_new_run_does(work, capsys):
     """A run resumed with `plateau` from one with another schedule loaded that one's
     state (none) into plateau's: KeyError 'best', a traceback (review 39). The new

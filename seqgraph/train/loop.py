@@ -289,9 +289,12 @@ class Trainer:
             raise UsageError(f"{c.path}: best.npz was chosen by select = {was_select}; "
                              f"resume with the same select (this run: "
                              f"{self.kind.select or 'none'})")
-        self._note_changes(c.path, was)
         ck.restore_params(c, self.model.params)
         self._restore_averages(c)
+        if st["optimizer"]["name"] != self.opt.name:
+            raise UsageError(f"{c.path}: its run trained with {st['optimizer']['name']}, "
+                             f"this one with {self.opt.name}: resume with the same "
+                             f"optimizer (its rate and other values may change)")
         self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
         if str(was.get("schedule", self.sched.name)).partition("(")[0] == self.sched.name:
             self.sched.load_state_dict(st["schedule"])
@@ -305,6 +308,7 @@ class Trainer:
         self.resume_rows = st.get("metrics_rows")
         self.carry = c.carry
         self.saved = c.path
+        self._note_changes(c.path, was)     # once nothing refuses the resume
 
     def check_model(self, c: ck.Checkpoint) -> None:
         """`c` was saved from this model: its parameters' names and shapes."""
@@ -313,7 +317,7 @@ class Trainer:
 
     # settings read from the spec and --set again on resume (docs/training.md)
     CHANGEABLE = ("optimizer", "l2", "clip", "schedule", "teacher", "average", "on_nan",
-                  "seed", "keep")
+                  "seed", "keep", "dtype")
 
     def _note_changes(self, path, was: dict) -> None:
         """A warning naming each setting that differs from the checkpoint's run: the
