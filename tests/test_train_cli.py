@@ -719,6 +719,32 @@ def test_small_things_a_new_user_met(work, capsys):
         "to it again: xent takes logits" in err, err
 
 
+def test_resuming_a_copy_kept_beside_a_later_checkpoint_does_not_write_over_it(
+        work, capsys):
+    """`--resume run/step3.npz` (a copy kept in the run folder) wrote over the later
+    run/checkpoint.npz and cut metrics.csv to the copy's rows, silently; the refusal of
+    `--resume A --out B` into a B that holds a run suggested --overwrite, which argparse
+    refuses beside --resume (review 39)."""
+    import shutil
+    _train(capsys, "r")                                   # step 6
+    shutil.copy(work / "r/checkpoint.npz", work / "r/step6.npz")
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r", "--quiet", "--steps", 9)
+    assert code == 0, err
+    before = {n: (work / "r" / n).read_bytes() for n in ("checkpoint.npz", "metrics.csv")}
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r/step6.npz", "--quiet",
+                        "--steps", 7)
+    assert code == 2 and err.strip() == "r holds another run (its checkpoint.npz), which " \
+        "continuing r/step6.npz there would write over, with its metrics; give this run " \
+        "another --out, or move that run away", err
+    assert {n: (work / "r" / n).read_bytes() for n in before} == before     # nothing lost
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r/step6.npz", "--out", "b",
+                        "--quiet", "--steps", 7)
+    assert code == 0, err
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r/checkpoint.npz", "--quiet",
+                        "--steps", 10)
+    assert code == 0, err                                 # the folder's own checkpoint
+
+
 def test_an_output_in_a_folder_that_is_not_there_is_refused_first(work, capsys):
     _train(capsys, "r")
     for argv in (["render", "lm.sg", "-o", "no/g.dot"], ["render", "lm.sg", "-o", "no/g.png"],

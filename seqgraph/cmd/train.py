@@ -312,10 +312,21 @@ def _another_run(args, out: Path, speak: bool) -> None:
     """A new run into a folder that holds another run's checkpoint is refused: that run
     would be lost (re-running a command writes runs/MODEL again). With --overwrite it is
     replaced, and said: its checkpoint.npz and metrics are written over, its best.npz and
-    epochs/ stay until this run writes its own."""
-    resumed_here = args.resume and _run_dir(args.resume).resolve() == out.resolve()
-    if resumed_here or not (out / "checkpoint.npz").exists():
+    epochs/ stay until this run writes its own. A resumed run writes over the folder's
+    checkpoint.npz only when that is the one it continues: another (a later one, when
+    the run resumes a copy kept beside it) would be lost with its metrics' rows, and
+    --overwrite does not go with --resume."""
+    from ..train.session import checkpoint_in
+    there = out / "checkpoint.npz"
+    if not there.exists():
         return
+    if args.resume:
+        src = Path(checkpoint_in(args.resume))
+        if src.resolve() == there.resolve():
+            return
+        raise UsageError(f"{out} holds another run (its checkpoint.npz), which continuing "
+                         f"{src} there would write over, with its metrics; give this run "
+                         f"another --out, or move that run away")
     if not args.overwrite:
         raise UsageError(f"{out} holds another run (its checkpoint.npz); --resume {out} "
                          f"continues it, --out DIR starts this one beside it, --overwrite "
