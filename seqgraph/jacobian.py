@@ -233,7 +233,7 @@ def measure(model, inputs, targets=None, lengths=None, states=None) -> list[Stat
 def load_checkpoint(model, path: str) -> None:
     """Copy a `.npz` of parameter arrays (named as in the spec) into model.params;
     keys starting with `__` (a training checkpoint's metadata) are ignored."""
-    from .train.checkpoint import DAMAGED
+    from .train.checkpoint import DAMAGED, not_numbers
     try:
         with np.load(path, allow_pickle=False) as z:    # (a member is read when asked)
             arrays = {k: z[k] for k in z.files if not k.startswith("__")}
@@ -247,6 +247,7 @@ def load_checkpoint(model, path: str) -> None:
             raise UsageError(f"{path}: parameter '{key}' has shape "
                              f"{list(arr.shape)} in the checkpoint but "
                              f"{list(model.params[key].shape)} in the spec")
+        not_numbers(f"parameter '{key}'", arr, path)
         model.params[key][...] = arr.astype(model.dtype)
 
 

@@ -165,3 +165,40 @@ def test_a_checkpoint_without_a_digest_still_loads(tmp_path):
     _rewrite_meta(tmp_path / "c.npz", lambda m: {**m, "model": "m2"})
     with pytest.raises(DataError, match="edited or damaged"):
         ck.load(tmp_path / "c.npz")
+
+
+def _replace_array(path, key, value):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[key] = value
+    np.savez(path, **arrays)
+
+
+def test_hand_edited_arrays_that_do_not_fit_are_refused(tmp_path, monkeypatch, capsys):
+    """The parameter arrays may be edited, but one of strings raised ValueError inside
+    numpy in eval, sample and resume (a traceback), and an optimiser array of another
+    shape was read by the fused Adam kernel beyond its end, so the resumed run diverged
+    (review 39). Both are refused, naming the array."""
+    from conftest import TINY_LM, fails, train_quiet
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat. " * 20)
+    (tmp_path / "lm.sg").write_text(TINY_LM)
+    assert train_quiet("lm.sg", "run", "--steps", "2") == 0
+    good = (tmp_path / "run/checkpoint.npz").read_bytes()
+    shape = ck.load("run/checkpoint.npz").params["W"].shape
+    _replace_array("run/checkpoint.npz", "W", np.full(shape, "x"))
+    for argv in (["eval", "lm.sg", "--checkpoint", "run"], ["sample", "lm.sg", "--checkpoint",
+                 "run"], ["train", "lm.sg", "--resume", "run", "--steps", "3"]):
+        err = fails(capsys, *argv)
+        assert "run/checkpoint.npz: parameter 'W' holds <U1 values, not real numbers" in err, \
+            err
+    for key, value, said in (
+            ("__optim__/m/W", np.zeros((3, 3), np.float32), "has shape [3, 3], but parameter "
+             f"'W' {list(shape)}"),
+            ("__optim__/m/W", np.full(shape, "x"), "holds <U1 values, not real numbers"),
+            ("__optim__/q/W", np.zeros(shape, np.float32), "is not state of this run's "
+             "optimiser (adam keeps m and v for each parameter)")):
+        (tmp_path / "run/checkpoint.npz").write_bytes(good)
+        _replace_array("run/checkpoint.npz", key, value)
+        err = fails(capsys, "train", "lm.sg", "--resume", "run", "--steps", "3")
+        assert f"run/checkpoint.npz: the optimiser's array '{key}' {said}" in err, err

@@ -306,11 +306,43 @@ def load(path: str | Path) -> Checkpoint:
 
 def check_params(ckpt: Checkpoint, params: dict) -> None:
     """The checkpoint belongs to this spec: the same parameter names and shapes (the
-    first difference, `_mismatch`, is the error)."""
+    first difference, `_mismatch`, is the error), each array of real numbers (the
+    arrays may be edited by hand: `not_numbers`)."""
     why = _mismatch(ckpt, {n: p.shape for n, p in params.items()})
     if why is not None:
         raise DataError(f"{why} (saved from model '{ckpt.meta.get('model')}')",
                         file=ckpt.path)
+    for name in params:
+        not_numbers(f"parameter '{name}'", ckpt.params[name], ckpt.path)
+
+
+def not_numbers(what: str, array, path: str) -> None:
+    """A DataError when an array (`what`: "parameter 'W'") does not hold real numbers
+    (strings, complex numbers, dates): copied into the model it failed inside numpy, or
+    lost a part."""
+    if np.asarray(array).dtype.kind not in "biuf":
+        raise DataError(f"{what} holds {array.dtype} values, not real numbers (an array "
+                        f"edited by hand?)", file=path)
+
+
+def check_optim(ckpt: Checkpoint, params: dict, opt) -> None:
+    """The optimiser's arrays (`__optim__/SLOT/NAME`) are of `opt`'s slots and of this
+    model's parameters, with their shapes, in real numbers: the fused update kernel
+    indexes them as the parameter and does not check bounds (an edited array of another
+    shape wrote outside it)."""
+    for key, a in ckpt.optim.items():
+        slot, _, name = key.partition("/")
+        what = f"the optimiser's array '{OPTIM}{key}'"
+        if slot not in opt.slots or name not in params:
+            keeps = f"keeps {' and '.join(opt.slots)} for each parameter" if opt.slots \
+                else "keeps no arrays"
+            raise DataError(f"{what} is not state of this run's optimiser ({opt.name} "
+                            f"{keeps})", file=ckpt.path)
+        not_numbers(what, a, ckpt.path)
+        if a.shape != params[name].shape:
+            raise DataError(f"{what} has shape {list(a.shape)}, but parameter '{name}' "
+                            f"{list(params[name].shape)} (an array edited by hand?)",
+                            file=ckpt.path)
 
 
 def check_model(ckpt: Checkpoint, model: str, shapes: dict, spec_path: str = "",

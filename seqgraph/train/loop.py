@@ -295,6 +295,7 @@ class Trainer:
             raise UsageError(f"{c.path}: its run trained with {st['optimizer']['name']}, "
                              f"this one with {self.opt.name}: resume with the same "
                              f"optimizer (its rate and other values may change)")
+        ck.check_optim(c, self.model.params, self.opt)
         self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
         if str(was.get("schedule", self.sched.name)).partition("(")[0] == self.sched.name:
             self.sched.load_state_dict(st["schedule"])
