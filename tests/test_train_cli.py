@@ -745,6 +745,15 @@ def test_resuming_a_copy_kept_beside_a_later_checkpoint_does_not_write_over_it(
     assert code == 0, err                                 # the folder's own checkpoint
 
 
+def test_an_empty_out_or_resume_is_refused_not_taken_as_none(work, capsys):
+    """`--out ""` (a script's `--out "$DIR"` with DIR unset) trained into runs/lm, and
+    `--resume ""` started a new run (review 39)."""
+    for flag in ("--out", "--resume"):
+        code, _, err = _run(capsys, "train", "lm.sg", flag, "", "--quiet", "--steps", 1)
+        assert code == 2 and err.startswith(f"{flag} is given an empty path"), err
+    assert not (work / "runs").exists()
+
+
 def test_an_output_in_a_folder_that_is_not_there_is_refused_first(work, capsys):
     _train(capsys, "r")
     for argv in (["render", "lm.sg", "-o", "no/g.dot"], ["render", "lm.sg", "-o", "no/g.png"],

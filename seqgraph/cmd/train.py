@@ -158,6 +158,13 @@ def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
 
 
 def _check_limits(args) -> None:
+    # `--out "$DIR"` with DIR unset was taken as no --out: a run in runs/MODEL
+    for flag, value, fix in (("--out", args.out, "the folder to write, or leave --out out "
+                                                  "for runs/<model name>"),
+                             ("--resume", args.resume, "the run folder to continue")):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is given an empty path (an unset variable?); give "
+                             f"{fix}")
     if args.steps is not None and args.steps < 0:
         raise UsageError("--steps must be 0 or more")
     if args.minutes is not None and not args.minutes > 0:
