@@ -227,6 +227,14 @@ def test_the_folder_lock_is_released_by_a_refusal_and_skipped_without_locks(work
                                          "available)") == 1
 
 
+def test_a_lock_file_that_cannot_be_opened_is_said_not_a_traceback(work, capsys):
+    """A folder named .lock in the run folder raised IsADirectoryError from the lock, a
+    traceback (review 39): the run goes on without a lock, said as for NFS."""
+    (work / "r" / ".lock").mkdir(parents=True)
+    assert train("r", "--steps", 1) == 0
+    assert "r: cannot lock the run folder (Is a directory)" in capsys.readouterr().err
+
+
 def test_a_resume_to_a_step_already_done_is_refused(work, capsys):
     assert train("run", "--steps", 5) == 0
     code, out = sg("train", "lm.sg", "--resume", "run", "--steps", 3, "--quiet",

@@ -175,6 +175,8 @@ def lock_folder(folder: Path):
             fd, mine = os.open(folder / ".lock", os.O_RDONLY), False
         except OSError as e:
             return cannot(e)
+    except OSError as e:             # a folder named .lock, a read-only file system
+        return cannot(e)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
