@@ -405,6 +405,22 @@ def test_divergence_stops_with_the_step_and_names_what_broke(work, capsys):
     assert "training diverged at step" in err and "Last good checkpoint" in err
 
 
+def test_an_update_that_overflows_the_parameters_is_named_as_the_cause(work, capsys,
+                                                                        monkeypatch):
+    """A finite gradient x lr = 1e39 made the parameters infinite in float32; the next
+    batch was blamed ("first non-finite: variable 'h'") and a checkpoint written after
+    that update, holding them, was called the last good one (review 39)."""
+    monkeypatch.setenv("SEQGRAPH_CHECKPOINT_EVERY", "1")
+    big = ["--executor", "interp", "--set", "optimizer=sgd(lr=1e39)", "--set", "clip=0",
+           "--steps", "20"]
+    err = run_error(capsys, "train", "lm.sg", "--out", "inf", *big)
+    assert "first non-finite: parameter 'W' itself, which an earlier update made " \
+        "non-finite" in err and "Last checkpoint: inf/checkpoint.npz, which holds it too " \
+        "if it was saved after that update" in err and "good" not in err, err
+    err = run_error(capsys, "train", "lm.sg", "--out", "inf2", *big, "--on-nan", "skip")
+    assert "the cause is parameter 'W' itself" in err, err
+
+
 @pytest.mark.parametrize("executor", ["interp", "compiled"])
 def test_a_huge_but_finite_float32_gradient_is_clipped_not_called_divergence(work, executor):
     """A loss of ~1e26 has gradients of ~1e25: finite in float32, their squares not. The

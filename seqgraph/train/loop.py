@@ -572,10 +572,12 @@ class Trainer:
             if p.step > self.first_step else f"every batch of this run ({n}) had"
         cannot = "the parameters no longer change, so training cannot recover" \
             if p.step > self.first_step else "no update was made"
+        overflowed = self._overflowed()
+        cause = f"; the cause is {overflowed}" if overflowed else ""
         return TrainingDiverged(
             f"{what} a non-finite loss or gradient and was skipped (on_nan = skip): "
-            f"{cannot}. Last checkpoint: {self.saved or 'none yet'}. Try a smaller lr, or "
-            f"clip (e.g. clip = 1.0)")
+            f"{cannot}{cause}. Last checkpoint: {self.saved or 'none yet'}. Try a smaller "
+            f"lr, or clip (e.g. clip = 1.0)")
 
     # hooks that the distributed trainer (distributed.py) overrides
     def _open_metrics(self) -> MetricsLog:
@@ -651,11 +653,26 @@ class Trainer:
         where = " and ".join(w for w in where if w) or (
             "the loss" if not math.isfinite(res.loss) else
             "the gradient norm (every gradient finite, the sum of their squares not)")
-        last = self.saved or "none yet"
+        last = f"Last good checkpoint: {self.saved or 'none yet'}"
+        overflowed = self._overflowed()
+        if overflowed:           # the batch is not the cause: an update was
+            where = overflowed
+            last = f"Last checkpoint: {self.saved}, which holds it too if it was saved " \
+                f"after that update" if self.saved else "Last good checkpoint: none yet"
         return TrainingDiverged(
             f"training diverged at step {self.pos.step + 1} (epoch {self.pos.epoch + 1}): "
             f"loss {res.loss}, gradient norm {norm}; first non-finite: {where}. "
-            f"Last good checkpoint: {last}. Try a smaller lr or clip.")
+            f"{last}. Try a smaller lr or clip.")
+
+    def _overflowed(self) -> str:
+        """'' while the parameters are finite; else which is not, and why: an update of
+        finite gradients (lr x gradient past the float range) made it so, and every
+        later batch fails whatever its data. Looked at only once training has failed."""
+        bad = next((k for k, p in self.model.params.items()
+                    if not np.all(np.isfinite(p))), None)
+        return "" if bad is None else (
+            f"parameter '{bad}' itself, which an earlier update made non-finite (its lr x "
+            f"gradient went past the float range)")
 
 
 def param_norms(grads: dict, rows: dict | None) -> dict:
