@@ -284,6 +284,9 @@ def test_explain_attention_recurrence():
     assert any(line.startswith("  hoisted, over [u]: Ud @ F @ y[u-1] + bd") for line in block)
     step = next(line for line in block if line.startswith("  per step of u:"))
     assert "[Wa, Wd] @ s[u-1]" in step and "one GEMV" in step
+    # the score, the softmax and the context are one kernel each (attention/fused.py)
+    assert "as one fused kernel (the sum, tanh and one GEMV)" in step
+    assert "softmax over t as one kernel" in step
     assert "sum over t of a product as one contraction" in step
 
 

@@ -23,7 +23,9 @@ Two kinds of stage (plan.AttnStage):
   parameters (`Wa @ s[u-1]`, `Wd @ s[u-1]`) are one GEMM of stacked weights, broadcast
   onto the hoisted arrays; the score for all t is one GEMV over [T*B, A] (`va @ ...`) or
   one batched contraction (`s[u] @ ...`); `sum over t (a[u, t] * h[t])` is one
-  contraction (einsum) with the padding mask folded in. The backward loop runs u in
+  contraction (einsum) with the padding mask folded in; the chain of an additive score
+  `va @ tanh(Wa @ s[u-1] + Ua @ h[t])`, the softmax over t and the contraction are one
+  Numba kernel each, forward and backward (fused.py). The backward loop runs u in
   reverse over the saved per-step values (BPTT); the weight gradients of the per-step
   GEMMs are one GEMM over all steps after it.
 
@@ -36,7 +38,8 @@ and from one pair of lengths to the next), so a training step does not fault in 
 Anything else raises plan.Unsupported with the reason, and the whole model runs in the
 interpreter: never a different answer.
 
-Modules: program.py (expressions to programs of nodes over axes), numerics.py
+Modules: program.py (expressions to programs of nodes over axes), fused.py (the kernels
+of an attention step), numerics.py
 (broadcasting over axes, products, the elementwise forwards and gradients), execute.py (a
 program's forward and reverse in one batch), stages.py
 (the compiled stage, its static run or its loop over u).

@@ -7,6 +7,7 @@ from ... import ops
 from ...ops import Op
 from .. import kernels
 from ..static import read
+from . import fused
 from .numerics import _EW, _EW_VJP, _align, _back, _einsum, _product, _rows, _sum_to
 
 LETTERS = "abcdefghijklmnopqrstuvwxy"
@@ -32,6 +33,8 @@ class _Exec:
         self.pgrads = {}
         self.defer = {}              # (program, node) -> [node, param node, [(dG, x)]]
         self.st_nodes = []           # the nodes of the program running
+        self.fk = fused.module(self.dt)
+        self.sink = None             # sink(node): where its gradient may be added, or None
 
     # ------------------------------------------------------------- padding
     def weights(self, over, op):
@@ -97,6 +100,8 @@ class _Exec:
             return self.params[n.name], None
         if k in ("state", "hoist"):
             return hook(n), None
+        if k == "fused":                         # folded into a later node
+            return None, None
         if k == "read":
             return self.read(n), None
         args = [vals[a] for a in n.args]
@@ -126,6 +131,10 @@ class _Exec:
             return self.fwd_reduce(n, args[0])
         if k == "contract":
             return self.fwd_contract(n, args, out)
+        if k == "score":
+            return self.fwd_score(args, out)
+        if k == "softmax":
+            return self.fwd_softmax(n, args[0], out)
         raise AssertionError(k)
 
     def read(self, n):
@@ -250,6 +259,12 @@ class _Exec:
 
     def fwd_contract(self, n, args, out=None):
         p, q = args
+        fast = self.contract_fast(n, p, q)
+        if fast is not None:
+            p2, q3, w, _ = fast
+            o = out if out is not None else np.empty((self.B, q3.shape[-1]), self.dt)
+            self.fk.contract_fwd(p2, q3, w, o)
+            return o, fast
         lp, lq, lo, fp, fq = self.contract_spec(n, p, q)
         w = self.weights(n.over, n.op)
         ps, qs = (p if fp else p[..., 0]), (q if fq else q[..., 0])
@@ -259,6 +274,95 @@ class _Exec:
         else:
             r = np.einsum(f"{lp},{lq},{self.letter[n.over]}Z->{lo}", ps, qs, w, out=o)
         return (r if fp or fq else r[..., None]), None
+
+    # ------------------------------------------------------------- fused (fused.py)
+    def contract_fast(self, n, p, q):
+        """`sum / mean over t (a[t] * h[t])` inside a loop step, a [R, B, 1] and h
+        [R, B, N] both over t alone: (a [R, B], h [R, B, N], the weights [R, B], whether
+        the operands came swapped) for the contraction kernels; None otherwise."""
+        if n.axes != () or n.aaxes != ((n.over,), (n.over,)):
+            return None
+        swap = p.shape[-1] != 1
+        if swap:
+            p, q = q, p
+        R = self.lengths[n.over]
+        if p.shape != (R, self.B, 1) or q.shape[:2] != (R, self.B) or q.shape[2] == 1 or \
+                p.dtype != self.dt or q.dtype != self.dt:
+            return None
+        w = self.weights(n.over, n.op)
+        if w is None:
+            w = self.weights_ones(n.over)
+        return (np.ascontiguousarray(p[..., 0]), np.ascontiguousarray(q), w, swap)
+
+    def weights_ones(self, over):
+        key = (over, "ones")
+        if key not in self.masks:
+            self.masks[key] = np.ones((self.lengths[over], self.B), self.dt)
+        return self.masks[key]
+
+    def real_lengths(self, over):
+        """The real steps of `over` per example: int64 [B]."""
+        key = (over, "n")
+        if key not in self.masks:
+            n = self.env.ex_len.get(over)
+            self.masks[key] = np.full(self.B, self.lengths[over], np.int64) if n is None \
+                else np.ascontiguousarray(n, np.int64)
+        return self.masks[key]
+
+    def sunk(self, node, shape):
+        """The buffer a leaf's gradient may be added into (`sink`), if it has `shape`."""
+        if self.sink is None:
+            return None
+        buf = self.sink(node)
+        ok = buf is not None and buf.shape == shape and buf.dtype == self.dt and \
+            buf.flags.c_contiguous
+        return buf if ok else None
+
+    def fwd_score(self, args, out):
+        """v @ tanh(p + q): one pass (fused.score_fwd); saves tanh(p + q)."""
+        v, p, q = args
+        B, A = self.B, q.shape[-1]
+        q3 = np.ascontiguousarray(q).reshape(-1, B, A)
+        p = np.ascontiguousarray(p if p.shape == (B, A) else np.broadcast_to(p, (B, A)))
+        y = self.pool.empty(q3.shape, self.dt)
+        sc = np.empty(q3.shape[:2], self.dt) if out is None else out.reshape(q3.shape[:2])
+        self.fk.score_fwd(p, q3, np.ascontiguousarray(v), y, sc)
+        return sc.reshape(q.shape[:-1] + (1,)), y
+
+    def vjp_score(self, n, g, args, y):
+        """dp, dq (added straight into q's leaf buffer when it has one) and dv (into the
+        parameter's gradient), one pass (fused.score_bwd)."""
+        v, p, q = args
+        vn, qn = self.st_nodes[n.args[0]], self.st_nodes[n.args[2]]
+        g2 = np.ascontiguousarray(g[..., 0], dtype=self.dt).reshape(y.shape[:2])
+        dq = self.sunk(qn, q.shape)
+        into = dq.reshape(y.shape) if dq is not None else self.pool.empty(y.shape, self.dt)
+        dp = np.empty((self.B, y.shape[2]), self.dt)
+        dv = np.empty(y.shape[2], self.dt)
+        self.fk.score_bwd(g2, y, np.ascontiguousarray(v), into, dq is not None, dp, dv)
+        self.pgrad(vn.name, dv.reshape(np.shape(v)))
+        if p.shape != dp.shape:
+            dp = _sum_to(dp, p.shape)
+        return None, dp, (None if dq is not None else into.reshape(q.shape))
+
+    def fwd_softmax(self, n, x, out):
+        """exp(x - logsumexp over t (x)), padded steps of t masked out of the sum: one
+        pass (fused.softmax_fwd); saves the masked softmax."""
+        L = self.lengths[n.over]
+        x2 = x[..., 0]
+        if x2.shape != (L, self.B):
+            x2 = np.broadcast_to(x2, (L, self.B))
+        x2 = np.ascontiguousarray(x2, dtype=self.dt)
+        a = np.empty_like(x2) if out is None else out[..., 0]
+        s = self.pool.empty(x2.shape, self.dt)
+        self.fk.softmax_fwd(x2, self.real_lengths(n.over), a, s)
+        return a[..., None], s
+
+    def vjp_softmax(self, g, a, s):
+        dx = np.empty(s.shape, self.dt)
+        g2 = np.ascontiguousarray(np.broadcast_to(g[..., 0], s.shape), dtype=self.dt)
+        self.fk.softmax_bwd(g2, np.ascontiguousarray(a[..., 0]), s, dx)
+        return (dx[..., None],)
 
     # ------------------------------------------------------------- reverse
     def backward(self, prog, vals, saved, seeds, leaf):
@@ -323,7 +427,11 @@ class _Exec:
         if k == "reduce":
             return self.vjp_reduce(n, g, args[0], s)
         if k == "contract":
-            return self.vjp_contract(n, g, args)
+            return self.vjp_contract(n, g, args, s)
+        if k == "score":
+            return self.vjp_score(n, g, args, s)
+        if k == "softmax":
+            return self.vjp_softmax(g, vals[n.id], s)
         raise AssertionError(k)
 
     def vjp_dot(self, n, g, args, s):
@@ -361,11 +469,22 @@ class _Exec:
             return (_back(d, x, None, full) if np.ndim(x) else None,)
         return (_back(d, x, ax, full),)
 
-    def vjp_contract(self, n, g, args):
+    def vjp_contract(self, n, g, args, fast):
         """A sum or mean over an index of p * q, weighted by w (`weights`: the padding mask,
         over n for a mean; None: a plain sum): dp = g q w and dq = g p w, each one einsum
-        onto its operand's axes."""
+        onto its operand's axes (or one kernel: `contract_fast`)."""
         p, q = args
+        if fast is not None:
+            p2, q3, w, swap = fast
+            R, B = q3.shape[:2]
+            qn = self.st_nodes[n.args[0 if swap else 1]]
+            dq = self.sunk(qn, q3.shape)
+            dp = np.empty((R, B), self.dt)
+            g2 = np.ascontiguousarray(g, dtype=self.dt)
+            into = dq if dq is not None else self.pool.empty(q3.shape, self.dt)
+            self.fk.contract_bwd(g2, p2, q3, w, dp, into, dq is not None)
+            dp, dq = dp[..., None], (None if dq is not None else into)
+            return (dq, dp) if swap else (dp, dq)
         lp, lq, lo, fp, fq = self.contract_spec(n, p, q)
         w = self.weights(n.over, n.op)
         ps, qs = (p if fp else p[..., 0]), (q if fq else q[..., 0])
@@ -447,5 +566,5 @@ def _buffered(n, val, dt) -> bool:
     if n.kind == "op":
         ok = n.op in _EW
     else:
-        ok = n.kind in ("gemm", "contract", "dot")
+        ok = n.kind in ("gemm", "contract", "dot", "score", "softmax")
     return ok and isinstance(val, np.ndarray) and val.dtype == dt and val.ndim > 0

@@ -30,6 +30,10 @@ class Node:
           'dot'                  v @ x: a GEMV (v a parameter) or a batched contraction
           'reduce'               sum / mean / max / logsumexp over an index, masked
           'contract'             sum / mean over an index of a product, one einsum
+          'score'                v @ tanh(p + q), v a parameter vector, p per example
+                                 (no axes), q over the node's axes: one fused kernel
+          'softmax'              exp(x - logsumexp over x's one index (x)): one kernel
+          'fused'                folded into a later 'score' or 'softmax': not run
     """
     id: int
     kind: str
@@ -274,3 +278,55 @@ def _finish(prog):
     for n in prog.nodes:
         n.aaxes = tuple(prog.nodes[a].axes for a in n.args)
         n.aligned = all(ax is None or ax == n.axes for ax in n.aaxes)
+
+
+def _fuse(prog, keep):
+    """Chains of a loop's step folded into one kernel each (fused.py): `v @ tanh(p + q)`
+    becomes a 'score' node and `exp(x - logsumexp over t (x))` (softmax over t) a
+    'softmax' node, in place of the chain's last node; the nodes folded in become
+    'fused' (not run). Only nodes whose value nothing else reads, and that are no
+    variable's value (`keep`), are folded."""
+    uses = [0] * len(prog.nodes)
+    for n in prog.nodes:
+        for a in n.args:
+            uses[a] += 1
+    nodes = prog.nodes
+
+    def inner(i, kind, op):
+        m = nodes[i]
+        return m.kind == kind and m.op is op and uses[i] == 1 and i not in keep
+
+    for n in nodes:
+        if n.kind == "dot":
+            _fuse_score(nodes, n, inner)
+        elif n.kind == "op" and n.op is Op.EXP:
+            _fuse_softmax(nodes, n, inner)
+
+
+def _fuse_score(nodes, n, inner):
+    v, t = n.args if nodes[n.args[0]].axes is None else reversed(n.args)
+    if nodes[v].kind != "param" or nodes[t].axes is None or not inner(t, "op", Op.TANH):
+        return
+    (s,) = nodes[t].args
+    if not inner(s, "op", Op.ADD):
+        return
+    p, q = nodes[s].args
+    if nodes[p].axes != ():
+        p, q = q, p
+    if nodes[p].axes != () or nodes[q].axes != n.axes:
+        return
+    n.kind, n.args = "score", (v, p, q)
+    nodes[t].kind = nodes[s].kind = "fused"
+
+
+def _fuse_softmax(nodes, n, inner):
+    (d,) = n.args
+    if not inner(d, "op", Op.SUB):
+        return
+    x, m = nodes[d].args
+    r = nodes[m]
+    if not (inner(m, "reduce", Op.LSE_OVER) and r.args == (x,) and
+            nodes[x].axes == (r.over,) and n.axes == (r.over,)):
+        return
+    n.kind, n.args, n.over = "softmax", (x,), r.over
+    nodes[d].kind = r.kind = "fused"

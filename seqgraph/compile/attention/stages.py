@@ -11,7 +11,7 @@ from ..plan import AttnStage, Unsupported
 from ..static import V, read_back
 from .execute import _buffered, _Exec
 from .numerics import _align, _back
-from .program import _Builder, _finish
+from .program import _Builder, _finish, _fuse
 
 
 class AttnBuilt:
@@ -35,6 +35,7 @@ class AttnBuilt:
                 self.sb.owner = v
                 self.sb.roots[v] = self.sb.build(var.cases[0].expr)
             self.K = max(self.sb.K, 1)
+            _fuse(self.sb.prog, set(self.sb.roots.values()))
             _finish(self.sb.prog)
         else:
             (v,) = stage.vars
@@ -109,11 +110,18 @@ def _summary(prog, nodes, sh) -> str:
         how = "one GEMV" if a.axes is None or b.axes is None else "one batched contraction"
         out.append(f"score {sh(n.expr)} over [{', '.join(n.axes) or '-'}] as {how}")
     for n in nodes:
+        if n.kind == "score":
+            out.append(f"score {sh(n.expr)} over [{', '.join(n.axes) or '-'}] as one fused "
+                       "kernel (the sum, tanh and one GEMV)")
+        elif n.kind == "softmax":
+            out.append(f"softmax over {n.over} as one kernel (padded steps masked)")
+    for n in nodes:
         if n.kind == "contract":
-            out.append(f"{n.op.value} {n.over} of a product as one contraction (einsum)")
+            out.append(f"{n.op.value} {n.over} of a product as one contraction (einsum; "
+                       "inside a loop, of weights over t alone, one kernel)")
         elif n.kind == "reduce":
             out.append(f"{n.op.value} {n.over} (padded steps masked)")
-    ew = sum(1 for n in nodes if n.kind == "op")
+    ew = sum(1 for n in nodes if n.kind == "op")  # (not those folded into a kernel)
     if ew:
         out.append(f"{ew} elementwise op(s) broadcast over the indexes")
     return ", ".join(out) if out else "reads only"
@@ -230,6 +238,7 @@ class _Loop:
         self.start_grads()
         ex.st_nodes = sn
         ex.steps = L
+        ex.sink = self.sink
         for u in range(L - 1, -1, -1):
             self.u = ex.slot = u
             vals, saved = self.tapes[u]
@@ -242,7 +251,7 @@ class _Loop:
             ex.backward(b.sb.prog, vals, saved, seeds, self.leaf)
             self.tapes[u] = None             # (its buffers free for the next run)
         ex.flush()
-        ex.steps, ex.slot = 1, 0
+        ex.steps, ex.slot, ex.sink = 1, 0, None
         self.backward_hoisted()
         self.hvals = self.hsaved = self.H = self.dH = None
         self.backward_inits()
@@ -293,18 +302,22 @@ class _Loop:
             if gi is not None:
                 _init_backward(ev, gi)
 
+    def sink(self, n):
+        """Where a hoisted value's gradient at this step is summed (a kernel adds into
+        it directly); None for other leaves."""
+        if n.kind != "hoist":
+            return None
+        if self.dH[n.j] is None:
+            self.dH[n.j] = self.ex.pool.zeros(np.shape(self.H[n.j]), self.ex.dt)
+        return self.dH[n.j][self.u] if n.sliced else self.dH[n.j]
+
     def leaf(self, n, g):
         if n.kind == "state":
             self.dS[n.name][self.b.K + self.u - n.k] += g
             return
         if n.kind == "hoist":
-            h = self.H[n.j]
-            if self.dH[n.j] is None:
-                self.dH[n.j] = self.ex.pool.zeros(np.shape(h), self.ex.dt)
-            if n.sliced:
-                self.dH[n.j][self.u] += g
-            else:
-                self.dH[n.j] += g
+            buf = self.sink(n)
+            buf += g
             return
         raise AssertionError(n.kind)
 
