@@ -311,6 +311,50 @@ def test_unsupported_attention_falls_back_with_its_reason():
     assert_same(mi.run(ins, tgs, grads=True), mc.run(ins, tgs, grads=True), "float64")
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_decoder_step_runs_its_kernels(dtype, monkeypatch):
+    """The GRU decoder's step: the score, the softmax and the context one kernel each
+    (attention/fused.py), the GRU's elementwise ops one generated loop (ewgroup.py),
+    forward and backward, with per-example lengths: the interpreter's numbers."""
+    from seqgraph.compile.attention import AttnBuilt, execute
+    mi, mc = pair(_spec("variant", "gru_decoder"), dtype, dims=DIMS)
+    _compiled_only(mc, monkeypatch)
+    (st,) = [s for s in mc.executor.stages if isinstance(s, AttnBuilt) and s.stage.cyclic]
+    kinds = [n.kind for n in st.sb.prog.nodes]
+    assert "score" in kinds and "softmax" in kinds
+    (grp,) = st.sb.prog.group_at.values()
+    assert len(grp.members) == 16 and len(grp.stored) < len(grp.members)
+    ran = []
+    for name in ("fwd_group", "bwd_group", "fwd_score", "vjp_score", "contract_fast"):
+        real = getattr(execute._Exec, name)
+        monkeypatch.setattr(execute._Exec, name, lambda self, *a, _r=real, _n=name:
+                            (ran.append(_n), _r(self, *a))[1])
+    plan = type(grp).plan
+    monkeypatch.setattr(type(grp), "plan", lambda self, *a: plan(self, *a) or
+                        pytest.fail("the group's inputs fell back"))
+    ins, tgs = random_batch(mi, np.random.default_rng(5), B=4, lengths=LENGTHS)
+    ex = {i: n for i, n in EX_LEN.items() if i in {j for j, _ in mi.graph.indexes}}
+    _same(mi.run(ins, tgs, grads=True, lengths=ex), mc.run(ins, tgs, grads=True, lengths=ex),
+          dtype, mi, ex)
+    assert set(ran) == {"fwd_group", "bwd_group", "fwd_score", "vjp_score", "contract_fast"}
+
+
+def test_staggered_pool_buffers():
+    """The attention stage's pool (kernels.StaggeredPool): buffers of one size start
+    64 bytes apart modulo 4 KB, and one is handed out again only once freed."""
+    from seqgraph.compile.kernels import StaggeredPool
+    pool = StaggeredPool()
+    a, b = pool.empty((64, 256), np.float32), pool.empty((64, 256), np.float32)
+    assert a.shape == (64, 256) and a.flags.c_contiguous
+    assert (b.ctypes.data - a.ctypes.data) % 4096 != 0
+    assert not np.shares_memory(a, b)
+    addr = a.ctypes.data
+    del a
+    c = pool.empty((64, 256), np.float32)      # a's buffer, at another offset
+    assert not np.shares_memory(b, c)
+    assert c.base is not None and c.ctypes.data != addr
+
+
 def test_training_step_runs_compiled(monkeypatch):
     """A few SGD steps through the compiled stages lower the loss (float32)."""
     m = seqgraph.Model(_spec("gallery", "attention.sg"), dims=DIMS, executor="compiled",

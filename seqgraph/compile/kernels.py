@@ -90,6 +90,32 @@ class Pool:
         return a
 
 
+class StaggeredPool(Pool):
+    """A pool whose buffers start at staggered offsets (a step of 64 bytes from one
+    buffer to the next, 64 in turn): large buffers are page-aligned, and a loop that
+    reads and writes a dozen of them at the same row (an attention step's tapes and
+    gradients) hits the same sets of the L1 cache at every element (4K aliasing):
+    measured, an elementwise kernel over 10 gradients [64, 256] of one page-aligned
+    array took 700 us, staggered 130."""
+
+    STEPS = 64
+
+    def __init__(self):
+        super().__init__()
+        self.turn = 0
+
+    def empty(self, shape, dtype):
+        shape = tuple(int(n) for n in shape)
+        n = 1
+        for d in shape:
+            n *= d
+        step = max(64 // np.dtype(dtype).itemsize, 1)
+        self.turn = (self.turn + 1) % self.STEPS
+        off = self.turn * step
+        a = super().empty((n + self.STEPS * step,), dtype)
+        return a[off:off + n].reshape(shape)
+
+
 # ---------------------------------------------------------------- BLAS, directly
 # Numba's np.dot hands a whole product to xgemm. Calling xgemm ourselves (through the
 # same `numba_xxgemm` helper np.dot uses, so the kernels stay cacheable) gives leading

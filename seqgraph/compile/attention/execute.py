@@ -71,13 +71,65 @@ class _Exec:
         of the loop's leaves (state, hoist); `outs[node id]` where to write a value (a
         buffer kept from run to run: no fresh pages each step)."""
         vals, saved = [None] * len(prog.nodes), [None] * len(prog.nodes)
-        if outs is None:
-            for n in prog.nodes:
-                vals[n.id], saved[n.id] = self.fwd(n, vals, hook)
-        else:
-            for n in prog.nodes:
-                vals[n.id], saved[n.id] = self.fwd(n, vals, hook, outs[n.id])
+        grouped, at = prog.grouped, prog.group_at
+        for n in prog.nodes:
+            i = n.id
+            if i in grouped:             # an elementwise group's member: run at its last
+                if i in at:
+                    self.fwd_group(at[i], vals, saved, hook, outs)
+                continue
+            vals[i], saved[i] = self.fwd(n, vals, hook, None if outs is None else outs[i])
         return vals, saved
+
+    def fwd_group(self, grp, vals, saved, hook, outs):
+        """An elementwise group (ewgroup.py) in one kernel, the values it stores written
+        into their `outs` buffers when there are some; the members one by one when its
+        inputs are not all [B, n], [n] or numbers."""
+        nodes = self.st_nodes
+        plan = grp.plan(vals, self.B, self.dt)
+        if plan is None:
+            for m in grp.members:
+                vals[m], saved[m] = self.fwd(nodes[m], vals, hook,
+                                             None if outs is None else outs[m])
+            return
+        ranks, N = plan
+        shape = (self.B, N)
+        xs = grp.arrays(vals, ranks)
+        ys = []
+        for m in grp.stored:
+            o = None if outs is None else outs[m]
+            ys.append(o if o is not None and o.shape == shape else np.empty(shape, self.dt))
+        grp.kernel(self.dt, ranks)[0](*xs, *ys)
+        for m, y in zip(grp.stored, ys, strict=True):
+            vals[m] = y
+        saved[grp.last] = _GroupRan(ranks, xs)
+
+    def bwd_group(self, grp, vals, ran, grads):
+        """The reverse of `fwd_group`: the gradients reaching the members from outside the
+        group in, those of its inputs out (into `grads`)."""
+        shape = vals[grp.stored[0]].shape
+        gs = [grads.pop(m, None) for m in grp.exported]
+        if all(g is None for g in gs):
+            return
+        zero = None
+        for i, g in enumerate(gs):
+            if g is None:
+                if zero is None:
+                    zero = np.zeros(shape, self.dt)
+                gs[i] = zero
+            elif g.shape != shape or g.dtype != self.dt:
+                gs[i] = np.ascontiguousarray(np.broadcast_to(g, shape), self.dt)
+        wide = [a for a, r in zip(grp.inputs, ran.ranks, strict=True) if r >= 2]
+        DP = self.pool.empty((len(wide), shape[0] * shape[1] + _PAD), self.dt)
+        small = [(a, np.zeros(shape[1] if r == 1 else 1, self.dt))
+                 for a, r in zip(grp.inputs, ran.ranks, strict=True) if r in (0, 1)]
+        grp.kernel(self.dt, ran.ranks)[1](*ran.xs, *(vals[m] for m in grp.stored), *gs, DP,
+                                          *(d for _, d in small))
+        rows = [d[:shape[0] * shape[1]].reshape(shape) for d in DP]
+        for a, d in list(zip(wide, rows, strict=True)) + small:
+            if d.size == 1 and np.ndim(vals[a]) != 1:
+                d = d.reshape(np.shape(vals[a]))
+            grads[a] = grads[a] + d if a in grads else d
 
     def forward_all(self, built, prog):
         """`forward` of a program over all steps at once, its values written into
@@ -370,7 +422,11 @@ class _Exec:
         (state, hoist, read) go to `leaf(node, g)`."""
         grads = dict(seeds)
         nodes = prog.nodes
+        at = prog.group_at
         for n in reversed(nodes):
+            if n.id in at and isinstance(saved[n.id], _GroupRan):
+                self.bwd_group(at[n.id], vals, saved[n.id], grads)
+                continue
             g = grads.pop(n.id, None)
             if g is None:
                 continue
@@ -559,6 +615,17 @@ class _Exec:
         for p, g in self.pgrads.items():
             self.env.add_pgrad(p, np.asarray(g, self.dt))
         self.pgrads = {}
+
+
+_PAD = 16    # DP's rows apart by a multiple of 4 KB plus 64 bytes (kernels.StaggeredPool)
+
+
+class _GroupRan:
+    """What a group's forward kernel ran with (`fwd_group`): its inputs' ranks and the
+    arrays it read."""
+
+    def __init__(self, ranks, xs):
+        self.ranks, self.xs = ranks, xs
 
 
 def _buffered(n, val, dt) -> bool:

@@ -59,6 +59,8 @@ class Prog:
     def __init__(self):
         self.nodes: list = []
         self.memo: dict = {}
+        self.group_at: dict = {}      # last member's id -> its elementwise group
+        self.grouped: set = set()     # the members of every group (ewgroup.py)
 
 
 class _Builder:

@@ -6,9 +6,10 @@ import numpy as np
 
 from ...graph.folded import Ref
 from ...graph.printer import show
-from ..kernels import Pool
+from ..kernels import StaggeredPool
 from ..plan import AttnStage, Unsupported
 from ..static import V, read_back
+from . import ewgroup
 from .execute import _buffered, _Exec
 from .numerics import _align, _back
 from .program import _Builder, _finish, _fuse
@@ -20,7 +21,7 @@ class AttnBuilt:
     def __init__(self, graph, model, stage: AttnStage):
         self.stage, self.g, self.m = stage, graph, model
         self.shapes = {}             # (program, batch, lengths) -> its values' shapes
-        self.pool = Pool()           # the buffers of its runs
+        self.pool = StaggeredPool()  # the buffers of its runs
         seq = [i for i, k in graph.indexes if k == "seq"]
         first = [stage.index] if stage.index is not None else []
         self.order = tuple(first + [i for i in seq if i not in first])
@@ -35,8 +36,12 @@ class AttnBuilt:
                 self.sb.owner = v
                 self.sb.roots[v] = self.sb.build(var.cases[0].expr)
             self.K = max(self.sb.K, 1)
-            _fuse(self.sb.prog, set(self.sb.roots.values()))
+            keep = set(self.sb.roots.values())
+            _fuse(self.sb.prog, keep)
             _finish(self.sb.prog)
+            for grp in ewgroup.groups(self.sb.prog, keep):
+                self.sb.prog.group_at[grp.last] = grp
+                self.sb.prog.grouped.update(grp.members)
         else:
             (v,) = stage.vars
             self.hb = _Builder(graph, model, self.order)
