@@ -341,7 +341,8 @@ def test_decoder_step_runs_its_kernels(dtype, monkeypatch):
 
 def test_staggered_pool_buffers():
     """The attention stage's pool (kernels.StaggeredPool): buffers of one size start
-    64 bytes apart modulo 4 KB, and one is handed out again only once freed."""
+    64 bytes apart modulo 4 KB, one is handed out again only once freed, and a buffer
+    is its bin's size and 4 KB (a power of two does not take the next bin)."""
     from seqgraph.compile.kernels import StaggeredPool
     pool = StaggeredPool()
     a, b = pool.empty((64, 256), np.float32), pool.empty((64, 256), np.float32)
@@ -353,6 +354,7 @@ def test_staggered_pool_buffers():
     c = pool.empty((64, 256), np.float32)      # a's buffer, at another offset
     assert not np.shares_memory(b, c)
     assert c.base is not None and c.ctypes.data != addr
+    assert c.base.size == 64 * 256 + 1024          # its bin, and 4 KB: not the next bin
 
 
 def test_training_step_runs_compiled(monkeypatch):

@@ -74,15 +74,19 @@ class Pool:
         n = 1
         for d in shape:
             n *= d
+        return self.flat(n, dtype)[:n].reshape(shape)
+
+    def flat(self, n, dtype, extra=0):
+        """A free flat buffer of the bin of n (`extra` elements more)."""
         cap = 1 << max(n - 1, 0).bit_length()
         lst = self.free.setdefault((cap, np.dtype(dtype).str), [])
         for a in lst:
             if sys.getrefcount(a) <= 3:      # the list, `a` and the call: free
-                return a[:n].reshape(shape)
-        a = np.empty(cap, dtype)
+                return a
+        a = np.empty(cap + extra, dtype)
         if len(lst) < self.KEEP:
             lst.append(a)
-        return a[:n].reshape(shape)
+        return a
 
     def zeros(self, shape, dtype):
         a = self.empty(shape, dtype)
@@ -112,7 +116,7 @@ class StaggeredPool(Pool):
         step = max(64 // np.dtype(dtype).itemsize, 1)
         self.turn = (self.turn + 1) % self.STEPS
         off = self.turn * step
-        a = super().empty((n + self.STEPS * step,), dtype)
+        a = self.flat(n, dtype, self.STEPS * step)    # (4 KB more than its bin)
         return a[off:off + n].reshape(shape)
 
 
