@@ -446,7 +446,7 @@ class _Exec:
                     off, size, gs = d
                     G = grads.get(a)
                     if G is None:
-                        G = grads[a] = np.zeros(np.shape(vals[a]), self.dt)
+                        G = grads[a] = self.pool.zeros(np.shape(vals[a]), self.dt)
                     G[..., off:off + size] += gs
                 elif a in grads:
                     grads[a] = grads[a] + d

@@ -244,11 +244,16 @@ class _Loop:
         ex.st_nodes = sn
         ex.steps = L
         ex.sink = self.sink
+        # a variable's gradient tape is all zeros unless it has a gradient from outside
+        # the stage or the loop reads it at an earlier step: no seeds from the others
+        env = ex.env
+        live = [v for v in st.vars if env.gvals.get(v) is not None or
+                any(n.kind == "state" and n.name == v for n in sn)]
         for u in range(L - 1, -1, -1):
             self.u = ex.slot = u
             vals, saved = self.tapes[u]
             seeds = {}
-            for v in st.vars:
+            for v in live:
                 r = b.sb.roots[v]
                 d = _back(self.dS[v][K + u], vals[r], sn[r].axes, self.axes[v])
                 if d is not None:
