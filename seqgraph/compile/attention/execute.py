@@ -338,8 +338,9 @@ class _Exec:
         if swap:
             p, q = q, p
         R = self.lengths[n.over]
-        if p.shape != (R, self.B, 1) or q.shape[:2] != (R, self.B) or q.shape[2] == 1 or \
-                p.dtype != self.dt or q.dtype != self.dt:
+        if not (isinstance(p, np.ndarray) and isinstance(q, np.ndarray)) or \
+                p.shape != (R, self.B, 1) or q.ndim != 3 or q.shape[:2] != (R, self.B) or \
+                q.shape[2] == 1 or p.dtype != self.dt or q.dtype != self.dt:
             return None
         w = self.weights(n.over, n.op)
         if w is None:
