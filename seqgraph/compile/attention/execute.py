@@ -379,7 +379,7 @@ class _Exec:
         p = np.ascontiguousarray(p if p.shape == (B, A) else np.broadcast_to(p, (B, A)))
         y = self.pool.empty(q3.shape, self.dt)
         sc = np.empty(q3.shape[:2], self.dt) if out is None else out.reshape(q3.shape[:2])
-        self.fk.score_fwd(p, q3, np.ascontiguousarray(v), y, sc)
+        self.fk.score_fwd(p, q3, np.ascontiguousarray(v).reshape(-1), y, sc)
         return sc.reshape(q.shape[:-1] + (1,)), y
 
     def vjp_score(self, n, g, args, y):
@@ -387,12 +387,13 @@ class _Exec:
         parameter's gradient), one pass (fused.score_bwd)."""
         v, p, q = args
         vn, qn = self.st_nodes[n.args[0]], self.st_nodes[n.args[2]]
-        g2 = np.ascontiguousarray(g[..., 0], dtype=self.dt).reshape(y.shape[:2])
+        g2 = np.ascontiguousarray(np.broadcast_to(g[..., 0], q.shape[:-1]),
+                                  dtype=self.dt).reshape(y.shape[:2])
         dq = self.sunk(qn, q.shape)
         into = dq.reshape(y.shape) if dq is not None else self.pool.empty(y.shape, self.dt)
         dp = np.empty((self.B, y.shape[2]), self.dt)
         dv = np.empty(y.shape[2], self.dt)
-        self.fk.score_bwd(g2, y, np.ascontiguousarray(v), into, dq is not None, dp, dv)
+        self.fk.score_bwd(g2, y, np.ascontiguousarray(v).reshape(-1), into, dq is not None, dp, dv)
         self.pgrad(vn.name, dv.reshape(np.shape(v)))
         if p.shape != dp.shape:
             dp = _sum_to(dp, p.shape)
