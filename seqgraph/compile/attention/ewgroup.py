@@ -48,7 +48,7 @@ class Group:
                 stored.update(a for a in nodes[i].args if a in mset)
         self.stored = [i for i in members if i in stored]
         self.nodes = nodes
-        self.kernels = {}          # (dtype, input ranks) -> (forward, backward) or None
+        self.kernels = {}          # (dtype, input ranks) -> (forward, backward)
 
     def plan(self, vals, B, dt):
         """The inputs' ranks and n, or None when an input is none of these (the members
