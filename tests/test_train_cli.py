@@ -421,6 +421,20 @@ def test_an_update_that_overflows_the_parameters_is_named_as_the_cause(work, cap
     assert "the cause is parameter 'W' itself" in err, err
 
 
+def test_a_checkpoint_that_holds_an_overflowed_parameter_is_refused_on_resume(work, capsys,
+                                                                              monkeypatch):
+    """The checkpoint written after the update that overflowed W holds it: resumed with
+    the smaller lr the divergence advised, every batch diverged again, blamed on "an
+    earlier update" with the same advice (review 44). Refused, naming the parameter."""
+    monkeypatch.setenv("SEQGRAPH_CHECKPOINT_EVERY", "1")
+    run_error(capsys, "train", "lm.sg", "--out", "inf", "--executor", "interp", "--set",
+              "optimizer=sgd(lr=1e39)", "--set", "clip=0", "--steps", "20")
+    err = run_error(capsys, "train", "lm.sg", "--resume", "inf", "--executor", "interp",
+                    "--set", "optimizer=sgd(lr=0.1)", "--steps", "20")
+    assert "inf/checkpoint.npz: parameter 'W' is not finite (inf or nan): the checkpoint " \
+        "was saved after an update that overflowed it" in err and "diverged at" not in err, err
+
+
 @pytest.mark.parametrize("executor", ["interp", "compiled"])
 def test_a_huge_but_finite_float32_gradient_is_clipped_not_called_divergence(work, executor):
     """A loss of ~1e26 has gradients of ~1e25: finite in float32, their squares not. The

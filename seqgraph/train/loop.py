@@ -290,6 +290,7 @@ class Trainer:
                              f"resume with the same select (this run: "
                              f"{self.kind.select or 'none'})")
         ck.restore_params(c, self.model.params)
+        self._finite_params(c)
         self._restore_averages(c)
         if st["optimizer"]["name"] != self.opt.name:
             raise UsageError(f"{c.path}: its run trained with {st['optimizer']['name']}, "
@@ -310,6 +311,18 @@ class Trainer:
         self.carry = c.carry
         self.saved = c.path
         self._note_changes(c.path, was)     # once nothing refuses the resume
+
+    def _finite_params(self, c: ck.Checkpoint) -> None:
+        """A checkpoint saved after an update that overflowed a parameter holds it (inf
+        or nan): every batch of the resumed run would diverge again, said as that update's
+        fault with the advice of a smaller lr, which cannot mend it. Refused, naming it."""
+        bad = self._overflowed_param()
+        if bad is not None:
+            raise UsageError(f"{c.path}: parameter '{bad}' is not finite (inf or nan): the "
+                             f"checkpoint was saved after an update that overflowed it (or "
+                             f"edited by hand), and every batch that reads it would diverge; "
+                             f"resume from an earlier checkpoint, or start a new run (with "
+                             f"a smaller lr, or clip)")
 
     def check_model(self, c: ck.Checkpoint) -> None:
         """`c` was saved from this model: its parameters' names and shapes."""
@@ -668,11 +681,15 @@ class Trainer:
         """'' while the parameters are finite; else which is not, and why: an update of
         finite gradients (lr x gradient past the float range) made it so, and every
         later batch fails whatever its data. Looked at only once training has failed."""
-        bad = next((k for k, p in self.model.params.items()
-                    if not np.all(np.isfinite(p))), None)
+        bad = self._overflowed_param()
         return "" if bad is None else (
             f"parameter '{bad}' itself, which an earlier update made non-finite (its lr x "
             f"gradient went past the float range)")
+
+    def _overflowed_param(self) -> str | None:
+        """The first parameter that is not finite, or None."""
+        return next((k for k, p in self.model.params.items()
+                     if not np.all(np.isfinite(p))), None)
 
 
 def param_norms(grads: dict, rows: dict | None) -> dict:
