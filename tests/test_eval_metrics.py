@@ -326,7 +326,9 @@ def test_a_resume_killed_while_it_rewrites_metrics_keeps_every_row(tmp_path, mon
 @pytest.mark.parametrize("damage, said", [
     (b"garbage,x,y\n", ":42: the step 'garbage' is not a whole number"),
     (b"7,1,\xff\xfe\n", ":42: bytes that are not UTF-8"),
-    (b"\x00\x00,1,2\n", ":42: the step '\\x00\\x00' is not a whole number")])
+    (b"\x00\x00,1,2\n", ":42: the step '\\x00\\x00' is not a whole number"),
+    # a field past the header's: filed under the key None, a traceback (review 44)
+    (b"7,1,2,,3,100,9\n", ":42: 1 field more than the header names")])
 def test_a_damaged_metrics_csv_on_resume_is_said_with_its_file(tmp_path, capsys, damage,
                                                                 said):
     """A line of metrics.csv that is not a row seqgraph wrote (edited, damaged) raised
@@ -349,6 +351,15 @@ def test_a_damaged_metrics_csv_on_resume_is_said_with_its_file(tmp_path, capsys,
     (tmp_path / "metrics.csv").unlink()
     assert MetricsLog(tmp_path, resume_step=30, resume_rows=30).rows == 0
     assert "metrics.csv is not there: the 30 rows" in capsys.readouterr().err
+
+
+def test_a_first_row_longer_than_the_header_is_said_not_a_traceback(tmp_path):
+    """csv.DictReader files the fields past the header's under the key None, and the
+    resume read the first row's keys for its columns: None.startswith, a traceback."""
+    (tmp_path / "metrics.csv").write_text("step,epoch,train_loss\n1,1,2.5,9\n2,1,2.4\n")
+    with pytest.raises(seqgraph.DataError, match=r"metrics\.csv:2: 1 field more than the "
+                       r"header names: not a row of a seqgraph run's metrics"):
+        MetricsLog(tmp_path, resume_step=2, resume_rows=2)
 
 
 def test_the_log_counts_its_rows_and_never_rereads_them(tmp_path, monkeypatch):

@@ -379,24 +379,23 @@ def _kept_rows(path: Path, step: int, count: int | None) -> list[dict]:
     is a warning: the curve continues with a gap."""
     kept, there = [], True
     try:
-        # (bytes that are not UTF-8 are looked at only in the rows kept: a kill may
-        # have cut the last row inside a character, and later rows are dropped anyway)
+        # (a row past the checkpoint's step is dropped, its other fields unread: a kill
+        # may have cut the last one short, inside a character)
         with open(path, newline="", errors="replace") as f:
             reader = csv.DictReader(f)
             for row in reader:
                 if count is not None and len(kept) >= count:
                     break
                 at = (row.get("step") or "").strip()
-                bad = f"the step {at!r} is not a whole number" if not at.isdigit() else \
-                    "bytes that are not UTF-8" if any("\ufffd" in str(v)
-                                                      for v in row.values()) else ""
+                if at.isdigit() and int(at) > step:
+                    continue
+                bad = _damage(row, at)
                 if bad:
                     raise DataError(f"{bad}: not a row of a seqgraph run's metrics (edited "
                                     f"or damaged?); mend or delete the line, or move the "
                                     f"file away to resume without the curve so far",
                                     file=str(path), line=reader.line_num)
-                if int(at) <= step:
-                    kept.append(row)
+                kept.append(row)
     except FileNotFoundError:
         there = False
     except csv.Error as e:
@@ -411,6 +410,19 @@ def _kept_rows(path: Path, step: int, count: int | None) -> list[dict]:
                    f"written when it saved its checkpoint (cut short or replaced): its "
                    f"curve continues with a gap")
     return kept
+
+
+def _damage(row: dict, at: str) -> str:
+    """What shows that a row of metrics.csv (`at`: its step) is not one seqgraph wrote,
+    or ''. (csv.DictReader files the fields past the header's under the key None.)"""
+    if not at.isdigit():
+        return f"the step {at!r} is not a whole number"
+    if None in row:
+        n = len(row[None])
+        return f"{n} field{'s' * (n > 1)} more than the header names"
+    if any("\ufffd" in str(v) for v in row.values()):
+        return "bytes that are not UTF-8"
+    return ""
 
 
 def _read(path: Path) -> list[dict]:
