@@ -202,3 +202,29 @@ def test_hand_edited_arrays_that_do_not_fit_are_refused(tmp_path, monkeypatch, c
         _replace_array("run/checkpoint.npz", key, value)
         err = fails(capsys, "train", "lm.sg", "--resume", "run", "--steps", "3")
         assert f"run/checkpoint.npz: the optimiser's array '{key}' {said}" in err, err
+
+
+def test_optimiser_arrays_resume_in_their_parameters_dtype(tmp_path, monkeypatch):
+    """The optimiser's arrays were kept in the checkpoint's dtype: one edited into whole
+    numbers (real numbers of its shape, which the docs allow) failed in Adam's in-place
+    update, a traceback; a run resumed with another dtype kept float64 moments beside
+    float32 parameters (review 44). Each takes its parameter's dtype, and so do the
+    moving averages."""
+    from conftest import TINY_LM, train_quiet
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat. " * 20)
+    (tmp_path / "lm.sg").write_text(TINY_LM)
+    assert train_quiet("lm.sg", "run", "--steps", "2", "--set", "dtype=float64") == 0
+    m = ck.load("run/checkpoint.npz").optim["m/W"]
+    _replace_array("run/checkpoint.npz", "__optim__/m/W", np.round(m * 1e6).astype(np.int64))
+    assert train_quiet("lm.sg", "run", "--resume", "run", "--steps", "3",
+                       "--set", "dtype=float32") == 0
+    optim = ck.load("run/checkpoint.npz").optim
+    assert {a.dtype for a in optim.values()} == {np.dtype(np.float32)}
+    # the moving averages (`average = d`) likewise
+    assert train_quiet("lm.sg", "avg", "--steps", "2", "--set", "average=0.9") == 0
+    avg = ck.load("avg/checkpoint.npz").average["W"]
+    _replace_array("avg/checkpoint.npz", "__average__/W", np.round(avg).astype(np.int64))
+    assert train_quiet("lm.sg", "avg", "--resume", "avg", "--steps", "3", "--set",
+                       "average=0.9") == 0
+    assert ck.load("avg/checkpoint.npz").average["W"].dtype == np.float32

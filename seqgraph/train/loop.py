@@ -297,7 +297,8 @@ class Trainer:
                              f"this one with {self.opt.name}: resume with the same "
                              f"optimizer (its rate and other values may change)")
         ck.check_optim(c, self.model.params, self.opt)
-        self.opt.load_state_dict({**st["optimizer"], "arrays": c.optim})
+        self.opt.load_state_dict({**st["optimizer"], "arrays": _like_params(
+            c.optim, self.model.params, lambda key: key.partition("/")[2])})
         if str(was.get("schedule", self.sched.name)).partition("(")[0] == self.sched.name:
             self.sched.load_state_dict(st["schedule"])
         # else another schedule (said by _note_changes) starts as in a new run: the state
@@ -363,7 +364,7 @@ class Trainer:
                              f"same average (this run: average = {decay:g})")
         if decay:
             ck.check_params(ck.Checkpoint(c.average, c.meta, path=c.path), self.model.params)
-            self.averages = Averages(decay, c.average)
+            self.averages = Averages(decay, _like_params(c.average, self.model.params))
 
     def _averaged(self):
         """A context in which the model holds the averaged parameters (if any)."""
@@ -690,6 +691,14 @@ class Trainer:
         """The first parameter that is not finite, or None."""
         return next((k for k, p in self.model.params.items()
                      if not np.all(np.isfinite(p))), None)
+
+
+def _like_params(arrays: dict, params: dict, param_of=lambda key: key) -> dict:
+    """A checkpoint's state arrays (the optimiser's `slot/W`, the averages' `W`), each in
+    the dtype of its parameter `param_of(key)`, as a new run makes them: one edited into
+    whole numbers failed inside an in-place update (a traceback), and one of a run with
+    another dtype stayed in that dtype beside the parameter."""
+    return {k: a.astype(params[param_of(k)].dtype, copy=False) for k, a in arrays.items()}
 
 
 def param_norms(grads: dict, rows: dict | None) -> dict:
