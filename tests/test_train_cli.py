@@ -783,6 +783,19 @@ def test_resuming_a_copy_kept_beside_a_later_checkpoint_does_not_write_over_it(
     assert code == 0, err                                 # the folder's own checkpoint
 
 
+def test_resuming_a_best_npz_says_it_holds_no_state_not_that_it_writes_over_a_run(
+        work, capsys):
+    """`--resume r/best.npz` was refused as writing over r/checkpoint.npz ("give this
+    run another --out"), and with another --out then as holding no training state, the
+    one reason that stands (review 44)."""
+    _train(capsys, "r", "--set", "select=loss")
+    assert (work / "r/best.npz").exists()
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r/best.npz", "--quiet",
+                        "--steps", 9)
+    assert code == 2 and err.strip() == "r/best.npz: holds no training state to resume " \
+        "from", err
+
+
 def test_an_empty_out_or_resume_is_refused_not_taken_as_none(work, capsys):
     """`--out ""` (a script's `--out "$DIR"` with DIR unset) trained into runs/lm, and
     `--resume ""` started a new run (review 39)."""

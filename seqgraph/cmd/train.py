@@ -135,7 +135,7 @@ def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
     dims = _dims(args, spec, resumed)     # another model's checkpoint is said first
     _steps_left(args, resumed)            # before the data is read: nothing to train
     cfg = _config(args, spec, resumed)
-    _another_run(args, out, speak)            # once the settings are good: no false alarm
+    _another_run(args, out, speak, resumed)   # once the settings are good: no false alarm
     _warn_of_leaks(args, spec, cfg, speak)
     _warn_of_unused(args, spec, speak)
     from .check import loader_fits
@@ -315,7 +315,7 @@ def _dims(args, spec, resumed) -> dict:
     return dims
 
 
-def _another_run(args, out: Path, speak: bool) -> None:
+def _another_run(args, out: Path, speak: bool, resumed=None) -> None:
     """A new run into a folder that holds another run's checkpoint is refused: that run
     would be lost (re-running a command writes runs/MODEL again). With --overwrite it is
     replaced, and said: its checkpoint.npz and metrics are written over, its best.npz and
@@ -329,8 +329,8 @@ def _another_run(args, out: Path, speak: bool) -> None:
         return
     if args.resume:
         src = Path(checkpoint_in(args.resume))
-        if src.resolve() == there.resolve():
-            return
+        if src.resolve() == there.resolve() or resumed.meta.get("state") is None:
+            return          # (best.npz, epochs/: no state to resume, said as such later)
         raise UsageError(f"{out} holds another run (its checkpoint.npz), which continuing "
                          f"{src} there would write over, with its metrics; give this run "
                          f"another --out, or move that run away")
