@@ -91,7 +91,7 @@ def estimate(graph, sizes: dict, shapes: dict, itemsize: int, batch: int, bptt: 
     unfolded = 0
     reach = {}                  # the longest delay (or advance) each variable is read at:
     for u, _, shift in graph.nx().edges(data="shift"):     # that many steps of it are
-        if shift.kind == ShiftKind.REL and shift.k:                # kept beside the window
+        if shift.kind == ShiftKind.REL and shift.k:         # kept beside the window
             reach[u] = max(reach.get(u, 0), abs(int(shift.k)))
     for v in graph.vars:
         steps = bptt ** len(v.indexes) + reach.get(v.name, 0)

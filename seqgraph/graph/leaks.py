@@ -203,7 +203,7 @@ def _hint(g, ref, over, index: str, y) -> str:
     s, v = ref.shift, g.var(ref.var)
     if index in over or v.index != index:
         return ""
-    if "." in v.name and s.kind == ShiftKind.REL and s.k > 0:    # inside a cell: h.bwd[t+1]
+    if "." in v.name and s.kind == ShiftKind.REL and s.k > 0:   # in a cell: h.bwd[t+1]
         return "; a `bi` or `reverse` cell reads later steps: did you mean a forward one?"
     if v.name == y.name:
         return f"; did you mean {y.name}[{index}-1]?"

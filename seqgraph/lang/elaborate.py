@@ -632,7 +632,8 @@ class _Elaborator:
                 hint = f"read {ref.var}[{i}]" if k.kind != ShiftKind.REL else \
                     f"shift the output instead: p[{i}] = {out.var}[{i}{shift:+d}], then " \
                     f"{l.fn}(p[{i}], {tgt.var}[{i}])"
-                if ref is tgt and k.kind == ShiftKind.REL and k.k > 0:   # a language model's habit
+                # a language model's habit
+                if ref is tgt and k.kind == ShiftKind.REL and k.k > 0:
                     hint = f"write {l.fn}({out.var}[{i}], {tgt.var}[{i}]): with chars or " \
                         f"words data the target {tgt.var}[{i}] is already the next " \
                         f"symbol, x[{i}+1]; for other data, {hint}"
