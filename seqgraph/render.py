@@ -473,9 +473,11 @@ def unfolded_dot(graph, lengths: dict, sizes: dict | None = None,
     ordered = sorted(set(cols.values()),
                      key=lambda c: (c.level, c.order, c.step if c.step is not None else -1))
     rank = {c: i for i, c in enumerate(ordered)}
+    members: dict = {c: [] for c in ordered}     # one pass: a column's nodes, in DAG order
+    for n in dag.nodes:
+        members[cols[n]].append(ids[n])
     for c in ordered:
-        members = [ids[n] for n in dag.nodes if cols[n] == c]
-        dot.same_rank(f"col{rank[c]}", members)
+        dot.same_rank(f"col{rank[c]}", members[c])
     _order_columns(dot, dag, cols, rank, ids)
     for a, b, data in dag.edges(data=True):
         tail, head, attrs = _unfolded_edge(ids, cols, rank, a, b, data)
