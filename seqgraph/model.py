@@ -141,7 +141,7 @@ class Model:
         self.reads = set().union(*(v.reads for v in self.graph.hidden()))  # by equations
         self.params = init_params(self.graph, self.param_shapes, self.dtype, seed,
                                   given.init_rule(param_init))
-        self._schedules = {}
+        self._schedules = resources.LengthCache()
         self.executor_name = executor
         self.executor = _make_executor(self, executor)
 
@@ -195,9 +195,7 @@ class Model:
         if forest is not None:       # a new forest each batch: no cache
             return _schedule(self.graph, lengths, forest)
         key = tuple(sorted(lengths.items()))
-        if key not in self._schedules:
-            self._schedules[key] = _schedule(self.graph, dict(key))
-        return self._schedules[key]
+        return self._schedules.get(key, lambda: _schedule(self.graph, dict(key)))
 
     def outside_value(self, v, B):
         """What a read before the first step gives without carry or init: zeros, or for a

@@ -128,3 +128,38 @@ def check_training(model, batch: int, bptt: int, optimizer: str = "adam") -> Est
                 "lower batch or bptt (--set batch=N --set bptt=N) or the sizes of the "
                 "model"))
     return est
+
+
+# ------------------------------------------------------------------ caches by length
+CACHE_ENTRIES = 1_000_000       # entries kept by one LengthCache (a schedule: ~90 bytes each)
+
+
+class LengthCache:
+    """Values computed once per set of lengths (a batch's `{"t": 37}`) and kept: the
+    schedule of the unfolded DAG (Model.schedule), a dropout layout (compile/masks.py).
+    Their size grows with the lengths, and data of many lengths (padded batches of
+    examples, each as long as its longest) would keep one per length for the whole run:
+    0.8 MB a schedule of lstm.sg at T = 1,100, thousands of lengths in a corpus of long
+    documents. So at most `budget` entries are kept in all (`size(value)` each), the least
+    recently used dropped first; the newest value is always kept."""
+
+    def __init__(self, size=len, budget: int | None = None):
+        self.size, self.budget = size, CACHE_ENTRIES if budget is None else budget
+        self.values: dict = {}          # in order of use, the oldest first
+        self.total = 0
+
+    def get(self, key, make):
+        """The value for `key`, made by `make()` when it is not kept."""
+        if key in self.values:
+            value = self.values.pop(key)        # re-inserted: now the newest
+        else:
+            value = make()
+            self.total += self.size(value)
+        self.values[key] = value
+        while self.total > self.budget and len(self.values) > 1:
+            oldest = next(iter(self.values))
+            self.total -= self.size(self.values.pop(oldest))
+        return value
+
+    def __len__(self) -> int:
+        return len(self.values)

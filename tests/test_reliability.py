@@ -432,6 +432,57 @@ def test_a_delay_too_long_for_memory_is_refused_naming_it(monkeypatch):
         resources.check_training(m, 2, 8)
 
 
+DROPPED = """model dropped
+dim H = 6
+input x[t] : onehot(V)
+target y[t] : class(V)
+param W, U, b, Wo, bo
+h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)
+o[t] = Wo @ dropout(h[t], 0.5) + bo
+loss xent(o[t], y[t])
+"""
+
+
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
+def test_what_is_kept_per_length_is_bounded(monkeypatch, executor):
+    """A schedule (and, compiled with dropout, a mask layout) is made once per set of
+    lengths and kept. Padded batches of examples have as many lengths as the data: all
+    were kept for the whole run (0.8 MB each for lstm.sg at T = 1,100; 1 s each to make
+    compiled, where dropout needs the interpreter's schedule). At most CACHE_ENTRIES
+    entries are kept, the oldest dropped; a length seen again gives the same numbers."""
+    import seqgraph
+    from seqgraph import resources
+    monkeypatch.setattr(resources, "CACHE_ENTRIES", 100, raising=False)
+    m = seqgraph.Model(seqgraph.read_spec("d.sg", DROPPED), dims={"V": 5},
+                       dtype="float64", executor=executor)
+    x = np.random.default_rng(0).integers(0, 5, (2, 40))
+
+    def loss(T):
+        return m.run({"x": x[:, :T]}, {"y": x[:, :T]}, train=True, grads=True,
+                     rng=np.random.default_rng(T)).loss
+    first = loss(5)
+    for T in range(6, 40):
+        loss(T)
+    kept = [m._schedules] + ([m.executor._layouts] if executor == "compiled" else [])
+    # 2 entries a step (h, o): 78 at T = 39, so one schedule; a layout, one a step: two
+    assert [len(cache) for cache in kept] == [1, 2][:len(kept)]
+    assert loss(5) == first                      # dropped, made again: the same numbers
+
+
+def test_a_length_cache_drops_the_least_recently_used():
+    from seqgraph.resources import LengthCache
+    c = LengthCache(size=lambda v: v, budget=10)
+    made = []
+
+    def get(key, size):
+        return c.get(key, lambda: made.append(key) or size)
+    get("a", 4), get("b", 4), get("a", 4)      # a used again: b is now the oldest
+    get("c", 4)                                # 12 > 10: b goes
+    assert list(c.values) == ["a", "c"] and c.total == 8 and made == ["a", "b", "c"]
+    get("d", 30)                               # larger than the budget: kept alone
+    assert list(c.values) == ["d"] and c.total == 30
+
+
 def test_a_plot_is_written_whole_or_not_at_all(tmp_path):
     """A kill while loss.png was drawn left an empty file (walk 12, 20 of 20): a plot
     goes to a temporary file renamed over the old one."""

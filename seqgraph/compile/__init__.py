@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import given, ops
 from ..graph.folded import LossFn
+from ..resources import LengthCache
 from . import kernels
 from .attention import AttnBuilt
 from .attention import build as build_attention
@@ -60,7 +61,8 @@ class CompiledExecutor(FallsBack):
         self.fused_out = {} if self.fallback else \
             fused_outputs(self.g, self.m.param_shapes)
         self.has_dropout = has_dropout(self.g)
-        self.no_masks, self._layouts, self.site_of = None, {}, {}
+        self.no_masks, self.site_of = None, {}
+        self._layouts = LengthCache(lambda layout: layout.size)
         if self.has_dropout and not self.fallback:
             static = {st.var for st in self.stages if isinstance(st, StaticStage)}
             recurrent = {v for st in self.stages if isinstance(st, _Rec)
@@ -78,9 +80,7 @@ class CompiledExecutor(FallsBack):
         if not (train and self.has_dropout):
             return None
         key = tuple(sorted(lengths.items()))
-        layout = self._layouts.get(key)
-        if layout is None:
-            layout = self._layouts[key] = SequenceLayout(self.m, dict(key))
+        layout = self._layouts.get(key, lambda: SequenceLayout(self.m, dict(key)))
         return layout.draw(rng, B, self.m.dtype, self.site_of)
 
     # ------------------------------------------------------------------ building

@@ -30,6 +30,7 @@ import numpy as np
 from .. import given
 from ..graph.folded import ENDS, NONE, Apply, Case, Ref, ShiftKind, Var, refs
 from ..model import Model
+from ..resources import LengthCache
 from .fallback import FallsBack, has_dropout
 from .plan import Unsupported
 
@@ -202,7 +203,7 @@ class Part(Model):
         self.checked = replace(whole.checked, dropouts={
             **widths, **{new: widths[old] for new, old in rebuilt.items() if old in widths}})
         self.carried = graph.carried
-        self._schedules = {}      # Model.schedule's cache: this graph's, not the whole's
+        self._schedules = LengthCache()   # Model.schedule's: this graph's, not the whole's
 
     def __getattr__(self, name):          # params, dtype, checked, ...: the whole's
         if name == "whole":

@@ -246,6 +246,7 @@ class SequenceLayout:
             flat = np.asarray([offs[key] for key in keys], np.int64).reshape(shape)
             self.at[(name, k)] = (w, flat, (model.graph.var(name).index, *overs))
         self.width = off
+        self.size = 1 + sum(flat.size for _, flat, _ in self.at.values())  # (LengthCache)
 
     def draw(self, rng, B: int, dtype, site_of: dict) -> SequenceMasks:
         return SequenceMasks(self, rng.random(self.width * B), B, dtype, site_of)
