@@ -95,7 +95,22 @@ def set_threads(argv: list[str]) -> list[str]:
             os.environ[var] = str(known.threads)
         else:
             os.environ.setdefault(var, "1")
+    _check_numba_threads()
     return rest
+
+
+def _check_numba_threads():
+    """NUMBA_NUM_THREADS=0 (or below) made importing numba raise ValueError, a traceback
+    before any command ran, `--version` included. Said as a usage error instead; seqgraph
+    runs no parallel loops of its own, so the variable can simply be unset."""
+    raw = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    try:
+        bad = int(raw) < 1
+    except ValueError:
+        return                                  # numba warns of it and ignores it
+    if bad:
+        _usage_error(f"NUMBA_NUM_THREADS={raw} in the environment: numba needs at least "
+                     "1 thread (seqgraph runs none of its own; unset it, or give 1)")
 
 
 def _usage_error(message: str):

@@ -55,3 +55,15 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("seqgraph ")
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_numba_threads_below_one_is_a_usage_error_not_a_traceback(value):
+    """NUMBA_NUM_THREADS=0 made the import of numba raise ValueError, with a traceback
+    even for --version."""
+    env = {**os.environ, "NUMBA_NUM_THREADS": value}
+    p = subprocess.run([sys.executable, "-m", "seqgraph.cli", "--version"], env=env,
+                       cwd=ROOT, capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr == f"seqgraph: error: NUMBA_NUM_THREADS={value} in the environment: " \
+        "numba needs at least 1 thread (seqgraph runs none of its own; unset it, or give 1)\n"
