@@ -78,8 +78,8 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 def set_threads(argv: list[str]) -> list[str]:
     """Read `--threads N` off the front of the command line and fix the BLAS thread
-    count for this process (default 1; an environment variable already set wins over the
-    default, `--threads` over both). Returns the remaining arguments."""
+    count for this process (default 1, or OMP_NUM_THREADS; an environment variable already
+    set wins over the default, `--threads` over both). Returns the remaining arguments."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--threads", type=int)
     known, rest = pre.parse_known_args(argv)
@@ -90,11 +90,14 @@ def set_threads(argv: list[str]) -> list[str]:
         near = did_you_mean(rest[0].split("=")[0], ["--threads", "--help", "--version"])
         _usage_error(f"unknown option {rest[0]} before the command"
                      + (f" ({near})" if near else "") + "; see seqgraph --help")
+    # OpenBLAS and MKL read OMP_NUM_THREADS when their own variable is not set: so does
+    # the default, or OMP_NUM_THREADS=2 alone would give one thread
+    default = os.environ.get("OMP_NUM_THREADS", "").strip() or "1"
     for var in THREAD_VARS:
         if known.threads is not None:
             os.environ[var] = str(known.threads)
         else:
-            os.environ.setdefault(var, "1")
+            os.environ.setdefault(var, default)
     _check_numba_threads()
     return rest
 

@@ -31,6 +31,10 @@ def test_default_is_one_thread_and_the_environment_or_flag_wins():
                 {"OPENBLAS_NUM_THREADS": "4"}) == "['check', 'a.sg'] 4 1"
     assert _run(code.format(argv="['--threads', '2', 'check', 'a.sg']"),
                 {"OPENBLAS_NUM_THREADS": "4"}) == "['check', 'a.sg'] 2 2"
+    # OpenBLAS reads OMP_NUM_THREADS when OPENBLAS_NUM_THREADS is unset: a default of 1
+    # for the latter made OMP_NUM_THREADS=3 alone give one thread
+    assert _run(code.format(argv="['check', 'a.sg']"),
+                {"OMP_NUM_THREADS": "3"}) == "['check', 'a.sg'] 3 3"
 
 
 def test_top_level_api_resolves_lazily():
