@@ -755,3 +755,28 @@ def test_an_output_or_a_part_made_of_parameters_alone(text):
     ri, rc = mi.run({"x": x}, {"y": x}, grads=True), mc.run({"x": x}, {"y": x}, grads=True)
     assert_same(ri, rc, "float64")
     assert all(c.ok for c in gradcheck(mi)), gradcheck(mi)
+
+
+def test_building_a_deep_stack_reads_the_graph_once(monkeypatch):
+    """Lowering each recurrence built the whole graph's networkx view again: quadratic
+    in the layers (stack(300) lstm: 37 s to build, stack(1000): 248 s, against 8 s for
+    the interpreter). The build now makes it a fixed number of times, whatever the
+    depth."""
+    from seqgraph.graph.folded import FoldedGraph
+    made = {"n": 0}
+    nx_view = FoldedGraph.nx
+
+    def counted(self):
+        made["n"] += 1
+        return nx_view(self)
+    monkeypatch.setattr(FoldedGraph, "nx", counted)
+    counts = []
+    for layers in (2, 12):
+        text = (f"model s\ndim H = 4\ninput x[t] : onehot(V)\ntarget y[t] : class(V)\n"
+                f"param Wo, bo\nh = stack({layers}) rnn(x, H)\no[t] = Wo @ h[t] + bo\n"
+                "loss xent(o[t], y[t])\n")
+        spec = seqgraph.read_spec("s.sg", text=text, dims={"V": 3})
+        made["n"] = 0
+        seqgraph.Model(spec, dims={"V": 3}, executor="compiled")
+        counts.append(made["n"])
+    assert counts[0] == counts[1], counts

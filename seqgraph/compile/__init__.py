@@ -91,6 +91,7 @@ class CompiledExecutor(FallsBack):
             if self.g.var(loss.output.var).inner is not None:
                 raise Unsupported(f"a loss on '{loss.output.var}', a variable over two "
                                   "indexes")
+        g = self.g.nx()
         for st in schedule(self.g):
             if isinstance(st, StaticStage):
                 out.append(st)
@@ -98,7 +99,7 @@ class CompiledExecutor(FallsBack):
             if isinstance(st, AttnStage):    # attention (compile/attention/)
                 out.append(build_attention(self.g, self.m, st))
                 continue
-            step = lower(self.g, st, self.m.sizes, self.m.param_shapes)
+            step = lower(self.g, st, self.m.sizes, self.m.param_shapes, g)
             kern = generate(step, dtype)
             mod = kernels.load_source(kern.source)
             out.append(_Rec(st, step, kern, mod))

@@ -274,9 +274,12 @@ def _mirror(expr, copies: dict | None = None):
     return expr
 
 
-def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict) -> Step:
-    """The step program of one recurrence."""
-    return _Lowering(graph, stage, sizes, pshapes).run()
+def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict,
+          g: nx.MultiDiGraph | None = None) -> Step:
+    """The step program of one recurrence; `g` is graph.nx(), given by a caller that
+    lowers every recurrence of a graph (built per recurrence, it made the build
+    quadratic in them: 248 s for stack(1000))."""
+    return _Lowering(graph, stage, sizes, pshapes, g).run()
 
 
 class _Lowering:
@@ -284,10 +287,11 @@ class _Lowering:
     (memoised, so equal subexpressions are one node), and every maximal subexpression
     that does not read the cycle becomes one hoisted input."""
 
-    def __init__(self, graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict):
+    def __init__(self, graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict,
+                 g: nx.MultiDiGraph | None = None):
         self.graph, self.stage, self.sizes, self.pshapes = graph, stage, sizes, pshapes
         self.cyc = set(stage.vars)
-        g = graph.nx()
+        g = graph.nx() if g is None else g
         lossed = {r.var for loss in graph.losses for r in (loss.output, loss.target)}
         outside = frozenset(v for v in stage.vars
                             if v in lossed or any(w not in self.cyc for w in g.successors(v)))
