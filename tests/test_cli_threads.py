@@ -71,3 +71,10 @@ def test_numba_threads_below_one_is_a_usage_error_not_a_traceback(value):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr == f"seqgraph: error: NUMBA_NUM_THREADS={value} in the environment: " \
         "numba needs at least 1 thread (seqgraph runs none of its own; unset it, or give 1)\n"
+
+
+def test_python_dash_m_seqgraph_runs_the_command():
+    """`python -m seqgraph` said "No module named seqgraph.__main__"."""
+    p = subprocess.run([sys.executable, "-m", "seqgraph", "--version"], cwd=ROOT,
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 0 and p.stdout.startswith("seqgraph "), p.stderr
