@@ -275,7 +275,7 @@ def _mirror(expr, copies: dict | None = None):
 
 
 def lower(graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict,
-          g: nx.MultiDiGraph | None = None) -> Step:
+          g=None) -> Step:
     """The step program of one recurrence; `g` is graph.nx(), given by a caller that
     lowers every recurrence of a graph (built per recurrence, it made the build
     quadratic in them: 248 s for stack(1000))."""
@@ -288,7 +288,7 @@ class _Lowering:
     that does not read the cycle becomes one hoisted input."""
 
     def __init__(self, graph: FoldedGraph, stage: RecStage, sizes: dict, pshapes: dict,
-                 g: nx.MultiDiGraph | None = None):
+                 g=None):
         self.graph, self.stage, self.sizes, self.pshapes = graph, stage, sizes, pshapes
         self.cyc = set(stage.vars)
         g = graph.nx() if g is None else g
