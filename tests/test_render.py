@@ -644,7 +644,8 @@ def test_a_long_unfolding_to_dot_takes_time_linear_in_its_nodes(monkeypatch):
     """A .dot file takes any number of steps, so its writer must stay linear: grouping
     nodes into columns once looked every node's column up for every column (T steps:
     T x nodes lookups; --unfold 4000 of lstm.sg took 75 s, 20,000 steps hours). Counted
-    here: the column lookups are a small multiple of the nodes, whatever T."""
+    here: the column lookups of twice the steps are twice as many (quadratic: four times),
+    and a small multiple of the nodes (and edges: the column order reads each edge's)."""
     class Counting(dict):
         lookups = 0
 
@@ -655,6 +656,11 @@ def test_a_long_unfolding_to_dot_takes_time_linear_in_its_nodes(monkeypatch):
     layout = render.layout_columns
     monkeypatch.setattr(render, "layout_columns", lambda g, d: Counting(layout(g, d)))
     spec = read("elman")
-    dag = unfold(spec.graph, {"t": 300})
-    render.unfolded_dot(spec, {"t": 300}, dag=dag)
-    assert Counting.lookups < 10 * dag.number_of_nodes()
+    counts = []
+    for T in (300, 600):
+        Counting.lookups = 0
+        dag = unfold(spec.graph, {"t": T})
+        render.unfolded_dot(spec, {"t": T}, dag=dag)
+        counts.append(Counting.lookups)
+        assert Counting.lookups < 20 * dag.number_of_nodes()
+    assert counts[1] < 2.2 * counts[0]
