@@ -210,6 +210,8 @@ def test_windows_resume_mid_epoch():
 def test_too_little_text_for_the_batch():
     with pytest.raises(DataError, match=r"tiny\.txt: 3 tokens .* too few for batch = 4"):
         Streams.of(np.arange(3), 4, 8, "tiny.txt")
+    with pytest.raises(DataError, match=r"1 token of training text is too few for batch = 1"):
+        Streams.of(np.arange(1), 1, 8, "one.txt")
     assert eval_streams(np.arange(3), 4, 8).batch == 2
 
 

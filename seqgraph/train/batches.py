@@ -38,7 +38,8 @@ class Streams:
         """The streams; too little text for `batch` streams is an error naming the file."""
         length = (len(ids) - 1) // batch
         if length < 1:
-            raise DataError(f"{len(ids)} tokens of {what} text are too few for batch = "
+            have = f"{len(ids)} token{'s' if len(ids) != 1 else ''} of {what} text"
+            raise DataError(f"{have} {'are' if len(ids) != 1 else 'is'} too few for batch = "
                             f"{batch} (need at least {batch + 1})", file=file)
         used = ids[:batch * length + 1]
         return Streams(used[:-1].reshape(batch, length), used[1:].reshape(batch, length), bptt)
