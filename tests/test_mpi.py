@@ -429,6 +429,13 @@ def nan(self, *a, **k):
     return res
 loop.SequenceKind.run = nan
 """,
+    # rank 1 fails while it takes the digests of what it read (before training)
+    "digest": """
+from seqgraph.train import distributed
+def inputs(trainer):
+    raise RuntimeError("digest failed on rank 1")
+distributed.inputs = inputs
+""",
 }
 
 
@@ -450,7 +457,9 @@ def mpirun_faulty(work, fault: str, rank: int, *args) -> tuple[subprocess.Comple
 @pytest.mark.parametrize("fault, rank, code, said", [
     ("disk-full", 0, 2, "cannot write run/checkpoint.npz (No space left on device); no "
                         "checkpoint was written"),
-    ("bug", 1, 1, "MemoryError: out of memory on rank 1")], ids=["disk-full", "bug"])
+    ("bug", 1, 1, "MemoryError: out of memory on rank 1"),
+    ("digest", 1, 1, "RuntimeError: digest failed on rank 1")],
+    ids=["disk-full", "bug", "digest"])
 def test_an_error_of_one_rank_ends_every_rank_at_once(work, fault, rank, code, said):
     """The other ranks waited for it in the next collective until --mpi-timeout (300 s
     by default), then said that a rank died or hangs (review 41)."""

@@ -65,8 +65,7 @@ def run(args) -> int:
         raise
     if comm is not None:
         _agree(comm, None)
-        from ..train.distributed import agree_on_inputs, inputs
-        agree_on_inputs(comm, inputs(trainer))
+        _same_inputs(comm, trainer)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     try:
         pos = trainer.fit(args.steps, deadline)
@@ -91,6 +90,18 @@ def _alone(comm, e: BaseException) -> None:
     from ..train.distributed import Said
     if comm is not None and comm.size > 1 and not isinstance(e, (Said, SystemExit)):
         comm.fail(e)
+
+
+def _same_inputs(comm, trainer) -> None:
+    """Every rank read the same spec, settings and data (distributed.agree_on_inputs);
+    a failure of one rank while it takes its digests ends every rank at once, as in
+    training (the others wait for its digests in a collective)."""
+    from ..train.distributed import agree_on_inputs, inputs
+    try:
+        agree_on_inputs(comm, inputs(trainer))
+    except BaseException as e:
+        _alone(comm, e)
+        raise
 
 
 def _agree(comm, failure) -> None:
