@@ -328,7 +328,9 @@ def test_a_resume_killed_while_it_rewrites_metrics_keeps_every_row(tmp_path, mon
     (b"7,1,\xff\xfe\n", ":42: bytes that are not UTF-8"),
     (b"\x00\x00,1,2\n", ":42: the step '\\x00\\x00' is not a whole number"),
     # a field past the header's: filed under the key None, a traceback (review 44)
-    (b"7,1,2,,3,100,9\n", ":42: 1 field more than the header names")])
+    (b"7,1,2,,3,100,9\n", ":42: 1 field more than the header names"),
+    # a digit int() does not read (str.isdigit holds for it): a ValueError (review 45)
+    ("\u00b2,1,2\n".encode(), ":42: the step '\u00b2' is not a whole number")])
 def test_a_damaged_metrics_csv_on_resume_is_said_with_its_file(tmp_path, capsys, damage,
                                                                 said):
     """A line of metrics.csv that is not a row seqgraph wrote (edited, damaged) raised

@@ -387,7 +387,7 @@ def _kept_rows(path: Path, step: int, count: int | None) -> list[dict]:
                 if count is not None and len(kept) >= count:
                     break
                 at = (row.get("step") or "").strip()
-                if at.isdigit() and int(at) > step:
+                if _whole(at) and int(at) > step:
                     continue
                 bad = _damage(row, at)
                 if bad:
@@ -412,10 +412,16 @@ def _kept_rows(path: Path, step: int, count: int | None) -> list[dict]:
     return kept
 
 
+def _whole(at: str) -> bool:
+    """Is `at` a step seqgraph writes: ASCII digits? (str.isdigit also holds for '²',
+    which int() refuses: a traceback from inside the resume.)"""
+    return at.isascii() and at.isdigit()
+
+
 def _damage(row: dict, at: str) -> str:
     """What shows that a row of metrics.csv (`at`: its step) is not one seqgraph wrote,
     or ''. (csv.DictReader files the fields past the header's under the key None.)"""
-    if not at.isdigit():
+    if not _whole(at):
         return f"the step {at!r} is not a whole number"
     if None in row:
         n = len(row[None])
