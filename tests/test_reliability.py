@@ -293,7 +293,7 @@ def test_interrupts_context_keeps_an_ignored_signal_ignored(sigint):
 def test_checkpoint_every_env_is_checked(monkeypatch):
     """N updates, or 0 (and unset) for none between epochs; anything else is refused."""
     from seqgraph.errors import UsageError
-    for bad in ("-1", "2.5", "often"):
+    for bad in ("-1", "2.5", "often", "\u00b2"):
         monkeypatch.setenv(ck.EVERY_ENV, bad)
         with pytest.raises(UsageError, match="SEQGRAPH_CHECKPOINT_EVERY"):
             ck.every_from_env()

@@ -462,6 +462,16 @@ def _fake_read_spec(monkeypatch, g):
         graph=g, path=path, unbound_dims=lambda: check(g).unbound()), raising=False)
 
 
+@pytest.mark.parametrize("unfold", ["\u00b2", "t=\u00b2"])
+def test_an_unfold_of_a_digit_int_cannot_read_is_a_usage_error(tmp_path, capsys, unfold):
+    """str.isdigit holds for '\u00b2', which int() refuses: a ValueError traceback."""
+    from seqgraph import cli
+    assert cli.main(["render", str(ROOT / "specs/elman.sg"), "--unfold", unfold, "--dim",
+                     "V=5", "-o", str(tmp_path / "e.dot")]) == 2
+    err = capsys.readouterr().err
+    assert f"--unfold expects N or INDEX=N,..., got '{unfold}'" in err and "Traceback" not in err
+
+
 def test_cli_folded(tmp_path, monkeypatch, capsys):
     from seqgraph import cli
     _fake_read_spec(monkeypatch, elman())

@@ -627,15 +627,16 @@ def test_dim_overriding_a_declared_vector_size_is_what_the_data_is_read_with(tmp
         in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("size", ["0", "\u00b2"])      # (str.isdigit holds for the 2nd)
 @pytest.mark.parametrize("command", ["check", "train", "render", "gradcheck", "jacobian"])
-def test_every_command_reads_dim_alike(command, capsys):
+def test_every_command_reads_dim_alike(command, size, capsys):
     """One `--dim` reader for every command: a size below 1 or not a number is refused
     with the form expected and an example."""
-    argv = [command, str(ROOT / "specs/elman.sg"), "--dim", "V=0"]
+    argv = [command, str(ROOT / "specs/elman.sg"), "--dim", f"V={size}"]
     if command == "render":
         argv += ["-o", "x.dot"]
     assert main(argv) == 2
-    assert "--dim 'V=0': expected NAME=SIZE with SIZE a whole number of at least 1, e.g. " \
+    assert f"--dim 'V={size}': expected NAME=SIZE with SIZE a whole number of at least 1, e.g. " \
            "--dim V=65" in capsys.readouterr().err
 
 

@@ -7,6 +7,12 @@ from ..outputs import output_file, writing
 __all__ = ["output_file", "parse_dims", "writing"]
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits, which int() reads (str.isdigit also holds for '\u00b2', which it
+    refuses: a ValueError traceback)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_dims(items: list[str] | None, spec=None) -> dict:
     """`--dim V=65 --dim H=32` (or `--dim V=65,H=32`) -> {"V": 65, "H": 32}: every
     command's way of binding a size the spec leaves open (or overriding a declared one).
@@ -15,7 +21,7 @@ def parse_dims(items: list[str] | None, spec=None) -> dict:
     for item in items or ():
         for part in filter(None, item.split(",")):
             name, eq, val = part.partition("=")
-            if not eq or not name.strip().isidentifier() or not val.strip().isdigit() \
+            if not eq or not name.strip().isidentifier() or not _digits(val.strip()) \
                     or int(val) < 1:
                 raise UsageError(f"--dim {part!r}: expected NAME=SIZE with SIZE a whole "
                                  f"number of at least 1, e.g. --dim V=65")

@@ -204,7 +204,7 @@ def every_from_env() -> int | None:
     raw = os.environ.get(EVERY_ENV, "").strip()
     if not raw:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):      # ('\u00b2' is a digit to isdigit)
         raise UsageError(f"{EVERY_ENV}={raw!r}: expected a whole number of updates (0: "
                          "only at the end of each epoch)")
     return int(raw) or None
