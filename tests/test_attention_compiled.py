@@ -324,6 +324,10 @@ def test_decoder_step_runs_its_kernels(dtype, monkeypatch):
     assert "score" in kinds and "softmax" in kinds
     (grp,) = st.sb.prog.group_at.values()
     assert len(grp.members) == 16 and len(grp.stored) < len(grp.members)
+    # said by check --explain as one loop, not as ops broadcast one by one
+    step = next(line for line in explain(mc) if line.startswith("  per step of u:"))
+    assert "16 elementwise op(s) over the batch as 1 generated loop(s)" in step and \
+        "broadcast over the indexes" not in step, step
     ran = []
     for name in ("fwd_group", "bwd_group", "fwd_score", "vjp_score", "contract_fast"):
         real = getattr(execute._Exec, name)

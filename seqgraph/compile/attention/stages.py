@@ -126,7 +126,12 @@ def _summary(prog, nodes, sh) -> str:
                        "inside a loop, of weights over t alone, one kernel)")
         elif n.kind == "reduce":
             out.append(f"{n.op.value} {n.over} (padded steps masked)")
-    ew = sum(1 for n in nodes if n.kind == "op")  # (not those folded into a kernel)
+    # (not those folded into a kernel; those of an elementwise group said as such)
+    grouped = sum(len(grp.members) for grp in prog.group_at.values())
+    ew = sum(1 for n in nodes if n.kind == "op") - grouped
+    if grouped:
+        out.append(f"{grouped} elementwise op(s) over the batch as {len(prog.group_at)} "
+                   "generated loop(s)")
     if ew:
         out.append(f"{ew} elementwise op(s) broadcast over the indexes")
     return ", ".join(out) if out else "reads only"
