@@ -647,7 +647,13 @@ def test_an_unfolding_too_large_for_an_image_is_refused_with_the_steps_that_fit(
                  str(tmp_path / "e.dot")]) == 0
     err = fails(capsys, "render", ROOT / "specs" / "elman.sg", "--unfold", "120", "-o",
                 tmp_path / "e.svg")
-    assert "into 480 nodes" in err and "(--unfold 90)" in err
+    assert "into 480 nodes" in err and "(--unfold 100)" in err      # 400 nodes: the most
+    err = fails(capsys, "render", ROOT / "specs" / "attention.sg", "--unfold", "20", "-o",
+                tmp_path / "a.png")
+    assert "(--unfold 10)" in err          # 10 fits (it said 8: shrunk by quarters)
+    err = fails(capsys, "render", ROOT / "specs" / "attention.sg", "--unfold", "11", "-o",
+                tmp_path / "a.png")
+    assert "into 4" in err and "(--unfold 10)" in err          # and 11 does not
 
 
 def test_a_long_unfolding_to_dot_takes_time_linear_in_its_nodes(monkeypatch):
