@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks: mpiexec -n N seqgraph train SPEC "
                         "--distributed (batch is per rank; docs/scaling.md)")
-    p.add_argument("--mpi-timeout", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--mpi-timeout", type=float, default=None, metavar="SECONDS",
                    help="with --distributed: stop all ranks when another rank has sent "
                         "nothing for this long (default 300)")
 
@@ -50,8 +50,11 @@ def run(args) -> int:
     _check_limits(args)
     comm = None
     if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet
-        from ..train.distributed import connect
-        comm = connect(args.mpi_timeout)
+        from ..train.distributed import DEFAULT_TIMEOUT, connect
+        comm = connect(DEFAULT_TIMEOUT if args.mpi_timeout is None else args.mpi_timeout)
+    elif args.mpi_timeout is not None:
+        print(f"{args.spec}: warning: --mpi-timeout does nothing without --distributed "
+              f"(a run on one process waits for no other)", file=sys.stderr)
         args.quiet = args.quiet or comm.rank > 0
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     try:
@@ -424,8 +427,7 @@ def _continue_command(args, out, trainer=None) -> str:
     parts = ["seqgraph", "train", args.spec]
     if args.distributed:
         parts = ["mpiexec", "-n", str(getattr(trainer, "ranks", 1)), *parts, "--distributed"]
-        from ..train.distributed import DEFAULT_TIMEOUT
-        if args.mpi_timeout != DEFAULT_TIMEOUT:
+        if args.mpi_timeout is not None:
             parts += ["--mpi-timeout", f"{args.mpi_timeout:g}"]
     for item in args.set:
         parts += ["--set", item]
