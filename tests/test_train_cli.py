@@ -206,6 +206,24 @@ def test_a_folder_another_run_is_writing_is_refused(work, capsys, how):
     assert main(["train", "lm.sg", "--quiet", "--steps", "4", "--resume", "r"]) == 0
 
 
+def test_a_lock_whose_pid_is_not_written_yet_names_no_process(work, capsys):
+    """The other run holds the lock but has not written its pid: 'process ?' was said
+    (review 39)."""
+    import os
+
+    from seqgraph.train import checkpoint as ck
+    assert train("r", "--steps", 2) == 0
+    held = ck.lock_folder(work / "r")
+    try:
+        (work / "r/.lock").write_text("")
+        capsys.readouterr()
+        assert main(["train", "lm.sg", "--quiet", "--steps", "4", "--resume", "r"]) == 2
+        assert "r: another seqgraph train is writing this folder; wait" in \
+            capsys.readouterr().err
+    finally:
+        os.close(held)
+
+
 def test_the_folder_lock_is_released_by_a_refusal_and_skipped_without_locks(work, capsys,
                                                                             monkeypatch):
     """A resume of a finished run is refused and leaves the folder unlocked (review 27:

@@ -183,9 +183,10 @@ def lock_folder(folder: Path):
         if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):     # no locks here (NFS)
             os.close(fd)
             return cannot(e)
-        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        owner = os.read(fd, 32).decode(errors="replace").strip()
         os.close(fd)
-        raise UsageError(f"{folder}: another seqgraph train (process {owner}) is writing "
+        who = f" (process {owner})" if owner else ""   # (its pid not written yet)
+        raise UsageError(f"{folder}: another seqgraph train{who} is writing "
                          f"this folder; wait for it to end, or give this run another "
                          f"--out") from None
     if mine:
