@@ -10,6 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 
+def whole_number(text: str) -> bool:
+    """Is `text` a whole number written in ASCII digits, as the user's inputs must be
+    (flags, class ids, a metrics step)? str.isdigit alone also holds for '\u00b2', which
+    int() refuses (a ValueError traceback), and for '\u0663', which int() reads as 3."""
+    return text.isascii() and text.isdigit()
+
+
 def did_you_mean(name, known) -> str:
     """"did you mean 'x'?" for the known name nearest to a misspelt `name`, or "": the
     same name in other case first (`LSTM`: 'lstm'), then the nearest by spelling."""

@@ -561,3 +561,12 @@ def test_the_line_shown_is_the_parsers_line_after_a_form_feed():
     assert shown[0].startswith("ff.sg:4:27: error:")
     assert shown[1] == "     4 | h[t] : 4 = tanh(W @ x[t] +)"
     assert shown[2].index("^") == shown[1].index("+)") + 1
+
+
+def test_a_whole_number_is_written_in_ascii_digits():
+    """One test of the user's whole numbers (flags, class ids, a metrics step): '²' and
+    '٣' are digits to str.isdigit, but int() refuses the one and reads the other as 3."""
+    from seqgraph.errors import whole_number
+    assert whole_number("0") and whole_number("0042") and whole_number("65")
+    for text in ("", "\u00b2", "\u0663", "１２", "-1", "+1", "1.0", " 1", "1e3"):
+        assert not whole_number(text), text

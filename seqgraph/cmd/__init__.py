@@ -1,16 +1,10 @@
 """Subcommands of the `seqgraph` command line, one module each (see cli.py)."""
 from __future__ import annotations
 
-from ..errors import UsageError
+from ..errors import UsageError, whole_number
 from ..outputs import output_file, writing
 
 __all__ = ["output_file", "parse_dims", "writing"]
-
-
-def _digits(text: str) -> bool:
-    """ASCII digits, which int() reads (str.isdigit also holds for '\u00b2', which it
-    refuses: a ValueError traceback)."""
-    return text.isascii() and text.isdigit()
 
 
 def parse_dims(items: list[str] | None, spec=None) -> dict:
@@ -21,7 +15,7 @@ def parse_dims(items: list[str] | None, spec=None) -> dict:
     for item in items or ():
         for part in filter(None, item.split(",")):
             name, eq, val = part.partition("=")
-            if not eq or not name.strip().isidentifier() or not _digits(val.strip()) \
+            if not eq or not name.strip().isidentifier() or not whole_number(val.strip()) \
                     or int(val) < 1:
                 raise UsageError(f"--dim {part!r}: expected NAME=SIZE with SIZE a whole "
                                  f"number of at least 1, e.g. --dim V=65")

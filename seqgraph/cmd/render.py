@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..errors import UsageError
-from . import _digits, parse_dims
+from ..errors import UsageError, whole_number
+from . import parse_dims
 
 HELP = "draw a model's folded graph (or its unfolding over N steps) as SVG, PNG or DOT"
 
@@ -55,14 +55,14 @@ def parse_lengths(text: str, graph, tree: bool = False) -> dict:
         raise UsageError("--unfold draws sequences; this model ranges over trees, "
                          f"which cannot be unfolded by a length: {fix}")
     text = text.strip()
-    if _digits(text):
+    if whole_number(text):
         lengths = {name: int(text) for name in seqs}
     else:
         lengths = {}
         for part in filter(None, text.split(",")):
             name, eq, val = part.partition("=")
             name = name.strip()
-            if not eq or not _digits(val.strip()):
+            if not eq or not whole_number(val.strip()):
                 raise UsageError(f"--unfold expects N or INDEX=N,..., got '{text}'")
             if name not in seqs:
                 raise UsageError(f"--unfold: '{name}' is not a sequence index of this "

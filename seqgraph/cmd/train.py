@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import SeqgraphError, UsageError
+from ..errors import SeqgraphError, UsageError, whole_number
 
 HELP = "train a model on the data of its train block"
 
@@ -293,7 +293,7 @@ def _one_process_under_mpi(args) -> None:
     import os
     size = next((os.environ[k] for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
                                          "MPI_LOCALNRANKS") if k in os.environ), "1")
-    if not args.distributed and size.isdigit() and int(size) > 1:
+    if not args.distributed and whole_number(size) and int(size) > 1:
         print(f"warning: started by mpiexec with {size} processes but without "
               f"--distributed: each trains alone, into the same folder; add --distributed "
               f"for one data-parallel run", file=sys.stderr)

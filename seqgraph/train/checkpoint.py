@@ -34,7 +34,7 @@ from typing import Self
 
 import numpy as np
 
-from ..errors import DataError, UsageError, named
+from ..errors import DataError, UsageError, named, whole_number
 
 FORMAT, VERSION = "seqgraph-checkpoint", 1
 META, OPTIM, CARRY, AVERAGE = "__meta__", "__optim__/", "__carry__/", "__average__/"
@@ -205,7 +205,7 @@ def every_from_env() -> int | None:
     raw = os.environ.get(EVERY_ENV, "").strip()
     if not raw:
         return None
-    if not (raw.isascii() and raw.isdigit()):      # ('\u00b2' is a digit to isdigit)
+    if not whole_number(raw):
         raise UsageError(f"{EVERY_ENV}={raw!r}: expected a whole number of updates (0: "
                          "only at the end of each epoch)")
     return int(raw) or None

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, UsageError, did_you_mean
+from ..errors import DataError, UsageError, did_you_mean, whole_number
 
 EOS = "</s>"       # the line-end token of `words` (the Penn Treebank set-up)
 UNK = "<unk>"      # a word outside the vocabulary
@@ -548,7 +548,6 @@ def build_example_vocab(tokens_lists, chars: bool, size: int | None, specials=()
     return Vocab("chars" if chars else "words", (*fixed, *keep))
 
 
-CLASS_ID = re.compile(r"[0-9]+")         # ASCII digits only: '²' and '٣' are no class ids
 NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")   # plain decimal
 
 
@@ -560,9 +559,8 @@ def id_at_least(label: str, limit: int) -> bool:
 
 
 def is_class_id(label: str) -> bool:
-    """A label that is a class id: a whole number written in ASCII digits (str.isdigit
-    would also take '²', which int() refuses, and '٣', which it reads as 3)."""
-    return CLASS_ID.fullmatch(label) is not None
+    """A label that is a class id: a whole number written in ASCII digits."""
+    return whole_number(label)
 
 
 def _class_ids_alike(labels: list, file: str) -> None:

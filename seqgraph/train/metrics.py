@@ -27,7 +27,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from ..errors import DataError, named
+from ..errors import DataError, named, whole_number
 
 COLUMNS = ("step", "epoch", "train_loss", "valid_loss", "grad_norm", "tokens_per_s")
 PARAM_PREFIX = "grad_norm."      # a column per parameter: grad_norm.W, grad_norm.enc.U
@@ -387,7 +387,7 @@ def _kept_rows(path: Path, step: int, count: int | None) -> list[dict]:
                 if count is not None and len(kept) >= count:
                     break
                 at = (row.get("step") or "").strip()
-                if _whole(at) and int(at) > step:
+                if whole_number(at) and int(at) > step:
                     continue
                 bad = _damage(row, at)
                 if bad:
@@ -412,16 +412,10 @@ def _kept_rows(path: Path, step: int, count: int | None) -> list[dict]:
     return kept
 
 
-def _whole(at: str) -> bool:
-    """Is `at` a step seqgraph writes: ASCII digits? (str.isdigit also holds for '²',
-    which int() refuses: a traceback from inside the resume.)"""
-    return at.isascii() and at.isdigit()
-
-
 def _damage(row: dict, at: str) -> str:
     """What shows that a row of metrics.csv (`at`: its step) is not one seqgraph wrote,
     or ''. (csv.DictReader files the fields past the header's under the key None.)"""
-    if not _whole(at):
+    if not whole_number(at):
         return f"the step {at!r} is not a whole number"
     if None in row:
         n = len(row[None])
