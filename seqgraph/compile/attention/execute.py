@@ -619,7 +619,9 @@ class _Exec:
         self.pgrads = {}
 
 
-_PAD = 16    # DP's rows apart by a multiple of 4 KB plus 64 bytes (kernels.StaggeredPool)
+# DP's rows 16 elements more than B x n apart (64 bytes in float32, 128 in float64): rows
+# a multiple of 4 KB long would alias in the L1 cache, as kernels.StaggeredPool says
+_PAD = 16
 
 
 class _GroupRan:
