@@ -762,7 +762,7 @@ def test_small_things_a_new_user_met(work, capsys):
     _train(capsys, "r2")
     code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r", "--out", "r2", "--quiet",
                         "--steps", 4)
-    assert code == 2 and "r2 holds another run" in err, err
+    assert code == 2 and "r2 holds a checkpoint.npz other than the one resumed" in err, err
     mode = stat.S_IMODE(os.stat("r/checkpoint.npz").st_mode)
     assert mode == stat.S_IMODE(os.stat("r/metrics.csv").st_mode), oct(mode)
     code, _, err = _run(capsys, "check", "lm.sg", "--dim", "H=3", "--dim", "H=4")
@@ -790,9 +790,9 @@ def test_resuming_a_copy_kept_beside_a_later_checkpoint_does_not_write_over_it(
     before = {n: (work / "r" / n).read_bytes() for n in ("checkpoint.npz", "metrics.csv")}
     code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r/step6.npz", "--quiet",
                         "--steps", 7)
-    assert code == 2 and err.strip() == "r holds another run (its checkpoint.npz), which " \
-        "continuing r/step6.npz there would write over, with its metrics; give this run " \
-        "another --out, or move that run away", err
+    assert code == 2 and err.strip() == "r holds a checkpoint.npz other than the one " \
+        "resumed (r/step6.npz): continuing there would write over it, with its metrics; " \
+        "give this run another --out, or move r/checkpoint.npz away", err
     assert {n: (work / "r" / n).read_bytes() for n in before} == before     # nothing lost
     code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r/step6.npz", "--out", "b",
                         "--quiet", "--steps", 7)

@@ -345,9 +345,10 @@ def _another_run(args, out: Path, speak: bool, resumed=None) -> None:
         src = Path(checkpoint_in(args.resume))
         if src.resolve() == there.resolve() or resumed.meta.get("state") is None:
             return          # (best.npz, epochs/: no state to resume, said as such later)
-        raise UsageError(f"{out} holds another run (its checkpoint.npz), which continuing "
-                         f"{src} there would write over, with its metrics; give this run "
-                         f"another --out, or move that run away")
+        # (another run's, or a later checkpoint of the run `src` was copied from)
+        raise UsageError(f"{out} holds a checkpoint.npz other than the one resumed ({src}): "
+                         f"continuing there would write over it, with its metrics; give "
+                         f"this run another --out, or move {there} away")
     if not args.overwrite:
         raise UsageError(f"{out} holds another run (its checkpoint.npz); --resume {out} "
                          f"continues it, --out DIR starts this one beside it, --overwrite "
