@@ -124,6 +124,8 @@ class Interpreter:
         assert isinstance(e, Apply)
         if "over" in e.kw:
             return self._reduce(e, var, env)
+        if e.op is ops.Op.REAL_STEPS:
+            return self._real_steps(e, var, env)
         if e.op is ops.Op.DROPOUT:
             # one dropout drawn once at the same index values, wherever the expression
             # holds it (`softmax over t (dropout(x))` reads x twice: one mask)
@@ -165,6 +167,17 @@ class Interpreter:
                 attrs = (("mask", steps < self.ex_len[over][None, :]),)
             self.reduced[key] = self.tape.apply(e.op, args, attrs, self.ctx)
         return self.reduced[key]
+
+    def _real_steps(self, e: Apply, var, env: dict) -> int:
+        """E at the real steps of t, -inf at this step for the examples it pads (softmax
+        over t weighs them 0); E itself where no example is padded here."""
+        x = self._eval(e.args[0], var, env)
+        over = e.kw["steps"]
+        n = self.ex_len.get(over)
+        if n is None or (env[over] < n).all():
+            return x
+        keep = (env[over] < n)[:, None]
+        return self.tape.apply(e.op, [x], (("keep", keep),), self.ctx)
 
     def _read(self, r: Ref, env: dict) -> int:
         """The value r gives at `env`; where a tree meets per-example values, the rows

@@ -50,6 +50,10 @@ class Op(Enum):
     MAX_OVER = "max over"
     MEAN_OVER = "mean over"
     LSE_OVER = "logsumexp over"
+    # x at the real steps of an index and -inf at its padded ones (`keep` [B, 1] true at
+    # the real ones), so that softmax over t, exp(x - logsumexp over t (x)), weighs a
+    # padded step 0 whatever x holds there (graph/folded.softmax_over)
+    REAL_STEPS = "at the real steps"
     # losses: per-example values [B] for one step
     XENT = "xent"
     BCE = "bce"
@@ -248,6 +252,10 @@ def _over_vjp(g, y, w, xs):
     return tuple(g * w[t] for t in range(len(xs)))
 
 
+def _real_steps(ctx, x, keep):
+    return np.where(keep, x, -np.inf).astype(np.result_type(x), copy=False), keep
+
+
 def _plain(f):
     """A forward that saves nothing."""
     return lambda ctx, *xs, **kw: (f(*xs, **kw), None)
@@ -352,6 +360,8 @@ TABLE: dict[Op, OpDef] = {d.op: d for d in [
     OpDef(Op.MEAN_OVER, (None,), None, _same, _mean_over, _over_vjp),
     OpDef(Op.MAX_OVER, (None,), None, _same, _max_over, _over_vjp),
     OpDef(Op.LSE_OVER, (None,), None, _same, _lse_over, _over_vjp),
+    OpDef(Op.REAL_STEPS, (None,), None, _same, _real_steps,
+          lambda g, y, keep, xs: (np.where(keep, g, 0),)),
     OpDef(Op.TAKE, (None,), None, _same,
           lambda ctx, x, rows: (np.asarray(x)[rows], rows), _take_vjp),
     OpDef(Op.STACK, (), None, _same, _plain(lambda *xs: np.concatenate(xs, axis=0)),

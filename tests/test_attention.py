@@ -8,6 +8,7 @@ import pytest
 
 import seqgraph
 from seqgraph.gradcheck import gradcheck
+from seqgraph.graph.printer import folded_text
 
 from conftest import random_batch
 
@@ -49,6 +50,12 @@ def test_scores_are_numbers_and_weights_sum_to_one_over_t():
     np.testing.assert_allclose(a.sum(axis=2), 1.0, rtol=1e-12)
 
 
+def test_softmax_is_shown_as_written():
+    """`softmax over t (E)` is three ops (graph/folded.softmax_over), printed as one."""
+    m = seqgraph.Model(seqgraph.read_spec(str(SPECS / "attention.sg")), dims=DIMS)
+    assert "a[u, t] : 1 = softmax over t (e[u, t])\n" in folded_text(m.checked)
+
+
 def test_gradients_match_central_differences():
     assert all(c.ok for c in gradcheck(_model()))
 
@@ -66,8 +73,9 @@ def test_padded_encoder_steps_change_nothing():
     ins, tgs = _batch(B=2, T=5)
     lengths = {"t": np.array([5, 2])}
     res = m.run(ins, tgs, grads=True, lengths=lengths)
-    # the weights over an example's real steps sum to one (padded ones are unspecified)
+    # the weights over an example's real steps sum to one, padded ones weigh 0
     np.testing.assert_allclose(res.values["a"][1, :, :2].sum(axis=1), 1.0, rtol=1e-12)
+    assert (res.values["a"][1, :, 2:] == 0).all()
     one = m.run({"h": ins["h"][1:, :2]}, {"y": tgs["y"][1:]}, grads=True)
     np.testing.assert_allclose(res.values["ctx"][1], one.values["ctx"][0], rtol=1e-12)
     ins["h"][1, 2:] = 100.0                          # padding values do not matter

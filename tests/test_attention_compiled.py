@@ -13,6 +13,7 @@ import pytest
 
 import seqgraph
 from seqgraph.compile import explain
+from seqgraph.graph.generate_check import softmax_index
 
 from conftest import SPECS, random_batch
 from test_compile import TOL, assert_same, pair, rel
@@ -252,6 +253,41 @@ def test_padding_values_do_not_matter():
     assert a.loss == pytest.approx(b.loss, rel=1e-13)
     for p in a.grads:
         np.testing.assert_allclose(a.grads[p], b.grads[p], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind, name, weights", [("gallery", "attention.sg", "a"),
+                                                 ("variant", "static_over_u", "b")])
+def test_a_padded_step_far_above_the_real_ones_weighs_nothing(kind, name, weights, dtype,
+                                                              monkeypatch):
+    """Scores scaled by 1e5 put some padded step's score far above its example's real
+    steps: exp of the difference overflows in both dtypes, and inf times the context's
+    masked 0 was NaN in both executors. A padded step weighs 0 (graph/folded.softmax_over):
+    loss and gradients finite, each example's real weights add up to 1, compiled equals
+    interpreted (the fused softmax of attention.sg, the op-by-op one of a softmax over
+    [u, t] at once), and what the padded steps hold does not matter."""
+    mi, mc = pair(_spec(kind, name), dtype, dims=DIMS)
+    _compiled_only(mc, monkeypatch)
+    for m in (mi, mc):
+        m.params["va"] *= 1e5
+    ins, tgs = random_batch(mi, np.random.default_rng(4), B=4, lengths=LENGTHS)
+    ex = {i: n for i, n in EX_LEN.items() if i in {j for j, _ in mi.graph.indexes}}
+    ri, rc = (m.run(ins, tgs, grads=True, lengths=ex) for m in (mi, mc))
+    over = softmax_index(mi.graph.var(weights).cases[0].expr)
+    for r in (ri, rc):
+        assert np.isfinite(r.loss) and all(np.isfinite(g).all() for g in r.grads.values())
+        w = np.moveaxis(np.asarray(r.values[weights], np.float64)[..., 0],
+                        1 + mi.graph.var(weights).indexes.index(over), -1)   # [B, ., T]
+        for b, n in enumerate(ex[over]):
+            assert (w[b, ..., n:] == 0).all()
+            np.testing.assert_allclose(w[b, ..., :n].sum(axis=-1), 1, rtol=1e-5)
+    _same(ri, rc, dtype, mi, ex)
+    for name_, a in ins.items():            # other values at the padded steps
+        ix = mi.graph.var(name_).index
+        for b, n in enumerate(ex.get(ix, ())):
+            a[b, n:] = a[b, n:] * 3 + 1 if a.dtype.kind == "f" else (a[b, n:] + 1) % 5
+    again = mc.run(ins, tgs, grads=True, lengths=ex)
+    assert again.loss == pytest.approx(rc.loss, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind, name", [("gallery", "attention.sg"),

@@ -84,6 +84,9 @@ ROWS = [
      1e-8),
     ("logsumexp_over", Op.LSE_OVER, lambda r: [_vec(r, 1) for _ in range(5)],
      (("mask", np.array([[1, 1, 1]] * 3 + [[1, 0, 1]] * 2, bool)),), {}, 1e-8),
+    # a step every example of which is real (test_real_steps_at_padded_ones: the others)
+    ("real_steps", Op.REAL_STEPS, lambda r: [_vec(r, 1)], (("keep", np.ones((B, 1), bool)),),
+     {}, 1e-8),
 ]
 
 # arguments that carry no gradient: ids, numbers, and the targets of a loss
@@ -105,6 +108,20 @@ def test_every_op_has_a_row():
     assert set(ops.TABLE) == set(Op)
     for op, d in ops.TABLE.items():
         assert d.op is op
+
+
+def test_real_steps_at_padded_ones():
+    """softmax over t's mask (graph/folded.softmax_over): -inf where an example is padded,
+    whatever its value (inf and NaN too), and no gradient there; x and g elsewhere."""
+    x = np.array([[0.5], [np.inf], [np.nan], [1e300]])
+    keep = np.array([[True], [False], [False], [True]])
+    y, saved = ops.forward(Op.REAL_STEPS, ops.Ctx(), [x], (("keep", keep),))
+    np.testing.assert_array_equal(y, [[0.5], [-np.inf], [-np.inf], [1e300]])
+    (d,) = ops.vjp(Op.REAL_STEPS, np.full((4, 1), 2.0), y, saved, [x])
+    np.testing.assert_array_equal(d, [[2.0], [0.0], [0.0], [2.0]])
+    y32, _ = ops.forward(Op.REAL_STEPS, ops.Ctx(), [x[:3].astype(np.float32)],
+                         (("keep", keep[:3]),))
+    assert y32.dtype == np.float32
 
 
 ELEMENTWISE = ops.ELEMENTWISE_UNARY + ops.ELEMENTWISE_BINARY

@@ -140,6 +140,33 @@ def refs(expr: Expr) -> list[Ref]:
     return [e for e in walk(expr) if isinstance(e, Ref)]
 
 
+# ----------------------------------------------------------------------------- softmax
+def softmax_over(arg: Expr, index: str, pos: Pos = NOPOS) -> Apply:
+    """`softmax over t (E)` at step t: exp(E' - logsumexp over t (E)), E' being E at the
+    real steps of t and -inf at padded ones. The logsumexp runs over the real steps, so
+    the weights of each example's real steps add up to 1, and a padded step weighs 0
+    whatever E holds there (exp(E - logsumexp) itself would overflow to inf where E is
+    far above the real steps, and inf times a masked 0 is NaN)."""
+    lse = Apply(Op.LSE_OVER, (arg,), (("over", index),), pos)
+    real = Apply(Op.REAL_STEPS, (arg,), (("steps", index),), pos)
+    return Apply(Op.EXP, (Apply(Op.SUB, (real, lse), (), pos),), (), pos)
+
+
+def softmax_parts(expr) -> tuple[str, Expr] | None:
+    """(t, E) when `expr` is `softmax over t (E)` as softmax_over writes it; else None."""
+    if not (isinstance(expr, Apply) and expr.op is Op.EXP and expr.args):
+        return None
+    arg = expr.args[0]
+    if not (isinstance(arg, Apply) and arg.op is Op.SUB):
+        return None
+    real, lse = arg.args
+    if isinstance(real, Apply) and real.op is Op.REAL_STEPS and \
+            isinstance(lse, Apply) and lse.op is Op.LSE_OVER and \
+            real.args == lse.args and real.kw["steps"] == lse.kw["over"]:
+        return lse.kw["over"], lse.args[0]
+    return None
+
+
 def fed_back(graph, name: str) -> bool:
     """True when some equation (or init value) reads variable `name` with a delay: a
     target read so is fed back (teacher forcing; what generation feeds its samples to)."""

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..ops import Op
-from .folded import ENDS, Apply, FoldedGraph, LossFn, Shift, ShiftKind, fed_back
+from .folded import ENDS, Apply, FoldedGraph, LossFn, Shift, ShiftKind, fed_back, softmax_parts
 
 
 def generated_targets(graph: FoldedGraph) -> list:
@@ -74,17 +73,9 @@ def _future(shift: Shift) -> str | None:
 
 
 def softmax_index(expr) -> str | None:
-    """t when `expr` is `softmax over t (E)`, which lang/elaborate.py writes as
-    exp(E - logsumexp over t (E)); else None."""
-    if not (isinstance(expr, Apply) and expr.op is Op.EXP and expr.args):
-        return None
-    arg = expr.args[0]
-    if not (isinstance(arg, Apply) and arg.op is Op.SUB):
-        return None
-    e, lse = arg.args
-    if isinstance(lse, Apply) and lse.op is Op.LSE_OVER and lse.args[0] == e:
-        return lse.kw["over"]
-    return None
+    """t when `expr` is `softmax over t (E)` (graph/folded.softmax_over); else None."""
+    parts = softmax_parts(expr)
+    return None if parts is None else parts[0]
 
 
 def reductions(expr):
@@ -92,10 +83,10 @@ def reductions(expr):
     written (a softmax over t is one softmax, not its exp and logsumexp)."""
     if not isinstance(expr, Apply):
         return
-    over = softmax_index(expr)
-    if over is not None:
-        yield "softmax", over, expr.pos
-        yield from reductions(expr.args[0].args[0])
+    parts = softmax_parts(expr)
+    if parts is not None:
+        yield "softmax", parts[0], expr.pos
+        yield from reductions(parts[1])
         return
     if "over" in expr.kw:
         yield expr.op.value.split()[0], expr.kw["over"], expr.pos

@@ -3,7 +3,7 @@ golden tests can pin the folded and the unfolded graph (`seqgraph check --dump`)
 from __future__ import annotations
 
 from ..ops import Op
-from .folded import Apply, Num, ParamRef, Ref
+from .folded import Apply, Num, ParamRef, Ref, softmax_parts
 
 _INFIX = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/", Op.MATMUL: "@",
           Op.GATHER: "@"}
@@ -23,6 +23,9 @@ def show(e, index_of=lambda v: None, prec: int = 0) -> str:
         ix = e.shift.show(idx)
         return f"{e.var}[{ix}]" if ix else e.var
     assert isinstance(e, Apply)
+    soft = softmax_parts(e)
+    if soft is not None:
+        return f"softmax over {soft[0]} ({show(soft[1], index_of)})"
     args = e.args
     if e.op in _INFIX:
         p = _PREC[e.op]

@@ -27,6 +27,7 @@ from ..graph.folded import (
     Shift,
     ShiftKind,
     Var,
+    softmax_over,
 )
 from ..ops import FUNCTIONS, LOSS_NAMES, REDUCTIONS, Op
 from . import ast as A
@@ -411,7 +412,7 @@ class _Elaborator:
 
     def _reduce(self, e: A.Reduce, bound, cond, in_init):
         """`sum over t (E)`: E with t bound, at every step of t. `softmax over t (E)` is
-        exp(E - logsumexp over t (E)), normalised over t."""
+        exp(E - logsumexp over t (E)), normalised over t (graph/folded.softmax_over)."""
         if e.index not in self.indexes:
             raise SpecError(f"'{e.index}' is not a sequence index of this model", e.pos,
                             hint="a reduction runs over an index that some variable uses")
@@ -431,8 +432,7 @@ class _Elaborator:
             raise SpecError(f"softmax over {e.index} gives one weight per step of "
                             f"{e.index}: define it on a variable over {e.index}, like "
                             f"a[u, {e.index}]", e.pos)
-        lse = Apply(Op.LSE_OVER, (arg,), over, e.pos)
-        return Apply(Op.EXP, (Apply(Op.SUB, (arg, lse), (), e.pos),), (), e.pos)
+        return softmax_over(arg, e.index, e.pos)
 
     def _matmul(self, e, rec):
         left, right = rec(e.left), rec(e.right)

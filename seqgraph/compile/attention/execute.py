@@ -187,6 +187,8 @@ class _Exec:
             return self.fwd_score(args, out)
         if k == "softmax":
             return self.fwd_softmax(n, args[0], out)
+        if k == "real":
+            return self.fwd_real(n, args[0])
         raise AssertionError(k)
 
     def read(self, n):
@@ -400,23 +402,44 @@ class _Exec:
         return None, dp, (None if dq is not None else into.reshape(q.shape))
 
     def fwd_softmax(self, n, x, out):
-        """exp(x - logsumexp over t (x)), padded steps of t masked out of the sum: one
-        pass (fused.softmax_fwd); saves the masked softmax."""
+        """softmax over t (graph/folded.softmax_over): exp(x - logsumexp over the real
+        steps of t (x)) at the real steps, 0 at padded ones, one pass (fused.softmax_fwd).
+        Its reverse needs only the value."""
         L = self.lengths[n.over]
         x2 = x[..., 0]
         if x2.shape != (L, self.B):
             x2 = np.broadcast_to(x2, (L, self.B))
         x2 = np.ascontiguousarray(x2, dtype=self.dt)
         a = np.empty_like(x2) if out is None else out[..., 0]
-        s = self.pool.empty(x2.shape, self.dt)
-        self.fk.softmax_fwd(x2, self.real_lengths(n.over), a, s)
-        return a[..., None], s
+        self.fk.softmax_fwd(x2, self.real_lengths(n.over), a)
+        return a[..., None], None
 
-    def vjp_softmax(self, g, a, s):
-        dx = np.empty(s.shape, self.dt)
-        g2 = np.ascontiguousarray(np.broadcast_to(g[..., 0], s.shape), dtype=self.dt)
-        self.fk.softmax_bwd(g2, np.ascontiguousarray(a[..., 0]), s, dx)
+    def vjp_softmax(self, g, a):
+        dx = np.empty(a.shape[:-1], self.dt)
+        g2 = np.ascontiguousarray(np.broadcast_to(g[..., 0], dx.shape), dtype=self.dt)
+        self.fk.softmax_bwd(g2, np.ascontiguousarray(a[..., 0]), dx)
         return (dx[..., None],)
+
+    def fwd_real(self, n, x):
+        """x at the real steps of `over`, -inf at padded ones (softmax over t, op by op);
+        saves the mask (None: no padding)."""
+        ax = n.aaxes[0]
+        if ax is None:                           # a number or parameter: per example
+            x = np.broadcast_to(np.asarray(x, self.dt), (self.B,) + (np.shape(x) or (1,)))
+            ax = ()
+        xa = _align(x, ax, n.axes)
+        m = self.mask(n.over)
+        if m is None:
+            return xa, None
+        m = _align(m[..., None], (n.over,), n.axes)
+        return np.where(m, xa, -np.inf).astype(self.dt, copy=False), m
+
+    def vjp_real(self, n, g, x, m):
+        d = g if m is None else np.where(m, g, 0)
+        ax = n.aaxes[0]
+        if ax is None:
+            return (_back(d, x, None, n.axes) if np.ndim(x) else None,)
+        return (_back(d, x, ax, n.axes),)
 
     # ------------------------------------------------------------- reverse
     def backward(self, prog, vals, saved, seeds, leaf):
@@ -489,7 +512,9 @@ class _Exec:
         if k == "score":
             return self.vjp_score(n, g, args, s)
         if k == "softmax":
-            return self.vjp_softmax(g, vals[n.id], s)
+            return self.vjp_softmax(g, vals[n.id])
+        if k == "real":
+            return self.vjp_real(n, g, args[0], s)
         raise AssertionError(k)
 
     def vjp_dot(self, n, g, args, s):

@@ -53,10 +53,9 @@ def score_bwd(g, y, v, dq, add, dp, dv):
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def softmax_fwd(x, n, a, s):
-    """a[r, b] = exp(x[r, b] - lse[b]), lse over the real steps r < n[b] (a is exp of
-    the difference at padded steps too, as the unfused nodes give it); s the softmax the
-    backward needs (0 at padded steps)."""
+def softmax_fwd(x, n, a):
+    """a[r, b] = exp(x[r, b] - lse[b]) at the real steps r < n[b], lse their logsumexp;
+    0 at padded steps (graph/folded.softmax_over)."""
     R, B = x.shape
     for b in range(B):
         top = -np.inf
@@ -67,21 +66,20 @@ def softmax_fwd(x, n, a, s):
             tot += math.exp(x[r, b] - top)
         lse = top + math.log(tot)
         for r in range(R):
-            e = math.exp(x[r, b] - lse)
-            a[r, b] = e
-            s[r, b] = e if r < n[b] else ZERO
+            a[r, b] = math.exp(x[r, b] - lse) if r < n[b] else ZERO
 
 
 @njit(error_model="numpy", cache=True, nogil=True)
-def softmax_bwd(g, a, s, dx):
-    """dx = g a - s sum over r of g a (the reverse of exp(x - lse(x)))."""
+def softmax_bwd(g, a, dx):
+    """dx = a (g - sum over r of g a): the reverse of a softmax (0 at padded steps, as
+    a is)."""
     R, B = g.shape
     for b in range(B):
         tot = ZERO
         for r in range(R):
             tot += g[r, b] * a[r, b]
         for r in range(R):
-            dx[r, b] = g[r, b] * a[r, b] - s[r, b] * tot
+            dx[r, b] = a[r, b] * (g[r, b] - tot)
 
 
 @njit(error_model="numpy", fastmath=FAST, cache=True, nogil=True)

@@ -32,7 +32,9 @@ class Node:
           'contract'             sum / mean over an index of a product, one einsum
           'score'                v @ tanh(p + q), v a parameter vector, p per example
                                  (no axes), q over the node's axes: one fused kernel
-          'softmax'              exp(x - logsumexp over x's one index (x)): one kernel
+          'real'                 x at the real steps of `over`, -inf at padded ones
+          'softmax'              exp(x - logsumexp over x's one index (x)) at the real
+                                 steps, 0 at padded ones: one kernel
           'fused'                folded into a later 'score' or 'softmax': not run
     """
     id: int
@@ -136,6 +138,11 @@ class _Builder:
             return self.sum(e)
         if op in REDUCE:
             return self.reduce(e)
+        if op is Op.REAL_STEPS:
+            x = self.build(e.args[0])
+            over = e.kw["steps"]
+            axes = self.axes(set(self.prog.nodes[x].axes or ()) | {over})
+            return self.add("real", axes, args=(x,), over=over, expr=e)
         if op is Op.MATMUL:
             if not isinstance(e.args[0], ParamRef):
                 raise Unsupported(f"a product by a non-parameter ({self.show(e)})")
@@ -284,8 +291,8 @@ def _finish(prog):
 
 def _fuse(prog, keep):
     """Chains of a loop's step folded into one kernel each (fused.py): `v @ tanh(p + q)`
-    becomes a 'score' node and `exp(x - logsumexp over t (x))` (softmax over t) a
-    'softmax' node, in place of the chain's last node; the nodes folded in become
+    becomes a 'score' node and softmax over t (graph/folded.softmax_over) a 'softmax'
+    node, in place of the chain's last node; the nodes folded in become
     'fused' (not run). Only nodes whose value nothing else reads, and that are no
     variable's value (`keep`), are folded."""
     uses = [0] * len(prog.nodes)
@@ -325,10 +332,13 @@ def _fuse_softmax(nodes, n, inner):
     (d,) = n.args
     if not inner(d, "op", Op.SUB):
         return
-    x, m = nodes[d].args
-    r = nodes[m]
-    if not (inner(m, "reduce", Op.LSE_OVER) and r.args == (x,) and
-            nodes[x].axes == (r.over,) and n.axes == (r.over,)):
+    k, m = nodes[d].args
+    real, r = nodes[k], nodes[m]
+    if not (inner(k, "real", None) and inner(m, "reduce", Op.LSE_OVER) and
+            real.args == r.args and real.over == r.over):
+        return
+    (x,) = r.args
+    if not (nodes[x].axes == (r.over,) and n.axes == (r.over,)):
         return
     n.kind, n.args, n.over = "softmax", (x,), r.over
-    nodes[d].kind = r.kind = "fused"
+    nodes[d].kind = real.kind = r.kind = "fused"

@@ -120,6 +120,8 @@ def _summary(prog, nodes, sh) -> str:
                        "kernel (the sum, tanh and one GEMV)")
         elif n.kind == "softmax":
             out.append(f"softmax over {n.over} as one kernel (padded steps masked)")
+        elif n.kind == "real":
+            out.append(f"softmax over {n.over} op by op (padded steps masked)")
     for n in nodes:
         if n.kind == "contract":
             out.append(f"{n.op.value} {n.over} of a product as one contraction (einsum; "
