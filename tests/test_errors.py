@@ -494,6 +494,26 @@ def test_a_vector_declared_as_one_gets_no_hint_for_at():
     assert "`a * ...` multiplies elementwise, which makes a a vector" in str(e.value)
 
 
+def test_a_matrix_named_parameter_times_a_value_is_a_warning():
+    """`U * h[t-1]` for the book's U h(t-1) fits the sizes when U is taken for a vector:
+    it trained a diagonal recurrence without a word (walk 14). A warning, once, at the
+    parameter; not for a declared shape, a vector's name or a number times a matrix."""
+    text = HEAD + "h[t] : H = tanh(W @ x[t] + U * h[t-1] + h[t-1] * U + b)\n" + OUT
+    spec = seqgraph.read_spec("d.sg", text)
+    assert [m for m, _ in spec.graph.warnings] == [
+        "`U * ...` multiplies elementwise, which makes U a vector (one weight per unit); "
+        "a matrix times a vector is written `U @ ...` (declare `param U : [n]` if a vector "
+        "is meant)"]
+    pos = spec.graph.warnings[0][1]
+    assert (pos.line, pos.column) == (5, 28)
+    quiet = [text.replace("param W, U, b", "param W, b\nparam U : [H]").replace(
+                 "h[t] :", "\nh[t] :"),
+             text.replace("U", "u"),
+             HEAD + "h[t] : H = tanh(2 * W @ x[t] + U @ h[t-1] + b)\n" + OUT]
+    for t in quiet:
+        assert not seqgraph.read_spec("d.sg", t).graph.warnings, t
+
+
 def test_a_loss_line_repeated_is_a_warning():
     """Two equal loss lines add up, silently doubling the loss (walk 12)."""
     spec = seqgraph.read_spec("d.sg", HEAD + H + OUT + "loss xent(o[t], y[t])\n")

@@ -117,6 +117,7 @@ class _Elaborator:
         self.spec = spec
         self.stmts = list(spec.stmts)
         self.warnings = []
+        self.starred = set()         # parameters warned of as `W * ...` (_matrix_times)
 
     # ------------------------------------------------------------------ statements
     def run(self) -> FoldedGraph:
@@ -397,6 +398,8 @@ class _Elaborator:
         if isinstance(e, A.BinOp) and e.op == "@":
             return self._matmul(e, rec)
         if isinstance(e, A.BinOp):
+            if e.op == "*":
+                self._matrix_times(e)
             op = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}[e.op]
             return Apply(op, (rec(e.left), rec(e.right)), (), e.pos)
         if isinstance(e, A.FnCall):
@@ -405,6 +408,23 @@ class _Elaborator:
             raise SpecError("a cell use stands on its own line: `e = "
                             f"{e.modifier} {e.cell}(...)`", e.pos)
         raise SpecError("this is not an expression", getattr(e, "pos", None))
+
+    def _matrix_times(self, e: A.BinOp) -> None:
+        """`U * h[t-1]` typed for the book's U h(t-1): `*` multiplies elementwise, which
+        makes U a vector (one weight per unit: a diagonal recurrence), and when the sizes
+        fit nothing else says so. A warning, once a parameter, for one named as the book
+        names matrices (a capital first letter) whose shape is not declared."""
+        for p, other in ((e.left, e.right), (e.right, e.left)):
+            if not (isinstance(p, A.Name) and p.index is None and p.name in self.params
+                    and self.params[p.name].shape is None and p.name[:1].isupper()
+                    and not isinstance(other, A.Number) and p.name not in self.starred):
+                continue
+            self.starred.add(p.name)
+            self.warnings.append((
+                f"`{p.name} * ...` multiplies elementwise, which makes {p.name} a vector "
+                f"(one weight per unit); a matrix times a vector is written "
+                f"`{p.name} @ ...` (declare `param {p.name} : [n]` if a vector is meant)",
+                p.pos))
 
     def _declared_rank(self, param: str):
         shape = self.params[param].shape
