@@ -75,6 +75,9 @@ def test_cli_check_summary(capsys):
     out = capsys.readouterr().out
     assert "h: over t, forward in time, delays -1" in out
     assert "[128, 65]" in out and "total 33217" in out   # 2*128*65 + 128*128 + 128 + 65
+    # what a loss reads is an output, not hidden (walk 14)
+    assert "  h[t]             hidden           size 128\n" in out
+    assert "  o[t]             output           size 65\n" in out
 
 
 def test_cli_check_bad_spec_exit_code(tmp_path, capsys):

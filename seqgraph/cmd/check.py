@@ -130,9 +130,11 @@ def _count(shape) -> str:
 def summary(checked) -> str:
     g = checked.graph
     lines = [f"model {g.name} ({g.path})", "", "variables:"]
+    outputs = {loss.output.var for loss in g.losses}
     for v in g.vars:
         ix = f"[{', '.join(v.indexes)}]" if v.index else ""
-        kind = f"{v.role} {v.kind}" if v.kind else v.role
+        role = "output" if v.role == "hidden" and v.name in outputs else v.role
+        kind = f"{role} {v.kind}" if v.kind else role
         lines.append(f"  {v.name + ix:<16} {kind:<16} size {checked.sizes[v.name]}")
     lines += ["", "parameters:"]
     total, symbolic = 0, False
