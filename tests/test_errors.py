@@ -126,6 +126,14 @@ TABLE = [
     bad("stack-bi-after-a-form-feed", "# a comment\x0c with a form feed\n" + HEAD +
         "h = stack(2) bi rnn(x, H)\n" + OUT, 6, 14,
         "the modifiers 'stack' and 'bi' cannot be combined"),
+    # the stack after the other modifier (review 35: the generic "unexpected 'rnn'")
+    bad("bi-stack", HEAD + "h = bi stack(3) rnn(x, H)\n" + OUT, 5, 8,
+        "the modifiers 'bi' and 'stack' cannot be combined",
+        "h1 = bi rnn(x, H), then h = bi rnn(h1, H) (and so on)"),
+    bad("reverse-stack", HEAD + "h =reverse  stack( 2 ) gru(x, H)  # two\n" + OUT, 5, 13,
+        "the modifiers 'reverse' and 'stack' cannot be combined",
+        "stack the 2 'reverse' layers one a line: h1 = reverse gru(x, H), then "
+        "h = reverse gru(h1, H)"),
     bad("reverse-bi", HEAD + "h = reverse bi rnn(x, H)\n" + OUT, 5, 13,
         "the modifiers 'reverse' and 'bi' cannot be combined", "write h = bi rnn(x, H)"),
     bad("bi-reverse", HEAD + "h = bi reverse rnn(x, H)\n" + OUT, 5, 8,

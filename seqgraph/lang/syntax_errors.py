@@ -86,7 +86,7 @@ def syntax_error(e: UnexpectedInput, text: str, lexed, value: bool = False) -> S
             or cont.type == "COMMA" and prev is resumed and "_NL" in expected):
         # (`param W, U,` then `h[t] : ...`: the list ended, the next line is a statement)
         return _not_continued(cont)      # the next line starts another statement
-    keyword = _keyword_as_name(tok, prev, expected) or _modifiers_combined(prev, text) or \
+    keyword = _keyword_as_name(tok, prev, expected) or _modifiers_combined(prev, tok, text) or \
         _modifier_inside(prev)
     if keyword is not None:
         return keyword
@@ -408,35 +408,50 @@ def _keyword_as_name(tok: Token, prev, expected: set):
 
 
 _MODIFIER_BEFORE = re.compile(r"(?:^|[\s=])(bi|reverse|stack\s*\(\s*(\d+)\s*\))\s*$")
+_STACK_AFTER = re.compile(r"(?:^|[\s=])(bi|reverse)\s+(stack\s*\(\s*(\d+)\s*\))\s*$")
 
 
-def _modifiers_combined(prev, text: str):
-    """`d = stack(2) bi rnn(x, 4)`, `reverse bi`, `bi reverse`: a cell use takes one
-    modifier; said so, with what to write instead."""
-    if prev is None or prev.type != "NAME" or str(prev) not in ("bi", "reverse", "stack") \
-            or prev.line is None:
+def _modifiers_combined(prev, tok, text: str):
+    """`d = stack(2) bi rnn(x, 4)`, `bi stack(3) rnn(...)`, `reverse bi`, `bi reverse`:
+    a cell use takes one modifier; said so, with what to write instead."""
+    if prev is None or prev.line is None:
         return None
     lines = text.split("\n")             # the parser's lines: a form feed ends none
     line = lines[prev.line - 1] if prev.line <= len(lines) else ""
-    m = _MODIFIER_BEFORE.search(line[:prev.column - 1])
-    if m is None:
-        return None
-    first, second = m.group(1).split("(")[0].strip(), str(prev)
-    var = (re.match(r"\s*([A-Za-z_]\w*)", line) or re.match("", "x")).group(0).strip() or "d"
-    call = re.sub(r"^\s*stack\s*\(\s*\d+\s*\)", "", line[prev.end_column - 1:]).strip() \
-        .split("#")[0].strip() or "rnn(x, H)"
-    below = re.sub(r"\(\s*[A-Za-z_]\w*", f"({var}1", call, count=1)
-    if {first, second} == {"bi", "reverse"}:
-        hint = f"bi already runs both ways, forward and reversed: write {var} = bi {call}"
-    elif first == second:
-        hint = f"write '{first}' once"
+    if prev.type == "NAME" and str(prev) in ("bi", "reverse", "stack"):
+        m = _MODIFIER_BEFORE.search(line[:prev.column - 1])
+        if m is None:
+            return None
+        first, second, layers = m.group(1).split("(")[0].strip(), str(prev), m.group(2)
+        where, rest = Pos(prev.line, prev.column), line[prev.end_column - 1:]
+    elif tok.type == "NAME" and tok.line == prev.line and tok.column is not None:
+        m = _STACK_AFTER.search(line[:tok.column - 1])         # `bi stack(3) rnn`
+        if m is None:
+            return None
+        first, second, layers = m.group(1), "stack", m.group(3)
+        where, rest = Pos(prev.line, m.start(2) + 1), line[tok.column - 1:]
     else:
-        one = second if first == "stack" else first
-        layers = m.group(2) if first == "stack" else "N"
-        hint = f"stack the {layers} '{one}' layers one a line: {var}1 = {one} {call}, then " \
-            f"{var} = {one} {below}" + (" (and so on)" if layers not in ("2",) else "")
+        return None
+    var = (re.match(r"\s*([A-Za-z_]\w*)", line) or re.match("", "x")).group(0).strip() or "d"
+    call = re.sub(r"^\s*stack\s*\(\s*\d+\s*\)", "", rest).split("#")[0].strip() \
+        or "rnn(x, H)"
     return SpecError(f"the modifiers '{first}' and '{second}' cannot be combined: a cell "
-                     f"use takes one modifier", Pos(prev.line, prev.column), hint=hint)
+                     f"use takes one modifier", where,
+                     hint=_one_modifier_hint(first, second, layers, var, call))
+
+
+def _one_modifier_hint(first, second, layers, var, call) -> str:
+    """What to write instead of two modifiers: bi alone, one of two equal ones, or the
+    stack's layers one a line, each with the other modifier."""
+    if {first, second} == {"bi", "reverse"}:
+        return f"bi already runs both ways, forward and reversed: write {var} = bi {call}"
+    if first == second:
+        return f"write '{first}' once"
+    one = second if first == "stack" else first
+    layers = layers if layers is not None else "N"
+    below = re.sub(r"\(\s*[A-Za-z_]\w*", f"({var}1", call, count=1)
+    return f"stack the {layers} '{one}' layers one a line: {var}1 = {one} {call}, then " \
+        f"{var} = {one} {below}" + (" (and so on)" if layers not in ("2",) else "")
 
 
 def _modifier_inside(prev):
