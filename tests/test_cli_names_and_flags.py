@@ -82,6 +82,10 @@ def test_dim_makes_an_open_size_a_number_before_the_check(work, capsys):
     err = fails(capsys, "check", "open.sg", "--dim", "v=8")
     assert "--dim v=8: open.sg has no size 'v' (did you mean 'V'?)" in err, err
     assert "has size V" not in err
+    # a size a matrix of two would not fit in memory is refused, as in a spec (review 35)
+    err = fails(capsys, "check", "open.sg", "--dim", "V=99999999999")
+    assert "--dim V=99999999999: at most 10000000 units (a parameter of two such sizes " \
+        "would not fit in memory" in err, err
     code, out = sg(capsys, "train", "open.sg", "--dim", "V=8", "--out", "r", "--steps", 2,
                    "--quiet")
     assert code == 0, out.err

@@ -255,8 +255,14 @@ TABLE = [
     bad("cell-over-two-indexes", HEAD + "input z[u] : onehot(V)\ne[t, u] : H = W @ x[t]\n"
         "h = rnn(e, H)\n" + OUT, 7, 9, "cell 'rnn' runs over one index, and 'e' has two "
         "(t, u)", "s[t] = sum over u (e[t, u]), then rnn(s, ...)"),
-    bad("cell-size-zero", HEAD + "h = rnn(x, 0)\n" + OUT, 5, 9,
-        "must be a whole number of at least 1, not 0"),
+    # a size given to a cell is checked where it is written, as one written in place is
+    bad("cell-size-zero", HEAD + "h = rnn(x, 0)\n" + OUT, 5, 12,
+        "a size must be a whole number of at least 1, not 0", "a size counts units"),
+    bad("cell-size-fraction", HEAD + "h = stack(2) gru(x, 2.5)\n" + OUT, 5, 21,
+        "a size must be a whole number of at least 1, not 2.5"),
+    bad("cell-size-huge", HEAD + "h = bi lstm(x, 99999999999)\n" + OUT, 5, 16,
+        "a size of 99999999999 units is too large (at most 10000000)",
+        "would not fit in memory"),
     bad("error-inside-user-cell", HEAD + CELL + "  g[t] : H = A @ x[t] + q\n  return g\n}\n"
         "h = foo(x, H)\n" + OUT, 7, 25, "undefined name 'q'"),
     # ------------------------------------------------------------------- losses

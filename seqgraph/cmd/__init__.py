@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import UsageError, whole_number
+from ..graph.sizes import MAX_SIZE, TOO_LARGE_HINT
 from ..outputs import output_file, writing
 
 __all__ = ["output_file", "parse_dims", "writing"]
@@ -20,6 +21,9 @@ def parse_dims(items: list[str] | None, spec=None) -> dict:
                 raise UsageError(f"--dim {part!r}: expected NAME=SIZE with SIZE a whole "
                                  f"number of at least 1, e.g. --dim V=65")
             name = name.strip()
+            if int(val) > MAX_SIZE:
+                raise UsageError(f"--dim {part.strip()}: at most {MAX_SIZE} units ("
+                                 f"{TOO_LARGE_HINT})")
             if name in dims and dims[name] != int(val):
                 raise UsageError(f"--dim {name} is given twice ({name}={dims[name]} and "
                                  f"{part.strip()}); keep one of them")

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_SIZE = 10_000_000      # units of a dim or a size: a matrix of two would not fit memory
+TOO_LARGE_HINT = "a parameter of two such sizes would not fit in memory: give a smaller " \
+    "one, such as 16 or 256"
+
 
 @dataclass(frozen=True)
 class Lin:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass, replace
 
 from ..errors import SpecError, did_you_mean
+from ..graph.sizes import MAX_SIZE, TOO_LARGE_HINT
 from . import ast as A
 
 
@@ -201,7 +202,9 @@ class Expander:
         rename = {n: f"{inst}.{n}" for n in local_vars + local_params}
         rename[ret[-1].name] = inst
         idx_map = self._index_map(cell, bind, index_of)
-        sub = _Subst(rename, bind, idx_map, mirror)
+        sub = _Subst(rename, bind, idx_map, mirror,
+                     {q: a.pos for q, a in zip(cell.params, args, strict=True)
+                      if isinstance(a, A.Number)})
         local_index = self._local_index_of(cell, sub, index_of)
         out = []
         for s in cell.body:
@@ -336,8 +339,9 @@ def relocate(node, pos):
 class _Subst:
     """Renames, binds arguments, maps index names and mirrors shifts in expressions."""
 
-    def __init__(self, rename, bind, idx_map, mirror):
+    def __init__(self, rename, bind, idx_map, mirror, numbers=None):
         self.rename, self.bind, self.idx_map, self.mirror = rename, bind, idx_map, mirror
+        self.numbers = numbers or {}      # a parameter given a number -> where it is
 
     def name(self, n):
         if n in self.rename:
@@ -346,7 +350,21 @@ class _Subst:
         return v if isinstance(v, str) else n
 
     def size(self, s):
-        return self.bind.get(s, s) if isinstance(s, str) else s
+        """A size of the cell's body with its arguments bound; a number given for it is
+        checked where it is written (as a size written in place is, parse._size)."""
+        if not isinstance(s, str):
+            return s
+        v = self.bind.get(s, s)
+        if s in self.numbers:
+            pos = self.numbers[s]
+            if v < 1 or v != int(v):
+                raise SpecError(f"a size must be a whole number of at least 1, not {v:g}",
+                                pos, hint="a size counts units: give a positive whole "
+                                "number, e.g. 16")
+            if v > MAX_SIZE:
+                raise SpecError(f"a size of {v} units is too large (at most {MAX_SIZE})",
+                                pos, hint=TOO_LARGE_HINT)
+        return v
 
     def index_name(self, i):
         return self.idx_map.get(i, i)

@@ -14,13 +14,13 @@ from lark.exceptions import UnexpectedInput, VisitError
 from lark.lark import PostLex
 
 from ..errors import Pos, SpecError, too_deep
+from ..graph.sizes import MAX_SIZE, TOO_LARGE_HINT
 from . import ast as A
 from .syntax_errors import UNFINISHED, syntax_error
 
 MAX_SOURCE = 5_000_000     # characters; a larger spec is refused, not parsed
 MAX_NESTING = 50           # brackets inside brackets; deeper would exhaust the recursion
 MAX_LAYERS = 1000          # stack(N): each layer is expanded into equations
-MAX_SIZE = 10_000_000      # units of a dim or a size: a matrix of two would not fit memory
 
 
 class _BracketNewlines(PostLex):
@@ -120,8 +120,7 @@ def _not_huge(value: int, tok: Token, what: str) -> int:
     if value > MAX_SIZE:
         shown = str(tok) if len(tok) <= 24 else f"{str(tok)[:20]}... ({len(tok)} digits)"
         raise SpecError(f"{what} of {shown} units is too large (at most {MAX_SIZE})",
-                        _pos(tok), hint="a parameter of two such sizes would not fit in "
-                        "memory: give a smaller one, such as 16 or 256")
+                        _pos(tok), hint=TOO_LARGE_HINT)
     return value
 
 
