@@ -824,11 +824,14 @@ def test_an_empty_out_or_resume_is_refused_not_taken_as_none(work, capsys):
     assert not (work / "runs").exists()
 
 
-def test_mpi_timeout_without_distributed_is_said_to_do_nothing(work, capsys):
-    """It was ignored without a word (review 41); the run goes on, on one process."""
-    code, _, err = _run(capsys, "train", "lm.sg", "--mpi-timeout", 5, "--quiet",
+@pytest.mark.parametrize("quiet", [["--quiet"], []])
+def test_mpi_timeout_without_distributed_is_said_to_do_nothing(work, capsys, quiet):
+    """It was ignored without a word (review 41); the run goes on, on one process.
+    Without --quiet it ended in a traceback (the ranks' quiet was set on no MPI)."""
+    code, _, err = _run(capsys, "train", "lm.sg", "--mpi-timeout", 5, *quiet,
                         "--steps", 1, "--out", "r")
     assert code == 0 and "--mpi-timeout does nothing without --distributed" in err, err
+    assert "Traceback" not in err
 
 
 def test_an_output_in_a_folder_that_is_not_there_is_refused_first(work, capsys):

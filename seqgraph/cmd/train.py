@@ -52,10 +52,10 @@ def run(args) -> int:
     if args.distributed:                  # first: MPI starts, ranks above 0 keep quiet
         from ..train.distributed import DEFAULT_TIMEOUT, connect
         comm = connect(DEFAULT_TIMEOUT if args.mpi_timeout is None else args.mpi_timeout)
+        args.quiet = args.quiet or comm.rank > 0
     elif args.mpi_timeout is not None:
         print(f"{args.spec}: warning: --mpi-timeout does nothing without --distributed "
               f"(a run on one process waits for no other)", file=sys.stderr)
-        args.quiet = args.quiet or comm.rank > 0
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     try:
         trainer, out = _prepare(args, comm, speak)
