@@ -386,6 +386,25 @@ def test_agree_says_each_distinct_error_once_with_its_ranks():
     assert e.value.render() == "rank 0 of 2: one\nrank 1 of 2: two"
 
 
+def test_a_signal_after_the_last_step_on_one_rank_is_every_rank_s():
+    """A signal during the last validation or save (no step's Allreduce left to carry
+    it): every rank exits with it, agreed in one Allreduce (SIGTERM before SIGINT)."""
+    from types import SimpleNamespace
+
+    from seqgraph.train.distributed import DistributedTrainer
+
+    def rank(mine, other):
+        def allreduce(buf, what):
+            buf += [other == signal.SIGINT, other == signal.SIGTERM]
+            return buf
+        return SimpleNamespace(ranks=2, interrupts=SimpleNamespace(signal=mine),
+                               comm=SimpleNamespace(allreduce=allreduce))
+    late = DistributedTrainer._late_signal
+    assert late(rank(None, None)) is None
+    assert late(rank(None, signal.SIGINT)) == late(rank(signal.SIGINT, None)) == signal.SIGINT
+    assert late(rank(signal.SIGINT, signal.SIGTERM)) == signal.SIGTERM
+
+
 def test_mpi4py_without_an_mpi_library_is_said_not_a_traceback(work):
     """`pip install mpi4py` alone: its wheel holds no MPI library, and importing mpi4py.MPI
     raised RuntimeError("cannot load MPI library ...") through the command (review 41)."""

@@ -1027,3 +1027,43 @@ def test_a_run_cut_short_prints_its_continue_command_and_a_bad_set_warns_of_noth
     assert main(["train", "lm.sg", "--out", "run", "--overwrite", "--set",
                  "batch=zero"]) == 2
     assert "warning: --overwrite" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def sigint_default():
+    """SIGINT with Python's own handler (a CI runner may start the tests ignoring it)."""
+    import signal
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("where, argv, said", [
+    ("_score", [], "SIGINT: came as the run finished (2 epochs, "),
+    ("save", [], "SIGINT: came as the run finished (2 epochs, "),
+    ("_score", ["--steps", 5], "SIGINT: stopped at step 5; checkpoint r/checkpoint.npz; "
+                               "continue with: seqgraph train lm.sg --resume r")])
+def test_a_signal_during_the_last_validation_or_save_is_not_dropped(
+        work, capsys, monkeypatch, sigint_default, where, argv, said):
+    """Ctrl-C while the last epoch (or a --steps run's stop) validates or saves: the run
+    ends whole, as it would have, but exits 130 saying so; it exited 0, 'finished', the
+    signal dropped."""
+    import signal
+
+    from seqgraph.train import checkpoint as ck
+    from seqgraph.train.loop import Trainer
+    own = getattr(Trainer, where)
+
+    def late(self, *a, **k):
+        # (the epoch is counted before an epoch's save, after its validation)
+        last = self.pos.step == 5 if argv else \
+            self.pos.epoch + (where == "_score") >= self.cfg.epochs
+        if last and not getattr(self, "_sent", False):
+            self._sent = True
+            os.kill(os.getpid(), signal.SIGINT)     # noted only, as between two updates
+        return own(self, *a, **k)
+    monkeypatch.setattr(Trainer, where, late)
+    code, _, err = _run(capsys, "train", "lm.sg", "--out", "r", "--quiet", *argv)
+    assert code == 128 + signal.SIGINT and said in err and "Traceback" not in err, err
+    st = ck.load("r/checkpoint.npz").meta["state"]["position"]      # whole, and the last
+    assert (st["step"], st["window"]) == (5, 5) if argv else st["epoch"] == 2, st

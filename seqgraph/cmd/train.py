@@ -398,15 +398,19 @@ def _stopped(args, trainer, pos, out) -> int:
     """Where the run stopped, and the exit code: 0, or 128 + the signal that stopped it
     (said even with --quiet, with the command that continues it)."""
     signum = getattr(trainer, "interrupted", None)
+    done = pos.epoch >= trainer.cfg.epochs and pos.window == 0
     if signum:
         import signal
         import sys
+        # (a signal during the last epoch's validation or save: the run is whole)
+        how = f"came as the run finished ({pos.epoch} epoch{'s' * (pos.epoch != 1)}, " \
+            f"{pos.step} steps); checkpoint {trainer.saved}; nothing is left to train " \
+            f"(--resume {out} with more --epochs trains on)" if done else \
+            f"stopped at step {pos.step}; checkpoint {trainer.saved}; continue with: " \
+            f"{_continue_command(args, out, trainer)}"
         if getattr(trainer, "rank", 0) == 0:          # under MPI, said once
-            print(f"\n{signal.Signals(signum).name}: stopped at step {pos.step}; "
-                  f"checkpoint {trainer.saved}; continue with: "
-                  f"{_continue_command(args, out, trainer)}", file=sys.stderr)
+            print(f"\n{signal.Signals(signum).name}: {how}", file=sys.stderr)
         return 128 + signum
-    done = pos.epoch >= trainer.cfg.epochs and pos.window == 0
     how = f"finished: {pos.epoch} epoch{'s' * (pos.epoch != 1)}, {pos.step} steps" if done else \
         f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}; the " \
         f"{'--steps' if args.steps is not None and pos.step >= args.steps else '--minutes'}" \

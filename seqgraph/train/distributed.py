@@ -390,6 +390,16 @@ class DistributedTrainer(Trainer):
             return super()._signal()
         return self._agreed_signal
 
+    def _late_signal(self) -> int | None:
+        """A signal after the last update, on any rank: every rank exits with it (one
+        Allreduce; every rank finishes after the same step), SIGTERM before SIGINT."""
+        if self.ranks == 1:
+            return super()._late_signal()
+        noted = self.interrupts.signal
+        buf = np.array([noted == signal.SIGINT, noted == signal.SIGTERM], dtype=np.int64)
+        self.comm.allreduce(buf, "agreeing on a signal after the last step")
+        return signal.SIGTERM if buf[1] else signal.SIGINT if buf[0] else None
+
     def _reduce(self, res, batch):
         """One Allreduce: the gradients of all parameters (zeros where a rank has none)
         then [loss, loss summed over tokens, tokens, tokens read, deadline passed,

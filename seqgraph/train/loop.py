@@ -656,7 +656,15 @@ class Trainer:
             self._validate(partial=True)
         self.save()
         self.metrics.plot()
+        # a signal during this last validation, save or plot (after the last check,
+        # between two updates): the run ends where it would have, checkpoint and all, and
+        # the command exits as interrupted rather than drop it
+        self.interrupted = self._late_signal()
         return self.pos
+
+    def _late_signal(self) -> int | None:
+        """The signal that came after the last update (None: none came)."""
+        return self.interrupts.signal
 
     def _diverged(self, res, norm) -> TrainingDiverged:
         bad_var = next((k for k, v in res.values.items()
