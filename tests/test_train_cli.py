@@ -1067,3 +1067,13 @@ def test_a_signal_during_the_last_validation_or_save_is_not_dropped(
     assert code == 128 + signal.SIGINT and said in err and "Traceback" not in err, err
     st = ck.load("r/checkpoint.npz").meta["state"]["position"]      # whole, and the last
     assert (st["step"], st["window"]) == (5, 5) if argv else st["epoch"] == 2, st
+
+
+def test_steps_0_says_it_stopped_before_the_first_update(work, capsys):
+    """It said 'stopped at step 0 (epoch 0; ...)', an epoch the epoch lines (1-based)
+    never name; the checkpoint holds the initial parameters, and the run continues."""
+    code, _, err = _run(capsys, "train", "lm.sg", "--out", "r", "--steps", 0)
+    assert code == 0 and "stopped at step 0 (before the first update; the --steps limit)" \
+        in err and "epoch 0" not in err, err
+    code, _, err = _run(capsys, "train", "lm.sg", "--resume", "r", "--steps", 3)
+    assert code == 0 and "stopped at step 3 (epoch 1; the --steps limit)" in err, err

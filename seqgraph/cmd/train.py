@@ -411,8 +411,10 @@ def _stopped(args, trainer, pos, out) -> int:
         if getattr(trainer, "rank", 0) == 0:          # under MPI, said once
             print(f"\n{signal.Signals(signum).name}: {how}", file=sys.stderr)
         return 128 + signum
+    # the epoch of the last update (none at step 0: --steps 0, or --minutes run out first)
+    epoch = f"epoch {pos.epoch + (pos.window > 0)}" if pos.step else "before the first update"
     how = f"finished: {pos.epoch} epoch{'s' * (pos.epoch != 1)}, {pos.step} steps" if done else \
-        f"stopped at step {pos.step} (epoch {pos.epoch + (pos.window > 0)}; the " \
+        f"stopped at step {pos.step} ({epoch}; the " \
         f"{'--steps' if args.steps is not None and pos.step >= args.steps else '--minutes'}" \
         f" limit)"
     more = "" if done else f"; continue with: {_continue_command(args, out, trainer)}"
