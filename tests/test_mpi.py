@@ -513,4 +513,22 @@ def test_ranks_that_read_other_data_are_refused_before_training(work):
     said = [ln for ln in p.stderr.splitlines() if "did not read the same input" in ln]
     assert len(said) == 1 and "rank 1 differs from rank 0 in the settings, the training " \
         "data and the validation data" in said[0], p.stderr
-    assert not (work / "runs/lm/metrics.csv").exists()
+    assert not (work / "runs").exists()     # it left runs/lm/.lock (and its folders)
+
+
+@pytest.mark.parametrize("out", ["runs/lm", "new/deep/run", "kept/run"])
+def test_a_run_one_rank_refuses_leaves_no_folder(work, out):
+    """Rank 0 made and locked the run folder before it learnt that rank 1 failed: the
+    folders it made go with their .lock; one that was there stays."""
+    (work / "kept").mkdir()
+    flags = ("--distributed", "--steps", 4, "--out", out)
+    cmd = train_cmd(*flags)
+    p = subprocess.run([MPIEXEC, "-n", "1", *cmd, ":", "-n", "1", *cmd, "--set", "batch=0"],
+                       cwd=work, env=_env(), capture_output=True, text=True, check=False,
+                       timeout=120)
+    assert p.returncode == 2 and "rank 1 of 2: --set batch=0" in p.stderr, p.stderr
+    top = out.split("/")[0]
+    assert (top == "kept") == (work / top).exists(), list(work.glob(f"{top}/**/*"))
+    assert not (work / "kept/run").exists()
+    ok(mpirun(work, 2, *flags[1:]))         # the folder is made again, and trained in
+    assert (work / out / "checkpoint.npz").exists() and (work / out / ".lock").exists()

@@ -58,7 +58,7 @@ def run(args) -> int:
               f"(a run on one process waits for no other)", file=sys.stderr)
     speak = comm is None or comm.rank == 0         # warnings are said once, --quiet or not
     try:
-        trainer, out = _prepare(args, comm, speak)
+        trainer, out, made = _prepare(args, comm, speak)
     except SeqgraphError as e:
         if comm is None:
             raise
@@ -67,8 +67,12 @@ def run(args) -> int:
         _alone(comm, e)
         raise
     if comm is not None:
-        _agree(comm, None)
-        _same_inputs(comm, trainer)
+        try:
+            _agree(comm, None)
+            _same_inputs(comm, trainer)
+        except SeqgraphError:               # refused: the folder made for it goes too
+            _unmake(trainer, out, made)
+            raise
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     try:
         pos = trainer.fit(args.steps, deadline)
@@ -113,9 +117,9 @@ def _agree(comm, failure) -> None:
 
 
 def _prepare(args, comm, speak: bool):
-    """The trainer of a run (restored from the checkpoint it resumes) and its folder:
-    everything before training's first collective, so that an input error here is said
-    once under MPI (`_agree`)."""
+    """The trainer of a run (restored from the checkpoint it resumes), its folder and the
+    outermost folder locking it made (None: it was there): everything before training's
+    first collective, so that an input error here is said once under MPI (`_agree`)."""
     from .. import read_spec
     from ..train import checkpoint as ck
     from ..train.session import checkpoint_in
@@ -136,8 +140,9 @@ def _prepare(args, comm, speak: bool):
         raise
     # the lock taken (released when fit ends), or a new folder made and locked now,
     # every input checked (before the ranks agree, under MPI)
+    made = _first_missing(out)
     trainer.lock(lock, tried)
-    return trainer, out
+    return trainer, out, made
 
 
 def _prepare_locked(args, comm, speak: bool, spec, resumed, out):
@@ -314,6 +319,37 @@ def _run_folder(args, spec) -> Path:
     if there.exists() and not os.access(there, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {out}: cannot write into {there} (permission denied)")
     return out
+
+
+def _first_missing(out: Path) -> Path | None:
+    """The outermost folder of `out` that does not exist yet (None: `out` exists), which
+    locking the run folder makes."""
+    if out.exists():
+        return None
+    while not out.parent.exists() and out.parent != out:
+        out = out.parent
+    return out
+
+
+def _unmake(trainer, out: Path, made: Path | None) -> None:
+    """A run refused once its folder was made and locked (the ranks did not agree, or
+    read other inputs): the folders it made go, with their lock, so that it leaves no
+    trace (rank 0 made them; a folder that holds anything else stays)."""
+    if made is None or getattr(trainer, "rank", 0) != 0:
+        return
+    (out / ".lock").unlink(missing_ok=True)        # held until the file is gone
+    if trainer._lock is not None:                  # (None: a file system without locks)
+        os.close(trainer._lock)
+    trainer._lock, trainer._locked = None, False
+    there = out
+    while True:
+        try:
+            there.rmdir()                          # only if empty
+        except OSError:
+            return
+        if there == made:
+            return
+        there = there.parent
 
 
 def _dims(args, spec, resumed) -> dict:
