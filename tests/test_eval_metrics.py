@@ -216,6 +216,28 @@ def test_plots_count_steps_in_whole_numbers_and_label_norms_plainly(tmp_path, mo
     assert labels and all(float(t) > 0 for t in labels)        # "2", not "2x10^0"
 
 
+@pytest.mark.parametrize("params", [1, 5, 15])
+def test_the_gradient_norms_legend_hides_no_curve(tmp_path, monkeypatch, params):
+    """grad_norm.png's legend sat in a corner of the axes, over the curves of the first
+    steps (review: it hid the smallest norms): it is beside them, whole in the figure."""
+    from seqgraph.train import metrics
+    drawn = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path: drawn.append(fig))
+    names = [f"layer{i}.W_hh" for i in range(params)]
+    rows = [{"step": str(s), "train_loss": "1", "valid_loss": "", "grad_norm": "9",
+             **{f"grad_norm.{n}": str(0.5 + i + s % 3) for i, n in enumerate(names)}}
+            for s in range(1, 41)]
+    metrics.draw_grads(rows, tmp_path / "grad_norm.png")
+    fig = drawn[0]
+    fig.canvas.draw()
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    axes = ax.get_window_extent(renderer)
+    assert legend.x0 > axes.x1, (legend, axes)                  # not over the curves
+    assert 0 <= legend.y0 and legend.x1 <= fig.bbox.x1, (legend, fig.bbox)   # not cut off
+    assert len(ax.get_legend().get_texts()) == params + 1
+
+
 def test_a_jump_of_the_gradient_norm_is_a_warning():
     said = []
     mon = GradMonitor(said.append)

@@ -297,7 +297,7 @@ def draw_grads(rows: list[dict], out: Path) -> Path | None:
             series[c] = _thin(pts)
     if not series:
         return None
-    fig, ax = figure()
+    fig, ax = figure((8, 4))        # an inch wider than loss.png: room for the legend
     for c, pts in series.items():
         label = "global" if c == "grad_norm" else c[len(PARAM_PREFIX):]
         ax.plot(*zip(*pts, strict=True), lw=1.6 if c == "grad_norm" else 0.8,
@@ -307,7 +307,10 @@ def draw_grads(rows: list[dict], out: Path) -> Path | None:
     _step_axis(ax)
     ax.set_ylabel("gradient norm (before clipping)")
     if len(series) <= 16:
-        ax.legend(fontsize=7, ncol=2)
+        # beside the axes, not in them: a norm's curve runs anywhere across the steps
+        # (in a corner, the legend hid the smallest norms of the first steps)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0.0)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     save_figure(fig, out)
