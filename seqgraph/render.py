@@ -624,8 +624,8 @@ def tree_dot(spec_or_graph, tree: str, sizes: dict | None = None,
             attrs.update(color=TREE, penwidth="1.6", label=shift.kind, fontcolor=TREE)
         elif shift is not None and shift.is_delay:    # a decoder's s[u-1], as unfolded
             attrs.update(color=BACKWARD if shift.direction > 0 else FORWARD, penwidth="1.4")
-        if data.get("target"):
-            attrs["style"] = "dashed"
+        if data.get("target") or data.get("init") or _node_step(a) == "init":
+            attrs["style"] = "dashed"       # (an initial state: as unfolded_dot draws it)
         dot.edge(ids[a], ids[b], **attrs)
     return dot.text()
 
@@ -664,7 +664,8 @@ def _one_tree(spec_or_graph, tree: str, sizes, lengths):
                                             getattr(data, "name", "trees"))
     t = _Tree(Forest.one(left, right), words, labels)
     dims = {n: t.size, **(lengths or {})}
-    dag = _add_losses(graph, unfold(graph, dims, t.forest), dims, t.forest)
+    # with a decoder's first step's s[0] and y[0] (the start), as the unfolded graph
+    dag = _add_outside(_add_losses(graph, unfold(graph, dims, t.forest), dims, t.forest))
     dag.remove_nodes_from([v for v in list(dag.nodes) if dag.degree(v) == 0])
     return graph, n, t, dag
 
@@ -717,6 +718,13 @@ def _tree_rows(dot: Dot, dag, ids: dict, height, n: str) -> None:
         index = dag.nodes[v].get("index")
         at = index if index not in (n, None) else height[_node_step(v)]
         rows.setdefault((_node_var(v), at), []).append(ids[v])
+    for v in dag.nodes:                  # s[0], y[0]: before the first step, on its row
+        if dag.nodes[v].get("initial_state") and not dag.nodes[v].get("late"):
+            row = next((r for r in rows if r[0] == _node_var(v) and isinstance(r[1], str)),
+                       None)
+            if row is not None:
+                dot.edge(ids[v], rows[row][0], style="invis")
+                rows[row].insert(0, ids[v])
     for k, ((_, at), members) in enumerate(sorted(rows.items(), key=lambda kv: str(kv[0]))):
         if len(members) > 1:
             dot.same_rank(f"row{k}", members)

@@ -393,6 +393,30 @@ def test_a_tree_encoders_decoder_steps_are_coloured_as_unfolded():
     assert colour[("s[1]", "o[1]")] is None
 
 
+def test_a_tree_encoders_decoder_starts_from_its_initial_state_and_word(tmp_path):
+    """tree2seq over a tree: s[1] reads s[0] and y[0] (the start), drawn as the unfolded
+    graph draws them (grey, dashed into s[1]), each on its row before step 1; they were
+    left out, and s[1] seemed to read nothing before it. `init s`'s edge is dashed too."""
+    spec = seqgraph.read_spec(str(ROOT / "specs/tree2seq.sg"))
+    dot = render.tree_dot(spec, "(2 (2 cat) (2 dog))", lengths={"u": 2})
+    ns = nodes(dot)
+    label = {n: a["label"] for n, a in ns.items()}
+    into = {(label[a], label[b]): x for a, b, x in edges(dot)}
+    for start in ("s[0]", "y[0]"):
+        assert into[(start, "s[1]")]["style"] == "dashed", into
+        assert next(a for a in ns.values() if a["label"] == start)["shape"] == "plaintext"
+        row = next(m for _, m in columns(dot) if any(label[x] == start for x in m))
+        assert sorted(label[x] for x in row) == [start, start[0] + "[1]", start[0] + "[2]"]
+    source = (ROOT / "specs/tree2seq.sg").read_text().replace(
+        "c = h[root]", "c = h[root]\ninit s = tanh(Vi @ c)").replace("bo\n", "bo, Vi\n", 1)
+    (tmp_path / "init.sg").write_text(source)
+    dot = render.tree_dot(seqgraph.read_spec(str(tmp_path / "init.sg")), "(2 (2 cat) (2 dog))",
+                          lengths={"u": 2})
+    label = {n: a["label"] for n, a in nodes(dot).items()}
+    into = {(label[a], label[b]): x for a, b, x in edges(dot)}
+    assert into[("init s", "s[1]")]["style"] == "dashed" and ("s[0]", "s[1]") not in into
+
+
 # ------------------------------------------------------------------------------ files
 def test_graphviz_pure_is_found_beside_python_off_path(monkeypatch):
     """`.venv/bin/seqgraph render` run without activating the venv: the dependency

@@ -307,7 +307,9 @@ def test_render_cli_writes_a_tree_encoder_unfolded(tmp_path, capsys):
                    "(2 (2 cat) (2 dog))", "--unfold", "u=2", "-o", out)
     assert code == 0, res.err
     text = out.read_text()
-    assert text.count('label="s[') == 2 and "w[2] = 'dog'" in text
+    # s[1], s[2] and the start s[0] (with y[0]) the first step reads
+    assert text.count('label="s[') == 3 and "w[2] = 'dog'" in text
+    assert 'label="s[0]"' in text and 'label="y[0]"' in text
     err = fails(capsys, "render", SPECS / "tree2seq.sg", "--tree", "(2 (2 cat) (2 dog))",
                 "-o", out)
     assert "give the steps with --unfold N" in err
