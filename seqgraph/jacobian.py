@@ -552,8 +552,8 @@ def prepare(spec, sources: list, data: str | None = None, given: dict | None = N
 def _cross_edges(model, lengths) -> dict:
     """{(v, t): [(u, k), ...]}: the edges of the unfolded graph from a hidden variable at
     one step to a hidden variable at another step of the same index."""
-    from .graph.unfold import unfold
-    dag = unfold(model.graph, lengths)
+    from .graph.unfold import direct, unfold
+    dag = direct(unfold(model.graph, lengths))     # a[1] reads e[3] through a softmax
     hidden = {v.name: v.index for v in model.graph.hidden() if v.index is not None}
     into: dict = {}
     for a, b in dag.edges:
@@ -703,7 +703,11 @@ def overlay_dot(spec, lengths: dict, edges: dict, states: dict | None = None,
     def legend(dot):
         dot.node("legend", shape="plaintext", label=render.Html(legend_html(R, lines)))
         dot.same_rank("legend", ["legend"], rank="sink")
-    return render.unfolded_dot(spec, lengths, edge_attrs=attrs, node_attrs=nodes,
+    # drawn with the edges measured: a reduction's node (unfold.Reduced) has no value to
+    # differentiate, so its readers are joined to what it reads (a[1] <- e[3])
+    from .graph.unfold import direct, unfold
+    dag = direct(unfold(getattr(spec, "graph", spec), lengths))
+    return render.unfolded_dot(spec, lengths, dag=dag, edge_attrs=attrs, node_attrs=nodes,
                                decorate=legend)
 
 

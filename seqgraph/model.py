@@ -209,6 +209,9 @@ def _schedule(graph: FoldedGraph, lengths: dict, forest=None) -> list:
     """The hidden nodes of the unfolded DAG in a topological order."""
     g = unfold(graph, lengths, forest)
     hubs = _ends_wait(graph, g, lengths)
+    # a reduction's node (unfold.Reduced) is a hub too: first as soon as it can, so its
+    # readers come exactly when they would reading what it reads directly
+    hubs |= {n for n, role in g.nodes(data="role") if role == "reduction"}
     roles = {v.name: v.role for v in graph.vars}
     order = {v.name: i for i, v in enumerate(graph.vars)}
 

@@ -42,6 +42,9 @@ STYLE = {
     "param": dict(shape="box", style="filled", fillcolor="#eeeeee", fontsize="10",
                   color="#888888", fontcolor="#333333", height="0.3"),
     "init": dict(shape="ellipse", style="dashed,filled", fillcolor="#fffbea"),
+    # a reduction read at every step of its own index: `logsumexp over t` in a[u, t]
+    "reduction": dict(shape="box", style="rounded,dashed", fontsize="10", color="#888888",
+                      fontcolor="#333333", height="0.3"),
     "delay": dict(shape="square", style="filled", fillcolor="black", fontcolor="white",
                   fontsize="9", width="0.28", height="0.28", fixedsize="true",
                   margin="0"),
@@ -405,6 +408,8 @@ def _node_style(graph: FoldedGraph, dag: nx.DiGraph, node) -> dict:
         return dict(STYLE["loss"])
     if _node_step(node) == "init":
         return dict(STYLE["init"])
+    if dag.nodes[node].get("role") == "reduction":
+        return dict(STYLE["reduction"])
     if dag.nodes[node].get("initial_state"):
         return dict(shape="plaintext", fontcolor="#666666")
     v = graph.var_map.get(_node_var(node))

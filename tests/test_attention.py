@@ -163,3 +163,63 @@ def test_a_dropout_read_twice_at_one_step_is_one_mask():
     assert np.allclose(a.sum(axis=2), 1.0)
     plain = m.run(ins, tgs).values["a"]
     assert not np.allclose(a, plain)                       # the masks did something
+
+
+# ------------------------------------------------------------- the unfolded DAG's size
+def _edges(spec, n):
+    from seqgraph.graph.unfold import unfold
+    return unfold(spec.graph, {"t": n, "u": n}).number_of_edges()
+
+
+@pytest.mark.parametrize("name", ["attention.sg", "luong.sg"])
+def test_the_unfolded_dag_of_attention_grows_as_u_times_t(name):
+    """a[u, t] = softmax over t (e[u, t]) reads every e[u, t'] (through the logsumexp it
+    is written as): joined directly, U x T^2 edges (T = U = 300: 27 million, 12 GB and
+    two minutes on the interpreter). One node per (reduction, u) reads e[u, t'] for every
+    t' and is read by every a[u, t]: twice the steps, four times the edges, not eight."""
+    spec = seqgraph.read_spec(str(SPECS / name))
+    small, large = _edges(spec, 20), _edges(spec, 40)
+    assert large < 4.3 * small
+
+
+def test_a_reductions_node_is_read_by_every_step_and_reads_every_step():
+    from seqgraph.graph.unfold import Reduced, direct, unfold
+    spec = seqgraph.read_spec(str(SPECS / "attention.sg"))
+    dag = unfold(spec.graph, {"t": 4, "u": 3})
+    hubs = [n for n in dag if isinstance(n[0], Reduced)]
+    assert sorted(n[1] for n in hubs) == [0, 1, 2]          # one per step of u
+    for hub in hubs:
+        assert hub[0].label == "logsumexp over t"
+        assert {p for p in dag.predecessors(hub)} == {("e", (hub[1], t)) for t in range(4)}
+        assert set(dag.successors(hub)) == {("a", (hub[1], t)) for t in range(4)}
+    # joined directly again (for a text of a few steps): a[u, t] reads every e[u, t']
+    flat = direct(dag)
+    assert not any(isinstance(n[0], Reduced) for n in flat)
+    assert set(flat.predecessors(("a", (1, 2)))) == {("e", (1, t)) for t in range(4)}
+
+
+@pytest.mark.parametrize("name", ["specs/attention.sg", "specs/luong.sg",
+                                  "examples/g2p/attention.sg"])
+def test_reductions_nodes_change_no_number(name, monkeypatch):
+    """The interpreter runs a schedule of the unfolded DAG: with a reduction's node, its
+    readers come exactly where they came reading e[u, t'] directly, so the schedule, the
+    loss and the gradients (padding, scheduled sampling) are the same to the bit."""
+    from seqgraph import model as model_mod
+    from seqgraph.graph.unfold import direct, unfold
+    spec = seqgraph.read_spec(str(SPECS.parent / name))
+
+    def run():
+        m = seqgraph.Model(spec, dims={"Vx": 7, "Vy": 6}, dtype="float64", seed=1)
+        rng = np.random.default_rng(0)
+        x, y = rng.integers(0, 7, (3, 6)), rng.integers(0, 6, (3, 5))
+        lengths = {"t": np.array([6, 4, 1]), "u": np.array([5, 2, 4])}
+        res = m.run({"x": x}, {"y": y}, grads=True, lengths=lengths, train=True,
+                    teacher=0.5, rng=np.random.default_rng(5))
+        return m.schedule({"t": 6, "u": 5}), res
+    schedule, res = run()
+    monkeypatch.setattr(model_mod, "unfold", lambda *a: direct(unfold(*a)))
+    schedule_direct, res_direct = run()
+    assert schedule == schedule_direct
+    assert res.loss == res_direct.loss
+    for p in res.grads:
+        np.testing.assert_array_equal(res.grads[p], res_direct.grads[p])

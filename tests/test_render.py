@@ -381,6 +381,32 @@ def test_a_variable_over_two_indexes_has_a_row_per_inner_step():
     assert rows == want
 
 
+def test_a_softmax_over_t_is_drawn_as_one_node_a_decoder_step():
+    """a[u, t] reads every e[u, t'] through the logsumexp its softmax is written as: one
+    dashed box `logsumexp over t` in the column of each u, fed by e[u, 1..T] and feeding
+    a[u, 1..T] (a reader sees a[u, t] depends on every e[u, t']), not T^2 crossing
+    edges."""
+    import networkx as nx
+    spec = seqgraph.read_spec(str(ROOT / "specs/attention.sg"))
+    dot = render.unfolded_dot(spec, {"t": 3, "u": 2})
+    ns = nodes(dot)
+    label = {n: a["label"] for n, a in ns.items()}
+    hubs = [n for n in ns if label[n] == "logsumexp over t"]
+    assert len(hubs) == 2 and all(ns[n]["style"] == "rounded,dashed" for n in hubs)
+    drawn = nx.DiGraph()
+    for a, b, x in edges(dot):
+        if x.get("style") != "invis":
+            drawn.add_edge(*((b, a) if x.get("dir") == "back" else (a, b)))
+    by = {v: k for k, v in label.items()}
+    column = {m: c for c, members in columns(dot) for m in members}
+    for u in (1, 2):
+        hub = next(h for h in hubs if column[h] == column[by[f"a[{u}, 1]"]])
+        assert {label[p] for p in drawn.predecessors(hub)} == {f"e[{u}, {t}]" for t in (1, 2, 3)}
+        assert {label[p] for p in drawn.successors(hub)} == {f"a[{u}, {t}]" for t in (1, 2, 3)}
+        assert all(nx.has_path(drawn, by[f"e[{u}, {j}]"], by[f"a[{u}, {t}]"])
+                   for t in (1, 2, 3) for j in (1, 2, 3))
+
+
 def test_a_tree_encoders_decoder_steps_are_coloured_as_unfolded():
     """tree2seq drawn over a tree: the decoder's s[1] -> s[2] and y[1] -> s[2] (reads of
     u-1) are the blue of every unfolded recurrence, the tree's children green."""

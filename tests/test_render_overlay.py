@@ -105,3 +105,23 @@ loss xent(o[t], y[t])
     assert main(["render", str(_spec(tmp_path, ff)), "--unfold", "3", "--overlay",
                  "jacobian", "--dim", "V=5", "-o", str(tmp_path / "o.dot")]) == 2
     assert "no edge from a state" in capsys.readouterr().err
+
+
+def test_an_overlay_colours_the_steps_a_softmax_over_its_own_index_joins(tmp_path):
+    """a[t] = softmax over t (e[t]) reads e at every step (a[1] <- e[3]): those edges
+    are measured and drawn, as for any edge between steps; the unfolder's node for the
+    logsumexp over t (a value no Jacobian is taken of) is not in the overlay."""
+    spec = _spec(tmp_path, TANH.replace("o[t] = Wo @ h[t] + bo",
+                                        "param va : [4]\ne[t] = va @ h[t]\n"
+                                        "a[t] = softmax over t (e[t])\n"
+                                        "o[t] = Wo @ (a[t] * h[t]) + bo"))
+    out = tmp_path / "o.dot"
+    assert main(["render", str(spec), "--unfold", "3", "--overlay", "jacobian",
+                 "--dim", "V=5", "-o", str(out)]) == 0
+    dot = out.read_text()
+    label = {n: text.split("\\n")[0]             # a state's 2nd line: its norm
+             for n, text in re.findall(r'"(n\d+)" \[label="([^"]+)"', dot)}
+    measured = {(label[a], label[b]) for a, b, attrs in
+                re.findall(r'"(n\d+)" -> "(n\d+)" \[([^\]]*)\]', dot) if 'penwidth="2.4"' in attrs}
+    assert {("e[3]", "a[1]"), ("e[1]", "a[3]"), ("h[1]", "h[2]")} <= measured
+    assert "logsumexp over t" not in dot

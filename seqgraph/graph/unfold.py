@@ -4,15 +4,23 @@ A reference `h[t-1]` at step s names the node (h, s-1); one that reaches before 
 first step (or past the last, for an advance) names what stands there instead: the
 carried state of the previous window, the `init` value (node (h, "init")), or zero.
 `Source` says which, so that both executors read the same thing.
+
+A reduction evaluated at a step of its own index (`softmax over t (e[u, t])` in a[u, t],
+elaborated as exp(E - logsumexp over t (E))) has one value per values of the other
+indexes, read at every step: it is one node, (Reduced, u), that reads e[u, t'] for every
+t' and is read by every a[u, t]. Joined directly, every a[u, t] would read every e[u, t']:
+U x T^2 edges (T = U = 300: 27 million, 12 GB and two minutes to unfold). `direct` gives
+those edges back for a small picture or text.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
 
-from .folded import CHILD, Apply, FoldedGraph, Ref, ShiftKind
+from ..ops import REDUCTIONS
+from .folded import CHILD, Apply, FoldedGraph, Ref, ShiftKind, walk
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,23 @@ class Roots:
     a tree): every tree's root, in the batch's order."""
     var: str
     nodes: tuple
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """A reduction read at several steps of its own index, as an unfolded node's variable:
+    the `k`-th such reduction (`op` over `over`) in `var`'s expression. Its node is
+    (Reduced, step of the other index), or (Reduced, None) when there is none; it is no
+    variable's value (role "reduction"): the executors evaluate it where it is read."""
+    var: str
+    k: int
+    op: str
+    over: str
+    expr: Apply = field(compare=False, repr=False)      # the reduction itself
+
+    @property
+    def label(self) -> str:
+        return f"{self.op} over {self.over}"
 
 
 @dataclass(frozen=True)
@@ -66,7 +91,8 @@ def lengths_ok(graph: FoldedGraph, lengths: dict):
 
 def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
     """The computation DAG over `lengths` ({index: T}). Nodes: (var, step) with step
-    0-based, (var, None) per example, (var, "init") for an init value; every edge
+    0-based, (var, None) per example, (var, "init") for an init value, (Reduced, step)
+    for a reduction read at every step of its own index (see the top); every edge
     carries the `shift` of the reference it comes from. No shifted edge survives: an edge
     always joins two concrete nodes."""
     lengths_ok(graph, lengths)
@@ -76,27 +102,53 @@ def unfold(graph: FoldedGraph, lengths: dict, forest=None) -> nx.DiGraph:
         for step in _steps(v, lengths, forest if v.name in inner else None):
             g.add_node((v.name, step), var=v.name, step=step, role=v.role, index=v.index)
     for v in graph.vars:
+        reduced = reductions(v)
         if v.init is not None:
             g.add_node((v.name, "init"), var=v.name, step="init", role="init", index=None)
-            for r, env in reads(v.init, {}, lengths):
-                src = position(graph, r, env, lengths, forest)
-                for n in src.nodes if isinstance(src, Roots) else (src,):
-                    g.add_edge(n, (v.name, "init"), shift=r.shift)
+            _add_reads(g, graph, v.init, {}, (v.name, "init"), lengths, forest, reduced)
         for step in _steps(v, lengths, forest if v.name in inner else None) \
                 if v.cases else ():
-            for r, env in reads(case_at(v, step, forest).expr, env_of(v, step), lengths):
-                src = position(graph, r, env, lengths, forest)
-                if isinstance(src, Roots):
-                    g.add_edges_from(((n, (v.name, step)) for n in src.nodes),
-                                     shift=r.shift)
-                    continue
-                if isinstance(src, Outside):
-                    if graph.var(src.var).init is not None:
-                        g.add_edge((src.var, "init"), (v.name, step), shift=r.shift)
-                    else:   # the initial state: zero, a start token, or the carry
-                        g.nodes[(v.name, step)].setdefault("outside", []).append(src)
-                    continue
-                g.add_edge(src, (v.name, step), shift=r.shift)
+            _add_reads(g, graph, case_at(v, step, forest).expr, env_of(v, step),
+                       (v.name, step), lengths, forest, reduced)
+    return g
+
+
+def _add_reads(g, graph, expr, env, node, lengths, forest, reduced) -> None:
+    """The edges into `node` from what `expr` reads at `env`; a reduction read at a step
+    of its own index through its node (made, with its own reads, the first time)."""
+    for r, at in reads(expr, env, lengths, reduced):
+        if isinstance(r, Reduced):              # `at`: the other indexes' values
+            hub = (r, _outer_step(at))
+            if hub not in g:                    # it reads E at every step of its index
+                one = len(at) == 1              # drawn in the column of u's step
+                g.add_node(hub, var=None, step=hub[1] if one else None, role="reduction",
+                           label=r.label, index=next(iter(at)) if one else None)
+                _add_reads(g, graph, r.expr, at, hub, lengths, forest, reduced)
+            g.add_edge(hub, node, shift=None)
+            continue
+        src = position(graph, r, at, lengths, forest)
+        if isinstance(src, Roots):
+            g.add_edges_from(((n, node) for n in src.nodes), shift=r.shift)
+        elif isinstance(src, Outside):
+            if graph.var(src.var).init is not None:
+                g.add_edge((src.var, "init"), node, shift=r.shift)
+            else:   # the initial state: zero, a start token, or the carry
+                g.nodes[node].setdefault("outside", []).append(src)
+        else:
+            g.add_edge(src, node, shift=r.shift)
+
+
+def direct(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy of the DAG without reductions' nodes: what one reads joined to each of its
+    readers (a[u, t] reads every e[u, t'] again; U x T^2 edges for attention, for a
+    text of a few steps)."""
+    g = g.copy()
+    for n in [n for n, role in g.nodes(data="role") if role == "reduction"]:
+        for b in g.successors(n):
+            g.add_edges_from((a, b, data) for a, _, data in g.in_edges(n, data=True))
+            if g.nodes[n].get("outside"):
+                g.nodes[b].setdefault("outside", []).extend(g.nodes[n]["outside"])
+        g.remove_node(n)
     return g
 
 
@@ -109,19 +161,50 @@ def env_of(v, step) -> dict:
     return {v.index: step}
 
 
-def reads(expr, env: dict, lengths: dict):
+def reads(expr, env: dict, lengths: dict, reduced=None):
     """Every (reference, index values) an expression reads at `env`; a reduction
-    `sum over t (E)` reads E at every step of t."""
+    `sum over t (E)` reads E at every step of t. One of `reduced` ({id: Reduced}) read at
+    a step of its own index (`env` holds t) gives (Reduced, the other indexes' values):
+    it is read through its node."""
     if isinstance(expr, Ref):
         yield expr, env
     elif isinstance(expr, Apply):
         over = expr.kw.get("over")
+        if over is not None and over in env and reduced and id(expr) in reduced:
+            yield reduced[id(expr)], {k: s for k, s in env.items() if k != over}
+            return
         for a in expr.args:
             if over is None:
-                yield from reads(a, env, lengths)
+                yield from reads(a, env, lengths, reduced)
             else:
                 for s in range(lengths[over]):
-                    yield from reads(a, {**env, over: s}, lengths)
+                    yield from reads(a, {**env, over: s}, lengths, reduced)
+
+
+def reductions(v) -> dict:
+    """{id(reduction): Reduced} for the reductions in v's expressions (its init value
+    and its cases), numbered in reading order."""
+    out = {}
+    for expr in ([v.init] if v.init is not None else []) + [c.expr for c in v.cases]:
+        for e in walk(expr):
+            if isinstance(e, Apply) and "over" in e.kw and id(e) not in out:
+                out[id(e)] = Reduced(v.name, len(out), _op_name(e.op), e.kw["over"], e)
+    return out
+
+
+def _op_name(op) -> str:
+    """A reduction op by its name in the language: `logsumexp`, `sum`."""
+    return next((name for name, o in REDUCTIONS.items() if o is op), str(op.value))
+
+
+def _outer_step(env: dict):
+    """The step of a reduction's node: the other index's value ({u: 2}: 2), None for
+    none, a tuple of (index, value) for several."""
+    if not env:
+        return None
+    if len(env) == 1:
+        return next(iter(env.values()))
+    return tuple(sorted(env.items()))
 
 
 def position(graph, r: Ref, env: dict, lengths: dict, forest=None):
@@ -177,8 +260,9 @@ def loss_terms(graph: FoldedGraph, loss, lengths: dict, forest=None) -> list:
 
 def text(graph: FoldedGraph, lengths: dict) -> str:
     """The canonical text form of the unfolded DAG: one node a line, in a topological
-    order, with what it reads (steps shown 1-based, as the textbook counts)."""
-    g = unfold(graph, lengths)
+    order, with what it reads (steps shown 1-based, as the textbook counts): a[u, t]
+    reads every e[u, t'] its softmax over t reads."""
+    g = direct(unfold(graph, lengths))
     order = {v.name: i for i, v in enumerate(graph.vars)}
 
     def key(n):
