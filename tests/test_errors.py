@@ -221,6 +221,22 @@ TABLE = [
     bad("mixed-directions", HEAD + "h[t] : H = tanh(W @ h[t-1] + U @ h[t+1] + b)\n" + OUT, 5, 1,
         "mixed directions on one recurrence (h)", "h reads h[t+1] (line 5)",
         "h reads h[t-1] (line 5)"),
+    # a reduction over a recurrence's own index reading the recurrence: a cycle of the
+    # unfolded graph (it was a networkx traceback when the model first ran)
+    bad("reduction-over-own-recurrence", HEAD + "g[t] : H = tanh(U @ h[t-1] + b)\n"
+        "h[t] : H = tanh(W @ x[t] + sum over t (g[t]))\n" + OUT, 6, 28,
+        "h[t] reads 'g' at every step of t ('sum over t'), but g and h are on one "
+        "recurrence over t (g, h): the later steps of g are computed from h[t] itself",
+        "or over values computed before the recurrence"),
+    bad("softmax-over-the-decoders-index", "input h[t] : vec(6)\ntarget y[u] : class(4)\n"
+        "param va : [5]\nparam Wa, Ua, Wd, Cd, F, bd, Wo, bo\n"
+        "e[u, t] = va @ tanh(Wa @ s[u-1] + Ua @ h[t])\n"
+        "a[u, t] = softmax over u (e[u, t])\nctx[u] = sum over t (a[u, t] * h[t])\n"
+        "s[u] : 5 = tanh(Wd @ s[u-1] + Cd @ ctx[u] + F @ y[u-1] + bd)\n"
+        "o[u] = Wo @ s[u] + bo\nloss xent(o[u], y[u])\n", 6, 11,
+        "a[u, t] reads 'e' at every step of u ('softmax over u'), but e and a are on one "
+        "recurrence over u (e, a, ctx, s): the later steps of e are computed from a[u, t] "
+        "itself", "attention normalises over the source's index, not the decoder's u"),
     # ------------------------------------------------------------------- cells
     bad("unknown-cell", HEAD + "h = rnnn(x, H)\n" + OUT, 5, 5, "unknown function 'rnnn'",
         "did you mean 'rnn'?"),

@@ -109,9 +109,16 @@ def test_the_static_check_accepts_a_bidirectional_encoder_and_refuses_a_tagger()
 ATTENTION = (SPECS / "attention.sg").read_text()
 
 
+# weights over the decoder's steps u, read by the output alone (inside the recurrence,
+# `a[u, t] = softmax over u (e[u, t])` is a cycle: refused by the check, test_errors.py)
+OVER_U = ("o[u] = Oh @ s[u] + Oc @ ctx[u] + bo",
+          "param Ob\nb[u, t] = softmax over u (e[u, t])\n"
+          "o[u] = Oh @ s[u] + Oc @ ctx[u] + Ob @ (sum over t (b[u, t] * h[t])) + bo")
+
+
 @pytest.mark.parametrize("old, new, message", [
-    ("a[u, t] = softmax over t (e[u, t])", "a[u, t] = softmax over u (e[u, t])",
-     ("a[u, t] uses 'softmax over u' (line 22), a reduction over the generated index u: "
+    (*OVER_U,
+     ("b[u, t] uses 'softmax over u' (line 26), a reduction over the generated index u: "
       "it normalises over every step of u, the steps not generated yet included; o[u] "
       "depends on it")),
     ("o[u] = Oh @ s[u] + Oc @ ctx[u] + bo",
@@ -131,13 +138,13 @@ def test_the_static_check_refuses_a_reduction_over_the_generated_index(old, new,
 
 
 def test_sample_refuses_a_reduction_over_the_generated_index(tmp_path, capsys):
-    text = ATTENTION.replace("softmax over t", "softmax over u")
+    text = ATTENTION.replace(*OVER_U)
     vocab = Vocab("words", ("<unk>", "a", "b"), Vocab("words", ("<unk>", "<s>", "</s>", "A")))
     spec, c = checkpoint_for(tmp_path, text, "att", vocab,
                              Binding("x", "y", True, {}, "pairs", {"y": 1}),
                              {"Vx": 3, "Vy": 4})
     err = fails(capsys, "sample", spec, "--checkpoint", c, "--input", "a b")
-    assert "a[u, t] uses 'softmax over u' (line 22)" in err and len(err.splitlines()) == 1
+    assert "b[u, t] uses 'softmax over u' (line 26)" in err and len(err.splitlines()) == 1
 
 
 def test_a_reduction_over_the_source_index_is_generated():

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..errors import NOPOS, SpecError, too_deep
-from ..ops import TABLE, Op
+from ..ops import REDUCTIONS, TABLE, Op
 from .components import components
 from .folded import Apply, FoldedGraph, Num, ParamRef, Ref, ShiftKind, params_of, refs, walk
+from .generate_check import softmax_index
 from .printer import show
 from .sizes import Lin
 
@@ -332,7 +333,10 @@ def _causality(graph: FoldedGraph):
     instant.add_nodes_from(g.nodes)
     instant.add_edges_from((u, v) for u, v, s in g.edges(data="shift") if not s.is_delay)
     _algebraic_loop(graph, g, instant, lines)
-    recs = [r for r in (_recurrence(graph, c, lines) for c in components(graph)) if r]
+    comps = components(graph)
+    recs = [r for r in (_recurrence(graph, c, lines) for c in comps) if r]
+    for c in comps:
+        _reduced_on_recurrence(graph, c)
     order = tuple(nx.lexicographical_topological_sort(
         instant, key=lambda n: (lines.get(n, 0), n)))
     recs.sort(key=lambda r: order.index(r.vars[0]))
@@ -378,6 +382,44 @@ def _recurrence(graph: FoldedGraph, comp, lines) -> Recurrence | None:
                      for p in params_of(c.expr)})
     return Recurrence(ordered, graph.var(ordered[0]).index, dirs.pop(),
                       tuple(sorted({e.shift.label() for e in delays})), tuple(params))
+
+
+def _reduced_on_recurrence(graph: FoldedGraph, comp) -> None:
+    """A reduction over a recurrence's own index that reads a variable of the recurrence
+    (`a[u, t] = softmax over u (e[u, t])` with e computed from s[u-1], s from a): its
+    references look like same-step reads, but a[u, t] reads e at every step of u, the
+    later ones computed from a[u, t] itself, a cycle no order of steps runs (the unfolder
+    met it as a networkx error)."""
+    over = {graph.var(e.src).index for e in comp.delays} - {None}
+    members = set(comp.members)
+    for name in comp.members:
+        for case in graph.var(name).cases:
+            written = {}                  # a softmax is written exp(E - logsumexp (E))
+            for e in walk(case.expr):
+                t = softmax_index(e)
+                written.update({id(x): ("softmax", e.pos) for x in walk(e) if t is not None
+                                and isinstance(x, Apply) and x.op is Op.LSE_OVER
+                                and x.kw["over"] == t})
+            for e in walk(case.expr):
+                index = e.kw.get("over") if isinstance(e, Apply) else None
+                read = next((r for r in refs(e.args[0]) if r.var in members), None) \
+                    if index in over else None
+                if read is not None:
+                    raise _reduction_in_loop(graph, comp, name, e, read, written)
+
+
+def _reduction_in_loop(graph, comp, name, e, read, written) -> SpecError:
+    v, u = graph.var(name), e.kw["over"]
+    fn, pos = written.get(id(e), (next(k for k, o in REDUCTIONS.items() if o is e.op), e.pos))
+    lhs = f"{name}[{', '.join(v.indexes)}]" if v.indexes else name
+    loop = ", ".join(comp.members)
+    both = f"{read.var} and {name} are" if read.var != name else f"{name} is"
+    return SpecError(f"{lhs} reads '{read.var}' at every step of {u} ('{fn} over {u}'), "
+                     f"but {both} on one recurrence over {u} ({loop}): the later steps "
+                     f"of {read.var} are computed from {lhs} itself", pos,
+                     hint=f"reduce over another index (attention normalises over the "
+                          f"source's index, not the decoder's {u}), or over values "
+                          f"computed before the recurrence")
 
 
 # ------------------------------------------------------------------------- leaves
