@@ -403,6 +403,11 @@ def test_sample_input_writes_tokens_of_the_target_vocabulary(s2s, capsys):
     assert code == 2 and "--nbest prints the beam's hypotheses: give --beam K" in out.err
     scores = [float(r[0]) for r in rows]
     assert scores == sorted(scores, reverse=True)
+    # a large --alpha makes the scores small numbers: shown in 5 digits, not as -0.0000
+    code, out = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c",
+                   "--beam", 3, "--nbest", "--length", 8, "--alpha", 8)
+    small = [float(line.split("\t")[0]) for line in out.out.splitlines()]
+    assert code == 0 and all(-1e-2 < x < 0 for x in small), out.out
     greedy = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c", "--greedy",
                 "--length", 8)[1].out
     beam1 = sg(capsys, "sample", spec, "--checkpoint", run, "--input", "a b c", "--beam", 1,

@@ -400,7 +400,8 @@ def _decode(args, gen, ctx, length: int, out_vocab, rng,
     if args.nbest:
         for h in hyps:
             text = _after(prefix, _text(out_vocab, h.tokens), out_vocab).replace("\n", "\\n")
-            sys.stdout.write(f"{h.normalised:.4f}\t{text}\n")
+            # (5 digits, not 4 places: with a large --alpha the scores are small numbers)
+            sys.stdout.write(f"{h.normalised:.5g}\t{text}\n")
     return hyps[0].tokens, hyps[0].finished
 
 
