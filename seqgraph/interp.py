@@ -42,19 +42,34 @@ class Tape:
         self.entries.append((op, args, i, saved))
         return i
 
-    def backward(self, seeds: dict) -> list:
+    def backward(self, seeds: dict, want=None) -> list:
+        """Gradients of every value from the seeds {value: its gradient}. With `want`
+        (a set of values), only theirs are computed: a gradient flows only into the
+        wanted values and what is computed from them (no other path reaches them), and
+        is dropped once passed on (a tape's worth of gradients never lives at once)."""
         grads = [None] * len(self.vals)
         for i, g in seeds.items():
             grads[i] = g if grads[i] is None else grads[i] + g
+        live = None if want is None else self._downstream(want)
         for op, args, out, saved in reversed(self.entries):
             g = grads[out]
-            if g is None:
+            if g is None or (live is not None and not any(a in live for a in args)):
                 continue
             ds = ops.vjp(op, g, self.vals[out], saved, [self.vals[a] for a in args])
             for a, d in zip(args, ds, strict=True):
-                if d is not None:
+                if d is not None and (live is None or a in live):
                     grads[a] = d if grads[a] is None else grads[a] + d
+            if live is not None and out not in want:
+                grads[out] = None
         return grads
+
+    def _downstream(self, want) -> set:
+        """The values `want` and every value computed from one of them."""
+        live = set(want)
+        for _, args, out, _ in self.entries:
+            if any(a in live for a in args):
+                live.add(out)
+        return live
 
 
 class Interpreter:

@@ -4,8 +4,12 @@ For every recurrent state variable (a variable of a recurrence that the recurren
 with a delay: `h` of an Elman net, `h` and `c` of an LSTM written as equations) and every
 pair of steps (t, k), the Jacobian J = dh_t/dh_k is computed exactly, per example, by
 reverse mode on the reference interpreter's tape: the output node (h, t) is seeded with
-the unit vector e_i (the same for every example of the batch), one backward per component
-i, and row i of J is the gradient read at node (h, k). That is the total derivative of h_t
+the unit vector e_i, and row i of J is the gradient read at node (h, k). `jacobians` does
+it on the run's own batch, one backward per component i and step t (n*T backwards of
+O(T) each: the reference); `jacobians_tiled`, which `measure` uses, on the batch repeated
+once per row (t, i), every copy seeded with its own e_i at its own step, so that one
+backward gives many rows (a few backwards in all; the same numbers to rounding, tests/
+test_jacobian.py compares them). That is the total derivative of h_t
 with respect to the value of h_k with everything computed from it recomputed: every
 later step, and for a state of several variables (an LSTM's h and c) the values of step k
 that read it. So dc_t/dc_k of an LSTM moves h_k = o_k * tanh(c_k) with c_k, while dh_t/dh_k
@@ -28,6 +32,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from . import given
 from .errors import DataError, UsageError
 from .graph.folded import Apply, ParamRef, Ref, ShiftKind, refs, walk
 from .ops import Op
@@ -137,7 +142,8 @@ def _textbook_form(g, rec, st: State) -> None:
 def jacobians(model, state: State):
     """Yield ((t, k), J) with J of shape [B, n, n], J[b] = d state_t / d state_k of
     example b, for every pair with k before t in the recurrence's direction. Run the
-    model first (`model.run(...)` with the interpreter): the tape of that run is read."""
+    model first (`model.run(...)` with the interpreter): the tape of that run is read.
+    One backward per row (t, i): the reference `jacobians_tiled` is checked against."""
     ex = model.executor
     if not hasattr(ex, "tape"):
         raise UsageError("Jacobians need the interpreter (executor='interp') after a run")
@@ -160,6 +166,86 @@ def jacobians(model, state: State):
                     J[k][:, i, :] = gk
         for k in ks:
             yield (t, k), J[k]
+
+
+MEMORY = 512 * 2**20     # bytes, about, that the tiled batch of `jacobians_tiled` may take
+
+
+def jacobians_tiled(model, state: State, inputs, targets=None, lengths=None,
+                    memory: int | None = None):
+    """The same ((t, k), J) as `jacobians`, in the same order, with C times fewer
+    backward passes. The batch is repeated C times (copy c is rows c*B .. c*B+B-1) and
+    run once, on an interpreter of its own (the model's keeps its tape); every copy
+    stands for one row (t, i) of the Jacobians: seeded with e_i at (state, t), its
+    gradient at (state, k) is row i of dstate_t/dstate_k, for every k at once. Copies
+    do not mix (no op mixes the rows of two examples), so one backward gives C rows, of
+    one step t or of several. C is every row (n*(T-1)), or as many copies as `memory`
+    bytes (MEMORY if None) hold, estimated from the last run's tape, at least one. Run
+    the model on the same batch first, as for `jacobians`."""
+    from .interp import Interpreter
+    ex = model.executor
+    if not hasattr(ex, "tape"):
+        raise UsageError("Jacobians need the interpreter (executor='interp') after a run")
+    B, T, n = ex.B, ex.lengths[state.index], model.sizes[state.name]
+    before = (lambda t: range(t)) if state.direction < 0 else (lambda t: range(t + 1, T))
+    rows = [(t, i) for t in range(T) if before(t) for i in range(n)]
+    if not rows:
+        return
+    C = max(1, min(len(rows), (memory or MEMORY) // (2 * _tape_bytes(ex) + 1)))
+    tiled = Interpreter(model)
+    ins, tgs, _, lens = given.prepare(model, _tile(inputs, C), _tile(targets, C), None,
+                                      _tile(lengths, C), False, 1.0)
+    tiled.run(ins, tgs, lengths=lens)
+    nodes = tiled.nodes
+    wanted = {nodes[(state.name, k)] for k in range(T)}
+    done: dict = {}                   # t -> {k: J}, its rows filled as the chunks come
+    for start in range(0, len(rows), C):
+        chunk = rows[start:start + C]
+        runs = _runs(chunk)
+        seeds: dict = {}
+        for t, c0, c1 in runs:        # copy c0 + j seeded with e_(i0 + j) at step t
+            seed = np.zeros((C, B, n), dtype=model.dtype)
+            seed[np.arange(c0, c1), :, np.arange(c1 - c0) + chunk[c0][1]] = 1.0
+            seeds[nodes[(state.name, t)]] = seed.reshape(C * B, n)
+        grads = tiled.tape.backward(seeds, want=wanted)
+        for t, c0, c1 in runs:
+            i0, i1 = chunk[c0][1], chunk[c1 - 1][1] + 1
+            J = done.setdefault(t, {k: np.zeros((B, n, n)) for k in before(t)})
+            for k, Jk in J.items():
+                gk = grads[nodes[(state.name, k)]]
+                if gk is not None:        # copy c0 + j, example b: J[b, i0 + j]
+                    Jk[:, i0:i1] = gk[c0 * B:c1 * B].reshape(c1 - c0, B, n).swapaxes(0, 1)
+            if i1 == n:               # every row of step t: its pairs, k in order
+                yield from (((t, k), Jk) for k, Jk in done.pop(t).items())
+
+
+def _runs(chunk) -> list:
+    """(t, c0, c1): the copies c0 .. c1-1 of a chunk of rows (t, i) that have one t
+    (rows come t by t, i rising)."""
+    out = []
+    for c, (t, _) in enumerate(chunk):
+        if out and out[-1][0] == t:
+            out[-1][2] = c + 1
+        else:
+            out.append([t, c, c + 1])
+    return out
+
+
+def _tile(data, C):
+    """Every array of a batch (or a [B] of lengths) C times along the batch axis; a
+    whole-batch length stays as it is."""
+    if data is None:
+        return None
+    return {k: v if np.ndim(v) == 0 else np.concatenate([np.asarray(v)] * C)
+            for k, v in data.items()}
+
+
+def _tape_bytes(ex) -> int:
+    """What the values of the last run take, parameters left out: about what a copy of
+    the batch takes on the tiled tape (the gradients kept, one per step of the state,
+    and those in flight are a fraction of it: 2 times this is allowed a copy)."""
+    params = set(ex.pids.values())
+    return sum(np.asarray(v).nbytes for j, v in enumerate(ex.tape.vals) if j not in params)
 
 
 def _stats(xs) -> dict:
@@ -216,11 +302,14 @@ def measure(model, inputs, targets=None, lengths=None, states=None) -> list[Stat
             rep.beta_w = next(m["spectral_norm"] for m in rep.matrices
                               if m["name"] == st.bound_matrix)
         spec, frob, pairs = {}, {}, {}
-        for (t, k), J in jacobians(model, st):
-            d = abs(t - k)
-            spec.setdefault(d, []).extend(np.linalg.norm(J, 2, axis=(1, 2)))
-            frob.setdefault(d, []).extend(np.linalg.norm(J, "fro", axis=(1, 2)))
-            pairs[d] = pairs.get(d, 0) + 1
+        for t, ks, Js in _by_step(jacobians_tiled(model, st, inputs, targets, lengths)):
+            norms2 = np.linalg.norm(Js, 2, axis=(-2, -1))       # one SVD call a step
+            normsf = np.linalg.norm(Js, "fro", axis=(-2, -1))
+            for k, n2, nf in zip(ks, norms2, normsf, strict=True):
+                d = abs(t - k)
+                spec.setdefault(d, []).extend(n2)
+                frob.setdefault(d, []).extend(nf)
+                pairs[d] = pairs.get(d, 0) + 1
         for d in sorted(spec):
             rep.distances.append({"distance": d, "pairs": pairs[d],
                                   "samples": len(spec[d]),
@@ -228,6 +317,21 @@ def measure(model, inputs, targets=None, lengths=None, states=None) -> list[Stat
                                   "frobenius": _stats(frob[d])})
         out.append(rep)
     return out
+
+
+def _by_step(pairs):
+    """((t, k), J) as `jacobians` yields them, t by t: (t, [k, ...], J stacked
+    [len(ks), B, n, n])."""
+    t, ks, Js = None, [], []
+    for (t1, k), J in pairs:
+        if ks and t1 != t:
+            yield t, ks, np.stack(Js)
+            ks, Js = [], []
+        t = t1
+        ks.append(k)
+        Js.append(J)
+    if ks:
+        yield t, ks, np.stack(Js)
 
 
 def load_checkpoint(model, path: str) -> None:

@@ -485,3 +485,74 @@ def test_an_lstms_cell_jacobian_moves_h_with_c_and_hs_holds_c(tmp_path):
                                   carry=c).values[name][:, t - k - 1])
             cols.append((ends[0] - ends[1]) / (2 * eps))
         np.testing.assert_allclose(J[(t, k)][0], np.stack(cols, -1)[0], atol=1e-8)
+
+
+# ------------------------------------------------------------------ the tiled path
+# `measure` reads `jacobians_tiled`: the batch repeated once per row (t, i), a few
+# backwards in all where `jacobians` (the reference) takes one per row, n*(T-1) of them
+# (T = 200 on lstm.sg: 147 s). The same numbers to rounding, on every kind of state.
+def _gallery(name, B=3, T=6, lengths=None):
+    from conftest import SPECS
+    spec = read_spec(str(SPECS / name))
+    dims = {**{d: 4 for d in spec.unbound_dims()}, "H": 4}
+    m = Model(spec, dims=dims, dtype="float64", seed=0)
+    inputs, targets, lens, _ = random_batch(m, np.random.default_rng(1), B=B, T=T,
+                                            lengths=lengths)
+    return m, inputs, targets, lens
+
+
+def _same_as_reference(m, inputs, targets, lengths, memory=None):
+    from seqgraph.jacobian import jacobians_tiled
+    states = recurrent_states(m)
+    assert states
+    for st in states:
+        m.run(inputs, targets, lengths=lengths)
+        want = list(jacobians(m, st))
+        got = list(jacobians_tiled(m, st, inputs, targets, lengths, memory=memory))
+        assert [tk for tk, _ in got] == [tk for tk, _ in want]        # pairs, in order
+        for (_, a), (_, b) in zip(want, got, strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("name", ["elman.sg", "lstm.sg", "gru.sg", "bidirectional.sg",
+                                  "bidirectional_cell.sg", "attention.sg"])
+def test_the_tiled_jacobians_are_the_reference_ones(name):
+    """Elman, the LSTM as equations (two states, c and h), the GRU, states backward in
+    time (g[t+1], h.bwd) and a decoder state over a second index (attention's s)."""
+    _same_as_reference(*_gallery(name))
+
+
+@pytest.mark.parametrize("copies", [1, 3, 9])
+def test_the_tiled_jacobians_in_chunks_are_the_reference_ones(copies):
+    """Too little memory for every row at once: C copies a backward, C less than the
+    state's size n = 4 (a step's rows over two backwards) or not a multiple of it."""
+    from seqgraph.jacobian import _tape_bytes
+    m, inputs, targets, lengths = _gallery("lstm.sg")
+    m.run(inputs, targets, lengths=lengths)
+    memory = (2 * _tape_bytes(m.executor) + 1) * copies
+    _same_as_reference(m, inputs, targets, lengths, memory=memory)
+
+
+def test_the_tiled_jacobians_with_padding_are_the_reference_ones():
+    """Examples of 6, 3 and 4 steps in one batch ([B] lengths, tiled with the batch)."""
+    m, inputs, targets, _ = _gallery("elman.sg")
+    lengths = {"t": np.array([6, 3, 4])}
+    for x in (inputs["x"], targets["y"]):
+        x[1, 3:], x[2, 4:] = -1, -1
+    _same_as_reference(m, inputs, targets, lengths)
+    m, inputs, targets, _ = _gallery("bidirectional.sg")     # g[t+1] past an end
+    _same_as_reference(m, inputs, targets, {"t": [6, 2, 5]})
+
+
+def test_measure_takes_one_backward_a_state_not_one_a_row(tmp_path, monkeypatch):
+    """The cost: 5 x 5 rows on the reference path (n = 5, T = 6) were 25 backwards; with
+    memory for every row, one."""
+    from seqgraph.interp import Tape
+    _, m = _model(tmp_path, TANH, dims={"V": 7})
+    x = np.random.default_rng(3).integers(0, 7, (3, 6))
+    calls = []
+    backward = Tape.backward
+    monkeypatch.setattr(Tape, "backward",
+                        lambda self, *a, **kw: calls.append(1) or backward(self, *a, **kw))
+    measure(m, {"x": x})
+    assert len(calls) == 1
