@@ -168,27 +168,39 @@ def jacobians(model, state: State):
             yield (t, k), J[k]
 
 
-MEMORY = 512 * 2**20     # bytes, about, that the tiled batch of `jacobians_tiled` may take
+MEMORY = 512 * 2**20     # bytes, about, that the tiled batch of `tiled_rows` may take
 
 
 def jacobians_tiled(model, state: State, inputs, targets=None, lengths=None,
                     memory: int | None = None):
-    """The same ((t, k), J) as `jacobians`, in the same order, with C times fewer
-    backward passes. The batch is repeated C times (copy c is rows c*B .. c*B+B-1) and
-    run once, on an interpreter of its own (the model's keeps its tape); every copy
-    stands for one row (t, i) of the Jacobians: seeded with e_i at (state, t), its
-    gradient at (state, k) is row i of dstate_t/dstate_k, for every k at once. Copies
-    do not mix (no op mixes the rows of two examples), so one backward gives C rows, of
-    one step t or of several. C is every row (n*(T-1)), or as many copies as `memory`
-    bytes (MEMORY if None) hold, estimated from the last run's tape, at least one. Run
-    the model on the same batch first, as for `jacobians`."""
-    from .interp import Interpreter
-    ex = model.executor
-    if not hasattr(ex, "tape"):
-        raise UsageError("Jacobians need the interpreter (executor='interp') after a run")
-    B, T, n = ex.B, ex.lengths[state.index], model.sizes[state.name]
+    """The same ((t, k), J) as `jacobians`, in the same order, from a few backward
+    passes (`tiled_rows`) instead of one per row. Run the model on the same batch
+    first, as for `jacobians`."""
+    ex = _tape_of(model)
+    T = ex.lengths[state.index]
     before = (lambda t: range(t)) if state.direction < 0 else (lambda t: range(t + 1, T))
-    rows = [(t, i) for t in range(T) if before(t) for i in range(n)]
+    ts = [t for t in range(T) if before(t)]
+    outs = [((state.name, t), [(state.name, k) for k in before(t)]) for t in ts]
+    for j, J in tiled_rows(model, outs, inputs, targets, lengths, memory):
+        yield from (((ts[j], k), Jk) for (_, k), Jk in J.items())
+
+
+def tiled_rows(model, outs, inputs, targets=None, lengths=None, memory=None):
+    """(j, {source: J [B, n_out, n_source]}) for every (out, sources) of `outs`, j in
+    order: nodes (name, step) of the last run, J[b] = d out / d source of example b (along
+    every path from the source; the other values of its step held fixed).
+
+    The batch is repeated C times (copy c is rows c*B .. c*B+B-1) and run once, on an
+    interpreter of its own (the model's keeps its tape); every copy stands for one row
+    (j, i): seeded with e_i at out j, its gradient at a source is row i of that source's
+    J. No op mixes the rows of two examples, so one backward gives C rows, of one out or
+    of several, where the reference (`jacobians`) takes one backward per row. C is every
+    row, or as many copies as `memory` bytes (MEMORY if None) hold, estimated from the
+    last run's tape, at least one."""
+    from .interp import Interpreter
+    ex, size = _tape_of(model), model.sizes
+    B = ex.B
+    rows = [(j, i) for j, (out, _) in enumerate(outs) for i in range(size[out[0]])]
     if not rows:
         return
     C = max(1, min(len(rows), (memory or MEMORY) // (2 * _tape_bytes(ex) + 1)))
@@ -197,37 +209,49 @@ def jacobians_tiled(model, state: State, inputs, targets=None, lengths=None,
                                       _tile(lengths, C), False, 1.0)
     tiled.run(ins, tgs, lengths=lens)
     nodes = tiled.nodes
-    wanted = {nodes[(state.name, k)] for k in range(T)}
-    done: dict = {}                   # t -> {k: J}, its rows filled as the chunks come
+    wanted = {nodes[a] for _, sources in outs for a in sources}
+    done: dict = {}                   # j -> {source: J}, rows filled as the chunks come
     for start in range(0, len(rows), C):
         chunk = rows[start:start + C]
         runs = _runs(chunk)
         seeds: dict = {}
-        for t, c0, c1 in runs:        # copy c0 + j seeded with e_(i0 + j) at step t
-            seed = np.zeros((C, B, n), dtype=model.dtype)
-            seed[np.arange(c0, c1), :, np.arange(c1 - c0) + chunk[c0][1]] = 1.0
-            seeds[nodes[(state.name, t)]] = seed.reshape(C * B, n)
-        grads = tiled.tape.backward(seeds, want=wanted)
-        for t, c0, c1 in runs:
+        for j, c0, c1 in runs:        # copy c0 + r seeded with e_(i0 + r) at out j
+            out = outs[j][0]
+            if nodes[out] not in seeds:   # (one array for outs that are one value)
+                seeds[nodes[out]] = np.zeros((C, B, size[out[0]]), model.dtype)
+            seeds[nodes[out]][np.arange(c0, c1), :, np.arange(c1 - c0) + chunk[c0][1]] = 1.0
+        grads = tiled.tape.backward({i: v.reshape(C * B, -1) for i, v in seeds.items()},
+                                    want=wanted)
+        for j, c0, c1 in runs:
+            (name, _), sources = outs[j]
             i0, i1 = chunk[c0][1], chunk[c1 - 1][1] + 1
-            J = done.setdefault(t, {k: np.zeros((B, n, n)) for k in before(t)})
-            for k, Jk in J.items():
-                gk = grads[nodes[(state.name, k)]]
-                if gk is not None:        # copy c0 + j, example b: J[b, i0 + j]
-                    Jk[:, i0:i1] = gk[c0 * B:c1 * B].reshape(c1 - c0, B, n).swapaxes(0, 1)
-            if i1 == n:               # every row of step t: its pairs, k in order
-                yield from (((t, k), Jk) for k, Jk in done.pop(t).items())
+            J = done.setdefault(j, {a: np.zeros((B, size[name], size[a[0]]))
+                                    for a in sources})
+            for a, Ja in J.items():
+                g = grads[nodes[a]]
+                if g is not None:         # copy c0 + r, example b: J[b, i0 + r]
+                    Ja[:, i0:i1] = g[c0 * B:c1 * B].reshape(c1 - c0, B, -1).swapaxes(0, 1)
+            if i1 == size[name]:      # every row of out j
+                yield j, done.pop(j)
+
+
+def _tape_of(model):
+    """The interpreter whose last run is read."""
+    ex = model.executor
+    if not hasattr(ex, "tape"):
+        raise UsageError("Jacobians need the interpreter (executor='interp') after a run")
+    return ex
 
 
 def _runs(chunk) -> list:
-    """(t, c0, c1): the copies c0 .. c1-1 of a chunk of rows (t, i) that have one t
-    (rows come t by t, i rising)."""
+    """(j, c0, c1): the copies c0 .. c1-1 of a chunk of rows (j, i) that have one j
+    (rows come j by j, i rising)."""
     out = []
-    for c, (t, _) in enumerate(chunk):
-        if out and out[-1][0] == t:
+    for c, (j, _) in enumerate(chunk):
+        if out and out[-1][0] == j:
             out[-1][2] = c + 1
         else:
-            out.append([t, c, c + 1])
+            out.append([j, c, c + 1])
     return out
 
 
@@ -667,23 +691,6 @@ def _cross_edges(model, lengths) -> dict:
     return into
 
 
-def _rows(model, out_node, sources) -> dict:
-    """{source: J [B, n_out, n_source]}: d out / d source for every example, by one
-    backward per component of `out_node` on the last run's tape."""
-    ex = model.executor
-    n = model.sizes[out_node[0]]
-    J = {a: np.zeros((ex.B, n, model.sizes[a[0]])) for a in sources}
-    for i in range(n):
-        seed = np.zeros((ex.B, n), dtype=model.dtype)
-        seed[:, i] = 1.0
-        grads = ex.tape.backward({ex.nodes[out_node]: seed})
-        for a in sources:
-            ga = grads[ex.nodes[a]]
-            if ga is not None:
-                J[a][:, i, :] = ga
-    return J
-
-
 def edge_norms(model, inputs, targets=None, lengths=None, first: int = 0):
     """Norms for an overlay of the unfolded graph, from one run of the model.
 
@@ -698,29 +705,29 @@ def edge_norms(model, inputs, targets=None, lengths=None, first: int = 0):
     Steps before `first` are run (a warm-up from the zero state) but not measured; the
     keys count steps from `first`."""
     model.run(inputs, targets, lengths=lengths)
-    ex = model.executor
-    if not hasattr(ex, "tape"):
-        raise UsageError("Jacobians need the interpreter (executor='interp')")
+    ex = _tape_of(model)
 
     def shift(node):
         return (node[0], node[1] - first)
-    edges = {}
+    outs = []                         # (out, sources), every J by one tiled_rows
     for b, srcs in _cross_edges(model, ex.lengths).items():
         srcs = [a for a in srcs if a[1] >= first]
-        if b[1] < first or not srcs:
-            continue
-        for a, J in _rows(model, b, srcs).items():
-            edges[(shift(a), shift(b))] = _stats(np.linalg.norm(J, 2, axis=(1, 2)))
-    states = {}
+        if b[1] >= first and srcs:
+            outs.append((b, srcs))
+    edges_end = len(outs)
     for st in recurrent_states(model):
         T = ex.lengths[st.index]
         s = first if st.direction < 0 else T - 1
-        for t in range(first, T):
-            if t == s:
-                continue
-            J = _rows(model, (st.name, t), [(st.name, s)])[(st.name, s)]
-            states[shift((st.name, t))] = _stats(np.linalg.norm(J, 2, axis=(1, 2)))
-            states[shift((st.name, t))]["from"] = s - first
+        outs += [((st.name, t), [(st.name, s)]) for t in range(first, T) if t != s]
+    rows = dict(tiled_rows(model, outs, inputs, targets, lengths))
+    edges, states = {}, {}
+    for j, (b, srcs) in enumerate(outs):
+        for a in srcs:
+            stats = _stats(np.linalg.norm(rows[j][a], 2, axis=(1, 2)))
+            if j < edges_end:
+                edges[(shift(a), shift(b))] = stats
+            else:
+                states[shift(b)] = {**stats, "from": a[1] - first}
     return edges, states
 
 
