@@ -71,6 +71,7 @@ def test_batch_is_the_forest_of_its_trees(tmp_path):
     ("(3 (2 a) (2 b)))", "')' with no open '('", 16),
     ("(3 (2 a) ((2 b) (2 c)))", "missing label", 11),
     ("(3 (2 a) (good b))", "missing label", 11),
+    ("(3 (2 a) (\u0663 b))", "missing label", 11),     # an Arabic-Indic 3: int() reads it
     ("(3 (2 a) ())", "empty tree '()'", 10),
     ("(3 (2 a) (2))", "empty tree", 10),
     ("(3 (2 a) (2 b) (2 c))", "3 children", 1),

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, whole_number
 from ..graph.folded import LossFn, ShiftKind
 from ..graph.trees import Forest, heights
 from ..ops import log_softmax
@@ -161,12 +161,13 @@ def parse_tree(text: str, file: str = "<tree>", line: int = 1, binarize: bool = 
                 raise _error("empty tree '()'" if nxt else "unbalanced brackets: '(' "
                              "never closed", file, line, col, text)
             lab = nxt.group()
-            if lab == "(" or (class_ids and not lab.isdecimal()):
+            # a class id in ASCII digits: str.isdecimal holds for '\u0663', int() reads 3
+            if lab == "(" or (class_ids and not whole_number(lab)):
                 what = "its label, a class id as in '(3 ...'" if class_ids else \
                     "its label, as in '(3 ...' or '(NP ...'"
                 raise _error(f"missing label: a node must start with {what}, not {lab!r}",
                              file, line, col + 1, text)
-            stack.append([int(lab) if lab.isdecimal() else -1, col, [], [], True])
+            stack.append([int(lab) if whole_number(lab) else -1, col, [], [], True])
             continue
         if not stack:
             raise _error("unbalanced brackets: ')' with no open '('" if tok == ")" else
