@@ -123,6 +123,10 @@ CASES = [
          "comments start with #, not //"),
     case("slash-comment-after", change(7, "o[t] = Wo @ h[t] + bo  // the logits"), 7, 25,
          "comments start with #, not //"),
+    # a grandchild read as a chain of children (its hint was the cells' inner variables)
+    case("grandchild", TREE.replace("+ b)   otherwise", "+ h[n.left.right])   otherwise"),
+         13, 55, "for a grandchild, define a variable that reads a child, g[n] = "
+         "h[n.right] otherwise (and an 'if leaf' case, e.g. h[n]), and read g[n.left]"),
     case("inner-variable", change(6, "h = bi rnn(x, H)") + "param Q\nz[t] = Q @ h.fwd[t]\n",
          10, 13, "'h.fwd' names a cell's inner variable (bi's fwd and bwd, an lstm's c)"),
 ]

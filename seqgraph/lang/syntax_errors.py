@@ -192,6 +192,20 @@ def _hint_slash_comment(tok, prev, expected, stmt, text):
     return ""
 
 
+def _hint_grandchild(tok, prev, expected, stmt, text):
+    """`h[n.left.right]`: a node reads its own children only (a grandchild is not a
+    cell's inner variable, which the next rule would say)."""
+    at = getattr(prev, "start_pos", None)
+    if tok.type != "DOT" or prev is None or str(prev) not in ("left", "right") or \
+            at is None or not re.search(r"\[\s*\w+\s*\.\s*$", text[:at]):
+        return ""
+    after = re.match(r"\.\s*(left|right)\b", text[getattr(tok, "start_pos", 0) or 0:])
+    kid = after.group(1) if after else "left"
+    return (f"a node reads its own children only, n.left and n.right; for a grandchild, "
+            f"define a variable that reads a child, g[n] = h[n.{kid}] otherwise (and "
+            f"an 'if leaf' case, e.g. h[n]), and read g[n.{prev}]")
+
+
 def _hint_inner_name(tok, prev, expected, stmt, text):
     """`h.fwd[end]`: a cell's inner variables have dotted names in checkpoints and
     messages, but an equation reads only the cell's own output."""
@@ -490,7 +504,8 @@ def _end_pos(text: str):
 
 
 # the rules in the order they are tried, and whether each applies to a lone train value
-_RULES = ((_hint_slash_comment, True), (_hint_inner_name, True), (_hint_keyword, True),
+_RULES = ((_hint_slash_comment, True), (_hint_grandchild, False),
+          (_hint_inner_name, True), (_hint_keyword, True),
           (_hint_open_bracket, False), (_hint_unquoted_path, True),
           (_hint_operand, True), (_hint_keyword_typo, False), (_hint_loss_arguments, False),
           (_hint_glued, True), (_hint_one_statement_a_line, False), (_hint_case, False),
