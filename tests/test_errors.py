@@ -322,14 +322,16 @@ TABLE = [
         + OUT, 5, 53, "dropout's rate must be a number in [0, 1)"),
     # ------------------------------------------------------------------- trees
     bad("leaf-reads-child", TREE + "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) if leaf\n"
-        "h[n] : H = tanh(E @ w[n]) otherwise\n" + TREE_OUT, 6, 24, "a leaf has no children"),
+        "h[n] : H = tanh(E @ w[n]) otherwise\n" + TREE_OUT, 6, 24, "a leaf has no children",
+        "hint: read the children in the 'otherwise' equation"),
     bad("tree-missing-otherwise", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n" + TREE_OUT, 6, 1,
         "'h' over the tree 'n' has no 'otherwise' equation"),
     bad("tree-missing-leaf", TREE + "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n"
         + TREE_OUT, 6, 1, "'h' over the tree 'n' has no 'if leaf' equation"),
     bad("tree-bad-child", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ h[n.middle] + b) otherwise\n" + TREE_OUT, 7, 23,
-        "a node has children 'left' and 'right', not 'middle'"),
+        "a node has children 'left' and 'right', not 'middle'",
+        "hint: write h[n.left] or h[n.right]"),
     bad("tree-shift", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ h[n-1] + b) otherwise\n" + TREE_OUT, 7, 23,
         "a tree index has no shifts"),

@@ -585,9 +585,14 @@ class _Elaborator:
                                 "trees", ix.pos, hint=f"declare `tree {ix.name}`")
             if ix.child not in ("left", "right"):
                 raise SpecError(f"a node has children 'left' and 'right', not "
-                                f"'{ix.child}'", ix.pos)
+                                f"'{ix.child}'", ix.pos,
+                                hint=f"write {e.name}[{ix.name}.left] or "
+                                     f"{e.name}[{ix.name}.right]")
             if cond == "leaf":
-                raise SpecError("a leaf has no children", ix.pos)
+                raise SpecError("a leaf has no children", ix.pos,
+                                hint="read the children in the 'otherwise' equation; the "
+                                     "'if leaf' one reads the leaf's own values, such as "
+                                     "its word")
             return Shift(ix.child)
         if is_tree and ix.k:
             raise SpecError("a tree index has no shifts: use n.left, n.right", ix.pos)
