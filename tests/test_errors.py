@@ -332,6 +332,13 @@ TABLE = [
         "h[n] : H = tanh(W @ h[n.middle] + b) otherwise\n" + TREE_OUT, 7, 23,
         "a node has children 'left' and 'right', not 'middle'",
         "hint: write h[n.left] or h[n.right]"),
+    bad("tree-leaf-case-twice", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(b) if leaf\nh[n] : H = tanh(W @ h[n.left] + b) otherwise\n"
+        + TREE_OUT, 7, 1, "'h' over the tree 'n' has two 'if leaf' equations (the other "
+        "at line 6)"),
+    bad("tree-plain-beside-cases", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(W @ h[n.left] + b) otherwise\nh[n] : H = tanh(b)\n" + TREE_OUT,
+        8, 1, "has a plain equation beside its 'if leaf' and 'otherwise' equations"),
     bad("tree-shift", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ h[n-1] + b) otherwise\n" + TREE_OUT, 7, 23,
         "a tree index has no shifts"),

@@ -341,12 +341,31 @@ class _Elaborator:
                             hint=f"write {name}[{', '.join(first.index)}] in each of its "
                                  f"equations")
         if sorted(c or "" for c in conds) != ["leaf", "otherwise"]:
+            self._case_twice(name, first.index[0], group)
             missing = [c for c in ("leaf", "otherwise") if c not in conds]
             what = f"has no '{'if leaf' if missing[0] == 'leaf' else 'otherwise'}' " \
                 "equation" if len(missing) == 1 else "has its cases wrong"
             raise SpecError(f"'{name}' over the tree '{first.index[0]}' {what}",
                             group[-1].pos, hint="a tree variable needs one 'if leaf' "
                             "equation and one 'otherwise' equation")
+
+    @staticmethod
+    def _case_twice(name, tree, group):
+        """A case written twice, or a plain equation beside both cases: said there (at
+        the second of two), with the line of the other."""
+        seen, conds = {}, [e.cond for e in group]
+        for e in group:
+            if e.cond is not None and e.cond in seen:
+                what = f"two '{'if leaf' if e.cond == 'leaf' else 'otherwise'}' " \
+                    f"equations (the other at line {seen[e.cond].pos.line})"
+            elif e.cond is None and "leaf" in conds and "otherwise" in conds:
+                what = "a plain equation beside its 'if leaf' and 'otherwise' equations"
+            else:
+                seen[e.cond] = e
+                continue
+            raise SpecError(f"'{name}' over the tree '{tree}' has {what}", e.pos,
+                            hint="a tree variable has one plain equation, or one 'if "
+                                 "leaf' equation and one 'otherwise' equation")
 
     def _check_inits(self):
         for i in self.inits:
