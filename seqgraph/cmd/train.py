@@ -338,9 +338,7 @@ def _unmake(trainer, out: Path, made: Path | None) -> None:
     if made is None or getattr(trainer, "rank", 0) != 0:
         return
     (out / ".lock").unlink(missing_ok=True)        # held until the file is gone
-    if trainer._lock is not None:                  # (None: a file system without locks)
-        os.close(trainer._lock)
-    trainer._lock, trainer._locked = None, False
+    trainer.unlock()
     there = out
     while True:
         try:

@@ -444,11 +444,15 @@ class Trainer:
             self.lock()
             return self._fit(max_steps, deadline)
         finally:
-            if self._lock is not None:
-                os.close(self._lock)
-            self._lock, self._locked = None, False
+            self.unlock()
 
     _lock, _locked = None, False
+
+    def unlock(self) -> None:
+        """Release the run folder's lock (if this process holds one)."""
+        if self._lock is not None:
+            os.close(self._lock)
+        self._lock, self._locked = None, False
 
     def lock(self, held: int | None = None, tried: bool = False) -> None:
         """Lock the run folder (rank 0 under MPI), or a UsageError naming the process
