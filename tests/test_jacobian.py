@@ -544,16 +544,21 @@ def test_the_tiled_jacobians_with_padding_are_the_reference_ones():
     _same_as_reference(m, inputs, targets, {"t": [6, 2, 5]})
 
 
+def _backwards(monkeypatch) -> list:
+    """A list that grows by one at every interpreter backward from now on."""
+    from seqgraph.interp import Tape
+    calls, backward = [], Tape.backward
+    monkeypatch.setattr(Tape, "backward",
+                        lambda self, *a, **kw: calls.append(1) or backward(self, *a, **kw))
+    return calls
+
+
 def test_measure_takes_one_backward_a_state_not_one_a_row(tmp_path, monkeypatch):
     """The cost: 5 x 5 rows on the reference path (n = 5, T = 6) were 25 backwards; with
     memory for every row, one."""
-    from seqgraph.interp import Tape
     _, m = _model(tmp_path, TANH, dims={"V": 7})
     x = np.random.default_rng(3).integers(0, 7, (3, 6))
-    calls = []
-    backward = Tape.backward
-    monkeypatch.setattr(Tape, "backward",
-                        lambda self, *a, **kw: calls.append(1) or backward(self, *a, **kw))
+    calls = _backwards(monkeypatch)
     measure(m, {"x": x})
     assert len(calls) == 1
 
@@ -562,13 +567,9 @@ def test_edge_norms_take_one_backward_not_one_a_row(tmp_path, monkeypatch):
     """render --overlay jacobian: every edge's and every state's Jacobian by one tiled
     backward (--unfold 50 on lstm.sg: 45 s); they were 4 edges x 5 rows + 4 states x 5
     rows = 40 backwards of the run's own batch."""
-    from seqgraph.interp import Tape
     from seqgraph.jacobian import edge_norms
     _, m = _model(tmp_path, TANH, dims={"V": 7})
     x = np.random.default_rng(4).integers(0, 7, (3, 5))
-    calls = []
-    backward = Tape.backward
-    monkeypatch.setattr(Tape, "backward",
-                        lambda self, *a, **kw: calls.append(1) or backward(self, *a, **kw))
+    calls = _backwards(monkeypatch)
     edges, states = edge_norms(m, {"x": x})
     assert len(calls) == 1 and len(edges) == len(states) == 4
