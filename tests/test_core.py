@@ -80,6 +80,15 @@ def test_cli_check_summary(capsys):
     assert "  o[t]             output           size 65\n" in out
 
 
+def test_cli_check_counts_an_unused_parameter_as_none(tmp_path, capsys):
+    spec = tmp_path / "unused.sg"        # Z is declared and never used: no shape, no values
+    spec.write_text("input x[t] : vec(3)\ntarget y[t] : vec(2)\nparam W, Z\n"
+                    "h[t] = W @ x[t]\nloss mse(h[t], y[t])\n")
+    assert main(["check", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Z +unused +0\n", out) and "total 6\n" in out
+
+
 def test_cli_check_bad_spec_exit_code(tmp_path, capsys):
     bad = tmp_path / "bad.sg"
     bad.write_text("param W\nh[t] = tanh(W @ h[t])\n")

@@ -140,6 +140,9 @@ def summary(checked) -> str:
     total, symbolic = 0, False
     for p in g.params:
         shape = checked.param_shapes.get(p.name, ())
+        if not shape:           # declared but never used (a warning): it has no values
+            lines.append(f"  {p.name:<16} unused".ljust(40) + " 0")
+            continue
         n = _count(shape)
         if n.isdigit():
             total += int(n)
