@@ -301,6 +301,11 @@ TABLE = [
     # ------------------------------------------------------------------- params, train
     bad("unknown-initialiser", HEAD + "param Q : [H, H] init orthogonall\n" + H + OUT, 5, 23,
         "unknown initialiser 'orthogonall'", "did you mean 'orthogonal'?"),
+    # xavier and orthogonal have no fan-in on a vector: it started at zero, silently
+    bad("matrix-initialiser-on-a-vector", HEAD + "param c : [H] init orthogonal\n" + H
+        + "o[t] = Wo @ (h[t] + c) + bo\nloss xent(o[t], y[t])\n", 5, 7,
+        "parameter 'c' is a vector of size 16: the initialiser 'orthogonal' is for a matrix",
+        "a vector takes zeros"),
     bad("init-a-number", HEAD + "init h = 0\n" + H + OUT, 5, 10,       # walk 12: line 6
         "init h is a number, and 'h' a vector of size 16", "without one, a delay before the "
         "first step reads zero"),

@@ -318,8 +318,19 @@ class _Sizes:
                                 hint=f"declare it with its sizes (a dim name or a number "
                                      f"for each ?): param {p.name} : [{known}]")
             shapes[p.name] = tuple(dims)
+            _matrix_init(p, dims)
         dropouts = {e: None if x is None else self.value(x) for e, x in self.dropouts.items()}
         return sizes, shapes, dropouts
+
+
+def _matrix_init(p, shape) -> None:
+    """xavier and orthogonal draw a matrix from its fan-in and fan-out; a vector has
+    neither, and would silently start at zero: refused where the parameter is declared."""
+    if p.init and p.init[0] in ("xavier", "orthogonal") and len(shape) < 2:
+        raise SpecError(f"parameter '{p.name}' is a vector of size {shape[0]}: the "
+                        f"initialiser '{p.init[0]}' is for a matrix", p.pos,
+                        hint="a vector takes zeros (the default), ones, normal(s) or "
+                             "uniform(s)")
 
 
 # ---------------------------------------------------------------------- causality
