@@ -248,6 +248,11 @@ TABLE = [
         7, 7, "cell 'foo' uses itself (through foo -> foo)"),
     bad("cell-returns-undefined", HEAD + CELL + "  g[t] : H = A @ x[t]\n  return h\n}\n"
         "h = foo(x, H)\n" + OUT, 8, 10, "cell 'foo' returns 'h', which it does not define"),
+    # instances rename a cell's names (h.A): a misspelt one was near none of them
+    bad("cell-misspelt-parameter", HEAD + CELL + "  g[t] : H = AA @ x[t]\n  return g\n}\n"
+        "h = foo(x, H)\n" + OUT, 7, 14, "undefined name 'AA'", "did you mean 'A'?"),
+    bad("cell-misspelt-variable", HEAD + CELL + "  g[t] : H = A @ x[t] + gg[t-1]\n  return g\n"
+        "}\nh = foo(x, H)\n" + OUT, 7, 25, "undefined name 'gg'", "did you mean 'g'?"),
     bad("cell-no-return", HEAD + CELL + "  g[t] : H = A @ x[t]\n}\nh = foo(x, H)\n" + OUT, 5, 1,
         "cell 'foo' has no return", "return NAME"),
     bad("cell-defined-twice", HEAD + "cell foo(x, H) {\n  return x\n}\n"
@@ -470,6 +475,14 @@ def test_bad_spec(text, line, column, fragments):
         col = len(caret) - len("       | ")
         assert "..." in shown and shown[9 + col - 1:].startswith(src[column - 1:][:20]), out
     assert len(e.message.splitlines()) == 1, "a message is one line"
+
+
+def test_an_instance_name_is_never_suggested_outside_its_cell():
+    # `h.A` cannot be written in an equation: the hint names no dotted name
+    e = _read_bad(HEAD + "cell foo(x, H) {\n  param Wxy\n  g[t] : H = Wxy @ x[t]\n"
+                  "  return g\n}\nh = foo(x, H)\no[t] = Wxy @ h[t] + bo\n"
+                  "loss xent(o[t], y[t])\n")
+    assert "undefined name 'Wxy'" in e.message and "h.Wxy" not in e.render()
 
 
 def test_table_is_large_and_distinct():

@@ -512,14 +512,31 @@ class _Elaborator:
         """A name without an index (`Uh @ h`, `+ bo`) is most likely a parameter: the
         nearest parameter, else how to declare one; an indexed name, the nearest
         variable."""
-        variables = set(self.data) | set(self.defs)
+        # the names an equation can write: a cell's instances (`e.Wx`) are not among them;
+        # inside a cell, its own names are, as written there (`Wx` for a misspelt `Wxx`)
+        variables = {v for v in set(self.data) | set(self.defs) if "." not in v}
+        params = {p for p in self.params if "." not in p} | self._cell_locals(e.pos)
         if e.index is None:              # a parameter, or a variable of one per example
             unindexed = {v for v in variables if not self._var_indexes(v, e.pos)}
             declare = f"a parameter is declared on a param line: param ..., {e.name}"
-            near = did_you_mean(e.name, set(self.params) | unindexed)
+            near = did_you_mean(e.name, params | unindexed)
             return f"{near} (or, if it is a new one: {declare})" if near else declare
-        return did_you_mean(e.name, variables | set(self.params)) or \
+        return did_you_mean(e.name, variables | params) or \
             "declare it with param, input, target, or define it"
+
+    def _cell_locals(self, pos) -> set:
+        """The names a cell of the spec writes in its body (its arguments, params and
+        variables), when `pos` is in that body: instances rename them (`e.Wx`), so a
+        misspelt `Wxx` there is nearest to the cell's `Wx`. Empty at the top level."""
+        cells = [c for c in self._of(A.CellDef) if c.pos.line <= pos.line]
+        if not cells:
+            return set()
+        cell = max(cells, key=lambda c: c.pos.line)
+        lines = [getattr(s, "pos", None) or s[0].pos for s in self.stmts]  # a param line:
+        if any(cell.pos.line < at.line <= pos.line for at in lines):      # a tuple of them
+            return set()                 # a top-level statement after the cell holds pos
+        return set(cell.params) | {s.name for s in cell.body
+                                   if isinstance(s, (A.ParamDecl, A.Equation))}
 
     def _name(self, e: A.Name, bound, cond, in_init):
         if e.name in self.params and e.index is None:
