@@ -253,6 +253,13 @@ TABLE = [
         "h = foo(x, H)\n" + OUT, 7, 14, "undefined name 'AA'", "did you mean 'A'?"),
     bad("cell-misspelt-variable", HEAD + CELL + "  g[t] : H = A @ x[t] + gg[t-1]\n  return g\n"
         "}\nh = foo(x, H)\n" + OUT, 7, 25, "undefined name 'gg'", "did you mean 'g'?"),
+    # a stack feeds layer k-1 to layer k through the first variable argument: here a
+    # context, which said "'e.1' runs over 't': write e.1[t]" inside the cell
+    bad("stack-through-a-context", HEAD + "input z : vec(3)\ncell cond(c, x, H) {\n"
+        "  param A, C\n  g[t] : H = tanh(A @ x[t] + C @ c)\n  return g\n}\n"
+        "h = stack(2) cond(z, x, H)\n" + OUT, 11, 19, "stack(2) feeds each layer to the next "
+        "through the first variable argument ('c' of cell 'cond'), and 'z' is one value",
+        "make the sequence the first variable argument"),
     bad("cell-no-return", HEAD + CELL + "  g[t] : H = A @ x[t]\n}\nh = foo(x, H)\n" + OUT, 5, 1,
         "cell 'foo' has no return", "return NAME"),
     bad("cell-defined-twice", HEAD + "cell foo(x, H) {\n  return x\n}\n"

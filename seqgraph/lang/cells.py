@@ -62,6 +62,18 @@ def _index_names_of(node, var: str, acc: set):
     return acc
 
 
+def _first_runs_over(cell, param, first, index, layers) -> None:
+    """A stack feeds each layer's sequence to the next through the first variable
+    argument (`param` of the cell): one that is a value per example (`cond(z, x, H)`, z
+    a context) cannot take it."""
+    if layers > 1 and index is None:
+        raise SpecError(f"stack({layers}) feeds each layer to the next through the first "
+                        f"variable argument ('{param}' of cell '{cell.name}'), and "
+                        f"'{first.name}' is one value an example", first.pos,
+                        hint=f"make the sequence the first variable argument of cell "
+                             f"'{cell.name}' and of this use")
+
+
 class _Also:
     """An `index_of` that also knows the names in `known` (name -> index): the layers a
     stack has made so far, which the next layer reads before any equation declares them."""
@@ -138,6 +150,9 @@ class Expander:
     def _stack(self, eq, cell, args, layers, mirror, stack, index_of, pos):
         idx = self._arg_index(cell, args, index_of, pos)
         var_pos = self._var_arg_positions(cell, args, index_of)
+        first = var_pos[0]
+        _first_runs_over(cell, cell.params[first], args[first], index_of(args[first].name),
+                         layers)
         out, below = [], None
         layer_index = _Also(index_of, {})     # a layer runs over its argument's index
         for k in range(1, layers + 1):
