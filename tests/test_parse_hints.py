@@ -129,6 +129,9 @@ CASES = [
          "h[n.right] otherwise (and an 'if leaf' case, e.g. h[n]), and read g[n.left]"),
     case("inner-variable", change(6, "h = bi rnn(x, H)") + "param Q\nz[t] = Q @ h.fwd[t]\n",
          10, 13, "'h.fwd' names a cell's inner variable (bi's fwd and bwd, an lstm's c)"),
+    # C's statement separator: the hint said "start a new line before ';'"
+    case("semicolon", change(2, "dim H = 16; dim D = 8"), 2, 11, "drop the ';'"),
+    case("trailing-semicolon", change(7, "o[t] = Wo @ h[t] + bo;"), 7, 22, "drop the ';'"),
 ]
 
 

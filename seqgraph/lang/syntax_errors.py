@@ -319,6 +319,10 @@ def _hint_glued(tok, prev, expected, stmt, text):
 def _hint_one_statement_a_line(tok, prev, expected, stmt, text):
     if "_NL" in expected and (not expected & _OPERATORS or tok.type.lower() in
                               _STATEMENT_WORDS) and tok.type not in expected:
+        if str(tok) == ";":          # `dim H = 3; dim K = 4`: C's separator
+            return "a statement ends at the end of its line: drop the ';' (it separates " \
+                   "the parts of a concatenation, [a; b]) and start any next statement " \
+                   "on a new line"
         return "one statement a line: start a new line before " + _describe(tok)
     return ""
 
