@@ -132,6 +132,11 @@ CASES = [
     # C's statement separator: the hint said "start a new line before ';'"
     case("semicolon", change(2, "dim H = 16; dim D = 8"), 2, 11, "drop the ';'"),
     case("trailing-semicolon", change(7, "o[t] = Wo @ h[t] + bo;"), 7, 22, "drop the ';'"),
+    # a shifted end is read on the right of '=' (the hint said shifts belong there)
+    case("shifted-end", change(7, "o[t] = Wo @ h[end-1] + bo"), 7, 18,
+         "1 and end take no shift"),
+    case("shifted-end-in-loss", change(8, "loss xent(o[end-1], y[t])"), 8, 16,
+         "1 and end take no shift"),
 ]
 
 

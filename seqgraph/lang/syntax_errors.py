@@ -346,6 +346,11 @@ def _hint_missing_operator(tok, prev, expected, stmt, text):
 
 
 def _hint_shift_on_left(tok, prev, expected, stmt, text):
+    read = any(isinstance(v, Token) and v.type in ("EQUAL", "LOSS") for v in stmt)
+    if tok.type in ("MINUS", "PLUS", "DOT") and expected <= {"COMMA", "RSQB"} and read:
+        # a reference, right of '=' or in a loss: `h[end-1]`, `h[1+t]`
+        return "an index is the equation's own with a shift (t-1, t+2), 1 (the first " \
+               "step) or end (the last); 1 and end take no shift"
     if tok.type in ("MINUS", "PLUS", "DOT") and expected <= {"COMMA", "RSQB"}:
         return "an equation defines its variable at every step, h[t]; shifts such as " \
                "t-1 belong on the right of '='"
