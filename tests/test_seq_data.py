@@ -844,3 +844,14 @@ def test_the_api_examples_refuses_what_is_no_row_and_takes_a_path_by_keyword(dat
         with pytest.raises(DataError) as e:
             t.examples(lines)
         assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_loader_given_two_targets_names_them_in_plain_words():
+    # "binds one a sequence target": the article of "a sequence target" was kept
+    from seqgraph.train.binding import stream_vars
+    spec = seqgraph.read_spec("two.sg", "input x[t] : onehot(V)\ntarget y[t] : class(V)\n"
+                              "target z[t] : class(V)\nparam W\nh[t] : 4 = W @ x[t]\n")
+    with pytest.raises(DataError) as e:
+        stream_vars(spec.graph, "chars")
+    assert "a chars loader binds one sequence target such as y[t] : class(V); model 'two' " \
+           "declares several (y, z)" in str(e.value)

@@ -58,7 +58,8 @@ def _one(found: list, what: str, graph: FoldedGraph, loader: str, role: str = "i
         raise DataError(f"a {loader} loader needs {what}; {where} declares {none}",
                         file=graph.path)
     names = ", ".join(v.name for v in found)
-    raise DataError(f"a {loader} loader binds one {what}; {where} declares several ({names})",
+    one = what.removeprefix("a ").removeprefix("an ")     # "one sequence target", not "one a"
+    raise DataError(f"a {loader} loader binds one {one}; {where} declares several ({names})",
                     file=graph.path)
 
 
