@@ -317,6 +317,20 @@ def test_series_scaling_uses_training_statistics(data):
     assert min(ds.valid.lines) > max(ds.train.lines)
 
 
+def test_a_binary_series_target_keeps_its_zeros_and_ones(tmp_path):
+    # standardised like a vec target (scale=true, the default), 0 and 1 became numbers
+    # like -1 and 1 and the bce loss fell without bound; the inputs are still standardised
+    rows = "a,p\n" + "".join(f"{i % 7 - 3},{int(i % 7 > 3)}\n" for i in range(40))
+    write(tmp_path, "s.csv", rows)
+    spec = SERIES.replace("target y[t] : vec(P)", "target y[t] : binary(P)") \
+        .replace("loss mse", "loss bce").replace('inputs = ["a", "b"], targets = ["a"]',
+                                                 'inputs = ["a"], targets = ["p"]')
+    _, _, ds = dataset(tmp_path, spec)
+    y = np.concatenate(ds.train.fields["y"] + ds.valid.fields["y"])
+    assert set(np.unique(y)) == {0.0, 1.0}
+    assert abs(np.concatenate(ds.train.fields["x"]).mean()) < 0.5 and ds.vocab.stats
+
+
 # ---------------------------------------------------------------------------- errors
 MALFORMED = [
     (pairs, "a b\tc\nno tab here\n", r"f:2: expected source<TAB>target, found no tab"),

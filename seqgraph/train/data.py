@@ -190,7 +190,8 @@ def load_examples(graph, cfg, loader: ExampleLoader, dims, vocab) -> Dataset:
     else:
         train_raw, valid_raw = split_examples(raw, cfg.valid, file, loader.kind == "series")
         vfile = file
-    vocab = vocab or start_tag(graph, loader, loader.vocab(train_raw), dims)
+    vocab = vocab or unscaled_binary(graph, start_tag(graph, loader, loader.vocab(train_raw),
+                                                      dims))
     check_labels(graph, loader, train_raw, vocab, file, dims)
     check_labels(graph, loader, valid_raw, vocab, vfile, dims)
     binding = bind_examples(graph, vocab, loader.kind, file, dims)
@@ -214,6 +215,18 @@ def start_tag(graph, loader, vocab: Vocab, dims) -> Vocab:
     if y is None or K is not None and K <= len(vocab.target):
         return vocab
     return replace(vocab, target=replace(vocab.target, tokens=(*vocab.target.tokens, BOS)))
+
+
+def unscaled_binary(graph, vocab: Vocab) -> Vocab:
+    """A series' binary target keeps its 0s and 1s, which bce reads as probabilities:
+    standardised like a vec target (scale=true), they became numbers such as -0.9 and
+    1.1, and the loss fell without bound. Its mean 0 and scale 1 leave it as it is."""
+    st = vocab.stats
+    ys = [v for v in graph.targets() if v.kind in ("vec", "binary") and v.index is not None]
+    if not st or len(ys) != 1 or ys[0].kind != "binary":
+        return vocab
+    n = len(st["target_mean"])
+    return replace(vocab, stats={**st, "target_mean": [0.0] * n, "target_std": [1.0] * n})
 
 
 def check_labels(graph, loader, raw: Raw, vocab: Vocab, file: str, dims) -> None:
