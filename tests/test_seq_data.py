@@ -331,6 +331,17 @@ def test_a_binary_series_target_keeps_its_zeros_and_ones(tmp_path):
     assert abs(np.concatenate(ds.train.fields["x"]).mean()) < 0.5 and ds.vocab.stats
 
 
+def test_a_binary_series_target_outside_0_1_is_a_data_error(tmp_path):
+    rows = "a,p\n" + "".join(f"{i},{2 if i == 5 else i % 2}\n" for i in range(30))
+    write(tmp_path, "s.csv", rows)
+    spec = SERIES.replace("target y[t] : vec(P)", "target y[t] : binary(P)") \
+        .replace("loss mse", "loss bce").replace('inputs = ["a", "b"], targets = ["a"]',
+                                                 'inputs = ["a"], targets = ["p"]')
+    with pytest.raises(DataError, match=r"s.csv:7: column 'p' is 2, and it feeds a binary "
+                                        r"target: 0, 1 or a probability between"):
+        dataset(tmp_path, spec)
+
+
 # ---------------------------------------------------------------------------- errors
 MALFORMED = [
     (pairs, "a b\tc\nno tab here\n", r"f:2: expected source<TAB>target, found no tab"),

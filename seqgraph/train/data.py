@@ -269,6 +269,8 @@ def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, bindin
     index = {x: graph.var(x).index, y: graph.var(y).index}
     kind = loader.kind
     if kind == "series":
+        if graph.var(y).kind == "binary":
+            _probabilities(raw, loader.targets, file)
         return series_windows(loader, raw, vocab, binding, index, file, bptt)
     if kind == "treepairs":         # a tree an example (trees.tree_rows), the target
         from .trees import leaf_ids, tree_rows
@@ -294,6 +296,18 @@ def encode_examples(graph, loader: ExampleLoader, raw: Raw, vocab: Vocab, bindin
         tgt = [np.array([_label_id(vocab.target, t, file, line, "tag") for t in tags],
                         dtype=np.int64) for tags, line in zip(raw.target, raw.lines, strict=True)]
     return Examples({x: src, y: tgt}, index, {x: True, y: True}, tuple(raw.lines), file, {})
+
+
+def _probabilities(raw: Raw, columns, file: str) -> None:
+    """A binary target is 0 or 1, or a probability between (LANGUAGE.md: 0-1 targets):
+    bce's loss of another value has no minimum, and training would run it down."""
+    Y = np.asarray(raw.target, dtype=np.float64).reshape(len(raw.lines), -1)
+    bad = np.argwhere((Y < 0) | (Y > 1))
+    if len(bad):
+        r, c = bad[0]
+        raise DataError(f"column '{columns[c]}' is {Y[r, c]:g}, and it feeds a binary "
+                        f"target: 0, 1 or a probability between", file=file,
+                        line=raw.lines[r])
 
 
 def series_windows(loader, raw: Raw, vocab: Vocab, binding: Binding, index: dict, file: str,
