@@ -318,6 +318,9 @@ TABLE = [
         + "o[t] = Wo @ (h[t] + c) + bo\nloss xent(o[t], y[t])\n", 5, 7,
         "parameter 'c' is a vector of size 16: the initialiser 'orthogonal' is for a matrix",
         "a vector takes zeros"),
+    # every value inf or nan, found by gradcheck or training at best
+    bad("division-by-zero", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b) / 0\n" + OUT,
+        5, 46, "division by the number 0"),
     bad("init-a-number", HEAD + "init h = 0\n" + H + OUT, 5, 10,       # walk 12: line 6
         "init h is a number, and 'h' a vector of size 16", "without one, a delay before the "
         "first step reads zero"),

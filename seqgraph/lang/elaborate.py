@@ -416,6 +416,11 @@ class _Elaborator:
             return Apply(Op.CONCAT, tuple(rec(p) for p in e.parts), (), e.pos)
         if isinstance(e, A.BinOp) and e.op == "@":
             return self._matmul(e, rec)
+        if isinstance(e, A.BinOp) and e.op == "/" and isinstance(e.right, A.Number) and \
+                e.right.value == 0:      # every value inf or nan: a slip, said where it is
+            raise SpecError("division by the number 0", e.right.pos,
+                            hint="it makes every value inf or nan; divide by a number "
+                                 "other than 0")
         if isinstance(e, A.BinOp):
             if e.op == "*":
                 self._matrix_times(e)
