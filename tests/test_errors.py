@@ -321,6 +321,9 @@ TABLE = [
     # every value inf or nan, found by gradcheck or training at best
     bad("division-by-zero", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b) / 0\n" + OUT,
         5, 46, "division by the number 0"),
+    bad("tree-declared-twice", TREE + "tree n\n" + "h[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 6, 1,
+        "tree 'n' is declared twice (first at line 1)"),
     bad("init-a-number", HEAD + "init h = 0\n" + H + OUT, 5, 10,       # walk 12: line 6
         "init h is a number, and 'h' a vector of size 16", "without one, a delay before the "
         "first step reads zero"),

@@ -138,7 +138,13 @@ class _Elaborator:
         for s in self.stmts:
             if isinstance(s, A.Return):
                 raise SpecError("'return' belongs inside a cell", s.pos)
-        self.trees = {t.name: t for t in self._of(A.TreeDecl)}
+        self.trees = {}
+        for t in self._of(A.TreeDecl):
+            if t.name in self.trees:     # as a dim or a param declared twice
+                raise SpecError(f"tree '{t.name}' is declared twice (first at line "
+                                f"{self.trees[t.name].pos.line})", t.pos,
+                                hint="keep one `tree` line an index")
+            self.trees[t.name] = t
         self.dims, self.dim_decls = {}, {}
         for d in self._of(A.DimDecl):
             if d.name in self.dims:
