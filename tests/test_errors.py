@@ -324,6 +324,12 @@ TABLE = [
     bad("tree-declared-twice", TREE + "tree n\n" + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 6, 1,
         "tree 'n' is declared twice (first at line 1)"),
+    # LANGUAGE.md section 3's types by role: no loader feeds a class input, no loss
+    # reads a onehot target; both checked, and failed later or never
+    bad("class-input", "input x[t] : class(V)\n", 1, 14,
+        "class(...) is the type of targets; an input is onehot(V) or vec(D)"),
+    bad("onehot-target", HEAD.replace("target y[t] : class(V)", "target y[t] : onehot(V)")
+        + H + OUT, 3, 15, "onehot(...) is the type of inputs; a target is class(K)"),
     bad("init-a-number", HEAD + "init h = 0\n" + H + OUT, 5, 10,       # walk 12: line 6
         "init h is a number, and 'h' a vector of size 16", "without one, a delay before the "
         "first step reads zero"),

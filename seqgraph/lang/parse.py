@@ -23,6 +23,15 @@ MAX_NESTING = 50           # brackets inside brackets; deeper would exhaust the 
 MAX_LAYERS = 1000          # stack(N): each layer is expanded into equations
 
 
+
+# the types of each role (LANGUAGE.md section 3): token ids or vectors in, classes,
+# vectors or 0-1 values to be predicted
+_KINDS = {"input": {"onehot": "onehot(V)", "vec": "vec(D)"},
+          "target": {"class": "class(K)", "vec": "vec(D)", "binary": "binary(D)"}}
+_KIND_HINT = {"input": "token ids: input x[t] : onehot(V); numbers: input x[t] : vec(D)",
+              "target": "a class id: target y[t] : class(K) (a loss or an equation reads "
+                        "it as its one-hot vector)"}
+
 class _BracketNewlines(PostLex):
     """Drop newlines inside ( ) and [ ]: a statement continues on the next line there.
     Inside { } (a cell, the train block) newlines end statements, so a statement
@@ -143,7 +152,15 @@ class _Build(Transformer):
 
     def _data(self, role, meta, c):
         name, index, (kind, size) = c
-        return A.DataDecl(role, _name(name), index or (), kind, size, _pos(meta))
+        kinds = _KINDS[role]
+        if str(kind) not in kinds:       # class(K) is a target's, onehot(V) an input's
+            other = "target" if role == "input" else "input"
+            raise SpecError(f"{kind}(...) is the type of {other}s; an {role} is "
+                            f"{' or '.join(kinds.values())}"
+                            if role == "input" else
+                            f"{kind}(...) is the type of {other}s; a {role} is "
+                            f"{', '.join(kinds.values())}", _pos(kind), hint=_KIND_HINT[role])
+        return A.DataDecl(role, _name(name), index or (), str(kind), size, _pos(meta))
 
     def input_stmt(self, meta, c):
         return self._data("input", meta, c)
@@ -159,7 +176,7 @@ class _Build(Transformer):
         if str(kind) not in ("onehot", "vec", "class", "binary"):
             raise SpecError(f"unknown type '{kind}'", _pos(kind),
                             hint="types are onehot(V), vec(D), class(K), binary(D)")
-        return str(kind), _size(size)
+        return kind, _size(size)
 
     def param_stmt(self, meta, c):
         return tuple(c)
