@@ -89,6 +89,15 @@ def test_cli_check_counts_an_unused_parameter_as_none(tmp_path, capsys):
     assert re.search(r"Z +unused +0\n", out) and "total 6\n" in out
 
 
+def test_cli_check_total_keeps_the_constant_of_a_form_in_an_unbound_size(tmp_path, capsys):
+    spec = tmp_path / "concat.sg"        # W : [4, V+4] counts 4*V + 16: the 16 was lost
+    spec.write_text("input x[t] : onehot(V)\ntarget y[t] : class(V)\nparam W, A\n"
+                    "h[t] : 4 = tanh(W @ [x[t]; h[t-1]])\no[t] = A @ h[t]\n"
+                    "loss xent(o[t], y[t])\n")
+    assert main(["check", str(spec)]) == 0
+    assert "total 16 + terms in unbound sizes" in capsys.readouterr().out
+
+
 def test_cli_check_bad_spec_exit_code(tmp_path, capsys):
     bad = tmp_path / "bad.sg"
     bad.write_text("param W\nh[t] = tanh(W @ h[t])\n")

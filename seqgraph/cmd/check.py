@@ -1,6 +1,7 @@
 """`seqgraph check SPEC`: parse, elaborate and check a spec, and say what it is."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -144,10 +145,10 @@ def summary(checked) -> str:
             lines.append(f"  {p.name:<16} unused".ljust(40) + " 0")
             continue
         n = _count(shape)
-        if n.isdigit():
-            total += int(n)
-        else:
-            symbolic = True
+        # the count's constant term: all of it when bound; 4*(V+4) adds its 16, and
+        # the terms in V are said after the total
+        total += math.prod(d.const for d in shape)
+        symbolic = symbolic or not n.isdigit()
         lines.append(f"  {p.name:<16} [{', '.join(map(str, shape))}]".ljust(40) + f" {n}")
     tail = " + terms in unbound sizes" if symbolic else ""
     lines.append(f"  total {total}{tail}")
