@@ -301,3 +301,14 @@ def test_gradcheck_tells_rounding_from_a_wrong_gradient(monkeypatch):
     monkeypatch.setattr(m, "run", off)
     bad = [c.name for c in gc.gradcheck(m) if not c.ok]
     assert len(bad) >= len(m.params) - 2, bad
+
+
+def test_gradcheck_of_a_model_without_a_loss_says_so(tmp_path, capsys):
+    """No loss: every gradient and every difference is 0, and gradcheck said 'all
+    passed' for parameters it could not check."""
+    from seqgraph.cli import main
+    spec = tmp_path / "noloss.sg"
+    spec.write_text("input x[t] : vec(3)\nparam W\nh[t] : 3 = tanh(W @ x[t])\n")
+    assert main(["gradcheck", str(spec)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "the model has no loss line, so no gradient to check" in out.err
