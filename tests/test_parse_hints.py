@@ -137,6 +137,15 @@ CASES = [
          "1 and end take no shift"),
     case("shifted-end-in-loss", change(8, "loss xent(o[end-1], y[t])"), 8, 16,
          "1 and end take no shift"),
+    # read as a use of a cell named stack, then "start a new line before 'rnn'"
+    case("bi-stack", change(6, "h = bi stack(2) rnn(x, H)"), 6, 8,
+         "stack the 2 'bi' layers one a line: h1 = bi rnn(x, H), then h = bi rnn(h1, H)"),
+    # a statement continued by a line that starts with its operator: "one statement a
+    # line: start a new line before '+'"
+    case("line-starts-with-operator", change(6, "h[t] : H = tanh(W @ x[t] + U @ h[t-1])\n"
+                                                "  + b"), 7, 3,
+         "a line cannot start with '+': to go on with the statement above, put the "
+         "expression in ( )"),
 ]
 
 

@@ -319,6 +319,14 @@ def _hint_glued(tok, prev, expected, stmt, text):
 def _hint_one_statement_a_line(tok, prev, expected, stmt, text):
     if "_NL" in expected and (not expected & _OPERATORS or tok.type.lower() in
                               _STATEMENT_WORDS) and tok.type not in expected:
+        start = getattr(tok, "start_pos", None)
+        if tok.type in _OPERATORS and start is not None and \
+                not text[text.rfind("\n", 0, start) + 1:start].strip():
+            # a line that starts with `+ U @ h[t-1]`: the statement above, continued
+            where = "put the expression in ( )" if stmt.block is None else \
+                "end the line above with the operator, or put the expression in ( )"
+            return f"a line cannot start with {_describe(tok)}: to go on with the " \
+                   f"statement above, {where}"
         if str(tok) == ";":          # `dim H = 3; dim K = 4`: C's separator
             return "a statement ends at the end of its line: drop the ';' (it separates " \
                    "the parts of a concatenation, [a; b]) and start any next statement " \
