@@ -599,6 +599,16 @@ def test_a_loss_line_repeated_is_a_warning():
     assert spec.graph.warnings[0][1].line == 8
 
 
+def test_an_init_nothing_reads_is_a_warning():
+    """`init o` where only h[t-1] is read: accepted in silence, as if it did something."""
+    spec = seqgraph.read_spec("i.sg", HEAD + "init o = bo\n" + H + OUT)
+    assert [(m, at.line) for m, at in spec.graph.warnings] == [
+        ("init o is never read: no equation reads o with a delay (o[t-1]) or an advance "
+         "(o[t+1])", 5)]
+    read = seqgraph.read_spec("r.sg", HEAD + "init h = b\n" + H + OUT)
+    assert not read.graph.warnings
+
+
 def test_model_without_loss_is_a_warning():
     spec = seqgraph.read_spec("ok.sg", HEAD + H)
     assert any("no loss" in w[0] for w in spec.graph.warnings)

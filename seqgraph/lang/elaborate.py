@@ -27,6 +27,7 @@ from ..graph.folded import (
     Shift,
     ShiftKind,
     Var,
+    refs,
     softmax_over,
 )
 from ..ops import FUNCTIONS, LOSS_NAMES, REDUCTIONS, Op
@@ -269,6 +270,7 @@ class _Elaborator:
         self.used_params = set()
         vars_ = [self._data_var(d) for d in self.data.values()]
         vars_ += [self._hidden_var(name, group) for name, group in self.defs.items()]
+        self._unread_inits(vars_)
         losses = tuple(self._loss(l) for l in self._of(A.LossDecl))
         for i, loss in enumerate(losses):           # the same line twice counts twice
             first = next((m for m in losses[:i] if (m.fn, m.output, m.target) ==
@@ -381,6 +383,19 @@ class _Elaborator:
                 raise SpecError(f"init for '{i.name}', but {what}", i.pos,
                                 hint="init gives the value a delayed reference reads "
                                      "before the first step of a defined variable")
+
+    def _unread_inits(self, vars_) -> None:
+        """An init value is what a delay (h[t-1]) or an advance (g[t+1]) reads past the
+        ends; with no such reference of its variable, it is never read: a warning, as an
+        unused parameter is (`init o = ...` meant for the recurrence `h`, say)."""
+        shifted = {r.var for v in vars_ for e in v.exprs for r in refs(e)
+                   if r.shift.kind == ShiftKind.REL and r.shift.k != 0}
+        for v in vars_:
+            if v.init is not None and v.name not in shifted:
+                at = next(i.pos for i in self.inits if i.name == v.name)
+                self.warnings.append((f"init {v.name} is never read: no equation reads "
+                                      f"{v.name} with a delay ({v.name}[{v.index}-1]) or an "
+                                      f"advance ({v.name}[{v.index}+1])", at))
 
     def _data_var(self, d: A.DataDecl) -> Var:
         return Var(d.name, d.role, d.index[0] if d.index else None, d.kind, d.size,
