@@ -609,6 +609,15 @@ def test_an_init_nothing_reads_is_a_warning():
     assert not read.graph.warnings
 
 
+def test_data_nothing_reads_is_a_warning():
+    """An input or a target declared and never read: the unused parameter's warning."""
+    spec = seqgraph.read_spec("d.sg", HEAD + "input q[t] : vec(3)\ntarget z : class(2)\n"
+                              + H + OUT)
+    assert [(m, at.line) for m, at in spec.graph.warnings] == [
+        ("input 'q' is declared but no equation reads it", 5),
+        ("target 'z' is declared but no loss or equation reads it", 6)]
+
+
 def test_model_without_loss_is_a_warning():
     spec = seqgraph.read_spec("ok.sg", HEAD + H)
     assert any("no loss" in w[0] for w in spec.graph.warnings)

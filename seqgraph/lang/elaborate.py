@@ -272,6 +272,7 @@ class _Elaborator:
         vars_ += [self._hidden_var(name, group) for name, group in self.defs.items()]
         self._unread_inits(vars_)
         losses = tuple(self._loss(l) for l in self._of(A.LossDecl))
+        self._unread_data(vars_, losses)
         for i, loss in enumerate(losses):           # the same line twice counts twice
             first = next((m for m in losses[:i] if (m.fn, m.output, m.target) ==
                           (loss.fn, loss.output, loss.target)), None)
@@ -396,6 +397,16 @@ class _Elaborator:
                 self.warnings.append((f"init {v.name} is never read: no equation reads "
                                       f"{v.name} with a delay ({v.name}[{v.index}-1]) or an "
                                       f"advance ({v.name}[{v.index}+1])", at))
+
+    def _unread_data(self, vars_, losses) -> None:
+        """An input no equation reads, a target no loss and no equation reads: warnings,
+        as an unused parameter is (the data would be read, and change nothing)."""
+        read = set().union(*(v.reads for v in vars_)) | {l.target.var for l in losses}
+        for d in self.data.values():
+            if d.name not in read:
+                what = "equation" if d.role == "input" else "loss or equation"
+                self.warnings.append((f"{d.role} '{d.name}' is declared but no {what} "
+                                      f"reads it", d.pos))
 
     def _data_var(self, d: A.DataDecl) -> Var:
         return Var(d.name, d.role, d.index[0] if d.index else None, d.kind, d.size,
