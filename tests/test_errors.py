@@ -321,6 +321,12 @@ TABLE = [
     # every value inf or nan, found by gradcheck or training at best
     bad("division-by-zero", HEAD + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b) / 0\n" + OUT,
         5, 46, "division by the number 0"),
+    # every x[root] read the root: a model over nodes trained on roots alone, silently
+    bad("tree-named-root", TREE.replace("tree n", "tree root").replace("[n]", "[root]")
+        + "h[root] : H = tanh(E @ w[root]) if leaf\n"
+        "h[root] : H = tanh(W @ [h[root.left]; h[root.right]] + b) otherwise\n"
+        "o[root] = Ws @ h[root] + bs\nloss xent(o[root], y[root])\n", 1, 1,
+        "a tree index cannot be named 'root'"),
     bad("tree-declared-twice", TREE + "tree n\n" + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 6, 1,
         "tree 'n' is declared twice (first at line 1)"),

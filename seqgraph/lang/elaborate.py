@@ -141,6 +141,11 @@ class _Elaborator:
                 raise SpecError("'return' belongs inside a cell", s.pos)
         self.trees = {}
         for t in self._of(A.TreeDecl):
+            if t.name == "root":         # h[root] is the root: every read would be one
+                raise SpecError("a tree index cannot be named 'root': h[root] reads the "
+                                "tree's root, so every reference over it would", t.pos,
+                                hint="name the index n (tree n), and read h[n], h[n.left], "
+                                     "h[root]")
             if t.name in self.trees:     # as a dim or a param declared twice
                 raise SpecError(f"tree '{t.name}' is declared twice (first at line "
                                 f"{self.trees[t.name].pos.line})", t.pos,
