@@ -327,6 +327,10 @@ TABLE = [
         "h[root] : H = tanh(W @ [h[root.left]; h[root.right]] + b) otherwise\n"
         "o[root] = Ws @ h[root] + bs\nloss xent(o[root], y[root])\n", 1, 1,
         "a tree index cannot be named 'root'"),
+    # never read (a leaf reads no child); accepted in silence
+    bad("init-over-a-tree", TREE + "init h = b\nh[n] : H = tanh(E @ w[n]) if leaf\n"
+        "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 6, 1,
+        "'h' runs over the tree 'n', which has none", "its 'if leaf' equation"),
     bad("tree-declared-twice", TREE + "tree n\n" + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ [h[n.left]; h[n.right]] + b) otherwise\n" + TREE_OUT, 6, 1,
         "tree 'n' is declared twice (first at line 1)"),

@@ -433,6 +433,11 @@ class _Elaborator:
             if index is None:
                 raise SpecError(f"init gives the value before the first step; '{name}' "
                                 "has no index", inits[0].pos)
+            if index in self.trees:      # a leaf reads no child: nothing would read it
+                raise SpecError(f"init gives the value before the first step; '{name}' "
+                                f"runs over the tree '{index}', which has none",
+                                inits[0].pos, hint=f"a leaf's value is its 'if leaf' "
+                                                   f"equation: {name}[{index}] = ... if leaf")
             init = self._expr(inits[0].expr, (), None, in_init=True)
         return Var(name, "hidden", index, None, size, cases, init, first.pos, inner)
 
