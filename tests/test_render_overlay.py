@@ -93,6 +93,19 @@ def test_overlay_needs_unfold(tmp_path, capsys):
     assert "--unfold" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra", [["--checkpoint", "runs/m"], ["--data", 'chars("a.txt")'],
+                                   ["--warmup", "20"], ["--batch", "4"], ["--seed", "1"]])
+def test_an_overlay_option_without_the_overlay_is_refused(tmp_path, capsys, extra):
+    """`--unfold 5 --checkpoint C` drew the plain graph, the checkpoint unread: a user
+    who wanted the trained run's norms got the picture without them and no word."""
+    out = tmp_path / "o.dot"
+    assert main(["render", str(_spec(tmp_path)), "--unfold", "3", "--dim", "V=5", *extra,
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{extra[0]} is for --overlay jacobian" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_overlay_of_a_feed_forward_model_is_an_error(tmp_path, capsys):
     ff = """
 input  x[t] : onehot(V)

@@ -36,11 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="LOADER",
                    help="for --overlay: the text to measure on (default: the train "
                         "block's data, else random ids)")
-    p.add_argument("--batch", type=int, default=8, metavar="B",
+    p.add_argument("--batch", type=int, metavar="B",
                    help="for --overlay: examples averaged over (default 8)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int,
                    help="for --overlay: seed of the initialisation and of the batch")
-    p.add_argument("--warmup", type=int, default=0, metavar="W",
+    p.add_argument("--warmup", type=int, metavar="W",
                    help="for --overlay: run W steps of the text before the N drawn ones, "
                         "so the state is not the zero start (default 0)")
 
@@ -84,6 +84,7 @@ def run(args) -> int:
     from .. import render
 
     render.check_output(args.output)          # a bad extension fails before any work
+    _overlay_options_need_the_overlay(args)
     spec = seqgraph.read_spec(args.spec, dims=parse_dims(args.dim))
     dims = parse_dims(args.dim, spec)
     if args.params and (args.tree is not None or args.unfold):
@@ -112,6 +113,26 @@ def run(args) -> int:
     render.write(text, args.output)
     print(f"wrote {args.output}")
     return 0
+
+
+OVERLAY_OPTIONS = ("checkpoint", "data", "batch", "seed", "warmup")
+
+
+def _overlay_options_need_the_overlay(args) -> None:
+    """The options that say what the overlay measures draw nothing without it: a
+    `--checkpoint` given to see a trained run's norms would otherwise draw the plain
+    graph without a word (as `sample` refuses `--alpha` without `--beam`)."""
+    if args.overlay:
+        for name, default in (("batch", 8), ("seed", 0), ("warmup", 0)):
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+        return
+    given = [f"--{name}" for name in OVERLAY_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+                         "--overlay jacobian, which measures the Jacobian norms it "
+                         "draws: add --overlay jacobian --unfold N, or leave "
+                         f"{'it' if len(given) == 1 else 'them'} out")
 
 
 MAX_DRAWN = 400       # nodes of an unfolded graph laid out as an image
