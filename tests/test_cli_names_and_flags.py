@@ -164,3 +164,20 @@ def test_an_option_misspelt_before_the_command_gets_a_suggestion(capsys):
         main(["--", "check", str(ROOT / "specs" / "elman.sg")])
     assert e.value.code == 2 and "unknown option -- before the command" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["jacobian", "open.sg", "--dim", "V=5", "--steps", "3"],
+    ["gradcheck", "open.sg", "--dim", "V=8"],
+    ["render", "open.sg", "--unfold", "3", "--overlay", "jacobian", "--dim", "V=8",
+     "-o", "o.dot"],
+    ["sample", "open.sg", "--checkpoint", "r", "--length", "3"],
+])
+def test_a_negative_seed_is_a_usage_error(work, capsys, argv):
+    """`--seed -1` reached numpy's generator, a ValueError traceback ("expected
+    non-negative integer"); the train key `seed` was refused as it should be."""
+    if argv[0] == "sample":
+        assert sg(capsys, "train", "open.sg", "--dim", "V=8", "--out", "r", "--steps", 1,
+                  "--quiet")[0] == 0
+    assert fails(capsys, *argv, "--seed", "-1") == \
+        "--seed must be a whole number of 0 or more, not -1"

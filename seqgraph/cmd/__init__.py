@@ -5,7 +5,7 @@ from ..errors import UsageError, whole_number
 from ..graph.sizes import MAX_SIZE, TOO_LARGE_HINT
 from ..outputs import output_file, writing
 
-__all__ = ["output_file", "parse_dims", "writing"]
+__all__ = ["check_seed", "output_file", "parse_dims", "writing"]
 
 
 def parse_dims(items: list[str] | None, spec=None) -> dict:
@@ -32,3 +32,11 @@ def parse_dims(items: list[str] | None, spec=None) -> dict:
         from ..model import check_dim_names
         check_dim_names(dims, set(spec.unbound_dims()) | spec.graph.size_names, spec.path)
     return dims
+
+
+def check_seed(seed: int | None) -> None:
+    """`--seed` of sample, jacobian, gradcheck and render's overlay: numpy's generators
+    take a whole number of 0 or more (a negative one was numpy's ValueError traceback), as
+    the train key `seed` does."""
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed must be a whole number of 0 or more, not {seed}")

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import UsageError
 from ..gradcheck import gradcheck, off_kinks
 from ..model import Model, read_spec
-from . import parse_dims
+from . import check_seed, parse_dims
 
 HELP = "check every parameter's gradient against float64 central differences"
 DESCRIPTION = """\
@@ -33,6 +33,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    check_seed(args.seed)
     spec = read_spec(args.spec, dims=parse_dims(args.dim))
     dims = {n: 5 for n in spec.unbound_dims()}
     dims.update(parse_dims(args.dim, spec))

@@ -14,7 +14,7 @@ import sys
 
 from ..jacobian import measure, open_params, plot, plot_compare, prepare
 from ..model import read_spec
-from . import output_file, parse_dims, writing
+from . import check_seed, output_file, parse_dims, writing
 
 HELP = "measure how gradients vanish or explode: norms of dh_t/dh_k by distance t-k"
 
@@ -56,6 +56,7 @@ def run(args) -> int:
         raise UsageError("--batch must be at least 1")
     if args.random and args.data:
         raise UsageError("--random and --data exclude each other")
+    check_seed(args.seed)
     output_file(args.output, "-o")
     sources = [open_params(args.checkpoint, args.seed)]
     if args.compare:

@@ -6,7 +6,7 @@ import argparse
 import math
 
 from ..errors import UsageError, whole_number
-from . import parse_dims
+from . import check_seed, parse_dims
 
 HELP = "draw a model's folded graph (or its unfolding over N steps) as SVG, PNG or DOT"
 
@@ -126,6 +126,7 @@ def _overlay_options_need_the_overlay(args) -> None:
         for name, default in (("batch", 8), ("seed", 0), ("warmup", 0)):
             if getattr(args, name) is None:
                 setattr(args, name, default)
+        check_seed(args.seed)
         return
     given = [f"--{name}" for name in OVERLAY_OPTIONS if getattr(args, name) is not None]
     if given:

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from ..graph.folded import LossFn, ShiftKind
+from . import check_seed
 
 HELP = ("generate from a trained model (language, conditional, seq2seq, one-to-many); "
         "label --input with a classifier, a tagger or a tree model; forecast a series")
@@ -79,6 +80,7 @@ def run(args) -> int:
     from ..errors import UsageError
     from ..train.session import restore
     _check_options(args)
+    check_seed(args.seed)
     t = restore(args.spec, args.checkpoint, args.executor or "interp", args.average)
     rng = np.random.default_rng(args.seed)
     if getattr(t.binding, "kind", "stream") == "stream":
