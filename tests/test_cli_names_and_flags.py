@@ -181,3 +181,12 @@ def test_a_negative_seed_is_a_usage_error(work, capsys, argv):
                   "--quiet")[0] == 0
     assert fails(capsys, *argv, "--seed", "-1") == \
         "--seed must be a whole number of 0 or more, not -1"
+
+
+@pytest.mark.parametrize("tol", ["-1", "0", "nan", "inf"])
+def test_gradcheck_refuses_a_tolerance_nothing_could_fail_or_pass(work, capsys, tol):
+    """`--tol -1` or `--tol nan` printed 'all passed: ..., tolerance nan' (a difference
+    within the loss's rounding passes whatever the tolerance)."""
+    assert fails(capsys, "gradcheck", "open.sg", "--dim", "V=8", "--tol", tol) == \
+        f"--tol must be a relative error above 0, e.g. --tol 1e-6 (the default), not " \
+        f"{float(tol)}"

@@ -34,6 +34,9 @@ def add_arguments(p):
 
 def run(args) -> int:
     check_seed(args.seed)
+    if not 0 < args.tol < float("inf"):     # nan too: a test nothing could fail said pass
+        raise UsageError(f"--tol must be a relative error above 0, e.g. --tol 1e-6 (the "
+                         f"default), not {args.tol}")
     spec = read_spec(args.spec, dims=parse_dims(args.dim))
     dims = {n: 5 for n in spec.unbound_dims()}
     dims.update(parse_dims(args.dim, spec))
