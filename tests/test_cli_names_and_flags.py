@@ -190,3 +190,14 @@ def test_gradcheck_refuses_a_tolerance_nothing_could_fail_or_pass(work, capsys, 
     assert fails(capsys, "gradcheck", "open.sg", "--dim", "V=8", "--tol", tol) == \
         f"--tol must be a relative error above 0, e.g. --tol 1e-6 (the default), not " \
         f"{float(tol)}"
+
+
+@pytest.mark.parametrize("t", ["nan", "0", "-1"])
+def test_sample_refuses_a_temperature_that_is_not_above_0(work, capsys, t):
+    """`--temperature nan` was let through and drew token 0 at every step (the softmax of
+    nan): a character model printed a line of newlines, exit 0."""
+    assert sg(capsys, "train", "open.sg", "--dim", "V=8", "--out", "r", "--steps", 1,
+              "--quiet")[0] == 0
+    assert fails(capsys, "sample", "open.sg", "--checkpoint", "r", "--length", 5,
+                 "--temperature", t) == \
+        "--temperature must be positive (use --greedy for argmax)"

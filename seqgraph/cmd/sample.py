@@ -101,7 +101,8 @@ def _check_options(args) -> None:
         raise UsageError("--beam must be at least 1")
     if args.beam is not None and args.greedy:
         raise UsageError("--beam and --greedy exclude each other (--beam 1 is greedy)")
-    if args.temperature is not None and args.temperature <= 0:
+    if args.temperature is not None and not args.temperature > 0:   # nan too: it drew
+        # token 0 at every step (softmax of nan), a line of newlines for a character model
         raise UsageError("--temperature must be positive (use --greedy for argmax)")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError("--top-k must be at least 1 (--top-k 1 draws among the likeliest "
