@@ -201,3 +201,22 @@ def test_sample_refuses_a_temperature_that_is_not_above_0(work, capsys, t):
     assert fails(capsys, "sample", "open.sg", "--checkpoint", "r", "--length", 5,
                  "--temperature", t) == \
         "--temperature must be positive (use --greedy for argmax)"
+
+
+@pytest.mark.parametrize("name, said", [
+    ("plot.txt", "'.txt' is not an image format"),
+    ("plot", "no extension to say its format"),
+])
+def test_a_plot_named_without_an_image_format_is_refused_before_any_work(work, capsys,
+                                                                          name, said):
+    """`jacobian -o plot.txt` measured everything, then died in matplotlib's savefig
+    (ValueError: Format 'txt' is not supported), a traceback; `-o plot` wrote plot.png
+    and said 'wrote plot'. `sample --attention-plot` did the same after generating."""
+    err = fails(capsys, "jacobian", "open.sg", "--dim", "V=8", "--steps", 3, "-o", name)
+    assert err.startswith(f"-o {name}: {said}; name a .png, .svg or .pdf file"), err
+    assert not list(work.glob("plot*"))
+    assert sg(capsys, "train", "open.sg", "--dim", "V=8", "--out", "r", "--steps", 1,
+              "--quiet")[0] == 0
+    err = fails(capsys, "sample", "open.sg", "--checkpoint", "r", "--length", 3,
+                "--attention-plot", name)
+    assert err.startswith(f"--attention-plot {name}: {said}"), err

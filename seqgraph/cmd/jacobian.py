@@ -14,7 +14,8 @@ import sys
 
 from ..jacobian import measure, open_params, plot, plot_compare, prepare
 from ..model import read_spec
-from . import check_seed, output_file, parse_dims, writing
+from ..outputs import plot_file
+from . import check_seed, parse_dims, writing
 
 HELP = "measure how gradients vanish or explode: norms of dh_t/dh_k by distance t-k"
 
@@ -57,7 +58,7 @@ def run(args) -> int:
     if args.random and args.data:
         raise UsageError("--random and --data exclude each other")
     check_seed(args.seed)
-    output_file(args.output, "-o")
+    plot_file(args.output, "-o")
     sources = [open_params(args.checkpoint, args.seed)]
     if args.compare:
         sources.append(open_params(args.compare, args.seed))

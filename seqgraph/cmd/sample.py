@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from ..graph.folded import LossFn, ShiftKind
+from ..outputs import plot_file
 from . import check_seed
 
 HELP = ("generate from a trained model (language, conditional, seq2seq, one-to-many); "
@@ -122,6 +123,7 @@ def _check_options(args) -> None:
                          "the mean log-probability per token)")
     if args.attention_var is not None and args.attention_plot is None:
         raise UsageError("--attention-var chooses what --attention-plot draws; give both")
+    plot_file(args.attention_plot, "--attention-plot")
 
 
 def _continue(t, args, rng) -> int:
