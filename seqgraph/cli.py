@@ -80,8 +80,9 @@ def set_threads(argv: list[str]) -> list[str]:
     """Read `--threads N` off the front of the command line and fix the BLAS thread
     count for this process (default 1, or OMP_NUM_THREADS; an environment variable already
     set wins over the default, `--threads` over both). Returns the remaining arguments."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--threads", type=int)
+    # prog: under `python -m seqgraph` argparse would name __main__.py in the usage line
+    pre = argparse.ArgumentParser(prog="seqgraph", add_help=False, allow_abbrev=False)
+    pre.add_argument("--threads", type=int, metavar="N")
     known, rest = pre.parse_known_args(argv)
     if known.threads is not None and known.threads < 1:
         _usage_error("--threads must be at least 1")

@@ -78,3 +78,15 @@ def test_python_dash_m_seqgraph_runs_the_command():
     p = subprocess.run([sys.executable, "-m", "seqgraph", "--version"], cwd=ROOT,
                        capture_output=True, text=True, check=False)
     assert p.returncode == 0 and p.stdout.startswith("seqgraph "), p.stderr
+
+
+@pytest.mark.parametrize("argv", [["--threads", "abc", "check", "a.sg"], ["--threads"]])
+def test_a_bad_threads_value_names_seqgraph_in_its_usage(capsys, argv):
+    """`python -m seqgraph --threads abc` said 'usage: __main__.py [--threads THREADS]'
+    (the parser that reads --threads first had no program name)."""
+    from seqgraph.cli import set_threads
+    with pytest.raises(SystemExit) as e:
+        set_threads(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: seqgraph [--threads N]\nseqgraph: "
+                                                "error: argument --threads: "), err
