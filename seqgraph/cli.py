@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqgraph", allow_abbrev=False,
                                 description="Recurrent and recursive nets from equations.")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="BLAS threads of this process (default 1, or OPENBLAS_NUM_THREADS)")
+                   help="BLAS threads of this process (default 1, or what "
+                        "OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS say)")
     p.add_argument("--version", action="version", version=f"seqgraph {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
