@@ -402,6 +402,25 @@ def test_the_log_counts_its_rows_and_never_rereads_them(tmp_path, monkeypatch):
     log._reap()
 
 
+def test_the_moving_average_is_exponential_and_debiased():
+    """loss.png's moving average: TensorBoard's debiased exponential one. A mean over the
+    last 25 steps bent at step 25 of every run, where the first high losses left it."""
+    from seqgraph.train.metrics import _smooth
+    flat = _smooth([(s, 3.0) for s in range(1, 50)])
+    assert [s for s, _ in flat] == list(range(1, 50))
+    assert [v for _, v in flat] == pytest.approx([3.0] * 49)     # no start from 0
+    pts = [(s, 4.0 * 0.97 ** s + 2.0) for s in range(1, 200)]   # a falling loss
+    sm = [v for _, v in _smooth(pts)]
+    b, m = 1 - 2 / 26, 0.0
+    for k, (_, v) in enumerate(pts, 1):
+        m = b * m + (1 - b) * v
+        assert sm[k - 1] == pytest.approx(m / (1 - b ** k))
+    steps = np.diff(sm)                   # it falls at a rate that changes smoothly
+    assert (steps < 0).all()
+    assert np.abs(np.diff(steps)).max() < 0.01
+    assert _smooth([]) == []
+
+
 def test_long_curves_are_thinned_keeping_their_spikes():
     from seqgraph.train.metrics import _thin
     few = [(s, 1.0) for s in range(100)]

@@ -458,11 +458,16 @@ def _thin(points, most: int = 4000):
 
 
 def _smooth(points, window: int = 25):
-    out, acc = [], []
-    for s, v in points:
-        acc.append(v)
-        acc = acc[-window:]
-        out.append((s, sum(acc) / len(acc)))
+    """The loss's moving average as TensorBoard smooths: an exponential one, m_k = b m_(k-1)
+    + (1 - b) v_k with b = 1 - 2 / (window + 1) (the mean age of its terms is that of a
+    `window`-step mean), divided by 1 - b^k so that its first points are the mean of the
+    few there are (started from 0, it would begin near 0). A mean over the last `window`
+    steps bent where the first, high losses left it (step 25 of every run)."""
+    b = 1 - 2 / (window + 1)
+    out, m = [], 0.0
+    for k, (s, v) in enumerate(points, 1):
+        m = b * m + (1 - b) * v
+        out.append((s, m / (1 - b ** k)))
     return out
 
 
