@@ -85,6 +85,35 @@ def test_padded_encoder_steps_change_nothing():
         np.testing.assert_array_equal(again.grads[p], res.grads[p])
 
 
+def _shared_score(score, executor):
+    """ADDITIVE with a[u, t] = softmax over t (score), score one value for the batch."""
+    text = ADDITIVE.replace("va @ tanh(Wa @ s[u-1] + Ua @ h[t])",
+                            f"{score} + 0 * (va @ tanh(Wa @ s[u-1] + Ua @ h[t]))")
+    text = text.replace("a[u, t] = softmax over t (e[u, t])",
+                        f"a[u, t] = softmax over t ({score})")
+    return seqgraph.Model(seqgraph.read_spec("att.sg", text), dims=DIMS, dtype="float64",
+                          seed=0, executor=executor)
+
+
+@pytest.mark.parametrize("score, executor", [("1", "compiled")])
+def test_a_softmax_of_a_value_every_example_shares(score, executor):
+    """softmax over t of a number (one value for the whole batch, not [B, n]) weighs each
+    real step 1/n and a padded one 0, in an unpadded batch and then a padded one of the
+    same length: the compiled softmax, op by op, kept its value's buffer by the lengths
+    alone, shaped by the unpadded run (no step of t: the number itself), and the padded
+    run's value (-inf at the padded steps, over t) did not fit it."""
+    m = _shared_score(score, executor)
+    ins, tgs = _batch(B=3, T=5)
+    for lengths in (None, {"t": np.array([5, 2, 4])}):
+        res = m.run(ins, tgs, grads=True, lengths=lengths)
+        n = [5, 5, 5] if lengths is None else lengths["t"]
+        want = np.zeros((3, 3, 5, 1))
+        for b, k in enumerate(n):
+            want[b, :, :k] = 1 / k
+        np.testing.assert_allclose(res.values["a"], want, rtol=1e-12)
+        assert np.isfinite(res.loss) and all(np.isfinite(g).all() for g in res.grads.values())
+
+
 def test_reductions_sum_max_mean():
     text = """
 input  h[t] : vec(3)

@@ -429,8 +429,10 @@ class _Exec:
             ax = ()
         xa = _align(x, ax, n.axes)
         m = self.mask(n.over)
-        if m is None:
-            return xa, None
+        if m is None:   # x, over every step of `over` as masked it would be: forward_all
+            lead = [self.lengths[n.over] if a == n.over else 1 for a in n.axes]
+            shape = np.broadcast_shapes(xa.shape, (*lead, self.B, 1))   # keeps buffers
+            return np.broadcast_to(xa, shape), None    # by the lengths, padded or not
         m = _align(m[..., None], (n.over,), n.axes)
         return np.where(m, xa, -np.inf).astype(self.dt, copy=False), m
 
