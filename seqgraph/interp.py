@@ -341,9 +341,9 @@ class Interpreter:
                 out[v.name] = self._batched(self.tape.vals[self.nodes[(v.name, None)]])
             elif v.inner is not None:          # [B, U, T, n]
                 U, T = self.lengths[v.index], self.lengths[v.inner]
-                out[v.name] = np.stack([np.stack([self.tape.vals[self.nodes[
-                    (v.name, (a, b))]] for b in range(T)], axis=1) for a in range(U)],
-                    axis=1)
+                out[v.name] = np.stack([np.stack([self._batched(self.tape.vals[
+                    self.nodes[(v.name, (a, b))]]) for b in range(T)], axis=1)
+                    for a in range(U)], axis=1)
             else:            # zeros at the leaves of a value that has none there
                 none = np.zeros((1, self.m.sizes[v.name]), self.m.dtype)
                 rows = [self._batched(self.tape.vals[self.nodes[(v.name, s)]],
@@ -373,7 +373,9 @@ class Interpreter:
 
     def _batched(self, value, node: bool = False):
         """A value as the results give it: [B, n] (a tree node's [1, n]), also where it
-        was computed once for the whole batch from parameters alone ([n])."""
-        if np.ndim(value) != 1:
+        was computed once for the whole batch from parameters and numbers alone ([n],
+        [1, n], a number: softmax over t (1))."""
+        rows, value = 1 if node else self.B, np.asarray(value)
+        if value.ndim == 2 and value.shape[0] == rows:
             return value
-        return np.broadcast_to(value, (1 if node else self.B, value.shape[0])).copy()
+        return np.broadcast_to(value, (rows, value.shape[-1] if value.ndim else 1)).copy()

@@ -211,7 +211,13 @@ def _bilinear_vjp(g, out, saved, xs):
 
 
 def _stack(xs, mask):
-    x = np.stack([np.broadcast_to(a, np.shape(xs[0])) for a in xs])     # [T, B, n]
+    """The steps as one [T, B, n] array (B or n 1 where every example reads one value: a
+    number, a parameter) and the mask of the real steps [T, B, 1]. The steps may differ
+    in shape: softmax over t (1) reads 1 at a step every example has, [B, 1] at one
+    some pad (REAL_STEPS)."""
+    shape = np.broadcast_shapes(*(np.shape(a) for a in xs))
+    shape = (1,) * (2 - len(shape)) + shape           # a number or a vector: one row
+    x = np.stack([np.broadcast_to(a, shape) for a in xs])                # [T, B, n]
     m = np.ones(x.shape[:2], dtype=bool) if mask is None else np.asarray(mask, bool)
     return x, m[:, :, None]
 

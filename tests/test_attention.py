@@ -95,13 +95,18 @@ def _shared_score(score, executor):
                           seed=0, executor=executor)
 
 
-@pytest.mark.parametrize("score, executor", [("1", "compiled")])
+@pytest.mark.parametrize("score", ["1", "va @ va"])
+@pytest.mark.parametrize("executor", ["interp", "compiled"])
 def test_a_softmax_of_a_value_every_example_shares(score, executor):
-    """softmax over t of a number (one value for the whole batch, not [B, n]) weighs each
-    real step 1/n and a padded one 0, in an unpadded batch and then a padded one of the
-    same length: the compiled softmax, op by op, kept its value's buffer by the lengths
-    alone, shaped by the unpadded run (no step of t: the number itself), and the padded
-    run's value (-inf at the padded steps, over t) did not fit it."""
+    """softmax over t of a number or of parameters alone (one value for the whole batch,
+    not [B, n]) weighs each real step 1/n and a padded one 0, in an unpadded batch and
+    then a padded one of the same length. The compiled softmax, op by op, kept its
+    value's buffer by the lengths alone, shaped by the unpadded run (no step of t), and
+    the padded run's value did not fit it. The interpreter's reductions stacked every step
+    in the first one's shape (an IndexError unpadded, where every step is a number, a
+    broadcast error padded, where a padded step is [B, 1]), which the compiled model's
+    hoisted `va @ va` met too; a value over [u, t] is given [B, U, T, n] (it was [1, ...]
+    unpadded)."""
     m = _shared_score(score, executor)
     ins, tgs = _batch(B=3, T=5)
     for lengths in (None, {"t": np.array([5, 2, 4])}):
