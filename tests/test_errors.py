@@ -378,6 +378,10 @@ TABLE = [
     bad("tree-plain-beside-cases", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ h[n.left] + b) otherwise\nh[n] : H = tanh(b)\n" + TREE_OUT,
         8, 1, "has a plain equation beside its 'if leaf' and 'otherwise' equations"),
+    # (it said "has its cases wrong", and that it needs an 'if leaf' and an 'otherwise')
+    bad("tree-plain-equation-twice", TREE + "h[n] : H = tanh(E @ w[n])\n"
+        "h[n] : H = tanh(b)\n" + TREE_OUT, 7, 1, "'h' is defined twice (first at line 6)",
+        "hint: each variable is defined once: over a tree, by one plain equation"),
     bad("tree-shift", TREE + "h[n] : H = tanh(E @ w[n]) if leaf\n"
         "h[n] : H = tanh(W @ h[n-1] + b) otherwise\n" + TREE_OUT, 7, 23,
         "a tree index has no shifts"),

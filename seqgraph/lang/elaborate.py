@@ -365,10 +365,16 @@ class _Elaborator:
 
     @staticmethod
     def _case_twice(name, tree, group):
-        """A case written twice, or a plain equation beside both cases: said there (at
-        the second of two), with the line of the other."""
+        """A case or a plain equation written twice, or a plain equation beside both
+        cases: said there (at the second of two), with the line of the other."""
         seen, conds = {}, [e.cond for e in group]
         for e in group:
+            if e.cond is None and None in seen:      # as a variable over a sequence
+                raise SpecError(f"'{name}' is defined twice (first at line "
+                                f"{seen[None].pos.line})", e.pos,
+                                hint="each variable is defined once: over a tree, by one "
+                                     "plain equation, or by one 'if leaf' equation and "
+                                     "one 'otherwise' equation")
             if e.cond is not None and e.cond in seen:
                 what = f"two '{'if leaf' if e.cond == 'leaf' else 'otherwise'}' " \
                     f"equations (the other at line {seen[e.cond].pos.line})"
