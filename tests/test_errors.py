@@ -604,6 +604,19 @@ def test_a_matrix_named_parameter_times_a_value_is_a_warning():
         assert not seqgraph.read_spec("d.sg", t).graph.warnings, t
 
 
+def test_a_matrix_initialiser_after_a_list_is_the_last_names_alone():
+    """`param W, U, b init orthogonal` gives orthogonal to b alone (each name of a param
+    line takes its own init; W and U take the default): b a vector, it is refused, and
+    the hint says whose init it is."""
+    text = HEAD.replace("param W, U, b, Wo, bo", "param Wo, bo\nparam W, U, b init "
+                        "orthogonal") + "h[t] : H = tanh(W @ x[t] + U @ h[t-1] + b)\n" + OUT
+    with pytest.raises(SpecError) as e:
+        seqgraph.read_spec("g.sg", text)
+    assert "parameter 'b' is a vector of size 16" in str(e.value)
+    assert "each name takes its own init: here it is b's alone, not W, U's (write `W init " \
+        "orthogonal, ...`)" in str(e.value)
+
+
 def test_a_loss_line_repeated_is_a_warning():
     """Two equal loss lines add up, silently doubling the loss (walk 12)."""
     spec = seqgraph.read_spec("d.sg", HEAD + H + OUT + "loss xent(o[t], y[t])\n")

@@ -318,19 +318,26 @@ class _Sizes:
                                 hint=f"declare it with its sizes (a dim name or a number "
                                      f"for each ?): param {p.name} : [{known}]")
             shapes[p.name] = tuple(dims)
-            _matrix_init(p, dims)
+            _matrix_init(p, dims, self.g.params)
         dropouts = {e: None if x is None else self.value(x) for e, x in self.dropouts.items()}
         return sizes, shapes, dropouts
 
 
-def _matrix_init(p, shape) -> None:
+def _matrix_init(p, shape, params) -> None:
     """xavier and orthogonal draw a matrix from its fan-in and fan-out; a vector has
-    neither, and would silently start at zero: refused where the parameter is declared."""
-    if p.init and p.init[0] in ("xavier", "orthogonal") and len(shape) < 2:
-        raise SpecError(f"parameter '{p.name}' is a vector of size {shape[0]}: the "
-                        f"initialiser '{p.init[0]}' is for a matrix", p.pos,
-                        hint="a vector takes zeros (the default), ones, normal(s) or "
-                             "uniform(s)")
+    neither, and would silently start at zero: refused where the parameter is declared.
+    Each name of a param line takes its own init: in `param W, U, b init orthogonal` it
+    is b's alone, which the hint says (W and U take the default)."""
+    if not (p.init and p.init[0] in ("xavier", "orthogonal") and len(shape) < 2):
+        return
+    before = [q.name for q in params if q.pos.line == p.pos.line and q.init is None
+              and q.pos.column < p.pos.column]
+    hint = "a vector takes zeros (the default), ones, normal(s) or uniform(s)"
+    if before:
+        hint = f"each name takes its own init: here it is {p.name}'s alone, not " \
+            f"{', '.join(before)}'s (write `{before[0]} init {p.init[0]}, ...`); " + hint
+    raise SpecError(f"parameter '{p.name}' is a vector of size {shape[0]}: the "
+                    f"initialiser '{p.init[0]}' is for a matrix", p.pos, hint=hint)
 
 
 # ---------------------------------------------------------------------- causality
