@@ -317,15 +317,18 @@ def test_series_scaling_uses_training_statistics(data):
     assert min(ds.valid.lines) > max(ds.train.lines)
 
 
+# SERIES with a 0-1 target p, read by bce
+BINARY_SERIES = SERIES.replace("target y[t] : vec(P)", "target y[t] : binary(P)") \
+    .replace("loss mse", "loss bce").replace('inputs = ["a", "b"], targets = ["a"]',
+                                             'inputs = ["a"], targets = ["p"]')
+
+
 def test_a_binary_series_target_keeps_its_zeros_and_ones(tmp_path):
     # standardised like a vec target (scale=true, the default), 0 and 1 became numbers
     # like -1 and 1 and the bce loss fell without bound; the inputs are still standardised
     rows = "a,p\n" + "".join(f"{i % 7 - 3},{int(i % 7 > 3)}\n" for i in range(40))
     write(tmp_path, "s.csv", rows)
-    spec = SERIES.replace("target y[t] : vec(P)", "target y[t] : binary(P)") \
-        .replace("loss mse", "loss bce").replace('inputs = ["a", "b"], targets = ["a"]',
-                                                 'inputs = ["a"], targets = ["p"]')
-    _, _, ds = dataset(tmp_path, spec)
+    _, _, ds = dataset(tmp_path, BINARY_SERIES)
     y = np.concatenate(ds.train.fields["y"] + ds.valid.fields["y"])
     assert set(np.unique(y)) == {0.0, 1.0}
     assert abs(np.concatenate(ds.train.fields["x"]).mean()) < 0.5 and ds.vocab.stats
@@ -334,12 +337,9 @@ def test_a_binary_series_target_keeps_its_zeros_and_ones(tmp_path):
 def test_a_binary_series_target_outside_0_1_is_a_data_error(tmp_path):
     rows = "a,p\n" + "".join(f"{i},{2 if i == 5 else i % 2}\n" for i in range(30))
     write(tmp_path, "s.csv", rows)
-    spec = SERIES.replace("target y[t] : vec(P)", "target y[t] : binary(P)") \
-        .replace("loss mse", "loss bce").replace('inputs = ["a", "b"], targets = ["a"]',
-                                                 'inputs = ["a"], targets = ["p"]')
     with pytest.raises(DataError, match=r"s.csv:7: column 'p' is 2, and it feeds a binary "
                                         r"target: 0, 1 or a probability between"):
-        dataset(tmp_path, spec)
+        dataset(tmp_path, BINARY_SERIES)
 
 
 # ---------------------------------------------------------------------------- errors
