@@ -645,6 +645,16 @@ def test_data_nothing_reads_is_a_warning():
         ("target 'z' is declared but no loss or equation reads it", 6)]
 
 
+def test_a_loss_of_weight_0_is_a_warning():
+    """`loss 0 * xent(...)` was accepted silently (review 50): its gradient is 0."""
+    spec = seqgraph.read_spec("d.sg", HEAD + H + OUT.replace("loss ", "loss 0 * "))
+    assert [(m, p.line) for m, p in spec.graph.warnings] == [
+        ("this loss has weight 0: it adds nothing to what training minimises: remove the "
+         "line or give it a weight above 0", 7)]
+    assert not seqgraph.read_spec("d.sg", HEAD + H + OUT.replace("loss ", "loss 0.5 * ")
+                                  ).graph.warnings
+
+
 def test_model_without_loss_is_a_warning():
     spec = seqgraph.read_spec("ok.sg", HEAD + H)
     assert any("no loss" in w[0] for w in spec.graph.warnings)

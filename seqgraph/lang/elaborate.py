@@ -278,6 +278,12 @@ class _Elaborator:
         self._unread_inits(vars_)
         losses = tuple(self._loss(l) for l in self._of(A.LossDecl))
         self._unread_data(vars_, losses)
+        for loss in losses:                         # `loss 0 * ...`: trains nothing
+            if loss.weight == 0:
+                self.warnings.append(("this loss has weight 0: it adds nothing to what "
+                                      "training minimises: "
+                                      "remove the line or give it a weight above 0",
+                                      loss.pos))
         for i, loss in enumerate(losses):           # the same line twice counts twice
             first = next((m for m in losses[:i] if (m.fn, m.output, m.target) ==
                           (loss.fn, loss.output, loss.target)), None)
