@@ -653,7 +653,7 @@ def _one_tree(spec_or_graph, tree: str, sizes, lengths):
     from .graph.trees import Forest
     from .graph.unfold import unfold
     from .train.trees import binarizes, parse_tree
-    graph, _ = _graph_and_sizes(spec_or_graph, sizes)
+    graph, known = _graph_and_sizes(spec_or_graph, sizes)
     n = next((i for i, k in graph.indexes if k == "tree"), None)
     if n is None:
         raise UsageError("--tree draws tree models; this model has no 'tree n' index")
@@ -667,12 +667,30 @@ def _one_tree(spec_or_graph, tree: str, sizes, lengths):
     data = dict(getattr(spec_or_graph, "train", None) or {}).get("data")
     left, right, words, labels = parse_tree(tree, "--tree", 1, binarizes(data),
                                             getattr(data, "name", "trees"))
+    _labels_fit(graph, n, labels, known)
     t = _Tree(Forest.one(left, right), words, labels)
     dims = {n: t.size, **(lengths or {})}
     # with a decoder's first step's s[0] and y[0] (the start), as the unfolded graph
     dag = _add_outside(_add_losses(graph, unfold(graph, dims, t.forest), dims, t.forest))
     dag.remove_nodes_from([v for v in list(dag.nodes) if dag.degree(v) == 0])
     return graph, n, t, dag
+
+
+def _labels_fit(graph, n: str, labels, sizes) -> None:
+    """The labels of `--tree` are classes of the model's target over the tree (a
+    `class(5)` target: 0 to 4): a larger one would be drawn as a label the model has no
+    class for (the loader refuses it in the data)."""
+    target = next((v for v in graph.vars if v.role == "target" and v.index == n and
+                   v.kind == "class"), None)
+    K = None if target is None else sizes.get(target.name, target.size)
+    if getattr(K, "terms", None) == ():         # a checked size (Lin) with no open name
+        K = K.const
+    if not isinstance(K, int):
+        return
+    bad = next((y for y in labels if not 0 <= y < K), None)
+    if bad is not None:
+        raise UsageError(f"--tree: the label {bad} is not a class of '{target.name}', "
+                         f"which has {K} (0 to {K - 1})")
 
 
 def _tree_node_label(graph, n: str, t: _Tree, dag, v) -> str:

@@ -407,6 +407,18 @@ def test_a_softmax_over_t_is_drawn_as_one_node_a_decoder_step():
                    for t in (1, 2, 3) for j in (1, 2, 3))
 
 
+def test_a_trees_labels_are_classes_of_its_target():
+    """`--tree "(9 ...)"` for a `class(5)` target drew a label 9 the model has no class
+    for (review 49); a tree encoder's labels are not classes of its sequence target."""
+    spec = seqgraph.read_spec(str(ROOT / "specs/recursive.sg"))
+    with pytest.raises(UsageError, match=r"--tree: the label 9 is not a class of 'y', "
+                                         r"which has 5 \(0 to 4\)"):
+        render.tree_dot(spec, "(9 (2 a) (3 film))")
+    assert "y[3] = 4" in render.tree_dot(spec, "(4 (2 a) (3 film))")
+    t2s = seqgraph.read_spec(str(ROOT / "specs/tree2seq.sg"))
+    render.tree_dot(t2s, "(9 (2 cat) (2 dog))", lengths={"u": 2})
+
+
 def test_a_tree_encoders_decoder_steps_are_coloured_as_unfolded():
     """tree2seq drawn over a tree: the decoder's s[1] -> s[2] and y[1] -> s[2] (reads of
     u-1) are the blue of every unfolded recurrence, the tree's children green."""
