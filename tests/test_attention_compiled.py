@@ -336,6 +336,15 @@ def test_explain_static_attention():
     assert any(line.startswith("s: one compiled loop") for line in lines)
 
 
+def test_explain_a_softmax_op_by_op():
+    """A softmax over [u, t] at once is not the fused kernel's (x over t alone): said as
+    op by op, beside its logsumexp."""
+    m = seqgraph.Model(_spec("variant", "static_over_u"), dims=DIMS, executor="compiled")
+    b = next(line for line in explain(m) if "softmax over u" in line)
+    assert "softmax over u op by op (padded steps masked)" in b
+    assert "logsumexp over u (padded steps masked)" in b
+
+
 def test_unsupported_attention_falls_back_with_its_reason():
     spec = seqgraph.read_spec("backward.sg", BACKWARD)
     mi, mc = pair(spec, "float64", dims=DIMS)

@@ -100,6 +100,18 @@ class AttnBuilt:
         return lines
 
 
+# what `--explain` says of a node of these kinds (sh: an expression as written)
+_SAID = {
+    "score": lambda n, sh: f"score {sh(n.expr)} over [{', '.join(n.axes) or '-'}] as one "
+                           "fused kernel (the sum, tanh and one GEMV)",
+    "softmax": lambda n, sh: f"softmax over {n.over} as one kernel (padded steps masked)",
+    "real": lambda n, sh: f"softmax over {n.over} op by op (padded steps masked)",
+    "contract": lambda n, sh: f"{n.op.value} {n.over} of a product as one contraction "
+                              "(einsum; inside a loop, of weights over t alone, one kernel)",
+    "reduce": lambda n, sh: f"{n.op.value} {n.over} (padded steps masked)",
+}
+
+
 def _summary(prog, nodes, sh) -> str:
     out = []
     gemms = [n for n in nodes if n.kind == "gemm"]
@@ -114,20 +126,8 @@ def _summary(prog, nodes, sh) -> str:
         a, b = (prog.nodes[i] for i in n.args)
         how = "one GEMV" if a.axes is None or b.axes is None else "one batched contraction"
         out.append(f"score {sh(n.expr)} over [{', '.join(n.axes) or '-'}] as {how}")
-    for n in nodes:
-        if n.kind == "score":
-            out.append(f"score {sh(n.expr)} over [{', '.join(n.axes) or '-'}] as one fused "
-                       "kernel (the sum, tanh and one GEMV)")
-        elif n.kind == "softmax":
-            out.append(f"softmax over {n.over} as one kernel (padded steps masked)")
-        elif n.kind == "real":
-            out.append(f"softmax over {n.over} op by op (padded steps masked)")
-    for n in nodes:
-        if n.kind == "contract":
-            out.append(f"{n.op.value} {n.over} of a product as one contraction (einsum; "
-                       "inside a loop, of weights over t alone, one kernel)")
-        elif n.kind == "reduce":
-            out.append(f"{n.op.value} {n.over} (padded steps masked)")
+    for kinds in (("score", "softmax", "real"), ("contract", "reduce")):   # kernels first
+        out += [_SAID[n.kind](n, sh) for n in nodes if n.kind in kinds]
     # (not those folded into a kernel; those of an elementwise group said as such)
     grouped = sum(len(grp.members) for grp in prog.group_at.values())
     ew = sum(1 for n in nodes if n.kind == "op") - grouped
